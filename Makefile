@@ -1,0 +1,57 @@
+# The two commands a newcomer needs: `make run` and `make test`. Each installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Here `pip install torch==2.13.0` takes the CPU build that lies on disk; elsewhere set
+# TORCH_SPEC, e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu".
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install install-api node browser run run-api run-worker test bench clean
+
+$(VENV)/.installed-dev: requirements.txt requirements-api.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+$(VENV)/.installed: requirements.txt requirements-api.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+
+node: node_modules/.package-lock.json
+
+# Debian's Chromium for the dashboard's browser tests (Playwright cannot download its own here).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+# All-in-one on the embedded local backend: API on :8000 plus an in-process worker.
+run: install
+	$(PY) -m api.allinone
+
+run-api: install
+	$(VENV)/bin/uvicorn api.main:app --host 0.0.0.0 --port 8000
+
+run-worker: install
+	$(PY) -m worker.main
+
+test: $(VENV)/.installed-dev node browser
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-dev
+	$(PY) bench/pipeline_bench.py
+
+clean:
+	rm -rf $(VENV) node_modules data test-artifacts

@@ -1,0 +1,1 @@
+"""Shared foundation: settings, errors, the job model and the storage backends."""

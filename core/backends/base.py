@@ -1,0 +1,207 @@
+"""The three storage interfaces every backend implements: blobs, the job queue, job records.
+
+Two implementations of each live beside this file: ``local`` (files + SQLite, for one
+machine) and ``azure`` (Blob, Queue and Table storage). All methods are synchronous and
+thread-safe; they raise only errors from ``core.errors``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+from core.jobs import Job, JobStatus
+
+
+# --- blobs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    path: str
+    size: int
+    content_type: str | None = None
+    etag: str | None = None
+    last_modified: datetime | None = None
+
+
+class BlobStore(abc.ABC):
+    """Named byte objects ("blobs") addressed by '/'-separated paths, e.g. ``jobs/<id>/input``.
+
+    Implementations must never hold a whole blob in memory: uploads and downloads are
+    streamed in chunks.
+    """
+
+    @abc.abstractmethod
+    def upload_file(self, path: str, source: Path, content_type: str | None = None) -> BlobInfo:
+        """Store the local file ``source`` at ``path`` (overwriting)."""
+
+    @abc.abstractmethod
+    def upload_stream(
+        self, path: str, chunks: BinaryIO | Iterable[bytes], content_type: str | None = None
+    ) -> BlobInfo:
+        """Store a file-like object or an iterable of byte chunks at ``path`` (overwriting)."""
+
+    @abc.abstractmethod
+    def download_to_file(self, path: str, destination: Path) -> BlobInfo:
+        """Write the blob to ``destination``. Raises NotFound."""
+
+    @abc.abstractmethod
+    def open_range(self, path: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """Yield the bytes ``[start, start+length)`` of the blob in chunks. Raises NotFound."""
+
+    @abc.abstractmethod
+    def info(self, path: str) -> BlobInfo:
+        """Size and metadata of a blob. Raises NotFound."""
+
+    @abc.abstractmethod
+    def exists(self, path: str) -> bool: ...
+
+    @abc.abstractmethod
+    def delete(self, path: str) -> None:
+        """Delete a blob; deleting a missing blob is not an error."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        """Blobs whose path starts with ``prefix``, in path order."""
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every blob under ``prefix``; returns how many were deleted."""
+        paths = [blob.path for blob in self.list(prefix)]
+        for path in paths:
+            self.delete(path)
+        return len(paths)
+
+    @abc.abstractmethod
+    def read_url(self, path: str, expires_in: timedelta) -> str | None:
+        """A time-limited URL a client can GET the blob from, or None if the backend has
+        none (the local backend: the API streams the blob itself)."""
+
+    @abc.abstractmethod
+    def write_url(self, path: str, expires_in: timedelta) -> str | None:
+        """A time-limited URL a client can PUT the blob to, or None (local backend: the
+        API serves an upload endpoint instead)."""
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Raise StorageUnavailable unless the store answers."""
+
+
+# --- queue -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    """A received message. ``pop_receipt`` proves we hold the lease; every lease extension
+    returns a new message with a new receipt, and only the newest one is valid."""
+
+    id: str
+    body: str
+    pop_receipt: str
+    dequeue_count: int
+    visible_at: datetime | None = None
+
+
+class JobQueue(abc.ABC):
+    """An at-least-once queue with leases (Azure's visibility timeout)."""
+
+    @abc.abstractmethod
+    def send(self, body: str) -> str:
+        """Enqueue a message; returns its id."""
+
+    @abc.abstractmethod
+    def receive(self, lease: timedelta) -> QueueMessage | None:
+        """Take the next visible message and hide it for ``lease``; None if the queue is empty.
+        ``dequeue_count`` counts deliveries, this one included."""
+
+    @abc.abstractmethod
+    def extend_lease(self, message: QueueMessage, lease: timedelta) -> QueueMessage:
+        """Hide the message for another ``lease`` from now. Returns the message with its new
+        pop receipt. Raises LeaseLost if the receipt is stale."""
+
+    @abc.abstractmethod
+    def complete(self, message: QueueMessage) -> None:
+        """Delete the message for good. Raises LeaseLost if the receipt is stale."""
+
+    @abc.abstractmethod
+    def release(self, message: QueueMessage) -> None:
+        """Make the message visible again now. Raises LeaseLost if the receipt is stale."""
+
+    @abc.abstractmethod
+    def move_to_poison(self, message: QueueMessage) -> None:
+        """Copy the message to the poison queue and delete it here. Raises LeaseLost."""
+
+    @abc.abstractmethod
+    def approximate_length(self) -> int:
+        """Messages in the queue, visible or leased (what KEDA scales on)."""
+
+    @abc.abstractmethod
+    def peek_poison(self, max_messages: int = 32) -> list[str]:
+        """Bodies of messages in the poison queue (for operators and tests)."""
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Raise StorageUnavailable unless the queue answers."""
+
+
+# --- job records ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class JobStore(abc.ABC):
+    """Job records with optimistic concurrency: every read returns ``job.etag`` and every
+    update is conditional on it, so two writers never silently overwrite each other."""
+
+    @abc.abstractmethod
+    def create(self, job: Job) -> Job:
+        """Insert a new job and return it with its etag.
+
+        If ``job.idempotency_key`` is set and a job with that key already exists, nothing is
+        inserted and the existing job is returned (compare ids to tell). Raises AlreadyExists
+        if a job with the same id exists."""
+
+    @abc.abstractmethod
+    def get(self, job_id: str) -> Job:
+        """Raises NotFound."""
+
+    @abc.abstractmethod
+    def update(self, job: Job) -> Job:
+        """Replace the record if its stored etag still equals ``job.etag``; returns the job with
+        its new etag and ``updated_at`` set to now. Raises PreconditionFailed or NotFound."""
+
+    @abc.abstractmethod
+    def list(self, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None) -> JobPage:
+        """Jobs newest first, optionally only one status. ``cursor`` is the opaque
+        ``next_cursor`` of the previous page."""
+
+    @abc.abstractmethod
+    def delete(self, job_id: str) -> None:
+        """Delete the record (and its idempotency key); missing is not an error."""
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Raise StorageUnavailable unless the store answers."""
+
+
+@dataclass(frozen=True)
+class Backends:
+    """The three stores a process works with, built once at start-up by ``build_backends``."""
+
+    blobs: BlobStore
+    queue: JobQueue
+    jobs: JobStore
+
+    def close(self) -> None:
+        for store in (self.blobs, self.queue, self.jobs):
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()

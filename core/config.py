@@ -1,0 +1,160 @@
+"""Settings, read from the environment and ``.env`` (every one is documented in .env.example).
+
+Nothing here runs at import time: ``load_settings()`` builds a validated ``Settings`` and
+fails with a ConfigError that names the variable at fault. Processes call it once at
+start-up and pass the result down, so tests can build their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+from core.errors import ConfigError
+
+
+class StorageBackend(str, Enum):
+    LOCAL = "local"
+    AZURE = "azure"
+
+
+class LogFormat(str, Enum):
+    AUTO = "auto"  # json when stdout is not a terminal, text otherwise
+    JSON = "json"
+    TEXT = "text"
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- storage ---------------------------------------------------------------------
+    storage_backend: StorageBackend = StorageBackend.LOCAL
+    data_dir: Path = Path("./data")
+    azure_storage_connection_string: str | None = None
+    azure_storage_account_url: str | None = None  # https://<account>.blob.core.windows.net
+    azure_queue_account_url: str | None = None  # default: derived from the blob URL
+    azure_table_account_url: str | None = None  # default: derived from the blob URL
+    blob_container: str = "cattlecounter"
+    queue_name: str = "jobs"
+    poison_queue_name: str = "jobs-poison"
+    jobs_table: str = "jobs"
+
+    # --- API -------------------------------------------------------------------------
+    max_upload_bytes: int = Field(default=10 * 1024**3, gt=0)
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    upload_url_ttl_s: int = Field(default=3600, gt=0)
+    read_url_ttl_s: int = Field(default=3600, gt=0)
+    allow_model_override: bool = False
+
+    # --- worker ------------------------------------------------------------------------
+    lease_seconds: float = Field(default=60.0, gt=0)
+    lease_renew_seconds: float = Field(default=20.0, gt=0)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    worker_concurrency: int = Field(default=1, ge=1, le=64)
+    shutdown_grace_s: float = Field(default=60.0, ge=0)
+    progress_interval_s: float = Field(default=2.0, gt=0)
+    retry_backoff_s: float = Field(default=2.0, gt=0)
+    worker_metrics_port: int = Field(default=9100, ge=0, le=65535)  # 0: no metrics server
+    work_dir: Path | None = None  # scratch space for videos; default: a temp dir
+
+    # --- model and counting ----------------------------------------------------------
+    model_id: str = "PekingU/rtdetr_v2_r18vd"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    batch_size: int = Field(default=4, ge=1, le=256)
+    confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    classes: Annotated[list[str], NoDecode] = Field(default_factory=list)  # empty: all classes
+    input_size: int | None = Field(default=None, ge=32, le=4096)  # None: the checkpoint's own
+    frame_stride: int = Field(default=1, ge=1)
+    min_track_hits: int = Field(default=3, ge=1)
+
+    # --- webhooks ----------------------------------------------------------------------
+    webhook_secret: str | None = None
+    webhook_allow_private: bool = False
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_max_retries: int = Field(default=5, ge=0)
+
+    # --- logging ------------------------------------------------------------------------
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.AUTO
+
+    @field_validator("api_keys", "classes", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("classes")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [c.lower() for c in value]
+
+    @model_validator(mode="after")
+    def _check_azure(self) -> "Settings":
+        if self.storage_backend is StorageBackend.AZURE:
+            if not (self.azure_storage_connection_string or self.azure_storage_account_url):
+                raise ValueError(
+                    "STORAGE_BACKEND=azure needs AZURE_STORAGE_CONNECTION_STRING "
+                    "(a connection string, e.g. Azurite's) or AZURE_STORAGE_ACCOUNT_URL "
+                    "(https://<account>.blob.core.windows.net, used with DefaultAzureCredential)"
+                )
+        if self.lease_renew_seconds >= self.lease_seconds:
+            raise ValueError(
+                f"LEASE_RENEW_SECONDS ({self.lease_renew_seconds}) must be shorter than "
+                f"LEASE_SECONDS ({self.lease_seconds}) or leases expire before they are renewed"
+            )
+        return self
+
+    @property
+    def queue_account_url(self) -> str | None:
+        return self.azure_queue_account_url or _sibling_endpoint(self.azure_storage_account_url, "queue")
+
+    @property
+    def table_account_url(self) -> str | None:
+        return self.azure_table_account_url or _sibling_endpoint(self.azure_storage_account_url, "table")
+
+
+def _sibling_endpoint(blob_url: str | None, service: str) -> str | None:
+    if not blob_url:
+        return None
+    return blob_url.replace(".blob.", f".{service}.", 1)
+
+
+def load_settings(env: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
+    """Build validated settings from the process environment (or ``env``) and ``env_file``.
+
+    Raises ConfigError naming each variable at fault.
+    """
+    try:
+        if env is None:
+            return Settings(_env_file=env_file)  # type: ignore[call-arg]
+        lowered = {key.lower(): value for key, value in env.items()}
+        known = {name: lowered[name] for name in Settings.model_fields if name in lowered}
+        return Settings(_env_file=env_file, **known)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        name = "_".join(str(part) for part in error["loc"]).upper()
+        text = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{name}: {text}" if name else text)
+    return "invalid settings: " + "; ".join(problems)
+
+
+def setting_env_names() -> set[str]:
+    """Every environment variable the settings model reads (for checking compose/k8s files)."""
+    return {name.upper() for name in Settings.model_fields}

@@ -1,0 +1,159 @@
+"""The project's one error tree.
+
+Every backend converts its library's exceptions (azure.core, sqlite3, av, ...) into
+these at the boundary, so callers never see third-party exception types. Each error
+carries a stable machine-readable ``code`` (shown to API users and stored on failed
+jobs), the HTTP status the API answers with, and whether retrying can ever help.
+"""
+
+from __future__ import annotations
+
+
+class CattleCounterError(Exception):
+    """Root of the tree. ``str(err)`` is a message a user can act on."""
+
+    code = "internal_error"
+    http_status = 500
+    transient = False  # True: the same call may succeed later (network, throttling)
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.__class__.__doc__ or self.code)
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+# --- configuration ---------------------------------------------------------------
+
+
+class ConfigError(CattleCounterError):
+    """The service's settings are invalid."""
+
+    code = "config_error"
+
+
+# --- storage (blobs, queue, job records) ---------------------------------------
+
+
+class StorageError(CattleCounterError):
+    """A storage backend failed."""
+
+    code = "storage_error"
+
+
+class NotFound(StorageError):
+    """The requested blob, message or job does not exist."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class AlreadyExists(StorageError):
+    """Something with that name already exists."""
+
+    code = "already_exists"
+    http_status = 409
+
+
+class PreconditionFailed(StorageError):
+    """Someone else changed the record since it was read (ETag/version mismatch)."""
+
+    code = "precondition_failed"
+    http_status = 409
+
+
+class LeaseLost(StorageError):
+    """The queue message's lease expired or was taken over (stale pop receipt)."""
+
+    code = "lease_lost"
+    http_status = 409
+
+
+class StorageUnavailable(StorageError):
+    """The storage service cannot be reached or is throttling; try again later."""
+
+    code = "storage_unavailable"
+    http_status = 503
+    transient = True
+
+
+class InvalidMessage(CattleCounterError):
+    """A queue message is not a well-formed job message."""
+
+    code = "invalid_message"
+    http_status = 422
+
+
+# --- input validation -------------------------------------------------------------
+
+
+class InvalidInput(CattleCounterError):
+    """A request or job parameter is invalid."""
+
+    code = "invalid_input"
+    http_status = 422
+
+
+class UploadTooLarge(InvalidInput):
+    """The upload is larger than the configured maximum."""
+
+    code = "upload_too_large"
+    http_status = 413
+
+
+# --- video ------------------------------------------------------------------------
+
+
+class VideoError(CattleCounterError):
+    """The file cannot be processed as a video."""
+
+    code = "video_error"
+    http_status = 415
+
+
+class EmptyVideo(VideoError):
+    """The file is empty."""
+
+    code = "empty_file"
+    http_status = 422
+
+
+class NotAVideo(VideoError):
+    """The file is not a video container that can be decoded."""
+
+    code = "not_a_video"
+
+
+class NoVideoStream(VideoError):
+    """The file has no video stream (audio only, or an image)."""
+
+    code = "no_video_stream"
+
+
+class CorruptVideo(VideoError):
+    """The video is truncated or corrupt and cannot be decoded."""
+
+    code = "corrupt_video"
+
+
+class InvalidFrameRate(VideoError):
+    """The video declares no usable frame rate."""
+
+    code = "invalid_frame_rate"
+
+
+# --- model and processing ----------------------------------------------------------
+
+
+class ModelError(CattleCounterError):
+    """The detection model could not be loaded or run."""
+
+    code = "model_error"
+
+
+class JobCancelled(CattleCounterError):
+    """The job was cancelled while it was being processed."""
+
+    code = "cancelled"
+    http_status = 409

@@ -1,0 +1,181 @@
+"""The job model: what a job asks for, where it stands, and the queue message that carries it."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
+
+from core.errors import InvalidMessage
+
+MESSAGE_VERSION = 1
+
+
+class JobStatus(str, Enum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_job_id() -> str:
+    """A 26-character id whose lexical order is creation order (ms timestamp, then randomness).
+
+    Time-ordered ids let every backend list jobs newest first with a plain key scan.
+    """
+    millis = time.time_ns() // 1_000_000
+    return f"{millis:012x}{os.urandom(7).hex()}"
+
+
+Point = tuple[float, float]
+
+
+class CountingLine(BaseModel):
+    """A line across the frame; objects crossing it are counted in/out per class."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "line"
+    start: Point
+    end: Point
+
+    @field_validator("end")
+    @classmethod
+    def _not_degenerate(cls, end: Point, info: Any) -> Point:
+        if info.data.get("start") == end:
+            raise ValueError("a counting line needs two different points")
+        return end
+
+
+class CountingZone(BaseModel):
+    """A polygon; objects inside it are counted per frame and per class."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "zone"
+    polygon: Annotated[list[Point], Field(min_length=3)]
+
+
+class JobParams(BaseModel):
+    """What a user may ask of one job. Unset fields fall back to the service's settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    classes: list[str] | None = Field(
+        default=None, description="Class names to count (e.g. cow, sheep); default all."
+    )
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0, description="Confidence threshold.")
+    frame_stride: int | None = Field(default=None, ge=1, le=1000, description="Process every Nth frame.")
+    frame_interval_seconds: float | None = Field(
+        default=None, gt=0, le=3600, description="Process one frame every N seconds (overrides frame_stride)."
+    )
+    lines: list[CountingLine] = Field(default_factory=list)
+    zones: list[CountingZone] = Field(default_factory=list)
+    callback_url: HttpUrl | None = Field(default=None, description="Webhook called when the job ends.")
+    model_id: str | None = Field(default=None, description="Model to use, if the service allows overrides.")
+
+    @field_validator("classes")
+    @classmethod
+    def _clean_classes(cls, classes: list[str] | None) -> list[str] | None:
+        if classes is None:
+            return None
+        cleaned = [c.strip().lower() for c in classes if c.strip()]
+        return cleaned or None
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class Job(BaseModel):
+    """A job record as stored by a JobStore.
+
+    ``etag`` is the store's concurrency token: it is set by the store on every read and
+    write, and an update with a stale etag fails with PreconditionFailed.
+    """
+
+    id: str
+    status: JobStatus = JobStatus.QUEUED
+    params: JobParams = Field(default_factory=JobParams)
+    input_blob: str
+    filename: str = "video"
+    size_bytes: int = 0
+    idempotency_key: str | None = None
+
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    attempts: int = 0
+    progress: float = 0.0
+    frames_done: int = 0
+    frames_total: int | None = None
+    fps: float | None = None
+    eta_seconds: float | None = None
+
+    cancel_requested: bool = False
+    error: JobError | None = None
+    outputs: dict[str, str] = Field(default_factory=dict)  # output name -> blob path
+    counts: dict[str, Any] | None = None  # headline counts copied from stats.json
+
+    etag: str | None = Field(default=None, exclude=True)
+
+    def to_record(self) -> str:
+        """JSON text for storage (the etag is the store's business, not part of the record)."""
+        return self.model_dump_json()
+
+    @classmethod
+    def from_record(cls, text: str | bytes, etag: str | None) -> "Job":
+        job = cls.model_validate_json(text)
+        job.etag = etag
+        return job
+
+
+class JobMessage(BaseModel):
+    """The queue message: ids and blob paths only (Azure's limit is 64 KiB)."""
+
+    model_config = ConfigDict(extra="forbid")
+    v: int = MESSAGE_VERSION
+    job_id: str
+    input_blob: str
+
+    def encode(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def decode(cls, text: str) -> "JobMessage":
+        """Parse a message body, raising InvalidMessage for anything malformed."""
+        try:
+            data = json.loads(text)
+            message = cls.model_validate(data)
+        except (ValueError, TypeError, ValidationError) as exc:
+            raise InvalidMessage(f"queue message is not a valid job message: {text[:200]!r}") from exc
+        if message.v != MESSAGE_VERSION:
+            raise InvalidMessage(f"unsupported job message version {message.v}")
+        return message
+
+
+def job_blob_prefix(job_id: str) -> str:
+    return f"jobs/{job_id}/"
+
+
+def input_blob_path(job_id: str) -> str:
+    return f"{job_blob_prefix(job_id)}input"
+
+
+def output_blob_path(job_id: str, name: str) -> str:
+    return f"{job_blob_prefix(job_id)}outputs/{name}"
