@@ -8,12 +8,13 @@ thread-safe; they raise only errors from ``core.errors``.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
+from core.errors import PreconditionFailed
 from core.jobs import Job, JobStatus
 
 
@@ -190,6 +191,24 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def ping(self) -> None:
         """Raise StorageUnavailable unless the store answers."""
+
+    def modify(self, job_id: str, change: Callable[[Job], bool | None], attempts: int = 8) -> Job:
+        """Read-modify-write with optimistic concurrency.
+
+        ``change`` mutates the job it is given; returning False means "nothing to write".
+        On a concurrent update the record is read again and ``change`` re-applied, so the
+        change is never lost and never overwrites someone else's. Raises NotFound, or
+        PreconditionFailed if the record kept changing for ``attempts`` tries.
+        """
+        for _ in range(attempts):
+            job = self.get(job_id)
+            if change(job) is False:
+                return job
+            try:
+                return self.update(job)
+            except PreconditionFailed:
+                continue
+        raise PreconditionFailed(f"job {job_id} kept changing; gave up after {attempts} attempts")
 
 
 @dataclass(frozen=True)
