@@ -1,0 +1,345 @@
+"""core.metrics and core.logging: exposition, the worker's metrics server over real HTTP,
+route-template labels from a real FastAPI app, and JSON log lines with job context."""
+
+from __future__ import annotations
+
+import contextvars
+import importlib.util
+import io
+import json
+import logging
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from core import metrics
+from core.config import load_settings
+from core.errors import ConfigError, CorruptVideo, StorageUnavailable
+from core.logging import (
+    QUIET_LOGGERS,
+    SERVER_LOGGERS,
+    configure_logging,
+    current_log_context,
+    job_context,
+    log_context,
+    start_thread_in_context,
+)
+
+EXPECTED_METRICS = [
+    "jobs_submitted_total",
+    "jobs_completed_total",
+    "jobs_failed_total",
+    "jobs_cancelled_total",
+    "job_processing_seconds_bucket",
+    "frames_processed_total",
+    "processing_fps",
+    "queue_depth",
+    "lease_renewals_total",
+    "lease_lost_total",
+    "webhook_failures_total",
+    "upload_bytes_total",
+    "http_requests_total",
+    "http_request_seconds_bucket",
+]
+
+
+def sample(name: str, **labels: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(f"{metrics.NAMESPACE}_{name}", labels)
+    return 0.0 if value is None else value
+
+
+def fetch(url: str) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers["Content-Type"], err.read().decode()
+
+
+# --- metrics ---------------------------------------------------------------------------------------
+
+
+def test_exposition_lists_every_metric_with_prefix() -> None:
+    metrics.JOBS_FAILED.labels(reason="corrupt_video")  # labelled metrics appear once a child exists
+    metrics.HTTP_REQUESTS.labels(method="GET", route="/x", status="200")
+    metrics.HTTP_REQUEST_SECONDS.labels(method="GET", route="/x")
+    body, content_type = metrics.metrics_payload()
+    text = body.decode()
+    assert content_type.startswith("text/plain")
+    for name in EXPECTED_METRICS:
+        assert f"\n{metrics.NAMESPACE}_{name}" in text, name
+    assert "process_resident_memory_bytes" in text  # process collector is on our registry too
+    bucket = 'cattlecounter_job_processing_seconds_bucket{le="3600.0"}'
+    assert bucket in text, "job histogram must have buckets for hour-long videos"
+
+
+def test_openmetrics_when_asked() -> None:
+    body, content_type = metrics.metrics_payload("application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text")
+    assert body.decode().rstrip().endswith("# EOF")
+
+
+def test_module_imports_twice_without_duplicate_registration() -> None:
+    spec = importlib.util.spec_from_file_location("core_metrics_again", Path(metrics.__file__))
+    assert spec and spec.loader
+    again = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(again)  # would raise "Duplicated timeseries" on a shared registry
+    again.JOBS_SUBMITTED.inc()
+    assert again.REGISTRY is not metrics.REGISTRY
+
+
+def test_job_failure_reason_is_the_error_code() -> None:
+    before_corrupt = sample("jobs_failed_total", reason="corrupt_video")
+    before_internal = sample("jobs_failed_total", reason="internal_error")
+    assert metrics.record_job_failure(CorruptVideo("truncated")) == "corrupt_video"
+    assert metrics.record_job_failure(StorageUnavailable()) == "storage_unavailable"
+    assert metrics.record_job_failure(ZeroDivisionError()) == "internal_error"
+    assert sample("jobs_failed_total", reason="corrupt_video") == before_corrupt + 1
+    assert sample("jobs_failed_total", reason="internal_error") == before_internal + 1
+
+
+def test_metrics_server_serves_metrics_and_health_then_stops() -> None:
+    healthy = threading.Event()
+    healthy.set()
+    server = metrics.start_metrics_server(0, host="127.0.0.1", health_check=healthy.is_set)
+    try:
+        metrics.FRAMES_PROCESSED.inc(7)
+        status, content_type, body = fetch(server.url + "/metrics")
+        assert status == 200 and content_type.startswith("text/plain")
+        assert "cattlecounter_frames_processed_total" in body
+        assert fetch(server.url + "/health")[0] == 200
+        healthy.clear()
+        assert fetch(server.url + "/health")[0] == 503
+        assert fetch(server.url + "/nope")[0] == 404
+    finally:
+        server.stop()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(server.url + "/health", timeout=2)
+    server.stop()  # idempotent
+
+
+def test_metrics_server_health_check_that_raises_is_unhealthy() -> None:
+    def broken() -> bool:
+        raise RuntimeError("boom")
+
+    with metrics.start_metrics_server(0, host="127.0.0.1", health_check=broken) as server:
+        assert fetch(server.url + "/health")[0] == 503
+        assert fetch(server.url + "/metrics")[0] == 200
+
+
+def test_metrics_server_on_busy_port_is_a_config_error() -> None:
+    with metrics.start_metrics_server(0, host="127.0.0.1") as server:
+        with pytest.raises(ConfigError, match="WORKER_METRICS_PORT"):
+            metrics.start_metrics_server(server.port, host="127.0.0.1")
+
+
+def _api() -> FastAPI:
+    app = FastAPI()
+    app.add_middleware(metrics.HttpMetricsMiddleware)
+
+    @app.get("/things/{thing_id}")
+    def get_thing(thing_id: str) -> dict[str, str]:
+        return {"id": thing_id}
+
+    @app.get("/crash")
+    def crash() -> None:
+        raise CorruptVideo("fails on purpose")
+
+    @app.get("/metrics")
+    def get_metrics() -> object:
+        return metrics.metrics_response()
+
+    app.mount("/mounted-metrics", metrics.metrics_app())
+    return app
+
+
+def test_http_metrics_use_route_templates_not_raw_paths() -> None:
+    before = sample("http_requests_total", method="GET", route="/things/{thing_id}", status="200")
+    unmatched = metrics.UNMATCHED_ROUTE
+    unmatched_before = sample("http_requests_total", method="GET", route=unmatched, status="404")
+    crash_before = sample("http_requests_total", method="GET", route="/crash", status="500")
+    with TestClient(_api(), raise_server_exceptions=False) as client:
+        for thing in ("a", "b", "c"):
+            assert client.get(f"/things/{thing}").status_code == 200
+        assert client.get("/no/such/page").status_code == 404
+        assert client.get("/crash").status_code == 500
+        scraped = client.get("/metrics")
+        mounted = client.get("/mounted-metrics/")
+    assert sample("http_requests_total", method="GET", route="/things/{thing_id}", status="200") == before + 3
+    assert sample("http_requests_total", method="GET", route=unmatched, status="404") == unmatched_before + 1
+    assert sample("http_requests_total", method="GET", route="/crash", status="500") == crash_before + 1
+    assert 'route="/things/a"' not in metrics.metrics_payload()[0].decode()
+    assert scraped.status_code == 200 and "cattlecounter_http_requests_total" in scraped.text
+    assert mounted.status_code == 200 and "cattlecounter_http_request_seconds_bucket" in mounted.text
+
+
+# --- logging ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """configure_logging changes process-wide state; put the root logger back afterwards."""
+    root = logging.getLogger()
+    touched = [logging.getLogger(name) for name in (*QUIET_LOGGERS, *SERVER_LOGGERS)]
+    saved = [(logger, logger.level, logger.propagate, list(logger.handlers)) for logger in touched]
+    root_level = root.level
+    yield
+    for handler in [h for h in root.handlers if getattr(h, "_cattlecounter", False)]:
+        root.removeHandler(handler)
+    root.setLevel(root_level)
+    for logger, level, propagate, handlers in saved:
+        logger.setLevel(level)
+        logger.propagate = propagate
+        logger.handlers[:] = handlers
+
+
+def json_lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_json_lines_carry_job_id_inside_job_context_only() -> None:
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out)
+    log = logging.getLogger("worker.test")
+    log.info("before")
+    with job_context("job-123"):
+        log.info("inside %s", "job", extra={"frames": 795})
+        logging.getLogger("some.library").warning("from another logger")
+    log.info("after")
+
+    before, inside, library, after = json_lines(out)
+    assert set(before) == {"ts", "level", "logger", "message"}
+    assert inside["job_id"] == "job-123" and inside["frames"] == 795 and inside["message"] == "inside job"
+    assert inside["level"] == "INFO" and inside["logger"] == "worker.test"
+    assert str(inside["ts"]).endswith("Z")
+    assert library["job_id"] == "job-123" and library["level"] == "WARNING"
+    assert "job_id" not in after and "job_id" not in before
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_pipeline_threads_keep_job_id_only_when_context_is_copied() -> None:
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out)
+    log = logging.getLogger("pipeline")
+    with job_context("job-7"):
+        start_thread_in_context(log.info, "decoder thread").join(5)
+        context = contextvars.copy_context()
+        manual = threading.Thread(target=context.run, args=(log.info, "manual copy"))
+        manual.start()
+        manual.join(5)
+        plain = threading.Thread(target=log.info, args=("plain thread",))
+        plain.start()
+        plain.join(5)
+    by_message = {line["message"]: line for line in json_lines(out)}
+    assert by_message["decoder thread"]["job_id"] == "job-7"
+    assert by_message["manual copy"]["job_id"] == "job-7"
+    assert "job_id" not in by_message["plain thread"]  # why pipeline threads must copy the context
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_nested_context_exceptions_and_explicit_extras() -> None:
+    out = io.StringIO()
+    configure_logging("DEBUG", "json", stream=out)
+    log = logging.getLogger("worker")
+    with job_context("job-1", attempt=2), log_context(stage="decode"):
+        assert current_log_context() == {"job_id": "job-1", "attempt": 2, "stage": "decode"}
+        log.debug("explicit wins", extra={"stage": "encode"})
+        try:
+            raise CorruptVideo("bad frame")
+        except CorruptVideo:
+            log.exception("failed")
+    assert current_log_context() == {}
+    explicit, failed = json_lines(out)
+    assert explicit["stage"] == "encode" and explicit["attempt"] == 2
+    assert failed["level"] == "ERROR" and failed["exc_type"] == "CorruptVideo"
+    assert "bad frame" in str(failed["exception"]) and "Traceback" in str(failed["exception"])
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_text_format_is_one_readable_line() -> None:
+    out = io.StringIO()
+    configure_logging("info", "text", stream=out)
+    with job_context("job-9"):
+        logging.getLogger("worker.loop").info("job completed", extra={"frames": 10})
+    line = out.getvalue().strip()
+    assert "INFO" in line and "worker.loop" in line and "[job job-9]" in line
+    assert line.endswith("job completed frames=10")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(line)
+
+
+class _FakeTty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_auto_format_is_json_for_pipes_and_text_for_terminals() -> None:
+    piped = io.StringIO()
+    configure_logging("INFO", "auto", stream=piped)
+    logging.getLogger("x").info("hello")
+    assert json_lines(piped)[0]["message"] == "hello"
+
+    terminal = _FakeTty()
+    configure_logging("INFO", "auto", stream=terminal)
+    logging.getLogger("x").info("hello")
+    assert terminal.getvalue().rstrip().endswith("x hello")
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_reconfiguring_replaces_our_handler_and_levels_filter() -> None:
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging("INFO", "json", stream=first)
+    configure_logging("WARNING", "json", stream=second)
+    logging.getLogger("x").info("dropped")
+    logging.getLogger("x").warning("kept")
+    assert first.getvalue() == ""
+    assert [line["message"] for line in json_lines(second)] == ["kept"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_uvicorn_loggers_are_routed_through_our_handler() -> None:
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    stray = logging.StreamHandler(io.StringIO())
+    uvicorn_access.addHandler(stray)
+    uvicorn_access.propagate = False
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out)
+    uvicorn_access.info('%s - "%s %s HTTP/%s" %d', "1.2.3.4", "GET", "/health", "1.1", 200)
+    assert json_lines(out)[0]["logger"] == "uvicorn.access"
+    assert stray not in uvicorn_access.handlers
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_azure_http_logging_is_quiet_unless_debugging() -> None:
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out)
+    logging.getLogger("azure.core.pipeline.policies.http_logging_policy").info("Request URL: ...")
+    assert out.getvalue() == ""
+    configure_logging("DEBUG", "json", stream=out)
+    logging.getLogger("azure.core.pipeline.policies.http_logging_policy").info("Request URL: ...")
+    assert json_lines(out)[0]["message"] == "Request URL: ..."
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_accepts_the_settings_model_values() -> None:
+    settings = load_settings({"LOG_LEVEL": "warning", "LOG_FORMAT": "json"}, env_file=None)
+    out = io.StringIO()
+    configure_logging(settings.log_level, settings.log_format, stream=out)
+    logging.getLogger("x").warning("from settings")
+    assert json_lines(out)[0]["message"] == "from settings"
+
+
+@pytest.mark.parametrize(
+    ("level", "fmt", "variable"), [("LOUD", "json", "LOG_LEVEL"), ("INFO", "xml", "LOG_FORMAT")]
+)
+def test_bad_level_or_format_is_a_config_error(level: str, fmt: str, variable: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        configure_logging(level, fmt, stream=io.StringIO())
