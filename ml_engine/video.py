@@ -1,0 +1,413 @@
+"""Video in and out with PyAV: probe a file, decode every frame, write a browser-playable MP4.
+
+This module must stay free of torch and transformers: the API process imports ``probe`` to
+validate uploads and its image has no ML stack. Every PyAV error is converted here into a
+``core.errors`` VideoError with a message a user can act on.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+
+import av
+import av.error
+import numpy as np
+
+from core.errors import (
+    CattleCounterError,
+    CorruptVideo,
+    EmptyVideo,
+    InvalidFrameRate,
+    InvalidInput,
+    NotAVideo,
+    NoVideoStream,
+)
+
+# Below one frame every 100 s or above 1000 fps a declared rate is a broken header, not a video
+# (an MP4 whose time scale is 0 decodes as 1/1001 fps, for instance).
+MIN_FPS = Fraction(1, 100)
+MAX_FPS = Fraction(1000)
+
+# Demuxers that read still images: an image is not a video, even though FFmpeg opens it.
+_IMAGE_FORMATS = {"image2", "image2pipe", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe"}
+_IMAGE_FORMAT_SUFFIX = "_pipe"
+
+# Leading bytes of video containers: a file that starts like one but will not open is a broken
+# video (CorruptVideo), not some other kind of file (NotAVideo).
+_CONTAINER_SIGNATURES = (
+    (4, b"ftyp", "MP4/MOV"),
+    (4, b"moov", "MOV"),
+    (4, b"mdat", "MOV"),
+    (0, b"\x1a\x45\xdf\xa3", "Matroska/WebM"),
+    (8, b"AVI ", "AVI"),
+    (0, b"\x00\x00\x01\xba", "MPEG-PS"),
+    (0, b"FLV", "FLV"),
+)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What ``probe`` learnt about a video.
+
+    ``width``/``height`` are the coded size; ``rotation`` (counter-clockwise degrees: 0, 90,
+    180 or 270) is applied by ``iter_frames``, so decoded frames have ``display_size``.
+    ``frames`` is exact when the container's index says so (``frames_exact``), otherwise
+    estimated from the duration.
+    """
+
+    width: int
+    height: int
+    fps: Fraction
+    frames: int | None
+    duration_s: float
+    rotation: int
+    codec: str
+    frames_exact: bool = False
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) of the frames as shown, after rotation."""
+        if self.rotation in (90, 270):
+            return self.height, self.width
+        return self.width, self.height
+
+
+@dataclass
+class Frame:
+    """One decoded frame: RGB uint8 HxWx3 with rotation applied."""
+
+    index: int
+    time_s: float
+    image: np.ndarray
+
+
+# --- probing ------------------------------------------------------------------------------
+
+
+def probe(path: str | os.PathLike[str]) -> VideoInfo:
+    """Read a video's header and decode its first frame.
+
+    Raises:
+        InvalidInput: the file does not exist.
+        EmptyVideo: the file is empty.
+        NotAVideo: the file is not a video (text, an image, an unknown format).
+        NoVideoStream: the container holds no video stream (audio only).
+        CorruptVideo: the file looks like a video but cannot be decoded (truncated, damaged).
+        InvalidFrameRate: the video declares no usable frame rate.
+    """
+    path = Path(path)
+    _check_file(path)
+    container = _open_container(path)
+    try:
+        _reject_images(container, path)
+        stream = _video_stream(container, path)
+        fps = _frame_rate(stream, path)
+        first = _first_frame(container, stream, path)
+        duration_s = _duration_seconds(container, stream)
+        frames_exact = bool(stream.frames and stream.frames > 0)
+        return VideoInfo(
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            fps=fps,
+            frames=_frame_count(stream, duration_s, fps),
+            duration_s=duration_s,
+            rotation=_normalise_rotation(first.rotation),
+            codec=stream.codec_context.name,
+            frames_exact=frames_exact,
+        )
+    finally:
+        container.close()
+
+
+def _check_file(path: Path) -> None:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise InvalidInput(f"video file not found: {path}") from None
+    if path.is_dir():
+        raise NotAVideo(f"{path.name} is a directory, not a video file")
+    if size == 0:
+        raise EmptyVideo(f"{path.name} is empty (0 bytes): upload the video file again")
+
+
+def _open_container(path: Path) -> av.container.InputContainer:
+    try:
+        return av.open(str(path), mode="r")
+    except av.error.FFmpegError as exc:
+        container_kind = _sniff_container(path)
+        if container_kind:
+            raise CorruptVideo(
+                f"{path.name} looks like a {container_kind} video but cannot be opened: it is "
+                f"truncated or damaged (for MP4, its index is missing) ({_reason(exc)})"
+            ) from None
+        raise NotAVideo(
+            f"{path.name} is not a video FFmpeg can read; upload an MP4, MOV, AVI or MKV file"
+        ) from None
+
+
+def _sniff_container(path: Path) -> str | None:
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    for offset, magic, kind in _CONTAINER_SIGNATURES:
+        if head[offset : offset + len(magic)] == magic:
+            return kind
+    return None
+
+
+def _reject_images(container: av.container.InputContainer, path: Path) -> None:
+    name = container.format.name
+    if name in _IMAGE_FORMATS or name.endswith(_IMAGE_FORMAT_SUFFIX):
+        raise NotAVideo(f"{path.name} is a still image ({name.removesuffix('_pipe')}), not a video")
+
+
+def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
+    if not container.streams.video:
+        kinds = sorted({stream.type for stream in container.streams}) or ["nothing"]
+        raise NoVideoStream(f"{path.name} has no video stream (it contains {', '.join(kinds)})")
+    stream = container.streams.video[0]
+    if not stream.codec_context.width or not stream.codec_context.height:
+        raise CorruptVideo(f"{path.name}: the video stream declares no frame size")
+    return stream
+
+
+def _frame_rate(stream: av.video.stream.VideoStream, path: Path) -> Fraction:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not rate or rate <= 0:
+        raise InvalidFrameRate(f"{path.name} declares no frame rate, so frame times are unknown")
+    rate = Fraction(rate)
+    if not MIN_FPS <= rate <= MAX_FPS:
+        raise InvalidFrameRate(
+            f"{path.name} declares {float(rate):.4g} frames per second, which is not a usable "
+            f"frame rate (expected {float(MIN_FPS):g} to {float(MAX_FPS):g}); its header is broken"
+        )
+    return rate
+
+
+def _first_frame(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path
+) -> av.VideoFrame:
+    try:
+        for frame in container.decode(stream):
+            return frame
+    except av.error.FFmpegError as exc:
+        raise CorruptVideo(f"{path.name}: the first frame cannot be decoded ({_reason(exc)})") from None
+    raise CorruptVideo(f"{path.name}: the video stream holds no decodable frame")
+
+
+def _duration_seconds(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    return 0.0
+
+
+def _frame_count(stream: av.video.stream.VideoStream, duration_s: float, fps: Fraction) -> int | None:
+    if stream.frames and stream.frames > 0:
+        return int(stream.frames)
+    if duration_s > 0:
+        return max(1, round(duration_s * float(fps)))
+    return None
+
+
+def _normalise_rotation(degrees: float | int | None) -> int:
+    """FFmpeg reports -180..180 counter-clockwise; snap to 0/90/180/270."""
+    if not degrees:
+        return 0
+    return int(round(degrees / 90.0)) % 4 * 90
+
+
+def _reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+# --- decoding -----------------------------------------------------------------------------
+
+
+def iter_frames(path: str | os.PathLike[str], info: VideoInfo | None = None) -> Iterator[Frame]:
+    """Decode every frame of ``path`` as RGB with rotation applied, one at a time.
+
+    ``info`` (from ``probe``) saves a second probe. Raises the errors of ``probe``, and
+    CorruptVideo when decoding fails part-way through (a truncated or damaged file).
+    """
+    path = Path(path)
+    info = info or probe(path)
+    container = _open_container(path)
+    try:
+        stream = _video_stream(container, path)
+        stream.thread_type = "AUTO"  # frame + slice threads: decoding overlaps the rest of the pipeline
+        yield from _decode(container, stream, info, path)
+    finally:
+        container.close()
+
+
+def _decode(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    info: VideoInfo,
+    path: Path,
+) -> Iterator[Frame]:
+    quarter_turns = info.rotation // 90
+    start_pts = stream.start_time or 0
+    index = 0
+    frames = container.decode(stream)
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            _check_complete(info, index, path)
+            return
+        except av.error.FFmpegError as exc:
+            raise CorruptVideo(
+                f"{path.name} is truncated or damaged: decoding failed after frame {index} ({_reason(exc)})"
+            ) from None
+        image = frame.to_ndarray(format="rgb24")
+        if quarter_turns:
+            image = np.ascontiguousarray(np.rot90(image, k=quarter_turns))
+        yield Frame(index=index, time_s=_frame_time(frame, start_pts, index, info.fps), image=image)
+        index += 1
+
+
+def _check_complete(info: VideoInfo, decoded: int, path: Path) -> None:
+    """Frame-threaded decoding ends quietly at a truncation; the index tells us it was cut short.
+
+    A couple of frames of slack: some muxers count a frame or two the decoder drops.
+    """
+    if not info.frames_exact or info.frames is None:
+        return
+    if info.frames - decoded > max(2, info.frames // 200):
+        raise CorruptVideo(
+            f"{path.name} is truncated or damaged: it ended after {decoded} of its {info.frames} frames"
+        )
+
+
+def _frame_time(frame: av.VideoFrame, start_pts: int, index: int, fps: Fraction) -> float:
+    if frame.pts is None or frame.time_base is None:
+        return float(index / fps)
+    return max(0.0, float((frame.pts - start_pts) * frame.time_base))
+
+
+# --- encoding -----------------------------------------------------------------------------
+
+
+class VideoWriter:
+    """Write RGB frames to an H.264/yuv420p MP4 with faststart: playable in every browser.
+
+    Use as a context manager. Frames are written to a temporary name beside ``path`` and
+    renamed to ``path`` only when the block exits cleanly, so a failure never leaves a file
+    that looks complete. The frame rate is kept exactly (30000/1001 stays 30000/1001): frame
+    ``n`` gets pts ``n`` in a time base of ``1/fps``. Odd sizes, which yuv420p cannot hold,
+    are padded to even by repeating the last row/column.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        width: int,
+        height: int,
+        fps: Fraction | int | float,
+        *,
+        crf: int = 23,
+        preset: str = "veryfast",
+    ) -> None:
+        if width <= 0 or height <= 0:
+            raise InvalidInput(f"video size must be positive, got {width}x{height}")
+        self.path = Path(path)
+        self.width, self.height = width, height
+        self.fps = _as_fraction(fps)
+        self.encoded_size = (width + width % 2, height + height % 2)
+        self.frames_written = 0
+        self._crf, self._preset = crf, preset
+        self._temp_path = self.path.with_name(f".{self.path.stem}.{secrets.token_hex(4)}.partial.mp4")
+        self._container: av.container.OutputContainer | None = None
+        self._stream: av.video.stream.VideoStream | None = None
+        self._frame_time_base = Fraction(1) / self.fps
+
+    def __enter__(self) -> "VideoWriter":
+        self._container = av.open(str(self._temp_path), mode="w", format="mp4", options={"movflags": "+faststart"})
+        stream = self._container.add_stream("libx264", rate=self.fps)
+        stream.width, stream.height = self.encoded_size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.options = {"crf": str(self._crf), "preset": self._preset}
+        self._stream = stream
+        return self
+
+    def write(self, image_rgb: np.ndarray) -> None:
+        """Encode one HxWx3 uint8 RGB frame of the size given to the constructor."""
+        if self._container is None or self._stream is None:
+            raise CattleCounterError("VideoWriter.write called outside its 'with' block")
+        if image_rgb.shape != (self.height, self.width, 3):
+            raise InvalidInput(
+                f"frame is {image_rgb.shape}, the video is {self.height}x{self.width}x3 (HxWxRGB)"
+            )
+        frame = av.VideoFrame.from_ndarray(_pad_to_even(image_rgb), format="rgb24")
+        frame.pts = self.frames_written
+        frame.time_base = self._frame_time_base
+        self._mux(self._stream.encode(frame))
+        self.frames_written += 1
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self._abandon()
+            return
+        try:
+            self._finish()
+            self._close()  # closing writes the index, moved to the front (faststart)
+            os.replace(self._temp_path, self.path)
+        except BaseException:
+            self._abandon()
+            raise
+
+    def _finish(self) -> None:
+        assert self._stream is not None
+        self._mux(self._stream.encode(None))  # flush the encoder's delayed frames
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        assert self._container is not None
+        try:
+            self._container.mux(packets)
+        except av.error.FFmpegError as exc:
+            raise CattleCounterError(f"writing the annotated video failed: {_reason(exc)}") from exc
+
+    def _close(self) -> None:
+        container, self._container, self._stream = self._container, None, None
+        if container is None:
+            return
+        try:
+            container.close()
+        except av.error.FFmpegError as exc:
+            raise CattleCounterError(f"finishing the annotated video failed: {_reason(exc)}") from exc
+
+    def _abandon(self) -> None:
+        """Drop the half-written file; never mask the error that got us here."""
+        try:
+            self._close()
+        except CattleCounterError:
+            pass
+        finally:
+            self._temp_path.unlink(missing_ok=True)
+
+
+def _as_fraction(fps: Fraction | int | float) -> Fraction:
+    rate = Fraction(fps) if not isinstance(fps, float) else Fraction(fps).limit_denominator(100_000)
+    if rate <= 0:
+        raise InvalidFrameRate(f"cannot write a video at {fps} frames per second")
+    return rate
+
+
+def _pad_to_even(image: np.ndarray) -> np.ndarray:
+    pad_bottom, pad_right = image.shape[0] % 2, image.shape[1] % 2
+    if not (pad_bottom or pad_right):
+        return image
+    return np.pad(image, ((0, pad_bottom), (0, pad_right), (0, 0)), mode="edge")
