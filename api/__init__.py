@@ -1,0 +1,1 @@
+"""The FastAPI producer: takes uploads, records jobs, enqueues them, serves results."""

@@ -1,0 +1,108 @@
+"""The FastAPI application. ``uvicorn api.main:app`` serves it.
+
+Settings and storage clients are built in the lifespan (at start-up), never at import,
+so tests build apps with their own settings via ``create_app(settings=...)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from api.routes import health, jobs, uploads
+from api.submission import Submitter
+from core.backends import Backends, build_backends
+from core.config import Settings, load_settings
+from core.errors import CattleCounterError, StorageUnavailable
+from core.logging import configure_logging
+from core.metrics import HttpMetricsMiddleware, metrics_response
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def create_app(settings: Settings | None = None, backends: Backends | None = None) -> FastAPI:
+    """Build the app. Anything not given is created from the environment at start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings or load_settings()
+        if settings is None:  # a real server process, not a test's app
+            configure_logging(app.state.settings.log_level, app.state.settings.log_format.value)
+        app.state.backends = backends or build_backends(app.state.settings)
+        app.state.submitter = Submitter(app.state.settings, app.state.backends)
+        app.state.scratch_dir = _scratch_dir(app.state.settings)
+        try:
+            yield
+        finally:
+            if backends is None:  # we built them, we close them
+                app.state.backends.close()
+
+    app = FastAPI(
+        title="CattleCounter",
+        version="0.1.0",
+        description="Count and track animals (or any objects) in video. Upload a video, poll the job, "
+        "fetch the annotated video, counts and detections.",
+        lifespan=lifespan,
+    )
+    _add_error_handlers(app)
+    app.add_middleware(HttpMetricsMiddleware)
+    app.add_api_route("/metrics", _metrics, include_in_schema=False)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.include_router(uploads.router)
+    if (STATIC_DIR / "index.html").exists():  # the dashboard, at /
+        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="dashboard")
+    return app
+
+
+def _metrics(request: Request) -> Response:
+    """Prometheus exposition for this API process."""
+    return metrics_response(request.headers.get("accept"))
+
+
+def _scratch_dir(settings: Settings) -> Path:
+    """Where uploads land while they are checked; on the data disk, not in memory."""
+    base = settings.work_dir or (settings.data_dir / "tmp" if settings.storage_backend.value == "local" else None)
+    if base is None:
+        return Path(tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def _error_response(status: int, code: str, message: str, **extra) -> JSONResponse:
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(CattleCounterError)
+    async def project_error(request: Request, exc: CattleCounterError) -> JSONResponse:
+        if isinstance(exc, StorageUnavailable):
+            log.warning("storage unavailable during %s %s: %s", request.method, request.url.path, exc)
+            return _error_response(503, exc.code, f"storage is unavailable, try again shortly ({exc})")
+        return _error_response(exc.http_status, exc.code, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [".".join(str(part) for part in err["loc"] if part not in ("body", "query", "path", "header"))
+                  for err in exc.errors()]
+        message = "; ".join(f"{field}: {err['msg']}" for field, err in zip(fields, exc.errors()))
+        return _error_response(422, "invalid_input", message, fields=fields)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error during %s %s", request.method, request.url.path)
+        return _error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+app = create_app()

@@ -1,0 +1,214 @@
+"""Turning an upload into a queued job: validate, store, record, enqueue.
+
+The order matters for losing nothing: the video is stored first, then the job record,
+then the queue message. If enqueueing fails the record and blob are removed again and
+the client gets a 503 it can retry, so no job is left queued without a message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from core import metrics
+from core.backends import Backends
+from core.blob_io import open_blob
+from core.config import Settings
+from core.errors import CattleCounterError, InvalidInput, NotFound, VideoError
+from core.jobs import Job, JobMessage, JobParams, input_blob_path, new_job_id, utcnow
+from core.webhooks import check_callback_url
+from ml_engine.video import VideoInfo, probe
+
+log = logging.getLogger(__name__)
+
+UPLOAD_PREFIX = "uploads/"
+MAX_IDEMPOTENCY_KEY = 200
+
+
+# --- parameters -------------------------------------------------------------------------
+
+
+def parse_params(fields: Mapping[str, str], settings: Settings) -> JobParams:
+    """Build JobParams from form fields: an optional JSON ``params`` object, overridden by
+    individual fields (``classes=cow,sheep``, ``threshold=0.4``, ``lines=[...]`` ...).
+    Raises InvalidInput naming each bad field."""
+    raw: dict[str, Any] = {}
+    if fields.get("params", "").strip():
+        raw.update(_json_field("params", fields["params"], expect=dict))
+    for name, value in fields.items():
+        if name in ("params", "upload_id") or not value.strip():
+            continue
+        raw[name] = _field_value(name, value)
+    try:
+        params = JobParams.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidInput(_describe(exc)) from None
+    if params.model_id and not settings.allow_model_override:
+        raise InvalidInput("model_id: this service does not allow choosing the model (ALLOW_MODEL_OVERRIDE=false)")
+    if params.callback_url is not None:
+        check_callback_url(str(params.callback_url), settings.webhook_allow_private)
+    return params
+
+
+def _field_value(name: str, value: str) -> Any:
+    value = value.strip()
+    if name == "classes" and not value.startswith("["):
+        return [item for item in value.split(",")]
+    if name == "lines" and not value.startswith("["):
+        return [_line_from_csv(part) for part in value.split(";") if part.strip()]
+    if name in ("lines", "zones", "classes"):
+        return _json_field(name, value, expect=list)
+    return value
+
+
+def _line_from_csv(text: str) -> dict[str, Any]:
+    try:
+        x1, y1, x2, y2 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidInput(f"lines: expected 'x1,y1,x2,y2' (or a JSON list), got {text!r}") from None
+    return {"start": (x1, y1), "end": (x2, y2)}
+
+
+def _json_field(name: str, value: str, expect: type) -> Any:
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        raise InvalidInput(f"{name}: not valid JSON") from None
+    if not isinstance(parsed, expect):
+        raise InvalidInput(f"{name}: expected a JSON {expect.__name__}")
+    return parsed
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        location = ".".join(str(p) for p in error["loc"]) or "params"
+        parts.append(f"{location}: {error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+def check_idempotency_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise InvalidInput(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable characters")
+    return key
+
+
+# --- video checks ------------------------------------------------------------------------
+
+
+def probe_file(path: Path) -> VideoInfo:
+    """Check the bytes, not the name: raises a VideoError subclass for anything not a video."""
+    return probe(path)
+
+
+def probe_blob(backends: Backends, blob_path: str) -> VideoInfo:
+    """Probe a video already in blob storage through ranged reads (no full download)."""
+    with open_blob(backends.blobs, blob_path) as reader:
+        return probe(reader)
+
+
+# --- submission --------------------------------------------------------------------------
+
+
+class Submitter:
+    """Creates jobs. One per app; safe to call from several threads."""
+
+    def __init__(self, settings: Settings, backends: Backends) -> None:
+        self.settings = settings
+        self.backends = backends
+
+    def submit_file(
+        self, video: Path, filename: str, params: JobParams, idempotency_key: str | None
+    ) -> tuple[Job, bool]:
+        """Store a probed local file as a new job's input and enqueue it.
+        Returns (job, created); created is False when the idempotency key matched."""
+        job_id = new_job_id()
+        blob = input_blob_path(job_id)
+        self.backends.blobs.upload_file(blob, video)
+        return self._record_and_enqueue(job_id, blob, filename, video.stat().st_size, params, idempotency_key)
+
+    def submit_upload(self, upload_id: str, params: JobParams, idempotency_key: str | None) -> tuple[Job, bool]:
+        """Create a job from a finished direct upload (``POST /uploads`` then PUT)."""
+        blob = upload_data_path(upload_id)
+        try:
+            size = self.backends.blobs.info(blob).size
+        except NotFound:
+            raise InvalidInput(f"upload_id: nothing was uploaded for {upload_id!r} (PUT the video first)") from None
+        try:
+            probe_blob(self.backends, blob)
+        except VideoError:
+            self.backends.blobs.delete_prefix(upload_prefix(upload_id))
+            raise
+        meta = self._upload_meta(upload_id)
+        return self._record_and_enqueue(new_job_id(), blob, meta.get("filename", "video"), size, params, idempotency_key)
+
+    def _record_and_enqueue(
+        self, job_id: str, blob: str, filename: str, size: int, params: JobParams, key: str | None
+    ) -> tuple[Job, bool]:
+        job = Job(id=job_id, input_blob=blob, filename=filename, size_bytes=size, params=params, idempotency_key=key)
+        try:
+            stored = self.backends.jobs.create(job)
+        except CattleCounterError:
+            self.backends.blobs.delete(blob)
+            raise
+        if stored.id != job_id:  # the idempotency key matched an earlier job
+            self.backends.blobs.delete(blob)
+            return stored, False
+        try:
+            self.backends.queue.send(JobMessage(job_id=job_id, input_blob=blob).encode())
+        except CattleCounterError:
+            self.backends.jobs.delete(job_id)
+            self.backends.blobs.delete(blob)
+            raise
+        metrics.JOBS_SUBMITTED.inc()
+        metrics.UPLOAD_BYTES.inc(size)
+        log.info("job %s queued (%s, %d bytes)", job_id, filename, size)
+        return stored, True
+
+    # --- direct uploads --------------------------------------------------------------
+
+    def new_upload(self, filename: str) -> tuple[str, str | None, Any]:
+        """Reserve an upload id; returns (id, backend write URL or None, expiry time)."""
+        upload_id = secrets.token_urlsafe(24)
+        ttl = timedelta(seconds=self.settings.upload_url_ttl_s)
+        expires_at = utcnow() + ttl
+        meta = {"filename": filename, "expires_at": expires_at.isoformat()}
+        self.backends.blobs.upload_stream(upload_meta_path(upload_id), [json.dumps(meta).encode()], "application/json")
+        return upload_id, self.backends.blobs.write_url(upload_data_path(upload_id), ttl), expires_at
+
+    def _upload_meta(self, upload_id: str) -> dict[str, Any]:
+        try:
+            text = b"".join(self.backends.blobs.open_range(upload_meta_path(upload_id)))
+        except NotFound:
+            raise InvalidInput(f"upload_id: unknown upload {upload_id!r}") from None
+        return json.loads(text)
+
+    def check_upload_open(self, upload_id: str) -> None:
+        """For the local PUT endpoint: the upload exists and has not expired."""
+        meta = self._upload_meta(upload_id)
+        if datetime.fromisoformat(meta["expires_at"]) < utcnow():
+            raise InvalidInput(f"upload {upload_id!r} has expired; ask for a new one")
+
+
+def upload_prefix(upload_id: str) -> str:
+    if not upload_id or not all(c.isalnum() or c in "-_" for c in upload_id):
+        raise InvalidInput("upload_id: not a valid upload id")
+    return f"{UPLOAD_PREFIX}{upload_id}/"
+
+
+def upload_data_path(upload_id: str) -> str:
+    return upload_prefix(upload_id) + "data"
+
+
+def upload_meta_path(upload_id: str) -> str:
+    return upload_prefix(upload_id) + "meta.json"

@@ -1,0 +1,199 @@
+"""Receive a multipart upload straight to a scratch file, never holding it in memory.
+
+Starlette's own form parser spools files too, but it cannot stop at a size limit while
+reading, so we drive python-multipart ourselves: the file part goes to disk chunk by
+chunk, small text fields are kept, and reading stops the moment the file is too large.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import BinaryIO
+
+import anyio
+from python_multipart import MultipartParser
+from python_multipart.multipart import parse_options_header
+from starlette.requests import Request
+
+from core.errors import InvalidInput, UploadTooLarge
+
+FILE_FIELD = "file"
+MAX_FIELD_BYTES = 64 * 1024
+MAX_FIELDS = 32
+WRITE_BATCH_BYTES = 1024 * 1024  # hand the parser ~1 MiB at a time, off the event loop
+
+
+@dataclass
+class ReceivedFile:
+    path: Path
+    filename: str
+    size: int
+
+
+@dataclass
+class ReceivedForm:
+    fields: dict[str, str] = field(default_factory=dict)
+    file: ReceivedFile | None = None
+
+    def discard(self) -> None:
+        if self.file is not None:
+            self.file.path.unlink(missing_ok=True)
+
+
+def safe_filename(raw: str) -> str:
+    """The last path component of a client-supplied name, for display only.
+
+    Names never become paths (blobs are stored under the job id), but a name such as
+    ``../../x.mp4`` or ``C:\\x.mp4`` is still reduced to ``x.mp4`` so nothing downstream is
+    tempted."""
+    name = PureWindowsPath(PurePosixPath(raw.replace("\x00", "")).name).name.strip()
+    return name[:255] or "video"
+
+
+class _FormCollector:
+    """python-multipart callbacks that route each part to a field or the scratch file."""
+
+    def __init__(self, scratch_dir: Path, max_file_bytes: int) -> None:
+        self.scratch_dir = scratch_dir
+        self.max_file_bytes = max_file_bytes
+        self.form = ReceivedForm()
+        self._header_name = b""
+        self._header_value = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._part_name = ""
+        self._field_value = bytearray()
+        self._sink: BinaryIO | None = None
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda data, start, end: self._add(data, start, end, "_header_name"),
+            "on_header_value": lambda data, start, end: self._add(data, start, end, "_header_value"),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _add(self, data: bytes, start: int, end: int, attr: str) -> None:
+        setattr(self, attr, getattr(self, attr) + data[start:end])
+
+    def _part_begin(self) -> None:
+        self._headers = {}
+        self._field_value = bytearray()
+
+    def _header_end(self) -> None:
+        self._headers[self._header_name.lower()] = self._header_value
+        self._header_name = b""
+        self._header_value = b""
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        self._part_name = options.get(b"name", b"").decode("utf-8", "replace")
+        if b"filename" not in options:
+            if len(self.form.fields) >= MAX_FIELDS:
+                raise InvalidInput(f"too many form fields (at most {MAX_FIELDS})")
+            return
+        if self._part_name != FILE_FIELD:
+            raise InvalidInput(f"send the video in the form field '{FILE_FIELD}', not '{self._part_name}'")
+        if self.form.file is not None:
+            raise InvalidInput("send one video per job")
+        filename = safe_filename(options[b"filename"].decode("utf-8", "replace"))
+        handle, path = tempfile.mkstemp(prefix="upload-", dir=self.scratch_dir)
+        self._sink = os.fdopen(handle, "wb")
+        self.form.file = ReceivedFile(path=Path(path), filename=filename, size=0)
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._sink is None:
+            self._field_value += data[start:end]
+            if len(self._field_value) > MAX_FIELD_BYTES:
+                raise InvalidInput(f"form field '{self._part_name}' is longer than {MAX_FIELD_BYTES} bytes")
+            return
+        assert self.form.file is not None
+        self.form.file.size += end - start
+        if self.form.file.size > self.max_file_bytes:
+            raise UploadTooLarge(f"the video is larger than the limit of {self.max_file_bytes} bytes")
+        self._sink.write(data[start:end])
+
+    def _part_end(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+        else:
+            self.form.fields[self._part_name] = self._field_value.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+
+
+def multipart_boundary(request: Request) -> bytes:
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data" or b"boundary" not in options:
+        raise InvalidInput("send the video as multipart/form-data with the file in the field 'file'")
+    return options[b"boundary"]
+
+
+def reject_declared_oversize(request: Request, max_bytes: int, slack: int = MAX_FIELD_BYTES * 4) -> None:
+    """Answer 413 from the Content-Length header alone, before reading any of the body."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes + slack:
+        raise UploadTooLarge(f"the upload ({declared} bytes) is larger than the limit of {max_bytes} bytes")
+
+
+async def receive_multipart(request: Request, scratch_dir: Path, max_file_bytes: int) -> ReceivedForm:
+    """Parse the request body, streaming the file part into ``scratch_dir``.
+
+    Raises InvalidInput for a malformed form and UploadTooLarge as soon as the file passes
+    ``max_file_bytes``; in both cases the partial scratch file is removed.
+    """
+    reject_declared_oversize(request, max_file_bytes)
+    collector = _FormCollector(scratch_dir, max_file_bytes)
+    parser = MultipartParser(multipart_boundary(request), collector.callbacks())
+    try:
+        pending = bytearray()
+        async for chunk in request.stream():
+            pending += chunk
+            if len(pending) >= WRITE_BATCH_BYTES:
+                await anyio.to_thread.run_sync(parser.write, bytes(pending))
+                pending.clear()
+        if pending:
+            await anyio.to_thread.run_sync(parser.write, bytes(pending))
+        parser.finalize()
+    except (InvalidInput, UploadTooLarge):
+        collector.close()
+        collector.form.discard()
+        raise
+    except Exception as exc:  # python-multipart raises its own error types for malformed bodies
+        collector.close()
+        collector.form.discard()
+        raise InvalidInput(f"malformed multipart body: {exc}") from None
+    collector.close()
+    return collector.form
+
+
+async def receive_raw_body(request: Request, destination: Path, max_bytes: int) -> int:
+    """Stream a raw request body (a PUT) to ``destination``; returns its size."""
+    reject_declared_oversize(request, max_bytes, slack=0)
+    size = 0
+    try:
+        with destination.open("wb") as sink:
+            pending = bytearray()
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise UploadTooLarge(f"the upload is larger than the limit of {max_bytes} bytes")
+                pending += chunk
+                if len(pending) >= WRITE_BATCH_BYTES:
+                    await anyio.to_thread.run_sync(sink.write, bytes(pending))
+                    pending.clear()
+            if pending:
+                await anyio.to_thread.run_sync(sink.write, bytes(pending))
+    except BaseException:
+        destination.unlink(missing_ok=True)
+        raise
+    return size

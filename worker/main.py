@@ -1,0 +1,65 @@
+"""``python -m worker.main``: run a worker process until SIGTERM/SIGINT.
+
+The first signal drains (no new jobs, running ones finish within SHUTDOWN_GRACE_S), the
+second stops running jobs at once and releases their messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from core.backends import build_backends
+from core.config import load_settings
+from core.errors import CattleCounterError
+from core.logging import configure_logging
+from core.metrics import start_metrics_server
+from worker.models import DetectorCache
+from worker.service import Worker
+
+log = logging.getLogger("worker")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m worker.main", description="CattleCounter queue worker")
+    parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings()
+    except CattleCounterError as exc:
+        print(f"worker: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format.value)
+    try:
+        backends = build_backends(settings)
+        detectors = DetectorCache(settings)
+        detectors.get()  # load the model once, before taking jobs: a bad MODEL_ID fails here
+    except CattleCounterError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    worker = Worker(settings, backends, detectors)
+    metrics_server = None
+    if settings.worker_metrics_port:
+        metrics_server = start_metrics_server(settings.worker_metrics_port,
+                                              health_check=lambda: not worker.stopping.is_set())
+    signal.signal(signal.SIGTERM, lambda *_: worker.request_shutdown())
+    signal.signal(signal.SIGINT, lambda *_: worker.request_shutdown())
+    log.info("worker ready: %d job thread(s), queue %s", settings.worker_concurrency, settings.queue_name)
+    try:
+        worker.run(burst=args.burst)
+    finally:
+        if metrics_server is not None:
+            metrics_server.stop()
+        backends.close()
+    log.info("worker stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

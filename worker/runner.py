@@ -1,0 +1,285 @@
+"""Processing one queue delivery: receive → run → settle.
+
+At-least-once delivery is made safe here:
+- the attempt is counted on the job before any work (a crash still counts);
+- a redelivered message for a job that is already final is acknowledged and dropped;
+- outputs go to the job's own blob paths, so a retry overwrites instead of duplicating;
+- the message is deleted only after the outputs are stored and the record says completed;
+- permanent errors fail the job at once; transient ones come back after a backoff, and
+  after MAX_ATTEMPTS deliveries the job fails and the message goes to the poison queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import threading
+import time
+from datetime import timedelta
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from core import metrics
+from core.backends import Backends, QueueMessage
+from core.config import Settings
+from core.errors import CattleCounterError, InvalidMessage, JobCancelled, LeaseLost, NotFound
+from core.jobs import Job, JobError, JobMessage, JobParams, JobStatus, output_blob_path, utcnow
+from core.logging import job_context
+from core.webhooks import WebhookSender
+from ml_engine.pipeline import PipelineConfig, process_video
+from worker.lease import LeaseKeeper
+from worker.models import DetectorCache
+from worker.progress import JobReporter, StopReason
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPES = {".mp4": "video/mp4", ".json": "application/json", ".jsonl": "application/x-ndjson",
+                 ".txt": "text/plain"}
+
+
+class Outcome(str, Enum):
+    DONE = "done"  # delete the message
+    RETRY = "retry"  # hide it for a backoff, then it comes back
+    POISON = "poison"  # move it to the poison queue
+    RELEASE = "release"  # make it visible again now (shutting down)
+    LOST = "lost"  # the lease is gone; the message is not ours to touch
+
+
+class GaveUp(CattleCounterError):
+    """The job failed on every attempt."""
+
+    code = "max_attempts_exceeded"
+
+
+def pipeline_config(params: JobParams, settings: Settings) -> PipelineConfig:
+    """The job's parameters, with the service's settings for anything it left unset."""
+    return PipelineConfig(
+        threshold=settings.confidence_threshold if params.threshold is None else params.threshold,
+        classes=params.classes or settings.classes or None,
+        frame_stride=params.frame_stride or settings.frame_stride,
+        frame_interval_seconds=params.frame_interval_seconds,
+        batch_size=settings.batch_size,
+        min_hits=settings.min_track_hits,
+        lines=list(params.lines),
+        zones=list(params.zones),
+    )
+
+
+class JobRunner:
+    def __init__(
+        self,
+        settings: Settings,
+        backends: Backends,
+        detectors: DetectorCache,
+        webhooks: WebhookSender | None,
+        shutting_down: threading.Event,
+    ) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.detectors = detectors
+        self.webhooks = webhooks
+        self.shutting_down = shutting_down
+
+    # --- receive ---------------------------------------------------------------------
+
+    def handle(self, message: QueueMessage) -> Outcome:
+        """Process one delivery and settle its message. Never raises for a job's own failure."""
+        try:
+            job_message = JobMessage.decode(message.body)
+        except InvalidMessage as exc:
+            log.error("%s; moving message %s to the poison queue", exc, message.id)
+            self._settle(message, Outcome.POISON, 0)
+            return Outcome.POISON
+        with job_context(job_message.job_id, attempt=message.dequeue_count):
+            with LeaseKeeper(self.backends.queue, message, self.settings.lease_seconds,
+                             self.settings.lease_renew_seconds) as keeper:
+                outcome = self._attempt(job_message, message.dequeue_count, keeper)
+            self._settle(keeper.message, outcome, message.dequeue_count)
+            return outcome
+
+    def _attempt(self, job_message: JobMessage, delivery: int, keeper: LeaseKeeper) -> Outcome:
+        try:
+            return self._run(job_message, delivery, keeper)
+        except CattleCounterError as exc:  # the bookkeeping itself failed (storage down, ...)
+            log.warning("attempt %d could not be recorded: %s", delivery, exc)
+            return Outcome.POISON if delivery >= self.settings.max_attempts else Outcome.RETRY
+
+    # --- run -----------------------------------------------------------------------------
+
+    def _run(self, job_message: JobMessage, delivery: int, keeper: LeaseKeeper) -> Outcome:
+        try:
+            job = self.backends.jobs.get(job_message.job_id)
+        except NotFound:
+            log.warning("job record is gone (deleted?); dropping its message")
+            return Outcome.DONE
+        if job.status.is_final:
+            log.info("job is already %s; redelivered message acknowledged", job.status.value)
+            return Outcome.DONE
+        if delivery > self.settings.max_attempts:
+            self._fail(job.id, GaveUp(f"the job failed on all {self.settings.max_attempts} attempts "
+                                      f"(the last one stopped without recording why)"))
+            return Outcome.POISON
+        job = self._start(job.id, delivery)
+        if job is None:
+            return Outcome.DONE
+        return self._process_and_record(job, delivery, keeper)
+
+    def _process_and_record(self, job: Job, delivery: int, keeper: LeaseKeeper) -> Outcome:
+        reporter = JobReporter(self.backends.jobs, job.id, self.settings.progress_interval_s,
+                               keeper.lost, self.shutting_down)
+        started = time.monotonic()
+        metrics.JOBS_IN_PROGRESS.inc()
+        try:
+            stats, outputs = self._process(job, reporter)
+        except JobCancelled:
+            return self._stopped(job.id, reporter.stop_reason)
+        except CattleCounterError as exc:
+            if exc.transient:
+                return self._transient_failure(job.id, exc, delivery)
+            self._fail(job.id, exc)
+            return Outcome.DONE
+        except Exception as exc:  # a bug or an unexpected library error: retry, then give up
+            log.exception("unexpected error while processing")
+            return self._transient_failure(job.id, exc, delivery)
+        finally:
+            metrics.JOBS_IN_PROGRESS.dec()
+        if keeper.lost.is_set():
+            return Outcome.LOST  # another worker has the message; let it record the result
+        self._complete(job.id, stats, outputs)
+        metrics.JOB_PROCESSING_SECONDS.observe(time.monotonic() - started)
+        return Outcome.DONE
+
+    def _process(self, job: Job, reporter: JobReporter) -> tuple[dict[str, Any], dict[str, str]]:
+        with tempfile.TemporaryDirectory(prefix=f"job-{job.id}-", dir=self.settings.work_dir) as work:
+            video = Path(work) / "input"
+            self.backends.blobs.download_to_file(job.input_blob, video)
+            if reporter.should_cancel():
+                raise JobCancelled()
+            detector = self.detectors.get(job.params.model_id)
+            result = process_video(
+                video, Path(work) / "outputs", detector, pipeline_config(job.params, self.settings),
+                progress=reporter.on_progress, should_cancel=reporter.should_cancel,
+            )
+            outputs = {}
+            for path in result.outputs.values():
+                blob = output_blob_path(job.id, path.name)
+                self.backends.blobs.upload_file(blob, path, CONTENT_TYPES.get(path.suffix))
+                outputs[path.name] = blob
+            return result.stats, outputs
+
+    # --- job record transitions ------------------------------------------------------------
+
+    def _start(self, job_id: str, delivery: int) -> Job | None:
+        def apply(job: Job) -> bool:
+            if job.status.is_final:
+                return False
+            job.status = JobStatus.PROCESSING
+            job.attempts = delivery
+            job.started_at = job.started_at or utcnow()
+            job.progress, job.frames_done, job.error = 0.0, 0, None
+            return True
+
+        job = self.backends.jobs.modify(job_id, apply)
+        if job.status.is_final:
+            log.info("job was %s before it started", job.status.value)
+            return None
+        log.info("processing attempt %d of %d", delivery, self.settings.max_attempts)
+        return job
+
+    def _complete(self, job_id: str, stats: dict[str, Any], outputs: dict[str, str]) -> None:
+        def apply(job: Job) -> None:
+            job.status = JobStatus.COMPLETED
+            job.progress = 1.0
+            job.frames_done = job.frames_total or job.frames_done
+            job.eta_seconds = 0.0
+            job.outputs = outputs
+            job.counts = stats.get("counts")
+            job.finished_at = utcnow()
+
+        job = self.backends.jobs.modify(job_id, apply)
+        metrics.JOBS_COMPLETED.inc()
+        log.info("completed: %s", json.dumps(job.counts))
+        self._notify(job, "job.completed")
+
+    def _fail(self, job_id: str, error: BaseException) -> None:
+        code = getattr(error, "code", "internal_error")
+        message = str(error) if isinstance(error, CattleCounterError) else f"unexpected error: {error}"
+
+        def apply(job: Job) -> None:
+            job.status = JobStatus.FAILED
+            job.error = JobError(code=code, message=message)
+            job.finished_at = utcnow()
+            job.eta_seconds = None
+
+        job = self.backends.jobs.modify(job_id, apply)
+        metrics.record_job_failure(error)
+        log.warning("failed: %s: %s", code, message)
+        self._notify(job, "job.failed")
+
+    def _stopped(self, job_id: str, reason: StopReason | None) -> Outcome:
+        if reason is StopReason.LEASE_LOST:
+            return Outcome.LOST
+        if reason is StopReason.SHUTDOWN:
+            self._requeue(job_id, None)
+            return Outcome.RELEASE
+
+        def apply(job: Job) -> None:
+            job.status = JobStatus.CANCELLED
+            job.finished_at = utcnow()
+            job.eta_seconds = None
+
+        job = self.backends.jobs.modify(job_id, apply)
+        metrics.JOBS_CANCELLED.inc()
+        log.info("cancelled by request")
+        self._notify(job, "job.cancelled")
+        return Outcome.DONE
+
+    def _transient_failure(self, job_id: str, error: BaseException, delivery: int) -> Outcome:
+        if delivery >= self.settings.max_attempts:
+            self._fail(job_id, GaveUp(f"failed on all {delivery} attempts; last error: {error}"))
+            return Outcome.POISON
+        self._requeue(job_id, error)
+        return Outcome.RETRY
+
+    def _requeue(self, job_id: str, error: BaseException | None) -> None:
+        """Back to queued: another delivery (here or on another worker) will pick it up."""
+
+        def apply(job: Job) -> bool:
+            if job.status.is_final:
+                return False
+            job.status = JobStatus.QUEUED
+            job.fps, job.eta_seconds = None, None
+            if error is not None:
+                job.error = JobError(code=getattr(error, "code", "internal_error"), message=f"will retry: {error}")
+            return True
+
+        self.backends.jobs.modify(job_id, apply)
+
+    def _notify(self, job: Job, event: str) -> None:
+        if self.webhooks is None or job.params.callback_url is None:
+            return
+        body = json.dumps({"event": event, "job": job.model_dump(mode="json")}).encode()
+        self.webhooks.send(str(job.params.callback_url), event, body)
+
+    # --- settle ------------------------------------------------------------------------
+
+    def _settle(self, message: QueueMessage, outcome: Outcome, delivery: int) -> None:
+        queue = self.backends.queue
+        try:
+            if outcome is Outcome.DONE:
+                queue.complete(message)
+            elif outcome is Outcome.POISON:
+                queue.move_to_poison(message)
+                metrics.JOBS_POISONED.inc()
+            elif outcome is Outcome.RETRY:
+                backoff = self.settings.retry_backoff_s * 2 ** max(0, delivery - 1)
+                queue.extend_lease(message, timedelta(seconds=backoff))
+                metrics.JOBS_RETRIED.inc()
+            elif outcome is Outcome.RELEASE:
+                queue.release(message)
+        except LeaseLost:
+            log.warning("lease lost before the message could be settled (%s)", outcome.value)
+        except CattleCounterError as exc:  # the lease will expire and the message come back
+            log.warning("could not settle message (%s): %s", outcome.value, exc)

@@ -1,0 +1,109 @@
+"""The worker loop: N job threads polling the queue, and graceful shutdown.
+
+Shutdown: the first ``request_shutdown()`` (SIGTERM) stops taking new jobs and lets the
+running ones finish for SHUTDOWN_GRACE_S; past that they are stopped at their next batch
+and their messages released, so another worker takes them at once. A second request
+stops them right away.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from core import metrics
+from core.backends import Backends
+from core.config import Settings
+from core.errors import CattleCounterError
+from core.logging import start_thread_in_context
+from core.webhooks import WebhookSender
+from worker.models import DetectorCache
+from worker.runner import JobRunner
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        backends: Backends,
+        detectors: DetectorCache | None = None,
+        webhooks: WebhookSender | None = None,
+    ) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.draining = threading.Event()  # no new jobs
+        self.stopping = threading.Event()  # running jobs stop at their next batch
+        self.webhooks = webhooks or WebhookSender(settings)
+        self.runner = JobRunner(settings, backends, detectors or DetectorCache(settings), self.webhooks,
+                                self.stopping)
+        self._threads: list[threading.Thread] = []
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+        self._grace_timer: threading.Timer | None = None
+
+    def start(self, burst: bool = False) -> None:
+        """Start WORKER_CONCURRENCY job threads. ``burst``: each exits once the queue is empty."""
+        for index in range(self.settings.worker_concurrency):
+            self._threads.append(start_thread_in_context(self._loop, burst, name=f"job-loop-{index}"))
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the job threads to end; True if they all did."""
+        for thread in self._threads:
+            thread.join(timeout)
+        return not any(thread.is_alive() for thread in self._threads)
+
+    def run(self, burst: bool = False) -> None:
+        self.start(burst)
+        while not self.join(timeout=0.5):
+            pass
+        self.close()
+
+    def close(self) -> None:
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+        self.webhooks.close()
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+    def request_shutdown(self) -> None:
+        if not self.draining.is_set():
+            log.info("shutting down: no new jobs; running jobs get %.0f s to finish", self.settings.shutdown_grace_s)
+            self.draining.set()
+            self._grace_timer = threading.Timer(self.settings.shutdown_grace_s, self._stop_running_jobs)
+            self._grace_timer.daemon = True
+            self._grace_timer.start()
+        else:
+            self._stop_running_jobs()
+
+    def _stop_running_jobs(self) -> None:
+        if not self.stopping.is_set():
+            log.info("stopping running jobs now; their messages go back to the queue")
+            self.stopping.set()
+
+    def _loop(self, burst: bool) -> None:
+        lease = timedelta(seconds=self.settings.lease_seconds)
+        while not self.draining.is_set():
+            try:
+                metrics.QUEUE_DEPTH.set(self.backends.queue.approximate_length())
+                message = self.backends.queue.receive(lease)
+            except CattleCounterError as exc:  # storage down: wait and try again, no restart needed
+                log.warning("cannot read the queue (%s); retrying in %.0f s", exc, self.settings.retry_backoff_s)
+                self.draining.wait(self.settings.retry_backoff_s)
+                continue
+            if message is None:
+                if burst:
+                    return
+                self.draining.wait(self.settings.poll_interval_s)
+                continue
+            with self._busy_lock:
+                self._busy += 1
+            try:
+                self.runner.handle(message)
+            finally:
+                with self._busy_lock:
+                    self._busy -= 1
