@@ -1,0 +1,142 @@
+"""The local backend's one SQLite database (WAL mode), shared by the queue and the job store.
+
+Several threads and several worker processes on one machine use the same file. SQLite
+connections must not cross threads or a ``fork``, so every (process, thread) pair opens its
+own connection. Writes run in ``BEGIN IMMEDIATE`` transactions: the write lock is taken up
+front, so two writers queue on ``busy_timeout`` instead of failing half-way through.
+sqlite3 errors never leave this module: they become ``core.errors`` types.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from core.errors import StorageError, StorageUnavailable
+
+DEFAULT_BUSY_TIMEOUT_S = 10.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queue_messages (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,  -- FIFO order
+    queue          TEXT    NOT NULL,
+    id             TEXT    NOT NULL UNIQUE,
+    body           TEXT    NOT NULL,
+    visible_at     REAL    NOT NULL,                   -- unix seconds; > now while leased
+    dequeue_count  INTEGER NOT NULL DEFAULT 0,
+    pop_receipt    TEXT,
+    inserted_at    REAL    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_messages_visible ON queue_messages (queue, visible_at, seq);
+
+CREATE TABLE IF NOT EXISTS jobs (
+    id               TEXT    PRIMARY KEY,
+    status           TEXT    NOT NULL,
+    idempotency_key  TEXT    UNIQUE,
+    version          INTEGER NOT NULL,                 -- the etag
+    record           TEXT    NOT NULL                  -- Job.to_record() JSON
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, id);
+
+CREATE TABLE IF NOT EXISTS blob_meta (
+    path          TEXT PRIMARY KEY,
+    content_type  TEXT
+);
+"""
+
+
+class Database:
+    """Per-thread SQLite connections to one WAL-mode database file."""
+
+    def __init__(self, path: Path, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
+        self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._closed = False
+
+    def create_schema(self) -> None:
+        """Create the file, switch it to WAL and create the tables (idempotent, race-safe)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot create the data directory {self.path.parent}: {exc}") from None
+        with self.errors("switching the database to WAL mode"):
+            mode = self.connection().execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StorageError(f"SQLite at {self.path} refused WAL mode (got {mode!r}); is it on a network drive?")
+        with self.errors("creating the tables"):
+            self.connection().executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use (and again after a fork)."""
+        if self._closed:
+            raise StorageUnavailable("the local storage backend has been closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is None or self._local.pid != os.getpid():
+            conn = self._open()
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        with self.errors(f"opening {self.path}"):
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves.
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+            # WAL + NORMAL survives a crashed process; only a power cut can lose the last commits.
+            conn.execute("PRAGMA synchronous = NORMAL")
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding the database's write lock from the start."""
+        conn = self.connection()
+        with self.errors("writing to the job database"):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:  # SQLite rolls back by itself after some errors
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reads (each statement sees one consistent snapshot)."""
+        with self.errors("reading the job database"):
+            yield self.connection()
+
+    @contextmanager
+    def errors(self, doing: str) -> Iterator[None]:
+        """Convert sqlite3 errors raised while ``doing`` something into core.errors."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailable(f"SQLite database {self.path} failed while {doing}: {exc}") from None
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite database {self.path} failed while {doing}: {exc}") from None
+
+    def ping(self) -> None:
+        with self.read() as conn:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+    def close(self) -> None:
+        """Close every connection this object opened (from any thread)."""
+        self._closed = True
+        with self._all_lock:
+            connections, self._all = self._all, []
+        for conn in connections:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass  # closing a connection another thread is using; it is going away anyway

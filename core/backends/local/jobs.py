@@ -1,0 +1,129 @@
+"""Job records in SQLite: the record as JSON text, an integer version as the etag.
+
+Job ids are time-ordered (``core.jobs.new_job_id``), so "newest first" is ``ORDER BY id
+DESC`` and the pagination cursor is simply the last id of the previous page.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import sqlite3
+
+from core.backends.base import JobPage, JobStore
+from core.backends.local.database import Database
+from core.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
+from core.jobs import Job, JobStatus, utcnow
+
+MAX_PAGE_SIZE = 1000
+
+
+class LocalJobStore(JobStore):
+    """Job records in the ``jobs`` table of ``database``."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    def create(self, job: Job) -> Job:
+        """Insert ``job``; with an idempotency key already in use, return that job instead."""
+        with self._db.write() as conn:
+            if job.idempotency_key is not None:
+                existing = conn.execute(
+                    "SELECT record, version FROM jobs WHERE idempotency_key = ?", (job.idempotency_key,)
+                ).fetchone()
+                if existing:
+                    return Job.from_record(existing[0], str(existing[1]))
+            try:
+                conn.execute(
+                    "INSERT INTO jobs (id, status, idempotency_key, version, record) VALUES (?, ?, ?, 1, ?)",
+                    (job.id, job.status.value, job.idempotency_key, job.to_record()),
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(f"a job with id {job.id} already exists") from None
+        return _with_etag(job, 1)
+
+    def get(self, job_id: str) -> Job:
+        with self._db.read() as conn:
+            row = conn.execute("SELECT record, version FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"job {job_id} does not exist")
+        return Job.from_record(row[0], str(row[1]))
+
+    def update(self, job: Job) -> Job:
+        """Replace the record if its version still equals ``job.etag``."""
+        expected = _version(job)
+        updated = job.model_copy(update={"updated_at": utcnow()})
+        with self._db.write() as conn:
+            row = conn.execute(
+                "UPDATE jobs SET record = ?, status = ?, version = version + 1 "
+                "WHERE id = ? AND version = ? RETURNING version",
+                (updated.to_record(), updated.status.value, job.id, expected),
+            ).fetchone()
+            if row is None:
+                exists = conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone()
+        if row is None:
+            if not exists:
+                raise NotFound(f"job {job.id} does not exist")
+            raise PreconditionFailed(f"job {job.id} was changed by someone else since it was read")
+        return _with_etag(updated, row[0])
+
+    def list(self, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None) -> JobPage:
+        """Jobs newest first (optionally one status), ``limit`` per page."""
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+        where, args = ["1 = 1"], []
+        if status is not None:
+            where.append("status = ?")
+            args.append(JobStatus(status).value)
+        if cursor:
+            where.append("id < ?")
+            args.append(decode_cursor(cursor))
+        sql = f"SELECT record, version FROM jobs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
+        with self._db.read() as conn:
+            rows = conn.execute(sql, (*args, limit + 1)).fetchall()
+        jobs = [Job.from_record(record, str(version)) for record, version in rows[:limit]]
+        more = len(rows) > limit
+        return JobPage(jobs=jobs, next_cursor=encode_cursor(jobs[-1].id) if more else None)
+
+    def delete(self, job_id: str) -> None:
+        """Delete the record; its idempotency key goes with it (same row)."""
+        with self._db.write() as conn:
+            conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def ping(self) -> None:
+        self._db.ping()
+
+    def close(self) -> None:
+        """Close the shared database connections (Backends.close calls this once per store)."""
+        self._db.close()
+
+
+def _version(job: Job) -> int:
+    try:
+        return int(job.etag)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise PreconditionFailed(
+            f"job {job.id} has no valid etag ({job.etag!r}): read it from the store before updating"
+        ) from None
+
+
+def _with_etag(job: Job, version: int) -> Job:
+    stored = job.model_copy()
+    stored.etag = str(version)
+    return stored
+
+
+def encode_cursor(last_id: str) -> str:
+    """An opaque page cursor: the last id of the page, base64url-encoded."""
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The id inside a cursor from encode_cursor; InvalidInput for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidInput(f"invalid page cursor {cursor[:64]!r}") from None
+    if not raw or not raw.isalnum():
+        raise InvalidInput(f"invalid page cursor {cursor[:64]!r}")
+    return raw
