@@ -1,0 +1,41 @@
+"""CattleCounter's engine: detect, track and count objects in a video file.
+
+Standalone (no queue, no API): use it from a notebook or ``python -m ml_engine VIDEO -o OUT``.
+
+    from ml_engine import Detector, PipelineConfig, process_video
+    detector = Detector.load("PekingU/rtdetr_v2_r18vd")
+    result = process_video("field.mp4", "out/", detector, PipelineConfig(classes=["cow"]))
+
+Importing this package does not import torch or transformers (the API process imports
+``ml_engine.video`` to validate uploads and has neither): the names below are imported
+from their modules on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY_EXPORTS = {
+    "Detector": "ml_engine.detector",
+    "build_tiny_checkpoint": "ml_engine.tiny_model",
+    "process_video": "ml_engine.pipeline",
+    "PipelineConfig": "ml_engine.pipeline",
+    "PipelineResult": "ml_engine.pipeline",
+    "Progress": "ml_engine.pipeline",
+    "probe": "ml_engine.video",
+    "VideoInfo": "ml_engine.video",
+}
+
+__all__ = sorted(_LAZY_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY_EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ml_engine' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

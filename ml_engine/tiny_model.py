@@ -1,0 +1,187 @@
+"""Randomly initialised DETR-family checkpoints for tests, demos and benchmarks.
+
+The Hugging Face Hub is not always reachable (CI, air-gapped sites), so tests never
+download weights: they build a checkpoint here with ``save_pretrained`` and load it through
+the same ``Detector.load`` path users take. ``size="tiny"`` checkpoints are a couple of MB
+and run in milliseconds per frame on a CPU; ``size="real"`` builds the full-size
+architecture (RT-DETRv2-R18, DETR-R50) for throughput measurements without a download.
+
+Their boxes are noise. The config carries ``cattlecounter_random_init = True`` so the
+Detector reports ``random_weights`` and stats/CLI can say so.
+
+    python -m ml_engine.tiny_model OUTDIR [--arch rt_detr_v2|rt_detr|detr] [--size tiny|real]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForObjectDetection,
+    DetrConfig,
+    DetrImageProcessorPil,
+    ResNetConfig,
+    RTDetrConfig,
+    RTDetrImageProcessorPil,
+    RTDetrV2Config,
+)
+
+from ml_engine.detector import RANDOM_INIT_MARKER
+
+ARCHITECTURES = ("rt_detr_v2", "rt_detr", "detr")
+SIZES = ("tiny", "real")
+DEFAULT_LABELS = ("cow", "sheep", "horse", "person")
+
+TINY_INPUT = 320  # RT-DETR input side / DETR shortest edge for tiny checkpoints
+
+
+def build_tiny_checkpoint(
+    directory: str | Path,
+    arch: str = "rt_detr_v2",
+    labels: Sequence[str] = DEFAULT_LABELS,
+    size: str = "tiny",
+    seed: int = 0,
+) -> Path:
+    """Save a randomly initialised object-detection checkpoint into ``directory``.
+
+    Parameters:
+        directory: where config.json, model.safetensors and preprocessor_config.json go
+            (created if missing).
+        arch: ``"rt_detr_v2"``, ``"rt_detr"`` or ``"detr"`` (DETR with a transformers-native
+            ResNet backbone: timm is not needed).
+        labels: class names, in class-id order.
+        size: ``"tiny"`` (small widths, 30 queries, 320 px input) or ``"real"`` (the published
+            architecture's size: RT-DETR(v2)-R18 at 640x640, DETR-R50 at 800/1333).
+        seed: the random init is seeded, so the same arguments give the same weights.
+
+    Returns the directory.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    if not labels:
+        raise ValueError("a checkpoint needs at least one label")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = _config(arch, size, list(labels))
+    setattr(config, RANDOM_INIT_MARKER, True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForObjectDetection.from_config(config)
+    model.eval().save_pretrained(directory)
+    _processor(arch, size).save_pretrained(directory)
+    return directory
+
+
+def _config(arch: str, size: str, labels: list[str]) -> Any:
+    id2label = dict(enumerate(labels))
+    label2id = {name: index for index, name in id2label.items()}
+    common = {"id2label": id2label, "label2id": label2id}
+    if arch == "detr":
+        return DetrConfig(**common, **_detr_dims(size))
+    config_class = RTDetrV2Config if arch == "rt_detr_v2" else RTDetrConfig
+    return config_class(**common, **_rt_detr_dims(size))
+
+
+def _rt_detr_dims(size: str) -> dict[str, Any]:
+    if size == "real":  # the published rtdetr(_v2)_r18vd architecture
+        backbone = ResNetConfig(hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2], layer_type="basic")
+        return {
+            "backbone_config": _rt_detr_backbone(backbone),
+            "encoder_in_channels": [128, 256, 512],
+            "hidden_expansion": 0.5,
+            "decoder_layers": 3,
+        }
+    backbone = ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], layer_type="basic")
+    return {
+        "backbone_config": _rt_detr_backbone(backbone),
+        "encoder_in_channels": [32, 64, 128],
+        "encoder_hidden_dim": 32,
+        "encoder_ffn_dim": 64,
+        "encoder_attention_heads": 2,
+        "hidden_expansion": 0.5,
+        "d_model": 32,
+        "decoder_in_channels": [32, 32, 32],
+        "decoder_ffn_dim": 64,
+        "decoder_layers": 2,  # transformers ties box heads across layers: it needs at least two
+        "decoder_attention_heads": 2,
+        "num_queries": 30,
+        "num_denoising": 0,
+        # a wider random init than the default makes which boxes win depend on the image,
+        # so tests comparing preprocessing paths can tell a wrong pixel from a right one
+        "initializer_range": 0.05,
+    }
+
+
+def _rt_detr_backbone(resnet: ResNetConfig) -> dict[str, Any]:
+    """RT-DETR uses its own ResNet-vd backbone type with the same width/depth knobs."""
+    return {
+        "model_type": "rt_detr_resnet",
+        "embedding_size": resnet.embedding_size,
+        "hidden_sizes": list(resnet.hidden_sizes),
+        "depths": list(resnet.depths),
+        "layer_type": resnet.layer_type,
+        "out_indices": [2, 3, 4],
+    }
+
+
+def _detr_dims(size: str) -> dict[str, Any]:
+    if size == "real":  # facebook/detr-resnet-50, with transformers' own ResNet-50
+        backbone = ResNetConfig(out_features=["stage4"])
+        return {"backbone_config": backbone, "use_timm_backbone": False}
+    backbone = ResNetConfig(
+        embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], layer_type="basic", out_features=["stage4"]
+    )
+    return {
+        "backbone_config": backbone,
+        "use_timm_backbone": False,
+        "d_model": 32,
+        "encoder_layers": 1,
+        "decoder_layers": 1,
+        "encoder_ffn_dim": 64,
+        "decoder_ffn_dim": 64,
+        "encoder_attention_heads": 2,
+        "decoder_attention_heads": 2,
+        "num_queries": 30,
+        # with the default init (0.02) every query predicts the same box whatever the image;
+        # at 0.2 boxes move with the image content but stay stable under 1-grey-level noise
+        "init_std": 0.2,
+    }
+
+
+def _processor(arch: str, size: str) -> Any:
+    if arch == "detr":
+        shortest, longest = (800, 1333) if size == "real" else (TINY_INPUT, 533)
+        return DetrImageProcessorPil(size={"shortest_edge": shortest, "longest_edge": longest})
+    side = 640 if size == "real" else TINY_INPUT
+    return RTDetrImageProcessorPil(size={"height": side, "width": side})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ml_engine.tiny_model OUTDIR``: build a random checkpoint and print its path."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ml_engine.tiny_model",
+        description="Build a randomly initialised detection checkpoint (for tests and demos; boxes are noise).",
+    )
+    parser.add_argument("outdir", type=Path, help="directory to write the checkpoint into")
+    parser.add_argument("--arch", choices=ARCHITECTURES, default="rt_detr_v2")
+    parser.add_argument("--size", choices=SIZES, default="tiny", help="tiny (fast) or real (published model size)")
+    parser.add_argument("--labels", default=",".join(DEFAULT_LABELS), help="comma-separated class names")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    labels = [name.strip() for name in args.labels.split(",") if name.strip()]
+    if not labels:
+        parser.error("--labels needs at least one class name")
+    path = build_tiny_checkpoint(args.outdir, arch=args.arch, labels=labels, size=args.size, seed=args.seed)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
