@@ -7,7 +7,7 @@ chunk, small text fields are kept, and reading stops the moment the file is too 
 
 from __future__ import annotations
 
-import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -40,7 +40,7 @@ class ReceivedForm:
 
     def discard(self) -> None:
         if self.file is not None:
-            self.file.path.unlink(missing_ok=True)
+            shutil.rmtree(self.file.path.parent, ignore_errors=True)
 
 
 def safe_filename(raw: str) -> str:
@@ -102,9 +102,11 @@ class _FormCollector:
         if self.form.file is not None:
             raise InvalidInput("send one video per job")
         filename = safe_filename(options[b"filename"].decode("utf-8", "replace"))
-        handle, path = tempfile.mkstemp(prefix="upload-", dir=self.scratch_dir)
-        self._sink = os.fdopen(handle, "wb")
-        self.form.file = ReceivedFile(path=Path(path), filename=filename, size=0)
+        # a private directory per upload, so the file can keep the user's (sanitised) name:
+        # error messages from probing then name the file the user knows
+        path = Path(tempfile.mkdtemp(prefix="upload-", dir=self.scratch_dir)) / filename
+        self._sink = path.open("wb")
+        self.form.file = ReceivedFile(path=path, filename=filename, size=0)
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._sink is None:

@@ -1,0 +1,258 @@
+"""The API in-process (TestClient) over the real local backend: validation, idempotency,
+listing, cancel/delete, downloads with Range, direct uploads and API keys. No worker here:
+tests/test_service_e2e.py runs API and workers as real processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from core.backends import build_backends
+from core.jobs import JobMessage, JobStatus, output_blob_path
+from tests.fixtures_video import write_png, write_text_file
+
+
+@pytest.fixture
+def api(make_settings):
+    settings = make_settings("local", max_upload_bytes=2_000_000)
+    backends = build_backends(settings)
+    with TestClient(create_app(settings, backends)) as client:
+        client.backends = backends  # the same stores the app uses, for checking what was stored
+        yield client
+    backends.close()
+
+
+def upload(client, path: Path, name: str | None = None, headers=None, **fields):
+    with path.open("rb") as handle:
+        return client.post("/jobs", files={"file": (name or path.name, handle)}, data=fields, headers=headers or {})
+
+
+def stored_paths(client) -> list[str]:
+    return [blob.path for blob in client.backends.blobs.list("")]
+
+
+def test_upload_queues_a_job_and_one_message(api, small_clip):
+    response = upload(api, small_clip, classes="Cow, sheep", threshold="0.4", lines="0,10,100,10")
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert response.headers["location"] == f"/jobs/{body['job_id']}"
+    assert body["status"] == "queued"
+    assert body["params"]["classes"] == ["cow", "sheep"]
+    assert body["params"]["lines"][0]["start"] == [0.0, 10.0]
+    assert body["size_bytes"] == small_clip.stat().st_size
+    message = api.backends.queue.receive(__import__("datetime").timedelta(seconds=30))
+    assert JobMessage.decode(message.body).job_id == body["job_id"]
+    assert api.backends.queue.receive(__import__("datetime").timedelta(seconds=30)) is None
+
+
+def test_submit_job_alias_behaves_like_post_jobs(api, small_clip):
+    response = api.post("/submit-job", files={"file": ("a.mp4", small_clip.read_bytes())})
+    assert response.status_code == 202
+    assert api.get(f"/jobs/{response.json()['job_id']}").json()["status"] == "queued"
+
+
+@pytest.mark.parametrize(
+    "make_file, status, code",
+    [(write_text_file, 415, "not_a_video"), (write_png, 415, None)],
+)
+def test_non_videos_are_rejected_by_their_bytes_and_nothing_is_stored(api, tmp_path, make_file, status, code):
+    path = make_file(tmp_path / "looks-like.mp4")  # the extension lies; the bytes decide
+    response = upload(api, path)
+    assert response.status_code == status, response.text
+    if code:
+        assert response.json()["error"]["code"] == code
+    assert "looks-like.mp4" in response.json()["error"]["message"]
+    assert stored_paths(api) == []
+    assert api.get("/jobs").json()["jobs"] == []
+
+
+def test_empty_upload_is_422(api, tmp_path):
+    response = api.post("/jobs", files={"file": ("empty.mp4", b"")})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "empty_file"
+
+
+def test_oversize_declared_upload_is_413_before_reading(api):
+    response = api.post("/jobs", content=b"x" * 10, headers={
+        "content-type": "multipart/form-data; boundary=abc", "content-length": str(50_000_000)})
+    assert response.status_code == 413
+    assert "limit" in response.json()["error"]["message"]
+
+
+def test_oversize_streamed_upload_is_413_and_leaves_nothing(api, tmp_path):
+    big = tmp_path / "big.mp4"
+    big.write_bytes(b"\0" * 3_000_000)  # over the 2 MB limit, sent without a usable length
+    def chunks():
+        yield b"--abc\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.mp4\"\r\n\r\n"
+        with big.open("rb") as handle:
+            while chunk := handle.read(65536):
+                yield chunk
+        yield b"\r\n--abc--\r\n"
+    response = api.post("/jobs", content=chunks(), headers={"content-type": "multipart/form-data; boundary=abc"})
+    assert response.status_code == 413
+    assert stored_paths(api) == []
+    assert list((api.app.state.scratch_dir).iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "fields, field",
+    [({"threshold": "1.5"}, "threshold"), ({"frame_stride": "0"}, "frame_stride"),
+     ({"lines": "1,2,3"}, "lines"), ({"zones": "[{\"polygon\": [[0,0],[1,1]]}]"}, "zones"),
+     ({"callback_url": "ftp://example.com/x"}, "callback_url"), ({"model_id": "x/y"}, "model_id"),
+     ({"params": "{\"unknown\": 1}"}, "unknown")],
+)
+def test_bad_params_are_422_naming_the_field(api, small_clip, fields, field):
+    response = upload(api, small_clip, **fields)
+    assert response.status_code == 422, response.text
+    assert field in response.json()["error"]["message"]
+    assert stored_paths(api) == []
+
+
+def test_filename_with_path_components_never_reaches_a_path(api, small_clip):
+    response = upload(api, small_clip, name="../../etc/x.mp4")
+    assert response.status_code == 202
+    assert response.json()["filename"] == "x.mp4"
+    assert all(path.startswith("jobs/") for path in stored_paths(api))
+
+
+def test_idempotency_key_returns_the_same_job(api, small_clip):
+    first = upload(api, small_clip, headers={"Idempotency-Key": "abc-1"})
+    second = upload(api, small_clip, headers={"Idempotency-Key": "abc-1"})
+    third = upload(api, small_clip, headers={"Idempotency-Key": "abc-2"})
+    assert first.status_code == 202 and second.status_code == 200
+    assert second.headers["idempotent-replayed"] == "true"
+    assert first.json()["job_id"] == second.json()["job_id"] != third.json()["job_id"]
+    assert len(api.get("/jobs").json()["jobs"]) == 2
+    assert len([p for p in stored_paths(api) if p.endswith("/input")]) == 2
+
+
+def test_unknown_job_is_404_and_results_before_completion_are_409(api, small_clip):
+    assert api.get("/jobs/nope").status_code == 404
+    job_id = upload(api, small_clip).json()["job_id"]
+    for route in ("result", "video", "detections", "exports/coco", "exports/mot"):
+        response = api.get(f"/jobs/{job_id}/{route}")
+        assert response.status_code == 409, route
+        assert "queued" in response.json()["error"]["message"]
+
+
+def test_list_is_newest_first_with_status_filter_and_cursor(api, small_clip):
+    ids = [upload(api, small_clip).json()["job_id"] for _ in range(5)]
+    api.delete(f"/jobs/{ids[1]}")  # cancel one
+    page1 = api.get("/jobs", params={"limit": 2}).json()
+    page2 = api.get("/jobs", params={"limit": 2, "cursor": page1["next_cursor"]}).json()
+    page3 = api.get("/jobs", params={"limit": 2, "cursor": page2["next_cursor"]}).json()
+    listed = [job["job_id"] for page in (page1, page2, page3) for job in page["jobs"]]
+    assert listed == list(reversed(ids))
+    assert page3["next_cursor"] is None
+    cancelled = api.get("/jobs", params={"status": "cancelled"}).json()["jobs"]
+    assert [job["job_id"] for job in cancelled] == [ids[1]]
+    assert api.get("/jobs", params={"status": "bogus"}).status_code == 422
+
+
+def test_delete_cancels_a_queued_job_then_deletes_it_and_its_files(api, small_clip):
+    job_id = upload(api, small_clip).json()["job_id"]
+    cancelled = api.delete(f"/jobs/{job_id}")
+    assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+    assert api.delete(f"/jobs/{job_id}").status_code == 204
+    assert api.get(f"/jobs/{job_id}").status_code == 404
+    assert stored_paths(api) == []
+
+
+def test_delete_of_a_running_job_asks_the_worker_to_stop(api, small_clip):
+    job_id = upload(api, small_clip).json()["job_id"]
+    api.backends.jobs.modify(job_id, lambda job: setattr(job, "status", JobStatus.PROCESSING))
+    response = api.delete(f"/jobs/{job_id}")
+    assert response.status_code == 202
+    assert response.json()["status"] == "processing" and response.json()["cancel_requested"] is True
+
+
+def complete_with_outputs(api, job_id: str, files: dict[str, bytes]) -> None:
+    """Store outputs and mark the job completed exactly as the worker does, via the real stores."""
+    outputs = {}
+    for name, data in files.items():
+        blob = output_blob_path(job_id, name)
+        api.backends.blobs.upload_stream(blob, [data])
+        outputs[name] = blob
+
+    def finish(job):
+        job.status, job.outputs, job.counts = JobStatus.COMPLETED, outputs, {"total_unique": 3}
+    api.backends.jobs.modify(job_id, finish)
+
+
+def test_downloads_and_video_range_requests(api, small_clip):
+    job_id = upload(api, small_clip).json()["job_id"]
+    video = bytes(range(256)) * 40  # 10240 bytes
+    complete_with_outputs(api, job_id, {
+        "annotated.mp4": video, "stats.json": b'{"counts": {"total_unique": 3}}',
+        "detections.jsonl": b'{"frame": 0}\n', "coco.json": b"{}", "mot.txt": b"1,1,0,0,1,1,0.9,-1,-1,-1\n"})
+    job = api.get(f"/jobs/{job_id}").json()
+    assert job["counts"] == {"total_unique": 3} and "video" in job["links"]
+    assert api.get(f"/jobs/{job_id}/result").json() == {"counts": {"total_unique": 3}}
+    assert api.get(f"/jobs/{job_id}/detections").text == '{"frame": 0}\n'
+    assert api.get(f"/jobs/{job_id}/exports/mot").text.startswith("1,1,")
+    assert "attachment" in api.get(f"/jobs/{job_id}/exports/coco", params={"download": True}).headers[
+        "content-disposition"]
+    whole = api.get(f"/jobs/{job_id}/video")
+    assert whole.status_code == 200 and whole.content == video and whole.headers["accept-ranges"] == "bytes"
+    part = api.get(f"/jobs/{job_id}/video", headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206
+    assert part.content == video[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(video)}"
+    tail = api.get(f"/jobs/{job_id}/video", headers={"Range": "bytes=-10"})
+    assert tail.content == video[-10:]
+    assert api.get(f"/jobs/{job_id}/video", headers={"Range": "bytes=99999-"}).status_code == 416
+
+
+def test_direct_upload_then_job(api, small_clip):
+    ticket = api.post("/uploads", json={"filename": "../big.mp4"})
+    assert ticket.status_code == 201
+    ticket = ticket.json()
+    assert api.put(ticket["upload_url"], content=small_clip.read_bytes()).status_code == 201
+    response = api.post("/jobs", json={"upload_id": ticket["upload_id"], "params": {"classes": ["cow"]}})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["filename"] == "big.mp4" and job["size_bytes"] == small_clip.stat().st_size
+    assert job["params"]["classes"] == ["cow"]
+
+
+def test_direct_upload_of_a_non_video_is_rejected(api, tmp_path):
+    ticket = api.post("/uploads", json={"filename": "x.mp4"}).json()
+    api.put(ticket["upload_url"], content=b"not a video at all" * 100)
+    response = api.post("/jobs", json={"upload_id": ticket["upload_id"]})
+    assert response.status_code == 415
+    assert api.post("/jobs", json={"upload_id": "does-not-exist"}).status_code == 422
+
+
+def test_api_keys_are_required_when_configured(make_settings, small_clip):
+    settings = make_settings("local", api_keys=["s3cret", "other"])
+    backends = build_backends(settings)
+    with TestClient(create_app(settings, backends)) as client:
+        assert client.get("/health").status_code == 200  # probes stay open
+        assert client.get("/jobs").status_code == 401
+        assert client.get("/jobs", headers={"X-API-Key": "wrong"}).status_code == 401
+        assert client.get("/jobs", headers={"X-API-Key": "other"}).status_code == 200
+        assert client.get("/jobs", params={"api_key": "s3cret"}).status_code == 200
+        with small_clip.open("rb") as handle:
+            assert client.post("/jobs", files={"file": ("a.mp4", handle)}).status_code == 401
+    backends.close()
+
+
+def test_health_ready_metrics_and_openapi(api):
+    assert api.get("/health").json() == {"status": "ok"}
+    ready = api.get("/ready")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"blobs": "ok", "queue": "ok", "jobs": "ok"}
+    api.get("/jobs")
+    assert 'cattlecounter_http_requests_total{method="GET",route="/jobs",status="200"}' in api.get("/metrics").text
+    schema = api.get("/openapi.json").json()
+    assert "multipart/form-data" in schema["paths"]["/jobs"]["post"]["requestBody"]["content"]
+    assert api.get("/docs").status_code == 200
+
+
+def test_errors_are_json_with_code_and_message(api):
+    body = api.get("/jobs", params={"limit": 0}).json()
+    assert body["error"]["code"] == "invalid_input" and "limit" in body["error"]["message"]
+    assert json.loads(api.post("/jobs", content=b"{", headers={"content-type": "application/json"}).text)["error"]

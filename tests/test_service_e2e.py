@@ -1,0 +1,251 @@
+"""API and workers as real processes over real storage (local files + SQLite, and Azurite):
+upload over HTTP, poll to completion, check every output, and the faults that must lose
+nothing and duplicate nothing."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import signal
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import av
+import httpx
+import pytest
+
+from core.webhooks import verify
+from ml_engine.outputs import validate_stats
+from tests.fixtures_video import write_clip
+from tests.tcp_proxy import TcpProxy
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.slow
+
+BACKENDS = ["local", pytest.param("azure", marks=pytest.mark.azurite)]
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    """Long enough (60 s at 10 fps) that a test can act while the worker is mid-job."""
+    return write_clip(tmp_path_factory.mktemp("long") / "long.mp4", frames=600)
+
+
+def queue_length(service) -> int:
+    return service.backends.queue.approximate_length()
+
+
+def fetch_video(service, job_id: str) -> bytes:
+    response = service.client.get(f"/jobs/{job_id}/video")
+    if service.settings.storage_backend.value == "azure":
+        assert response.status_code == 307  # a time-limited SAS URL on the storage account
+        response = httpx.get(response.headers["location"])
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_upload_to_every_output(start_service, backend, small_clip, tmp_path):
+    service = start_service(backend)
+    job = service.submit(small_clip, lines="0,120,320,120")
+    done = service.wait_for_status(job["job_id"], {"completed", "failed"})
+    assert done["status"] == "completed", done
+    assert done["attempts"] == 1 and done["progress"] == 1.0
+
+    stats = service.client.get(f"/jobs/{job['job_id']}/result").json()
+    validate_stats(stats)
+    assert stats["counts"] == done["counts"]
+    assert stats["video"]["frames"] == 20 and stats["model"]["random_weights"] is True
+
+    video_path = tmp_path / "annotated.mp4"
+    video_path.write_bytes(fetch_video(service, job["job_id"]))
+    with av.open(str(video_path)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert sum(1 for _ in container.decode(stream)) == 20
+
+    detections = service.client.get(f"/jobs/{job['job_id']}/detections").text.splitlines()
+    assert len(detections) == stats["processing"]["frames_processed"]
+    assert json.loads(detections[0])["frame"] == 0
+    coco = service.client.get(f"/jobs/{job['job_id']}/exports/coco").json()
+    assert len(coco["images"]) == len(detections)
+    mot = service.client.get(f"/jobs/{job['job_id']}/exports/mot").text
+    assert all(len(line.split(",")) == 10 for line in mot.splitlines())
+    wait_until(lambda: queue_length(service) == 0, 10, "the message to be deleted")
+
+
+def test_local_video_supports_range_requests(start_service, small_clip):
+    service = start_service("local")
+    job_id = service.submit(small_clip)["job_id"]
+    service.wait_for_status(job_id, {"completed"})
+    whole = service.client.get(f"/jobs/{job_id}/video").content
+    part = service.client.get(f"/jobs/{job_id}/video", headers={"Range": "bytes=0-99"})
+    assert part.status_code == 206 and part.content == whole[:100]
+
+
+def test_killed_worker_job_is_redelivered_after_the_lease_and_completes(start_service, long_clip):
+    service = start_service("local")
+    job_id = service.submit(long_clip)["job_id"]
+    wait_until(lambda: service.job(job_id)["frames_done"] > 0, 60, "the first worker to make progress")
+    service.workers[0].signal(signal.SIGKILL)
+    service.workers[0].wait(10)
+    assert service.job(job_id)["status"] == "processing"  # nobody has settled it
+
+    service.start_worker()
+    done = service.wait_for_status(job_id, {"completed", "failed"}, timeout=240)
+    assert done["status"] == "completed", done
+    assert done["attempts"] == 2
+    assert service.client.get(f"/jobs/{job_id}/result").json()["video"]["frames"] == 600
+    assert service.backends.queue.peek_poison() == []
+    wait_until(lambda: queue_length(service) == 0, 10, "the queue to drain")
+
+
+def test_cancel_mid_run_stops_the_worker_which_serves_the_next_job(start_service, long_clip, small_clip):
+    service = start_service("local")
+    job_id = service.submit(long_clip)["job_id"]
+    wait_until(lambda: service.job(job_id)["frames_done"] > 0, 60, "the worker to start")
+    response = service.client.delete(f"/jobs/{job_id}")
+    assert response.status_code == 202 and response.json()["cancel_requested"] is True
+    cancelled = service.wait_for_status(job_id, {"cancelled", "completed"}, timeout=60)
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["frames_done"] < 600
+    assert service.client.get(f"/jobs/{job_id}/result").status_code == 409
+
+    next_id = service.submit(small_clip)["job_id"]
+    assert service.wait_for_status(next_id, {"completed", "failed"})["status"] == "completed"
+    assert service.client.delete(f"/jobs/{job_id}").status_code == 204  # now it can be deleted
+
+
+def test_poison_video_fails_with_a_clear_error_and_the_worker_goes_on(start_service, bad_videos, small_clip):
+    service = start_service("local")
+    bad_id = service.submit(bad_videos["truncated_midstream"])["job_id"]  # passes the API's probe
+    good_id = service.submit(small_clip)["job_id"]
+    failed = service.wait_for_status(bad_id, {"failed", "completed"})
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == "corrupt_video"
+    assert "truncated" in failed["error"]["message"] or "damaged" in failed["error"]["message"]
+    assert service.wait_for_status(good_id, {"completed", "failed"})["status"] == "completed"
+    assert service.workers[0].popen.poll() is None
+
+
+def test_duplicate_idempotency_key_makes_one_job_and_one_message(start_service, small_clip):
+    service = start_service("local", workers=0)
+    first = service.submit(small_clip, headers={"Idempotency-Key": "upload-42"})
+    second = service.submit(small_clip, headers={"Idempotency-Key": "upload-42"})
+    assert first["job_id"] == second["job_id"]
+    assert queue_length(service) == 1
+    assert len(service.client.get("/jobs").json()["jobs"]) == 1
+
+
+def test_sigterm_lets_the_running_job_finish_then_exits(start_service, long_clip):
+    service = start_service("local", shutdown_grace_s=120)
+    job_id = service.submit(long_clip, frame_stride="3")["job_id"]
+    wait_until(lambda: service.job(job_id)["frames_done"] > 0, 60, "the worker to start")
+    service.workers[0].signal(signal.SIGTERM)
+    assert service.workers[0].wait(180) == 0, service.logs()
+    assert service.job(job_id)["status"] == "completed"
+
+
+def test_grace_period_over_releases_the_job_for_another_worker(start_service, long_clip):
+    service = start_service("local", shutdown_grace_s=0.5)
+    job_id = service.submit(long_clip)["job_id"]
+    wait_until(lambda: service.job(job_id)["frames_done"] > 0, 60, "the worker to start")
+    service.workers[0].signal(signal.SIGTERM)
+    assert service.workers[0].wait(60) == 0, service.logs()
+    assert service.job(job_id)["status"] == "queued"  # released, not failed, not cancelled
+    assert queue_length(service) == 1
+    service.start_worker()
+    done = service.wait_for_status(job_id, {"completed", "failed"}, timeout=240)
+    assert done["status"] == "completed" and done["attempts"] == 2
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    received: list[tuple[dict, bytes]] = []
+    status = 200
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append((dict(self.headers), body))
+        self.send_response(type(self).status)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook_receiver():
+    receiver = type("Receiver", (_Receiver,), {"received": [], "status": 200})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield receiver, f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+
+
+def test_webhook_is_signed_and_a_failing_one_does_not_fail_the_job(start_service, small_clip, webhook_receiver):
+    receiver, url = webhook_receiver
+    service = start_service("local", webhook_allow_private=True, webhook_secret="hush", webhook_max_retries=1)
+    job_id = service.submit(small_clip, callback_url=url)["job_id"]
+    service.wait_for_status(job_id, {"completed"})
+    headers, body = wait_until(lambda: receiver.received and receiver.received[0], 30, "the webhook")
+    assert verify(body, "hush", headers["X-Signature"])
+    payload = json.loads(body)
+    assert payload["event"] == "job.completed" and payload["job"]["id"] == job_id
+    assert payload["job"]["status"] == "completed"
+
+    receiver.status = 500
+    failing_id = service.submit(small_clip, callback_url=url)["job_id"]
+    assert service.wait_for_status(failing_id, {"completed", "failed"})["status"] == "completed"
+    wait_until(lambda: len(receiver.received) >= 3, 30, "the webhook and its retry")
+
+
+def test_private_webhook_urls_are_refused_by_default(start_service, small_clip):
+    service = start_service("local", workers=0)
+    with small_clip.open("rb") as handle:
+        response = service.client.post("/jobs", files={"file": ("a.mp4", handle)},
+                                       data={"callback_url": "http://127.0.0.1:9/x"})
+    assert response.status_code == 422
+    assert "WEBHOOK_ALLOW_PRIVATE" in response.json()["error"]["message"]
+
+
+@pytest.mark.azurite
+def test_two_workers_on_azure_share_the_queue_without_duplicates(start_service, small_clip):
+    service = start_service("azure", workers=2)
+    ids = [service.submit(small_clip)["job_id"] for _ in range(4)]
+    for job_id in ids:
+        done = service.wait_for_status(job_id, {"completed", "failed"})
+        assert done["status"] == "completed" and done["attempts"] == 1
+    wait_until(lambda: queue_length(service) == 0, 15, "the queue to drain")
+
+
+@pytest.mark.azurite
+def test_storage_outage_answers_503_and_the_worker_recovers(start_service, azurite_connection_string, small_clip):
+    ports = dict(part.split("=", 1) for part in azurite_connection_string.split(";") if part)
+    proxies = {name: TcpProxy(int(ports[name].rsplit(":", 1)[1].split("/")[0]))
+               for name in ("BlobEndpoint", "QueueEndpoint", "TableEndpoint")}
+    proxied = azurite_connection_string
+    for name, proxy in proxies.items():
+        upstream = ports[name]
+        proxied = proxied.replace(upstream, upstream.replace(upstream.rsplit(":", 1)[1].split("/")[0],
+                                                             str(proxy.port), 1))
+    try:
+        service = start_service("azure", azure_storage_connection_string=proxied)
+        for proxy in proxies.values():
+            proxy.cut()
+        outage = service.client.get("/jobs/anything")
+        assert outage.status_code == 503, outage.text
+        assert "storage is unavailable" in outage.json()["error"]["message"]
+        assert outage.headers["retry-after"]
+        assert service.client.get("/ready").status_code == 503
+        with small_clip.open("rb") as handle:
+            assert service.client.post("/jobs", files={"file": ("a.mp4", handle)}).status_code == 503
+
+        for proxy in proxies.values():
+            proxy.restore()
+        job_id = service.submit(small_clip)["job_id"]
+        assert service.wait_for_status(job_id, {"completed", "failed"})["status"] == "completed"
+        assert service.workers[0].popen.poll() is None  # the same worker process, no restart
+    finally:
+        for proxy in proxies.values():
+            proxy.close()

@@ -1,0 +1,134 @@
+"""The worker's settle logic in-process, over the real local backend's queue and job store:
+malformed messages, redeliveries of finished jobs, attempts past the limit, transient
+failures and lease renewal. (Real processes and real models: tests/test_service_e2e.py.)"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from core.backends import build_backends
+from core.errors import LeaseLost, StorageUnavailable
+from core.jobs import Job, JobMessage, JobStatus, input_blob_path, new_job_id
+from worker.lease import LeaseKeeper
+from worker.models import DetectorCache
+from worker.runner import JobRunner, Outcome
+from tests.waiting import wait_until
+
+LEASE = timedelta(seconds=30)
+
+
+@pytest.fixture
+def stores(make_settings):
+    settings = make_settings("local", max_attempts=3, retry_backoff_s=0.2, lease_seconds=2.0,
+                             lease_renew_seconds=0.5)
+    backends = build_backends(settings)
+    yield settings, backends
+    backends.close()
+
+
+class UnreachableModelStore:
+    """A model loader that fails the way an unreachable model store does (transient)."""
+
+    def __call__(self, *args, **kwargs):
+        raise StorageUnavailable("model store unreachable")
+
+
+def make_runner(settings, backends, loader=None) -> JobRunner:
+    return JobRunner(settings, backends, DetectorCache(settings, loader), None, threading.Event())
+
+
+def queue_job(backends, **fields) -> Job:
+    job_id = new_job_id()
+    backends.blobs.upload_stream(input_blob_path(job_id), [b"video bytes"])
+    job = backends.jobs.create(Job(id=job_id, input_blob=input_blob_path(job_id), **fields))
+    backends.queue.send(JobMessage(job_id=job_id, input_blob=job.input_blob).encode())
+    return job
+
+
+def test_malformed_message_goes_to_the_poison_queue(stores):
+    settings, backends = stores
+    backends.queue.send("this is not json")
+    outcome = make_runner(settings, backends).handle(backends.queue.receive(LEASE))
+    assert outcome is Outcome.POISON
+    assert backends.queue.peek_poison() == ["this is not json"]
+    assert backends.queue.approximate_length() == 0
+
+
+def test_redelivered_message_of_a_finished_job_is_acknowledged_and_nothing_changes(stores):
+    settings, backends = stores
+    job = queue_job(backends)
+    backends.jobs.modify(job.id, lambda j: setattr(j, "status", JobStatus.COMPLETED))
+    before = backends.jobs.get(job.id)
+    assert make_runner(settings, backends).handle(backends.queue.receive(LEASE)) is Outcome.DONE
+    after = backends.jobs.get(job.id)
+    assert after.etag == before.etag and after.attempts == 0
+    assert backends.queue.approximate_length() == 0
+
+
+def test_message_for_a_deleted_job_is_dropped(stores):
+    settings, backends = stores
+    job = queue_job(backends)
+    backends.jobs.delete(job.id)
+    assert make_runner(settings, backends).handle(backends.queue.receive(LEASE)) is Outcome.DONE
+    assert backends.queue.approximate_length() == 0
+
+
+def test_delivery_past_max_attempts_fails_the_job_and_poisons_the_message(stores):
+    settings, backends = stores
+    job = queue_job(backends)
+    short = timedelta(milliseconds=200)
+    for delivery in range(1, settings.max_attempts + 1):  # workers that died without settling
+        message = wait_until(lambda: backends.queue.receive(short), 5, f"delivery {delivery}")
+        assert message.dequeue_count == delivery
+    message = wait_until(lambda: backends.queue.receive(LEASE), 5, "the last delivery")
+    assert make_runner(settings, backends).handle(message) is Outcome.POISON
+    failed = backends.jobs.get(job.id)
+    assert failed.status is JobStatus.FAILED and failed.error.code == "max_attempts_exceeded"
+    assert len(backends.queue.peek_poison()) == 1
+    assert backends.queue.approximate_length() == 0
+
+
+def test_transient_failure_requeues_with_backoff_then_gives_up(stores):
+    settings, backends = stores
+    job = queue_job(backends)
+    runner = make_runner(settings, backends, UnreachableModelStore())
+    outcomes = []
+    for _ in range(settings.max_attempts):
+        message = wait_until(lambda: backends.queue.receive(LEASE), 10, "the retried message")
+        outcomes.append(runner.handle(message))
+        if outcomes[-1] is Outcome.RETRY:
+            record = backends.jobs.get(job.id)
+            assert record.status is JobStatus.QUEUED and "will retry" in record.error.message
+    assert outcomes == [Outcome.RETRY, Outcome.RETRY, Outcome.POISON]
+    final = backends.jobs.get(job.id)
+    assert final.status is JobStatus.FAILED and final.attempts == settings.max_attempts
+    assert "model store unreachable" in final.error.message
+
+
+def test_lease_keeper_renews_so_the_message_never_reappears(stores):
+    settings, backends = stores
+    queue_job(backends)
+    message = backends.queue.receive(timedelta(seconds=1))
+    with LeaseKeeper(backends.queue, message, lease_s=1.0, renew_every_s=0.3) as keeper:
+        wait_until(lambda: keeper.message.pop_receipt != message.pop_receipt, 5, "a renewal")
+        watch_until = time.monotonic() + 2.5  # observe well past the original 1 s lease
+        while time.monotonic() < watch_until:
+            assert backends.queue.receive(LEASE) is None, "the leased message was delivered again"
+            time.sleep(0.1)
+        assert not keeper.lost.is_set()
+    backends.queue.complete(keeper.message)  # the newest receipt is the valid one
+    assert backends.queue.approximate_length() == 0
+
+
+def test_stale_receipt_after_renewal_cannot_complete(stores):
+    settings, backends = stores
+    queue_job(backends)
+    message = backends.queue.receive(timedelta(seconds=5))
+    renewed = backends.queue.extend_lease(message, timedelta(seconds=5))
+    with pytest.raises(LeaseLost):
+        backends.queue.complete(message)
+    backends.queue.complete(renewed)
