@@ -7,6 +7,7 @@ validate uploads and its image has no ML stack. Every PyAV error is converted he
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 import av
 import av.error
@@ -90,8 +92,11 @@ class Frame:
 # --- probing ------------------------------------------------------------------------------
 
 
-def probe(path: str | os.PathLike[str]) -> VideoInfo:
+def probe(source: str | os.PathLike[str] | BinaryIO) -> VideoInfo:
     """Read a video's header and decode its first frame.
+
+    ``source`` is a path, or a seekable binary file object (e.g. a ranged reader over a blob,
+    so an upload can be checked without downloading it); a file object is left open.
 
     Raises:
         InvalidInput: the file does not exist.
@@ -101,16 +106,15 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
         CorruptVideo: the file looks like a video but cannot be decoded (truncated, damaged).
         InvalidFrameRate: the video declares no usable frame rate.
     """
-    path = Path(path)
-    _check_file(path)
-    container = _open_container(path)
+    source = _Source.of(source)
+    container = _open_container(source)
+    name = source.name
     try:
-        _reject_images(container, path)
-        stream = _video_stream(container, path)
-        fps = _frame_rate(stream, path)
-        first = _first_frame(container, stream, path)
+        _reject_images(container, name)
+        stream = _video_stream(container, name)
+        fps = _frame_rate(stream, name)
+        first = _first_frame(container, stream, name)
         duration_s = _duration_seconds(container, stream)
-        frames_exact = bool(stream.frames and stream.frames > 0)
         return VideoInfo(
             width=stream.codec_context.width,
             height=stream.codec_context.height,
@@ -119,85 +123,116 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
             duration_s=duration_s,
             rotation=_normalise_rotation(first.rotation),
             codec=stream.codec_context.name,
-            frames_exact=frames_exact,
+            frames_exact=bool(stream.frames and stream.frames > 0),
         )
     finally:
         container.close()
 
 
-def _check_file(path: Path) -> None:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise InvalidInput(f"video file not found: {path}") from None
-    if path.is_dir():
-        raise NotAVideo(f"{path.name} is a directory, not a video file")
-    if size == 0:
-        raise EmptyVideo(f"{path.name} is empty (0 bytes): upload the video file again")
+@dataclass(frozen=True)
+class _Source:
+    """A path or a seekable binary file, checked for existence and emptiness."""
+
+    name: str
+    target: str | BinaryIO  # what av.open takes
+
+    @classmethod
+    def of(cls, source: str | os.PathLike[str] | BinaryIO) -> "_Source":
+        if isinstance(source, (str, os.PathLike)):
+            return cls._of_path(Path(source))
+        return cls._of_file(source)
+
+    @classmethod
+    def _of_path(cls, path: Path) -> "_Source":
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise InvalidInput(f"video file not found: {path}") from None
+        if path.is_dir():
+            raise NotAVideo(f"{path.name} is a directory, not a video file")
+        if size == 0:
+            raise EmptyVideo(f"{path.name} is empty (0 bytes): upload the video file again")
+        return cls(path.name, str(path))
+
+    @classmethod
+    def _of_file(cls, handle: BinaryIO) -> "_Source":
+        name = Path(str(getattr(handle, "name", "") or "the video")).name
+        if handle.seek(0, io.SEEK_END) == 0:
+            raise EmptyVideo(f"{name} is empty (0 bytes): upload the video file again")
+        handle.seek(0)
+        return cls(name, handle)
+
+    def head(self, size: int) -> bytes:
+        if isinstance(self.target, str):
+            with open(self.target, "rb") as handle:
+                return handle.read(size)
+        self.target.seek(0)
+        head = self.target.read(size)
+        self.target.seek(0)
+        return head
 
 
-def _open_container(path: Path) -> av.container.InputContainer:
+def _open_container(source: _Source) -> av.container.InputContainer:
     try:
-        return av.open(str(path), mode="r")
+        return av.open(source.target, mode="r")
     except av.error.FFmpegError as exc:
-        container_kind = _sniff_container(path)
+        container_kind = _sniff_container(source)
         if container_kind:
             raise CorruptVideo(
-                f"{path.name} looks like a {container_kind} video but cannot be opened: it is "
+                f"{source.name} looks like a {container_kind} video but cannot be opened: it is "
                 f"truncated or damaged (for MP4, its index is missing) ({_reason(exc)})"
             ) from None
         raise NotAVideo(
-            f"{path.name} is not a video FFmpeg can read; upload an MP4, MOV, AVI or MKV file"
+            f"{source.name} is not a video FFmpeg can read; upload an MP4, MOV, AVI or MKV file"
         ) from None
 
 
-def _sniff_container(path: Path) -> str | None:
-    with path.open("rb") as handle:
-        head = handle.read(16)
+def _sniff_container(source: _Source) -> str | None:
+    head = source.head(16)
     for offset, magic, kind in _CONTAINER_SIGNATURES:
         if head[offset : offset + len(magic)] == magic:
             return kind
     return None
 
 
-def _reject_images(container: av.container.InputContainer, path: Path) -> None:
-    name = container.format.name
-    if name in _IMAGE_FORMATS or name.endswith(_IMAGE_FORMAT_SUFFIX):
-        raise NotAVideo(f"{path.name} is a still image ({name.removesuffix('_pipe')}), not a video")
+def _reject_images(container: av.container.InputContainer, name: str) -> None:
+    demuxer = container.format.name
+    if demuxer in _IMAGE_FORMATS or demuxer.endswith(_IMAGE_FORMAT_SUFFIX):
+        raise NotAVideo(f"{name} is a still image ({demuxer.removesuffix('_pipe')}), not a video")
 
 
-def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
+def _video_stream(container: av.container.InputContainer, name: str) -> av.video.stream.VideoStream:
     if not container.streams.video:
         kinds = sorted({stream.type for stream in container.streams}) or ["nothing"]
-        raise NoVideoStream(f"{path.name} has no video stream (it contains {', '.join(kinds)})")
+        raise NoVideoStream(f"{name} has no video stream (it contains {', '.join(kinds)})")
     stream = container.streams.video[0]
     if not stream.codec_context.width or not stream.codec_context.height:
-        raise CorruptVideo(f"{path.name}: the video stream declares no frame size")
+        raise CorruptVideo(f"{name}: the video stream declares no frame size")
     return stream
 
 
-def _frame_rate(stream: av.video.stream.VideoStream, path: Path) -> Fraction:
+def _frame_rate(stream: av.video.stream.VideoStream, name: str) -> Fraction:
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     if not rate or rate <= 0:
-        raise InvalidFrameRate(f"{path.name} declares no frame rate, so frame times are unknown")
+        raise InvalidFrameRate(f"{name} declares no frame rate, so frame times are unknown")
     rate = Fraction(rate)
     if not MIN_FPS <= rate <= MAX_FPS:
         raise InvalidFrameRate(
-            f"{path.name} declares {float(rate):.4g} frames per second, which is not a usable "
+            f"{name} declares {float(rate):.4g} frames per second, which is not a usable "
             f"frame rate (expected {float(MIN_FPS):g} to {float(MAX_FPS):g}); its header is broken"
         )
     return rate
 
 
 def _first_frame(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, name: str
 ) -> av.VideoFrame:
     try:
         for frame in container.decode(stream):
             return frame
     except av.error.FFmpegError as exc:
-        raise CorruptVideo(f"{path.name}: the first frame cannot be decoded ({_reason(exc)})") from None
-    raise CorruptVideo(f"{path.name}: the video stream holds no decodable frame")
+        raise CorruptVideo(f"{name}: the first frame cannot be decoded ({_reason(exc)})") from None
+    raise CorruptVideo(f"{name}: the video stream holds no decodable frame")
 
 
 def _duration_seconds(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
@@ -236,13 +271,13 @@ def iter_frames(path: str | os.PathLike[str], info: VideoInfo | None = None) -> 
     ``info`` (from ``probe``) saves a second probe. Raises the errors of ``probe``, and
     CorruptVideo when decoding fails part-way through (a truncated or damaged file).
     """
-    path = Path(path)
+    source = _Source.of(path)
     info = info or probe(path)
-    container = _open_container(path)
+    container = _open_container(source)
     try:
-        stream = _video_stream(container, path)
+        stream = _video_stream(container, source.name)
         stream.thread_type = "AUTO"  # frame + slice threads: decoding overlaps the rest of the pipeline
-        yield from _decode(container, stream, info, path)
+        yield from _decode(container, stream, info, source.name)
     finally:
         container.close()
 
@@ -251,7 +286,7 @@ def _decode(
     container: av.container.InputContainer,
     stream: av.video.stream.VideoStream,
     info: VideoInfo,
-    path: Path,
+    name: str,
 ) -> Iterator[Frame]:
     quarter_turns = info.rotation // 90
     start_pts = stream.start_time or 0
@@ -261,11 +296,11 @@ def _decode(
         try:
             frame = next(frames)
         except StopIteration:
-            _check_complete(info, index, path)
+            _check_complete(info, index, name)
             return
         except av.error.FFmpegError as exc:
             raise CorruptVideo(
-                f"{path.name} is truncated or damaged: decoding failed after frame {index} ({_reason(exc)})"
+                f"{name} is truncated or damaged: decoding failed after frame {index} ({_reason(exc)})"
             ) from None
         image = frame.to_ndarray(format="rgb24")
         if quarter_turns:
@@ -274,7 +309,7 @@ def _decode(
         index += 1
 
 
-def _check_complete(info: VideoInfo, decoded: int, path: Path) -> None:
+def _check_complete(info: VideoInfo, decoded: int, name: str) -> None:
     """Frame-threaded decoding ends quietly at a truncation; the index tells us it was cut short.
 
     A couple of frames of slack: some muxers count a frame or two the decoder drops.
@@ -283,7 +318,7 @@ def _check_complete(info: VideoInfo, decoded: int, path: Path) -> None:
         return
     if info.frames - decoded > max(2, info.frames // 200):
         raise CorruptVideo(
-            f"{path.name} is truncated or damaged: it ended after {decoded} of its {info.frames} frames"
+            f"{name} is truncated or damaged: it ended after {decoded} of its {info.frames} frames"
         )
 
 
@@ -330,7 +365,9 @@ class VideoWriter:
         self._frame_time_base = Fraction(1) / self.fps
 
     def __enter__(self) -> "VideoWriter":
-        self._container = av.open(str(self._temp_path), mode="w", format="mp4", options={"movflags": "+faststart"})
+        self._container = av.open(
+            str(self._temp_path), mode="w", format="mp4", options={"movflags": "+faststart"}
+        )
         stream = self._container.add_stream("libx264", rate=self.fps)
         stream.width, stream.height = self.encoded_size
         stream.pix_fmt = "yuv420p"

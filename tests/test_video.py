@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from fractions import Fraction
@@ -84,6 +85,22 @@ def test_probe_rejects_bad_input_with_typed_error(
         probe(bad_videos[name])
     assert words in str(caught.value)
     assert bad_videos[name].name in str(caught.value)  # the user sees which file
+
+
+def test_probe_reads_a_file_object_without_closing_it(ntsc_clip: Path) -> None:
+    with ntsc_clip.open("rb") as handle:
+        assert probe(handle) == probe(ntsc_clip)
+        assert not handle.closed
+
+
+@pytest.mark.parametrize(
+    "name, error", [("empty", EmptyVideo), ("text", NotAVideo), ("truncated_no_index", CorruptVideo)]
+)
+def test_probe_of_a_file_object_rejects_bad_input(
+    bad_videos: dict[str, Path], name: str, error: type[VideoError]
+) -> None:
+    with pytest.raises(error):
+        probe(io.BytesIO(bad_videos[name].read_bytes()))
 
 
 def test_probe_of_a_missing_file_says_so(tmp_path: Path) -> None:
