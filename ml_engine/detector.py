@@ -108,7 +108,7 @@ class Detector:
         if input_size is not None and not 32 <= input_size <= 4096:
             raise ConfigError(f"INPUT_SIZE must be between 32 and 4096 pixels, got {input_size}")
         source, revision = _resolve_source(model_id)
-        with _quiet_transformers():
+        with quiet_transformers():
             config, revision = _load_config(model_id, source, revision)
             if input_size is not None:
                 _forget_fixed_input_size(config)
@@ -384,7 +384,7 @@ def _call_loader(model_id: str, loader: Any, source: str, **kwargs: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """Hide transformers' weight-loading progress bars (the CLI draws its own)."""
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()

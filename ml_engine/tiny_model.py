@@ -23,17 +23,25 @@ from typing import Any
 import torch
 from transformers import (
     AutoModelForObjectDetection,
+    ConditionalDetrConfig,
+    ConditionalDetrImageProcessorPil,
+    DeformableDetrConfig,
+    DeformableDetrImageProcessorPil,
     DetrConfig,
     DetrImageProcessorPil,
     ResNetConfig,
     RTDetrConfig,
     RTDetrImageProcessorPil,
     RTDetrV2Config,
+    YolosConfig,
+    YolosImageProcessorPil,
 )
 
-from ml_engine.detector import RANDOM_INIT_MARKER
+from ml_engine.detector import RANDOM_INIT_MARKER, quiet_transformers
 
-ARCHITECTURES = ("rt_detr_v2", "rt_detr", "detr")
+ARCHITECTURES = ("rt_detr_v2", "rt_detr", "detr", "conditional_detr", "deformable_detr", "yolos")
+# the other DETR-family members Detector supports; tiny only (they exist to test loading paths)
+_TINY_ONLY = ("conditional_detr", "deformable_detr", "yolos")
 SIZES = ("tiny", "real")
 DEFAULT_LABELS = ("cow", "sheep", "horse", "person")
 
@@ -53,7 +61,8 @@ def build_tiny_checkpoint(
         directory: where config.json, model.safetensors and preprocessor_config.json go
             (created if missing).
         arch: ``"rt_detr_v2"``, ``"rt_detr"`` or ``"detr"`` (DETR with a transformers-native
-            ResNet backbone: timm is not needed).
+            ResNet backbone: timm is not needed); also ``"conditional_detr"``,
+            ``"deformable_detr"`` and ``"yolos"`` (tiny only), to exercise the other families.
         labels: class names, in class-id order.
         size: ``"tiny"`` (small widths, 30 queries, 320 px input) or ``"real"`` (the published
             architecture's size: RT-DETR(v2)-R18 at 640x640, DETR-R50 at 800/1333).
@@ -65,6 +74,8 @@ def build_tiny_checkpoint(
         raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
     if size not in SIZES:
         raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    if size == "real" and arch in _TINY_ONLY:
+        raise ValueError(f"size='real' is available for rt_detr_v2, rt_detr and detr, not {arch}")
     if not labels:
         raise ValueError("a checkpoint needs at least one label")
     directory = Path(directory)
@@ -74,8 +85,9 @@ def build_tiny_checkpoint(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForObjectDetection.from_config(config)
-    model.eval().save_pretrained(directory)
-    _processor(arch, size).save_pretrained(directory)
+    with quiet_transformers():
+        model.eval().save_pretrained(directory)
+        _processor(arch, size).save_pretrained(directory)
     return directory
 
 
@@ -85,6 +97,10 @@ def _config(arch: str, size: str, labels: list[str]) -> Any:
     common = {"id2label": id2label, "label2id": label2id}
     if arch == "detr":
         return DetrConfig(**common, **_detr_dims(size))
+    if arch in ("conditional_detr", "deformable_detr"):
+        return _other_detr_config(arch, common)
+    if arch == "yolos":
+        return _yolos_config(common)
     config_class = RTDetrV2Config if arch == "rt_detr_v2" else RTDetrConfig
     return config_class(**common, **_rt_detr_dims(size))
 
@@ -155,10 +171,58 @@ def _detr_dims(size: str) -> dict[str, Any]:
     }
 
 
+def _other_detr_config(arch: str, common: dict[str, Any]) -> Any:
+    deformable = arch == "deformable_detr"
+    backbone = ResNetConfig(
+        embedding_size=16,
+        hidden_sizes=[16, 32, 64, 128],
+        depths=[1, 1, 1, 1],
+        layer_type="basic",
+        out_features=["stage2", "stage3", "stage4"] if deformable else ["stage4"],
+    )
+    config_class = DeformableDetrConfig if deformable else ConditionalDetrConfig
+    return config_class(
+        **common,
+        backbone_config=backbone,
+        use_timm_backbone=False,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=2 if deformable else 1,  # deformable ties box heads across layers
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        num_queries=30,
+        init_std=0.2,
+    )
+
+
+def _yolos_config(common: dict[str, Any]) -> Any:
+    return YolosConfig(
+        **common,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=[TINY_INPUT, TINY_INPUT],
+        patch_size=16,
+        num_detection_tokens=10,
+        initializer_range=0.2,
+    )
+
+
+_ASPECT_PROCESSORS = {
+    "detr": DetrImageProcessorPil,
+    "conditional_detr": ConditionalDetrImageProcessorPil,
+    "deformable_detr": DeformableDetrImageProcessorPil,
+    "yolos": YolosImageProcessorPil,
+}
+
+
 def _processor(arch: str, size: str) -> Any:
-    if arch == "detr":
+    if arch in _ASPECT_PROCESSORS:
         shortest, longest = (800, 1333) if size == "real" else (TINY_INPUT, 533)
-        return DetrImageProcessorPil(size={"shortest_edge": shortest, "longest_edge": longest})
+        return _ASPECT_PROCESSORS[arch](size={"shortest_edge": shortest, "longest_edge": longest})
     side = 640 if size == "real" else TINY_INPUT
     return RTDetrImageProcessorPil(size={"height": side, "width": side})
 
