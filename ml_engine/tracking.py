@@ -157,6 +157,7 @@ class LineCounter:
         self._hysteresis = hysteresis_px
         self._last_side: dict[int, tuple[int, np.ndarray]] = {}  # track id -> (side, anchor)
         self.crossings: list[tuple[int, str]] = []  # (track id, "in" | "out")
+        self.totals: Counter[str] = Counter()  # "in"/"out" -> crossings so far
 
     def update(self, track_ids: np.ndarray, points: np.ndarray) -> list[tuple[int, str]]:
         """Feed this frame's anchors; returns the crossings it completed."""
@@ -166,6 +167,7 @@ class LineCounter:
             if event:
                 events.append((track_id, event))
         self.crossings.extend(events)
+        self.totals.update(direction for _, direction in events)
         return events
 
     def _update_one(self, track_id: int, point: np.ndarray) -> str | None:
@@ -326,7 +328,7 @@ class ObjectCounter:
             raise InvalidInput(f"frames must be fed in order: {frame_index} after {self._last_frame}")
         self._last_frame = frame_index
         tracked = self._tracker.update(_with_class_names(detections))
-        confirmed = tracked[tracked.tracker_id != -1] if len(tracked) else _empty_tracked()
+        confirmed = tracked[tracked.tracker_id != -1] if len(tracked) else empty_tracked()
         confirmed.tracker_id = confirmed.tracker_id + 1  # users count from 1
         classes = self._record(frame_index, time_s, confirmed)
         self._relabel(confirmed, classes)
@@ -394,10 +396,7 @@ class ObjectCounter:
             "in_frame": sum(self._in_frame.values()),
             "in_frame_by_class": dict(self._in_frame),
             "lines": {
-                counter.line.name: {
-                    "in": sum(1 for _, d in counter.crossings if d == "in"),
-                    "out": sum(1 for _, d in counter.crossings if d == "out"),
-                }
+                counter.line.name: {"in": counter.totals["in"], "out": counter.totals["out"]}
                 for counter in self._lines
             },
         }
@@ -454,7 +453,8 @@ def _with_class_names(detections: sv.Detections) -> sv.Detections:
     return detections
 
 
-def _empty_tracked() -> sv.Detections:
+def empty_tracked() -> sv.Detections:
+    """No tracked detections, shaped like ``ObjectCounter.update``'s output."""
     empty = sv.Detections.empty()
     empty.tracker_id = np.array([], dtype=int)
     empty.data["class_name"] = np.array([], dtype=str)

@@ -1,0 +1,437 @@
+"""The streaming pipeline: decode → batch → detect → track/annotate → encode, with bounded memory.
+
+Three threads joined by bounded queues (PyAV, x264 and torch release the GIL, so they overlap):
+
+    decode thread ──frames──▶ caller's thread: batch + detect ──chunks──▶ track/annotate/encode thread
+
+Only every ``stride``-th frame is detected and tracked, but every frame is annotated (with the
+latest tracks) and written, so annotated.mp4 keeps the source's frame count and rate. A chunk
+is the run of decoded frames that holds one detection batch; it is capped at
+``max_chunk_frames`` frames so a large stride cannot make it grow. At most about
+``queue_size + 4 * max(batch_size, max_chunk_frames)`` frames are in memory, whatever the
+video's length.
+
+Any stage's failure sets a shared stop event; every queue put/get waits in short slices and
+gives up when it is set, so no stage hangs, and the caller gets the original error. Outputs
+are written to a temporary subdirectory and moved into ``output_dir`` only on success.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import supervision as sv
+from pydantic import BaseModel, ValidationError
+
+from core.errors import InvalidInput, JobCancelled, ModelError
+from core.jobs import CountingLine, CountingZone
+from ml_engine.annotate import FrameAnnotator
+from ml_engine.outputs import ANNOTATED_VIDEO, OutputWriter, build_stats, move_outputs
+from ml_engine.tracking import CountingConfig, ObjectCounter, empty_tracked
+from ml_engine.video import Frame, VideoInfo, VideoWriter, iter_frames, probe
+
+log = logging.getLogger(__name__)
+
+_QUEUE_POLL_S = 0.1  # how often a blocked put/get looks at the stop event
+_JOIN_TIMEOUT_S = 30.0
+_END = object()  # end-of-stream marker on the queues
+
+
+class DetectorLike(Protocol):
+    """What the pipeline needs of ``ml_engine.detector.Detector``."""
+
+    def detect(
+        self, images: list[Any], threshold: float, class_names: Any = None
+    ) -> list[sv.Detections]: ...
+
+
+@dataclass
+class PipelineConfig:
+    """How to process one video.
+
+    ``threshold``: minimum score for a detection to start a track (and the first matching
+    stage). ``low_threshold``: weaker detections, down to this, only extend existing tracks
+    (ByteTrack's second stage, which keeps ids through partial occlusion); default
+    ``threshold / 2``; set it equal to ``threshold`` to turn that off.
+    ``frame_stride``: detect every Nth frame (``frame_interval_seconds`` overrides it).
+    ``max_frames``: stop after this many frames (previews, tests).
+    """
+
+    threshold: float = 0.5
+    classes: list[str] | None = None
+    frame_stride: int = 1
+    frame_interval_seconds: float | None = None
+    batch_size: int = 4
+    min_hits: int = 3
+    lines: list[CountingLine] = field(default_factory=list)
+    zones: list[CountingZone] = field(default_factory=list)
+    queue_size: int = 8
+    low_threshold: float | None = None
+    track_buffer_s: float = 1.0
+    max_frames: int | None = None
+    max_chunk_frames: int = 16
+    progress_interval_s: float = 0.5
+    crf: int = 23
+    preset: str = "veryfast"
+
+    def __post_init__(self) -> None:
+        self.lines = [_validated(CountingLine, line) for line in self.lines]
+        self.zones = [_validated(CountingZone, zone) for zone in self.zones]
+        _require(0.0 <= self.threshold <= 1.0, f"threshold must be within 0..1, got {self.threshold}")
+        if self.low_threshold is not None:
+            _require(
+                0.0 <= self.low_threshold <= self.threshold,
+                f"low_threshold must be within 0..threshold ({self.threshold}), got {self.low_threshold}",
+            )
+        _require(self.frame_stride >= 1, f"frame_stride must be at least 1, got {self.frame_stride}")
+        if self.frame_interval_seconds is not None:
+            _require(self.frame_interval_seconds > 0, "frame_interval_seconds must be positive")
+        for name in ("batch_size", "min_hits", "queue_size", "max_chunk_frames"):
+            _require(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_frames is not None:
+            _require(self.max_frames >= 1, f"max_frames must be at least 1, got {self.max_frames}")
+
+    @property
+    def effective_low_threshold(self) -> float:
+        return self.threshold / 2 if self.low_threshold is None else self.low_threshold
+
+    def stride_for(self, fps: float) -> int:
+        """Frames between detections: ``frame_interval_seconds`` converted at ``fps``, else the stride."""
+        if self.frame_interval_seconds is not None:
+            return max(1, round(self.frame_interval_seconds * float(fps)))
+        return self.frame_stride
+
+
+def _validated(model: type[BaseModel], value: Any) -> Any:
+    """Accept model instances or plain dicts (notebooks, the CLI); bad ones are InvalidInput."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        problems = "; ".join(error["msg"] for error in exc.errors())
+        raise InvalidInput(f"invalid counting {model.__name__.removeprefix('Counting').lower()}: {problems}") from None
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidInput(message)
+
+
+@dataclass
+class Progress:
+    """How far a run has got. ``frames_total`` is an estimate when the container has no count."""
+
+    frames_done: int
+    frames_total: int | None
+    fps: float
+    eta_s: float | None
+
+    @property
+    def fraction(self) -> float | None:
+        if not self.frames_total:
+            return None
+        return min(1.0, self.frames_done / self.frames_total)
+
+
+@dataclass
+class PipelineResult:
+    """``stats`` is the stats.json document; ``outputs`` maps file name -> path in output_dir."""
+
+    stats: dict[str, Any]
+    outputs: dict[str, Path]
+
+
+def process_video(
+    input_path: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    detector: DetectorLike,
+    config: PipelineConfig | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> PipelineResult:
+    """Detect, track and count objects in a video; write annotated.mp4, stats.json and exports.
+
+    ``progress`` is called from this thread at most every ``config.progress_interval_s`` (and
+    once at the end); ``should_cancel`` is checked before each detection batch.
+
+    Raises:
+        VideoError subclasses: the input is not a usable video (see ``ml_engine.video.probe``).
+        InvalidInput: a bad config, or class names the model does not know.
+        ModelError: the model failed.
+        JobCancelled: ``should_cancel()`` returned True; nothing is left in output_dir.
+    """
+    config = config or PipelineConfig()
+    info = probe(input_path)
+    detector.detect([], config.effective_low_threshold, config.classes)  # bad classes fail now
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(prefix=".partial-", dir=output_dir))
+    try:
+        run = _Run(Path(input_path), info, work_dir, detector, config, progress, should_cancel)
+        stats, files = run.execute()
+        return PipelineResult(stats=stats, outputs=move_outputs(files, output_dir))
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+class _Stopped(Exception):
+    """Internal: another stage failed, so this one stops. Never leaves the pipeline."""
+
+
+@dataclass
+class _Chunk:
+    frames: list[Frame]
+    detections: dict[int, sv.Detections]  # frame index -> detections, for the detected frames
+
+
+class _Run:
+    """One video's run: the three stages, their queues and the shared stop/failure state."""
+
+    def __init__(
+        self,
+        input_path: Path,
+        info: VideoInfo,
+        work_dir: Path,
+        detector: DetectorLike,
+        config: PipelineConfig,
+        progress: Callable[[Progress], None] | None,
+        should_cancel: Callable[[], bool] | None,
+    ) -> None:
+        self.input_path, self.info, self.work_dir = input_path, info, work_dir
+        self.detector, self.config = detector, config
+        self.progress, self.should_cancel = progress, should_cancel
+        self.stride = config.stride_for(info.fps)
+        self.chunk_limit = max(config.batch_size, config.max_chunk_frames)
+        self.decoded: queue.Queue = queue.Queue(maxsize=config.queue_size)
+        self.inferred: queue.Queue = queue.Queue(maxsize=2)  # one being encoded, one waiting
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self._error_lock = threading.Lock()
+        self.frames_decoded = 0
+        self.frames_processed = 0
+        self.frames_encoded = 0
+        self.counter = ObjectCounter(self._counting_config())
+        self.outputs: OutputWriter | None = None
+        self.started = time.monotonic()
+        self._last_progress = 0.0
+
+    def _counting_config(self) -> CountingConfig:
+        return CountingConfig(
+            fps=float(self.info.fps) / self.stride,
+            min_hits=self.config.min_hits,
+            lines=self.config.lines,
+            zones=self.config.zones,
+            track_buffer_s=self.config.track_buffer_s,
+            track_threshold=self.config.threshold,
+        )
+
+    # --- orchestration ---------------------------------------------------------------------
+
+    def execute(self) -> tuple[dict[str, Any], dict[str, Path]]:
+        labels = getattr(self.detector, "labels", {}) or {}
+        self.outputs = OutputWriter(self.work_dir, labels, self.info.display_size)
+        threads = [
+            threading.Thread(target=self._guard, args=(self._decode_stage,), name="cattlecounter-decode", daemon=True),
+            threading.Thread(target=self._guard, args=(self._encode_stage,), name="cattlecounter-encode", daemon=True),
+        ]
+        try:
+            for thread in threads:
+                thread.start()
+            self._guard(self._infer_stage)
+            for thread in threads:
+                thread.join()  # each ends by itself: at the end of the video, or on the stop event
+            if self.error is not None:
+                raise self.error
+            return self._finish()
+        finally:
+            self.stop.set()
+            self._join_quickly(threads)
+            self.outputs.close()
+
+    def _guard(self, stage: Callable[[], None]) -> None:
+        """Run a stage; record its failure and stop the others."""
+        try:
+            stage()
+        except _Stopped:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            with self._error_lock:
+                if self.error is None:
+                    self.error = exc
+            self.stop.set()
+
+    def _join_quickly(self, threads: list[threading.Thread]) -> None:
+        """After a failure: wait a bounded time (a stage may be inside one decode or encode call)."""
+        deadline = time.monotonic() + _JOIN_TIMEOUT_S
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("pipeline %s thread did not stop within %.0f s", thread.name, _JOIN_TIMEOUT_S)
+
+    def _put(self, target: queue.Queue, item: Any) -> None:
+        while not self.stop.is_set():
+            try:
+                target.put(item, timeout=_QUEUE_POLL_S)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped()
+
+    def _get(self, source: queue.Queue) -> Any:
+        while not self.stop.is_set():
+            try:
+                return source.get(timeout=_QUEUE_POLL_S)
+            except queue.Empty:
+                continue
+        raise _Stopped()
+
+    # --- stage 1: decode -------------------------------------------------------------------
+
+    def _decode_stage(self) -> None:
+        with closing(self._frames()) as frames:
+            for frame in frames:
+                self._put(self.decoded, frame)
+                self.frames_decoded += 1
+        self._put(self.decoded, _END)
+
+    def _frames(self) -> Iterator[Frame]:
+        limit = self.config.max_frames
+        for frame in iter_frames(self.input_path, self.info):
+            if limit is not None and frame.index >= limit:
+                return
+            yield frame
+
+    # --- stage 2: batch + detect (the caller's thread) ---------------------------------------
+
+    def _infer_stage(self) -> None:
+        ended = False
+        while not ended:
+            frames, ended = self._next_chunk()
+            if self.should_cancel is not None and self.should_cancel():
+                raise JobCancelled("the job was cancelled while it was being processed")
+            self._put(self.inferred, _Chunk(frames, self._detect(frames)))
+            self._report_progress()
+        self._put(self.inferred, _END)
+
+    def _next_chunk(self) -> tuple[list[Frame], bool]:
+        """Frames up to a full detection batch (or the chunk cap); True when the video ended."""
+        frames: list[Frame] = []
+        to_detect = 0
+        while to_detect < self.config.batch_size and len(frames) < self.chunk_limit:
+            item = self._get(self.decoded)
+            if item is _END:
+                return frames, True
+            frames.append(item)
+            to_detect += self._is_detected(item)
+        return frames, False
+
+    def _is_detected(self, frame: Frame) -> bool:
+        return frame.index % self.stride == 0
+
+    def _detect(self, frames: list[Frame]) -> dict[int, sv.Detections]:
+        chosen = [frame for frame in frames if self._is_detected(frame)]
+        if not chosen:
+            return {}
+        results = self.detector.detect(
+            [frame.image for frame in chosen], self.config.effective_low_threshold, self.config.classes
+        )
+        if len(results) != len(chosen):
+            raise ModelError(f"the detector returned {len(results)} results for {len(chosen)} frames")
+        return {frame.index: detections for frame, detections in zip(chosen, results)}
+
+    def _report_progress(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.progress is None:
+            return
+        if not final and now - self._last_progress < self.config.progress_interval_s:
+            return
+        self._last_progress = now
+        done = self.frames_encoded
+        total = self.frames_decoded if final else self._expected_frames()
+        elapsed = max(now - self.started, 1e-6)
+        fps = done / elapsed
+        eta = max(total - done, 0) / fps if total and fps > 0 else None
+        self.progress(Progress(frames_done=done, frames_total=total, fps=round(fps, 3), eta_s=eta))
+
+    def _expected_frames(self) -> int | None:
+        total = self.info.frames
+        if self.config.max_frames is not None:
+            total = min(total, self.config.max_frames) if total else self.config.max_frames
+        return total
+
+    # --- stage 3: track, annotate, encode ------------------------------------------------------
+
+    def _encode_stage(self) -> None:
+        width, height = self.info.display_size
+        annotator = FrameAnnotator(self.config.lines, self.config.zones)
+        latest = empty_tracked()
+        writer = VideoWriter(
+            self.work_dir / ANNOTATED_VIDEO, width, height, self.info.fps,
+            crf=self.config.crf, preset=self.config.preset,
+        )
+        with writer:
+            while (chunk := self._get(self.inferred)) is not _END:
+                for frame in chunk.frames:
+                    detected = frame.index in chunk.detections
+                    if detected:
+                        latest = self._track(frame, chunk.detections[frame.index])
+                    counts = self.counter.live_counts()
+                    annotator.annotate(frame.image, latest, counts, processed=detected)
+                    writer.write(frame.image)
+                    self.frames_encoded += 1
+
+    def _track(self, frame: Frame, detections: sv.Detections) -> sv.Detections:
+        assert self.outputs is not None
+        tracked = self.counter.update(frame.index, frame.time_s, detections)
+        self.outputs.write_frame(frame.index, frame.time_s, tracked)
+        self.frames_processed += 1
+        return tracked
+
+    # --- the end ----------------------------------------------------------------------------------
+
+    def _finish(self) -> tuple[dict[str, Any], dict[str, Path]]:
+        assert self.outputs is not None
+        self._report_progress(final=True)
+        summary = self.counter.summary()
+        stats = build_stats(
+            self.info, self.frames_decoded, self._model_facts(), summary, self._processing_facts()
+        )
+        files = self.outputs.finish(stats)
+        files[ANNOTATED_VIDEO] = self.work_dir / ANNOTATED_VIDEO
+        return stats, files
+
+    def _model_facts(self) -> dict[str, Any]:
+        describe = getattr(self.detector, "describe", None)
+        facts = dict(describe()) if callable(describe) else {}
+        facts.setdefault("id", str(getattr(self.detector, "model_id", "unknown")))
+        facts.setdefault("device", str(getattr(self.detector, "device", "unknown")))
+        facts.setdefault("random_weights", bool(getattr(self.detector, "random_weights", False)))
+        facts["threshold"] = self.config.threshold
+        facts["classes"] = self.config.classes
+        return facts
+
+    def _processing_facts(self) -> dict[str, Any]:
+        seconds = time.monotonic() - self.started
+        return {
+            "seconds": round(seconds, 3),
+            "fps": round(self.frames_decoded / seconds, 3) if seconds > 0 else 0.0,
+            "device": str(getattr(self.detector, "device", "unknown")),
+            "frame_stride": self.stride,
+            "frames_decoded": self.frames_decoded,
+            "frames_processed": self.frames_processed,
+            "batch_size": self.config.batch_size,
+            "threshold": self.config.threshold,
+            "low_threshold": self.config.effective_low_threshold,
+            "min_hits": self.config.min_hits,
+            "max_frames": self.config.max_frames,
+        }

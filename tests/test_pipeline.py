@@ -1,0 +1,301 @@
+"""ml_engine.pipeline end to end.
+
+Most tests run the real tiny RT-DETRv2 checkpoint through ``Detector.load`` (its weights are
+random, so its boxes are noise: the tests check plumbing, formats and consistency, not
+accuracy). The plumbing tests whose subject is ordering, batching or failure handling use
+small stand-in detectors, each named for what it does (``ColourBoxDetector`` really finds the
+coloured rectangles of the generated clips, so counts and boxes have a ground truth).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import supervision as sv
+
+from core.errors import CorruptVideo, InvalidInput, JobCancelled, ModelError, VideoError
+from core.jobs import CountingLine
+from ml_engine.outputs import ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS, validate_stats
+from ml_engine.pipeline import PipelineConfig, Progress, process_video
+from tests.fixtures_video import DEFAULT_BOXES, MovingBox, write_clip
+
+ALL_OUTPUTS = sorted([ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS])
+
+
+def video_facts(path: Path) -> tuple:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        size = (stream.codec_context.width, stream.codec_context.height)
+        return stream.codec_context.name, stream.codec_context.pix_fmt, stream.average_rate, size, frames
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def pipeline_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("cattlecounter-") and t.is_alive()]
+
+
+def assert_nothing_left(output_dir: Path) -> None:
+    """A failed run leaves no outputs and no temporary directory."""
+    if output_dir.exists():
+        assert list(output_dir.iterdir()) == []
+    assert pipeline_threads() == []
+
+
+# --- stand-in detectors for the plumbing tests ---------------------------------------------------
+
+
+class ColourBoxDetector:
+    """Finds the solid rectangles of DEFAULT_BOXES by colour: a real detector of a toy world."""
+
+    labels = {0: "red", 1: "green"}
+    model_id, device, random_weights = "colour-boxes", "cpu", False
+
+    def __init__(self) -> None:
+        self.batch_sizes: list[int] = []
+
+    def detect(self, images, threshold, class_names=None) -> list[sv.Detections]:
+        if images:
+            self.batch_sizes.append(len(images))
+        return [self._find(image) for image in images]
+
+    def _find(self, image: np.ndarray) -> sv.Detections:
+        boxes, ids = [], []
+        for class_id, box in enumerate(DEFAULT_BOXES):
+            mask = (np.abs(image.astype(int) - box.color) < 40).all(axis=2)
+            ys, xs = np.nonzero(mask)
+            if len(xs) > 50:
+                boxes.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+                ids.append(class_id)
+        return sv.Detections(
+            xyxy=np.array(boxes, dtype=np.float32).reshape(-1, 4),
+            confidence=np.full(len(boxes), 0.95, dtype=np.float32),
+            class_id=np.array(ids, dtype=int),
+            data={"class_name": np.array([self.labels[i] for i in ids], dtype=str)},
+        )
+
+
+class FailingDetector(ColourBoxDetector):
+    """Raises ModelError on its ``fail_on``-th batch (as the real one does when out of memory)."""
+
+    def __init__(self, fail_on: int) -> None:
+        super().__init__()
+        self.fail_on = fail_on
+
+    def detect(self, images, threshold, class_names=None):
+        if images and len(self.batch_sizes) + 1 == self.fail_on:
+            raise ModelError("out of memory running the model; lower BATCH_SIZE")
+        return super().detect(images, threshold, class_names)
+
+
+class MalformedOutputDetector(ColourBoxDetector):
+    """Returns something that is not sv.Detections: the tracking stage (its own thread) breaks."""
+
+    def detect(self, images, threshold, class_names=None):
+        return [None for _ in images]
+
+
+# --- end to end with the tiny RT-DETRv2 -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_rtdetr_detector):
+    """One real run over a 1 s, 10 fps clip with a counting line; progress reports recorded."""
+    folder = tmp_path_factory.mktemp("tiny_run")
+    clip = write_clip(folder / "clip.mp4", frames=10)
+    reports: list[Progress] = []
+    config = PipelineConfig(lines=[CountingLine(name="gate", start=(0, 120), end=(320, 120))],
+                            progress_interval_s=0)
+    result = process_video(clip, folder / "out", tiny_rtdetr_detector, config, progress=reports.append)
+    return result, folder / "out", reports
+
+
+def test_run_writes_every_output_into_the_output_dir(tiny_run) -> None:
+    result, out, _ = tiny_run
+    assert sorted(p.name for p in out.iterdir()) == ALL_OUTPUTS  # no temporary directory left
+    assert {name: path for name, path in result.outputs.items()} == {name: out / name for name in ALL_OUTPUTS}
+
+
+def test_annotated_video_keeps_codec_rate_size_and_frame_count(tiny_run) -> None:
+    _, out, _ = tiny_run
+    assert video_facts(out / ANNOTATED_VIDEO) == ("h264", "yuv420p", Fraction(10), (320, 240), 10)
+
+
+def test_stats_match_the_schema_and_flag_random_weights(tiny_run) -> None:
+    result, out, _ = tiny_run
+    stats = json.loads((out / STATS).read_text())
+    assert stats == result.stats
+    validate_stats(stats)
+    assert stats["model"]["random_weights"] is True
+    assert "not real detections" in stats["model"]["note"]
+    assert stats["video"]["frames"] == 10 and stats["processing"]["frames_processed"] == 10
+    assert stats["processing"]["device"] == "cpu"
+    assert stats["lines"][0]["name"] == "gate"
+
+
+def test_exports_agree_with_each_other_and_with_stats(tiny_run) -> None:
+    result, out, _ = tiny_run
+    frames = jsonl(out / DETECTIONS)
+    assert [f["frame"] for f in frames] == list(range(10))
+    rows = [(f["frame"] + 1, d["track_id"]) for f in frames for d in f["detections"]]
+    mot = [tuple(int(v) for v in line.split(",")[:2]) for line in (out / MOT).read_text().splitlines()]
+    assert mot == rows
+    coco = json.loads((out / COCO).read_text())
+    assert len(coco["images"]) == 10
+    assert [(a["image_id"], a["track_id"]) for a in coco["annotations"]] == rows
+    assert {c["name"] for c in coco["categories"]} == {"cow", "sheep", "horse", "person"}
+    track_ids = {track_id for _, track_id in rows}
+    assert track_ids == {t["id"] for t in result.stats["tracks"]}
+    assert result.stats["counts"]["total_unique"] == len(track_ids)
+    assert [t["count"] for t in result.stats["timeline"]] == [len(f["detections"]) for f in frames]
+
+
+def test_progress_reports_climb_to_the_total(tiny_run) -> None:
+    _, _, reports = tiny_run
+    done = [report.frames_done for report in reports]
+    assert done == sorted(done) and len(reports) >= 2
+    last = reports[-1]
+    assert (last.frames_done, last.frames_total, last.fraction, last.eta_s) == (10, 10, 1.0, 0.0)
+    assert last.fps > 0
+
+
+def test_real_footage_with_stride_keeps_every_frame(vtest_video: Path, tmp_path: Path, tiny_rtdetr_detector) -> None:
+    config = PipelineConfig(max_frames=30, frame_stride=2)
+    result = process_video(vtest_video, tmp_path, tiny_rtdetr_detector, config)
+    assert video_facts(tmp_path / ANNOTATED_VIDEO) == ("h264", "yuv420p", Fraction(10), (768, 576), 30)
+    validate_stats(result.stats)
+    assert [f["frame"] for f in jsonl(tmp_path / DETECTIONS)] == list(range(0, 30, 2))
+    assert (result.stats["processing"]["frames_processed"], result.stats["video"]["frames"]) == (15, 30)
+
+
+def test_cancel_between_batches_leaves_nothing(small_clip: Path, tmp_path: Path, tiny_rtdetr_detector) -> None:
+    checks = []
+
+    def cancel_on_second_check() -> bool:
+        checks.append(1)
+        return len(checks) >= 2
+
+    out = tmp_path / "out"
+    with pytest.raises(JobCancelled):
+        process_video(small_clip, out, tiny_rtdetr_detector, PipelineConfig(), should_cancel=cancel_on_second_check)
+    assert len(checks) == 2
+    assert_nothing_left(out)
+
+
+def test_video_truncated_midway_fails_with_corrupt_video(
+    bad_videos: dict[str, Path], tmp_path: Path, tiny_rtdetr_detector
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(CorruptVideo, match="truncated"):
+        process_video(bad_videos["truncated_midstream"], out, tiny_rtdetr_detector, PipelineConfig(frame_stride=5))
+    assert_nothing_left(out)
+
+
+@pytest.mark.parametrize("name", ["empty", "text", "png", "audio_only", "truncated_no_index", "zero_timescale"])
+def test_bad_input_fails_with_its_typed_error(
+    bad_videos: dict[str, Path], tmp_path: Path, tiny_rtdetr_detector, name: str
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(VideoError):
+        process_video(bad_videos[name], out, tiny_rtdetr_detector, PipelineConfig())
+    assert_nothing_left(out)
+
+
+def test_unknown_class_names_fail_before_any_work(small_clip: Path, tmp_path: Path, tiny_rtdetr_detector) -> None:
+    with pytest.raises(InvalidInput, match="unicorn"):
+        process_video(small_clip, tmp_path / "out", tiny_rtdetr_detector, PipelineConfig(classes=["unicorn"]))
+    assert_nothing_left(tmp_path / "out")
+
+
+# --- plumbing: ordering, batching, stride, failures ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        PipelineConfig(),
+        PipelineConfig(batch_size=7, queue_size=1),
+        PipelineConfig(batch_size=3, frame_stride=3, max_chunk_frames=2),
+        PipelineConfig(frame_interval_seconds=0.4),
+    ],
+    ids=["defaults", "batch7-queue1", "stride3-small-chunks", "interval0.4s"],
+)
+def test_frames_and_detections_stay_in_step(small_clip: Path, tmp_path: Path, config: PipelineConfig) -> None:
+    detector = ColourBoxDetector()
+    result = process_video(small_clip, tmp_path, detector, config)
+    stride = config.stride_for(10)
+    frames = jsonl(tmp_path / DETECTIONS)
+    assert [f["frame"] for f in frames] == list(range(0, 20, stride))
+    for frame in frames[3:]:  # both tracks confirmed by then
+        boxes = {d["class"]: d["box"] for d in frame["detections"]}
+        for name, box in zip(("red", "green"), DEFAULT_BOXES):
+            assert boxes[name] == pytest.approx(box.xyxy(frame["frame"]), abs=2)
+    assert result.stats["counts"]["by_class"] == {"green": 1, "red": 1}
+    assert video_facts(tmp_path / ANNOTATED_VIDEO)[4] == 20
+    assert max(detector.batch_sizes) <= config.batch_size
+
+
+def test_line_crossings_are_counted_through_the_pipeline(tmp_path: Path) -> None:
+    # The red box's anchor goes from x=40 to x=154: it crosses x=100 once, left to right.
+    clip = write_clip(tmp_path / "clip.mp4", boxes=DEFAULT_BOXES, frames=20)
+    upward_line = CountingLine(name="post", start=(100, 240), end=(100, 0))
+    result = process_video(clip, tmp_path / "out", ColourBoxDetector(), PipelineConfig(lines=[upward_line]))
+    assert result.stats["lines"][0]["in"] == {"red": 1}
+    assert result.stats["lines"][0]["out_total"] == 0
+
+
+def test_detector_failure_stops_every_stage_and_leaves_nothing(tmp_path: Path) -> None:
+    # 120 frames: the decoder is far ahead, blocked on a full queue, when the detector fails.
+    clip = write_clip(tmp_path / "long.mp4", frames=120, boxes=[MovingBox((230, 40, 40), (10, 40), (1, 0), (60, 40))])
+    out = tmp_path / "out"
+    with pytest.raises(ModelError, match="out of memory"):
+        process_video(clip, out, FailingDetector(fail_on=2), PipelineConfig(queue_size=2))
+    assert_nothing_left(out)
+
+
+def test_failure_in_the_tracking_stage_reaches_the_caller(small_clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(AttributeError):
+        process_video(small_clip, out, MalformedOutputDetector(), PipelineConfig())
+    assert_nothing_left(out)
+
+
+def test_progress_callback_failure_stops_the_run(small_clip: Path, tmp_path: Path) -> None:
+    def broken_progress(_: Progress) -> None:
+        raise InvalidInput("progress store rejected the update")
+
+    with pytest.raises(InvalidInput, match="progress store"):
+        process_video(small_clip, tmp_path / "out", ColourBoxDetector(), PipelineConfig(progress_interval_s=0),
+                      progress=broken_progress)
+    assert_nothing_left(tmp_path / "out")
+
+
+def test_a_rerun_replaces_earlier_outputs(small_clip: Path, tmp_path: Path) -> None:
+    (tmp_path / STATS).write_text("{}")
+    result = process_video(small_clip, tmp_path, ColourBoxDetector(), PipelineConfig(max_frames=5))
+    assert json.loads((tmp_path / STATS).read_text()) == result.stats
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        ({"threshold": 1.5}, "threshold"),
+        ({"low_threshold": 0.9}, "low_threshold"),
+        ({"frame_stride": 0}, "frame_stride"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"frame_interval_seconds": 0}, "frame_interval_seconds"),
+        ({"lines": [{"start": (0, 0), "end": (0, 0)}]}, "two different points"),
+    ],
+)
+def test_bad_config_is_rejected(overrides: dict, words: str) -> None:
+    with pytest.raises(InvalidInput, match=words):
+        PipelineConfig(**overrides)
