@@ -72,7 +72,7 @@ class FrameAnnotator:
         _draw_counts(image, counts, style)
         return image
 
-    def _style_for(self, image: np.ndarray) -> "_Style":
+    def _style_for(self, image: np.ndarray) -> _Style:
         size = (image.shape[1], image.shape[0])
         if self._style is None or self._style.size != size:
             self._style = _Style(size)
@@ -95,7 +95,7 @@ class FrameAnnotator:
         for track_id in stale:
             del self._traces[track_id], self._last_seen[track_id]
 
-    def _draw_traces(self, image: np.ndarray, tracked: sv.Detections, style: "_Style") -> None:
+    def _draw_traces(self, image: np.ndarray, tracked: sv.Detections, style: _Style) -> None:
         if not len(tracked):
             return
         for track_id in tracked.tracker_id.tolist():
@@ -166,5 +166,13 @@ def _text(image: np.ndarray, text: str, top_left: tuple[int, int], style: _Style
     y = min(max(top_left[1], 0), max(image.shape[0] - height - baseline - 2 * pad, 0))
     cv2.rectangle(image, (x, y), (x + width + 2 * pad, y + height + baseline + 2 * pad), background, -1)
     colour = BLACK if sum(background) > 400 else WHITE
-    cv2.putText(image, text, (x + pad, y + pad + height), font, style.text_scale, colour, style.text_thickness,
-                cv2.LINE_AA)
+    cv2.putText(
+        image,
+        text,
+        (x + pad, y + pad + height),
+        font,
+        style.text_scale,
+        colour,
+        style.text_thickness,
+        cv2.LINE_AA,
+    )

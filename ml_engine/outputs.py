@@ -63,7 +63,7 @@ class OutputWriter:
     def _open(self, name: str) -> IO[str]:
         return (self.output_dir / name).open("w", encoding="utf-8", newline="\n")
 
-    def __enter__(self) -> "OutputWriter":
+    def __enter__(self) -> OutputWriter:
         return self
 
     def __exit__(
@@ -77,8 +77,12 @@ class OutputWriter:
     def write_frame(self, frame_index: int, time_s: float, tracked: sv.Detections) -> None:
         """Append one processed frame's confirmed tracked detections to every export."""
         rows = list(_rows(tracked))
-        listed = [{"track_id": tid, "class": cls, "score": score, "box": box} for tid, cls, _, score, box in rows]
-        self._detections.write(_json_line({"frame": frame_index, "time_s": round(time_s, 4), "detections": listed}))
+        listed = [
+            {"track_id": tid, "class": cls, "score": score, "box": box} for tid, cls, _, score, box in rows
+        ]
+        self._detections.write(
+            _json_line({"frame": frame_index, "time_s": round(time_s, 4), "detections": listed})
+        )
         image_id = frame_index + 1  # also MOT's 1-based frame number
         self._coco_images.write(_json_line(self._coco_image(image_id, frame_index, time_s)))
         for track_id, _, class_id, score, box in rows:
@@ -114,7 +118,9 @@ class OutputWriter:
         ]
         with (self.output_dir / COCO).open("w", encoding="utf-8") as out:
             out.write('{"info": ')
-            out.write(json.dumps({"description": "CattleCounter tracked detections", "version": SCHEMA_VERSION}))
+            out.write(
+                json.dumps({"description": "CattleCounter tracked detections", "version": SCHEMA_VERSION})
+            )
             out.write(', "categories": ')
             out.write(json.dumps(categories))
             out.write(', "images": [')
@@ -140,8 +146,16 @@ def _rows(tracked: sv.Detections) -> Iterable[tuple[int, str, int, float, list[f
     names = tracked.data.get("class_name", np.full(len(tracked), "object"))
     class_ids = tracked.class_id if tracked.class_id is not None else np.zeros(len(tracked), int)
     scores = tracked.confidence if tracked.confidence is not None else np.ones(len(tracked))
-    for xyxy, track_id, name, class_id, score in zip(tracked.xyxy, tracked.tracker_id, names, class_ids, scores):
-        yield int(track_id), str(name), int(class_id), round(float(score), 4), [round(float(v), 2) for v in xyxy]
+    for xyxy, track_id, name, class_id, score in zip(
+        tracked.xyxy, tracked.tracker_id, names, class_ids, scores
+    ):
+        yield (
+            int(track_id),
+            str(name),
+            int(class_id),
+            round(float(score), 4),
+            [round(float(v), 2) for v in xyxy],
+        )
 
 
 def _coco_annotation(

@@ -2,7 +2,7 @@
 
 Three threads joined by bounded queues (PyAV, x264 and torch release the GIL, so they overlap):
 
-    decode thread ──frames──▶ caller's thread: batch + detect ──chunks──▶ track/annotate/encode thread
+    decode thread ──frames──▶ caller's thread: batch + detect ──chunks──▶ track/annotate/encode
 
 Only every ``stride``-th frame is detected and tracked, but every frame is annotated (with the
 latest tracks) and written, so annotated.mp4 keeps the source's frame count and rate. A chunk
@@ -51,9 +51,7 @@ _END = object()  # end-of-stream marker on the queues
 class DetectorLike(Protocol):
     """What the pipeline needs of ``ml_engine.detector.Detector``."""
 
-    def detect(
-        self, images: list[Any], threshold: float, class_names: Any = None
-    ) -> list[sv.Detections]: ...
+    def detect(self, images: list[Any], threshold: float, class_names: Any = None) -> list[sv.Detections]: ...
 
 
 @dataclass
@@ -119,7 +117,9 @@ def _validated(model: type[BaseModel], value: Any) -> Any:
         return model.model_validate(value)
     except ValidationError as exc:
         problems = "; ".join(error["msg"] for error in exc.errors())
-        raise InvalidInput(f"invalid counting {model.__name__.removeprefix('Counting').lower()}: {problems}") from None
+        raise InvalidInput(
+            f"invalid counting {model.__name__.removeprefix('Counting').lower()}: {problems}"
+        ) from None
 
 
 def _require(condition: bool, message: str) -> None:
@@ -241,8 +241,12 @@ class _Run:
         labels = getattr(self.detector, "labels", {}) or {}
         self.outputs = OutputWriter(self.work_dir, labels, self.info.display_size)
         threads = [
-            threading.Thread(target=self._guard, args=(self._decode_stage,), name="cattlecounter-decode", daemon=True),
-            threading.Thread(target=self._guard, args=(self._encode_stage,), name="cattlecounter-encode", daemon=True),
+            threading.Thread(
+                target=self._guard, args=(self._decode_stage,), name="cattlecounter-decode", daemon=True
+            ),
+            threading.Thread(
+                target=self._guard, args=(self._encode_stage,), name="cattlecounter-encode", daemon=True
+            ),
         ]
         try:
             for thread in threads:
@@ -376,8 +380,12 @@ class _Run:
         annotator = FrameAnnotator(self.config.lines, self.config.zones)
         latest = empty_tracked()
         writer = VideoWriter(
-            self.work_dir / ANNOTATED_VIDEO, width, height, self.info.fps,
-            crf=self.config.crf, preset=self.config.preset,
+            self.work_dir / ANNOTATED_VIDEO,
+            width,
+            height,
+            self.info.fps,
+            crf=self.config.crf,
+            preset=self.config.preset,
         )
         with writer:
             while (chunk := self._get(self.inferred)) is not _END:

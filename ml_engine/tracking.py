@@ -340,7 +340,9 @@ class ObjectCounter:
         confidences = confirmed.confidence if confirmed.confidence is not None else np.ones(len(confirmed))
         class_ids = confirmed.class_id if confirmed.class_id is not None else np.zeros(len(confirmed), int)
         classes = []
-        for track_id, cls, cls_id, score in zip(confirmed.tracker_id.tolist(), detected, class_ids, confidences):
+        for track_id, cls, cls_id, score in zip(
+            confirmed.tracker_id.tolist(), detected, class_ids, confidences
+        ):
             self._class_ids.setdefault(str(cls), int(cls_id))
             classes.append(self._observe(int(track_id), str(cls), float(score), frame_index, time_s))
         return classes

@@ -137,13 +137,13 @@ class _Source:
     target: str | BinaryIO  # what av.open takes
 
     @classmethod
-    def of(cls, source: str | os.PathLike[str] | BinaryIO) -> "_Source":
+    def of(cls, source: str | os.PathLike[str] | BinaryIO) -> _Source:
         if isinstance(source, (str, os.PathLike)):
             return cls._of_path(Path(source))
         return cls._of_file(source)
 
     @classmethod
-    def _of_path(cls, path: Path) -> "_Source":
+    def _of_path(cls, path: Path) -> _Source:
         try:
             size = path.stat().st_size
         except FileNotFoundError:
@@ -155,7 +155,7 @@ class _Source:
         return cls(path.name, str(path))
 
     @classmethod
-    def _of_file(cls, handle: BinaryIO) -> "_Source":
+    def _of_file(cls, handle: BinaryIO) -> _Source:
         name = Path(str(getattr(handle, "name", "") or "the video")).name
         if handle.seek(0, io.SEEK_END) == 0:
             raise EmptyVideo(f"{name} is empty (0 bytes): upload the video file again")
@@ -364,7 +364,7 @@ class VideoWriter:
         self._stream: av.video.stream.VideoStream | None = None
         self._frame_time_base = Fraction(1) / self.fps
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         self._container = av.open(
             str(self._temp_path), mode="w", format="mp4", options={"movflags": "+faststart"}
         )

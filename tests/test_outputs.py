@@ -27,8 +27,16 @@ from ml_engine.tracking import CountingConfig, ObjectCounter, empty_tracked
 from ml_engine.video import VideoInfo
 
 LABELS = {0: "cow", 1: "sheep"}
-VIDEO = VideoInfo(width=320, height=240, fps=Fraction(30000, 1001), frames=3, duration_s=0.1, rotation=0,
-                  codec="h264", frames_exact=True)
+VIDEO = VideoInfo(
+    width=320,
+    height=240,
+    fps=Fraction(30000, 1001),
+    frames=3,
+    duration_s=0.1,
+    rotation=0,
+    codec="h264",
+    frames_exact=True,
+)
 
 
 def tracked(boxes, track_ids, classes, scores) -> sv.Detections:
@@ -63,7 +71,9 @@ def counted_summary():
 
 def stats_document(**model) -> dict:
     processing = {"seconds": 1.5, "fps": 8.0, "device": "cpu", "frame_stride": 1}
-    return build_stats(VIDEO, 12, {"id": "tiny", "random_weights": False, **model}, counted_summary(), processing)
+    return build_stats(
+        VIDEO, 12, {"id": "tiny", "random_weights": False, **model}, counted_summary(), processing
+    )
 
 
 # --- streaming exports -------------------------------------------------------------------------
@@ -73,8 +83,11 @@ def stats_document(**model) -> dict:
 def written(tmp_path: Path) -> Path:
     with OutputWriter(tmp_path, LABELS, (320, 240)) as writer:
         writer.write_frame(0, 0.0, empty_tracked())
-        writer.write_frame(2, 0.0667, tracked([(10, 20, 50, 80), (100.5, 0, 140.25, 30)], [1, 2], ["cow", "sheep"],
-                                              [0.91, 0.6]))
+        writer.write_frame(
+            2,
+            0.0667,
+            tracked([(10, 20, 50, 80), (100.5, 0, 140.25, 30)], [1, 2], ["cow", "sheep"], [0.91, 0.6]),
+        )
         writer.finish({"schema_version": 1})
     return tmp_path
 
@@ -107,13 +120,23 @@ def test_coco_has_categories_images_and_tracked_annotations(written: Path) -> No
         {"id": 0, "name": "cow", "supercategory": "object"},
         {"id": 1, "name": "sheep", "supercategory": "object"},
     ]
-    assert [(image["id"], image["frame_index"], image["width"], image["height"]) for image in coco["images"]] == [
+    assert [
+        (image["id"], image["frame_index"], image["width"], image["height"]) for image in coco["images"]
+    ] == [
         (1, 0, 320, 240),
         (3, 2, 320, 240),
     ]
     first, second = coco["annotations"]
-    assert first == {"id": 1, "image_id": 3, "category_id": 0, "bbox": [10.0, 20.0, 40.0, 60.0], "area": 2400.0,
-                     "iscrowd": 0, "score": 0.91, "track_id": 1}
+    assert first == {
+        "id": 1,
+        "image_id": 3,
+        "category_id": 0,
+        "bbox": [10.0, 20.0, 40.0, 60.0],
+        "area": 2400.0,
+        "iscrowd": 0,
+        "score": 0.91,
+        "track_id": 1,
+    }
     assert (second["category_id"], second["track_id"], second["bbox"]) == (1, 2, [100.5, 0.0, 39.75, 30.0])
 
 
@@ -136,8 +159,16 @@ def test_a_failed_run_leaves_no_part_files(tmp_path: Path) -> None:
 def test_stats_from_a_real_count_match_the_schema() -> None:
     stats = stats_document(device="cpu")
     validate_stats(stats)
-    assert stats["video"] == {"width": 320, "height": 240, "fps": 29.97003, "fps_fraction": "30000/1001",
-                              "frames": 12, "duration_s": 0.1, "rotation": 0, "codec": "h264"}
+    assert stats["video"] == {
+        "width": 320,
+        "height": 240,
+        "fps": 29.97003,
+        "fps_fraction": "30000/1001",
+        "frames": 12,
+        "duration_s": 0.1,
+        "rotation": 0,
+        "codec": "h264",
+    }
     assert stats["counts"]["total_unique"] == 2
     assert stats["lines"][0]["in"] == {"cow": 1, "sheep": 1}
     assert stats["zones"][0]["name"] == "pen"
@@ -175,7 +206,12 @@ def test_annotator_draws_boxes_in_track_colours_lines_and_counts() -> None:
     annotator = FrameAnnotator(lines=[gate])
     image = np.full((240, 320, 3), 90, np.uint8)
     detections = tracked([(60, 60, 160, 160)], [3], ["cow"], [0.9])
-    counts = {"total_unique": 1, "by_class": {"cow": 1}, "in_frame": 1, "lines": {"gate": {"in": 2, "out": 1}}}
+    counts = {
+        "total_unique": 1,
+        "by_class": {"cow": 1},
+        "in_frame": 1,
+        "lines": {"gate": {"in": 2, "out": 1}},
+    }
     out = annotator.annotate(image, detections, counts)
     assert out is image  # drawn in place
     box_colour = sv.ColorPalette.DEFAULT.by_idx(3)

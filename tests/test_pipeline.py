@@ -113,8 +113,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_rtdetr_detector):
     folder = tmp_path_factory.mktemp("tiny_run")
     clip = write_clip(folder / "clip.mp4", frames=10)
     reports: list[Progress] = []
-    config = PipelineConfig(lines=[CountingLine(name="gate", start=(0, 120), end=(320, 120))],
-                            progress_interval_s=0)
+    config = PipelineConfig(
+        lines=[CountingLine(name="gate", start=(0, 120), end=(320, 120))], progress_interval_s=0
+    )
     result = process_video(clip, folder / "out", tiny_rtdetr_detector, config, progress=reports.append)
     return result, folder / "out", reports
 
@@ -168,7 +169,9 @@ def test_progress_reports_climb_to_the_total(tiny_run) -> None:
     assert last.fps > 0
 
 
-def test_real_footage_with_stride_keeps_every_frame(vtest_video: Path, tmp_path: Path, tiny_rtdetr_detector) -> None:
+def test_real_footage_with_stride_keeps_every_frame(
+    vtest_video: Path, tmp_path: Path, tiny_rtdetr_detector
+) -> None:
     config = PipelineConfig(max_frames=30, frame_stride=2)
     result = process_video(vtest_video, tmp_path, tiny_rtdetr_detector, config)
     assert video_facts(tmp_path / ANNOTATED_VIDEO) == ("h264", "yuv420p", Fraction(10), (768, 576), 30)
@@ -177,7 +180,9 @@ def test_real_footage_with_stride_keeps_every_frame(vtest_video: Path, tmp_path:
     assert (result.stats["processing"]["frames_processed"], result.stats["video"]["frames"]) == (15, 30)
 
 
-def test_cancel_between_batches_leaves_nothing(small_clip: Path, tmp_path: Path, tiny_rtdetr_detector) -> None:
+def test_cancel_between_batches_leaves_nothing(
+    small_clip: Path, tmp_path: Path, tiny_rtdetr_detector
+) -> None:
     checks = []
 
     def cancel_on_second_check() -> bool:
@@ -186,7 +191,9 @@ def test_cancel_between_batches_leaves_nothing(small_clip: Path, tmp_path: Path,
 
     out = tmp_path / "out"
     with pytest.raises(JobCancelled):
-        process_video(small_clip, out, tiny_rtdetr_detector, PipelineConfig(), should_cancel=cancel_on_second_check)
+        process_video(
+            small_clip, out, tiny_rtdetr_detector, PipelineConfig(), should_cancel=cancel_on_second_check
+        )
     assert len(checks) == 2
     assert_nothing_left(out)
 
@@ -196,11 +203,15 @@ def test_video_truncated_midway_fails_with_corrupt_video(
 ) -> None:
     out = tmp_path / "out"
     with pytest.raises(CorruptVideo, match="truncated"):
-        process_video(bad_videos["truncated_midstream"], out, tiny_rtdetr_detector, PipelineConfig(frame_stride=5))
+        process_video(
+            bad_videos["truncated_midstream"], out, tiny_rtdetr_detector, PipelineConfig(frame_stride=5)
+        )
     assert_nothing_left(out)
 
 
-@pytest.mark.parametrize("name", ["empty", "text", "png", "audio_only", "truncated_no_index", "zero_timescale"])
+@pytest.mark.parametrize(
+    "name", ["empty", "text", "png", "audio_only", "truncated_no_index", "zero_timescale"]
+)
 def test_bad_input_fails_with_its_typed_error(
     bad_videos: dict[str, Path], tmp_path: Path, tiny_rtdetr_detector, name: str
 ) -> None:
@@ -210,7 +221,9 @@ def test_bad_input_fails_with_its_typed_error(
     assert_nothing_left(out)
 
 
-def test_unknown_class_names_fail_before_any_work(small_clip: Path, tmp_path: Path, tiny_rtdetr_detector) -> None:
+def test_unknown_class_names_fail_before_any_work(
+    small_clip: Path, tmp_path: Path, tiny_rtdetr_detector
+) -> None:
     with pytest.raises(InvalidInput, match="unicorn"):
         process_video(small_clip, tmp_path / "out", tiny_rtdetr_detector, PipelineConfig(classes=["unicorn"]))
     assert_nothing_left(tmp_path / "out")
@@ -255,7 +268,9 @@ def test_line_crossings_are_counted_through_the_pipeline(tmp_path: Path) -> None
 
 def test_detector_failure_stops_every_stage_and_leaves_nothing(tmp_path: Path) -> None:
     # 120 frames: the decoder is far ahead, blocked on a full queue, when the detector fails.
-    clip = write_clip(tmp_path / "long.mp4", frames=120, boxes=[MovingBox((230, 40, 40), (10, 40), (1, 0), (60, 40))])
+    clip = write_clip(
+        tmp_path / "long.mp4", frames=120, boxes=[MovingBox((230, 40, 40), (10, 40), (1, 0), (60, 40))]
+    )
     out = tmp_path / "out"
     with pytest.raises(ModelError, match="out of memory"):
         process_video(clip, out, FailingDetector(fail_on=2), PipelineConfig(queue_size=2))
@@ -274,8 +289,13 @@ def test_progress_callback_failure_stops_the_run(small_clip: Path, tmp_path: Pat
         raise InvalidInput("progress store rejected the update")
 
     with pytest.raises(InvalidInput, match="progress store"):
-        process_video(small_clip, tmp_path / "out", ColourBoxDetector(), PipelineConfig(progress_interval_s=0),
-                      progress=broken_progress)
+        process_video(
+            small_clip,
+            tmp_path / "out",
+            ColourBoxDetector(),
+            PipelineConfig(progress_interval_s=0),
+            progress=broken_progress,
+        )
     assert_nothing_left(tmp_path / "out")
 
 

@@ -19,7 +19,9 @@ FPS = 10.0
 Box = tuple[float, float, float, float]
 
 
-def detections(boxes: Sequence[Box], classes: Sequence[str] | None = None, scores: Sequence[float] | None = None):
+def detections(
+    boxes: Sequence[Box], classes: Sequence[str] | None = None, scores: Sequence[float] | None = None
+):
     """sv.Detections as the detector makes them: xyxy, confidence, class_id, data['class_name']."""
     classes = list(classes) if classes is not None else ["cow"] * len(boxes)
     names = sorted(set(classes) | {"cow"})

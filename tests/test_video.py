@@ -146,7 +146,9 @@ def test_rotation_metadata_is_applied_on_decode(tmp_path: Path) -> None:
         image[:16, :16] = (255, 255, 255)
         return image
 
-    path = write_clip(tmp_path / "rotated.mp4", width=64, height=48, frames=3, rotation=90, frame_maker=marked)
+    path = write_clip(
+        tmp_path / "rotated.mp4", width=64, height=48, frames=3, rotation=90, frame_maker=marked
+    )
     info = probe(path)
     assert (info.width, info.height, info.rotation) == (64, 48, 90)
     assert info.display_size == (48, 64)
