@@ -379,7 +379,7 @@ def _call_loader(model_id: str, loader: Any, source: str, **kwargs: Any) -> Any:
     except CattleCounterError:
         raise
     except Exception as exc:  # transformers/huggingface_hub raise OSError, ValueError, KeyError, ...
-        reason = " ".join(str(exc).split())[:400] or type(exc).__name__
+        reason = " ".join(str(exc).split())[:400].rstrip(".") or type(exc).__name__
         raise ModelError(f"could not load model {model_id}: {reason}. {_HOW_TO_FIX}") from exc
 
 

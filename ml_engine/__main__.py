@@ -1,0 +1,289 @@
+"""Command line: count objects in one local video file.
+
+    python -m ml_engine VIDEO -o OUTDIR [--model ID_OR_DIR] [--classes cow,sheep]
+        [--threshold 0.5] [--stride N | --interval SECONDS] [--line [NAME=]x1,y1,x2,y2]...
+        [--zone [NAME=]x1,y1,x2,y2,x3,y3,...]... [--batch-size N] [--device auto|cpu|cuda:N]
+
+Writes annotated.mp4, stats.json, detections.jsonl, coco.json and mot.txt into OUTDIR,
+shows a progress bar and prints the counts. Errors print one line (no traceback) and exit
+with status 1; Ctrl-C cancels cleanly (status 130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+from core.config import Settings
+from core.errors import CattleCounterError, JobCancelled
+from core.jobs import CountingLine, CountingZone
+
+EXIT_ERROR = 1
+EXIT_CANCELLED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = Settings.model_fields
+    parser = argparse.ArgumentParser(
+        prog="python -m ml_engine",
+        description="Detect, track and count objects in a video file.",
+    )
+    parser.add_argument("video", type=Path, help="the video file to process")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="directory for the results")
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("MODEL_ID") or defaults["model_id"].default,
+        help="Hugging Face hub id or local checkpoint directory (default: $MODEL_ID or %(default)s)",
+    )
+    parser.add_argument("--classes", type=_class_list, default=None, help="comma-separated class names to count")
+    parser.add_argument("--threshold", type=_fraction, default=defaults["confidence_threshold"].default,
+                        help="confidence threshold, 0..1 (default %(default)s)")
+    stride = parser.add_mutually_exclusive_group()
+    stride.add_argument("--stride", type=_positive_int, default=1, help="detect every Nth frame (default 1)")
+    stride.add_argument("--interval", type=_positive_float, default=None, metavar="SECONDS",
+                        help="detect one frame every SECONDS (instead of --stride)")
+    parser.add_argument("--line", dest="lines", type=_line, action="append", default=[],
+                        metavar="[NAME=]x1,y1,x2,y2", help="a counting line in pixels; repeatable")
+    parser.add_argument("--zone", dest="zones", type=_zone, action="append", default=[],
+                        metavar="[NAME=]x1,y1,x2,y2,x3,y3,...", help="a counting zone polygon in pixels; repeatable")
+    parser.add_argument("--batch-size", type=_positive_int, default=defaults["batch_size"].default,
+                        help="frames per inference batch (default %(default)s)")
+    parser.add_argument("--device", default=os.environ.get("DEVICE") or "auto",
+                        help="auto, cpu, cuda or cuda:N (default: $DEVICE or auto)")
+    parser.add_argument("--input-size", type=_positive_int, default=None,
+                        help="model input size override (default: the checkpoint's own)")
+    parser.add_argument("--min-hits", type=_positive_int, default=defaults["min_track_hits"].default,
+                        help="detections before a track counts (default %(default)s)")
+    parser.add_argument("--max-frames", type=_positive_int, default=None, help="stop after this many frames")
+    parser.add_argument("--json", action="store_true", help="print the counts as JSON instead of text")
+    parser.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    return parser
+
+
+# --- argument types: each raises ArgumentTypeError with a message argparse shows --------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _class_list(text: str) -> list[str]:
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated class names, e.g. cow,sheep")
+    return names
+
+
+def _named_points(text: str, what: str, example: str) -> tuple[str | None, list[tuple[float, float]]]:
+    name, _, numbers = text.rpartition("=")
+    try:
+        values = [float(part) for part in numbers.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a {what} is comma-separated pixel coordinates, e.g. {example}") from None
+    if len(values) % 2:
+        raise argparse.ArgumentTypeError(f"a {what} needs x,y pairs, got {len(values)} numbers")
+    return (name.strip() or None), list(zip(values[0::2], values[1::2]))
+
+
+def _line(text: str) -> CountingLine:
+    name, points = _named_points(text, "line", "--line gate=100,0,100,480")
+    if len(points) != 2:
+        raise argparse.ArgumentTypeError(f"a line is x1,y1,x2,y2 (4 numbers), got {2 * len(points)}")
+    if points[0] == points[1]:
+        raise argparse.ArgumentTypeError("a counting line needs two different points")
+    return CountingLine(name=name or "line", start=points[0], end=points[1])
+
+
+def _zone(text: str) -> CountingZone:
+    name, points = _named_points(text, "zone", "--zone pen=0,0,200,0,200,150,0,150")
+    if len(points) < 3:
+        raise argparse.ArgumentTypeError(f"a zone needs at least 3 points (6 numbers), got {2 * len(points)}")
+    return CountingZone(name=name or "zone", polygon=points)
+
+
+# --- running --------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    _name_duplicates(args.lines, "line")
+    _name_duplicates(args.zones, "zone")
+    try:
+        with _cancel_on_ctrl_c() as cancelled:
+            stats = _run(args, cancelled)
+    except JobCancelled:
+        print("cancelled: no results were written", file=sys.stderr)
+        return EXIT_CANCELLED
+    except CattleCounterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(_counts_document(stats), indent=2))
+    else:
+        print_counts(stats, args.output, sys.stdout)
+    return 0
+
+
+def _run(args: argparse.Namespace, cancelled: Callable[[], bool]) -> dict[str, Any]:
+    # imported here so `--help` and argument errors answer without loading torch
+    from ml_engine.detector import Detector
+    from ml_engine.pipeline import PipelineConfig, process_video
+    from ml_engine.video import probe
+
+    config = PipelineConfig(
+        threshold=args.threshold,
+        classes=args.classes,
+        frame_stride=args.stride,
+        frame_interval_seconds=args.interval,
+        batch_size=args.batch_size,
+        min_hits=args.min_hits,
+        lines=args.lines,
+        zones=args.zones,
+        max_frames=args.max_frames,
+    )
+    probe(args.video)  # a bad video fails before the model is loaded
+    detector = Detector.load(args.model, device=args.device, input_size=args.input_size)
+    if args.classes:
+        detector.class_ids(args.classes)  # unknown class names fail before the progress bar appears
+    if detector.random_weights:
+        print(f"warning: {args.model} has random weights: its detections are noise, not real objects",
+              file=sys.stderr)
+    with _progress_bar(args.video.name, enabled=not args.no_progress) as on_progress:
+        result = process_video(args.video, args.output, detector, config, progress=on_progress,
+                               should_cancel=cancelled)
+    return result.stats
+
+
+def _name_duplicates(items: list[Any], kind: str) -> None:
+    """Give unnamed lines/zones distinct names (line, line_2, ...) so the summary can tell them apart."""
+    seen: dict[str, int] = {}
+    for item in items:
+        seen[item.name] = seen.get(item.name, 0) + 1
+        if seen[item.name] > 1:
+            item.name = f"{item.name}_{seen[item.name]}"
+
+
+@contextmanager
+def _cancel_on_ctrl_c() -> Iterator[Callable[[], bool]]:
+    """The first Ctrl-C asks the pipeline to stop between batches; a second one interrupts at once."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set
+        return
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+        print("\nstopping after the current batch (Ctrl-C again to abort now)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield requested.is_set
+    except KeyboardInterrupt:
+        raise JobCancelled("interrupted") from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def _progress_bar(label: str, enabled: bool) -> Iterator[Callable[[Any], None] | None]:
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(desc=label, unit="frame", dynamic_ncols=True, file=sys.stderr) as bar:
+
+        def on_progress(progress: Any) -> None:
+            if progress.frames_total and bar.total != progress.frames_total:
+                bar.total = progress.frames_total
+            bar.update(max(progress.frames_done - bar.n, 0))
+
+        yield on_progress
+
+
+# --- output ---------------------------------------------------------------------------------------------
+
+
+def _counts_document(stats: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "counts": stats["counts"],
+        "lines": stats.get("lines", []),
+        "zones": stats.get("zones", []),
+        "model": stats.get("model", {}),
+        "processing": stats.get("processing", {}),
+    }
+
+
+def print_counts(stats: dict[str, Any], output_dir: Path, out: TextIO) -> None:
+    """The human summary: unique objects per class, peak, line crossings, zone occupancy."""
+    model = stats.get("model", {})
+    counts = stats["counts"]
+    if model.get("random_weights"):
+        out.write("NOTE: random-weights model — these counts are not real detections\n")
+    out.write(f"unique objects: {counts['total_unique']}\n")
+    for name, number in counts["by_class"].items():
+        out.write(f"  {name}: {number}\n")
+    peak = counts.get("peak") or {}
+    if peak.get("count"):
+        out.write(f"peak in one frame: {peak['count']} (frame {peak.get('frame')}, {peak.get('time_s')} s)\n")
+    for line in stats.get("lines", []):
+        out.write(f"line {line['name']}: in {line['in_total']} {_by_class(line['in'])}, "
+                  f"out {line['out_total']} {_by_class(line['out'])}\n")
+    for zone in stats.get("zones", []):
+        out.write(f"zone {zone['name']}: max {zone['max_total']} at once, mean {zone['mean_total']}\n")
+    processing = stats.get("processing", {})
+    if processing:
+        out.write(f"processed {processing.get('frames_decoded')} frames in {processing.get('seconds')} s "
+                  f"({processing.get('fps')} frames/s on {processing.get('device')})\n")
+    out.write(f"results: {output_dir}\n")
+
+
+def _by_class(counts: dict[str, int]) -> str:
+    if not counts:
+        return ""
+    return "(" + ", ".join(f"{name} {number}" for name, number in counts.items()) + ")"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
