@@ -37,7 +37,7 @@ from pydantic import BaseModel, ValidationError
 from core.errors import InvalidInput, JobCancelled, ModelError
 from core.jobs import CountingLine, CountingZone
 from ml_engine.annotate import FrameAnnotator
-from ml_engine.outputs import ANNOTATED_VIDEO, OutputWriter, build_stats, move_outputs
+from ml_engine.outputs import ANNOTATED_VIDEO, STATS, OutputWriter, build_stats, move_outputs
 from ml_engine.tracking import CountingConfig, ObjectCounter, empty_tracked
 from ml_engine.video import Frame, VideoInfo, VideoWriter, iter_frames, probe
 
@@ -414,8 +414,11 @@ class _Run:
         stats = build_stats(
             self.info, self.frames_decoded, self._model_facts(), summary, self._processing_facts()
         )
-        files = self.outputs.finish(stats)
-        files[ANNOTATED_VIDEO] = self.work_dir / ANNOTATED_VIDEO
+        exports = self.outputs.finish(stats)
+        # stats.json moves last: once it is in output_dir, everything else is too
+        files = {ANNOTATED_VIDEO: self.work_dir / ANNOTATED_VIDEO}
+        files.update((name, path) for name, path in exports.items() if name != STATS)
+        files[STATS] = exports[STATS]
         return stats, files
 
     def _model_facts(self) -> dict[str, Any]:

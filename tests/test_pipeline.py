@@ -123,7 +123,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_rtdetr_detector):
 def test_run_writes_every_output_into_the_output_dir(tiny_run) -> None:
     result, out, _ = tiny_run
     assert sorted(p.name for p in out.iterdir()) == ALL_OUTPUTS  # no temporary directory left
-    assert {name: path for name, path in result.outputs.items()} == {name: out / name for name in ALL_OUTPUTS}
+    assert result.outputs == {name: out / name for name in ALL_OUTPUTS}
+    assert list(result.outputs)[-1] == STATS  # moved last: its presence means the rest is there
 
 
 def test_annotated_video_keeps_codec_rate_size_and_frame_count(tiny_run) -> None:
@@ -255,6 +256,14 @@ def test_frames_and_detections_stay_in_step(small_clip: Path, tmp_path: Path, co
     assert result.stats["counts"]["by_class"] == {"green": 1, "red": 1}
     assert video_facts(tmp_path / ANNOTATED_VIDEO)[4] == 20
     assert max(detector.batch_sizes) <= config.batch_size
+
+
+def test_rotated_video_is_processed_and_written_upright(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "portrait.mp4", frames=6, rotation=90)
+    result = process_video(clip, tmp_path / "out", ColourBoxDetector(), PipelineConfig())
+    assert video_facts(tmp_path / "out" / ANNOTATED_VIDEO)[3:] == ((240, 320), 6)
+    assert (result.stats["video"]["width"], result.stats["video"]["height"]) == (240, 320)
+    assert result.stats["video"]["rotation"] == 90
 
 
 def test_line_crossings_are_counted_through_the_pipeline(tmp_path: Path) -> None:
