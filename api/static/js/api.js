@@ -1,0 +1,140 @@
+// The API client: JSON calls with the API key and the API's typed errors, and uploads with progress.
+
+import { askForApiKey, currentApiKey, keyHeaders } from "./auth.js";
+
+/** Files at least this big go through POST /uploads + PUT (straight to storage on Azure). */
+export const DIRECT_UPLOAD_BYTES = 32 * 1024 * 1024;
+
+/** An error answer from the API ({"error": {"code", "message"}}), or a network failure (status 0). */
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.code = code;
+  }
+}
+
+const NETWORK_ERROR = "The server cannot be reached. Check that it is running and your connection works.";
+
+function errorFromBody(status, statusText, text) {
+  try {
+    const body = JSON.parse(text);
+    if (body && body.error && body.error.message) {
+      return new ApiError(status, body.error.code || `http_${status}`, body.error.message);
+    }
+  } catch {
+    /* not JSON: a proxy's error page, say */
+  }
+  return new ApiError(status, `http_${status}`, `The server answered ${status} ${statusText || ""}`.trim());
+}
+
+/**
+ * Call the JSON API. Asks for the API key and retries on 401.
+ * Returns the parsed body (null for 204); throws ApiError.
+ */
+export async function request(path, { method = "GET", json } = {}) {
+  for (;;) {
+    const headers = { Accept: "application/json", ...keyHeaders() };
+    const init = { method, headers, cache: "no-store" };
+    if (json !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(json);
+    }
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch {
+      throw new ApiError(0, "network_error", NETWORK_ERROR);
+    }
+    if (response.status === 401) {
+      await askForApiKey(currentApiKey());
+      continue;
+    }
+    const text = await response.text();
+    if (!response.ok) throw errorFromBody(response.status, response.statusText, text);
+    return text ? JSON.parse(text) : null;
+  }
+}
+
+export function listJobs({ status = "", limit = 50 } = {}) {
+  const query = new URLSearchParams({ limit: String(limit) });
+  if (status) query.set("status", status);
+  return request(`/jobs?${query}`);
+}
+
+export function getJob(jobId) {
+  return request(`/jobs/${encodeURIComponent(jobId)}`);
+}
+
+/** Cancels a queued/processing job (returns the job) or deletes a finished one (returns null). */
+export function cancelOrDeleteJob(jobId) {
+  return request(`/jobs/${encodeURIComponent(jobId)}`, { method: "DELETE" });
+}
+
+export function getStats(jobId) {
+  return request(`/jobs/${encodeURIComponent(jobId)}/result`);
+}
+
+/**
+ * Upload one video and create its job. ``onProgress(fraction)`` follows the upload.
+ * Small files go in one multipart POST /jobs; big ones through POST /uploads, a PUT of the
+ * bytes to the URL it hands out, then POST /jobs with the upload id.
+ * Returns the new job (JobOut).
+ */
+export async function submitVideo(file, params, onProgress) {
+  if (file.size >= DIRECT_UPLOAD_BYTES) return submitViaDirectUpload(file, params, onProgress);
+  const form = new FormData();
+  form.append("params", JSON.stringify(params));
+  form.append("file", file, file.name);
+  const answer = await sendWithKeyRetry({ method: "POST", url: "/jobs", body: form, onProgress });
+  return JSON.parse(answer);
+}
+
+async function submitViaDirectUpload(file, params, onProgress) {
+  const ticket = await request("/uploads", { method: "POST", json: { filename: file.name } });
+  const target = new URL(ticket.upload_url, window.location.href);
+  const sameOrigin = target.host === window.location.host;
+  const headers = { ...(ticket.headers || {}) };
+  if (file.type) headers["Content-Type"] = file.type;
+  if (sameOrigin) {
+    // our own PUT route: the key goes with it; a storage URL (Azure SAS) needs no key of ours
+    await sendWithKeyRetry({ method: "PUT", url: target.pathname + target.search, body: file, headers, onProgress });
+  } else {
+    await send({ method: "PUT", url: target.href, body: file, headers, onProgress });
+  }
+  return request("/jobs", { method: "POST", json: { upload_id: ticket.upload_id, params } });
+}
+
+async function sendWithKeyRetry(options) {
+  for (;;) {
+    try {
+      return await send({ ...options, headers: { ...(options.headers || {}), ...keyHeaders() } });
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.status !== 401) throw error;
+      await askForApiKey(currentApiKey());
+    }
+  }
+}
+
+/** One XMLHttpRequest (fetch has no upload progress). Resolves with the body text of a 2xx answer. */
+function send({ method, url, body, headers = {}, onProgress }) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open(method, url);
+    for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
+    if (onProgress) {
+      xhr.upload.addEventListener("progress", (event) => {
+        if (event.lengthComputable && event.total > 0) onProgress(event.loaded / event.total);
+      });
+    }
+    xhr.addEventListener("load", () => {
+      if (xhr.status >= 200 && xhr.status < 300) resolve(xhr.responseText);
+      else reject(errorFromBody(xhr.status, xhr.statusText, xhr.responseText));
+    });
+    xhr.addEventListener("error", () =>
+      reject(new ApiError(0, "network_error", "The upload was interrupted: " + NETWORK_ERROR)));
+    xhr.addEventListener("abort", () => reject(new ApiError(0, "aborted", "The upload was stopped.")));
+    xhr.send(body);
+  });
+}

@@ -1,0 +1,316 @@
+// One job: its state while it runs; once completed, the annotated video, counts, chart, tracks and downloads.
+
+import { ApiError, cancelOrDeleteJob, getJob, getStats } from "./api.js";
+import { withKey } from "./auth.js";
+import { renderCountChart } from "./chart.js";
+import { announce, element } from "./dom.js";
+import { formatBytes, formatCount, formatDuration, formatTimestamp, formatVideoTime } from "./format.js";
+import { Poller } from "./poller.js";
+import { isActive, peakCount, progressText, statusLabel } from "./status.js";
+
+const ACTIVE_DELAY_MS = 1000;
+const ERROR_DELAY_MS = 5000;
+const MAX_TRACK_ROWS = 500; // a long video can have thousands; the full list is in stats.json
+const H264 = 'video/mp4; codecs="avc1.42E01E"';
+const CONFIRM_MS = 5000;
+const CHART_REDRAW_PX = 40; // redraw the chart when its box changes width by this much
+
+export class JobDetail {
+  constructor({ onConnectionProblem, onDeleted }) {
+    this.onConnectionProblem = onConnectionProblem;
+    this.onDeleted = onDeleted;
+    this.jobId = null;
+    this.resultShown = false;
+    this.poller = new Poller(() => this.refresh());
+    this.byId = (id) => document.getElementById(id);
+    this.byId("detail-cancel").addEventListener("click", () => this.cancel());
+    this.byId("detail-delete").addEventListener("click", (event) => this.confirmThenDelete(event.currentTarget));
+    this.byId("result-video").addEventListener("error", () => this.videoProblem());
+    this.timeline = null;
+    this.chartWidth = 0;
+    new ResizeObserver(() => this.drawChart()).observe(this.byId("count-chart"));
+  }
+
+  show(jobId) {
+    this.jobId = jobId;
+    this.resultShown = false;
+    this.timeline = null;
+    this.byId("detail-heading").textContent = "Job";
+    this.byId("detail-status").textContent = "";
+    this.byId("detail-meta").replaceChildren();
+    this.byId("detail-error").hidden = true;
+    this.byId("detail-progress").hidden = true;
+    this.byId("result").hidden = true;
+    this.byId("detail-cancel").hidden = true;
+    this.byId("detail-delete").hidden = true;
+    this.poller.start();
+  }
+
+  hide() {
+    this.poller.stop();
+    this.jobId = null;
+    const video = this.byId("result-video");
+    video.pause();
+    video.removeAttribute("src");
+    video.load(); // drop the connection the video held open
+  }
+
+  async refresh() {
+    const jobId = this.jobId;
+    let job;
+    try {
+      job = await getJob(jobId);
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      if (error.status === 404) {
+        this.showMissing(jobId);
+        return null;
+      }
+      this.onConnectionProblem(`Could not load the job: ${error.message}`);
+      return ERROR_DELAY_MS;
+    }
+    if (jobId !== this.jobId) return null; // the user moved on while we waited
+    this.onConnectionProblem(null);
+    this.renderJob(job);
+    if (job.status === "completed" && !this.resultShown) {
+      try {
+        const stats = await getStats(jobId);
+        if (jobId !== this.jobId) return null;
+        this.renderResult(job, stats);
+        this.resultShown = true;
+      } catch (error) {
+        if (!(error instanceof ApiError)) throw error;
+        this.onConnectionProblem(`Could not load the results: ${error.message}`);
+        return ERROR_DELAY_MS;
+      }
+    }
+    return isActive(job) ? ACTIVE_DELAY_MS : null;
+  }
+
+  showMissing(jobId) {
+    this.byId("detail-heading").textContent = "Job not found";
+    const problem = this.byId("detail-error");
+    problem.textContent = `There is no job ${jobId}. It may have been deleted.`;
+    problem.hidden = false;
+  }
+
+  renderJob(job) {
+    const wasActive = this.byId("detail-status").dataset.active === "true";
+    this.byId("detail-heading").textContent = job.filename || `Job ${job.job_id}`;
+    document.title = `${job.filename || "Job"} · CattleCounter`;
+    const badge = this.byId("detail-status");
+    const label = statusLabel(job);
+    badge.textContent = label;
+    badge.className = `badge badge-${label}`;
+    badge.dataset.active = String(isActive(job));
+    if (wasActive && !isActive(job)) announce(`This job is now ${job.status}.`);
+
+    this.byId("detail-meta").replaceChildren(...metaEntries(job));
+    this.renderProgress(job);
+
+    const problem = this.byId("detail-error");
+    problem.hidden = !job.error;
+    if (job.error) {
+      const prefix = job.status === "failed" ? "This job failed" : "The last attempt failed; it will be retried";
+      problem.textContent = `${prefix}: ${job.error.message} (${job.error.code})`;
+    }
+    this.byId("detail-cancel").hidden = !isActive(job) || job.cancel_requested;
+    this.byId("detail-delete").hidden = isActive(job);
+  }
+
+  renderProgress(job) {
+    const box = this.byId("detail-progress");
+    box.hidden = !isActive(job);
+    if (!isActive(job)) return;
+    let bar = box.querySelector("progress");
+    if (!bar) {
+      bar = element("progress", { attrs: { max: "1", "aria-label": "Processing progress" } });
+      box.append(bar, element("span", { className: "job-progress-text" }));
+    }
+    bar.value = job.progress || 0;
+    box.querySelector("span").textContent = progressText(job);
+  }
+
+  renderResult(job, stats) {
+    const model = stats.model || {};
+    this.byId("random-weights-banner").hidden = !model.random_weights;
+    this.byId("model-id").textContent = model.id || "unknown model";
+    this.renderVideo(job, stats);
+    this.renderCounts(stats);
+    this.renderTracks(stats.tracks || []);
+    this.renderDownloads(job);
+    this.byId("result").hidden = false;
+    this.timeline = stats.timeline;
+    this.chartWidth = 0;
+    this.drawChart(); // after un-hiding: the chart is drawn at its box's real width
+  }
+
+  drawChart() {
+    const box = this.byId("count-chart");
+    const width = box.clientWidth;
+    if (!this.timeline || !width || Math.abs(width - this.chartWidth) < CHART_REDRAW_PX) return;
+    this.chartWidth = width;
+    box.replaceChildren(renderCountChart(this.timeline, width));
+  }
+
+  renderVideo(job, stats) {
+    const video = this.byId("result-video");
+    const note = this.byId("video-note");
+    const info = stats.video || {};
+    video.width = info.width || 640;
+    video.height = info.height || 360;
+    video.src = withKey(job.links.video);
+    if (!video.canPlayType(H264)) {
+      note.textContent = "This browser cannot play H.264 video. Download the MP4 below to watch it in a video player.";
+      note.hidden = false;
+    } else {
+      note.hidden = true;
+    }
+  }
+
+  videoProblem() {
+    if (!this.jobId || !this.byId("result-video").getAttribute("src")) return;
+    const note = this.byId("video-note");
+    note.textContent = "The video could not be played here. Download the MP4 below to watch it in a video player.";
+    note.hidden = false;
+  }
+
+  renderCounts(stats) {
+    const counts = stats.counts || {};
+    this.byId("count-total").textContent = formatCount(counts.total_unique);
+    const peak = peakCount(counts.peak);
+    this.byId("count-peak").textContent = peak === null ? "–" : formatCount(peak);
+    const peakTime = counts.peak && counts.peak.time_s;
+    this.byId("count-peak-label").textContent =
+      typeof peakTime === "number" ? `most in view at once (at ${formatVideoTime(peakTime)})` : "most in view at once";
+
+    const rows = Object.entries(counts.by_class || {}).sort((a, b) => b[1] - a[1]);
+    this.byId("by-class-body").replaceChildren(
+      ...(rows.length
+        ? rows.map(([name, n]) => tableRow([name, formatCount(n)], [false, true]))
+        : [tableRow(["nothing counted", ""], [false, true])]),
+    );
+    this.renderLines(stats.lines || []);
+  }
+
+  renderLines(lines) {
+    const box = this.byId("line-counts");
+    box.hidden = lines.length === 0;
+    if (!lines.length) return;
+    const table = element("table", { className: "by-class" });
+    table.append(element("caption", { text: "Counting lines" }));
+    const head = element("tr");
+    for (const [title, className] of [["Line", ""], ["In", "num"], ["Out", "num"]]) {
+      head.append(element("th", { text: title, className, attrs: { scope: "col" } }));
+    }
+    const thead = element("thead");
+    thead.append(head);
+    table.append(thead);
+    const body = element("tbody");
+    for (const line of lines) {
+      body.append(tableRow([line.name, formatCount(line.in_total), formatCount(line.out_total)], [false, true, true]));
+    }
+    table.append(body);
+    box.replaceChildren(table);
+  }
+
+  renderTracks(tracks) {
+    const shown = tracks.slice(0, MAX_TRACK_ROWS);
+    const note = this.byId("tracks-note");
+    note.hidden = tracks.length > 0 && tracks.length <= MAX_TRACK_ROWS;
+    note.textContent = tracks.length === 0
+      ? "No object was tracked long enough to be counted."
+      : `Showing the first ${MAX_TRACK_ROWS} of ${formatCount(tracks.length)} tracks; the stats JSON has them all.`;
+    this.byId("track-body").replaceChildren(
+      ...shown.map((track) =>
+        tableRow(
+          [
+            `#${track.id}`, track.class,
+            formatVideoTime(track.first_time_s), formatVideoTime(track.last_time_s),
+            formatCount(track.frames_seen),
+            typeof track.mean_confidence === "number" ? track.mean_confidence.toFixed(2) : "",
+          ],
+          [true, false, true, true, true, true],
+        ),
+      ),
+    );
+  }
+
+  renderDownloads(job) {
+    const links = {
+      "download-stats": job.links.result,
+      "download-detections": job.links.detections,
+      "download-coco": job.links.coco,
+      "download-mot": job.links.mot,
+      "download-video": job.links.video,
+    };
+    for (const [id, path] of Object.entries(links)) {
+      this.byId(id).href = withKey(path, { download: "true" });
+    }
+  }
+
+  async cancel() {
+    try {
+      await cancelOrDeleteJob(this.jobId);
+      announce("Cancelling this job.");
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      announce(`Could not cancel: ${error.message}`);
+    }
+    this.poller.start(); // the job may have gone final; make sure its new state is fetched
+  }
+
+  async confirmThenDelete(button) {
+    if (button.dataset.confirming !== "true") {
+      button.dataset.confirming = "true";
+      button.textContent = "Confirm delete";
+      announce("Press again to delete this job and its files.");
+      window.setTimeout(() => {
+        button.dataset.confirming = "false";
+        button.textContent = "Delete job";
+      }, CONFIRM_MS);
+      return;
+    }
+    button.dataset.confirming = "false";
+    button.textContent = "Delete job";
+    try {
+      await cancelOrDeleteJob(this.jobId);
+      announce("Job deleted.");
+      this.onDeleted();
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      announce(`Could not delete: ${error.message}`);
+    }
+  }
+}
+
+function metaEntries(job) {
+  const entries = [
+    ["Job id", job.job_id],
+    ["File", `${job.filename} (${formatBytes(job.size_bytes)})`],
+    ["Created", formatTimestamp(job.created_at)],
+  ];
+  if (job.started_at) entries.push(["Started", formatTimestamp(job.started_at)]);
+  if (job.finished_at) entries.push(["Finished", formatTimestamp(job.finished_at)]);
+  if (job.started_at && job.finished_at) {
+    entries.push(["Took", formatDuration((new Date(job.finished_at) - new Date(job.started_at)) / 1000)]);
+  }
+  if (job.attempts > 1) entries.push(["Attempts", String(job.attempts)]);
+  entries.push(["Settings", paramsText(job.params || {})]);
+  return entries.flatMap(([term, value]) => [element("dt", { text: term }), element("dd", { text: value })]);
+}
+
+function paramsText(params) {
+  const parts = [];
+  parts.push(params.classes && params.classes.length ? `classes ${params.classes.join(", ")}` : "all classes");
+  if (params.threshold !== null && params.threshold !== undefined) parts.push(`threshold ${params.threshold}`);
+  if (params.frame_stride > 1) parts.push(`every ${params.frame_stride}th frame`);
+  for (const line of params.lines || []) parts.push(`line ${[...line.start, ...line.end].join(",")}`);
+  return parts.join(" · ");
+}
+
+function tableRow(cells, numeric) {
+  const row = element("tr");
+  cells.forEach((text, index) => row.append(element("td", { text, className: numeric[index] ? "num" : "" })));
+  return row;
+}

@@ -1,0 +1,50 @@
+// What a job's state means to a person: badge text, progress line, headline counts.
+
+import { formatCount, formatDuration, formatPercent } from "./format.js";
+
+const ACTIVE = new Set(["queued", "processing"]);
+
+export function isActive(job) {
+  return ACTIVE.has(job.status);
+}
+
+/** The word on the badge. A processing job the user cancelled shows "cancelling" until the worker stops. */
+export function statusLabel(job) {
+  if (job.status === "processing" && job.cancel_requested) return "cancelling";
+  return job.status;
+}
+
+/** "45 % · 12.3 fps · 20 s left", "waiting for a worker", ... */
+export function progressText(job) {
+  if (job.status === "queued") {
+    if (job.error) return `waiting to retry (attempt ${job.attempts} failed)`;
+    return "waiting for a worker";
+  }
+  if (job.status === "processing") {
+    const parts = [formatPercent(job.progress)];
+    if (job.frames_total) parts.push(`frame ${formatCount(job.frames_done)} of ${formatCount(job.frames_total)}`);
+    if (job.fps) parts.push(`${job.fps.toFixed(1)} fps`);
+    if (job.eta_seconds !== null && job.eta_seconds !== undefined) parts.push(`${formatDuration(job.eta_seconds)} left`);
+    return parts.join(" · ");
+  }
+  if (job.status === "completed") return "100 %";
+  return "";
+}
+
+/** The peak from stats/counts, which may be a number or {count, frame, time_s, by_class}. */
+export function peakCount(peak) {
+  if (typeof peak === "number") return peak;
+  if (peak && typeof peak.count === "number") return peak.count;
+  return null;
+}
+
+/** "12 unique · at most 5 at once" for a completed job's list row. */
+export function countsSummary(counts) {
+  if (!counts) return "";
+  const parts = [`${formatCount(counts.total_unique)} unique`];
+  const peak = peakCount(counts.peak);
+  if (peak !== null) parts.push(`at most ${formatCount(peak)} at once`);
+  const classes = Object.entries(counts.by_class || {});
+  if (classes.length > 1) parts.push(classes.map(([name, n]) => `${name} ${formatCount(n)}`).join(", "));
+  return parts.join(" · ");
+}

@@ -1,0 +1,212 @@
+// The upload form: pick or drop videos, set what to count, upload each with its own progress bar.
+
+import { ApiError, submitVideo } from "./api.js";
+import { announce, element } from "./dom.js";
+import { formatBytes, formatPercent } from "./format.js";
+
+export class UploadForm {
+  /** ``onJobCreated(job)`` runs after each video has become a job. */
+  constructor({ onJobCreated }) {
+    this.onJobCreated = onJobCreated;
+    this.form = document.getElementById("upload-form");
+    this.input = document.getElementById("file-input");
+    this.dropZone = document.getElementById("drop-zone");
+    this.selectedList = document.getElementById("selected-files");
+    this.uploadList = document.getElementById("upload-list");
+    this.formError = document.getElementById("form-error");
+    this.submitButton = document.getElementById("submit-button");
+    this.selected = []; // Files waiting for "Start counting"
+    this.uploading = 0;
+
+    document.getElementById("choose-button").addEventListener("click", () => this.input.click());
+    this.input.addEventListener("change", () => {
+      this.addFiles(this.input.files);
+      this.input.value = ""; // choosing the same file again fires "change" again
+    });
+    this.form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.submit();
+    });
+    this.listenForDrops();
+    window.addEventListener("beforeunload", (event) => {
+      if (this.uploading > 0) event.preventDefault(); // the browser asks "leave the page?"
+    });
+  }
+
+  listenForDrops() {
+    const zone = this.dropZone;
+    for (const type of ["dragenter", "dragover"]) {
+      zone.addEventListener(type, (event) => {
+        event.preventDefault();
+        zone.classList.add("dragging");
+      });
+    }
+    zone.addEventListener("dragleave", (event) => {
+      if (!zone.contains(event.relatedTarget)) zone.classList.remove("dragging");
+    });
+    zone.addEventListener("drop", (event) => {
+      event.preventDefault();
+      zone.classList.remove("dragging");
+      if (event.dataTransfer && event.dataTransfer.files.length) this.addFiles(event.dataTransfer.files);
+    });
+  }
+
+  addFiles(files) {
+    for (const file of files) this.selected.push(file);
+    this.renderSelection();
+    if (files.length) {
+      this.showError("");
+      announce(`${this.selected.length} video${this.selected.length === 1 ? "" : "s"} selected.`);
+    }
+  }
+
+  renderSelection() {
+    this.selectedList.replaceChildren(
+      ...this.selected.map((file, index) => {
+        const item = element("li", { className: "selected-file", attrs: { "data-testid": "selected-file" } });
+        const name = element("span", { className: "file-name", text: file.name });
+        const size = element("span", { className: "file-size", text: formatBytes(file.size) });
+        const remove = element("button", {
+          className: "button-link", text: "Remove",
+          attrs: { type: "button", "aria-label": `Remove ${file.name}` },
+        });
+        remove.addEventListener("click", () => {
+          this.selected.splice(index, 1);
+          this.renderSelection();
+          this.submitButton.focus();
+        });
+        item.append(name, size, remove);
+        return item;
+      }),
+    );
+    this.submitButton.textContent = this.selected.length > 1 ? `Start counting (${this.selected.length} videos)` : "Start counting";
+  }
+
+  async submit() {
+    const { params, problem, field } = readParams(this.form);
+    if (!problem && this.selected.length === 0) {
+      this.showError("Choose at least one video first (or drop it on the box above).");
+      document.getElementById("choose-button").focus();
+      return;
+    }
+    if (problem) {
+      this.showError(problem);
+      field.setAttribute("aria-invalid", "true");
+      field.focus();
+      return;
+    }
+    this.showError("");
+    const files = this.selected.splice(0);
+    this.renderSelection();
+    // one at a time: uploads share the same connection, and the server probes each as it lands
+    for (const file of files) await this.upload(file, params);
+  }
+
+  async upload(file, params) {
+    const item = new UploadItem(file);
+    this.uploadList.prepend(item.node);
+    this.uploading += 1;
+    try {
+      const job = await submitVideo(file, params, (fraction) => item.progress(fraction));
+      item.done(job);
+      announce(`${file.name} uploaded; counting has been queued.`);
+      this.onJobCreated(job);
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      item.failed(error);
+      announce(`${file.name} was not accepted: ${error.message}`);
+    } finally {
+      this.uploading -= 1;
+    }
+  }
+
+  showError(message) {
+    this.formError.textContent = message;
+    this.formError.hidden = !message;
+    if (!message) {
+      for (const field of this.form.querySelectorAll("[aria-invalid]")) field.removeAttribute("aria-invalid");
+    }
+  }
+}
+
+/** One upload's row: name, progress bar, then the job link or the error. */
+class UploadItem {
+  constructor(file) {
+    this.node = element("li", { className: "upload", attrs: { "data-testid": "upload-item", "data-state": "uploading" } });
+    const name = element("span", { className: "file-name", text: file.name });
+    this.bar = element("progress", {
+      attrs: { max: "1", value: "0", "aria-label": `Upload of ${file.name}`, "data-testid": "upload-progress" },
+    });
+    this.status = element("span", { className: "upload-status", text: "starting…", attrs: { "data-testid": "upload-status" } });
+    this.node.append(name, this.bar, this.status);
+  }
+
+  progress(fraction) {
+    this.bar.value = fraction;
+    this.status.textContent = fraction >= 1 ? "checking the video…" : `uploading ${formatPercent(fraction)}`;
+  }
+
+  done(job) {
+    this.node.dataset.state = "done";
+    this.node.dataset.jobId = job.job_id;
+    this.bar.value = 1;
+    const link = element("a", { text: "view job", attrs: { href: `#/jobs/${job.job_id}` } });
+    this.status.replaceChildren("uploaded · ", link);
+  }
+
+  failed(error) {
+    this.node.dataset.state = "failed";
+    this.bar.hidden = true;
+    this.status.textContent = error.message;
+    this.status.classList.add("upload-error");
+  }
+}
+
+/**
+ * The job parameters from the form, as the API's params object.
+ * Returns {params} or {problem, field} naming the first invalid field.
+ */
+export function readParams(form) {
+  const params = {};
+  const classes = form.elements.classes.value.split(",").map((name) => name.trim()).filter(Boolean);
+  if (classes.length) params.classes = classes;
+
+  const thresholdText = form.elements.threshold.value.trim();
+  if (thresholdText) {
+    const threshold = Number(thresholdText);
+    if (!Number.isFinite(threshold) || threshold < 0 || threshold > 1) {
+      return { problem: "The confidence threshold must be a number from 0 to 1.", field: form.elements.threshold };
+    }
+    params.threshold = threshold;
+  }
+
+  const lineText = form.elements.line.value.trim();
+  if (lineText) {
+    const line = parseLine(lineText);
+    if (!line) {
+      return {
+        problem: "The counting line needs four numbers x1,y1,x2,y2 for two different points, e.g. 0,300,768,300.",
+        field: form.elements.line,
+      };
+    }
+    params.lines = [line];
+  }
+
+  const strideText = form.elements.frame_stride.value.trim();
+  if (strideText) {
+    const stride = Number(strideText);
+    if (!Number.isInteger(stride) || stride < 1 || stride > 1000) {
+      return { problem: "“Process every Nth frame” must be a whole number from 1 to 1000.", field: form.elements.frame_stride };
+    }
+    params.frame_stride = stride;
+  }
+  return { params };
+}
+
+function parseLine(text) {
+  const numbers = text.split(/[\s,]+/).filter(Boolean).map(Number);
+  if (numbers.length !== 4 || !numbers.every(Number.isFinite)) return null;
+  const [x1, y1, x2, y2] = numbers;
+  if (x1 === x2 && y1 === y2) return null;
+  return { name: "line", start: [x1, y1], end: [x2, y2] };
+}

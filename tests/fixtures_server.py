@@ -1,0 +1,128 @@
+"""The all-in-one server as a real process: ``python -m api.allinone`` (API + dashboard + worker)
+on the embedded local backend with the tiny random test model, exactly as ``make run`` starts it.
+
+``allinone_server`` is one module-scoped server (a module sets ``ALLINONE_ENV`` for more settings);
+``launch_allinone(directory, model_dir, **env)`` starts one anywhere else. When a test fails, the
+log of every server still running is attached to its report.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fixtures_service import Process, free_port
+from tests.waiting import wait_until
+
+START_TIMEOUT_S = 90.0  # importing torch on a busy 2-core machine takes a while
+STOP_TIMEOUT_S = 15.0
+LOG_TAIL_CHARS = 8000
+
+_running: list["AllInOneServer"] = []  # for attaching logs to failed tests' reports
+
+SERVER_ENV = {  # fast polling and progress so tests see state changes within a second
+    "STORAGE_BACKEND": "local",
+    "DEVICE": "cpu",
+    "BATCH_SIZE": "4",
+    "POLL_INTERVAL_S": "0.2",
+    "PROGRESS_INTERVAL_S": "0.3",
+    "WORKER_METRICS_PORT": "0",
+    "LOG_FORMAT": "text",
+    "SHUTDOWN_GRACE_S": "5",
+    "API_KEYS": "",  # no keys unless a test asks: overrides any developer .env
+}
+
+
+class AllInOneServer:
+    """A running ``python -m api.allinone``: its base URL, an HTTP client and its log."""
+
+    def __init__(self, url: str, data_dir: Path, process: Process, api_key: str | None) -> None:
+        self.url = url
+        self.data_dir = data_dir
+        self.process = process
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self.client = httpx.Client(base_url=url, timeout=30, headers=headers)
+
+    def log_tail(self) -> str:
+        return self.process.log()[-LOG_TAIL_CHARS:]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.client.get(f"/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_for_status(self, job_id: str, statuses: set[str], timeout: float = 60) -> dict[str, Any]:
+        """Poll the job until its status is one of ``statuses``; fail with the server log if not."""
+        try:
+            return wait_until(lambda: (job := self.job(job_id))["status"] in statuses and job, timeout,
+                              f"job {job_id} to reach {sorted(statuses)}", interval=0.2)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n----- server log -----\n{self.log_tail()}") from None
+
+    def stop(self) -> None:
+        """SIGTERM (the worker hands its running job back), then SIGKILL if it lingers."""
+        self.client.close()
+        self.process.signal(signal.SIGTERM)
+        try:
+            self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pass  # process.stop() kills it
+        self.process.stop()
+        if self in _running:
+            _running.remove(self)
+
+
+def launch_allinone(directory: Path, model_dir: Path, **env: str) -> AllInOneServer:
+    """Start ``python -m api.allinone`` with DATA_DIR under ``directory`` and wait for /health."""
+    port = free_port()
+    data_dir = directory / f"data-{port}"
+    settings = {**SERVER_ENV, "DATA_DIR": str(data_dir), "MODEL_ID": str(model_dir), **env}
+    process = Process(f"allinone-{port}", [sys.executable, "-m", "api.allinone", "--port", str(port)],
+                      settings, directory / f"allinone-{port}.log")
+    url = f"http://127.0.0.1:{port}"
+    server = AllInOneServer(url, data_dir, process, settings["API_KEYS"].split(",")[0] or None)
+    _running.append(server)
+    try:
+        wait_until(lambda: _answers(f"{url}/health") or process.popen.poll() is not None, START_TIMEOUT_S,
+                   f"python -m api.allinone to answer {url}/health")
+        assert process.popen.poll() is None, f"api.allinone exited at start:\n{process.log()}"
+    except AssertionError as exc:
+        server.stop()
+        raise AssertionError(f"{exc}\n----- server log -----\n{process.log()[-LOG_TAIL_CHARS:]}") from None
+    return server
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def allinone_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_rtdetr_dir: Path
+) -> Iterator[AllInOneServer]:
+    """One all-in-one server shared by a test module. A module may set ``ALLINONE_ENV = {...}``
+    (e.g. ``{"API_KEYS": "secret"}``) to start it with more settings."""
+    extra_env = getattr(request.module, "ALLINONE_ENV", {})
+    server = launch_allinone(tmp_path_factory.mktemp("allinone"), tiny_rtdetr_dir, **extra_env)
+    yield server
+    server.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:
+    """Attach the log of every running server to a failed test's report (shown under the failure)."""
+    report = yield
+    if report.failed:
+        for server in _running:
+            report.sections.append((f"api.allinone log ({server.url})", server.log_tail()))
+    return report

@@ -1,0 +1,378 @@
+"""The dashboard in a real browser (Debian's Chromium through Playwright) against a real
+``python -m api.allinone`` (API + worker, local backend, tiny random model).
+
+The server runs with an API key, so every test also exercises the key: the page sends it as
+X-API-Key and as ``?api_key=`` on the video and download links. Screenshots of the main states
+go to test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fixtures_server import AllInOneServer
+from tests.fixtures_video import write_clip
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+API_KEY = "secret"
+ALLINONE_ENV = {"API_KEYS": API_KEY}  # read by the allinone_server fixture
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
+KEY_STORAGE = "cattlecounter.apiKey"  # sessionStorage name used by api/static/js/auth.js
+DIRECT_UPLOAD_BYTES = 32 * 1024 * 1024  # api/static/js/api.js: files this big go through POST /uploads
+JOB_TIMEOUT_MS = 90_000  # the tiny model on 2 busy CPU cores; jobs here take a few seconds
+UI_TIMEOUT_MS = 10_000
+STATUS_RANK = {"queued": 0, "processing": 1, "cancelling": 1, "completed": 2, "failed": 2, "cancelled": 2}
+
+
+# --- browser -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing: install Debian's chromium (make browser) to run the dashboard tests"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class PageErrors:
+    """Uncaught exceptions in the page's scripts: any one of them is a bug in the dashboard."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def __call__(self, error) -> None:
+        self.errors.append(str(error))
+
+
+def open_context(browser, server: AllInOneServer, api_key: str | None, **options):
+    context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 900}, **options)
+    if api_key:  # as if the user had typed it into the key prompt earlier in this tab
+        context.add_init_script(f"sessionStorage.setItem({KEY_STORAGE!r}, {api_key!r})")
+    return context
+
+
+@pytest.fixture
+def page(browser, allinone_server: AllInOneServer) -> Iterator:
+    """A page on the dashboard, holding the API key in sessionStorage."""
+    context = open_context(browser, allinone_server, API_KEY)
+    page = context.new_page()
+    errors = PageErrors()
+    page.on("pageerror", errors)
+    page.goto("/")
+    yield page
+    context.close()
+    assert not errors.errors, f"uncaught errors in the dashboard: {errors.errors}"
+
+
+def screenshot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+# --- clips ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("dashboard-clips")
+    long_clip = write_clip(folder / "long-pasture.mp4", frames=400)  # 40 s: long enough to cancel mid-job
+    return {
+        "small": write_clip(folder / "pasture.mp4", frames=20),
+        "big": write_padded_clip(folder / "big-pasture.mp4", DIRECT_UPLOAD_BYTES + 1024),
+        "long": long_clip,
+    }
+
+
+def write_padded_clip(path: Path, min_bytes: int) -> Path:
+    """A real 2 s clip followed by a 'free' atom (padding every MP4 reader skips) to reach
+    ``min_bytes``: big enough for the direct-upload path, quick to process."""
+    write_clip(path, frames=20)
+    padding = min_bytes - path.stat().st_size
+    with path.open("ab") as handle:
+        handle.write(struct.pack(">I4s", padding, b"free"))
+        remaining = padding - 8
+        while remaining > 0:
+            chunk = min(remaining, 1 << 20)
+            handle.write(b"\0" * chunk)
+            remaining -= chunk
+    return path
+
+
+# --- page helpers --------------------------------------------------------------------------------
+
+
+def job_row(page, job_id: str):
+    return page.locator(f'[data-testid=job-row][data-job-id="{job_id}"]')
+
+
+def record_status_changes(page) -> None:
+    """Record every status a job row shows, in order, in window.__statusLog ([[id, status], ...])."""
+    page.evaluate("""() => {
+        window.__statusLog = [];
+        const list = document.querySelector('[data-testid=job-list]');
+        const seen = new Map();
+        const record = () => {
+            for (const row of list.querySelectorAll('[data-testid=job-row]')) {
+                const status = row.querySelector('[data-testid=job-status]').textContent;
+                if (status && seen.get(row.dataset.jobId) !== status) {
+                    seen.set(row.dataset.jobId, status);
+                    window.__statusLog.push([row.dataset.jobId, status]);
+                }
+            }
+        };
+        new MutationObserver(record).observe(list, {subtree: true, childList: true, characterData: true});
+    }""")
+
+
+def statuses_seen(page, job_id: str) -> list[str]:
+    return [status for seen_id, status in page.evaluate("window.__statusLog") if seen_id == job_id]
+
+
+def uploaded_job_ids(page, count: int) -> dict[str, str]:
+    """Filename -> job id of the page's finished uploads, once ``count`` of them are done."""
+    from playwright.sync_api import expect
+
+    done = page.locator("[data-testid=upload-item][data-state=done]")
+    expect(done).to_have_count(count, timeout=30_000)
+    return {item.locator(".file-name").text_content(): item.get_attribute("data-job-id") for item in done.all()}
+
+
+def text_of(page, test_id: str) -> str:
+    return page.get_by_test_id(test_id).text_content().strip()
+
+
+# --- tests ------------------------------------------------------------------------------------------
+
+
+def test_upload_watch_progress_and_open_the_result(page, allinone_server, clips):
+    """The main journey: choose two videos (one big enough for the direct-upload path), set a
+    counting line, cancel the queued one, watch the other complete and open it: the video plays
+    and the numbers shown are stats.json's."""
+    from playwright.sync_api import expect
+
+    put_requests: list[str] = []
+    page.on("request", lambda request: request.method == "PUT" and put_requests.append(request.url))
+    record_status_changes(page)
+
+    page.get_by_test_id("file-input").set_input_files([clips["small"], clips["big"]])
+    expect(page.get_by_test_id("selected-file")).to_have_count(2)
+    page.get_by_label("Counting line").fill("0,120,320,120")
+    page.get_by_label("Confidence threshold").fill("0.5")
+    screenshot(page, "upload-form")
+    page.get_by_test_id("submit-button").click()
+
+    jobs = uploaded_job_ids(page, 2)
+    assert set(jobs) == {"pasture.mp4", "big-pasture.mp4"}
+    assert len(put_requests) == 1 and "/uploads/" in put_requests[0], put_requests  # only the big one
+    for bar in page.locator("[data-testid=upload-item] [data-testid=upload-progress]").all():
+        expect(bar).to_have_js_property("value", 1)
+    big = allinone_server.job(jobs["big-pasture.mp4"])
+    assert big["size_bytes"] == clips["big"].stat().st_size
+    assert big["params"]["lines"][0]["start"] == [0.0, 120.0]
+
+    # the big one waits behind the small one: cancel it there (processing it would only repeat the small one)
+    big_row = job_row(page, jobs["big-pasture.mp4"])
+    big_row.get_by_test_id("job-cancel").click()
+    expect(big_row.get_by_test_id("job-status")).to_have_text("cancelled", timeout=JOB_TIMEOUT_MS)
+    assert allinone_server.job(jobs["big-pasture.mp4"])["status"] == "cancelled"
+
+    small_id = jobs["pasture.mp4"]
+    row = job_row(page, small_id)
+    expect(row.get_by_test_id("job-status")).to_have_text("completed", timeout=JOB_TIMEOUT_MS)
+    expect(row.get_by_test_id("job-progress")).to_have_js_property("value", 1)
+    expect(row.get_by_test_id("job-progress-text")).to_have_text("100 %")
+    seen = statuses_seen(page, small_id)
+    assert seen[-1] == "completed" and seen == sorted(seen, key=STATUS_RANK.__getitem__), seen
+
+    stats = allinone_server.client.get(f"/jobs/{small_id}/result").json()
+    expect(row.get_by_test_id("job-counts")).to_contain_text(f"{stats['counts']['total_unique']} unique")
+
+    row.get_by_test_id("job-open").click()
+    expect(page.get_by_test_id("result")).to_be_visible(timeout=UI_TIMEOUT_MS)
+    check_result_view(page, stats)
+    check_video_plays(page, stats)
+    check_downloads(page, allinone_server)
+    screenshot(page, "job-detail")
+    page.set_viewport_size({"width": 390, "height": 844})
+    screenshot(page, "job-detail-phone")
+
+
+def check_result_view(page, stats: dict) -> None:
+    from playwright.sync_api import expect
+
+    counts = stats["counts"]
+    assert text_of(page, "count-total") == str(counts["total_unique"])
+    assert text_of(page, "count-peak") == str(counts["peak"]["count"])
+    for name, unique in counts["by_class"].items():
+        expect(page.get_by_test_id("count-by-class").locator("tr", has_text=name)).to_contain_text(str(unique))
+    line = stats["lines"][0]
+    expect(page.get_by_test_id("line-counts").locator("tbody td")).to_have_text(
+        [line["name"], str(line["in_total"]), str(line["out_total"])])
+    # the test model's counts must never pass for real ones
+    assert stats["model"]["random_weights"] is True
+    expect(page.get_by_test_id("random-weights-banner")).to_be_visible()
+    expect(page.get_by_test_id("random-weights-banner")).to_contain_text("not real detections")
+    chart = page.get_by_test_id("count-chart").locator("svg")
+    expect(chart).to_be_visible()
+    assert chart.locator("path.chart-line").get_attribute("d").count("L") == len(stats["timeline"]) - 1
+    expect(page.get_by_test_id("track-table").locator("tbody tr")).to_have_count(min(len(stats["tracks"]), 500))
+
+
+def check_video_plays(page, stats: dict) -> None:
+    """Debian's Chromium decodes H.264 (proprietary codecs are enabled in its build), so the
+    annotated video must buffer and play, and its duration must match stats.json."""
+    video = page.get_by_test_id("result-video")
+    assert video.evaluate("""v => v.canPlayType('video/mp4; codecs="avc1.42E01E"')""") in ("probably", "maybe")
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=result-video]').readyState >= 3", timeout=UI_TIMEOUT_MS)
+    duration = video.evaluate("v => v.duration")
+    assert duration == pytest.approx(stats["video"]["duration_s"], abs=0.15)
+    video.evaluate("v => { v.muted = true; return v.play(); }")  # muted: allowed without a user gesture
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=result-video]').currentTime > 0.3", timeout=UI_TIMEOUT_MS)
+    video.evaluate("v => v.pause()")
+    # seekable: the server answers Range requests, so the browser can jump anywhere
+    seekable_end = video.evaluate("v => v.seekable.length ? v.seekable.end(0) : 0")
+    assert seekable_end == pytest.approx(duration, abs=0.15)
+    assert page.get_by_test_id("video-note").is_hidden()
+
+
+def check_downloads(page, server: AllInOneServer) -> None:
+    """Each link works on its own (no header: the key rides in the URL) and is an attachment."""
+    expected_types = {
+        "download-stats": "application/json", "download-detections": "application/x-ndjson",
+        "download-coco": "application/json", "download-mot": "text/plain", "download-video": "video/mp4",
+    }
+    for test_id, media_type in expected_types.items():
+        href = page.get_by_test_id(test_id).get_attribute("href")
+        response = httpx.get(server.url + href, timeout=30)
+        assert response.status_code == 200, (test_id, response.text[:200])
+        assert response.headers["content-type"].startswith(media_type)
+        assert response.headers["content-disposition"].startswith("attachment")
+
+
+def test_failed_job_shows_its_error(page, allinone_server, clips):
+    """A video dropped on the page with a class the model does not know: the API accepts it,
+    the worker rejects it, and the page shows the worker's message in the list and the job."""
+    from playwright.sync_api import expect
+
+    page.get_by_label("Classes").fill("unicorn")
+    drop_file(page, clips["small"], name="unicorn-hunt.mp4")
+    expect(page.get_by_test_id("selected-file")).to_contain_text(["unicorn-hunt.mp4"])
+    page.get_by_test_id("submit-button").click()
+    job_id = uploaded_job_ids(page, 1)["unicorn-hunt.mp4"]
+
+    row = job_row(page, job_id)
+    expect(row.get_by_test_id("job-status")).to_have_text("failed", timeout=JOB_TIMEOUT_MS)
+    error = allinone_server.job(job_id)["error"]
+    assert error["code"] == "invalid_input" and "unicorn" in error["message"]
+    expect(row.get_by_test_id("job-error")).to_have_text(f"Failed: {error['message']}")
+    screenshot(page, "job-list-failed")
+
+    row.get_by_test_id("job-open").click()
+    expect(page.get_by_test_id("detail-error")).to_contain_text(error["message"], timeout=UI_TIMEOUT_MS)
+    expect(page.get_by_test_id("detail-status")).to_have_text("failed")
+    expect(page.get_by_test_id("result")).to_be_hidden()
+    screenshot(page, "job-failed")
+
+
+def drop_file(page, path: Path, name: str) -> None:
+    """Drop a file on the drop zone the way a browser does: a drop event carrying a DataTransfer."""
+    payload = base64.b64encode(path.read_bytes()).decode()
+    page.get_by_test_id("drop-zone").evaluate(
+        """(zone, [payload, name]) => {
+            const bytes = Uint8Array.from(atob(payload), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, {type: 'video/mp4'}));
+            for (const type of ['dragenter', 'dragover', 'drop']) {
+                zone.dispatchEvent(new DragEvent(type, {dataTransfer: transfer, bubbles: true, cancelable: true}));
+            }
+        }""",
+        [payload, name],
+    )
+
+
+def test_cancel_a_running_job_then_delete_it(page, allinone_server, clips):
+    from playwright.sync_api import expect
+
+    page.get_by_test_id("file-input").set_input_files(clips["long"])
+    page.get_by_test_id("submit-button").click()
+    job_id = uploaded_job_ids(page, 1)["long-pasture.mp4"]
+    row = job_row(page, job_id)
+
+    expect(row.get_by_test_id("job-status")).to_have_text("processing", timeout=JOB_TIMEOUT_MS)
+    page.wait_for_function(  # the worker has reported progress, with speed and time left
+        """id => { const row = document.querySelector(`[data-testid=job-row][data-job-id="${id}"]`);
+                   const bar = row.querySelector('[data-testid=job-progress]');
+                   return bar.value > 0 && bar.value < 1 && /fps/.test(row.textContent) && /left/.test(row.textContent); }""",
+        arg=job_id, timeout=JOB_TIMEOUT_MS)
+    screenshot(page, "job-list-progress")
+
+    row.get_by_test_id("job-cancel").click()
+    expect(row.get_by_test_id("job-status")).to_have_text("cancelled", timeout=JOB_TIMEOUT_MS)
+    job = allinone_server.job(job_id)
+    assert job["status"] == "cancelled" and job["progress"] < 1
+    expect(row.get_by_test_id("job-cancel")).to_be_hidden()
+
+    delete = row.get_by_test_id("job-delete")
+    delete.click()
+    expect(delete).to_have_text("Confirm delete")  # the first click only asks
+    assert allinone_server.client.get(f"/jobs/{job_id}").status_code == 200
+    delete.click()
+    expect(row).to_have_count(0)
+    assert allinone_server.client.get(f"/jobs/{job_id}").status_code == 404
+
+
+def test_api_key_is_asked_for_once(browser, allinone_server):
+    from playwright.sync_api import expect
+
+    context = open_context(browser, allinone_server, api_key=None)
+    errors = PageErrors()
+    try:
+        page = context.new_page()
+        page.on("pageerror", errors)
+        page.goto("/")
+        dialog = page.get_by_test_id("api-key-dialog")
+        expect(dialog).to_be_visible(timeout=UI_TIMEOUT_MS)
+        expect(page.get_by_test_id("job-row")).to_have_count(0)
+        screenshot(page, "api-key-prompt")
+
+        page.get_by_label("API key", exact=True).fill("wrong-key")
+        page.get_by_test_id("api-key-submit").click()
+        expect(dialog).to_contain_text("not accepted", timeout=UI_TIMEOUT_MS)
+        expect(dialog).to_be_visible()
+
+        page.get_by_label("API key", exact=True).fill(API_KEY)
+        page.get_by_test_id("api-key-submit").click()
+        expect(dialog).to_be_hidden(timeout=UI_TIMEOUT_MS)
+        listed = allinone_server.client.get("/jobs").json()["jobs"]
+        expect(page.get_by_test_id("job-row")).to_have_count(len(listed), timeout=UI_TIMEOUT_MS)
+        assert page.evaluate(f"sessionStorage.getItem({KEY_STORAGE!r})") == API_KEY
+
+        page.reload()  # same tab: the key is remembered, no second prompt
+        expect(page.get_by_test_id("job-row")).to_have_count(len(listed), timeout=UI_TIMEOUT_MS)
+        expect(dialog).to_be_hidden()
+    finally:
+        context.close()
+    assert not errors.errors, f"uncaught errors in the dashboard: {errors.errors}"
+
