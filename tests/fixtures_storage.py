@@ -107,7 +107,9 @@ def _start_azurite(workspace: Path) -> tuple[subprocess.Popen, list[int]]:
     log = workspace / "azurite.log"
     for _ in range(AZURITE_START_ATTEMPTS):
         ports = _free_ports(3)
-        command = [str(AZURITE_BIN), "--location", str(workspace / "data")]
+        # No --location: Azurite refuses it together with --inMemoryPersistence. It runs
+        # in the temp workspace instead, so nothing it might write lands in the repository.
+        command = [str(AZURITE_BIN)]
         for service, port in zip(("blob", "queue", "table"), ports):
             command += [f"--{service}Host", "127.0.0.1", f"--{service}Port", str(port)]
         command += ["--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"]
@@ -132,7 +134,6 @@ def azurite_connection_string(tmp_path_factory: pytest.TempPathFactory) -> Itera
     """A connection string for a real Azurite started for this test session."""
     _require_azurite()
     workspace = tmp_path_factory.mktemp("azurite")
-    (workspace / "data").mkdir()
     process, ports = _start_azurite(workspace)
     try:
         yield azurite_connection_string_for(*ports)

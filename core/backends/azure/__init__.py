@@ -1,0 +1,45 @@
+"""The Azure backend: Blob Storage for blobs, Queue Storage for the queue (and poison
+queue), Table Storage for job records (see ``jobs.py`` for why Tables).
+
+Works against Azure and against Azurite. Authentication is a connection string
+(``AZURE_STORAGE_CONNECTION_STRING``) or an account URL (``AZURE_STORAGE_ACCOUNT_URL``)
+with ``DefaultAzureCredential``. No azure.core exception leaves this package.
+"""
+
+from __future__ import annotations
+
+from core.backends.azure.blobs import AzureBlobStore
+from core.backends.azure.clients import AzureOptions, build_clients
+from core.backends.azure.jobs import AzureJobStore
+from core.backends.azure.queue import AzureJobQueue
+from core.backends.base import Backends
+from core.config import Settings
+from core.errors import ConfigError, InvalidInput
+
+__all__ = ["AzureBlobStore", "AzureJobQueue", "AzureJobStore", "AzureOptions", "build_azure_backends"]
+
+
+def build_azure_backends(settings: Settings, options: AzureOptions | None = None) -> Backends:
+    """Connect to the account in ``settings`` and create the container, queues and table if
+    missing. Raises ConfigError (bad connection string, credentials or resource names) or
+    StorageUnavailable (the account cannot be reached), each naming what to fix."""
+    options = options or AzureOptions()
+    clients = build_clients(settings, options)
+    blobs = AzureBlobStore(clients.blob_service, settings.blob_container, options, clients.account_key, clients.credential)
+    queue = AzureJobQueue(clients.queue_service, settings.queue_name, settings.poison_queue_name)
+    jobs = AzureJobStore(clients.table_service, settings.jobs_table)
+    try:
+        _create(blobs.create_container, "BLOB_CONTAINER")
+        _create(queue.create_queues, "QUEUE_NAME / POISON_QUEUE_NAME")
+        _create(jobs.create_table, "JOBS_TABLE")
+    except BaseException:
+        clients.close()
+        raise
+    return Backends(blobs=blobs, queue=queue, jobs=jobs)  # each store closes its own client
+
+
+def _create(create, setting: str) -> None:
+    try:
+        create()
+    except InvalidInput as exc:  # the service rejected the name
+        raise ConfigError(f"{setting} is not a valid Azure Storage name: {exc}") from None

@@ -1,0 +1,283 @@
+"""Blobs in one Azure Blob Storage container.
+
+Uploads go up as staged blocks of ``AzureOptions.block_size``, a few in parallel (see
+``uploads.py``), so memory stays near ``max_concurrency * block_size`` whatever the file
+size; iterables of chunks are wrapped in a small file-like reader for the same path.
+Downloads are ranged GETs of the same size.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import (
+    BlobProperties,
+    BlobSasPermissions,
+    BlobServiceClient,
+    ContentSettings,
+    UserDelegationKey,
+    generate_blob_sas,
+)
+
+from core.backends.azure.clients import AzureOptions
+from core.backends.azure.errors import azure_errors
+from core.backends.azure.uploads import upload_in_blocks
+from core.backends.base import BlobInfo, BlobStore
+from core.backends.local.blobs import validate_blob_path, validate_blob_prefix
+from core.errors import InvalidInput, NotFound, StorageError
+
+SAS_CLOCK_SKEW = timedelta(minutes=5)  # start SAS validity a little in the past
+DELEGATION_KEY_MIN_LIFETIME = timedelta(hours=1)
+DELEGATION_KEY_MAX_LIFETIME = timedelta(days=7)  # the service's limit
+
+
+class AzureBlobStore(BlobStore):
+    """Blobs in ``container`` of the account ``service`` points at."""
+
+    def __init__(
+        self,
+        service: BlobServiceClient,
+        container: str,
+        options: AzureOptions,
+        account_key: str | None,
+        credential: Any | None = None,
+    ) -> None:
+        """``account_key`` signs SAS URLs; without it they are signed with a user delegation
+        key. ``credential`` (shared by all three stores) is closed with this store."""
+        self._service = service
+        self._credential = credential
+        self._container = service.get_container_client(container)
+        self._options = options
+        self._account_key = account_key
+        self._delegation_key: UserDelegationKey | None = None
+        self._delegation_lock = threading.Lock()
+        self.endpoint = self._container.url
+
+    def create_container(self) -> None:
+        """Create the container unless it exists (at start-up)."""
+        with azure_errors("creating the blob container", self.endpoint):
+            try:
+                self._container.create_container()
+            except ResourceExistsError:
+                pass
+
+    # --- writing --------------------------------------------------------------------
+
+    def upload_file(self, path: str, source: Path, content_type: str | None = None) -> BlobInfo:
+        """Upload a local file block by block (never read whole)."""
+        try:
+            stream = open(source, "rb")
+        except FileNotFoundError:
+            raise InvalidInput(f"cannot upload {source}: the file does not exist") from None
+        with stream:
+            return self._upload(path, stream, content_type)
+
+    def upload_stream(
+        self, path: str, chunks: BinaryIO | Iterable[bytes], content_type: str | None = None
+    ) -> BlobInfo:
+        """Upload a file-like object or an iterable of byte chunks, block by block."""
+        stream = chunks if hasattr(chunks, "read") else ChunkReader(chunks)
+        return self._upload(path, stream, content_type)  # type: ignore[arg-type]
+
+    def _upload(self, path: str, stream: BinaryIO, content_type: str | None) -> BlobInfo:
+        blob = self._blob(path)
+        with azure_errors(f"uploading blob {path!r}", self.endpoint):
+            upload_in_blocks(
+                blob,
+                stream,
+                ContentSettings(content_type=content_type) if content_type else None,
+                block_size=self._options.block_size,
+                single_put_size=self._options.single_put_size,
+                max_concurrency=self._options.max_concurrency,
+            )
+        return self.info(path)
+
+    # --- reading --------------------------------------------------------------------
+
+    def download_to_file(self, path: str, destination: Path) -> BlobInfo:
+        """Download in ranged chunks straight into ``destination``. Raises NotFound."""
+        blob = self._blob(path)
+        with self._missing_is_not_found(path), azure_errors(f"downloading blob {path!r}", self.endpoint):
+            downloader = blob.download_blob(max_concurrency=self._options.max_concurrency)
+            with open(destination, "wb") as out:
+                downloader.readinto(out)
+            return _blob_info(path, downloader.properties)
+
+    def open_range(self, path: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """Start the download now (NotFound is raised here) and return its chunks."""
+        _check_range(start, length)
+        blob = self._blob(path)
+        if length == 0:
+            self.info(path)  # still raise NotFound for a missing blob
+            return iter(())
+        with self._missing_is_not_found(path), azure_errors(f"reading blob {path!r}", self.endpoint):
+            try:
+                downloader = blob.download_blob(offset=start, length=length)
+            except HttpResponseError as exc:
+                if exc.status_code == 416:  # start is at or past the end: nothing to read
+                    return iter(())
+                raise
+        return self._chunks(path, downloader.chunks())
+
+    def _chunks(self, path: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        with azure_errors(f"reading blob {path!r}", self.endpoint):
+            yield from chunks
+
+    def info(self, path: str) -> BlobInfo:
+        with self._missing_is_not_found(path), azure_errors(f"reading blob {path!r}", self.endpoint):
+            return _blob_info(path, self._blob(path).get_blob_properties())
+
+    def exists(self, path: str) -> bool:
+        with azure_errors(f"checking blob {path!r}", self.endpoint):
+            return self._blob(path).exists()
+
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        """Blobs under ``prefix`` in path order (the service lists in that order)."""
+        validate_blob_prefix(prefix)
+        with azure_errors(f"listing blobs under {prefix!r}", self.endpoint):
+            for blob in self._container.list_blobs(name_starts_with=prefix or None):
+                yield _blob_info(blob.name, blob)
+
+    def delete(self, path: str) -> None:
+        """Delete a blob and its snapshots; a missing blob is fine."""
+        blob = self._blob(path)
+        with azure_errors(f"deleting blob {path!r}", self.endpoint):
+            try:
+                blob.delete_blob(delete_snapshots="include")
+            except ResourceNotFoundError:
+                pass
+
+    # --- URLs -----------------------------------------------------------------------
+
+    def read_url(self, path: str, expires_in: timedelta) -> str | None:
+        """A SAS URL that allows GET on this one blob until ``expires_in`` from now."""
+        return self._sas_url(path, expires_in, BlobSasPermissions(read=True))
+
+    def write_url(self, path: str, expires_in: timedelta) -> str | None:
+        """A SAS URL that allows PUT (``x-ms-blob-type: BlockBlob``) of this one blob."""
+        return self._sas_url(path, expires_in, BlobSasPermissions(create=True, write=True))
+
+    def _sas_url(self, path: str, expires_in: timedelta, permission: BlobSasPermissions) -> str | None:
+        blob = self._blob(path)
+        now = datetime.now(timezone.utc)
+        expiry = now + expires_in
+        signing: dict = {}
+        if self._account_key:
+            signing["account_key"] = self._account_key
+        else:
+            signing["user_delegation_key"] = self._user_delegation_key(now, expiry)
+        token = generate_blob_sas(
+            account_name=self._service.account_name,
+            container_name=self._container.container_name,
+            blob_name=path,
+            permission=permission,
+            start=now - SAS_CLOCK_SKEW,
+            expiry=expiry,
+            **signing,
+        )
+        return f"{blob.url}?{token}"
+
+    def _user_delegation_key(self, now: datetime, expiry: datetime) -> UserDelegationKey:
+        """A cached user delegation key (Entra ID auth) valid at least until ``expiry``."""
+        with self._delegation_lock:
+            key = self._delegation_key
+            if key is None or _parse_time(key.signed_expiry) < expiry + SAS_CLOCK_SKEW:
+                lifetime = min(max(expiry - now + SAS_CLOCK_SKEW, DELEGATION_KEY_MIN_LIFETIME), DELEGATION_KEY_MAX_LIFETIME)
+                with azure_errors("getting a user delegation key for SAS URLs", self.endpoint):
+                    key = self._service.get_user_delegation_key(now - SAS_CLOCK_SKEW, now + lifetime)
+                self._delegation_key = key
+            return key
+
+    # --- everything else --------------------------------------------------------------
+
+    def ping(self) -> None:
+        with azure_errors("checking the blob container", self.endpoint):
+            self._container.get_container_properties()
+
+    def close(self) -> None:
+        self._container.close()
+        self._service.close()
+        if self._credential is not None:
+            self._credential.close()
+
+    def _blob(self, path: str):
+        return self._container.get_blob_client(validate_blob_path(path))
+
+    def _missing_is_not_found(self, path: str):
+        return _RenameNotFound(f"blob {path!r} does not exist")
+
+
+class _RenameNotFound:
+    """Replace the SDK-flavoured NotFound message with a plain one."""
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, traceback) -> bool:
+        if kind is not None and issubclass(kind, NotFound):
+            raise NotFound(self._message) from None
+        return False
+
+
+class ChunkReader(io.RawIOBase):
+    """A read-only file-like view of an iterable of byte chunks, holding one chunk at a time.
+
+    Lets the SDK's block uploader pull ``block_size`` bytes at a time from a generator
+    (e.g. an HTTP request body) instead of us collecting the whole upload first.
+    """
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                raise InvalidInput(f"upload chunks must be bytes, got {type(chunk).__name__}")
+            self._pending = memoryview(chunk).cast("B")
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
+def _blob_info(path: str, properties: BlobProperties) -> BlobInfo:
+    content_settings = getattr(properties, "content_settings", None)
+    return BlobInfo(
+        path=path,
+        size=properties.size,
+        content_type=content_settings.content_type if content_settings else None,
+        etag=properties.etag,
+        last_modified=properties.last_modified,
+    )
+
+
+def _check_range(start: int, length: int | None) -> None:
+    if start < 0:
+        raise InvalidInput(f"range start must be >= 0, got {start}")
+    if length is not None and length < 0:
+        raise InvalidInput(f"range length must be >= 0, got {length}")
+
+
+def _parse_time(value: str | datetime) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise StorageError(f"unexpected user delegation key expiry {value!r}") from None
