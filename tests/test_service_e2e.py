@@ -23,13 +23,14 @@ from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
+LONG_FRAMES = 300
 BACKENDS = ["local", pytest.param("azure", marks=pytest.mark.azurite)]
 
 
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory) -> Path:
-    """Long enough (60 s at 10 fps) that a test can act while the worker is mid-job."""
-    return write_clip(tmp_path_factory.mktemp("long") / "long.mp4", frames=600)
+    """Long enough (30 s at 10 fps) that a test can act while the worker is mid-job."""
+    return write_clip(tmp_path_factory.mktemp("long") / "long.mp4", frames=LONG_FRAMES)
 
 
 def queue_length(service) -> int:
@@ -96,7 +97,7 @@ def test_killed_worker_job_is_redelivered_after_the_lease_and_completes(start_se
     done = service.wait_for_status(job_id, {"completed", "failed"}, timeout=240)
     assert done["status"] == "completed", done
     assert done["attempts"] == 2
-    assert service.client.get(f"/jobs/{job_id}/result").json()["video"]["frames"] == 600
+    assert service.client.get(f"/jobs/{job_id}/result").json()["video"]["frames"] == LONG_FRAMES
     assert service.backends.queue.peek_poison() == []
     wait_until(lambda: queue_length(service) == 0, 10, "the queue to drain")
 
@@ -109,7 +110,7 @@ def test_cancel_mid_run_stops_the_worker_which_serves_the_next_job(start_service
     assert response.status_code == 202 and response.json()["cancel_requested"] is True
     cancelled = service.wait_for_status(job_id, {"cancelled", "completed"}, timeout=60)
     assert cancelled["status"] == "cancelled"
-    assert cancelled["frames_done"] < 600
+    assert cancelled["frames_done"] < LONG_FRAMES
     assert service.client.get(f"/jobs/{job_id}/result").status_code == 409
 
     next_id = service.submit(small_clip)["job_id"]
@@ -231,9 +232,11 @@ def test_storage_outage_answers_503_and_the_worker_recovers(start_service, azuri
                                                              str(proxy.port), 1))
     try:
         service = start_service("azure", azure_storage_connection_string=proxied)
+        before_id = service.submit(small_clip)["job_id"]
+        service.wait_for_status(before_id, {"completed"})
         for proxy in proxies.values():
             proxy.cut()
-        outage = service.client.get("/jobs/anything")
+        outage = service.client.get(f"/jobs/{before_id}")
         assert outage.status_code == 503, outage.text
         assert "storage is unavailable" in outage.json()["error"]["message"]
         assert outage.headers["retry-after"]
