@@ -100,7 +100,9 @@ def _wait_until_listening(process: subprocess.Popen, ports: list[int], log: Path
             return True
         time.sleep(0.05)
     _stop(process)
-    pytest.fail(f"Azurite did not listen on {ports} within {AZURITE_START_TIMEOUT_S}s; log:\n{log.read_text()}")
+    pytest.fail(
+        f"Azurite did not listen on {ports} within {AZURITE_START_TIMEOUT_S}s; log:\n{log.read_text()}"
+    )
 
 
 def _start_azurite(workspace: Path) -> tuple[subprocess.Popen, list[int]]:
@@ -110,9 +112,15 @@ def _start_azurite(workspace: Path) -> tuple[subprocess.Popen, list[int]]:
         # No --location: Azurite refuses it together with --inMemoryPersistence. It runs
         # in the temp workspace instead, so nothing it might write lands in the repository.
         command = [str(AZURITE_BIN)]
-        for service, port in zip(("blob", "queue", "table"), ports):
+        for service, port in zip(("blob", "queue", "table"), ports, strict=True):
             command += [f"--{service}Host", "127.0.0.1", f"--{service}Port", str(port)]
-        command += ["--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"]
+        command += [
+            "--inMemoryPersistence",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--disableTelemetry",
+            "--silent",
+        ]
         with open(log, "w") as log_file:
             process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, cwd=workspace)
         if _wait_until_listening(process, ports, log):
@@ -188,6 +196,7 @@ def _drop_azure_resources(settings: Settings) -> None:
 @pytest.fixture
 def make_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeSettings]:
     """A factory ``make_settings(backend, **overrides)`` of isolated Settings (see module doc)."""
+
     def make(backend: str | StorageBackend = "local", **overrides) -> Settings:
         backend = StorageBackend(backend)
         fields: dict = {"storage_backend": backend}

@@ -51,6 +51,21 @@ def azure(make_settings):
     built.close()
 
 
+# --- the harness itself ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_missing_azurite_fails_under_ci_and_skips_locally(
+    monkeypatch, tmp_path: Path, ci: str, outcome
+) -> None:
+    import tests.fixtures_storage as harness
+
+    monkeypatch.setattr(harness, "AZURITE_BIN", tmp_path / "no-azurite-here")
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="npm ci"):
+        harness._require_azurite()
+
+
 # --- SAS URLs ----------------------------------------------------------------------------------
 
 
@@ -93,7 +108,9 @@ def test_garbage_connection_string_is_a_config_error() -> None:
 @azurite
 def test_unreachable_account_fails_within_seconds_naming_the_endpoint(make_settings) -> None:
     closed_port = _closed_port()
-    settings = make_settings("azure", azure_storage_connection_string=azurite_connection_string_for(*[closed_port] * 3))
+    settings = make_settings(
+        "azure", azure_storage_connection_string=azurite_connection_string_for(*[closed_port] * 3)
+    )
     started = time.monotonic()
     with pytest.raises(StorageUnavailable, match=f"127.0.0.1:{closed_port}"):
         build_backends(settings)
@@ -125,10 +142,17 @@ def test_invalid_resource_names_are_config_errors(make_settings, field: str, val
 
 def test_account_url_without_an_identity_is_a_config_error(monkeypatch) -> None:
     """Production auth (DefaultAzureCredential) with no identity available anywhere."""
-    for variable in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE"):
+    for variable in (
+        "AZURE_CLIENT_ID",
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_FEDERATED_TOKEN_FILE",
+    ):
         monkeypatch.delenv(variable, raising=False)
     settings = Settings(
-        _env_file=None, storage_backend="azure", azure_storage_account_url=f"https://127.0.0.1:{_closed_port()}/acct"
+        _env_file=None,
+        storage_backend="azure",
+        azure_storage_account_url=f"https://127.0.0.1:{_closed_port()}/acct",
     )
     with pytest.raises(ConfigError, match="credentials"):
         build_azure_backends(settings, AzureOptions(retry_total=0))

@@ -7,6 +7,7 @@ import hashlib
 import multiprocessing
 import os
 import resource
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -17,7 +18,7 @@ import pytest
 from core.backends import Backends, build_backends
 from core.backends.base import QueueMessage
 from core.config import Settings
-from core.errors import AlreadyExists, InvalidMessage, LeaseLost, NotFound, PreconditionFailed
+from core.errors import AlreadyExists, InvalidMessage, LeaseLost, NotFound, PreconditionFailed, StorageError
 from core.jobs import Job, JobMessage, JobParams, JobStatus, new_job_id
 
 pytestmark = pytest.mark.timeout(120)  # a hung SDK call fails its test instead of the session
@@ -82,6 +83,7 @@ def test_upload_overwrites(backends: Backends) -> None:
     backends.blobs.upload_stream("x/blob", [b"second"])
     assert read_all(backends.blobs.open_range("x/blob")) == b"second"
 
+
 def test_empty_blob(backends: Backends, tmp_path: Path) -> None:
     assert backends.blobs.upload_stream("x/empty", []).size == 0
     assert backends.blobs.info("x/empty").size == 0
@@ -92,7 +94,15 @@ def test_empty_blob(backends: Backends, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("start", "length"),
-    [(0, None), (1, None), (5_000_000, None), (123_456, 1_000_000), (4_999_999, 10), (17, 0), (6_000_000, None)],
+    [
+        (0, None),
+        (1, None),
+        (5_000_000, None),
+        (123_456, 1_000_000),
+        (4_999_999, 10),
+        (17, 0),
+        (6_000_000, None),
+    ],
 )
 def test_open_range_returns_exactly_the_requested_bytes(
     backends: Backends, start: int, length: int | None
@@ -121,8 +131,23 @@ def test_missing_blob_raises_not_found(backends: Backends, tmp_path: Path) -> No
     assert not backends.blobs.exists("jobs/nope/input")
 
 
+def test_unwritable_download_destination_is_not_mistaken_for_a_missing_blob(
+    backends: Backends, tmp_path: Path
+) -> None:
+    backends.blobs.upload_stream("x/here", [b"bytes"])
+    with pytest.raises(StorageError) as error:
+        backends.blobs.download_to_file("x/here", tmp_path / "no-such-folder" / "out")
+    assert not isinstance(error.value, NotFound)
+
+
 def test_list_by_prefix_in_path_order_and_delete_prefix(backends: Backends) -> None:
-    paths = ["jobs/a/input", "jobs/a/outputs/stats.json", "jobs/a/outputs/video.mp4", "jobs/a-b/input", "jobs/b/input"]
+    paths = [
+        "jobs/a/input",
+        "jobs/a/outputs/stats.json",
+        "jobs/a/outputs/video.mp4",
+        "jobs/a-b/input",
+        "jobs/b/input",
+    ]
     for path in reversed(paths):
         backends.blobs.upload_stream(path, [path.encode()])
 
@@ -270,7 +295,9 @@ def make_job(status: JobStatus = JobStatus.QUEUED, **fields) -> Job:
 
 
 def test_create_and_get_round_trip(backends: Backends) -> None:
-    job = make_job(params=JobParams(classes=["Cow", "sheep"], threshold=0.4), filename="field.mp4", size_bytes=99)
+    job = make_job(
+        params=JobParams(classes=["Cow", "sheep"], threshold=0.4), filename="field.mp4", size_bytes=99
+    )
     created = backends.jobs.create(job)
     assert created.etag
 
@@ -308,12 +335,36 @@ def test_update_is_conditional_on_the_etag(backends: Backends) -> None:
         backends.jobs.update(missing)
 
 
+def test_concurrent_modify_loses_no_update(backends: Backends) -> None:
+    """Two writers race on one record; conditional updates make every change land."""
+    job = backends.jobs.create(make_job())
+    rounds = 8
+
+    def bump(stored: Job) -> None:
+        stored.frames_done += 1
+
+    def writer() -> None:
+        for _ in range(rounds):
+            backends.jobs.modify(job.id, bump, attempts=50)
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert backends.jobs.get(job.id).frames_done == 2 * rounds
+
+
 def test_list_newest_first_with_status_filter_and_cursor(backends: Backends) -> None:
     statuses = [JobStatus.QUEUED, JobStatus.COMPLETED, JobStatus.FAILED] * 4 + [JobStatus.QUEUED]
     jobs = [backends.jobs.create(make_job(status)) for status in statuses]
     newest_first = sorted((job.id for job in jobs), reverse=True)
 
-    assert collect_pages(backends, status=None, limit=5) == [newest_first[:5], newest_first[5:10], newest_first[10:]]
+    assert collect_pages(backends, status=None, limit=5) == [
+        newest_first[:5],
+        newest_first[5:10],
+        newest_first[10:],
+    ]
 
     queued = sorted((job.id for job in jobs if job.status is JobStatus.QUEUED), reverse=True)
     assert collect_pages(backends, status=JobStatus.QUEUED, limit=2) == [queued[:2], queued[2:4], queued[4:]]

@@ -25,7 +25,9 @@ def build_azure_backends(settings: Settings, options: AzureOptions | None = None
     StorageUnavailable (the account cannot be reached), each naming what to fix."""
     options = options or AzureOptions()
     clients = build_clients(settings, options)
-    blobs = AzureBlobStore(clients.blob_service, settings.blob_container, options, clients.account_key, clients.credential)
+    blobs = AzureBlobStore(
+        clients.blob_service, settings.blob_container, options, clients.account_key, clients.credential
+    )
     queue = AzureJobQueue(clients.queue_service, settings.queue_name, settings.poison_queue_name)
     jobs = AzureJobStore(clients.table_service, settings.jobs_table)
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -105,7 +106,7 @@ class AzureBlobStore(BlobStore):
         blob = self._blob(path)
         with self._missing_is_not_found(path), azure_errors(f"downloading blob {path!r}", self.endpoint):
             downloader = blob.download_blob(max_concurrency=self._options.max_concurrency)
-            with open(destination, "wb") as out:
+            with _open_destination(destination) as out:
                 downloader.readinto(out)
             return _blob_info(path, downloader.properties)
 
@@ -188,7 +189,10 @@ class AzureBlobStore(BlobStore):
         with self._delegation_lock:
             key = self._delegation_key
             if key is None or _parse_time(key.signed_expiry) < expiry + SAS_CLOCK_SKEW:
-                lifetime = min(max(expiry - now + SAS_CLOCK_SKEW, DELEGATION_KEY_MIN_LIFETIME), DELEGATION_KEY_MAX_LIFETIME)
+                lifetime = min(
+                    max(expiry - now + SAS_CLOCK_SKEW, DELEGATION_KEY_MIN_LIFETIME),
+                    DELEGATION_KEY_MAX_LIFETIME,
+                )
                 with azure_errors("getting a user delegation key for SAS URLs", self.endpoint):
                     key = self._service.get_user_delegation_key(now - SAS_CLOCK_SKEW, now + lifetime)
                 self._delegation_key = key
@@ -209,23 +213,21 @@ class AzureBlobStore(BlobStore):
     def _blob(self, path: str):
         return self._container.get_blob_client(validate_blob_path(path))
 
-    def _missing_is_not_found(self, path: str):
-        return _RenameNotFound(f"blob {path!r} does not exist")
+    @staticmethod
+    @contextmanager
+    def _missing_is_not_found(path: str) -> Iterator[None]:
+        """Replace the SDK-flavoured NotFound message with a plain one."""
+        try:
+            yield
+        except NotFound:
+            raise NotFound(f"blob {path!r} does not exist") from None
 
 
-class _RenameNotFound:
-    """Replace the SDK-flavoured NotFound message with a plain one."""
-
-    def __init__(self, message: str) -> None:
-        self._message = message
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, exc, traceback) -> bool:
-        if kind is not None and issubclass(kind, NotFound):
-            raise NotFound(self._message) from None
-        return False
+def _open_destination(destination: Path) -> BinaryIO:
+    try:
+        return open(destination, "wb")
+    except OSError as exc:
+        raise StorageError(f"cannot write the download to {destination}: {exc.strerror}") from None
 
 
 class ChunkReader(io.RawIOBase):

@@ -56,12 +56,16 @@ def build_clients(settings: Settings, options: AzureOptions) -> AzureClients:
         return _from_connection_string(settings.azure_storage_connection_string, options)
     if settings.azure_storage_account_url:
         return _from_account_url(settings, options)
-    raise ConfigError("STORAGE_BACKEND=azure needs AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_URL")
+    raise ConfigError(
+        "STORAGE_BACKEND=azure needs AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_URL"
+    )
 
 
 def _storage_kwargs(options: AzureOptions, retry_class: type) -> dict[str, Any]:
     retry = retry_class(
-        backoff=options.retry_backoff_s, retry_total=options.retry_total, random_jitter_range=options.retry_backoff_s / 2
+        backoff=options.retry_backoff_s,
+        retry_total=options.retry_total,
+        random_jitter_range=options.retry_backoff_s / 2,
     )
     return {
         "retry_policy": retry,
@@ -111,11 +115,15 @@ def _from_account_url(settings: Settings, options: AzureOptions) -> AzureClients
 
     credential = DefaultAzureCredential()
     try:
-        blob_service = BlobServiceClient(settings.azure_storage_account_url, credential, **_blob_kwargs(options))
+        blob_service = BlobServiceClient(
+            settings.azure_storage_account_url, credential, **_blob_kwargs(options)
+        )
         queue_service = QueueServiceClient(
             settings.queue_account_url, credential, **_storage_kwargs(options, QueueRetry)
         )
-        table_service = TableServiceClient(settings.table_account_url, credential=credential, **_table_kwargs(options))
+        table_service = TableServiceClient(
+            settings.table_account_url, credential=credential, **_table_kwargs(options)
+        )
     except ValueError as exc:
         credential.close()
         raise ConfigError(

@@ -53,7 +53,9 @@ def convert(exc: AzureError, doing: str, endpoint: str) -> CattleCounterError:
     """The core error for an SDK exception raised while ``doing`` something at ``endpoint``."""
     where = f"{doing} at {endpoint}"
     if isinstance(exc, ClientAuthenticationError):
-        return ConfigError(f"Azure Storage refused our credentials while {where}: {summary(exc)}; {CREDENTIAL_HINT}")
+        return ConfigError(
+            f"Azure Storage refused our credentials while {where}: {summary(exc)}; {CREDENTIAL_HINT}"
+        )
     if isinstance(exc, ResourceNotFoundError):
         return NotFound(f"not found while {where}: {summary(exc)}")
     if isinstance(exc, ResourceExistsError):

@@ -103,10 +103,16 @@ class AzureJobStore(JobStore):
     def _insert_with_key(self, job: Job) -> Job | None:
         """Insert key + job in one transaction. Returns the stored job, the job that already
         holds the key, or None after removing an orphaned key (whose job was deleted)."""
-        key_entity = {"PartitionKey": PARTITION, "RowKey": idempotency_row_key(job.idempotency_key), "job_id": job.id}
+        key_entity = {
+            "PartitionKey": PARTITION,
+            "RowKey": idempotency_row_key(job.idempotency_key),
+            "job_id": job.id,
+        }
         with azure_errors(f"creating job {job.id}", self.endpoint):
             try:
-                results = self._table.submit_transaction([("create", key_entity), ("create", _job_entity(job))])
+                results = self._table.submit_transaction(
+                    [("create", key_entity), ("create", _job_entity(job))]
+                )
             except TableTransactionError as exc:
                 if not _is_already_exists(exc):
                     raise
@@ -122,7 +128,9 @@ class AzureJobStore(JobStore):
             return holder
         # The key outlived its job (a delete stopped half-way): free it, if nobody else did.
         try:
-            self._table.delete_entity(key_row, etag=key_row.metadata["etag"], match_condition=MatchConditions.IfNotModified)
+            self._table.delete_entity(
+                key_row, etag=key_row.metadata["etag"], match_condition=MatchConditions.IfNotModified
+            )
         except ResourceModifiedError:
             pass  # someone else re-used the key meanwhile; the retry will find their job
         return None
@@ -155,7 +163,9 @@ class AzureJobStore(JobStore):
         query, parameters = _list_filter(status, cursor)
         jobs: list[Job] = []
         with azure_errors("listing jobs", self.endpoint):
-            entities = self._table.query_entities(query, parameters=parameters, results_per_page=min(limit + 1, 1000))
+            entities = self._table.query_entities(
+                query, parameters=parameters, results_per_page=min(limit + 1, 1000)
+            )
             for entity in entities:
                 if len(jobs) == limit:
                     return JobPage(jobs=jobs, next_cursor=encode_cursor(jobs[-1].id))
@@ -174,7 +184,9 @@ class AzureJobStore(JobStore):
         with azure_errors(f"updating job {job.id}", self.endpoint):
             try:
                 metadata = self._table.update_entity(
-                    _job_entity(updated), mode=UpdateMode.REPLACE, etag=job.etag,
+                    _job_entity(updated),
+                    mode=UpdateMode.REPLACE,
+                    etag=job.etag,
                     match_condition=MatchConditions.IfNotModified,
                 )
             except ResourceNotFoundError:
@@ -203,7 +215,7 @@ class AzureJobStore(JobStore):
 
 def _is_already_exists(exc: TableTransactionError) -> bool:
     # error_code is a TableErrorCode enum or a plain string, depending on the SDK's path
-    return "entityalreadyexists" in str(exc.error_code).lower().replace("_", "").replace("tableerrorcode.", "")
+    return "entityalreadyexists" in str(exc.error_code).lower().replace("_", "")
 
 
 def _list_filter(status: JobStatus | None, cursor: str | None) -> tuple[str, dict[str, str]]:
@@ -225,8 +237,14 @@ def _job_entity(job: Job) -> dict[str, Any]:
     record = job.to_record()
     parts = [record[i : i + RECORD_PART_CHARS] for i in range(0, len(record), RECORD_PART_CHARS)] or [""]
     if len(parts) > MAX_RECORD_PARTS:
-        raise InvalidInput(f"job {job.id} record is {len(record)} characters, too large for Azure Table storage")
-    entity: dict[str, Any] = {"PartitionKey": PARTITION, "RowKey": row_key(job.id), "status": job.status.value}
+        raise InvalidInput(
+            f"job {job.id} record is {len(record)} characters, too large for Azure Table storage"
+        )
+    entity: dict[str, Any] = {
+        "PartitionKey": PARTITION,
+        "RowKey": row_key(job.id),
+        "status": job.status.value,
+    }
     entity["record"] = parts[0]
     for index, part in enumerate(parts[1:], start=1):
         entity[f"record_{index}"] = part

@@ -74,7 +74,9 @@ class AzureJobQueue(JobQueue):
             updated = self._queue.update_message(
                 message.id, pop_receipt=message.pop_receipt, visibility_timeout=seconds
             )
-        return QueueMessage(message.id, message.body, updated.pop_receipt, message.dequeue_count, updated.next_visible_on)
+        return QueueMessage(
+            message.id, message.body, updated.pop_receipt, message.dequeue_count, updated.next_visible_on
+        )
 
     def complete(self, message: QueueMessage) -> None:
         """Delete the message for good."""

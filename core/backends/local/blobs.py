@@ -154,8 +154,12 @@ class LocalBlobStore(BlobStore):
 
     def download_to_file(self, path: str, destination: Path) -> BlobInfo:
         """Copy the blob to ``destination`` in chunks. Raises NotFound."""
-        with self._open(path) as src, _os_errors(f"write {destination}"):
-            with open(destination, "wb") as dst:
+        with self._open(path) as src:
+            try:
+                dst = open(destination, "wb")
+            except OSError as exc:
+                raise StorageError(f"cannot write the download to {destination}: {exc.strerror}") from None
+            with dst, _os_errors(f"write {destination}"):
                 shutil.copyfileobj(src, dst, CHUNK_BYTES)
         return self.info(path)
 

@@ -69,7 +69,9 @@ class Database:
         with self.errors("switching the database to WAL mode"):
             mode = self.connection().execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
-            raise StorageError(f"SQLite at {self.path} refused WAL mode (got {mode!r}); is it on a network drive?")
+            raise StorageError(
+                f"SQLite at {self.path} refused WAL mode (got {mode!r}); is it on a network drive?"
+            )
         with self.errors("creating the tables"):
             self.connection().executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
 

@@ -11,6 +11,7 @@ because several processes share them.
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 import uuid
@@ -41,14 +42,8 @@ class LocalJobQueue(JobQueue):
     def _insert(self, queue: str, body: str) -> str:
         if not isinstance(body, str):
             raise InvalidInput(f"a queue message body must be text, got {type(body).__name__}")
-        message_id = str(uuid.uuid4())
-        now = time.time()
         with self._db.write() as conn:
-            conn.execute(
-                "INSERT INTO queue_messages (queue, id, body, visible_at, inserted_at) VALUES (?, ?, ?, ?, ?)",
-                (queue, message_id, body, now, now),
-            )
-        return message_id
+            return _insert_message(conn, queue, body)
 
     def receive(self, lease: timedelta) -> QueueMessage | None:
         """Claim the oldest visible message for ``lease``; None when none is visible."""
@@ -106,14 +101,10 @@ class LocalJobQueue(JobQueue):
         """Move the message to the poison queue in one transaction (never both, never neither)."""
         with self._db.write() as conn:
             self._delete_leased(conn, message)
-            now = time.time()
-            conn.execute(
-                "INSERT INTO queue_messages (queue, id, body, visible_at, inserted_at) VALUES (?, ?, ?, ?, ?)",
-                (self.poison_name, str(uuid.uuid4()), message.body, now, now),
-            )
+            _insert_message(conn, self.poison_name, message.body)
         self._notify_settled()
 
-    def _delete_leased(self, conn, message: QueueMessage) -> None:
+    def _delete_leased(self, conn: sqlite3.Connection, message: QueueMessage) -> None:
         deleted = conn.execute(
             "DELETE FROM queue_messages WHERE queue = ? AND id = ? AND pop_receipt = ?",
             (self.name, message.id, message.pop_receipt),
@@ -124,7 +115,9 @@ class LocalJobQueue(JobQueue):
     def approximate_length(self) -> int:
         """Messages in the queue, visible or leased (exact here)."""
         with self._db.read() as conn:
-            return conn.execute("SELECT count(*) FROM queue_messages WHERE queue = ?", (self.name,)).fetchone()[0]
+            return conn.execute(
+                "SELECT count(*) FROM queue_messages WHERE queue = ?", (self.name,)
+            ).fetchone()[0]
 
     def peek_poison(self, max_messages: int = 32) -> list[str]:
         """Bodies in the poison queue, oldest first."""
@@ -158,6 +151,16 @@ class LocalJobQueue(JobQueue):
     def close(self) -> None:
         """Close the shared database connections (Backends.close calls this once per store)."""
         self._db.close()
+
+
+def _insert_message(conn: sqlite3.Connection, queue: str, body: str) -> str:
+    """Add a visible message to ``queue`` inside the caller's transaction; returns its id."""
+    message_id, now = str(uuid.uuid4()), time.time()
+    conn.execute(
+        "INSERT INTO queue_messages (queue, id, body, visible_at, inserted_at) VALUES (?, ?, ?, ?, ?)",
+        (queue, message_id, body, now, now),
+    )
+    return message_id
 
 
 def _lease_seconds(lease: timedelta) -> float:
