@@ -1,11 +1,13 @@
 """Video fixtures: small generated clips (moving coloured rectangles) and broken files.
 
 Everything is generated with PyAV so the tests need no assets, except the real clip
-``/work/shared/assets/videos/vtest.avi`` (tests using ``vtest_video`` skip without it).
+``shared/assets/videos/vtest.avi`` beside the checkout (tests using ``vtest_video`` skip
+without it).
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -16,7 +18,9 @@ import av
 import numpy as np
 import pytest
 
-VTEST_PATH = Path("/work/shared/assets/videos/vtest.avi")
+# ../shared sits beside the checkout (CI clones main next to it); CATTLECOUNTER_SHARED overrides
+SHARED_DIR = Path(os.environ.get("CATTLECOUNTER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+VTEST_PATH = SHARED_DIR / "assets" / "videos" / "vtest.avi"
 
 
 @dataclass(frozen=True)
