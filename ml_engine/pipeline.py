@@ -18,6 +18,7 @@ are written to a temporary subdirectory and moved into ``output_dir`` only on su
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import queue
@@ -240,13 +241,13 @@ class _Run:
     def execute(self) -> tuple[dict[str, Any], dict[str, Path]]:
         labels = getattr(self.detector, "labels", {}) or {}
         self.outputs = OutputWriter(self.work_dir, labels, self.info.display_size)
+        # each thread runs in a copy of the caller's context, so log lines keep its job_id
         threads = [
             threading.Thread(
-                target=self._guard, args=(self._decode_stage,), name="cattlecounter-decode", daemon=True
-            ),
-            threading.Thread(
-                target=self._guard, args=(self._encode_stage,), name="cattlecounter-encode", daemon=True
-            ),
+                target=contextvars.copy_context().run, args=(self._guard, stage), name=name, daemon=True
+            )
+            for stage, name in ((self._decode_stage, "cattlecounter-decode"),
+                                (self._encode_stage, "cattlecounter-encode"))
         ]
         try:
             for thread in threads:
