@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from tests.fixtures_server import AllInOneServer
 from tests.fixtures_video import write_clip
@@ -42,14 +43,13 @@ STATUS_RANK = {"queued": 0, "processing": 1, "cancelling": 1, "completed": 2, "f
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
     if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing: install Debian's chromium (make browser) to run the dashboard tests"
+        message = f"{CHROMIUM} is missing: install Debian's chromium (make browser) for the dashboard tests"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                              args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
 
@@ -95,7 +95,7 @@ def screenshot(page, name: str) -> None:
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("dashboard-clips")
-    long_clip = write_clip(folder / "long-pasture.mp4", frames=400)  # 40 s: long enough to cancel mid-job
+    long_clip = write_clip(folder / "long-pasture.mp4", frames=600)  # 60 s: long enough to cancel mid-job
     return {
         "small": write_clip(folder / "pasture.mp4", frames=20),
         "big": write_padded_clip(folder / "big-pasture.mp4", DIRECT_UPLOAD_BYTES + 1024),
@@ -150,11 +150,10 @@ def statuses_seen(page, job_id: str) -> list[str]:
 
 def uploaded_job_ids(page, count: int) -> dict[str, str]:
     """Filename -> job id of the page's finished uploads, once ``count`` of them are done."""
-    from playwright.sync_api import expect
-
     done = page.locator("[data-testid=upload-item][data-state=done]")
     expect(done).to_have_count(count, timeout=30_000)
-    return {item.locator(".file-name").text_content(): item.get_attribute("data-job-id") for item in done.all()}
+    return {item.locator(".file-name").text_content(): item.get_attribute("data-job-id")
+            for item in done.all()}
 
 
 def text_of(page, test_id: str) -> str:
@@ -168,8 +167,6 @@ def test_upload_watch_progress_and_open_the_result(page, allinone_server, clips)
     """The main journey: choose two videos (one big enough for the direct-upload path), set a
     counting line, cancel the queued one, watch the other complete and open it: the video plays
     and the numbers shown are stats.json's."""
-    from playwright.sync_api import expect
-
     put_requests: list[str] = []
     page.on("request", lambda request: request.method == "PUT" and put_requests.append(request.url))
     record_status_changes(page)
@@ -218,13 +215,12 @@ def test_upload_watch_progress_and_open_the_result(page, allinone_server, clips)
 
 
 def check_result_view(page, stats: dict) -> None:
-    from playwright.sync_api import expect
-
     counts = stats["counts"]
     assert text_of(page, "count-total") == str(counts["total_unique"])
     assert text_of(page, "count-peak") == str(counts["peak"]["count"])
     for name, unique in counts["by_class"].items():
-        expect(page.get_by_test_id("count-by-class").locator("tr", has_text=name)).to_contain_text(str(unique))
+        class_row = page.get_by_test_id("count-by-class").locator("tr", has_text=name)
+        expect(class_row).to_contain_text(str(unique))
     line = stats["lines"][0]
     expect(page.get_by_test_id("line-counts").locator("tbody td")).to_have_text(
         [line["name"], str(line["in_total"]), str(line["out_total"])])
@@ -235,14 +231,16 @@ def check_result_view(page, stats: dict) -> None:
     chart = page.get_by_test_id("count-chart").locator("svg")
     expect(chart).to_be_visible()
     assert chart.locator("path.chart-line").get_attribute("d").count("L") == len(stats["timeline"]) - 1
-    expect(page.get_by_test_id("track-table").locator("tbody tr")).to_have_count(min(len(stats["tracks"]), 500))
+    track_rows = page.get_by_test_id("track-table").locator("tbody tr")
+    expect(track_rows).to_have_count(min(len(stats["tracks"]), 500))  # the page shows at most 500
 
 
 def check_video_plays(page, stats: dict) -> None:
     """Debian's Chromium decodes H.264 (proprietary codecs are enabled in its build), so the
     annotated video must buffer and play, and its duration must match stats.json."""
     video = page.get_by_test_id("result-video")
-    assert video.evaluate("""v => v.canPlayType('video/mp4; codecs="avc1.42E01E"')""") in ("probably", "maybe")
+    can_play_h264 = video.evaluate("""v => v.canPlayType('video/mp4; codecs="avc1.42E01E"')""")
+    assert can_play_h264 in ("probably", "maybe")
     page.wait_for_function(
         "() => document.querySelector('[data-testid=result-video]').readyState >= 3", timeout=UI_TIMEOUT_MS)
     duration = video.evaluate("v => v.duration")
@@ -271,11 +269,42 @@ def check_downloads(page, server: AllInOneServer) -> None:
         assert response.headers["content-disposition"].startswith("attachment")
 
 
+def test_keyboard_use_and_form_checks(page, allinone_server, clips):
+    """Keyboard only: the picker opens from its button, fields follow in order, Enter submits,
+    and a bad value is named, marked invalid and focused; nothing reaches the server."""
+    jobs_before = len(allinone_server.client.get("/jobs").json()["jobs"])
+    page.get_by_test_id("choose-button").focus()
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    chooser.value.set_files(clips["small"])
+    expect(page.get_by_test_id("selected-file")).to_have_count(1)
+
+    page.keyboard.press("Tab")  # the file's Remove button
+    page.keyboard.press("Tab")
+    page.keyboard.type("cow")
+    expect(page.get_by_label("Classes")).to_have_value("cow")
+    page.keyboard.press("Tab")
+    page.keyboard.type("2")
+    page.keyboard.press("Enter")
+    threshold = page.get_by_label("Confidence threshold")
+    expect(page.get_by_test_id("form-error")).to_have_text(
+        "The confidence threshold must be a number from 0 to 1.")
+    expect(threshold).to_have_attribute("aria-invalid", "true")
+    expect(threshold).to_be_focused()
+    assert threshold.evaluate("el => getComputedStyle(el).outlineStyle") != "none"  # a visible focus ring
+
+    threshold.fill("0.4")
+    page.get_by_label("Counting line").fill("10,10,10,10")
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("form-error")).to_contain_text("two different points")
+    expect(page.get_by_label("Counting line")).to_be_focused()
+    expect(page.get_by_test_id("upload-item")).to_have_count(0)
+    assert len(allinone_server.client.get("/jobs").json()["jobs"]) == jobs_before
+
+
 def test_failed_job_shows_its_error(page, allinone_server, clips):
     """A video dropped on the page with a class the model does not know: the API accepts it,
     the worker rejects it, and the page shows the worker's message in the list and the job."""
-    from playwright.sync_api import expect
-
     page.get_by_label("Classes").fill("unicorn")
     drop_file(page, clips["small"], name="unicorn-hunt.mp4")
     expect(page.get_by_test_id("selected-file")).to_contain_text(["unicorn-hunt.mp4"])
@@ -305,7 +334,8 @@ def drop_file(page, path: Path, name: str) -> None:
             const transfer = new DataTransfer();
             transfer.items.add(new File([bytes], name, {type: 'video/mp4'}));
             for (const type of ['dragenter', 'dragover', 'drop']) {
-                zone.dispatchEvent(new DragEvent(type, {dataTransfer: transfer, bubbles: true, cancelable: true}));
+                const init = {dataTransfer: transfer, bubbles: true, cancelable: true};
+                zone.dispatchEvent(new DragEvent(type, init));
             }
         }""",
         [payload, name],
@@ -313,8 +343,6 @@ def drop_file(page, path: Path, name: str) -> None:
 
 
 def test_cancel_a_running_job_then_delete_it(page, allinone_server, clips):
-    from playwright.sync_api import expect
-
     page.get_by_test_id("file-input").set_input_files(clips["long"])
     page.get_by_test_id("submit-button").click()
     job_id = uploaded_job_ids(page, 1)["long-pasture.mp4"]
@@ -324,7 +352,8 @@ def test_cancel_a_running_job_then_delete_it(page, allinone_server, clips):
     page.wait_for_function(  # the worker has reported progress, with speed and time left
         """id => { const row = document.querySelector(`[data-testid=job-row][data-job-id="${id}"]`);
                    const bar = row.querySelector('[data-testid=job-progress]');
-                   return bar.value > 0 && bar.value < 1 && /fps/.test(row.textContent) && /left/.test(row.textContent); }""",
+                   const text = row.textContent;
+                   return bar.value > 0 && bar.value < 1 && /fps/.test(text) && /left/.test(text); }""",
         arg=job_id, timeout=JOB_TIMEOUT_MS)
     screenshot(page, "job-list-progress")
 
@@ -344,8 +373,6 @@ def test_cancel_a_running_job_then_delete_it(page, allinone_server, clips):
 
 
 def test_api_key_is_asked_for_once(browser, allinone_server):
-    from playwright.sync_api import expect
-
     context = open_context(browser, allinone_server, api_key=None)
     errors = PageErrors()
     try:
