@@ -155,19 +155,34 @@ class Detector:
         return [self._to_detections(result, image.shape, wanted) for result, image in zip(results, images)]
 
     @torch.inference_mode()
-    def _infer(self, images: list[np.ndarray], threshold: float) -> list[dict[str, torch.Tensor]]:
+    def prepare(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """The model inputs for a batch of frames (``pixel_values``, and ``pixel_mask`` when the
+        checkpoint pads), on the model's device. Split out of ``detect`` for benchmarks."""
         pixel_values, pixel_mask = self._preprocess(images)
         inputs = {"pixel_values": pixel_values}
         if self._passes_pixel_mask and pixel_mask is not None:
             inputs["pixel_mask"] = pixel_mask
+        return inputs
+
+    @torch.inference_mode()
+    def forward(self, inputs: dict[str, torch.Tensor]) -> Any:
+        """Run the model (with autocast where configured) on inputs from ``prepare``; raw outputs.
+
+        Raises ModelError when the device runs out of memory.
+        """
         try:
             with self._autocast():
-                outputs = self._model(**inputs)
+                return self._model(**inputs)
         except torch.OutOfMemoryError as exc:
+            batch = len(inputs["pixel_values"])
             raise ModelError(
-                f"out of memory running {self.model_id} on {self.device} with a batch of {len(images)}; "
+                f"out of memory running {self.model_id} on {self.device} with a batch of {batch}; "
                 "lower BATCH_SIZE or INPUT_SIZE"
             ) from exc
+
+    @torch.inference_mode()
+    def _infer(self, images: list[np.ndarray], threshold: float) -> list[dict[str, torch.Tensor]]:
+        outputs = self.forward(self.prepare(images))
         # post-processing in float32 whatever the autocast dtype was
         outputs["logits"] = outputs.logits.float()
         outputs["pred_boxes"] = outputs.pred_boxes.float()

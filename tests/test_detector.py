@@ -112,7 +112,7 @@ def test_torch_preprocessing_gives_the_processors_pixels(checkpoints, real_frame
     detector = Detector.load(str(checkpoints[arch]), device="cpu")
     processor = AutoImageProcessor.from_pretrained(checkpoints[arch])
     expected = processor(images=[real_frames[0]], return_tensors="pt")["pixel_values"]
-    ours, _ = detector._preprocess([real_frames[0]])
+    ours = detector.prepare([real_frames[0]])["pixel_values"]
     assert ours.shape == expected.shape
     # at most one grey level apart (PIL rounds its resized pixels, torch's kernel may round the other way)
     one_level = 1 / 255 / min(detector.spec.image_std if detector.spec.do_normalize else (1.0,))
@@ -147,7 +147,8 @@ def test_other_detr_family_checkpoints_match_their_pipeline(checkpoints, real_fr
 def test_detr_batch_of_different_sizes_is_padded_like_the_processor(checkpoints, real_frames):
     images = [real_frames[0], np.ascontiguousarray(real_frames[1][:300, :500])]
     detector = Detector.load(str(checkpoints["detr"]), device="cpu")
-    pixel_values, pixel_mask = detector._preprocess(images)
+    inputs = detector.prepare(images)
+    pixel_values, pixel_mask = inputs["pixel_values"], inputs.get("pixel_mask")
     assert pixel_mask is not None and pixel_mask.shape == (2, *pixel_values.shape[-2:])
     assert (pixel_mask[0] == 0).any()  # the 768x576 frame (resized to 426x320) is padded to 533 wide
     ours = detector.detect(images, threshold=0.0)
@@ -269,12 +270,12 @@ def test_loaded_detector_describes_itself(tiny_rtdetr_detector):
 
 def test_input_size_override(checkpoints, real_frames):
     rtdetr = Detector.load(str(checkpoints["rt_detr_v2"]), device="cpu", input_size=256)
-    pixels, _ = rtdetr._preprocess(real_frames[:1])
+    pixels = rtdetr.prepare(real_frames[:1])["pixel_values"]
     assert pixels.shape[-2:] == (256, 256)
     (detections,) = rtdetr.detect(real_frames[:1], threshold=0.0)
     assert len(detections) > 0 and detections.xyxy[:, 2].max() > 256  # still in frame pixels (768 wide)
     detr = Detector.load(str(checkpoints["detr"]), device="cpu", input_size=160)
-    pixels, _ = detr._preprocess(real_frames[:1])
+    pixels = detr.prepare(real_frames[:1])["pixel_values"]
     assert pixels.shape[-2:] == (160, 213)  # shortest edge 160, aspect kept
 
 
