@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import BinaryIO
@@ -133,6 +134,19 @@ class _FormCollector:
             self._sink = None
 
 
+async def _batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Regroup the server's small body chunks (~64 KiB) into ~1 MiB batches, so the disk
+    writes handed to worker threads are few and large."""
+    pending = bytearray()
+    async for chunk in chunks:
+        pending += chunk
+        if len(pending) >= WRITE_BATCH_BYTES:
+            yield bytes(pending)
+            pending.clear()
+    if pending:
+        yield bytes(pending)
+
+
 def multipart_boundary(request: Request) -> bytes:
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in options:
@@ -157,14 +171,8 @@ async def receive_multipart(request: Request, scratch_dir: Path, max_file_bytes:
     collector = _FormCollector(scratch_dir, max_file_bytes)
     parser = MultipartParser(multipart_boundary(request), collector.callbacks())
     try:
-        pending = bytearray()
-        async for chunk in request.stream():
-            pending += chunk
-            if len(pending) >= WRITE_BATCH_BYTES:
-                await anyio.to_thread.run_sync(parser.write, bytes(pending))
-                pending.clear()
-        if pending:
-            await anyio.to_thread.run_sync(parser.write, bytes(pending))
+        async for batch in _batches(request.stream()):
+            await anyio.to_thread.run_sync(parser.write, batch)
         parser.finalize()
     except (InvalidInput, UploadTooLarge):
         collector.close()
@@ -184,17 +192,11 @@ async def receive_raw_body(request: Request, destination: Path, max_bytes: int) 
     size = 0
     try:
         with destination.open("wb") as sink:
-            pending = bytearray()
-            async for chunk in request.stream():
-                size += len(chunk)
+            async for batch in _batches(request.stream()):
+                size += len(batch)
                 if size > max_bytes:
                     raise UploadTooLarge(f"the upload is larger than the limit of {max_bytes} bytes")
-                pending += chunk
-                if len(pending) >= WRITE_BATCH_BYTES:
-                    await anyio.to_thread.run_sync(sink.write, bytes(pending))
-                    pending.clear()
-            if pending:
-                await anyio.to_thread.run_sync(sink.write, bytes(pending))
+                await anyio.to_thread.run_sync(sink.write, batch)
     except BaseException:
         destination.unlink(missing_ok=True)
         raise
