@@ -11,6 +11,7 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
+import psutil
 import pytest
 
 from core.backends import build_backends
@@ -208,6 +209,25 @@ def test_wait_drained_wakes_when_a_consumer_empties_the_queue(local) -> None:
     consumer.start()
     assert queue.wait_drained(timeout=30) is True
     consumer.join()
+
+
+def test_connections_of_finished_threads_are_closed(local) -> None:
+    """API thread pools retire idle threads; their SQLite connections must not pile up."""
+    process = psutil.Process()
+
+    def one_query() -> None:
+        local.jobs.list(limit=1)
+
+    def run_in_fresh_threads(count: int) -> None:
+        for _ in range(count):
+            thread = threading.Thread(target=one_query)
+            thread.start()
+            thread.join()
+
+    run_in_fresh_threads(5)
+    before = process.num_fds()
+    run_in_fresh_threads(100)
+    assert process.num_fds() - before < 10
 
 
 # --- failures are typed and say what went wrong -----------------------------------------------

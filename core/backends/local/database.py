@@ -14,6 +14,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import StorageError, StorageUnavailable
@@ -56,7 +57,7 @@ class Database:
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: list[_Owned] = []  # every connection opened, and who opened it
         self._all_lock = threading.Lock()
         self._closed = False
 
@@ -95,7 +96,8 @@ class Database:
             # WAL + NORMAL survives a crashed process; only a power cut can lose the last commits.
             conn.execute("PRAGMA synchronous = NORMAL")
         with self._all_lock:
-            self._all.append(conn)
+            self._all = [owned for owned in self._all if owned.keep()]
+            self._all.append(_Owned(conn, threading.current_thread(), os.getpid()))
         return conn
 
     @contextmanager
@@ -136,9 +138,32 @@ class Database:
         """Close every connection this object opened (from any thread)."""
         self._closed = True
         with self._all_lock:
-            connections, self._all = self._all, []
-        for conn in connections:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass  # closing a connection another thread is using; it is going away anyway
+            owned, self._all = self._all, []
+        for entry in owned:
+            if entry.pid == os.getpid():
+                _close_quietly(entry.conn)
+
+
+@dataclass(frozen=True)
+class _Owned:
+    conn: sqlite3.Connection
+    thread: threading.Thread
+    pid: int
+
+    def keep(self) -> bool:
+        """Whether to keep tracking this connection. Thread pools (anyio's, for one) retire idle
+        threads and start new ones, so connections of finished threads are closed here or
+        they would pile up; ones inherited through fork belong to the parent: left alone."""
+        if self.pid != os.getpid():
+            return False
+        if not self.thread.is_alive():
+            _close_quietly(self.conn)
+            return False
+        return True
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    try:
+        conn.close()
+    except sqlite3.Error:
+        pass  # another thread is mid-statement on it; the connection is going away anyway

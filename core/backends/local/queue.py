@@ -37,19 +37,16 @@ class LocalJobQueue(JobQueue):
 
     def send(self, body: str) -> str:
         """Enqueue ``body``; returns the new message's id."""
-        return self._insert(self.name, body)
-
-    def _insert(self, queue: str, body: str) -> str:
         if not isinstance(body, str):
             raise InvalidInput(f"a queue message body must be text, got {type(body).__name__}")
         with self._db.write() as conn:
-            return _insert_message(conn, queue, body)
+            return _insert_message(conn, self.name, body)
 
     def receive(self, lease: timedelta) -> QueueMessage | None:
         """Claim the oldest visible message for ``lease``; None when none is visible."""
         seconds = _lease_seconds(lease)
-        now = time.time()
         with self._db.write() as conn:
+            now = time.time()  # read after taking the lock: waiting for it must not shorten the lease
             row = conn.execute(
                 """
                 UPDATE queue_messages
@@ -68,13 +65,14 @@ class LocalJobQueue(JobQueue):
         seconds = _lease_seconds(lease)
         receipt = _new_receipt()
         with self._db.write() as conn:
+            visible_at = time.time() + seconds
             row = conn.execute(
                 """
                 UPDATE queue_messages SET visible_at = ?, pop_receipt = ?
                  WHERE queue = ? AND id = ? AND pop_receipt = ?
              RETURNING visible_at
                 """,
-                (time.time() + seconds, receipt, self.name, message.id, message.pop_receipt),
+                (visible_at, receipt, self.name, message.id, message.pop_receipt),
             ).fetchone()
         if row is None:
             raise _lease_lost(message)
