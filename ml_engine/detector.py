@@ -115,7 +115,10 @@ class Detector:
             model = _load_model(model_id, source, revision, config)
             processor = _load_processor(model_id, source, revision)
         spec = spec_from_processor(processor, input_size)
-        model.to(torch_device)
+        try:
+            model.to(torch_device)
+        except (RuntimeError, torch.OutOfMemoryError) as exc:
+            raise ModelError(f"could not move model {model_id} to {torch_device}: {exc}") from exc
         detector = cls(model_id, model, processor, spec, torch_device, autocast_dtype)
         log.info(
             "loaded model %s on %s (%s, input %s%s)",
@@ -137,7 +140,8 @@ class Detector:
         Parameters:
             images: HxWx3 uint8 RGB frames (sizes may differ).
             threshold: keep detections whose score is above this (0..1).
-            class_names: keep only these classes (label names, case-insensitive); None keeps all.
+            class_names: keep only these classes (label names, case-insensitive); None or an
+                empty collection keeps all (as an empty CLASSES setting does).
 
         Returns:
             One ``sv.Detections`` per image: ``xyxy`` float32 in that image's pixels (clipped
@@ -148,7 +152,7 @@ class Detector:
             ModelError: the model failed to run (e.g. out of GPU memory).
         """
         _check_threshold(threshold)
-        wanted = self.class_ids(class_names) if class_names is not None else None
+        wanted = self.class_ids(class_names) if class_names else None
         if not images:
             return []
         results = self._infer(images, threshold)
@@ -218,6 +222,8 @@ class Detector:
 
         Raises InvalidInput naming the valid labels when a name is not one of the model's.
         """
+        if isinstance(class_names, str):  # one name, not an iterable of letters
+            class_names = [class_names]
         ids: set[int] = set()
         unknown = []
         for name in class_names:

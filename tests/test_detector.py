@@ -220,6 +220,14 @@ def test_class_filter_is_case_insensitive(tiny_rtdetr_detector):
         assert len(nothing) == 0
 
 
+def test_no_class_filter_and_an_empty_one_both_keep_everything(tiny_rtdetr_detector):
+    frame = synthetic_frame()
+    (everything,) = tiny_rtdetr_detector.detect([frame], threshold=0.0)
+    (empty_filter,) = tiny_rtdetr_detector.detect([frame], threshold=0.0, class_names=[])
+    assert len(empty_filter) == len(everything) > 0
+    assert tiny_rtdetr_detector.class_ids("Sheep") == {1}  # one name given as a plain string
+
+
 def test_unknown_class_name_is_rejected_naming_the_valid_ones(tiny_rtdetr_detector):
     with pytest.raises(InvalidInput) as raised:
         tiny_rtdetr_detector.detect([synthetic_frame()], threshold=0.5, class_names=["cow", "zebra"])
@@ -333,6 +341,15 @@ def test_unavailable_device_and_bad_dtype_are_config_errors(tiny_rtdetr_dir):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             Detector.load(str(tiny_rtdetr_dir), device="cuda")
+
+
+def test_autocast_path_runs_and_returns_float32(tiny_rtdetr_dir):
+    # CUDA uses bf16/fp16 autocast; CPU autocast runs the same code path here
+    detector = Detector.load(str(tiny_rtdetr_dir), device="cpu", dtype="bfloat16")
+    assert detector.dtype == "bfloat16" and detector.describe()["dtype"] == "bfloat16"
+    (detections,) = detector.detect([synthetic_frame()], threshold=0.0)
+    assert len(detections) > 0
+    assert detections.xyxy.dtype == np.float32 and detections.confidence.dtype == np.float32
 
 
 def test_package_import_does_not_pull_in_torch():
