@@ -30,7 +30,7 @@ from core.backends.azure.clients import AzureOptions
 from core.backends.azure.errors import azure_errors
 from core.backends.azure.uploads import upload_in_blocks
 from core.backends.base import BlobInfo, BlobStore
-from core.backends.local.blobs import validate_blob_path, validate_blob_prefix
+from core.backends.paths import validate_blob_path, validate_blob_prefix
 from core.errors import InvalidInput, NotFound, StorageError
 
 SAS_CLOCK_SKEW = timedelta(minutes=5)  # start SAS validity a little in the past

@@ -20,45 +20,11 @@ from typing import BinaryIO
 
 from core.backends.base import BlobInfo, BlobStore
 from core.backends.local.database import Database
+from core.backends.paths import validate_blob_path, validate_blob_prefix
 from core.errors import AlreadyExists, InvalidInput, NotFound, StorageError, StorageUnavailable
 
 CHUNK_BYTES = 1024 * 1024
 TEMP_SUFFIX = ".partial"
-
-
-def validate_blob_path(path: str) -> str:
-    """Return ``path`` if it is a safe relative blob path, else raise InvalidInput.
-
-    Rejected: empty, absolute, backslashes, NUL, empty / ``.`` / ``..`` segments, and
-    segments starting with ``.`` (hidden names are reserved for in-progress writes).
-    """
-    if not isinstance(path, str) or not path:
-        raise InvalidInput("a blob path must be a non-empty string")
-    _reject_unsafe_characters(path)
-    for segment in path.split("/"):
-        if not segment or segment.startswith("."):
-            raise InvalidInput(f"invalid blob path {path!r}: empty, '.', '..' or hidden path segment")
-    return path
-
-
-def validate_blob_prefix(prefix: str) -> str:
-    """Like validate_blob_path, but "" and a trailing '/' are allowed."""
-    if prefix == "":
-        return prefix
-    _reject_unsafe_characters(prefix)
-    segments = prefix.split("/")
-    if prefix.endswith("/"):
-        segments = segments[:-1]
-    if any(segment in ("", ".", "..") for segment in segments):
-        raise InvalidInput(f"invalid blob prefix {prefix!r}: empty, '.' or '..' path segment")
-    return prefix
-
-
-def _reject_unsafe_characters(path: str) -> None:
-    if path.startswith("/"):
-        raise InvalidInput(f"invalid blob path {path!r}: must be relative")
-    if "\\" in path or "\x00" in path:
-        raise InvalidInput(f"invalid blob path {path!r}: backslashes and NUL are not allowed")
 
 
 @contextmanager
