@@ -126,7 +126,7 @@ def throughput_benchmark(args: argparse.Namespace, model: str) -> dict[str, Any]
     print(f"video {video}\nmodel {model}  batch {args.batch_size}  device {args.device}  "
           f"threshold {args.threshold}\n")
     results = {mode: run_in_subprocess(mode, args, model, video) for mode in modes}
-    print_table(results.values())
+    print_table(results)
     ratios = {}
     if "pipeline" in results and "naive" in results:
         ratios["pipeline_over_naive"] = results["pipeline"].fps / results["naive"].fps
@@ -148,11 +148,12 @@ def throughput_benchmark(args: argparse.Namespace, model: str) -> dict[str, Any]
     }
 
 
-def print_table(results: Any) -> None:
-    print(f"{'mode':<11} {'frames':>6} {'seconds':>8} {'frames/s':>9} {'cpu ms/frame':>13} "
+def print_table(results: dict[str, ModeResult]) -> None:
+    """One row per run: label, frames, wall seconds, frames/s, CPU ms per frame, peak RSS, load."""
+    print(f"{'run':<13} {'frames':>6} {'seconds':>8} {'frames/s':>9} {'cpu ms/frame':>13} "
           f"{'peak RSS MB':>12} {'load avg':>11}")
-    for r in results:
-        print(f"{r.mode:<11} {r.frames:>6} {r.seconds:>8.2f} {r.fps:>9.2f} {r.cpu_ms_per_frame:>13.1f} "
+    for label, r in results.items():
+        print(f"{label:<13} {r.frames:>6} {r.seconds:>8.2f} {r.fps:>9.2f} {r.cpu_ms_per_frame:>13.1f} "
               f"{r.peak_rss_mb:>12.0f} {r.load_before:>5.1f}/{r.load_after:<5.1f}")
 
 
@@ -168,8 +169,8 @@ def memory_benchmark(args: argparse.Namespace, model: str) -> dict[str, Any]:
     for length in minutes:
         video = synthetic_video(width, height, args.memory_fps, length * 60)
         worker_args = argparse.Namespace(**{**vars(args), "stride": args.memory_stride})
-        runs[f"{length:g} min"] = run_in_subprocess("pipeline", worker_args, model, video)
-    print_table(runs.values())
+        runs[f"pipeline {length:g}m"] = run_in_subprocess("pipeline", worker_args, model, video)
+    print_table(runs)
     labels = list(runs)
     growth = runs[labels[-1]].peak_rss_mb - runs[labels[0]].peak_rss_mb
     print(f"\npeak RSS {labels[-1]} - {labels[0]}: {growth:+.0f} MB (target: within {MEMORY_TARGET_MB:.0f} MB)"
@@ -195,12 +196,18 @@ def run_in_subprocess(mode: str, args: argparse.Namespace, model: str, video: Pa
     if args.input_size:
         command += ["--input-size", str(args.input_size)]
     print(f"running {mode} ...", flush=True)
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=worker_environment())
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         sys.stderr.write(done.stderr[-4000:])
         raise SystemExit(f"{mode} run failed (exit status {done.returncode})")
     return ModeResult(**json.loads(lines[-1].removeprefix("RESULT ")))
+
+
+def worker_environment() -> dict[str, str]:
+    """Every mode runs under the same OpenMP wait policy: the one ml_engine sets (PASSIVE) unless
+    the caller chose one, so the comparison measures the code, not an environment variable."""
+    return {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 
 
 def run_mode(args: argparse.Namespace) -> ModeResult:
@@ -423,6 +430,7 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "input_size": args.input_size,
         "arch_size": None if args.model else args.arch_size,
+        "omp_wait_policy": worker_environment()["OMP_WAIT_POLICY"],
     }
 
 

@@ -14,7 +14,16 @@ from their modules on first use.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# The pipeline runs video decode and H.264 encode threads beside torch's OpenMP pool. With
+# OpenMP's default wait policy idle torch workers spin at every barrier and starve those
+# threads: on a 2-core CPU that made the pipeline 2-4x slower in bench/pipeline_bench.py
+# (several times the CPU per frame). PASSIVE lets them sleep. It only takes effect if set
+# before torch is first imported (no ml_engine module imports torch at package import), and
+# an explicit OMP_WAIT_POLICY in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _LAZY_EXPORTS = {
     "Detector": "ml_engine.detector",

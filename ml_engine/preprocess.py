@@ -206,7 +206,7 @@ class Preprocessor:
         if self._resize_uint8:
             small = _interpolate(image, (out_h, out_w), "bilinear") if (out_h, out_w) != (height, width) else image
             return self._normalise(small.to(self.device).float())
-        pixels = image.to(self.device, non_blocking=True).float()
+        pixels = image.to(self.device).float()
         if (out_h, out_w) != (height, width):
             # round to whole grey levels as the PIL reference processor does (it resizes uint8 images)
             pixels = _interpolate(pixels, (out_h, out_w), self.spec.interpolation).round_().clamp_(0, 255)

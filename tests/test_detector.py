@@ -352,9 +352,20 @@ def test_autocast_path_runs_and_returns_float32(tiny_rtdetr_dir):
     assert detections.xyxy.dtype == np.float32 and detections.confidence.dtype == np.float32
 
 
-def test_package_import_does_not_pull_in_torch():
+def test_package_import_does_not_pull_in_torch_and_tames_openmp():
+    import os
     import subprocess
     import sys
 
-    code = "import sys, ml_engine; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+    repo = Path(__file__).resolve().parents[1]
+    code = (
+        "import os, sys, ml_engine; assert 'torch' not in sys.modules and 'transformers' not in sys.modules; "
+        "print(os.environ['OMP_WAIT_POLICY'])"
+    )
+    environment = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    default = subprocess.run([sys.executable, "-c", code], cwd=repo, env=environment, capture_output=True, text=True)
+    assert default.returncode == 0, default.stderr
+    assert default.stdout.strip() == "PASSIVE"
+    chosen = subprocess.run([sys.executable, "-c", code], cwd=repo, env={**environment, "OMP_WAIT_POLICY": "ACTIVE"},
+                            capture_output=True, text=True)
+    assert chosen.stdout.strip() == "ACTIVE"  # an explicit choice wins
