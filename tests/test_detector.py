@@ -23,8 +23,6 @@ from ml_engine.detector import Detector
 from ml_engine.preprocess import resized_size, spec_from_processor
 from ml_engine.tiny_model import DEFAULT_LABELS, build_tiny_checkpoint
 
-VTEST = Path("/work/shared/assets/videos/vtest.avi")
-
 BOX_TOLERANCE_PX = 1.0  # on 768x576 frames
 SCORE_TOLERANCE = 0.01
 
@@ -33,13 +31,11 @@ SCORE_TOLERANCE = 0.01
 
 
 @pytest.fixture(scope="module")
-def real_frames() -> list[np.ndarray]:
-    """Frames 0, 40 and 80 of the real test clip (people walking), RGB."""
-    if not VTEST.exists():
-        pytest.skip(f"real test footage {VTEST} is not present")
+def real_frames(vtest_video: Path) -> list[np.ndarray]:
+    """Frames 0, 40 and 80 of the real test clip (people walking), RGB; skips without the clip."""
     wanted = {0, 40, 80}
     frames = []
-    with av.open(str(VTEST)) as container:
+    with av.open(str(vtest_video)) as container:
         for index, frame in enumerate(container.decode(video=0)):
             if index in wanted:
                 frames.append(frame.to_ndarray(format="rgb24"))
