@@ -57,8 +57,8 @@ def main() -> None:
         ours = Preprocessor(spec_from_processor(processor), torch.device("cpu"))
         for label, (height, width) in FRAME_SIZES.items():
             frame = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-            theirs_ms = median_ms(lambda: processor(images=[frame], return_tensors="pt"), args.repeats)
-            ours_ms = median_ms(lambda: ours([frame]), args.repeats)
+            theirs_ms = median_ms(lambda p=processor, f=frame: p(images=[f], return_tensors="pt"), args.repeats)
+            ours_ms = median_ms(lambda o=ours, f=frame: o([f]), args.repeats)
             print(f"{name:20s} {label:6s} {theirs_ms:16.1f} {ours_ms:13.1f} {theirs_ms / ours_ms:8.1f}x")
 
 

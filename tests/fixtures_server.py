@@ -19,13 +19,13 @@ import httpx
 import pytest
 
 from tests.fixtures_service import Process, free_port
-from tests.waiting import wait_until
+from tests.waiting import answers, wait_for_job_status, wait_until
 
 START_TIMEOUT_S = 90.0  # importing torch on a busy 2-core machine takes a while
 STOP_TIMEOUT_S = 15.0
 LOG_TAIL_CHARS = 8000
 
-_running: list["AllInOneServer"] = []  # for attaching logs to failed tests' reports
+_running: list[AllInOneServer] = []  # for attaching logs to failed tests' reports
 
 SERVER_ENV = {  # fast polling and progress so tests see state changes within a second
     "STORAGE_BACKEND": "local",
@@ -59,12 +59,7 @@ class AllInOneServer:
         return response.json()
 
     def wait_for_status(self, job_id: str, statuses: set[str], timeout: float = 60) -> dict[str, Any]:
-        """Poll the job until its status is one of ``statuses``; fail with the server log if not."""
-        try:
-            return wait_until(lambda: (job := self.job(job_id))["status"] in statuses and job, timeout,
-                              f"job {job_id} to reach {sorted(statuses)}", interval=0.2)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n----- server log -----\n{self.log_tail()}") from None
+        return wait_for_job_status(self.client, job_id, statuses, timeout, self.log_tail)
 
     def stop(self) -> None:
         """SIGTERM (the worker hands its running job back), then SIGKILL if it lingers."""
@@ -84,26 +79,26 @@ def launch_allinone(directory: Path, model_dir: Path, **env: str) -> AllInOneSer
     port = free_port()
     data_dir = directory / f"data-{port}"
     settings = {**SERVER_ENV, "DATA_DIR": str(data_dir), "MODEL_ID": str(model_dir), **env}
-    process = Process(f"allinone-{port}", [sys.executable, "-m", "api.allinone", "--port", str(port)],
-                      settings, directory / f"allinone-{port}.log")
+    process = Process(
+        f"allinone-{port}",
+        [sys.executable, "-m", "api.allinone", "--port", str(port)],
+        settings,
+        directory / f"allinone-{port}.log",
+    )
     url = f"http://127.0.0.1:{port}"
     server = AllInOneServer(url, data_dir, process, settings["API_KEYS"].split(",")[0] or None)
     _running.append(server)
     try:
-        wait_until(lambda: _answers(f"{url}/health") or process.popen.poll() is not None, START_TIMEOUT_S,
-                   f"python -m api.allinone to answer {url}/health")
+        wait_until(
+            lambda: answers(f"{url}/health") or process.popen.poll() is not None,
+            START_TIMEOUT_S,
+            f"python -m api.allinone to answer {url}/health",
+        )
         assert process.popen.poll() is None, f"api.allinone exited at start:\n{process.log()}"
     except AssertionError as exc:
         server.stop()
         raise AssertionError(f"{exc}\n----- server log -----\n{process.log()[-LOG_TAIL_CHARS:]}") from None
     return server
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(scope="module")

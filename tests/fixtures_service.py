@@ -24,7 +24,7 @@ import pytest
 
 from core.backends import Backends, build_backends
 from core.config import Settings
-from tests.waiting import wait_until
+from tests.waiting import answers, wait_for_job_status, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 FAST_WORKER = {  # short leases and polls so fault tests finish quickly
@@ -69,8 +69,9 @@ class Process:
         self._log = log_path.open("wb")
         child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         child_env.pop("CI", None)
-        self.popen = subprocess.Popen(argv, cwd=REPO, env=child_env, stdout=self._log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen(
+            argv, cwd=REPO, env=child_env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -102,13 +103,19 @@ class Service:
 
     def start_worker(self, **extra_env: str) -> Process:
         port = free_port()
-        worker = Process(f"worker-{len(self.workers)}", [sys.executable, "-m", "worker.main"],
-                         {**self.env, "WORKER_METRICS_PORT": str(port), **extra_env},
-                         self.tmp / f"worker-{len(self.workers)}.log")
+        worker = Process(
+            f"worker-{len(self.workers)}",
+            [sys.executable, "-m", "worker.main"],
+            {**self.env, "WORKER_METRICS_PORT": str(port), **extra_env},
+            self.tmp / f"worker-{len(self.workers)}.log",
+        )
         self.processes.append(worker)
         self.workers.append(worker)
-        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/health") or _exited(worker), 90,
-                   f"worker health on port {port}")
+        wait_until(
+            lambda: answers(f"http://127.0.0.1:{port}/health") or _exited(worker),
+            90,
+            f"worker health on port {port}",
+        )
         assert worker.popen.poll() is None, f"worker exited at start:\n{worker.log()}"
         worker.metrics_url = f"http://127.0.0.1:{port}/metrics"  # type: ignore[attr-defined]
         return worker
@@ -119,7 +126,9 @@ class Service:
     def submit(self, video: Path, **fields: Any) -> dict[str, Any]:
         headers = fields.pop("headers", {})
         with video.open("rb") as handle:
-            response = self.client.post("/jobs", files={"file": (video.name, handle)}, data=fields, headers=headers)
+            response = self.client.post(
+                "/jobs", files={"file": (video.name, handle)}, data=fields, headers=headers
+            )
         assert response.status_code in (200, 202), response.text
         return response.json()
 
@@ -127,24 +136,13 @@ class Service:
         return self.client.get(f"/jobs/{job_id}").json()
 
     def wait_for_status(self, job_id: str, statuses: set[str], timeout: float = 120) -> dict[str, Any]:
-        try:
-            return wait_until(lambda: (job := self.job(job_id))["status"] in statuses and job, timeout,
-                              f"job {job_id} to reach {statuses}", interval=0.2)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{self.logs()}") from None
+        return wait_for_job_status(self.client, job_id, statuses, timeout, self.logs)
 
     def close(self) -> None:
         for process in self.processes:
             process.stop()
         self.client.close()
         self.backends.close()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _exited(process: Process) -> bool:
@@ -159,13 +157,24 @@ def start_service(make_settings, tiny_rtdetr_dir, tmp_path) -> Iterator:
         settings = make_settings(backend, **{"model_id": str(tiny_rtdetr_dir), **FAST_WORKER, **overrides})
         env = settings_env(settings)
         port = free_port()
-        api = Process("api", [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
-                              "--port", str(port)], env, tmp_path / f"api-{port}.log")
+        api = Process(
+            "api",
+            [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)],
+            env,
+            tmp_path / f"api-{port}.log",
+        )
         url = f"http://127.0.0.1:{port}"
-        service = Service(settings, env, url, httpx.Client(base_url=url, timeout=30), build_backends(settings),
-                          tmp_path, [api])
+        service = Service(
+            settings,
+            env,
+            url,
+            httpx.Client(base_url=url, timeout=30),
+            build_backends(settings),
+            tmp_path,
+            [api],
+        )
         services.append(service)
-        wait_until(lambda: _answers(f"{url}/health") or _exited(api), 60, "the API to answer /health")
+        wait_until(lambda: answers(f"{url}/health") or _exited(api), 60, "the API to answer /health")
         assert api.popen.poll() is None, f"API exited at start:\n{api.log()}"
         for _ in range(workers):
             service.start_worker()

@@ -8,7 +8,6 @@ import http.server
 import json
 import signal
 import threading
-from datetime import timedelta
 from pathlib import Path
 
 import av

@@ -13,10 +13,10 @@ import pytest
 from core.backends import build_backends
 from core.errors import LeaseLost, StorageUnavailable
 from core.jobs import Job, JobMessage, JobStatus, input_blob_path, new_job_id
+from tests.waiting import wait_until
 from worker.lease import LeaseKeeper
 from worker.models import DetectorCache
 from worker.runner import JobRunner, Outcome
-from tests.waiting import wait_until
 
 LEASE = timedelta(seconds=30)
 

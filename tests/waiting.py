@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import httpx
 
 T = TypeVar("T")
 
@@ -21,3 +23,32 @@ def wait_until(check: Callable[[], T], timeout: float, what: str, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last value: {last!r}")
         time.sleep(interval)
+
+
+def answers(url: str) -> bool:
+    """True when ``url`` answers 200 right now (a server still starting refuses or times out)."""
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_for_job_status(
+    client: httpx.Client, job_id: str, statuses: set[str], timeout: float, logs: Callable[[], str]
+) -> dict[str, Any]:
+    """Poll GET /jobs/{id} until its status is one of ``statuses``; fail with the servers' logs."""
+
+    def job() -> dict[str, Any]:
+        response = client.get(f"/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    try:
+        return wait_until(
+            lambda: (record := job())["status"] in statuses and record,
+            timeout,
+            f"job {job_id} to reach {sorted(statuses)}",
+            interval=0.2,
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n----- server logs -----\n{logs()}") from None
