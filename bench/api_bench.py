@@ -2,7 +2,8 @@
 
 1. Upload a 1 GB video through POST /jobs and watch the API process's RSS (it must not
    grow with the upload: the body is streamed to disk).
-2. 50 concurrent clients polling GET /jobs/{id} for 30 s: p50/p99 latency and errors.
+2. 50 concurrent clients polling GET /jobs/{id} for 30 s: p50/p99 latency and errors, back
+   to back (saturation) and at fixed intervals (0.25 s, and the dashboard's 1.5 s).
 3. An idle worker's pick-up time: submission → status "processing".
 
 Everything runs as real processes on the local backend in a temp directory. The video for
@@ -109,16 +110,25 @@ def bench_upload(base: str, api_pid: int, video: Path) -> dict:
             "api_rss_growth_MB": round(growth / 1e6, 1), "job_id": response.json()["job_id"]}
 
 
-def bench_polling(base: str, job_id: str, clients: int, seconds: float) -> dict:
+def bench_polling(base: str, api_pid: int, job_id: str, clients: int, seconds: float, interval: float) -> dict:
+    """``clients`` threads GET /jobs/{id} for ``seconds``: back to back when ``interval`` is 0
+    (the API's saturation point), else each every ``interval`` s with staggered starts (what
+    dashboards and scripts do; the dashboard polls every 1.5 s)."""
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
-    deadline = time.monotonic() + seconds
+    begin = time.monotonic()
+    deadline = begin + seconds
 
-    def poll() -> None:
+    def poll(phase: float) -> None:
         nonlocal errors
+        next_at = begin + phase
         with httpx.Client(base_url=base, timeout=10) as client:
-            while time.monotonic() < deadline:
+            while (now := time.monotonic()) < deadline:
+                if next_at > now:
+                    time.sleep(next_at - now)
+                    continue
+                next_at += interval
                 started = time.perf_counter()
                 try:
                     ok = client.get(f"/jobs/{job_id}").status_code == 200
@@ -129,14 +139,18 @@ def bench_polling(base: str, job_id: str, clients: int, seconds: float) -> dict:
                     latencies.append(elapsed)
                     errors += 0 if ok else 1
 
+    api = psutil.Process(api_pid)
+    cpu_before = sum(api.cpu_times()[:2])
     with ThreadPoolExecutor(clients) as pool:
-        for _ in range(clients):
-            pool.submit(poll)
+        for index in range(clients):
+            pool.submit(poll, interval * index / clients)
+    api_cpu = sum(api.cpu_times()[:2]) - cpu_before
     latencies.sort()
-    return {"clients": clients, "seconds": seconds, "requests": len(latencies), "errors": errors,
-            "requests_per_s": round(len(latencies) / seconds, 1),
+    return {"clients": clients, "interval_s": interval, "seconds": seconds, "requests": len(latencies),
+            "errors": errors, "requests_per_s": round(len(latencies) / seconds, 1),
             "p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
-            "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 1)}
+            "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 1),
+            "api_cpu_ms_per_request": round(1000 * api_cpu / len(latencies), 2)}
 
 
 def bench_pickup(base: str, clip: Path, rounds: int) -> dict:
@@ -159,6 +173,8 @@ def main() -> None:
     parser.add_argument("--upload-gb", type=float, default=1.0)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--poll-seconds", type=float, default=30.0)
+    parser.add_argument("--poll-intervals", default="0,0.25,1.5",
+                        help="seconds between one client's polls, one run each; 0 = back to back")
     parser.add_argument("--pickup-rounds", type=int, default=5)
     args = parser.parse_args()
 
@@ -178,8 +194,11 @@ def main() -> None:
             results = {"machine": f"{os.cpu_count()} CPU cores, no GPU", "upload": bench_upload(base, api.pid, big)}
             big.unlink()
             print("upload:", results["upload"], flush=True)
-            results["polling"] = bench_polling(base, results["upload"]["job_id"], args.clients, args.poll_seconds)
-            print("polling:", results["polling"], flush=True)
+            results["polling"] = []
+            for interval in (float(text) for text in args.poll_intervals.split(",")):
+                results["polling"].append(bench_polling(base, api.pid, results["upload"]["job_id"], args.clients,
+                                                        args.poll_seconds, interval))
+                print("polling:", results["polling"][-1], flush=True)
             with httpx.Client(base_url=base) as client:  # cancel the big job: the worker starts idle
                 client.delete(f"/jobs/{results['upload']['job_id']}")
             worker = start([sys.executable, "-m", "worker.main"], {**env, "WORKER_METRICS_PORT": "8766"},
