@@ -24,6 +24,10 @@ class StorageBackend(str, Enum):
     AZURE = "azure"
 
 
+# libx264's speed presets, fastest first. Faster presets cost bigger files at the same CRF.
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
 class LogFormat(str, Enum):
     AUTO = "auto"  # json when stdout is not a terminal, text otherwise
     JSON = "json"
@@ -79,6 +83,8 @@ class Settings(BaseSettings):
     input_size: int | None = Field(default=None, ge=32, le=4096)  # None: the checkpoint's own
     frame_stride: int = Field(default=1, ge=1)
     min_track_hits: int = Field(default=3, ge=1)
+    video_preset: str = "veryfast"  # x264 preset of annotated.mp4
+    video_crf: int = Field(default=23, ge=0, le=51)  # x264 quality: lower is better and bigger
 
     # --- webhooks ----------------------------------------------------------------------
     webhook_secret: str | None = None
@@ -94,6 +100,13 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("video_preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in X264_PRESETS:
+            raise ValueError(f"must be one of {', '.join(X264_PRESETS)}")
+        return value
 
     @field_validator("classes")
     @classmethod

@@ -40,7 +40,7 @@ from core.jobs import CountingLine, CountingZone
 from ml_engine.annotate import FrameAnnotator
 from ml_engine.outputs import ANNOTATED_VIDEO, STATS, OutputWriter, build_stats, move_outputs
 from ml_engine.tracking import CountingConfig, ObjectCounter, empty_tracked
-from ml_engine.video import Frame, VideoInfo, VideoWriter, iter_frames, probe
+from ml_engine.video import Frame, VideoInfo, VideoWriter, check_encoder_options, iter_frames, probe
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ class PipelineConfig:
             _require(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_frames is not None:
             _require(self.max_frames >= 1, f"max_frames must be at least 1, got {self.max_frames}")
+        check_encoder_options(self.crf, self.preset)
 
     @property
     def effective_low_threshold(self) -> float:

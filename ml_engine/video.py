@@ -21,6 +21,7 @@ import av
 import av.error
 import numpy as np
 
+from core.config import X264_PRESETS
 from core.errors import (
     CattleCounterError,
     CorruptVideo,
@@ -331,6 +332,14 @@ def _frame_time(frame: av.VideoFrame, start_pts: int, index: int, fps: Fraction)
 # --- encoding -----------------------------------------------------------------------------
 
 
+def check_encoder_options(crf: int, preset: str) -> None:
+    """Reject x264 options the encoder would fail on later, mid-video, with a vaguer message."""
+    if preset not in X264_PRESETS:
+        raise InvalidInput(f"unknown x264 preset {preset!r}; use one of {', '.join(X264_PRESETS)}")
+    if not 0 <= crf <= 51:
+        raise InvalidInput(f"x264 crf must be within 0..51, got {crf}")
+
+
 class VideoWriter:
     """Write RGB frames to an H.264/yuv420p MP4 with faststart: playable in every browser.
 
@@ -353,6 +362,7 @@ class VideoWriter:
     ) -> None:
         if width <= 0 or height <= 0:
             raise InvalidInput(f"video size must be positive, got {width}x{height}")
+        check_encoder_options(crf, preset)
         self.path = Path(path)
         self.width, self.height = width, height
         self.fps = _as_fraction(fps)

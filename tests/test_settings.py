@@ -54,6 +54,8 @@ def test_unknown_backend_names_the_variable() -> None:
         ("WORKER_CONCURRENCY", "1000"),
         ("CONFIDENCE_THRESHOLD", "2"),
         ("WORKER_METRICS_PORT", "70000"),
+        ("VIDEO_PRESET", "turbo"),
+        ("VIDEO_CRF", "52"),
     ],
 )
 def test_bad_numbers_name_the_variable(name: str, value: str) -> None:

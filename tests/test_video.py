@@ -224,6 +224,28 @@ def test_writer_leaves_nothing_when_the_block_fails(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_writer_encodes_with_the_chosen_preset_and_crf(tmp_path: Path) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (5, 96, 128, 3), dtype=np.uint8)
+    sizes = {}
+    for preset, crf in (("ultrafast", 45), ("medium", 5)):
+        out = tmp_path / f"{preset}.mp4"
+        with VideoWriter(out, 128, 96, Fraction(10), crf=crf, preset=preset) as writer:
+            for frame in noise:
+                writer.write(frame)
+        assert read_back(out)["frames"] == 5
+        sizes[preset] = out.stat().st_size
+    assert sizes["ultrafast"] * 3 < sizes["medium"]  # crf 45 throws away far more than crf 5
+
+
+@pytest.mark.parametrize(("preset", "crf", "message"), [("turbo", 23, "veryfast"), ("fast", 60, "0..51")])
+def test_writer_rejects_unknown_encoder_options_before_writing(
+    tmp_path: Path, preset: str, crf: int, message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        VideoWriter(tmp_path / "x.mp4", 64, 48, Fraction(10), crf=crf, preset=preset)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_writer_rejects_frames_of_the_wrong_size(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="48x64x3"):
         with VideoWriter(tmp_path / "x.mp4", 64, 48, Fraction(10)) as writer:

@@ -12,11 +12,11 @@ import pytest
 
 from core.backends import build_backends
 from core.errors import LeaseLost, StorageUnavailable
-from core.jobs import Job, JobMessage, JobStatus, input_blob_path, new_job_id
+from core.jobs import Job, JobMessage, JobParams, JobStatus, input_blob_path, new_job_id
 from tests.waiting import wait_until
 from worker.lease import LeaseKeeper
 from worker.models import DetectorCache
-from worker.runner import JobRunner, Outcome
+from worker.runner import JobRunner, Outcome, pipeline_config
 
 LEASE = timedelta(seconds=30)
 
@@ -132,3 +132,13 @@ def test_stale_receipt_after_renewal_cannot_complete(stores):
     with pytest.raises(LeaseLost):
         backends.queue.complete(message)
     backends.queue.complete(renewed)
+
+
+def test_pipeline_config_takes_the_jobs_params_and_the_settings_for_the_rest(make_settings):
+    settings = make_settings("local", confidence_threshold=0.6, frame_stride=2, batch_size=2,
+                             video_preset="ultrafast", video_crf=30)
+    inherited = pipeline_config(JobParams(), settings)
+    assert (inherited.threshold, inherited.frame_stride, inherited.batch_size) == (0.6, 2, 2)
+    assert (inherited.preset, inherited.crf) == ("ultrafast", 30)
+    own = pipeline_config(JobParams(threshold=0.3, frame_stride=5), settings)
+    assert (own.threshold, own.frame_stride) == (0.3, 5)

@@ -62,6 +62,8 @@ def pipeline_config(params: JobParams, settings: Settings) -> PipelineConfig:
         frame_interval_seconds=params.frame_interval_seconds,
         batch_size=settings.batch_size,
         min_hits=settings.min_track_hits,
+        crf=settings.video_crf,
+        preset=settings.video_preset,
         lines=list(params.lines),
         zones=list(params.zones),
     )
