@@ -82,6 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--input-size", type=int, default=None, help="model input size override")
+    parser.add_argument("--preset", default="veryfast", help="x264 preset of the pipeline's output (VIDEO_PRESET)")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ", ".join(MODES))
     parser.add_argument("--memory", action="store_true",
                         help="peak RSS of the pipeline on a 1-minute and a 10-minute synthetic 1080p video")
@@ -191,7 +192,7 @@ def run_in_subprocess(mode: str, args: argparse.Namespace, model: str, video: Pa
     command = [
         sys.executable, str(Path(__file__).resolve()), "--worker", mode, "--model", model, "--video", str(video),
         "--batch-size", str(args.batch_size), "--threshold", str(args.threshold), "--device", args.device,
-        "--stride", str(getattr(args, "stride", 1)),
+        "--stride", str(getattr(args, "stride", 1)), "--preset", args.preset,
     ]
     if args.input_size:
         command += ["--input-size", str(args.input_size)]
@@ -245,7 +246,8 @@ def _pipeline(args: argparse.Namespace) -> tuple[int, float, float, dict[str, An
     from ml_engine.pipeline import PipelineConfig, process_video
 
     detector = Detector.load(args.model, device=args.device, input_size=args.input_size)
-    config = PipelineConfig(threshold=args.threshold, batch_size=args.batch_size, frame_stride=args.stride)
+    config = PipelineConfig(threshold=args.threshold, batch_size=args.batch_size, frame_stride=args.stride,
+                            preset=args.preset)
     with tempfile.TemporaryDirectory() as out, _Clock() as clock:
         result = process_video(args.video, out, detector, config)
     frames = result.stats["video"]["frames"]
@@ -429,6 +431,7 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
         "threshold": args.threshold,
         "device": args.device,
         "input_size": args.input_size,
+        "preset": args.preset,
         "arch_size": None if args.model else args.arch_size,
         "omp_wait_policy": worker_environment()["OMP_WAIT_POLICY"],
     }
