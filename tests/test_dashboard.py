@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -269,14 +270,45 @@ def check_downloads(page, server: AllInOneServer) -> None:
         assert response.headers["content-disposition"].startswith("attachment")
 
 
+def open_file_chooser_with_enter(page, button, attempts: int = 3):
+    """Focus ``button``, press Enter and return the file chooser it opens.
+
+    Playwright turns file-chooser interception on with a message it does not wait for when
+    the first "filechooser" listener is added, so a key pressed straight after
+    ``expect_file_chooser()`` can beat it and the chooser is never reported (CI saw this once
+    in ~30 runs). So: listen first, wait for the listener to take effect, then press; press
+    again (at most ``attempts`` times, always on the same focused button) only if nothing was
+    reported within the deadline.
+    """
+    choosers: list = []
+
+    def on_chooser(chooser) -> None:  # a plain function: Playwright tags its handlers
+        choosers.append(chooser)
+
+    page.on("filechooser", on_chooser)
+    page.evaluate("() => null")  # a round trip to the browser: the subscription is in place
+    try:
+        for _ in range(attempts):
+            button.focus()
+            expect(button).to_be_focused()
+            page.keyboard.press("Enter")
+            deadline = time.monotonic() + UI_TIMEOUT_MS / 1000
+            while not choosers and time.monotonic() < deadline:
+                page.wait_for_timeout(50)  # lets Playwright deliver events while we poll
+            if choosers:
+                return choosers[0]
+    finally:
+        page.remove_listener("filechooser", on_chooser)
+    focused = page.evaluate("() => document.activeElement && document.activeElement.outerHTML")
+    pytest.fail(f"Enter on the focused element opened no file chooser after {attempts} presses; "
+                f"focused element: {focused}")
+
+
 def test_keyboard_use_and_form_checks(page, allinone_server, clips):
     """Keyboard only: the picker opens from its button, fields follow in order, Enter submits,
     and a bad value is named, marked invalid and focused; nothing reaches the server."""
     jobs_before = len(allinone_server.client.get("/jobs").json()["jobs"])
-    page.get_by_test_id("choose-button").focus()
-    with page.expect_file_chooser() as chooser:
-        page.keyboard.press("Enter")
-    chooser.value.set_files(clips["small"])
+    open_file_chooser_with_enter(page, page.get_by_test_id("choose-button")).set_files(clips["small"])
     expect(page.get_by_test_id("selected-file")).to_have_count(1)
 
     page.keyboard.press("Tab")  # the file's Remove button

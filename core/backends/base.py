@@ -17,7 +17,6 @@ from typing import BinaryIO
 from core.errors import PreconditionFailed
 from core.jobs import Job, JobStatus
 
-
 # --- blobs ---------------------------------------------------------------------------
 
 
