@@ -1,8 +1,8 @@
 """``python -m api.allinone``: the API and a worker in one process, on one machine.
 
 This is what ``make run`` starts: the embedded local backend (files + SQLite under
-DATA_DIR) unless STORAGE_BACKEND says otherwise. The model loads on the first job, so the
-API (and the dashboard) answer at once.
+DATA_DIR) unless STORAGE_BACKEND says otherwise. The model loads in the background, so the
+API (and the dashboard) answer at once; a job that comes first waits for it.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 
 import uvicorn
 
@@ -18,6 +19,7 @@ from core.backends import build_backends
 from core.config import load_settings
 from core.errors import CattleCounterError
 from core.logging import configure_logging
+from worker.models import DetectorCache
 from worker.service import Worker
 
 log = logging.getLogger("allinone")
@@ -35,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except CattleCounterError as exc:
         print(f"cattlecounter: {exc}", file=sys.stderr)
         return 2
-    worker = Worker(settings, backends)
+    detectors = DetectorCache(settings, backends.blobs)
+    threading.Thread(target=_load_model, args=(detectors,), name="model-loader", daemon=True).start()
+    worker = Worker(settings, backends, detectors)
     worker.start()
     log.info("dashboard and API on http://%s:%d (Swagger at /docs)", args.host, args.port)
     try:
@@ -49,6 +53,15 @@ def main(argv: list[str] | None = None) -> int:
         worker.close()
         backends.close()
     return 0
+
+
+def _load_model(detectors: DetectorCache) -> None:
+    """Load MODEL_ID now rather than on the first job: the dashboard then learns its class
+    names (the model card) at once, and a bad MODEL_ID is reported before anyone uploads."""
+    try:
+        detectors.get()
+    except CattleCounterError as exc:
+        log.error("cannot load the model: %s (jobs will fail with this error until it is fixed)", exc)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from api.routes import health, jobs, uploads
+from api.routes import health, jobs, model, uploads
 from api.submission import Submitter
 from core.backends import Backends, build_backends
 from core.config import Settings, load_settings
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(uploads.router)
+    app.include_router(model.router)
     if (STATIC_DIR / "index.html").exists():  # the dashboard, at /
         app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="dashboard")
     return app

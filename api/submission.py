@@ -23,6 +23,7 @@ from core.blob_io import open_blob
 from core.config import Settings
 from core.errors import CattleCounterError, InvalidInput, NotFound, VideoError
 from core.jobs import Job, JobMessage, JobParams, input_blob_path, new_job_id, utcnow
+from core.model_card import read_card
 from core.webhooks import check_callback_url
 from ml_engine.video import VideoInfo, probe
 
@@ -132,6 +133,7 @@ class Submitter:
     ) -> tuple[Job, bool]:
         """Store a probed local file as a new job's input and enqueue it.
         Returns (job, created); created is False when the idempotency key matched."""
+        self.check_classes(params)
         job_id = new_job_id()
         blob = input_blob_path(job_id)
         self.backends.blobs.upload_file(blob, video)
@@ -139,6 +141,7 @@ class Submitter:
 
     def submit_upload(self, upload_id: str, params: JobParams, idempotency_key: str | None) -> tuple[Job, bool]:
         """Create a job from a finished direct upload (``POST /uploads`` then PUT)."""
+        self.check_classes(params)
         blob = upload_data_path(upload_id)
         try:
             size = self.backends.blobs.info(blob).size
@@ -151,6 +154,22 @@ class Submitter:
             raise
         meta = self._upload_meta(upload_id)
         return self._record_and_enqueue(new_job_id(), blob, meta.get("filename", "video"), size, params, idempotency_key)
+
+    def check_classes(self, params: JobParams) -> None:
+        """Refuse class names the job's model does not know, before anything is stored.
+
+        Only possible once a worker has published that model's card; until then the worker
+        checks them and fails the job with the same message."""
+        if not params.classes:
+            return
+        model_id = params.model_id or self.settings.model_id
+        card = read_card(self.backends.blobs, model_id)
+        unknown = card.unknown_classes(params.classes) if card else []
+        if unknown:
+            raise InvalidInput(
+                f"classes: {', '.join(repr(name) for name in unknown)} not known to model {model_id}; "
+                f"valid names: {', '.join(card.classes)}"
+            )
 
     def _record_and_enqueue(
         self, job_id: str, blob: str, filename: str, size: int, params: JobParams, key: str | None

@@ -5,6 +5,7 @@ tests/test_service_e2e.py runs API and workers as real processes."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from core.backends import build_backends
 from core.jobs import JobMessage, JobStatus, output_blob_path
+from core.model_card import ModelCard, card_path, publish_card
 from tests.fixtures_video import write_png, write_text_file
 
 
@@ -44,9 +46,9 @@ def test_upload_queues_a_job_and_one_message(api, small_clip):
     assert body["params"]["classes"] == ["cow", "sheep"]
     assert body["params"]["lines"][0]["start"] == [0.0, 10.0]
     assert body["size_bytes"] == small_clip.stat().st_size
-    message = api.backends.queue.receive(__import__("datetime").timedelta(seconds=30))
+    message = api.backends.queue.receive(timedelta(seconds=30))
     assert JobMessage.decode(message.body).job_id == body["job_id"]
-    assert api.backends.queue.receive(__import__("datetime").timedelta(seconds=30)) is None
+    assert api.backends.queue.receive(timedelta(seconds=30)) is None
 
 
 def test_submit_job_alias_behaves_like_post_jobs(api, small_clip):
@@ -256,3 +258,50 @@ def test_errors_are_json_with_code_and_message(api):
     body = api.get("/jobs", params={"limit": 0}).json()
     assert body["error"]["code"] == "invalid_input" and "limit" in body["error"]["message"]
     assert json.loads(api.post("/jobs", content=b"{", headers={"content-type": "application/json"}).text)["error"]
+
+
+# --- the model card: class names known to the API -----------------------------------------
+
+
+def publish_test_card(client, model_id: str, classes: list[str]) -> None:
+    """What a worker does once it has loaded ``model_id`` (worker/models.py)."""
+    card = ModelCard(model_id=model_id, architecture="rt_detr_v2", classes=classes, random_weights=True, device="cpu")
+    publish_card(client.backends.blobs, card)
+
+
+def test_model_is_404_until_a_worker_has_published_its_card(api):
+    response = api.get("/model")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "model_not_loaded"
+    assert "worker" in response.json()["error"]["message"]
+
+    model_id = api.app.state.settings.model_id
+    publish_test_card(api, model_id, ["cow", "sheep", "horse"])
+    card = api.get("/model").json()
+    assert card["model_id"] == model_id and card["classes"] == ["cow", "sheep", "horse"]
+    assert card["random_weights"] is True and card["device"] == "cpu"
+
+
+def test_unknown_classes_are_refused_before_anything_is_stored(api, small_clip):
+    publish_test_card(api, api.app.state.settings.model_id, ["cow", "sheep", "horse"])
+    response = upload(api, small_clip, classes="Cow,kow,zebra")
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]["message"]
+    assert "'kow', 'zebra'" in message and "valid names: cow, sheep, horse" in message
+    assert stored_paths(api) == [card_path(api.app.state.settings.model_id)]
+    assert api.get("/jobs").json()["jobs"] == []
+
+    # the direct-upload path checks them too, before the job is made
+    upload_id = api.post("/uploads", json={"filename": "a.mp4"}).json()["upload_id"]
+    api.put(f"/uploads/{upload_id}", content=small_clip.read_bytes())
+    refused = api.post("/jobs", json={"upload_id": upload_id, "params": {"classes": ["zebra"]}})
+    assert refused.status_code == 422 and "'zebra'" in refused.json()["error"]["message"]
+
+    accepted = upload(api, small_clip, classes="SHEEP, cow")
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["params"]["classes"] == ["sheep", "cow"]
+
+
+def test_classes_are_left_to_the_worker_while_no_card_is_published(api, small_clip):
+    response = upload(api, small_clip, classes="zebra")  # the worker fails the job if it is unknown
+    assert response.status_code == 202, response.text

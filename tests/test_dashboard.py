@@ -20,7 +20,8 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.fixtures_server import AllInOneServer
-from tests.fixtures_video import write_clip
+from tests.fixtures_video import write_clip, write_truncated_midstream
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -101,6 +102,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "small": write_clip(folder / "pasture.mp4", frames=20),
         "big": write_padded_clip(folder / "big-pasture.mp4", DIRECT_UPLOAD_BYTES + 1024),
         "long": long_clip,
+        "damaged": write_truncated_midstream(folder / "damaged.mp4"),
     }
 
 
@@ -307,6 +309,7 @@ def open_file_chooser_with_enter(page, button, attempts: int = 3):
 def test_keyboard_use_and_form_checks(page, allinone_server, clips):
     """Keyboard only: the picker opens from its button, fields follow in order, Enter submits,
     and a bad value is named, marked invalid and focused; nothing reaches the server."""
+    reload_once_the_model_card_is_published(page, allinone_server)
     jobs_before = len(allinone_server.client.get("/jobs").json()["jobs"])
     open_file_chooser_with_enter(page, page.get_by_test_id("choose-button")).set_files(clips["small"])
     expect(page.get_by_test_id("selected-file")).to_have_count(1)
@@ -315,6 +318,8 @@ def test_keyboard_use_and_form_checks(page, allinone_server, clips):
     page.keyboard.press("Tab")
     page.keyboard.type("cow")
     expect(page.get_by_label("Classes")).to_have_value("cow")
+    page.keyboard.press("Tab")  # "Classes this model knows", a disclosure
+    expect(page.get_by_test_id("known-classes").locator("summary")).to_be_focused()
     page.keyboard.press("Tab")
     page.keyboard.type("2")
     page.keyboard.press("Enter")
@@ -334,19 +339,49 @@ def test_keyboard_use_and_form_checks(page, allinone_server, clips):
     assert len(allinone_server.client.get("/jobs").json()["jobs"]) == jobs_before
 
 
-def test_failed_job_shows_its_error(page, allinone_server, clips):
-    """A video dropped on the page with a class the model does not know: the API accepts it,
-    the worker rejects it, and the page shows the worker's message in the list and the job."""
-    page.get_by_label("Classes").fill("unicorn")
-    drop_file(page, clips["small"], name="unicorn-hunt.mp4")
-    expect(page.get_by_test_id("selected-file")).to_contain_text(["unicorn-hunt.mp4"])
+def reload_once_the_model_card_is_published(page, server: AllInOneServer) -> None:
+    """The all-in-one server loads its model in the background; until it has, the page cannot
+    list the model's classes (nor add their disclosure to the tab order)."""
+    wait_until(lambda: server.client.get("/model").status_code == 200, JOB_TIMEOUT_MS / 1000,
+               "the worker to load the model and publish its card")
+    page.reload()
+    expect(page.get_by_test_id("known-classes")).to_be_visible()
+
+
+def test_the_models_classes_are_listed_and_a_typo_is_caught_before_upload(page, allinone_server, clips):
+    """The page reads GET /model (the card the worker published): it lists the class names,
+    warns that this is a test model, and refuses an unknown name without uploading anything."""
+    reload_once_the_model_card_is_published(page, allinone_server)
+    expect(page.get_by_test_id("known-classes-list")).to_have_text("cow, sheep, horse, person")
+    expect(page.get_by_test_id("test-model-banner")).to_be_visible()
+    jobs_before = len(allinone_server.client.get("/jobs").json()["jobs"])
+
+    page.get_by_test_id("file-input").set_input_files(clips["small"])
+    page.get_by_label("Classes").fill("Cow, zebra")
     page.get_by_test_id("submit-button").click()
-    job_id = uploaded_job_ids(page, 1)["unicorn-hunt.mp4"]
+    expect(page.get_by_test_id("form-error")).to_have_text(
+        "The model does not know “zebra”. It knows: cow, sheep, horse, person.")
+    expect(page.get_by_label("Classes")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_label("Classes")).to_be_focused()
+    screenshot(page, "unknown-class")
+    expect(page.get_by_test_id("upload-item")).to_have_count(0)
+    assert len(allinone_server.client.get("/jobs").json()["jobs"]) == jobs_before
+
+
+def test_failed_job_shows_its_error(page, allinone_server, clips):
+    """A damaged video dropped on the page: its start is sound, so the API accepts it; the
+    worker's decoder fails part-way, and the page shows the worker's message in the list and
+    the job."""
+    drop_file(page, clips["damaged"], name="damaged-flight.mp4")
+    expect(page.get_by_test_id("selected-file")).to_contain_text(["damaged-flight.mp4"])
+    page.get_by_test_id("submit-button").click()
+    job_id = uploaded_job_ids(page, 1)["damaged-flight.mp4"]
 
     row = job_row(page, job_id)
     expect(row.get_by_test_id("job-status")).to_have_text("failed", timeout=JOB_TIMEOUT_MS)
     error = allinone_server.job(job_id)["error"]
-    assert error["code"] == "invalid_input" and "unicorn" in error["message"]
+    assert error["code"] == "corrupt_video"
+    assert "truncated" in error["message"] or "damaged" in error["message"]
     expect(row.get_by_test_id("job-error")).to_have_text(f"Failed: {error['message']}")
     screenshot(page, "job-list-failed")
 

@@ -48,6 +48,11 @@ def fetch_video(service, job_id: str) -> bytes:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_upload_to_every_output(start_service, backend, small_clip, tmp_path):
     service = start_service(backend)
+    model = service.client.get("/model").json()  # published by the worker once its model loaded
+    assert model["classes"] == ["cow", "sheep", "horse", "person"] and model["random_weights"] is True
+    with small_clip.open("rb") as handle:
+        refused = service.client.post("/jobs", files={"file": handle}, data={"classes": "cow,zebra"})
+    assert refused.status_code == 422 and "'zebra'" in refused.json()["error"]["message"]
     job = service.submit(small_clip, lines="0,120,320,120")
     done = service.wait_for_status(job["job_id"], {"completed", "failed"})
     assert done["status"] == "completed", done

@@ -13,6 +13,7 @@ import pytest
 from core.backends import build_backends
 from core.errors import LeaseLost, StorageUnavailable
 from core.jobs import Job, JobMessage, JobParams, JobStatus, input_blob_path, new_job_id
+from core.model_card import read_card
 from tests.waiting import wait_until
 from worker.lease import LeaseKeeper
 from worker.models import DetectorCache
@@ -38,7 +39,7 @@ class UnreachableModelStore:
 
 
 def make_runner(settings, backends, loader=None) -> JobRunner:
-    return JobRunner(settings, backends, DetectorCache(settings, loader), None, threading.Event())
+    return JobRunner(settings, backends, DetectorCache(settings, loader=loader), None, threading.Event())
 
 
 def queue_job(backends, **fields) -> Job:
@@ -142,3 +143,17 @@ def test_pipeline_config_takes_the_jobs_params_and_the_settings_for_the_rest(mak
     assert (inherited.preset, inherited.crf) == ("ultrafast", 30)
     own = pipeline_config(JobParams(threshold=0.3, frame_stride=5), settings)
     assert (own.threshold, own.frame_stride) == (0.3, 5)
+
+
+def test_loading_a_model_publishes_its_card_for_the_api(make_settings, tiny_rtdetr_dir):
+    settings = make_settings("local", model_id=str(tiny_rtdetr_dir))
+    backends = build_backends(settings)
+    try:
+        assert read_card(backends.blobs, settings.model_id) is None
+        detector = DetectorCache(settings, backends.blobs).get()
+        card = read_card(backends.blobs, settings.model_id)
+        assert card is not None
+        assert card.classes == detector.label_names() == ["cow", "sheep", "horse", "person"]
+        assert card.random_weights is True and card.architecture == "rt_detr_v2" and card.device == "cpu"
+    finally:
+        backends.close()

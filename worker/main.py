@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format.value)
     try:
         backends = build_backends(settings)
-        detectors = DetectorCache(settings)
+        detectors = DetectorCache(settings, backends.blobs)
         detectors.get()  # load the model once, before taking jobs: a bad MODEL_ID fails here
     except CattleCounterError as exc:
         log.error("cannot start: %s", exc)

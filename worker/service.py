@@ -37,8 +37,8 @@ class Worker:
         self.draining = threading.Event()  # no new jobs
         self.stopping = threading.Event()  # running jobs stop at their next batch
         self.webhooks = webhooks or WebhookSender(settings)
-        self.runner = JobRunner(settings, backends, detectors or DetectorCache(settings), self.webhooks,
-                                self.stopping)
+        detectors = detectors or DetectorCache(settings, backends.blobs)
+        self.runner = JobRunner(settings, backends, detectors, self.webhooks, self.stopping)
         self._threads: list[threading.Thread] = []
         self._busy = 0
         self._busy_lock = threading.Lock()

@@ -72,6 +72,11 @@ export function cancelOrDeleteJob(jobId) {
   return request(`/jobs/${encodeURIComponent(jobId)}`, { method: "DELETE" });
 }
 
+/** The model card: the class names jobs can choose from. 404 (ApiError) until a worker has loaded the model. */
+export function getModel() {
+  return request("/model");
+}
+
 export function getStats(jobId) {
   return request(`/jobs/${encodeURIComponent(jobId)}/result`);
 }

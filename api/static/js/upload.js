@@ -1,6 +1,6 @@
 // The upload form: pick or drop videos, set what to count, upload each with its own progress bar.
 
-import { ApiError, submitVideo } from "./api.js";
+import { ApiError, getModel, submitVideo } from "./api.js";
 import { announce, element } from "./dom.js";
 import { formatBytes, formatPercent } from "./format.js";
 
@@ -17,6 +17,8 @@ export class UploadForm {
     this.submitButton = document.getElementById("submit-button");
     this.selected = []; // Files waiting for "Start counting"
     this.uploading = 0;
+    this.model = null; // the model card (GET /model) once a worker has loaded the model
+    this.loadModel();
 
     document.getElementById("choose-button").addEventListener("click", () => this.input.click());
     this.input.addEventListener("change", () => {
@@ -82,8 +84,24 @@ export class UploadForm {
     this.submitButton.textContent = this.selected.length > 1 ? `Start counting (${this.selected.length} videos)` : "Start counting";
   }
 
+  /** Learn the model's class names: listed under the field, and a typo is caught before the upload. */
+  async loadModel() {
+    try {
+      this.model = await getModel();
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      return; // 404 until a worker has loaded the model; the server checks the names from then on
+    }
+    document.getElementById("known-classes-count").textContent = String(this.model.classes.length);
+    document.getElementById("known-classes-list").textContent = this.model.classes.join(", ");
+    document.getElementById("known-classes").hidden = false;
+    document.getElementById("test-model-id").textContent = this.model.model_id;
+    document.getElementById("test-model-banner").hidden = !this.model.random_weights;
+  }
+
   async submit() {
-    const { params, problem, field } = readParams(this.form);
+    if (!this.model) await this.loadModel();
+    const { params, problem, field } = readParams(this.form, this.model);
     if (!problem && this.selected.length === 0) {
       this.showError("Choose at least one video first (or drop it on the box above).");
       document.getElementById("choose-button").focus();
@@ -163,13 +181,25 @@ class UploadItem {
 }
 
 /**
- * The job parameters from the form, as the API's params object.
+ * The job parameters from the form, as the API's params object. ``model`` (the model card, or
+ * null while unknown) lets class names be checked here, as the server checks them.
  * Returns {params} or {problem, field} naming the first invalid field.
  */
-export function readParams(form) {
+export function readParams(form, model) {
   const params = {};
   const classes = form.elements.classes.value.split(",").map((name) => name.trim()).filter(Boolean);
-  if (classes.length) params.classes = classes;
+  if (classes.length) {
+    const known = new Set((model ? model.classes : []).map((name) => name.toLowerCase()));
+    const unknown = model ? classes.filter((name) => !known.has(name.toLowerCase())) : [];
+    if (unknown.length) {
+      const names = unknown.map((name) => `“${name}”`).join(", ");
+      return {
+        problem: `The model does not know ${names}. It knows: ${model.classes.join(", ")}.`,
+        field: form.elements.classes,
+      };
+    }
+    params.classes = classes;
+  }
 
   const thresholdText = form.elements.threshold.value.trim();
   if (thresholdText) {

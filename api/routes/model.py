@@ -1,0 +1,36 @@
+"""The model the workers run: its id and the class names ``classes`` can choose from."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.deps import ApiKeyDep, BackendsDep, SettingsDep
+from api.schemas import ErrorBody
+from core.errors import CattleCounterError
+from core.model_card import ModelCard, read_card
+
+router = APIRouter(tags=["model"], dependencies=[ApiKeyDep])
+
+
+class ModelNotLoaded(CattleCounterError):
+    """No worker has loaded the model yet."""
+
+    code = "model_not_loaded"
+    http_status = 404
+
+
+@router.get(
+    "/model",
+    response_model=ModelCard,
+    responses={code: {"model": ErrorBody} for code in (401, 404, 503)},
+    summary="The detection model and its class names",
+    description="Published by a worker once it has loaded `MODEL_ID`; 404 until then.",
+)
+def get_model(settings: SettingsDep, backends: BackendsDep) -> ModelCard:
+    card = read_card(backends.blobs, settings.model_id)
+    if card is None:
+        raise ModelNotLoaded(
+            f"no worker has loaded the model {settings.model_id} yet: its class names appear here "
+            "once a worker (python -m worker.main) has started"
+        )
+    return card

@@ -1,0 +1,60 @@
+"""What the workers' model can detect, published where the API can read it.
+
+The API has no torch and never loads the model, yet users need its class names: to know
+what to type in ``classes``, and to hear about a typo before a 2 GB video is uploaded
+rather than when the job fails. So each worker, once it has loaded a model, writes a small
+card for it to blob storage; the API reads the card for the model a job would use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+
+from pydantic import BaseModel, Field, ValidationError
+
+from core.backends.base import BlobStore
+from core.errors import NotFound
+from core.jobs import utcnow
+
+log = logging.getLogger(__name__)
+
+CARD_PREFIX = "models/"
+
+
+class ModelCard(BaseModel):
+    model_id: str
+    architecture: str
+    classes: list[str] = Field(description="Distinct class names, in the model's class-id order.")
+    random_weights: bool = Field(description="True: a randomly initialised test model; its detections are not real.")
+    device: str = Field(description="Where the worker that last published this card runs the model.")
+    loaded_at: datetime = Field(default_factory=utcnow)
+
+    def unknown_classes(self, names: Iterable[str]) -> list[str]:
+        """The names this model does not know (compared case-insensitively, as the detector does)."""
+        known = {name.lower() for name in self.classes}
+        return [name for name in names if name.strip().lower() not in known]
+
+
+def card_path(model_id: str) -> str:
+    """One blob per model id. Ids are hub names or local paths, so they are hashed, not used as names."""
+    return f"{CARD_PREFIX}{hashlib.sha256(model_id.encode()).hexdigest()[:24]}.json"
+
+
+def publish_card(blobs: BlobStore, card: ModelCard) -> None:
+    blobs.upload_stream(card_path(card.model_id), [card.model_dump_json().encode()], "application/json")
+
+
+def read_card(blobs: BlobStore, model_id: str) -> ModelCard | None:
+    """The card a worker published for ``model_id``; None when no worker has loaded that model yet."""
+    try:
+        text = b"".join(blobs.open_range(card_path(model_id)))
+    except NotFound:
+        return None
+    try:
+        return ModelCard.model_validate_json(text)
+    except ValidationError:  # e.g. written by another version; treated as absent, never blocks a job
+        log.warning("ignoring the unreadable model card %s for %s", card_path(model_id), model_id)
+        return None
