@@ -9,10 +9,12 @@ go to test-artifacts/screenshots/.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import struct
 import time
 from collections.abc import Iterator
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import httpx
@@ -366,6 +368,42 @@ def test_the_models_classes_are_listed_and_a_typo_is_caught_before_upload(page, 
     screenshot(page, "unknown-class")
     expect(page.get_by_test_id("upload-item")).to_have_count(0)
     assert len(allinone_server.client.get("/jobs").json()["jobs"]) == jobs_before
+
+
+def one_decimal_like_js(value: float) -> str:
+    """``value.toFixed(1)``: halves of the exact binary value round up (Python's format rounds
+    them to even)."""
+    return str(Decimal(value).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
+def test_zone_counts_of_a_job_are_shown(page, allinone_server, clips):
+    """Zones come from the API (the form offers a line only); the job view shows their counts
+    as stats.json has them."""
+    zones = [{"name": "whole field", "polygon": [[0, 0], [320, 0], [320, 240], [0, 240]]},
+             {"name": "left strip", "polygon": [[0, 0], [20, 0], [20, 240], [0, 240]]}]
+    with clips["small"].open("rb") as handle:
+        response = allinone_server.client.post("/jobs", files={"file": ("zones.mp4", handle)},
+                                               data={"zones": json.dumps(zones)})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    assert allinone_server.wait_for_status(job_id, {"completed", "failed"}, JOB_TIMEOUT_MS / 1000)[
+        "status"] == "completed"
+    stats = allinone_server.client.get(f"/jobs/{job_id}/result").json()
+
+    page.goto(f"/#/jobs/{job_id}")
+    table = page.get_by_test_id("zone-counts")
+    expect(table).to_be_visible(timeout=UI_TIMEOUT_MS)
+    expected = [[zone["name"], str(zone["max_total"]), one_decimal_like_js(zone["mean_total"]),
+                 str(sum(zone["unique"].values()))] for zone in stats["zones"]]
+    expect(table.locator("tbody tr")).to_have_count(2)
+    for index, cells in enumerate(expected):
+        expect(table.locator("tbody tr").nth(index).locator("td")).to_have_text(cells)
+    assert stats["zones"][0]["max_total"] > 0  # the whole field saw something: the numbers are not all zero
+    expect(page.get_by_test_id("line-counts")).to_be_hidden()
+    expect(page.get_by_test_id("detail-meta").locator("dd").last).to_have_text(  # Settings
+        "all classes · zone “whole field” · zone “left strip”")
+    table.scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "job-zones.png"))  # the viewport: the zone table in view
 
 
 def test_failed_job_shows_its_error(page, allinone_server, clips):

@@ -190,27 +190,37 @@ export class JobDetail {
         ? rows.map(([name, n]) => tableRow([name, formatCount(n)], [false, true]))
         : [tableRow(["nothing counted", ""], [false, true])]),
     );
-    this.renderLines(stats.lines || []);
+    const lines = stats.lines || [];
+    this.renderCountTable("line-counts", "Counting lines", [["Line", false], ["In", true], ["Out", true]],
+      lines.map((line) => [line.name, formatCount(line.in_total), formatCount(line.out_total)]));
+    const zones = stats.zones || [];
+    this.renderCountTable(
+      "zone-counts", "Zones",
+      [["Zone", false], ["Most at once", true], ["Average", true], ["Objects seen in it", true]],
+      zones.map((zone) => [
+        zone.name, formatCount(zone.max_total), zone.mean_total.toFixed(1),
+        formatCount(Object.values(zone.unique).reduce((sum, n) => sum + n, 0)),
+      ]),
+    );
   }
 
-  renderLines(lines) {
-    const box = this.byId("line-counts");
-    box.hidden = lines.length === 0;
-    if (!lines.length) return;
+  /** A small table of per-line or per-zone counts; hidden when the job had none. */
+  renderCountTable(boxId, caption, columns, rows) {
+    const box = this.byId(boxId);
+    box.hidden = rows.length === 0;
+    if (!rows.length) return;
+    const numeric = columns.map(([, isNumber]) => isNumber);
     const table = element("table", { className: "by-class" });
-    table.append(element("caption", { text: "Counting lines" }));
+    table.append(element("caption", { text: caption }));
     const head = element("tr");
-    for (const [title, className] of [["Line", ""], ["In", "num"], ["Out", "num"]]) {
-      head.append(element("th", { text: title, className, attrs: { scope: "col" } }));
+    for (const [title, isNumber] of columns) {
+      head.append(element("th", { text: title, className: isNumber ? "num" : "", attrs: { scope: "col" } }));
     }
     const thead = element("thead");
     thead.append(head);
-    table.append(thead);
     const body = element("tbody");
-    for (const line of lines) {
-      body.append(tableRow([line.name, formatCount(line.in_total), formatCount(line.out_total)], [false, true, true]));
-    }
-    table.append(body);
+    body.append(...rows.map((cells) => tableRow(cells, numeric)));
+    table.append(thead, body);
     box.replaceChildren(table);
   }
 
@@ -306,6 +316,7 @@ function paramsText(params) {
   if (params.threshold !== null && params.threshold !== undefined) parts.push(`threshold ${params.threshold}`);
   if (params.frame_stride > 1) parts.push(`every ${params.frame_stride}th frame`);
   for (const line of params.lines || []) parts.push(`line ${[...line.start, ...line.end].join(",")}`);
+  for (const zone of params.zones || []) parts.push(`zone “${zone.name}”`);
   return parts.join(" · ");
 }
 
