@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     classes: Annotated[list[str], NoDecode] = Field(default_factory=list)  # empty: all classes
     input_size: int | None = Field(default=None, ge=32, le=4096)  # None: the checkpoint's own
+    max_loaded_models: int = Field(default=2, ge=1, le=16)  # per worker process, least recently used unloaded
     frame_stride: int = Field(default=1, ge=1)
     min_track_hits: int = Field(default=3, ge=1)
     video_preset: str = "veryfast"  # x264 preset of annotated.mp4

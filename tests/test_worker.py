@@ -157,3 +157,19 @@ def test_loading_a_model_publishes_its_card_for_the_api(make_settings, tiny_rtde
         assert card.random_weights is True and card.architecture == "rt_detr_v2" and card.device == "cpu"
     finally:
         backends.close()
+
+
+def test_at_most_max_loaded_models_stay_loaded_least_recently_used_first(make_settings, tiny_rtdetr_dir,
+                                                                         tiny_detr_dir):
+    settings = make_settings("local", max_loaded_models=1)
+    detectors = DetectorCache(settings)
+    rtdetr = detectors.get(str(tiny_rtdetr_dir))
+    assert detectors.get(str(tiny_rtdetr_dir)) is rtdetr  # loaded once
+    detr = detectors.get(str(tiny_detr_dir))  # unloads the RT-DETR
+    assert detectors.get(str(tiny_detr_dir)) is detr
+    assert detectors.get(str(tiny_rtdetr_dir)) is not rtdetr  # loaded again
+
+    two = DetectorCache(make_settings("local", max_loaded_models=2))
+    first = two.get(str(tiny_rtdetr_dir))
+    two.get(str(tiny_detr_dir))
+    assert two.get(str(tiny_rtdetr_dir)) is first  # both fit

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 
 from core.backends.base import BlobStore
@@ -16,14 +17,18 @@ log = logging.getLogger(__name__)
 
 
 class DetectorCache:
-    """``blobs``: where to publish each loaded model's card (its class names) for the API."""
+    """At most MAX_LOADED_MODELS detectors, least recently used unloaded first (jobs may choose
+    their model when ALLOW_MODEL_OVERRIDE is on, and each model holds GPU memory).
+
+    ``blobs``: where to publish each loaded model's card (its class names) for the API.
+    """
 
     def __init__(self, settings: Settings, blobs: BlobStore | None = None,
                  loader: Callable[..., Detector] | None = None) -> None:
         self._settings = settings
         self._blobs = blobs
         self._loader = loader or Detector.load
-        self._detectors: dict[str, Detector] = {}
+        self._detectors: OrderedDict[str, Detector] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
 
     def get(self, model_id: str | None = None) -> Detector:
@@ -31,12 +36,18 @@ class DetectorCache:
         Raises ModelError when it cannot be loaded."""
         model_id = model_id or self._settings.model_id
         with self._lock:
-            if model_id not in self._detectors:
-                log.info("loading model %s on %s", model_id, self._settings.device)
-                detector = self._loader(model_id, device=self._settings.device, input_size=self._settings.input_size)
-                self._publish(model_id, detector)
-                self._detectors[model_id] = detector
-            return self._detectors[model_id]
+            if model_id in self._detectors:
+                self._detectors.move_to_end(model_id)
+                return self._detectors[model_id]
+            log.info("loading model %s on %s", model_id, self._settings.device)
+            detector = self._loader(model_id, device=self._settings.device, input_size=self._settings.input_size)
+            self._publish(model_id, detector)
+            self._detectors[model_id] = detector
+            while len(self._detectors) > self._settings.max_loaded_models:
+                # a job still running on it keeps its own reference until it ends
+                unloaded, _ = self._detectors.popitem(last=False)
+                log.info("unloading model %s (MAX_LOADED_MODELS=%d)", unloaded, self._settings.max_loaded_models)
+            return detector
 
     def _publish(self, model_id: str, detector: Detector) -> None:
         if self._blobs is None:
