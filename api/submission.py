@@ -21,7 +21,7 @@ from core import metrics
 from core.backends import Backends
 from core.blob_io import open_blob
 from core.config import Settings
-from core.errors import CattleCounterError, InvalidInput, NotFound, VideoError
+from core.errors import AlreadyExists, CattleCounterError, InvalidInput, NotFound, UploadTooLarge, VideoError
 from core.jobs import Job, JobMessage, JobParams, input_blob_path, new_job_id, utcnow
 from core.model_card import read_card
 from core.webhooks import check_callback_url
@@ -31,6 +31,13 @@ log = logging.getLogger(__name__)
 
 UPLOAD_PREFIX = "uploads/"
 MAX_IDEMPOTENCY_KEY = 200
+
+
+class UploadAlreadyUsed(CattleCounterError):
+    """The upload has already become a job."""
+
+    code = "upload_already_used"
+    http_status = 409
 
 
 # --- parameters -------------------------------------------------------------------------
@@ -137,23 +144,43 @@ class Submitter:
         job_id = new_job_id()
         blob = input_blob_path(job_id)
         self.backends.blobs.upload_file(blob, video)
-        return self._record_and_enqueue(job_id, blob, filename, video.stat().st_size, params, idempotency_key)
+        return self._record_and_enqueue(job_id, blob, filename, video.stat().st_size, params, idempotency_key,
+                                        owns_input=True)
 
     def submit_upload(self, upload_id: str, params: JobParams, idempotency_key: str | None) -> tuple[Job, bool]:
-        """Create a job from a finished direct upload (``POST /uploads`` then PUT)."""
+        """Create the job of a finished direct upload (``POST /uploads``, then PUT).
+
+        An upload becomes one job, never two: the job's id was fixed when the upload was
+        reserved, so posting the same upload again returns that job (created False) instead
+        of a second job sharing, and later deleting, the same input."""
         self.check_classes(params)
+        meta = self._upload_meta(upload_id)
+        job_id = meta.get("job_id") or new_job_id()
+        existing = self._job_or_none(job_id)
+        if existing is not None:
+            return existing, False
         blob = upload_data_path(upload_id)
         try:
             size = self.backends.blobs.info(blob).size
         except NotFound:
             raise InvalidInput(f"upload_id: nothing was uploaded for {upload_id!r} (PUT the video first)") from None
+        if size > self.settings.max_upload_bytes:  # a SAS URL cannot cap the size; refuse it here
+            self.backends.blobs.delete_prefix(upload_prefix(upload_id))
+            raise UploadTooLarge(f"the upload is {size} bytes; the limit is {self.settings.max_upload_bytes} "
+                                 "(MAX_UPLOAD_BYTES)")
         try:
             probe_blob(self.backends, blob)
         except VideoError:
             self.backends.blobs.delete_prefix(upload_prefix(upload_id))
             raise
-        meta = self._upload_meta(upload_id)
-        return self._record_and_enqueue(new_job_id(), blob, meta.get("filename", "video"), size, params, idempotency_key)
+        return self._record_and_enqueue(job_id, blob, meta.get("filename", "video"), size, params, idempotency_key,
+                                        owns_input=False)
+
+    def _job_or_none(self, job_id: str) -> Job | None:
+        try:
+            return self.backends.jobs.get(job_id)
+        except NotFound:
+            return None
 
     def check_classes(self, params: JobParams) -> None:
         """Refuse class names the job's model does not know, before anything is stored.
@@ -172,22 +199,37 @@ class Submitter:
             )
 
     def _record_and_enqueue(
-        self, job_id: str, blob: str, filename: str, size: int, params: JobParams, key: str | None
+        self, job_id: str, blob: str, filename: str, size: int, params: JobParams, key: str | None,
+        owns_input: bool,
     ) -> tuple[Job, bool]:
+        """``owns_input``: the input blob was stored for this request alone (``submit_file``),
+        so it goes when no job is made of it. A direct upload's blob belongs to the client's
+        upload: it stays, so that a retry after a 503 finds it."""
+
+        def discard_input() -> None:
+            if owns_input:
+                self.backends.blobs.delete(blob)
+
         job = Job(id=job_id, input_blob=blob, filename=filename, size_bytes=size, params=params, idempotency_key=key)
         try:
             stored = self.backends.jobs.create(job)
+        except AlreadyExists:
+            existing = self._job_or_none(job_id)
+            if existing is None:
+                discard_input()
+                raise
+            return existing, False  # the same upload, posted twice at once: the other request made the job
         except CattleCounterError:
-            self.backends.blobs.delete(blob)
+            discard_input()
             raise
         if stored.id != job_id:  # the idempotency key matched an earlier job
-            self.backends.blobs.delete(blob)
+            discard_input()
             return stored, False
         try:
             self.backends.queue.send(JobMessage(job_id=job_id, input_blob=blob).encode())
         except CattleCounterError:
             self.backends.jobs.delete(job_id)
-            self.backends.blobs.delete(blob)
+            discard_input()
             raise
         metrics.JOBS_SUBMITTED.inc()
         metrics.UPLOAD_BYTES.inc(size)
@@ -201,7 +243,9 @@ class Submitter:
         upload_id = secrets.token_urlsafe(24)
         ttl = timedelta(seconds=self.settings.upload_url_ttl_s)
         expires_at = utcnow() + ttl
-        meta = {"filename": filename, "expires_at": expires_at.isoformat()}
+        # the id of the one job this upload can become (see submit_upload); time-ordered like
+        # every job id, so that job is listed by when its upload began
+        meta = {"filename": filename, "expires_at": expires_at.isoformat(), "job_id": new_job_id()}
         self.backends.blobs.upload_stream(upload_meta_path(upload_id), [json.dumps(meta).encode()], "application/json")
         return upload_id, self.backends.blobs.write_url(upload_data_path(upload_id), ttl), expires_at
 
@@ -213,10 +257,14 @@ class Submitter:
         return json.loads(text)
 
     def check_upload_open(self, upload_id: str) -> None:
-        """For the local PUT endpoint: the upload exists and has not expired."""
+        """For the local PUT endpoint: the upload exists, has not expired, and has not become a
+        job yet (whose input, already checked, must not change under it)."""
         meta = self._upload_meta(upload_id)
         if datetime.fromisoformat(meta["expires_at"]) < utcnow():
             raise InvalidInput(f"upload {upload_id!r} has expired; ask for a new one")
+        if meta.get("job_id") and self._job_or_none(meta["job_id"]) is not None:
+            raise UploadAlreadyUsed(f"upload {upload_id!r} is already job {meta['job_id']}; "
+                                    "ask for a new upload to send another video")
 
 
 def upload_prefix(upload_id: str) -> str:

@@ -42,6 +42,12 @@ class StorageError(CattleCounterError):
     code = "storage_error"
 
 
+class CorruptRecord(StorageError):
+    """A stored record does not parse (written by another version, or damaged)."""
+
+    code = "corrupt_record"
+
+
 class NotFound(StorageError):
     """The requested blob, message or job does not exist."""
 

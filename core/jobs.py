@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 
-from core.errors import InvalidMessage
+from core.errors import CorruptRecord, InvalidMessage
 
 MESSAGE_VERSION = 1
 
@@ -41,14 +41,22 @@ def new_job_id() -> str:
     return f"{millis:012x}{os.urandom(7).hex()}"
 
 
-Point = tuple[float, float]
+# Pixel coordinates. Finite and bounded: NaN or infinity would pass as floats, then the stored
+# record (JSON has no NaN) could no longer be read back.
+Coordinate = Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False)]
+Point = tuple[Coordinate, Coordinate]
+Name = Annotated[str, Field(min_length=1, max_length=100)]
+ClassName = Annotated[str, Field(max_length=100)]  # blanks are dropped by JobParams
+MAX_LINES = MAX_ZONES = 32
+MAX_POLYGON_POINTS = 256
+MAX_CLASSES = 200
 
 
 class CountingLine(BaseModel):
     """A line across the frame; objects crossing it are counted in/out per class."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = "line"
+    name: Name = "line"
     start: Point
     end: Point
 
@@ -64,25 +72,25 @@ class CountingZone(BaseModel):
     """A polygon; objects inside it are counted per frame and per class."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = "zone"
-    polygon: Annotated[list[Point], Field(min_length=3)]
+    name: Name = "zone"
+    polygon: Annotated[list[Point], Field(min_length=3, max_length=MAX_POLYGON_POINTS)]
 
 
 class JobParams(BaseModel):
     """What a user may ask of one job. Unset fields fall back to the service's settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    classes: list[str] | None = Field(
-        default=None, description="Class names to count (e.g. cow, sheep); default all."
+    classes: list[ClassName] | None = Field(
+        default=None, max_length=MAX_CLASSES, description="Class names to count (e.g. cow, sheep); default all."
     )
     threshold: float | None = Field(default=None, ge=0.0, le=1.0, description="Confidence threshold.")
     frame_stride: int | None = Field(default=None, ge=1, le=1000, description="Process every Nth frame.")
     frame_interval_seconds: float | None = Field(
         default=None, gt=0, le=3600, description="Process one frame every N seconds (overrides frame_stride)."
     )
-    lines: list[CountingLine] = Field(default_factory=list)
-    zones: list[CountingZone] = Field(default_factory=list)
+    lines: list[CountingLine] = Field(default_factory=list, max_length=MAX_LINES)
+    zones: list[CountingZone] = Field(default_factory=list, max_length=MAX_ZONES)
     callback_url: HttpUrl | None = Field(default=None, description="Webhook called when the job ends.")
     model_id: str | None = Field(default=None, description="Model to use, if the service allows overrides.")
 
@@ -120,7 +128,8 @@ class Job(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
-    attempts: int = 0
+    attempts: int = 0  # deliveries of its message so far
+    handed_back: int = 0  # deliveries a shutting-down worker gave back: not failed attempts
     progress: float = 0.0
     frames_done: int = 0
     frames_total: int | None = None
@@ -140,7 +149,12 @@ class Job(BaseModel):
 
     @classmethod
     def from_record(cls, text: str | bytes, etag: str | None) -> "Job":
-        job = cls.model_validate_json(text)
+        """Raises CorruptRecord (a StorageError) rather than pydantic's error, so a record that
+        cannot be read fails that one job, never the worker thread or process reading it."""
+        try:
+            job = cls.model_validate_json(text)
+        except ValidationError as exc:
+            raise CorruptRecord(f"a job record cannot be read: {exc.errors()[0]['msg']}") from None
         job.etag = etag
         return job
 

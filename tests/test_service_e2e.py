@@ -205,6 +205,21 @@ def test_webhook_is_signed_and_a_failing_one_does_not_fail_the_job(start_service
     wait_until(lambda: len(receiver.received) >= 3, 30, "the webhook and its retry")
 
 
+def test_a_job_cancelled_while_queued_gets_its_webhook_when_a_worker_sees_it(start_service, small_clip,
+                                                                              webhook_receiver):
+    receiver, url = webhook_receiver
+    service = start_service("local", workers=0, webhook_allow_private=True, webhook_secret="hush")
+    job_id = service.submit(small_clip, callback_url=url)["job_id"]
+    assert service.client.delete(f"/jobs/{job_id}").json()["status"] == "cancelled"
+    service.start_worker()
+    headers, body = wait_until(lambda: receiver.received and receiver.received[0], 60, "the webhook")
+    payload = json.loads(body)
+    assert payload["event"] == "job.cancelled" and payload["job"]["id"] == job_id
+    assert verify(body, "hush", headers["X-Signature"])
+    wait_until(lambda: queue_length(service) == 0, 30, "the message to be acknowledged")
+    assert len(receiver.received) == 1
+
+
 def test_private_webhook_urls_are_refused_by_default(start_service, small_clip):
     service = start_service("local", workers=0)
     with small_clip.open("rb") as handle:

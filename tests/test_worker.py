@@ -10,13 +10,15 @@ from datetime import timedelta
 
 import pytest
 
-from core.backends import build_backends
-from core.errors import LeaseLost, StorageUnavailable
+from core.backends import Backends, build_backends
+from core.errors import ConfigError, LeaseLost, StorageUnavailable
 from core.jobs import Job, JobMessage, JobParams, JobStatus, input_blob_path, new_job_id
 from core.model_card import read_card
+from ml_engine.pipeline import Progress
 from tests.waiting import wait_until
 from worker.lease import LeaseKeeper
 from worker.models import DetectorCache
+from worker.progress import JobReporter, StopReason
 from worker.runner import JobRunner, Outcome, pipeline_config
 
 LEASE = timedelta(seconds=30)
@@ -173,3 +175,115 @@ def test_at_most_max_loaded_models_stay_loaded_least_recently_used_first(make_se
     first = two.get(str(tiny_rtdetr_dir))
     two.get(str(tiny_detr_dir))
     assert two.get(str(tiny_rtdetr_dir)) is first  # both fit
+
+
+def make_reporter(backends, job_id: str) -> JobReporter:
+    return JobReporter(backends.jobs, job_id, 0.0, threading.Event(), threading.Event(), clock=FakeClock())
+
+
+class FakeClock:
+    """Advances a second per reading, so every report and cancel check is due at once."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_progress_of_a_video_with_no_known_frame_count_is_recorded_without_a_fraction(stores):
+    _, backends = stores
+    job = queue_job(backends, status=JobStatus.PROCESSING)
+    reporter = make_reporter(backends, job.id)
+    reporter.on_progress(Progress(frames_done=40, frames_total=None, fps=10.0, eta_s=None))
+    stored = backends.jobs.get(job.id)
+    assert (stored.frames_done, stored.frames_total, stored.fps, stored.progress) == (40, None, 10.0, 0.0)
+    reporter.on_progress(Progress(frames_done=50, frames_total=100, fps=10.0, eta_s=5.0))
+    assert backends.jobs.get(job.id).progress == 0.5
+
+
+def test_a_job_another_worker_finished_stops_this_run(stores):
+    _, backends = stores
+    job = queue_job(backends, status=JobStatus.PROCESSING)
+    reporter = make_reporter(backends, job.id)
+    assert not reporter.should_cancel()
+    backends.jobs.modify(job.id, lambda record: setattr(record, "status", JobStatus.COMPLETED))
+    assert reporter.should_cancel() and reporter.stop_reason is StopReason.LEASE_LOST
+
+
+class QueueRefusingRenewals:
+    """The real local queue, except that renewing a lease fails the way a revoked credential
+    does (a ConfigError, neither LeaseLost nor StorageUnavailable)."""
+
+    def __init__(self, queue) -> None:
+        self.queue = queue
+
+    def extend_lease(self, message, lease):
+        raise ConfigError("the storage account refused the credential (403)")
+
+    def __getattr__(self, name: str):
+        return getattr(self.queue, name)
+
+
+def test_lease_keeper_that_cannot_renew_reports_the_lease_lost_once_it_has_expired(stores):
+    _, backends = stores
+    queue_job(backends)
+    message = backends.queue.receive(timedelta(seconds=1))
+    started = time.monotonic()
+    with LeaseKeeper(QueueRefusingRenewals(backends.queue), message, lease_s=1.0, renew_every_s=0.1) as keeper:
+        wait_until(keeper.lost.is_set, 10, "the keeper to give the lease up")
+        assert time.monotonic() - started >= 1.0  # not before the lease could have run out
+
+
+def deliver(backends, times: int):
+    """Receive the job's message ``times`` times (releasing it in between); returns the last."""
+    for _ in range(times - 1):
+        backends.queue.release(backends.queue.receive(LEASE))
+    return backends.queue.receive(LEASE)
+
+
+def test_hand_backs_at_shutdown_are_not_counted_as_failed_attempts(stores):
+    settings, backends = stores  # MAX_ATTEMPTS 3
+    job = queue_job(backends)
+    runner = make_runner(settings, backends, UnreachableModelStore())
+    for _ in range(3):  # three rolling restarts caught the job mid-run
+        message = backends.queue.receive(LEASE)
+        runner._stopped(job.id, StopReason.SHUTDOWN)
+        backends.queue.release(message)
+    assert backends.jobs.get(job.id).handed_back == 3
+
+    message = backends.queue.receive(LEASE)
+    assert message.dequeue_count == 4
+    assert runner.handle(message) is Outcome.RETRY  # the first real failure, not "all 3 attempts failed"
+    record = backends.jobs.get(job.id)
+    assert record.status is JobStatus.QUEUED and record.error.code == "storage_unavailable"
+
+
+class JobStoreDown:
+    """The real local job store, unreachable (as when the Table service is down)."""
+
+    def __init__(self, jobs) -> None:
+        self.jobs = jobs
+
+    def get(self, job_id: str):
+        raise StorageUnavailable("job table unreachable")
+
+    def __getattr__(self, name: str):
+        return getattr(self.jobs, name)
+
+
+def test_job_store_down_on_the_last_delivery_retries_rather_than_poisoning(stores):
+    settings, backends = stores
+    job = queue_job(backends)
+    down = Backends(blobs=backends.blobs, queue=backends.queue, jobs=JobStoreDown(backends.jobs))
+    message = deliver(backends, settings.max_attempts)
+    assert make_runner(settings, down).handle(message) is Outcome.RETRY
+    assert backends.queue.peek_poison() == []
+
+    # storage is back: the next delivery is past the limit and fails the job for good
+    assert backends.jobs.get(job.id).status is JobStatus.QUEUED
+    again = wait_until(lambda: backends.queue.receive(LEASE), 10, "the message to come back after its backoff")
+    assert make_runner(settings, backends).handle(again) is Outcome.POISON
+    record = backends.jobs.get(job.id)
+    assert record.status is JobStatus.FAILED and record.error.code == "max_attempts_exceeded"

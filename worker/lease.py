@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 
 from core import metrics
 from core.backends import JobQueue, QueueMessage
-from core.errors import LeaseLost, StorageUnavailable
+from core.errors import LeaseLost
 from core.logging import start_thread_in_context
 
 log = logging.getLogger(__name__)
@@ -50,16 +51,26 @@ class LeaseKeeper:
             self._thread.join()
 
     def _heartbeat(self) -> None:
+        renewed_at = time.monotonic()
         while not self._stopped.wait(self._renew_every_s):
             with self._lock:
                 try:
                     self._message = self._queue.extend_lease(self._message, self._lease)
                 except LeaseLost:
-                    log.warning("lease on message %s lost; another worker may take the job", self._message.id)
-                    metrics.LEASE_LOST.inc()
-                    self.lost.set()
+                    self._give_up("lease on message %s lost; another worker may take the job", self._message.id)
                     return
-                except StorageUnavailable as exc:  # keep trying: the lease may still be ours
+                except Exception as exc:  # any failure: keep trying while the lease may still be ours
+                    if time.monotonic() - renewed_at >= self._lease.total_seconds():
+                        self._give_up("could not renew the lease on message %s before it expired (%s); "
+                                      "another worker may take the job", self._message.id, exc)
+                        return
                     log.warning("could not renew lease (%s); retrying", exc)
                     continue
+            renewed_at = time.monotonic()
             metrics.LEASE_RENEWALS.inc()
+
+    def _give_up(self, message: str, *args: object) -> None:
+        """The job stops at its next batch and leaves the message to whoever holds it now."""
+        log.warning(message, *args)
+        metrics.LEASE_LOST.inc()
+        self.lost.set()

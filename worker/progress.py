@@ -68,7 +68,8 @@ class JobReporter:
             job.frames_total = progress.frames_total
             job.fps = round(progress.fps, 2)
             job.eta_seconds = None if progress.eta_s is None else round(progress.eta_s, 1)
-            job.progress = round(min(progress.fraction, 0.99), 4)  # 1.0 only once outputs are stored
+            if progress.fraction is not None:  # None: the container says neither frame count nor duration
+                job.progress = round(min(progress.fraction, 0.99), 4)  # 1.0 only once outputs are stored
             return True
 
         try:
@@ -98,4 +99,8 @@ class JobReporter:
         except CattleCounterError as exc:
             log.warning("could not check for cancellation: %s", exc)
             return None
-        return StopReason.CANCELLED if job.cancel_requested or job.status is JobStatus.CANCELLED else None
+        if job.cancel_requested or job.status is JobStatus.CANCELLED:
+            return StopReason.CANCELLED
+        if job.status.is_final:  # another worker, redelivered our message, has already finished it
+            return StopReason.LEASE_LOST
+        return None

@@ -6,7 +6,10 @@ At-least-once delivery is made safe here:
 - outputs go to the job's own blob paths, so a retry overwrites instead of duplicating;
 - the message is deleted only after the outputs are stored and the record says completed;
 - permanent errors fail the job at once; transient ones come back after a backoff, and
-  after MAX_ATTEMPTS deliveries the job fails and the message goes to the poison queue.
+  after MAX_ATTEMPTS deliveries the job fails and the message goes to the poison queue
+  (deliveries a shutting-down worker handed back do not count);
+- when the job store itself is unreachable nothing can be recorded, so the message just
+  comes back later, however many deliveries that takes.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPES = {".mp4": "video/mp4", ".json": "application/json", ".jsonl": "application/x-ndjson",
                  ".txt": "text/plain"}
+
+
+# Transient failures (storage down) retry for as long as they last; the pause between
+# deliveries doubles up to this (Azure also caps a message's invisibility at 7 days).
+MAX_RETRY_BACKOFF_S = 15 * 60
 
 
 class Outcome(str, Enum):
@@ -106,7 +114,12 @@ class JobRunner:
             return self._run(job_message, delivery, keeper)
         except CattleCounterError as exc:  # the bookkeeping itself failed (storage down, ...)
             log.warning("attempt %d could not be recorded: %s", delivery, exc)
-            return Outcome.POISON if delivery >= self.settings.max_attempts else Outcome.RETRY
+            if exc.transient or delivery < self.settings.max_attempts:
+                # once storage answers again, a later delivery records the outcome (and fails
+                # the job past MAX_ATTEMPTS): poisoning now would leave the record unfinished
+                return Outcome.RETRY
+            self._try_to_fail(job_message.job_id, exc)
+            return Outcome.POISON
 
     # --- run -----------------------------------------------------------------------------
 
@@ -118,17 +131,27 @@ class JobRunner:
             return Outcome.DONE
         if job.status.is_final:
             log.info("job is already %s; redelivered message acknowledged", job.status.value)
+            self._notify_if_cancelled_while_queued(job)
             return Outcome.DONE
-        if delivery > self.settings.max_attempts:
+        attempt = delivery - job.handed_back  # hand-backs at shutdown are not failed attempts
+        if attempt > self.settings.max_attempts:
             self._fail(job.id, GaveUp(f"the job failed on all {self.settings.max_attempts} attempts "
                                       f"(the last one stopped without recording why)"))
             return Outcome.POISON
         job = self._start(job.id, delivery)
-        if job is None:
+        if job.status.is_final:
+            log.info("job was %s before it started", job.status.value)
+            self._notify_if_cancelled_while_queued(job)
             return Outcome.DONE
-        return self._process_and_record(job, delivery, keeper)
+        return self._process_and_record(job, attempt, keeper)
 
-    def _process_and_record(self, job: Job, delivery: int, keeper: LeaseKeeper) -> Outcome:
+    def _notify_if_cancelled_while_queued(self, job: Job) -> None:
+        """The API cancels a queued job itself; its webhook is sent here, when the message
+        comes up. (A run cancelled mid-way is notified by ``_stopped``.)"""
+        if job.status is JobStatus.CANCELLED and job.started_at is None:
+            self._notify(job, "job.cancelled")
+
+    def _process_and_record(self, job: Job, attempt: int, keeper: LeaseKeeper) -> Outcome:
         reporter = JobReporter(self.backends.jobs, job.id, self.settings.progress_interval_s,
                                keeper.lost, self.shutting_down)
         started = time.monotonic()
@@ -139,12 +162,12 @@ class JobRunner:
             return self._stopped(job.id, reporter.stop_reason)
         except CattleCounterError as exc:
             if exc.transient:
-                return self._transient_failure(job.id, exc, delivery)
+                return self._transient_failure(job.id, exc, attempt)
             self._fail(job.id, exc)
             return Outcome.DONE
         except Exception as exc:  # a bug or an unexpected library error: retry, then give up
             log.exception("unexpected error while processing")
-            return self._transient_failure(job.id, exc, delivery)
+            return self._transient_failure(job.id, exc, attempt)
         finally:
             metrics.JOBS_IN_PROGRESS.dec()
         if keeper.lost.is_set():
@@ -173,7 +196,9 @@ class JobRunner:
 
     # --- job record transitions ------------------------------------------------------------
 
-    def _start(self, job_id: str, delivery: int) -> Job | None:
+    def _start(self, job_id: str, delivery: int) -> Job:
+        """Mark the job processing, unless it became final meanwhile (then returned as it is)."""
+
         def apply(job: Job) -> bool:
             if job.status.is_final:
                 return False
@@ -184,10 +209,8 @@ class JobRunner:
             return True
 
         job = self.backends.jobs.modify(job_id, apply)
-        if job.status.is_final:
-            log.info("job was %s before it started", job.status.value)
-            return None
-        log.info("processing attempt %d of %d", delivery, self.settings.max_attempts)
+        if not job.status.is_final:
+            log.info("processing delivery %d (attempt limit %d)", delivery, self.settings.max_attempts)
         return job
 
     def _complete(self, job_id: str, stats: dict[str, Any], outputs: dict[str, str]) -> None:
@@ -204,6 +227,13 @@ class JobRunner:
         metrics.JOBS_COMPLETED.inc()
         log.info("completed: %s", json.dumps(job.counts))
         self._notify(job, "job.completed")
+
+    def _try_to_fail(self, job_id: str, error: BaseException) -> None:
+        """Record the failure if the job store lets us; the message is poisoned either way."""
+        try:
+            self._fail(job_id, error)
+        except CattleCounterError as exc:
+            log.error("could not record the failure (%s); the job record stays unfinished", exc)
 
     def _fail(self, job_id: str, error: BaseException) -> None:
         code = getattr(error, "code", "internal_error")
@@ -238,22 +268,25 @@ class JobRunner:
         self._notify(job, "job.cancelled")
         return Outcome.DONE
 
-    def _transient_failure(self, job_id: str, error: BaseException, delivery: int) -> Outcome:
-        if delivery >= self.settings.max_attempts:
-            self._fail(job_id, GaveUp(f"failed on all {delivery} attempts; last error: {error}"))
+    def _transient_failure(self, job_id: str, error: BaseException, attempt: int) -> Outcome:
+        if attempt >= self.settings.max_attempts:
+            self._fail(job_id, GaveUp(f"failed on all {attempt} attempts; last error: {error}"))
             return Outcome.POISON
         self._requeue(job_id, error)
         return Outcome.RETRY
 
     def _requeue(self, job_id: str, error: BaseException | None) -> None:
-        """Back to queued: another delivery (here or on another worker) will pick it up."""
+        """Back to queued: another delivery (here or on another worker) will pick it up.
+        ``error`` None: handed back by a worker shutting down, which is no failed attempt."""
 
         def apply(job: Job) -> bool:
             if job.status.is_final:
                 return False
             job.status = JobStatus.QUEUED
             job.fps, job.eta_seconds = None, None
-            if error is not None:
+            if error is None:
+                job.handed_back += 1
+            else:
                 job.error = JobError(code=getattr(error, "code", "internal_error"), message=f"will retry: {error}")
             return True
 
@@ -276,7 +309,7 @@ class JobRunner:
                 queue.move_to_poison(message)
                 metrics.JOBS_POISONED.inc()
             elif outcome is Outcome.RETRY:
-                backoff = self.settings.retry_backoff_s * 2 ** max(0, delivery - 1)
+                backoff = min(self.settings.retry_backoff_s * 2 ** max(0, delivery - 1), MAX_RETRY_BACKOFF_S)
                 queue.extend_lease(message, timedelta(seconds=backoff))
                 metrics.JOBS_RETRIED.inc()
             elif outcome is Outcome.RELEASE:
