@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.routes import health, jobs, model, uploads
 from api.submission import Submitter
@@ -80,8 +81,9 @@ def _scratch_dir(settings: Settings) -> Path:
     return base
 
 
-def _error_response(status: int, code: str, message: str, **extra) -> JSONResponse:
-    headers = {"Retry-After": "5"} if status == 503 else None
+def _error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                    **extra) -> JSONResponse:
+    headers = {**(headers or {}), **({"Retry-After": "5"} if status == 503 else {})}
     return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status, headers=headers)
 
 
@@ -91,7 +93,14 @@ def _add_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, StorageUnavailable):
             log.warning("storage unavailable during %s %s: %s", request.method, request.url.path, exc)
             return _error_response(503, exc.code, f"storage is unavailable, try again shortly ({exc})")
-        return _error_response(exc.http_status, exc.code, str(exc))
+        return _error_response(exc.http_status, exc.code, str(exc), getattr(exc, "headers", None))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own answers (unknown path, wrong method) in the same shape as ours."""
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        return _error_response(exc.status_code, code, message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,6 +11,10 @@ class RangeNotSatisfiable(CattleCounterError):
     code = "range_not_satisfiable"
     http_status = 416
 
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.headers = {"Content-Range": f"bytes */{size}"}  # RFC 9110: the size, so a client can retry
+
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """The inclusive (first, last) byte positions asked for, or None for the whole file.
@@ -24,12 +28,12 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         if first_text == "":  # suffix range: the last N bytes
             length = int(last_text)
             if length <= 0:
-                raise RangeNotSatisfiable()
+                raise RangeNotSatisfiable(f"range {header!r} asks for no bytes", size)
             return max(0, size - length), size - 1
         first = int(first_text)
         last = int(last_text) if last_text else size - 1
     except ValueError:
         return None
     if first >= size or last < first:
-        raise RangeNotSatisfiable(f"range {header!r} is outside the file of {size} bytes")
+        raise RangeNotSatisfiable(f"range {header!r} is outside the file of {size} bytes", size)
     return first, min(last, size - 1)

@@ -7,6 +7,7 @@ chunk, small text fields are kept, and reading stops the moment the file is too 
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -19,11 +20,14 @@ from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
-from core.errors import InvalidInput, UploadTooLarge
+from core.errors import InvalidInput, StorageError, UploadTooLarge
+
+log = logging.getLogger(__name__)
 
 FILE_FIELD = "file"
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 32
+MAX_NAME_BYTES = 255
 WRITE_BATCH_BYTES = 1024 * 1024  # hand the parser ~1 MiB at a time, off the event loop
 
 
@@ -51,7 +55,10 @@ def safe_filename(raw: str) -> str:
     ``../../x.mp4`` or ``C:\\x.mp4`` is still reduced to ``x.mp4`` so nothing downstream is
     tempted."""
     name = PureWindowsPath(PurePosixPath(raw.replace("\x00", "")).name).name.strip()
-    return name[:255] or "video"
+    if name in ("", ".", ".."):
+        return "video"
+    # file systems limit a name to 255 bytes, not characters (an accented or CJK name is longer)
+    return name.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", "ignore") or "video"
 
 
 class _FormCollector:
@@ -106,8 +113,8 @@ class _FormCollector:
         # a private directory per upload, so the file can keep the user's (sanitised) name:
         # error messages from probing then name the file the user knows
         path = Path(tempfile.mkdtemp(prefix="upload-", dir=self.scratch_dir)) / filename
+        self.form.file = ReceivedFile(path=path, filename=filename, size=0)  # set first: discard() removes it
         self._sink = path.open("wb")
-        self.form.file = ReceivedFile(path=path, filename=filename, size=0)
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._sink is None:
@@ -178,6 +185,11 @@ async def receive_multipart(request: Request, scratch_dir: Path, max_file_bytes:
         collector.close()
         collector.form.discard()
         raise
+    except OSError as exc:  # the scratch disk, not the client: full, read-only, ...
+        collector.close()
+        collector.form.discard()
+        log.error("cannot write an upload to %s: %s", scratch_dir, exc)
+        raise StorageError("the server could not store the upload (scratch disk); try again later") from None
     except Exception as exc:  # python-multipart raises its own error types for malformed bodies
         collector.close()
         collector.form.discard()

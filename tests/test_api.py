@@ -211,7 +211,8 @@ def test_downloads_and_video_range_requests(api, small_clip):
     assert part.headers["content-range"] == f"bytes 100-199/{len(video)}"
     tail = api.get(f"/jobs/{job_id}/video", headers={"Range": "bytes=-10"})
     assert tail.content == video[-10:]
-    assert api.get(f"/jobs/{job_id}/video", headers={"Range": "bytes=99999-"}).status_code == 416
+    outside = api.get(f"/jobs/{job_id}/video", headers={"Range": "bytes=99999-"})
+    assert outside.status_code == 416 and outside.headers["content-range"] == f"bytes */{len(video)}"
 
 
 def test_direct_upload_then_job(api, small_clip):
@@ -380,3 +381,26 @@ def test_unknown_classes_are_refused_before_anything_is_stored(api, small_clip):
 def test_classes_are_left_to_the_worker_while_no_card_is_published(api, small_clip):
     response = upload(api, small_clip, classes="zebra")  # the worker fails the job if it is unknown
     assert response.status_code == 202, response.text
+
+
+@pytest.mark.parametrize("name, stored_as", [("..", "video"), (".", "video"), ("é" * 200 + ".mp4", "é" * 127)])
+def test_awkward_filenames_are_accepted_under_a_safe_name(api, small_clip, name, stored_as):
+    response = upload(api, small_clip, name=name)
+    assert response.status_code == 202, response.text
+    assert response.json()["filename"] == stored_as  # at most 255 bytes of UTF-8, never a path
+    assert list(api.app.state.scratch_dir.iterdir()) == []
+
+
+def test_an_oversized_json_body_is_413_without_being_read_whole(api):
+    padding = "x" * (2 * 1024 * 1024)
+    response = api.post("/jobs", content=json.dumps({"upload_id": "u", "params": {}, "pad": padding}),
+                        headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "upload_too_large"
+
+
+def test_unknown_paths_and_methods_answer_in_the_error_shape(api):
+    missing = api.get("/nope")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    wrong_method = api.put("/jobs")
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"
+    assert "GET" in wrong_method.headers["allow"]

@@ -15,12 +15,14 @@ from api.deps import ApiKeyDep, BackendsDep, ScratchDirDep, SettingsDep, Submitt
 from api.ranges import parse_range
 from api.schemas import ErrorBody, JobList, JobOut
 from api.submission import check_idempotency_key, parse_params, probe_file
-from api.upload_stream import receive_multipart
+from api.upload_stream import receive_multipart, reject_declared_oversize
 from core.backends import Backends
-from core.errors import CattleCounterError, EmptyVideo, InvalidInput
+from core.errors import CattleCounterError, EmptyVideo, InvalidInput, UploadTooLarge
 from core.jobs import Job, JobStatus, job_blob_prefix, utcnow
 
 router = APIRouter(tags=["jobs"], dependencies=[ApiKeyDep])
+
+MAX_JSON_BODY_BYTES = 1024 * 1024  # {"upload_id", "params"}: far less in practice
 
 # route name -> (file the worker wrote, media type)
 DOWNLOADS = {
@@ -85,13 +87,14 @@ async def _submit(request: Request, settings, submitter, scratch, idempotency_ke
     key = check_idempotency_key(idempotency_key)
     if request.headers.get("content-type", "").startswith("application/json"):
         body = await _json_body(request)
-        params = parse_params({"params": json.dumps(body.get("params") or {})}, settings)
+        # in a thread: checking a callback_url resolves its host name, which may take seconds
+        params = await run_in_threadpool(parse_params, {"params": json.dumps(body.get("params") or {})}, settings)
         job, created = await run_in_threadpool(submitter.submit_upload, str(body.get("upload_id", "")), params, key)
         return _job_response(job, 202 if created else 200, replayed=not created)
 
     form = await receive_multipart(request, scratch, settings.max_upload_bytes)
     try:
-        params = parse_params(form.fields, settings)
+        params = await run_in_threadpool(parse_params, form.fields, settings)
         if form.file is None:
             if form.fields.get("upload_id"):
                 job, created = await run_in_threadpool(submitter.submit_upload, form.fields["upload_id"], params, key)
@@ -109,8 +112,16 @@ async def _submit(request: Request, settings, submitter, scratch, idempotency_ke
 
 
 async def _json_body(request: Request) -> dict:
+    """The small JSON body of a direct-upload submission, read up to MAX_JSON_BODY_BYTES only."""
+    reject_declared_oversize(request, MAX_JSON_BODY_BYTES, slack=0)
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_JSON_BODY_BYTES:
+            raise UploadTooLarge(f"the JSON body is larger than {MAX_JSON_BODY_BYTES} bytes; "
+                                 "videos go in a multipart 'file' field or through POST /uploads")
     try:
-        body = json.loads(await request.body())
+        body = json.loads(data)
     except ValueError:
         raise InvalidInput("the JSON body is not valid JSON") from None
     if not isinstance(body, dict) or not body.get("upload_id"):
