@@ -209,6 +209,8 @@ class Detector:
         np.clip(xyxy[:, 1::2], 0, height, out=xyxy[:, 1::2])
         class_id = result["labels"].detach().cpu().numpy().astype(np.int64)
         confidence = result["scores"].detach().cpu().numpy().astype(np.float32)
+        keep = best_label_per_box(xyxy, confidence)
+        xyxy, class_id, confidence = xyxy[keep], class_id[keep], confidence[keep]
         if wanted is not None:
             keep = np.isin(class_id, list(wanted))
             xyxy, class_id, confidence = xyxy[keep], class_id[keep], confidence[keep]
@@ -264,6 +266,20 @@ class Detector:
     def __repr__(self) -> str:
         random = ", random weights" if self.random_weights else ""
         return f"Detector({self.model_id!r}, device={self.device!r}, dtype={self.dtype!r}{random})"
+
+
+def best_label_per_box(xyxy: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    """Indices (in order) of the detections to keep: one per distinct box, its best score.
+
+    RT-DETR's post-processing takes the top k over every (query, class) pair, so one query,
+    one object, can come back twice with the very same box and two labels (cow 0.80, sheep
+    0.57). Both would start tracks and the animal would be counted twice; keep its best label.
+    """
+    if len(xyxy) < 2:
+        return np.arange(len(xyxy))
+    by_score = np.argsort(-confidence, kind="stable")
+    _, first = np.unique(xyxy[by_score], axis=0, return_index=True)  # first = best-scoring copy
+    return np.sort(by_score[first])
 
 
 # --- device and dtype ------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch
 from transformers import AutoImageProcessor, AutoModelForObjectDetection
 
 from core.errors import ConfigError, InvalidInput, ModelError
-from ml_engine.detector import Detector
+from ml_engine.detector import Detector, best_label_per_box
 from ml_engine.preprocess import resized_size, spec_from_processor
 from ml_engine.tiny_model import DEFAULT_LABELS, build_tiny_checkpoint
 
@@ -54,7 +54,8 @@ def checkpoints(tmp_path_factory, tiny_rtdetr_dir, tiny_detr_dir) -> dict[str, P
 
 
 def reference_detections(checkpoint: Path, images: list[np.ndarray], threshold: float) -> list[sv.Detections]:
-    """What the plain transformers recipe returns: processor -> model -> post_process (boxes clipped)."""
+    """What the plain transformers recipe returns: processor -> model -> post_process (boxes
+    clipped), plus the one step the detector adds on purpose: one label per distinct box."""
     processor = AutoImageProcessor.from_pretrained(checkpoint)
     model = AutoModelForObjectDetection.from_pretrained(checkpoint).eval()
     inputs = processor(images=images, return_tensors="pt")
@@ -68,9 +69,9 @@ def reference_detections(checkpoint: Path, images: list[np.ndarray], threshold: 
         xyxy = result["boxes"].numpy().astype(np.float32)
         xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, width)
         xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, height)
-        detections.append(
-            sv.Detections(xyxy=xyxy, confidence=result["scores"].numpy(), class_id=result["labels"].numpy())
-        )
+        scores, labels = result["scores"].numpy(), result["labels"].numpy()
+        keep = best_label_per_box(xyxy, scores)
+        detections.append(sv.Detections(xyxy=xyxy[keep], confidence=scores[keep], class_id=labels[keep]))
     return detections
 
 
@@ -365,3 +366,19 @@ def test_package_import_does_not_pull_in_torch_and_tames_openmp():
     chosen = subprocess.run([sys.executable, "-c", code], cwd=repo, env={**environment, "OMP_WAIT_POLICY": "ACTIVE"},
                             capture_output=True, text=True)
     assert chosen.stdout.strip() == "ACTIVE"  # an explicit choice wins
+
+
+def test_one_query_returned_with_two_labels_counts_as_its_best_label_only(tiny_rtdetr_detector):
+    """RT-DETR's top-k over (query, class) pairs can return one box twice with two labels."""
+    import torch
+
+    result = {
+        "boxes": torch.tensor([[10.0, 10, 50, 50], [10, 10, 50, 50], [60, 60, 90, 90]]),
+        "labels": torch.tensor([0, 1, 0]),  # cow, sheep (the same box), cow
+        "scores": torch.tensor([0.80, 0.57, 0.60]),
+    }
+    detections = tiny_rtdetr_detector._to_detections(result, (100, 100, 3), None)
+    assert detections.data["class_name"].tolist() == ["cow", "cow"]
+    assert detections.confidence.tolist() == pytest.approx([0.80, 0.60])
+    only_sheep = tiny_rtdetr_detector._to_detections(result, (100, 100, 3), {1})
+    assert len(only_sheep) == 0  # that object is a cow: it is not counted as a sheep either

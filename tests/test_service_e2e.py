@@ -57,6 +57,7 @@ def test_upload_to_every_output(start_service, backend, small_clip, tmp_path):
     done = service.wait_for_status(job["job_id"], {"completed", "failed"})
     assert done["status"] == "completed", done
     assert done["attempts"] == 1 and done["progress"] == 1.0
+    assert done["frames_done"] == done["frames_total"] == 20  # exact, whatever the last progress report said
 
     stats = service.client.get(f"/jobs/{job['job_id']}/result").json()
     validate_stats(stats)

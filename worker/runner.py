@@ -217,7 +217,9 @@ class JobRunner:
         def apply(job: Job) -> None:
             job.status = JobStatus.COMPLETED
             job.progress = 1.0
-            job.frames_done = job.frames_total or job.frames_done
+            # the exact count (the last progress report may have been throttled, and the
+            # total was an estimate when the container did not say)
+            job.frames_done = job.frames_total = stats["video"]["frames"]
             job.eta_seconds = 0.0
             job.outputs = outputs
             job.counts = stats.get("counts")
