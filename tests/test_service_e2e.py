@@ -66,6 +66,8 @@ def test_upload_to_every_output(start_service, backend, small_clip, tmp_path):
 
     video_path = tmp_path / "annotated.mp4"
     video_path.write_bytes(fetch_video(service, job["job_id"]))
+    download = service.client.get(f"/jobs/{job['job_id']}/video", params={"download": "true"}, follow_redirects=True)
+    assert download.headers["content-disposition"].startswith("attachment")  # through the SAS URL on Azure
     with av.open(str(video_path)) as container:
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264"

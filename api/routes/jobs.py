@@ -278,16 +278,13 @@ def get_video(
     download: bool = False,
 ) -> Response:
     blob = _completed_output(backends, job_id, "video")
-    url = backends.blobs.read_url(blob, timedelta(seconds=settings.read_url_ttl_s))
+    disposition = f'{"attachment" if download else "inline"}; filename="{job_id}-annotated.mp4"'
+    url = backends.blobs.read_url(blob, timedelta(seconds=settings.read_url_ttl_s), disposition)
     if url is not None:
         return RedirectResponse(url, status_code=307)
     size = backends.blobs.info(blob).size
     byte_range = parse_range(range_header, size)
-    disposition = "attachment" if download else "inline"
-    headers = {
-        "Accept-Ranges": "bytes",
-        "Content-Disposition": f'{disposition}; filename="{job_id}-annotated.mp4"',
-    }
+    headers = {"Accept-Ranges": "bytes", "Content-Disposition": disposition}
     if byte_range is None:
         headers["Content-Length"] = str(size)
         return StreamingResponse(backends.blobs.open_range(blob), media_type="video/mp4", headers=headers)

@@ -77,9 +77,10 @@ class BlobStore(abc.ABC):
         return len(paths)
 
     @abc.abstractmethod
-    def read_url(self, path: str, expires_in: timedelta) -> str | None:
+    def read_url(self, path: str, expires_in: timedelta, content_disposition: str | None = None) -> str | None:
         """A time-limited URL a client can GET the blob from, or None if the backend has
-        none (the local backend: the API streams the blob itself)."""
+        none (the local backend: the API streams the blob itself). ``content_disposition``:
+        the Content-Disposition the response is to carry (e.g. an attachment's file name)."""
 
     @abc.abstractmethod
     def write_url(self, path: str, expires_in: timedelta) -> str | None:

@@ -156,15 +156,17 @@ class AzureBlobStore(BlobStore):
 
     # --- URLs -----------------------------------------------------------------------
 
-    def read_url(self, path: str, expires_in: timedelta) -> str | None:
-        """A SAS URL that allows GET on this one blob until ``expires_in`` from now."""
-        return self._sas_url(path, expires_in, BlobSasPermissions(read=True))
+    def read_url(self, path: str, expires_in: timedelta, content_disposition: str | None = None) -> str | None:
+        """A SAS URL that allows GET on this one blob until ``expires_in`` from now; the SAS
+        itself sets the response's Content-Disposition (a redirect cannot carry headers)."""
+        return self._sas_url(path, expires_in, BlobSasPermissions(read=True), content_disposition)
 
     def write_url(self, path: str, expires_in: timedelta) -> str | None:
         """A SAS URL that allows PUT (``x-ms-blob-type: BlockBlob``) of this one blob."""
         return self._sas_url(path, expires_in, BlobSasPermissions(create=True, write=True))
 
-    def _sas_url(self, path: str, expires_in: timedelta, permission: BlobSasPermissions) -> str | None:
+    def _sas_url(self, path: str, expires_in: timedelta, permission: BlobSasPermissions,
+                 content_disposition: str | None = None) -> str | None:
         blob = self._blob(path)
         now = datetime.now(timezone.utc)
         expiry = now + expires_in
@@ -180,6 +182,7 @@ class AzureBlobStore(BlobStore):
             permission=permission,
             start=now - SAS_CLOCK_SKEW,
             expiry=expiry,
+            content_disposition=content_disposition,
             **signing,
         )
         return f"{blob.url}?{token}"

@@ -218,7 +218,7 @@ class LocalBlobStore(BlobStore):
 
     # --- everything else --------------------------------------------------------------
 
-    def read_url(self, path: str, expires_in: timedelta) -> str | None:
+    def read_url(self, path: str, expires_in: timedelta, content_disposition: str | None = None) -> str | None:
         return None  # the API streams local blobs itself
 
     def write_url(self, path: str, expires_in: timedelta) -> str | None:
