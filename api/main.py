@@ -6,6 +6,7 @@ so tests build apps with their own settings via ``create_app(settings=...)``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -29,6 +31,7 @@ from core.metrics import HttpMetricsMiddleware, metrics_response
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+UPLOAD_SWEEP_INTERVAL_S = 3600
 
 
 def create_app(settings: Settings | None = None, backends: Backends | None = None) -> FastAPI:
@@ -42,9 +45,11 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         app.state.backends = backends or build_backends(app.state.settings)
         app.state.submitter = Submitter(app.state.settings, app.state.backends)
         app.state.scratch_dir = _scratch_dir(app.state.settings)
+        sweeper = asyncio.create_task(_sweep_uploads_forever(app.state.submitter))
         try:
             yield
         finally:
+            sweeper.cancel()
             if backends is None:  # we built them, we close them
                 app.state.backends.close()
 
@@ -65,6 +70,18 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
     if (STATIC_DIR / "index.html").exists():  # the dashboard, at /
         app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="dashboard")
     return app
+
+
+async def _sweep_uploads_forever(submitter: Submitter) -> None:
+    """Hourly, delete direct uploads nobody made a job of (they would fill the disk)."""
+    while True:
+        try:
+            await run_in_threadpool(submitter.sweep_abandoned_uploads)
+        except CattleCounterError as exc:  # storage away for now: try again next hour
+            log.warning("could not sweep abandoned uploads: %s", exc)
+        except Exception:  # a bug: log it, and keep sweeping
+            log.exception("sweeping abandoned uploads failed")
+        await asyncio.sleep(UPLOAD_SWEEP_INTERVAL_S)
 
 
 def _metrics(request: Request) -> Response:

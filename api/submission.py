@@ -30,6 +30,8 @@ from ml_engine.video import VideoInfo, probe
 log = logging.getLogger(__name__)
 
 UPLOAD_PREFIX = "uploads/"
+# an upload left this long after its write URL expired, and not a job's input, is deleted
+ABANDONED_AFTER = timedelta(days=1)
 MAX_IDEMPOTENCY_KEY = 200
 
 
@@ -256,6 +258,18 @@ class Submitter:
             raise InvalidInput(f"upload_id: unknown upload {upload_id!r}") from None
         return json.loads(text)
 
+    def sweep_abandoned_uploads(self, now: datetime | None = None) -> int:
+        """Delete direct uploads nobody made a job of (never finished, never posted, or left
+        after a refused submission); returns how many. The API runs this every hour."""
+        ttl = timedelta(seconds=self.settings.upload_url_ttl_s)
+        removed = 0
+        for upload_id in abandoned_uploads(self.backends, ttl, now or utcnow()):
+            self.backends.blobs.delete_prefix(upload_prefix(upload_id))
+            removed += 1
+        if removed:
+            log.info("removed %d abandoned upload(s)", removed)
+        return removed
+
     def check_upload_open(self, upload_id: str) -> None:
         """For the local PUT endpoint: the upload exists, has not expired, and has not become a
         job yet (whose input, already checked, must not change under it)."""
@@ -267,8 +281,40 @@ class Submitter:
                                     "ask for a new upload to send another video")
 
 
+def abandoned_uploads(backends: Backends, ttl: timedelta, now: datetime) -> list[str]:
+    """The ids of uploads that can go: older than their write URL's lifetime plus
+    ABANDONED_AFTER, and not the input of a job. (A job deletes its upload with itself.)"""
+    newest_write: dict[str, datetime] = {}
+    for blob in backends.blobs.list(UPLOAD_PREFIX):
+        upload_id = blob.path[len(UPLOAD_PREFIX):].split("/", 1)[0]
+        if not _is_upload_id(upload_id):
+            continue  # not ours to judge
+        written = blob.last_modified or now
+        newest_write[upload_id] = max(written, newest_write.get(upload_id, written))
+    stale = [upload_id for upload_id, written in newest_write.items() if written + ttl + ABANDONED_AFTER < now]
+    return [upload_id for upload_id in stale if not _upload_became_a_job(backends, upload_id)]
+
+
+def _upload_became_a_job(backends: Backends, upload_id: str) -> bool:
+    try:
+        meta = json.loads(b"".join(backends.blobs.open_range(upload_meta_path(upload_id))))
+    except (NotFound, ValueError):
+        return False  # no readable reservation: nothing can refer to it
+    if not meta.get("job_id"):
+        return False
+    try:
+        backends.jobs.get(meta["job_id"])
+    except NotFound:
+        return False
+    return True
+
+
+def _is_upload_id(text: str) -> bool:
+    return bool(text) and all(c.isalnum() or c in "-_" for c in text)
+
+
 def upload_prefix(upload_id: str) -> str:
-    if not upload_id or not all(c.isalnum() or c in "-_" for c in upload_id):
+    if not _is_upload_id(upload_id):
         raise InvalidInput("upload_id: not a valid upload id")
     return f"{UPLOAD_PREFIX}{upload_id}/"
 

@@ -5,7 +5,7 @@ tests/test_service_e2e.py runs API and workers as real processes."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -404,3 +404,21 @@ def test_unknown_paths_and_methods_answer_in_the_error_shape(api):
     wrong_method = api.put("/jobs")
     assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"
     assert "GET" in wrong_method.headers["allow"]
+
+
+def test_abandoned_uploads_are_swept_and_a_jobs_upload_is_kept(api, small_clip):
+    used = direct_upload(api, small_clip.read_bytes())
+    job_id = api.post("/jobs", json={"upload_id": used}).json()["job_id"]
+    never_posted = direct_upload(api, small_clip.read_bytes())
+    never_sent = api.post("/uploads", json={"filename": "x.mp4"}).json()["upload_id"]
+    orphan_data = "leftover-data"  # bytes with no reservation beside them
+    api.backends.blobs.upload_stream(f"uploads/{orphan_data}/data", [b"partial"])
+    submitter = api.app.state.submitter
+
+    assert submitter.sweep_abandoned_uploads() == 0  # nothing is old yet
+    two_days_on = datetime.now(timezone.utc) + timedelta(days=2, seconds=api.app.state.settings.upload_url_ttl_s)
+    assert submitter.sweep_abandoned_uploads(now=two_days_on) == 3
+    left = {path.split("/")[1] for path in stored_paths(api) if path.startswith("uploads/")}
+    assert left == {used}
+    assert never_posted not in left and never_sent not in left and orphan_data not in left
+    assert api.backends.blobs.exists(api.backends.jobs.get(job_id).input_blob)
