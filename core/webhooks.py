@@ -7,7 +7,8 @@ counted and logged but never fails the job.
 
 Only http/https URLs are accepted, and URLs whose host resolves to a loopback, private,
 link-local or otherwise non-public address are refused (server-side request forgery)
-unless WEBHOOK_ALLOW_PRIVATE=true.
+unless WEBHOOK_ALLOW_PRIVATE=true. The request then goes to the very addresses that were
+checked, never to a fresh DNS answer (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -43,24 +44,34 @@ def verify(body: bytes, secret: str, signature: str) -> bool:
     return hmac.compare_digest(sign(body, secret), signature)
 
 
-def check_callback_url(url: str, allow_private: bool) -> None:
-    """Raise InvalidInput unless ``url`` is http(s) and (unless allowed) publicly routable."""
+def check_callback_url(url: str, allow_private: bool) -> list[str]:
+    """Raise InvalidInput unless ``url`` is http(s), resolves, and (unless allowed) resolves
+    to public addresses only. Returns the addresses to connect to: the ones checked here, so
+    a DNS answer that changes afterwards (DNS rebinding) cannot send the request elsewhere."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput(f"callback_url: only http and https URLs are allowed, got {url!r}")
-    if allow_private:
-        return
     try:
         infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
     except socket.gaierror:
         raise InvalidInput(f"callback_url: cannot resolve host {parts.hostname!r}") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
+    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    for address in addresses:
+        if not allow_private and not address.is_global:
             raise InvalidInput(
                 f"callback_url: {parts.hostname!r} resolves to a non-public address ({address}); "
                 "set WEBHOOK_ALLOW_PRIVATE=true to allow it"
             )
+    return list(dict.fromkeys(str(address) for address in addresses))  # in order, once each
+
+
+def pinned_request(url: str, address: str) -> tuple[httpx.URL, dict[str, str], dict[str, str]]:
+    """(URL with the host replaced by ``address``, the Host header, httpx extensions): the
+    request goes to that address while the server still sees, and TLS still verifies, the
+    name in the URL."""
+    original = httpx.URL(url)
+    extensions = {"sni_hostname": original.host} if original.scheme == "https" else {}
+    return original.copy_with(host=address), {"Host": original.netloc.decode("ascii")}, extensions
 
 
 class WebhookSender:
@@ -82,7 +93,7 @@ class WebhookSender:
 
     def _deliver(self, url: str, event: str, body: bytes) -> bool:
         try:
-            check_callback_url(url, self._settings.webhook_allow_private)
+            addresses = check_callback_url(url, self._settings.webhook_allow_private)
         except InvalidInput as exc:
             log.warning("webhook not sent: %s", exc)
             metrics.WEBHOOK_FAILURES.inc()
@@ -93,7 +104,7 @@ class WebhookSender:
         attempts = self._settings.webhook_max_retries + 1
         for attempt in range(attempts):
             try:
-                response = self._client.post(url, content=body, headers=headers)
+                response = self._post(url, addresses, body, headers)
                 if response.status_code < 300:
                     return True
                 log.warning("webhook %s answered %d (attempt %d/%d)", url, response.status_code, attempt + 1, attempts)
@@ -103,6 +114,18 @@ class WebhookSender:
                 self._sleep(min(60.0, 0.5 * 2**attempt))
         metrics.WEBHOOK_FAILURES.inc()
         return False
+
+    def _post(self, url: str, addresses: list[str], body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """POST to the first of the checked addresses that accepts a connection (as a plain
+        connect would try each address the name resolves to)."""
+        for index, address in enumerate(addresses):
+            request_url, host, extensions = pinned_request(url, address)
+            try:
+                return self._client.post(request_url, content=body, headers={**headers, **host}, extensions=extensions)
+            except httpx.ConnectError:
+                if index + 1 == len(addresses):
+                    raise
+        raise AssertionError("check_callback_url returns at least one address")
 
     def close(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=not wait)

@@ -14,7 +14,8 @@ import av
 import httpx
 import pytest
 
-from core.webhooks import verify
+from core.errors import InvalidInput
+from core.webhooks import WebhookSender, check_callback_url, pinned_request, verify
 from ml_engine.outputs import validate_stats
 from tests.fixtures_video import write_clip
 from tests.tcp_proxy import TcpProxy
@@ -221,6 +222,30 @@ def test_a_job_cancelled_while_queued_gets_its_webhook_when_a_worker_sees_it(sta
     assert verify(body, "hush", headers["X-Signature"])
     wait_until(lambda: queue_length(service) == 0, 30, "the message to be acknowledged")
     assert len(receiver.received) == 1
+
+
+def test_a_webhook_goes_to_the_checked_address_and_keeps_its_host_name(make_settings, webhook_receiver):
+    """The name is resolved once, checked, and that address is the one connected to (so DNS
+    rebinding cannot redirect it); the receiver still sees the name it was given."""
+    receiver, url = webhook_receiver
+    port = url.split(":")[2].split("/")[0]
+    named = f"http://localhost:{port}/hook"
+    sender = WebhookSender(make_settings("local", webhook_allow_private=True, webhook_max_retries=0))
+    try:
+        assert sender.send(named, "job.completed", b'{"ok": true}').result(timeout=30) is True
+    finally:
+        sender.close()
+    headers, body = receiver.received[0]
+    assert headers["Host"] == f"localhost:{port}" and body == b'{"ok": true}'
+    with pytest.raises(InvalidInput, match="non-public"):
+        check_callback_url(named, allow_private=False)
+
+
+def test_a_pinned_request_targets_the_address_and_verifies_tls_against_the_name():
+    request_url, host, extensions = pinned_request("https://hooks.example.com:8443/in?x=1", "2001:db8::7")
+    assert str(request_url) == "https://[2001:db8::7]:8443/in?x=1"
+    assert host == {"Host": "hooks.example.com:8443"}
+    assert extensions == {"sni_hostname": "hooks.example.com"}  # the certificate is checked for the name
 
 
 def test_private_webhook_urls_are_refused_by_default(start_service, small_clip):
