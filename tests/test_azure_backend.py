@@ -259,6 +259,11 @@ def test_orphaned_idempotency_key_is_reclaimed(make_settings) -> None:
     assert built.jobs.get(second.id).idempotency_key == "retry-7"
     again = built.jobs.create(Job(id=new_job_id(), input_blob="x", idempotency_key="retry-7"))
     assert again.id == second.id
+
+    # the first delete now finishes its second step: the key belongs to the second job
+    # and must stay, or a replay would make a duplicate job
+    built.jobs._delete_key_of(first)
+    assert built.jobs.create(Job(id=new_job_id(), input_blob="x", idempotency_key="retry-7")).id == second.id
     built.close()
 
 

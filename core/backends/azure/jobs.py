@@ -202,7 +202,20 @@ class AzureJobStore(JobStore):
         with azure_errors(f"deleting job {job_id}", self.endpoint):
             self._table.delete_entity(PARTITION, row_key(job_id))
             if job.idempotency_key is not None:
-                self._table.delete_entity(PARTITION, idempotency_row_key(job.idempotency_key))
+                self._delete_key_of(job)
+
+    def _delete_key_of(self, job: Job) -> None:
+        """Delete the job's idempotency key row, unless a newer job has claimed that key since
+        (once this job's record was gone, a create with the key could clear and re-use it)."""
+        key_row = self._get_entity(idempotency_row_key(job.idempotency_key))
+        if key_row is None or key_row["job_id"] != job.id:
+            return
+        try:
+            self._table.delete_entity(
+                key_row, etag=key_row.metadata["etag"], match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            pass  # claimed or cleared meanwhile: not ours any more
 
     def ping(self) -> None:
         with azure_errors("checking the jobs table", self.endpoint):
