@@ -293,12 +293,15 @@ class _Run:
                 continue
         raise _Stopped()
 
-    def _get(self, source: queue.Queue) -> Any:
+    def _get(self, source: queue.Queue, cancellable: bool = False) -> Any:
+        """``cancellable``: while waiting, honour a cancel too (a decoder that stalls without
+        failing must not make the job deaf to cancel, shutdown or a lost lease)."""
         while not self.stop.is_set():
             try:
                 return source.get(timeout=_QUEUE_POLL_S)
             except queue.Empty:
-                continue
+                if cancellable:
+                    self._raise_if_cancelled()
         raise _Stopped()
 
     # --- stage 1: decode -------------------------------------------------------------------
@@ -323,18 +326,21 @@ class _Run:
         ended = False
         while not ended:
             frames, ended = self._next_chunk()
-            if self.should_cancel is not None and self.should_cancel():
-                raise JobCancelled("the job was cancelled while it was being processed")
+            self._raise_if_cancelled()
             self._put(self.inferred, _Chunk(frames, self._detect(frames)))
             self._report_progress()
         self._put(self.inferred, _END)
+
+    def _raise_if_cancelled(self) -> None:
+        if self.should_cancel is not None and self.should_cancel():
+            raise JobCancelled("the job was cancelled while it was being processed")
 
     def _next_chunk(self) -> tuple[list[Frame], bool]:
         """Frames up to a full detection batch (or the chunk cap); True when the video ended."""
         frames: list[Frame] = []
         to_detect = 0
         while to_detect < self.config.batch_size and len(frames) < self.chunk_limit:
-            item = self._get(self.decoded)
+            item = self._get(self.decoded, cancellable=True)
             if item is _END:
                 return frames, True
             frames.append(item)

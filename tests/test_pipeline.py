@@ -199,6 +199,38 @@ def test_cancel_between_batches_leaves_nothing(
     assert_nothing_left(out)
 
 
+def test_cancel_is_honoured_while_the_decoder_is_stalled(
+    small_clip: Path, tmp_path: Path, tiny_rtdetr_detector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decoder that stops producing frames without failing (a stuck read) must not make
+    the job deaf to a cancel: the wait for frames checks it too."""
+    import ml_engine.pipeline as pipeline
+
+    real_iter_frames = pipeline.iter_frames
+    stalled, release, released_by_cancel = threading.Event(), threading.Event(), []
+
+    def stalls_after_two_frames(*args, **kwargs):
+        for index, frame in enumerate(real_iter_frames(*args, **kwargs)):
+            if index == 2:
+                stalled.set()
+                released_by_cancel.append(release.wait(30))  # stuck, unless the cancel frees it
+                return
+            yield frame
+
+    def cancel_once_stalled() -> bool:
+        if stalled.is_set():
+            release.set()  # the user's cancel arrived while the decoder was stuck
+            return True
+        return False
+
+    monkeypatch.setattr(pipeline, "iter_frames", stalls_after_two_frames)
+    with pytest.raises(JobCancelled):
+        process_video(small_clip, tmp_path / "out", tiny_rtdetr_detector, PipelineConfig(batch_size=4),
+                      should_cancel=cancel_once_stalled)
+    assert released_by_cancel == [True]  # the cancel was seen during the stall, not after it
+    assert_nothing_left(tmp_path / "out")
+
+
 def test_video_truncated_midway_fails_with_corrupt_video(
     bad_videos: dict[str, Path], tmp_path: Path, tiny_rtdetr_detector
 ) -> None:
