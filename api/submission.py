@@ -163,20 +163,21 @@ class Submitter:
             return existing, False
         blob = upload_data_path(upload_id)
         try:
-            size = self.backends.blobs.info(blob).size
+            stored = self.backends.blobs.info(blob)
         except NotFound:
             raise InvalidInput(f"upload_id: nothing was uploaded for {upload_id!r} (PUT the video first)") from None
-        if size > self.settings.max_upload_bytes:  # a SAS URL cannot cap the size; refuse it here
+        if stored.size > self.settings.max_upload_bytes:  # a SAS URL cannot cap the size; refuse it here
             self.backends.blobs.delete_prefix(upload_prefix(upload_id))
-            raise UploadTooLarge(f"the upload is {size} bytes; the limit is {self.settings.max_upload_bytes} "
-                                 "(MAX_UPLOAD_BYTES)")
+            raise UploadTooLarge(f"the upload is {stored.size} bytes; the limit is "
+                                 f"{self.settings.max_upload_bytes} (MAX_UPLOAD_BYTES)")
         try:
             probe_blob(self.backends, blob)
         except VideoError:
             self.backends.blobs.delete_prefix(upload_prefix(upload_id))
             raise
-        return self._record_and_enqueue(job_id, blob, meta.get("filename", "video"), size, params, idempotency_key,
-                                        owns_input=False)
+        # a SAS write URL stays valid until it expires: the etag pins the version checked here
+        return self._record_and_enqueue(job_id, blob, meta.get("filename", "video"), stored.size, params,
+                                        idempotency_key, owns_input=False, input_etag=stored.etag)
 
     def _job_or_none(self, job_id: str) -> Job | None:
         try:
@@ -202,7 +203,7 @@ class Submitter:
 
     def _record_and_enqueue(
         self, job_id: str, blob: str, filename: str, size: int, params: JobParams, key: str | None,
-        owns_input: bool,
+        owns_input: bool, input_etag: str | None = None,
     ) -> tuple[Job, bool]:
         """``owns_input``: the input blob was stored for this request alone (``submit_file``),
         so it goes when no job is made of it. A direct upload's blob belongs to the client's
@@ -212,7 +213,8 @@ class Submitter:
             if owns_input:
                 self.backends.blobs.delete(blob)
 
-        job = Job(id=job_id, input_blob=blob, filename=filename, size_bytes=size, params=params, idempotency_key=key)
+        job = Job(id=job_id, input_blob=blob, input_etag=input_etag, filename=filename, size_bytes=size,
+                  params=params, idempotency_key=key)
         try:
             stored = self.backends.jobs.create(job)
         except AlreadyExists:

@@ -108,6 +108,13 @@ class UploadTooLarge(InvalidInput):
     http_status = 413
 
 
+class InputChanged(InvalidInput):
+    """The job's input was replaced after the API had checked it."""
+
+    code = "input_changed"
+    http_status = 409
+
+
 # --- video ------------------------------------------------------------------------
 
 

@@ -119,6 +119,7 @@ class Job(BaseModel):
     status: JobStatus = JobStatus.QUEUED
     params: JobParams = Field(default_factory=JobParams)
     input_blob: str
+    input_etag: str | None = None  # the version the API checked; the worker refuses any other
     filename: str = "video"
     size_bytes: int = 0
     idempotency_key: str | None = None

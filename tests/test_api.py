@@ -225,6 +225,8 @@ def test_direct_upload_then_job(api, small_clip):
     job = response.json()
     assert job["filename"] == "big.mp4" and job["size_bytes"] == small_clip.stat().st_size
     assert job["params"]["classes"] == ["cow"]
+    record = api.backends.jobs.get(job["job_id"])  # pinned to the version that was checked
+    assert record.input_etag == api.backends.blobs.info(record.input_blob).etag is not None
 
 
 def test_direct_upload_of_a_non_video_is_rejected(api, tmp_path):

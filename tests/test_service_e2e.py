@@ -299,3 +299,22 @@ def test_storage_outage_answers_503_and_the_worker_recovers(start_service, azuri
     finally:
         for proxy in proxies.values():
             proxy.close()
+
+
+@pytest.mark.azurite
+def test_a_direct_upload_replaced_through_its_sas_url_after_submission_fails_the_job(start_service, small_clip,
+                                                                                      tmp_path):
+    """The SAS write URL outlives the submission; the job pins the version the API checked,
+    so bytes written afterwards are refused by the worker instead of being counted."""
+    service = start_service("azure", workers=0)
+    ticket = service.client.post("/uploads", json={"filename": "herd.mp4"}).json()
+    put = httpx.put(ticket["upload_url"], content=small_clip.read_bytes(), headers=ticket["headers"])
+    assert put.status_code == 201, put.text
+    job_id = service.client.post("/jobs", json={"upload_id": ticket["upload_id"]}).json()["job_id"]
+    other_video = write_clip(tmp_path / "other.mp4", frames=12).read_bytes()  # valid, but never checked
+    swapped = httpx.put(ticket["upload_url"], content=other_video, headers=ticket["headers"])
+    assert swapped.status_code == 201  # storage itself cannot refuse it
+
+    service.start_worker()
+    failed = service.wait_for_status(job_id, {"completed", "failed"})
+    assert failed["status"] == "failed" and failed["error"]["code"] == "input_changed", failed

@@ -27,7 +27,7 @@ from typing import Any
 from core import metrics
 from core.backends import Backends, QueueMessage
 from core.config import Settings
-from core.errors import CattleCounterError, InvalidMessage, JobCancelled, LeaseLost, NotFound
+from core.errors import CattleCounterError, InputChanged, InvalidMessage, JobCancelled, LeaseLost, NotFound
 from core.jobs import Job, JobError, JobMessage, JobParams, JobStatus, output_blob_path, utcnow
 from core.logging import job_context
 from core.webhooks import WebhookSender
@@ -179,7 +179,10 @@ class JobRunner:
     def _process(self, job: Job, reporter: JobReporter) -> tuple[dict[str, Any], dict[str, str]]:
         with tempfile.TemporaryDirectory(prefix=f"job-{job.id}-", dir=self.settings.work_dir) as work:
             video = Path(work) / "input"
-            self.backends.blobs.download_to_file(job.input_blob, video)
+            downloaded = self.backends.blobs.download_to_file(job.input_blob, video)
+            if job.input_etag is not None and downloaded.etag != job.input_etag:
+                raise InputChanged("the uploaded video was replaced after it was checked; "
+                                   "upload it again as a new job")
             if reporter.should_cancel():
                 raise JobCancelled()
             detector = self.detectors.get(job.params.model_id)
