@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from core import metrics
-from core.backends import Backends
+from core.backends import Backends, BlobStore
 from core.blob_io import open_blob
 from core.config import Settings
 from core.errors import AlreadyExists, CattleCounterError, InvalidInput, NotFound, UploadTooLarge, VideoError
@@ -157,10 +157,10 @@ class Submitter:
         of a second job sharing, and later deleting, the same input."""
         self.check_classes(params)
         meta = self._upload_meta(upload_id)
-        job_id = meta.get("job_id") or new_job_id()
-        existing = self._job_or_none(job_id)
+        existing = self._job_of_upload(meta)
         if existing is not None:
             return existing, False
+        job_id = meta.get("job_id") or new_job_id()
         blob = upload_data_path(upload_id)
         try:
             stored = self.backends.blobs.info(blob)
@@ -184,6 +184,10 @@ class Submitter:
             return self.backends.jobs.get(job_id)
         except NotFound:
             return None
+
+    def _job_of_upload(self, meta: dict[str, Any]) -> Job | None:
+        """The job an upload (its reservation ``meta``) has become, if it has."""
+        return self._job_or_none(meta["job_id"]) if meta.get("job_id") else None
 
     def check_classes(self, params: JobParams) -> None:
         """Refuse class names the job's model does not know, before anything is stored.
@@ -263,11 +267,13 @@ class Submitter:
     def sweep_abandoned_uploads(self, now: datetime | None = None) -> int:
         """Delete direct uploads nobody made a job of (never finished, never posted, or left
         after a refused submission); returns how many. The API runs this every hour."""
-        ttl = timedelta(seconds=self.settings.upload_url_ttl_s)
+        now = now or utcnow()
+        keep_for = timedelta(seconds=self.settings.upload_url_ttl_s) + ABANDONED_AFTER
         removed = 0
-        for upload_id in abandoned_uploads(self.backends, ttl, now or utcnow()):
-            self.backends.blobs.delete_prefix(upload_prefix(upload_id))
-            removed += 1
+        for upload_id, written in _uploads_last_written(self.backends.blobs, now).items():
+            if written + keep_for < now and not self._upload_became_a_job(upload_id):
+                self.backends.blobs.delete_prefix(upload_prefix(upload_id))
+                removed += 1
         if removed:
             log.info("removed %d abandoned upload(s)", removed)
         return removed
@@ -278,37 +284,29 @@ class Submitter:
         meta = self._upload_meta(upload_id)
         if datetime.fromisoformat(meta["expires_at"]) < utcnow():
             raise InvalidInput(f"upload {upload_id!r} has expired; ask for a new one")
-        if meta.get("job_id") and self._job_or_none(meta["job_id"]) is not None:
-            raise UploadAlreadyUsed(f"upload {upload_id!r} is already job {meta['job_id']}; "
+        job = self._job_of_upload(meta)
+        if job is not None:
+            raise UploadAlreadyUsed(f"upload {upload_id!r} is already job {job.id}; "
                                     "ask for a new upload to send another video")
 
+    def _upload_became_a_job(self, upload_id: str) -> bool:
+        try:
+            meta = self._upload_meta(upload_id)
+        except (InvalidInput, ValueError):
+            return False  # no readable reservation: nothing can refer to it
+        return self._job_of_upload(meta) is not None
 
-def abandoned_uploads(backends: Backends, ttl: timedelta, now: datetime) -> list[str]:
-    """The ids of uploads that can go: older than their write URL's lifetime plus
-    ABANDONED_AFTER, and not the input of a job. (A job deletes its upload with itself.)"""
-    newest_write: dict[str, datetime] = {}
-    for blob in backends.blobs.list(UPLOAD_PREFIX):
+
+def _uploads_last_written(blobs: BlobStore, now: datetime) -> dict[str, datetime]:
+    """Each upload's id and the time its newest blob was written."""
+    newest: dict[str, datetime] = {}
+    for blob in blobs.list(UPLOAD_PREFIX):
         upload_id = blob.path[len(UPLOAD_PREFIX):].split("/", 1)[0]
         if not _is_upload_id(upload_id):
             continue  # not ours to judge
         written = blob.last_modified or now
-        newest_write[upload_id] = max(written, newest_write.get(upload_id, written))
-    stale = [upload_id for upload_id, written in newest_write.items() if written + ttl + ABANDONED_AFTER < now]
-    return [upload_id for upload_id in stale if not _upload_became_a_job(backends, upload_id)]
-
-
-def _upload_became_a_job(backends: Backends, upload_id: str) -> bool:
-    try:
-        meta = json.loads(b"".join(backends.blobs.open_range(upload_meta_path(upload_id))))
-    except (NotFound, ValueError):
-        return False  # no readable reservation: nothing can refer to it
-    if not meta.get("job_id"):
-        return False
-    try:
-        backends.jobs.get(meta["job_id"])
-    except NotFound:
-        return False
-    return True
+        newest[upload_id] = max(written, newest.get(upload_id, written))
+    return newest
 
 
 def _is_upload_id(text: str) -> bool:

@@ -181,18 +181,15 @@ async def receive_multipart(request: Request, scratch_dir: Path, max_file_bytes:
         async for batch in _batches(request.stream()):
             await anyio.to_thread.run_sync(parser.write, batch)
         parser.finalize()
-    except (InvalidInput, UploadTooLarge):
+    except Exception as exc:
         collector.close()
         collector.form.discard()
-        raise
-    except OSError as exc:  # the scratch disk, not the client: full, read-only, ...
-        collector.close()
-        collector.form.discard()
-        log.error("cannot write an upload to %s: %s", scratch_dir, exc)
-        raise StorageError("the server could not store the upload (scratch disk); try again later") from None
-    except Exception as exc:  # python-multipart raises its own error types for malformed bodies
-        collector.close()
-        collector.form.discard()
+        if isinstance(exc, InvalidInput):  # ours, UploadTooLarge included: already says what is wrong
+            raise
+        if isinstance(exc, OSError):  # the scratch disk, not the client: full, read-only, ...
+            log.error("cannot write an upload to %s: %s", scratch_dir, exc)
+            raise StorageError("the server could not store the upload (scratch disk); try again later") from None
+        # python-multipart raises its own error types for malformed bodies
         raise InvalidInput(f"malformed multipart body: {exc}") from None
     collector.close()
     return collector.form

@@ -81,7 +81,9 @@ JOB_PROCESSING_SECONDS = Histogram(
 )
 
 # --- video pipeline (worker) --------------------------------------------------------------
-FRAMES_PROCESSED = _counter("frames_processed", "Video frames decoded, annotated and encoded (the detector sees one in FRAME_STRIDE).")
+FRAMES_PROCESSED = _counter(
+    "frames_processed", "Video frames decoded, annotated and encoded (the detector sees one in FRAME_STRIDE)."
+)
 PROCESSING_FPS = _gauge("processing_fps", "Frames per second of the job in progress (last report).")
 
 # --- queue and leases (worker) -------------------------------------------------------------

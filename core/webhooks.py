@@ -118,14 +118,14 @@ class WebhookSender:
     def _post(self, url: str, addresses: list[str], body: bytes, headers: dict[str, str]) -> httpx.Response:
         """POST to the first of the checked addresses that accepts a connection (as a plain
         connect would try each address the name resolves to)."""
-        for index, address in enumerate(addresses):
+        refused: httpx.ConnectError | None = None
+        for address in addresses:  # check_callback_url returns at least one
             request_url, host, extensions = pinned_request(url, address)
             try:
                 return self._client.post(request_url, content=body, headers={**headers, **host}, extensions=extensions)
-            except httpx.ConnectError:
-                if index + 1 == len(addresses):
-                    raise
-        raise AssertionError("check_callback_url returns at least one address")
+            except httpx.ConnectError as exc:
+                refused = exc
+        raise refused
 
     def close(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
