@@ -16,6 +16,7 @@ from core.backends import Backends, build_backends
 from core.errors import StorageUnavailable
 from core.jobs import JobMessage, JobStatus, output_blob_path
 from core.model_card import ModelCard, card_path, publish_card
+from tests.faults import FailingMethod
 from tests.fixtures_video import write_clip, write_png, write_text_file
 
 
@@ -263,26 +264,11 @@ def test_an_upload_becomes_one_job_only(api, small_clip):
     assert api.backends.blobs.info(input_blob).size == small_clip.stat().st_size
 
 
-class QueueDownOnce:
-    """The real local queue, whose next send fails the way an unreachable queue service does."""
-
-    def __init__(self, queue) -> None:
-        self.queue, self.down = queue, True
-
-    def send(self, body: str) -> str:
-        if self.down:
-            self.down = False
-            raise StorageUnavailable("queue service unreachable")
-        return self.queue.send(body)
-
-    def __getattr__(self, name: str):
-        return getattr(self.queue, name)
-
-
 def test_a_503_keeps_the_direct_upload_so_the_client_can_retry(make_settings, small_clip):
     settings = make_settings("local")
     real = build_backends(settings)
-    backends = Backends(blobs=real.blobs, queue=QueueDownOnce(real.queue), jobs=real.jobs)
+    queue_down_once = FailingMethod(real.queue, "send", StorageUnavailable("queue service unreachable"), times=1)
+    backends = Backends(blobs=real.blobs, queue=queue_down_once, jobs=real.jobs)
     with TestClient(create_app(settings, backends)) as client:
         upload_id = direct_upload(client, small_clip.read_bytes())
         failed = client.post("/jobs", json={"upload_id": upload_id})

@@ -15,6 +15,7 @@ from core.errors import ConfigError, LeaseLost, StorageUnavailable
 from core.jobs import Job, JobMessage, JobParams, JobStatus, input_blob_path, new_job_id
 from core.model_card import read_card
 from ml_engine.pipeline import Progress
+from tests.faults import FailingMethod
 from tests.waiting import wait_until
 from worker.lease import LeaseKeeper
 from worker.models import DetectorCache
@@ -212,26 +213,15 @@ def test_a_job_another_worker_finished_stops_this_run(stores):
     assert reporter.should_cancel() and reporter.stop_reason is StopReason.LEASE_LOST
 
 
-class QueueRefusingRenewals:
-    """The real local queue, except that renewing a lease fails the way a revoked credential
-    does (a ConfigError, neither LeaseLost nor StorageUnavailable)."""
-
-    def __init__(self, queue) -> None:
-        self.queue = queue
-
-    def extend_lease(self, message, lease):
-        raise ConfigError("the storage account refused the credential (403)")
-
-    def __getattr__(self, name: str):
-        return getattr(self.queue, name)
-
-
 def test_lease_keeper_that_cannot_renew_reports_the_lease_lost_once_it_has_expired(stores):
     _, backends = stores
     queue_job(backends)
     message = backends.queue.receive(timedelta(seconds=1))
+    # renewing fails the way a revoked credential does: neither LeaseLost nor StorageUnavailable
+    refusing_renewals = FailingMethod(backends.queue, "extend_lease",
+                                      ConfigError("the storage account refused the credential (403)"))
     started = time.monotonic()
-    with LeaseKeeper(QueueRefusingRenewals(backends.queue), message, lease_s=1.0, renew_every_s=0.1) as keeper:
+    with LeaseKeeper(refusing_renewals, message, lease_s=1.0, renew_every_s=0.1) as keeper:
         wait_until(keeper.lost.is_set, 10, "the keeper to give the lease up")
         assert time.monotonic() - started >= 1.0  # not before the lease could have run out
 
@@ -260,23 +250,11 @@ def test_hand_backs_at_shutdown_are_not_counted_as_failed_attempts(stores):
     assert record.status is JobStatus.QUEUED and record.error.code == "storage_unavailable"
 
 
-class JobStoreDown:
-    """The real local job store, unreachable (as when the Table service is down)."""
-
-    def __init__(self, jobs) -> None:
-        self.jobs = jobs
-
-    def get(self, job_id: str):
-        raise StorageUnavailable("job table unreachable")
-
-    def __getattr__(self, name: str):
-        return getattr(self.jobs, name)
-
-
 def test_job_store_down_on_the_last_delivery_retries_rather_than_poisoning(stores):
     settings, backends = stores
     job = queue_job(backends)
-    down = Backends(blobs=backends.blobs, queue=backends.queue, jobs=JobStoreDown(backends.jobs))
+    table_down = FailingMethod(backends.jobs, "get", StorageUnavailable("job table unreachable"))
+    down = Backends(blobs=backends.blobs, queue=backends.queue, jobs=table_down)
     message = deliver(backends, settings.max_attempts)
     assert make_runner(settings, down).handle(message) is Outcome.RETRY
     assert backends.queue.peek_poison() == []
