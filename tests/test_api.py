@@ -356,8 +356,7 @@ def test_unknown_classes_are_refused_before_anything_is_stored(api, small_clip):
     assert api.get("/jobs").json()["jobs"] == []
 
     # the direct-upload path checks them too, before the job is made
-    upload_id = api.post("/uploads", json={"filename": "a.mp4"}).json()["upload_id"]
-    api.put(f"/uploads/{upload_id}", content=small_clip.read_bytes())
+    upload_id = direct_upload(api, small_clip.read_bytes())
     refused = api.post("/jobs", json={"upload_id": upload_id, "params": {"classes": ["zebra"]}})
     assert refused.status_code == 422 and "'zebra'" in refused.json()["error"]["message"]
 
