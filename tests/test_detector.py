@@ -88,6 +88,34 @@ def box_gap(a: sv.Detections, b: sv.Detections) -> float:
     return worst
 
 
+NEAR_TIE_PX = 0.01  # boxes closer than this are one box whose exact equality is down to float kernels
+
+
+def distinct_boxes(detections: sv.Detections) -> sv.Detections:
+    """One detection per box, its best score, treating boxes within NEAR_TIE_PX as the same box.
+
+    ``best_label_per_box`` merges only bit-identical boxes (RT-DETR's duplicates are, by
+    construction). A random tiny checkpoint can also emit two boxes ~1e-5 px apart; whether the
+    detector's path and the reference's see them as equal depends on the CPU's float kernels
+    (Intel one day, AMD the next), so the tests compare near-ties as one box on both sides.
+    """
+    order = np.argsort(-detections.confidence, kind="stable")
+    kept: list[int] = []
+    for index in order:
+        box = detections.xyxy[index]
+        if all(np.abs(detections.xyxy[k] - box).max() > NEAR_TIE_PX for k in kept):
+            kept.append(int(index))
+    return detections[np.sort(np.array(kept, dtype=int))] if kept else detections[:0]
+
+
+def assert_same_detections(ours: sv.Detections, theirs: sv.Detections) -> None:
+    """Equal as matched sets within tolerance: same distinct boxes, same classes, close scores."""
+    ours, theirs = distinct_boxes(ours), distinct_boxes(theirs)
+    assert len(ours) == len(theirs) > 0
+    assert box_gap(ours, theirs) <= BOX_TOLERANCE_PX
+    assert score_gap(ours, theirs) <= SCORE_TOLERANCE
+
+
 def score_gap(a: sv.Detections, b: sv.Detections) -> float:
     return float(np.abs(np.sort(a.confidence) - np.sort(b.confidence)).max())
 
@@ -123,9 +151,7 @@ def test_boxes_match_the_checkpoints_own_pipeline_on_real_frames(checkpoints, re
     ours = detector.detect(real_frames, threshold=0.0)
     reference = reference_detections(checkpoints[arch], real_frames, threshold=0.0)
     for mine, theirs in zip(ours, reference):
-        assert len(mine) == len(theirs) > 0
-        assert box_gap(mine, theirs) <= BOX_TOLERANCE_PX
-        assert score_gap(mine, theirs) <= SCORE_TOLERANCE
+        assert_same_detections(mine, theirs)
     # the comparison has teeth: the same model on a mirrored frame gives boxes outside the tolerance
     mirrored = detector.detect([np.ascontiguousarray(real_frames[0][:, ::-1])], threshold=0.0)[0]
     assert box_gap(mirrored, ours[0]) > BOX_TOLERANCE_PX
@@ -136,9 +162,7 @@ def test_other_detr_family_checkpoints_match_their_pipeline(checkpoints, real_fr
     detector = Detector.load(str(checkpoints[arch]), device="cpu")
     ours = detector.detect(real_frames[:1], threshold=0.0)[0]
     theirs = reference_detections(checkpoints[arch], real_frames[:1], threshold=0.0)[0]
-    assert len(ours) == len(theirs) > 0
-    assert box_gap(ours, theirs) <= BOX_TOLERANCE_PX
-    assert score_gap(ours, theirs) <= SCORE_TOLERANCE
+    assert_same_detections(ours, theirs)
 
 
 def test_detr_batch_of_different_sizes_is_padded_like_the_processor(checkpoints, real_frames):
@@ -175,6 +199,7 @@ def test_a_batch_gives_the_same_detections_as_one_frame_at_a_time(tiny_rtdetr_de
     batched = tiny_rtdetr_detector.detect(frames, threshold=0.3)
     single = [tiny_rtdetr_detector.detect([frame], threshold=0.3)[0] for frame in frames]
     for a, b in zip(batched, single):
+        a, b = distinct_boxes(a), distinct_boxes(b)
         assert len(a) == len(b)
         assert box_gap(a, b) < 1e-2
         assert score_gap(a, b) < 1e-4
