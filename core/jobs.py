@@ -15,6 +15,10 @@ from core.errors import CorruptRecord, InvalidMessage
 
 MESSAGE_VERSION = 1
 
+# The tenant of bare API keys (no ``name:``), of the no-keys local mode, and of every job
+# recorded before jobs had owners (their records carry no owner field).
+DEFAULT_OWNER = "default"
+
 
 class JobStatus(str, Enum):
     QUEUED = "queued"
@@ -122,7 +126,8 @@ class Job(BaseModel):
     input_etag: str | None = None  # the version the API checked; the worker refuses any other
     filename: str = "video"
     size_bytes: int = 0
-    idempotency_key: str | None = None
+    idempotency_key: str | None = None  # unique per owner, not globally
+    owner: str = DEFAULT_OWNER  # the tenant (API key name) the job belongs to
 
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

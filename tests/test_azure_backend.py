@@ -26,7 +26,7 @@ from azure.storage.queue import QueueClient
 from core.backends import build_backends
 from core.backends.azure import AzureOptions, build_azure_backends
 from core.backends.azure.errors import convert
-from core.backends.azure.jobs import PARTITION, row_key
+from core.backends.azure.jobs import OWNER_ROWS_MIGRATED, PARTITION, idempotency_row_key, row_key
 from core.config import Settings
 from core.errors import (
     AlreadyExists,
@@ -37,7 +37,7 @@ from core.errors import (
     StorageError,
     StorageUnavailable,
 )
-from core.jobs import Job, new_job_id
+from core.jobs import DEFAULT_OWNER, Job, new_job_id
 from tests.fixtures_storage import azurite_connection_string_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -321,3 +321,26 @@ def test_sdk_errors_become_core_errors(exception, expected) -> None:
     assert type(converted) is expected
     if expected is StorageUnavailable:
         assert "https://acct.blob.core.windows.net" in str(converted)
+
+
+@azurite
+def test_jobs_recorded_before_owners_belong_to_the_default_tenant(make_settings) -> None:
+    settings = make_settings("azure")
+    build_backends(settings).close()  # creates the table (and marks the owner rows as done)
+    table = TableClient.from_connection_string(settings.azure_storage_connection_string, settings.jobs_table)
+    old = Job(id=new_job_id(), input_blob="x", idempotency_key="k1")
+    table.create_entity({"PartitionKey": PARTITION, "RowKey": row_key(old.id), "status": "queued",
+                         "record": old.model_dump_json(exclude={"owner"}), "record_parts": 1})
+    table.create_entity({"PartitionKey": PARTITION, "RowKey": idempotency_row_key("k1"), "job_id": old.id})
+    table.delete_entity(PARTITION, OWNER_ROWS_MIGRATED)  # as if this table predated owners
+
+    built = build_backends(settings)  # start-up adds the owner rows the old jobs lack
+    try:
+        assert built.jobs.get(old.id).owner == DEFAULT_OWNER
+        assert [job.id for job in built.jobs.list(owner=DEFAULT_OWNER).jobs] == [old.id]
+        assert built.jobs.create(Job(id=new_job_id(), input_blob="x", idempotency_key="k1")).id == old.id
+        assert built.jobs.create(Job(id=new_job_id(), input_blob="x", idempotency_key="k1", owner="bob")).id != old.id
+        built.jobs.delete(old.id)
+        assert built.jobs.list(owner=DEFAULT_OWNER).jobs == []
+    finally:
+        built.close()

@@ -411,6 +411,51 @@ def test_idempotency_key_returns_the_existing_job(backends: Backends) -> None:
     assert backends.jobs.get(reused.id).idempotency_key == "upload-42"
 
 
+# --- owners (tenants) ------------------------------------------------------------------------
+
+
+def test_idempotency_keys_are_per_owner(backends: Backends) -> None:
+    alice = backends.jobs.create(make_job(owner="alice", idempotency_key="nightly"))
+    bob = backends.jobs.create(make_job(owner="bob", idempotency_key="nightly"))
+    legacy = backends.jobs.create(make_job(idempotency_key="nightly"))  # the default tenant
+    assert len({alice.id, bob.id, legacy.id}) == 3, "one owner's key must never return another's job"
+    assert backends.jobs.create(make_job(owner="bob", idempotency_key="nightly")).id == bob.id
+    assert backends.jobs.create(make_job(owner="alice", idempotency_key="nightly")).id == alice.id
+
+    backends.jobs.delete(alice.id)  # frees alice's key only
+    assert backends.jobs.create(make_job(owner="bob", idempotency_key="nightly")).id == bob.id
+    assert backends.jobs.create(make_job(owner="alice", idempotency_key="nightly")).id not in (alice.id, bob.id)
+
+
+def test_list_by_owner_pages_newest_first_and_follows_status_changes(backends: Backends) -> None:
+    mine = [backends.jobs.create(make_job(owner="alice")) for _ in range(5)]
+    theirs = [backends.jobs.create(make_job(owner=owner)) for owner in ("bob", "default", "alice-2")]
+    newest_first = sorted((job.id for job in mine), reverse=True)
+
+    pages = []
+    cursor = None
+    while True:
+        page = backends.jobs.list(limit=2, cursor=cursor, owner="alice")
+        assert all(job.owner == "alice" and job.etag for job in page.jobs)
+        pages.append([job.id for job in page.jobs])
+        if (cursor := page.next_cursor) is None:
+            break
+    assert pages == [newest_first[:2], newest_first[2:4], newest_first[4:]]
+    assert {job.id for job in backends.jobs.list(limit=50).jobs} == {job.id for job in mine + theirs}
+    assert [job.id for job in backends.jobs.list(owner="default").jobs] == [theirs[1].id]
+
+    backends.jobs.modify(mine[0].id, lambda job: setattr(job, "status", JobStatus.FAILED))
+    failed = backends.jobs.list(status=JobStatus.FAILED, owner="alice").jobs
+    assert [job.id for job in failed] == [mine[0].id]
+    queued = backends.jobs.list(status=JobStatus.QUEUED, owner="alice").jobs
+    assert mine[0].id not in {job.id for job in queued} and len(queued) == 4
+    assert backends.jobs.list(status=JobStatus.FAILED, owner="bob").jobs == []
+
+    backends.jobs.delete(mine[1].id)
+    assert mine[1].id not in {job.id for job in backends.jobs.list(owner="alice").jobs}
+    assert backends.jobs.get(mine[2].id).owner == "alice"
+
+
 # --- streaming: memory must not grow with the blob ---------------------------------------------
 
 BIG_BLOB_MB = 300

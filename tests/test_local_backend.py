@@ -18,7 +18,7 @@ from core.backends import build_backends
 from core.backends.local import DATABASE_FILE, Database, LocalJobQueue
 from core.config import Settings
 from core.errors import InvalidInput, NotFound, PreconditionFailed, StorageUnavailable
-from core.jobs import Job, new_job_id
+from core.jobs import DEFAULT_OWNER, Job, new_job_id
 
 LONG_LEASE = timedelta(seconds=30)
 
@@ -299,3 +299,27 @@ def test_zero_lease_is_invalid(local) -> None:
     local.queue.send("m")
     with pytest.raises(InvalidInput):
         local.queue.receive(timedelta(0))
+
+
+OLD_JOBS_TABLE = """CREATE TABLE jobs (id TEXT PRIMARY KEY, status TEXT NOT NULL, idempotency_key TEXT UNIQUE,
+                                  version INTEGER NOT NULL, record TEXT NOT NULL)"""
+
+
+def test_a_database_from_before_owners_gives_its_jobs_and_keys_to_the_default_tenant(make_settings) -> None:
+    settings = make_settings("local")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    old = Job(id=new_job_id(), input_blob="x", idempotency_key="k1")
+    record = old.model_dump_json(exclude={"owner"})  # written before jobs had owners
+    with sqlite3.connect(settings.data_dir / DATABASE_FILE) as conn:
+        conn.execute(OLD_JOBS_TABLE)
+        conn.execute("INSERT INTO jobs VALUES (?, 'queued', 'k1', 1, ?)", (old.id, record))
+
+    built = build_backends(settings)
+    try:
+        assert built.jobs.get(old.id).owner == DEFAULT_OWNER
+        assert [job.id for job in built.jobs.list(owner=DEFAULT_OWNER).jobs] == [old.id]
+        assert built.jobs.list(owner="alice").jobs == []
+        assert built.jobs.create(Job(id=new_job_id(), input_blob="x", idempotency_key="k1")).id == old.id
+        assert built.jobs.create(Job(id=new_job_id(), input_blob="x", idempotency_key="k1", owner="alice")).id != old.id
+    finally:
+        built.close()

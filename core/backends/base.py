@@ -166,8 +166,9 @@ class JobStore(abc.ABC):
     def create(self, job: Job) -> Job:
         """Insert a new job and return it with its etag.
 
-        If ``job.idempotency_key`` is set and a job with that key already exists, nothing is
-        inserted and the existing job is returned (compare ids to tell). Raises AlreadyExists
+        If ``job.idempotency_key`` is set and a job of the same ``job.owner`` with that key
+        already exists, nothing is inserted and the existing job is returned (compare ids to
+        tell). Two owners may use the same key and get two jobs. Raises AlreadyExists
         if a job with the same id exists."""
 
     @abc.abstractmethod
@@ -180,9 +181,12 @@ class JobStore(abc.ABC):
         its new etag and ``updated_at`` set to now. Raises PreconditionFailed or NotFound."""
 
     @abc.abstractmethod
-    def list(self, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None) -> JobPage:
-        """Jobs newest first, optionally only one status. ``cursor`` is the opaque
-        ``next_cursor`` of the previous page."""
+    def list(
+        self, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None, owner: str | None = None
+    ) -> JobPage:
+        """Jobs newest first, optionally only one status and only one ``owner``'s (None: every
+        owner's). ``cursor`` is the opaque ``next_cursor`` of the previous page. Listing one
+        owner's jobs reads that owner's jobs only, not every job."""
 
     @abc.abstractmethod
     def delete(self, job_id: str) -> None:

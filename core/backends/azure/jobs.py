@@ -17,8 +17,15 @@ limits, and one partition is what makes the transaction and the ordered scan pos
   time-ordered, so complemented ids sort newest first and a plain ascending scan is the
   listing. Properties: ``status`` (for the filter) and the record JSON split over
   ``record``, ``record_1``, ... (a string property holds at most 64 KiB).
-* an idempotency key: ``RowKey = "~idem-" + sha256(key)`` with the job's id. ``~`` sorts
-  after every hex digit, so key rows never appear in job listings (``RowKey lt '~'``).
+* an idempotency key: ``RowKey = "~idem-" + sha256(key)`` with the job's id; keys are per
+  owner, so other owners hash "owner\nkey" (the default tenant keeps the bare key, so keys
+  recorded before owners existed stay its own). ``~`` sorts after every hex digit, so key
+  rows never appear in job listings (``RowKey lt '~'``).
+* an owner's listing row: ``RowKey = "~own-<owner>|" + the job's RowKey`` with ``job_id`` and
+  ``status``, written in the same transaction as every write of the job, so one owner's
+  listing is a key-range scan of that owner's rows (not of every job) followed by point
+  reads of at most one page of jobs. Jobs recorded before owners get theirs once, at start-up
+  (``create_table``), as the default tenant's.
 
 The page cursor is the last id of the previous page (base64url), so pages are always full
 and cursors stay valid whatever the service's own continuation tokens do.
@@ -27,6 +34,7 @@ and cursors stay valid whatever the service's own continuation tokens do.
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from azure.core import MatchConditions
@@ -37,10 +45,13 @@ from core.backends.azure.errors import azure_errors
 from core.backends.base import JobPage, JobStore
 from core.backends.local.jobs import MAX_PAGE_SIZE, decode_cursor, encode_cursor
 from core.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
-from core.jobs import Job, JobStatus, utcnow
+from core.jobs import DEFAULT_OWNER, Job, JobStatus, utcnow
 
 PARTITION = "jobs"
 KEY_ROW_PREFIX = "~idem-"
+OWNER_ROW_PREFIX = "~own-"
+OWNER_ROWS_MIGRATED = "~meta-owner-rows-v1"  # marks the one-time back-fill of owner rows as done
+PARALLEL_READS = 8  # point reads in flight while one listing page is fetched
 JOB_ROWS_END = "~"  # job RowKeys are hex, all sorting before this
 RECORD_PART_CHARS = 16_000  # <= 64 KiB even if every character needed 4 bytes of UTF-16
 MAX_RECORD_PARTS = 60  # ~1 MiB: the service's limit for a whole entity
@@ -61,8 +72,18 @@ def is_job_id(job_id: str) -> bool:
     return bool(job_id) and all(ch in HEX for ch in job_id)
 
 
-def idempotency_row_key(key: str) -> str:
-    return KEY_ROW_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()
+def idempotency_row_key(key: str, owner: str = DEFAULT_OWNER) -> str:
+    scoped = key if owner == DEFAULT_OWNER else f"{owner}\n{key}"  # keys are printable: no newline
+    return KEY_ROW_PREFIX + hashlib.sha256(scoped.encode("utf-8")).hexdigest()
+
+
+def owner_rows_prefix(owner: str) -> str:
+    """Owner names are letters, digits, '.', '_' and '-' (core.config), so '|' ends the name."""
+    return f"{OWNER_ROW_PREFIX}{owner}|"
+
+
+def owner_row_key(owner: str, job_id: str) -> str:
+    return owner_rows_prefix(owner) + row_key(job_id)
 
 
 class AzureJobStore(JobStore):
@@ -77,6 +98,27 @@ class AzureJobStore(JobStore):
         """Create the table unless it exists (at start-up)."""
         with azure_errors(f"creating table {self._table.table_name!r}", self.endpoint):
             self._service.create_table_if_not_exists(self._table.table_name)
+        self._add_missing_owner_rows()
+
+    def _add_missing_owner_rows(self) -> None:
+        """Once per table: give jobs recorded before owners existed (no ``owner`` property)
+        their listing row as the default tenant's. Reads every job's key once, then never again."""
+        if self._get_entity(OWNER_ROWS_MIGRATED) is not None:
+            return
+        with azure_errors("adding owner rows to jobs recorded before owners", self.endpoint):
+            rows = self._table.query_entities(
+                "PartitionKey eq @partition and RowKey lt @end",
+                parameters={"partition": PARTITION, "end": JOB_ROWS_END},
+                select=["RowKey", "status", "owner"],
+            )
+            for row in rows:
+                if row.get("owner") is None:
+                    job_id = job_id_from_row_key(row["RowKey"])
+                    try:
+                        self._table.create_entity(_owner_entity(DEFAULT_OWNER, job_id, row["status"]))
+                    except ResourceExistsError:
+                        pass  # the job was updated meanwhile, which wrote its row
+            self._table.upsert_entity({"PartitionKey": PARTITION, "RowKey": OWNER_ROWS_MIGRATED})
 
     # --- create ---------------------------------------------------------------------
 
@@ -95,23 +137,25 @@ class AzureJobStore(JobStore):
     def _insert_without_key(self, job: Job) -> Job:
         with azure_errors(f"creating job {job.id}", self.endpoint):
             try:
-                metadata = self._table.create_entity(_job_entity(job))
-            except ResourceExistsError:
-                raise AlreadyExists(f"a job with id {job.id} already exists") from None
-        return _with_etag(job, metadata["etag"])
+                results = self._table.submit_transaction([("create", _job_entity(job)), ("create", _owner_row(job))])
+            except TableTransactionError as exc:
+                if _is_already_exists(exc):
+                    raise AlreadyExists(f"a job with id {job.id} already exists") from None
+                raise
+        return _with_etag(job, results[0]["etag"])
 
     def _insert_with_key(self, job: Job) -> Job | None:
         """Insert key + job in one transaction. Returns the stored job, the job that already
         holds the key, or None after removing an orphaned key (whose job was deleted)."""
         key_entity = {
             "PartitionKey": PARTITION,
-            "RowKey": idempotency_row_key(job.idempotency_key),
+            "RowKey": idempotency_row_key(job.idempotency_key, job.owner),
             "job_id": job.id,
         }
         with azure_errors(f"creating job {job.id}", self.endpoint):
             try:
                 results = self._table.submit_transaction(
-                    [("create", key_entity), ("create", _job_entity(job))]
+                    [("create", key_entity), ("create", _job_entity(job)), ("create", _owner_row(job))]
                 )
             except TableTransactionError as exc:
                 if not _is_already_exists(exc):
@@ -120,7 +164,7 @@ class AzureJobStore(JobStore):
         return _with_etag(job, results[1]["etag"])
 
     def _job_holding_key(self, job: Job) -> Job | None:
-        key_row = self._get_entity(idempotency_row_key(job.idempotency_key))
+        key_row = self._get_entity(idempotency_row_key(job.idempotency_key, job.owner))
         if key_row is None:
             raise AlreadyExists(f"a job with id {job.id} already exists")
         holder = self._get_or_none(key_row["job_id"])
@@ -156,10 +200,14 @@ class AzureJobStore(JobStore):
             except ResourceNotFoundError:
                 return None
 
-    def list(self, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None) -> JobPage:
-        """Jobs newest first (optionally one status), ``limit`` per page."""
+    def list(
+        self, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None, owner: str | None = None
+    ) -> JobPage:
+        """Jobs newest first (optionally one status, one owner), ``limit`` per page."""
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+        if owner is not None:
+            return self._list_owner(owner, status, limit, cursor)
         query, parameters = _list_filter(status, cursor)
         jobs: list[Job] = []
         with azure_errors("listing jobs", self.endpoint):
@@ -172,6 +220,26 @@ class AzureJobStore(JobStore):
                 jobs.append(_job_from_entity(entity))
         return JobPage(jobs=jobs, next_cursor=None)
 
+    def _list_owner(self, owner: str, status: JobStatus | None, limit: int, cursor: str | None) -> JobPage:
+        """Scan the owner's listing rows for one page of ids, then read those jobs."""
+        query, parameters = _owner_list_filter(owner, status, cursor)
+        ids: list[str] = []
+        more = False
+        with azure_errors("listing jobs", self.endpoint):
+            rows = self._table.query_entities(
+                query, parameters=parameters, select=["job_id"], results_per_page=min(limit + 1, 1000)
+            )
+            for row in rows:
+                if len(ids) == limit:
+                    more = True
+                    break
+                ids.append(row["job_id"])
+        with ThreadPoolExecutor(PARALLEL_READS, thread_name_prefix="job-list") as pool:
+            found = list(pool.map(self._get_or_none, ids))
+        # a job deleted, or moved on to another status, since its row was read is left out
+        jobs = [job for job in found if job is not None and (status is None or job.status is status)]
+        return JobPage(jobs=jobs, next_cursor=encode_cursor(ids[-1]) if more else None)
+
     # --- update / delete ------------------------------------------------------------
 
     def update(self, job: Job) -> Job:
@@ -181,17 +249,17 @@ class AzureJobStore(JobStore):
         if not is_job_id(job.id):
             raise NotFound(f"job {job.id} does not exist")
         updated = job.model_copy(update={"updated_at": utcnow()})
+        replace_if_unchanged = {
+            "mode": UpdateMode.REPLACE, "etag": job.etag, "match_condition": MatchConditions.IfNotModified,
+        }
         with azure_errors(f"updating job {job.id}", self.endpoint):
-            try:
-                metadata = self._table.update_entity(
-                    _job_entity(updated),
-                    mode=UpdateMode.REPLACE,
-                    etag=job.etag,
-                    match_condition=MatchConditions.IfNotModified,
+            try:  # the owner row carries the status the owner's listing filters on: same transaction
+                results = self._table.submit_transaction(
+                    [("update", _job_entity(updated), replace_if_unchanged), ("upsert", _owner_row(updated))]
                 )
-            except ResourceNotFoundError:
-                raise NotFound(f"job {job.id} does not exist") from None
-        return _with_etag(updated, metadata["etag"])
+            except TableTransactionError as exc:
+                raise _update_error(exc, job.id) from None
+        return _with_etag(updated, results[0]["etag"])
 
     def delete(self, job_id: str) -> None:
         """Delete the job, then its idempotency key (a crash in between leaves an orphaned key,
@@ -201,13 +269,17 @@ class AzureJobStore(JobStore):
             return
         with azure_errors(f"deleting job {job_id}", self.endpoint):
             self._table.delete_entity(PARTITION, row_key(job_id))
+            try:
+                self._table.delete_entity(PARTITION, owner_row_key(job.owner, job_id))
+            except ResourceNotFoundError:
+                pass  # a job recorded before owners, never listed by owner yet
             if job.idempotency_key is not None:
                 self._delete_key_of(job)
 
     def _delete_key_of(self, job: Job) -> None:
         """Delete the job's idempotency key row, unless a newer job has claimed that key since
         (once this job's record was gone, a create with the key could clear and re-use it)."""
-        key_row = self._get_entity(idempotency_row_key(job.idempotency_key))
+        key_row = self._get_entity(idempotency_row_key(job.idempotency_key, job.owner))
         if key_row is None or key_row["job_id"] != job.id:
             return
         try:
@@ -229,6 +301,43 @@ class AzureJobStore(JobStore):
 def _is_already_exists(exc: TableTransactionError) -> bool:
     # error_code is a TableErrorCode enum or a plain string, depending on the SDK's path
     return "entityalreadyexists" in str(exc.error_code).lower().replace("_", "")
+
+
+def _error_code(exc: TableTransactionError) -> str:
+    return str(exc.error_code).lower().replace("_", "")
+
+
+def _update_error(exc: TableTransactionError, job_id: str) -> Exception:
+    """A failed update transaction as a core error (the job row is its first operation)."""
+    code = _error_code(exc)
+    if "notfound" in code:
+        return NotFound(f"job {job_id} does not exist")
+    if "conditionnotsatisfied" in code or exc.status_code == 412:
+        return PreconditionFailed(f"job {job_id} was changed by someone else since it was read")
+    return exc  # azure_errors converts the rest
+
+
+def _owner_list_filter(owner: str, status: JobStatus | None, cursor: str | None) -> tuple[str, dict[str, str]]:
+    prefix = owner_rows_prefix(owner)
+    clauses = ["PartitionKey eq @partition", "RowKey gt @after", "RowKey lt @end"]
+    parameters = {"partition": PARTITION, "after": prefix, "end": prefix + JOB_ROWS_END}
+    if cursor:
+        last_id = decode_cursor(cursor)
+        if not is_job_id(last_id):
+            raise InvalidInput(f"invalid page cursor {cursor[:64]!r}")
+        parameters["after"] = owner_row_key(owner, last_id)
+    if status is not None:
+        clauses.append("status eq @status")
+        parameters["status"] = JobStatus(status).value
+    return " and ".join(clauses), parameters
+
+
+def _owner_entity(owner: str, job_id: str, status: str) -> dict[str, Any]:
+    return {"PartitionKey": PARTITION, "RowKey": owner_row_key(owner, job_id), "job_id": job_id, "status": status}
+
+
+def _owner_row(job: Job) -> dict[str, Any]:
+    return _owner_entity(job.owner, job.id, job.status.value)
 
 
 def _list_filter(status: JobStatus | None, cursor: str | None) -> tuple[str, dict[str, str]]:
@@ -257,6 +366,7 @@ def _job_entity(job: Job) -> dict[str, Any]:
         "PartitionKey": PARTITION,
         "RowKey": row_key(job.id),
         "status": job.status.value,
+        "owner": job.owner,
     }
     entity["record"] = parts[0]
     for index, part in enumerate(parts[1:], start=1):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import StorageError, StorageUnavailable
+from core.jobs import DEFAULT_OWNER
 
 DEFAULT_BUSY_TIMEOUT_S = 10.0
 
@@ -37,7 +38,7 @@ CREATE INDEX IF NOT EXISTS queue_messages_visible ON queue_messages (queue, visi
 CREATE TABLE IF NOT EXISTS jobs (
     id               TEXT    PRIMARY KEY,
     status           TEXT    NOT NULL,
-    idempotency_key  TEXT    UNIQUE,
+    idempotency_key  TEXT    UNIQUE,                   -- unused since owners: see add_job_owners
     version          INTEGER NOT NULL,                 -- the etag
     record           TEXT    NOT NULL                  -- Job.to_record() JSON
 );
@@ -48,6 +49,27 @@ CREATE TABLE IF NOT EXISTS blob_meta (
     content_type  TEXT
 );
 """
+
+
+def add_job_owners(conn: sqlite3.Connection) -> None:
+    """Give the jobs table its owner columns (idempotent; run inside a write transaction).
+
+    The first schema made ``idempotency_key`` unique across all jobs, and SQLite cannot drop a
+    column's UNIQUE. So keys now live in ``owner_idempotency_key`` ("owner\nkey", unique), the
+    old column stays NULL, and keys recorded before owners move over as the default tenant's.
+    """
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    if "owner" not in columns:
+        conn.execute(f"ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '{DEFAULT_OWNER}'")
+    if "owner_idempotency_key" not in columns:
+        conn.execute("ALTER TABLE jobs ADD COLUMN owner_idempotency_key TEXT")
+    conn.execute(
+        "UPDATE jobs SET owner_idempotency_key = owner || char(10) || idempotency_key, idempotency_key = NULL "
+        "WHERE idempotency_key IS NOT NULL"
+    )
+    conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS jobs_owner_key ON jobs (owner_idempotency_key)")
+    conn.execute("CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, id)")
+    conn.execute("CREATE INDEX IF NOT EXISTS jobs_owner_status ON jobs (owner, status, id)")
 
 
 class Database:
@@ -75,6 +97,8 @@ class Database:
             )
         with self.errors("creating the tables"):
             self.connection().executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+        with self.write() as conn:
+            add_job_owners(conn)
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use (and again after a fork)."""

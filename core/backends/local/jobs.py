@@ -1,7 +1,9 @@
 """Job records in SQLite: the record as JSON text, an integer version as the etag.
 
 Job ids are time-ordered (``core.jobs.new_job_id``), so "newest first" is ``ORDER BY id
-DESC`` and the pagination cursor is simply the last id of the previous page.
+DESC`` and the pagination cursor is simply the last id of the previous page. One owner's
+listing walks the ``(owner, id)`` index, so it reads that owner's rows only. Idempotency keys
+are unique per owner: the ``owner_idempotency_key`` column holds "owner\nkey".
 """
 
 from __future__ import annotations
@@ -26,17 +28,19 @@ class LocalJobStore(JobStore):
 
     def create(self, job: Job) -> Job:
         """Insert ``job``; with an idempotency key already in use, return that job instead."""
+        owner_key = _owner_key(job)
         with self._db.write() as conn:
-            if job.idempotency_key is not None:
+            if owner_key is not None:
                 existing = conn.execute(
-                    "SELECT record, version FROM jobs WHERE idempotency_key = ?", (job.idempotency_key,)
+                    "SELECT record, version FROM jobs WHERE owner_idempotency_key = ?", (owner_key,)
                 ).fetchone()
                 if existing:
                     return Job.from_record(existing[0], str(existing[1]))
             try:
                 conn.execute(
-                    "INSERT INTO jobs (id, status, idempotency_key, version, record) VALUES (?, ?, ?, 1, ?)",
-                    (job.id, job.status.value, job.idempotency_key, job.to_record()),
+                    "INSERT INTO jobs (id, status, owner, owner_idempotency_key, version, record) "
+                    "VALUES (?, ?, ?, ?, 1, ?)",
+                    (job.id, job.status.value, job.owner, owner_key, job.to_record()),
                 )
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"a job with id {job.id} already exists") from None
@@ -67,11 +71,16 @@ class LocalJobStore(JobStore):
             raise PreconditionFailed(f"job {job.id} was changed by someone else since it was read")
         return _with_etag(updated, row[0])
 
-    def list(self, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None) -> JobPage:
-        """Jobs newest first (optionally one status), ``limit`` per page."""
+    def list(
+        self, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None, owner: str | None = None
+    ) -> JobPage:
+        """Jobs newest first (optionally one status, one owner), ``limit`` per page."""
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
         where, args = ["1 = 1"], []
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
         if status is not None:
             where.append("status = ?")
             args.append(JobStatus(status).value)
@@ -96,6 +105,11 @@ class LocalJobStore(JobStore):
     def close(self) -> None:
         """Close the shared database connections (Backends.close calls this once per store)."""
         self._db.close()
+
+
+def _owner_key(job: Job) -> str | None:
+    """The job's idempotency key qualified by its owner (keys are printable: no newline)."""
+    return None if job.idempotency_key is None else f"{job.owner}\n{job.idempotency_key}"
 
 
 def _version(job: Job) -> int:
