@@ -8,16 +8,19 @@ than the job lookup they guard. They only read app state, so they cannot block t
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyHeader, APIKeyQuery
 
+from api.signed_urls import Signature
 from api.submission import Submitter
 from core.backends import Backends
 from core.config import Settings
 from core.errors import CattleCounterError
+from core.jobs import DEFAULT_OWNER
 
 
 class Unauthorized(CattleCounterError):
@@ -49,23 +52,71 @@ SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
 ScratchDirDep = Annotated[Path, Depends(get_scratch_dir)]
 
 _header_key = APIKeyHeader(name="X-API-Key", auto_error=False)
-# A <video> element cannot send headers, so downloads also accept ?api_key=.
+# ?api_key= only where a browser cannot send a header (media and downloads): query strings
+# end up in access logs, browser history and Referer headers.
 _query_key = APIKeyQuery(name="api_key", auto_error=False)
 
 
-async def require_api_key(
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the tenant whose jobs and uploads they create, and what they may see."""
+
+    owner: str
+    sees_all: bool = False  # an admin key, or an open API (no keys configured)
+
+    def can_see(self, owner: str) -> bool:
+        return self.sees_all or owner == self.owner
+
+    @property
+    def listing_owner(self) -> str | None:
+        """The owner to list jobs of (None: every owner's)."""
+        return None if self.sees_all else self.owner
+
+
+OPEN_API = Caller(owner=DEFAULT_OWNER, sees_all=True)  # no API_KEYS: the local mode, as before owners
+
+
+def caller_for_key(settings: Settings, presented: str | None) -> Caller:
+    """The caller a key belongs to. Raises Unauthorized for a missing or unknown key."""
+    if not settings.accepted_keys:
+        return OPEN_API
+    given = (presented or "").encode()
+    found = None
+    # compare against every key, always, so timing does not reveal which prefix matched
+    for entry in settings.accepted_keys:
+        if hmac.compare_digest(given, entry.key.encode()):
+            found = entry
+    if found is None:
+        raise Unauthorized()
+    return Caller(owner=found.owner, sees_all=found.admin)
+
+
+async def require_caller(
     settings: SettingsDep,
     header_key: Annotated[str | None, Depends(_header_key)],
     query_key: Annotated[str | None, Depends(_query_key)],
-) -> None:
-    """Checks X-API-Key against API_KEYS (no-op when none are configured)."""
-    if not settings.api_keys:
-        return
-    presented = (header_key or query_key or "").encode()
-    # compare against every key, always, so timing does not reveal which prefix matched
-    matches = [hmac.compare_digest(presented, key.encode()) for key in settings.api_keys]
-    if not any(matches):
-        raise Unauthorized()
+) -> Caller:
+    """The caller of an API route: the key must come in the X-API-Key header."""
+    if query_key and not header_key and settings.accepted_keys:
+        raise Unauthorized("send the API key in the X-API-Key header: ?api_key= is accepted on download "
+                           "links only (and signed links, from POST /jobs/{id}/links, need no key at all)")
+    return caller_for_key(settings, header_key)
 
 
-ApiKeyDep = Depends(require_api_key)
+async def media_access(
+    settings: SettingsDep,
+    header_key: Annotated[str | None, Depends(_header_key)],
+    query_key: Annotated[str | None, Depends(_query_key)],
+    exp: Annotated[str | None, Query(include_in_schema=False)] = None,
+    sig: Annotated[str | None, Query(include_in_schema=False)] = None,
+) -> Caller | Signature:
+    """Who may fetch a download: a key (header, or ?api_key= since a <video> cannot send
+    headers) or a signed URL, which the route checks once it knows the job's owner."""
+    if header_key or query_key or not (exp and sig) or not settings.accepted_keys:
+        return caller_for_key(settings, header_key or query_key)
+    return Signature(expires=exp, sig=sig)
+
+
+CallerDep = Annotated[Caller, Depends(require_caller)]
+MediaAccessDep = Annotated[Caller | Signature, Depends(media_access)]
+ApiKeyDep = Depends(require_caller)  # for routes that need a key but not its owner

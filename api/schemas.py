@@ -67,6 +67,13 @@ class JobList(BaseModel):
     next_cursor: str | None = Field(description="pass as ?cursor= to get the next page")
 
 
+class SignedLinks(BaseModel):
+    """A job's download URLs, signed: they open without an API key until ``expires_at``."""
+
+    links: dict[str, str] = Field(description="download name -> URL; empty until the job has completed")
+    expires_at: datetime
+
+
 class UploadTicket(BaseModel):
     """Where to PUT a large video before creating the job with ``upload_id``."""
 

@@ -22,7 +22,7 @@ from core.backends import Backends, BlobStore
 from core.blob_io import open_blob
 from core.config import Settings
 from core.errors import AlreadyExists, CattleCounterError, InvalidInput, NotFound, UploadTooLarge, VideoError
-from core.jobs import Job, JobMessage, JobParams, input_blob_path, new_job_id, utcnow
+from core.jobs import DEFAULT_OWNER, Job, JobMessage, JobParams, input_blob_path, new_job_id, utcnow
 from core.model_card import read_card
 from core.webhooks import check_callback_url
 from ml_engine.video import VideoInfo, probe
@@ -138,7 +138,8 @@ class Submitter:
         self.backends = backends
 
     def submit_file(
-        self, video: Path, filename: str, params: JobParams, idempotency_key: str | None
+        self, video: Path, filename: str, params: JobParams, idempotency_key: str | None,
+        owner: str = DEFAULT_OWNER,
     ) -> tuple[Job, bool]:
         """Store a probed local file as a new job's input and enqueue it.
         Returns (job, created); created is False when the idempotency key matched."""
@@ -147,16 +148,18 @@ class Submitter:
         blob = input_blob_path(job_id)
         self.backends.blobs.upload_file(blob, video)
         return self._record_and_enqueue(job_id, blob, filename, video.stat().st_size, params, idempotency_key,
-                                        owns_input=True)
+                                        owns_input=True, owner=owner)
 
-    def submit_upload(self, upload_id: str, params: JobParams, idempotency_key: str | None) -> tuple[Job, bool]:
+    def submit_upload(
+        self, upload_id: str, params: JobParams, idempotency_key: str | None, owner: str = DEFAULT_OWNER
+    ) -> tuple[Job, bool]:
         """Create the job of a finished direct upload (``POST /uploads``, then PUT).
 
         An upload becomes one job, never two: the job's id was fixed when the upload was
         reserved, so posting the same upload again returns that job (created False) instead
         of a second job sharing, and later deleting, the same input."""
         self.check_classes(params)
-        meta = self._upload_meta(upload_id)
+        meta = self._upload_meta(upload_id, owner)
         existing = self._job_of_upload(meta)
         if existing is not None:
             return existing, False
@@ -177,7 +180,7 @@ class Submitter:
             raise
         # a SAS write URL stays valid until it expires: the etag pins the version checked here
         return self._record_and_enqueue(job_id, blob, meta.get("filename", "video"), stored.size, params,
-                                        idempotency_key, owns_input=False, input_etag=stored.etag)
+                                        idempotency_key, owns_input=False, input_etag=stored.etag, owner=owner)
 
     def _job_or_none(self, job_id: str) -> Job | None:
         try:
@@ -207,7 +210,7 @@ class Submitter:
 
     def _record_and_enqueue(
         self, job_id: str, blob: str, filename: str, size: int, params: JobParams, key: str | None,
-        owns_input: bool, input_etag: str | None = None,
+        owns_input: bool, input_etag: str | None = None, owner: str = DEFAULT_OWNER,
     ) -> tuple[Job, bool]:
         """``owns_input``: the input blob was stored for this request alone (``submit_file``),
         so it goes when no job is made of it. A direct upload's blob belongs to the client's
@@ -218,7 +221,7 @@ class Submitter:
                 self.backends.blobs.delete(blob)
 
         job = Job(id=job_id, input_blob=blob, input_etag=input_etag, filename=filename, size_bytes=size,
-                  params=params, idempotency_key=key)
+                  params=params, idempotency_key=key, owner=owner)
         try:
             stored = self.backends.jobs.create(job)
         except AlreadyExists:
@@ -239,30 +242,35 @@ class Submitter:
             self.backends.jobs.delete(job_id)
             discard_input()
             raise
-        metrics.JOBS_SUBMITTED.inc()
-        metrics.UPLOAD_BYTES.inc(size)
+        metrics.JOBS_SUBMITTED.labels(owner=owner).inc()
+        metrics.UPLOAD_BYTES.labels(owner=owner).inc(size)
         log.info("job %s queued (%s, %d bytes)", job_id, filename, size)
         return stored, True
 
     # --- direct uploads --------------------------------------------------------------
 
-    def new_upload(self, filename: str) -> tuple[str, str | None, Any]:
+    def new_upload(self, filename: str, owner: str = DEFAULT_OWNER) -> tuple[str, str | None, Any]:
         """Reserve an upload id; returns (id, backend write URL or None, expiry time)."""
         upload_id = secrets.token_urlsafe(24)
         ttl = timedelta(seconds=self.settings.upload_url_ttl_s)
         expires_at = utcnow() + ttl
         # the id of the one job this upload can become (see submit_upload); time-ordered like
         # every job id, so that job is listed by when its upload began
-        meta = {"filename": filename, "expires_at": expires_at.isoformat(), "job_id": new_job_id()}
+        meta = {"filename": filename, "expires_at": expires_at.isoformat(), "job_id": new_job_id(), "owner": owner}
         self.backends.blobs.upload_stream(upload_meta_path(upload_id), [json.dumps(meta).encode()], "application/json")
         return upload_id, self.backends.blobs.write_url(upload_data_path(upload_id), ttl), expires_at
 
-    def _upload_meta(self, upload_id: str) -> dict[str, Any]:
+    def _upload_meta(self, upload_id: str, owner: str | None = None) -> dict[str, Any]:
+        """The upload's reservation; with ``owner``, only if it is that tenant's (another
+        tenant's upload is as unknown as a missing one)."""
         try:
             text = b"".join(self.backends.blobs.open_range(upload_meta_path(upload_id)))
         except NotFound:
             raise InvalidInput(f"upload_id: unknown upload {upload_id!r}") from None
-        return json.loads(text)
+        meta = json.loads(text)
+        if owner is not None and meta.get("owner", DEFAULT_OWNER) != owner:
+            raise InvalidInput(f"upload_id: unknown upload {upload_id!r}")
+        return meta
 
     def sweep_abandoned_uploads(self, now: datetime | None = None) -> int:
         """Delete direct uploads nobody made a job of (never finished, never posted, or left
@@ -278,10 +286,10 @@ class Submitter:
             log.info("removed %d abandoned upload(s)", removed)
         return removed
 
-    def check_upload_open(self, upload_id: str) -> None:
-        """For the local PUT endpoint: the upload exists, has not expired, and has not become a
-        job yet (whose input, already checked, must not change under it)."""
-        meta = self._upload_meta(upload_id)
+    def check_upload_open(self, upload_id: str, owner: str = DEFAULT_OWNER) -> None:
+        """For the local PUT endpoint: the upload exists and is ``owner``'s, has not expired, and
+        has not become a job yet (whose input, already checked, must not change under it)."""
+        meta = self._upload_meta(upload_id, owner)
         if datetime.fromisoformat(meta["expires_at"]) < utcnow():
             raise InvalidInput(f"upload {upload_id!r} has expired; ask for a new one")
         job = self._job_of_upload(meta)

@@ -7,7 +7,9 @@ start-up and pass the result down, so tests can build their own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,34 @@ class LogFormat(str, Enum):
     AUTO = "auto"  # json when stdout is not a terminal, text otherwise
     JSON = "json"
     TEXT = "text"
+
+
+# Tenant names: they become storage keys and metrics labels, so a short plain alphabet.
+OWNER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+DEFAULT_OWNER = "default"  # the same as core.jobs.DEFAULT_OWNER (config must not import jobs)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One configured key: whose it is, and whether it sees every owner's jobs."""
+
+    key: str
+    owner: str
+    admin: bool = False
+
+
+def parse_api_key(entry: str, admin: bool = False) -> ApiKey:
+    """``name:key`` gives the key to tenant ``name``; a bare key belongs to ``default``.
+    Raises ValueError for a name outside OWNER_NAME (a key holding ':' needs a name first)."""
+    name, sep, key = entry.partition(":")
+    if not sep:
+        return ApiKey(key=entry, owner=DEFAULT_OWNER, admin=admin)
+    if not OWNER_NAME.fullmatch(name) or not key:
+        raise ValueError(
+            f"entry {entry[:4]}... is not 'name:key' with a name of 1-64 letters, digits, '.', '_' or '-' "
+            "and a key after the colon"
+        )
+    return ApiKey(key=key, owner=name, admin=admin)
 
 
 def _split_csv(value: Any) -> Any:
@@ -61,6 +91,10 @@ class Settings(BaseSettings):
     upload_url_ttl_s: int = Field(default=3600, gt=0)
     read_url_ttl_s: int = Field(default=3600, gt=0)
     allow_model_override: bool = False
+
+    # --- access: tenants and signed download links ---------------------------------------
+    admin_api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    url_signing_secret: str | None = Field(default=None, min_length=32)
 
     # --- worker ------------------------------------------------------------------------
     lease_seconds: float = Field(default=60.0, gt=0)
@@ -97,10 +131,22 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.AUTO
 
-    @field_validator("api_keys", "classes", mode="before")
+    @field_validator("api_keys", "admin_api_keys", "classes", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("api_keys", "admin_api_keys")
+    @classmethod
+    def _valid_keys(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            parse_api_key(entry)  # raises ValueError naming the entry (its first characters only)
+        return entries
+
+    @property
+    def accepted_keys(self) -> list[ApiKey]:
+        """Every accepted key with its owner; empty when the API is open (no keys configured)."""
+        return [parse_api_key(e) for e in self.api_keys] + [parse_api_key(e, admin=True) for e in self.admin_api_keys]
 
     @field_validator("video_preset")
     @classmethod
@@ -123,6 +169,9 @@ class Settings(BaseSettings):
                     "(a connection string, e.g. Azurite's) or AZURE_STORAGE_ACCOUNT_URL "
                     "(https://<account>.blob.core.windows.net, used with DefaultAzureCredential)"
                 )
+        keys = [entry.key for entry in self.accepted_keys]
+        if len(set(keys)) != len(keys):
+            raise ValueError("API_KEYS and ADMIN_API_KEYS hold the same key twice: each key has one owner")
         if self.lease_renew_seconds >= self.lease_seconds:
             raise ValueError(
                 f"LEASE_RENEW_SECONDS ({self.lease_renew_seconds}) must be shorter than "

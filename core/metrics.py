@@ -65,7 +65,9 @@ def _gauge(name: str, documentation: str) -> Gauge:
 
 
 # --- jobs (API: submitted; worker: everything else) -------------------------------------
-JOBS_SUBMITTED = _counter("jobs_submitted", "Jobs accepted by the API and queued.")
+# ``owner``: the tenant (API key name; "default" for bare keys). A label per configured
+# tenant, so its values stay a short list set by the operator, never by callers.
+JOBS_SUBMITTED = _counter("jobs_submitted", "Jobs accepted by the API and queued, by owner.", ("owner",))
 JOBS_COMPLETED = _counter("jobs_completed", "Jobs that finished successfully.")
 JOBS_FAILED = _counter("jobs_failed", "Jobs that failed for good, by error code.", ("reason",))
 JOBS_CANCELLED = _counter("jobs_cancelled", "Jobs cancelled by a user.")
@@ -95,7 +97,7 @@ LEASE_LOST = _counter("lease_lost", "Leases lost mid-job (expired or taken over 
 WEBHOOK_FAILURES = _counter("webhook_failures", "Webhook deliveries that failed after all retries.")
 
 # --- HTTP (API) -------------------------------------------------------------------------------
-UPLOAD_BYTES = _counter("upload_bytes", "Bytes of video received by the API.")
+UPLOAD_BYTES = _counter("upload_bytes", "Bytes of video received by the API, by owner.", ("owner",))
 HTTP_REQUESTS = _counter(
     "http_requests",
     "HTTP requests answered, by method, route template and status.",

@@ -67,6 +67,8 @@ def fetch(url: str) -> tuple[int, str, str]:
 
 def test_exposition_lists_every_metric_with_prefix() -> None:
     metrics.JOBS_FAILED.labels(reason="corrupt_video")  # labelled metrics appear once a child exists
+    metrics.JOBS_SUBMITTED.labels(owner="default")
+    metrics.UPLOAD_BYTES.labels(owner="default")
     metrics.HTTP_REQUESTS.labels(method="GET", route="/x", status="200")
     metrics.HTTP_REQUEST_SECONDS.labels(method="GET", route="/x")
     body, content_type = metrics.metrics_payload()
@@ -90,7 +92,7 @@ def test_module_imports_twice_without_duplicate_registration() -> None:
     assert spec and spec.loader
     again = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(again)  # would raise "Duplicated timeseries" on a shared registry
-    again.JOBS_SUBMITTED.inc()
+    again.JOBS_SUBMITTED.labels(owner="default").inc()
     assert again.REGISTRY is not metrics.REGISTRY
 
 

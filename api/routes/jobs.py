@@ -1,26 +1,34 @@
-"""Jobs: submit, inspect, list, cancel/delete, and download results."""
+"""Jobs: submit, inspect, list, cancel/delete, and download results.
+
+Every job belongs to the tenant of the key that created it. A caller sees only its own
+tenant's jobs (an admin key sees all); another tenant's job answers 404, exactly like a job
+that does not exist, so ids reveal nothing. Downloads also open with a signed URL
+(``POST /jobs/{id}/links``) or ``?api_key=``, for browsers' <video> and links.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
-from api.deps import ApiKeyDep, BackendsDep, ScratchDirDep, SettingsDep, SubmitterDep
+from api.deps import BackendsDep, Caller, CallerDep, MediaAccessDep, ScratchDirDep, SettingsDep, SubmitterDep, Unauthorized
 from api.ranges import parse_range
-from api.schemas import ErrorBody, JobList, JobOut
+from api.schemas import ErrorBody, JobList, JobOut, SignedLinks
+from api.signed_urls import Signature, expiry, is_valid, signed_path
 from api.submission import check_idempotency_key, parse_params, probe_file
 from api.upload_stream import receive_multipart, reject_declared_oversize
 from core.backends import Backends
-from core.errors import CattleCounterError, EmptyVideo, InvalidInput, UploadTooLarge
+from core.config import Settings
+from core.errors import CattleCounterError, EmptyVideo, InvalidInput, NotFound, UploadTooLarge
 from core.jobs import Job, JobStatus, job_blob_prefix, utcnow
 
-router = APIRouter(tags=["jobs"], dependencies=[ApiKeyDep])
+router = APIRouter(tags=["jobs"])
 
 MAX_JSON_BODY_BYTES = 1024 * 1024  # {"upload_id", "params"}: far less in practice
 
@@ -83,13 +91,16 @@ def _job_response(job: Job, status_code: int, replayed: bool = False) -> JSONRes
     return JSONResponse(JobOut.from_job(job).model_dump(mode="json"), status_code=status_code, headers=headers)
 
 
-async def _submit(request: Request, settings, submitter, scratch, idempotency_key: str | None) -> JSONResponse:
+async def _submit(request: Request, settings, submitter, scratch, idempotency_key: str | None,
+                  owner: str) -> JSONResponse:
     key = check_idempotency_key(idempotency_key)
     if request.headers.get("content-type", "").startswith("application/json"):
         body = await _json_body(request)
         # in a thread: checking a callback_url resolves its host name, which may take seconds
         params = await run_in_threadpool(parse_params, {"params": json.dumps(body.get("params") or {})}, settings)
-        job, created = await run_in_threadpool(submitter.submit_upload, str(body.get("upload_id", "")), params, key)
+        job, created = await run_in_threadpool(
+            submitter.submit_upload, str(body.get("upload_id", "")), params, key, owner
+        )
         return _job_response(job, 202 if created else 200, replayed=not created)
 
     form = await receive_multipart(request, scratch, settings.max_upload_bytes)
@@ -97,14 +108,16 @@ async def _submit(request: Request, settings, submitter, scratch, idempotency_ke
         params = await run_in_threadpool(parse_params, form.fields, settings)
         if form.file is None:
             if form.fields.get("upload_id"):
-                job, created = await run_in_threadpool(submitter.submit_upload, form.fields["upload_id"], params, key)
+                job, created = await run_in_threadpool(
+                    submitter.submit_upload, form.fields["upload_id"], params, key, owner
+                )
                 return _job_response(job, 202 if created else 200, replayed=not created)
             raise InvalidInput("send the video in the multipart field 'file' (or an upload_id)")
         if form.file.size == 0:
             raise EmptyVideo("the uploaded file is empty")
         await run_in_threadpool(probe_file, form.file.path)
         job, created = await run_in_threadpool(
-            submitter.submit_file, form.file.path, form.file.filename, params, key
+            submitter.submit_file, form.file.path, form.file.filename, params, key, owner
         )
     finally:
         form.discard()
@@ -148,9 +161,10 @@ async def create_job(
     settings: SettingsDep,
     submitter: SubmitterDep,
     scratch: ScratchDirDep,
+    caller: CallerDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
-    return await _submit(request, settings, submitter, scratch, idempotency_key)
+    return await _submit(request, settings, submitter, scratch, idempotency_key, caller.owner)
 
 
 @router.post(
@@ -166,25 +180,66 @@ async def submit_job_alias(
     settings: SettingsDep,
     submitter: SubmitterDep,
     scratch: ScratchDirDep,
+    caller: CallerDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
-    return await _submit(request, settings, submitter, scratch, idempotency_key)
+    return await _submit(request, settings, submitter, scratch, idempotency_key, caller.owner)
 
 
 @router.get("/jobs", response_model=JobList, responses=_ERRORS, summary="List jobs, newest first")
 def list_jobs(
     backends: BackendsDep,
+    caller: CallerDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> JobList:
-    page = backends.jobs.list(status=status, limit=limit, cursor=cursor)
+    page = backends.jobs.list(status=status, limit=limit, cursor=cursor, owner=caller.listing_owner)
     return JobList(jobs=[JobOut.from_job(job) for job in page.jobs], next_cursor=page.next_cursor)
 
 
+def _visible_job(backends: Backends, caller: Caller, job_id: str) -> Job:
+    """The job, if the caller may see it. Another tenant's job is NotFound with the very
+    message a missing one gets: its existence is not the caller's business."""
+    job = backends.jobs.get(job_id)
+    if not caller.can_see(job.owner):
+        raise NotFound(f"job {job_id} does not exist")
+    return job
+
+
+def _downloadable_job(backends: Backends, settings: Settings, access: Caller | Signature, request: Request,
+                      job_id: str) -> Job:
+    """The job behind a download: visible to the caller's key, or the URL is signed for it."""
+    if isinstance(access, Caller):
+        return _visible_job(backends, access, job_id)
+    job = backends.jobs.get(job_id)
+    if not is_valid(settings, request.url.path, job.owner, access):
+        raise Unauthorized("this link is not valid or has expired; open the job again for a fresh one "
+                           "(POST /jobs/{id}/links), or send an API key")
+    return job
+
+
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=_ERRORS, summary="A job's status and progress")
-def get_job(job_id: str, backends: BackendsDep) -> JobOut:
-    return JobOut.from_job(backends.jobs.get(job_id))
+def get_job(job_id: str, backends: BackendsDep, caller: CallerDep) -> JobOut:
+    return JobOut.from_job(_visible_job(backends, caller, job_id))
+
+
+@router.post(
+    "/jobs/{job_id}/links",
+    response_model=SignedLinks,
+    responses=_ERRORS,
+    summary="Short-lived signed URLs of a job's downloads (no API key needed to open them)",
+    description="For `<video src>` and download links, which cannot send the X-API-Key header. Each URL "
+    "opens its one download until `expires_at` (READ_URL_TTL_S); add `&download=true` for an attachment.",
+)
+def create_links(job_id: str, backends: BackendsDep, settings: SettingsDep, caller: CallerDep) -> SignedLinks:
+    job = _visible_job(backends, caller, job_id)
+    expires = expiry(settings.read_url_ttl_s)
+    downloads = {name: path for name, path in JobOut.from_job(job).links.items() if name != "self"}
+    return SignedLinks(
+        links={name: signed_path(settings, path, job.owner, expires) for name, path in downloads.items()},
+        expires_at=datetime.fromtimestamp(expires, tz=timezone.utc),
+    )
 
 
 @router.delete(
@@ -192,8 +247,8 @@ def get_job(job_id: str, backends: BackendsDep) -> JobOut:
     responses={**_ERRORS, 204: {"description": "finished job and its files deleted"}},
     summary="Cancel a queued or running job; delete a finished one",
 )
-def delete_job(job_id: str, backends: BackendsDep) -> Response:
-    job = backends.jobs.get(job_id)
+def delete_job(job_id: str, backends: BackendsDep, caller: CallerDep) -> Response:
+    job = _visible_job(backends, caller, job_id)
     if job.status.is_final:
         _delete_job_files(backends, job)
         backends.jobs.delete(job_id)
@@ -221,8 +276,8 @@ def _delete_job_files(backends: Backends, job: Job) -> None:
         backends.blobs.delete_prefix(job.input_blob.rsplit("/", 1)[0] + "/")
 
 
-def _completed_output(backends: Backends, job_id: str, download: str) -> str:
-    job = backends.jobs.get(job_id)
+def _completed_output(job: Job, download: str) -> str:
+    job_id = job.id
     if job.status is not JobStatus.COMPLETED:
         raise JobNotReady(f"job {job_id} is {job.status.value}; results are available once it has completed")
     filename, _ = DOWNLOADS[download]
@@ -239,30 +294,34 @@ def _stream(backends: Backends, blob: str, media_type: str, filename: str, attac
     return StreamingResponse(backends.blobs.open_range(blob), media_type=media_type, headers=headers)
 
 
-def _download(job_id: str, download: str, backends: Backends, attachment: bool) -> StreamingResponse:
-    blob = _completed_output(backends, job_id, download)
+def _download(job: Job, download: str, backends: Backends, attachment: bool) -> StreamingResponse:
+    blob = _completed_output(job, download)
     filename, media_type = DOWNLOADS[download]
-    return _stream(backends, blob, media_type, f"{job_id}-{filename}", attachment)
+    return _stream(backends, blob, media_type, f"{job.id}-{filename}", attachment)
 
 
 @router.get("/jobs/{job_id}/result", responses=_ERRORS, summary="stats.json: counts, tracks, timeline")
-def get_result(job_id: str, backends: BackendsDep, download: bool = False) -> StreamingResponse:
-    return _download(job_id, "result", backends, download)
+def get_result(job_id: str, request: Request, backends: BackendsDep, settings: SettingsDep, access: MediaAccessDep,
+               download: bool = False) -> StreamingResponse:
+    return _download(_downloadable_job(backends, settings, access, request, job_id), "result", backends, download)
 
 
 @router.get("/jobs/{job_id}/detections", responses=_ERRORS, summary="detections.jsonl: one line per processed frame")
-def get_detections(job_id: str, backends: BackendsDep, download: bool = False) -> StreamingResponse:
-    return _download(job_id, "detections", backends, download)
+def get_detections(job_id: str, request: Request, backends: BackendsDep, settings: SettingsDep, access: MediaAccessDep,
+                   download: bool = False) -> StreamingResponse:
+    return _download(_downloadable_job(backends, settings, access, request, job_id), "detections", backends, download)
 
 
 @router.get("/jobs/{job_id}/exports/coco", responses=_ERRORS, summary="COCO export with track ids")
-def get_coco(job_id: str, backends: BackendsDep, download: bool = False) -> StreamingResponse:
-    return _download(job_id, "coco", backends, download)
+def get_coco(job_id: str, request: Request, backends: BackendsDep, settings: SettingsDep, access: MediaAccessDep,
+             download: bool = False) -> StreamingResponse:
+    return _download(_downloadable_job(backends, settings, access, request, job_id), "coco", backends, download)
 
 
 @router.get("/jobs/{job_id}/exports/mot", responses=_ERRORS, summary="MOTChallenge export")
-def get_mot(job_id: str, backends: BackendsDep, download: bool = False) -> StreamingResponse:
-    return _download(job_id, "mot", backends, download)
+def get_mot(job_id: str, request: Request, backends: BackendsDep, settings: SettingsDep, access: MediaAccessDep,
+            download: bool = False) -> StreamingResponse:
+    return _download(_downloadable_job(backends, settings, access, request, job_id), "mot", backends, download)
 
 
 @router.get(
@@ -272,12 +331,14 @@ def get_mot(job_id: str, backends: BackendsDep, download: bool = False) -> Strea
 )
 def get_video(
     job_id: str,
+    request: Request,
     backends: BackendsDep,
     settings: SettingsDep,
+    access: MediaAccessDep,
     range_header: Annotated[str | None, Header(alias="Range")] = None,
     download: bool = False,
 ) -> Response:
-    blob = _completed_output(backends, job_id, "video")
+    blob = _completed_output(_downloadable_job(backends, settings, access, request, job_id), "video")
     disposition = f'{"attachment" if download else "inline"}; filename="{job_id}-annotated.mp4"'
     url = backends.blobs.read_url(blob, timedelta(seconds=settings.read_url_ttl_s), disposition)
     if url is not None:

@@ -10,12 +10,12 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from api.deps import ApiKeyDep, BackendsDep, ScratchDirDep, SettingsDep, SubmitterDep
+from api.deps import BackendsDep, CallerDep, ScratchDirDep, SettingsDep, SubmitterDep
 from api.schemas import ErrorBody, UploadTicket
 from api.submission import upload_data_path
 from api.upload_stream import receive_raw_body, safe_filename
 
-router = APIRouter(tags=["uploads"], dependencies=[ApiKeyDep])
+router = APIRouter(tags=["uploads"])
 
 _ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 413, 422, 503)}
 
@@ -26,9 +26,10 @@ class UploadRequest(BaseModel):
 
 @router.post("/uploads", response_model=UploadTicket, status_code=201, responses=_ERRORS,
              summary="Get a short-lived URL to upload a big video to")
-def create_upload(request: Request, submitter: SubmitterDep, body: UploadRequest | None = None) -> UploadTicket:
+def create_upload(request: Request, submitter: SubmitterDep, caller: CallerDep,
+                  body: UploadRequest | None = None) -> UploadTicket:
     filename = safe_filename((body or UploadRequest()).filename)
-    upload_id, url, expires_at = submitter.new_upload(filename)
+    upload_id, url, expires_at = submitter.new_upload(filename, caller.owner)
     if url is not None:
         return UploadTicket(upload_id=upload_id, upload_url=url, headers={"x-ms-blob-type": "BlockBlob"},
                             expires_at=expires_at)
@@ -40,9 +41,9 @@ def create_upload(request: Request, submitter: SubmitterDep, body: UploadRequest
             summary="Upload the video bytes (local backend; on Azure PUT to the SAS URL instead)")
 async def put_upload(
     upload_id: str, request: Request, settings: SettingsDep, backends: BackendsDep,
-    submitter: SubmitterDep, scratch: ScratchDirDep,
+    submitter: SubmitterDep, scratch: ScratchDirDep, caller: CallerDep,
 ) -> dict[str, int | str]:
-    await run_in_threadpool(submitter.check_upload_open, upload_id)
+    await run_in_threadpool(submitter.check_upload_open, upload_id, caller.owner)
     with tempfile.TemporaryDirectory(dir=scratch) as work:
         destination = Path(work) / "data"
         size = await receive_raw_body(request, destination, settings.max_upload_bytes)
