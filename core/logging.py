@@ -14,6 +14,10 @@ context. Pipeline stages that run on their own threads must copy the context in,
     threading.Thread(target=ctx.run, args=(f,)).start()
     executor.submit(contextvars.copy_context().run, f, arg)
 
+Credentials never reach the output: ``RedactSecretsFilter`` (installed on the handler, so it
+sees every record, uvicorn's access log included) blanks API keys, signatures (ours and
+Azure SAS ``sig=``), account keys and Authorization/X-API-Key header values.
+
 A JSON line looks like::
 
     {"ts": "2025-01-01T12:00:00.123Z", "level": "INFO", "logger": "worker.loop",
@@ -25,6 +29,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import threading
 import traceback
@@ -107,6 +112,44 @@ class LogContextFilter(logging.Filter):
         return True
 
 
+# --- redaction --------------------------------------------------------------------------------
+
+REDACTED = "[REDACTED]"
+_SECRET_PATTERNS = (
+    # query parameters: ?api_key=..., a signed link's sig=, an Azure SAS's sig=
+    (re.compile(r"(?i)([?&;](?:api_key|apikey|sig|signature|access_token|token)=)[^&\s\"'#;,)]+"), rf"\1{REDACTED}"),
+    # header values, as "Authorization: Bearer x", "'X-API-Key': 'x'" or x-api-key=x
+    (re.compile(r"(?i)\b(authorization|x-api-key)(['\"]?\s*[:=]\s*['\"]?)((?:bearer|basic|sharedkey|signature)\s+)?"
+                r"[^\s'\",;&)]+"), rf"\1\2\3{REDACTED}"),
+    # connection strings
+    (re.compile(r"(?i)\b(accountkey|sharedaccesssignature)=[^;\s'\"]+"), rf"\1={REDACTED}"),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with every credential we know the shape of replaced by [REDACTED]."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactSecretsFilter(logging.Filter):
+    """Blanks credentials in a record's message, its string extras and its traceback.
+
+    The message is rendered and its arguments dropped, because a secret may sit in any of
+    them (uvicorn's access log passes the request line, query string and all, as an argument).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        for key, value in record_extras(record).items():
+            if isinstance(value, str):
+                setattr(record, key, redact(value))
+        if record.exc_info:  # another handler may have cached the traceback's text already
+            record.exc_text = redact(record.exc_text or logging.Formatter().formatException(record.exc_info))
+        return True
+
+
 # --- formatters ---------------------------------------------------------------------------------
 
 
@@ -134,7 +177,7 @@ class JsonFormatter(logging.Formatter):
             entry.setdefault(key, value)
         if record.exc_info:
             entry["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
-            entry["exception"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            entry["exception"] = record.exc_text or "".join(traceback.format_exception(*record.exc_info)).rstrip()
         if record.stack_info:
             entry["stack"] = record.stack_info
         return json.dumps(entry, default=str, ensure_ascii=False)
@@ -154,7 +197,7 @@ class TextFormatter(logging.Formatter):
         parts.extend(f"{key}={value}" for key, value in extras.items())
         line = " ".join(parts)
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + (record.exc_text or self.formatException(record.exc_info))
         if record.stack_info:
             line += "\n" + self.formatStack(record.stack_info)
         return line
@@ -206,6 +249,7 @@ def configure_logging(
     handler = logging.StreamHandler(target)
     handler.setFormatter(choose_formatter(fmt, target))
     handler.addFilter(LogContextFilter())
+    handler.addFilter(RedactSecretsFilter())
     handler._cattlecounter = True  # type: ignore[attr-defined]  # marks the handler as ours
 
     root = logging.getLogger()

@@ -319,6 +319,32 @@ def test_uvicorn_loggers_are_routed_through_our_handler() -> None:
     assert stray not in uvicorn_access.handlers
 
 
+SECRETS = ("alice-key-0123456789", "SIGsigSIG_-42", "c2FzLXNpZw%3D%3D", "Eby8vdM02xNOcqF==", "eyJhbGciOiJIUzI1NiJ9")
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_credentials_are_redacted_from_every_part_of_a_record(fmt: str) -> None:
+    out = io.StringIO()
+    configure_logging("INFO", fmt, stream=out)
+    logging.getLogger("uvicorn.access").info(  # uvicorn passes the request line as arguments
+        '%s - "%s %s HTTP/%s" %d', "1.2.3.4", "GET", f"/jobs/a/video?api_key={SECRETS[0]}&download=true", "1.1", 200)
+    log = logging.getLogger("core.backends.azure")
+    log.warning("redirect to https://acct.blob.core.windows.net/c/x?sv=2024&sp=r&sig=%s", SECRETS[2],
+                extra={"url": f"/jobs/a/result?exp=1&sig={SECRETS[1]}"})
+    log.info("request headers: %s", {"X-API-Key": SECRETS[0], "Authorization": f"Bearer {SECRETS[4]}"})
+    try:
+        raise StorageUnavailable(f"DefaultEndpointsProtocol=http;AccountName=dev;AccountKey={SECRETS[3]};")
+    except StorageUnavailable:
+        log.exception("storage failed")
+
+    text = out.getvalue()
+    for secret in SECRETS:
+        assert secret not in text
+    assert "api_key=[REDACTED]&download=true" in text and "sig=[REDACTED]" in text
+    assert "AccountKey=[REDACTED]" in text and "Traceback" in text
+
+
 @pytest.mark.usefixtures("restore_logging")
 def test_azure_http_logging_is_quiet_unless_debugging() -> None:
     out = io.StringIO()
