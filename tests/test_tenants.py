@@ -1,0 +1,216 @@
+"""Tenants and credentials: keys with owners (API_KEYS name:key, ADMIN_API_KEYS), jobs, uploads,
+idempotency and metrics scoped to the owner, keys in the query only on downloads, signed
+download links, and a real uvicorn process whose access log must not hold a key."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from api.signed_urls import expiry, signed_path
+from core import metrics
+from core.backends import build_backends
+from core.config import load_settings
+from core.errors import ConfigError
+from core.jobs import Job, JobStatus, new_job_id
+from tests.test_api import complete_with_outputs, upload
+from tests.waiting import wait_until
+
+ALICE, BOB, BARE, ADMIN = "alice-key-5f0e1c", "bob-key-93a7d2", "bare-key-44be01", "admin-key-c3d9a8"
+KEYS = {"api_keys": [f"alice:{ALICE}", f"bob:{BOB}", BARE], "admin_api_keys": [f"ops:{ADMIN}"]}
+OUTPUTS = {"annotated.mp4": bytes(range(256)) * 8, "stats.json": b'{"counts": {"total_unique": 3}}',
+           "detections.jsonl": b"{}\n", "coco.json": b"{}", "mot.txt": b"1,1\n"}
+
+
+@pytest.fixture
+def api(make_settings):
+    settings = make_settings("local", **KEYS)
+    backends = build_backends(settings)
+    with TestClient(create_app(settings, backends)) as client:
+        client.backends = backends
+        client.settings = settings
+        yield client
+    backends.close()
+
+
+def as_(key: str) -> dict[str, str]:
+    return {"X-API-Key": key}
+
+
+def completed_job(api, clip, key: str) -> str:
+    response = upload(api, clip, headers=as_(key))
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    complete_with_outputs(api, job_id, OUTPUTS)
+    return job_id
+
+
+def test_another_tenants_job_is_404_everywhere_exactly_like_a_missing_one(api, small_clip):
+    job_id = completed_job(api, small_clip, ALICE)
+    missing_id = new_job_id()
+    missing = api.get(f"/jobs/{missing_id}", headers=as_(BOB)).json()["error"]
+    assert missing == {"code": "not_found", "message": f"job {missing_id} does not exist"}
+    for method, path in [("GET", f"/jobs/{job_id}"), ("GET", f"/jobs/{job_id}/result"),
+                         ("GET", f"/jobs/{job_id}/video"), ("GET", f"/jobs/{job_id}/exports/coco"),
+                         ("POST", f"/jobs/{job_id}/links"), ("DELETE", f"/jobs/{job_id}")]:
+        response = api.request(method, path, headers=as_(BOB))
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json()["error"] == {"code": "not_found", "message": f"job {job_id} does not exist"}
+    assert api.get(f"/jobs/{job_id}/result", params={"api_key": BOB}).status_code == 404
+    assert [job["job_id"] for job in api.get("/jobs", headers=as_(BOB)).json()["jobs"]] == []
+    assert api.backends.jobs.get(job_id).status is JobStatus.COMPLETED  # bob's DELETE did nothing
+
+    assert [job["job_id"] for job in api.get("/jobs", headers=as_(ALICE)).json()["jobs"]] == [job_id]
+    assert api.get(f"/jobs/{job_id}/result", headers=as_(ALICE)).json() == {"counts": {"total_unique": 3}}
+    assert api.delete(f"/jobs/{job_id}", headers=as_(ALICE)).status_code == 204
+
+
+def test_idempotency_keys_are_per_tenant(api, small_clip):
+    idem = {"Idempotency-Key": "nightly-upload"}
+    alice = upload(api, small_clip, headers={**as_(ALICE), **idem})
+    bob = upload(api, small_clip, headers={**as_(BOB), **idem})
+    assert (alice.status_code, bob.status_code) == (202, 202)
+    assert alice.json()["job_id"] != bob.json()["job_id"], "bob replaying alice's key must not get her job"
+    again = upload(api, small_clip, headers={**as_(BOB), **idem})
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["job_id"] == bob.json()["job_id"]
+
+
+def test_a_bare_key_is_the_default_tenant_and_sees_jobs_from_before_owners(api, small_clip):
+    old = api.backends.jobs.create(Job(id=new_job_id(), input_blob="jobs/x/input"))  # no owner given
+    assert api.get(f"/jobs/{old.id}", headers=as_(BARE)).status_code == 200
+    assert [job["job_id"] for job in api.get("/jobs", headers=as_(BARE)).json()["jobs"]] == [old.id]
+    assert api.get(f"/jobs/{old.id}", headers=as_(ALICE)).status_code == 404
+    mine = upload(api, small_clip, headers=as_(BARE)).json()["job_id"]
+    assert api.backends.jobs.get(mine).owner == "default"
+
+
+def test_an_admin_key_sees_lists_and_deletes_every_tenants_jobs(api, small_clip):
+    alice = completed_job(api, small_clip, ALICE)
+    bob = upload(api, small_clip, headers=as_(BOB)).json()["job_id"]
+    listed = {job["job_id"] for job in api.get("/jobs", headers=as_(ADMIN)).json()["jobs"]}
+    assert listed == {alice, bob}
+    assert api.get(f"/jobs/{alice}/result", headers=as_(ADMIN)).status_code == 200
+    assert api.delete(f"/jobs/{alice}", headers=as_(ADMIN)).status_code == 204
+    own = upload(api, small_clip, headers=as_(ADMIN)).json()["job_id"]
+    assert api.backends.jobs.get(own).owner == "ops"
+
+
+def test_a_query_key_is_refused_on_api_routes_and_accepted_on_downloads(api, small_clip):
+    job_id = completed_job(api, small_clip, ALICE)
+    for path in ("/jobs", f"/jobs/{job_id}", "/model"):
+        refused = api.get(path, params={"api_key": ALICE})
+        assert refused.status_code == 401 and "X-API-Key header" in refused.json()["error"]["message"]
+    assert api.post(f"/jobs/{job_id}/links", params={"api_key": ALICE}).status_code == 401
+    video = api.get(f"/jobs/{job_id}/video", params={"api_key": ALICE})
+    assert video.status_code == 200 and video.content == OUTPUTS["annotated.mp4"]
+    assert api.get(f"/jobs/{job_id}/exports/mot", params={"api_key": ALICE, "download": "true"}).text == "1,1\n"
+    assert api.get(f"/jobs/{job_id}/video", params={"api_key": "wrong"}).status_code == 401
+
+
+def test_signed_links_open_their_own_download_until_they_expire(api, small_clip):
+    job_id = completed_job(api, small_clip, ALICE)
+    other_id = completed_job(api, small_clip, ALICE)
+    answer = api.post(f"/jobs/{job_id}/links", headers=as_(ALICE))
+    assert answer.status_code == 200, answer.text
+    links = answer.json()["links"]
+    assert set(links) == {"result", "video", "detections", "coco", "mot"}
+    assert ALICE not in str(answer.json())
+
+    video = api.get(links["video"])  # no key at all
+    assert video.status_code == 200 and video.content == OUTPUTS["annotated.mp4"]
+    ranged = api.get(links["video"] + "&download=true", headers={"Range": "bytes=0-9"})
+    assert ranged.status_code == 206 and "attachment" in ranged.headers["content-disposition"]
+    assert api.get(links["result"]).json() == {"counts": {"total_unique": 3}}
+
+    query = links["video"].split("?", 1)[1]
+    for stolen in (f"/jobs/{job_id}/result?{query}", f"/jobs/{other_id}/video?{query}"):
+        assert api.get(stolen).status_code == 401, stolen  # a signature opens its own path only
+    tampered = links["video"].replace("exp=", "exp=9")
+    assert api.get(tampered).status_code == 401
+
+    path = f"/jobs/{job_id}/video"
+    expired = signed_path(api.settings, path, "alice", expiry(-1))
+    assert api.get(expired).status_code == 401
+    assert api.get(signed_path(api.settings, path, "alice", expiry(60))).status_code == 200
+    assert api.get(signed_path(api.settings, path, "bob", expiry(60))).status_code == 401  # not bob's job
+    # a signature is not an API key: it opens no API route
+    assert api.get(f"/jobs/{job_id}?{query}").status_code == 401
+
+
+def test_direct_uploads_belong_to_their_tenant(api, small_clip):
+    ticket = api.post("/uploads", json={"filename": "a.mp4"}, headers=as_(ALICE)).json()
+    assert api.put(ticket["upload_url"], content=small_clip.read_bytes(), headers=as_(BOB)).status_code == 422
+    assert api.put(ticket["upload_url"], content=small_clip.read_bytes(), headers=as_(ALICE)).status_code == 201
+    stolen = api.post("/jobs", json={"upload_id": ticket["upload_id"]}, headers=as_(BOB))
+    assert stolen.status_code == 422 and "unknown upload" in stolen.json()["error"]["message"]
+    created = api.post("/jobs", json={"upload_id": ticket["upload_id"]}, headers=as_(ALICE))
+    assert created.status_code == 202 and api.backends.jobs.get(created.json()["job_id"]).owner == "alice"
+
+
+def test_submissions_are_counted_per_owner(api, small_clip):
+    def submitted(owner: str) -> float:
+        return metrics.REGISTRY.get_sample_value("cattlecounter_jobs_submitted_total", {"owner": owner}) or 0.0
+
+    before_alice, before_bob = submitted("alice"), submitted("bob")
+    upload(api, small_clip, headers=as_(ALICE))
+    assert (submitted("alice") - before_alice, submitted("bob") - before_bob) == (1, 0)
+    assert f'cattlecounter_upload_bytes_total{{owner="alice"}}' in api.get("/metrics").text
+
+
+def test_no_keys_keeps_the_open_local_mode(make_settings, small_clip):
+    settings = make_settings("local")
+    backends = build_backends(settings)
+    with TestClient(create_app(settings, backends)) as client:
+        client.backends = backends
+        job_id = completed_job(client, small_clip, "")
+        assert client.get(f"/jobs/{job_id}").status_code == 200
+        assert client.get(f"/jobs/{job_id}/result").status_code == 200
+        links = client.post(f"/jobs/{job_id}/links").json()["links"]
+        assert client.get(links["video"]).status_code == 200
+        assert backends.jobs.get(job_id).owner == "default"
+    backends.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"API_KEYS": "bad name:key"}, "API_KEYS"),
+        ({"API_KEYS": "alice:"}, "API_KEYS"),
+        ({"API_KEYS": "alice:k1", "ADMIN_API_KEYS": "ops:k1"}, "same key twice"),
+        ({"URL_SIGNING_SECRET": "short"}, "URL_SIGNING_SECRET"),
+    ],
+)
+def test_bad_key_settings_are_config_errors(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_settings(env, env_file=None)
+    assert "k1" not in str(raised.value).replace("API_KEYS", "")  # keys are not echoed back
+
+
+def test_keys_parse_into_owners() -> None:
+    settings = load_settings({"API_KEYS": " alice:a:b , bare ", "ADMIN_API_KEYS": "root"}, env_file=None)
+    assert [(k.owner, k.key, k.admin) for k in settings.accepted_keys] == [
+        ("alice", "a:b", False), ("default", "bare", False), ("default", "root", True)]
+
+
+# --- a real server's access log ----------------------------------------------------------------
+
+
+def test_the_access_log_of_a_real_server_holds_no_key_or_signature(start_service, small_clip):
+    service = start_service("local", workers=0, log_format="json", **KEYS)
+    job_id = service.submit(small_clip, headers=as_(ALICE))["job_id"]
+    refused = service.client.get("/jobs", params={"api_key": ALICE})
+    assert refused.status_code == 401
+    assert service.client.get(f"/jobs/{job_id}/result", params={"api_key": ALICE}).status_code == 409  # not done
+    signed = signed_path(service.settings, f"/jobs/{job_id}/video", "alice", expiry(60))
+    signature = signed.split("sig=", 1)[1]
+    assert service.client.get(signed).status_code == 409
+    service.client.get("/health", headers={"Authorization": f"Bearer {BOB}", "X-API-Key": BOB})
+
+    api_log = service.processes[0]
+    wait_until(lambda: f"/jobs/{job_id}/video" in api_log.log(), 10, "the access log line of the signed request")
+    log = api_log.log()
+    assert f"/jobs/{job_id}/result?api_key=[REDACTED]" in log and "sig=[REDACTED]" in log
+    for secret in (ALICE, BOB, signature):
+        assert secret not in log
