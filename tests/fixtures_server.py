@@ -84,7 +84,8 @@ def launch_allinone(directory: Path, model_dir: Path, **env: str) -> AllInOneSer
         directory / f"allinone-{port}.log",
     )
     url = f"http://127.0.0.1:{port}"
-    server = AllInOneServer(url, data_dir, process, settings["API_KEYS"].split(",")[0] or None)
+    first_key = settings["API_KEYS"].split(",")[0]
+    server = AllInOneServer(url, data_dir, process, first_key.partition(":")[2] or first_key or None)  # name:key
     _running.append(server)
     try:
         wait_until(

@@ -2,7 +2,7 @@
 ``python -m api.allinone`` (API + worker, local backend, tiny random model).
 
 The server runs with an API key, so every test also exercises the key: the page sends it as
-X-API-Key and as ``?api_key=`` on the video and download links. Screenshots of the main states
+X-API-Key, and the video and download links are signed URLs that never carry the key. Screenshots of the main states
 go to test-artifacts/screenshots/.
 """
 
@@ -27,8 +27,8 @@ from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-API_KEY = "secret"
-ALLINONE_ENV = {"API_KEYS": API_KEY}  # read by the allinone_server fixture
+API_KEY = "dashboard-key-7c41e9"
+ALLINONE_ENV = {"API_KEYS": f"farm:{API_KEY}"}  # read by the allinone_server fixture
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -174,6 +174,8 @@ def test_upload_watch_progress_and_open_the_result(page, allinone_server, clips)
     and the numbers shown are stats.json's."""
     put_requests: list[str] = []
     page.on("request", lambda request: request.method == "PUT" and put_requests.append(request.url))
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
     record_status_changes(page)
 
     page.get_by_test_id("file-input").set_input_files([clips["small"], clips["big"]])
@@ -214,6 +216,8 @@ def test_upload_watch_progress_and_open_the_result(page, allinone_server, clips)
     check_result_view(page, stats)
     check_video_plays(page, stats)
     check_downloads(page, allinone_server)
+    assert any("sig=" in url for url in urls)  # the video came through a signed link
+    assert not [url for url in urls if API_KEY in url or "api_key" in url], "the key must never be in a URL"
     screenshot(page, "job-detail")
     page.set_viewport_size({"width": 390, "height": 844})
     screenshot(page, "job-detail-phone")
@@ -261,13 +265,14 @@ def check_video_plays(page, stats: dict) -> None:
 
 
 def check_downloads(page, server: AllInOneServer) -> None:
-    """Each link works on its own (no header: the key rides in the URL) and is an attachment."""
+    """Each link works on its own (no header, no key: the URL is signed) and is an attachment."""
     expected_types = {
         "download-stats": "application/json", "download-detections": "application/x-ndjson",
         "download-coco": "application/json", "download-mot": "text/plain", "download-video": "video/mp4",
     }
     for test_id, media_type in expected_types.items():
         href = page.get_by_test_id(test_id).get_attribute("href")
+        assert "sig=" in href and "exp=" in href and API_KEY not in href, href
         response = httpx.get(server.url + href, timeout=30)
         assert response.status_code == 200, (test_id, response.text[:200])
         assert response.headers["content-type"].startswith(media_type)

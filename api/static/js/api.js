@@ -82,6 +82,14 @@ export function getStats(jobId) {
 }
 
 /**
+ * Signed URLs of a completed job's downloads ({links: {video, result, ...}, expires_at}): they
+ * open without the API key, so <video src> and download links never carry the key itself.
+ */
+export function getSignedLinks(jobId) {
+  return request(`/jobs/${encodeURIComponent(jobId)}/links`, { method: "POST" });
+}
+
+/**
  * Upload one video and create its job. ``onProgress(fraction)`` follows the upload.
  * Small files go in one multipart POST /jobs; big ones through POST /uploads, a PUT of the
  * bytes to the URL it hands out, then POST /jobs with the upload id.

@@ -29,15 +29,6 @@ export function keyHeaders() {
   return key ? { "X-API-Key": key } : {};
 }
 
-/** A same-origin URL with ?api_key= added, for <video src> and download links, which cannot send headers. */
-export function withKey(path, extraParams = {}) {
-  const url = new URL(path, window.location.origin);
-  for (const [name, value] of Object.entries(extraParams)) url.searchParams.set(name, value);
-  const key = currentApiKey();
-  if (key) url.searchParams.set("api_key", key);
-  return url.pathname + url.search;
-}
-
 /**
  * Show the key form and resolve once the user has entered a key.
  * Concurrent callers share one prompt. ``refusedKey`` is the key the server just refused.

@@ -1,7 +1,6 @@
 // One job: its state while it runs; once completed, the annotated video, counts, chart, tracks and downloads.
 
-import { ApiError, cancelOrDeleteJob, getJob, getStats } from "./api.js";
-import { withKey } from "./auth.js";
+import { ApiError, cancelOrDeleteJob, getJob, getSignedLinks, getStats } from "./api.js";
 import { renderCountChart } from "./chart.js";
 import { announce, element } from "./dom.js";
 import { formatBytes, formatCount, formatDuration, formatTimestamp, formatVideoTime } from "./format.js";
@@ -14,6 +13,7 @@ const MAX_TRACK_ROWS = 500; // a long video can have thousands; the full list is
 const H264 = 'video/mp4; codecs="avc1.42E01E"';
 const CONFIRM_MS = 5000;
 const CHART_REDRAW_PX = 40; // redraw the chart when its box changes width by this much
+const LINK_RENEW_MARGIN_MS = 60_000; // fetch fresh signed links this long before they expire
 
 export class JobDetail {
   constructor({ onConnectionProblem, onDeleted }) {
@@ -28,10 +28,13 @@ export class JobDetail {
     this.byId("result-video").addEventListener("error", () => this.videoProblem());
     this.timeline = null;
     this.chartWidth = 0;
+    this.signed = null; // the signed download links of the job shown, and when they expire
+    this.linkTimer = null;
     new ResizeObserver(() => this.drawChart()).observe(this.byId("count-chart"));
   }
 
   show(jobId) {
+    this.forgetLinks();
     this.jobId = jobId;
     this.resultShown = false;
     this.timeline = null;
@@ -49,6 +52,7 @@ export class JobDetail {
   hide() {
     this.poller.stop();
     this.jobId = null;
+    this.forgetLinks();
     const video = this.byId("result-video");
     video.pause();
     video.removeAttribute("src");
@@ -74,8 +78,9 @@ export class JobDetail {
     this.renderJob(job);
     if (job.status === "completed" && !this.resultShown) {
       try {
-        const stats = await getStats(jobId);
+        const [stats, signed] = await Promise.all([getStats(jobId), getSignedLinks(jobId)]);
         if (jobId !== this.jobId) return null;
+        this.useLinks(signed);
         this.renderResult(job, stats);
         this.resultShown = true;
       } catch (error) {
@@ -138,7 +143,7 @@ export class JobDetail {
     this.renderVideo(job, stats);
     this.renderCounts(stats);
     this.renderTracks(stats.tracks || []);
-    this.renderDownloads(job);
+    this.renderDownloads();
     this.byId("result").hidden = false;
     this.timeline = stats.timeline;
     this.chartWidth = 0;
@@ -153,13 +158,51 @@ export class JobDetail {
     box.replaceChildren(renderCountChart(this.timeline, width));
   }
 
+  /** Keep ``signed`` and renew it shortly before it expires (the download links with it). */
+  useLinks(signed) {
+    this.forgetLinks();
+    this.signed = signed;
+    const renewIn = Date.parse(signed.expires_at) - Date.now() - LINK_RENEW_MARGIN_MS;
+    this.linkTimer = setTimeout(() => this.renewLinks(), Math.max(renewIn, 1000));
+  }
+
+  forgetLinks() {
+    clearTimeout(this.linkTimer);
+    this.linkTimer = null;
+    this.signed = null;
+  }
+
+  async renewLinks() {
+    const jobId = this.jobId;
+    let signed;
+    try {
+      signed = await getSignedLinks(jobId);
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      if (error.status !== 404) this.linkTimer = setTimeout(() => this.renewLinks(), ERROR_DELAY_MS);
+      return;
+    }
+    if (jobId !== this.jobId) return;
+    this.useLinks(signed);
+    this.renderDownloads();
+    const video = this.byId("result-video");
+    if (video.error) this.reloadVideo(); // it failed on the old link (expired while paused, say)
+  }
+
+  reloadVideo() {
+    const video = this.byId("result-video");
+    const position = video.currentTime;
+    video.src = this.signed.links.video;
+    video.addEventListener("loadedmetadata", () => { video.currentTime = position; }, { once: true });
+  }
+
   renderVideo(job, stats) {
     const video = this.byId("result-video");
     const note = this.byId("video-note");
     const info = stats.video || {};
     video.width = info.width || 640;
     video.height = info.height || 360;
-    video.src = withKey(job.links.video);
+    video.src = this.signed.links.video;
     if (!video.canPlayType(H264)) {
       note.textContent = "This browser cannot play H.264 video. Download the MP4 below to watch it in a video player.";
       note.hidden = false;
@@ -170,6 +213,10 @@ export class JobDetail {
 
   videoProblem() {
     if (!this.jobId || !this.byId("result-video").getAttribute("src")) return;
+    if (this.signed && Date.parse(this.signed.expires_at) <= Date.now()) {
+      this.renewLinks(); // the link expired: play on from a fresh one
+      return;
+    }
     const note = this.byId("video-note");
     note.textContent = "The video could not be played here. Download the MP4 below to watch it in a video player.";
     note.hidden = false;
@@ -246,16 +293,19 @@ export class JobDetail {
     );
   }
 
-  renderDownloads(job) {
-    const links = {
-      "download-stats": job.links.result,
-      "download-detections": job.links.detections,
-      "download-coco": job.links.coco,
-      "download-mot": job.links.mot,
-      "download-video": job.links.video,
+  renderDownloads() {
+    const links = this.signed.links;
+    const byButton = {
+      "download-stats": links.result,
+      "download-detections": links.detections,
+      "download-coco": links.coco,
+      "download-mot": links.mot,
+      "download-video": links.video,
     };
-    for (const [id, path] of Object.entries(links)) {
-      this.byId(id).href = withKey(path, { download: "true" });
+    for (const [id, signedUrl] of Object.entries(byButton)) {
+      const url = new URL(signedUrl, window.location.origin);
+      url.searchParams.set("download", "true");
+      this.byId(id).href = url.pathname + url.search;
     }
   }
 
