@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
 
+    @field_validator("url_signing_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("api_keys", "admin_api_keys")
     @classmethod
     def _valid_keys(cls, entries: list[str]) -> list[str]:
