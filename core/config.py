@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,7 @@ class Settings(BaseSettings):
             parse_api_key(entry)  # raises ValueError naming the entry (its first characters only)
         return entries
 
-    @property
+    @cached_property  # read on every request
     def accepted_keys(self) -> list[ApiKey]:
         """Every accepted key with its owner; empty when the API is open (no keys configured)."""
         return [parse_api_key(e) for e in self.api_keys] + [parse_api_key(e, admin=True) for e in self.admin_api_keys]

@@ -237,7 +237,8 @@ class AzureJobStore(JobStore):
         with ThreadPoolExecutor(PARALLEL_READS, thread_name_prefix="job-list") as pool:
             found = list(pool.map(self._get_or_none, ids))
         # a job deleted, or moved on to another status, since its row was read is left out
-        jobs = [job for job in found if job is not None and (status is None or job.status is status)]
+        wanted = None if status is None else JobStatus(status)
+        jobs = [job for job in found if job is not None and wanted in (None, job.status)]
         return JobPage(jobs=jobs, next_cursor=encode_cursor(ids[-1]) if more else None)
 
     # --- update / delete ------------------------------------------------------------
