@@ -17,7 +17,16 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
-from api.deps import BackendsDep, Caller, CallerDep, MediaAccessDep, ScratchDirDep, SettingsDep, SubmitterDep, Unauthorized
+from api.deps import (
+    BackendsDep,
+    Caller,
+    CallerDep,
+    MediaAccessDep,
+    ScratchDirDep,
+    SettingsDep,
+    SubmitterDep,
+    Unauthorized,
+)
 from api.ranges import parse_range
 from api.schemas import ErrorBody, JobList, JobOut, SignedLinks
 from api.signed_urls import Signature, expiry, is_valid, signed_path
