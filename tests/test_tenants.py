@@ -214,3 +214,13 @@ def test_the_access_log_of_a_real_server_holds_no_key_or_signature(start_service
     assert f"/jobs/{job_id}/result?api_key=[REDACTED]" in log and "sig=[REDACTED]" in log
     for secret in (ALICE, BOB, signature):
         assert secret not in log
+
+
+def test_signed_links_work_behind_a_proxy_prefix(api, small_clip):
+    """Behind a proxy serving the API under /cattle (uvicorn --root-path), a link is checked
+    against the route's own path, as it was signed."""
+    job_id = completed_job(api, small_clip, ALICE)
+    link = api.post(f"/jobs/{job_id}/links", headers=as_(ALICE)).json()["links"]["result"]
+    with TestClient(api.app, root_path="/cattle") as proxied:
+        answer = proxied.get("/cattle" + link)
+        assert answer.status_code == 200, answer.text

@@ -222,7 +222,9 @@ def _downloadable_job(backends: Backends, settings: Settings, access: Caller | S
     if isinstance(access, Caller):
         return _visible_job(backends, access, job_id)
     job = backends.jobs.get(job_id)
-    if not is_valid(settings, request.url.path, job.owner, access):
+    # the route's own path, as JobOut.links names it: without the prefix a proxy may add (root_path)
+    path = request.scope["route"].path.format(job_id=job_id)
+    if not is_valid(settings, path, job.owner, access):
         raise Unauthorized("this link is not valid or has expired; open the job again for a fresh one "
                            "(POST /jobs/{id}/links), or send an API key")
     return job
