@@ -26,7 +26,13 @@ from azure.storage.queue import QueueClient
 from core.backends import build_backends
 from core.backends.azure import AzureOptions, build_azure_backends
 from core.backends.azure.errors import convert
-from core.backends.azure.jobs import OWNER_ROWS_MIGRATED, PARTITION, idempotency_row_key, row_key
+from core.backends.azure.jobs import (
+    OWNER_ROWS_MIGRATED,
+    PARTITION,
+    idempotency_row_key,
+    owner_row_key,
+    row_key,
+)
 from core.config import Settings
 from core.errors import (
     AlreadyExists,
@@ -344,3 +350,18 @@ def test_jobs_recorded_before_owners_belong_to_the_default_tenant(make_settings)
         assert built.jobs.list(owner=DEFAULT_OWNER).jobs == []
     finally:
         built.close()
+
+
+@azurite
+def test_an_owner_row_left_by_an_interrupted_delete_is_cleared_by_the_next_listing(make_settings) -> None:
+    settings = make_settings("azure")
+    built = build_backends(settings)
+    kept = built.jobs.create(Job(id=new_job_id(), input_blob="x", owner="alice"))
+    gone = built.jobs.create(Job(id=new_job_id(), input_blob="x", owner="alice"))
+    table = TableClient.from_connection_string(settings.azure_storage_connection_string, settings.jobs_table)
+    table.delete_entity(PARTITION, row_key(gone.id))  # the job row only, as a crashed delete leaves it
+
+    assert [job.id for job in built.jobs.list(owner="alice").jobs] == [kept.id]
+    with pytest.raises(ResourceNotFoundError):
+        table.get_entity(PARTITION, owner_row_key("alice", gone.id))
+    built.close()

@@ -236,6 +236,9 @@ class AzureJobStore(JobStore):
                 ids.append(row["job_id"])
         with ThreadPoolExecutor(PARALLEL_READS, thread_name_prefix="job-list") as pool:
             found = list(pool.map(self._get_or_none, ids))
+        for job_id, job in zip(ids, found):
+            if job is None:  # a delete stopped between the job's row and its owner row: finish it
+                self._delete_owner_row(owner, job_id)
         # a job deleted, or moved on to another status, since its row was read is left out
         wanted = None if status is None else JobStatus(status)
         jobs = [job for job in found if job is not None and wanted in (None, job.status)]
@@ -270,12 +273,16 @@ class AzureJobStore(JobStore):
             return
         with azure_errors(f"deleting job {job_id}", self.endpoint):
             self._table.delete_entity(PARTITION, row_key(job_id))
-            try:
-                self._table.delete_entity(PARTITION, owner_row_key(job.owner, job_id))
-            except ResourceNotFoundError:
-                pass  # a job recorded before owners, never listed by owner yet
+            self._delete_owner_row(job.owner, job_id)
             if job.idempotency_key is not None:
                 self._delete_key_of(job)
+
+    def _delete_owner_row(self, owner: str, job_id: str) -> None:
+        with azure_errors(f"deleting the owner row of job {job_id}", self.endpoint):
+            try:
+                self._table.delete_entity(PARTITION, owner_row_key(owner, job_id))
+            except ResourceNotFoundError:
+                pass  # already gone
 
     def _delete_key_of(self, job: Job) -> None:
         """Delete the job's idempotency key row, unless a newer job has claimed that key since
