@@ -109,7 +109,13 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def project_error(request: Request, exc: CattleCounterError) -> JSONResponse:
         if isinstance(exc, StorageUnavailable):
             log.warning("storage unavailable during %s %s: %s", request.method, request.url.path, exc)
-            return _error_response(503, exc.code, f"storage is unavailable, try again shortly ({exc})")
+            return _error_response(503, exc.code, "storage is unavailable, try again shortly")
+        if exc.http_status >= 500:
+            # the server's own failure: its message may name server paths or hosts, so it goes
+            # to the log and the client gets the code alone
+            log.error("%s during %s %s: %s", exc.code, request.method, request.url.path, exc)
+            return _error_response(exc.http_status, exc.code,
+                                   "the server could not complete the request; it has been logged")
         return _error_response(exc.http_status, exc.code, str(exc), getattr(exc, "headers", None))
 
     @app.exception_handler(StarletteHTTPException)

@@ -45,6 +45,7 @@ async def put_upload(
     await run_in_threadpool(submitter.check_upload_open, upload_id)
     with tempfile.TemporaryDirectory(dir=scratch) as work:
         destination = Path(work) / "data"
-        size = await receive_raw_body(request, destination, settings.max_upload_bytes)
+        size = await receive_raw_body(request, destination, settings.max_upload_bytes,
+                                      settings.upload_stall_timeout_s)
         await run_in_threadpool(backends.blobs.upload_file, upload_data_path(upload_id), destination)
     return {"upload_id": upload_id, "size_bytes": size}
