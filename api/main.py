@@ -121,8 +121,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         """Starlette's own answers (unknown path, wrong method) in the same shape as ours."""
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
         message = f"{request.method} {request.url.path}: {exc.detail}"
+        if exc.status_code == 400:  # FastAPI could not parse a body (JSON nested too deeply, ...):
+            return _error_response(422, "invalid_input", message)  # the same answer as malformed JSON
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
         return _error_response(exc.status_code, code, message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
