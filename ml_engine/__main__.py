@@ -52,9 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     stride.add_argument("--interval", type=_positive_float, default=None, metavar="SECONDS",
                         help="detect one frame every SECONDS (instead of --stride)")
     parser.add_argument("--line", dest="lines", type=_line, action="append", default=[],
-                        metavar="[NAME=]x1,y1,x2,y2", help="a counting line in pixels; repeatable")
+                        metavar="[NAME=]x1,y1,x2,y2",
+                        help="a counting line in pixels; repeatable (unnamed: line-1, line-2, ...)")
     parser.add_argument("--zone", dest="zones", type=_zone, action="append", default=[],
-                        metavar="[NAME=]x1,y1,x2,y2,x3,y3,...", help="a counting zone polygon in pixels; repeatable")
+                        metavar="[NAME=]x1,y1,x2,y2,x3,y3,...", help="a counting zone polygon in pixels; repeatable (unnamed: zone-1, ...)")
     parser.add_argument("--batch-size", type=_positive_int, default=defaults["batch_size"].default,
                         help="frames per inference batch (default %(default)s)")
     parser.add_argument("--device", default=os.environ.get("DEVICE") or "auto",

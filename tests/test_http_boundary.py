@@ -24,7 +24,8 @@ import pytest
 
 from core.backends import Backends, build_backends
 from core.config import Settings
-from core.jobs import JobParams
+from api.submission import check_params
+from core.jobs import MAX_LINES, MAX_POLYGON_POINTS, MAX_ZONES, JobParams
 from core.webhooks import is_public_address
 from tests.fixtures_service import Process, free_port, settings_env
 from tests.waiting import answers, wait_until
@@ -340,3 +341,25 @@ def test_the_server_survives_the_table(server: Server) -> None:
 ])
 def test_which_addresses_a_webhook_may_reach(address: str, public: bool) -> None:
     assert is_public_address(ip_address(address)) is public
+
+
+# --- what the API accepts, the worker accepts ----------------------------------------------------
+
+
+def _square(size: float) -> list[list[float]]:
+    return [[0, 0], [size, 0], [size, size], [0, size]]
+
+
+@pytest.mark.parametrize("raw", [
+    {"threshold": 0.0}, {"threshold": 1.0}, {"frame_stride": 1000}, {"frame_interval_seconds": 3600},
+    {"frame_interval_seconds": 1e-6},
+    {"lines": [LINE] * MAX_LINES}, {"zones": [ZONE] * MAX_ZONES},
+    {"lines": [{"start": [-1e6, -1e6], "end": [1e6, 1e6]}]},
+    {"zones": [{"polygon": [[i, i * i % 7] for i in range(MAX_POLYGON_POINTS)]}]},
+    {"lines": [{"name": "line-2", **LINE}, {"name": "gate", **LINE}, LINE]},  # line-3: no clash
+    {"zones": [{"name": "pen", "polygon": _square(5)}, {"polygon": _square(9)}]},
+    {"classes": ["Cow", " sheep ", ""]},
+], ids=lambda raw: json.dumps(raw)[:60])
+def test_parameters_the_api_accepts_the_worker_accepts(raw: dict[str, Any]) -> None:
+    params = check_params(raw, Settings(_env_file=None))  # type: ignore[call-arg]
+    _assert_the_worker_accepts(params.model_dump(mode="json"))
