@@ -217,7 +217,9 @@ async def receive_multipart(
     return collector.form
 
 
-async def receive_raw_body(request: Request, destination: Path, max_bytes: int, stall_timeout_s: float) -> int:
+async def receive_raw_body(
+    request: Request, destination: Path, max_bytes: int, stall_timeout_s: float
+) -> int:
     """Stream a raw request body (a PUT) to ``destination``; returns its size. Nothing is
     left at ``destination`` when it fails (too large, stalled, disconnected)."""
     reject_declared_oversize(request, max_bytes, slack=0)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from enum import Enum
-from collections import Counter
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, ValidationInfo, field_validator

@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from api.submission import check_params
 from core.backends import Backends, build_backends
 from core.config import Settings
-from api.submission import check_params
 from core.jobs import MAX_LINES, MAX_POLYGON_POINTS, MAX_ZONES, JobParams
 from core.webhooks import is_public_address
 from tests.fixtures_service import Process, free_port, settings_env
@@ -61,7 +61,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, small_clip: Path) -> Iterat
     url = f"http://127.0.0.1:{port}"
     backends = build_backends(settings)
     try:
-        wait_until(lambda: answers(f"{url}/health") or api.popen.poll() is not None, 60, "the API to answer /health")
+        wait_until(lambda: answers(f"{url}/health") or api.popen.poll() is not None, 60,
+                   "the API to answer /health")
         assert api.popen.poll() is None, f"API exited at start:\n{api.log()}"
         with httpx.Client(base_url=url, timeout=SOCKET_TIMEOUT_S) as client:
             reserved, finished = (client.post("/uploads", json={"filename": "clip.mp4"}).json()["upload_id"]
@@ -139,7 +140,9 @@ def request(method: str, path: str, content: bytes = b"", **headers: str) -> Cal
     return send
 
 
-def send_then_stall(method: str, path: str, content_type: str, declared: int, sent: bytes) -> Callable[[Server], Answer]:
+def send_then_stall(
+    method: str, path: str, content_type: str, declared: int, sent: bytes
+) -> Callable[[Server], Answer]:
     """Declare ``declared`` body bytes, send ``sent`` and then nothing, keeping the socket open
     (a client on a dead mobile link); read whatever the server answers."""
 
@@ -195,56 +198,70 @@ def _took_the_stall_timeout(answer: Answer) -> None:
 
 LINE = {"start": [0, 0], "end": [10, 10]}
 ZONE = {"polygon": [[0, 0], [10, 0], [10, 10]]}
-_, FILE_PART = multipart_head()
+MULTIPART, FILE_PART = multipart_head()
+JSON = {"content-type": "application/json"}
+LONG_ID = "a" * 300  # over the 255 bytes a file name may have
+
+
+def named(name: str, item: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, **item}
+
 
 ROWS = [
-    # deeply nested JSON, in each field that takes JSON and in the JSON body
+    # deeply nested JSON, in each field that takes JSON and in the JSON bodies
     Row("lines nested 30000 deep", post_form(lines=DEEP_LIST), 422, "invalid_input"),
     Row("zones nested 30000 deep", post_form(zones=DEEP_LIST), 422, "invalid_input"),
     Row("classes nested 30000 deep", post_form(classes=DEEP_LIST), 422, "invalid_input"),
     Row("params nested 30000 deep", post_form(params='{"lines": ' + DEEP_LIST + "}"), 422, "invalid_input"),
-    Row("JSON body nested 30000 deep", post_json('{"upload_id": "x", "params": ' + '{"a": ' * DEEP + "1"
-                                                 + "}" * DEEP + "}"), 422, "invalid_input"),
-    Row("POST /uploads body nested 30000 deep", request("POST", "/uploads", b'{"filename": ' + DEEP_LIST.encode()
-                                                        + b"}", **{"content-type": "application/json"}),
+    Row("JSON body nested 30000 deep",
+        post_json('{"upload_id": "x", "params": ' + '{"a": ' * DEEP + "1" + "}" * DEEP + "}"),
         422, "invalid_input"),
-    Row("JSON body params not an object", post_json(json.dumps({"upload_id": FINISHED_UPLOAD, "params": [1]})),
+    Row("POST /uploads body nested 30000 deep",
+        request("POST", "/uploads", b'{"filename": ' + DEEP_LIST.encode() + b"}", **JSON),
         422, "invalid_input"),
+    Row("JSON body params not an object",
+        post_json(json.dumps({"upload_id": FINISHED_UPLOAD, "params": [1]})), 422, "invalid_input"),
     Row("JSON body upload_id not a string", post_json('{"upload_id": ["x"]}'), 422, "invalid_input"),
-    # the README's own syntax, and unnamed zones: default names, the worker accepts them
+    # the README's own syntax, and unnamed zones: default names, and the worker accepts them
     Row("README multi-line syntax", post_form(lines="0,100,384,100;0,200,384,200"), 202, None,
         _names("lines", ["line-1", "line-2"])),
-    Row("two unnamed zones", post_form(zones=json.dumps([ZONE, ZONE])), 202, None, _names("zones", ["zone-1", "zone-2"])),
-    Row("named and unnamed lines", post_form(lines=json.dumps([{"name": "gate", **LINE}, LINE])), 202, None,
+    Row("two unnamed zones", post_form(zones=json.dumps([ZONE, ZONE])), 202, None,
+        _names("zones", ["zone-1", "zone-2"])),
+    Row("named and unnamed lines", post_form(lines=json.dumps([named("gate", LINE), LINE])), 202, None,
         _names("lines", ["gate", "line-2"])),
     # what the worker would refuse is refused at submit
-    Row("repeated line names", post_form(lines=json.dumps([{"name": "gate", **LINE}, {"name": "gate", **LINE}])),
+    Row("repeated line names", post_form(lines=json.dumps([named("gate", LINE), named("gate", LINE)])),
         422, "invalid_input"),
-    Row("a name clashing with a default name", post_form(lines=json.dumps([{"name": "line-2", **LINE}, LINE])),
+    Row("a name clashing with a default name", post_form(lines=json.dumps([named("line-2", LINE), LINE])),
         422, "invalid_input"),
-    Row("repeated zone names", post_form(params=json.dumps({"zones": [{"name": "pen", **ZONE}, {"name": "pen", **ZONE}]})),
+    Row("repeated zone names",
+        post_form(params=json.dumps({"zones": [named("pen", ZONE), named("pen", ZONE)]})),
         422, "invalid_input"),
-    Row("repeated names in the JSON body", post_json(json.dumps({"upload_id": FINISHED_UPLOAD, "params": {
-        "lines": [{"name": "a", **LINE}, {"name": "a", **LINE}]}})), 422, "invalid_input"),
+    Row("repeated names in the JSON body",
+        post_json(json.dumps({"upload_id": FINISHED_UPLOAD, "params": {"lines": [named("a", LINE)] * 2}})),
+        422, "invalid_input"),
     # more 500s that must be 422s
-    Row("callback host label over 63 characters", post_form(callback_url=f"http://{'a' * 64}.example.com/hook"),
-        422, "invalid_input"),
+    Row("callback host label over 63 characters",
+        post_form(callback_url=f"http://{'a' * 64}.example.com/hook"), 422, "invalid_input"),
     Row("multipart boundary over 256 characters",
         request("POST", "/jobs", b"--" + b"b" * 300 + b"--\r\n",
-                **{"content-type": "multipart/form-data; boundary=" + "b" * 300}), 422, "invalid_input"),
-    Row("upload_id over 255 characters (JSON)", post_json(json.dumps({"upload_id": "a" * 300})), 422, "invalid_input"),
-    Row("upload_id over 255 characters (form)", post_fields(upload_id="a" * 300), 422, "invalid_input"),
-    Row("upload_id over 255 characters (PUT)", request("PUT", "/uploads/" + "a" * 300, b"x"), 422, "invalid_input"),
+                **{"content-type": "multipart/form-data; boundary=" + "b" * 300}),
+        422, "invalid_input"),
+    Row("upload_id over 255 characters (JSON)", post_json(json.dumps({"upload_id": LONG_ID})),
+        422, "invalid_input"),
+    Row("upload_id over 255 characters (form)", post_fields(upload_id=LONG_ID), 422, "invalid_input"),
+    Row("upload_id over 255 characters (PUT)", request("PUT", f"/uploads/{LONG_ID}", b"x"),
+        422, "invalid_input"),
     # stalled uploads: 408 after UPLOAD_STALL_TIMEOUT_S, nothing stored
-    Row("multipart declaring 1.5 MB, sending 1 KB", send_then_stall("POST", "/jobs", multipart_head()[0], 1_500_000,
-                                                                   FILE_PART + b"\0" * 1024),
+    Row("multipart declaring 1.5 MB, sending 1 KB",
+        send_then_stall("POST", "/jobs", MULTIPART, 1_500_000, FILE_PART + b"\0" * 1024),
         408, "upload_stalled", _took_the_stall_timeout),
     Row("direct-upload PUT declaring 1.5 MB, sending 1 KB",
         send_then_stall("PUT", "/uploads/{upload_id}", "application/octet-stream", 1_500_000, b"\0" * 1024),
         408, "upload_stalled", _took_the_stall_timeout),
     Row("JSON body declaring 1 KB, sending 10 bytes",
-        send_then_stall("POST", "/jobs", "application/json", 1024, b'{"upload_'), 408, "upload_stalled",
-        _took_the_stall_timeout),
+        send_then_stall("POST", "/jobs", "application/json", 1024, b'{"upload_'),
+        408, "upload_stalled", _took_the_stall_timeout),
 ]
 
 # SSRF: each way of writing a non-public address in a callback_url (literal IPs: no DNS needed)

@@ -91,7 +91,8 @@ async def _submit(request: Request, settings, submitter, scratch, idempotency_ke
         job, created = await run_in_threadpool(submitter.submit_upload, body["upload_id"], params, key)
         return _job_response(job, 202 if created else 200, replayed=not created)
 
-    form = await receive_multipart(request, scratch, settings.max_upload_bytes, settings.upload_stall_timeout_s)
+    form = await receive_multipart(request, scratch, settings.max_upload_bytes,
+                                   settings.upload_stall_timeout_s)
     try:
         params = await run_in_threadpool(parse_params, form.fields, settings)
         if form.file is None:
