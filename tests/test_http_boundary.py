@@ -25,7 +25,7 @@ import pytest
 from api.submission import check_params
 from core.backends import Backends, build_backends
 from core.config import Settings
-from core.jobs import MAX_LINES, MAX_POLYGON_POINTS, MAX_ZONES, JobParams
+from core.jobs import MAX_LINES, MAX_POLYGON_POINTS, MAX_ZONES, Job, JobParams, new_job_id
 from core.webhooks import is_public_address
 from tests.fixtures_service import Process, free_port, settings_env
 from tests.waiting import answers, wait_until
@@ -380,3 +380,15 @@ def _square(size: float) -> list[list[float]]:
 def test_parameters_the_api_accepts_the_worker_accepts(raw: dict[str, Any]) -> None:
     params = check_params(raw, Settings(_env_file=None))  # type: ignore[call-arg]
     _assert_the_worker_accepts(params.model_dump(mode="json"))
+
+
+def test_a_job_stored_before_the_unique_name_rule_still_reads_and_deletes(server: Server) -> None:
+    """Records keep what they were written with: a job whose lines share a name (accepted by an
+    older version, then failed by the worker) must not make GET /jobs fail for everyone."""
+    old_params = JobParams.model_validate({"lines": [named("line", LINE)] * 2}, context={"stored": True})
+    job = server.backends.jobs.create(Job(id=new_job_id(), input_blob="jobs/old/input", params=old_params))
+    listed = server.client.get("/jobs", params={"limit": 200})
+    assert listed.status_code == 200, listed.text
+    assert job.id in {item["job_id"] for item in listed.json()["jobs"]}
+    assert [line["name"] for line in server.client.get(f"/jobs/{job.id}").json()["params"]["lines"]] == ["line"] * 2
+    assert server.client.delete(f"/jobs/{job.id}").status_code == 202  # queued: cancelled
