@@ -67,7 +67,7 @@ def check_params(raw: dict[str, Any], settings: Settings) -> JobParams:
     try:
         params = JobParams.model_validate(raw)
     except ValidationError as exc:
-        raise InvalidInput(_describe(exc)) from None
+        raise InvalidInput(describe_validation_error(exc)) from None
     if params.model_id and not settings.allow_model_override:
         raise InvalidInput("model_id: this service does not allow choosing the model (ALLOW_MODEL_OVERRIDE=false)")
     if params.callback_url is not None:
@@ -104,11 +104,12 @@ def parse_json(name: str, value: str | bytes, expect: type) -> Any:
     except ValueError:
         raise InvalidInput(f"{name}: not valid JSON") from None
     if not isinstance(parsed, expect):
-        raise InvalidInput(f"{name}: expected a JSON {expect.__name__}")
+        raise InvalidInput(f"{name}: expected a JSON {'object' if expect is dict else 'list'}")
     return parsed
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError) -> str:
+    """pydantic's errors as one line a user can act on: ``field: problem; ...``."""
     parts = []
     for error in exc.errors():
         location = ".".join(str(p) for p in error["loc"]) or "params"

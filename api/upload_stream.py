@@ -158,6 +158,18 @@ async def body_chunks(request: Request, stall_timeout_s: float) -> AsyncIterator
         yield chunk
 
 
+async def receive_small_body(request: Request, max_bytes: int, stall_timeout_s: float, too_large: str) -> bytes:
+    """A small request body (JSON), read whole: up to ``max_bytes`` (else UploadTooLarge with
+    the message ``too_large``) and with the same stall timeout as an upload."""
+    reject_declared_oversize(request, max_bytes, slack=0)
+    data = bytearray()
+    async for chunk in body_chunks(request, stall_timeout_s):
+        data += chunk
+        if len(data) > max_bytes:
+            raise UploadTooLarge(too_large)
+    return bytes(data)
+
+
 async def _batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """Regroup the server's small body chunks (~64 KiB) into ~1 MiB batches, so the disk
     writes handed to worker threads are few and large."""

@@ -14,9 +14,9 @@ from api.deps import ApiKeyDep, BackendsDep, ScratchDirDep, SettingsDep, Submitt
 from api.ranges import parse_range
 from api.schemas import ErrorBody, JobList, JobOut
 from api.submission import check_idempotency_key, check_params, parse_json, parse_params, probe_file
-from api.upload_stream import body_chunks, receive_multipart, reject_declared_oversize
+from api.upload_stream import receive_multipart, receive_small_body
 from core.backends import Backends
-from core.errors import CattleCounterError, EmptyVideo, InvalidInput, UploadTooLarge
+from core.errors import CattleCounterError, EmptyVideo, InvalidInput
 from core.jobs import Job, JobStatus, job_blob_prefix, utcnow
 
 router = APIRouter(tags=["jobs"], dependencies=[ApiKeyDep])
@@ -32,7 +32,7 @@ DOWNLOADS = {
     "mot": ("mot.txt", "text/plain; charset=utf-8"),
 }
 
-_ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 409, 413, 415, 422, 503)}
+_ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 408, 409, 413, 415, 422, 503)}
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -114,14 +114,10 @@ async def _submit(request: Request, settings, submitter, scratch, idempotency_ke
 async def _json_body(request: Request, stall_timeout_s: float) -> dict:
     """The small JSON body of a direct-upload submission, read up to MAX_JSON_BODY_BYTES only:
     ``{"upload_id": str, "params": {...}}``."""
-    reject_declared_oversize(request, MAX_JSON_BODY_BYTES, slack=0)
-    data = bytearray()
-    async for chunk in body_chunks(request, stall_timeout_s):
-        data += chunk
-        if len(data) > MAX_JSON_BODY_BYTES:
-            raise UploadTooLarge(f"the JSON body is larger than {MAX_JSON_BODY_BYTES} bytes; "
-                                 "videos go in a multipart 'file' field or through POST /uploads")
-    body = parse_json("the JSON body", bytes(data), expect=dict)
+    data = await receive_small_body(request, MAX_JSON_BODY_BYTES, stall_timeout_s,
+                                    f"the JSON body is larger than {MAX_JSON_BODY_BYTES} bytes; "
+                                    "videos go in a multipart 'file' field or through POST /uploads")
+    body = parse_json("the JSON body", data, expect=dict)
     if not isinstance(body.get("upload_id"), str) or not body["upload_id"]:
         raise InvalidInput("upload_id: required when posting JSON (upload the video with POST /uploads first)")
     params = body.get("params") or {}
