@@ -109,14 +109,22 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def project_error(request: Request, exc: CattleCounterError) -> JSONResponse:
         if isinstance(exc, StorageUnavailable):
             log.warning("storage unavailable during %s %s: %s", request.method, request.url.path, exc)
-            return _error_response(503, exc.code, f"storage is unavailable, try again shortly ({exc})")
+            return _error_response(503, exc.code, "storage is unavailable, try again shortly")
+        if exc.http_status >= 500:
+            # the server's own failure: its message may name server paths or hosts, so it goes
+            # to the log and the client gets the code alone
+            log.error("%s during %s %s: %s", exc.code, request.method, request.url.path, exc)
+            return _error_response(exc.http_status, exc.code,
+                                   "the server could not complete the request; it has been logged")
         return _error_response(exc.http_status, exc.code, str(exc), getattr(exc, "headers", None))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         """Starlette's own answers (unknown path, wrong method) in the same shape as ours."""
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
         message = f"{request.method} {request.url.path}: {exc.detail}"
+        if exc.status_code == 400:  # FastAPI could not parse a body (JSON nested too deeply, ...):
+            return _error_response(422, "invalid_input", message)  # the same answer as malformed JSON
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
         return _error_response(exc.status_code, code, message, exc.headers)
 
     @app.exception_handler(RequestValidationError)

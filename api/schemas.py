@@ -35,17 +35,15 @@ class JobOut(BaseModel):
 
     @classmethod
     def from_job(cls, job: Job) -> "JobOut":
-        return cls(
-            job_id=job.id,
-            links=_links(job),
-            **job.model_dump(
-                include={
-                    "status", "filename", "size_bytes", "params", "progress", "frames_done",
-                    "frames_total", "fps", "eta_seconds", "attempts", "cancel_requested",
-                    "created_at", "updated_at", "started_at", "finished_at", "error", "counts",
-                }
-            ),
+        fields = job.model_dump(
+            include={
+                "status", "filename", "size_bytes", "params", "progress", "frames_done",
+                "frames_total", "fps", "eta_seconds", "attempts", "cancel_requested",
+                "created_at", "updated_at", "started_at", "finished_at", "error", "counts",
+            }
         )
+        # shown as stored: rules added since (unique line names) must not hide an older job
+        return cls.model_validate({"job_id": job.id, "links": _links(job), **fields}, context={"stored": True})
 
 
 def _links(job: Job) -> dict[str, str]:

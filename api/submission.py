@@ -33,6 +33,7 @@ UPLOAD_PREFIX = "uploads/"
 # an upload left this long after its write URL expired, and not a job's input, is deleted
 ABANDONED_AFTER = timedelta(days=1)
 MAX_IDEMPOTENCY_KEY = 200
+MAX_UPLOAD_ID = 64
 
 
 class UploadAlreadyUsed(CattleCounterError):
@@ -51,15 +52,22 @@ def parse_params(fields: Mapping[str, str], settings: Settings) -> JobParams:
     Raises InvalidInput naming each bad field."""
     raw: dict[str, Any] = {}
     if fields.get("params", "").strip():
-        raw.update(_json_field("params", fields["params"], expect=dict))
+        raw.update(parse_json("params", fields["params"], expect=dict))
     for name, value in fields.items():
         if name in ("params", "upload_id") or not value.strip():
             continue
         raw[name] = _field_value(name, value)
+    return check_params(raw, settings)
+
+
+def check_params(raw: dict[str, Any], settings: Settings) -> JobParams:
+    """Everything the worker would refuse in a job's parameters, refused now with a 422 (only
+    class names wait for a model card: see ``Submitter.check_classes``). The rules live with
+    JobParams, which the worker reads the job with, so both ends apply the same ones."""
     try:
         params = JobParams.model_validate(raw)
     except ValidationError as exc:
-        raise InvalidInput(_describe(exc)) from None
+        raise InvalidInput(describe_validation_error(exc)) from None
     if params.model_id and not settings.allow_model_override:
         raise InvalidInput("model_id: this service does not allow choosing the model (ALLOW_MODEL_OVERRIDE=false)")
     if params.callback_url is not None:
@@ -74,7 +82,7 @@ def _field_value(name: str, value: str) -> Any:
     if name == "lines" and not value.startswith("["):
         return [_line_from_csv(part) for part in value.split(";") if part.strip()]
     if name in ("lines", "zones", "classes"):
-        return _json_field(name, value, expect=list)
+        return parse_json(name, value, expect=list)
     return value
 
 
@@ -86,17 +94,22 @@ def _line_from_csv(text: str) -> dict[str, Any]:
     return {"start": (x1, y1), "end": (x2, y2)}
 
 
-def _json_field(name: str, value: str, expect: type) -> Any:
+def parse_json(name: str, value: str | bytes, expect: type) -> Any:
+    """Parse a client's JSON, refusing with a 422 what is malformed, of the wrong type, or
+    nested deeper than the parser can follow (which would otherwise be a 500)."""
     try:
         parsed = json.loads(value)
+    except RecursionError:
+        raise InvalidInput(f"{name}: JSON nested too deeply") from None
     except ValueError:
         raise InvalidInput(f"{name}: not valid JSON") from None
     if not isinstance(parsed, expect):
-        raise InvalidInput(f"{name}: expected a JSON {expect.__name__}")
+        raise InvalidInput(f"{name}: expected a JSON {'object' if expect is dict else 'list'}")
     return parsed
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError) -> str:
+    """pydantic's errors as one line a user can act on: ``field: problem; ...``."""
     parts = []
     for error in exc.errors():
         location = ".".join(str(p) for p in error["loc"]) or "params"
@@ -318,7 +331,9 @@ def _uploads_last_written(blobs: BlobStore, now: datetime) -> dict[str, datetime
 
 
 def _is_upload_id(text: str) -> bool:
-    return bool(text) and all(c.isalnum() or c in "-_" for c in text)
+    # ids are made by new_upload (32 characters); the length cap keeps a client's id from
+    # becoming a file name longer than the file system allows (an error naming server paths)
+    return 0 < len(text) <= MAX_UPLOAD_ID and all(c.isascii() and (c.isalnum() or c in "-_") for c in text)
 
 
 def upload_prefix(upload_id: str) -> str:

@@ -20,7 +20,7 @@ from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
-from core.errors import InvalidInput, StorageError, UploadTooLarge
+from core.errors import InvalidInput, StorageError, UploadStalled, UploadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,35 @@ class _FormCollector:
             self._sink = None
 
 
+async def body_chunks(request: Request, stall_timeout_s: float) -> AsyncIterator[bytes]:
+    """The request body as the server receives it, raising UploadStalled when nothing arrives
+    for ``stall_timeout_s`` (the server itself would wait for ever on a silent client).
+    Only silence counts: a slow upload that keeps sending is never cut off."""
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            with anyio.fail_after(stall_timeout_s):
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UploadStalled(f"the request body stalled: nothing arrived for {stall_timeout_s:g} s "
+                                "(UPLOAD_STALL_TIMEOUT_S); nothing was stored, send it again") from None
+        yield chunk
+
+
+async def receive_small_body(request: Request, max_bytes: int, stall_timeout_s: float, too_large: str) -> bytes:
+    """A small request body (JSON), read whole: up to ``max_bytes`` (else UploadTooLarge with
+    the message ``too_large``) and with the same stall timeout as an upload."""
+    reject_declared_oversize(request, max_bytes, slack=0)
+    data = bytearray()
+    async for chunk in body_chunks(request, stall_timeout_s):
+        data += chunk
+        if len(data) > max_bytes:
+            raise UploadTooLarge(too_large)
+    return bytes(data)
+
+
 async def _batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """Regroup the server's small body chunks (~64 KiB) into ~1 MiB batches, so the disk
     writes handed to worker threads are few and large."""
@@ -168,17 +197,22 @@ def reject_declared_oversize(request: Request, max_bytes: int, slack: int = MAX_
         raise UploadTooLarge(f"the upload ({declared} bytes) is larger than the limit of {max_bytes} bytes")
 
 
-async def receive_multipart(request: Request, scratch_dir: Path, max_file_bytes: int) -> ReceivedForm:
+async def receive_multipart(
+    request: Request, scratch_dir: Path, max_file_bytes: int, stall_timeout_s: float
+) -> ReceivedForm:
     """Parse the request body, streaming the file part into ``scratch_dir``.
 
-    Raises InvalidInput for a malformed form and UploadTooLarge as soon as the file passes
-    ``max_file_bytes``; in both cases the partial scratch file is removed.
+    Raises InvalidInput for a malformed form, UploadTooLarge as soon as the file passes
+    ``max_file_bytes`` and UploadStalled when the client stops sending; in each case the
+    partial scratch file is removed.
     """
     reject_declared_oversize(request, max_file_bytes)
+    boundary = multipart_boundary(request)
     collector = _FormCollector(scratch_dir, max_file_bytes)
-    parser = MultipartParser(multipart_boundary(request), collector.callbacks())
     try:
-        async for batch in _batches(request.stream()):
+        # inside the try: python-multipart refuses some boundaries (over 256 bytes) right here
+        parser = MultipartParser(boundary, collector.callbacks())
+        async for batch in _batches(body_chunks(request, stall_timeout_s)):
             await anyio.to_thread.run_sync(parser.write, batch)
         parser.finalize()
     except Exception as exc:
@@ -195,13 +229,16 @@ async def receive_multipart(request: Request, scratch_dir: Path, max_file_bytes:
     return collector.form
 
 
-async def receive_raw_body(request: Request, destination: Path, max_bytes: int) -> int:
-    """Stream a raw request body (a PUT) to ``destination``; returns its size."""
+async def receive_raw_body(
+    request: Request, destination: Path, max_bytes: int, stall_timeout_s: float
+) -> int:
+    """Stream a raw request body (a PUT) to ``destination``; returns its size. Nothing is
+    left at ``destination`` when it fails (too large, stalled, disconnected)."""
     reject_declared_oversize(request, max_bytes, slack=0)
     size = 0
     try:
         with destination.open("wb") as sink:
-            async for batch in _batches(request.stream()):
+            async for batch in _batches(body_chunks(request, stall_timeout_s)):
                 size += len(batch)
                 if size > max_bytes:
                     raise UploadTooLarge(f"the upload is larger than the limit of {max_bytes} bytes")

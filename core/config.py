@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     admin_api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     url_signing_secret: str | None = Field(default=None, min_length=32)
 
+    # --- API: uploads that stall (hardening: API boundary) -------------------------------
+    # a request body that sends nothing for this long is answered 408 and dropped, so a
+    # client that stalls cannot hold a connection and a scratch file open indefinitely
+    upload_stall_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+
     # --- worker ------------------------------------------------------------------------
     lease_seconds: float = Field(default=60.0, gt=0)
     lease_renew_seconds: float = Field(default=20.0, gt=0)

@@ -108,6 +108,14 @@ class UploadTooLarge(InvalidInput):
     http_status = 413
 
 
+class UploadStalled(InvalidInput):
+    """The client stopped sending the request body."""
+
+    code = "upload_stalled"
+    http_status = 408
+    headers = {"Connection": "close"}  # the rest of the body may still come: never read it as a request
+
+
 class InputChanged(InvalidInput):
     """The job's input was replaced after the API had checked it."""
 

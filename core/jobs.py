@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, ValidationInfo, field_validator
 
-from core.errors import CorruptRecord, InvalidMessage
+from core.errors import CorruptRecord, InvalidInput, InvalidMessage
 
 MESSAGE_VERSION = 1
 
@@ -57,10 +58,11 @@ MAX_CLASSES = 200
 
 
 class CountingLine(BaseModel):
-    """A line across the frame; objects crossing it are counted in/out per class."""
+    """A line across the frame; objects crossing it are counted in/out per class.
+    Unnamed lines are named by their place in the list (see ``with_default_names``)."""
 
     model_config = ConfigDict(extra="forbid")
-    name: Name = "line"
+    name: Name | None = None
     start: Point
     end: Point
 
@@ -73,11 +75,32 @@ class CountingLine(BaseModel):
 
 
 class CountingZone(BaseModel):
-    """A polygon; objects inside it are counted per frame and per class."""
+    """A polygon; objects inside it are counted per frame and per class.
+    Unnamed zones are named by their place in the list (see ``with_default_names``)."""
 
     model_config = ConfigDict(extra="forbid")
-    name: Name = "zone"
+    name: Name | None = None
     polygon: Annotated[list[Point], Field(min_length=3, max_length=MAX_POLYGON_POINTS)]
+
+
+Named = TypeVar("Named", CountingLine, CountingZone)
+
+
+def with_default_names(items: list[Named], kind: str) -> list[Named]:
+    """Name each unnamed line or zone by its place in the list: ``line-1``, ``line-2``, ...
+
+    The one naming scheme: the API (JobParams), the pipeline and the CLI all name them here,
+    so the same request gets the same names in stats.json whichever way it ran."""
+    return [item if item.name else item.model_copy(update={"name": f"{kind}-{number}"})
+            for number, item in enumerate(items, 1)]
+
+
+def check_unique_names(kind: str, names: list[str | None]) -> None:
+    """Counts are reported by name, so two lines (zones) may not share one. Checked when a job
+    is submitted and again by the tracker, through this one function."""
+    duplicates = sorted(str(name) for name, n in Counter(names).items() if n > 1)
+    if duplicates:
+        raise InvalidInput(f"{kind} names must be unique; repeated: {', '.join(duplicates)}")
 
 
 class JobParams(BaseModel):
@@ -105,6 +128,20 @@ class JobParams(BaseModel):
             return None
         cleaned = [c.strip().lower() for c in classes if c.strip()]
         return cleaned or None
+
+    @field_validator("lines", "zones")
+    @classmethod
+    def _named_and_unique(cls, items: list[Named], info: ValidationInfo) -> list[Named]:
+        kind = info.field_name.removesuffix("s")
+        items = with_default_names(items, kind)
+        # a stored record is read back as it was written: one saved before this rule (its
+        # job failed in the worker) must still list and delete, not become unreadable
+        if not (info.context or {}).get("stored"):
+            try:
+                check_unique_names(kind, [item.name for item in items])
+            except InvalidInput as exc:
+                raise ValueError(str(exc)) from None  # pydantic reports it under the field's name
+        return items
 
 
 class JobError(BaseModel):
@@ -158,7 +195,7 @@ class Job(BaseModel):
         """Raises CorruptRecord (a StorageError) rather than pydantic's error, so a record that
         cannot be read fails that one job, never the worker thread or process reading it."""
         try:
-            job = cls.model_validate_json(text)
+            job = cls.model_validate_json(text, context={"stored": True})
         except ValidationError as exc:
             raise CorruptRecord(f"a job record cannot be read: {exc.errors()[0]['msg']}") from None
         job.etag = etag

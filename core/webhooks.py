@@ -52,17 +52,55 @@ def check_callback_url(url: str, allow_private: bool) -> list[str]:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput(f"callback_url: only http and https URLs are allowed, got {url!r}")
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+        port = parts.port or 443
+        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
     except socket.gaierror:
         raise InvalidInput(f"callback_url: cannot resolve host {parts.hostname!r}") from None
+    except (UnicodeError, ValueError):  # IDNA: a label over 63 characters, an empty label; a bad port
+        raise InvalidInput(f"callback_url: {parts.netloc!r} is not a valid host name and port") from None
     addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
     for address in addresses:
-        if not allow_private and not address.is_global:
+        if not allow_private and not is_public_address(address):
             raise InvalidInput(
                 f"callback_url: {parts.hostname!r} resolves to a non-public address ({address}); "
                 "set WEBHOOK_ALLOW_PRIVATE=true to allow it"
             )
     return list(dict.fromkeys(str(address) for address in addresses))  # in order, once each
+
+
+# IPv6 ranges that carry an IPv4 address in their last 32 bits: NAT64's well-known prefix
+# (RFC 6052) and the deprecated IPv4-compatible addresses (::a.b.c.d).
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+# NAT64's local-use prefix (RFC 8215): translated inside one network, never public.
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+
+
+def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True when a webhook may be sent to ``address``: global unicast, and, for an IPv6
+    address that carries an IPv4 one (mapped, IPv4-compatible, 6to4, Teredo, NAT64), that
+    IPv4 address is public too. ``is_global`` alone (Python 3.11) calls 64:ff9b::7f00:1,
+    2002:7f00:1:: and ::7f00:1, all ways of reaching 127.0.0.1, global, and multicast too."""
+    if address.is_multicast or not address.is_global:
+        return False
+    if address.version == 6 and address in _NAT64_LOCAL:
+        return False
+    return all(is_public_address(inner) for inner in _embedded_ipv4(address))
+
+
+def _embedded_ipv4(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address leads to (none for IPv4 or a plain IPv6 address)."""
+    if address.version == 4:
+        return []
+    if address.ipv4_mapped is not None:
+        return [address.ipv4_mapped]
+    if address.sixtofour is not None:
+        return [address.sixtofour]
+    if address.teredo is not None:
+        return list(address.teredo)  # (server, client)
+    if address in _NAT64 or address in _IPV4_COMPATIBLE:
+        return [ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)]
+    return []
 
 
 def pinned_request(url: str, address: str) -> tuple[httpx.URL, dict[str, str], dict[str, str]]:

@@ -52,9 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     stride.add_argument("--interval", type=_positive_float, default=None, metavar="SECONDS",
                         help="detect one frame every SECONDS (instead of --stride)")
     parser.add_argument("--line", dest="lines", type=_line, action="append", default=[],
-                        metavar="[NAME=]x1,y1,x2,y2", help="a counting line in pixels; repeatable")
+                        metavar="[NAME=]x1,y1,x2,y2",
+                        help="a counting line in pixels; repeatable (unnamed: line-1, line-2, ...)")
     parser.add_argument("--zone", dest="zones", type=_zone, action="append", default=[],
-                        metavar="[NAME=]x1,y1,x2,y2,x3,y3,...", help="a counting zone polygon in pixels; repeatable")
+                        metavar="[NAME=]x1,y1,x2,y2,x3,y3,...", help="a counting zone polygon in pixels; repeatable (unnamed: zone-1, ...)")
     parser.add_argument("--batch-size", type=_positive_int, default=defaults["batch_size"].default,
                         help="frames per inference batch (default %(default)s)")
     parser.add_argument("--device", default=os.environ.get("DEVICE") or "auto",
@@ -130,14 +131,14 @@ def _line(text: str) -> CountingLine:
         raise argparse.ArgumentTypeError(f"a line is x1,y1,x2,y2 (4 numbers), got {2 * len(points)}")
     if points[0] == points[1]:
         raise argparse.ArgumentTypeError("a counting line needs two different points")
-    return CountingLine(name=name or "line", start=points[0], end=points[1])
+    return CountingLine(name=name, start=points[0], end=points[1])  # unnamed: line-N, as in the API
 
 
 def _zone(text: str) -> CountingZone:
     name, points = _named_points(text, "zone", "--zone pen=0,0,200,0,200,150,0,150")
     if len(points) < 3:
         raise argparse.ArgumentTypeError(f"a zone needs at least 3 points (6 numbers), got {2 * len(points)}")
-    return CountingZone(name=name or "zone", polygon=points)
+    return CountingZone(name=name, polygon=points)  # unnamed: zone-N, as in the API
 
 
 # --- running --------------------------------------------------------------------------------------
@@ -146,8 +147,6 @@ def _zone(text: str) -> CountingZone:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
     args = build_parser().parse_args(argv)
-    _name_duplicates(args.lines, "line")
-    _name_duplicates(args.zones, "zone")
     try:
         with _cancel_on_ctrl_c() as cancelled:
             stats = _run(args, cancelled)
@@ -192,15 +191,6 @@ def _run(args: argparse.Namespace, cancelled: Callable[[], bool]) -> dict[str, A
         result = process_video(args.video, args.output, detector, config, progress=on_progress,
                                should_cancel=cancelled)
     return result.stats
-
-
-def _name_duplicates(items: list[Any], kind: str) -> None:
-    """Give unnamed lines/zones distinct names (line, line_2, ...) so the summary can tell them apart."""
-    seen: dict[str, int] = {}
-    for item in items:
-        seen[item.name] = seen.get(item.name, 0) + 1
-        if seen[item.name] > 1:
-            item.name = f"{item.name}_{seen[item.name]}"
 
 
 @contextmanager

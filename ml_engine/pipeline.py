@@ -36,7 +36,7 @@ import supervision as sv
 from pydantic import BaseModel, ValidationError
 
 from core.errors import InvalidInput, JobCancelled, ModelError
-from core.jobs import CountingLine, CountingZone
+from core.jobs import CountingLine, CountingZone, check_unique_names, with_default_names
 from ml_engine.annotate import FrameAnnotator
 from ml_engine.outputs import ANNOTATED_VIDEO, STATS, OutputWriter, build_stats, move_outputs
 from ml_engine.tracking import CountingConfig, ObjectCounter, empty_tracked
@@ -85,8 +85,10 @@ class PipelineConfig:
     preset: str = "veryfast"
 
     def __post_init__(self) -> None:
-        self.lines = [_validated(CountingLine, line) for line in self.lines]
-        self.zones = [_validated(CountingZone, zone) for zone in self.zones]
+        self.lines = with_default_names([_validated(CountingLine, line) for line in self.lines], "line")
+        self.zones = with_default_names([_validated(CountingZone, zone) for zone in self.zones], "zone")
+        check_unique_names("line", [line.name for line in self.lines])  # now, not after the model loads
+        check_unique_names("zone", [zone.name for zone in self.zones])
         _require(0.0 <= self.threshold <= 1.0, f"threshold must be within 0..1, got {self.threshold}")
         if self.low_threshold is not None:
             _require(

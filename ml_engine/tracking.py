@@ -29,7 +29,7 @@ import supervision as sv
 from trackers import ByteTrackTracker
 
 from core.errors import InvalidInput
-from core.jobs import CountingLine, CountingZone
+from core.jobs import CountingLine, CountingZone, check_unique_names, with_default_names
 
 # ByteTrack expresses its lost-track buffer in frames of a 30 fps video and rescales it.
 _BYTETRACK_REFERENCE_FPS = 30.0
@@ -70,14 +70,10 @@ class CountingConfig:
             raise InvalidInput(f"track_buffer_s cannot be negative, got {self.track_buffer_s}")
         if not 0.0 <= self.track_threshold <= 1.0:
             raise InvalidInput(f"track_threshold must be within 0..1, got {self.track_threshold}")
-        _check_unique_names("line", [line.name for line in self.lines])
-        _check_unique_names("zone", [zone.name for zone in self.zones])
-
-
-def _check_unique_names(kind: str, names: list[str]) -> None:
-    duplicates = sorted(name for name, n in Counter(names).items() if n > 1)
-    if duplicates:
-        raise InvalidInput(f"{kind} names must be unique; repeated: {', '.join(duplicates)}")
+        self.lines = with_default_names(self.lines, "line")
+        self.zones = with_default_names(self.zones, "zone")
+        check_unique_names("line", [line.name for line in self.lines])
+        check_unique_names("zone", [zone.name for zone in self.zones])
 
 
 # --- per-track bookkeeping --------------------------------------------------------------------

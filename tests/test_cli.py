@@ -63,7 +63,7 @@ def test_json_counts_and_all_outputs(small_clip, tiny_rtdetr_dir, tmp_path, caps
     assert printed["counts"] == stats["counts"]
     assert set(stats["counts"]["by_class"]) <= {"cow", "sheep"}
     assert [line["name"] for line in printed["lines"]] == ["gate"]
-    assert [zone["name"] for zone in printed["zones"]] == ["zone"]
+    assert [zone["name"] for zone in printed["zones"]] == ["zone-1"]  # the API's default name too
     assert stats["video"]["frames"] == 20
     assert stats["processing"]["batch_size"] == 3
     assert stats["model"]["random_weights"] is True
@@ -79,7 +79,7 @@ def test_text_summary_flags_random_weights_and_names_the_output(small_clip, tiny
     text = captured.out
     assert text.startswith("NOTE: random-weights model")
     assert "unique objects:" in text and f"results: {out}" in text
-    assert "line line:" in text and "line line_2:" in text  # unnamed lines get distinct names
+    assert "line line-1:" in text and "line line-2:" in text  # unnamed lines: the API's names
     stats = json.loads((out / "stats.json").read_text())
     assert stats["processing"]["frame_stride"] == 2
     assert stats["processing"]["frames_processed"] == 10
@@ -107,6 +107,14 @@ def test_missing_model_directory_says_what_to_set(small_clip, tmp_path, capsys):
     status = main([str(small_clip), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "nope")])
     assert status == 1
     assert_one_line_error(capsys.readouterr().err, "does not exist", "MODEL_ID")
+
+
+def test_repeated_line_names_fail_before_the_model_loads(small_clip, tmp_path, capsys):
+    # the model does not exist: reaching it would be a different error
+    status = main([str(small_clip), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "nope"),
+                   "--line", "gate=0,1,2,3", "--line", "gate=4,5,6,7"])
+    assert status == 1
+    assert_one_line_error(capsys.readouterr().err, "line names must be unique", "gate")
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,10 @@ def test_upload_to_every_output(start_service, backend, small_clip, tmp_path):
     with small_clip.open("rb") as handle:
         refused = service.client.post("/jobs", files={"file": handle}, data={"classes": "cow,zebra"})
     assert refused.status_code == 422 and "'zebra'" in refused.json()["error"]["message"]
-    job = service.submit(small_clip, lines="0,120,320,120")
+    # the README's multi-line syntax and two unnamed zones: the default names keep them apart
+    unnamed_zones = json.dumps([{"polygon": [[0, 0], [320, 0], [320, 120]]},
+                                {"polygon": [[0, 0], [160, 0], [0, 240]]}])
+    job = service.submit(small_clip, lines="0,120,320,120;0,60,320,60", zones=unnamed_zones)
     done = service.wait_for_status(job["job_id"], {"completed", "failed"})
     assert done["status"] == "completed", done
     assert done["attempts"] == 1 and done["progress"] == 1.0
@@ -64,6 +67,8 @@ def test_upload_to_every_output(start_service, backend, small_clip, tmp_path):
     validate_stats(stats)
     assert stats["counts"] == done["counts"]
     assert stats["video"]["frames"] == 20 and stats["model"]["random_weights"] is True
+    assert [line["name"] for line in stats["lines"]] == ["line-1", "line-2"]
+    assert [zone["name"] for zone in stats["zones"]] == ["zone-1", "zone-2"]
 
     video_path = tmp_path / "annotated.mp4"
     video_path.write_bytes(fetch_video(service, job["job_id"]))

@@ -178,7 +178,7 @@ def test_frames_must_arrive_in_order() -> None:
         ({"fps": 0}, "frame rate"),
         ({"min_hits": 0}, "min_hits"),
         ({"track_buffer_s": -1}, "track_buffer_s"),
-        ({"lines": [CountingLine(start=(0, 0), end=(1, 1))] * 2}, "repeated: line"),
+        ({"lines": [CountingLine(name="gate", start=(0, 0), end=(1, 1))] * 2}, "repeated: gate"),
     ],
 )
 def test_bad_config_is_rejected(overrides: dict, words: str) -> None:

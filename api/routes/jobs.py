@@ -8,7 +8,6 @@ that does not exist, so ids reveal nothing. Downloads also open with a signed UR
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Annotated
@@ -30,11 +29,11 @@ from api.deps import (
 from api.ranges import parse_range
 from api.schemas import ErrorBody, JobList, JobOut, SignedLinks
 from api.signed_urls import Signature, expiry, is_valid, signed_path
-from api.submission import check_idempotency_key, parse_params, probe_file
-from api.upload_stream import receive_multipart, reject_declared_oversize
+from api.submission import check_idempotency_key, check_params, parse_json, parse_params, probe_file
+from api.upload_stream import receive_multipart, receive_small_body
 from core.backends import Backends
 from core.config import Settings
-from core.errors import CattleCounterError, EmptyVideo, InvalidInput, NotFound, UploadTooLarge
+from core.errors import CattleCounterError, EmptyVideo, InvalidInput, NotFound
 from core.jobs import Job, JobStatus, job_blob_prefix, utcnow
 
 router = APIRouter(tags=["jobs"])
@@ -50,7 +49,7 @@ DOWNLOADS = {
     "mot": ("mot.txt", "text/plain; charset=utf-8"),
 }
 
-_ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 409, 413, 415, 422, 503)}
+_ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 408, 409, 413, 415, 422, 503)}
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -104,15 +103,14 @@ async def _submit(request: Request, settings, submitter, scratch, idempotency_ke
                   owner: str) -> JSONResponse:
     key = check_idempotency_key(idempotency_key)
     if request.headers.get("content-type", "").startswith("application/json"):
-        body = await _json_body(request)
+        body = await _json_body(request, settings.upload_stall_timeout_s)
         # in a thread: checking a callback_url resolves its host name, which may take seconds
-        params = await run_in_threadpool(parse_params, {"params": json.dumps(body.get("params") or {})}, settings)
-        job, created = await run_in_threadpool(
-            submitter.submit_upload, str(body.get("upload_id", "")), params, key, owner
-        )
+        params = await run_in_threadpool(check_params, body["params"], settings)
+        job, created = await run_in_threadpool(submitter.submit_upload, body["upload_id"], params, key, owner)
         return _job_response(job, 202 if created else 200, replayed=not created)
 
-    form = await receive_multipart(request, scratch, settings.max_upload_bytes)
+    form = await receive_multipart(request, scratch, settings.max_upload_bytes,
+                                   settings.upload_stall_timeout_s)
     try:
         params = await run_in_threadpool(parse_params, form.fields, settings)
         if form.file is None:
@@ -133,22 +131,19 @@ async def _submit(request: Request, settings, submitter, scratch, idempotency_ke
     return _job_response(job, 202 if created else 200, replayed=not created)
 
 
-async def _json_body(request: Request) -> dict:
-    """The small JSON body of a direct-upload submission, read up to MAX_JSON_BODY_BYTES only."""
-    reject_declared_oversize(request, MAX_JSON_BODY_BYTES, slack=0)
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > MAX_JSON_BODY_BYTES:
-            raise UploadTooLarge(f"the JSON body is larger than {MAX_JSON_BODY_BYTES} bytes; "
-                                 "videos go in a multipart 'file' field or through POST /uploads")
-    try:
-        body = json.loads(data)
-    except ValueError:
-        raise InvalidInput("the JSON body is not valid JSON") from None
-    if not isinstance(body, dict) or not body.get("upload_id"):
+async def _json_body(request: Request, stall_timeout_s: float) -> dict:
+    """The small JSON body of a direct-upload submission, read up to MAX_JSON_BODY_BYTES only:
+    ``{"upload_id": str, "params": {...}}``."""
+    data = await receive_small_body(request, MAX_JSON_BODY_BYTES, stall_timeout_s,
+                                    f"the JSON body is larger than {MAX_JSON_BODY_BYTES} bytes; "
+                                    "videos go in a multipart 'file' field or through POST /uploads")
+    body = parse_json("the JSON body", data, expect=dict)
+    if not isinstance(body.get("upload_id"), str) or not body["upload_id"]:
         raise InvalidInput("upload_id: required when posting JSON (upload the video with POST /uploads first)")
-    return body
+    params = body.get("params") or {}
+    if not isinstance(params, dict):
+        raise InvalidInput("params: expected a JSON object")
+    return {"upload_id": body["upload_id"], "params": params}
 
 
 @router.post(

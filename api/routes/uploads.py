@@ -8,33 +8,54 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import BackendsDep, CallerDep, ScratchDirDep, SettingsDep, SubmitterDep
 from api.schemas import ErrorBody, UploadTicket
-from api.submission import upload_data_path
-from api.upload_stream import receive_raw_body, safe_filename
+from api.submission import describe_validation_error, parse_json, upload_data_path
+from api.upload_stream import receive_raw_body, receive_small_body, safe_filename
+from core.errors import InvalidInput
 
 router = APIRouter(tags=["uploads"])
 
-_ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 413, 422, 503)}
+_ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 408, 413, 422, 503)}
+
+
+MAX_UPLOAD_REQUEST_BYTES = 16 * 1024  # {"filename": ...}
 
 
 class UploadRequest(BaseModel):
     filename: str = Field(default="video", max_length=1024)
 
 
+_UPLOAD_REQUEST_BODY = {"requestBody": {"required": False, "content": {
+    "application/json": {"schema": UploadRequest.model_json_schema()}}}}
+
+
 @router.post("/uploads", response_model=UploadTicket, status_code=201, responses=_ERRORS,
-             summary="Get a short-lived URL to upload a big video to")
-def create_upload(request: Request, submitter: SubmitterDep, caller: CallerDep,
-                  body: UploadRequest | None = None) -> UploadTicket:
-    filename = safe_filename((body or UploadRequest()).filename)
-    upload_id, url, expires_at = submitter.new_upload(filename, caller.owner)
+             openapi_extra=_UPLOAD_REQUEST_BODY, summary="Get a short-lived URL to upload a big video to")
+async def create_upload(request: Request, settings: SettingsDep, submitter: SubmitterDep,
+                        caller: CallerDep) -> UploadTicket:
+    # read here rather than by FastAPI, so a body that stalls gets the uploads' stall timeout
+    data = await receive_small_body(request, MAX_UPLOAD_REQUEST_BYTES, settings.upload_stall_timeout_s,
+                                    f"the JSON body is larger than {MAX_UPLOAD_REQUEST_BYTES} bytes")
+    body = _upload_request(data)
+    filename = safe_filename(body.filename)
+    upload_id, url, expires_at = await run_in_threadpool(submitter.new_upload, filename, caller.owner)
     if url is not None:
         return UploadTicket(upload_id=upload_id, upload_url=url, headers={"x-ms-blob-type": "BlockBlob"},
                             expires_at=expires_at)
     local_url = str(request.url_for("put_upload", upload_id=upload_id))
     return UploadTicket(upload_id=upload_id, upload_url=local_url, expires_at=expires_at)
+
+
+def _upload_request(data: bytes) -> UploadRequest:
+    if not data.strip():
+        return UploadRequest()  # the body is optional
+    try:
+        return UploadRequest.model_validate(parse_json("the JSON body", data, expect=dict))
+    except ValidationError as exc:
+        raise InvalidInput(describe_validation_error(exc)) from None
 
 
 @router.put("/uploads/{upload_id}", status_code=201, responses=_ERRORS,
@@ -46,6 +67,7 @@ async def put_upload(
     await run_in_threadpool(submitter.check_upload_open, upload_id, caller.owner)
     with tempfile.TemporaryDirectory(dir=scratch) as work:
         destination = Path(work) / "data"
-        size = await receive_raw_body(request, destination, settings.max_upload_bytes)
+        size = await receive_raw_body(request, destination, settings.max_upload_bytes,
+                                      settings.upload_stall_timeout_s)
         await run_in_threadpool(backends.blobs.upload_file, upload_data_path(upload_id), destination)
     return {"upload_id": upload_id, "size_bytes": size}

@@ -1,0 +1,397 @@
+"""The HTTP boundary, table-driven: each bad input a row (input -> status and error code),
+sent over real sockets to a real ``uvicorn api.main:app`` process on the local backend.
+
+No worker runs here: a row that is refused must leave nothing recorded, queued or stored, and
+a row that is accepted must hold parameters the worker's own checks accept (the README's
+``lines=x1,y1,x2,y2;x1,y1,x2,y2`` used to be accepted here and then fail in the worker).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from api.submission import check_params
+from core.backends import Backends, build_backends
+from core.config import Settings
+from core.jobs import MAX_LINES, MAX_POLYGON_POINTS, MAX_ZONES, Job, JobParams, new_job_id
+from core.webhooks import is_public_address
+from tests.fixtures_service import Process, free_port, settings_env
+from tests.waiting import answers, wait_until
+
+STALL_TIMEOUT_S = 1.5  # UPLOAD_STALL_TIMEOUT_S of the server under test
+MAX_UPLOAD_BYTES = 2_000_000
+DEEP = 30_000  # levels of nesting that still fit in one 64 KiB form field
+DEEP_LIST = "[" * DEEP + "]" * DEEP
+SOCKET_TIMEOUT_S = 20.0  # far past the stall timeout: a server that never answers fails the row
+
+
+@dataclass
+class Server:
+    url: str
+    client: httpx.Client
+    backends: Backends  # the same data directory the server uses, to see what it stored
+    data_dir: Path
+    scratch_dir: Path
+    clip: Path
+    upload_id: str  # a reserved direct upload (so uploads/ exists on disk)
+    finished_upload_id: str  # a direct upload with the video in it: only a bad request can fail it
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, small_clip: Path) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("boundary")
+    settings = Settings(_env_file=None, storage_backend="local", data_dir=tmp / "data",  # type: ignore[call-arg]
+                        max_upload_bytes=MAX_UPLOAD_BYTES, upload_stall_timeout_s=STALL_TIMEOUT_S,
+                        log_format="text")
+    port = free_port()
+    api = Process("api", [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
+                          "--port", str(port)], settings_env(settings), tmp / "api.log")
+    url = f"http://127.0.0.1:{port}"
+    backends = build_backends(settings)
+    try:
+        wait_until(lambda: answers(f"{url}/health") or api.popen.poll() is not None, 60,
+                   "the API to answer /health")
+        assert api.popen.poll() is None, f"API exited at start:\n{api.log()}"
+        with httpx.Client(base_url=url, timeout=SOCKET_TIMEOUT_S) as client:
+            reserved, finished = (client.post("/uploads", json={"filename": "clip.mp4"}).json()["upload_id"]
+                                  for _ in range(2))
+            put = client.put(f"/uploads/{finished}", content=small_clip.read_bytes())
+            assert put.status_code == 201, put.text
+            yield Server(url, client, backends, settings.data_dir, settings.data_dir / "tmp", small_clip,
+                         reserved, finished)
+    finally:
+        api.stop()
+        backends.close()
+
+
+# --- sending: httpx for whole requests, a raw socket for bodies that stop half-way ---------------
+
+
+@dataclass
+class Answer:
+    status: int
+    body: dict[str, Any]
+    text: str
+    elapsed_s: float
+
+
+def _answer(response: httpx.Response, started: float) -> Answer:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    return Answer(response.status_code, body, response.text, time.monotonic() - started)
+
+
+def post_form(**fields: str) -> Callable[[Server], Answer]:
+    """POST /jobs with the small test video and these form fields."""
+
+    def send(server: Server) -> Answer:
+        started = time.monotonic()
+        with server.clip.open("rb") as video:
+            response = server.client.post("/jobs", files={"file": ("clip.mp4", video)}, data=fields)
+        return _answer(response, started)
+
+    return send
+
+
+def post_fields(**fields: str) -> Callable[[Server], Answer]:
+    """POST /jobs as multipart/form-data without a video (e.g. naming a direct upload instead)."""
+
+    def send(server: Server) -> Answer:
+        started = time.monotonic()
+        parts = {name: (None, value) for name, value in fields.items()}  # no filename: plain fields
+        return _answer(server.client.post("/jobs", files=parts), started)
+
+    return send
+
+
+FINISHED_UPLOAD = "<finished upload>"  # in a JSON body: replaced by the id of an upload holding the video
+
+
+def post_json(body: str) -> Callable[[Server], Answer]:
+    def send(server: Server) -> Answer:
+        started = time.monotonic()
+        content = body.replace(FINISHED_UPLOAD, server.finished_upload_id)
+        response = server.client.post("/jobs", content=content, headers={"content-type": "application/json"})
+        return _answer(response, started)
+
+    return send
+
+
+def request(method: str, path: str, content: bytes = b"", **headers: str) -> Callable[[Server], Answer]:
+    def send(server: Server) -> Answer:
+        started = time.monotonic()
+        return _answer(server.client.request(method, path.format(upload_id=server.upload_id), content=content,
+                                             headers=headers), started)
+
+    return send
+
+
+def send_then_stall(
+    method: str, path: str, content_type: str, declared: int, sent: bytes
+) -> Callable[[Server], Answer]:
+    """Declare ``declared`` body bytes, send ``sent`` and then nothing, keeping the socket open
+    (a client on a dead mobile link); read whatever the server answers."""
+
+    def send(server: Server) -> Answer:
+        address = urlsplit(server.url)
+        head = (f"{method} {path.format(upload_id=server.upload_id)} HTTP/1.1\r\nHost: {address.netloc}\r\n"
+                f"Content-Type: {content_type}\r\nContent-Length: {declared}\r\n\r\n").encode()
+        started = time.monotonic()
+        with socket.create_connection((address.hostname, address.port), timeout=SOCKET_TIMEOUT_S) as sock:
+            sock.sendall(head + sent)
+            received = b""
+            while chunk := sock.recv(65536):  # the server closes the connection after its answer
+                received += chunk
+        elapsed = time.monotonic() - started
+        status_line, _, rest = received.partition(b"\r\n")
+        body = rest.partition(b"\r\n\r\n")[2]
+        return Answer(int(status_line.split()[1]), json.loads(body), body.decode(), elapsed)
+
+    return send
+
+
+def multipart_head(boundary: str = "b0undary") -> tuple[str, bytes]:
+    content_type = f"multipart/form-data; boundary={boundary}"
+    part = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"clip.mp4\"\r\n"
+            "Content-Type: video/mp4\r\n\r\n").encode()
+    return content_type, part
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    id: str
+    send: Callable[[Server], Answer]
+    status: int
+    code: str | None  # None for an accepted request
+    check: Callable[[Answer], None] | None = None
+
+
+def _names(kind: str, expected: list[str]) -> Callable[[Answer], None]:
+    def check(answer: Answer) -> None:
+        assert [item["name"] for item in answer.body["params"][kind]] == expected
+
+    return check
+
+
+def _took_the_stall_timeout(answer: Answer) -> None:
+    # answered because the body stalled, not at once for some other reason
+    assert answer.elapsed_s >= STALL_TIMEOUT_S * 0.9, answer
+    assert "UPLOAD_STALL_TIMEOUT_S" in answer.body["error"]["message"]
+
+
+LINE = {"start": [0, 0], "end": [10, 10]}
+ZONE = {"polygon": [[0, 0], [10, 0], [10, 10]]}
+MULTIPART, FILE_PART = multipart_head()
+JSON = {"content-type": "application/json"}
+LONG_ID = "a" * 300  # over the 255 bytes a file name may have
+
+
+def named(name: str, item: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, **item}
+
+
+ROWS = [
+    # deeply nested JSON, in each field that takes JSON and in the JSON bodies
+    Row("lines nested 30000 deep", post_form(lines=DEEP_LIST), 422, "invalid_input"),
+    Row("zones nested 30000 deep", post_form(zones=DEEP_LIST), 422, "invalid_input"),
+    Row("classes nested 30000 deep", post_form(classes=DEEP_LIST), 422, "invalid_input"),
+    Row("params nested 30000 deep", post_form(params='{"lines": ' + DEEP_LIST + "}"), 422, "invalid_input"),
+    Row("JSON body nested 30000 deep",
+        post_json('{"upload_id": "x", "params": ' + '{"a": ' * DEEP + "1" + "}" * DEEP + "}"),
+        422, "invalid_input"),
+    Row("POST /uploads body nested 5000 deep",
+        request("POST", "/uploads", b'{"filename": ' + b"[" * 5000 + b"]" * 5000 + b"}", **JSON),
+        422, "invalid_input"),
+    Row("JSON body params not an object",
+        post_json(json.dumps({"upload_id": FINISHED_UPLOAD, "params": [1]})), 422, "invalid_input"),
+    Row("JSON body upload_id not a string", post_json('{"upload_id": ["x"]}'), 422, "invalid_input"),
+    # the README's own syntax, and unnamed zones: default names, and the worker accepts them
+    Row("README multi-line syntax", post_form(lines="0,100,384,100;0,200,384,200"), 202, None,
+        _names("lines", ["line-1", "line-2"])),
+    Row("two unnamed zones", post_form(zones=json.dumps([ZONE, ZONE])), 202, None,
+        _names("zones", ["zone-1", "zone-2"])),
+    Row("named and unnamed lines", post_form(lines=json.dumps([named("gate", LINE), LINE])), 202, None,
+        _names("lines", ["gate", "line-2"])),
+    # what the worker would refuse is refused at submit
+    Row("repeated line names", post_form(lines=json.dumps([named("gate", LINE), named("gate", LINE)])),
+        422, "invalid_input"),
+    Row("a name clashing with a default name", post_form(lines=json.dumps([named("line-2", LINE), LINE])),
+        422, "invalid_input"),
+    Row("repeated zone names",
+        post_form(params=json.dumps({"zones": [named("pen", ZONE), named("pen", ZONE)]})),
+        422, "invalid_input"),
+    Row("repeated names in the JSON body",
+        post_json(json.dumps({"upload_id": FINISHED_UPLOAD, "params": {"lines": [named("a", LINE)] * 2}})),
+        422, "invalid_input"),
+    # more 500s that must be 422s
+    Row("callback host label over 63 characters",
+        post_form(callback_url=f"http://{'a' * 64}.example.com/hook"), 422, "invalid_input"),
+    Row("multipart boundary over 256 characters",
+        request("POST", "/jobs", b"--" + b"b" * 300 + b"--\r\n",
+                **{"content-type": "multipart/form-data; boundary=" + "b" * 300}),
+        422, "invalid_input"),
+    Row("upload_id over 255 characters (JSON)", post_json(json.dumps({"upload_id": LONG_ID})),
+        422, "invalid_input"),
+    Row("upload_id over 255 characters (form)", post_fields(upload_id=LONG_ID), 422, "invalid_input"),
+    Row("upload_id over 255 characters (PUT)", request("PUT", f"/uploads/{LONG_ID}", b"x"),
+        422, "invalid_input"),
+    # stalled uploads: 408 after UPLOAD_STALL_TIMEOUT_S, nothing stored
+    Row("multipart declaring 1.5 MB, sending 1 KB",
+        send_then_stall("POST", "/jobs", MULTIPART, 1_500_000, FILE_PART + b"\0" * 1024),
+        408, "upload_stalled", _took_the_stall_timeout),
+    Row("direct-upload PUT declaring 1.5 MB, sending 1 KB",
+        send_then_stall("PUT", "/uploads/{upload_id}", "application/octet-stream", 1_500_000, b"\0" * 1024),
+        408, "upload_stalled", _took_the_stall_timeout),
+    Row("JSON body declaring 1 KB, sending 10 bytes",
+        send_then_stall("POST", "/jobs", "application/json", 1024, b'{"upload_'),
+        408, "upload_stalled", _took_the_stall_timeout),
+    Row("POST /uploads body declaring 1 KB, sending 10 bytes",
+        send_then_stall("POST", "/uploads", "application/json", 1024, b'{"filename'),
+        408, "upload_stalled", _took_the_stall_timeout),
+]
+
+# SSRF: each way of writing a non-public address in a callback_url (literal IPs: no DNS needed)
+REFUSED_CALLBACK_HOSTS = [
+    "[64:ff9b::7f00:1]",  # NAT64 of 127.0.0.1
+    "[64:ff9b:1::a00:1]",  # NAT64 local-use prefix
+    "[2002:7f00:1::]",  # 6to4 of 127.0.0.1
+    "[::7f00:1]",  # IPv4-compatible 127.0.0.1
+    "[::ffff:127.0.0.1]",  # IPv4-mapped
+    "[::ffff:169.254.169.254]",  # IPv4-mapped cloud metadata service
+    "[2001:0:4136:e378:8000:63bf:3fff:fdd2]",  # Teredo
+    "224.0.0.1",  # IPv4 multicast
+    "[ff0e::1]",  # IPv6 global-scope multicast
+    "127.0.0.1",
+    "10.1.2.3",
+    "169.254.169.254",
+]
+ROWS += [Row(f"callback_url to {host}", post_form(callback_url=f"http://{host}/hook"), 422, "invalid_input")
+         for host in REFUSED_CALLBACK_HOSTS]
+
+
+def _job_ids(server: Server) -> set[str]:
+    return {job.id for job in server.backends.jobs.list(limit=200).jobs}
+
+
+def _stored(server: Server) -> set[str]:
+    return {blob.path for blob in server.backends.blobs.list("")}
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
+def test_http_boundary(server: Server, row: Row) -> None:
+    jobs_before, stored_before = _job_ids(server), _stored(server)
+    answer = row.send(server)
+    assert answer.status == row.status, answer.text
+    if row.check is not None:
+        row.check(answer)
+    if row.code is not None:
+        assert answer.body["error"]["code"] == row.code, answer.text
+        assert answer.body["error"]["message"], answer.text
+        # refused: nothing recorded, queued, stored, or left in the scratch folder
+        assert _job_ids(server) == jobs_before
+        assert _stored(server) == stored_before
+        assert not server.scratch_dir.exists() or not list(server.scratch_dir.iterdir())
+        assert str(server.data_dir) not in answer.text  # never a server path in an answer
+        return
+    _assert_the_worker_accepts(answer.body["params"])
+    assert server.client.delete(f"/jobs/{answer.body['job_id']}").status_code in (202, 204)
+
+
+def _assert_the_worker_accepts(params: dict[str, Any]) -> None:
+    """What the worker does with a job's parameters before it touches the video."""
+    from ml_engine.tracking import CountingConfig  # the worker's modules (torch-free, but not the API's)
+    from worker.runner import pipeline_config
+
+    config = pipeline_config(JobParams.model_validate(params), Settings(_env_file=None))  # type: ignore[call-arg]
+    CountingConfig(fps=25.0, lines=config.lines, zones=config.zones)
+
+
+def test_the_server_survives_the_table(server: Server) -> None:
+    """No row may have taken the process down or left the connection pool broken."""
+    assert server.client.get("/health").status_code == 200
+    assert server.client.post("/uploads", json={}).status_code == 201
+
+
+# --- the SSRF guard's address table -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("address, public", [
+    ("8.8.8.8", True),
+    ("2606:4700:4700::1111", True),
+    ("64:ff9b::808:808", True),  # NAT64 of 8.8.8.8
+    ("2002:808:808::1", True),  # 6to4 of 8.8.8.8
+    ("64:ff9b::7f00:1", False),
+    ("64:ff9b::a00:1", False),  # NAT64 of 10.0.0.1
+    ("64:ff9b:1::808:808", False),  # local-use NAT64 prefix
+    ("2002:7f00:1::", False),
+    ("2002:c0a8:101::1", False),  # 6to4 of 192.168.1.1
+    ("::7f00:1", False),
+    ("::a9fe:a9fe", False),  # IPv4-compatible 169.254.169.254
+    ("::ffff:127.0.0.1", False),
+    ("::ffff:10.0.0.1", False),
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo
+    ("224.0.0.1", False),
+    ("239.255.255.250", False),
+    ("ff02::1", False),
+    ("ff0e::1", False),
+    ("127.0.0.1", False),
+    ("::1", False),
+    ("::", False),
+    ("0.0.0.0", False),
+    ("100.64.0.1", False),  # carrier-grade NAT
+    ("fd00::1", False),
+    ("fe80::1", False),
+])
+def test_which_addresses_a_webhook_may_reach(address: str, public: bool) -> None:
+    assert is_public_address(ip_address(address)) is public
+
+
+# --- what the API accepts, the worker accepts ----------------------------------------------------
+
+
+def _square(size: float) -> list[list[float]]:
+    return [[0, 0], [size, 0], [size, size], [0, size]]
+
+
+@pytest.mark.parametrize("raw", [
+    {"threshold": 0.0}, {"threshold": 1.0}, {"frame_stride": 1000}, {"frame_interval_seconds": 3600},
+    {"frame_interval_seconds": 1e-6},
+    {"lines": [LINE] * MAX_LINES}, {"zones": [ZONE] * MAX_ZONES},
+    {"lines": [{"start": [-1e6, -1e6], "end": [1e6, 1e6]}]},
+    {"zones": [{"polygon": [[i, i * i % 7] for i in range(MAX_POLYGON_POINTS)]}]},
+    {"lines": [{"name": "line-2", **LINE}, {"name": "gate", **LINE}, LINE]},  # line-3: no clash
+    {"zones": [{"name": "pen", "polygon": _square(5)}, {"polygon": _square(9)}]},
+    {"classes": ["Cow", " sheep ", ""]},
+], ids=lambda raw: json.dumps(raw)[:60])
+def test_parameters_the_api_accepts_the_worker_accepts(raw: dict[str, Any]) -> None:
+    params = check_params(raw, Settings(_env_file=None))  # type: ignore[call-arg]
+    _assert_the_worker_accepts(params.model_dump(mode="json"))
+
+
+def test_a_job_stored_before_the_unique_name_rule_still_reads_and_deletes(server: Server) -> None:
+    """Records keep what they were written with: a job whose lines share a name (accepted by an
+    older version, then failed by the worker) must not make GET /jobs fail for everyone."""
+    old_params = JobParams.model_validate({"lines": [named("line", LINE)] * 2}, context={"stored": True})
+    job = server.backends.jobs.create(Job(id=new_job_id(), input_blob="jobs/old/input", params=old_params))
+    listed = server.client.get("/jobs", params={"limit": 200})
+    assert listed.status_code == 200, listed.text
+    assert job.id in {item["job_id"] for item in listed.json()["jobs"]}
+    assert [line["name"] for line in server.client.get(f"/jobs/{job.id}").json()["params"]["lines"]] == ["line"] * 2
+    assert server.client.delete(f"/jobs/{job.id}").status_code == 202  # queued: cancelled
