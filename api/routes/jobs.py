@@ -184,7 +184,8 @@ def list_jobs(
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=_ERRORS, summary="A job's status and progress")
 def get_job(job_id: str, backends: BackendsDep) -> JobOut:
-    return JobOut.from_job(backends.jobs.get(job_id))
+    job = backends.jobs.get(job_id)
+    return JobOut.from_job(job, webhook=backends.outbox.latest(job.id) if job.params.callback_url else None)
 
 
 @router.delete(

@@ -19,6 +19,8 @@ limits, and one partition is what makes the transaction and the ordered scan pos
   ``record``, ``record_1``, ... (a string property holds at most 64 KiB).
 * an idempotency key: ``RowKey = "~idem-" + sha256(key)`` with the job's id. ``~`` sorts
   after every hex digit, so key rows never appear in job listings (``RowKey lt '~'``).
+* a webhook event: ``RowKey = "~evt-<job id>-<sequence>"`` (see ``outbox.py``); in this
+  partition so that a job's final state and its event are written in one transaction.
 
 The page cursor is the last id of the previous page (base64url), so pages are always full
 and cursors stay valid whatever the service's own continuation tokens do.
@@ -34,7 +36,9 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 from core.backends.azure.errors import azure_errors
+from core.backends.azure.outbox import event_entity, job_events_filter
 from core.backends.base import JobPage, JobStore
+from core.backends.outbox import EventFactory, WebhookEvent
 from core.backends.local.jobs import MAX_PAGE_SIZE, decode_cursor, encode_cursor
 from core.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
 from core.jobs import Job, JobStatus, utcnow
@@ -174,13 +178,20 @@ class AzureJobStore(JobStore):
 
     # --- update / delete ------------------------------------------------------------
 
-    def update(self, job: Job) -> Job:
-        """Replace the record if its ETag is unchanged (If-Match)."""
+    def update(self, job: Job, event: EventFactory | None = None) -> Job:
+        """Replace the record if its ETag is unchanged (If-Match), and add ``event``'s webhook
+        event in the same transaction (events live in the jobs' partition: see outbox.py)."""
         if not job.etag:
             raise PreconditionFailed(f"job {job.id} has no etag: read it from the store before updating")
         if not is_job_id(job.id):
             raise NotFound(f"job {job.id} does not exist")
         updated = job.model_copy(update={"updated_at": utcnow()})
+        new_event = event(updated) if event is not None else None
+        if new_event is not None:
+            stored = self._update_with_event(job, updated, new_event)
+            if stored is not None:
+                return stored
+            # the event is stored already (a redelivery re-settling the job): update the job alone
         with azure_errors(f"updating job {job.id}", self.endpoint):
             try:
                 metadata = self._table.update_entity(
@@ -193,9 +204,28 @@ class AzureJobStore(JobStore):
                 raise NotFound(f"job {job.id} does not exist") from None
         return _with_etag(updated, metadata["etag"])
 
+    def _update_with_event(self, job: Job, updated: Job, event: WebhookEvent) -> Job | None:
+        """The job update and the event insert as one transaction; None if the event exists."""
+        condition = {"mode": UpdateMode.REPLACE, "etag": job.etag, "match_condition": MatchConditions.IfNotModified}
+        with azure_errors(f"updating job {job.id} with its webhook event", self.endpoint):
+            try:
+                results = self._table.submit_transaction(
+                    [("update", _job_entity(updated), condition), ("create", event_entity(event))]
+                )
+            except TableTransactionError as exc:
+                code = str(exc.error_code).lower().replace("_", "")
+                if "entityalreadyexists" in code:
+                    return None
+                if "updateconditionnotsatisfied" in code or exc.status_code == 412:
+                    raise PreconditionFailed(f"job {job.id} was changed by someone else since it was read") from None
+                if "resourcenotfound" in code or exc.status_code == 404:
+                    raise NotFound(f"job {job.id} does not exist") from None
+                raise
+        return _with_etag(updated, results[0]["etag"])
+
     def delete(self, job_id: str) -> None:
         """Delete the job, then its idempotency key (a crash in between leaves an orphaned key,
-        which the next create with that key clears)."""
+        which the next create with that key clears), then its webhook events."""
         job = self._get_or_none(job_id)
         if job is None:
             return
@@ -203,6 +233,9 @@ class AzureJobStore(JobStore):
             self._table.delete_entity(PARTITION, row_key(job_id))
             if job.idempotency_key is not None:
                 self._delete_key_of(job)
+            query, parameters = job_events_filter(job_id)
+            for entity in list(self._table.query_entities(query, parameters=parameters, select=["RowKey"])):
+                self._table.delete_entity(PARTITION, entity["RowKey"])
 
     def _delete_key_of(self, job: Job) -> None:
         """Delete the job's idempotency key row, unless a newer job has claimed that key since
