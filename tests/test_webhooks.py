@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
@@ -251,6 +252,26 @@ def test_signatures_follow_the_spec_and_verify_with_the_reference_library() -> N
     with pytest.raises(WebhookVerificationError):
         Webhook(SECRET).verify(event.body, signed_headers(event, "hush", now))
     assert "webhook-signature" not in signed_headers(event, None, now)
+
+
+def test_the_readme_receiver_accepts_our_webhook_once_and_refuses_a_forged_one(monkeypatch) -> None:
+    from fastapi.testclient import TestClient
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = readme.split("A receiver in a few lines", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setenv("WEBHOOK_SECRET", SECRET)
+    receiver: dict = {}
+    exec(compile(code, "README.md receiver", "exec"), receiver)  # noqa: S102 - our own documentation
+    job = Job(id=new_job_id(), input_blob="jobs/x/input", status=JobStatus.COMPLETED,
+              params=JobParams(callback_url="http://127.0.0.1:9/hook"))
+    event = final_event(job, public_job(job))
+    headers = signed_headers(event, SECRET, utcnow())
+    with TestClient(receiver["app"]) as client:
+        assert client.post("/hook", content=event.body, headers=headers).status_code == 200
+        assert client.post("/hook", content=event.body, headers=headers).status_code == 200  # a retry
+        forged = client.post("/hook", content=event.body.replace("completed", "failed"), headers=headers)
+        assert forged.status_code == 400
+    assert receiver["seen"] == {event.id}
 
 
 def test_a_whsec_secret_that_is_not_base64_is_refused_at_start() -> None:
