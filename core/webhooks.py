@@ -242,11 +242,17 @@ class WebhookSender:
         raise refused
 
     def close(self, wait: bool = True) -> None:
-        """Stop claiming; with ``wait``, let the deliveries in flight finish (each is bounded by
-        the timeout). Unsent events stay in the outbox for the next sender."""
+        """Stop claiming. With ``wait``, first send what is due now (the webhook of the job
+        that just ended, in a worker run with --burst) and let the deliveries in flight finish
+        (each is bounded by the timeout). Unsent events stay in the outbox for the next sender."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
+        if wait:
+            try:
+                self.claim_and_send()
+            except CattleCounterError as exc:
+                log.warning("cannot read the webhook outbox (%s); its events wait for the next sender", exc)
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
         self._client.close()

@@ -173,6 +173,11 @@ def test_a_claim_is_a_lease_and_an_expired_lease_passes_the_event_to_another_sen
     assert saved.leased_until is None
     later = now + timedelta(days=1)
     assert backends.outbox.claim(later, LEASE, limit=10) == []  # settled events are never claimed
+    # nor stored again by a redelivered message settling the job once more
+    assert backends.outbox.add(replace(first, lease=None, leased_until=None)) is False
+    backends.jobs.modify(job.id, lambda j: None, event=lambda j: final_event(j, public_job(j)))
+    assert backends.outbox.events(job.id) == [saved]
+    assert backends.outbox.claim(later, LEASE, limit=10) == []
 
 
 def test_a_retrying_event_waits_for_its_next_attempt(backends: Backends) -> None:
@@ -225,6 +230,35 @@ def test_a_large_event_round_trips_and_deleting_the_job_deletes_its_events(backe
     assert backends.outbox.latest(job.id).body == big
     backends.jobs.delete(job.id)
     assert backends.outbox.events(job.id) == []
+
+
+@pytest.mark.azurite
+def test_on_azure_a_settled_event_leaves_the_range_claims_scan(make_settings) -> None:
+    from azure.data.tables import TableClient
+
+    from core.backends import build_backends
+
+    settings = make_settings("azure")
+    backends = build_backends(settings)
+    table = TableClient.from_connection_string(settings.azure_storage_connection_string, settings.jobs_table)
+    try:
+        job = stored_job(backends)
+        settle(backends, job)
+
+        def keys() -> list[str]:
+            return [e["RowKey"][:5] for e in table.query_entities("RowKey gt '~evs' and RowKey lt '~evu'")]
+
+        assert keys() == ["~evt-"]
+        [claimed] = backends.outbox.claim(utcnow(), LEASE, 1)
+        backends.outbox.save(claimed.settled(DeliveryStatus.RETRYING, attempts=1, next_attempt_at=utcnow()))
+        assert keys() == ["~evt-"]  # still to deliver
+        [claimed] = backends.outbox.claim(utcnow(), LEASE, 1)
+        backends.outbox.save(claimed.settled(DeliveryStatus.DELIVERED, attempts=2))
+        assert keys() == ["~evs-"]  # claims no longer read it, however many events pile up
+        assert backends.outbox.latest(job.id).status is DeliveryStatus.DELIVERED
+    finally:
+        table.close()
+        backends.close()
 
 
 # --- signatures ------------------------------------------------------------------------------
@@ -349,6 +383,17 @@ def test_a_failing_receiver_is_retried_with_the_same_id_and_an_old_event_expires
         assert given_up.status is DeliveryStatus.FAILED and given_up.next_attempt_at is None
     finally:
         sender.close()
+
+
+def test_closing_the_sender_sends_what_is_due_first(make_settings, backends, receivers) -> None:
+    """A worker run with --burst exits right after its last job: that job's webhook goes out
+    before it does, not whenever another worker next runs."""
+    receiver = receivers()
+    sender = make_sender(make_settings, backends.outbox)
+    job = stored_job(backends, receiver.url)
+    settle(backends, job)
+    sender.close()
+    assert backends.outbox.latest(job.id).status is DeliveryStatus.DELIVERED and len(receiver.received) == 1
 
 
 def test_a_webhook_goes_to_the_checked_address_and_keeps_its_host_name(make_settings, backends, receivers) -> None:

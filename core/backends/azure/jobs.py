@@ -19,8 +19,9 @@ limits, and one partition is what makes the transaction and the ordered scan pos
   ``record``, ``record_1``, ... (a string property holds at most 64 KiB).
 * an idempotency key: ``RowKey = "~idem-" + sha256(key)`` with the job's id. ``~`` sorts
   after every hex digit, so key rows never appear in job listings (``RowKey lt '~'``).
-* a webhook event: ``RowKey = "~evt-<job id>-<sequence>"`` (see ``outbox.py``); in this
-  partition so that a job's final state and its event are written in one transaction.
+* a webhook event: ``RowKey = "~evt-<job id>-<sequence>"``, ``"~evs-..."`` once settled (see
+  ``outbox.py``); in this partition so that a job's final state and its event are written in
+  one transaction.
 
 The page cursor is the last id of the previous page (base64url), so pages are always full
 and cursors stay valid whatever the service's own continuation tokens do.
@@ -36,7 +37,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 from core.backends.azure.errors import azure_errors
-from core.backends.azure.outbox import event_entity, job_events_filter
+from core.backends.azure.outbox import event_entity, is_settled, job_event_ranges, range_filter
 from core.backends.base import JobPage, JobStore
 from core.backends.outbox import EventFactory, WebhookEvent
 from core.backends.local.jobs import MAX_PAGE_SIZE, decode_cursor, encode_cursor
@@ -187,11 +188,11 @@ class AzureJobStore(JobStore):
             raise NotFound(f"job {job.id} does not exist")
         updated = job.model_copy(update={"updated_at": utcnow()})
         new_event = event(updated) if event is not None else None
-        if new_event is not None:
+        if new_event is not None and not is_settled(self._table, new_event, self.endpoint):
             stored = self._update_with_event(job, updated, new_event)
             if stored is not None:
                 return stored
-            # the event is stored already (a redelivery re-settling the job): update the job alone
+            # the event is stored (or sent) already: a redelivery re-settling the job; update it alone
         with azure_errors(f"updating job {job.id}", self.endpoint):
             try:
                 metadata = self._table.update_entity(
@@ -233,9 +234,10 @@ class AzureJobStore(JobStore):
             self._table.delete_entity(PARTITION, row_key(job_id))
             if job.idempotency_key is not None:
                 self._delete_key_of(job)
-            query, parameters = job_events_filter(job_id)
-            for entity in list(self._table.query_entities(query, parameters=parameters, select=["RowKey"])):
-                self._table.delete_entity(PARTITION, entity["RowKey"])
+            for prefix in job_event_ranges(job_id):
+                query, parameters = range_filter(prefix)
+                for entity in list(self._table.query_entities(query, parameters=parameters, select=["RowKey"])):
+                    self._table.delete_entity(PARTITION, entity["RowKey"])
 
     def _delete_key_of(self, job: Job) -> None:
         """Delete the job's idempotency key row, unless a newer job has claimed that key since
