@@ -223,6 +223,16 @@ def test_a_jobs_events_go_out_in_order_and_a_destination_one_at_a_time(backends:
     assert [e.sequence for e in backends.outbox.events(first_job.id)] == [1, FINAL_SEQUENCE]
 
 
+def test_a_destination_with_a_backlog_does_not_hide_another(backends: Backends) -> None:
+    backlog = [stored_job(backends) for _ in range(30)]
+    for job in backlog:
+        backends.outbox.add(event_for(job.id, "http://down.example/hook"))
+    last = stored_job(backends)
+    backends.outbox.add(event_for(last.id, "http://up.example/hook"))  # created last, due last
+    claimed = backends.outbox.claim(utcnow(), LEASE, limit=2)
+    assert sorted(e.destination for e in claimed) == ["http://down.example", "http://up.example"]
+
+
 def test_a_large_event_round_trips_and_deleting_the_job_deletes_its_events(backends: Backends) -> None:
     job = stored_job(backends)
     big = json.dumps({"zones": ["x" * 1000] * 200})  # 200 KB: over one Azure property's 64 KiB

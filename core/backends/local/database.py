@@ -45,14 +45,16 @@ CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, id);
 
 -- The webhook outbox (core/backends/outbox.py): one row per event.
 CREATE TABLE IF NOT EXISTS webhook_events (
-    id         TEXT    PRIMARY KEY,
-    job_id     TEXT    NOT NULL,
-    sequence   INTEGER NOT NULL,                      -- a job's events go out in this order
-    settled    INTEGER NOT NULL DEFAULT 0,            -- 1: delivered or failed
-    version    INTEGER NOT NULL DEFAULT 1,            -- the lease token
-    record     TEXT    NOT NULL                       -- outbox.to_record() JSON
+    id           TEXT    PRIMARY KEY,
+    job_id       TEXT    NOT NULL,
+    sequence     INTEGER NOT NULL,                    -- a job's events go out in this order
+    destination  TEXT    NOT NULL,                    -- scheme://host:port, one delivery at a time
+    settled      INTEGER NOT NULL DEFAULT 0,          -- 1: delivered or failed
+    due_at       REAL    NOT NULL,                    -- unix seconds: next attempt, or lease end
+    version      INTEGER NOT NULL DEFAULT 1,          -- the lease token
+    record       TEXT    NOT NULL                     -- outbox.to_record() JSON
 );
-CREATE INDEX IF NOT EXISTS webhook_events_unsettled ON webhook_events (settled, job_id, sequence);
+CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events (settled, due_at);
 CREATE INDEX IF NOT EXISTS webhook_events_job ON webhook_events (job_id, sequence);
 
 CREATE TABLE IF NOT EXISTS blob_meta (

@@ -1,9 +1,10 @@
 """The webhook outbox in the local SQLite database: one ``webhook_events`` row per event.
 
 An event is inserted in the same transaction as the job change it reports (``insert_event``,
-called by ``LocalJobStore.update``). A claim reads the unsettled events and leases the chosen
-ones in one write transaction, so two worker processes never claim the same event; the
-lease token is the row's version, which every write bumps.
+called by ``LocalJobStore.update``). A claim reads the candidates (the earliest due event of
+each destination that is first in its job) and leases the chosen ones in one write
+transaction, so two worker processes never claim the same event; the lease token is the
+row's version, which every write bumps.
 """
 
 from __future__ import annotations
@@ -17,23 +18,36 @@ from core.backends.local.database import Database
 from core.backends.outbox import OutboxStore, WebhookEvent, claimable, from_record, to_record
 from core.errors import LeaseLost
 
-# Unsettled events read per claim: far more than one claim takes, so that a destination
-# with a long backlog cannot hide the others' events.
-CLAIM_SCAN = 2000
-
-
 def insert_event(conn: sqlite3.Connection, event: WebhookEvent) -> bool:
     """Insert ``event`` in the caller's transaction unless its id exists; True if inserted."""
     cursor = conn.execute(
-        "INSERT INTO webhook_events (id, job_id, sequence, settled, record) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT DO NOTHING",
-        (event.id, event.job_id, event.sequence, int(event.status.is_settled), to_record(event)),
+        "INSERT INTO webhook_events (id, job_id, sequence, destination, settled, due_at, record) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (event.id, event.job_id, event.sequence, event.destination, int(event.status.is_settled),
+         _due_at(event), to_record(event)),
     )
     return cursor.rowcount == 1
 
 
 def delete_events(conn: sqlite3.Connection, job_id: str) -> None:
     conn.execute("DELETE FROM webhook_events WHERE job_id = ?", (job_id,))
+
+
+def _due_at(event: WebhookEvent) -> float:
+    """When the event may next be claimed: its next attempt, or the end of its lease."""
+    times = [event.next_attempt_at or event.created_at, event.leased_until or event.created_at]
+    return max(times).timestamp()
+
+
+# The earliest due event of each destination, if it is its job's first unsettled one: at most
+# one candidate per destination, so a destination with a long backlog hides no one else's.
+CANDIDATES = """
+SELECT record, version, MIN(due_at) FROM webhook_events AS event
+WHERE settled = 0 AND due_at <= :now AND NOT EXISTS (
+    SELECT 1 FROM webhook_events AS earlier
+    WHERE earlier.job_id = event.job_id AND earlier.settled = 0 AND earlier.sequence < event.sequence)
+GROUP BY destination
+"""
 
 
 class LocalOutbox(OutboxStore):
@@ -47,17 +61,14 @@ class LocalOutbox(OutboxStore):
     def claim(self, now: datetime, lease: timedelta, limit: int, busy: Collection[str] = ()) -> list[WebhookEvent]:
         leased_until = now + lease
         with self._db.write() as conn:  # read and lease in one transaction: no other claimer between
-            rows = conn.execute(
-                "SELECT record, version FROM webhook_events WHERE settled = 0 ORDER BY job_id, sequence LIMIT ?",
-                (CLAIM_SCAN,),
-            ).fetchall()
-            chosen = claimable((from_record(r, str(v)) for r, v in rows), now, limit, busy)
+            rows = conn.execute(CANDIDATES, {"now": now.timestamp()}).fetchall()
+            chosen = claimable((from_record(r, str(v)) for r, v, _ in rows), now, limit, busy)
             claimed = []
             for event in chosen:
                 leased = replace(event, leased_until=leased_until)
                 conn.execute(
-                    "UPDATE webhook_events SET record = ?, version = version + 1 WHERE id = ?",
-                    (to_record(leased), event.id),
+                    "UPDATE webhook_events SET record = ?, due_at = ?, version = version + 1 WHERE id = ?",
+                    (to_record(leased), _due_at(leased), event.id),
                 )
                 claimed.append(replace(leased, lease=str(int(event.lease) + 1)))
         return claimed
@@ -66,9 +77,9 @@ class LocalOutbox(OutboxStore):
         stored = replace(event, leased_until=None)
         with self._db.write() as conn:
             row = conn.execute(
-                "UPDATE webhook_events SET record = ?, settled = ?, version = version + 1 "
+                "UPDATE webhook_events SET record = ?, settled = ?, due_at = ?, version = version + 1 "
                 "WHERE id = ? AND version = ? RETURNING version",
-                (to_record(stored), int(stored.status.is_settled), event.id, _version(event)),
+                (to_record(stored), int(stored.status.is_settled), _due_at(stored), event.id, _version(event)),
             ).fetchone()
         if row is None:
             raise LeaseLost(f"webhook event {event.id} was claimed by another sender (or deleted)")
