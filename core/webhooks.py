@@ -221,22 +221,24 @@ class WebhookSender:
             return str(exc)
         headers = signed_headers(event, self._settings.webhook_secret, now)
         try:
-            response = self._post_to_first_address(event.url, addresses, event.body.encode(), headers)
+            status = self._post_to_first_address(event.url, addresses, event.body.encode(), headers)
         except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
-        if 200 <= response.status_code < 300:
+            return f"{type(exc).__name__}: {exc}"[:500]
+        if 200 <= status < 300:
             return None
-        return f"the receiver answered HTTP {response.status_code}"
+        return f"the receiver answered HTTP {status}"
 
-    def _post_to_first_address(self, url: str, addresses: list[str], body: bytes,
-                               headers: dict[str, str]) -> httpx.Response:
+    def _post_to_first_address(self, url: str, addresses: list[str], body: bytes, headers: dict[str, str]) -> int:
         """POST to the first of the checked addresses that accepts a connection (as a plain
-        connect would try each address the name resolves to)."""
+        connect would try each address the name resolves to); returns the status code. The
+        answer's body is never read: a receiver cannot make us hold a big one in memory."""
         refused: httpx.ConnectError | None = None
         for address in addresses:  # check_callback_url returns at least one
             request_url, host, extensions = pinned_request(url, address)
             try:
-                return self._client.post(request_url, content=body, headers={**headers, **host}, extensions=extensions)
+                with self._client.stream("POST", request_url, content=body, headers={**headers, **host},
+                                         extensions=extensions) as response:
+                    return response.status_code
             except httpx.ConnectError as exc:
                 refused = exc
         raise refused

@@ -40,9 +40,10 @@ class Receiver:
     """A webhook receiver on a loopback port. It records every request, answers ``status``,
     and holds the first ``hang`` requests open until ``release`` is set."""
 
-    def __init__(self, status: int = 200, hang: int = 0) -> None:
+    def __init__(self, status: int = 200, hang: int = 0, endless_answer: bool = False) -> None:
         self.status = status
         self.hang = hang
+        self.endless_answer = endless_answer  # announce a 10 GB answer, send 1 KiB, then stall
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.holding = 0  # requests being held open right now
         self.release = threading.Event()
@@ -63,7 +64,13 @@ class Receiver:
                         receiver.holding -= 1
                 try:
                     self.send_response(receiver.status)
+                    if receiver.endless_answer:
+                        self.send_header("Content-Length", str(10 * 1024**3))
                     self.end_headers()
+                    if receiver.endless_answer:
+                        self.wfile.write(b"x" * 1024)
+                        self.wfile.flush()
+                        receiver.release.wait(120)
                 except OSError:
                     pass  # the sender gave up on us (or was killed)
 
@@ -404,6 +411,20 @@ def test_closing_the_sender_sends_what_is_due_first(make_settings, backends, rec
     settle(backends, job)
     sender.close()
     assert backends.outbox.latest(job.id).status is DeliveryStatus.DELIVERED and len(receiver.received) == 1
+
+
+def test_the_receivers_answer_body_is_not_read(make_settings, backends, receivers) -> None:
+    """Only the status counts: a receiver announcing an endless answer neither fills our
+    memory nor holds the delivery until the timeout."""
+    receiver = receivers(endless_answer=True)
+    sender = make_sender(make_settings, backends.outbox, webhook_timeout_s=60)
+    try:
+        started = time.monotonic()
+        assert sender.attempt(event_for(new_job_id(), receiver.url)).status is DeliveryStatus.DELIVERED
+        assert time.monotonic() - started < 10
+    finally:
+        receiver.release.set()
+        sender.close()
 
 
 def test_a_webhook_goes_to_the_checked_address_and_keeps_its_host_name(make_settings, backends, receivers) -> None:
