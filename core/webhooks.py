@@ -160,6 +160,8 @@ class WebhookSender:
                 self.claim_and_send()
             except CattleCounterError as exc:  # storage down: the events wait in the outbox
                 log.warning("cannot read the webhook outbox (%s); retrying", exc)
+            except Exception:  # a bug must not end the loop: no webhook would go out any more
+                log.exception("webhook sender: unexpected error; retrying")
             self._wake.wait(self._settings.poll_interval_s)
             self._wake.clear()
 
@@ -199,18 +201,18 @@ class WebhookSender:
         attempts = event.attempts + 1
         if error is None:
             log.info("webhook %s delivered to %s (attempt %d)", event.id, event.destination, attempts)
-            return event.settled(DeliveryStatus.DELIVERED, attempts=attempts, last_attempt_at=now,
+            return event.with_outcome(DeliveryStatus.DELIVERED, attempts=attempts, last_attempt_at=now,
                                  delivered_at=now, last_error=None, next_attempt_at=None)
         expires_at = event.created_at + timedelta(seconds=self._settings.webhook_max_age_s)
         if now >= expires_at:
             log.warning("webhook %s failed for good after %d attempts: %s", event.id, attempts, error)
             metrics.WEBHOOK_FAILURES.inc()
-            return event.settled(DeliveryStatus.FAILED, attempts=attempts, last_attempt_at=now,
+            return event.with_outcome(DeliveryStatus.FAILED, attempts=attempts, last_attempt_at=now,
                                  last_error=error, next_attempt_at=None)
         backoff = min(MAX_RETRY_INTERVAL_S, FIRST_RETRY_S * 2 ** (attempts - 1))
         next_attempt = min(now + timedelta(seconds=backoff), expires_at)  # a last try as it expires
         log.warning("webhook %s attempt %d failed (%s); next at %s", event.id, attempts, error, next_attempt)
-        return event.settled(DeliveryStatus.RETRYING, attempts=attempts, last_attempt_at=now,
+        return event.with_outcome(DeliveryStatus.RETRYING, attempts=attempts, last_attempt_at=now,
                              last_error=error, next_attempt_at=next_attempt)
 
     def _post(self, event: WebhookEvent, now: datetime) -> str | None:

@@ -174,8 +174,8 @@ def test_a_claim_is_a_lease_and_an_expired_lease_passes_the_event_to_another_sen
     [second] = backends.outbox.claim(now + LEASE + timedelta(seconds=1), LEASE, limit=10)
     assert second.id == first.id and second.lease != first.lease
     with pytest.raises(LeaseLost):  # the first sender, back from the dead, may not record
-        backends.outbox.save(first.settled(DeliveryStatus.DELIVERED, attempts=1))
-    saved = backends.outbox.save(second.settled(DeliveryStatus.DELIVERED, attempts=1, delivered_at=now))
+        backends.outbox.save(first.with_outcome(DeliveryStatus.DELIVERED, attempts=1))
+    saved = backends.outbox.save(second.with_outcome(DeliveryStatus.DELIVERED, attempts=1, delivered_at=now))
     assert backends.outbox.latest(job.id) == saved
     assert saved.leased_until is None
     later = now + timedelta(days=1)
@@ -193,7 +193,7 @@ def test_a_retrying_event_waits_for_its_next_attempt(backends: Backends) -> None
     now = utcnow()
     [claimed] = backends.outbox.claim(now, LEASE, limit=1)
     retry_at = now + timedelta(minutes=5)
-    backends.outbox.save(claimed.settled(DeliveryStatus.RETRYING, attempts=1, last_error="HTTP 503",
+    backends.outbox.save(claimed.with_outcome(DeliveryStatus.RETRYING, attempts=1, last_error="HTTP 503",
                                          next_attempt_at=retry_at))
     assert backends.outbox.claim(now + timedelta(minutes=4), LEASE, limit=1) == []
     [again] = backends.outbox.claim(retry_at, LEASE, limit=1)
@@ -202,7 +202,7 @@ def test_a_retrying_event_waits_for_its_next_attempt(backends: Backends) -> None
 
 def test_a_jobs_events_go_out_in_order_and_a_destination_one_at_a_time(backends: Backends) -> None:
     first_job, second_job, third_job = (stored_job(backends) for _ in range(3))
-    shared, other = "http://hooks.example:8080/a", "http://other.example/b"
+    shared, other = "http://hooks.example:8080/a", "http://user:secret@Other.Example/b"
     backends.outbox.add(event_for(first_job.id, shared, sequence=FINAL_SEQUENCE))
     backends.outbox.add(event_for(first_job.id, shared, sequence=1))  # created later, comes first
     backends.outbox.add(event_for(second_job.id, shared))
@@ -217,7 +217,7 @@ def test_a_jobs_events_go_out_in_order_and_a_destination_one_at_a_time(backends:
 
     # once the first job's first event is settled its next one may go, never before
     for event in claimed:
-        backends.outbox.save(event.settled(DeliveryStatus.DELIVERED, attempts=1))
+        backends.outbox.save(event.with_outcome(DeliveryStatus.DELIVERED, attempts=1))
     delivered = {(e.job_id, e.sequence) for e in claimed}
     while len(delivered) < 4:
         batch = backends.outbox.claim(now, LEASE, limit=10)
@@ -226,7 +226,7 @@ def test_a_jobs_events_go_out_in_order_and_a_destination_one_at_a_time(backends:
             if event.job_id == first_job.id and event.sequence == FINAL_SEQUENCE:
                 assert (first_job.id, 1) in delivered
             delivered.add((event.job_id, event.sequence))
-            backends.outbox.save(event.settled(DeliveryStatus.DELIVERED, attempts=1))
+            backends.outbox.save(event.with_outcome(DeliveryStatus.DELIVERED, attempts=1))
     assert [e.sequence for e in backends.outbox.events(first_job.id)] == [1, FINAL_SEQUENCE]
 
 
@@ -267,10 +267,10 @@ def test_on_azure_a_settled_event_leaves_the_range_claims_scan(make_settings) ->
 
         assert keys() == ["~evt-"]
         [claimed] = backends.outbox.claim(utcnow(), LEASE, 1)
-        backends.outbox.save(claimed.settled(DeliveryStatus.RETRYING, attempts=1, next_attempt_at=utcnow()))
+        backends.outbox.save(claimed.with_outcome(DeliveryStatus.RETRYING, attempts=1, next_attempt_at=utcnow()))
         assert keys() == ["~evt-"]  # still to deliver
         [claimed] = backends.outbox.claim(utcnow(), LEASE, 1)
-        backends.outbox.save(claimed.settled(DeliveryStatus.DELIVERED, attempts=2))
+        backends.outbox.save(claimed.with_outcome(DeliveryStatus.DELIVERED, attempts=2))
         assert keys() == ["~evs-"]  # claims no longer read it, however many events pile up
         assert backends.outbox.latest(job.id).status is DeliveryStatus.DELIVERED
     finally:

@@ -68,9 +68,11 @@ class WebhookEvent:
         """Deliveries to one destination (scheme, host and port) run one at a time, so a
         receiver that hangs holds up only its own events."""
         parts = urlsplit(self.url)
-        return f"{parts.scheme}://{parts.netloc}".lower()
+        host = parts.hostname or ""  # lowercased, without any user:password@ (this is logged)
+        host = f"[{host}]" if ":" in host else host
+        return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
-    def settled(self, status: DeliveryStatus, **changes) -> "WebhookEvent":
+    def with_outcome(self, status: DeliveryStatus, **changes) -> "WebhookEvent":
         return replace(self, status=status, **changes)
 
 
