@@ -7,7 +7,29 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from core.backends.outbox import DeliveryStatus, WebhookEvent
 from core.jobs import Job, JobError, JobParams, JobStatus
+
+
+class WebhookStatus(BaseModel):
+    """How the delivery of the job's latest webhook stands."""
+
+    event_id: str = Field(description="the webhook-id header it is sent with (the same on every retry)")
+    type: str = Field(description="e.g. job.completed")
+    status: DeliveryStatus = Field(description="pending, retrying, delivered, or failed (given up)")
+    attempts: int
+    last_attempt_at: datetime | None
+    last_error: str | None = Field(description="why the last attempt failed")
+    next_attempt_at: datetime | None = Field(description="when it is tried again, while retrying")
+    delivered_at: datetime | None
+
+    @classmethod
+    def from_event(cls, event: WebhookEvent) -> "WebhookStatus":
+        return cls(
+            event_id=event.id, type=event.type, status=event.status, attempts=event.attempts,
+            last_attempt_at=event.last_attempt_at, last_error=event.last_error,
+            next_attempt_at=event.next_attempt_at, delivered_at=event.delivered_at,
+        )
 
 
 class JobOut(BaseModel):
@@ -32,9 +54,12 @@ class JobOut(BaseModel):
     error: JobError | None
     counts: dict[str, Any] | None = Field(description="headline counts once completed")
     links: dict[str, str]
+    webhook: WebhookStatus | None = Field(
+        default=None, description="the latest webhook's delivery (GET /jobs/{id} only; null in lists and in webhooks)"
+    )
 
     @classmethod
-    def from_job(cls, job: Job) -> "JobOut":
+    def from_job(cls, job: Job, webhook: WebhookEvent | None = None) -> "JobOut":
         fields = job.model_dump(
             include={
                 "status", "filename", "size_bytes", "params", "progress", "frames_done",
@@ -43,7 +68,16 @@ class JobOut(BaseModel):
             }
         )
         # shown as stored: rules added since (unique line names) must not hide an older job
-        return cls.model_validate({"job_id": job.id, "links": _links(job), **fields}, context={"stored": True})
+        status = WebhookStatus.from_event(webhook) if webhook is not None else None
+        return cls.model_validate(
+            {"job_id": job.id, "links": _links(job), "webhook": status, **fields}, context={"stored": True}
+        )
+
+
+def public_job(job: Job) -> dict[str, Any]:
+    """The job as a webhook carries it: GET /jobs/{id}'s shape, without the webhook status (a
+    webhook does not report on its own delivery)."""
+    return JobOut.from_job(job).model_dump(mode="json", exclude={"webhook"})
 
 
 def _links(job: Job) -> dict[str, str]:

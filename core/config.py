@@ -7,6 +7,8 @@ start-up and pass the result down, so tests can build their own.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -127,11 +129,12 @@ class Settings(BaseSettings):
     video_preset: str = "veryfast"  # x264 preset of annotated.mp4
     video_crf: int = Field(default=23, ge=0, le=51)  # x264 quality: lower is better and bigger
 
-    # --- webhooks ----------------------------------------------------------------------
-    webhook_secret: str | None = None
+    # --- webhooks (durable outbox, Standard Webhooks signatures: core/webhooks.py) --------
+    webhook_secret: str | None = None  # whsec_<base64> as the spec has it, or any plain secret
     webhook_allow_private: bool = False
     webhook_timeout_s: float = Field(default=10.0, gt=0)
-    webhook_max_retries: int = Field(default=5, ge=0)
+    webhook_max_age_s: float = Field(default=86400.0, gt=0)  # retried until delivered or this old
+    webhook_concurrency: int = Field(default=8, ge=1, le=256)  # deliveries at once per process
 
     # --- logging ------------------------------------------------------------------------
     log_level: str = "INFO"
@@ -158,6 +161,18 @@ class Settings(BaseSettings):
     def accepted_keys(self) -> list[ApiKey]:
         """Every accepted key with its owner; empty when the API is open (no keys configured)."""
         return [parse_api_key(e) for e in self.api_keys] + [parse_api_key(e, admin=True) for e in self.admin_api_keys]
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _usable_secret(cls, value: str | None) -> str | None:
+        """A whsec_ secret must decode (core.webhooks.signing_key), or every signature is wrong."""
+        if value and value.startswith("whsec_"):
+            try:
+                if not base64.b64decode(value[len("whsec_"):], validate=True):
+                    raise ValueError
+            except (binascii.Error, ValueError):
+                raise ValueError("starts with whsec_ but the rest is not base64 (as in whsec_MfKQ9r8G...)") from None
+        return value or None
 
     @field_validator("video_preset")
     @classmethod

@@ -94,7 +94,7 @@ LEASE_RENEWALS = _counter("lease_renewals", "Queue message leases renewed while 
 LEASE_LOST = _counter("lease_lost", "Leases lost mid-job (expired or taken over by another worker).")
 
 # --- webhooks (worker) ------------------------------------------------------------------------
-WEBHOOK_FAILURES = _counter("webhook_failures", "Webhook deliveries that failed after all retries.")
+WEBHOOK_FAILURES = _counter("webhook_failures", "Webhooks given up on: still undelivered at WEBHOOK_MAX_AGE_S.")
 
 # --- HTTP (API) -------------------------------------------------------------------------------
 UPLOAD_BYTES = _counter("upload_bytes", "Bytes of video received by the API, by owner.", ("owner",))

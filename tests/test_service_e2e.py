@@ -4,18 +4,14 @@ nothing and duplicate nothing."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import signal
-import threading
 from pathlib import Path
 
 import av
 import httpx
 import pytest
 
-from core.errors import InvalidInput
-from core.webhooks import WebhookSender, check_callback_url, pinned_request, verify
 from ml_engine.outputs import validate_stats
 from tests.fixtures_video import write_clip
 from tests.tcp_proxy import TcpProxy
@@ -172,85 +168,6 @@ def test_grace_period_over_releases_the_job_for_another_worker(start_service, lo
     service.start_worker()
     done = service.wait_for_status(job_id, {"completed", "failed"}, timeout=240)
     assert done["status"] == "completed" and done["attempts"] == 2
-
-
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    received: list[tuple[dict, bytes]] = []
-    status = 200
-
-    def do_POST(self) -> None:  # noqa: N802
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append((dict(self.headers), body))
-        self.send_response(type(self).status)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def webhook_receiver():
-    receiver = type("Receiver", (_Receiver,), {"received": [], "status": 200})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield receiver, f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
-
-
-def test_webhook_is_signed_and_a_failing_one_does_not_fail_the_job(start_service, small_clip, webhook_receiver):
-    receiver, url = webhook_receiver
-    service = start_service("local", webhook_allow_private=True, webhook_secret="hush", webhook_max_retries=1)
-    job_id = service.submit(small_clip, callback_url=url)["job_id"]
-    service.wait_for_status(job_id, {"completed"})
-    headers, body = wait_until(lambda: receiver.received and receiver.received[0], 30, "the webhook")
-    assert verify(body, "hush", headers["X-Signature"])
-    payload = json.loads(body)
-    assert payload["event"] == "job.completed" and payload["job"]["id"] == job_id
-    assert payload["job"]["status"] == "completed"
-
-    receiver.status = 500
-    failing_id = service.submit(small_clip, callback_url=url)["job_id"]
-    assert service.wait_for_status(failing_id, {"completed", "failed"})["status"] == "completed"
-    wait_until(lambda: len(receiver.received) >= 3, 30, "the webhook and its retry")
-
-
-def test_a_job_cancelled_while_queued_gets_its_webhook_when_a_worker_sees_it(start_service, small_clip,
-                                                                              webhook_receiver):
-    receiver, url = webhook_receiver
-    service = start_service("local", workers=0, webhook_allow_private=True, webhook_secret="hush")
-    job_id = service.submit(small_clip, callback_url=url)["job_id"]
-    assert service.client.delete(f"/jobs/{job_id}").json()["status"] == "cancelled"
-    service.start_worker()
-    headers, body = wait_until(lambda: receiver.received and receiver.received[0], 60, "the webhook")
-    payload = json.loads(body)
-    assert payload["event"] == "job.cancelled" and payload["job"]["id"] == job_id
-    assert verify(body, "hush", headers["X-Signature"])
-    wait_until(lambda: queue_length(service) == 0, 30, "the message to be acknowledged")
-    assert len(receiver.received) == 1
-
-
-def test_a_webhook_goes_to_the_checked_address_and_keeps_its_host_name(make_settings, webhook_receiver):
-    """The name is resolved once, checked, and that address is the one connected to (so DNS
-    rebinding cannot redirect it); the receiver still sees the name it was given."""
-    receiver, url = webhook_receiver
-    port = url.split(":")[2].split("/")[0]
-    named = f"http://localhost:{port}/hook"
-    sender = WebhookSender(make_settings("local", webhook_allow_private=True, webhook_max_retries=0))
-    try:
-        assert sender.send(named, "job.completed", b'{"ok": true}').result(timeout=30) is True
-    finally:
-        sender.close()
-    headers, body = receiver.received[0]
-    assert headers["Host"] == f"localhost:{port}" and body == b'{"ok": true}'
-    with pytest.raises(InvalidInput, match="non-public"):
-        check_callback_url(named, allow_private=False)
-
-
-def test_a_pinned_request_targets_the_address_and_verifies_tls_against_the_name():
-    request_url, host, extensions = pinned_request("https://hooks.example.com:8443/in?x=1", "2001:db8::7")
-    assert str(request_url) == "https://[2001:db8::7]:8443/in?x=1"
-    assert host == {"Host": "hooks.example.com:8443"}
-    assert extensions == {"sni_hostname": "hooks.example.com"}  # the certificate is checked for the name
 
 
 def test_private_webhook_urls_are_refused_by_default(start_service, small_clip):

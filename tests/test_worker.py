@@ -42,7 +42,7 @@ class UnreachableModelStore:
 
 
 def make_runner(settings, backends, loader=None) -> JobRunner:
-    return JobRunner(settings, backends, DetectorCache(settings, loader=loader), None, threading.Event())
+    return JobRunner(settings, backends, DetectorCache(settings, loader=loader), threading.Event())
 
 
 def queue_job(backends, **fields) -> Job:
@@ -254,7 +254,7 @@ def test_job_store_down_on_the_last_delivery_retries_rather_than_poisoning(store
     settings, backends = stores
     job = queue_job(backends)
     table_down = FailingMethod(backends.jobs, "get", StorageUnavailable("job table unreachable"))
-    down = Backends(blobs=backends.blobs, queue=backends.queue, jobs=table_down)
+    down = Backends(blobs=backends.blobs, queue=backends.queue, jobs=table_down, outbox=backends.outbox)
     message = deliver(backends, settings.max_attempts)
     assert make_runner(settings, down).handle(message) is Outcome.RETRY
     assert backends.queue.peek_poison() == []

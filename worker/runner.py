@@ -24,13 +24,15 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from api.schemas import public_job
 from core import metrics
 from core.backends import Backends, QueueMessage
+from core.backends.outbox import WebhookEvent
 from core.config import Settings
 from core.errors import CattleCounterError, InputChanged, InvalidMessage, JobCancelled, LeaseLost, NotFound
 from core.jobs import Job, JobError, JobMessage, JobParams, JobStatus, output_blob_path, utcnow
 from core.logging import job_context
-from core.webhooks import WebhookSender
+from core.webhooks import final_event
 from ml_engine.pipeline import PipelineConfig, process_video
 from worker.lease import LeaseKeeper
 from worker.models import DetectorCache
@@ -83,13 +85,11 @@ class JobRunner:
         settings: Settings,
         backends: Backends,
         detectors: DetectorCache,
-        webhooks: WebhookSender | None,
         shutting_down: threading.Event,
     ) -> None:
         self.settings = settings
         self.backends = backends
         self.detectors = detectors
-        self.webhooks = webhooks
         self.shutting_down = shutting_down
 
     # --- receive ---------------------------------------------------------------------
@@ -146,10 +146,13 @@ class JobRunner:
         return self._process_and_record(job, attempt, keeper)
 
     def _notify_if_cancelled_while_queued(self, job: Job) -> None:
-        """The API cancels a queued job itself; its webhook is sent here, when the message
-        comes up. (A run cancelled mid-way is notified by ``_stopped``.)"""
+        """The API cancels a queued job itself; its webhook event is written here, when the
+        message comes up (its id is derived from the job, so a redelivery adds no second one).
+        A run cancelled mid-way writes it with its final state, in ``_stopped``."""
         if job.status is JobStatus.CANCELLED and job.started_at is None:
-            self._notify(job, "job.cancelled")
+            event = _final_event(job)
+            if event is not None:
+                self.backends.outbox.add(event)
 
     def _process_and_record(self, job: Job, attempt: int, keeper: LeaseKeeper) -> Outcome:
         reporter = JobReporter(self.backends.jobs, job.id, self.settings.progress_interval_s,
@@ -228,10 +231,9 @@ class JobRunner:
             job.counts = stats.get("counts")
             job.finished_at = utcnow()
 
-        job = self.backends.jobs.modify(job_id, apply)
+        job = self.backends.jobs.modify(job_id, apply, event=_final_event)
         metrics.JOBS_COMPLETED.inc()
         log.info("completed: %s", json.dumps(job.counts))
-        self._notify(job, "job.completed")
 
     def _try_to_fail(self, job_id: str, error: BaseException) -> None:
         """Record the failure if the job store lets us; the message is poisoned either way."""
@@ -250,10 +252,9 @@ class JobRunner:
             job.finished_at = utcnow()
             job.eta_seconds = None
 
-        job = self.backends.jobs.modify(job_id, apply)
+        self.backends.jobs.modify(job_id, apply, event=_final_event)
         metrics.record_job_failure(error)
         log.warning("failed: %s: %s", code, message)
-        self._notify(job, "job.failed")
 
     def _stopped(self, job_id: str, reason: StopReason | None) -> Outcome:
         if reason is StopReason.LEASE_LOST:
@@ -267,10 +268,9 @@ class JobRunner:
             job.finished_at = utcnow()
             job.eta_seconds = None
 
-        job = self.backends.jobs.modify(job_id, apply)
+        self.backends.jobs.modify(job_id, apply, event=_final_event)
         metrics.JOBS_CANCELLED.inc()
         log.info("cancelled by request")
-        self._notify(job, "job.cancelled")
         return Outcome.DONE
 
     def _transient_failure(self, job_id: str, error: BaseException, attempt: int) -> Outcome:
@@ -297,12 +297,6 @@ class JobRunner:
 
         self.backends.jobs.modify(job_id, apply)
 
-    def _notify(self, job: Job, event: str) -> None:
-        if self.webhooks is None or job.params.callback_url is None:
-            return
-        body = json.dumps({"event": event, "job": job.model_dump(mode="json")}).encode()
-        self.webhooks.send(str(job.params.callback_url), event, body)
-
     # --- settle ------------------------------------------------------------------------
 
     def _settle(self, message: QueueMessage, outcome: Outcome, delivery: int) -> None:
@@ -323,3 +317,8 @@ class JobRunner:
             log.warning("lease lost before the message could be settled (%s)", outcome.value)
         except CattleCounterError as exc:  # the lease will expire and the message come back
             log.warning("could not settle message (%s): %s", outcome.value, exc)
+
+
+def _final_event(job: Job) -> WebhookEvent | None:
+    """The webhook event of a job's final state, written with it (None without callback_url)."""
+    return final_event(job, public_job(job))

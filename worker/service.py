@@ -36,16 +36,18 @@ class Worker:
         self.backends = backends
         self.draining = threading.Event()  # no new jobs
         self.stopping = threading.Event()  # running jobs stop at their next batch
-        self.webhooks = webhooks or WebhookSender(settings)
+        self.webhooks = webhooks or WebhookSender(settings, backends.outbox)
         detectors = detectors or DetectorCache(settings, backends.blobs)
-        self.runner = JobRunner(settings, backends, detectors, self.webhooks, self.stopping)
+        self.runner = JobRunner(settings, backends, detectors, self.stopping)
         self._threads: list[threading.Thread] = []
         self._busy = 0
         self._busy_lock = threading.Lock()
         self._grace_timer: threading.Timer | None = None
 
     def start(self, burst: bool = False) -> None:
-        """Start WORKER_CONCURRENCY job threads. ``burst``: each exits once the queue is empty."""
+        """Start WORKER_CONCURRENCY job threads and the webhook sender. ``burst``: each job
+        thread exits once the queue is empty."""
+        self.webhooks.start()
         for index in range(self.settings.worker_concurrency):
             self._threads.append(start_thread_in_context(self._loop, burst, name=f"job-loop-{index}"))
 

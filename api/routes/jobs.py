@@ -227,7 +227,8 @@ def _downloadable_job(backends: Backends, settings: Settings, access: Caller | S
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=_ERRORS, summary="A job's status and progress")
 def get_job(job_id: str, backends: BackendsDep, caller: CallerDep) -> JobOut:
-    return JobOut.from_job(_visible_job(backends, caller, job_id))
+    job = _visible_job(backends, caller, job_id)
+    return JobOut.from_job(job, webhook=backends.outbox.latest(job.id) if job.params.callback_url else None)
 
 
 @router.post(

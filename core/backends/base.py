@@ -1,4 +1,5 @@
-"""The three storage interfaces every backend implements: blobs, the job queue, job records.
+"""The storage interfaces every backend implements: blobs, the job queue, job records (and
+the webhook outbox, in ``outbox.py``).
 
 Two implementations of each live beside this file: ``local`` (files + SQLite, for one
 machine) and ``azure`` (Blob, Queue and Table storage). All methods are synchronous and
@@ -14,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
+from core.backends.outbox import EventFactory, OutboxStore
 from core.errors import PreconditionFailed
 from core.jobs import Job, JobStatus
 
@@ -176,9 +178,14 @@ class JobStore(abc.ABC):
         """Raises NotFound."""
 
     @abc.abstractmethod
-    def update(self, job: Job) -> Job:
+    def update(self, job: Job, event: EventFactory | None = None) -> Job:
         """Replace the record if its stored etag still equals ``job.etag``; returns the job with
-        its new etag and ``updated_at`` set to now. Raises PreconditionFailed or NotFound."""
+        its new etag and ``updated_at`` set to now. Raises PreconditionFailed or NotFound.
+
+        ``event``: called with the job as it is about to be stored; the webhook event it
+        returns (if any) is added to the outbox in the same atomic write, so the event exists
+        if and only if the state it reports does. An event whose id is stored already is
+        left as it is (the job is still updated)."""
 
     @abc.abstractmethod
     def list(
@@ -190,26 +197,29 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     def delete(self, job_id: str) -> None:
-        """Delete the record (and its idempotency key); missing is not an error."""
+        """Delete the record (and its idempotency key and webhook events); missing is not an error."""
 
     @abc.abstractmethod
     def ping(self) -> None:
         """Raise StorageUnavailable unless the store answers."""
 
-    def modify(self, job_id: str, change: Callable[[Job], bool | None], attempts: int = 8) -> Job:
+    def modify(
+        self, job_id: str, change: Callable[[Job], bool | None], attempts: int = 8, event: EventFactory | None = None
+    ) -> Job:
         """Read-modify-write with optimistic concurrency.
 
         ``change`` mutates the job it is given; returning False means "nothing to write".
         On a concurrent update the record is read again and ``change`` re-applied, so the
-        change is never lost and never overwrites someone else's. Raises NotFound, or
-        PreconditionFailed if the record kept changing for ``attempts`` tries.
+        change is never lost and never overwrites someone else's. ``event``: as in
+        ``update``. Raises NotFound, or PreconditionFailed if the record kept changing for
+        ``attempts`` tries.
         """
         for _ in range(attempts):
             job = self.get(job_id)
             if change(job) is False:
                 return job
             try:
-                return self.update(job)
+                return self.update(job, event)
             except PreconditionFailed:
                 continue
         raise PreconditionFailed(f"job {job_id} kept changing; gave up after {attempts} attempts")
@@ -217,14 +227,15 @@ class JobStore(abc.ABC):
 
 @dataclass(frozen=True)
 class Backends:
-    """The three stores a process works with, built once at start-up by ``build_backends``."""
+    """The stores a process works with, built once at start-up by ``build_backends``."""
 
     blobs: BlobStore
     queue: JobQueue
     jobs: JobStore
+    outbox: OutboxStore  # webhook events; shares the job store's database or table
 
     def close(self) -> None:
-        for store in (self.blobs, self.queue, self.jobs):
+        for store in (self.blobs, self.queue, self.jobs, self.outbox):
             close = getattr(store, "close", None)
             if close is not None:
                 close()

@@ -1,5 +1,5 @@
 """The Azure backend: Blob Storage for blobs, Queue Storage for the queue (and poison
-queue), Table Storage for job records (see ``jobs.py`` for why Tables).
+queue), Table Storage for job records and the webhook outbox (see ``jobs.py`` for why Tables).
 
 Works against Azure and against Azurite. Authentication is a connection string
 (``AZURE_STORAGE_CONNECTION_STRING``) or an account URL (``AZURE_STORAGE_ACCOUNT_URL``)
@@ -11,12 +11,13 @@ from __future__ import annotations
 from core.backends.azure.blobs import AzureBlobStore
 from core.backends.azure.clients import AzureOptions, build_clients
 from core.backends.azure.jobs import AzureJobStore
+from core.backends.azure.outbox import AzureOutbox
 from core.backends.azure.queue import AzureJobQueue
 from core.backends.base import Backends
 from core.config import Settings
 from core.errors import ConfigError, InvalidInput
 
-__all__ = ["AzureBlobStore", "AzureJobQueue", "AzureJobStore", "AzureOptions", "build_azure_backends"]
+__all__ = ["AzureBlobStore", "AzureJobQueue", "AzureJobStore", "AzureOptions", "AzureOutbox", "build_azure_backends"]
 
 
 def build_azure_backends(settings: Settings, options: AzureOptions | None = None) -> Backends:
@@ -37,7 +38,8 @@ def build_azure_backends(settings: Settings, options: AzureOptions | None = None
     except BaseException:
         clients.close()
         raise
-    return Backends(blobs=blobs, queue=queue, jobs=jobs)  # each store closes its own client
+    outbox = AzureOutbox(clients.table_service, settings.jobs_table)  # events share the jobs table
+    return Backends(blobs=blobs, queue=queue, jobs=jobs, outbox=outbox)  # each store closes its own client
 
 
 def _create(create, setting: str) -> None:

@@ -26,6 +26,9 @@ limits, and one partition is what makes the transaction and the ordered scan pos
   listing is a key-range scan of that owner's rows (not of every job) followed by point
   reads of at most one page of jobs. Jobs recorded before owners get theirs once, at start-up
   (``create_table``), as the default tenant's.
+* a webhook event: ``RowKey = "~evt-<job id>-<sequence>"``, ``"~evs-..."`` once settled (see
+  ``outbox.py``); in this partition so that a job's final state and its event are written in
+  one transaction.
 
 The page cursor is the last id of the previous page (base64url), so pages are always full
 and cursors stay valid whatever the service's own continuation tokens do.
@@ -42,8 +45,10 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 from core.backends.azure.errors import azure_errors
+from core.backends.azure.outbox import event_entity, is_settled, job_event_ranges, range_filter
 from core.backends.base import JobPage, JobStore
 from core.backends.local.jobs import MAX_PAGE_SIZE, decode_cursor, encode_cursor
+from core.backends.outbox import EventFactory
 from core.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
 from core.jobs import DEFAULT_OWNER, Job, JobStatus, utcnow
 
@@ -246,8 +251,9 @@ class AzureJobStore(JobStore):
 
     # --- update / delete ------------------------------------------------------------
 
-    def update(self, job: Job) -> Job:
-        """Replace the record if its ETag is unchanged (If-Match)."""
+    def update(self, job: Job, event: EventFactory | None = None) -> Job:
+        """Replace the record if its ETag is unchanged (If-Match), and add ``event``'s webhook
+        event in the same transaction (events live in the jobs' partition: see outbox.py)."""
         if not job.etag:
             raise PreconditionFailed(f"job {job.id} has no etag: read it from the store before updating")
         if not is_job_id(job.id):
@@ -256,18 +262,31 @@ class AzureJobStore(JobStore):
         replace_if_unchanged = {
             "mode": UpdateMode.REPLACE, "etag": job.etag, "match_condition": MatchConditions.IfNotModified,
         }
-        with azure_errors(f"updating job {job.id}", self.endpoint):
-            try:  # the owner row carries the status the owner's listing filters on: same transaction
-                results = self._table.submit_transaction(
-                    [("update", _job_entity(updated), replace_if_unchanged), ("upsert", _owner_row(updated))]
-                )
+        # the owner row carries the status the owner's listing filters on: same transaction
+        operations = [("update", _job_entity(updated), replace_if_unchanged), ("upsert", _owner_row(updated))]
+        new_event = event(updated) if event is not None else None
+        if new_event is not None and not is_settled(self._table, new_event, self.endpoint):
+            stored = self._submit_update(job.id, [*operations, ("create", event_entity(new_event))])
+            if stored is not None:
+                return _with_etag(updated, stored)
+            # the event is stored (or sent) already: a redelivery re-settling the job; update it alone
+        return _with_etag(updated, self._submit_update(job.id, operations, event_may_exist=False))
+
+    def _submit_update(self, job_id: str, operations: list[Any], event_may_exist: bool = True) -> str | None:
+        """Run an update transaction (the job's row first); the job's new ETag, or None when its
+        webhook event exists already."""
+        with azure_errors(f"updating job {job_id}", self.endpoint):
+            try:
+                results = self._table.submit_transaction(operations)
             except TableTransactionError as exc:
-                raise _update_error(exc, job.id) from None
-        return _with_etag(updated, results[0]["etag"])
+                if event_may_exist and "entityalreadyexists" in _error_code(exc):
+                    return None
+                raise _update_error(exc, job_id) from None
+        return results[0]["etag"]
 
     def delete(self, job_id: str) -> None:
         """Delete the job, then its idempotency key (a crash in between leaves an orphaned key,
-        which the next create with that key clears)."""
+        which the next create with that key clears), then its webhook events."""
         job = self._get_or_none(job_id)
         if job is None:
             return
@@ -276,6 +295,10 @@ class AzureJobStore(JobStore):
             self._delete_owner_row(job.owner, job_id)
             if job.idempotency_key is not None:
                 self._delete_key_of(job)
+            for prefix in job_event_ranges(job_id):
+                query, parameters = range_filter(prefix)
+                for entity in list(self._table.query_entities(query, parameters=parameters, select=["RowKey"])):
+                    self._table.delete_entity(PARTITION, entity["RowKey"])
 
     def _delete_owner_row(self, owner: str, job_id: str) -> None:
         with azure_errors(f"deleting the owner row of job {job_id}", self.endpoint):

@@ -4,7 +4,7 @@ Everything lives under ``settings.data_dir``::
 
     data_dir/
       blobs/<path>          one file per blob
-      cattlecounter.db      queue, poison queue, job records, blob content types
+      cattlecounter.db      queue, poison queue, job records, webhook outbox, blob content types
 
 Safe for several threads and several worker processes on one machine. Not for several
 machines: SQLite's locking does not work over network file systems (use Azure there).
@@ -16,13 +16,14 @@ from core.backends.base import Backends
 from core.backends.local.blobs import LocalBlobStore
 from core.backends.local.database import Database
 from core.backends.local.jobs import LocalJobStore
+from core.backends.local.outbox import LocalOutbox
 from core.backends.local.queue import LocalJobQueue
 from core.config import Settings
 
 DATABASE_FILE = "cattlecounter.db"
 BLOBS_FOLDER = "blobs"
 
-__all__ = ["LocalBlobStore", "LocalJobQueue", "LocalJobStore", "Database", "build_local_backends"]
+__all__ = ["LocalBlobStore", "LocalJobQueue", "LocalJobStore", "LocalOutbox", "Database", "build_local_backends"]
 
 
 def build_local_backends(settings: Settings) -> Backends:
@@ -37,4 +38,5 @@ def build_local_backends(settings: Settings) -> Backends:
         blobs=LocalBlobStore(data_dir / BLOBS_FOLDER, database),
         queue=LocalJobQueue(database, settings.queue_name, settings.poison_queue_name),
         jobs=LocalJobStore(database),
+        outbox=LocalOutbox(database),
     )

@@ -44,6 +44,20 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, id);
 
+-- The webhook outbox (core/backends/outbox.py): one row per event.
+CREATE TABLE IF NOT EXISTS webhook_events (
+    id           TEXT    PRIMARY KEY,
+    job_id       TEXT    NOT NULL,
+    sequence     INTEGER NOT NULL,                    -- a job's events go out in this order
+    destination  TEXT    NOT NULL,                    -- scheme://host:port, one delivery at a time
+    settled      INTEGER NOT NULL DEFAULT 0,          -- 1: delivered or failed
+    due_at       REAL    NOT NULL,                    -- unix seconds: next attempt, or lease end
+    version      INTEGER NOT NULL DEFAULT 1,          -- the lease token
+    record       TEXT    NOT NULL                     -- outbox.to_record() JSON
+);
+CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events (settled, due_at);
+CREATE INDEX IF NOT EXISTS webhook_events_job ON webhook_events (job_id, sequence);
+
 CREATE TABLE IF NOT EXISTS blob_meta (
     path          TEXT PRIMARY KEY,
     content_type  TEXT

@@ -14,6 +14,8 @@ import sqlite3
 
 from core.backends.base import JobPage, JobStore
 from core.backends.local.database import Database
+from core.backends.local.outbox import delete_events, insert_event
+from core.backends.outbox import EventFactory
 from core.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
 from core.jobs import Job, JobStatus, utcnow
 
@@ -53,10 +55,12 @@ class LocalJobStore(JobStore):
             raise NotFound(f"job {job_id} does not exist")
         return Job.from_record(row[0], str(row[1]))
 
-    def update(self, job: Job) -> Job:
-        """Replace the record if its version still equals ``job.etag``."""
+    def update(self, job: Job, event: EventFactory | None = None) -> Job:
+        """Replace the record if its version still equals ``job.etag`` (and add ``event``'s
+        webhook event in the same transaction)."""
         expected = _version(job)
         updated = job.model_copy(update={"updated_at": utcnow()})
+        new_event = event(updated) if event is not None else None
         with self._db.write() as conn:
             row = conn.execute(
                 "UPDATE jobs SET record = ?, status = ?, version = version + 1 "
@@ -65,6 +69,8 @@ class LocalJobStore(JobStore):
             ).fetchone()
             if row is None:
                 exists = conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone()
+            elif new_event is not None:
+                insert_event(conn, new_event)
         if row is None:
             if not exists:
                 raise NotFound(f"job {job.id} does not exist")
@@ -95,9 +101,10 @@ class LocalJobStore(JobStore):
         return JobPage(jobs=jobs, next_cursor=encode_cursor(jobs[-1].id) if more else None)
 
     def delete(self, job_id: str) -> None:
-        """Delete the record; its idempotency key goes with it (same row)."""
+        """Delete the record; its idempotency key goes with it (same row), and its webhook events."""
         with self._db.write() as conn:
             conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            delete_events(conn, job_id)
 
     def ping(self) -> None:
         self._db.ping()
