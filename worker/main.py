@@ -55,10 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     worker = Worker(settings, backends, detectors, scratch_dir=scratch.path)
     metrics_server = None
     if settings.worker_metrics_port:
-        metrics_server = start_metrics_server(
-            settings.worker_metrics_port,
-            health_check=lambda: not worker.stopping.is_set() and worker.problem is None,
-        )
+        metrics_server = start_metrics_server(settings.worker_metrics_port, health_check=worker.healthy)
     signal.signal(signal.SIGTERM, lambda *_: worker.request_shutdown())
     signal.signal(signal.SIGINT, lambda *_: worker.request_shutdown())
     log.info("worker ready: %d job thread(s), queue %s", settings.worker_concurrency, settings.queue_name)

@@ -62,6 +62,11 @@ class Worker:
         model could not be used), or None while it is healthy."""
         return self._problem
 
+    def healthy(self) -> bool:
+        """What the worker's /health reports: False once running jobs are being stopped
+        (shutdown) or the worker takes no work because of a ``problem``."""
+        return not self.stopping.is_set() and self._problem is None
+
     def refuse_work(self, problem: str) -> None:
         """Take no more jobs (running ones finish) and report ``problem`` as unhealthy."""
         if self._problem is None:
