@@ -3,15 +3,16 @@
 Layout under the scratch base (WORK_DIR; else DATA_DIR/tmp for the local API; else the
 system temp folder):
 
-    <base>/cattlecounter-worker/p<pid>-<random>/   one per worker process: job-<id>-* dirs
-    <base>/cattlecounter-api/p<pid>-<random>/      one per API process: upload-* dirs
+    <base>/cattlecounter-worker/p<pid>-<random>/        one per worker process: job-<id>-* dirs
+    <base>/cattlecounter-worker/p<pid>-<random>.owner   its lock
+    <base>/cattlecounter-api/p<pid>-<random>/           one per API process: upload-* dirs
 
 Each process kind has its own root, so a sweep never looks at another program's files.
-A process holds an exclusive ``flock`` on ``.owner`` in its directory for as long as it
-lives; the kernel drops the lock when the process dies, SIGKILL and OOM kill included, so
-"can I take the lock?" is an exact "is its owner gone?" (a PID is not: a restarted container
-reuses PID 1). At start, ``Scratch.open`` removes the directories whose owner is gone, and
-those that never got an owner (a crash between mkdir and lock) once they are older than
+A process holds an exclusive ``flock`` on its ``.owner`` file for as long as it lives; the
+kernel drops the lock when the process dies, SIGKILL and OOM kill included, so "can I take
+the lock?" is an exact "is its owner gone?" (a PID is not: a restarted container reuses
+PID 1). At start, ``Scratch.open`` removes the directories whose owner is gone, and those
+that never got an owner (a crash between mkdir and lock) once they are older than
 ``stale_after_s`` (the lease), so a process that is starting at this very moment keeps its.
 """
 
@@ -31,8 +32,8 @@ from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-OWNER_FILE = ".owner"
 PROCESS_DIR_PREFIX = "p"
+OWNER_SUFFIX = ".owner"
 
 
 def scratch_base(settings: Settings, kind: str) -> tuple[Path, str]:
@@ -82,8 +83,8 @@ class Scratch:
     @classmethod
     def _own_directory(cls, root: Path) -> "Scratch":
         path = root / f"{PROCESS_DIR_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
-        path.mkdir()
-        fd = os.open(path / OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        path.mkdir()  # first the folder, then its lock: a sweep spares a young folder with no lock
+        fd = os.open(_owner_file(path), os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh file: nobody else holds it
         return cls(path, fd)
 
@@ -96,8 +97,13 @@ class Scratch:
         if self._owner_fd is None:
             return
         shutil.rmtree(self.path, ignore_errors=True)
+        _owner_file(self.path).unlink(missing_ok=True)
         os.close(self._owner_fd)
         self._owner_fd = None
+
+
+def _owner_file(directory: Path) -> Path:
+    return directory.with_name(directory.name + OWNER_SUFFIX)
 
 
 def check_writable(directory: Path) -> None:
@@ -115,18 +121,21 @@ def sweep(root: Path, stale_after_s: float) -> int:
     """Remove the process directories in ``root`` whose owner is gone; returns how many."""
     removed = 0
     for entry in sorted(root.iterdir()):
-        if not entry.name.startswith(PROCESS_DIR_PREFIX) or not entry.is_dir() or entry.is_symlink():
-            continue  # not a process directory: not ours to judge
-        if _remove_if_abandoned(entry, stale_after_s):
-            removed += 1
+        if not entry.name.startswith(PROCESS_DIR_PREFIX) or entry.is_symlink():
+            continue  # not a process folder: not ours to judge
+        if entry.is_dir():
+            removed += _remove_if_abandoned(entry, stale_after_s)
+        elif entry.name.endswith(OWNER_SUFFIX) and not entry.with_suffix("").exists():
+            _remove_if_abandoned(entry.with_suffix(""), stale_after_s)  # a lock whose folder is gone
     return removed
 
 
 def _remove_if_abandoned(directory: Path, stale_after_s: float) -> bool:
+    owner = _owner_file(directory)
     try:
-        fd = os.open(directory / OWNER_FILE, os.O_RDWR)
+        fd = os.open(owner, os.O_RDWR)
     except FileNotFoundError:  # never got an owner; give a process that is starting now its time
-        if time.time() - directory.stat().st_mtime < stale_after_s:
+        if not directory.exists() or time.time() - directory.stat().st_mtime < stale_after_s:
             return False
         shutil.rmtree(directory, ignore_errors=True)
         return True
@@ -135,10 +144,13 @@ def _remove_if_abandoned(directory: Path, stale_after_s: float) -> bool:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        shutil.rmtree(directory, ignore_errors=True)  # holding the lock: nobody can claim it now
-        return True
     except BlockingIOError:
+        os.close(fd)
         return False  # its process is alive
+    try:  # holding the lock: nobody can claim the folder now
+        shutil.rmtree(directory, ignore_errors=True)
+        owner.unlink(missing_ok=True)
+        return True
     finally:
         os.close(fd)
 
