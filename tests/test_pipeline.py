@@ -27,7 +27,7 @@ from ml_engine.outputs import ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS, val
 from ml_engine import pipeline
 from ml_engine.pipeline import PipelineConfig, Progress, buffer_plan, process_video
 from ml_engine.video import iter_frames
-from tests.fixtures_video import DEFAULT_BOXES, MovingBox, write_clip
+from tests.fixtures_video import DEFAULT_BOXES, MovingBox, render_frame, write_clip
 
 ALL_OUTPUTS = sorted([ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS])
 
@@ -463,4 +463,25 @@ def test_a_video_over_max_video_seconds_is_refused_before_any_work(small_clip: P
     config = PipelineConfig(max_video_seconds=1.0)  # small_clip runs 2 s
     with pytest.raises(VideoTooLong, match="MAX_VIDEO_SECONDS"):
         process_video(small_clip, tmp_path / "out", ColourBoxDetector(), config)
+    assert_nothing_left(tmp_path / "out")
+
+
+def write_raw_h264(path: Path, frames: int) -> Path:
+    """An H.264 elementary stream: no container, so no duration for a header check to see."""
+    with av.open(str(path), mode="w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for index in range(frames):
+            frame = av.VideoFrame.from_ndarray(render_frame(320, 240, DEFAULT_BOXES, index), format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 10)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def test_a_video_longer_than_its_header_says_is_stopped_at_max_video_seconds(tmp_path: Path) -> None:
+    clip = write_raw_h264(tmp_path / "raw.h264", frames=60)  # FFmpeg reads it at 25 fps: 2.4 s
+    config = PipelineConfig(max_video_seconds=1.0)
+    with pytest.raises(VideoTooLong, match="MAX_VIDEO_SECONDS"):
+        process_video(clip, tmp_path / "out", ColourBoxDetector(), config)
     assert_nothing_left(tmp_path / "out")
