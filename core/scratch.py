@@ -18,6 +18,7 @@ that never got an owner (a crash between mkdir and lock) once they are older tha
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 
 PROCESS_DIR_PREFIX = "p"
 OWNER_SUFFIX = ".owner"
+
+# Errors that mean the disk, not what was being written: the scratch folder is at fault.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 
 
 def scratch_base(settings: Settings, kind: str) -> tuple[Path, str]:

@@ -7,7 +7,6 @@ validate uploads and its image has no ML stack. Every PyAV error is converted he
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import secrets
@@ -23,6 +22,7 @@ import av.error
 import numpy as np
 
 from core.config import X264_PRESETS
+from core.scratch import DISK_ERRNOS
 from core.errors import (
     CattleCounterError,
     CorruptVideo,
@@ -39,10 +39,6 @@ from core.errors import (
 # (an MP4 whose time scale is 0 decodes as 1/1001 fps, for instance).
 MIN_FPS = Fraction(1, 100)
 MAX_FPS = Fraction(1000)
-
-# Write errors that mean the disk, not the video: raised as the OSError they are, so that the
-# worker hands the job back instead of failing it (see worker.runner).
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 
 # Demuxers that read still images: an image is not a video, even though FFmpeg opens it.
 _IMAGE_FORMATS = {"image2", "image2pipe", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe"}
@@ -493,7 +489,9 @@ class VideoWriter:
 
 
 def _raise_disk_error(exc: av.error.FFmpegError) -> None:
-    if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+    """A full or failing disk is raised as the OSError it is, not as a failed video, so that
+    the worker hands the job back instead of failing it (see worker.runner)."""
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
         raise exc
 
 

@@ -34,7 +34,7 @@ from core.config import Settings
 from core.errors import CattleCounterError, InputChanged, InvalidMessage, JobCancelled, LeaseLost, NotFound
 from core.jobs import Job, JobError, JobMessage, JobParams, JobStatus, output_blob_path, utcnow
 from core.logging import job_context
-from core.scratch import check_writable
+from core.scratch import DISK_ERRNOS, check_writable
 from core.webhooks import WebhookSender
 from ml_engine.pipeline import PipelineConfig, process_video
 from worker.lease import LeaseKeeper
@@ -201,10 +201,10 @@ class JobRunner:
         return Outcome.DONE
 
     def _scratch_at_fault(self, error: Exception) -> bool:
-        """Whether the worker's scratch folder, not the job, caused ``error``. Every other
-        source converts its OSErrors into our error tree, so a bare OSError is the scratch
-        folder's; any other error counts too if the folder no longer takes a write."""
-        if isinstance(error, OSError):
+        """Whether the worker's scratch folder, not the job, caused ``error``: a disk error
+        (full, read-only, failing), or any error once the folder no longer takes a write
+        (storage wraps a failed write of the download in a StorageError, for instance)."""
+        if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
             return True
         try:
             check_writable(self.scratch_dir)
