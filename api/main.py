@@ -51,7 +51,11 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         app.state.submitter = Submitter(app.state.settings, app.state.backends)
         # uploads land here while they are checked: on the data disk, not in memory; what a
         # killed API process left here is removed now
-        scratch = open_scratch(app.state.settings, "api")
+        try:
+            scratch = open_scratch(app.state.settings, "api")
+        except CattleCounterError as exc:  # one clear line before uvicorn's traceback
+            log.error("cannot start: %s", exc)
+            raise
         app.state.scratch_dir = scratch.path
         sweeper = asyncio.create_task(_sweep_uploads_forever(app.state.submitter))
         try:
