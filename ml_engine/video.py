@@ -102,18 +102,20 @@ class VideoLimits:
                 f"service accepts at most {self.max_pixels / 1e6:.1f} megapixels (MAX_VIDEO_PIXELS; "
                 "8K, 7680x4320, by default): downscale it first"
             )
-        self.check_time(duration_s, name)
+        self.check_time(duration_s, name, decoded=False)
 
-    def check_time(self, time_s: float, name: str) -> None:
+    def check_time(self, time_s: float, name: str, decoded: bool = True) -> None:
+        """``time_s``: the video's duration, or (``decoded``) the time of a frame decoded."""
         if self.max_seconds is not None and time_s > self.max_seconds:
+            runs = f"runs for at least {_duration(time_s)}" if decoded else f"runs for {_duration(time_s)}"
             raise VideoTooLong(
-                f"{name} runs for more than {_hours(time_s)}; this service accepts at most "
-                f"{_hours(self.max_seconds)} (MAX_VIDEO_SECONDS): cut it into parts"
+                f"{name} {runs}; this service accepts at most {_duration(self.max_seconds)} "
+                "(MAX_VIDEO_SECONDS): cut it into parts"
             )
 
 
-def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds:.0f} s"
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds:.1f} s"
 
 
 @dataclass
