@@ -92,10 +92,6 @@ class Scratch:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh file: nobody else holds it
         return cls(path, fd)
 
-    def check(self) -> None:
-        """Raise OSError unless a file can still be written here (disk full, folder gone, ...)."""
-        check_writable(self.path)
-
     def close(self) -> None:
         """Remove the directory and give up ownership (a clean stop leaves nothing)."""
         if self._owner_fd is None:
