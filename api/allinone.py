@@ -2,7 +2,9 @@
 
 This is what ``make run`` starts: the embedded local backend (files + SQLite under
 DATA_DIR) unless STORAGE_BACKEND says otherwise. The model loads in the background, so the
-API (and the dashboard) answer at once; a job that comes first waits for it.
+API (and the dashboard) answer at once; jobs wait in the queue until it has loaded and
+passed the worker's start-up check. If it cannot be used, no job is taken (none is failed
+for it) and /health answers 503 with the reason.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from core.backends import build_backends
 from core.config import load_settings
 from core.errors import CattleCounterError
 from core.logging import configure_logging
+from core.scratch import open_scratch
 from worker.models import DetectorCache
 from worker.service import Worker
 
@@ -33,17 +36,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         configure_logging(settings.log_level, settings.log_format.value)
-        backends = build_backends(settings)
+        scratch = open_scratch(settings, "worker")  # a bad WORK_DIR stops us here, not every job
     except CattleCounterError as exc:
         print(f"cattlecounter: {exc}", file=sys.stderr)
         return 2
+    try:
+        backends = build_backends(settings)
+    except CattleCounterError as exc:
+        scratch.close()
+        print(f"cattlecounter: {exc}", file=sys.stderr)
+        return 2
     detectors = DetectorCache(settings, backends.blobs)
-    threading.Thread(target=_load_model, args=(detectors,), name="model-loader", daemon=True).start()
-    worker = Worker(settings, backends, detectors)
-    worker.start()
+    worker = Worker(settings, backends, detectors, scratch_dir=scratch.path)
+    threading.Thread(target=_load_model_then_work, args=(detectors, worker), name="model-loader",
+                     daemon=True).start()
     log.info("dashboard and API on http://%s:%d (Swagger at /docs)", args.host, args.port)
     try:
-        uvicorn.run(create_app(settings, backends), host=args.host, port=args.port, log_config=None)
+        app = create_app(settings, backends, liveness=lambda: worker.problem)
+        uvicorn.run(app, host=args.host, port=args.port, log_config=None)
     finally:
         # uvicorn has handled the signal: stop running jobs at their next batch and release
         # their messages, so they resume on the next start instead of waiting for a lease
@@ -52,16 +62,21 @@ def main(argv: list[str] | None = None) -> int:
         worker.join(timeout=settings.shutdown_grace_s)
         worker.close()
         backends.close()
+        scratch.close()
     return 0
 
 
-def _load_model(detectors: DetectorCache) -> None:
+def _load_model_then_work(detectors: DetectorCache, worker: Worker) -> None:
     """Load MODEL_ID now rather than on the first job: the dashboard then learns its class
-    names (the model card) at once, and a bad MODEL_ID is reported before anyone uploads."""
+    names (the model card) at once. Jobs are taken only once it has passed the start-up
+    check, so a bad MODEL_ID or CLASSES leaves them queued instead of failing each one."""
     try:
-        detectors.get()
+        detectors.load_default()
     except CattleCounterError as exc:
-        log.error("cannot load the model: %s (jobs will fail with this error until it is fixed)", exc)
+        worker.refuse_work(f"the model cannot be used, so no job is taken until this is fixed: {exc}")
+        return
+    if not worker.draining.is_set():  # not shutting down meanwhile
+        worker.start()
 
 
 if __name__ == "__main__":

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from core.config import Settings, load_settings
 from core.errors import CattleCounterError, StorageUnavailable
 from core.logging import configure_logging
 from core.metrics import HttpMetricsMiddleware, metrics_response
+from core.scratch import open_scratch
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,13 @@ STATIC_DIR = Path(__file__).parent / "static"
 UPLOAD_SWEEP_INTERVAL_S = 3600
 
 
-def create_app(settings: Settings | None = None, backends: Backends | None = None) -> FastAPI:
-    """Build the app. Anything not given is created from the environment at start-up."""
+def create_app(settings: Settings | None = None, backends: Backends | None = None,
+               liveness: Callable[[], str | None] | None = None) -> FastAPI:
+    """Build the app. Anything not given is created from the environment at start-up.
+
+    ``liveness``: returns why the process is unhealthy, or None; /health answers 503 with it
+    (the all-in-one passes its worker's, so a dead job thread shows).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -44,12 +49,20 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
             configure_logging(app.state.settings.log_level, app.state.settings.log_format.value)
         app.state.backends = backends or build_backends(app.state.settings)
         app.state.submitter = Submitter(app.state.settings, app.state.backends)
-        app.state.scratch_dir = _scratch_dir(app.state.settings)
+        # uploads land here while they are checked: on the data disk, not in memory; what a
+        # killed API process left here is removed now
+        try:
+            scratch = open_scratch(app.state.settings, "api")
+        except CattleCounterError as exc:  # one clear line before uvicorn's traceback
+            log.error("cannot start: %s", exc)
+            raise
+        app.state.scratch_dir = scratch.path
         sweeper = asyncio.create_task(_sweep_uploads_forever(app.state.submitter))
         try:
             yield
         finally:
             sweeper.cancel()
+            scratch.close()
             if backends is None:  # we built them, we close them
                 app.state.backends.close()
 
@@ -60,6 +73,7 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         "fetch the annotated video, counts and detections.",
         lifespan=lifespan,
     )
+    app.state.liveness = liveness
     _add_error_handlers(app)
     app.add_middleware(HttpMetricsMiddleware)
     app.add_api_route("/metrics", _metrics, include_in_schema=False)
@@ -87,15 +101,6 @@ async def _sweep_uploads_forever(submitter: Submitter) -> None:
 def _metrics(request: Request) -> Response:
     """Prometheus exposition for this API process."""
     return metrics_response(request.headers.get("accept"))
-
-
-def _scratch_dir(settings: Settings) -> Path:
-    """Where uploads land while they are checked; on the data disk, not in memory."""
-    base = settings.work_dir or (settings.data_dir / "tmp" if settings.storage_backend.value == "local" else None)
-    if base is None:
-        return Path(tempfile.gettempdir())
-    base.mkdir(parents=True, exist_ok=True)
-    return base
 
 
 def _error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,

@@ -25,7 +25,7 @@ from core.errors import AlreadyExists, CattleCounterError, InvalidInput, NotFoun
 from core.jobs import DEFAULT_OWNER, Job, JobMessage, JobParams, input_blob_path, new_job_id, utcnow
 from core.model_card import read_card
 from core.webhooks import check_callback_url
-from ml_engine.video import VideoInfo, probe
+from ml_engine.video import VideoInfo, VideoLimits, probe
 
 log = logging.getLogger(__name__)
 
@@ -129,15 +129,20 @@ def check_idempotency_key(key: str | None) -> str | None:
 # --- video checks ------------------------------------------------------------------------
 
 
-def probe_file(path: Path) -> VideoInfo:
-    """Check the bytes, not the name: raises a VideoError subclass for anything not a video."""
-    return probe(path)
+def video_limits(settings: Settings) -> VideoLimits:
+    return VideoLimits(max_pixels=settings.max_video_pixels, max_seconds=settings.max_video_seconds)
 
 
-def probe_blob(backends: Backends, blob_path: str) -> VideoInfo:
+def probe_file(path: Path, settings: Settings) -> VideoInfo:
+    """Check the bytes, not the name: raises a VideoError subclass for anything not a video,
+    and VideoTooLarge / VideoTooLong (422) past MAX_VIDEO_PIXELS / MAX_VIDEO_SECONDS."""
+    return probe(path, video_limits(settings))
+
+
+def probe_blob(backends: Backends, blob_path: str, settings: Settings) -> VideoInfo:
     """Probe a video already in blob storage through ranged reads (no full download)."""
     with open_blob(backends.blobs, blob_path) as reader:
-        return probe(reader)
+        return probe(reader, video_limits(settings))
 
 
 # --- submission --------------------------------------------------------------------------
@@ -187,7 +192,7 @@ class Submitter:
             raise UploadTooLarge(f"the upload is {stored.size} bytes; the limit is "
                                  f"{self.settings.max_upload_bytes} (MAX_UPLOAD_BYTES)")
         try:
-            probe_blob(self.backends, blob)
+            probe_blob(self.backends, blob, self.settings)
         except VideoError:
             self.backends.blobs.delete_prefix(upload_prefix(upload_id))
             raise

@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(default=9100, ge=0, le=65535)  # 0: no metrics server
     work_dir: Path | None = None  # scratch space for videos; default: a temp dir
 
+    # --- resource caps for video files (rasters and streams will get their own) ----------
+    max_video_pixels: int = Field(default=7680 * 4320, gt=0)  # 8K: 4K and 5.4K drone footage pass
+    max_video_seconds: float = Field(default=4 * 3600, gt=0)
+    frame_buffer_bytes: int = Field(default=1024**3, gt=0)  # decoded frames one job holds at once
+
     # --- model and counting ----------------------------------------------------------
     model_id: str = "PekingU/rtdetr_v2_r18vd"
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -164,6 +164,20 @@ class InvalidFrameRate(VideoError):
     code = "invalid_frame_rate"
 
 
+class VideoTooLarge(VideoError):
+    """The video's frames have more pixels than this service accepts (MAX_VIDEO_PIXELS)."""
+
+    code = "video_too_large"
+    http_status = 422
+
+
+class VideoTooLong(VideoError):
+    """The video is longer than this service accepts (MAX_VIDEO_SECONDS)."""
+
+    code = "video_too_long"
+    http_status = 422
+
+
 # --- model and processing ----------------------------------------------------------
 
 

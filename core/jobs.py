@@ -219,8 +219,10 @@ class JobMessage(BaseModel):
         try:
             data = json.loads(text)
             message = cls.model_validate(data)
-        except (ValueError, TypeError, ValidationError) as exc:
-            raise InvalidMessage(f"queue message is not a valid job message: {text[:200]!r}") from exc
+        except (ValueError, TypeError, ValidationError, RecursionError):
+            # RecursionError: deeply nested JSON ('[' * 5000) is too deep for the parser. Not
+            # catching it killed the job thread on every delivery of such a message.
+            raise InvalidMessage(f"queue message is not a valid job message: {text[:200]!r}") from None
         if message.v != MESSAGE_VERSION:
             raise InvalidMessage(f"unsupported job message version {message.v}")
         return message

@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("cancelled: no results were written", file=sys.stderr)
         return EXIT_CANCELLED
     except CattleCounterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.code}: {exc}", file=sys.stderr)  # the code, e.g. model_error, for scripts
         return EXIT_ERROR
     if args.json:
         print(json.dumps(_counts_document(stats), indent=2))

@@ -172,7 +172,7 @@ class Detector:
     def forward(self, inputs: dict[str, torch.Tensor]) -> Any:
         """Run the model (with autocast where configured) on inputs from ``prepare``; raw outputs.
 
-        Raises ModelError when the device runs out of memory.
+        Raises ModelError when the device runs out of memory or the model fails to run.
         """
         try:
             with self._autocast():
@@ -183,16 +183,32 @@ class Detector:
                 f"out of memory running {self.model_id} on {self.device} with a batch of {batch}; "
                 "lower BATCH_SIZE or INPUT_SIZE"
             ) from exc
+        except Exception as exc:  # torch/transformers raise RuntimeError, IndexError, ValueError, ...
+            raise self._failed(f"failed to run on {self.device}", exc) from exc
 
     @torch.inference_mode()
     def _infer(self, images: list[np.ndarray], threshold: float) -> list[dict[str, torch.Tensor]]:
         outputs = self.forward(self.prepare(images))
-        # post-processing in float32 whatever the autocast dtype was
-        outputs["logits"] = outputs.logits.float()
-        outputs["pred_boxes"] = outputs.pred_boxes.float()
-        target_sizes = torch.tensor([image.shape[:2] for image in images], device=outputs.logits.device)
-        return self._processor.post_process_object_detection(
-            outputs, threshold=threshold, target_sizes=target_sizes
+        try:
+            # post-processing in float32 whatever the autocast dtype was
+            outputs["logits"] = outputs.logits.float()
+            outputs["pred_boxes"] = outputs.pred_boxes.float()
+            target_sizes = torch.tensor([image.shape[:2] for image in images], device=outputs.logits.device)
+            return self._processor.post_process_object_detection(
+                outputs, threshold=threshold, target_sizes=target_sizes
+            )
+        except Exception as exc:
+            raise self._failed("ran, but its output could not be post-processed", exc) from exc
+
+    def _failed(self, what_happened: str, exc: Exception) -> ModelError:
+        """A typed error for a model that loaded but does not run: almost always a checkpoint
+        whose config.json does not match its weights, or an INPUT_SIZE it cannot take."""
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        return ModelError(
+            f"model {self.model_id} {what_happened} ({type(exc).__name__}: {reason}). "
+            "Check that the checkpoint's config.json matches its weights (both saved together by "
+            "save_pretrained), that it is a DETR-family object detector, and that INPUT_SIZE (if set) "
+            "suits it"
         )
 
     def _autocast(self) -> contextlib.AbstractContextManager:

@@ -7,9 +7,11 @@ Three threads joined by bounded queues (PyAV, x264 and torch release the GIL, so
 Only every ``stride``-th frame is detected and tracked, but every frame is annotated (with the
 latest tracks) and written, so annotated.mp4 keeps the source's frame count and rate. A chunk
 is the run of decoded frames that holds one detection batch; it is capped at
-``max_chunk_frames`` frames so a large stride cannot make it grow. At most about
-``queue_size + 4 * max(batch_size, max_chunk_frames)`` frames are in memory, whatever the
-video's length.
+``max_chunk_frames`` frames so a large stride cannot make it grow. At most
+``queue_size + 1 + 4 * chunk`` frames are in memory (the decoded queue, the frame the decoder
+holds, and four chunks: being filled, two queued, being encoded), whatever the video's
+length; ``buffer_plan`` shrinks the chunk and the queue so that this stays within
+``max_buffered_bytes`` however large the frames (with a floor of 6 frames).
 
 Any stage's failure sets a shared stop event; every queue put/get waits in short slices and
 gives up when it is set, so no stage hangs, and the caller gets the original error. Outputs
@@ -40,7 +42,15 @@ from core.jobs import CountingLine, CountingZone, check_unique_names, with_defau
 from ml_engine.annotate import FrameAnnotator
 from ml_engine.outputs import ANNOTATED_VIDEO, STATS, OutputWriter, build_stats, move_outputs
 from ml_engine.tracking import CountingConfig, ObjectCounter, empty_tracked
-from ml_engine.video import Frame, VideoInfo, VideoWriter, check_encoder_options, iter_frames, probe
+from ml_engine.video import (
+    Frame,
+    VideoInfo,
+    VideoLimits,
+    VideoWriter,
+    check_encoder_options,
+    iter_frames,
+    probe,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +75,8 @@ class PipelineConfig:
     ``threshold / 2``; set it equal to ``threshold`` to turn that off.
     ``frame_stride``: detect every Nth frame (``frame_interval_seconds`` overrides it).
     ``max_frames``: stop after this many frames (previews, tests).
+    ``max_buffered_bytes``: decoded frames held in memory at once, in bytes (see ``buffer_plan``).
+    ``max_video_pixels``, ``max_video_seconds``: refuse bigger or longer videos (None: any).
     """
 
     threshold: float = 0.5
@@ -83,6 +95,9 @@ class PipelineConfig:
     progress_interval_s: float = 0.5
     crf: int = 23
     preset: str = "veryfast"
+    max_buffered_bytes: int = 1024**3
+    max_video_pixels: int | None = None
+    max_video_seconds: float | None = None
 
     def __post_init__(self) -> None:
         self.lines = with_default_names([_validated(CountingLine, line) for line in self.lines], "line")
@@ -98,11 +113,15 @@ class PipelineConfig:
         _require(self.frame_stride >= 1, f"frame_stride must be at least 1, got {self.frame_stride}")
         if self.frame_interval_seconds is not None:
             _require(self.frame_interval_seconds > 0, "frame_interval_seconds must be positive")
-        for name in ("batch_size", "min_hits", "queue_size", "max_chunk_frames"):
+        for name in ("batch_size", "min_hits", "queue_size", "max_chunk_frames", "max_buffered_bytes"):
             _require(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_frames is not None:
             _require(self.max_frames >= 1, f"max_frames must be at least 1, got {self.max_frames}")
         check_encoder_options(self.crf, self.preset)
+
+    @property
+    def video_limits(self) -> VideoLimits:
+        return VideoLimits(self.max_video_pixels, self.max_video_seconds)
 
     @property
     def effective_low_threshold(self) -> float:
@@ -129,6 +148,31 @@ def _validated(model: type[BaseModel], value: Any) -> Any:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise InvalidInput(message)
+
+
+@dataclass(frozen=True)
+class BufferPlan:
+    """How many frames each buffer of a run may hold."""
+
+    chunk_frames: int  # frames per chunk (a detection batch and the frames between)
+    queue_frames: int  # decoded frames waiting for the detector
+
+    @property
+    def frames_in_flight(self) -> int:
+        """The most frames in memory at once: the queue, one the decoder holds, four chunks."""
+        return self.queue_frames + 1 + 4 * self.chunk_frames
+
+
+def buffer_plan(config: PipelineConfig, frame_bytes: int) -> BufferPlan:
+    """Buffer sizes that keep the decoded frames in memory within ``config.max_buffered_bytes``.
+
+    The in-flight bound used to count frames, not bytes: an 8000x8000 video (192 MB a frame)
+    took a worker to 6.8 GB. Past the budget the chunk shrinks first (down to one frame, so
+    detection batches get smaller), then the queue; 6 frames is the floor, however large."""
+    affordable = max(1, config.max_buffered_bytes // max(1, frame_bytes))
+    chunk = min(max(config.batch_size, config.max_chunk_frames), max(1, (affordable - 2) // 5))
+    queue_frames = min(config.queue_size, max(1, affordable - 1 - 4 * chunk))
+    return BufferPlan(chunk_frames=chunk, queue_frames=queue_frames)
 
 
 @dataclass
@@ -172,10 +216,11 @@ def process_video(
         VideoError subclasses: the input is not a usable video (see ``ml_engine.video.probe``).
         InvalidInput: a bad config, or class names the model does not know.
         ModelError: the model failed.
+        VideoTooLarge, VideoTooLong: the video is over ``max_video_pixels`` or ``max_video_seconds``.
         JobCancelled: ``should_cancel()`` returned True; nothing is left in output_dir.
     """
     config = config or PipelineConfig()
-    info = probe(input_path)
+    info = probe(input_path, config.video_limits)
     detector.detect([], config.effective_low_threshold, config.classes)  # bad classes fail now
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -215,8 +260,10 @@ class _Run:
         self.detector, self.config = detector, config
         self.progress, self.should_cancel = progress, should_cancel
         self.stride = config.stride_for(info.fps)
-        self.chunk_limit = max(config.batch_size, config.max_chunk_frames)
-        self.decoded: queue.Queue = queue.Queue(maxsize=config.queue_size)
+        width, height = info.display_size
+        self.buffers = buffer_plan(config, width * height * 3)
+        self.chunk_limit = self.buffers.chunk_frames
+        self.decoded: queue.Queue = queue.Queue(maxsize=self.buffers.queue_frames)
         self.inferred: queue.Queue = queue.Queue(maxsize=2)  # one being encoded, one waiting
         self.stop = threading.Event()
         self.error: BaseException | None = None
@@ -317,9 +364,11 @@ class _Run:
 
     def _frames(self) -> Iterator[Frame]:
         limit = self.config.max_frames
+        video_limits = self.config.video_limits
         for frame in iter_frames(self.input_path, self.info):
             if limit is not None and frame.index >= limit:
                 return
+            video_limits.check_time(frame.time_s, self.input_path.name)  # the header may have understated it
             yield frame
 
     # --- stage 2: batch + detect (the caller's thread) ---------------------------------------

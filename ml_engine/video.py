@@ -30,7 +30,10 @@ from core.errors import (
     InvalidInput,
     NotAVideo,
     NoVideoStream,
+    VideoTooLarge,
+    VideoTooLong,
 )
+from core.scratch import DISK_ERRNOS
 
 # Below one frame every 100 s or above 1000 fps a declared rate is a broken header, not a video
 # (an MP4 whose time scale is 0 decodes as 1/1001 fps, for instance).
@@ -81,6 +84,40 @@ class VideoInfo:
         return self.width, self.height
 
 
+@dataclass(frozen=True)
+class VideoLimits:
+    """What a service accepts (MAX_VIDEO_PIXELS, MAX_VIDEO_SECONDS); None: no limit.
+
+    Checked on the header by ``probe``, and the duration again on the decoded frames (a
+    header may understate it)."""
+
+    max_pixels: int | None = None
+    max_seconds: float | None = None
+
+    def check(self, width: int, height: int, duration_s: float, name: str) -> None:
+        """Raises VideoTooLarge or VideoTooLong."""
+        if self.max_pixels is not None and width * height > self.max_pixels:
+            raise VideoTooLarge(
+                f"{name} is {width}x{height} ({width * height / 1e6:.1f} megapixels per frame); this "
+                f"service accepts at most {self.max_pixels / 1e6:.1f} megapixels (MAX_VIDEO_PIXELS; "
+                "8K, 7680x4320, by default): downscale it first"
+            )
+        self.check_time(duration_s, name, decoded=False)
+
+    def check_time(self, time_s: float, name: str, decoded: bool = True) -> None:
+        """``time_s``: the video's duration, or (``decoded``) the time of a frame decoded."""
+        if self.max_seconds is not None and time_s > self.max_seconds:
+            runs = f"runs for at least {_duration(time_s)}" if decoded else f"runs for {_duration(time_s)}"
+            raise VideoTooLong(
+                f"{name} {runs}; this service accepts at most {_duration(self.max_seconds)} "
+                "(MAX_VIDEO_SECONDS): cut it into parts"
+            )
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds:.1f} s"
+
+
 @dataclass
 class Frame:
     """One decoded frame: RGB uint8 HxWx3 with rotation applied."""
@@ -93,11 +130,13 @@ class Frame:
 # --- probing ------------------------------------------------------------------------------
 
 
-def probe(source: str | os.PathLike[str] | BinaryIO) -> VideoInfo:
+def probe(source: str | os.PathLike[str] | BinaryIO, limits: VideoLimits | None = None) -> VideoInfo:
     """Read a video's header and decode its first frame.
 
     ``source`` is a path, or a seekable binary file object (e.g. a ranged reader over a blob,
     so an upload can be checked without downloading it); a file object is left open.
+    ``limits``: refuse a video whose header says it is too large or too long, before its
+    first frame is decoded.
 
     Raises:
         InvalidInput: the file does not exist.
@@ -106,6 +145,7 @@ def probe(source: str | os.PathLike[str] | BinaryIO) -> VideoInfo:
         NoVideoStream: the container holds no video stream (audio only).
         CorruptVideo: the file looks like a video but cannot be decoded (truncated, damaged).
         InvalidFrameRate: the video declares no usable frame rate.
+        VideoTooLarge, VideoTooLong: the video is over ``limits``.
     """
     source = _Source.of(source)
     container = _open_container(source)
@@ -114,8 +154,10 @@ def probe(source: str | os.PathLike[str] | BinaryIO) -> VideoInfo:
         _reject_images(container, name)
         stream = _video_stream(container, name)
         fps = _frame_rate(stream, name)
-        first = _first_frame(container, stream, name)
         duration_s = _duration_seconds(container, stream)
+        if limits is not None:
+            limits.check(stream.codec_context.width, stream.codec_context.height, duration_s, name)
+        first = _first_frame(container, stream, name)
         return VideoInfo(
             width=stream.codec_context.width,
             height=stream.codec_context.height,
@@ -425,6 +467,7 @@ class VideoWriter:
         try:
             self._container.mux(packets)
         except av.error.FFmpegError as exc:
+            _raise_disk_error(exc)
             raise CattleCounterError(f"writing the annotated video failed: {_reason(exc)}") from exc
 
     def _close(self) -> None:
@@ -434,6 +477,7 @@ class VideoWriter:
         try:
             container.close()
         except av.error.FFmpegError as exc:
+            _raise_disk_error(exc)
             raise CattleCounterError(f"finishing the annotated video failed: {_reason(exc)}") from exc
 
     def _abandon(self) -> None:
@@ -444,6 +488,13 @@ class VideoWriter:
             pass
         finally:
             self._temp_path.unlink(missing_ok=True)
+
+
+def _raise_disk_error(exc: av.error.FFmpegError) -> None:
+    """A full or failing disk is raised as the OSError it is, not as a failed video, so that
+    the worker hands the job back instead of failing it (see worker.runner)."""
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+        raise exc
 
 
 def _as_fraction(fps: Fraction | int | float) -> Fraction:

@@ -34,3 +34,18 @@ def tiny_rtdetr_detector(tiny_rtdetr_dir: Path):
     from ml_engine.detector import Detector
 
     return Detector.load(str(tiny_rtdetr_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def mismatched_checkpoint_dir(tmp_path_factory: pytest.TempPathFactory, tiny_rtdetr_dir: Path) -> Path:
+    """The tiny RT-DETRv2 with a config.json that does not match its weights: it loads (the
+    weight shapes still fit), but its forward pass fails (32 channels cannot split into 3 heads)."""
+    import json
+    import shutil
+
+    directory = tmp_path_factory.mktemp("mismatched") / "checkpoint"
+    shutil.copytree(tiny_rtdetr_dir, directory)
+    config = json.loads((directory / "config.json").read_text())
+    config["encoder_attention_heads"] = 3
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory

@@ -410,3 +410,63 @@ def test_abandoned_uploads_are_swept_and_a_jobs_upload_is_kept(api, small_clip):
     assert left == {used}
     assert never_posted not in left and never_sent not in left and orphan_data not in left
     assert api.backends.blobs.exists(api.backends.jobs.get(job_id).input_blob)
+
+
+# --- resource caps: MAX_VIDEO_PIXELS and MAX_VIDEO_SECONDS are checked at submit -------------------
+
+
+@pytest.fixture
+def capped_api(make_settings):
+    """``capped_api(**caps)``: a client of an app with these resource-cap settings."""
+    opened: list = []
+
+    def start(**caps):
+        settings = make_settings("local", **caps)
+        backends = build_backends(settings)
+        client = TestClient(create_app(settings, backends)).__enter__()
+        client.backends = backends
+        opened.append((client, backends))
+        return client
+
+    yield start
+    for client, backends in opened:
+        client.__exit__(None, None, None)
+        backends.close()
+
+
+@pytest.mark.parametrize("caps, code, words", [
+    ({"max_video_pixels": 320 * 240 - 1}, "video_too_large", ["320x240", "MAX_VIDEO_PIXELS"]),
+    ({"max_video_seconds": 1.5}, "video_too_long", ["MAX_VIDEO_SECONDS"]),  # small_clip runs 2 s
+])
+def test_a_video_over_a_cap_is_422_at_submit_and_nothing_is_stored(capped_api, small_clip, caps, code, words):
+    api = capped_api(**caps)
+    response = upload(api, small_clip)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and all(word in error["message"] for word in words)
+    assert stored_paths(api) == [] and api.get("/jobs").json()["jobs"] == []
+
+    upload_id = direct_upload(api, small_clip.read_bytes())  # the direct-upload path checks the same
+    response = api.post("/jobs", json={"upload_id": upload_id})
+    assert response.status_code == 422 and response.json()["error"]["code"] == code
+    assert stored_paths(api) == []  # the refused upload is removed
+
+
+def test_a_video_within_the_caps_is_accepted(capped_api, small_clip):
+    api = capped_api(max_video_pixels=320 * 240, max_video_seconds=2.5)
+    assert upload(api, small_clip).status_code == 202
+
+
+def test_health_answers_503_with_the_reason_when_the_liveness_check_fails(make_settings):
+    settings = make_settings("local")
+    backends = build_backends(settings)
+    problems = [None]
+    try:
+        with TestClient(create_app(settings, backends, liveness=lambda: problems[-1])) as client:
+            assert client.get("/health").status_code == 200
+            problems.append("job thread job-loop-0 died: RuntimeError()")
+            response = client.get("/health")
+            assert response.status_code == 503
+            assert response.json() == {"status": "unhealthy", "problem": "job thread job-loop-0 died: RuntimeError()"}
+    finally:
+        backends.close()

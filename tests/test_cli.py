@@ -144,6 +144,17 @@ def test_process_run_and_offline_hub_error(small_clip, tiny_rtdetr_dir, tmp_path
     assert_one_line_error(offline.stderr, "someone/not-a-model", "MODEL_ID", "HF_HOME")
 
 
+def test_a_checkpoint_whose_config_does_not_match_its_weights_is_a_one_line_model_error(
+    small_clip, mismatched_checkpoint_dir, tmp_path
+):
+    done = run_cli(str(small_clip), "-o", str(tmp_path / "out"), "--model", str(mismatched_checkpoint_dir),
+                   "--no-progress")
+    assert done.returncode == 1
+    assert_one_line_error(done.stderr, "model_error", str(mismatched_checkpoint_dir), "failed to run on cpu",
+                          "config.json matches its weights")
+    assert not (tmp_path / "out" / "stats.json").exists()
+
+
 def test_ctrl_c_cancels_cleanly(tiny_rtdetr_dir, tmp_path):
     clip = write_clip(tmp_path / "long.mp4", frames=1500)  # long enough to still be running when interrupted
     out = tmp_path / "out"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+import weakref
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,11 +21,13 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from core.errors import CorruptVideo, InvalidInput, JobCancelled, ModelError, VideoError
+from core.errors import CorruptVideo, InvalidInput, JobCancelled, ModelError, VideoError, VideoTooLong
 from core.jobs import CountingLine
+from ml_engine import pipeline
 from ml_engine.outputs import ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS, validate_stats
-from ml_engine.pipeline import PipelineConfig, Progress, process_video
-from tests.fixtures_video import DEFAULT_BOXES, MovingBox, write_clip
+from ml_engine.pipeline import PipelineConfig, Progress, buffer_plan, process_video
+from ml_engine.video import iter_frames
+from tests.fixtures_video import DEFAULT_BOXES, MovingBox, render_frame, write_clip
 
 ALL_OUTPUTS = sorted([ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS])
 
@@ -360,3 +364,124 @@ def test_a_rerun_replaces_earlier_outputs(small_clip: Path, tmp_path: Path) -> N
 def test_bad_config_is_rejected(overrides: dict, words: str) -> None:
     with pytest.raises(InvalidInput, match=words):
         PipelineConfig(**overrides)
+
+
+# --- memory: the frames in flight are bounded in bytes ---------------------------------------------
+
+
+class LiveCount:
+    """How many of the objects added are still alive (referenced from anywhere)."""
+
+    def __init__(self) -> None:
+        self._alive = 0
+        self._lock = threading.Lock()
+
+    def add(self, thing) -> None:
+        with self._lock:
+            self._alive += 1
+        weakref.finalize(thing, self._died)
+
+    def _died(self) -> None:
+        with self._lock:
+            self._alive -= 1
+
+    def __len__(self) -> int:
+        return self._alive
+
+
+class StallingDetector(ColourBoxDetector):
+    """Its first batch waits until the number of frames alive stops growing: the decoder has
+    then filled every buffer the pipeline lets it fill."""
+
+    def __init__(self, live_frames) -> None:
+        super().__init__()
+        self.live_frames = live_frames
+        self.seen_at_stall = 0
+
+    def detect(self, images, threshold, class_names=None):
+        if images and not self.batch_sizes:
+            self.seen_at_stall = wait_until_steady(lambda: len(self.live_frames))
+        return super().detect(images, threshold, class_names)
+
+
+def wait_until_steady(count, steady_s: float = 1.0, timeout_s: float = 20.0) -> int:
+    """Poll ``count()`` until it has not changed for ``steady_s`` (or ``timeout_s`` passed)."""
+    deadline = time.monotonic() + timeout_s
+    last, since = count(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < steady_s:
+        time.sleep(0.05)
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
+def test_frames_in_flight_stay_within_the_byte_budget(tmp_path: Path, monkeypatch) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", frames=40)  # 320x240: 230,400 bytes a frame
+    frame_bytes = 320 * 240 * 3
+    live_frames = LiveCount()
+
+    def counted_frames(*args, **kwargs):
+        for frame in iter_frames(*args, **kwargs):
+            live_frames.add(frame)
+            yield frame
+
+    monkeypatch.setattr(pipeline, "iter_frames", counted_frames)  # the real decoder, its frames counted
+    most = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.01):
+            most[0] = max(most[0], len(live_frames))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    detector = StallingDetector(live_frames)
+    config = PipelineConfig(max_buffered_bytes=8 * frame_bytes, preset="ultrafast")
+    try:
+        process_video(clip, tmp_path / "out", detector, config)
+    finally:
+        done.set()
+        sampler.join()
+    # the frame-count bounds alone let 13 frames pile up here (8 queued + 1 + a batch of 4)
+    assert 3 <= detector.seen_at_stall <= 8
+    assert most[0] <= 8
+
+
+@pytest.mark.parametrize("width, height", [(1920, 1080), (3840, 2160), (7680, 4320), (8000, 8000)])
+def test_the_buffer_plan_fits_the_default_budget_down_to_its_floor(width: int, height: int) -> None:
+    config = PipelineConfig()
+    frame_bytes = width * height * 3
+    plan = buffer_plan(config, frame_bytes)
+    assert plan.frames_in_flight * frame_bytes <= config.max_buffered_bytes or plan.frames_in_flight == 6
+    assert plan.chunk_frames >= 1 and plan.queue_frames >= 1
+    if width == 1920:  # full HD keeps the frame-count bounds it always had
+        assert (plan.chunk_frames, plan.queue_frames) == (16, 8)
+
+
+def test_a_video_over_max_video_seconds_is_refused_before_any_work(small_clip: Path, tmp_path: Path) -> None:
+    config = PipelineConfig(max_video_seconds=1.0)  # small_clip runs 2 s
+    with pytest.raises(VideoTooLong, match="MAX_VIDEO_SECONDS"):
+        process_video(small_clip, tmp_path / "out", ColourBoxDetector(), config)
+    assert_nothing_left(tmp_path / "out")
+
+
+def write_raw_h264(path: Path, frames: int) -> Path:
+    """An H.264 elementary stream: no container, so no duration for a header check to see."""
+    with av.open(str(path), mode="w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for index in range(frames):
+            frame = av.VideoFrame.from_ndarray(render_frame(320, 240, DEFAULT_BOXES, index), format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 10)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def test_a_video_longer_than_its_header_says_is_stopped_at_max_video_seconds(tmp_path: Path) -> None:
+    clip = write_raw_h264(tmp_path / "raw.h264", frames=60)  # FFmpeg reads it at 25 fps: 2.4 s
+    config = PipelineConfig(max_video_seconds=1.0)
+    with pytest.raises(VideoTooLong, match="MAX_VIDEO_SECONDS"):
+        process_video(clip, tmp_path / "out", ColourBoxDetector(), config)
+    assert_nothing_left(tmp_path / "out")

@@ -22,8 +22,10 @@ from core.errors import (
     NotAVideo,
     NoVideoStream,
     VideoError,
+    VideoTooLarge,
+    VideoTooLong,
 )
-from ml_engine.video import VideoInfo, VideoWriter, iter_frames, probe
+from ml_engine.video import VideoInfo, VideoLimits, VideoWriter, iter_frames, probe
 from tests.fixtures_video import DEFAULT_BOXES, top_level_atoms, write_clip
 
 
@@ -101,6 +103,16 @@ def test_probe_of_a_file_object_rejects_bad_input(
 ) -> None:
     with pytest.raises(error):
         probe(io.BytesIO(bad_videos[name].read_bytes()))
+
+
+@pytest.mark.parametrize("limits, error, words", [
+    (VideoLimits(max_pixels=320 * 240 - 1), VideoTooLarge, "320x240"),
+    (VideoLimits(max_seconds=1.5), VideoTooLong, "MAX_VIDEO_SECONDS"),
+])
+def test_probe_refuses_a_video_over_its_limits(small_clip: Path, limits, error, words) -> None:
+    with pytest.raises(error, match=words):
+        probe(small_clip, limits)
+    assert probe(small_clip, VideoLimits(max_pixels=320 * 240, max_seconds=2.0)).width == 320  # at the limit: fine
 
 
 def test_probe_of_a_missing_file_says_so(tmp_path: Path) -> None:

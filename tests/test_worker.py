@@ -8,11 +8,13 @@ import threading
 import time
 from datetime import timedelta
 
+import httpx
 import pytest
 
 from core.backends import Backends, build_backends
-from core.errors import ConfigError, LeaseLost, StorageUnavailable
+from core.errors import ConfigError, LeaseLost, ModelError, StorageUnavailable
 from core.jobs import Job, JobMessage, JobParams, JobStatus, input_blob_path, new_job_id
+from core.metrics import start_metrics_server
 from core.model_card import read_card
 from ml_engine.pipeline import Progress
 from tests.faults import FailingMethod
@@ -21,6 +23,7 @@ from worker.lease import LeaseKeeper
 from worker.models import DetectorCache
 from worker.progress import JobReporter, StopReason
 from worker.runner import JobRunner, Outcome, pipeline_config
+from worker.service import Worker
 
 LEASE = timedelta(seconds=30)
 
@@ -265,3 +268,117 @@ def test_job_store_down_on_the_last_delivery_retries_rather_than_poisoning(store
     assert make_runner(settings, backends).handle(again) is Outcome.POISON
     record = backends.jobs.get(job.id)
     assert record.status is JobStatus.FAILED and record.error.code == "max_attempts_exceeded"
+
+
+# --- robustness: nothing ends a job thread silently -------------------------------------------------
+
+
+@pytest.mark.parametrize("body", ["[" * 5000 + "]" * 5000, '{"job_id":' * 5000, "\x00\xff", "[]", "null"])
+def test_any_unparseable_message_goes_to_the_poison_queue(stores, body):
+    settings, backends = stores
+    backends.queue.send(body)
+    assert make_runner(settings, backends).handle(backends.queue.receive(LEASE)) is Outcome.POISON
+    assert backends.queue.peek_poison() == [body]
+    assert backends.queue.approximate_length() == 0
+
+
+class Bug(Exception):
+    """An error no code path expects (a bug), unlike the project's typed errors."""
+
+
+def test_an_unexpected_error_in_the_bookkeeping_is_settled_and_does_not_raise(stores):
+    settings, backends = stores
+    job = queue_job(backends)
+    buggy = Backends(blobs=backends.blobs, queue=backends.queue, outbox=backends.outbox,
+                     jobs=FailingMethod(backends.jobs, "modify", Bug("a bug in modify")))
+    assert make_runner(settings, buggy).handle(backends.queue.receive(LEASE)) is Outcome.RETRY
+    # the message comes back after its backoff, and then the job runs normally
+    assert backends.queue.receive(LEASE) is None
+    wait_until(lambda: backends.queue.receive(LEASE), 10, "the message to come back after its backoff")
+    assert backends.jobs.get(job.id).status is JobStatus.QUEUED
+
+
+class ThreadKilled(BaseException):
+    """Escapes every ``except Exception``: the one way left for a job thread to end."""
+
+
+def test_a_job_thread_that_dies_turns_the_workers_health_red(stores):
+    settings, backends = stores
+    dying = Backends(blobs=backends.blobs, jobs=backends.jobs, outbox=backends.outbox,
+                     queue=FailingMethod(backends.queue, "receive", ThreadKilled("killed")))
+    worker = Worker(settings, dying, DetectorCache(settings))
+    server = start_metrics_server(0, host="127.0.0.1", health_check=worker.healthy)
+    try:
+        assert httpx.get(f"http://127.0.0.1:{server.port}/health").status_code == 200
+        worker.start()
+        assert worker.join(timeout=10), "the job thread should have ended"
+        assert "job-loop-0 died" in worker.problem and "ThreadKilled" in worker.problem
+        assert httpx.get(f"http://127.0.0.1:{server.port}/health").status_code == 503
+    finally:
+        server.stop()
+        worker.close()
+
+
+def test_a_broken_scratch_folder_hands_the_job_back_and_the_worker_takes_no_more(stores, tmp_path):
+    settings, backends = stores
+    scratch = tmp_path / "scratch"
+    scratch.write_text("the folder was replaced by a file")  # as if the disk had gone away
+    job = queue_job(backends)
+    worker = Worker(settings, backends, DetectorCache(settings), scratch_dir=scratch)
+    worker.start()
+    assert worker.join(timeout=30), "the worker should stop taking work"
+    assert "scratch folder" in worker.problem and not worker.healthy()
+    record = backends.jobs.get(job.id)
+    assert record.status is JobStatus.QUEUED and record.error is None  # not the job's fault
+    assert record.handed_back == 1  # so it is no failed attempt
+    again = wait_until(lambda: backends.queue.receive(LEASE), 5, "the message, handed back at once")
+    assert JobMessage.decode(again.body).job_id == job.id
+
+
+def test_a_model_that_loads_but_cannot_run_fails_the_job_with_a_model_error(make_settings, small_clip,
+                                                                            mismatched_checkpoint_dir):
+    settings = make_settings("local", model_id=str(mismatched_checkpoint_dir), max_attempts=3)
+    backends = build_backends(settings)
+    try:
+        job = queue_job_with_video(backends, small_clip)
+        assert make_runner(settings, backends).handle(backends.queue.receive(LEASE)) is Outcome.DONE
+        record = backends.jobs.get(job.id)
+        assert record.status is JobStatus.FAILED and record.attempts == 1  # at once: retrying cannot help
+        assert record.error.code == "model_error"
+        assert str(mismatched_checkpoint_dir) in record.error.message and "config.json" in record.error.message
+    finally:
+        backends.close()
+
+
+def test_a_video_over_max_video_pixels_is_refused_by_the_worker(make_settings, small_clip, tiny_rtdetr_dir):
+    # a direct upload or a message queued before the limit was lowered: the API never checked it
+    settings = make_settings("local", model_id=str(tiny_rtdetr_dir), max_video_pixels=320 * 240 - 1)
+    backends = build_backends(settings)
+    try:
+        job = queue_job_with_video(backends, small_clip)
+        assert make_runner(settings, backends).handle(backends.queue.receive(LEASE)) is Outcome.DONE
+        record = backends.jobs.get(job.id)
+        assert record.status is JobStatus.FAILED and record.error.code == "video_too_large"
+        assert "320x240" in record.error.message and "MAX_VIDEO_PIXELS" in record.error.message
+    finally:
+        backends.close()
+
+
+def queue_job_with_video(backends, video) -> Job:
+    job_id = new_job_id()
+    backends.blobs.upload_file(input_blob_path(job_id), video)
+    job = backends.jobs.create(Job(id=job_id, input_blob=input_blob_path(job_id)))
+    backends.queue.send(JobMessage(job_id=job_id, input_blob=job.input_blob).encode())
+    return job
+
+
+def test_start_up_check_refuses_classes_the_model_does_not_know(make_settings, tiny_rtdetr_dir):
+    settings = make_settings("local", model_id=str(tiny_rtdetr_dir), classes="cow,giraffe")
+    with pytest.raises(ConfigError, match="CLASSES.*giraffe"):
+        DetectorCache(settings).load_default()
+
+
+def test_start_up_check_runs_the_model_once(make_settings, mismatched_checkpoint_dir):
+    settings = make_settings("local", model_id=str(mismatched_checkpoint_dir))
+    with pytest.raises(ModelError, match="failed to run"):
+        DetectorCache(settings).load_default()

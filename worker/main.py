@@ -16,6 +16,7 @@ from core.config import load_settings
 from core.errors import CattleCounterError
 from core.logging import configure_logging
 from core.metrics import start_metrics_server
+from core.scratch import open_scratch
 from worker.models import DetectorCache
 from worker.service import Worker
 
@@ -36,18 +37,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"worker: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format.value)
+    # every setting whose problem would otherwise show only when a job runs is checked here:
+    # a misconfigured worker must not drain a shared queue into failed jobs
     try:
-        backends = build_backends(settings)
-        detectors = DetectorCache(settings, backends.blobs)
-        detectors.get()  # load the model once, before taking jobs: a bad MODEL_ID fails here
+        scratch = open_scratch(settings, "worker")
     except CattleCounterError as exc:
         log.error("cannot start: %s", exc)
         return 2
-    worker = Worker(settings, backends, detectors)
+    try:
+        backends = build_backends(settings)
+        detectors = DetectorCache(settings, backends.blobs)
+        detectors.load_default()  # a bad MODEL_ID, DEVICE, CLASSES or BATCH_SIZE fails here
+    except CattleCounterError as exc:
+        log.error("cannot start: %s", exc)
+        scratch.close()
+        return 2
+    worker = Worker(settings, backends, detectors, scratch_dir=scratch.path)
     metrics_server = None
     if settings.worker_metrics_port:
-        metrics_server = start_metrics_server(settings.worker_metrics_port,
-                                              health_check=lambda: not worker.stopping.is_set())
+        metrics_server = start_metrics_server(settings.worker_metrics_port, health_check=worker.healthy)
     signal.signal(signal.SIGTERM, lambda *_: worker.request_shutdown())
     signal.signal(signal.SIGINT, lambda *_: worker.request_shutdown())
     log.info("worker ready: %d job thread(s), queue %s", settings.worker_concurrency, settings.queue_name)
@@ -57,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         if metrics_server is not None:
             metrics_server.stop()
         backends.close()
+        scratch.close()
+    if worker.problem is not None:
+        log.error("worker stopped: %s", worker.problem)
+        return 1
     log.info("worker stopped")
     return 0
 

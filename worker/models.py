@@ -7,13 +7,18 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
+import numpy as np
+
 from core.backends.base import BlobStore
 from core.config import Settings
-from core.errors import StorageError
+from core.errors import ConfigError, InvalidInput, StorageError
 from core.model_card import ModelCard, publish_card
 from ml_engine.detector import Detector
 
 log = logging.getLogger(__name__)
+
+# the start-up check's frames; the detector resizes every frame to its input size anyway
+WARM_UP_FRAME_WIDTH, WARM_UP_FRAME_HEIGHT = 640, 480
 
 
 class DetectorCache:
@@ -48,6 +53,22 @@ class DetectorCache:
                 unloaded, _ = self._detectors.popitem(last=False)
                 log.info("unloading model %s (MAX_LOADED_MODELS=%d)", unloaded, self._settings.max_loaded_models)
             return detector
+
+    def load_default(self) -> Detector:
+        """Load MODEL_ID and prove that it works with these settings, before any job runs, so
+        that a misconfiguration stops the worker at start instead of failing every job:
+        CLASSES must be names the model knows, and one batch of BATCH_SIZE frames must run
+        (a checkpoint whose config does not match its weights, or a batch too big for the
+        GPU, fails here). Raises ModelError or ConfigError."""
+        detector = self.get()
+        if self._settings.classes:
+            try:
+                detector.class_ids(self._settings.classes)
+            except InvalidInput as exc:
+                raise ConfigError(f"CLASSES: {exc}") from None
+        blank = np.zeros((WARM_UP_FRAME_HEIGHT, WARM_UP_FRAME_WIDTH, 3), dtype=np.uint8)
+        detector.detect([blank] * self._settings.batch_size, threshold=1.0)
+        return detector
 
     def _publish(self, model_id: str, detector: Detector) -> None:
         if self._blobs is None:

@@ -9,7 +9,11 @@ At-least-once delivery is made safe here:
   after MAX_ATTEMPTS deliveries the job fails and the message goes to the poison queue
   (deliveries a shutting-down worker handed back do not count);
 - when the job store itself is unreachable nothing can be recorded, so the message just
-  comes back later, however many deliveries that takes.
+  comes back later, however many deliveries that takes;
+- a failure of the worker's own scratch folder (disk full, folder gone) is not the job's:
+  the job is handed back (no attempt counted) and the worker takes no more work;
+- an unexpected error anywhere in here is logged and the message settled like a transient
+  failure: nothing ends the job thread.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from core.config import Settings
 from core.errors import CattleCounterError, InputChanged, InvalidMessage, JobCancelled, LeaseLost, NotFound
 from core.jobs import Job, JobError, JobMessage, JobParams, JobStatus, output_blob_path, utcnow
 from core.logging import job_context
+from core.scratch import DISK_ERRNOS, check_writable
 from core.webhooks import final_event
 from ml_engine.pipeline import PipelineConfig, process_video
 from worker.lease import LeaseKeeper
@@ -76,6 +81,9 @@ def pipeline_config(params: JobParams, settings: Settings) -> PipelineConfig:
         preset=settings.video_preset,
         lines=list(params.lines),
         zones=list(params.zones),
+        max_buffered_bytes=settings.frame_buffer_bytes,
+        max_video_pixels=settings.max_video_pixels,
+        max_video_seconds=settings.max_video_seconds,
     )
 
 
@@ -86,11 +94,16 @@ class JobRunner:
         backends: Backends,
         detectors: DetectorCache,
         shutting_down: threading.Event,
+        scratch_dir: Path | None = None,
     ) -> None:
+        """``scratch_dir``: where jobs unpack (this process's own folder, see core.scratch);
+        default WORK_DIR, else the system temp folder."""
         self.settings = settings
         self.backends = backends
         self.detectors = detectors
         self.shutting_down = shutting_down
+        self.scratch_dir = scratch_dir or settings.work_dir or Path(tempfile.gettempdir())
+        self.scratch_problem: str | None = None  # set once the scratch folder fails: take no more work
 
     # --- receive ---------------------------------------------------------------------
 
@@ -117,6 +130,12 @@ class JobRunner:
             if exc.transient or delivery < self.settings.max_attempts:
                 # once storage answers again, a later delivery records the outcome (and fails
                 # the job past MAX_ATTEMPTS): poisoning now would leave the record unfinished
+                return Outcome.RETRY
+            self._try_to_fail(job_message.job_id, exc)
+            return Outcome.POISON
+        except Exception as exc:  # a bug in the bookkeeping: it must not end the job thread
+            log.exception("attempt %d failed unexpectedly", delivery)
+            if delivery < self.settings.max_attempts:
                 return Outcome.RETRY
             self._try_to_fail(job_message.job_id, exc)
             return Outcome.POISON
@@ -163,14 +182,8 @@ class JobRunner:
             stats, outputs = self._process(job, reporter)
         except JobCancelled:
             return self._stopped(job.id, reporter.stop_reason)
-        except CattleCounterError as exc:
-            if exc.transient:
-                return self._transient_failure(job.id, exc, attempt)
-            self._fail(job.id, exc)
-            return Outcome.DONE
-        except Exception as exc:  # a bug or an unexpected library error: retry, then give up
-            log.exception("unexpected error while processing")
-            return self._transient_failure(job.id, exc, attempt)
+        except Exception as exc:
+            return self._failed_attempt(job.id, exc, attempt)
         finally:
             metrics.JOBS_IN_PROGRESS.dec()
         if keeper.lost.is_set():
@@ -179,8 +192,41 @@ class JobRunner:
         metrics.JOB_PROCESSING_SECONDS.observe(time.monotonic() - started)
         return Outcome.DONE
 
+    def _failed_attempt(self, job_id: str, error: Exception, attempt: int) -> Outcome:
+        if self._scratch_at_fault(error):
+            return self._hand_back_for_scratch(job_id, error)
+        if not isinstance(error, CattleCounterError):  # a bug or an unexpected library error
+            log.error("unexpected error while processing", exc_info=error)
+            return self._transient_failure(job_id, error, attempt)
+        if error.transient:
+            return self._transient_failure(job_id, error, attempt)
+        self._fail(job_id, error)
+        return Outcome.DONE
+
+    def _scratch_at_fault(self, error: Exception) -> bool:
+        """Whether the worker's scratch folder, not the job, caused ``error``: a disk error
+        (full, read-only, failing), or any error once the folder no longer takes a write
+        (storage wraps a failed write of the download in a StorageError, for instance)."""
+        if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
+            return True
+        try:
+            check_writable(self.scratch_dir)
+        except OSError:
+            return True
+        return False
+
+    def _hand_back_for_scratch(self, job_id: str, error: Exception) -> Outcome:
+        self.scratch_problem = f"the scratch folder {self.scratch_dir} failed ({error})"
+        log.error("%s: the job goes back to the queue for another worker and this worker takes no more "
+                  "work; check WORK_DIR's disk", self.scratch_problem)
+        self._requeue(job_id, None)  # like a hand-back at shutdown: no failed attempt
+        return Outcome.RELEASE
+
     def _process(self, job: Job, reporter: JobReporter) -> tuple[dict[str, Any], dict[str, str]]:
-        with tempfile.TemporaryDirectory(prefix=f"job-{job.id}-", dir=self.settings.work_dir) as work:
+        # ignore_cleanup_errors: when the scratch folder fails, the error that says so is
+        # the one to keep, not a second one from removing the folder
+        with tempfile.TemporaryDirectory(prefix=f"job-{job.id}-", dir=self.scratch_dir,
+                                         ignore_cleanup_errors=True) as work:
             video = Path(work) / "input"
             downloaded = self.backends.blobs.download_to_file(job.input_blob, video)
             if job.input_etag is not None and downloaded.etag != job.input_etag:
@@ -239,7 +285,7 @@ class JobRunner:
         """Record the failure if the job store lets us; the message is poisoned either way."""
         try:
             self._fail(job_id, error)
-        except CattleCounterError as exc:
+        except Exception as exc:
             log.error("could not record the failure (%s); the job record stays unfinished", exc)
 
     def _fail(self, job_id: str, error: BaseException) -> None:

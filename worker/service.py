@@ -4,6 +4,10 @@ Shutdown: the first ``request_shutdown()`` (SIGTERM) stops taking new jobs and l
 running ones finish for SHUTDOWN_GRACE_S; past that they are stopped at their next batch
 and their messages released, so another worker takes them at once. A second request
 stops them right away.
+
+Nothing ends a job thread silently: an unexpected error is logged and the loop goes on.
+If a thread dies anyway, or the scratch folder fails, ``problem`` says why (the worker's
+/health answers 503 with it) and the worker takes no more work.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 from core import metrics
 from core.backends import Backends
@@ -31,6 +36,7 @@ class Worker:
         backends: Backends,
         detectors: DetectorCache | None = None,
         webhooks: WebhookSender | None = None,
+        scratch_dir: Path | None = None,
     ) -> None:
         self.settings = settings
         self.backends = backends
@@ -38,18 +44,37 @@ class Worker:
         self.stopping = threading.Event()  # running jobs stop at their next batch
         self.webhooks = webhooks or WebhookSender(settings, backends.outbox)
         detectors = detectors or DetectorCache(settings, backends.blobs)
-        self.runner = JobRunner(settings, backends, detectors, self.stopping)
+        self.runner = JobRunner(settings, backends, detectors, self.stopping, scratch_dir)
         self._threads: list[threading.Thread] = []
         self._busy = 0
         self._busy_lock = threading.Lock()
         self._grace_timer: threading.Timer | None = None
+        self._problem: str | None = None
 
     def start(self, burst: bool = False) -> None:
         """Start WORKER_CONCURRENCY job threads and the webhook sender. ``burst``: each job
         thread exits once the queue is empty."""
         self.webhooks.start()
         for index in range(self.settings.worker_concurrency):
-            self._threads.append(start_thread_in_context(self._loop, burst, name=f"job-loop-{index}"))
+            self._threads.append(start_thread_in_context(self._guarded_loop, burst, name=f"job-loop-{index}"))
+
+    @property
+    def problem(self) -> str | None:
+        """Why this worker takes no work (a job thread died, the scratch folder failed, the
+        model could not be used), or None while it is healthy."""
+        return self._problem
+
+    def healthy(self) -> bool:
+        """What the worker's /health reports: False once running jobs are being stopped
+        (shutdown) or the worker takes no work because of a ``problem``."""
+        return not self.stopping.is_set() and self._problem is None
+
+    def refuse_work(self, problem: str) -> None:
+        """Take no more jobs (running ones finish) and report ``problem`` as unhealthy."""
+        if self._problem is None:
+            self._problem = problem
+            log.error("this worker takes no more jobs: %s", problem)
+        self.draining.set()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the job threads to end; True if they all did."""
@@ -87,13 +112,23 @@ class Worker:
             log.info("stopping running jobs now; their messages go back to the queue")
             self.stopping.set()
 
+    def _guarded_loop(self, burst: bool) -> None:
+        """The job loop; should it ever end by an exception, /health says so."""
+        try:
+            self._loop(burst)
+        except BaseException as exc:  # noqa: BLE001 - the thread ends here: report it, never silently
+            log.critical("job thread %s died", threading.current_thread().name, exc_info=exc)
+            self.refuse_work(f"job thread {threading.current_thread().name} died: {exc!r}")
+
     def _loop(self, burst: bool) -> None:
         lease = timedelta(seconds=self.settings.lease_seconds)
         while not self.draining.is_set():
             try:
                 metrics.QUEUE_DEPTH.set(self.backends.queue.approximate_length())
                 message = self.backends.queue.receive(lease)
-            except CattleCounterError as exc:  # storage down: wait and try again, no restart needed
+            except Exception as exc:  # storage down (or a bug): wait and try again, no restart needed
+                if not isinstance(exc, CattleCounterError):
+                    log.error("reading the queue failed unexpectedly", exc_info=exc)
                 log.warning("cannot read the queue (%s); retrying in %.0f s", exc, self.settings.retry_backoff_s)
                 self.draining.wait(self.settings.retry_backoff_s)
                 continue
@@ -106,6 +141,10 @@ class Worker:
                 self._busy += 1
             try:
                 self.runner.handle(message)
+            except Exception:  # handle() settles its own failures; this is the last resort
+                log.exception("handling message %s failed; it comes back when its lease expires", message.id)
             finally:
                 with self._busy_lock:
                     self._busy -= 1
+            if self.runner.scratch_problem is not None:
+                self.refuse_work(self.runner.scratch_problem)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import BackendsDep
@@ -11,9 +11,13 @@ from core.errors import CattleCounterError
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", summary="Liveness: the process answers")
-def health() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get("/health", summary="Liveness: the process answers (and, in the all-in-one, its worker runs)")
+def health(request: Request) -> JSONResponse:
+    liveness = getattr(request.app.state, "liveness", None)
+    problem = liveness() if liveness is not None else None
+    if problem is not None:
+        return JSONResponse({"status": "unhealthy", "problem": problem}, status_code=503)
+    return JSONResponse({"status": "ok"})
 
 
 @router.get("/ready", summary="Readiness: blob store, queue and job store all answer")

@@ -122,7 +122,7 @@ async def _submit(request: Request, settings, submitter, scratch, idempotency_ke
             raise InvalidInput("send the video in the multipart field 'file' (or an upload_id)")
         if form.file.size == 0:
             raise EmptyVideo("the uploaded file is empty")
-        await run_in_threadpool(probe_file, form.file.path)
+        await run_in_threadpool(probe_file, form.file.path, settings)
         job, created = await run_in_threadpool(
             submitter.submit_file, form.file.path, form.file.filename, params, key, owner
         )
