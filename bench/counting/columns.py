@@ -59,6 +59,7 @@ class Tracked:
 
     ids: list[np.ndarray] = field(default_factory=list)
     boxes: list[np.ndarray] = field(default_factory=list)
+    truths: list[np.ndarray] = field(default_factory=list)  # the animal each box came from (-1: false)
     count: int = 0
     seconds: float = 0.0  # time in the tracker (and CMC), for fps
     cmc_seconds: float = 0.0
@@ -83,6 +84,10 @@ class ScaledCMC(CMC):
         return matrix
 
 
+def _truth(detections: sv.Detections) -> np.ndarray:
+    return np.asarray(detections.data.get("truth", np.full(len(detections), -1)), dtype=int)
+
+
 def _grey_to_bgr(grey: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
 
@@ -98,6 +103,7 @@ def run_baseline(seq: Sequence) -> Tracked:
         confirmed = counter.update(f, f / seq.source_fps, det)
         out.ids.append(np.asarray(confirmed.tracker_id, dtype=int))
         out.boxes.append(np.asarray(confirmed.xyxy, dtype=float).reshape(-1, 4))
+        out.truths.append(_truth(confirmed))
     out.seconds = time.perf_counter() - started
     summary = counter.summary()
     out.count = summary.total_unique
@@ -143,6 +149,7 @@ def run_trackers_package(seq: Sequence, tracker, needs_frames: bool) -> Tracked:
         confirmed = ids >= 0
         out.ids.append(ids[confirmed])
         out.boxes.append(np.asarray(result.xyxy, dtype=float).reshape(-1, 4)[confirmed])
+        out.truths.append(_truth(result)[confirmed])
         seen.update(ids[confirmed].tolist())
     out.seconds = time.perf_counter() - started
     out.count = len(seen)

@@ -80,7 +80,14 @@ def render_frame(
 
 
 def _pt(xy: np.ndarray) -> tuple[int, int]:
+    """A length pair (axes) in cv2's fixed point."""
     return int(round(xy[0] * _ONE)), int(round(xy[1] * _ONE))
+
+
+def _at(xy: np.ndarray) -> tuple[int, int]:
+    """A position in cv2's fixed point. Boxes use pixel edges (pixel i spans [i, i+1]); cv2
+    puts pixel i's centre at i, so positions move by half a pixel."""
+    return _pt((xy[0] - 0.5, xy[1] - 0.5))
 
 
 def _draw_animals(scene: Scene, f: int, frame: np.ndarray, out_scale: float) -> None:
@@ -94,13 +101,13 @@ def _draw_animals(scene: Scene, f: int, frame: np.ndarray, out_scale: float) -> 
             continue
         angle = float(np.degrees(ell["angle"][i]))
         colour = tuple(float(c) for c in herd.colours[i])
-        cv2.ellipse(frame, _pt(centre), _pt(ell["body_axes"][i]), angle, 0, 360, colour, -1, cv2.LINE_AA, _SHIFT)
+        cv2.ellipse(frame, _at(centre), _pt(ell["body_axes"][i]), angle, 0, 360, colour, -1, cv2.LINE_AA, _SHIFT)
         head = tuple(float(c) * 0.7 for c in herd.colours[i])
-        cv2.ellipse(frame, _pt(ell["head_centre"][i]), _pt(ell["head_axes"][i]), angle, 0, 360, head, -1,
+        cv2.ellipse(frame, _at(ell["head_centre"][i]), _pt(ell["head_axes"][i]), angle, 0, 360, head, -1,
                     cv2.LINE_AA, _SHIFT)
         if herd.spots[i]:
             spot_axes = ell["body_axes"][i] * np.array([0.35, 0.5])
-            cv2.ellipse(frame, _pt(centre), _pt(spot_axes), angle, 0, 360, (235, 232, 225), -1, cv2.LINE_AA,
+            cv2.ellipse(frame, _at(centre), _pt(spot_axes), angle, 0, 360, (235, 232, 225), -1, cv2.LINE_AA,
                         _SHIFT)
 
 
@@ -112,11 +119,11 @@ def _draw_trees(scene: Scene, f: int, frame: np.ndarray, matrix: np.ndarray, out
         radius = r * s
         if not (-radius < cx < w + radius and -radius < cy < h + radius):
             continue
-        cv2.circle(frame, _pt((cx, cy)), int(radius * _ONE), _CANOPY_RGB, -1, cv2.LINE_AA, _SHIFT)
+        cv2.circle(frame, _at((cx, cy)), int(radius * _ONE), _CANOPY_RGB, -1, cv2.LINE_AA, _SHIFT)
         # lighter leaf clumps, fixed per tree so the canopy is the same in every frame
         clumps = np.random.default_rng(k).uniform(-0.55, 0.55, (6, 2)) * radius
         for dx, dy in clumps:
-            cv2.circle(frame, _pt((cx + dx, cy + dy)), int(radius * 0.3 * _ONE), _CANOPY_LIGHT_RGB, -1,
+            cv2.circle(frame, _at((cx + dx, cy + dy)), int(radius * 0.3 * _ONE), _CANOPY_LIGHT_RGB, -1,
                        cv2.LINE_AA, _SHIFT)
 
 

@@ -30,10 +30,14 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "idsw": float(np.mean([r["idsw"] for r in group])),
             "idf1": float(np.mean([r["idf1"] for r in group])),
             "hota": float(np.mean([r["hota"] for r in group])),
+            **{k: float(np.mean([r[k] for r in group])) for k in BREAKDOWN},
             "tracker_fps": round(frames / tracker_s, 1) if tracker_s > 0 else None,
             "cmc_ms_per_frame": float(np.mean([r["cmc_ms_per_frame"] for r in group])),
         })
     return out
+
+
+BREAKDOWN = ("false_tracks", "extra_after_occlusion", "extra_after_leaving", "extra_other", "missed")
 
 
 def summary(aggregated: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -51,6 +55,7 @@ def summary(aggregated: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "idf1": float(np.mean([r["idf1"] for r in group])),
             "hota": float(np.mean([r["hota"] for r in group])),
             "cmc_ms_per_frame": float(np.mean([r["cmc_ms_per_frame"] for r in group])),
+            **{k: float(np.mean([r[k] for r in group])) for k in BREAKDOWN},
         }
         for (column, stride), group in groups.items()
     ]
@@ -124,4 +129,15 @@ def cmc_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| frame | method | what CMC is given | ms per frame |", "|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['size']} | {r['method']} | {r['input']} | {r['ms_per_frame']:.1f} |")
+    return "\n".join(lines)
+
+
+def breakdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Per column and stride, mean per sequence: where the count's errors come from."""
+    head = ["column", "stride", "false tracks", "extra ids after occlusion", "extra ids after leaving frame",
+            "extra ids, other (tracker lost it)", "animals never counted"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for column in _order(list({r["column"] for r in rows}), columns):
+        for r in sorted((r for r in rows if r["column"] == column), key=lambda r: r["stride"]):
+            lines.append("| " + " | ".join([column, str(r["stride"])] + [f"{r[k]:.1f}" for k in BREAKDOWN]) + " |")
     return "\n".join(lines)

@@ -25,12 +25,12 @@ import cv2
 import numpy as np
 
 from bench.counting import columns as cols
-from bench.counting.metrics import count_error_pct, tracking_scores
+from bench.counting.metrics import count_breakdown, count_error_pct, tracking_scores
 from bench.counting.oracle import Detections, Oracle, OracleConfig, OracleDetector
 from bench.counting.render import ground_texture, render_frame, shrink_texture
-from bench.counting.scene import SCENARIOS, Scene, Scenario
+from bench.counting.scene import SCENARIOS, Scenario, Scene
 
-CACHE_VERSION = 2  # bump when rendering or the oracle change in a way their parameters do not show
+CACHE_VERSION = 3  # bump when rendering or the oracle change in a way their parameters do not show
 
 
 def _cache_key(scenario: Scenario, seed: int) -> str:
@@ -115,6 +115,7 @@ def evaluate(prep: Prepared, seq: cols.Sequence, tracked: cols.Tracked) -> dict[
         "count": tracked.count,
         "err_pct": round(count_error_pct(true, tracked.count), 3),
         **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()},
+        **count_breakdown(gt, seq.frames, tracked.ids, tracked.truths),
         "processed_frames": len(seq.frames),
         "tracker_ms_per_frame": round(1000 * tracked.seconds / n, 3),
         "cmc_ms_per_frame": round(1000 * tracked.cmc_seconds / n, 3),

@@ -158,6 +158,7 @@ class Scene:
     herd: Herd = field(init=False)
     trees: np.ndarray = field(init=False)  # (T, 3): x, y, radius in world pixels
     world_size: tuple[int, int] = field(init=False)  # (width, height) of the ground texture
+    texture_seed: int = field(init=False)
 
     def __post_init__(self) -> None:
         rng = np.random.default_rng([self.seed, _stable_hash(self.scenario.name)])
@@ -165,7 +166,7 @@ class Scene:
         self.herd = _herds(self.scenario, self.camera, rng)
         self.trees = _trees(self.scenario, self.camera, self.herd, rng)
         self.world_size = _shift_world_to_origin(self.scenario, self.camera, self.herd, self.trees)
-        self._texture_seed = int(rng.integers(2**31))
+        self.texture_seed = int(rng.integers(2**31))
 
     @property
     def frames(self) -> int:
@@ -178,10 +179,6 @@ class Scene:
     @cached_property
     def ground_truth(self) -> GroundTruth:
         return ground_truth(self)
-
-    @cached_property
-    def texture_seed(self) -> int:
-        return self._texture_seed
 
     def ellipses(self, f: int, out_scale: float = 1.0) -> dict[str, np.ndarray]:
         """Body and head ellipses of every animal in frame ``f``: centres (N, 2), semi-axes
@@ -252,7 +249,7 @@ def _herds(sc: Scenario, cam: Camera, rng: np.random.Generator) -> Herd:
     herd_frames = np.sort(rng.uniform(0.15, 0.85, sc.herds)) * (n_frames - 1)
     if sc.herds > 1 and sc.crossing:
         herd_frames[0] = herd_frames[1]  # the crossing pair meet where the camera is
-    starts, lengths, colours, velocities, herd_of = [], [], [], [], []
+    starts, lengths, herd_of = [], [], []
     centres = []
     for h, hf in enumerate(herd_frames):
         centre = cam.centre[int(hf)] + np.array([rng.uniform(-0.15, 0.15) * sc.width, rng.uniform(-0.2, 0.2) * span])
