@@ -60,13 +60,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=2, help="worker processes")
     parser.add_argument("--no-pipeline", action="store_true", help="skip the full-pipeline check")
     parser.add_argument("--cmc-cost", action="store_true", help="time CMC per frame at 1080p and 4K")
-    parser.add_argument("--json", type=Path, default=RESULTS / "counting.json")
+    parser.add_argument("--json", type=Path, default=None, help="default: bench/results/counting[-quick].json")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
     parser.add_argument("--cache", type=Path, default=CACHE)
     args = parser.parse_args(argv)
     if args.quick:
         args.scenarios, args.seeds, args.frames = ["pan", "jumps"], 1, 90
         args.strides = [1, 5]
+    if args.json is None:
+        args.json = RESULTS / ("counting-quick.json" if args.quick else "counting.json")
     for name in args.scenarios:
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
