@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def render_tables(document: dict, args: argparse.Namespace) -> str:
     parts = [
-        "Mean over scenarios (drone scenarios and static), per column and stride:",
+        "Mean over all the scenarios run, per column and stride:",
         "",
         report.summary_table(document["summary"], args.columns),
         "",
