@@ -1,0 +1,250 @@
+"""Render and cache sequences, run the columns on them, and check the full pipeline.
+
+Each (scenario, seed) is rendered once: its whole-frame oracle detections and its frames as
+CMC sees them (grey, ``CMC_WIDTH`` wide) are cached under ``bench/results/counting-cache``
+(git-ignored). The columns then run on the cached data at each stride: stride ``k`` keeps
+frames 0, k, 2k, ..., exactly the frames the pipeline detects at ``frame_stride=k``.
+
+``pipeline_check`` renders full-size frames, encodes them with x264, and runs the real
+``process_video`` (PyAV decode -> the oracle through the detector interface -> tracking ->
+counting -> annotated x264 video and exports), then compares its counts and tracks with the
+baseline column's on the same frames: they must be identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from bench.counting import columns as cols
+from bench.counting.metrics import count_breakdown, count_error_pct, tracking_scores
+from bench.counting.oracle import Detections, Oracle, OracleConfig, OracleDetector
+from bench.counting.render import ground_texture, render_frame, shrink_texture
+from bench.counting.scene import SCENARIOS, Scenario, Scene
+
+CACHE_VERSION = 3  # bump when rendering or the oracle change in a way their parameters do not show
+
+
+def _cache_key(scenario: Scenario, seed: int) -> str:
+    text = f"{CACHE_VERSION}|{scenario!r}|{OracleConfig()!r}|{cols.LOW_THRESHOLD}|{cols.CMC_WIDTH}"
+    return f"{scenario.name}-seed{seed}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
+
+
+class Prepared:
+    """One rendered sequence: scene (with ground truth), detections per frame, CMC frames."""
+
+    def __init__(self, scene: Scene, detections: list[Detections], grey: np.ndarray, render_s: float) -> None:
+        self.scene, self.detections, self.grey, self.render_s = scene, detections, grey, render_s
+
+
+def prepare(scenario: Scenario, seed: int, cache_dir: Path) -> Prepared:
+    scene = Scene(scenario, seed)
+    key = _cache_key(scenario, seed)
+    det_path, grey_path = cache_dir / f"{key}.npz", cache_dir / f"{key}.grey.npy"
+    if det_path.exists() and grey_path.exists():
+        return Prepared(scene, _load_detections(det_path), np.load(grey_path, mmap_mode="r"), 0.0)
+    started = time.perf_counter()
+    detections = Oracle(scene).sequence(cols.LOW_THRESHOLD)
+    grey = render_cmc_frames(scene)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    _save_detections(det_path, detections)
+    tmp = grey_path.with_suffix(".tmp.npy")
+    np.save(tmp, grey)
+    tmp.replace(grey_path)
+    return Prepared(scene, detections, grey, time.perf_counter() - started)
+
+
+def render_cmc_frames(scene: Scene) -> np.ndarray:
+    """(F, h, CMC_WIDTH) grey frames, drawn directly at CMC size from a prefiltered ground."""
+    out_scale = cols.CMC_WIDTH / scene.scenario.width
+    texture = shrink_texture(ground_texture(scene), out_scale)
+    return np.stack(
+        [cv2.cvtColor(render_frame(scene, f, texture, out_scale=out_scale), cv2.COLOR_RGB2GRAY)
+         for f in range(scene.frames)]
+    )
+
+
+def _save_detections(path: Path, detections: list[Detections]) -> None:
+    offsets = np.cumsum([0] + [len(d.scores) for d in detections])
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(
+        tmp,
+        xyxy=np.vstack([d.xyxy for d in detections]) if detections else np.zeros((0, 4)),
+        scores=np.concatenate([d.scores for d in detections]),
+        truth=np.concatenate([d.truth for d in detections]),
+        offsets=offsets,
+    )
+    tmp.replace(path)
+
+
+def _load_detections(path: Path) -> list[Detections]:
+    with np.load(path) as data:
+        xyxy, scores, truth, offsets = data["xyxy"], data["scores"], data["truth"], data["offsets"]
+    return [Detections(xyxy[a:b], scores[a:b], truth[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+def sequence_at(prep: Prepared, stride: int, frames: int | None = None, with_frames: bool = True) -> cols.Sequence:
+    n = prep.scene.frames if frames is None else min(frames, prep.scene.frames)
+    chosen = list(range(0, n, stride))
+    sc = prep.scene.scenario
+    return cols.Sequence(
+        frames=chosen,
+        fps=sc.fps / stride,
+        source_fps=sc.fps,
+        detections=[prep.detections[f].to_supervision() for f in chosen],
+        small_grey=[np.asarray(prep.grey[f]) for f in chosen] if with_frames else None,
+        frame_width=sc.width,
+    )
+
+
+def evaluate(prep: Prepared, seq: cols.Sequence, tracked: cols.Tracked) -> dict[str, Any]:
+    gt = prep.scene.ground_truth
+    true = gt.true_count
+    scores = tracking_scores(gt, seq.frames, tracked.ids, tracked.boxes)
+    n = max(len(seq.frames), 1)
+    return {
+        "true": true,
+        "count": tracked.count,
+        "err_pct": round(count_error_pct(true, tracked.count), 3),
+        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()},
+        **count_breakdown(gt, seq.frames, tracked.ids, tracked.truths),
+        "processed_frames": len(seq.frames),
+        "tracker_ms_per_frame": round(1000 * tracked.seconds / n, 3),
+        "cmc_ms_per_frame": round(1000 * tracked.cmc_seconds / n, 3),
+    }
+
+
+def run_sequence(name: str, seed: int, strides: list[int], columns: list[str], cache_dir: str,
+                 frames: int | None = None) -> list[dict[str, Any]]:
+    """Every column at every stride on one (scenario, seed). Runs in a worker process."""
+    cv2.setNumThreads(1)
+    scenario = SCENARIOS[name] if frames is None else SCENARIOS[name].short(frames)
+    prep = prepare(scenario, seed, Path(cache_dir))
+    rows = []
+    for stride in strides:
+        seq = sequence_at(prep, stride, with_frames=any(cols.needs_frames(c) for c in columns))
+        for column in columns:
+            tracked = cols.run_column(column, seq)
+            rows.append({"scenario": name, "seed": seed, "stride": stride, "column": column,
+                         "render_s": round(prep.render_s, 2), **evaluate(prep, seq, tracked)})
+    return rows
+
+
+# --- the full pipeline on one seed -------------------------------------------------------------
+
+
+def write_video(scene: Scene, path: Path, crf: int = 18) -> float:
+    """Encode the scene's full-size frames as H.264 (ml_engine's own writer); returns seconds."""
+    from ml_engine.video import VideoWriter
+
+    started = time.perf_counter()
+    texture = ground_texture(scene)
+    sc = scene.scenario
+    tmp = path.with_suffix(".tmp.mp4")
+    with VideoWriter(tmp, sc.width, sc.height, sc.fps, crf=crf, preset="veryfast") as writer:
+        for f in range(scene.frames):
+            writer.write(render_frame(scene, f, texture))
+    tmp.replace(path)
+    return time.perf_counter() - started
+
+
+def pipeline_check(name: str, seed: int, stride: int, frames: int | None, cache_dir: str) -> dict[str, Any]:
+    """The real pipeline on one sequence vs the baseline column on the same frames."""
+    from ml_engine.pipeline import PipelineConfig, process_video
+
+    scenario = SCENARIOS[name] if frames is None else SCENARIOS[name].short(frames)
+    cache = Path(cache_dir)
+    prep = prepare(scenario, seed, cache)
+    video = cache / f"{_cache_key(scenario, seed)}.mp4"
+    encode_s = 0.0
+    if not video.exists():
+        encode_s = write_video(prep.scene, video)
+    detector = OracleDetector(Oracle(prep.scene), stride)
+    config = PipelineConfig(frame_stride=stride)
+    with tempfile.TemporaryDirectory(prefix="counting-bench-") as out:
+        started = time.perf_counter()
+        result = process_video(video, out, detector, config)
+        seconds = time.perf_counter() - started
+    stats = result.stats
+    seq = sequence_at(prep, stride, with_frames=False)
+    baseline = cols.run_baseline(seq)
+    pipeline_tracks = [_track_key(t) for t in stats["tracks"]]
+    stage_tracks = [_track_key(t) for t in baseline.tracks]
+    return {
+        "scenario": name,
+        "seed": seed,
+        "stride": stride,
+        "frames": scenario.frames,
+        "size": f"{scenario.width}x{scenario.height}",
+        "true": prep.scene.ground_truth.true_count,
+        "pipeline_count": stats["counts"]["total_unique"],
+        "counting_stage_count": baseline.count,
+        "tracks_identical": pipeline_tracks == stage_tracks,
+        "pipeline_fps": round(scenario.frames / seconds, 2),
+        "pipeline_seconds": round(seconds, 2),
+        "video_encode_s": round(encode_s, 2),
+        "processing": stats["processing"],
+    }
+
+
+def _track_key(track: dict[str, Any]) -> tuple:
+    return (track["id"], track["first_frame"], track["last_frame"], track["frames_seen"])
+
+
+def cmc_cost(frames: int = 30) -> list[dict[str, Any]]:
+    """Milliseconds per frame of CMC at 1080p and 4K: grey conversion + downscale of the
+    full-size frame to CMC_WIDTH + the estimate, per method; and the library's own default
+    (sparse optical flow on the full frame downscaled by 2) for comparison."""
+    cv2.setNumThreads(1)
+    rows = []
+    for name in ("pan", "small_4k"):
+        scene = Scene(SCENARIOS[name].short(frames), 0)
+        texture = ground_texture(scene)
+        images = [cv2.cvtColor(render_frame(scene, f, texture), cv2.COLOR_RGB2BGR) for f in range(frames)]
+        sc = scene.scenario
+        for method in ("sparseOptFlow", "orb", "ecc"):
+            cmc = cols.ScaledCMC(method, sc.width)
+            started = time.perf_counter()
+            for image in images:
+                grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+                small = cv2.resize(grey, (cols.CMC_WIDTH, round(sc.height * cols.CMC_WIDTH / sc.width)),
+                                   interpolation=cv2.INTER_AREA)
+                cmc.estimate(cv2.cvtColor(small, cv2.COLOR_GRAY2BGR))
+            per = 1000 * (time.perf_counter() - started) / frames
+            rows.append({"size": f"{sc.width}x{sc.height}", "method": method, "input": f"grey {cols.CMC_WIDTH} px",
+                         "ms_per_frame": round(per, 2)})
+        from trackers import CMC, CMCConfig
+
+        cmc = CMC(CMCConfig(method="sparseOptFlow", downscale=2))
+        started = time.perf_counter()
+        for image in images:
+            cmc.estimate(image)
+        rows.append({"size": f"{sc.width}x{sc.height}", "method": "sparseOptFlow",
+                     "input": "library default: full BGR frame, downscale 2",
+                     "ms_per_frame": round(1000 * (time.perf_counter() - started) / frames, 2)})
+    return rows
+
+
+def describe_config() -> dict[str, Any]:
+    return {
+        "oracle": asdict(OracleConfig()),
+        "track_threshold": cols.TRACK_THRESHOLD,
+        "low_threshold": cols.LOW_THRESHOLD,
+        "min_hits": cols.MIN_HITS,
+        "track_buffer_s": cols.TRACK_BUFFER_S,
+        "match_iou": cols.MATCH_IOU,
+        "cmc_width": cols.CMC_WIDTH,
+        "scenarios": {name: asdict(s) for name, s in SCENARIOS.items()},
+    }
+
+
+def dumps(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, default=str)
