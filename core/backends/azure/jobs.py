@@ -33,8 +33,10 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
+from core.backends.azure.clients import AzureOptions
 from core.backends.azure.errors import azure_errors
 from core.backends.base import JobPage, JobStore
+from core.backends.deadline import DeadlineRunner, bounded
 from core.backends.local.jobs import MAX_PAGE_SIZE, decode_cursor, encode_cursor
 from core.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
 from core.jobs import Job, JobStatus, utcnow
@@ -66,13 +68,19 @@ def idempotency_row_key(key: str) -> str:
 
 
 class AzureJobStore(JobStore):
-    """Job records in ``table_name`` of the account ``service`` points at."""
+    """Job records in ``table_name`` of the account ``service`` points at. Every public method
+    answers or fails within ``options.deadline_s``."""
 
-    def __init__(self, service: TableServiceClient, table_name: str) -> None:
+    def __init__(
+        self, service: TableServiceClient, table_name: str, options: AzureOptions | None = None
+    ) -> None:
         self._service = service
         self._table: TableClient = service.get_table_client(table_name)
         self.endpoint = self._table.url
+        deadline_s = (options or AzureOptions()).deadline_s
+        self._deadline = DeadlineRunner(deadline_s, f"Azure Table storage at {self.endpoint}")
 
+    @bounded("creating the jobs table")
     def create_table(self) -> None:
         """Create the table unless it exists (at start-up)."""
         with azure_errors(f"creating table {self._table.table_name!r}", self.endpoint):
@@ -80,6 +88,7 @@ class AzureJobStore(JobStore):
 
     # --- create ---------------------------------------------------------------------
 
+    @bounded("creating a job record")
     def create(self, job: Job) -> Job:
         """Insert the job (and its idempotency key, atomically); an existing key returns its job."""
         if not is_job_id(job.id):
@@ -137,6 +146,7 @@ class AzureJobStore(JobStore):
 
     # --- read -----------------------------------------------------------------------
 
+    @bounded("reading a job record")
     def get(self, job_id: str) -> Job:
         job = self._get_or_none(job_id)
         if job is None:
@@ -156,6 +166,7 @@ class AzureJobStore(JobStore):
             except ResourceNotFoundError:
                 return None
 
+    @bounded("listing jobs")
     def list(self, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None) -> JobPage:
         """Jobs newest first (optionally one status), ``limit`` per page."""
         if not 1 <= limit <= MAX_PAGE_SIZE:
@@ -174,6 +185,7 @@ class AzureJobStore(JobStore):
 
     # --- update / delete ------------------------------------------------------------
 
+    @bounded("updating a job record")
     def update(self, job: Job) -> Job:
         """Replace the record if its ETag is unchanged (If-Match)."""
         if not job.etag:
@@ -193,6 +205,7 @@ class AzureJobStore(JobStore):
                 raise NotFound(f"job {job.id} does not exist") from None
         return _with_etag(updated, metadata["etag"])
 
+    @bounded("deleting a job record")
     def delete(self, job_id: str) -> None:
         """Delete the job, then its idempotency key (a crash in between leaves an orphaned key,
         which the next create with that key clears)."""
@@ -217,11 +230,13 @@ class AzureJobStore(JobStore):
         except (ResourceModifiedError, ResourceNotFoundError):
             pass  # claimed or cleared meanwhile: not ours any more
 
+    @bounded("checking the jobs table")
     def ping(self) -> None:
         with azure_errors("checking the jobs table", self.endpoint):
             next(iter(self._table.query_entities("PartitionKey eq 'ping'", results_per_page=1)), None)
 
     def close(self) -> None:
+        self._deadline.close()
         self._table.close()
         self._service.close()
 

@@ -1,0 +1,243 @@
+"""Storage that stops answering: a peer that accepts connections and never replies (a frozen
+process, a hung front end, a network black hole) must cost a caller seconds, not minutes.
+
+Azurite sits behind a holding TCP proxy (tests/tcp_proxy.py); the local backend's SQLite is
+locked by another process. The stores, the lease keeper, and the real API and worker
+processes are checked against them, and again once the peer answers.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.backends import Backends, build_backends
+from core.backends.deadline import DEFAULT_MAX_THREADS
+from core.backends.local import DATABASE_FILE
+from core.errors import StorageUnavailable
+from core.jobs import Job, JobMessage, JobStatus, new_job_id
+from tests.fixtures_video import write_clip
+from tests.waiting import wait_until
+from worker.lease import LeaseKeeper
+
+DEADLINE_S = 1.5
+TIGHT = {"storage_connect_timeout_s": 1.0, "storage_read_timeout_s": 1.0, "storage_deadline_s": DEADLINE_S}
+SLACK_S = 0.75  # thread hand-offs and a loaded 2-core machine
+
+
+def elapsed(call: Callable[[], object]) -> tuple[float, object]:
+    """Seconds ``call`` took, and what it returned or raised."""
+    started = time.monotonic()
+    try:
+        outcome = call()
+    except Exception as exc:  # the error is the result under test
+        outcome = exc
+    return time.monotonic() - started, outcome
+
+
+def proxied_backends(make_settings, proxied_azurite, **overrides) -> Backends:
+    """Azure backends whose every connection goes through ``proxied_azurite``."""
+    settings = make_settings("azure", **overrides)  # registers the resources to drop afterwards
+    return build_backends(
+        settings.model_copy(update={"azure_storage_connection_string": proxied_azurite.connection_string})
+    )
+
+
+def stored_job(backends: Backends) -> Job:
+    job = backends.jobs.create(Job(id=new_job_id(), input_blob="uploads/x/data"))
+    backends.blobs.upload_stream("uploads/x/data", [b"video bytes"])
+    backends.queue.send(JobMessage(job_id=job.id, input_blob=job.input_blob).encode())
+    return job
+
+
+# --- the Azure stores ---------------------------------------------------------------------
+
+
+@pytest.mark.azurite
+def test_every_azure_store_call_fails_within_the_deadline_and_works_again_once_storage_answers(
+    make_settings, proxied_azurite
+):
+    backends = proxied_backends(make_settings, proxied_azurite, **TIGHT)
+    try:
+        job = stored_job(backends)
+        calls = {
+            "jobs.get": lambda: backends.jobs.get(job.id),
+            "jobs.list": lambda: backends.jobs.list(),
+            "jobs.modify": lambda: backends.jobs.modify(job.id, lambda record: None),
+            "queue.receive": lambda: backends.queue.receive(timedelta(seconds=30)),
+            "queue.send": lambda: backends.queue.send("{}"),
+            "queue.approximate_length": backends.queue.approximate_length,
+            "blobs.info": lambda: backends.blobs.info(job.input_blob),
+            "blobs.list": lambda: list(backends.blobs.list("uploads/")),
+            "blobs.ping": backends.blobs.ping,
+        }
+        proxied_azurite.hold()
+        for name, call in calls.items():
+            seconds, outcome = elapsed(call)
+            assert isinstance(outcome, StorageUnavailable), f"{name}: {outcome!r}"
+            assert "did not answer within 1.5 s" in str(outcome), f"{name}: {outcome}"
+            assert seconds < DEADLINE_S + SLACK_S, f"{name} took {seconds:.1f} s"
+
+        proxied_azurite.restore()
+        assert wait_until(lambda: _answers(lambda: backends.jobs.get(job.id)), 30, "the job store to answer").id == job.id
+        assert backends.blobs.info(job.input_blob).size == len(b"video bytes")
+        assert backends.queue.receive(timedelta(seconds=30)) is not None
+    finally:
+        proxied_azurite.restore()
+        backends.close()
+
+
+def _answers(call: Callable[[], object]) -> object:
+    try:
+        return call()
+    except StorageUnavailable:
+        return None
+
+
+@pytest.mark.azurite
+def test_calls_piling_up_on_a_silent_peer_each_fail_at_the_deadline_on_a_bounded_set_of_threads(
+    make_settings, proxied_azurite
+):
+    backends = proxied_backends(make_settings, proxied_azurite, **TIGHT)
+    try:
+        job = stored_job(backends)
+        threads_before = _storage_call_threads()
+        proxied_azurite.hold()
+        callers = DEFAULT_MAX_THREADS + 36  # more than the store runs at once
+        results: list[tuple[float, object]] = []
+        threads = [threading.Thread(target=lambda: results.append(elapsed(lambda: backends.jobs.get(job.id))))
+                   for _ in range(callers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(results) == callers
+        assert all(isinstance(outcome, StorageUnavailable) for _, outcome in results), results[:3]
+        slowest = max(seconds for seconds, _ in results)
+        assert slowest < DEADLINE_S + 2 * SLACK_S, f"the slowest caller waited {slowest:.1f} s"
+        # the calls still stuck in the SDK hold at most the store's threads, not one per caller
+        assert _storage_call_threads() - threads_before <= DEFAULT_MAX_THREADS
+    finally:
+        proxied_azurite.restore()
+        backends.close()
+
+
+def _storage_call_threads() -> int:
+    return sum(1 for thread in threading.enumerate() if thread.name == "storage-call")
+
+
+# --- the local backend's SQLite -------------------------------------------------------------
+
+
+def test_a_sqlite_lock_held_by_another_process_fails_a_write_at_the_storage_deadline(make_settings):
+    settings = make_settings("local", **TIGHT)
+    backends = build_backends(settings)
+    locker = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sqlite3, sys\n"
+         "conn = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+         "conn.execute('BEGIN IMMEDIATE')\n"
+         "print('locked', flush=True)\n"
+         "sys.stdin.readline()\n"
+         "conn.execute('COMMIT')\n",
+         str(Path(settings.data_dir).resolve() / DATABASE_FILE)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert locker.stdout.readline().strip() == "locked"
+        seconds, outcome = elapsed(lambda: backends.queue.send("{}"))
+        assert isinstance(outcome, StorageUnavailable) and "locked" in str(outcome), outcome
+        assert DEADLINE_S - 0.2 < seconds < DEADLINE_S + SLACK_S, seconds
+        locker.communicate("done\n", timeout=10)  # the other process commits and lets go
+        assert backends.queue.send("{}")
+    finally:
+        if locker.poll() is None:
+            locker.kill()
+            locker.wait(10)
+        backends.close()
+
+
+# --- the worker's lease ----------------------------------------------------------------------
+
+
+@pytest.mark.azurite
+def test_the_lease_keeper_gives_up_when_renewals_hang_and_the_message_comes_back(make_settings, proxied_azurite):
+    # the store's deadline (4 s) is longer than the lease (2 s): a renewal that hangs must not
+    # hide the lease running out
+    backends = proxied_backends(make_settings, proxied_azurite)
+    try:
+        stored_job(backends)
+        lease_s = 2.0
+        message = backends.queue.receive(timedelta(seconds=lease_s))
+        with LeaseKeeper(backends.queue, message, lease_s=lease_s, renew_every_s=0.5) as keeper:
+            wait_until(lambda: keeper.message.pop_receipt != message.pop_receipt, 10, "a first renewal")
+            proxied_azurite.hold()
+            held_at = time.monotonic()
+            wait_until(keeper.lost.is_set, 10, "the keeper to notice")
+            noticed_after = time.monotonic() - held_at
+            assert noticed_after < lease_s + SLACK_S, f"noticed {noticed_after:.1f} s after storage stopped"
+            stopping = time.monotonic()
+        assert time.monotonic() - stopping < SLACK_S  # leaving does not wait for the stuck renewal
+
+        proxied_azurite.restore()
+        again = wait_until(lambda: _answers(lambda: backends.queue.receive(timedelta(seconds=30))), 30,
+                           "the message to come back once its lease ran out")
+        assert again.id == message.id and again.dequeue_count == 2
+    finally:
+        proxied_azurite.restore()
+        backends.close()
+
+
+# --- the real API and worker ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip_of_30_seconds(tmp_path_factory) -> Path:
+    """Long enough that storage can stop answering while the worker is mid-job."""
+    return write_clip(tmp_path_factory.mktemp("frozen") / "long.mp4", frames=300)
+
+
+def timed_get(client: httpx.Client, path: str) -> tuple[float, httpx.Response]:
+    started = time.monotonic()
+    response = client.get(path)
+    return time.monotonic() - started, response
+
+
+@pytest.mark.slow
+@pytest.mark.azurite
+def test_api_and_worker_stay_responsive_while_azure_storage_stops_answering(
+    start_service, proxied_azurite, clip_of_30_seconds
+):
+    # default storage timeouts: the API's promise (503 within 5 s, /ready within 2 s) is theirs
+    service = start_service("azure", azure_storage_connection_string=proxied_azurite.connection_string)
+    job_id = service.submit(clip_of_30_seconds)["job_id"]
+    wait_until(lambda: service.job(job_id).get("frames_done", 0) > 0, 120, "the worker to be mid-job")
+
+    proxied_azurite.hold()
+    try:
+        seconds, response = timed_get(service.client, f"/jobs/{job_id}")
+        assert response.status_code == 503 and response.json()["error"]["code"] == "storage_unavailable", response.text
+        assert seconds < 5.0, f"GET /jobs/{{id}} took {seconds:.1f} s"
+        assert response.headers["retry-after"]
+        seconds, response = timed_get(service.client, "/ready")
+        assert response.status_code == 503 and response.json()["status"] == "unavailable", response.text
+        assert seconds < 2.0, f"GET /ready took {seconds:.1f} s"
+        assert timed_get(service.client, "/health")[1].status_code == 200  # the process itself is fine
+        worker = service.workers[0]
+        wait_until(lambda: "lease may have expired" in worker.log(), 20, "the worker to notice its lease ran out")
+    finally:
+        proxied_azurite.restore()
+
+    wait_until(lambda: timed_get(service.client, "/ready")[1].status_code == 200, 30, "/ready to turn ready")
+    done = service.wait_for_status(job_id, {"completed", "failed"}, timeout=240)
+    assert done["status"] == "completed", done
+    assert done["attempts"] == 2  # the stopped attempt, then a full one once storage answered
+    assert worker.popen.poll() is None  # the same worker process, no restart
