@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     storage_connect_timeout_s: float = Field(default=3.0, gt=0)
     storage_read_timeout_s: float = Field(default=3.0, gt=0)
     storage_deadline_s: float = Field(default=4.0, gt=0)
-    storage_stall_timeout_s: float = Field(default=60.0, gt=0)
+    storage_stall_timeout_s: float = Field(default=30.0, gt=0)
 
     # --- API -------------------------------------------------------------------------
     max_upload_bytes: int = Field(default=10 * 1024**3, gt=0)

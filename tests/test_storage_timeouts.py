@@ -134,6 +134,36 @@ def _storage_call_threads() -> int:
     return sum(1 for thread in threading.enumerate() if thread.name == "storage-call")
 
 
+@pytest.mark.azurite
+def test_a_blob_transfer_outlasts_a_pause_longer_than_the_deadline_but_fails_once_it_stalls(
+    make_settings, proxied_azurite, tmp_path
+):
+    stall_s = 2.5
+    backends = proxied_backends(make_settings, proxied_azurite, **TIGHT, storage_stall_timeout_s=stall_s)
+    try:
+        content = bytes(range(256)) * 4096  # 1 MiB
+        backends.blobs.upload_stream("videos/big", [content])
+
+        # storage goes quiet for longer than the deadline, then answers: a transfer waits it out
+        proxied_azurite.hold()
+        pause = threading.Timer(DEADLINE_S + 0.5, proxied_azurite.restore)
+        pause.start()
+        seconds, outcome = elapsed(lambda: backends.blobs.download_to_file("videos/big", tmp_path / "paused"))
+        pause.join()
+        assert not isinstance(outcome, Exception), outcome
+        assert seconds > DEADLINE_S and (tmp_path / "paused").read_bytes() == content
+
+        # storage stays quiet: the transfer fails once no byte has come for the stall timeout
+        # (on each of the SDK's three tries), not after the SDK's default of minutes
+        proxied_azurite.hold()
+        seconds, outcome = elapsed(lambda: backends.blobs.download_to_file("videos/big", tmp_path / "stalled"))
+        assert isinstance(outcome, StorageUnavailable), outcome
+        assert seconds < 3 * stall_s + 2 * 1.5 + 2.0, f"the stalled download took {seconds:.1f} s"
+    finally:
+        proxied_azurite.restore()
+        backends.close()
+
+
 # --- the local backend's SQLite -------------------------------------------------------------
 
 

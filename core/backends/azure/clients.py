@@ -38,7 +38,7 @@ class AzureOptions:
     connection_timeout_s: float = 3.0
     read_timeout_s: float = 3.0  # per try, metadata/table/queue requests
     deadline_s: float = 4.0  # a whole metadata/table/queue call, retries included
-    stall_timeout_s: float = 60.0  # blob transfers: no byte for this long
+    stall_timeout_s: float = 30.0  # blob transfers: no byte for this long
     max_concurrency: int = 4  # parallel block uploads / range downloads per blob
     block_size: int = 4 * MIB  # one staged block / one download chunk (bounds memory)
     single_put_size: int = 8 * MIB  # smaller files go up in one request
