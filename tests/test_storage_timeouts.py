@@ -22,7 +22,8 @@ import pytest
 from core.backends import Backends, build_backends
 from core.backends.deadline import DEFAULT_MAX_THREADS
 from core.backends.local import DATABASE_FILE
-from core.errors import StorageUnavailable
+from core.config import load_settings
+from core.errors import ConfigError, StorageUnavailable
 from core.jobs import Job, JobMessage, JobStatus, new_job_id
 from tests.fixtures_video import write_clip
 from tests.waiting import wait_until
@@ -56,6 +57,16 @@ def stored_job(backends: Backends) -> Job:
     backends.blobs.upload_stream("uploads/x/data", [b"video bytes"])
     backends.queue.send(JobMessage(job_id=job.id, input_blob=job.input_blob).encode())
     return job
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["STORAGE_CONNECT_TIMEOUT_S", "STORAGE_READ_TIMEOUT_S"])
+def test_a_per_try_timeout_longer_than_the_deadline_is_refused_naming_both(name):
+    with pytest.raises(ConfigError) as error:
+        load_settings(env={name: "10", "STORAGE_DEADLINE_S": "4"}, env_file=None)
+    assert name in str(error.value) and "STORAGE_DEADLINE_S" in str(error.value)
 
 
 # --- the Azure stores ---------------------------------------------------------------------
