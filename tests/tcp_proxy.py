@@ -116,7 +116,8 @@ class ProxiedAzurite:
             port = int(url.rsplit(":", 1)[1].split("/")[0])
             proxy = TcpProxy(port)
             self.proxies.append(proxy)
-            proxied = proxied.replace(f"{name}={url}", f"{name}={url.replace(f':{port}/', f':{proxy.port}/')}")
+            through_proxy = url.replace(f":{port}/", f":{proxy.port}/")
+            proxied = proxied.replace(f"{name}={url}", f"{name}={through_proxy}")
         self.connection_string = proxied
 
     def hold(self) -> None:

@@ -18,19 +18,22 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from api.main import create_app
 from core.backends import Backends, build_backends
 from core.backends.deadline import DEFAULT_MAX_THREADS
 from core.backends.local import DATABASE_FILE
-from core.config import load_settings
+from core.config import Settings, load_settings
 from core.errors import ConfigError, StorageUnavailable
-from core.jobs import Job, JobMessage, JobStatus, new_job_id
+from core.jobs import Job, JobMessage, new_job_id
 from tests.fixtures_video import write_clip
 from tests.waiting import wait_until
 from worker.lease import LeaseKeeper
 
 DEADLINE_S = 1.5
-TIGHT = {"storage_connect_timeout_s": 1.0, "storage_read_timeout_s": 1.0, "storage_deadline_s": DEADLINE_S}
+TIGHT = {"storage_connect_timeout_s": 1.0, "storage_read_timeout_s": 1.0,
+         "storage_deadline_s": DEADLINE_S}
 SLACK_S = 0.75  # thread hand-offs and a loaded 2-core machine
 
 
@@ -44,12 +47,20 @@ def elapsed(call: Callable[[], object]) -> tuple[float, object]:
     return time.monotonic() - started, outcome
 
 
-def proxied_backends(make_settings, proxied_azurite, **overrides) -> Backends:
-    """Azure backends whose every connection goes through ``proxied_azurite``."""
+def proxied_settings(make_settings, proxied_azurite, **overrides) -> Settings:
+    """Azure settings whose every connection goes through ``proxied_azurite``."""
     settings = make_settings("azure", **overrides)  # registers the resources to drop afterwards
-    return build_backends(
-        settings.model_copy(update={"azure_storage_connection_string": proxied_azurite.connection_string})
-    )
+    return settings.model_copy(update={"azure_storage_connection_string": proxied_azurite.connection_string})
+
+
+def proxied_backends(make_settings, proxied_azurite, **overrides) -> Backends:
+    return build_backends(proxied_settings(make_settings, proxied_azurite, **overrides))
+
+
+def timed_get(client: httpx.Client, path: str) -> tuple[float, httpx.Response]:
+    started = time.monotonic()
+    response = client.get(path)
+    return time.monotonic() - started, response
 
 
 def stored_job(backends: Backends) -> Job:
@@ -98,7 +109,8 @@ def test_every_azure_store_call_fails_within_the_deadline_and_works_again_once_s
             assert seconds < DEADLINE_S + SLACK_S, f"{name} took {seconds:.1f} s"
 
         proxied_azurite.restore()
-        assert wait_until(lambda: _answers(lambda: backends.jobs.get(job.id)), 30, "the job store to answer").id == job.id
+        answered = wait_until(lambda: _answers(lambda: backends.jobs.get(job.id)), 30, "the store to answer")
+        assert answered.id == job.id
         assert backends.blobs.info(job.input_blob).size == len(b"video bytes")
         assert backends.queue.receive(timedelta(seconds=30)) is not None
     finally:
@@ -167,7 +179,8 @@ def test_a_blob_transfer_outlasts_a_pause_longer_than_the_deadline_but_fails_onc
         # storage stays quiet: the transfer fails once no byte has come for the stall timeout
         # (on each of the SDK's three tries), not after the SDK's default of minutes
         proxied_azurite.hold()
-        seconds, outcome = elapsed(lambda: backends.blobs.download_to_file("videos/big", tmp_path / "stalled"))
+        stalled = tmp_path / "stalled"
+        seconds, outcome = elapsed(lambda: backends.blobs.download_to_file("videos/big", stalled))
         assert isinstance(outcome, StorageUnavailable), outcome
         assert seconds < 3 * stall_s + 2 * 1.5 + 2.0, f"the stalled download took {seconds:.1f} s"
     finally:
@@ -210,7 +223,9 @@ def test_a_sqlite_lock_held_by_another_process_fails_a_write_at_the_storage_dead
 
 
 @pytest.mark.azurite
-def test_the_lease_keeper_gives_up_when_renewals_hang_and_the_message_comes_back(make_settings, proxied_azurite):
+def test_the_lease_keeper_gives_up_when_renewals_hang_and_the_message_comes_back(
+    make_settings, proxied_azurite
+):
     # the store's deadline (4 s) is longer than the lease (2 s): a renewal that hangs must not
     # hide the lease running out
     backends = proxied_backends(make_settings, proxied_azurite)
@@ -237,6 +252,34 @@ def test_the_lease_keeper_gives_up_when_renewals_hang_and_the_message_comes_back
         backends.close()
 
 
+# --- the API ----------------------------------------------------------------------------------
+
+
+@pytest.mark.azurite
+def test_the_api_answers_503_in_time_while_azure_storage_stops_answering(make_settings, proxied_azurite):
+    settings = proxied_settings(make_settings, proxied_azurite)  # default timeouts: the promise is theirs
+    backends = build_backends(settings)
+    try:
+        job = stored_job(backends)
+        with TestClient(create_app(settings, backends)) as client:
+            proxied_azurite.hold()
+            seconds, response = timed_get(client, f"/jobs/{job.id}")
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "storage_unavailable", response.text
+            assert seconds < 5.0, f"GET /jobs/{{id}} took {seconds:.1f} s"
+            seconds, response = timed_get(client, "/ready")
+            assert response.status_code == 503, response.text
+            assert set(response.json()["checks"].values()) == {"no answer within 1.5 s"}
+            assert seconds < 2.0, f"GET /ready took {seconds:.1f} s"
+
+            proxied_azurite.restore()
+            wait_until(lambda: client.get("/ready").status_code == 200, 30, "/ready to turn ready")
+            assert client.get(f"/jobs/{job.id}").json()["job_id"] == job.id
+    finally:
+        proxied_azurite.restore()
+        backends.close()
+
+
 # --- the real API and worker ------------------------------------------------------------------
 
 
@@ -246,12 +289,6 @@ def clip_of_30_seconds(tmp_path_factory) -> Path:
     return write_clip(tmp_path_factory.mktemp("frozen") / "long.mp4", frames=300)
 
 
-def timed_get(client: httpx.Client, path: str) -> tuple[float, httpx.Response]:
-    started = time.monotonic()
-    response = client.get(path)
-    return time.monotonic() - started, response
-
-
 @pytest.mark.slow
 @pytest.mark.azurite
 def test_api_and_worker_stay_responsive_while_azure_storage_stops_answering(
@@ -259,21 +296,23 @@ def test_api_and_worker_stay_responsive_while_azure_storage_stops_answering(
 ):
     # default storage timeouts: the API's promise (503 within 5 s, /ready within 2 s) is theirs
     service = start_service("azure", azure_storage_connection_string=proxied_azurite.connection_string)
+    worker = service.workers[0]
     job_id = service.submit(clip_of_30_seconds)["job_id"]
     wait_until(lambda: service.job(job_id).get("frames_done", 0) > 0, 120, "the worker to be mid-job")
 
     proxied_azurite.hold()
     try:
         seconds, response = timed_get(service.client, f"/jobs/{job_id}")
-        assert response.status_code == 503 and response.json()["error"]["code"] == "storage_unavailable", response.text
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "storage_unavailable", response.text
         assert seconds < 5.0, f"GET /jobs/{{id}} took {seconds:.1f} s"
         assert response.headers["retry-after"]
         seconds, response = timed_get(service.client, "/ready")
         assert response.status_code == 503 and response.json()["status"] == "unavailable", response.text
         assert seconds < 2.0, f"GET /ready took {seconds:.1f} s"
         assert timed_get(service.client, "/health")[1].status_code == 200  # the process itself is fine
-        worker = service.workers[0]
-        wait_until(lambda: "lease may have expired" in worker.log(), 20, "the worker to notice its lease ran out")
+        wait_until(lambda: "lease may have expired" in worker.log(), 20,
+                   "the worker to notice that its lease ran out")
     finally:
         proxied_azurite.restore()
 

@@ -16,6 +16,7 @@ router = APIRouter(tags=["health"])
 # A Kubernetes probe gives up after timeoutSeconds (1 s by default, 2 s in deploy/k8s/api.yaml): answer
 # before that, with "not ready", rather than after it with nothing.
 READY_BUDGET_S = 1.5
+_late_pings: set[asyncio.Future] = set()  # pings still running after their answer has gone
 
 
 @router.get("/health", summary="Liveness: the process answers")
@@ -30,6 +31,9 @@ async def ready(backends: BackendsDep) -> JSONResponse:
     so a hung store holds a thread for a few seconds at most."""
     stores = {"blobs": backends.blobs, "queue": backends.queue, "jobs": backends.jobs}
     pings = {name: asyncio.ensure_future(run_in_threadpool(_ping, store)) for name, store in stores.items()}
+    for ping in pings.values():  # the loop keeps only weak references to tasks
+        _late_pings.add(ping)
+        ping.add_done_callback(_late_pings.discard)
     await asyncio.wait(pings.values(), timeout=READY_BUDGET_S)
     checks = {
         name: ping.result() if ping.done() else f"no answer within {READY_BUDGET_S:g} s"
