@@ -23,13 +23,17 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from core.backends import Backends, build_backends
 from core.backends.deadline import DEFAULT_MAX_THREADS
+from core import metrics
 from core.backends.local import DATABASE_FILE
 from core.config import Settings, load_settings
 from core.errors import ConfigError, StorageUnavailable
-from core.jobs import Job, JobMessage, new_job_id
+from core.jobs import Job, JobMessage, JobStatus, new_job_id
+from tests.faults import FailingMethod
 from tests.fixtures_video import write_clip
 from tests.waiting import wait_until
 from worker.lease import LeaseKeeper
+from worker.models import DetectorCache
+from worker.runner import JobRunner, Outcome
 
 DEADLINE_S = 1.5
 TIGHT = {"storage_connect_timeout_s": 1.0, "storage_read_timeout_s": 1.0,
@@ -249,6 +253,51 @@ def test_the_lease_keeper_gives_up_when_renewals_hang_and_the_message_comes_back
         assert again.id == message.id and again.dequeue_count == 2
     finally:
         proxied_azurite.restore()
+        backends.close()
+
+
+class DownloadOutlivingTheLease:
+    """A blob store whose download hangs until the worker has given its lease up and another
+    worker has taken the job over, then fails the way storage that stopped answering does."""
+
+    def __init__(self, backends: Backends) -> None:
+        self._backends = backends
+
+    def __getattr__(self, name: str):
+        return getattr(self._backends.blobs, name)
+
+    def download_to_file(self, path: str, destination: Path):
+        lost_before = lease_lost_count()
+        wait_until(lambda: lease_lost_count() > lost_before, 10, "the lease keeper to give the lease up")
+        taken = wait_until(lambda: self._backends.queue.receive(timedelta(seconds=30)), 10, "the message")
+        self._backends.jobs.modify(JobMessage.decode(taken.body).job_id, take_over(taken.dequeue_count))
+        raise StorageUnavailable("Azure Blob storage did not answer within 4 s while downloading")
+
+
+def lease_lost_count() -> float:
+    return metrics.REGISTRY.get_sample_value(f"{metrics.NAMESPACE}_lease_lost_total") or 0.0
+
+
+def take_over(delivery: int) -> Callable[[Job], None]:
+    def apply(job: Job) -> None:  # what another worker's JobRunner._start writes
+        job.status, job.attempts = JobStatus.PROCESSING, delivery
+
+    return apply
+
+
+def test_an_attempt_that_fails_after_its_lease_ran_out_leaves_the_job_to_whoever_holds_it(make_settings):
+    settings = make_settings("local", lease_seconds=1.0, lease_renew_seconds=0.2)
+    backends = build_backends(settings)
+    try:
+        job = stored_job(backends)
+        renewals_failing = FailingMethod(backends.queue, "extend_lease", StorageUnavailable("no answer"))
+        stores = Backends(blobs=DownloadOutlivingTheLease(backends), queue=renewals_failing, jobs=backends.jobs)
+        runner = JobRunner(settings, stores, DetectorCache(settings), None, threading.Event())
+        message = backends.queue.receive(timedelta(seconds=settings.lease_seconds))
+        assert runner.handle(message) is Outcome.LOST
+        record = backends.jobs.get(job.id)  # as the worker that took over left it: not requeued
+        assert (record.status, record.attempts, record.error) == (JobStatus.PROCESSING, 2, None)
+    finally:
         backends.close()
 
 

@@ -161,6 +161,9 @@ class JobRunner:
         except JobCancelled:
             return self._stopped(job.id, reporter.stop_reason)
         except CattleCounterError as exc:
+            if keeper.lost.is_set():  # another worker may be running the job: its record is not ours
+                log.warning("attempt ended after its lease was lost (%s); leaving the job as it is", exc)
+                return Outcome.LOST
             if exc.transient:
                 return self._transient_failure(job.id, exc, attempt)
             self._fail(job.id, exc)
