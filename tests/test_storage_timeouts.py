@@ -21,9 +21,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from core import metrics
 from core.backends import Backends, build_backends
 from core.backends.deadline import DEFAULT_MAX_THREADS
-from core import metrics
 from core.backends.local import DATABASE_FILE
 from core.config import Settings, load_settings
 from core.errors import ConfigError, StorageUnavailable
