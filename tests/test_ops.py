@@ -177,9 +177,9 @@ def test_env_example_parser_rejects_undocumented_and_duplicate_variables() -> No
 
 
 def test_operations_doc_config_table_is_the_generators_output() -> None:
-    document = (ROOT / "README.md").read_text()
+    document = (ROOT / "docs" / "configuration.md").read_text()
     assert config_table.extract_table(document) == config_table.generate(), (
-        "README.md is stale: run python scripts/config_table.py --write"
+        "docs/configuration.md is stale: run python scripts/config_table.py --write"
     )
     assert config_table.main(["--check"]) == 0
 
@@ -202,7 +202,7 @@ def test_config_table_fails_when_a_setting_is_undocumented(tmp_path: Path) -> No
 
 
 def test_operations_doc_lists_every_metric() -> None:
-    document = (ROOT / "README.md").read_text()
+    document = (ROOT / "docs" / "operations.md").read_text()
     ours = [
         collector._name  # noqa: SLF001 (prometheus-client keeps the base name there)
         for collector in list(metrics.REGISTRY._collector_to_names)  # noqa: SLF001
@@ -210,7 +210,7 @@ def test_operations_doc_lists_every_metric() -> None:
     ]
     assert len(ours) >= 16
     missing = [name for name in ours if name.removeprefix(f"{metrics.NAMESPACE}_") not in document]
-    assert missing == [], f"README.md does not describe {missing}"
+    assert missing == [], f"docs/operations.md does not describe {missing}"
 
 
 # --- docker compose ---------------------------------------------------------------------------------
