@@ -291,8 +291,9 @@ def test_an_attempt_that_fails_after_its_lease_ran_out_leaves_the_job_to_whoever
     try:
         job = stored_job(backends)
         renewals_failing = FailingMethod(backends.queue, "extend_lease", StorageUnavailable("no answer"))
-        stores = Backends(blobs=DownloadOutlivingTheLease(backends), queue=renewals_failing, jobs=backends.jobs)
-        runner = JobRunner(settings, stores, DetectorCache(settings), None, threading.Event())
+        stores = Backends(blobs=DownloadOutlivingTheLease(backends), queue=renewals_failing, jobs=backends.jobs,
+                          outbox=backends.outbox)
+        runner = JobRunner(settings, stores, DetectorCache(settings), threading.Event())
         message = backends.queue.receive(timedelta(seconds=settings.lease_seconds))
         assert runner.handle(message) is Outcome.LOST
         record = backends.jobs.get(job.id)  # as the worker that took over left it: not requeued
