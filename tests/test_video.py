@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from core.errors import (
-    CattleCounterError,
     CorruptVideo,
     EmptyVideo,
     EncoderError,
