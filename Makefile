@@ -39,7 +39,7 @@ browser:
 
 # All-in-one on the embedded local backend: API on :8000 plus an in-process worker.
 run: install
-	$(PY) -m api.allinone
+	$(PY) -m allinone
 
 run-api: install
 	$(VENV)/bin/uvicorn api.main:app --host 0.0.0.0 --port 8000

@@ -19,15 +19,8 @@ from api.signed_urls import Signature
 from api.submission import Submitter
 from core.backends import Backends
 from core.config import Settings
-from core.errors import CattleCounterError
+from core.errors import Unauthorized
 from core.jobs import DEFAULT_OWNER
-
-
-class Unauthorized(CattleCounterError):
-    """A valid API key is required: send it in the X-API-Key header."""
-
-    code = "unauthorized"
-    http_status = 401
 
 
 async def get_settings(request: Request) -> Settings:

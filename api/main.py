@@ -23,7 +23,7 @@ from api.routes import health, jobs, model, uploads
 from api.submission import Submitter
 from core.backends import Backends, build_backends
 from core.config import Settings, load_settings
-from core.errors import CattleCounterError, StorageUnavailable
+from core.errors import CattleCounterError, StorageUnavailable, describe_validation_error, dotted
 from core.logging import configure_logging
 from core.metrics import HttpMetricsMiddleware, metrics_response
 from core.scratch import open_scratch
@@ -134,15 +134,19 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = [".".join(str(part) for part in err["loc"] if part not in ("body", "query", "path", "header"))
-                  for err in exc.errors()]
-        message = "; ".join(f"{field}: {err['msg']}" for field, err in zip(fields, exc.errors()))
+        fields = [_request_field(err["loc"]) for err in exc.errors()]
+        message = describe_validation_error(exc.errors(), name=_request_field)
         return _error_response(422, "invalid_input", message, fields=fields)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error during %s %s", request.method, request.url.path)
         return _error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+def _request_field(location: tuple) -> str:
+    """A request validation error's field, without FastAPI's "where" part (body, query...)."""
+    return dotted(location, skip=("body", "query", "path", "header"))
 
 
 app = create_app()

@@ -2,18 +2,7 @@
 
 from __future__ import annotations
 
-from core.errors import CattleCounterError
-
-
-class RangeNotSatisfiable(CattleCounterError):
-    """The requested byte range is outside the file."""
-
-    code = "range_not_satisfiable"
-    http_status = 416
-
-    def __init__(self, message: str, size: int) -> None:
-        super().__init__(message)
-        self.headers = {"Content-Range": f"bytes */{size}"}  # RFC 9110: the size, so a client can retry
+from core.errors import RangeNotSatisfiable
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from core.backends.outbox import DeliveryStatus, WebhookEvent
 from core.jobs import Job, JobError, JobParams, JobStatus
+from core.outputs import DOWNLOADS
 
 
 class WebhookStatus(BaseModel):
@@ -84,13 +85,7 @@ def _links(job: Job) -> dict[str, str]:
     base = f"/jobs/{job.id}"
     links = {"self": base}
     if job.status is JobStatus.COMPLETED:
-        links.update(
-            result=f"{base}/result",
-            video=f"{base}/video",
-            detections=f"{base}/detections",
-            coco=f"{base}/exports/coco",
-            mot=f"{base}/exports/mot",
-        )
+        links.update((name, base + output.route) for name, output in DOWNLOADS.items())
     return links
 
 

@@ -21,7 +21,17 @@ from core import metrics
 from core.backends import Backends, BlobStore
 from core.blob_io import open_blob
 from core.config import Settings
-from core.errors import AlreadyExists, CattleCounterError, InvalidInput, NotFound, UploadTooLarge, VideoError
+from core.errors import (
+    AlreadyExists,
+    CattleCounterError,
+    InvalidInput,
+    NotFound,
+    UploadAlreadyUsed,
+    UploadTooLarge,
+    VideoError,
+    describe_validation_error,
+    dotted,
+)
 from core.jobs import DEFAULT_OWNER, Job, JobMessage, JobParams, input_blob_path, new_job_id, utcnow
 from core.model_card import read_card
 from core.webhooks import check_callback_url
@@ -34,13 +44,6 @@ UPLOAD_PREFIX = "uploads/"
 ABANDONED_AFTER = timedelta(days=1)
 MAX_IDEMPOTENCY_KEY = 200
 MAX_UPLOAD_ID = 64
-
-
-class UploadAlreadyUsed(CattleCounterError):
-    """The upload has already become a job."""
-
-    code = "upload_already_used"
-    http_status = 409
 
 
 # --- parameters -------------------------------------------------------------------------
@@ -67,7 +70,7 @@ def check_params(raw: dict[str, Any], settings: Settings) -> JobParams:
     try:
         params = JobParams.model_validate(raw)
     except ValidationError as exc:
-        raise InvalidInput(describe_validation_error(exc)) from None
+        raise InvalidInput(describe_params_error(exc)) from None
     if params.model_id and not settings.allow_model_override:
         raise InvalidInput("model_id: this service does not allow choosing the model (ALLOW_MODEL_OVERRIDE=false)")
     if params.callback_url is not None:
@@ -108,13 +111,9 @@ def parse_json(name: str, value: str | bytes, expect: type) -> Any:
     return parsed
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """pydantic's errors as one line a user can act on: ``field: problem; ...``."""
-    parts = []
-    for error in exc.errors():
-        location = ".".join(str(p) for p in error["loc"]) or "params"
-        parts.append(f"{location}: {error['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)
+def describe_params_error(exc: ValidationError) -> str:
+    """pydantic's errors about a request's parameters as one line: ``field: problem; ...``."""
+    return describe_validation_error(exc.errors(), name=lambda location: dotted(location) or "params")
 
 
 def check_idempotency_key(key: str | None) -> str | None:

@@ -21,16 +21,13 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
-from core.errors import ConfigError
+from core.errors import ConfigError, describe_validation_error
+from ml_engine.video import X264_PRESETS  # the encoder owns them; torch-free (tests/test_import_rules.py)
 
 
 class StorageBackend(str, Enum):
     LOCAL = "local"
     AZURE = "azure"
-
-
-# libx264's speed presets, fastest first. Faster presets cost bigger files at the same CRF.
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
 class LogFormat(str, Enum):
@@ -256,16 +253,12 @@ def load_settings(env: Mapping[str, str] | None = None, env_file: str | Path | N
         known = {name: lowered[name] for name in Settings.model_fields if name in lowered}
         return Settings(_env_file=env_file, **known)  # type: ignore[call-arg]
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
+        raise ConfigError("invalid settings: " + describe_validation_error(exc.errors(), name=_variable)) from None
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    problems = []
-    for error in exc.errors():
-        name = "_".join(str(part) for part in error["loc"]).upper()
-        text = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{name}: {text}" if name else text)
-    return "invalid settings: " + "; ".join(problems)
+def _variable(location: tuple) -> str:
+    """The environment variable behind a settings error's location."""
+    return "_".join(str(part) for part in location).upper()
 
 
 def setting_env_names() -> set[str]:

@@ -8,6 +8,14 @@ jobs), the HTTP status the API answers with, and whether retrying can ever help.
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+# OSError numbers that mean the disk (full, read-only, failing), not the job's input: a job
+# that meets one is handed back rather than failed (see worker.runner and ml_engine.video).
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
 
 class CattleCounterError(Exception):
     """Root of the tree. ``str(err)`` is a message a user can act on."""
@@ -31,6 +39,16 @@ class ConfigError(CattleCounterError):
     """The service's settings are invalid."""
 
     code = "config_error"
+
+
+# --- access ---------------------------------------------------------------------------
+
+
+class Unauthorized(CattleCounterError):
+    """A valid API key is required: send it in the X-API-Key header."""
+
+    code = "unauthorized"
+    http_status = 401
 
 
 # --- storage (blobs, queue, job records) ---------------------------------------
@@ -89,6 +107,41 @@ class InvalidMessage(CattleCounterError):
 
     code = "invalid_message"
     http_status = 422
+
+
+# --- jobs, uploads and their downloads (API) ----------------------------------------------
+
+
+class JobNotReady(CattleCounterError):
+    """The job has not completed yet."""
+
+    code = "job_not_ready"
+    http_status = 409
+
+
+class UploadAlreadyUsed(CattleCounterError):
+    """The upload has already become a job."""
+
+    code = "upload_already_used"
+    http_status = 409
+
+
+class ModelNotLoaded(CattleCounterError):
+    """No worker has loaded the model yet."""
+
+    code = "model_not_loaded"
+    http_status = 404
+
+
+class RangeNotSatisfiable(CattleCounterError):
+    """The requested byte range is outside the file."""
+
+    code = "range_not_satisfiable"
+    http_status = 416
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.headers = {"Content-Range": f"bytes */{size}"}  # RFC 9110: the size, so a client can retry
 
 
 # --- input validation -------------------------------------------------------------
@@ -178,6 +231,12 @@ class VideoTooLong(VideoError):
     http_status = 422
 
 
+class EncoderError(CattleCounterError):
+    """The annotated video could not be encoded (the service's failure, not the input's)."""
+
+    code = "encoder_error"
+
+
 # --- model and processing ----------------------------------------------------------
 
 
@@ -192,3 +251,32 @@ class JobCancelled(CattleCounterError):
 
     code = "cancelled"
     http_status = 409
+
+
+class GaveUp(CattleCounterError):
+    """The job failed on every attempt."""
+
+    code = "max_attempts_exceeded"
+
+
+# --- messages -----------------------------------------------------------------------------
+
+
+def dotted(location: Iterable[Any], skip: Iterable[str] = ()) -> str:
+    """A pydantic error location as ``lines.0.start`` (the parts in ``skip`` left out)."""
+    skipped = set(skip)
+    return ".".join(str(part) for part in location if part not in skipped)
+
+
+def describe_validation_error(errors: Iterable[Mapping[str, Any]],
+                              name: Callable[[tuple[Any, ...]], str] = dotted) -> str:
+    """pydantic's errors (``ValidationError.errors()``) as one line a user can act on:
+    ``name: problem; name: problem``. ``name`` turns an error's location into the name the
+    user knows it by (a form field, an environment variable); an empty name leaves just the
+    problem."""
+    problems = []
+    for error in errors:
+        label = name(tuple(error["loc"]))
+        text = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{label}: {text}" if label else text)
+    return "; ".join(problems)

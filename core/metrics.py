@@ -7,8 +7,9 @@ timeseries". The process/platform/GC collectors are added to it so ``/metrics`` 
 CPU, memory and open file descriptors.
 
 Serving:
-- the API mounts ``metrics_app()`` at ``/metrics`` (or returns ``metrics_response()`` from a
-  route) and adds ``HttpMetricsMiddleware`` to count requests by route *template*;
+- the API serves ``/metrics`` from a route that returns ``metrics_response()`` (api/main.py)
+  and adds ``HttpMetricsMiddleware`` to count requests by route *template*. ``metrics_app()``
+  is the same as a mountable ASGI app, for an app that would rather ``app.mount`` it;
 - the worker calls ``start_metrics_server(port)``, a small threaded HTTP server answering
   ``/metrics`` and ``/health`` on WORKER_METRICS_PORT, and ``stop()``s it on shutdown.
 

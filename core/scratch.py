@@ -18,7 +18,6 @@ that never got an owner (a crash between mkdir and lock) once they are older tha
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
@@ -37,7 +36,6 @@ PROCESS_DIR_PREFIX = "p"
 OWNER_SUFFIX = ".owner"
 
 # Errors that mean the disk, not what was being written: the scratch folder is at fault.
-DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 
 
 def scratch_base(settings: Settings, kind: str) -> tuple[Path, str]:

@@ -20,14 +20,12 @@ import numpy as np
 import supervision as sv
 
 from core.errors import CattleCounterError
+from core.outputs import ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS  # the names live there
 from ml_engine.tracking import CountSummary
 from ml_engine.video import VideoInfo
 
-ANNOTATED_VIDEO = "annotated.mp4"
-STATS = "stats.json"
-DETECTIONS = "detections.jsonl"
-COCO = "coco.json"
-MOT = "mot.txt"
+__all__ = ["ANNOTATED_VIDEO", "COCO", "DETECTIONS", "MOT", "STATS", "OutputWriter", "build_stats",
+           "move_outputs", "validate_stats"]
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "stats.schema.json"

@@ -37,10 +37,11 @@ from typing import Any, Protocol
 import supervision as sv
 from pydantic import BaseModel, ValidationError
 
-from core.errors import InvalidInput, JobCancelled, ModelError
+from core.errors import InvalidInput, JobCancelled, ModelError, describe_validation_error
 from core.jobs import CountingLine, CountingZone, check_unique_names, with_default_names
+from core.outputs import ANNOTATED_VIDEO, STATS
 from ml_engine.annotate import FrameAnnotator
-from ml_engine.outputs import ANNOTATED_VIDEO, STATS, OutputWriter, build_stats, move_outputs
+from ml_engine.outputs import OutputWriter, build_stats, move_outputs
 from ml_engine.tracking import CountingConfig, ObjectCounter, empty_tracked
 from ml_engine.video import (
     Frame,
@@ -139,7 +140,7 @@ def _validated(model: type[BaseModel], value: Any) -> Any:
     try:
         return model.model_validate(value)
     except ValidationError as exc:
-        problems = "; ".join(error["msg"] for error in exc.errors())
+        problems = describe_validation_error(exc.errors(), name=lambda location: "")
         raise InvalidInput(
             f"invalid counting {model.__name__.removeprefix('Counting').lower()}: {problems}"
         ) from None

@@ -21,11 +21,11 @@ import av
 import av.error
 import numpy as np
 
-from core.config import X264_PRESETS
 from core.errors import (
-    CattleCounterError,
+    DISK_ERRNOS,
     CorruptVideo,
     EmptyVideo,
+    EncoderError,
     InvalidFrameRate,
     InvalidInput,
     NotAVideo,
@@ -33,7 +33,6 @@ from core.errors import (
     VideoTooLarge,
     VideoTooLong,
 )
-from core.scratch import DISK_ERRNOS
 
 # Below one frame every 100 s or above 1000 fps a declared rate is a broken header, not a video
 # (an MP4 whose time scale is 0 decodes as 1/1001 fps, for instance).
@@ -43,6 +42,10 @@ MAX_FPS = Fraction(1000)
 # Demuxers that read still images: an image is not a video, even though FFmpeg opens it.
 _IMAGE_FORMATS = {"image2", "image2pipe", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe"}
 _IMAGE_FORMAT_SUFFIX = "_pipe"
+
+# libx264's speed presets, fastest first. Faster presets cost bigger files at the same CRF.
+# The service's VIDEO_PRESET setting is checked against these.
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 # Leading bytes of video containers: a file that starts like one but will not open is a broken
 # video (CorruptVideo), not some other kind of file (NotAVideo).
@@ -430,7 +433,7 @@ class VideoWriter:
     def write(self, image_rgb: np.ndarray) -> None:
         """Encode one HxWx3 uint8 RGB frame of the size given to the constructor."""
         if self._container is None or self._stream is None:
-            raise CattleCounterError("VideoWriter.write called outside its 'with' block")
+            raise EncoderError("VideoWriter.write called outside its 'with' block")
         if image_rgb.shape != (self.height, self.width, 3):
             raise InvalidInput(
                 f"frame is {image_rgb.shape}, the video is {self.height}x{self.width}x3 (HxWxRGB)"
@@ -468,7 +471,7 @@ class VideoWriter:
             self._container.mux(packets)
         except av.error.FFmpegError as exc:
             _raise_disk_error(exc)
-            raise CattleCounterError(f"writing the annotated video failed: {_reason(exc)}") from exc
+            raise EncoderError(f"writing the annotated video failed: {_reason(exc)}") from exc
 
     def _close(self) -> None:
         container, self._container, self._stream = self._container, None, None
@@ -478,13 +481,13 @@ class VideoWriter:
             container.close()
         except av.error.FFmpegError as exc:
             _raise_disk_error(exc)
-            raise CattleCounterError(f"finishing the annotated video failed: {_reason(exc)}") from exc
+            raise EncoderError(f"finishing the annotated video failed: {_reason(exc)}") from exc
 
     def _abandon(self) -> None:
         """Drop the half-written file; never mask the error that got us here."""
         try:
             self._close()
-        except CattleCounterError:
+        except EncoderError:
             pass
         finally:
             self._temp_path.unlink(missing_ok=True)

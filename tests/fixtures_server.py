@@ -1,4 +1,4 @@
-"""The all-in-one server as a real process: ``python -m api.allinone`` (API + dashboard + worker)
+"""The all-in-one server as a real process: ``python -m allinone`` (API + dashboard + worker)
 on the embedded local backend with the tiny random test model, exactly as ``make run`` starts it.
 
 ``allinone_server`` is one module-scoped server (a module sets ``ALLINONE_ENV`` for more settings);
@@ -41,7 +41,7 @@ SERVER_ENV = {  # fast polling and progress so tests see state changes within a 
 
 
 class AllInOneServer:
-    """A running ``python -m api.allinone``: its base URL, an HTTP client and its log."""
+    """A running ``python -m allinone``: its base URL, an HTTP client and its log."""
 
     def __init__(self, url: str, data_dir: Path, process: Process, api_key: str | None) -> None:
         self.url = url
@@ -73,13 +73,13 @@ class AllInOneServer:
 
 
 def launch_allinone(directory: Path, model_dir: Path, **env: str) -> AllInOneServer:
-    """Start ``python -m api.allinone`` with DATA_DIR under ``directory`` and wait for /health."""
+    """Start ``python -m allinone`` with DATA_DIR under ``directory`` and wait for /health."""
     port = free_port()
     data_dir = directory / f"data-{port}"
     settings = {**SERVER_ENV, "DATA_DIR": str(data_dir), "MODEL_ID": str(model_dir), **env}
     process = Process(
         f"allinone-{port}",
-        [sys.executable, "-m", "api.allinone", "--port", str(port)],
+        [sys.executable, "-m", "allinone", "--port", str(port)],
         settings,
         directory / f"allinone-{port}.log",
     )
@@ -91,9 +91,9 @@ def launch_allinone(directory: Path, model_dir: Path, **env: str) -> AllInOneSer
         wait_until(
             lambda: answers(f"{url}/health") or process.popen.poll() is not None,
             START_TIMEOUT_S,
-            f"python -m api.allinone to answer {url}/health",
+            f"python -m allinone to answer {url}/health",
         )
-        assert process.popen.poll() is None, f"api.allinone exited at start:\n{process.log()}"
+        assert process.popen.poll() is None, f"allinone exited at start:\n{process.log()}"
     except AssertionError as exc:
         server.stop()
         raise AssertionError(f"{exc}\n----- server log -----\n{process.log()[-LOG_TAIL_CHARS:]}") from None
@@ -118,5 +118,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     report = yield
     if report.failed:
         for server in _running:
-            report.sections.append((f"api.allinone log ({server.url})", server.log_tail()))
+            report.sections.append((f"allinone log ({server.url})", server.log_tail()))
     return report

@@ -1,5 +1,5 @@
 """The dashboard in a real browser (Debian's Chromium through Playwright) against a real
-``python -m api.allinone`` (API + worker, local backend, tiny random model).
+``python -m allinone`` (API + worker, local backend, tiny random model).
 
 The server runs with an API key, so every test also exercises the key: the page sends it as
 X-API-Key, and the video and download links are signed URLs that never carry the key. Screenshots of the main states

@@ -499,7 +499,7 @@ def test_worker_image_code_imports_its_entry_points(tmp_path: Path) -> None:
     if not (ROOT / "worker" / "main.py").exists():
         pytest.skip("worker/main.py is not written yet")
     _image_code("Dockerfile.worker", tmp_path)
-    modules = [module for module in ("worker.main", "api.allinone")
+    modules = [module for module in ("worker.main", "allinone.__main__")
                if (ROOT / Path(*module.split("."))).with_suffix(".py").exists()]
     result = _import_in_isolation(tmp_path, modules, ())
     assert result.returncode == 0, f"the worker image could not import {modules}:\n{result.stderr[-3000:]}"

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from core.errors import (
-    CattleCounterError,
     CorruptVideo,
     EmptyVideo,
+    EncoderError,
     InvalidFrameRate,
     InvalidInput,
     NotAVideo,
@@ -266,5 +266,33 @@ def test_writer_rejects_frames_of_the_wrong_size(tmp_path: Path) -> None:
 
 
 def test_writer_used_outside_with_block_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(CattleCounterError, match="with"):
+    with pytest.raises(EncoderError, match="with"):
         VideoWriter(tmp_path / "x.mp4", 64, 48, Fraction(10)).write(np.zeros((48, 64, 3), np.uint8))
+
+
+# A file-size limit makes the encoder's writes fail with EFBIG ("File too large"): a failure
+# of the output that is not a full disk. In a child process, so the limit stays there.
+_ENCODE_PAST_A_SIZE_LIMIT = """
+import resource, signal, sys
+from fractions import Fraction
+import numpy as np
+from core.errors import CattleCounterError
+from ml_engine.video import VideoWriter
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+noise = np.random.default_rng(0)
+try:
+    with VideoWriter(sys.argv[1], 320, 240, Fraction(10), crf=0, preset="ultrafast") as writer:
+        for _ in range(200):
+            writer.write(noise.integers(0, 256, (240, 320, 3), dtype=np.uint8))
+except CattleCounterError as exc:
+    print(type(exc).__name__, exc.code, exc.http_status)
+"""
+
+
+def test_an_encoder_failure_has_its_own_error_type(tmp_path: Path) -> None:
+    """Not the root CattleCounterError (which the API and the job record show as internal_error)."""
+    result = subprocess.run([sys.executable, "-c", _ENCODE_PAST_A_SIZE_LIMIT, str(tmp_path / "x.mp4")],
+                            capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    assert result.stdout.split() == ["EncoderError", "encoder_error", "500"], result.stdout + result.stderr
+    assert not (tmp_path / "x.mp4").exists()

@@ -77,7 +77,7 @@ def test_the_allinone_refuses_a_work_dir_that_is_a_file(tmp_path, tiny_rtdetr_di
     a_file.write_text("not a folder")
     env = {"STORAGE_BACKEND": "local", "DATA_DIR": str(tmp_path / "data"), "MODEL_ID": str(tiny_rtdetr_dir),
            "WORK_DIR": str(a_file), "API_KEYS": ""}
-    process = run_to_exit("allinone", [sys.executable, "-m", "api.allinone", "--port", "0"], env, tmp_path)
+    process = run_to_exit("allinone", [sys.executable, "-m", "allinone", "--port", "0"], env, tmp_path)
     assert process.popen.returncode == 2
     assert "WORK_DIR" in process.log() and "cannot be used" in process.log()
     assert "Traceback" not in process.log()

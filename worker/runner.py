@@ -33,10 +33,20 @@ from core import metrics
 from core.backends import Backends, QueueMessage
 from core.backends.outbox import WebhookEvent
 from core.config import Settings
-from core.errors import CattleCounterError, InputChanged, InvalidMessage, JobCancelled, LeaseLost, NotFound
+from core.errors import (
+    DISK_ERRNOS,
+    CattleCounterError,
+    GaveUp,
+    InputChanged,
+    InvalidMessage,
+    JobCancelled,
+    LeaseLost,
+    NotFound,
+)
 from core.jobs import Job, JobError, JobMessage, JobParams, JobStatus, output_blob_path, utcnow
 from core.logging import job_context
-from core.scratch import DISK_ERRNOS, check_writable
+from core.outputs import media_type
+from core.scratch import check_writable
 from core.webhooks import final_event
 from ml_engine.pipeline import PipelineConfig, process_video
 from worker.lease import LeaseKeeper
@@ -44,10 +54,6 @@ from worker.models import DetectorCache
 from worker.progress import JobReporter, StopReason
 
 log = logging.getLogger(__name__)
-
-CONTENT_TYPES = {".mp4": "video/mp4", ".json": "application/json", ".jsonl": "application/x-ndjson",
-                 ".txt": "text/plain"}
-
 
 # Transient failures (storage down) retry for as long as they last; the pause between
 # deliveries doubles up to this (Azure also caps a message's invisibility at 7 days).
@@ -60,12 +66,6 @@ class Outcome(str, Enum):
     POISON = "poison"  # move it to the poison queue
     RELEASE = "release"  # make it visible again now (shutting down)
     LOST = "lost"  # the lease is gone; the message is not ours to touch
-
-
-class GaveUp(CattleCounterError):
-    """The job failed on every attempt."""
-
-    code = "max_attempts_exceeded"
 
 
 def pipeline_config(params: JobParams, settings: Settings) -> PipelineConfig:
@@ -245,7 +245,7 @@ class JobRunner:
             outputs = {}
             for path in result.outputs.values():
                 blob = output_blob_path(job.id, path.name)
-                self.backends.blobs.upload_file(blob, path, CONTENT_TYPES.get(path.suffix))
+                self.backends.blobs.upload_file(blob, path, media_type(path.name))
                 outputs[path.name] = blob
             return result.stats, outputs
 

@@ -46,8 +46,6 @@ class Worker:
         detectors = detectors or DetectorCache(settings, backends.blobs)
         self.runner = JobRunner(settings, backends, detectors, self.stopping, scratch_dir)
         self._threads: list[threading.Thread] = []
-        self._busy = 0
-        self._busy_lock = threading.Lock()
         self._grace_timer: threading.Timer | None = None
         self._problem: str | None = None
 
@@ -93,10 +91,6 @@ class Worker:
             self._grace_timer.cancel()
         self.webhooks.close()
 
-    @property
-    def busy(self) -> int:
-        return self._busy
-
     def request_shutdown(self) -> None:
         if not self.draining.is_set():
             log.info("shutting down: no new jobs; running jobs get %.0f s to finish", self.settings.shutdown_grace_s)
@@ -106,6 +100,12 @@ class Worker:
             self._grace_timer.start()
         else:
             self._stop_running_jobs()
+
+    def stop_now(self) -> None:
+        """Take no new jobs and stop running ones at their next batch, without a grace period:
+        their messages go back to the queue, so they resume on the next start."""
+        self.draining.set()
+        self._stop_running_jobs()
 
     def _stop_running_jobs(self) -> None:
         if not self.stopping.is_set():
@@ -137,14 +137,9 @@ class Worker:
                     return
                 self.draining.wait(self.settings.poll_interval_s)
                 continue
-            with self._busy_lock:
-                self._busy += 1
             try:
                 self.runner.handle(message)
             except Exception:  # handle() settles its own failures; this is the last resort
                 log.exception("handling message %s failed; it comes back when its lease expires", message.id)
-            finally:
-                with self._busy_lock:
-                    self._busy -= 1
             if self.runner.scratch_problem is not None:
                 self.refuse_work(self.runner.scratch_problem)

@@ -24,7 +24,6 @@ from api.deps import (
     ScratchDirDep,
     SettingsDep,
     SubmitterDep,
-    Unauthorized,
 )
 from api.ranges import parse_range
 from api.schemas import ErrorBody, JobList, JobOut, SignedLinks
@@ -33,21 +32,13 @@ from api.submission import check_idempotency_key, check_params, parse_json, pars
 from api.upload_stream import receive_multipart, receive_small_body
 from core.backends import Backends
 from core.config import Settings
-from core.errors import CattleCounterError, EmptyVideo, InvalidInput, NotFound
+from core.errors import EmptyVideo, InvalidInput, JobNotReady, NotFound, Unauthorized
 from core.jobs import Job, JobStatus, job_blob_prefix, utcnow
+from core.outputs import DOWNLOADS
 
 router = APIRouter(tags=["jobs"])
 
 MAX_JSON_BODY_BYTES = 1024 * 1024  # {"upload_id", "params"}: far less in practice
-
-# route name -> (file the worker wrote, media type)
-DOWNLOADS = {
-    "result": ("stats.json", "application/json"),
-    "video": ("annotated.mp4", "video/mp4"),
-    "detections": ("detections.jsonl", "application/x-ndjson"),
-    "coco": ("coco.json", "application/json"),
-    "mot": ("mot.txt", "text/plain; charset=utf-8"),
-}
 
 _ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 408, 409, 413, 415, 422, 503)}
 
@@ -85,18 +76,16 @@ _UPLOAD_BODY = {
 }
 
 
-class JobNotReady(CattleCounterError):
-    """The job has not completed yet."""
-
-    code = "job_not_ready"
-    http_status = 409
-
-
 def _job_response(job: Job, status_code: int, replayed: bool = False) -> JSONResponse:
     headers = {"Location": f"/jobs/{job.id}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(JobOut.from_job(job).model_dump(mode="json"), status_code=status_code, headers=headers)
+
+
+def _submitted(job: Job, created: bool) -> JSONResponse:
+    """202 for a new job; 200 for the one an earlier request with the same Idempotency-Key made."""
+    return _job_response(job, 202 if created else 200, replayed=not created)
 
 
 async def _submit(request: Request, settings, submitter, scratch, idempotency_key: str | None,
@@ -107,7 +96,7 @@ async def _submit(request: Request, settings, submitter, scratch, idempotency_ke
         # in a thread: checking a callback_url resolves its host name, which may take seconds
         params = await run_in_threadpool(check_params, body["params"], settings)
         job, created = await run_in_threadpool(submitter.submit_upload, body["upload_id"], params, key, owner)
-        return _job_response(job, 202 if created else 200, replayed=not created)
+        return _submitted(job, created)
 
     form = await receive_multipart(request, scratch, settings.max_upload_bytes,
                                    settings.upload_stall_timeout_s)
@@ -118,7 +107,7 @@ async def _submit(request: Request, settings, submitter, scratch, idempotency_ke
                 job, created = await run_in_threadpool(
                     submitter.submit_upload, form.fields["upload_id"], params, key, owner
                 )
-                return _job_response(job, 202 if created else 200, replayed=not created)
+                return _submitted(job, created)
             raise InvalidInput("send the video in the multipart field 'file' (or an upload_id)")
         if form.file.size == 0:
             raise EmptyVideo("the uploaded file is empty")
@@ -128,7 +117,7 @@ async def _submit(request: Request, settings, submitter, scratch, idempotency_ke
         )
     finally:
         form.discard()
-    return _job_response(job, 202 if created else 200, replayed=not created)
+    return _submitted(job, created)
 
 
 async def _json_body(request: Request, stall_timeout_s: float) -> dict:
@@ -146,12 +135,12 @@ async def _json_body(request: Request, stall_timeout_s: float) -> dict:
     return {"upload_id": body["upload_id"], "params": params}
 
 
+_SUBMIT_ROUTE = {"status_code": 202, "response_model": JobOut, "responses": _ERRORS, "openapi_extra": _UPLOAD_BODY}
+
+
 @router.post(
     "/jobs",
-    status_code=202,
-    response_model=JobOut,
-    responses=_ERRORS,
-    openapi_extra=_UPLOAD_BODY,
+    **_SUBMIT_ROUTE,
     summary="Submit a video for counting",
     description=(
         "Upload a video (multipart field `file`) with optional parameters. The body is streamed to "
@@ -171,23 +160,8 @@ async def create_job(
     return await _submit(request, settings, submitter, scratch, idempotency_key, caller.owner)
 
 
-@router.post(
-    "/submit-job",
-    status_code=202,
-    response_model=JobOut,
-    responses=_ERRORS,
-    openapi_extra=_UPLOAD_BODY,
-    summary="Alias of POST /jobs (kept for existing scripts)",
-)
-async def submit_job_alias(
-    request: Request,
-    settings: SettingsDep,
-    submitter: SubmitterDep,
-    scratch: ScratchDirDep,
-    caller: CallerDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> JSONResponse:
-    return await _submit(request, settings, submitter, scratch, idempotency_key, caller.owner)
+router.add_api_route("/submit-job", create_job, methods=["POST"], name="submit_job_alias", **_SUBMIT_ROUTE,
+                     summary="Alias of POST /jobs (kept for existing scripts)")
 
 
 @router.get("/jobs", response_model=JobList, responses=_ERRORS, summary="List jobs, newest first")
@@ -287,7 +261,7 @@ def _completed_output(job: Job, download: str) -> str:
     job_id = job.id
     if job.status is not JobStatus.COMPLETED:
         raise JobNotReady(f"job {job_id} is {job.status.value}; results are available once it has completed")
-    filename, _ = DOWNLOADS[download]
+    filename = DOWNLOADS[download].filename
     try:
         return job.outputs[filename]
     except KeyError:
@@ -303,38 +277,29 @@ def _stream(backends: Backends, blob: str, media_type: str, filename: str, attac
 
 def _download(job: Job, download: str, backends: Backends, attachment: bool) -> StreamingResponse:
     blob = _completed_output(job, download)
-    filename, media_type = DOWNLOADS[download]
-    return _stream(backends, blob, media_type, f"{job.id}-{filename}", attachment)
+    output = DOWNLOADS[download]
+    return _stream(backends, blob, output.media_type, f"{job.id}-{output.filename}", attachment)
 
 
-@router.get("/jobs/{job_id}/result", responses=_ERRORS, summary="stats.json: counts, tracks, timeline")
-def get_result(job_id: str, request: Request, backends: BackendsDep, settings: SettingsDep, access: MediaAccessDep,
-               download: bool = False) -> StreamingResponse:
-    return _download(_downloadable_job(backends, settings, access, request, job_id), "result", backends, download)
+def _add_file_download(name: str) -> None:
+    """``GET /jobs/{job_id}<route>``: one of the job's files, streamed whole (see core.outputs)."""
+    def download_file(job_id: str, request: Request, backends: BackendsDep, settings: SettingsDep,
+                      access: MediaAccessDep, download: bool = False) -> StreamingResponse:
+        return _download(_downloadable_job(backends, settings, access, request, job_id), name, backends, download)
+
+    output = DOWNLOADS[name]
+    router.add_api_route("/jobs/{job_id}" + output.route, download_file, methods=["GET"], name=f"get_{name}",
+                         responses=_ERRORS, summary=output.summary)
 
 
-@router.get("/jobs/{job_id}/detections", responses=_ERRORS, summary="detections.jsonl: one line per processed frame")
-def get_detections(job_id: str, request: Request, backends: BackendsDep, settings: SettingsDep, access: MediaAccessDep,
-                   download: bool = False) -> StreamingResponse:
-    return _download(_downloadable_job(backends, settings, access, request, job_id), "detections", backends, download)
-
-
-@router.get("/jobs/{job_id}/exports/coco", responses=_ERRORS, summary="COCO export with track ids")
-def get_coco(job_id: str, request: Request, backends: BackendsDep, settings: SettingsDep, access: MediaAccessDep,
-             download: bool = False) -> StreamingResponse:
-    return _download(_downloadable_job(backends, settings, access, request, job_id), "coco", backends, download)
-
-
-@router.get("/jobs/{job_id}/exports/mot", responses=_ERRORS, summary="MOTChallenge export")
-def get_mot(job_id: str, request: Request, backends: BackendsDep, settings: SettingsDep, access: MediaAccessDep,
-            download: bool = False) -> StreamingResponse:
-    return _download(_downloadable_job(backends, settings, access, request, job_id), "mot", backends, download)
+for _name in ("result", "detections", "coco", "mot"):  # the video has its own route below: ranges, redirects
+    _add_file_download(_name)
 
 
 @router.get(
-    "/jobs/{job_id}/video",
+    "/jobs/{job_id}" + DOWNLOADS["video"].route,
     responses={**_ERRORS, 206: {"description": "partial content"}, 307: {"description": "redirect to storage"}},
-    summary="The annotated H.264 MP4 (Range requests supported)",
+    summary=DOWNLOADS["video"].summary,
 )
 def get_video(
     job_id: str,
@@ -345,8 +310,9 @@ def get_video(
     range_header: Annotated[str | None, Header(alias="Range")] = None,
     download: bool = False,
 ) -> Response:
+    output = DOWNLOADS["video"]
     blob = _completed_output(_downloadable_job(backends, settings, access, request, job_id), "video")
-    disposition = f'{"attachment" if download else "inline"}; filename="{job_id}-annotated.mp4"'
+    disposition = f'{"attachment" if download else "inline"}; filename="{job_id}-{output.filename}"'
     url = backends.blobs.read_url(blob, timedelta(seconds=settings.read_url_ttl_s), disposition)
     if url is not None:
         return RedirectResponse(url, status_code=307)
@@ -355,9 +321,9 @@ def get_video(
     headers = {"Accept-Ranges": "bytes", "Content-Disposition": disposition}
     if byte_range is None:
         headers["Content-Length"] = str(size)
-        return StreamingResponse(backends.blobs.open_range(blob), media_type="video/mp4", headers=headers)
+        return StreamingResponse(backends.blobs.open_range(blob), media_type=output.media_type, headers=headers)
     first, last = byte_range
     headers["Content-Length"] = str(last - first + 1)
     headers["Content-Range"] = f"bytes {first}-{last}/{size}"
     body: Iterator[bytes] = backends.blobs.open_range(blob, first, last - first + 1)
-    return StreamingResponse(body, status_code=206, media_type="video/mp4", headers=headers)
+    return StreamingResponse(body, status_code=206, media_type=output.media_type, headers=headers)

@@ -6,17 +6,10 @@ from fastapi import APIRouter
 
 from api.deps import ApiKeyDep, BackendsDep, SettingsDep
 from api.schemas import ErrorBody
-from core.errors import CattleCounterError
+from core.errors import ModelNotLoaded
 from core.model_card import ModelCard, read_card
 
 router = APIRouter(tags=["model"], dependencies=[ApiKeyDep])
-
-
-class ModelNotLoaded(CattleCounterError):
-    """No worker has loaded the model yet."""
-
-    code = "model_not_loaded"
-    http_status = 404
 
 
 @router.get(

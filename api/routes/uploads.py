@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import BackendsDep, CallerDep, ScratchDirDep, SettingsDep, SubmitterDep
 from api.schemas import ErrorBody, UploadTicket
-from api.submission import describe_validation_error, parse_json, upload_data_path
+from api.submission import describe_params_error, parse_json, upload_data_path
 from api.upload_stream import receive_raw_body, receive_small_body, safe_filename
 from core.errors import InvalidInput
 
@@ -55,7 +55,7 @@ def _upload_request(data: bytes) -> UploadRequest:
     try:
         return UploadRequest.model_validate(parse_json("the JSON body", data, expect=dict))
     except ValidationError as exc:
-        raise InvalidInput(describe_validation_error(exc)) from None
+        raise InvalidInput(describe_params_error(exc)) from None
 
 
 @router.put("/uploads/{upload_id}", status_code=201, responses=_ERRORS,

@@ -49,8 +49,8 @@ from core.backends.azure.errors import azure_errors
 from core.backends.azure.outbox import event_entity, is_settled, job_event_ranges, range_filter
 from core.backends.base import JobPage, JobStore
 from core.backends.deadline import DeadlineRunner, bounded
-from core.backends.local.jobs import MAX_PAGE_SIZE, decode_cursor, encode_cursor
 from core.backends.outbox import EventFactory
+from core.backends.paging import check_page_size, decode_cursor, encode_cursor
 from core.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
 from core.jobs import DEFAULT_OWNER, Job, JobStatus, utcnow
 
@@ -220,8 +220,7 @@ class AzureJobStore(JobStore):
         self, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None, owner: str | None = None
     ) -> JobPage:
         """Jobs newest first (optionally one status, one owner), ``limit`` per page."""
-        if not 1 <= limit <= MAX_PAGE_SIZE:
-            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+        check_page_size(limit)
         if owner is not None:
             return self._list_owner(owner, status, limit, cursor)
         query, parameters = _list_filter(status, cursor)

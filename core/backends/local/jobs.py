@@ -8,18 +8,15 @@ are unique per owner: the ``owner_idempotency_key`` column holds "owner\nkey".
 
 from __future__ import annotations
 
-import base64
-import binascii
 import sqlite3
 
 from core.backends.base import JobPage, JobStore
 from core.backends.local.database import Database
 from core.backends.local.outbox import delete_events, insert_event
 from core.backends.outbox import EventFactory
-from core.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
+from core.backends.paging import check_page_size, decode_cursor, encode_cursor
+from core.errors import AlreadyExists, NotFound, PreconditionFailed
 from core.jobs import Job, JobStatus, utcnow
-
-MAX_PAGE_SIZE = 1000
 
 
 class LocalJobStore(JobStore):
@@ -81,8 +78,7 @@ class LocalJobStore(JobStore):
         self, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None, owner: str | None = None
     ) -> JobPage:
         """Jobs newest first (optionally one status, one owner), ``limit`` per page."""
-        if not 1 <= limit <= MAX_PAGE_SIZE:
-            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+        check_page_size(limit)
         where, args = ["1 = 1"], []
         if owner is not None:
             where.append("owner = ?")
@@ -132,19 +128,3 @@ def _with_etag(job: Job, version: int) -> Job:
     stored = job.model_copy()
     stored.etag = str(version)
     return stored
-
-
-def encode_cursor(last_id: str) -> str:
-    """An opaque page cursor: the last id of the page, base64url-encoded."""
-    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    """The id inside a cursor from encode_cursor; InvalidInput for anything else."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInput(f"invalid page cursor {cursor[:64]!r}") from None
-    if not raw or not raw.isalnum():
-        raise InvalidInput(f"invalid page cursor {cursor[:64]!r}")
-    return raw

@@ -1,10 +1,14 @@
-"""``python -m api.allinone``: the API and a worker in one process, on one machine.
+"""``python -m allinone``: the API and a worker in one process, on one machine.
 
 This is what ``make run`` starts: the embedded local backend (files + SQLite under
 DATA_DIR) unless STORAGE_BACKEND says otherwise. The model loads in the background, so the
 API (and the dashboard) answer at once; jobs wait in the queue until it has loaded and
 passed the worker's start-up check. If it cannot be used, no job is taken (none is failed
 for it) and /health answers 503 with the reason.
+
+It is a composition root, so it lives beside ``api`` and ``worker`` rather than in either:
+it imports both, and neither imports the other (tests/test_import_rules.py). The worker
+image carries it (it has both stacks); the API image does not.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ log = logging.getLogger("allinone")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m api.allinone", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m allinone", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
@@ -57,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         # uvicorn has handled the signal: stop running jobs at their next batch and release
         # their messages, so they resume on the next start instead of waiting for a lease
-        worker.request_shutdown()
-        worker.request_shutdown()
+        worker.stop_now()
         worker.join(timeout=settings.shutdown_grace_s)
         worker.close()
         backends.close()
