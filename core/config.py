@@ -138,7 +138,7 @@ class Settings(BaseSettings):
     # --- tiled inference (ml_engine/tiling.py; issue 13, section 4) ------------------------
     tiling: str = "auto"  # auto | off | WxH; a job may set its own
     tiling_full_frame: bool = True  # also look at the whole frame when tiling (large animals)
-    tile_batch_size: int = Field(default=32, ge=1, le=1024)  # most model inputs in one forward pass when tiling
+    tile_batch_size: int = Field(default=64, ge=1, le=1024)  # most model inputs in one forward pass when tiling
 
     # --- webhooks (durable outbox, Standard Webhooks signatures: core/webhooks.py) --------
     webhook_secret: str | None = None  # whsec_<base64> as the spec has it, or any plain secret

@@ -129,7 +129,7 @@ class PipelineConfig:
     max_video_seconds: float | None = None
     tiling: str | TilingSetting = "auto"
     tiling_full_frame: bool = True
-    tile_batch_size: int = 32
+    tile_batch_size: int = 64
 
     def __post_init__(self) -> None:
         self.tiling = parse_tiling(self.tiling)
