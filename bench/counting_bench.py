@@ -36,10 +36,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.counting import report  # noqa: E402
+from bench.counting import tiling as tiling_column  # noqa: E402
 from bench.counting.columns import COLUMNS, DEFAULT_COLUMNS  # noqa: E402
 from bench.counting.runner import cmc_cost, describe_config, dumps, pipeline_check, run_sequence  # noqa: E402
 from bench.counting.scene import SCENARIOS  # noqa: E402
-from bench.counting import tiling as tiling_column  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 CACHE = RESULTS / "counting-cache"

@@ -97,6 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "with TILING=off and each of --tiling-values, on frames of --size")
     parser.add_argument("--tiling-values", default="auto", help="comma-separated TILING values for --tiling-cost")
     parser.add_argument("--repeats", type=int, default=5, help="timed batches per TILING value in --tiling-cost")
+    parser.add_argument("--tile-batch-size", type=int, default=None,
+                        help="TILE_BATCH_SIZE for --tiling-cost (default: the pipeline's)")
     parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)  # internal: run one mode
     parser.add_argument("--stride", type=int, default=1, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -178,7 +180,7 @@ def tiling_cost(args: argparse.Namespace, model: str) -> dict[str, Any]:
     detector = Detector.load(args.model or model, device=args.device, input_size=args.input_size)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(args.batch_size)]
-    cap = PipelineConfig().tile_batch_size
+    cap = args.tile_batch_size or PipelineConfig().tile_batch_size
     rows = []
     print(f"model {model}  input {detector.spec.describe_input_size()}  frames {width}x{height}  "
           f"device {detector.device}  BATCH_SIZE {args.batch_size}  TILE_BATCH_SIZE {cap}\n")
