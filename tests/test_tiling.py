@@ -107,19 +107,32 @@ def test_overlapping_animals_of_one_tile_and_other_classes_are_not_merged():
 # --- the real tiny model ---------------------------------------------------------------------------
 
 
-def test_view_boxes_are_the_crops_boxes_moved_to_frame_pixels(tiny_rtdetr_detector):
+@pytest.fixture(scope="module")
+def tiny_detr_detector(tiny_detr_dir):
+    from ml_engine.detector import Detector
+
+    return Detector.load(str(tiny_detr_dir), device="cpu")
+
+
+@pytest.mark.parametrize("arch", ["rt_detr_v2", "detr"])  # fixed-size input; aspect-keeping and padded
+def test_view_boxes_are_the_crops_boxes_moved_to_frame_pixels(arch, request):
+    detector = request.getfixturevalue("tiny_rtdetr_detector" if arch == "rt_detr_v2" else "tiny_detr_detector")
+    _check_view_mapping(detector)
+
+
+def _check_view_mapping(detector) -> None:
     rng = np.random.default_rng(3)
     frame = rng.integers(0, 256, (500, 900, 3), dtype=np.uint8)
     region = (300, 100, 620, 420)
     crop = np.ascontiguousarray(frame[100:420, 300:620])
-    [via_view] = tiny_rtdetr_detector.detect_views([frame], [View(0, 0, region)], threshold=0.0)
-    [via_crop] = tiny_rtdetr_detector.detect([crop], threshold=0.0)
+    [via_view] = detector.detect_views([frame], [View(0, 0, region)], threshold=0.0)
+    [via_crop] = detector.detect([crop], threshold=0.0)
     assert len(via_view) == len(via_crop) > 0
     np.testing.assert_allclose(via_view.xyxy, via_crop.xyxy + np.array([300, 100, 300, 100]), atol=1e-3)
     assert (via_view.xyxy[:, [0, 2]] >= 300).all() and (via_view.xyxy[:, [0, 2]] <= 620).all()
     assert (via_view.xyxy[:, [1, 3]] >= 100).all() and (via_view.xyxy[:, [1, 3]] <= 420).all()
     with pytest.raises(InvalidInput, match="not inside"):
-        tiny_rtdetr_detector.detect_views([frame], [View(0, 0, (800, 0, 1000, 100))], threshold=0.0)
+        detector.detect_views([frame], [View(0, 0, (800, 0, 1000, 100))], threshold=0.0)
 
 
 class ForwardCounter:
