@@ -10,6 +10,8 @@ count, |error| %, ID switches, IDF1 and HOTA (TrackEval), and tracker frames per
     python bench/counting_bench.py --quick         # smoke run: 2 scenarios, 1 short seed
     python bench/counting_bench.py --scenarios pan,jumps --seeds 3 --columns baseline,botsort_sof
     python bench/counting_bench.py --cmc-cost      # also time CMC per frame at 1080p and 4K
+    python bench/counting_bench.py --tiling auto --scenarios small_4k,altitude,pan --columns baseline,botsort_sof
+                                                   # the tiling column: TILING=off against auto (and any WxH)
 
 Rendered frames and detections are cached in bench/results/counting-cache (git-ignored),
 so a second run skips rendering. The full pipeline (x264 video -> PyAV decode -> the oracle
@@ -34,6 +36,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.counting import report  # noqa: E402
+from bench.counting import tiling as tiling_column  # noqa: E402
 from bench.counting.columns import COLUMNS, DEFAULT_COLUMNS  # noqa: E402
 from bench.counting.runner import cmc_cost, describe_config, dumps, pipeline_check, run_sequence  # noqa: E402
 from bench.counting.scene import SCENARIOS  # noqa: E402
@@ -60,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=2, help="worker processes")
     parser.add_argument("--no-pipeline", action="store_true", help="skip the full-pipeline check")
     parser.add_argument("--cmc-cost", action="store_true", help="time CMC per frame at 1080p and 4K")
+    parser.add_argument("--tiling", type=_csv, default=[],
+                        help="TILING values (auto, WxH) to compare with off, at stride 1, on --scenarios; "
+                             "then only the tiling column runs, counted by each of --columns")
     parser.add_argument("--json", type=Path, default=None, help="default: bench/results/counting[-quick].json")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
     parser.add_argument("--cache", type=Path, default=CACHE)
@@ -82,6 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.tiling:
+        return tiling_main(args, argv)
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
     # biggest sequences first, so the workers finish together
@@ -130,6 +138,52 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{c['scenario']} stride {c['stride']}" for c in mismatched), file=sys.stderr)
         return 1
     return 0
+
+
+def tiling_main(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """The tiling column: each scenario and seed with TILING=off and each --tiling value."""
+    started = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    cost = {"small_4k": 3, "dense_herd": 2, "altitude": 2}
+    jobs = sorted(((n, s) for n in args.scenarios for s in range(args.seeds)), key=lambda j: -cost.get(j[0], 1))
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = [pool.submit(tiling_column.run_tiling, n, s, args.tiling, args.columns, str(args.cache), args.frames)
+                   for n, s in jobs]
+        checks = [] if args.no_pipeline or "small_4k" not in args.scenarios else [
+            pool.submit(tiling_column.pipeline_check, "small_4k", 0, 60, "auto", str(args.cache))]
+        rows = []
+        for (name, seed), future in zip(jobs, futures):
+            rows += future.result()
+            print(f"  {name} seed {seed} done ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+        checks = [f.result() for f in checks]
+    aggregated = tiling_column.aggregate(rows)
+    seconds = time.perf_counter() - started
+    document = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python bench/counting_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)},
+        "seconds": round(seconds, 1), "config": describe_config(), "tiling": aggregated,
+        "pipeline_checks": checks, "rows": rows,
+    }
+    path = args.json if args.json != RESULTS / "counting.json" else RESULTS / "counting-tiling.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dumps(document))
+    parts = ["Tiling column, stride 1, mean over seeds (recall and recovery pooled):", "",
+             tiling_column.table(aggregated)]
+    for c in checks:
+        parts += ["", f"Full pipeline with TILING={c['tiling']} on {c['scenario']} seed {c['seed']} "
+                  f"({c['frames']} frames, {c['size']}): count {c['pipeline_count']} (counting stage alone "
+                  f"{c['counting_stage_count']}, tracks identical: {c['tracks_identical']}), "
+                  f"{c['forward_passes']} detector calls for {c['views']} views, {c['pipeline_fps']} fps."]
+    parts += ["", f"{seconds:.0f} s on {os.cpu_count()} CPUs, load average {load_before:.1f} -> "
+              f"{os.getloadavg()[0]:.1f}."]
+    text = "\n".join(parts)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+    print(f"JSON: {path}", file=sys.stderr)
+    return 0 if all(c["tracks_identical"] for c in checks) else 1
 
 
 def render_tables(document: dict, args: argparse.Namespace) -> str:

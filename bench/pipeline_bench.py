@@ -15,6 +15,7 @@ one's peak RSS is its own):
     python bench/pipeline_bench.py --arch-size real --device cuda --seconds 20
     python bench/pipeline_bench.py --model PekingU/rtdetr_v2_r18vd --video field.mp4
     python bench/pipeline_bench.py --memory            # 1-minute vs 10-minute video: peak RSS
+    python bench/pipeline_bench.py --tiling-cost --input-size 640 --size 3840x2160   # detection cost per frame, TILING off vs auto
 
 Prints a table and writes JSON to bench/results/. Timings on a shared machine move with
 its load, so the load average is recorded beside each figure, and CPU seconds per frame
@@ -89,6 +90,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-fps", type=int, default=10, help="frame rate of the memory videos (default 10)")
     parser.add_argument("--memory-stride", type=int, default=10, help="frame stride in --memory runs (default 10)")
     parser.add_argument("--memory-minutes", default="1,10", help="video lengths for --memory (default 1,10)")
+    parser.add_argument("--tiling", default="off",
+                        help="TILING for the pipeline mode (default off, so figures compare with earlier runs)")
+    parser.add_argument("--tiling-cost", action="store_true",
+                        help="time detection per frame (preprocess + forward + post-process + merge) "
+                             "with TILING=off and each of --tiling-values, on frames of --size")
+    parser.add_argument("--tiling-values", default="auto", help="comma-separated TILING values for --tiling-cost")
+    parser.add_argument("--repeats", type=int, default=5, help="timed batches per TILING value in --tiling-cost")
+    parser.add_argument("--tile-batch-size", type=int, default=None,
+                        help="TILE_BATCH_SIZE for --tiling-cost (default: the pipeline's)")
     parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)  # internal: run one mode
     parser.add_argument("--stride", type=int, default=1, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -104,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         model = args.model or build_model(Path(scratch) / "model", args.arch_size)
         if args.memory:
             report = memory_benchmark(args, model)
+        elif args.tiling_cost:
+            report = tiling_cost(args, model)
         else:
             report = throughput_benchmark(args, model)
-    path = save_report(report, "memory" if args.memory else "pipeline")
+    path = save_report(report, "memory" if args.memory else "tiling" if args.tiling_cost else "pipeline")
     print(f"\nJSON: {path}")
     return 0
 
@@ -147,6 +159,74 @@ def throughput_benchmark(args: argparse.Namespace, model: str) -> dict[str, Any]
                     for mode, result in results.items()},
         "ratios": ratios,
     }
+
+
+# --- the cost of tiling ------------------------------------------------------------------------------------
+
+
+def tiling_cost(args: argparse.Namespace, model: str) -> dict[str, Any]:
+    """Detection alone, per frame, as the pipeline runs it: ``detect`` on a batch of frames
+    with TILING=off; with tiling, every view of a batch of frames through ``detect_views``
+    (one forward pass per ``tile_batch_size`` views) and the per-frame merge. Decode,
+    tracking and encoding are left out: they do not change with tiling."""
+    import numpy as np
+    import torch
+
+    from ml_engine.detector import Detector
+    from ml_engine.pipeline import PipelineConfig
+    from ml_engine.tiling import View, merge_views, parse_tiling, plan_tiles
+
+    width, height = parse_size(args.size)
+    detector = Detector.load(args.model or model, device=args.device, input_size=args.input_size)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(args.batch_size)]
+    cap = args.tile_batch_size or PipelineConfig().tile_batch_size
+    rows = []
+    print(f"model {model}  input {detector.spec.describe_input_size()}  frames {width}x{height}  "
+          f"device {detector.device}  BATCH_SIZE {args.batch_size}  TILE_BATCH_SIZE {cap}\n")
+    for value in ["off", *[v.strip() for v in args.tiling_values.split(",") if v.strip() and v.strip() != "off"]]:
+        plan = plan_tiles(parse_tiling(value), (width, height), detector.model_input_size(width, height),
+                          detector.tile_size())
+        per_batch = max(1, min(args.batch_size, cap // plan.views_per_frame)) if plan.tiled else args.batch_size
+        batch = frames[:per_batch]
+        forwards = 0
+
+        def run_batch() -> None:
+            nonlocal forwards
+            if not plan.tiled:
+                detector.detect(batch, args.threshold)
+                forwards += 1
+                return
+            views = [View(i, i, region) for i in range(len(batch)) for region in plan.regions]
+            found = []
+            for start in range(0, len(views), cap):
+                found += detector.detect_views(batch, views[start:start + cap], args.threshold)
+                forwards += 1
+            n = plan.views_per_frame
+            for i in range(len(batch)):
+                merge_views(found[i * n:(i + 1) * n])
+
+        run_batch()  # warm-up
+        forwards = 0
+        with _Clock() as clock:
+            for _ in range(args.repeats):
+                run_batch()
+                _synchronize(detector.device)
+        frames_done = args.repeats * len(batch)
+        row = {"tiling": value, "tiled": plan.tiled, "views_per_frame": plan.views_per_frame,
+               "tile": f"{plan.tile_size[0]}x{plan.tile_size[1]}" if plan.tile_size else None,
+               "frames_per_forward": len(batch), "forwards_per_frame": round(forwards / frames_done, 2),
+               "ms_per_frame": round(1000 * clock.wall / frames_done, 1),
+               "cpu_ms_per_frame": round(1000 * clock.cpu / frames_done, 1), "torch_threads": torch.get_num_threads()}
+        rows.append(row)
+        print(f"TILING={value:<10} tiled={str(plan.tiled):<5} views/frame={plan.views_per_frame:<4} "
+              f"frames/forward={len(batch)}  forwards/frame={row['forwards_per_frame']}  "
+              f"{row['ms_per_frame']:.1f} ms/frame wall, {row['cpu_ms_per_frame']:.1f} ms CPU")
+    off = rows[0]["ms_per_frame"]
+    for row in rows[1:]:
+        row["cost_over_off"] = round(row["ms_per_frame"] / off, 2) if off else None
+    return {"kind": "tiling_cost", "model": model, "input": detector.spec.describe_input_size(),
+            "size": f"{width}x{height}", "device": detector.device, "settings": settings_of(args), "rows": rows}
 
 
 def print_table(results: dict[str, ModeResult]) -> None:
@@ -247,7 +327,7 @@ def _pipeline(args: argparse.Namespace) -> tuple[int, float, float, dict[str, An
 
     detector = Detector.load(args.model, device=args.device, input_size=args.input_size)
     config = PipelineConfig(threshold=args.threshold, batch_size=args.batch_size, frame_stride=args.stride,
-                            preset=args.preset)
+                            preset=args.preset, tiling=args.tiling)
     with tempfile.TemporaryDirectory() as out, _Clock() as clock:
         result = process_video(args.video, out, detector, config)
     frames = result.stats["video"]["frames"]

@@ -21,7 +21,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
-from core.errors import ConfigError, describe_validation_error
+from core.errors import ConfigError, InvalidInput, describe_validation_error
+from core.tiling import parse_tiling
 from ml_engine.video import X264_PRESETS  # the encoder owns them; torch-free (tests/test_import_rules.py)
 
 
@@ -140,6 +141,11 @@ class Settings(BaseSettings):
     video_preset: str = "veryfast"  # x264 preset of annotated.mp4
     video_crf: int = Field(default=23, ge=0, le=51)  # x264 quality: lower is better and bigger
 
+    # --- tiled inference (ml_engine/tiling.py; issue 13, section 4) ------------------------
+    tiling: str = "auto"  # auto | off | WxH; a job may set its own
+    tiling_full_frame: bool = True  # also look at the whole frame when tiling (large animals)
+    tile_batch_size: int = Field(default=64, ge=1, le=1024)  # most model inputs in one forward pass when tiling
+
     # --- webhooks (durable outbox, Standard Webhooks signatures: core/webhooks.py) --------
     webhook_secret: str | None = None  # whsec_<base64> as the spec has it, or any plain secret
     webhook_allow_private: bool = False
@@ -191,6 +197,14 @@ class Settings(BaseSettings):
         if value not in X264_PRESETS:
             raise ValueError(f"must be one of {', '.join(X264_PRESETS)}")
         return value
+
+    @field_validator("tiling")
+    @classmethod
+    def _known_tiling(cls, value: str) -> str:
+        try:
+            return parse_tiling(value).text
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("classes")
     @classmethod

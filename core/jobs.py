@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, ValidationInfo, field_validator
 
 from core.errors import CorruptRecord, InvalidInput, InvalidMessage
+from core.tiling import parse_tiling
 
 MESSAGE_VERSION = 1
 
@@ -120,6 +121,21 @@ class JobParams(BaseModel):
     zones: list[CountingZone] = Field(default_factory=list, max_length=MAX_ZONES)
     callback_url: HttpUrl | None = Field(default=None, description="Webhook called when the job ends.")
     model_id: str | None = Field(default=None, description="Model to use, if the service allows overrides.")
+    tiling: str | None = Field(
+        default=None,
+        max_length=32,
+        description="Tiled inference for frames much larger than the model's input: auto, off or a tile size WxH.",
+    )
+
+    @field_validator("tiling")
+    @classmethod
+    def _known_tiling(cls, tiling: str | None) -> str | None:
+        if tiling is None:
+            return None
+        try:
+            return parse_tiling(tiling).text
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from None  # pydantic reports it under the field's name
 
     @field_validator("classes")
     @classmethod

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from core.config import Settings
-from core.errors import CattleCounterError, JobCancelled
+from core.errors import CattleCounterError, InvalidInput, JobCancelled
 from core.jobs import CountingLine, CountingZone
+from core.tiling import parse_tiling
 
 EXIT_ERROR = 1
 EXIT_CANCELLED = 130
@@ -58,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="[NAME=]x1,y1,x2,y2,x3,y3,...", help="a counting zone polygon in pixels; repeatable (unnamed: zone-1, ...)")
     parser.add_argument("--batch-size", type=_positive_int, default=defaults["batch_size"].default,
                         help="frames per inference batch (default %(default)s)")
+    parser.add_argument("--tiling", type=_tiling, default=os.environ.get("TILING") or defaults["tiling"].default,
+                        help="auto, off or a tile size WxH: cut frames much larger than the model's input into "
+                             "overlapping tiles (default: $TILING or %(default)s)")
+    parser.add_argument("--no-full-frame", dest="tiling_full_frame", action="store_false",
+                        help="when tiling, skip the extra whole-frame view (it finds animals larger than a tile)")
+    parser.add_argument("--tile-batch-size", type=_positive_int, default=defaults["tile_batch_size"].default,
+                        help="most tiles in one forward pass (default %(default)s)")
     parser.add_argument("--device", default=os.environ.get("DEVICE") or "auto",
                         help="auto, cpu, cuda or cuda:N (default: $DEVICE or auto)")
     parser.add_argument("--input-size", type=_positive_int, default=None,
@@ -81,6 +89,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _tiling(text: str) -> str:
+    try:
+        return parse_tiling(text).text
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_float(text: str) -> float:
@@ -179,6 +194,9 @@ def _run(args: argparse.Namespace, cancelled: Callable[[], bool]) -> dict[str, A
         lines=args.lines,
         zones=args.zones,
         max_frames=args.max_frames,
+        tiling=args.tiling,
+        tiling_full_frame=args.tiling_full_frame,
+        tile_batch_size=args.tile_batch_size,
     )
     probe(args.video)  # a bad video fails before the model is loaded
     detector = Detector.load(args.model, device=args.device, input_size=args.input_size)

@@ -27,7 +27,8 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModelForObjectDetec
 from transformers.utils import logging as hf_logging
 
 from core.errors import CattleCounterError, ConfigError, InvalidInput, ModelError
-from ml_engine.preprocess import Preprocessor, PreprocessSpec, spec_from_processor
+from ml_engine.preprocess import Preprocessor, PreprocessSpec, resized_size, spec_from_processor
+from ml_engine.tiling import View, offset_boxes
 
 log = logging.getLogger(__name__)
 
@@ -155,14 +156,63 @@ class Detector:
         wanted = self.class_ids(class_names) if class_names else None
         if not images:
             return []
-        results = self._infer(images, threshold)
+        results = self._infer(self.prepare(images), [image.shape[:2] for image in images], threshold)
         return [self._to_detections(result, image.shape, wanted) for result, image in zip(results, images)]
+
+    def detect_views(
+        self, images: list[np.ndarray], views: list[View], threshold: float, class_names: Iterable[str] | None = None
+    ) -> list[sv.Detections]:
+        """Detect objects in regions (tiles) of frames, all in one batched forward pass.
+
+        Each view's region is cut from its frame and resized to the model's input as a
+        whole frame would be. Returns one ``sv.Detections`` per view, boxes in *frame*
+        pixels (clipped to the view's region). The caller bounds how many views one call
+        gets (``ml_engine.pipeline`` keeps it within ``tile_batch_size``).
+
+        Raises: as ``detect``; InvalidInput when a region is not inside its frame.
+        """
+        _check_threshold(threshold)
+        wanted = self.class_ids(class_names) if class_names else None
+        if not views:
+            return []
+        inputs = self.prepare_views(images, views)
+        sizes = [(view.region[3] - view.region[1], view.region[2] - view.region[0]) for view in views]
+        results = self._infer(inputs, sizes, threshold)
+        return [
+            offset_boxes(self._to_detections(result, size, wanted), view.region)
+            for result, size, view in zip(results, sizes, views)
+        ]
+
+    def model_input_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """The (width, height) a ``width`` x ``height`` frame is resized to for the model;
+        None when the checkpoint does not resize (it sees frames at full resolution)."""
+        if not self.spec.do_resize:
+            return None
+        out_h, out_w = resized_size(height, width, self.spec)
+        return out_w, out_h
+
+    def tile_size(self) -> tuple[int, int] | None:
+        """The tile (width, height) that the model sees at full resolution: its input size
+        (fixed-size models), or a square of its shortest edge (DETR, YOLOS)."""
+        if not self.spec.do_resize:
+            return None
+        if self.spec.resize_mode in ("fixed", "max_height_width"):
+            return self.spec.width, self.spec.height  # type: ignore[return-value]
+        return self.spec.shortest_edge, self.spec.shortest_edge  # type: ignore[return-value]
 
     @torch.inference_mode()
     def prepare(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:
         """The model inputs for a batch of frames (``pixel_values``, and ``pixel_mask`` when the
         checkpoint pads), on the model's device. Split out of ``detect`` for benchmarks."""
-        pixel_values, pixel_mask = self._preprocess(images)
+        return self._inputs(*self._preprocess(images))
+
+    @torch.inference_mode()
+    def prepare_views(self, images: list[np.ndarray], views: list[View]) -> dict[str, torch.Tensor]:
+        """The model inputs for regions of frames (see ``detect_views``)."""
+        pixel_values, pixel_mask = self._preprocess.regions(images, [(view.image, view.region) for view in views])
+        return self._inputs(pixel_values, pixel_mask)
+
+    def _inputs(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
         inputs = {"pixel_values": pixel_values}
         if self._passes_pixel_mask and pixel_mask is not None:
             inputs["pixel_mask"] = pixel_mask
@@ -187,13 +237,16 @@ class Detector:
             raise self._failed(f"failed to run on {self.device}", exc) from exc
 
     @torch.inference_mode()
-    def _infer(self, images: list[np.ndarray], threshold: float) -> list[dict[str, torch.Tensor]]:
-        outputs = self.forward(self.prepare(images))
+    def _infer(
+        self, inputs: dict[str, torch.Tensor], sizes: list[tuple[int, int]], threshold: float
+    ) -> list[dict[str, torch.Tensor]]:
+        """Forward pass and post-processing; ``sizes``: each input's (height, width) in source pixels."""
+        outputs = self.forward(inputs)
         try:
             # post-processing in float32 whatever the autocast dtype was
             outputs["logits"] = outputs.logits.float()
             outputs["pred_boxes"] = outputs.pred_boxes.float()
-            target_sizes = torch.tensor([image.shape[:2] for image in images], device=outputs.logits.device)
+            target_sizes = torch.tensor(sizes, device=outputs.logits.device)
             return self._processor.post_process_object_detection(
                 outputs, threshold=threshold, target_sizes=target_sizes
             )

@@ -42,6 +42,7 @@ from core.jobs import CountingLine, CountingZone, check_unique_names, with_defau
 from core.outputs import ANNOTATED_VIDEO, STATS
 from ml_engine.annotate import FrameAnnotator
 from ml_engine.outputs import OutputWriter, build_stats, move_outputs
+from ml_engine.tiling import TilePlan, TilingSetting, View, merge_views, parse_tiling, plan_tiles
 from ml_engine.tracking import CountingConfig, ObjectCounter, empty_tracked
 from ml_engine.video import (
     Frame,
@@ -61,9 +62,32 @@ _END = object()  # end-of-stream marker on the queues
 
 
 class DetectorLike(Protocol):
-    """What the pipeline needs of ``ml_engine.detector.Detector``."""
+    """What the pipeline needs of ``ml_engine.detector.Detector`` (every attribute it reads)."""
+
+    labels: dict[int, str]  # class id -> name
+    model_id: str
+    device: str
+    random_weights: bool
 
     def detect(self, images: list[Any], threshold: float, class_names: Any = None) -> list[sv.Detections]: ...
+
+    def detect_views(
+        self, images: list[Any], views: list[View], threshold: float, class_names: Any = None
+    ) -> list[sv.Detections]:
+        """One result per view (a region of one of ``images``), boxes in frame pixels; one forward pass."""
+        ...
+
+    def model_input_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """The (width, height) the model resizes such a frame to; None: it takes frames whole."""
+        ...
+
+    def tile_size(self) -> tuple[int, int] | None:
+        """The tile (width, height) the model sees at full resolution (``TILING=auto``)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Model facts for stats.json (at least ``id``; see ``Detector.describe``)."""
+        ...
 
 
 @dataclass
@@ -78,6 +102,11 @@ class PipelineConfig:
     ``max_frames``: stop after this many frames (previews, tests).
     ``max_buffered_bytes``: decoded frames held in memory at once, in bytes (see ``buffer_plan``).
     ``max_video_pixels``, ``max_video_seconds``: refuse bigger or longer videos (None: any).
+    ``tiling``: ``auto`` | ``off`` | ``WxH`` (see ``ml_engine.tiling``); ``tiling_full_frame``:
+    also look at the whole frame (large animals). ``batch_size`` counts frames;
+    ``tile_batch_size`` caps the model inputs (tiles and whole-frame views) of one forward
+    pass when tiling: a batch takes as many frames as fit, at least one, and a frame with
+    more tiles than the cap (8K) is split into forward passes of at most the cap.
     """
 
     threshold: float = 0.5
@@ -99,8 +128,12 @@ class PipelineConfig:
     max_buffered_bytes: int = 1024**3
     max_video_pixels: int | None = None
     max_video_seconds: float | None = None
+    tiling: str | TilingSetting = "auto"
+    tiling_full_frame: bool = True
+    tile_batch_size: int = 64
 
     def __post_init__(self) -> None:
+        self.tiling = parse_tiling(self.tiling)
         self.lines = with_default_names([_validated(CountingLine, line) for line in self.lines], "line")
         self.zones = with_default_names([_validated(CountingZone, zone) for zone in self.zones], "zone")
         check_unique_names("line", [line.name for line in self.lines])  # now, not after the model loads
@@ -114,7 +147,8 @@ class PipelineConfig:
         _require(self.frame_stride >= 1, f"frame_stride must be at least 1, got {self.frame_stride}")
         if self.frame_interval_seconds is not None:
             _require(self.frame_interval_seconds > 0, "frame_interval_seconds must be positive")
-        for name in ("batch_size", "min_hits", "queue_size", "max_chunk_frames", "max_buffered_bytes"):
+        for name in ("batch_size", "min_hits", "queue_size", "max_chunk_frames", "max_buffered_bytes",
+                     "tile_batch_size"):
             _require(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_frames is not None:
             _require(self.max_frames >= 1, f"max_frames must be at least 1, got {self.max_frames}")
@@ -263,6 +297,8 @@ class _Run:
         self.stride = config.stride_for(info.fps)
         width, height = info.display_size
         self.buffers = buffer_plan(config, width * height * 3)
+        self.tiles = self._plan_tiles(width, height)
+        self.frames_per_batch = self._frames_per_batch()
         self.chunk_limit = self.buffers.chunk_frames
         self.decoded: queue.Queue = queue.Queue(maxsize=self.buffers.queue_frames)
         self.inferred: queue.Queue = queue.Queue(maxsize=2)  # one being encoded, one waiting
@@ -277,6 +313,25 @@ class _Run:
         self.started = time.monotonic()
         self._last_progress = 0.0
 
+    def _plan_tiles(self, width: int, height: int) -> TilePlan:
+        setting = self.config.tiling
+        assert isinstance(setting, TilingSetting)
+        return plan_tiles(
+            setting,
+            (width, height),
+            self.detector.model_input_size(width, height),
+            self.detector.tile_size(),
+            self.config.tiling_full_frame,
+        )
+
+    def _frames_per_batch(self) -> int:
+        """Frames per detection batch: ``batch_size``, fewer when tiling so that all their
+        views fit one forward pass of at most ``tile_batch_size`` inputs (at least one frame)."""
+        if not self.tiles.tiled:
+            return self.config.batch_size
+        fitting = self.config.tile_batch_size // self.tiles.views_per_frame
+        return max(1, min(self.config.batch_size, fitting))
+
     def _counting_config(self) -> CountingConfig:
         return CountingConfig(
             fps=float(self.info.fps) / self.stride,
@@ -290,7 +345,7 @@ class _Run:
     # --- orchestration ---------------------------------------------------------------------
 
     def execute(self) -> tuple[dict[str, Any], dict[str, Path]]:
-        labels = getattr(self.detector, "labels", {}) or {}
+        labels = self.detector.labels or {}
         self.outputs = OutputWriter(self.work_dir, labels, self.info.display_size)
         # each thread runs in a copy of the caller's context, so log lines keep its job_id
         threads = [
@@ -391,7 +446,7 @@ class _Run:
         """Frames up to a full detection batch (or the chunk cap); True when the video ended."""
         frames: list[Frame] = []
         to_detect = 0
-        while to_detect < self.config.batch_size and len(frames) < self.chunk_limit:
+        while to_detect < self.frames_per_batch and len(frames) < self.chunk_limit:
             item = self._get(self.decoded, cancellable=True)
             if item is _END:
                 return frames, True
@@ -406,12 +461,29 @@ class _Run:
         chosen = [frame for frame in frames if self._is_detected(frame)]
         if not chosen:
             return {}
-        results = self.detector.detect(
-            [frame.image for frame in chosen], self.config.effective_low_threshold, self.config.classes
-        )
+        images = [frame.image for frame in chosen]
+        if self.tiles.tiled:
+            results = self._detect_tiled(chosen, images)
+        else:
+            results = self.detector.detect(images, self.config.effective_low_threshold, self.config.classes)
         if len(results) != len(chosen):
             raise ModelError(f"the detector returned {len(results)} results for {len(chosen)} frames")
         return {frame.index: detections for frame, detections in zip(chosen, results)}
+
+    def _detect_tiled(self, chosen: list[Frame], images: list[Any]) -> list[sv.Detections]:
+        """Every view of every chosen frame in one forward pass (several only when one frame
+        alone has more than ``tile_batch_size`` views), then each frame's views merged."""
+        views = [View(i, frame.index, region) for i, frame in enumerate(chosen) for region in self.tiles.regions]
+        cap = self.config.tile_batch_size
+        per_view: list[sv.Detections] = []
+        for start in range(0, len(views), cap):
+            part = views[start:start + cap]
+            found = self.detector.detect_views(images, part, self.config.effective_low_threshold, self.config.classes)
+            if len(found) != len(part):
+                raise ModelError(f"the detector returned {len(found)} results for {len(part)} tiles")
+            per_view.extend(found)
+        n = self.tiles.views_per_frame
+        return [merge_views(per_view[i * n:(i + 1) * n]) for i in range(len(chosen))]
 
     def _report_progress(self, final: bool = False) -> None:
         now = time.monotonic()
@@ -481,12 +553,18 @@ class _Run:
         files[STATS] = exports[STATS]
         return stats, files
 
+    def _tiling_facts(self) -> dict[str, Any]:
+        assert isinstance(self.config.tiling, TilingSetting)
+        facts = self.tiles.describe(self.config.tiling, self.config.tiling_full_frame)
+        if self.tiles.tiled:
+            facts["frames_per_batch"] = self.frames_per_batch
+        return facts
+
     def _model_facts(self) -> dict[str, Any]:
-        describe = getattr(self.detector, "describe", None)
-        facts = dict(describe()) if callable(describe) else {}
-        facts.setdefault("id", str(getattr(self.detector, "model_id", "unknown")))
-        facts.setdefault("device", str(getattr(self.detector, "device", "unknown")))
-        facts.setdefault("random_weights", bool(getattr(self.detector, "random_weights", False)))
+        facts = dict(self.detector.describe())
+        facts.setdefault("id", str(self.detector.model_id))
+        facts.setdefault("device", str(self.detector.device))
+        facts.setdefault("random_weights", bool(self.detector.random_weights))
         facts["threshold"] = self.config.threshold
         facts["classes"] = self.config.classes
         return facts
@@ -496,7 +574,7 @@ class _Run:
         return {
             "seconds": round(seconds, 3),
             "fps": round(self.frames_decoded / seconds, 3) if seconds > 0 else 0.0,
-            "device": str(getattr(self.detector, "device", "unknown")),
+            "device": str(self.detector.device),
             "frame_stride": self.stride,
             "frames_decoded": self.frames_decoded,
             "frames_processed": self.frames_processed,
@@ -505,4 +583,5 @@ class _Run:
             "low_threshold": self.config.effective_low_threshold,
             "min_hits": self.config.min_hits,
             "max_frames": self.config.max_frames,
+            "tiling": self._tiling_facts(),
         }

@@ -195,7 +195,33 @@ class Preprocessor:
         ``pixel_values`` is float32, shape (B, 3, H, W). ``pixel_mask`` (B, H, W, int64,
         1 = real pixel) is returned when the processor pads the batch to a common size.
         """
-        resized = [self._resize(_as_chw_tensor(image)) for image in images]
+        return self._batch([self._resize(_as_chw_tensor(image)) for image in images])
+
+    def regions(
+        self, images: list[np.ndarray], regions: list[tuple[int, tuple[int, int, int, int]]]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Preprocess regions of frames (tiles) as one batch: ``regions`` holds (index into
+        ``images``, (x0, y0, x1, y1) in that image's pixels). Each region is resized to the
+        model's input exactly as a whole frame would be; each frame goes to the device once
+        and its tiles are cut from it there (no copy on the CPU)."""
+        frames: dict[int, torch.Tensor] = {}
+        resized = []
+        for index, (x0, y0, x1, y1) in regions:
+            if index not in frames:
+                frames[index] = self._on_device(_as_chw_tensor(images[index]))
+            frame = frames[index]
+            height, width = frame.shape[-2:]
+            if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+                raise InvalidInput(f"region {(x0, y0, x1, y1)} is not inside the {width}x{height} image {index}")
+            resized.append(self._resize(frame[:, :, y0:y1, x0:x1]))
+        return self._batch(resized)
+
+    def _on_device(self, image: torch.Tensor) -> torch.Tensor:
+        """The uint8 frame where its tiles will be resized: the CPU for the fast uint8 path,
+        else the model's device (one upload per frame, however many tiles)."""
+        return image if self._resize_uint8 else image.to(self.device)
+
+    def _batch(self, resized: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.spec.do_pad:
             return self._pad(resized)
         return torch.cat(resized), None

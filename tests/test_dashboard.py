@@ -388,7 +388,7 @@ def test_zone_counts_of_a_job_are_shown(page, allinone_server, clips):
              {"name": "left strip", "polygon": [[0, 0], [20, 0], [20, 240], [0, 240]]}]
     with clips["small"].open("rb") as handle:
         response = allinone_server.client.post("/jobs", files={"file": ("zones.mp4", handle)},
-                                               data={"zones": json.dumps(zones)})
+                                               data={"zones": json.dumps(zones), "tiling": "off"})
     assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
     assert allinone_server.wait_for_status(job_id, {"completed", "failed"}, JOB_TIMEOUT_MS / 1000)[
@@ -406,7 +406,7 @@ def test_zone_counts_of_a_job_are_shown(page, allinone_server, clips):
     assert stats["zones"][0]["max_total"] > 0  # the whole field saw something: the numbers are not all zero
     expect(page.get_by_test_id("line-counts")).to_be_hidden()
     expect(page.get_by_test_id("detail-meta").locator("dd").last).to_have_text(  # Settings
-        "all classes · zone “whole field” · zone “left strip”")
+        "all classes · no tiling · zone “whole field” · zone “left strip”")
     table.scroll_into_view_if_needed()
     page.screenshot(path=str(SCREENSHOTS / "job-zones.png"))  # the viewport: the zone table in view
 

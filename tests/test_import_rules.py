@@ -14,7 +14,8 @@ The rules:
 - the engine's library modules (``ml_engine/`` but its CLI, ``__main__.py``) never import the
   API, the worker, the all-in-one or service settings. Of ``core`` they use only what is
   pure and settings-free: ``core.errors`` (the error tree), ``core.jobs`` (the job model:
-  lines, zones) and ``core.outputs`` (output file names). So a notebook can use the engine
+  lines, zones), ``core.outputs`` (output file names) and ``core.tiling`` (the TILING grammar
+  the API also validates with). So a notebook can use the engine
   with no service configured. The CLI may read settings for its defaults.
 - the worker never imports the all-in-one (the all-in-one imports it).
 - one storage backend never imports the other: what both need lives beside
@@ -36,7 +37,7 @@ ML_STACK = ("torch", "torchvision", "transformers", "supervision", "trackers")
 # the engine modules the API (and core) may import: torch-free media probes
 API_ENGINE_DOORS = ("ml_engine.video",)
 # the core modules the engine's library may import: pure, no settings
-ENGINE_CORE_MODULES = ("core.errors", "core.jobs", "core.outputs")
+ENGINE_CORE_MODULES = ("core.errors", "core.jobs", "core.outputs", "core.tiling")
 ENGINE_CLI = "ml_engine.__main__"
 
 

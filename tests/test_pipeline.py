@@ -26,6 +26,7 @@ from core.jobs import CountingLine
 from ml_engine import pipeline
 from ml_engine.outputs import ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS, validate_stats
 from ml_engine.pipeline import PipelineConfig, Progress, buffer_plan, process_video
+from ml_engine.tiling import offset_boxes
 from ml_engine.video import iter_frames
 from tests.fixtures_video import DEFAULT_BOXES, MovingBox, render_frame, write_clip
 
@@ -71,6 +72,23 @@ class ColourBoxDetector:
         if images:
             self.batch_sizes.append(len(images))
         return [self._find(image) for image in images]
+
+    def detect_views(self, images, views, threshold, class_names=None) -> list[sv.Detections]:
+        """Each view's region cut out and searched, boxes moved back to frame pixels."""
+        found = []
+        for view in views:
+            x0, y0, x1, y1 = view.region
+            found.append(offset_boxes(self._find(images[view.image][y0:y1, x0:x1]), view.region))
+        return found
+
+    def model_input_size(self, width: int, height: int) -> None:
+        return None  # it looks at every pixel: TILING=auto never tiles for it
+
+    def tile_size(self) -> None:
+        return None
+
+    def describe(self) -> dict:
+        return {"id": self.model_id, "device": self.device, "random_weights": self.random_weights}
 
     def _find(self, image: np.ndarray) -> sv.Detections:
         boxes, ids = [], []

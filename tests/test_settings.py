@@ -56,6 +56,8 @@ def test_unknown_backend_names_the_variable() -> None:
         ("WORKER_METRICS_PORT", "70000"),
         ("VIDEO_PRESET", "turbo"),
         ("VIDEO_CRF", "52"),
+        ("TILING", "huge"),
+        ("TILE_BATCH_SIZE", "0"),
     ],
 )
 def test_bad_numbers_name_the_variable(name: str, value: str) -> None:

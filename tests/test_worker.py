@@ -147,8 +147,9 @@ def test_pipeline_config_takes_the_jobs_params_and_the_settings_for_the_rest(mak
     inherited = pipeline_config(JobParams(), settings)
     assert (inherited.threshold, inherited.frame_stride, inherited.batch_size) == (0.6, 2, 2)
     assert (inherited.preset, inherited.crf) == ("ultrafast", 30)
-    own = pipeline_config(JobParams(threshold=0.3, frame_stride=5), settings)
-    assert (own.threshold, own.frame_stride) == (0.3, 5)
+    assert (inherited.tiling.text, inherited.tiling_full_frame, inherited.tile_batch_size) == ("auto", True, 64)
+    own = pipeline_config(JobParams(threshold=0.3, frame_stride=5, tiling="960x540"), settings)
+    assert (own.threshold, own.frame_stride, own.tiling.text) == (0.3, 5, "960x540")
 
 
 def test_loading_a_model_publishes_its_card_for_the_api(make_settings, tiny_rtdetr_dir):

@@ -84,6 +84,9 @@ def pipeline_config(params: JobParams, settings: Settings) -> PipelineConfig:
         max_buffered_bytes=settings.frame_buffer_bytes,
         max_video_pixels=settings.max_video_pixels,
         max_video_seconds=settings.max_video_seconds,
+        tiling=params.tiling or settings.tiling,
+        tiling_full_frame=settings.tiling_full_frame,
+        tile_batch_size=settings.tile_batch_size,
     )
 
 

@@ -221,6 +221,11 @@ class OracleDetector:
     stride, 2*stride, ... . The oracle answers from the ground truth, so it needs each
     image's frame index: it counts them, and checks that every image has the scene's size
     (a mismatch means the counting went wrong, and the run fails loudly).
+
+    With tiling the pipeline calls ``detect_views`` instead: each view carries its frame
+    index and its region, and the oracle answers for that region seen at the scale the
+    model would see it (the region letterboxed into ``input_size``), so its resolution
+    limit applies at the tile's scale. ``views_seen`` and ``calls`` count what it was asked.
     """
 
     labels = {0: CLASS_NAME}
@@ -232,6 +237,8 @@ class OracleDetector:
         self.oracle = oracle
         self.stride = stride
         self._next_frame = 0
+        self.calls = 0  # detect_views calls (forward passes a real model would make)
+        self.views_seen = 0
 
     def detect(self, images: list[Any], threshold: float, class_names: Any = None) -> list[sv.Detections]:
         sc = self.oracle.scene.scenario
@@ -242,6 +249,30 @@ class OracleDetector:
             results.append(self.oracle.detect(self._next_frame, threshold=threshold).to_supervision())
             self._next_frame += self.stride
         return results
+
+    def detect_views(self, images: list[Any], views: list[Any], threshold: float,
+                     class_names: Any = None) -> list[sv.Detections]:
+        sc = self.oracle.scene.scenario
+        self.calls += 1
+        results = []
+        for view in views:
+            if images[view.image].shape[:2] != (sc.height, sc.width):
+                raise ValueError(f"oracle for {sc.width}x{sc.height} frames got an image of {images[view.image].shape}")
+            results.append(self.oracle.detect(view.frame, region=tuple(float(v) for v in view.region),
+                                              scale=self.scale_of(view.region), threshold=threshold).to_supervision())
+        self.views_seen += len(views)
+        return results
+
+    def scale_of(self, region: tuple[int, int, int, int]) -> float:
+        """Model-input pixels per frame pixel for a region letterboxed into the input."""
+        return self.oracle.config.input_size / max(region[2] - region[0], region[3] - region[1])
+
+    def model_input_size(self, width: int, height: int) -> tuple[int, int]:
+        scale = self.oracle.config.input_size / max(width, height)
+        return round(width * scale), round(height * scale)
+
+    def tile_size(self) -> tuple[int, int]:
+        return self.oracle.config.input_size, self.oracle.config.input_size
 
     def describe(self) -> dict[str, Any]:
         return {"id": "oracle", "device": "cpu", "random_weights": False}
