@@ -10,9 +10,7 @@ from core import metrics
 from core.config import setting_env_names
 from core.errors import ConfigError
 from scripts import config_table
-from tests.fixtures_deploy import (
-    ROOT,
-)
+from tests.fixtures_deploy import ROOT
 
 
 def test_operations_doc_config_table_is_the_generators_output() -> None:

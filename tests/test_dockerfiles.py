@@ -17,11 +17,7 @@ import pytest
 
 from core import metrics
 from core.config import Settings
-from tests.fixtures_deploy import (
-    DOCKERFILES,
-    ROOT,
-    k8s_objects,
-)
+from tests.fixtures_deploy import DOCKERFILES, ROOT, k8s_objects
 
 
 def dockerfile_instructions(name: str) -> list[tuple[str, str]]:

@@ -8,9 +8,7 @@ from core.config import load_settings, setting_env_names
 from core.errors import ConfigError
 from scripts import config_table
 from scripts.config_table import known_variables, parse_env_example
-from tests.fixtures_deploy import (
-    env_example_entries,
-)
+from tests.fixtures_deploy import env_example_entries
 
 
 def test_env_example_documents_every_setting_with_a_comment() -> None:
