@@ -88,6 +88,15 @@ class Settings(BaseSettings):
     poison_queue_name: str = "jobs-poison"
     jobs_table: str = "jobs"
 
+    # --- storage timeouts: a storage service that stops answering ------------------------
+    # Metadata, table and queue calls: connect and read timeouts per try, and a deadline for
+    # the whole call with the SDK's retries (the API answers 503 storage_unavailable at it).
+    # Blob transfers have no deadline (gigabytes take a while): they fail when stalled.
+    storage_connect_timeout_s: float = Field(default=3.0, gt=0)
+    storage_read_timeout_s: float = Field(default=3.0, gt=0)
+    storage_deadline_s: float = Field(default=4.0, gt=0)
+    storage_stall_timeout_s: float = Field(default=30.0, gt=0)
+
     # --- API -------------------------------------------------------------------------
     max_upload_bytes: int = Field(default=10 * 1024**3, gt=0)
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -208,6 +217,16 @@ class Settings(BaseSettings):
                 f"LEASE_RENEW_SECONDS ({self.lease_renew_seconds}) must be shorter than "
                 f"LEASE_SECONDS ({self.lease_seconds}) or leases expire before they are renewed"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_storage_timeouts(self) -> "Settings":
+        for name in ("storage_connect_timeout_s", "storage_read_timeout_s"):
+            if getattr(self, name) > self.storage_deadline_s:
+                raise ValueError(
+                    f"{name.upper()} ({getattr(self, name)}) must not be longer than STORAGE_DEADLINE_S "
+                    f"({self.storage_deadline_s}): the deadline would always end the call first"
+                )
         return self
 
     @property

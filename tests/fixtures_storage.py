@@ -15,6 +15,11 @@ Reuse these from any test module (they are registered in tests/conftest.py):
     queue, poison queue and table names, so tests never see each other's data (they are
     deleted after the test). ``overrides`` are any Settings fields. ``.env`` is ignored.
 
+``proxied_azurite`` (function)
+    A ``tests.tcp_proxy.ProxiedAzurite`` in front of that Azurite: its ``connection_string``
+    goes through proxies a test can ``hold()`` (a peer that stops answering), ``cut()`` and
+    ``restore()``. Closed after the test.
+
 ``backends`` (function, parametrised over "local" and "azure")
     ``build_backends(make_settings(param))``, closed after the test. Azure runs carry the
     ``azurite`` marker, so ``-m "not azurite"`` runs the local half only.
@@ -35,6 +40,7 @@ import pytest
 
 from core.backends import Backends, build_backends
 from core.config import Settings, StorageBackend
+from tests.tcp_proxy import ProxiedAzurite
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite"
@@ -147,6 +153,16 @@ def azurite_connection_string(tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield azurite_connection_string_for(*ports)
     finally:
         _stop(process)
+
+
+@pytest.fixture
+def proxied_azurite(azurite_connection_string: str) -> Iterator[ProxiedAzurite]:
+    """Proxies in front of the session's Azurite that a test can hold, cut and restore."""
+    proxies = ProxiedAzurite(azurite_connection_string)
+    try:
+        yield proxies
+    finally:
+        proxies.close()
 
 
 # --- settings and backends -------------------------------------------------------------

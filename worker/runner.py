@@ -183,6 +183,9 @@ class JobRunner:
         except JobCancelled:
             return self._stopped(job.id, reporter.stop_reason)
         except Exception as exc:
+            if keeper.lost.is_set():  # another worker may be running the job: its record is not ours
+                log.warning("attempt ended after its lease was lost (%s); leaving the job as it is", exc)
+                return Outcome.LOST
             return self._failed_attempt(job.id, exc, attempt)
         finally:
             metrics.JOBS_IN_PROGRESS.dec()

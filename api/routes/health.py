@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from api.deps import BackendsDep
 from core.errors import CattleCounterError
 
 router = APIRouter(tags=["health"])
+
+# A Kubernetes probe gives up after timeoutSeconds (1 s by default, 2 s in deploy/k8s/api.yaml): answer
+# before that, with "not ready", rather than after it with nothing.
+READY_BUDGET_S = 1.5
+_late_pings: set[asyncio.Future] = set()  # pings still running after their answer has gone
 
 
 @router.get("/health", summary="Liveness: the process answers (and, in the all-in-one, its worker runs)")
@@ -21,13 +29,29 @@ def health(request: Request) -> JSONResponse:
 
 
 @router.get("/ready", summary="Readiness: blob store, queue and job store all answer")
-def ready(backends: BackendsDep) -> JSONResponse:
-    checks: dict[str, str] = {}
-    for name, store in (("blobs", backends.blobs), ("queue", backends.queue), ("jobs", backends.jobs)):
-        try:
-            store.ping()
-            checks[name] = "ok"
-        except CattleCounterError as exc:
-            checks[name] = str(exc)
+async def ready(backends: BackendsDep) -> JSONResponse:
+    """The three stores are pinged at once; one that has not answered within READY_BUDGET_S
+    counts as down. Its ping is left to end at the storage deadline (STORAGE_DEADLINE_S),
+    so a hung store holds a thread for a few seconds at most."""
+    stores = {"blobs": backends.blobs, "queue": backends.queue, "jobs": backends.jobs}
+    pings = {name: asyncio.ensure_future(run_in_threadpool(_ping, store)) for name, store in stores.items()}
+    for ping in pings.values():  # the loop keeps only weak references to tasks
+        _late_pings.add(ping)
+        ping.add_done_callback(_late_pings.discard)
+    await asyncio.wait(pings.values(), timeout=READY_BUDGET_S)
+    checks = {
+        name: ping.result() if ping.done() else f"no answer within {READY_BUDGET_S:g} s"
+        for name, ping in pings.items()
+    }
     ok = all(value == "ok" for value in checks.values())
-    return JSONResponse({"status": "ready" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+    body = {"status": "ready" if ok else "unavailable", "checks": checks}
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+def _ping(store) -> str:
+    """"ok", or why not (never raises: a late answer has nobody left to raise to)."""
+    try:
+        store.ping()
+        return "ok"
+    except CattleCounterError as exc:
+        return str(exc)

@@ -24,13 +24,13 @@ def build_azure_backends(settings: Settings, options: AzureOptions | None = None
     """Connect to the account in ``settings`` and create the container, queues and table if
     missing. Raises ConfigError (bad connection string, credentials or resource names) or
     StorageUnavailable (the account cannot be reached), each naming what to fix."""
-    options = options or AzureOptions()
+    options = options or AzureOptions.from_settings(settings)
     clients = build_clients(settings, options)
     blobs = AzureBlobStore(
         clients.blob_service, settings.blob_container, options, clients.account_key, clients.credential
     )
-    queue = AzureJobQueue(clients.queue_service, settings.queue_name, settings.poison_queue_name)
-    jobs = AzureJobStore(clients.table_service, settings.jobs_table)
+    queue = AzureJobQueue(clients.queue_service, settings.queue_name, settings.poison_queue_name, options)
+    jobs = AzureJobStore(clients.table_service, settings.jobs_table, options)
     try:
         _create(blobs.create_container, "BLOB_CONTAINER")
         _create(queue.create_queues, "QUEUE_NAME / POISON_QUEUE_NAME")
@@ -38,7 +38,7 @@ def build_azure_backends(settings: Settings, options: AzureOptions | None = None
     except BaseException:
         clients.close()
         raise
-    outbox = AzureOutbox(clients.table_service, settings.jobs_table)  # events share the jobs table
+    outbox = AzureOutbox(clients.table_service, settings.jobs_table, options)  # events share the jobs table
     return Backends(blobs=blobs, queue=queue, jobs=jobs, outbox=outbox)  # each store closes its own client
 
 

@@ -3,7 +3,8 @@
 Uploads go up as staged blocks of ``AzureOptions.block_size``, a few in parallel (see
 ``uploads.py``), so memory stays near ``max_concurrency * block_size`` whatever the file
 size; iterables of chunks are wrapped in a small file-like reader for the same path.
-Downloads are ranged GETs of the same size.
+Downloads are ranged GETs of the same size. Transfers fail when they stall (no byte for
+STORAGE_STALL_TIMEOUT_S); every other call answers or fails within STORAGE_DEADLINE_S.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from core.backends.azure.clients import AzureOptions
 from core.backends.azure.errors import azure_errors
 from core.backends.azure.uploads import upload_in_blocks
 from core.backends.base import BlobInfo, BlobStore
+from core.backends.deadline import DeadlineRunner, bounded
 from core.backends.paths import validate_blob_path, validate_blob_prefix
 from core.errors import InvalidInput, NotFound, StorageError
 
@@ -59,7 +61,9 @@ class AzureBlobStore(BlobStore):
         self._delegation_key: UserDelegationKey | None = None
         self._delegation_lock = threading.Lock()
         self.endpoint = self._container.url
+        self._deadline = DeadlineRunner(options.deadline_s, f"Azure Blob storage at {self.endpoint}")
 
+    @bounded("creating the blob container")
     def create_container(self) -> None:
         """Create the container unless it exists (at start-up)."""
         with azure_errors("creating the blob container", self.endpoint):
@@ -96,6 +100,7 @@ class AzureBlobStore(BlobStore):
                 block_size=self._options.block_size,
                 single_put_size=self._options.single_put_size,
                 max_concurrency=self._options.max_concurrency,
+                request_options=self._options.transfer_kwargs,
             )
         return self.info(path)
 
@@ -105,7 +110,9 @@ class AzureBlobStore(BlobStore):
         """Download in ranged chunks straight into ``destination``. Raises NotFound."""
         blob = self._blob(path)
         with self._missing_is_not_found(path), azure_errors(f"downloading blob {path!r}", self.endpoint):
-            downloader = blob.download_blob(max_concurrency=self._options.max_concurrency)
+            downloader = blob.download_blob(
+                max_concurrency=self._options.max_concurrency, **self._options.transfer_kwargs
+            )
             with _open_destination(destination) as out:
                 downloader.readinto(out)
             return _blob_info(path, downloader.properties)
@@ -119,7 +126,7 @@ class AzureBlobStore(BlobStore):
             return iter(())
         with self._missing_is_not_found(path), azure_errors(f"reading blob {path!r}", self.endpoint):
             try:
-                downloader = blob.download_blob(offset=start, length=length)
+                downloader = blob.download_blob(offset=start, length=length, **self._options.transfer_kwargs)
             except HttpResponseError as exc:
                 if exc.status_code == 416:  # start is at or past the end: nothing to read
                     return iter(())
@@ -130,10 +137,12 @@ class AzureBlobStore(BlobStore):
         with azure_errors(f"reading blob {path!r}", self.endpoint):
             yield from chunks
 
+    @bounded("reading a blob's properties")
     def info(self, path: str) -> BlobInfo:
         with self._missing_is_not_found(path), azure_errors(f"reading blob {path!r}", self.endpoint):
             return _blob_info(path, self._blob(path).get_blob_properties())
 
+    @bounded("checking a blob")
     def exists(self, path: str) -> bool:
         with azure_errors(f"checking blob {path!r}", self.endpoint):
             return self._blob(path).exists()
@@ -141,10 +150,14 @@ class AzureBlobStore(BlobStore):
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         """Blobs under ``prefix`` in path order (the service lists in that order)."""
         validate_blob_prefix(prefix)
+        yield from self._deadline.iterate(f"listing blobs under {prefix!r}", self._list(prefix))
+
+    def _list(self, prefix: str) -> Iterator[BlobInfo]:
         with azure_errors(f"listing blobs under {prefix!r}", self.endpoint):
             for blob in self._container.list_blobs(name_starts_with=prefix or None):
                 yield _blob_info(blob.name, blob)
 
+    @bounded("deleting a blob")
     def delete(self, path: str) -> None:
         """Delete a blob and its snapshots; a missing blob is fine."""
         blob = self._blob(path)
@@ -156,11 +169,13 @@ class AzureBlobStore(BlobStore):
 
     # --- URLs -----------------------------------------------------------------------
 
+    @bounded("signing a read URL")
     def read_url(self, path: str, expires_in: timedelta, content_disposition: str | None = None) -> str | None:
         """A SAS URL that allows GET on this one blob until ``expires_in`` from now; the SAS
         itself sets the response's Content-Disposition (a redirect cannot carry headers)."""
         return self._sas_url(path, expires_in, BlobSasPermissions(read=True), content_disposition)
 
+    @bounded("signing a write URL")
     def write_url(self, path: str, expires_in: timedelta) -> str | None:
         """A SAS URL that allows PUT (``x-ms-blob-type: BlockBlob``) of this one blob."""
         return self._sas_url(path, expires_in, BlobSasPermissions(create=True, write=True))
@@ -203,11 +218,13 @@ class AzureBlobStore(BlobStore):
 
     # --- everything else --------------------------------------------------------------
 
+    @bounded("checking the blob container")
     def ping(self) -> None:
         with azure_errors("checking the blob container", self.endpoint):
             self._container.get_container_properties()
 
     def close(self) -> None:
+        self._deadline.close()
         self._container.close()
         self._service.close()
         if self._credential is not None:

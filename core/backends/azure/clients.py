@@ -4,6 +4,12 @@ Two ways in: a connection string (Azure or Azurite; account-key auth) or an acco
 with ``DefaultAzureCredential`` (managed identity, workload identity, az login) for
 production. Retries and timeouts are kept short on purpose: an unreachable account must
 fail within seconds so the API can answer 503, and the worker retries jobs itself.
+
+Timeouts come in three kinds (STORAGE_* settings): every request has a connect timeout; a
+metadata, table or queue request has a read timeout per try, and the stores bound the whole
+call, retries included, with a deadline (``core/backends/deadline.py``); a blob transfer
+instead passes ``transfer_kwargs`` per call, whose read timeout is the stall timeout (the
+SDK's socket read timeout is "no byte for N seconds", not a total).
 """
 
 from __future__ import annotations
@@ -29,11 +35,27 @@ class AzureOptions:
 
     retry_total: int = 2  # retries after the first try (connection errors, 5xx, 429)
     retry_backoff_s: float = 1.0  # pause before each retry (callers back off further themselves)
-    connection_timeout_s: float = 5.0
-    read_timeout_s: float = 60.0
+    connection_timeout_s: float = 3.0
+    read_timeout_s: float = 3.0  # per try, metadata/table/queue requests
+    deadline_s: float = 4.0  # a whole metadata/table/queue call, retries included
+    stall_timeout_s: float = 30.0  # blob transfers: no byte for this long
     max_concurrency: int = 4  # parallel block uploads / range downloads per blob
     block_size: int = 4 * MIB  # one staged block / one download chunk (bounds memory)
     single_put_size: int = 8 * MIB  # smaller files go up in one request
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "AzureOptions":
+        return cls(
+            connection_timeout_s=settings.storage_connect_timeout_s,
+            read_timeout_s=settings.storage_read_timeout_s,
+            deadline_s=settings.storage_deadline_s,
+            stall_timeout_s=settings.storage_stall_timeout_s,
+        )
+
+    @property
+    def transfer_kwargs(self) -> dict[str, float]:
+        """Per-call keywords of a blob upload or download: a stall timeout, no deadline."""
+        return {"read_timeout": self.stall_timeout_s}
 
 
 @dataclass

@@ -44,9 +44,11 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
+from core.backends.azure.clients import AzureOptions
 from core.backends.azure.errors import azure_errors
 from core.backends.azure.outbox import event_entity, is_settled, job_event_ranges, range_filter
 from core.backends.base import JobPage, JobStore
+from core.backends.deadline import DeadlineRunner, bounded
 from core.backends.local.jobs import MAX_PAGE_SIZE, decode_cursor, encode_cursor
 from core.backends.outbox import EventFactory
 from core.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
@@ -92,13 +94,19 @@ def owner_row_key(owner: str, job_id: str) -> str:
 
 
 class AzureJobStore(JobStore):
-    """Job records in ``table_name`` of the account ``service`` points at."""
+    """Job records in ``table_name`` of the account ``service`` points at. Every public method
+    answers or fails within ``options.deadline_s``."""
 
-    def __init__(self, service: TableServiceClient, table_name: str) -> None:
+    def __init__(
+        self, service: TableServiceClient, table_name: str, options: AzureOptions | None = None
+    ) -> None:
         self._service = service
         self._table: TableClient = service.get_table_client(table_name)
         self.endpoint = self._table.url
+        deadline_s = (options or AzureOptions()).deadline_s
+        self._deadline = DeadlineRunner(deadline_s, f"Azure Table storage at {self.endpoint}")
 
+    @bounded("creating the jobs table")
     def create_table(self) -> None:
         """Create the table unless it exists (at start-up)."""
         with azure_errors(f"creating table {self._table.table_name!r}", self.endpoint):
@@ -127,6 +135,7 @@ class AzureJobStore(JobStore):
 
     # --- create ---------------------------------------------------------------------
 
+    @bounded("creating a job record")
     def create(self, job: Job) -> Job:
         """Insert the job (and its idempotency key, atomically); an existing key returns its job."""
         if not is_job_id(job.id):
@@ -186,6 +195,7 @@ class AzureJobStore(JobStore):
 
     # --- read -----------------------------------------------------------------------
 
+    @bounded("reading a job record")
     def get(self, job_id: str) -> Job:
         job = self._get_or_none(job_id)
         if job is None:
@@ -205,6 +215,7 @@ class AzureJobStore(JobStore):
             except ResourceNotFoundError:
                 return None
 
+    @bounded("listing jobs")
     def list(
         self, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None, owner: str | None = None
     ) -> JobPage:
@@ -251,6 +262,7 @@ class AzureJobStore(JobStore):
 
     # --- update / delete ------------------------------------------------------------
 
+    @bounded("updating a job record")
     def update(self, job: Job, event: EventFactory | None = None) -> Job:
         """Replace the record if its ETag is unchanged (If-Match), and add ``event``'s webhook
         event in the same transaction (events live in the jobs' partition: see outbox.py)."""
@@ -284,6 +296,7 @@ class AzureJobStore(JobStore):
                 raise _update_error(exc, job_id) from None
         return results[0]["etag"]
 
+    @bounded("deleting a job record")
     def delete(self, job_id: str) -> None:
         """Delete the job, then its idempotency key (a crash in between leaves an orphaned key,
         which the next create with that key clears), then its webhook events."""
@@ -320,11 +333,13 @@ class AzureJobStore(JobStore):
         except (ResourceModifiedError, ResourceNotFoundError):
             pass  # claimed or cleared meanwhile: not ours any more
 
+    @bounded("checking the jobs table")
     def ping(self) -> None:
         with azure_errors("checking the jobs table", self.endpoint):
             next(iter(self._table.query_entities("PartitionKey eq 'ping'", results_per_page=1)), None)
 
     def close(self) -> None:
+        self._deadline.close()
         self._table.close()
         self._service.close()
 

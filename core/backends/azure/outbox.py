@@ -25,7 +25,9 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
+from core.backends.azure.clients import AzureOptions
 from core.backends.azure.errors import azure_errors
+from core.backends.deadline import DeadlineRunner, bounded
 from core.backends.outbox import OutboxStore, WebhookEvent, claimable, from_record, to_record
 from core.errors import InvalidInput, LeaseLost, PreconditionFailed
 
@@ -90,10 +92,15 @@ def is_settled(table: TableClient, event: WebhookEvent, endpoint: str) -> bool:
 
 
 class AzureOutbox(OutboxStore):
-    def __init__(self, service: TableServiceClient, table_name: str) -> None:
+    """Every public method answers or fails within ``options.deadline_s`` (see core/backends/deadline.py)."""
+
+    def __init__(self, service: TableServiceClient, table_name: str, options: AzureOptions | None = None) -> None:
         self._table: TableClient = service.get_table_client(table_name)
         self.endpoint = self._table.url
+        deadline_s = (options or AzureOptions()).deadline_s
+        self._deadline = DeadlineRunner(deadline_s, f"Azure Table storage at {self.endpoint}")
 
+    @bounded("storing a webhook event")
     def add(self, event: WebhookEvent) -> bool:
         if is_settled(self._table, event, self.endpoint):
             return False  # sent already: storing it again would send it again
@@ -104,6 +111,7 @@ class AzureOutbox(OutboxStore):
                 return False
         return True
 
+    @bounded("reading the webhook outbox")
     def claim(self, now: datetime, lease: timedelta, limit: int, busy: Collection[str] = ()) -> list[WebhookEvent]:
         query, parameters = range_filter(UNSETTLED_PREFIX)
         with azure_errors("reading the webhook outbox", self.endpoint):
@@ -117,6 +125,7 @@ class AzureOutbox(OutboxStore):
                 continue  # another sender claimed or saved it first: it is theirs
         return claimed
 
+    @bounded("saving a webhook event")
     def save(self, event: WebhookEvent) -> WebhookEvent:
         outcome = replace(event, leased_until=None)
         try:
@@ -154,10 +163,12 @@ class AzureOutbox(OutboxStore):
                 raise PreconditionFailed(f"webhook event {event.id} changed or was deleted meanwhile") from None
         return replace(event, lease=metadata["etag"])
 
+    @bounded("reading a job's webhook status")
     def latest(self, job_id: str) -> WebhookEvent | None:
         events = self.events(job_id)
         return events[-1] if events else None
 
+    @bounded("reading a job's webhook events")
     def events(self, job_id: str) -> list[WebhookEvent]:
         events = []
         with azure_errors(f"reading the webhook events of job {job_id}", self.endpoint):
@@ -167,4 +178,5 @@ class AzureOutbox(OutboxStore):
         return sorted(events, key=lambda event: event.sequence)
 
     def close(self) -> None:
+        self._deadline.close()
         self._table.close()

@@ -15,8 +15,10 @@ from datetime import timedelta
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, QueueServiceClient
 
+from core.backends.azure.clients import AzureOptions
 from core.backends.azure.errors import azure_errors, lease_errors
 from core.backends.base import JobQueue, QueueMessage
+from core.backends.deadline import DeadlineRunner, bounded
 from core.errors import InvalidInput
 
 MAX_VISIBILITY_S = 7 * 24 * 3600  # the service's limit
@@ -25,16 +27,22 @@ POISON_HANDOFF_S = 30  # how long we hold a message while copying it to the pois
 
 
 class AzureJobQueue(JobQueue):
-    """Queue ``name`` and its poison queue ``poison_name`` in the account ``service`` points at."""
+    """Queue ``name`` and its poison queue ``poison_name`` in the account ``service`` points at.
+    Every public method answers or fails within ``options.deadline_s``."""
 
-    def __init__(self, service: QueueServiceClient, name: str, poison_name: str) -> None:
+    def __init__(
+        self, service: QueueServiceClient, name: str, poison_name: str, options: AzureOptions | None = None
+    ) -> None:
         if name == poison_name:
             raise InvalidInput("the queue and its poison queue need different names")
         self._service = service
         self._queue: QueueClient = service.get_queue_client(name)
         self._poison: QueueClient = service.get_queue_client(poison_name)
         self.endpoint = self._queue.url
+        deadline_s = (options or AzureOptions()).deadline_s
+        self._deadline = DeadlineRunner(deadline_s, f"Azure Queue storage at {self.endpoint}")
 
+    @bounded("creating the queues")
     def create_queues(self) -> None:
         """Create both queues unless they exist (at start-up)."""
         for client in (self._queue, self._poison):
@@ -44,6 +52,7 @@ class AzureJobQueue(JobQueue):
                 except ResourceExistsError:
                     pass
 
+    @bounded("sending a queue message")
     def send(self, body: str) -> str:
         """Enqueue ``body`` (at most 64 KiB); returns the message id."""
         if not isinstance(body, str):
@@ -51,6 +60,7 @@ class AzureJobQueue(JobQueue):
         with azure_errors("sending a queue message", self.endpoint):
             return self._queue.send_message(body, time_to_live=NEVER_EXPIRE).id
 
+    @bounded("receiving a queue message")
     def receive(self, lease: timedelta) -> QueueMessage | None:
         """Take the next visible message and hide it for ``lease`` (rounded up to seconds)."""
         with azure_errors("receiving a queue message", self.endpoint):
@@ -65,6 +75,7 @@ class AzureJobQueue(JobQueue):
             visible_at=message.next_visible_on,
         )
 
+    @bounded("extending a message lease")
     def extend_lease(self, message: QueueMessage, lease: timedelta) -> QueueMessage:
         """Hide the message for ``lease`` from now; returns it with the new pop receipt."""
         return self._set_visibility(message, _visibility(lease), "extending a message lease")
@@ -78,15 +89,18 @@ class AzureJobQueue(JobQueue):
             message.id, message.body, updated.pop_receipt, message.dequeue_count, updated.next_visible_on
         )
 
+    @bounded("completing a message")
     def complete(self, message: QueueMessage) -> None:
         """Delete the message for good."""
         with lease_errors(message.id, "completing a message", self.endpoint):
             self._queue.delete_message(message.id, message.pop_receipt)
 
+    @bounded("releasing a message")
     def release(self, message: QueueMessage) -> None:
         """Make the message visible again now."""
         self._set_visibility(message, 0, "releasing a message")
 
+    @bounded("moving a message to the poison queue")
     def move_to_poison(self, message: QueueMessage) -> None:
         """Copy the message to the poison queue, then delete it here.
 
@@ -99,11 +113,13 @@ class AzureJobQueue(JobQueue):
             self._poison.send_message(message.body, time_to_live=NEVER_EXPIRE)
         self.complete(held)
 
+    @bounded("reading the queue length")
     def approximate_length(self) -> int:
         """Messages in the queue, visible or leased (the service's estimate)."""
         with azure_errors("reading the queue length", self.endpoint):
             return self._queue.get_queue_properties().approximate_message_count or 0
 
+    @bounded("peeking at the poison queue")
     def peek_poison(self, max_messages: int = 32) -> list[str]:
         """Bodies at the front of the poison queue (the service peeks at most 32)."""
         if max_messages <= 0:
@@ -112,11 +128,13 @@ class AzureJobQueue(JobQueue):
         with azure_errors("peeking at the poison queue", self._poison.url):
             return [message.content for message in self._poison.peek_messages(max_messages=count)]
 
+    @bounded("checking the queue")
     def ping(self) -> None:
         with azure_errors("checking the queue", self.endpoint):
             self._queue.get_queue_properties()
 
     def close(self) -> None:
+        self._deadline.close()
         self._queue.close()
         self._poison.close()
         self._service.close()

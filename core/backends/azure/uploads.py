@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from azure.storage.blob import BlobClient, ContentSettings
 
@@ -39,11 +39,14 @@ def upload_in_blocks(
     block_size: int,
     single_put_size: int,
     max_concurrency: int,
+    request_options: dict[str, Any] | None = None,
 ) -> None:
-    """Upload ``stream`` to ``blob`` (overwriting). Small streams go up in one request."""
+    """Upload ``stream`` to ``blob`` (overwriting). Small streams go up in one request.
+    ``request_options`` go with every request (the stall timeout)."""
+    options = request_options or {}
     first = read_block(stream, single_put_size + 1)
     if len(first) <= single_put_size:
-        blob.upload_blob(first, overwrite=True, content_settings=content_settings)
+        blob.upload_blob(first, overwrite=True, content_settings=content_settings, **options)
         return
     blocks = _Prefixed(first, stream)
     ids: list[str] = []
@@ -55,10 +58,10 @@ def upload_in_blocks(
                 for future in done:
                     future.result()  # re-raise a failed block now
             ids.append(block_id(len(ids)))
-            running.add(pool.submit(blob.stage_block, ids[-1], data, length=len(data)))
+            running.add(pool.submit(blob.stage_block, ids[-1], data, length=len(data), **options))
         for future in running:
             future.result()
-    blob.commit_block_list(ids, content_settings=content_settings)
+    blob.commit_block_list(ids, content_settings=content_settings, **options)
 
 
 class _Prefixed:

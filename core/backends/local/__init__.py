@@ -32,7 +32,9 @@ def build_local_backends(settings: Settings) -> Backends:
     Raises StorageUnavailable if the folder or database cannot be created or opened.
     """
     data_dir = settings.data_dir.expanduser().resolve()
-    database = Database(data_dir / DATABASE_FILE)
+    # a lock held elsewhere (another process mid-write) fails a call at the storage deadline,
+    # like a storage service that stops answering, instead of blocking the API
+    database = Database(data_dir / DATABASE_FILE, busy_timeout_s=settings.storage_deadline_s)
     database.create_schema()
     return Backends(
         blobs=LocalBlobStore(data_dir / BLOBS_FOLDER, database),

@@ -20,7 +20,7 @@ from pathlib import Path
 from core.errors import StorageError, StorageUnavailable
 from core.jobs import DEFAULT_OWNER
 
-DEFAULT_BUSY_TIMEOUT_S = 10.0
+DEFAULT_BUSY_TIMEOUT_S = 4.0  # STORAGE_DEADLINE_S's default
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue_messages (
