@@ -1,4 +1,5 @@
-"""The README's configuration table is the generator's output, and the README names every metric."""
+"""docs/configuration.md's settings table is the generator's output, and docs/operations.md names
+every metric."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from tests.fixtures_deploy import ROOT
 
 
 def test_operations_doc_config_table_is_the_generators_output() -> None:
-    document = (ROOT / "README.md").read_text()
+    document = (ROOT / "docs" / "configuration.md").read_text()
     assert config_table.extract_table(document) == config_table.generate(), (
-        "README.md is stale: run python scripts/config_table.py --write"
+        "docs/configuration.md is stale: run python scripts/config_table.py --write"
     )
     assert config_table.main(["--check"]) == 0
 
@@ -39,7 +40,7 @@ def test_config_table_fails_when_a_setting_is_undocumented(tmp_path: Path) -> No
 
 
 def test_operations_doc_lists_every_metric() -> None:
-    document = (ROOT / "README.md").read_text()
+    document = (ROOT / "docs" / "operations.md").read_text()
     ours = [
         collector._name  # noqa: SLF001 (prometheus-client keeps the base name there)
         for collector in list(metrics.REGISTRY._collector_to_names)  # noqa: SLF001
@@ -47,6 +48,6 @@ def test_operations_doc_lists_every_metric() -> None:
     ]
     assert len(ours) >= 16
     missing = [name for name in ours if name.removeprefix(f"{metrics.NAMESPACE}_") not in document]
-    assert missing == [], f"README.md does not describe {missing}"
+    assert missing == [], f"docs/operations.md does not describe {missing}"
 
 

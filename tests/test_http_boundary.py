@@ -2,7 +2,7 @@
 sent over real sockets to a real ``uvicorn api.main:app`` process on the local backend.
 
 No worker runs here: a row that is refused must leave nothing recorded, queued or stored, and
-a row that is accepted must hold parameters the worker's own checks accept (the README's
+a row that is accepted must hold parameters the worker's own checks accept (docs/api.md's
 ``lines=x1,y1,x2,y2;x1,y1,x2,y2`` used to be accepted here and then fail in the worker).
 """
 
@@ -223,8 +223,8 @@ ROWS = [
     Row("JSON body params not an object",
         post_json(json.dumps({"upload_id": FINISHED_UPLOAD, "params": [1]})), 422, "invalid_input"),
     Row("JSON body upload_id not a string", post_json('{"upload_id": ["x"]}'), 422, "invalid_input"),
-    # the README's own syntax, and unnamed zones: default names, and the worker accepts them
-    Row("README multi-line syntax", post_form(lines="0,100,384,100;0,200,384,200"), 202, None,
+    # docs/api.md's own syntax, and unnamed zones: default names, and the worker accepts them
+    Row("documented multi-line syntax", post_form(lines="0,100,384,100;0,200,384,200"), 202, None,
         _names("lines", ["line-1", "line-2"])),
     Row("two unnamed zones", post_form(zones=json.dumps([ZONE, ZONE])), 202, None,
         _names("zones", ["zone-1", "zone-2"])),

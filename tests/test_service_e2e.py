@@ -50,7 +50,7 @@ def test_upload_to_every_output(start_service, backend, small_clip, tmp_path):
     with small_clip.open("rb") as handle:
         refused = service.client.post("/jobs", files={"file": handle}, data={"classes": "cow,zebra"})
     assert refused.status_code == 422 and "'zebra'" in refused.json()["error"]["message"]
-    # the README's multi-line syntax and two unnamed zones: the default names keep them apart
+    # docs/api.md's multi-line syntax and two unnamed zones: the default names keep them apart
     unnamed_zones = json.dumps([{"polygon": [[0, 0], [320, 0], [320, 120]]},
                                 {"polygon": [[0, 0], [160, 0], [0, 240]]}])
     job = service.submit(small_clip, lines="0,120,320,120;0,60,320,60", zones=unnamed_zones)
