@@ -2,7 +2,7 @@
 
 Names, types, constraints and defaults come from ``core.config.Settings``; descriptions and
 grouping come from the comment block above each variable in ``.env.example``. The tables sit
-between two marker comments in docs/configuration.md, and tests/test_ops.py fails when they
+between two marker comments in docs/configuration.md, and tests/test_config_docs.py fails when they
 differ from what this script prints, so the documentation cannot drift from the code.
 
     python scripts/config_table.py            # print the tables

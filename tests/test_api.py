@@ -369,6 +369,12 @@ def test_unknown_classes_are_refused_before_anything_is_stored(api, small_clip):
 def test_classes_are_left_to_the_worker_while_no_card_is_published(api, small_clip):
     response = upload(api, small_clip, classes="zebra")  # the worker fails the job if it is unknown
     assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["status"] == "queued" and job["params"]["classes"] == ["zebra"]
+    # stored as asked and queued, so the worker (which has the model) is the one to judge them
+    assert api.backends.jobs.get(job["job_id"]).params.classes == ["zebra"]
+    message = api.backends.queue.receive(timedelta(seconds=30))
+    assert message is not None and JobMessage.decode(message.body).job_id == job["job_id"]
 
 
 @pytest.mark.parametrize("name, stored_as", [("..", "video"), (".", "video"), ("é" * 200 + ".mp4", "é" * 127)])

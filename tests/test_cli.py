@@ -162,7 +162,8 @@ def test_ctrl_c_cancels_cleanly(tiny_rtdetr_dir, tmp_path):
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "ml_engine", str(clip), "-o", str(out), "--model", str(tiny_rtdetr_dir)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            # stdout is not read: DEVNULL, not a pipe left unclosed (a ResourceWarning) and unread
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, text=True,
         )
         try:
             _wait_for(lambda: "frame/s" in stderr_path.read_text() or process.poll() is not None, 120,

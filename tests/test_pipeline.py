@@ -21,7 +21,18 @@ import numpy as np
 import pytest
 import supervision as sv
 
-from core.errors import CorruptVideo, InvalidInput, JobCancelled, ModelError, VideoError, VideoTooLong
+from core.errors import (
+    CorruptVideo,
+    EmptyVideo,
+    InvalidFrameRate,
+    InvalidInput,
+    JobCancelled,
+    ModelError,
+    NotAVideo,
+    NoVideoStream,
+    VideoError,
+    VideoTooLong,
+)
 from core.jobs import CountingLine
 from ml_engine import pipeline
 from ml_engine.outputs import ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS, validate_stats
@@ -265,14 +276,25 @@ def test_video_truncated_midway_fails_with_corrupt_video(
 
 
 @pytest.mark.parametrize(
-    "name", ["empty", "text", "png", "audio_only", "truncated_no_index", "zero_timescale"]
+    "name, error, code, words",
+    [
+        ("empty", EmptyVideo, "empty_file", "empty"),
+        ("text", NotAVideo, "not_a_video", "not a video"),
+        ("png", NotAVideo, "not_a_video", "still image"),
+        ("audio_only", NoVideoStream, "no_video_stream", "no video stream"),
+        ("truncated_no_index", CorruptVideo, "corrupt_video", "truncated"),
+        ("zero_timescale", InvalidFrameRate, "invalid_frame_rate", "frame rate"),
+    ],
 )
 def test_bad_input_fails_with_its_typed_error(
-    bad_videos: dict[str, Path], tmp_path: Path, tiny_rtdetr_detector, name: str
+    bad_videos: dict[str, Path], tmp_path: Path, tiny_rtdetr_detector, name: str,
+    error: type[VideoError], code: str, words: str,
 ) -> None:
     out = tmp_path / "out"
-    with pytest.raises(VideoError):
+    with pytest.raises(error) as caught:
         process_video(bad_videos[name], out, tiny_rtdetr_detector, PipelineConfig())
+    assert caught.value.code == code  # what the job record and the API show the user
+    assert words in str(caught.value) and bad_videos[name].name in str(caught.value)
     assert_nothing_left(out)
 
 

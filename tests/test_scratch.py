@@ -4,7 +4,6 @@ processes left behind swept, with real processes holding (and losing) their fold
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -37,6 +36,14 @@ def start_holder(base: Path) -> tuple[subprocess.Popen, Path]:
     return process, Path(line)
 
 
+def kill_holder(process: subprocess.Popen) -> None:
+    """SIGKILL, as the OOM killer does: no clean-up runs in the holder. Our end of its stdout
+    pipe is closed too (left open, it is an unclosed file: a ResourceWarning)."""
+    process.kill()
+    process.wait(10)
+    process.stdout.close()
+
+
 def test_a_missing_work_dir_is_created(tmp_path, make_settings):
     work_dir = tmp_path / "not" / "there" / "yet"
     scratch = open_scratch(make_settings("local", work_dir=work_dir), "worker")
@@ -60,8 +67,7 @@ def test_the_folders_of_killed_processes_are_swept_and_live_ones_kept(tmp_path):
     killed, killed_dir = start_holder(tmp_path)
     alive, alive_dir = start_holder(tmp_path)
     try:
-        os.kill(killed.pid, signal.SIGKILL)  # as the OOM killer does: no clean-up runs
-        killed.wait(10)
+        kill_holder(killed)
         assert (killed_dir / "job-0123-abcd" / "input").exists()
 
         scratch = Scratch.open(tmp_path, "worker", stale_after_s=60)
@@ -71,8 +77,7 @@ def test_the_folders_of_killed_processes_are_swept_and_live_ones_kept(tmp_path):
         finally:
             scratch.close()
     finally:
-        alive.kill()
-        alive.wait(10)
+        kill_holder(alive)
 
 
 def test_a_folder_without_an_owner_is_swept_only_once_older_than_the_lease(tmp_path):
@@ -92,8 +97,7 @@ def test_a_sweep_touches_nothing_outside_its_own_kinds_folder(tmp_path):
     other_program = tmp_path / "job-999-their-file"  # WORK_DIR may be shared with other programs
     other_program.mkdir()
     killed_worker, worker_dir = start_holder(tmp_path)
-    os.kill(killed_worker.pid, signal.SIGKILL)
-    killed_worker.wait(10)
+    kill_holder(killed_worker)
     notes = tmp_path / "cattlecounter-worker" / "notes.txt"  # not a process folder
     notes.write_text("someone's notes")
 

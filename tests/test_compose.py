@@ -1,0 +1,93 @@
+"""docker compose files: they parse, wire Azurite, API and worker, set only known variables
+with valid values, and give the worker time to shut down. No Docker engine runs here."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.config import load_settings
+from scripts.config_table import known_variables
+from tests.fixtures_deploy import (
+    COMPOSE_FILES,
+    INTERPOLATION,
+    ROOT,
+    SHUTDOWN_MARGIN_S,
+    Reset,
+    compose_environment,
+    duration_seconds,
+    env_example_entries,
+    interpolate_defaults,
+    load_compose,
+    merged_worker_environment,
+)
+
+
+def test_compose_files_parse_and_wire_azurite_api_and_worker() -> None:
+    compose = load_compose("docker-compose.yml")
+    services = compose["services"]
+    assert {"azurite", "api", "worker"} <= set(services)
+    azurite = services["azurite"]
+    assert azurite["image"].startswith("mcr.microsoft.com/azure-storage/azurite")
+    assert "--skipApiVersionCheck" in azurite["command"] and "--loose" in azurite["command"]
+    for name in ("api", "worker"):
+        service = services[name]
+        assert (ROOT / service["build"]["dockerfile"]).is_file()
+        assert service["depends_on"]["azurite"]["condition"] == "service_healthy"
+        assert {"path": ".env", "required": False} in service["env_file"]
+    assert "8000:8000" in services["api"]["ports"]
+
+
+def test_compose_worker_reserves_an_nvidia_gpu() -> None:
+    worker = load_compose("docker-compose.yml")["services"]["worker"]
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert "models:/models" in worker["volumes"]
+
+
+def test_compose_cpu_override_drops_the_gpu_and_runs_on_cpu() -> None:
+    worker = load_compose("docker-compose.cpu.yml")["services"]["worker"]
+    assert isinstance(worker["deploy"]["resources"]["reservations"]["devices"], Reset)
+    assert merged_worker_environment(*COMPOSE_FILES)["DEVICE"] == "cpu"
+    assert worker["build"]["args"]["TORCH_INDEX_URL"].endswith("/cpu")
+
+
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_compose_sets_and_interpolates_only_known_variables(name: str) -> None:
+    compose = load_compose(name)
+    for service_name, service in compose["services"].items():
+        if service_name == "azurite":
+            continue  # Azurite's own environment is not ours
+        unknown = set(compose_environment(service)) - known_variables()
+        assert unknown == set(), f"{name}: service {service_name} sets unknown variables {unknown}"
+    interpolated = {m["name"] for m in INTERPOLATION.finditer((ROOT / name).read_text())}
+    assert interpolated - known_variables() == set()
+
+
+@pytest.mark.parametrize("files", [COMPOSE_FILES[:1], COMPOSE_FILES], ids=["gpu", "cpu"])
+def test_compose_worker_environment_is_valid_settings_pointing_at_azurite(files: tuple[str, ...]) -> None:
+    environment = merged_worker_environment(*files)
+    settings = load_settings(environment, env_file=None)
+    assert settings.storage_backend.value == "azure"
+    endpoints = dict(
+        part.split("=", 1) for part in (settings.azure_storage_connection_string or "").split(";") if part
+    )
+    services = set(load_compose("docker-compose.yml")["services"])
+    for key in ("BlobEndpoint", "QueueEndpoint", "TableEndpoint"):
+        host = endpoints[key].split("//", 1)[1].split(":", 1)[0]
+        assert host in services, f"{key} points at {host!r}, which is not a compose service"
+
+
+def test_compose_default_connection_string_matches_env_example() -> None:
+    api_environment = load_compose("docker-compose.yml")["services"]["api"]["environment"]
+    compose_default = interpolate_defaults(api_environment["AZURE_STORAGE_CONNECTION_STRING"])
+    example = {entry.name: entry.value for entry in env_example_entries()}
+    assert compose_default == example["AZURE_STORAGE_CONNECTION_STRING"]
+
+
+def test_compose_stop_grace_period_outlasts_shutdown_grace() -> None:
+    worker = load_compose("docker-compose.yml")["services"]["worker"]
+    grace = duration_seconds(worker["stop_grace_period"])
+    shutdown_grace = load_settings(merged_worker_environment(*COMPOSE_FILES), env_file=None).shutdown_grace_s
+    assert grace >= shutdown_grace + SHUTDOWN_MARGIN_S
+
+

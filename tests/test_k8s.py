@@ -1,0 +1,157 @@
+"""Kubernetes + KEDA manifests: they parse, set only known variables, refer to each other
+(KEDA -> Deployment -> ConfigMap -> Secret), and match the Kubernetes schema (when
+kubernetes-validate is installed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from core.config import load_settings
+from scripts.config_table import known_variables
+from tests.fixtures_deploy import (
+    AZURE_QUEUE_TRIGGER_PARAMETERS,
+    K8S_DIR,
+    SHUTDOWN_MARGIN_S,
+    k8s_documents,
+    k8s_object,
+    k8s_objects,
+    only_container,
+)
+
+
+def test_k8s_files_parse_and_kustomization_lists_them_all() -> None:
+    documents = k8s_documents()
+    assert documents
+    for path, doc in documents:
+        assert {"apiVersion", "kind"} <= set(doc), f"{path.name}: a document without apiVersion/kind"
+        if doc["kind"] != "Kustomization":
+            assert doc["metadata"]["name"], path.name
+    kustomization = k8s_objects("Kustomization")[0]
+    files = {path.name for path in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kustomization["resources"]) == files
+
+
+def test_k8s_sets_only_known_variables_with_valid_values() -> None:
+    config = k8s_object("ConfigMap", "cattlecounter-config")["data"]
+    secret = k8s_object("Secret", "cattlecounter-secrets")["stringData"]
+    names = set(config) | set(secret)
+    for deployment in k8s_objects("Deployment"):
+        names |= {item["name"] for item in only_container(deployment).get("env", [])}
+    assert names - known_variables() == set(), f"unknown variables: {names - known_variables()}"
+    settings = load_settings({**config, **secret}, env_file=None)
+    assert settings.storage_backend.value == "azure"
+
+
+def test_k8s_deployments_reference_existing_config_secret_and_service_account() -> None:
+    service_accounts = {doc["metadata"]["name"] for doc in k8s_objects("ServiceAccount")}
+    for deployment in k8s_objects("Deployment"):
+        pod = deployment["spec"]["template"]
+        assert pod["spec"]["serviceAccountName"] in service_accounts
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        for source in only_container(deployment)["envFrom"]:
+            if "configMapRef" in source:
+                k8s_object("ConfigMap", source["configMapRef"]["name"])
+            else:
+                k8s_object("Secret", source["secretRef"]["name"])
+
+
+def _probe(container: dict[str, Any], kind: str) -> tuple[str, Any]:
+    probe = container[kind]["httpGet"]
+    return probe["path"], probe["port"]
+
+
+def _port_names(container: dict[str, Any]) -> dict[str, int]:
+    return {port["name"]: port["containerPort"] for port in container["ports"]}
+
+
+def test_k8s_api_probes_and_service() -> None:
+    deployment = k8s_object("Deployment", "cattlecounter-api")
+    container = only_container(deployment)
+    ports = _port_names(container)
+    assert _probe(container, "readinessProbe") == ("/ready", "http")
+    assert _probe(container, "livenessProbe") == ("/health", "http")
+    assert ports["http"] == 8000
+    service = k8s_object("Service", "cattlecounter-api")
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert all(port["targetPort"] in ports for port in service["spec"]["ports"])
+
+
+def test_k8s_worker_gpu_probes_metrics_port_and_mounts() -> None:
+    deployment = k8s_object("Deployment", "cattlecounter-worker")
+    container = only_container(deployment)
+    config = k8s_object("ConfigMap", "cattlecounter-config")["data"]
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == 1
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    metrics_port = _port_names(container)["metrics"]
+    assert metrics_port == int(config["WORKER_METRICS_PORT"])
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(metrics_port)
+    assert _probe(container, "livenessProbe") == ("/health", "metrics")
+    assert _probe(container, "startupProbe") == ("/health", "metrics")
+    mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
+    assert {"/models", config["WORK_DIR"]} <= mounts  # HF_HOME of Dockerfile.worker, and scratch
+    assert "replicas" not in deployment["spec"], "KEDA owns the worker's replica count"
+
+
+def test_k8s_worker_grace_period_outlasts_shutdown_grace() -> None:
+    deployment = k8s_object("Deployment", "cattlecounter-worker")
+    config = k8s_object("ConfigMap", "cattlecounter-config")["data"]
+    overrides = {item["name"]: item.get("value") for item in only_container(deployment).get("env", [])}
+    shutdown_grace = load_settings({**config, **overrides, "AZURE_STORAGE_CONNECTION_STRING": "x"},
+                                   env_file=None).shutdown_grace_s
+    grace_period = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace_period > shutdown_grace + SHUTDOWN_MARGIN_S
+
+
+def test_keda_scales_the_worker_on_the_configured_queue() -> None:
+    scaled = k8s_objects("ScaledObject")
+    assert len(scaled) == 1
+    spec = scaled[0]["spec"]
+    target = spec["scaleTargetRef"]
+    assert target.get("kind", "Deployment") == "Deployment"
+    k8s_object("Deployment", target["name"])
+    config = k8s_object("ConfigMap", "cattlecounter-config")["data"]
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "azure-queue"
+    parameters = trigger["metadata"]
+    assert set(parameters) <= AZURE_QUEUE_TRIGGER_PARAMETERS, "KEDA ignores misspelt parameters silently"
+    assert parameters["queueName"] == config["QUEUE_NAME"]
+    assert parameters["queueLength"] == "1" and config["WORKER_CONCURRENCY"] == "1"
+    assert parameters["queueLengthStrategy"] == "all"
+    assert "activationQueueLength" in parameters
+    assert spec["minReplicaCount"] == 0 and spec["maxReplicaCount"] >= 1
+
+
+def test_keda_authentication_reads_an_existing_secret_key() -> None:
+    (trigger,) = k8s_objects("ScaledObject")[0]["spec"]["triggers"]
+    auth = k8s_object("TriggerAuthentication", trigger["authenticationRef"]["name"])
+    (reference,) = auth["spec"]["secretTargetRef"]
+    assert reference["parameter"] == "connection"
+    secret = k8s_object("Secret", reference["name"])
+    assert reference["key"] in secret["stringData"]
+
+
+def test_kustomization_images_match_the_deployments() -> None:
+    images = {image["name"] for image in k8s_objects("Kustomization")[0]["images"]}
+    used = {only_container(deployment)["image"].split(":")[0] for deployment in k8s_objects("Deployment")}
+    assert used == images
+
+
+def _core_documents() -> Iterator[Any]:
+    """Built-in kinds (v1, apps/v1): KEDA's CRDs and the Kustomization have no schema there."""
+    for path, doc in k8s_documents():
+        group = doc["apiVersion"].rpartition("/")[0]
+        if group in ("", "apps"):
+            yield pytest.param(doc, id=f"{path.name}:{doc['kind']}")
+
+
+@pytest.mark.parametrize("document", list(_core_documents()))
+def test_k8s_core_objects_match_the_kubernetes_schema(document: dict[str, Any]) -> None:
+    validator = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
+    try:  # strict: unknown fields (typos) fail, as kubectl's server-side validation would
+        validator.validate(document, "1.30.0", strict=True)
+    except validator.ValidationError as exc:
+        pytest.fail(f"{document['kind']} {document['metadata']['name']}: {exc.message}")

@@ -1,0 +1,258 @@
+"""Turning an upload into a queued job (api/submission.py), on both backends (local and
+Azurite): form fields become checked parameters, the video is stored before the record and
+the record before the message, a failure undoes what was stored, an idempotency key or a
+direct upload posted twice makes one job, and abandoned direct uploads are swept."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from api.submission import (
+    Submitter,
+    UploadAlreadyUsed,
+    check_idempotency_key,
+    parse_params,
+    probe_file,
+    upload_data_path,
+    upload_meta_path,
+    upload_prefix,
+)
+from core.backends import Backends
+from core.errors import InvalidInput, NotAVideo, StorageUnavailable, UploadTooLarge, VideoTooLarge
+from core.jobs import DEFAULT_OWNER, JobMessage, JobStatus, utcnow
+from core.model_card import ModelCard, publish_card
+from tests.faults import FailingMethod
+from tests.fixtures_video import write_text_file
+
+LEASE = timedelta(seconds=30)
+
+
+@pytest.fixture
+def submitter(make_settings, backends: Backends) -> Submitter:
+    return Submitter(make_settings("local"), backends)
+
+
+def blob_paths(backends: Backends, prefix: str = "") -> list[str]:
+    return sorted(blob.path for blob in backends.blobs.list(prefix))
+
+
+def queued_job_ids(backends: Backends) -> list[str]:
+    ids = []
+    while (message := backends.queue.receive(LEASE)) is not None:
+        ids.append(JobMessage.decode(message.body).job_id)
+    return ids
+
+
+def finished_upload(submitter: Submitter, video: Path, owner: str = DEFAULT_OWNER) -> str:
+    """A direct upload as a client makes one: reserve it, then PUT the bytes."""
+    upload_id, _, _ = submitter.new_upload(video.name, owner)
+    submitter.backends.blobs.upload_file(upload_data_path(upload_id), video)
+    return upload_id
+
+
+# --- parameters (no backend) ---------------------------------------------------------------
+
+
+def test_form_fields_become_params_and_fields_override_the_json_object(make_settings) -> None:
+    fields = {
+        "params": json.dumps({"threshold": 0.9, "frame_stride": 3}),
+        "threshold": "0.4",
+        "classes": "Cow, sheep",
+        "lines": "0,10,100,10; 5,5,6,6",
+        "upload_id": "ignored",
+        "zones": "  ",  # blank fields are as good as absent
+    }
+    params = parse_params(fields, make_settings("local"))
+    assert params.threshold == pytest.approx(0.4) and params.frame_stride == 3
+    assert params.classes == ["cow", "sheep"]
+    assert [(line.start, line.end) for line in params.lines] == [((0, 10), (100, 10)), ((5, 5), (6, 6))]
+    assert params.zones == []
+
+
+@pytest.mark.parametrize(
+    "fields, words",
+    [
+        ({"params": "{not json"}, "params: not valid JSON"),
+        ({"params": "[1]"}, "params: expected a JSON object"),
+        ({"zones": "{}"}, "zones: expected a JSON list"),
+        ({"params": "[" * 100_000}, "params: JSON nested too deeply"),  # not a 500
+        ({"lines": "1,2,3"}, "lines: expected 'x1,y1,x2,y2' (or a JSON list), got '1,2,3'"),
+        ({"threshold": "2"}, "threshold: Input should be less than or equal to 1"),
+        ({"frame_stride": "0", "threshold": "-1"}, "threshold: "),  # every bad field is named
+        ({"model_id": "other/model"}, "does not allow choosing the model (ALLOW_MODEL_OVERRIDE=false)"),
+        ({"callback_url": "http://127.0.0.1:9/hook"}, "non-public"),
+    ],
+)
+def test_bad_parameters_are_refused_naming_the_field(make_settings, fields: dict[str, str], words: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_params(fields, make_settings("local"))
+    assert words in str(caught.value) and caught.value.http_status == 422
+    if "frame_stride" in fields:
+        assert "frame_stride: " in str(caught.value)
+
+
+def test_a_model_can_be_chosen_where_the_service_allows_it(make_settings) -> None:
+    settings = make_settings("local", allow_model_override=True)
+    assert parse_params({"model_id": "other/model"}, settings).model_id == "other/model"
+
+
+@pytest.mark.parametrize("key, expected", [(None, None), ("  order-17 ", "order-17"), ("k" * 200, "k" * 200)])
+def test_an_idempotency_key_is_trimmed(key: str | None, expected: str | None) -> None:
+    assert check_idempotency_key(key) == expected
+
+
+@pytest.mark.parametrize("key", ["", "   ", "k" * 201, "line\nbreak"])
+def test_an_unusable_idempotency_key_is_refused(key: str) -> None:
+    with pytest.raises(InvalidInput, match="Idempotency-Key must be 1-200 printable characters"):
+        check_idempotency_key(key)
+
+
+def test_a_video_past_the_pixel_limit_is_refused_by_its_bytes(make_settings, small_clip: Path) -> None:
+    info = probe_file(small_clip, make_settings("local"))
+    with pytest.raises(VideoTooLarge, match="MAX_VIDEO_PIXELS"):
+        probe_file(small_clip, make_settings("local", max_video_pixels=info.width * info.height - 1))
+
+
+@pytest.mark.parametrize("upload_id", ["../jobs", "a/b", "", "x" * 65, "ünï"])
+def test_an_upload_id_that_could_name_another_path_is_refused(upload_id: str) -> None:
+    with pytest.raises(InvalidInput, match="not a valid upload id"):
+        upload_prefix(upload_id)
+
+
+# --- submitting a file -----------------------------------------------------------------------
+
+
+def test_a_file_is_stored_recorded_and_queued(submitter: Submitter, small_clip: Path) -> None:
+    params = parse_params({"classes": "cow"}, submitter.settings)
+    job, created = submitter.submit_file(small_clip, "herd.mp4", params, "key-1", owner="farm-a")
+    assert created and job.status is JobStatus.QUEUED and job.owner == "farm-a"
+    assert job.filename == "herd.mp4" and job.size_bytes == small_clip.stat().st_size
+    backends = submitter.backends
+    assert b"".join(backends.blobs.open_range(job.input_blob)) == small_clip.read_bytes()
+    assert backends.jobs.get(job.id).params.classes == ["cow"]
+    assert queued_job_ids(backends) == [job.id]
+
+
+def test_the_same_idempotency_key_returns_the_first_job_and_stores_nothing_more(
+    submitter: Submitter, small_clip: Path
+) -> None:
+    params = parse_params({}, submitter.settings)
+    first, _ = submitter.submit_file(small_clip, "a.mp4", params, "key-1")
+    stored = blob_paths(submitter.backends)
+    again, created = submitter.submit_file(small_clip, "a.mp4", params, "key-1")
+    assert not created and again.id == first.id
+    assert blob_paths(submitter.backends) == stored  # the second copy of the video was removed
+    assert queued_job_ids(submitter.backends) == [first.id]
+
+
+def test_when_enqueueing_fails_the_record_and_the_video_are_removed(
+    make_settings, backends: Backends, small_clip: Path
+) -> None:
+    queue_down = FailingMethod(backends.queue, "send", StorageUnavailable("queue unreachable"))
+    submitter = Submitter(make_settings("local"), replace(backends, queue=queue_down))
+    with pytest.raises(StorageUnavailable) as caught:
+        submitter.submit_file(small_clip, "a.mp4", parse_params({}, submitter.settings), "key-1")
+    assert caught.value.http_status == 503  # the client may retry
+    assert blob_paths(backends) == []
+    assert backends.jobs.list().jobs == []  # no job left queued without a message
+
+    retried, created = Submitter(make_settings("local"), backends).submit_file(
+        small_clip, "a.mp4", parse_params({}, submitter.settings), "key-1")
+    assert created and queued_job_ids(backends) == [retried.id]  # the key was not used up
+
+
+def test_classes_the_published_model_does_not_know_are_refused_before_anything_is_stored(
+    submitter: Submitter, small_clip: Path
+) -> None:
+    model_id = submitter.settings.model_id
+    publish_card(submitter.backends.blobs, ModelCard(model_id=model_id, architecture="rt_detr_v2",
+                                                     classes=["cow", "sheep"], random_weights=True, device="cpu"))
+    stored = blob_paths(submitter.backends)
+    params = parse_params({"classes": "cow,zebra"}, submitter.settings)
+    with pytest.raises(InvalidInput) as caught:
+        submitter.submit_file(small_clip, "a.mp4", params, None)
+    assert str(caught.value) == f"classes: 'zebra' not known to model {model_id}; valid names: cow, sheep"
+    assert blob_paths(submitter.backends) == stored and queued_job_ids(submitter.backends) == []
+
+
+# --- direct uploads --------------------------------------------------------------------------
+
+
+def test_a_direct_upload_becomes_exactly_one_job(submitter: Submitter, small_clip: Path) -> None:
+    upload_id = finished_upload(submitter, small_clip)
+    params = parse_params({}, submitter.settings)
+    job, created = submitter.submit_upload(upload_id, params, None)
+    assert created and job.input_blob == upload_data_path(upload_id) and job.filename == small_clip.name
+    assert job.input_etag == submitter.backends.blobs.info(job.input_blob).etag  # pinned to what was probed
+
+    again, created_again = submitter.submit_upload(upload_id, params, "another-key")
+    assert not created_again and again.id == job.id
+    assert queued_job_ids(submitter.backends) == [job.id]
+    with pytest.raises(UploadAlreadyUsed, match=f"already job {job.id}") as caught:
+        submitter.check_upload_open(upload_id)  # its input must not change under the job
+    assert caught.value.http_status == 409
+
+
+def test_an_upload_is_unknown_to_another_tenant(submitter: Submitter, small_clip: Path) -> None:
+    upload_id = finished_upload(submitter, small_clip, owner="farm-a")
+    with pytest.raises(InvalidInput, match=f"unknown upload '{upload_id}'"):
+        submitter.submit_upload(upload_id, parse_params({}, submitter.settings), None, owner="farm-b")
+    with pytest.raises(InvalidInput, match="unknown upload"):
+        submitter.check_upload_open(upload_id, owner="farm-b")
+    assert queued_job_ids(submitter.backends) == []
+
+
+def test_an_upload_with_nothing_put_asks_for_the_video(submitter: Submitter) -> None:
+    upload_id, _, _ = submitter.new_upload("a.mp4")
+    with pytest.raises(InvalidInput, match=r"nothing was uploaded .* \(PUT the video first\)"):
+        submitter.submit_upload(upload_id, parse_params({}, submitter.settings), None)
+    submitter.check_upload_open(upload_id)  # still open: the client can PUT and post again
+
+
+def test_an_upload_that_is_not_a_video_is_refused_and_removed(submitter: Submitter, tmp_path: Path) -> None:
+    upload_id = finished_upload(submitter, write_text_file(tmp_path / "notes.mp4"))
+    with pytest.raises(NotAVideo):
+        submitter.submit_upload(upload_id, parse_params({}, submitter.settings), None)
+    assert blob_paths(submitter.backends, upload_prefix(upload_id)) == []
+    assert queued_job_ids(submitter.backends) == []
+
+
+def test_an_upload_past_the_size_limit_is_refused_and_removed(
+    make_settings, backends: Backends, small_clip: Path
+) -> None:
+    limit = small_clip.stat().st_size - 1
+    submitter = Submitter(make_settings("local", max_upload_bytes=limit), backends)
+    upload_id = finished_upload(submitter, small_clip)  # a write URL cannot cap the size
+    with pytest.raises(UploadTooLarge, match=f"the limit is {limit} \\(MAX_UPLOAD_BYTES\\)"):
+        submitter.submit_upload(upload_id, parse_params({}, submitter.settings), None)
+    assert blob_paths(backends, upload_prefix(upload_id)) == []
+
+
+def test_an_expired_upload_is_closed(submitter: Submitter) -> None:
+    upload_id, _, _ = submitter.new_upload("a.mp4")
+    meta_path = upload_meta_path(upload_id)
+    meta = json.loads(b"".join(submitter.backends.blobs.open_range(meta_path)))
+    meta["expires_at"] = (utcnow() - timedelta(seconds=1)).isoformat()
+    submitter.backends.blobs.upload_stream(meta_path, [json.dumps(meta).encode()], "application/json")
+    with pytest.raises(InvalidInput, match="has expired; ask for a new one"):
+        submitter.check_upload_open(upload_id)
+
+
+def test_the_sweep_removes_only_abandoned_uploads(submitter: Submitter, small_clip: Path) -> None:
+    abandoned = finished_upload(submitter, small_clip)
+    used = finished_upload(submitter, small_clip)
+    job, _ = submitter.submit_upload(used, parse_params({}, submitter.settings), None)
+    blobs = submitter.backends.blobs
+    blobs.upload_stream("uploads/not..ours/x", [b"x"])  # not an upload id: not ours to judge
+
+    assert submitter.sweep_abandoned_uploads() == 0  # nothing is old yet
+    later = utcnow() + timedelta(seconds=submitter.settings.upload_url_ttl_s) + timedelta(days=1, minutes=1)
+    assert submitter.sweep_abandoned_uploads(now=later) == 1
+    assert blob_paths(submitter.backends, upload_prefix(abandoned)) == []
+    assert blobs.exists(job.input_blob)  # a job's input is kept
+    assert blobs.exists("uploads/not..ours/x")
