@@ -23,7 +23,7 @@ from ml_engine.outputs import (
     build_stats,
     validate_stats,
 )
-from ml_engine.tracking import CountingConfig, ObjectCounter, empty_tracked
+from ml_engine.counting import CountingConfig, ObjectCounter, empty_tracked
 from ml_engine.video import VideoInfo
 
 LABELS = {0: "cow", 1: "sheep"}

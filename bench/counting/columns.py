@@ -27,7 +27,7 @@ import supervision as sv
 from trackers import CMC, BoTSORTTracker, CMCConfig, OCSORTTracker
 
 from ml_engine.pipeline import PipelineConfig
-from ml_engine.tracking import CountingConfig, ObjectCounter
+from ml_engine.counting import CountingConfig, ObjectCounter
 
 CMC_WIDTH = 480
 

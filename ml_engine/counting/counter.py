@@ -1,40 +1,47 @@
-"""Tracking and counting: ByteTrack ids, flicker-proof unique counts, line crossings, zone occupancy.
-
-``ObjectCounter`` wraps one Roboflow ``trackers.ByteTrackTracker`` per video (``supervision``
-removed ``sv.ByteTrack`` in 0.31; ``trackers`` is its maintained successor) and turns its
-output into counts users can trust:
+"""``ObjectCounter``: per-frame detections in, tracks and trustworthy counts out.
 
 * a track counts only once it is *confirmed*: matched in ``min_hits`` consecutive processed
   frames, so a detection that flickers for a frame or two never becomes an object;
-* a track keeps its id through short gaps (``track_buffer_s``), so an object missed for a few
-  frames is not counted twice;
+* a track keeps its id through short gaps (``track_buffer_s``), and, with a tracker that uses
+  frames (``botsort``), through camera pans, jumps and frame strides;
+* after the last frame, tracks broken by longer gaps (an animal under a tree) are stitched
+  back together (``stitching``; see ``stitching.py``): the summary's counts, tracks, line and
+  zone counts use the stitched identities, while ``update`` and ``live_counts`` are live,
+  hence provisional;
 * a track's class is the majority vote over its detections, so one frame labelled "horse" in a
   herd of cows does not create a horse;
 * line crossings use the sign of the track's anchor (bottom centre) relative to the line with a
   hysteresis band, so jitter on the line is not a crossing and each real crossing counts once.
 
-Pure numpy + trackers: usable without a model or a video.
+Pure numpy + trackers + OpenCV: usable without a model or a video (feed it detections, and
+frames when the tracker uses them).
 """
 
 from __future__ import annotations
 
-from array import array
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import supervision as sv
-from trackers import ByteTrackTracker
 
 from core.errors import InvalidInput
 from core.jobs import CountingLine, CountingZone, check_unique_names, with_default_names
+from ml_engine.counting.lines import LineCounter, anchors
+from ml_engine.counting.stitching import StitchConfig, TrackEnds, stitch
+from ml_engine.counting.timeline import Timeline
+from ml_engine.counting.tracker import (
+    DEFAULT_TRACKER,
+    TRACKERS,
+    CameraFrame,
+    CameraMotion,
+    LiveTracker,
+    camera_frame,
+    uses_frames,
+)
+from ml_engine.counting.zones import ZoneCounter
 
-# ByteTrack expresses its lost-track buffer in frames of a 30 fps video and rescales it.
-_BYTETRACK_REFERENCE_FPS = 30.0
-# ByteTrack hands out an id on a track's second consecutive match at the earliest.
-_BYTETRACK_MIN_HITS = 2
 DEFAULT_CLASS = "object"
 
 
@@ -44,12 +51,14 @@ class CountingConfig:
 
     ``fps`` is the rate of the frames fed to ``update`` (source fps / frame stride).
     ``min_hits``: consecutive matched frames before a track is confirmed and counted (values
-    below 2 act as 2: ByteTrack confirms on the second match at the earliest).
+    below 2 act as 2: the trackers confirm on the second match at the earliest).
     ``track_buffer_s``: how long a lost track keeps its id waiting to be matched again.
     ``track_threshold``: detections at or above it are matched first and may start tracks;
     weaker ones only extend existing tracks (ByteTrack's second stage).
     ``match_iou``: minimum IoU between a track's predicted box and a detection to match.
     ``line_hysteresis_px``: an anchor within this distance of a line keeps its previous side.
+    ``tracker``: ``botsort`` (camera-motion compensated; wants frames) or ``bytetrack``.
+    ``stitching``: re-link tracks broken by long gaps after the last frame (``stitch`` tunes it).
     """
 
     fps: float
@@ -60,6 +69,9 @@ class CountingConfig:
     track_threshold: float = 0.5
     match_iou: float = 0.1
     line_hysteresis_px: float = 4.0
+    tracker: str = DEFAULT_TRACKER
+    stitching: bool = True
+    stitch: StitchConfig = field(default_factory=StitchConfig)
 
     def __post_init__(self) -> None:
         if not self.fps or not np.isfinite(self.fps) or self.fps <= 0:
@@ -70,6 +82,8 @@ class CountingConfig:
             raise InvalidInput(f"track_buffer_s cannot be negative, got {self.track_buffer_s}")
         if not 0.0 <= self.track_threshold <= 1.0:
             raise InvalidInput(f"track_threshold must be within 0..1, got {self.track_threshold}")
+        if self.tracker not in TRACKERS:
+            raise InvalidInput(f"tracker must be one of {', '.join(TRACKERS)}, got {self.tracker!r}")
         self.lines = with_default_names(self.lines, "line")
         self.zones = with_default_names(self.zones, "zone")
         check_unique_names("line", [line.name for line in self.lines])
@@ -92,13 +106,23 @@ class TrackRecord:
     confidence_sum: float = 0.0
     class_votes: Counter[str] = field(default_factory=Counter)
     class_name: str = ""
+    raw_ids: list[int] = field(default_factory=list)  # the tracker's ids stitched into this one
 
-    def vote(self, cls: str) -> None:
-        """Count one detection's label. The track's class is the majority so far; a tie keeps
+    def vote(self, cls: str, n: int = 1) -> None:
+        """Count a detection's label. The track's class is the majority so far; a tie keeps
         the current class, so the label does not flip back and forth on every stray frame."""
-        self.class_votes[cls] += 1
+        self.class_votes[cls] += n
         if not self.class_name or self.class_votes[cls] > self.class_votes[self.class_name]:
             self.class_name = cls
+
+    def absorb(self, later: TrackRecord) -> None:
+        """Take in a later tracklet of the same animal (stitching)."""
+        self.last_frame, self.last_time_s = later.last_frame, later.last_time_s
+        self.frames_seen += later.frames_seen
+        self.confidence_sum += later.confidence_sum
+        for cls, n in later.class_votes.items():
+            self.vote(cls, n)
+        self.raw_ids.extend(later.raw_ids or [later.track_id])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,158 +135,17 @@ class TrackRecord:
             "frames_seen": self.frames_seen,
             "mean_confidence": round(self.confidence_sum / max(self.frames_seen, 1), 4),
             "class_votes": dict(self.class_votes),
+            "raw_ids": self.raw_ids or [self.track_id],
         }
-
-
-# --- geometry -------------------------------------------------------------------------------
-
-
-def anchors(xyxy: np.ndarray) -> np.ndarray:
-    """Bottom-centre points (N, 2): where an animal stands, the point that crosses lines."""
-    return np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2.0, xyxy[:, 3]], axis=1)
-
-
-def points_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
-    """Even-odd rule: which of ``points`` (N, 2) lie inside ``polygon`` (M, 2)."""
-    if len(points) == 0:
-        return np.zeros(0, dtype=bool)
-    x, y = points[:, :1], points[:, 1:2]
-    x1, y1 = polygon[:, 0], polygon[:, 1]
-    x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
-    spans = (y1 > y) != (y2 > y)
-    safe_dy = np.where(y2 == y1, 1.0, y2 - y1)  # rows where dy == 0 are masked by `spans`
-    crossing_x = x1 + (y - y1) * (x2 - x1) / safe_dy
-    return (spans & (x < crossing_x)).sum(axis=1) % 2 == 1
-
-
-class LineCounter:
-    """Counts tracks crossing one line, in and out, once per crossing.
-
-    "in" is a crossing from the left of the line to its right, as seen walking from
-    ``start`` to ``end`` in image coordinates (y down): for a horizontal line drawn left to
-    right, objects moving down the frame count as "in". Anchors within ``hysteresis_px`` of
-    the line keep their previous side, so jitter on the line never counts.
-    """
-
-    def __init__(self, line: CountingLine, hysteresis_px: float) -> None:
-        self.line = line
-        self._start = np.asarray(line.start, dtype=float)
-        direction = np.asarray(line.end, dtype=float) - self._start
-        self._length = float(np.hypot(*direction))
-        self._unit = direction / self._length
-        self._hysteresis = hysteresis_px
-        self._last_side: dict[int, tuple[int, np.ndarray]] = {}  # track id -> (side, anchor)
-        self.crossings: list[tuple[int, str]] = []  # (track id, "in" | "out")
-        self.totals: Counter[str] = Counter()  # "in"/"out" -> crossings so far
-
-    def update(self, track_ids: np.ndarray, points: np.ndarray) -> list[tuple[int, str]]:
-        """Feed this frame's anchors; returns the crossings it completed."""
-        events = []
-        for track_id, point in zip(track_ids.tolist(), points):
-            event = self._update_one(track_id, point)
-            if event:
-                events.append((track_id, event))
-        self.crossings.extend(events)
-        self.totals.update(direction for _, direction in events)
-        return events
-
-    def _update_one(self, track_id: int, point: np.ndarray) -> str | None:
-        distance = self._signed_distance(point)
-        if abs(distance) < self._hysteresis:
-            return None
-        side = 1 if distance > 0 else -1
-        previous = self._last_side.get(track_id)
-        self._last_side[track_id] = (side, point)
-        if previous is None or previous[0] == side:
-            return None
-        if not self._passes_within_segment(previous[1], point):
-            return None  # went round the end of the line
-        return "in" if side > 0 else "out"
-
-    def _signed_distance(self, point: np.ndarray) -> float:
-        offset = point - self._start
-        return float(self._unit[0] * offset[1] - self._unit[1] * offset[0])
-
-    def _passes_within_segment(self, before: np.ndarray, after: np.ndarray) -> bool:
-        d0, d1 = self._signed_distance(before), self._signed_distance(after)
-        crossing_point = before + (after - before) * (d0 / (d0 - d1))
-        along = float(np.dot(crossing_point - self._start, self._unit))
-        return -self._hysteresis <= along <= self._length + self._hysteresis
-
-
-class ZoneCounter:
-    """Per-frame occupancy of one polygon, by class: max, mean and the tracks that entered."""
-
-    def __init__(self, zone: CountingZone) -> None:
-        self.zone = zone
-        self._polygon = np.asarray(zone.polygon, dtype=float)
-        self.frames = 0
-        self.max_by_class: Counter[str] = Counter()
-        self.sum_by_class: Counter[str] = Counter()
-        self.max_total = 0
-        self.sum_total = 0
-        self.visitors: set[int] = set()
-
-    def update(self, track_ids: np.ndarray, points: np.ndarray, classes: list[str]) -> int:
-        """Feed this frame's anchors; returns how many are inside."""
-        inside = points_in_polygon(points, self._polygon)
-        occupancy = Counter(cls for cls, is_in in zip(classes, inside) if is_in)
-        self.visitors.update(track_ids[inside].tolist())
-        self.frames += 1
-        total = int(inside.sum())
-        self.max_total = max(self.max_total, total)
-        self.sum_total += total
-        for cls, n in occupancy.items():
-            self.max_by_class[cls] = max(self.max_by_class[cls], n)
-            self.sum_by_class[cls] += n
-        return total
-
-
-# --- the timeline, stored compactly -----------------------------------------------------------
-
-
-class Timeline:
-    """Per processed frame: frame index, time, count and count by class.
-
-    Stored in typed arrays (a few bytes a frame) because a long video has many frames; a
-    class's column is created when the class first appears, filled with zeros before.
-    """
-
-    def __init__(self) -> None:
-        self.frames = array("q")
-        self.times = array("d")
-        self.counts = array("l")
-        self.by_class: dict[str, array] = {}
-
-    def append(self, frame_index: int, time_s: float, by_class: Counter[str]) -> None:
-        for cls in by_class.keys() - self.by_class.keys():
-            self.by_class[cls] = array("l", bytes(len(self.frames) * array("l").itemsize))
-        self.frames.append(frame_index)
-        self.times.append(time_s)
-        self.counts.append(sum(by_class.values()))
-        for cls, column in self.by_class.items():
-            column.append(by_class.get(cls, 0))
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def entries(self) -> Iterator[dict[str, Any]]:
-        for row, frame_index in enumerate(self.frames):
-            by_class = {cls: column[row] for cls, column in self.by_class.items() if column[row]}
-            yield {
-                "frame": frame_index,
-                "time_s": round(self.times[row], 4),
-                "count": self.counts[row],
-                "by_class": by_class,
-            }
-
-
-# --- the counter ------------------------------------------------------------------------------
 
 
 @dataclass
 class CountSummary:
-    """Everything counted in one video; ``to_dict()`` is the ``counts``-related part of stats."""
+    """Everything counted in one video; ``to_dict()`` is the ``counts``-related part of stats.
+
+    ``id_map`` maps every raw tracker id to its stitched id (identity without stitching);
+    ``raw_total_unique`` is the count before stitching.
+    """
 
     total_unique: int
     by_class: dict[str, int]
@@ -272,6 +155,14 @@ class CountSummary:
     lines: list[dict[str, Any]]
     zones: list[dict[str, Any]]
     frames_processed: int
+    raw_total_unique: int = 0
+    id_map: dict[int, int] = field(default_factory=dict)
+    tracking: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def merged(self) -> int:
+        """Raw tracks that stitching folded into an earlier one."""
+        return self.raw_total_unique - self.total_unique
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -283,6 +174,8 @@ class CountSummary:
             "lines": self.lines,
             "zones": self.zones,
             "frames_processed": self.frames_processed,
+            "raw_total_unique": self.raw_total_unique,
+            "merged": self.merged,
         }
 
 
@@ -290,20 +183,21 @@ class ObjectCounter:
     """Tracks detections frame by frame and counts unique, confirmed objects.
 
     Feed it every processed frame in order, including frames with no detections (that is how
-    lost tracks age). One instance per video.
+    lost tracks age), with the frame itself when ``config.tracker`` uses frames (``botsort``):
+    an RGB (H, W, 3) image, or a ``CameraFrame`` prepared by ``camera_frame``. Without frames,
+    ``botsort`` assumes a still camera. One instance per video.
     """
 
     def __init__(self, config: CountingConfig) -> None:
         self.config = config
-        self._tracker = ByteTrackTracker(
-            lost_track_buffer=round(config.track_buffer_s * _BYTETRACK_REFERENCE_FPS),
-            frame_rate=float(config.fps),
-            track_activation_threshold=config.track_threshold,
-            high_conf_det_threshold=config.track_threshold,
-            minimum_consecutive_frames=max(config.min_hits, _BYTETRACK_MIN_HITS),
-            minimum_iou_threshold=config.match_iou,
+        self._tracker = LiveTracker(
+            config.tracker, fps=config.fps, track_threshold=config.track_threshold,
+            min_hits=config.min_hits, track_buffer_s=config.track_buffer_s, match_iou=config.match_iou,
         )
+        self.camera = CameraMotion()
+        self._to_ground = np.eye(3)  # this frame's pixels -> the first frame's (camera-compensated)
         self._tracks: dict[int, TrackRecord] = {}
+        self._ends: dict[int, TrackEnds] = {}
         self._class_ids: dict[str, int] = {}
         self._unique_by_class: Counter[str] = Counter()  # by each track's current majority class
         self._lines = [LineCounter(line, config.line_hysteresis_px) for line in config.lines]
@@ -312,18 +206,32 @@ class ObjectCounter:
         self._peak: dict[str, Any] = {"count": 0, "frame": None, "time_s": None, "by_class": {}}
         self._in_frame: Counter[str] = Counter()
         self._last_frame = -1
+        self.frames_with_motion = 0
 
-    def update(self, frame_index: int, time_s: float, detections: sv.Detections) -> sv.Detections:
+    @property
+    def uses_frames(self) -> bool:
+        """Whether ``update`` wants frames: for the tracker's CMC, or stitching's ground positions."""
+        return uses_frames(self.config.tracker) or self.config.stitching
+
+    def update(
+        self,
+        frame_index: int,
+        time_s: float,
+        detections: sv.Detections,
+        frame: np.ndarray | CameraFrame | None = None,
+    ) -> sv.Detections:
         """Track one processed frame's detections.
 
         Returns the confirmed tracked detections of this frame: ``tracker_id`` (1-based, stable
-        through short gaps) set, and ``class_name``/``class_id`` replaced by the track's
-        majority class (the detector's own label stays in ``data["detected_class"]``).
+        through short gaps; the live id, before stitching) set, and ``class_name``/``class_id``
+        replaced by the track's majority class (the detector's own label stays in
+        ``data["detected_class"]``).
         """
         if frame_index <= self._last_frame:
             raise InvalidInput(f"frames must be fed in order: {frame_index} after {self._last_frame}")
         self._last_frame = frame_index
-        tracked = self._tracker.update(_with_class_names(detections))
+        motion = self._camera_motion(frame)
+        tracked = self._tracker.update(_with_class_names(detections), motion)
         confirmed = tracked[tracked.tracker_id != -1] if len(tracked) else empty_tracked()
         confirmed.tracker_id = confirmed.tracker_id + 1  # users count from 1
         classes = self._record(frame_index, time_s, confirmed)
@@ -331,17 +239,44 @@ class ObjectCounter:
         self._count(frame_index, time_s, confirmed, classes)
         return confirmed
 
+    def _camera_motion(self, frame: np.ndarray | CameraFrame | None) -> np.ndarray | None:
+        if frame is None or not self.uses_frames:
+            return None
+        prepared = frame if isinstance(frame, CameraFrame) else camera_frame(frame)
+        motion = self.camera.estimate(prepared)
+        self.frames_with_motion += 1
+        step = np.vstack([motion, [0.0, 0.0, 1.0]])  # previous frame -> this one
+        try:
+            self._to_ground = self._to_ground @ np.linalg.inv(step)
+        except np.linalg.LinAlgError:
+            pass  # a degenerate estimate: keep the previous mapping
+        return motion
+
     def _record(self, frame_index: int, time_s: float, confirmed: sv.Detections) -> list[str]:
         detected = confirmed.data.get("class_name", np.array([], dtype=str))
         confidences = confirmed.confidence if confirmed.confidence is not None else np.ones(len(confirmed))
         class_ids = confirmed.class_id if confirmed.class_id is not None else np.zeros(len(confirmed), int)
+        ground = self._ground_positions(confirmed.xyxy) if self.config.stitching else None
         classes = []
-        for track_id, cls, cls_id, score in zip(
-            confirmed.tracker_id.tolist(), detected, class_ids, confidences
+        for row, (track_id, cls, cls_id, score) in enumerate(
+            zip(confirmed.tracker_id.tolist(), detected, class_ids, confidences)
         ):
             self._class_ids.setdefault(str(cls), int(cls_id))
             classes.append(self._observe(int(track_id), str(cls), float(score), frame_index, time_s))
+            if ground is not None:
+                ends = self._ends.setdefault(int(track_id), TrackEnds(int(track_id)))
+                ends.observe(frame_index, time_s, *ground[row])
         return classes
+
+    def _ground_positions(self, xyxy: np.ndarray) -> np.ndarray:
+        """(N, 3): each box's centre in ground coordinates, and its size (sqrt of area) there."""
+        if len(xyxy) == 0:
+            return np.zeros((0, 3))
+        centres = np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2, np.ones(len(xyxy))])
+        ground = (self._to_ground @ centres)[:2].T
+        scale = float(np.sqrt(abs(np.linalg.det(self._to_ground[:2, :2]))))
+        sizes = np.sqrt(np.clip((xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1]), 0, None)) * scale
+        return np.column_stack([ground, sizes])
 
     def _observe(self, track_id: int, cls: str, score: float, frame_index: int, time_s: float) -> str:
         track = self._tracks.get(track_id)
@@ -387,7 +322,8 @@ class ObjectCounter:
     # --- reading the counts --------------------------------------------------------------------
 
     def live_counts(self) -> dict[str, Any]:
-        """The running counts an overlay shows: unique so far, in this frame, line totals."""
+        """The running counts an overlay shows, before stitching (provisional): unique so far,
+        in this frame, line totals."""
         return {
             "total_unique": len(self._tracks),
             "by_class": _positive(self._unique_by_class),
@@ -399,24 +335,76 @@ class ObjectCounter:
             },
         }
 
+    def stitched_ids(self) -> dict[int, int]:
+        """Raw (live) track id -> final id: the id of the first track of its stitched chain."""
+        if not self.config.stitching:
+            return {track_id: track_id for track_id in self._tracks}
+        for track_id, ends in self._ends.items():
+            ends.class_name = self._tracks[track_id].class_name
+        return stitch(list(self._ends.values()), self.config.stitch)
+
     def summary(self) -> CountSummary:
-        """Final counts: per-class totals use each track's final majority class."""
-        final_class = {track_id: track.class_name for track_id, track in self._tracks.items()}
+        """Final counts, with stitching applied: per-class totals use each stitched track's
+        final majority class."""
+        id_map = self.stitched_ids()
+        tracks = _merged_tracks(self._tracks, id_map)
+        final_class = {raw: tracks[final].class_name for raw, final in id_map.items()}
+        links = _links(id_map, self._tracks)
         return CountSummary(
-            total_unique=len(self._tracks),
-            by_class=dict(sorted(Counter(final_class.values()).items())),
+            total_unique=len(tracks),
+            by_class=dict(sorted(Counter(t.class_name for t in tracks.values()).items())),
             peak=self._peak,
-            tracks=[track.to_dict() for track in self._tracks.values()],
+            tracks=[track.to_dict() for track in tracks.values()],
             timeline=list(self._timeline.entries()),
-            lines=[_line_summary(counter, final_class) for counter in self._lines],
-            zones=[_zone_summary(counter, final_class) for counter in self._zones],
+            lines=[_line_summary(counter, id_map, final_class, links) for counter in self._lines],
+            zones=[_zone_summary(counter, id_map, final_class) for counter in self._zones],
             frames_processed=len(self._timeline),
+            raw_total_unique=len(self._tracks),
+            id_map=id_map,
+            tracking=self.describe(),
         )
 
+    def describe(self) -> dict[str, Any]:
+        """The tracking settings and the camera-motion cost, for stats.json's ``processing``."""
+        per_frame = 1000 * self.camera.seconds / max(self.frames_with_motion, 1)
+        return {
+            "tracker": self.config.tracker,
+            "stitching": self.config.stitching,
+            "camera_motion_frames": self.frames_with_motion,
+            "camera_motion_ms_per_frame": round(per_frame, 3),
+        }
 
-def _line_summary(counter: LineCounter, final_class: dict[int, str]) -> dict[str, Any]:
+
+def _merged_tracks(tracks: dict[int, TrackRecord], id_map: dict[int, int]) -> dict[int, TrackRecord]:
+    """One record per stitched id, in order of first appearance; a record is not modified."""
+    merged: dict[int, TrackRecord] = {}
+    for raw_id in sorted(tracks, key=lambda t: (tracks[t].first_frame, t)):
+        record, final = tracks[raw_id], id_map.get(raw_id, raw_id)
+        if final not in merged:
+            merged[final] = TrackRecord(
+                final, record.first_frame, record.first_time_s, record.last_frame, record.last_time_s,
+                record.frames_seen, record.confidence_sum, Counter(record.class_votes), record.class_name,
+                [raw_id],
+            )
+        else:
+            merged[final].absorb(record)
+    return merged
+
+
+def _links(id_map: dict[int, int], tracks: dict[int, TrackRecord]) -> list[tuple[int, int]]:
+    """Consecutive (earlier, later) raw ids within each stitched chain."""
+    chains: dict[int, list[int]] = {}
+    for raw_id in sorted(id_map, key=lambda t: tracks[t].first_frame):
+        chains.setdefault(id_map[raw_id], []).append(raw_id)
+    return [(a, b) for chain in chains.values() for a, b in zip(chain, chain[1:])]
+
+
+def _line_summary(
+    counter: LineCounter, id_map: dict[int, int], final_class: dict[int, str], links: list[tuple[int, int]]
+) -> dict[str, Any]:
     by_direction: dict[str, Counter[str]] = {"in": Counter(), "out": Counter()}
-    for track_id, direction in counter.crossings:
+    crossings = list(counter.crossings) + counter.crossings_across_gaps(links)
+    for track_id, direction in crossings:
         by_direction[direction][final_class[track_id]] += 1
     return {
         "name": counter.line.name,
@@ -429,8 +417,9 @@ def _line_summary(counter: LineCounter, final_class: dict[int, str]) -> dict[str
     }
 
 
-def _zone_summary(counter: ZoneCounter, final_class: dict[int, str]) -> dict[str, Any]:
+def _zone_summary(counter: ZoneCounter, id_map: dict[int, int], final_class: dict[int, str]) -> dict[str, Any]:
     frames = max(counter.frames, 1)
+    visitors = {id_map.get(t, t): final_class[t] for t in counter.visitors}
     return {
         "name": counter.zone.name,
         "polygon": [list(point) for point in counter.zone.polygon],
@@ -438,7 +427,7 @@ def _zone_summary(counter: ZoneCounter, final_class: dict[int, str]) -> dict[str
         "mean": {cls: round(total / frames, 4) for cls, total in sorted(counter.sum_by_class.items())},
         "max_total": counter.max_total,
         "mean_total": round(counter.sum_total / frames, 4),
-        "unique": dict(sorted(Counter(final_class[t] for t in counter.visitors).items())),
+        "unique": dict(sorted(Counter(visitors.values()).items())),
     }
 
 
