@@ -230,7 +230,7 @@ class ObjectCounter:
         if frame_index <= self._last_frame:
             raise InvalidInput(f"frames must be fed in order: {frame_index} after {self._last_frame}")
         self._last_frame = frame_index
-        motion = self._camera_motion(frame)
+        motion = self._camera_motion(frame, detections.xyxy)
         tracked = self._tracker.update(_with_class_names(detections), motion)
         confirmed = tracked[tracked.tracker_id != -1] if len(tracked) else empty_tracked()
         confirmed.tracker_id = confirmed.tracker_id + 1  # users count from 1
@@ -239,11 +239,11 @@ class ObjectCounter:
         self._count(frame_index, time_s, confirmed, classes)
         return confirmed
 
-    def _camera_motion(self, frame: np.ndarray | CameraFrame | None) -> np.ndarray | None:
+    def _camera_motion(self, frame: np.ndarray | CameraFrame | None, boxes: np.ndarray) -> np.ndarray | None:
         if frame is None or not self.uses_frames:
             return None
         prepared = frame if isinstance(frame, CameraFrame) else camera_frame(frame)
-        motion = self.camera.estimate(prepared)
+        motion = self.camera.estimate(prepared, boxes)
         self.frames_with_motion += 1
         step = np.vstack([motion, [0.0, 0.0, 1.0]])  # previous frame -> this one
         try:

@@ -12,8 +12,8 @@ in 0.31; ``trackers`` is its maintained successor):
 Camera motion is estimated by sparse optical flow on a grey frame downscaled to
 ``CMC_WIDTH`` pixels wide (the library's default, the full frame halved, costs 4-5x more
 for no gain in counting), with the corner count capped (``CMC_MAX_CORNERS``) because a
-downscaled 4K frame has many more corners than a 1080p one. ORB fails on grass at this size
-and ECC is slower for no gain (bench). The same estimate also serves offline stitching,
+downscaled 4K frame has many more corners than a 1080p one, and the animals masked out.
+ORB fails on grass at this size and ECC is slower for no gain (bench). The same estimate also serves offline stitching,
 which compares positions in compensated ("ground") coordinates.
 """
 
@@ -24,12 +24,14 @@ from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
-from trackers import CMC, BoTSORTTracker, ByteTrackTracker, CMCConfig
+from trackers import BoTSORTTracker, ByteTrackTracker
 
 TRACKERS = ("botsort", "bytetrack")
 DEFAULT_TRACKER = "botsort"
 CMC_WIDTH = 480
 CMC_MAX_CORNERS = 300
+# fewer agreeing points than this (plain ground, a frame filled by the herd): assume no motion
+CMC_MIN_POINTS = 12
 
 # The trackers express their lost-track buffer in frames of a 30 fps video and rescale it.
 _REFERENCE_FPS = 30.0
@@ -64,22 +66,65 @@ def camera_frame(image: np.ndarray, width: int = CMC_WIDTH) -> CameraFrame:
 class CameraMotion:
     """Frame-to-frame camera motion by sparse optical flow on a ``CameraFrame``.
 
+    The algorithm of BoT-SORT's ``sparseOptFlow`` CMC (Shi-Tomasi corners tracked by
+    pyramidal Lucas-Kanade, a RANSAC partial-affine fit), with three changes: corners on
+    detected animals are masked out (a herd walking across plain ground must not read as a
+    pan), the corner count is capped, and too few agreeing points give "no motion" rather
+    than a guess.
+
     ``estimate`` returns the 2x3 affine transform from the previous frame's pixels to this
-    frame's (identity on the first frame, and where too few points are tracked).
-    ``seconds`` is the time spent, for the stats and the bench.
+    frame's (identity on the first frame). ``seconds`` is the time spent, downscale included.
     """
 
-    def __init__(self, max_corners: int = CMC_MAX_CORNERS) -> None:
-        self._cmc = CMC(CMCConfig(method="sparseOptFlow", downscale=1, sof_max_corners=max_corners))
+    def __init__(self, max_corners: int = CMC_MAX_CORNERS, min_points: int = CMC_MIN_POINTS) -> None:
+        self.max_corners, self.min_points = max_corners, min_points
         self.seconds = 0.0
+        self.frames_failed = 0
+        self._previous: np.ndarray | None = None
+        self._points: np.ndarray | None = None
 
-    def estimate(self, frame: CameraFrame) -> np.ndarray:
+    def estimate(self, frame: CameraFrame, boxes: np.ndarray | None = None) -> np.ndarray:
         started = time.perf_counter()
-        # trackers' CMC converts BGR to grey itself; at 480 px wide the round trip is ~0.1 ms
-        matrix = self._cmc.estimate(cv2.cvtColor(frame.grey, cv2.COLOR_GRAY2BGR)).astype(float)
-        matrix[:, 2] *= frame.scale  # translation back to frame pixels; rotation/scale need nothing
+        matrix = self._estimate(frame, boxes)
         self.seconds += time.perf_counter() - started
         return matrix
+
+    def _estimate(self, frame: CameraFrame, boxes: np.ndarray | None) -> np.ndarray:
+        grey, matrix = frame.grey, np.eye(2, 3)
+        previous, points = self._previous, self._points
+        if previous is not None and points is not None and previous.shape == grey.shape:
+            moved, status, _ = cv2.calcOpticalFlowPyrLK(previous, grey, points, None)
+            if moved is not None and status is not None:
+                good = status.reshape(-1) != 0
+                matrix = self._fit(points[good], moved[good], frame.scale)
+        self._previous = grey
+        self._points = cv2.goodFeaturesToTrack(
+            grey, maxCorners=self.max_corners, qualityLevel=0.01, minDistance=1, blockSize=3,
+            mask=_background_mask(grey.shape, boxes, frame.scale),
+        )
+        return matrix
+
+    def _fit(self, before: np.ndarray, after: np.ndarray, scale: float) -> np.ndarray:
+        if len(before) >= self.min_points:
+            fitted, inliers = cv2.estimateAffinePartial2D(before, after, method=cv2.RANSAC)
+            if fitted is not None and inliers is not None and int(inliers.sum()) >= self.min_points:
+                fitted = fitted.astype(float)
+                fitted[:, 2] *= scale  # translation back to frame pixels; rotation/scale need nothing
+                return fitted
+        self.frames_failed += 1
+        return np.eye(2, 3)
+
+
+def _background_mask(shape: tuple[int, ...], boxes: np.ndarray | None, scale: float) -> np.ndarray | None:
+    """255 where corners may be taken: everywhere but the detected boxes (grown by a quarter)."""
+    if boxes is None or len(boxes) == 0:
+        return None
+    mask = np.full(shape[:2], 255, dtype=np.uint8)
+    small = np.asarray(boxes, dtype=float) / scale
+    grow = np.stack([small[:, 2] - small[:, 0], small[:, 3] - small[:, 1]], axis=1) / 8
+    for (x1, y1, x2, y2), (gx, gy) in zip(small, grow):
+        mask[max(0, int(y1 - gy)):max(0, int(y2 + gy + 1)), max(0, int(x1 - gx)):max(0, int(x2 + gx + 1))] = 0
+    return mask
 
 
 class _GivenMotion:
