@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
 from core.errors import ConfigError
+from core.jobs import Tracker
 
 
 class StorageBackend(str, Enum):
@@ -133,6 +134,10 @@ class Settings(BaseSettings):
     min_track_hits: int = Field(default=3, ge=1)
     video_preset: str = "veryfast"  # x264 preset of annotated.mp4
     video_crf: int = Field(default=23, ge=0, le=51)  # x264 quality: lower is better and bigger
+
+    # --- tracking (issue 13) ------------------------------------------------------------
+    tracker: Tracker = Tracker.BOTSORT  # botsort: camera-motion compensated; bytetrack: fixed cameras
+    stitching: bool = True  # re-link tracks broken by long gaps after the video (on|off)
 
     # --- webhooks (durable outbox, Standard Webhooks signatures: core/webhooks.py) --------
     webhook_secret: str | None = None  # whsec_<base64> as the spec has it, or any plain secret

@@ -57,6 +57,14 @@ MAX_POLYGON_POINTS = 256
 MAX_CLASSES = 200
 
 
+class Tracker(str, Enum):
+    """The live tracker (issue 13): ``botsort`` compensates camera motion (drone footage);
+    ``bytetrack`` matches boxes alone (a fixed camera; cheaper)."""
+
+    BOTSORT = "botsort"
+    BYTETRACK = "bytetrack"
+
+
 class CountingLine(BaseModel):
     """A line across the frame; objects crossing it are counted in/out per class.
     Unnamed lines are named by their place in the list (see ``with_default_names``)."""
@@ -120,6 +128,13 @@ class JobParams(BaseModel):
     zones: list[CountingZone] = Field(default_factory=list, max_length=MAX_ZONES)
     callback_url: HttpUrl | None = Field(default=None, description="Webhook called when the job ends.")
     model_id: str | None = Field(default=None, description="Model to use, if the service allows overrides.")
+    # tracking (issue 13); unset: the service's TRACKER / STITCHING
+    tracker: Tracker | None = Field(
+        default=None, description="Live tracker: botsort (camera-motion compensated) or bytetrack."
+    )
+    stitching: bool | None = Field(
+        default=None, description="Re-link tracks broken by long gaps (an animal under a tree) after the video."
+    )
 
     @field_validator("classes")
     @classmethod

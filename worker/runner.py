@@ -84,6 +84,8 @@ def pipeline_config(params: JobParams, settings: Settings) -> PipelineConfig:
         max_buffered_bytes=settings.frame_buffer_bytes,
         max_video_pixels=settings.max_video_pixels,
         max_video_seconds=settings.max_video_seconds,
+        tracker=(params.tracker or settings.tracker).value,
+        stitching=settings.stitching if params.stitching is None else params.stitching,
     )
 
 

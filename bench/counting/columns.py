@@ -59,7 +59,7 @@ class Sequence:
     fps: float  # processed frames per second (source fps / stride)
     source_fps: float
     detections: list[sv.Detections]  # per processed frame
-    small_grey: list[np.ndarray] | None  # per processed frame, CMC_WIDTH wide, for CMC columns
+    small_grey: list | None  # per processed frame, CMC_WIDTH wide grey (or CameraFrame), for CMC columns
     frame_width: int
 
 
@@ -122,13 +122,13 @@ def product_counter(seq: Sequence, column: str = "product") -> ObjectCounter:
 
 
 def run_product(seq: Sequence, column: str = "product") -> Tracked:
+    """``small_grey`` may hold grey arrays ``CMC_WIDTH`` wide, or ``CameraFrame``s."""
     counter = product_counter(seq, column)
     feed_frames = counter.uses_frames and seq.small_grey is not None
-    scale = seq.frame_width / CMC_WIDTH
     out = Tracked()
     started = time.perf_counter()
     for i, (f, det) in enumerate(zip(seq.frames, seq.detections)):
-        frame = CameraFrame(seq.small_grey[i], scale) if feed_frames else None
+        frame = _camera_frame(seq.small_grey[i], seq.frame_width) if feed_frames else None
         confirmed = counter.update(f, f / seq.source_fps, det, frame)
         out.ids.append(np.asarray(confirmed.tracker_id, dtype=int))
         out.boxes.append(np.asarray(confirmed.xyxy, dtype=float).reshape(-1, 4))
@@ -140,6 +140,12 @@ def run_product(seq: Sequence, column: str = "product") -> Tracked:
     out.count = summary.total_unique
     out.tracks = summary.tracks
     return out
+
+
+def _camera_frame(grey: np.ndarray | CameraFrame, frame_width: int) -> CameraFrame:
+    if isinstance(grey, CameraFrame):
+        return grey
+    return CameraFrame(grey, frame_width / grey.shape[1])
 
 
 def run_baseline(seq: Sequence) -> Tracked:

@@ -8,7 +8,7 @@ frames 0, k, 2k, ..., exactly the frames the pipeline detects at ``frame_stride=
 ``pipeline_check`` renders full-size frames, encodes them with x264, and runs the real
 ``process_video`` (PyAV decode -> the oracle through the detector interface -> tracking ->
 counting -> annotated x264 video and exports), then compares its counts and tracks with the
-baseline column's on the same frames: they must be identical.
+``product`` column's fed the same detections and the same decoded frames: they must be identical.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from bench.counting.metrics import count_breakdown, count_error_pct, tracking_sc
 from bench.counting.oracle import Detections, Oracle, OracleConfig, OracleDetector
 from bench.counting.render import ground_texture, render_frame, shrink_texture
 from bench.counting.scene import SCENARIOS, Scenario, Scene
+from ml_engine.counting import camera_frame
 
 CACHE_VERSION = 3  # bump when rendering or the oracle change in a way their parameters do not show
 
@@ -174,10 +175,9 @@ def pipeline_check(name: str, seed: int, stride: int, frames: int | None, cache_
         result = process_video(video, out, detector, config)
         seconds = time.perf_counter() - started
     stats = result.stats
-    seq = sequence_at(prep, stride, with_frames=False)
-    baseline = cols.run_baseline(seq)
+    stage = counting_stage_on_video(video, sequence_at(prep, stride, with_frames=False))
     pipeline_tracks = [_track_key(t) for t in stats["tracks"]]
-    stage_tracks = [_track_key(t) for t in baseline.tracks]
+    stage_tracks = [_track_key(t) for t in stage.tracks]
     return {
         "scenario": name,
         "seed": seed,
@@ -186,13 +186,24 @@ def pipeline_check(name: str, seed: int, stride: int, frames: int | None, cache_
         "size": f"{scenario.width}x{scenario.height}",
         "true": prep.scene.ground_truth.true_count,
         "pipeline_count": stats["counts"]["total_unique"],
-        "counting_stage_count": baseline.count,
+        "counting_stage_count": stage.count,
         "tracks_identical": pipeline_tracks == stage_tracks,
         "pipeline_fps": round(scenario.frames / seconds, 2),
         "pipeline_seconds": round(seconds, 2),
         "video_encode_s": round(encode_s, 2),
         "processing": stats["processing"],
     }
+
+
+def counting_stage_on_video(video: Path, seq: cols.Sequence) -> cols.Tracked:
+    """The product's counting stage alone (defaults), fed ``seq``'s detections and the frames
+    decoded from ``video`` (which CMC looks at), as the pipeline feeds it."""
+    from ml_engine.video import iter_frames
+
+    wanted = set(seq.frames)
+    grey = [camera_frame(frame.image) for frame in iter_frames(video) if frame.index in wanted]
+    frames_seq = cols.Sequence(seq.frames, seq.fps, seq.source_fps, seq.detections, grey, seq.frame_width)
+    return cols.run_product(frames_seq, "product")
 
 
 def _track_key(track: dict[str, Any]) -> tuple:

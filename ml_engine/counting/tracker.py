@@ -26,8 +26,10 @@ import cv2
 import numpy as np
 from trackers import BoTSORTTracker, ByteTrackTracker
 
-TRACKERS = ("botsort", "bytetrack")
-DEFAULT_TRACKER = "botsort"
+from core.jobs import Tracker
+
+TRACKERS = tuple(t.value for t in Tracker)  # botsort, bytetrack: the names jobs and settings accept
+DEFAULT_TRACKER = Tracker.BOTSORT.value
 CMC_WIDTH = 480
 CMC_MAX_CORNERS = 300
 # fewer agreeing points than this (plain ground, a frame filled by the herd): assume no motion

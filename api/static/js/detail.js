@@ -365,6 +365,8 @@ function paramsText(params) {
   parts.push(params.classes && params.classes.length ? `classes ${params.classes.join(", ")}` : "all classes");
   if (params.threshold !== null && params.threshold !== undefined) parts.push(`threshold ${params.threshold}`);
   if (params.frame_stride > 1) parts.push(`every ${params.frame_stride}th frame`);
+  if (params.tracker) parts.push(`tracker ${params.tracker}`);
+  if (params.stitching === false) parts.push("no stitching");
   for (const line of params.lines || []) parts.push(`line ${[...line.start, ...line.end].join(",")}`);
   for (const zone of params.zones || []) parts.push(`zone “${zone.name}”`);
   return parts.join(" · ");
