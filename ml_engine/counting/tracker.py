@@ -33,7 +33,11 @@ DEFAULT_TRACKER = Tracker.BOTSORT.value
 CMC_WIDTH = 480
 CMC_MAX_CORNERS = 300
 # fewer agreeing points than this (plain ground, a frame filled by the herd): assume no motion
-CMC_MIN_POINTS = 12
+CMC_MIN_POINTS = 8
+# Corner strength relative to the strongest in the frame. The library's 0.01 keeps 5-20 corners
+# on a 480 px grass frame once the animals are masked (trees and animals set the maximum), too
+# few to survive a 45 px step at stride 5; 0.001 keeps the cap's worth on grass.
+CMC_CORNER_QUALITY = 0.001
 
 # The trackers express their lost-track buffer in frames of a 30 fps video and rescale it.
 _REFERENCE_FPS = 30.0
@@ -101,7 +105,7 @@ class CameraMotion:
                 matrix = self._fit(points[good], moved[good], frame.scale)
         self._previous = grey
         self._points = cv2.goodFeaturesToTrack(
-            grey, maxCorners=self.max_corners, qualityLevel=0.01, minDistance=1, blockSize=3,
+            grey, maxCorners=self.max_corners, qualityLevel=CMC_CORNER_QUALITY, minDistance=3, blockSize=3,
             mask=_background_mask(grey.shape, boxes, frame.scale),
         )
         return matrix
