@@ -106,10 +106,11 @@ class OutputWriter:
             "time_s": round(time_s, 4),
         }
 
-    def finish(self, stats: Mapping[str, Any], id_map: Mapping[int, int] | None = None) -> dict[str, Path]:
+    def finish(self, stats: Mapping[str, Any], id_map: Mapping[int, int | None] | None = None) -> dict[str, Path]:
         """Assemble coco.json, write stats.json, close everything; returns name -> path.
 
-        ``id_map`` (raw track id -> stitched id) rewrites every export's track ids first.
+        ``id_map`` (raw track id -> stitched id, None: dropped as too short) rewrites every
+        export's track ids first, and drops the rows of dropped tracks.
         """
         for handle in (self._detections, self._mot, self._coco_images, self._coco_annotations):
             handle.close()
@@ -120,7 +121,7 @@ class OutputWriter:
         self._remove_parts()
         return {name: self.output_dir / name for name in (STATS, DETECTIONS, COCO, MOT)}
 
-    def _remap_ids(self, id_map: Mapping[int, int]) -> None:
+    def _remap_ids(self, id_map: Mapping[int, int | None]) -> None:
         """One streaming pass per file, line by line, into a temp file that replaces it."""
         _rewrite_lines(self.output_dir / DETECTIONS, lambda line: _remap_detections_line(line, id_map))
         _rewrite_lines(self.output_dir / MOT, lambda line: _remap_mot_line(line, id_map))
@@ -205,22 +206,27 @@ def _rewrite_lines(path: Path, rewrite: Any) -> None:
     os.replace(temp, path)
 
 
-def _remap_detections_line(line: str, id_map: Mapping[int, int]) -> str:
+def _remap_detections_line(line: str, id_map: Mapping[int, int | None]) -> str:
     row = json.loads(line)
+    kept = []
     for detection in row["detections"]:
         detection["track_id"] = id_map.get(detection["track_id"], detection["track_id"])
+        if detection["track_id"] is not None:
+            kept.append(detection)
+    row["detections"] = kept  # the frame's line stays, even if it is left empty
     return _json_line(row)
 
 
-def _remap_coco_line(line: str, id_map: Mapping[int, int]) -> str:
+def _remap_coco_line(line: str, id_map: Mapping[int, int | None]) -> str:
     annotation = json.loads(line)
     annotation["track_id"] = id_map.get(annotation["track_id"], annotation["track_id"])
-    return _json_line(annotation)
+    return "" if annotation["track_id"] is None else _json_line(annotation)
 
 
-def _remap_mot_line(line: str, id_map: Mapping[int, int]) -> str:
+def _remap_mot_line(line: str, id_map: Mapping[int, int | None]) -> str:
     frame, track_id, rest = line.split(",", 2)
-    return f"{frame},{id_map.get(int(track_id), int(track_id))},{rest}"
+    final = id_map.get(int(track_id), int(track_id))
+    return "" if final is None else f"{frame},{final},{rest}"
 
 
 def _json_line(value: Any) -> str:
@@ -280,6 +286,7 @@ def build_stats(
             "total_unique": summary.total_unique,
             "raw_total_unique": summary.raw_total_unique,
             "merged": summary.merged,
+            "short_tracks": summary.short_tracks,
             "by_class": summary.by_class,
             "peak": summary.peak,
         },

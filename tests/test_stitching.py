@@ -154,3 +154,28 @@ def test_a_track_broken_at_a_line_still_records_its_crossing() -> None:
     assert summary.by_class == {"cow": 1}
     track = summary.tracks[0]
     assert track["raw_ids"] == [1, 2] and track["last_frame"] == 44
+
+
+def test_a_false_detection_confirmed_for_an_instant_is_dropped_everywhere() -> None:
+    # at 30 fps a ghost lasting 3 frames is confirmed (min_hits 3) but seen for 0.1 s in all:
+    # the offline pass drops it from counts, tracks and the timeline; the cow stays
+    from ml_engine.counting import CountingConfig, ObjectCounter
+
+    frames = []
+    for i in range(30):
+        boxes, classes = [box_at(50 + 2 * i, 100)], ["cow"]
+        if 10 <= i < 13:
+            boxes, classes = boxes + [box_at(300, 300)], classes + ["cow"]
+        frames.append(detections(boxes, classes))
+    results = {}
+    for stitching in (False, True):
+        c = ObjectCounter(CountingConfig(fps=30.0, stitching=stitching))
+        for i, d in enumerate(frames):
+            c.update(i, i / 30, d)
+        results[stitching] = c.summary()
+    assert results[False].total_unique == 2  # live: the ghost counted
+    summary = results[True]
+    assert (summary.total_unique, summary.raw_total_unique, summary.short_tracks, summary.merged) == (1, 2, 1, 0)
+    assert [t["count"] for t in summary.timeline] == [0, 0] + [1] * 28
+    assert summary.peak["count"] == 1
+    assert list(summary.id_map.values()).count(None) == 1

@@ -136,10 +136,19 @@ def run_product(seq: Sequence, column: str = "product") -> Tracked:
     summary = counter.summary()  # stitching runs here: part of the counting stage's time
     out.seconds = time.perf_counter() - started
     out.cmc_seconds = counter.camera.seconds
-    out.ids = [np.asarray([summary.id_map.get(int(t), int(t)) for t in ids], dtype=int) for ids in out.ids]
+    _use_final_ids(out, summary.id_map)
     out.count = summary.total_unique
     out.tracks = summary.tracks
     return out
+
+
+def _use_final_ids(out: Tracked, id_map: dict[int, int | None]) -> None:
+    """Metrics on the summary's ids: stitched, and without the tracks it dropped as too short."""
+    for i, ids in enumerate(out.ids):
+        final = [id_map.get(int(t), int(t)) for t in ids]
+        keep = np.array([f is not None for f in final], dtype=bool)
+        out.ids[i] = np.asarray([f for f in final if f is not None], dtype=int)
+        out.boxes[i], out.truths[i] = out.boxes[i][keep], out.truths[i][keep]
 
 
 def _camera_frame(grey: np.ndarray | CameraFrame, frame_width: int) -> CameraFrame:

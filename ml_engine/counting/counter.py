@@ -5,9 +5,11 @@
 * a track keeps its id through short gaps (``track_buffer_s``), and, with a tracker that uses
   frames (``botsort``), through camera pans, jumps and frame strides;
 * after the last frame, tracks broken by longer gaps (an animal under a tree) are stitched
-  back together (``stitching``; see ``stitching.py``): the summary's counts, tracks, line and
+  back together (``stitching``; see ``stitching.py``), and a stitched track seen for less
+  than ``min_track_s`` in all is dropped as flicker (a false detection that lasted just
+  long enough to be confirmed, 3 frames at 30 fps). The summary's counts, tracks, line and
   zone counts use the stitched identities, while ``update`` and ``live_counts`` are live,
-  hence provisional;
+  hence provisional (so are the timeline's and the peak's per-frame counts);
 * a track's class is the majority vote over its detections, so one frame labelled "horse" in a
   herd of cows does not create a horse;
 * line crossings use the sign of the track's anchor (bottom centre) relative to the line with a
@@ -30,7 +32,7 @@ from core.errors import InvalidInput
 from core.jobs import CountingLine, CountingZone, check_unique_names, with_default_names
 from ml_engine.counting.lines import LineCounter, anchors
 from ml_engine.counting.stitching import StitchConfig, TrackEnds, stitch
-from ml_engine.counting.timeline import Timeline
+from ml_engine.counting.timeline import Timeline, peak_of
 from ml_engine.counting.tracker import (
     DEFAULT_TRACKER,
     TRACKERS,
@@ -58,7 +60,8 @@ class CountingConfig:
     ``match_iou``: minimum IoU between a track's predicted box and a detection to match.
     ``line_hysteresis_px``: an anchor within this distance of a line keeps its previous side.
     ``tracker``: ``botsort`` (camera-motion compensated; wants frames) or ``bytetrack``.
-    ``stitching``: re-link tracks broken by long gaps after the last frame (``stitch`` tunes it).
+    ``stitching``: the offline pass after the last frame: re-link tracks broken by long gaps
+    (``stitch`` tunes it) and drop stitched tracks seen for less than ``min_track_s`` in all.
     """
 
     fps: float
@@ -72,6 +75,7 @@ class CountingConfig:
     tracker: str = DEFAULT_TRACKER
     stitching: bool = True
     stitch: StitchConfig = field(default_factory=StitchConfig)
+    min_track_s: float = 0.3
 
     def __post_init__(self) -> None:
         if not self.fps or not np.isfinite(self.fps) or self.fps <= 0:
@@ -107,6 +111,9 @@ class TrackRecord:
     class_votes: Counter[str] = field(default_factory=Counter)
     class_name: str = ""
     raw_ids: list[int] = field(default_factory=list)  # the tracker's ids stitched into this one
+    # (timeline row, class) of its first frames: enough to take a track too short to count
+    # back out of the timeline (bounded: only the first ``min_track_s`` worth are kept)
+    early_rows: list[tuple[int, str]] = field(default_factory=list)
 
     def vote(self, cls: str, n: int = 1) -> None:
         """Count a detection's label. The track's class is the majority so far; a tie keeps
@@ -143,8 +150,8 @@ class TrackRecord:
 class CountSummary:
     """Everything counted in one video; ``to_dict()`` is the ``counts``-related part of stats.
 
-    ``id_map`` maps every raw tracker id to its stitched id (identity without stitching);
-    ``raw_total_unique`` is the count before stitching.
+    ``id_map`` maps every raw tracker id to its stitched id (identity without stitching), or
+    to None for a track dropped as too short; ``raw_total_unique`` is the count before stitching.
     """
 
     total_unique: int
@@ -156,13 +163,14 @@ class CountSummary:
     zones: list[dict[str, Any]]
     frames_processed: int
     raw_total_unique: int = 0
-    id_map: dict[int, int] = field(default_factory=dict)
+    short_tracks: int = 0
+    id_map: dict[int, int | None] = field(default_factory=dict)
     tracking: dict[str, Any] = field(default_factory=dict)
 
     @property
     def merged(self) -> int:
         """Raw tracks that stitching folded into an earlier one."""
-        return self.raw_total_unique - self.total_unique
+        return self.raw_total_unique - self.short_tracks - self.total_unique
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -176,6 +184,7 @@ class CountSummary:
             "frames_processed": self.frames_processed,
             "raw_total_unique": self.raw_total_unique,
             "merged": self.merged,
+            "short_tracks": self.short_tracks,
         }
 
 
@@ -206,6 +215,7 @@ class ObjectCounter:
         self._peak: dict[str, Any] = {"count": 0, "frame": None, "time_s": None, "by_class": {}}
         self._in_frame: Counter[str] = Counter()
         self._last_frame = -1
+        self._early_rows = int(np.ceil(config.min_track_s * config.fps)) + 1
         self.frames_with_motion = 0
 
     @property
@@ -263,6 +273,9 @@ class ObjectCounter:
         ):
             self._class_ids.setdefault(str(cls), int(cls_id))
             classes.append(self._observe(int(track_id), str(cls), float(score), frame_index, time_s))
+            track = self._tracks[int(track_id)]
+            if len(track.early_rows) < self._early_rows:
+                track.early_rows.append((len(self._timeline), classes[-1]))  # the row _count appends
             if ground is not None:
                 ends = self._ends.setdefault(int(track_id), TrackEnds(int(track_id)))
                 ends.observe(frame_index, time_s, *ground[row])
@@ -346,23 +359,48 @@ class ObjectCounter:
     def summary(self) -> CountSummary:
         """Final counts, with stitching applied: per-class totals use each stitched track's
         final majority class."""
-        id_map = self.stitched_ids()
-        tracks = _merged_tracks(self._tracks, id_map)
-        final_class = {raw: tracks[final].class_name for raw, final in id_map.items()}
-        links = _links(id_map, self._tracks)
+        stitched = self.stitched_ids()
+        tracks = _merged_tracks(self._tracks, stitched)
+        links = _links(stitched, self._tracks)
+        short = self._too_short(tracks)
+        id_map = {raw: (None if final in short else final) for raw, final in stitched.items()}
+        tracks = {final: track for final, track in tracks.items() if final not in short}
+        final_class = {raw: tracks[final].class_name for raw, final in id_map.items() if final is not None}
+        links = [(a, b) for a, b in links if id_map[a] is not None]
+        timeline = list(self._timeline.entries(self._rows_of([raw for raw, f in id_map.items() if f is None])))
         return CountSummary(
             total_unique=len(tracks),
             by_class=dict(sorted(Counter(t.class_name for t in tracks.values()).items())),
-            peak=self._peak,
+            peak=peak_of(timeline) if short else self._peak,
             tracks=[track.to_dict() for track in tracks.values()],
-            timeline=list(self._timeline.entries()),
+            timeline=timeline,
             lines=[_line_summary(counter, id_map, final_class, links) for counter in self._lines],
             zones=[_zone_summary(counter, id_map, final_class) for counter in self._zones],
             frames_processed=len(self._timeline),
             raw_total_unique=len(self._tracks),
+            short_tracks=sum(1 for final in stitched.values() if final in short),
             id_map=id_map,
             tracking=self.describe(),
         )
+
+    def _rows_of(self, raw_ids: list[int]) -> dict[int, Counter[str]]:
+        rows: dict[int, Counter[str]] = {}
+        for raw_id in raw_ids:
+            for row, cls in self._tracks[raw_id].early_rows:
+                rows.setdefault(row, Counter())[cls] += 1
+        return rows
+
+    def _too_short(self, tracks: dict[int, TrackRecord]) -> set[int]:
+        """Stitched ids seen for less than ``min_track_s`` in all (the offline pass only)."""
+        if not self.config.stitching:
+            return set()
+        shortest = self.config.min_track_s - 1e-9
+        # a track is seen before it is confirmed too: the min_hits - 1 frames that confirmed it
+        unconfirmed = max(self.config.min_hits, 2) - 1
+        return {
+            final for final, track in tracks.items()
+            if (track.frames_seen + unconfirmed) / self.config.fps < shortest
+        }
 
     def describe(self) -> dict[str, Any]:
         """The tracking settings and the camera-motion cost, for stats.json's ``processing``."""
@@ -384,7 +422,7 @@ def _merged_tracks(tracks: dict[int, TrackRecord], id_map: dict[int, int]) -> di
             merged[final] = TrackRecord(
                 final, record.first_frame, record.first_time_s, record.last_frame, record.last_time_s,
                 record.frames_seen, record.confidence_sum, Counter(record.class_votes), record.class_name,
-                [raw_id],
+                [raw_id], list(record.early_rows),
             )
         else:
             merged[final].absorb(record)
@@ -400,12 +438,13 @@ def _links(id_map: dict[int, int], tracks: dict[int, TrackRecord]) -> list[tuple
 
 
 def _line_summary(
-    counter: LineCounter, id_map: dict[int, int], final_class: dict[int, str], links: list[tuple[int, int]]
+    counter: LineCounter, id_map: dict[int, int | None], final_class: dict[int, str], links: list[tuple[int, int]]
 ) -> dict[str, Any]:
     by_direction: dict[str, Counter[str]] = {"in": Counter(), "out": Counter()}
     crossings = list(counter.crossings) + counter.crossings_across_gaps(links)
     for track_id, direction in crossings:
-        by_direction[direction][final_class[track_id]] += 1
+        if track_id in final_class:  # not a track dropped as too short
+            by_direction[direction][final_class[track_id]] += 1
     return {
         "name": counter.line.name,
         "start": list(counter.line.start),
@@ -417,9 +456,9 @@ def _line_summary(
     }
 
 
-def _zone_summary(counter: ZoneCounter, id_map: dict[int, int], final_class: dict[int, str]) -> dict[str, Any]:
+def _zone_summary(counter: ZoneCounter, id_map: dict[int, int | None], final_class: dict[int, str]) -> dict[str, Any]:
     frames = max(counter.frames, 1)
-    visitors = {id_map.get(t, t): final_class[t] for t in counter.visitors}
+    visitors = {id_map[t]: final_class[t] for t in counter.visitors if t in final_class}
     return {
         "name": counter.zone.name,
         "polygon": [list(point) for point in counter.zone.polygon],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 
@@ -33,12 +33,24 @@ class Timeline:
     def __len__(self) -> int:
         return len(self.frames)
 
-    def entries(self) -> Iterator[dict[str, Any]]:
+    def entries(self, minus: Mapping[int, Counter[str]] | None = None) -> Iterator[dict[str, Any]]:
+        """Each row as a dict; ``minus`` (row -> class counts) takes out tracks the offline
+        pass dropped, so the timeline agrees with the exports."""
+        minus = minus or {}
         for row, frame_index in enumerate(self.frames):
-            by_class = {cls: column[row] for cls, column in self.by_class.items() if column[row]}
+            removed = minus.get(row, Counter())
+            counts = {cls: column[row] - removed[cls] for cls, column in self.by_class.items()}
             yield {
                 "frame": frame_index,
                 "time_s": round(self.times[row], 4),
-                "count": self.counts[row],
-                "by_class": by_class,
+                "count": self.counts[row] - sum(removed.values()),
+                "by_class": {cls: n for cls, n in counts.items() if n},
             }
+
+
+def peak_of(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first row with the most tracks in one frame."""
+    best = max(entries, key=lambda entry: entry["count"], default=None)
+    if best is None or best["count"] == 0:
+        return {"count": 0, "frame": None, "time_s": None, "by_class": {}}
+    return {"count": best["count"], "frame": best["frame"], "time_s": best["time_s"], "by_class": best["by_class"]}
