@@ -219,7 +219,7 @@ COLUMNS = {
     "botsort_orb": "BoT-SORT + CMC ORB on a 480 px grey frame",
     "botsort_ecc": "BoT-SORT + CMC ECC on a 480 px grey frame",
 }
-DEFAULT_COLUMNS = ("baseline", "cmc", "stitch", "product", "botsort_sof")
+DEFAULT_COLUMNS = ("baseline", "cmc", "stitch", "product")
 _CMC_OF = {"botsort_sof": "sparseOptFlow", "botsort_orb": "orb", "botsort_ecc": "ecc"}
 
 
