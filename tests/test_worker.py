@@ -149,6 +149,12 @@ def test_pipeline_config_takes_the_jobs_params_and_the_settings_for_the_rest(mak
     assert (inherited.preset, inherited.crf) == ("ultrafast", 30)
     own = pipeline_config(JobParams(threshold=0.3, frame_stride=5), settings)
     assert (own.threshold, own.frame_stride) == (0.3, 5)
+    assert (inherited.tracker, inherited.stitching) == ("botsort", True)
+    fixed_camera = make_settings("local", tracker="bytetrack", stitching=False)
+    assert (pipeline_config(JobParams(), fixed_camera).tracker, pipeline_config(JobParams(), fixed_camera).stitching) \
+        == ("bytetrack", False)
+    drone = pipeline_config(JobParams(tracker="botsort", stitching=True), fixed_camera)
+    assert (drone.tracker, drone.stitching) == ("botsort", True)
 
 
 def test_loading_a_model_publishes_its_card_for_the_api(make_settings, tiny_rtdetr_dir):
