@@ -40,8 +40,8 @@ from pydantic import BaseModel, ValidationError
 from core.errors import InvalidInput, JobCancelled, ModelError
 from core.jobs import CountingLine, CountingZone, check_unique_names, with_default_names
 from ml_engine.annotate import FrameAnnotator
-from ml_engine.outputs import ANNOTATED_VIDEO, STATS, OutputWriter, build_stats, move_outputs
 from ml_engine.counting import DEFAULT_TRACKER, TRACKERS, CountingConfig, ObjectCounter, empty_tracked
+from ml_engine.outputs import ANNOTATED_VIDEO, STATS, OutputWriter, build_stats, move_outputs
 from ml_engine.video import (
     Frame,
     VideoInfo,

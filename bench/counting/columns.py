@@ -35,9 +35,9 @@ import numpy as np
 import supervision as sv
 from trackers import CMC, BoTSORTTracker, CMCConfig, OCSORTTracker
 
-from ml_engine.pipeline import PipelineConfig
 from ml_engine.counting import CMC_WIDTH as PRODUCT_CMC_WIDTH
 from ml_engine.counting import CameraFrame, CountingConfig, ObjectCounter
+from ml_engine.pipeline import PipelineConfig
 
 CMC_WIDTH = PRODUCT_CMC_WIDTH  # the cached CMC frames are rendered at the product's CMC width
 
