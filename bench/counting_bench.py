@@ -8,7 +8,7 @@ count, |error| %, ID switches, IDF1 and HOTA (TrackEval), and tracker frames per
 
     python bench/counting_bench.py                 # default: 8 scenarios x 5 seeds x strides 1,3,5
     python bench/counting_bench.py --quick         # smoke run: 2 scenarios, 1 short seed
-    python bench/counting_bench.py --scenarios pan,jumps --seeds 3 --columns baseline,botsort_sof
+    python bench/counting_bench.py --scenarios pan,jumps --seeds 3 --columns baseline,product
     python bench/counting_bench.py --cmc-cost      # also time CMC per frame at 1080p and 4K
     python bench/counting_bench.py --tiling auto --scenarios small_4k,altitude,pan --columns baseline,botsort_sof
                                                    # the tiling column: TILING=off against auto (and any WxH)
@@ -16,7 +16,7 @@ count, |error| %, ID switches, IDF1 and HOTA (TrackEval), and tracker frames per
 Rendered frames and detections are cached in bench/results/counting-cache (git-ignored),
 so a second run skips rendering. The full pipeline (x264 video -> PyAV decode -> the oracle
 through the detector interface -> tracking -> counting -> x264 outputs) runs on seed 0 of a
-few sequences and must give exactly the baseline column's tracks. Writes JSON to
+few sequences and must give exactly the product column's tracks (same detections, same decoded frames). Writes JSON to
 bench/results/counting.json (or --json) and, with --markdown PATH, the tables.
 """
 

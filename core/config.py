@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
 from core.errors import ConfigError, InvalidInput, describe_validation_error
+from core.jobs import Tracker
 from core.tiling import parse_tiling
 from ml_engine.video import X264_PRESETS  # the encoder owns them; torch-free (tests/test_import_rules.py)
 
@@ -145,6 +146,10 @@ class Settings(BaseSettings):
     tiling: str = "auto"  # auto | off | WxH; a job may set its own
     tiling_full_frame: bool = True  # also look at the whole frame when tiling (large animals)
     tile_batch_size: int = Field(default=64, ge=1, le=1024)  # most model inputs in one forward pass when tiling
+
+    # --- tracking (ml_engine/counting)---------------------------------------------------------
+    tracker: Tracker = Tracker.BOTSORT  # botsort: camera-motion compensated; bytetrack: fixed cameras
+    stitching: bool = True  # re-link tracks broken by long gaps after the video (on|off)
 
     # --- webhooks (durable outbox, Standard Webhooks signatures: core/webhooks.py) --------
     webhook_secret: str | None = None  # whsec_<base64> as the spec has it, or any plain secret

@@ -58,6 +58,14 @@ MAX_POLYGON_POINTS = 256
 MAX_CLASSES = 200
 
 
+class Tracker(str, Enum):
+    """The live tracker (issue 13): ``botsort`` compensates camera motion (drone footage);
+    ``bytetrack`` matches boxes alone (a fixed camera; cheaper)."""
+
+    BOTSORT = "botsort"
+    BYTETRACK = "bytetrack"
+
+
 class CountingLine(BaseModel):
     """A line across the frame; objects crossing it are counted in/out per class.
     Unnamed lines are named by their place in the list (see ``with_default_names``)."""
@@ -136,6 +144,13 @@ class JobParams(BaseModel):
             return parse_tiling(tiling).text
         except InvalidInput as exc:
             raise ValueError(str(exc)) from None  # pydantic reports it under the field's name
+    # tracking (issue 13); unset: the service's TRACKER / STITCHING
+    tracker: Tracker | None = Field(
+        default=None, description="Live tracker: botsort (camera-motion compensated) or bytetrack."
+    )
+    stitching: bool | None = Field(
+        default=None, description="Re-link tracks broken by long gaps (an animal under a tree) after the video."
+    )
 
     @field_validator("classes")
     @classmethod

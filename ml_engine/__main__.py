@@ -3,6 +3,7 @@
     python -m ml_engine VIDEO -o OUTDIR [--model ID_OR_DIR] [--classes cow,sheep]
         [--threshold 0.5] [--stride N | --interval SECONDS] [--line [NAME=]x1,y1,x2,y2]...
         [--zone [NAME=]x1,y1,x2,y2,x3,y3,...]... [--batch-size N] [--device auto|cpu|cuda:N]
+        [--tracker botsort|bytetrack] [--stitching on|off]
 
 Writes annotated.mp4, stats.json, detections.jsonl, coco.json and mot.txt into OUTDIR,
 shows a progress bar and prints the counts. Errors print one line (no traceback) and exit
@@ -25,11 +26,21 @@ from typing import Any, TextIO
 
 from core.config import Settings
 from core.errors import CattleCounterError, InvalidInput, JobCancelled
-from core.jobs import CountingLine, CountingZone
+from core.jobs import CountingLine, CountingZone, Tracker
 from core.tiling import parse_tiling
 
 EXIT_ERROR = 1
 EXIT_CANCELLED = 130
+
+
+def _on_off(value: str) -> bool:
+    """on/off (also true/false, yes/no, 1/0), as STITCHING accepts."""
+    word = value.strip().lower()
+    if word in ("on", "true", "yes", "1"):
+        return True
+    if word in ("off", "false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="model input size override (default: the checkpoint's own)")
     parser.add_argument("--min-hits", type=_positive_int, default=defaults["min_track_hits"].default,
                         help="detections before a track counts (default %(default)s)")
+    parser.add_argument("--tracker", choices=[t.value for t in Tracker],
+                        default=os.environ.get("TRACKER") or defaults["tracker"].default.value,
+                        help="botsort: camera-motion compensated (drones); bytetrack: fixed cameras "
+                             "(default: $TRACKER or %(default)s)")
+    parser.add_argument("--stitching", type=_on_off, default=_on_off(os.environ.get("STITCHING") or "on"),
+                        metavar="on|off",
+                        help="re-link tracks broken by long gaps after the video (default: $STITCHING or on)")
     parser.add_argument("--max-frames", type=_positive_int, default=None, help="stop after this many frames")
     parser.add_argument("--json", action="store_true", help="print the counts as JSON instead of text")
     parser.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
@@ -197,6 +215,8 @@ def _run(args: argparse.Namespace, cancelled: Callable[[], bool]) -> dict[str, A
         tiling=args.tiling,
         tiling_full_frame=args.tiling_full_frame,
         tile_batch_size=args.tile_batch_size,
+        tracker=args.tracker,
+        stitching=args.stitching,
     )
     probe(args.video)  # a bad video fails before the model is loaded
     detector = Detector.load(args.model, device=args.device, input_size=args.input_size)
@@ -271,6 +291,8 @@ def print_counts(stats: dict[str, Any], output_dir: Path, out: TextIO) -> None:
     if model.get("random_weights"):
         out.write("NOTE: random-weights model — these counts are not real detections\n")
     out.write(f"unique objects: {counts['total_unique']}\n")
+    if counts.get("merged"):
+        out.write(f"  ({counts['raw_total_unique']} tracker ids, {counts['merged']} re-linked after a gap)\n")
     for name, number in counts["by_class"].items():
         out.write(f"  {name}: {number}\n")
     peak = counts.get("peak") or {}

@@ -15,7 +15,7 @@ import numpy as np
 import supervision as sv
 
 from core.jobs import CountingLine, CountingZone
-from ml_engine.tracking import anchors
+from ml_engine.counting import anchors
 
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
@@ -150,7 +150,7 @@ def _draw_line(image: np.ndarray, line: CountingLine, counts: dict[str, int], st
 
 def _draw_counts(image: np.ndarray, counts: dict[str, Any], style: _Style) -> None:
     by_class = ", ".join(f"{cls} {n}" for cls, n in counts.get("by_class", {}).items())
-    rows = [f"Counted: {counts.get('total_unique', 0)}" + (f" ({by_class})" if by_class else "")]
+    rows = [f"Counted (provisional): {counts.get('total_unique', 0)}" + (f" ({by_class})" if by_class else "")]
     rows.append(f"In view: {counts.get('in_frame', 0)}")
     line_height = int(28 * style.text_scale) + 8
     for row, text in enumerate(rows):

@@ -3,6 +3,9 @@
 ``detections.jsonl`` and ``mot.txt`` are appended frame by frame; ``coco.json`` streams its
 images and annotations to part files and is assembled at the end; ``stats.json`` is written
 last. Nothing is held in memory per frame, however long the video.
+
+Rows are written with the live tracker's ids; once the video is done and tracks have been
+stitched, ``finish`` rewrites them to the stitched ids in one streaming pass per file.
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ import supervision as sv
 
 from core.errors import CattleCounterError
 from core.outputs import ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS  # the names live there
-from ml_engine.tracking import CountSummary
+from ml_engine.counting import CountSummary
 from ml_engine.video import VideoInfo
 
 __all__ = ["ANNOTATED_VIDEO", "COCO", "DETECTIONS", "MOT", "STATS", "OutputWriter", "build_stats",
            "move_outputs", "validate_stats"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: stitched ids (counts.raw_total_unique/merged, tracks[].raw_ids)
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "stats.schema.json"
 RANDOM_WEIGHTS_NOTE = "model: random weights — not real detections"
 
@@ -101,14 +104,28 @@ class OutputWriter:
             "time_s": round(time_s, 4),
         }
 
-    def finish(self, stats: Mapping[str, Any]) -> dict[str, Path]:
-        """Assemble coco.json, write stats.json, close everything; returns name -> path."""
+    def finish(self, stats: Mapping[str, Any], id_map: Mapping[int, int | None] | None = None) -> dict[str, Path]:
+        """Assemble coco.json, write stats.json, close everything; returns name -> path.
+
+        ``id_map`` (raw track id -> stitched id, None: dropped as too short) rewrites every
+        export's track ids first, and drops the rows of dropped tracks.
+        """
         for handle in (self._detections, self._mot, self._coco_images, self._coco_annotations):
             handle.close()
+        if id_map and any(raw != final for raw, final in id_map.items()):
+            self._remap_ids(id_map)
         self._write_coco()
         _write_json(self.output_dir / STATS, stats)
         self._remove_parts()
         return {name: self.output_dir / name for name in (STATS, DETECTIONS, COCO, MOT)}
+
+    def _remap_ids(self, id_map: Mapping[int, int | None]) -> None:
+        """One streaming pass per file, line by line, into a temp file that replaces it."""
+        _rewrite_lines(self.output_dir / DETECTIONS, lambda line: _remap_detections_line(line, id_map))
+        _rewrite_lines(self.output_dir / MOT, lambda line: _remap_mot_line(line, id_map))
+        _rewrite_lines(
+            self.output_dir / _COCO_ANNOTATIONS_PART, lambda line: _remap_coco_line(line, id_map)
+        )
 
     def _write_coco(self) -> None:
         categories = [
@@ -179,6 +196,37 @@ def _mot_line(frame_number: int, track_id: int, score: float, box: list[float]) 
     return f"{frame_number},{track_id},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{score:.4f},-1,-1,-1\n"
 
 
+def _rewrite_lines(path: Path, rewrite: Any) -> None:
+    temp = path.with_name(f".{path.name}.remap")
+    with path.open(encoding="utf-8") as source, temp.open("w", encoding="utf-8", newline="\n") as out:
+        for line in source:
+            out.write(rewrite(line))
+    os.replace(temp, path)
+
+
+def _remap_detections_line(line: str, id_map: Mapping[int, int | None]) -> str:
+    row = json.loads(line)
+    kept = []
+    for detection in row["detections"]:
+        detection["track_id"] = id_map.get(detection["track_id"], detection["track_id"])
+        if detection["track_id"] is not None:
+            kept.append(detection)
+    row["detections"] = kept  # the frame's line stays, even if it is left empty
+    return _json_line(row)
+
+
+def _remap_coco_line(line: str, id_map: Mapping[int, int | None]) -> str:
+    annotation = json.loads(line)
+    annotation["track_id"] = id_map.get(annotation["track_id"], annotation["track_id"])
+    return "" if annotation["track_id"] is None else _json_line(annotation)
+
+
+def _remap_mot_line(line: str, id_map: Mapping[int, int | None]) -> str:
+    frame, track_id, rest = line.split(",", 2)
+    final = id_map.get(int(track_id), int(track_id))
+    return "" if final is None else f"{frame},{final},{rest}"
+
+
 def _json_line(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False) + "\n"
 
@@ -232,7 +280,14 @@ def build_stats(
             "codec": video.codec,
         },
         "model": model,
-        "counts": {"total_unique": summary.total_unique, "by_class": summary.by_class, "peak": summary.peak},
+        "counts": {
+            "total_unique": summary.total_unique,
+            "raw_total_unique": summary.raw_total_unique,
+            "merged": summary.merged,
+            "short_tracks": summary.short_tracks,
+            "by_class": summary.by_class,
+            "peak": summary.peak,
+        },
         "tracks": summary.tracks,
         "timeline": summary.timeline,
         "lines": summary.lines,

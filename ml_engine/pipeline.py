@@ -41,9 +41,9 @@ from core.errors import InvalidInput, JobCancelled, ModelError, describe_validat
 from core.jobs import CountingLine, CountingZone, check_unique_names, with_default_names
 from core.outputs import ANNOTATED_VIDEO, STATS
 from ml_engine.annotate import FrameAnnotator
+from ml_engine.counting import DEFAULT_TRACKER, TRACKERS, CountingConfig, ObjectCounter, empty_tracked
 from ml_engine.outputs import OutputWriter, build_stats, move_outputs
 from ml_engine.tiling import TilePlan, TilingSetting, View, merge_views, parse_tiling, plan_tiles
-from ml_engine.tracking import CountingConfig, ObjectCounter, empty_tracked
 from ml_engine.video import (
     Frame,
     VideoInfo,
@@ -131,6 +131,9 @@ class PipelineConfig:
     tiling: str | TilingSetting = "auto"
     tiling_full_frame: bool = True
     tile_batch_size: int = 64
+    # tracking (issue 13): the live tracker, and offline stitching of broken tracks
+    tracker: str = DEFAULT_TRACKER
+    stitching: bool = True
 
     def __post_init__(self) -> None:
         self.tiling = parse_tiling(self.tiling)
@@ -153,6 +156,7 @@ class PipelineConfig:
         if self.max_frames is not None:
             _require(self.max_frames >= 1, f"max_frames must be at least 1, got {self.max_frames}")
         check_encoder_options(self.crf, self.preset)
+        _require(self.tracker in TRACKERS, f"tracker must be one of {', '.join(TRACKERS)}, got {self.tracker!r}")
 
     @property
     def video_limits(self) -> VideoLimits:
@@ -340,6 +344,8 @@ class _Run:
             zones=self.config.zones,
             track_buffer_s=self.config.track_buffer_s,
             track_threshold=self.config.threshold,
+            tracker=self.config.tracker,
+            stitching=self.config.stitching,
         )
 
     # --- orchestration ---------------------------------------------------------------------
@@ -532,7 +538,9 @@ class _Run:
 
     def _track(self, frame: Frame, detections: sv.Detections) -> sv.Detections:
         assert self.outputs is not None
-        tracked = self.counter.update(frame.index, frame.time_s, detections)
+        # camera motion is estimated here, on the thread that already holds the frame
+        image = frame.image if self.counter.uses_frames else None
+        tracked = self.counter.update(frame.index, frame.time_s, detections, image)
         self.outputs.write_frame(frame.index, frame.time_s, tracked)
         self.frames_processed += 1
         return tracked
@@ -546,7 +554,7 @@ class _Run:
         stats = build_stats(
             self.info, self.frames_decoded, self._model_facts(), summary, self._processing_facts()
         )
-        exports = self.outputs.finish(stats)
+        exports = self.outputs.finish(stats, summary.id_map)
         # stats.json moves last: once it is in output_dir, everything else is too
         files = {ANNOTATED_VIDEO: self.work_dir / ANNOTATED_VIDEO}
         files.update((name, path) for name, path in exports.items() if name != STATS)
@@ -584,4 +592,5 @@ class _Run:
             "min_hits": self.config.min_hits,
             "max_frames": self.config.max_frames,
             "tiling": self._tiling_facts(),
+            **self.counter.describe(),
         }

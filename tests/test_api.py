@@ -111,7 +111,8 @@ def test_oversize_streamed_upload_is_413_and_leaves_nothing(api, tmp_path):
      # not finite: JSON has no NaN, so such a record could never be read back
      ({"lines": "nan,0,1,1"}, "lines.0.start"), ({"lines": "1e400,0,1,1"}, "lines.0.start"),
      ({"zones": "[{\"polygon\": [[0,0],[1,Infinity],[2,2]]}]"}, "zones.0.polygon"),
-     ({"threshold": "nan"}, "threshold"), ({"tiling": "4x4"}, "tiling"), ({"tiling": "yes"}, "tiling")],
+     ({"threshold": "nan"}, "threshold"), ({"tiling": "4x4"}, "tiling"), ({"tiling": "yes"}, "tiling"),
+     ({"tracker": "sort"}, "tracker"), ({"stitching": "maybe"}, "stitching")],
 )
 def test_bad_params_are_422_naming_the_field(api, small_clip, fields, field):
     response = upload(api, small_clip, **fields)

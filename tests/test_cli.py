@@ -52,7 +52,7 @@ def test_json_counts_and_all_outputs(small_clip, tiny_rtdetr_dir, tmp_path, caps
     status = main([
         str(small_clip), "-o", str(out), "--model", str(tiny_rtdetr_dir), "--threshold", "0.3",
         "--line", "gate=160,0,160,240", "--zone", "0,0,160,0,160,240,0,240", "--classes", "COW,sheep",
-        "--batch-size", "3", "--json", "--no-progress",
+        "--batch-size", "3", "--json", "--no-progress", "--tracker", "bytetrack", "--stitching", "off",
     ])
     captured = capsys.readouterr()
     assert status == 0, captured.err
@@ -66,6 +66,7 @@ def test_json_counts_and_all_outputs(small_clip, tiny_rtdetr_dir, tmp_path, caps
     assert [zone["name"] for zone in printed["zones"]] == ["zone-1"]  # the API's default name too
     assert stats["video"]["frames"] == 20
     assert stats["processing"]["batch_size"] == 3
+    assert (stats["processing"]["tracker"], stats["processing"]["stitching"]) == ("bytetrack", False)
     assert stats["model"]["random_weights"] is True
     assert "random weights" in captured.err  # the user is warned the counts are not real
 
@@ -120,7 +121,7 @@ def test_repeated_line_names_fail_before_the_model_loads(small_clip, tmp_path, c
 @pytest.mark.parametrize(
     "bad",
     [["--line", "1,2,3"], ["--line", "5,5,5,5"], ["--zone", "0,0,1,1"], ["--threshold", "2"], ["--stride", "0"],
-     ["--stride", "2", "--interval", "1"], ["--line", "a,b,c,d"]],
+     ["--stride", "2", "--interval", "1"], ["--line", "a,b,c,d"], ["--tracker", "sort"], ["--stitching", "maybe"]],
 )
 def test_bad_arguments_exit_with_usage(small_clip, tmp_path, capsys, bad):
     with pytest.raises(SystemExit) as raised:

@@ -15,7 +15,7 @@ import pytest
 from bench.counting import columns as cols
 from bench.counting.oracle import Oracle, OracleConfig, OracleDetector, box_iou
 from bench.counting.render import ground_texture, render_frame
-from bench.counting.runner import Prepared, sequence_at, write_video
+from bench.counting.runner import Prepared, counting_stage_on_video, sequence_at, write_video
 from bench.counting.scene import MIN_PRESENT_FRAMES, SCENARIOS, Scene
 from ml_engine.pipeline import PipelineConfig, process_video
 
@@ -190,6 +190,8 @@ def test_the_full_pipeline_counts_exactly_what_the_counting_stage_alone_counts(t
     result = process_video(video, tmp_path / "out", OracleDetector(Oracle(scene), stride),
                            PipelineConfig(frame_stride=stride))
     detections = Oracle(scene).sequence(cols.LOW_THRESHOLD)
-    alone = cols.run_baseline(sequence_at(Prepared(scene, detections, None, 0.0), stride, with_frames=False))
+    seq = sequence_at(Prepared(scene, detections, None, 0.0), stride, with_frames=False)
+    alone = counting_stage_on_video(video, seq)
+    assert result.stats["processing"]["camera_motion_frames"] == len(seq.frames)
     assert result.stats["counts"]["total_unique"] == alone.count >= 5
     assert result.stats["tracks"] == alone.tracks

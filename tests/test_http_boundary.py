@@ -324,11 +324,12 @@ def test_http_boundary(server: Server, row: Row) -> None:
 
 def _assert_the_worker_accepts(params: dict[str, Any]) -> None:
     """What the worker does with a job's parameters before it touches the video."""
-    from ml_engine.tracking import CountingConfig  # the worker's modules (torch-free, but not the API's)
+    from ml_engine.counting import CountingConfig  # the worker's modules (torch-free, but not the API's)
     from worker.runner import pipeline_config
 
     config = pipeline_config(JobParams.model_validate(params), Settings(_env_file=None))  # type: ignore[call-arg]
-    CountingConfig(fps=25.0, lines=config.lines, zones=config.zones)
+    CountingConfig(fps=25.0, lines=config.lines, zones=config.zones, tracker=config.tracker,
+                   stitching=config.stitching)
 
 
 def test_the_server_survives_the_table(server: Server) -> None:
@@ -387,6 +388,7 @@ def _square(size: float) -> list[list[float]]:
     {"lines": [{"name": "line-2", **LINE}, {"name": "gate", **LINE}, LINE]},  # line-3: no clash
     {"zones": [{"name": "pen", "polygon": _square(5)}, {"polygon": _square(9)}]},
     {"classes": ["Cow", " sheep ", ""]},
+    {"tracker": "bytetrack", "stitching": "off"}, {"tracker": "botsort", "stitching": True},
 ], ids=lambda raw: json.dumps(raw)[:60])
 def test_parameters_the_api_accepts_the_worker_accepts(raw: dict[str, Any]) -> None:
     params = check_params(raw, Settings(_env_file=None))  # type: ignore[call-arg]

@@ -13,6 +13,7 @@ import supervision as sv
 from core.errors import CattleCounterError
 from core.jobs import CountingLine, CountingZone
 from ml_engine.annotate import LINE_COLOUR, FrameAnnotator
+from ml_engine.counting import CountingConfig, ObjectCounter, empty_tracked
 from ml_engine.outputs import (
     COCO,
     DETECTIONS,
@@ -23,7 +24,6 @@ from ml_engine.outputs import (
     build_stats,
     validate_stats,
 )
-from ml_engine.tracking import CountingConfig, ObjectCounter, empty_tracked
 from ml_engine.video import VideoInfo
 
 LABELS = {0: "cow", 1: "sheep"}

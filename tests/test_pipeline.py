@@ -525,3 +525,36 @@ def test_a_video_longer_than_its_header_says_is_stopped_at_max_video_seconds(tmp
     with pytest.raises(VideoTooLong, match="MAX_VIDEO_SECONDS"):
         process_video(clip, tmp_path / "out", ColourBoxDetector(), config)
     assert_nothing_left(tmp_path / "out")
+
+
+# --- stitching, end to end (issue 13) ------------------------------------------------------
+
+
+def _hidden_for_a_while(index: int) -> np.ndarray:
+    """The red box vanishes for frames 10-24 (1.5 s, longer than the 1 s track buffer)."""
+    boxes = DEFAULT_BOXES if not 10 <= index < 25 else DEFAULT_BOXES[1:]
+    return render_frame(320, 240, boxes, index)
+
+
+@pytest.mark.parametrize("stitching", [True, False])
+def test_a_clip_through_the_pipeline_reports_and_exports_stitched_ids(tmp_path: Path, stitching: bool) -> None:
+    clip = write_clip(tmp_path / "hidden.mp4", frames=40, frame_maker=_hidden_for_a_while)
+    out = tmp_path / "out"
+    stats = process_video(clip, out, ColourBoxDetector(), PipelineConfig(stitching=stitching)).stats
+    validate_stats(stats)
+    assert stats["schema_version"] == 2
+    assert (stats["processing"]["tracker"], stats["processing"]["stitching"]) == ("botsort", stitching)
+    assert stats["processing"]["camera_motion_frames"] == 40
+    counts = stats["counts"]
+    assert counts["raw_total_unique"] == 3  # the live tracker gave the red box a second id
+    assert (counts["total_unique"], counts["merged"]) == ((2, 1) if stitching else (3, 0))
+    assert counts["by_class"] == ({"green": 1, "red": 1} if stitching else {"green": 1, "red": 2})
+    track_ids = {t["id"] for t in stats["tracks"]}
+    red_in_exports = {d["track_id"] for f in jsonl(out / DETECTIONS) for d in f["detections"] if d["class"] == "red"}
+    assert len(red_in_exports) == (1 if stitching else 2)
+    mot_ids = {int(line.split(",")[1]) for line in (out / MOT).read_text().splitlines()}
+    coco_ids = {a["track_id"] for a in json.loads((out / COCO).read_text())["annotations"]}
+    assert mot_ids == coco_ids == track_ids
+    if stitching:
+        red = next(t for t in stats["tracks"] if t["class"] == "red")
+        assert len(red["raw_ids"]) == 2 and red["id"] == red["raw_ids"][0]

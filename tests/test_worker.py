@@ -150,6 +150,12 @@ def test_pipeline_config_takes_the_jobs_params_and_the_settings_for_the_rest(mak
     assert (inherited.tiling.text, inherited.tiling_full_frame, inherited.tile_batch_size) == ("auto", True, 64)
     own = pipeline_config(JobParams(threshold=0.3, frame_stride=5, tiling="960x540"), settings)
     assert (own.threshold, own.frame_stride, own.tiling.text) == (0.3, 5, "960x540")
+    assert (inherited.tracker, inherited.stitching) == ("botsort", True)
+    fixed_camera = make_settings("local", tracker="bytetrack", stitching=False)
+    assert (pipeline_config(JobParams(), fixed_camera).tracker, pipeline_config(JobParams(), fixed_camera).stitching) \
+        == ("bytetrack", False)
+    drone = pipeline_config(JobParams(tracker="botsort", stitching=True), fixed_camera)
+    assert (drone.tracker, drone.stitching) == ("botsort", True)
 
 
 def test_loading_a_model_publishes_its_card_for_the_api(make_settings, tiny_rtdetr_dir):

@@ -87,6 +87,8 @@ def pipeline_config(params: JobParams, settings: Settings) -> PipelineConfig:
         tiling=params.tiling or settings.tiling,
         tiling_full_frame=settings.tiling_full_frame,
         tile_batch_size=settings.tile_batch_size,
+        tracker=(params.tracker or settings.tracker).value,
+        stitching=settings.stitching if params.stitching is None else params.stitching,
     )
 
 

@@ -60,6 +60,10 @@ _UPLOAD_BODY = {
                         "zones": {"type": "string", "description": "JSON list of {name, polygon}"},
                         "callback_url": {"type": "string", "description": "webhook called when the job ends"},
                         "model_id": {"type": "string"},
+                        "tracker": {"type": "string", "enum": ["botsort", "bytetrack"],
+                                    "description": "live tracker (default: the service's TRACKER)"},
+                        "stitching": {"type": "boolean",
+                                      "description": "re-link tracks broken by long gaps (default: STITCHING)"},
                         "params": {"type": "string", "description": "all parameters as one JSON object"},
                     },
                 }

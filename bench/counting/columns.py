@@ -1,10 +1,19 @@
 """The trackers the benchmark compares ("columns"), each fed one sequence's detections.
 
-``baseline`` is the product's own counting stage, ``ml_engine.tracking.ObjectCounter``,
-configured as ``ml_engine.pipeline`` configures it (same defaults), so its count is the
-count a user gets. The others are exploratory: trackers from the ``trackers`` package used
-directly, with the product's counting rule (a track counts once it has a confirmed id,
-after ``min_hits`` consecutive matches) and the same thresholds where they have one:
+The product columns run the product's own counting stage, ``ml_engine.counting.ObjectCounter``,
+configured as ``ml_engine.pipeline`` configures it (same defaults), fed the oracle's
+detections and, where it uses them, the frames (grey, ``CMC_WIDTH`` wide, as the product's
+``camera_frame`` makes them), through the product's code path, CMC included:
+
+    baseline      TRACKER=bytetrack STITCHING=off: the product before issue 13
+    cmc           TRACKER=botsort (camera-motion compensated), STITCHING=off
+    stitch        TRACKER=bytetrack, STITCHING=on
+    product       the product's defaults (TRACKER=botsort, STITCHING=on)
+
+Their IDF1/HOTA/ID switches are measured on the final (stitched) ids. The others are
+exploratory: trackers from the ``trackers`` package used directly, with the product's
+counting rule (a track counts once it has a confirmed id, after ``min_hits`` consecutive
+matches) and the same thresholds where they have one:
 
     ocsort        OCSORTTracker (observation-centric re-update and momentum; no CMC)
     botsort       BoTSORTTracker without camera-motion compensation
@@ -26,10 +35,11 @@ import numpy as np
 import supervision as sv
 from trackers import CMC, BoTSORTTracker, CMCConfig, OCSORTTracker
 
+from ml_engine.counting import CMC_WIDTH as PRODUCT_CMC_WIDTH
+from ml_engine.counting import CameraFrame, CountingConfig, ObjectCounter
 from ml_engine.pipeline import PipelineConfig
-from ml_engine.tracking import CountingConfig, ObjectCounter
 
-CMC_WIDTH = 480
+CMC_WIDTH = PRODUCT_CMC_WIDTH  # the cached CMC frames are rendered at the product's CMC width
 
 # the pipeline's defaults, so the baseline column counts as the product does
 _PIPELINE = PipelineConfig()
@@ -49,7 +59,7 @@ class Sequence:
     fps: float  # processed frames per second (source fps / stride)
     source_fps: float
     detections: list[sv.Detections]  # per processed frame
-    small_grey: list[np.ndarray] | None  # per processed frame, CMC_WIDTH wide, for CMC columns
+    small_grey: list | None  # per processed frame, CMC_WIDTH wide grey (or CameraFrame), for CMC columns
     frame_width: int
 
 
@@ -92,23 +102,63 @@ def _grey_to_bgr(grey: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
 
 
-def run_baseline(seq: Sequence) -> Tracked:
-    counter = ObjectCounter(
+# product column -> (tracker, stitching); None: the product's defaults
+PRODUCT_COLUMNS: dict[str, tuple[str, bool] | None] = {
+    "baseline": ("bytetrack", False),
+    "cmc": ("botsort", False),
+    "stitch": ("bytetrack", True),
+    "product": None,
+}
+
+
+def product_counter(seq: Sequence, column: str = "product") -> ObjectCounter:
+    """The counting stage as ``ml_engine.pipeline`` builds it, with ``column``'s tracker/stitching."""
+    settings = PRODUCT_COLUMNS[column]
+    chosen = {} if settings is None else {"tracker": settings[0], "stitching": settings[1]}
+    return ObjectCounter(
         CountingConfig(fps=seq.fps, min_hits=MIN_HITS, track_buffer_s=TRACK_BUFFER_S,
-                       track_threshold=TRACK_THRESHOLD)
+                       track_threshold=TRACK_THRESHOLD, **chosen)
     )
+
+
+def run_product(seq: Sequence, column: str = "product") -> Tracked:
+    """``small_grey`` may hold grey arrays ``CMC_WIDTH`` wide, or ``CameraFrame``s."""
+    counter = product_counter(seq, column)
+    feed_frames = counter.uses_frames and seq.small_grey is not None
     out = Tracked()
     started = time.perf_counter()
-    for f, det in zip(seq.frames, seq.detections):
-        confirmed = counter.update(f, f / seq.source_fps, det)
+    for i, (f, det) in enumerate(zip(seq.frames, seq.detections)):
+        frame = _camera_frame(seq.small_grey[i], seq.frame_width) if feed_frames else None
+        confirmed = counter.update(f, f / seq.source_fps, det, frame)
         out.ids.append(np.asarray(confirmed.tracker_id, dtype=int))
         out.boxes.append(np.asarray(confirmed.xyxy, dtype=float).reshape(-1, 4))
         out.truths.append(_truth(confirmed))
+    summary = counter.summary()  # stitching runs here: part of the counting stage's time
     out.seconds = time.perf_counter() - started
-    summary = counter.summary()
+    out.cmc_seconds = counter.camera.seconds
+    _use_final_ids(out, summary.id_map)
     out.count = summary.total_unique
     out.tracks = summary.tracks
     return out
+
+
+def _use_final_ids(out: Tracked, id_map: dict[int, int | None]) -> None:
+    """Metrics on the summary's ids: stitched, and without the tracks it dropped as too short."""
+    for i, ids in enumerate(out.ids):
+        final = [id_map.get(int(t), int(t)) for t in ids]
+        keep = np.array([f is not None for f in final], dtype=bool)
+        out.ids[i] = np.asarray([f for f in final if f is not None], dtype=int)
+        out.boxes[i], out.truths[i] = out.boxes[i][keep], out.truths[i][keep]
+
+
+def _camera_frame(grey: np.ndarray | CameraFrame, frame_width: int) -> CameraFrame:
+    if isinstance(grey, CameraFrame):
+        return grey
+    return CameraFrame(grey, frame_width / grey.shape[1])
+
+
+def run_baseline(seq: Sequence) -> Tracked:
+    return run_product(seq, "baseline")
 
 
 def _buffer_frames() -> int:
@@ -159,24 +209,27 @@ def run_trackers_package(seq: Sequence, tracker, needs_frames: bool) -> Tracked:
 
 
 COLUMNS = {
-    "baseline": "product ObjectCounter (ByteTrack), as the pipeline runs it",
+    "baseline": "product ObjectCounter, TRACKER=bytetrack STITCHING=off (before issue 13)",
+    "cmc": "product ObjectCounter, TRACKER=botsort (CMC) STITCHING=off",
+    "stitch": "product ObjectCounter, TRACKER=bytetrack STITCHING=on",
+    "product": "product ObjectCounter, defaults (TRACKER=botsort STITCHING=on)",
     "ocsort": "trackers.OCSORTTracker",
     "botsort": "trackers.BoTSORTTracker, no CMC",
     "botsort_sof": "BoT-SORT + CMC sparse optical flow on a 480 px grey frame",
     "botsort_orb": "BoT-SORT + CMC ORB on a 480 px grey frame",
     "botsort_ecc": "BoT-SORT + CMC ECC on a 480 px grey frame",
 }
-DEFAULT_COLUMNS = ("baseline", "ocsort", "botsort", "botsort_sof", "botsort_orb")
+DEFAULT_COLUMNS = ("baseline", "cmc", "stitch", "product")
 _CMC_OF = {"botsort_sof": "sparseOptFlow", "botsort_orb": "orb", "botsort_ecc": "ecc"}
 
 
 def needs_frames(column: str) -> bool:
-    return column in _CMC_OF
+    return column in _CMC_OF or column in PRODUCT_COLUMNS
 
 
 def run_column(column: str, seq: Sequence) -> Tracked:
-    if column == "baseline":
-        return run_baseline(seq)
+    if column in PRODUCT_COLUMNS:
+        return run_product(seq, column)
     if column == "ocsort":
         return run_trackers_package(seq, make_ocsort(seq), needs_frames=False)
     if column == "botsort":

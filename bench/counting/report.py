@@ -126,9 +126,10 @@ def pipeline_table(checks: list[dict[str, Any]]) -> str:
 
 
 def cmc_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| frame | method | what CMC is given | ms per frame |", "|---|---|---|---|"]
+    lines = ["| frame | method | what CMC is given | ms per frame (grey + downscale, estimate) |", "|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['size']} | {r['method']} | {r['input']} | {r['ms_per_frame']:.1f} |")
+        split = f" ({r['prepare_ms']:.1f} + {r['estimate_ms']:.1f})" if "prepare_ms" in r else ""
+        lines.append(f"| {r['size']} | {r['method']} | {r['input']} | {r['ms_per_frame']:.1f}{split} |")
     return "\n".join(lines)
 
 

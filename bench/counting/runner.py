@@ -8,7 +8,7 @@ frames 0, k, 2k, ..., exactly the frames the pipeline detects at ``frame_stride=
 ``pipeline_check`` renders full-size frames, encodes them with x264, and runs the real
 ``process_video`` (PyAV decode -> the oracle through the detector interface -> tracking ->
 counting -> annotated x264 video and exports), then compares its counts and tracks with the
-baseline column's on the same frames: they must be identical.
+``product`` column's fed the same detections and the same decoded frames: they must be identical.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from bench.counting.metrics import count_breakdown, count_error_pct, tracking_sc
 from bench.counting.oracle import Detections, Oracle, OracleConfig, OracleDetector
 from bench.counting.render import ground_texture, render_frame, shrink_texture
 from bench.counting.scene import SCENARIOS, Scenario, Scene
+from ml_engine.counting import camera_frame
 
 CACHE_VERSION = 3  # bump when rendering or the oracle change in a way their parameters do not show
 
@@ -174,10 +175,9 @@ def pipeline_check(name: str, seed: int, stride: int, frames: int | None, cache_
         result = process_video(video, out, detector, config)
         seconds = time.perf_counter() - started
     stats = result.stats
-    seq = sequence_at(prep, stride, with_frames=False)
-    baseline = cols.run_baseline(seq)
+    stage = counting_stage_on_video(video, sequence_at(prep, stride, with_frames=False))
     pipeline_tracks = [_track_key(t) for t in stats["tracks"]]
-    stage_tracks = [_track_key(t) for t in baseline.tracks]
+    stage_tracks = [_track_key(t) for t in stage.tracks]
     return {
         "scenario": name,
         "seed": seed,
@@ -186,7 +186,7 @@ def pipeline_check(name: str, seed: int, stride: int, frames: int | None, cache_
         "size": f"{scenario.width}x{scenario.height}",
         "true": prep.scene.ground_truth.true_count,
         "pipeline_count": stats["counts"]["total_unique"],
-        "counting_stage_count": baseline.count,
+        "counting_stage_count": stage.count,
         "tracks_identical": pipeline_tracks == stage_tracks,
         "pipeline_fps": round(scenario.frames / seconds, 2),
         "pipeline_seconds": round(seconds, 2),
@@ -195,39 +195,64 @@ def pipeline_check(name: str, seed: int, stride: int, frames: int | None, cache_
     }
 
 
+def counting_stage_on_video(video: Path, seq: cols.Sequence) -> cols.Tracked:
+    """The product's counting stage alone (defaults), fed ``seq``'s detections and the frames
+    decoded from ``video`` (which CMC looks at), as the pipeline feeds it."""
+    from ml_engine.video import iter_frames
+
+    wanted = set(seq.frames)
+    grey = [camera_frame(frame.image) for frame in iter_frames(video) if frame.index in wanted]
+    frames_seq = cols.Sequence(seq.frames, seq.fps, seq.source_fps, seq.detections, grey, seq.frame_width)
+    return cols.run_product(frames_seq, "product")
+
+
 def _track_key(track: dict[str, Any]) -> tuple:
     return (track["id"], track["first_frame"], track["last_frame"], track["frames_seen"])
 
 
 def cmc_cost(frames: int = 30) -> list[dict[str, Any]]:
-    """Milliseconds per frame of CMC at 1080p and 4K: grey conversion + downscale of the
-    full-size frame to CMC_WIDTH + the estimate, per method; and the library's own default
-    (sparse optical flow on the full frame downscaled by 2) for comparison."""
+    """Milliseconds per frame of camera-motion estimation at 1080p and 4K, one thread: the
+    product's path (``camera_frame``: RGB -> grey -> 480 px, then ``CameraMotion.estimate``
+    with the frame's detections masked), split into its two parts; the library's methods on
+    the same 480 px grey frame; and the library's own default (sparse optical flow on the
+    full frame downscaled by 2) for comparison."""
+    from trackers import CMC, CMCConfig
+
+    from ml_engine.counting import CameraMotion
+
     cv2.setNumThreads(1)
     rows = []
     for name in ("pan", "small_4k"):
         scene = Scene(SCENARIOS[name].short(frames), 0)
         texture = ground_texture(scene)
-        images = [cv2.cvtColor(render_frame(scene, f, texture), cv2.COLOR_RGB2BGR) for f in range(frames)]
+        images = [render_frame(scene, f, texture) for f in range(frames)]  # RGB, as decoded
+        boxes = [d.xyxy for d in Oracle(scene).sequence(cols.LOW_THRESHOLD)]
         sc = scene.scenario
+        size = f"{sc.width}x{sc.height}"
+        started = time.perf_counter()
+        small = [camera_frame(image) for image in images]
+        prepare_ms = 1000 * (time.perf_counter() - started) / frames
+        motion = CameraMotion()
+        started = time.perf_counter()
+        for frame, dets in zip(small, boxes):
+            motion.estimate(frame, dets)
+        estimate_ms = 1000 * (time.perf_counter() - started) / frames
+        rows.append({"size": size, "method": "product (sparse optical flow, animals masked)",
+                     "input": f"grey {cols.CMC_WIDTH} px", "prepare_ms": round(prepare_ms, 2),
+                     "estimate_ms": round(estimate_ms, 2), "ms_per_frame": round(prepare_ms + estimate_ms, 2)})
         for method in ("sparseOptFlow", "orb", "ecc"):
             cmc = cols.ScaledCMC(method, sc.width)
             started = time.perf_counter()
-            for image in images:
-                grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-                small = cv2.resize(grey, (cols.CMC_WIDTH, round(sc.height * cols.CMC_WIDTH / sc.width)),
-                                   interpolation=cv2.INTER_AREA)
-                cmc.estimate(cv2.cvtColor(small, cv2.COLOR_GRAY2BGR))
-            per = 1000 * (time.perf_counter() - started) / frames
-            rows.append({"size": f"{sc.width}x{sc.height}", "method": method, "input": f"grey {cols.CMC_WIDTH} px",
+            for frame in small:
+                cmc.estimate(cv2.cvtColor(frame.grey, cv2.COLOR_GRAY2BGR))
+            per = prepare_ms + 1000 * (time.perf_counter() - started) / frames
+            rows.append({"size": size, "method": f"trackers {method}", "input": f"grey {cols.CMC_WIDTH} px",
                          "ms_per_frame": round(per, 2)})
-        from trackers import CMC, CMCConfig
-
         cmc = CMC(CMCConfig(method="sparseOptFlow", downscale=2))
         started = time.perf_counter()
         for image in images:
-            cmc.estimate(image)
-        rows.append({"size": f"{sc.width}x{sc.height}", "method": "sparseOptFlow",
+            cmc.estimate(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        rows.append({"size": size, "method": "trackers sparseOptFlow",
                      "input": "library default: full BGR frame, downscale 2",
                      "ms_per_frame": round(1000 * (time.perf_counter() - started) / frames, 2)})
     return rows

@@ -366,6 +366,8 @@ function paramsText(params) {
   if (params.threshold !== null && params.threshold !== undefined) parts.push(`threshold ${params.threshold}`);
   if (params.frame_stride > 1) parts.push(`every ${params.frame_stride}th frame`);
   if (params.tiling) parts.push(params.tiling === "off" ? "no tiling" : `tiling ${params.tiling}`);
+  if (params.tracker) parts.push(`tracker ${params.tracker}`);
+  if (params.stitching === false) parts.push("no stitching");
   for (const line of params.lines || []) parts.push(`line ${[...line.start, ...line.end].join(",")}`);
   for (const zone of params.zones || []) parts.push(`zone “${zone.name}”`);
   return parts.join(" · ");

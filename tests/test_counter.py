@@ -1,4 +1,4 @@
-"""ml_engine.tracking: hand-built detections with known ground truth, exact counts.
+"""ml_engine.counting: hand-built detections with known ground truth, exact counts.
 
 Scenes run at 10 processed frames a second with the defaults (min_hits=3, 1 s track buffer).
 """
@@ -13,7 +13,7 @@ import supervision as sv
 
 from core.errors import InvalidInput
 from core.jobs import CountingLine, CountingZone
-from ml_engine.tracking import CountingConfig, ObjectCounter, points_in_polygon
+from ml_engine.counting import CountingConfig, ObjectCounter, points_in_polygon
 
 FPS = 10.0
 Box = tuple[float, float, float, float]
@@ -91,11 +91,18 @@ def test_object_missing_for_a_few_frames_keeps_its_id() -> None:
     assert c.summary().total_unique == 1
 
 
-def test_object_gone_longer_than_the_buffer_comes_back_as_a_new_track() -> None:
+def test_object_gone_longer_than_the_buffer_gets_a_new_live_id_that_stitching_undoes() -> None:
     frames = [detections([] if 5 <= i < 20 else [box_at(100, 120)]) for i in range(30)]
-    c = counter(track_buffer_s=1.0)
-    run(c, frames)
-    assert c.summary().total_unique == 2
+    live = counter(track_buffer_s=1.0, stitching=False)
+    run(live, frames)
+    assert live.summary().total_unique == 2
+    stitched = counter(track_buffer_s=1.0)
+    out = run(stitched, frames)
+    assert {int(d.tracker_id[0]) for d in out if len(d)} == {1, 2}  # live ids: provisional
+    summary = stitched.summary()
+    assert (summary.total_unique, summary.raw_total_unique, summary.merged) == (1, 2, 1)
+    assert summary.tracks[0]["raw_ids"] == [1, 2]
+    assert summary.id_map == {1: 1, 2: 1}
 
 
 def test_two_objects_passing_each_other_keep_their_ids() -> None:

@@ -1,0 +1,33 @@
+"""Tracking and counting, usable on its own (no model, no video): ``ObjectCounter``.
+
+tracker.py (the live tracker and camera motion), lines.py, zones.py, timeline.py,
+stitching.py (offline re-linking of broken tracks), counter.py (``ObjectCounter``).
+"""
+
+from ml_engine.counting.counter import (
+    DEFAULT_CLASS,
+    CountingConfig,
+    CountSummary,
+    ObjectCounter,
+    TrackRecord,
+    empty_tracked,
+)
+from ml_engine.counting.lines import LineCounter, anchors
+from ml_engine.counting.stitching import StitchConfig, TrackEnds, stitch
+from ml_engine.counting.timeline import Timeline
+from ml_engine.counting.tracker import (
+    CMC_WIDTH,
+    DEFAULT_TRACKER,
+    TRACKERS,
+    CameraFrame,
+    CameraMotion,
+    camera_frame,
+)
+from ml_engine.counting.zones import ZoneCounter, points_in_polygon
+
+__all__ = [
+    "CMC_WIDTH", "DEFAULT_CLASS", "DEFAULT_TRACKER", "TRACKERS", "CameraFrame", "CameraMotion",
+    "CountSummary", "CountingConfig", "LineCounter", "ObjectCounter", "StitchConfig", "Timeline",
+    "TrackEnds", "TrackRecord", "ZoneCounter", "anchors", "camera_frame", "empty_tracked",
+    "points_in_polygon", "stitch",
+]

@@ -1,0 +1,190 @@
+"""The live tracker behind ``ObjectCounter``, and the camera-motion estimate it may use.
+
+Two trackers from Roboflow's ``trackers`` package (``supervision`` removed ``sv.ByteTrack``
+in 0.31; ``trackers`` is its maintained successor):
+
+* ``botsort`` (default): BoT-SORT with camera-motion compensation (CMC). Before matching,
+  every track's predicted box is moved by the camera's frame-to-frame motion, so a pan, a
+  jump or a frame stride does not break ids. Chosen on ``bench/counting_bench.py``: see
+  docs/performance.md.
+* ``bytetrack``: ByteTrack on boxes alone; right for a fixed camera, cheaper, no frames needed.
+
+Camera motion is estimated by sparse optical flow on a grey frame downscaled to
+``CMC_WIDTH`` pixels wide (the library's default, the full frame halved, costs 4-5x more
+for no gain in counting), with the corner count capped (``CMC_MAX_CORNERS``) because a
+downscaled 4K frame has many more corners than a 1080p one, and the animals masked out.
+ORB fails on grass at this size and ECC is slower for no gain (bench). The same estimate also serves offline stitching,
+which compares positions in compensated ("ground") coordinates.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+from trackers import BoTSORTTracker, ByteTrackTracker
+
+from core.jobs import Tracker
+
+TRACKERS = tuple(t.value for t in Tracker)  # botsort, bytetrack: the names jobs and settings accept
+DEFAULT_TRACKER = Tracker.BOTSORT.value
+CMC_WIDTH = 480
+CMC_MAX_CORNERS = 300
+# fewer agreeing points than this (plain ground, a frame filled by the herd): assume no motion
+CMC_MIN_POINTS = 8
+# Corner strength relative to the strongest in the frame. The library's 0.01 keeps 5-20 corners
+# on a 480 px grass frame once the animals are masked (trees and animals set the maximum), too
+# few to survive a 45 px step at stride 5; 0.001 keeps the cap's worth on grass.
+CMC_CORNER_QUALITY = 0.001
+
+# The trackers express their lost-track buffer in frames of a 30 fps video and rescale it.
+_REFERENCE_FPS = 30.0
+# ByteTrack hands out an id on a track's second consecutive match at the earliest.
+_MIN_HITS = 2
+
+
+def uses_frames(tracker: str) -> bool:
+    """Whether ``tracker`` needs the frames (for camera-motion compensation)."""
+    return tracker == "botsort"
+
+
+class CameraFrame(NamedTuple):
+    """A frame as camera-motion estimation sees it: ``grey``, downscaled by ``scale``
+    (frame pixels per ``grey`` pixel)."""
+
+    grey: np.ndarray
+    scale: float
+
+
+def camera_frame(image: np.ndarray, width: int = CMC_WIDTH) -> CameraFrame:
+    """Grey, at most ``width`` pixels wide, from an RGB/BGR (H, W, 3) or grey (H, W) frame."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    full_width = grey.shape[1]
+    if full_width <= width:
+        return CameraFrame(np.ascontiguousarray(grey), 1.0)
+    height = max(1, round(grey.shape[0] * width / full_width))
+    small = cv2.resize(grey, (width, height), interpolation=cv2.INTER_AREA)
+    return CameraFrame(small, full_width / width)
+
+
+class CameraMotion:
+    """Frame-to-frame camera motion by sparse optical flow on a ``CameraFrame``.
+
+    The algorithm of BoT-SORT's ``sparseOptFlow`` CMC (Shi-Tomasi corners tracked by
+    pyramidal Lucas-Kanade, a RANSAC partial-affine fit), with three changes: corners on
+    detected animals are masked out (a herd walking across plain ground must not read as a
+    pan), the corner count is capped, and too few agreeing points give "no motion" rather
+    than a guess.
+
+    ``estimate`` returns the 2x3 affine transform from the previous frame's pixels to this
+    frame's (identity on the first frame). ``seconds`` is the time spent, downscale included.
+    """
+
+    def __init__(self, max_corners: int = CMC_MAX_CORNERS, min_points: int = CMC_MIN_POINTS) -> None:
+        self.max_corners, self.min_points = max_corners, min_points
+        self.seconds = 0.0
+        self.frames_failed = 0
+        self._previous: np.ndarray | None = None
+        self._points: np.ndarray | None = None
+
+    def estimate(self, frame: CameraFrame, boxes: np.ndarray | None = None) -> np.ndarray:
+        started = time.perf_counter()
+        matrix = self._estimate(frame, boxes)
+        self.seconds += time.perf_counter() - started
+        return matrix
+
+    def _estimate(self, frame: CameraFrame, boxes: np.ndarray | None) -> np.ndarray:
+        grey, matrix = frame.grey, np.eye(2, 3)
+        previous, points = self._previous, self._points
+        if previous is not None and points is not None and previous.shape == grey.shape:
+            moved, status, _ = cv2.calcOpticalFlowPyrLK(previous, grey, points, None)
+            if moved is not None and status is not None:
+                good = status.reshape(-1) != 0
+                matrix = self._fit(points[good], moved[good], frame.scale)
+        self._previous = grey
+        self._points = cv2.goodFeaturesToTrack(
+            grey, maxCorners=self.max_corners, qualityLevel=CMC_CORNER_QUALITY, minDistance=3, blockSize=3,
+            mask=_background_mask(grey.shape, boxes, frame.scale),
+        )
+        return matrix
+
+    def _fit(self, before: np.ndarray, after: np.ndarray, scale: float) -> np.ndarray:
+        if len(before) >= self.min_points:
+            fitted, inliers = cv2.estimateAffinePartial2D(before, after, method=cv2.RANSAC)
+            if fitted is not None and inliers is not None and int(inliers.sum()) >= self.min_points:
+                fitted = fitted.astype(float)
+                fitted[:, 2] *= scale  # translation back to frame pixels; rotation/scale need nothing
+                return fitted
+        self.frames_failed += 1
+        return np.eye(2, 3)
+
+
+def _background_mask(shape: tuple[int, ...], boxes: np.ndarray | None, scale: float) -> np.ndarray | None:
+    """255 where corners may be taken: everywhere but the detected boxes (grown by a quarter)."""
+    if boxes is None or len(boxes) == 0:
+        return None
+    mask = np.full(shape[:2], 255, dtype=np.uint8)
+    small = np.asarray(boxes, dtype=float) / scale
+    grow = np.stack([small[:, 2] - small[:, 0], small[:, 3] - small[:, 1]], axis=1) / 8
+    for (x1, y1, x2, y2), (gx, gy) in zip(small, grow):
+        mask[max(0, int(y1 - gy)):max(0, int(y2 + gy + 1)), max(0, int(x1 - gx)):max(0, int(x2 + gx + 1))] = 0
+    return mask
+
+
+class _GivenMotion:
+    """Stands in for BoT-SORT's own CMC: hands it the transform already estimated for this
+    frame, so the camera motion is computed once and shared with stitching."""
+
+    def __init__(self) -> None:
+        self.matrix = np.eye(2, 3)
+
+    def estimate(self, frame: Any, dets_xyxy: Any = None) -> np.ndarray:
+        return self.matrix
+
+    def reset(self) -> None:
+        self.matrix = np.eye(2, 3)
+
+
+class LiveTracker:
+    """One video's tracker: ``update(detections, motion)`` with ``motion`` the camera's 2x3
+    transform from the previous processed frame (None: unknown, taken as no motion)."""
+
+    def __init__(self, name: str, fps: float, track_threshold: float, min_hits: int,
+                 track_buffer_s: float, match_iou: float) -> None:
+        if name not in TRACKERS:
+            raise ValueError(f"unknown tracker {name!r}; known: {', '.join(TRACKERS)}")
+        self.name = name
+        buffer_frames = round(track_buffer_s * _REFERENCE_FPS)
+        self._motion: _GivenMotion | None = None
+        if name == "bytetrack":
+            self._tracker: Any = ByteTrackTracker(
+                lost_track_buffer=buffer_frames, frame_rate=float(fps),
+                track_activation_threshold=track_threshold, high_conf_det_threshold=track_threshold,
+                minimum_consecutive_frames=max(min_hits, _MIN_HITS), minimum_iou_threshold=match_iou,
+            )
+            return
+        self._tracker = BoTSORTTracker(
+            lost_track_buffer=buffer_frames, frame_rate=float(fps),
+            track_activation_threshold=track_threshold, high_conf_det_threshold=track_threshold,
+            minimum_consecutive_frames=max(min_hits, _MIN_HITS),
+            # the product's match IoU in every stage: the library's 0.2-0.5 lose fast pans at stride 3+
+            minimum_iou_threshold_first_assoc=match_iou, minimum_iou_threshold_second_assoc=match_iou,
+            minimum_iou_threshold_unconfirmed_assoc=match_iou,
+            instant_first_frame_activation=False,  # confirmed after min_hits, on the first frame too
+            enable_cmc=False,
+        )
+        self._motion = _GivenMotion()
+        self._tracker.enable_cmc = True
+        self._tracker.cmc = self._motion
+
+    def update(self, detections: Any, motion: np.ndarray | None) -> Any:
+        if self._motion is None:
+            return self._tracker.update(detections)
+        self._motion.matrix = np.eye(2, 3) if motion is None else motion
+        # BoT-SORT applies CMC only when given a frame; the frame itself is not looked at here
+        return self._tracker.update(detections, frame=_NO_PIXELS)
+
+
+_NO_PIXELS = np.zeros((1, 1, 3), dtype=np.uint8)
