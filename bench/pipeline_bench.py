@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -102,10 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="cattlecounter-bench-") as scratch:
         model = args.model or build_model(Path(scratch) / "model", args.arch_size)
-        if args.memory:
-            report = memory_benchmark(args, model)
-        else:
-            report = throughput_benchmark(args, model)
+        report = memory_benchmark(args, model) if args.memory else throughput_benchmark(args, model)
     path = save_report(report, "memory" if args.memory else "pipeline")
     print(f"\nJSON: {path}")
     return 0
@@ -232,7 +229,7 @@ def run_mode(args: argparse.Namespace) -> ModeResult:
 class _Clock:
     """Wall and CPU time of this process between start and stop."""
 
-    def __enter__(self) -> "_Clock":
+    def __enter__(self) -> _Clock:
         self.wall, self.cpu = time.perf_counter(), time.process_time()
         return self
 
@@ -294,7 +291,7 @@ def _naive(args: argparse.Namespace) -> tuple[int, float, float, dict[str, Any]]
                 outputs, threshold=args.threshold, target_sizes=[(height, width)]
             )[0]
             detections = tracker.update(sv.Detections.from_transformers(result, id2label=id2label))
-            names = [f"{id2label[int(c)]} #{t}" for c, t in zip(detections.class_id, detections.tracker_id)]
+            names = [f"{id2label[int(c)]} #{t}" for c, t in zip(detections.class_id, detections.tracker_id, strict=True)]
             scene = boxes.annotate(bgr.copy(), detections)
             writer.write(labels.annotate(scene, detections, labels=names))
             frames += 1
@@ -452,7 +449,7 @@ def machine() -> dict[str, Any]:
 
 def save_report(report: dict[str, Any], kind: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = RESULTS / f"{kind}_{stamp}.json"
     path.write_text(json.dumps({"machine": machine(), "when": stamp, **report}, indent=2))
     return path

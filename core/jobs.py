@@ -6,7 +6,7 @@ import json
 import os
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Any, TypeVar
 
@@ -34,7 +34,7 @@ class JobStatus(str, Enum):
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def new_job_id() -> str:
@@ -191,7 +191,7 @@ class Job(BaseModel):
         return self.model_dump_json()
 
     @classmethod
-    def from_record(cls, text: str | bytes, etag: str | None) -> "Job":
+    def from_record(cls, text: str | bytes, etag: str | None) -> Job:
         """Raises CorruptRecord (a StorageError) rather than pydantic's error, so a record that
         cannot be read fails that one job, never the worker thread or process reading it."""
         try:
@@ -214,7 +214,7 @@ class JobMessage(BaseModel):
         return self.model_dump_json()
 
     @classmethod
-    def decode(cls, text: str) -> "JobMessage":
+    def decode(cls, text: str) -> JobMessage:
         """Parse a message body, raising InvalidMessage for anything malformed."""
         try:
             data = json.loads(text)

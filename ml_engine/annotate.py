@@ -83,7 +83,7 @@ class FrameAnnotator:
     def _extend_traces(self, tracked: sv.Detections) -> None:
         self._updates += 1
         if len(tracked):
-            for track_id, (x, y) in zip(tracked.tracker_id.tolist(), anchors(tracked.xyxy)):
+            for track_id, (x, y) in zip(tracked.tracker_id.tolist(), anchors(tracked.xyxy), strict=True):
                 trace = self._traces.setdefault(track_id, deque(maxlen=self.trace_points))
                 trace.append((int(x), int(y)))
                 self._last_seen[track_id] = self._updates
@@ -129,7 +129,7 @@ class _Style:
 
 def _labels(tracked: sv.Detections) -> list[str]:
     names = tracked.data.get("class_name", np.full(len(tracked), "object"))
-    return [f"{name} #{track_id}" for name, track_id in zip(names, tracked.tracker_id.tolist())]
+    return [f"{name} #{track_id}" for name, track_id in zip(names, tracked.tracker_id.tolist(), strict=True)]
 
 
 def _draw_zone(image: np.ndarray, zone: CountingZone, style: _Style) -> None:

@@ -9,7 +9,7 @@ that does not exist, so ids reveal nothing. Downloads also open with a signed UR
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -219,7 +219,7 @@ def create_links(job_id: str, backends: BackendsDep, settings: SettingsDep, call
     downloads = {name: path for name, path in JobOut.from_job(job).links.items() if name != "self"}
     return SignedLinks(
         links={name: signed_path(settings, path, job.owner, expires) for name, path in downloads.items()},
-        expires_at=datetime.fromtimestamp(expires, tz=timezone.utc),
+        expires_at=datetime.fromtimestamp(expires, tz=UTC),
     )
 
 

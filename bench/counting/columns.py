@@ -99,7 +99,7 @@ def run_baseline(seq: Sequence) -> Tracked:
     )
     out = Tracked()
     started = time.perf_counter()
-    for f, det in zip(seq.frames, seq.detections):
+    for f, det in zip(seq.frames, seq.detections, strict=True):
         confirmed = counter.update(f, f / seq.source_fps, det)
         out.ids.append(np.asarray(confirmed.tracker_id, dtype=int))
         out.boxes.append(np.asarray(confirmed.xyxy, dtype=float).reshape(-1, 4))

@@ -72,7 +72,7 @@ class WebhookEvent:
         host = f"[{host}]" if ":" in host else host
         return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
-    def with_outcome(self, status: DeliveryStatus, **changes) -> "WebhookEvent":
+    def with_outcome(self, status: DeliveryStatus, **changes) -> WebhookEvent:
         return replace(self, status=status, **changes)
 
 

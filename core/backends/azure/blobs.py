@@ -12,8 +12,8 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -66,18 +66,15 @@ class AzureBlobStore(BlobStore):
     @bounded("creating the blob container")
     def create_container(self) -> None:
         """Create the container unless it exists (at start-up)."""
-        with azure_errors("creating the blob container", self.endpoint):
-            try:
-                self._container.create_container()
-            except ResourceExistsError:
-                pass
+        with azure_errors("creating the blob container", self.endpoint), suppress(ResourceExistsError):
+            self._container.create_container()
 
     # --- writing --------------------------------------------------------------------
 
     def upload_file(self, path: str, source: Path, content_type: str | None = None) -> BlobInfo:
         """Upload a local file block by block (never read whole)."""
         try:
-            stream = open(source, "rb")
+            stream = open(source, "rb")  # noqa: SIM115 -- opened apart so only its error says "does not exist"
         except FileNotFoundError:
             raise InvalidInput(f"cannot upload {source}: the file does not exist") from None
         with stream:
@@ -161,11 +158,8 @@ class AzureBlobStore(BlobStore):
     def delete(self, path: str) -> None:
         """Delete a blob and its snapshots; a missing blob is fine."""
         blob = self._blob(path)
-        with azure_errors(f"deleting blob {path!r}", self.endpoint):
-            try:
-                blob.delete_blob(delete_snapshots="include")
-            except ResourceNotFoundError:
-                pass
+        with azure_errors(f"deleting blob {path!r}", self.endpoint), suppress(ResourceNotFoundError):
+            blob.delete_blob(delete_snapshots="include")
 
     # --- URLs -----------------------------------------------------------------------
 
@@ -183,7 +177,7 @@ class AzureBlobStore(BlobStore):
     def _sas_url(self, path: str, expires_in: timedelta, permission: BlobSasPermissions,
                  content_disposition: str | None = None) -> str | None:
         blob = self._blob(path)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         expiry = now + expires_in
         signing: dict = {}
         if self._account_key:
@@ -298,7 +292,7 @@ def _check_range(start: int, length: int | None) -> None:
 
 def _parse_time(value: str | datetime) -> datetime:
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

@@ -44,7 +44,7 @@ class AzureOptions:
     single_put_size: int = 8 * MIB  # smaller files go up in one request
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "AzureOptions":
+    def from_settings(cls, settings: Settings) -> AzureOptions:
         return cls(
             connection_timeout_s=settings.storage_connect_timeout_s,
             read_timeout_s=settings.storage_read_timeout_s,

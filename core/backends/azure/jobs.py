@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from typing import Any
 
 from azure.core import MatchConditions
@@ -127,10 +128,9 @@ class AzureJobStore(JobStore):
             for row in rows:
                 if row.get("owner") is None:
                     job_id = job_id_from_row_key(row["RowKey"])
-                    try:
+                    # a row that exists already: the job was updated meanwhile, which wrote it
+                    with suppress(ResourceExistsError):
                         self._table.create_entity(_owner_entity(DEFAULT_OWNER, job_id, row["status"]))
-                    except ResourceExistsError:
-                        pass  # the job was updated meanwhile, which wrote its row
             self._table.upsert_entity({"PartitionKey": PARTITION, "RowKey": OWNER_ROWS_MIGRATED})
 
     # --- create ---------------------------------------------------------------------
@@ -185,12 +185,11 @@ class AzureJobStore(JobStore):
         if holder is not None:
             return holder
         # The key outlived its job (a delete stopped half-way): free it, if nobody else did.
-        try:
+        # someone else re-used the key meanwhile; the retry will find their job
+        with suppress(ResourceModifiedError):
             self._table.delete_entity(
                 key_row, etag=key_row.metadata["etag"], match_condition=MatchConditions.IfNotModified
             )
-        except ResourceModifiedError:
-            pass  # someone else re-used the key meanwhile; the retry will find their job
         return None
 
     # --- read -----------------------------------------------------------------------
@@ -251,7 +250,7 @@ class AzureJobStore(JobStore):
                 ids.append(row["job_id"])
         with ThreadPoolExecutor(PARALLEL_READS, thread_name_prefix="job-list") as pool:
             found = list(pool.map(self._get_or_none, ids))
-        for job_id, job in zip(ids, found):
+        for job_id, job in zip(ids, found, strict=True):
             if job is None:  # a delete stopped between the job's row and its owner row: finish it
                 self._delete_owner_row(owner, job_id)
         # a job deleted, or moved on to another status, since its row was read is left out
@@ -313,11 +312,11 @@ class AzureJobStore(JobStore):
                     self._table.delete_entity(PARTITION, entity["RowKey"])
 
     def _delete_owner_row(self, owner: str, job_id: str) -> None:
-        with azure_errors(f"deleting the owner row of job {job_id}", self.endpoint):
-            try:
-                self._table.delete_entity(PARTITION, owner_row_key(owner, job_id))
-            except ResourceNotFoundError:
-                pass  # already gone
+        # a row already gone is fine
+        with azure_errors(f"deleting the owner row of job {job_id}", self.endpoint), suppress(
+            ResourceNotFoundError
+        ):
+            self._table.delete_entity(PARTITION, owner_row_key(owner, job_id))
 
     def _delete_key_of(self, job: Job) -> None:
         """Delete the job's idempotency key row, unless a newer job has claimed that key since
@@ -325,12 +324,11 @@ class AzureJobStore(JobStore):
         key_row = self._get_entity(idempotency_row_key(job.idempotency_key, job.owner))
         if key_row is None or key_row["job_id"] != job.id:
             return
-        try:
+        # claimed or cleared meanwhile: not ours any more
+        with suppress(ResourceModifiedError, ResourceNotFoundError):
             self._table.delete_entity(
                 key_row, etag=key_row.metadata["etag"], match_condition=MatchConditions.IfNotModified
             )
-        except (ResourceModifiedError, ResourceNotFoundError):
-            pass  # claimed or cleared meanwhile: not ours any more
 
     @bounded("checking the jobs table")
     def ping(self) -> None:

@@ -10,6 +10,7 @@ as text and is poisoned there instead of failing inside the SDK's decoder.
 from __future__ import annotations
 
 import math
+from contextlib import suppress
 from datetime import timedelta
 
 from azure.core.exceptions import ResourceExistsError
@@ -46,11 +47,8 @@ class AzureJobQueue(JobQueue):
     def create_queues(self) -> None:
         """Create both queues unless they exist (at start-up)."""
         for client in (self._queue, self._poison):
-            with azure_errors(f"creating queue {client.queue_name!r}", client.url):
-                try:
-                    client.create_queue()
-                except ResourceExistsError:
-                    pass
+            with azure_errors(f"creating queue {client.queue_name!r}", client.url), suppress(ResourceExistsError):
+                client.create_queue()
 
     @bounded("sending a queue message")
     def send(self, body: str) -> str:

@@ -14,7 +14,7 @@ import shutil
 import stat as stat_module
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -58,7 +58,7 @@ class LocalBlobStore(BlobStore):
     def upload_file(self, path: str, source: Path, content_type: str | None = None) -> BlobInfo:
         """Copy ``source`` into the store (the kernel copies; nothing is read into memory)."""
         try:
-            src = open(source, "rb")
+            src = open(source, "rb")  # noqa: SIM115 -- opened apart so only its error says "does not exist"
         except FileNotFoundError:
             raise InvalidInput(f"cannot upload {source}: the file does not exist") from None
         with src:
@@ -122,7 +122,7 @@ class LocalBlobStore(BlobStore):
         """Copy the blob to ``destination`` in chunks. Raises NotFound."""
         with self._open(path) as src:
             try:
-                dst = open(destination, "wb")
+                dst = open(destination, "wb")  # noqa: SIM115 -- opened apart for its own error message
             except OSError as exc:
                 raise StorageError(f"cannot write the download to {destination}: {exc.strerror}") from None
             with dst, _os_errors(f"write {destination}"):
@@ -161,7 +161,7 @@ class LocalBlobStore(BlobStore):
             size=stat.st_size,
             content_type=content_type or self._content_type(path),
             etag=f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"',
-            last_modified=datetime.fromtimestamp(stat.st_mtime, timezone.utc),
+            last_modified=datetime.fromtimestamp(stat.st_mtime, UTC),
         )
 
     def _content_type(self, path: str) -> str | None:

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from core.backends.base import JobQueue, QueueMessage
 from core.backends.local.database import Database
@@ -173,7 +173,7 @@ def _new_receipt() -> str:
 
 
 def _to_datetime(unix_seconds: float) -> datetime:
-    return datetime.fromtimestamp(unix_seconds, timezone.utc)
+    return datetime.fromtimestamp(unix_seconds, UTC)
 
 
 def _message(message_id: str, body: str, receipt: str, dequeue_count: int, visible_at: float) -> QueueMessage:
