@@ -247,15 +247,15 @@ def load_settings(env: Mapping[str, str] | None = None, env_file: str | Path | N
     """
     try:
         if env is None:
-            return Settings(_env_file=env_file)  # type: ignore[call-arg]
+            return Settings(_env_file=env_file)
         lowered = {key.lower(): value for key, value in env.items()}
-        known = {name: lowered[name] for name in Settings.model_fields if name in lowered}
-        return Settings(_env_file=env_file, **known)  # type: ignore[call-arg]
+        known: dict[str, Any] = {name: lowered[name] for name in Settings.model_fields if name in lowered}
+        return Settings(_env_file=env_file, **known)
     except ValidationError as exc:
         raise ConfigError("invalid settings: " + describe_validation_error(exc.errors(), name=_variable)) from None
 
 
-def _variable(location: tuple) -> str:
+def _variable(location: tuple[Any, ...]) -> str:
     """The environment variable behind a settings error's location."""
     return "_".join(str(part) for part in location).upper()
 

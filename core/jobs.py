@@ -132,7 +132,7 @@ class JobParams(BaseModel):
     @field_validator("lines", "zones")
     @classmethod
     def _named_and_unique(cls, items: list[Named], info: ValidationInfo) -> list[Named]:
-        kind = info.field_name.removesuffix("s")
+        kind = "line" if info.field_name == "lines" else "zone"
         items = with_default_names(items, kind)
         # a stored record is read back as it was written: one saved before this rule (its
         # job failed in the worker) must still list and delete, not become unreadable

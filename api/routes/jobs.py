@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -40,7 +40,7 @@ router = APIRouter(tags=["jobs"])
 
 MAX_JSON_BODY_BYTES = 1024 * 1024  # {"upload_id", "params"}: far less in practice
 
-_ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 408, 409, 413, 415, 422, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (401, 404, 408, 409, 413, 415, 422, 503)}
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -135,7 +135,7 @@ async def _json_body(request: Request, stall_timeout_s: float) -> dict:
     return {"upload_id": body["upload_id"], "params": params}
 
 
-_SUBMIT_ROUTE = {"status_code": 202, "response_model": JobOut, "responses": _ERRORS, "openapi_extra": _UPLOAD_BODY}
+_SUBMIT_ROUTE: dict[str, Any] = {"status_code": 202, "response_model": JobOut, "responses": _ERRORS, "openapi_extra": _UPLOAD_BODY}
 
 
 @router.post(

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import (
+    BlobClient,
     BlobProperties,
     BlobSasPermissions,
     BlobServiceClient,
@@ -142,7 +143,7 @@ class AzureBlobStore(BlobStore):
     @bounded("checking a blob")
     def exists(self, path: str) -> bool:
         with azure_errors(f"checking blob {path!r}", self.endpoint):
-            return self._blob(path).exists()
+            return bool(self._blob(path).exists())
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         """Blobs under ``prefix`` in path order (the service lists in that order)."""
@@ -179,13 +180,15 @@ class AzureBlobStore(BlobStore):
         blob = self._blob(path)
         now = datetime.now(UTC)
         expiry = now + expires_in
-        signing: dict = {}
+        signing: dict[str, Any] = {}
         if self._account_key:
             signing["account_key"] = self._account_key
         else:
             signing["user_delegation_key"] = self._user_delegation_key(now, expiry)
+        account_name = self._service.account_name
+        assert account_name is not None  # parsed from the account URL or connection string
         token = generate_blob_sas(
-            account_name=self._service.account_name,
+            account_name=account_name,
             container_name=self._container.container_name,
             blob_name=path,
             permission=permission,
@@ -200,7 +203,7 @@ class AzureBlobStore(BlobStore):
         """A cached user delegation key (Entra ID auth) valid at least until ``expiry``."""
         with self._delegation_lock:
             key = self._delegation_key
-            if key is None or _parse_time(key.signed_expiry) < expiry + SAS_CLOCK_SKEW:
+            if key is None or key.signed_expiry is None or _parse_time(key.signed_expiry) < expiry + SAS_CLOCK_SKEW:
                 lifetime = min(
                     max(expiry - now + SAS_CLOCK_SKEW, DELEGATION_KEY_MIN_LIFETIME),
                     DELEGATION_KEY_MAX_LIFETIME,
@@ -224,7 +227,7 @@ class AzureBlobStore(BlobStore):
         if self._credential is not None:
             self._credential.close()
 
-    def _blob(self, path: str):
+    def _blob(self, path: str) -> BlobClient:
         return self._container.get_blob_client(validate_blob_path(path))
 
     @staticmethod
@@ -258,7 +261,7 @@ class ChunkReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         while not self._pending:
             chunk = next(self._chunks, None)
             if chunk is None:

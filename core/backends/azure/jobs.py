@@ -37,6 +37,7 @@ and cursors stay valid whatever the service's own continuation tokens do.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any
@@ -161,6 +162,7 @@ class AzureJobStore(JobStore):
     def _insert_with_key(self, job: Job) -> Job | None:
         """Insert key + job in one transaction. Returns the stored job, the job that already
         holds the key, or None after removing an orphaned key (whose job was deleted)."""
+        assert job.idempotency_key is not None  # the caller checked
         key_entity = {
             "PartitionKey": PARTITION,
             "RowKey": idempotency_row_key(job.idempotency_key, job.owner),
@@ -178,6 +180,7 @@ class AzureJobStore(JobStore):
         return _with_etag(job, results[1]["etag"])
 
     def _job_holding_key(self, job: Job) -> Job | None:
+        assert job.idempotency_key is not None  # only a job with a key gets here
         key_row = self._get_entity(idempotency_row_key(job.idempotency_key, job.owner))
         if key_row is None:
             raise AlreadyExists(f"a job with id {job.id} already exists")
@@ -280,9 +283,11 @@ class AzureJobStore(JobStore):
             if stored is not None:
                 return _with_etag(updated, stored)
             # the event is stored (or sent) already: a redelivery re-settling the job; update it alone
-        return _with_etag(updated, self._submit_update(job.id, operations, event_may_exist=False))
+        etag = self._submit_update(job.id, operations, event_may_exist=False)
+        assert etag is not None  # None only where the event may exist already
+        return _with_etag(updated, etag)
 
-    def _submit_update(self, job_id: str, operations: list[Any], event_may_exist: bool = True) -> str | None:
+    def _submit_update(self, job_id: str, operations: Sequence[Any], event_may_exist: bool = True) -> str | None:
         """Run an update transaction (the job's row first); the job's new ETag, or None when its
         webhook event exists already."""
         with azure_errors(f"updating job {job_id}", self.endpoint):
@@ -292,7 +297,8 @@ class AzureJobStore(JobStore):
                 if event_may_exist and "entityalreadyexists" in _error_code(exc):
                     return None
                 raise _update_error(exc, job_id) from None
-        return results[0]["etag"]
+        etag: str = results[0]["etag"]
+        return etag
 
     @bounded("deleting a job record")
     def delete(self, job_id: str) -> None:
@@ -321,6 +327,7 @@ class AzureJobStore(JobStore):
     def _delete_key_of(self, job: Job) -> None:
         """Delete the job's idempotency key row, unless a newer job has claimed that key since
         (once this job's record was gone, a create with the key could clear and re-use it)."""
+        assert job.idempotency_key is not None  # the caller checked
         key_row = self._get_entity(idempotency_row_key(job.idempotency_key, job.owner))
         if key_row is None or key_row["job_id"] != job.id:
             return
@@ -342,12 +349,13 @@ class AzureJobStore(JobStore):
 
 
 def _is_already_exists(exc: TableTransactionError) -> bool:
-    # error_code is a TableErrorCode enum or a plain string, depending on the SDK's path
-    return "entityalreadyexists" in str(exc.error_code).lower().replace("_", "")
+    return "entityalreadyexists" in _error_code(exc)
 
 
 def _error_code(exc: TableTransactionError) -> str:
-    return str(exc.error_code).lower().replace("_", "")
+    # error_code is a TableErrorCode enum or a plain string, depending on the SDK's path; the
+    # SDK sets it at run time without declaring it, hence getattr
+    return str(getattr(exc, "error_code", None)).lower().replace("_", "")
 
 
 def _update_error(exc: TableTransactionError, job_id: str) -> Exception:

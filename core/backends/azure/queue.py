@@ -65,6 +65,8 @@ class AzureJobQueue(JobQueue):
             message = self._queue.receive_message(visibility_timeout=_visibility(lease))
         if message is None:
             return None
+        # the SDK types these optional; a received message always carries them
+        assert message.pop_receipt is not None and message.dequeue_count is not None
         return QueueMessage(
             id=message.id,
             body=message.content if message.content is not None else "",
@@ -83,6 +85,7 @@ class AzureJobQueue(JobQueue):
             updated = self._queue.update_message(
                 message.id, pop_receipt=message.pop_receipt, visibility_timeout=seconds
             )
+        assert updated.pop_receipt is not None  # an update always hands back the new receipt
         return QueueMessage(
             message.id, message.body, updated.pop_receipt, message.dequeue_count, updated.next_visible_on
         )

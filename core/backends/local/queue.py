@@ -113,9 +113,8 @@ class LocalJobQueue(JobQueue):
     def approximate_length(self) -> int:
         """Messages in the queue, visible or leased (exact here)."""
         with self._db.read() as conn:
-            return conn.execute(
-                "SELECT count(*) FROM queue_messages WHERE queue = ?", (self.name,)
-            ).fetchone()[0]
+            row = conn.execute("SELECT count(*) FROM queue_messages WHERE queue = ?", (self.name,)).fetchone()
+        return int(row[0])
 
     def peek_poison(self, max_messages: int = 32) -> list[str]:
         """Bodies in the poison queue, oldest first."""
