@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install install-api node browser run run-api run-worker test bench clean
+.PHONY: install install-api node browser run run-api run-worker lint test bench clean
 
 $(VENV)/.installed-dev: requirements.txt requirements-api.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +47,13 @@ run-api: install
 run-worker: install
 	$(PY) -m worker.main
 
-test: $(VENV)/.installed-dev node browser
+# ruff (rules in pyproject.toml), then mypy over api/, core/ (strictly), worker/ and ml_engine/.
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+	$(PY) -m mypy
+
+# lint first: a lint or type error fails at once, before the minutes of tests
+test: lint node browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev

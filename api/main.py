@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -103,7 +103,7 @@ def _metrics(request: Request) -> Response:
     return metrics_response(request.headers.get("accept"))
 
 
-def _error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
+def _error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None,
                     **extra) -> JSONResponse:
     headers = {**(headers or {}), **({"Retry-After": "5"} if status == 503 else {})}
     return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status, headers=headers)

@@ -25,7 +25,7 @@ class WebhookStatus(BaseModel):
     delivered_at: datetime | None
 
     @classmethod
-    def from_event(cls, event: WebhookEvent) -> "WebhookStatus":
+    def from_event(cls, event: WebhookEvent) -> WebhookStatus:
         return cls(
             event_id=event.id, type=event.type, status=event.status, attempts=event.attempts,
             last_attempt_at=event.last_attempt_at, last_error=event.last_error,
@@ -60,7 +60,7 @@ class JobOut(BaseModel):
     )
 
     @classmethod
-    def from_job(cls, job: Job, webhook: WebhookEvent | None = None) -> "JobOut":
+    def from_job(cls, job: Job, webhook: WebhookEvent | None = None) -> JobOut:
         fields = job.model_dump(
             include={
                 "status", "filename", "size_bytes", "params", "progress", "frames_done",

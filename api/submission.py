@@ -218,7 +218,9 @@ class Submitter:
             return
         model_id = params.model_id or self.settings.model_id
         card = read_card(self.backends.blobs, model_id)
-        unknown = card.unknown_classes(params.classes) if card else []
+        if card is None:  # no card published yet: the worker checks the names
+            return
+        unknown = card.unknown_classes(params.classes)
         if unknown:
             raise InvalidInput(
                 f"classes: {', '.join(repr(name) for name in unknown)} not known to model {model_id}; "

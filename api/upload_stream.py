@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import anyio
 from python_multipart import MultipartParser
@@ -21,6 +21,9 @@ from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
 from core.errors import InvalidInput, StorageError, UploadStalled, UploadTooLarge
+
+if TYPE_CHECKING:  # the TypedDict exists for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ class _FormCollector:
         self._field_value = bytearray()
         self._sink: BinaryIO | None = None
 
-    def callbacks(self) -> dict:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._part_begin,
             "on_header_field": lambda data, start, end: self._add(data, start, end, "_header_name"),

@@ -28,7 +28,7 @@ import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         check_futures = [pool.submit(pipeline_check, n, 0, stride, frames, str(args.cache))
                          for n, stride, frames in checks_wanted if n in args.scenarios or args.quick]
         rows = []
-        for (name, seed), future in zip(jobs, futures):
+        for (name, seed), future in zip(jobs, futures, strict=True):
             rows += future.result()
             print(f"  {name} seed {seed} done ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
         checks = [f.result() for f in check_futures]
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     aggregated = report.aggregate(rows)
     summary = report.summary(aggregated)
     document = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python bench/counting_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)},
@@ -152,14 +152,14 @@ def tiling_main(args: argparse.Namespace, argv: list[str] | None) -> int:
         checks = [] if args.no_pipeline or "small_4k" not in args.scenarios else [
             pool.submit(tiling_column.pipeline_check, "small_4k", 0, 60, "auto", str(args.cache))]
         rows = []
-        for (name, seed), future in zip(jobs, futures):
+        for (name, seed), future in zip(jobs, futures, strict=True):
             rows += future.result()
             print(f"  {name} seed {seed} done ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
         checks = [f.result() for f in checks]
     aggregated = tiling_column.aggregate(rows)
     seconds = time.perf_counter() - started
     document = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python bench/counting_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)},

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -174,7 +174,7 @@ def tiling_cost(args: argparse.Namespace, model: str) -> dict[str, Any]:
 
     from ml_engine.detector import Detector
     from ml_engine.pipeline import PipelineConfig
-    from ml_engine.tiling import View, merge_views, parse_tiling, plan_tiles
+    from ml_engine.tiling import TilePlan, View, merge_views, parse_tiling, plan_tiles
 
     width, height = parse_size(args.size)
     detector = Detector.load(args.model or model, device=args.device, input_size=args.input_size)
@@ -191,7 +191,7 @@ def tiling_cost(args: argparse.Namespace, model: str) -> dict[str, Any]:
         batch = frames[:per_batch]
         forwards = 0
 
-        def run_batch() -> None:
+        def run_batch(plan: TilePlan = plan, batch: list = batch) -> None:  # bound now, not late
             nonlocal forwards
             if not plan.tiled:
                 detector.detect(batch, args.threshold)
@@ -312,7 +312,7 @@ def run_mode(args: argparse.Namespace) -> ModeResult:
 class _Clock:
     """Wall and CPU time of this process between start and stop."""
 
-    def __enter__(self) -> "_Clock":
+    def __enter__(self) -> _Clock:
         self.wall, self.cpu = time.perf_counter(), time.process_time()
         return self
 
@@ -374,7 +374,7 @@ def _naive(args: argparse.Namespace) -> tuple[int, float, float, dict[str, Any]]
                 outputs, threshold=args.threshold, target_sizes=[(height, width)]
             )[0]
             detections = tracker.update(sv.Detections.from_transformers(result, id2label=id2label))
-            names = [f"{id2label[int(c)]} #{t}" for c, t in zip(detections.class_id, detections.tracker_id)]
+            names = [f"{id2label[int(c)]} #{t}" for c, t in zip(detections.class_id, detections.tracker_id, strict=True)]
             scene = boxes.annotate(bgr.copy(), detections)
             writer.write(labels.annotate(scene, detections, labels=names))
             frames += 1
@@ -532,7 +532,7 @@ def machine() -> dict[str, Any]:
 
 def save_report(report: dict[str, Any], kind: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = RESULTS / f"{kind}_{stamp}.json"
     path.write_text(json.dumps({"machine": machine(), "when": stamp, **report}, indent=2))
     return path

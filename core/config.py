@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 from core.errors import ConfigError, InvalidInput, describe_validation_error
 from core.jobs import Tracker
@@ -217,14 +216,14 @@ class Settings(BaseSettings):
         return [c.lower() for c in value]
 
     @model_validator(mode="after")
-    def _check_azure(self) -> "Settings":
-        if self.storage_backend is StorageBackend.AZURE:
-            if not (self.azure_storage_connection_string or self.azure_storage_account_url):
-                raise ValueError(
-                    "STORAGE_BACKEND=azure needs AZURE_STORAGE_CONNECTION_STRING "
-                    "(a connection string, e.g. Azurite's) or AZURE_STORAGE_ACCOUNT_URL "
-                    "(https://<account>.blob.core.windows.net, used with DefaultAzureCredential)"
-                )
+    def _check_azure(self) -> Settings:
+        azure_configured = self.azure_storage_connection_string or self.azure_storage_account_url
+        if self.storage_backend is StorageBackend.AZURE and not azure_configured:
+            raise ValueError(
+                "STORAGE_BACKEND=azure needs AZURE_STORAGE_CONNECTION_STRING "
+                "(a connection string, e.g. Azurite's) or AZURE_STORAGE_ACCOUNT_URL "
+                "(https://<account>.blob.core.windows.net, used with DefaultAzureCredential)"
+            )
         keys = [entry.key for entry in self.accepted_keys]
         if len(set(keys)) != len(keys):
             raise ValueError("API_KEYS and ADMIN_API_KEYS hold the same key twice: each key has one owner")
@@ -236,7 +235,7 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _check_storage_timeouts(self) -> "Settings":
+    def _check_storage_timeouts(self) -> Settings:
         for name in ("storage_connect_timeout_s", "storage_read_timeout_s"):
             if getattr(self, name) > self.storage_deadline_s:
                 raise ValueError(
@@ -267,15 +266,15 @@ def load_settings(env: Mapping[str, str] | None = None, env_file: str | Path | N
     """
     try:
         if env is None:
-            return Settings(_env_file=env_file)  # type: ignore[call-arg]
+            return Settings(_env_file=env_file)
         lowered = {key.lower(): value for key, value in env.items()}
-        known = {name: lowered[name] for name in Settings.model_fields if name in lowered}
-        return Settings(_env_file=env_file, **known)  # type: ignore[call-arg]
+        known: dict[str, Any] = {name: lowered[name] for name in Settings.model_fields if name in lowered}
+        return Settings(_env_file=env_file, **known)
     except ValidationError as exc:
         raise ConfigError("invalid settings: " + describe_validation_error(exc.errors(), name=_variable)) from None
 
 
-def _variable(location: tuple) -> str:
+def _variable(location: tuple[Any, ...]) -> str:
     """The environment variable behind a settings error's location."""
     return "_".join(str(part) for part in location).upper()
 

@@ -6,7 +6,7 @@ import json
 import os
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Any, TypeVar
 
@@ -35,7 +35,7 @@ class JobStatus(str, Enum):
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def new_job_id() -> str:
@@ -163,7 +163,7 @@ class JobParams(BaseModel):
     @field_validator("lines", "zones")
     @classmethod
     def _named_and_unique(cls, items: list[Named], info: ValidationInfo) -> list[Named]:
-        kind = info.field_name.removesuffix("s")
+        kind = "line" if info.field_name == "lines" else "zone"
         items = with_default_names(items, kind)
         # a stored record is read back as it was written: one saved before this rule (its
         # job failed in the worker) must still list and delete, not become unreadable
@@ -222,7 +222,7 @@ class Job(BaseModel):
         return self.model_dump_json()
 
     @classmethod
-    def from_record(cls, text: str | bytes, etag: str | None) -> "Job":
+    def from_record(cls, text: str | bytes, etag: str | None) -> Job:
         """Raises CorruptRecord (a StorageError) rather than pydantic's error, so a record that
         cannot be read fails that one job, never the worker thread or process reading it."""
         try:
@@ -245,7 +245,7 @@ class JobMessage(BaseModel):
         return self.model_dump_json()
 
     @classmethod
-    def decode(cls, text: str) -> "JobMessage":
+    def decode(cls, text: str) -> JobMessage:
         """Parse a message body, raising InvalidMessage for anything malformed."""
         try:
             data = json.loads(text)

@@ -35,7 +35,8 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, TextIO
 
 from core.errors import ConfigError
@@ -58,7 +59,9 @@ SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is logged.
 _RECORD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
-_log_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar("log_context", default={})
+_log_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "log_context", default=MappingProxyType({})
+)
 
 
 # --- log context ------------------------------------------------------------------------------
@@ -159,7 +162,7 @@ def record_extras(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    moment = datetime.fromtimestamp(record.created, tz=timezone.utc)
+    moment = datetime.fromtimestamp(record.created, tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

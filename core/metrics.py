@@ -132,7 +132,7 @@ def metrics_payload(accept: str | None = None) -> tuple[bytes, str]:
     return encoder(REGISTRY), content_type
 
 
-def metrics_response(accept: str | None = None) -> "Response":
+def metrics_response(accept: str | None = None) -> Response:
     """A Starlette/FastAPI response for a ``GET /metrics`` route."""
     from starlette.responses import Response  # lazy: the core package does not need a web framework
 
@@ -237,7 +237,7 @@ class MetricsServer:
             self._thread.join(timeout)
         self._server.server_close()
 
-    def __enter__(self) -> "MetricsServer":
+    def __enter__(self) -> MetricsServer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

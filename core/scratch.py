@@ -47,7 +47,7 @@ def scratch_base(settings: Settings, kind: str) -> tuple[Path, str]:
     return Path(tempfile.gettempdir()), "the system temp folder (WORK_DIR unset)"
 
 
-def open_scratch(settings: Settings, kind: str) -> "Scratch":
+def open_scratch(settings: Settings, kind: str) -> Scratch:
     """This process's scratch folder for ``kind`` ("worker" or "api"); see ``Scratch.open``."""
     base, setting = scratch_base(settings, kind)
     return Scratch.open(base, kind, settings.lease_seconds, setting)
@@ -61,7 +61,7 @@ class Scratch:
         self._owner_fd: int | None = owner_fd
 
     @classmethod
-    def open(cls, base: Path, kind: str, stale_after_s: float, setting: str = "WORK_DIR") -> "Scratch":
+    def open(cls, base: Path, kind: str, stale_after_s: float, setting: str = "WORK_DIR") -> Scratch:
         """Create ``base/cattlecounter-<kind>/`` if missing, sweep what dead processes left
         there, and make this process's own directory.
 
@@ -83,7 +83,7 @@ class Scratch:
             raise ConfigError(_unusable(base, setting, exc)) from None
 
     @classmethod
-    def _own_directory(cls, root: Path) -> "Scratch":
+    def _own_directory(cls, root: Path) -> Scratch:
         path = root / f"{PROCESS_DIR_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         path.mkdir()  # first the folder, then its lock: a sweep spares a young folder with no lock
         fd = os.open(_owner_file(path), os.O_RDWR | os.O_CREAT, 0o600)

@@ -31,6 +31,7 @@ import socket
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -80,7 +81,7 @@ def signed_headers(event: WebhookEvent, secret: str | None, now: datetime) -> di
     return headers
 
 
-def final_event(job: Job, public_job: dict) -> WebhookEvent | None:
+def final_event(job: Job, public_job: dict[str, Any]) -> WebhookEvent | None:
     """The event reporting ``job``'s final state, or None without a callback_url. The body
     is the Standard Webhooks payload shape: ``{"type", "timestamp", "data"}`` with the public
     job (as GET /jobs/{id} shows it) as ``data``."""
@@ -181,7 +182,7 @@ class WebhookSender:
         self._client = client or httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False)
         self._slots = settings.webhook_concurrency
         self._pool = ThreadPoolExecutor(max_workers=self._slots, thread_name_prefix="webhook")
-        self._busy: dict[str, Future] = {}  # destination -> its delivery in flight
+        self._busy: dict[str, Future[WebhookEvent | None]] = {}  # destination -> its delivery in flight
         self._lock = threading.Lock()
         self._wake = threading.Event()  # a slot came free, or we are stopping
         self._stopping = threading.Event()
@@ -203,7 +204,7 @@ class WebhookSender:
             self._wake.wait(self._settings.poll_interval_s)
             self._wake.clear()
 
-    def claim_and_send(self) -> list[Future]:
+    def claim_and_send(self) -> list[Future[WebhookEvent | None]]:
         """Claim what free slots allow and start delivering it; returns the deliveries started."""
         with self._lock:
             busy = set(self._busy)
@@ -281,6 +282,7 @@ class WebhookSender:
                     return response.status_code
             except httpx.ConnectError as exc:
                 refused = exc
+        assert refused is not None  # the loop ran at least once, and every try was refused
         raise refused
 
     def close(self, wait: bool = True) -> None:

@@ -155,7 +155,7 @@ def _named_points(text: str, what: str, example: str) -> tuple[str | None, list[
         raise argparse.ArgumentTypeError(f"a {what} is comma-separated pixel coordinates, e.g. {example}") from None
     if len(values) % 2:
         raise argparse.ArgumentTypeError(f"a {what} needs x,y pairs, got {len(values)} numbers")
-    return (name.strip() or None), list(zip(values[0::2], values[1::2]))
+    return (name.strip() or None), list(zip(values[0::2], values[1::2], strict=True))
 
 
 def _line(text: str) -> CountingLine:

@@ -83,7 +83,7 @@ class FrameAnnotator:
     def _extend_traces(self, tracked: sv.Detections) -> None:
         self._updates += 1
         if len(tracked):
-            for track_id, (x, y) in zip(tracked.tracker_id.tolist(), anchors(tracked.xyxy)):
+            for track_id, (x, y) in zip(_track_ids(tracked), anchors(tracked.xyxy), strict=True):
                 trace = self._traces.setdefault(track_id, deque(maxlen=self.trace_points))
                 trace.append((int(x), int(y)))
                 self._last_seen[track_id] = self._updates
@@ -98,7 +98,7 @@ class FrameAnnotator:
     def _draw_traces(self, image: np.ndarray, tracked: sv.Detections, style: _Style) -> None:
         if not len(tracked):
             return
-        for track_id in tracked.tracker_id.tolist():
+        for track_id in _track_ids(tracked):
             trace = self._traces.get(track_id)
             if trace and len(trace) > 1:
                 points = np.array(trace, dtype=np.int32).reshape(-1, 1, 2)
@@ -127,16 +127,22 @@ class _Style:
         )
 
 
+def _track_ids(tracked: sv.Detections) -> list[int]:
+    assert tracked.tracker_id is not None  # the tracker's output always carries them
+    ids: list[int] = tracked.tracker_id.tolist()
+    return ids
+
+
 def _labels(tracked: sv.Detections) -> list[str]:
     names = tracked.data.get("class_name", np.full(len(tracked), "object"))
-    return [f"{name} #{track_id}" for name, track_id in zip(names, tracked.tracker_id.tolist())]
+    return [f"{name} #{track_id}" for name, track_id in zip(names, _track_ids(tracked), strict=True)]
 
 
 def _draw_zone(image: np.ndarray, zone: CountingZone, style: _Style) -> None:
     points = np.array(zone.polygon, dtype=np.int32).reshape(-1, 1, 2)
     cv2.polylines(image, [points], True, ZONE_COLOUR, style.thickness, cv2.LINE_AA)
     x, y = points[0, 0]
-    _text(image, zone.name, (int(x) + 4, int(y) + 4), style, ZONE_COLOUR)
+    _text(image, zone.name or "", (int(x) + 4, int(y) + 4), style, ZONE_COLOUR)
 
 
 def _draw_line(image: np.ndarray, line: CountingLine, counts: dict[str, int], style: _Style) -> None:

@@ -88,7 +88,7 @@ class Detector:
     @classmethod
     def load(
         cls, model_id: str, device: str = "auto", input_size: int | None = None, dtype: str = "auto"
-    ) -> "Detector":
+    ) -> Detector:
         """Load a DETR-family object-detection checkpoint.
 
         Parameters:
@@ -157,7 +157,7 @@ class Detector:
         if not images:
             return []
         results = self._infer(self.prepare(images), [image.shape[:2] for image in images], threshold)
-        return [self._to_detections(result, image.shape, wanted) for result, image in zip(results, images)]
+        return [self._to_detections(result, image.shape, wanted) for result, image in zip(results, images, strict=True)]
 
     def detect_views(
         self, images: list[np.ndarray], views: list[View], threshold: float, class_names: Iterable[str] | None = None
@@ -180,7 +180,7 @@ class Detector:
         results = self._infer(inputs, sizes, threshold)
         return [
             offset_boxes(self._to_detections(result, size, wanted), view.region)
-            for result, size, view in zip(results, sizes, views)
+            for result, size, view in zip(results, sizes, views, strict=True)
         ]
 
     def model_input_size(self, width: int, height: int) -> tuple[int, int] | None:

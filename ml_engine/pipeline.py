@@ -474,7 +474,7 @@ class _Run:
             results = self.detector.detect(images, self.config.effective_low_threshold, self.config.classes)
         if len(results) != len(chosen):
             raise ModelError(f"the detector returned {len(results)} results for {len(chosen)} frames")
-        return {frame.index: detections for frame, detections in zip(chosen, results)}
+        return {frame.index: detections for frame, detections in zip(chosen, results, strict=True)}
 
     def _detect_tiled(self, chosen: list[Frame], images: list[Any]) -> list[sv.Detections]:
         """Every view of every chosen frame in one forward pass (several only when one frame

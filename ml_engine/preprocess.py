@@ -97,10 +97,7 @@ def spec_from_processor(processor: Any, input_size: int | None = None) -> Prepro
 def _size_as_dict(size: Any) -> dict[str, int]:
     if size is None:
         return {}
-    if isinstance(size, dict):
-        items = size.items()
-    else:  # transformers' SizeDict
-        items = vars(size).items()
+    items = size.items() if isinstance(size, dict) else vars(size).items()  # else: transformers' SizeDict
     return {key: int(value) for key, value in items if value is not None}
 
 

@@ -128,7 +128,7 @@ def tile_regions(width: int, height: int, tile_w: int, tile_h: int, overlap: flo
     Neighbours overlap by ``overlap`` of the tile (at least); the last row and column are
     moved back to end on the frame's edge, so every tile has the full size and none hangs
     outside the frame (as SAHI does)."""
-    if not (1 <= tile_w and 1 <= tile_h):
+    if not (tile_w >= 1 and tile_h >= 1):
         raise InvalidInput(f"tile size must be positive, got {tile_w}x{tile_h}")
     xs = _starts(width, min(tile_w, width), overlap)
     ys = _starts(height, min(tile_h, height), overlap)

@@ -94,7 +94,7 @@ def build_tiny_checkpoint(
 def _config(arch: str, size: str, labels: list[str]) -> Any:
     id2label = dict(enumerate(labels))
     label2id = {name: index for index, name in id2label.items()}
-    common = {"id2label": id2label, "label2id": label2id}
+    common: dict[str, Any] = {"id2label": id2label, "label2id": label2id}
     if arch == "detr":
         return DetrConfig(**common, **_detr_dims(size))
     if arch in ("conditional_detr", "deformable_detr"):
@@ -140,8 +140,8 @@ def _rt_detr_backbone(resnet: ResNetConfig) -> dict[str, Any]:
     return {
         "model_type": "rt_detr_resnet",
         "embedding_size": resnet.embedding_size,
-        "hidden_sizes": list(resnet.hidden_sizes),
-        "depths": list(resnet.depths),
+        "hidden_sizes": list(resnet.hidden_sizes or ()),
+        "depths": list(resnet.depths or ()),
         "layer_type": resnet.layer_type,
         "out_indices": [2, 3, 4],
     }
@@ -149,9 +149,9 @@ def _rt_detr_backbone(resnet: ResNetConfig) -> dict[str, Any]:
 
 def _detr_dims(size: str) -> dict[str, Any]:
     if size == "real":  # facebook/detr-resnet-50, with transformers' own ResNet-50
-        backbone = ResNetConfig(out_features=["stage4"])
+        backbone = ResNetConfig(out_features=["stage4"])  # type: ignore[call-arg]  # a __post_init__ keyword
         return {"backbone_config": backbone, "use_timm_backbone": False}
-    backbone = ResNetConfig(
+    backbone = ResNetConfig(  # type: ignore[call-arg]  # a __post_init__ keyword
         embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], layer_type="basic", out_features=["stage4"]
     )
     return {
@@ -173,7 +173,7 @@ def _detr_dims(size: str) -> dict[str, Any]:
 
 def _other_detr_config(arch: str, common: dict[str, Any]) -> Any:
     deformable = arch == "deformable_detr"
-    backbone = ResNetConfig(
+    backbone = ResNetConfig(  # type: ignore[call-arg]  # a __post_init__ keyword
         embedding_size=16,
         hidden_sizes=[16, 32, 64, 128],
         depths=[1, 1, 1, 1],
@@ -181,7 +181,7 @@ def _other_detr_config(arch: str, common: dict[str, Any]) -> Any:
         out_features=["stage2", "stage3", "stage4"] if deformable else ["stage4"],
     )
     config_class = DeformableDetrConfig if deformable else ConditionalDetrConfig
-    return config_class(
+    return config_class(  # type: ignore[call-arg]  # a __post_init__ keyword
         **common,
         backbone_config=backbone,
         use_timm_backbone=False,

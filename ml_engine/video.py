@@ -150,9 +150,9 @@ def probe(source: str | os.PathLike[str] | BinaryIO, limits: VideoLimits | None 
         InvalidFrameRate: the video declares no usable frame rate.
         VideoTooLarge, VideoTooLong: the video is over ``limits``.
     """
-    source = _Source.of(source)
-    container = _open_container(source)
-    name = source.name
+    opened = _Source.of(source)
+    container = _open_container(opened)
+    name = opened.name
     try:
         _reject_images(container, name)
         stream = _video_stream(container, name)
@@ -249,7 +249,7 @@ def _reject_images(container: av.container.InputContainer, name: str) -> None:
 
 def _video_stream(container: av.container.InputContainer, name: str) -> av.video.stream.VideoStream:
     if not container.streams.video:
-        kinds = sorted({stream.type for stream in container.streams}) or ["nothing"]
+        kinds: list[str] = sorted({stream.type for stream in container.streams}) or ["nothing"]
         raise NoVideoStream(f"{name} has no video stream (it contains {', '.join(kinds)})")
     stream = container.streams.video[0]
     if not stream.codec_context.width or not stream.codec_context.height:
@@ -348,7 +348,7 @@ def _decode(
             raise CorruptVideo(
                 f"{name} is truncated or damaged: decoding failed after frame {index} ({_reason(exc)})"
             ) from None
-        image = frame.to_ndarray(format="rgb24")
+        image: np.ndarray = frame.to_ndarray(format="rgb24")
         if quarter_turns:
             image = np.ascontiguousarray(np.rot90(image, k=quarter_turns))
         yield Frame(index=index, time_s=_frame_time(frame, start_pts, index, info.fps), image=image)

@@ -8,6 +8,7 @@ log of every server still running is attached to its report.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -63,10 +64,8 @@ class AllInOneServer:
         """SIGTERM (the worker hands its running job back), then SIGKILL if it lingers."""
         self.client.close()
         self.process.signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # process.stop() kills it
             self.process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pass  # process.stop() kills it
         self.process.stop()
         if self in _running:
             _running.remove(self)

@@ -27,6 +27,7 @@ Reuse these from any test module (they are registered in tests/conftest.py):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -201,10 +202,8 @@ def _drop_azure_resources(settings: Settings) -> None:
         lambda: tables.delete_table(settings.jobs_table),
     ]
     for drop in drops:
-        try:
+        with contextlib.suppress(AzureError):  # never created, or already gone
             drop()
-        except AzureError:
-            pass  # never created, or already gone
     for client in (blobs, queues, tables):
         client.close()
 

@@ -7,6 +7,7 @@ how a frozen process, a hung storage front end or a network black hole looks."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -86,18 +87,14 @@ class TcpProxy:
 
 def _reset(connection: socket.socket) -> None:
     """Close with RST, as a vanished host's port would answer."""
-    try:
+    with contextlib.suppress(OSError):
         connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    except OSError:
-        pass
     _close(connection)
 
 
 def _close(connection: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         connection.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     connection.close()
 
 

@@ -5,7 +5,7 @@ tests/test_service_e2e.py runs API and workers as real processes."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -411,7 +411,7 @@ def test_abandoned_uploads_are_swept_and_a_jobs_upload_is_kept(api, small_clip):
     submitter = api.app.state.submitter
 
     assert submitter.sweep_abandoned_uploads() == 0  # nothing is old yet
-    two_days_on = datetime.now(timezone.utc) + timedelta(days=2, seconds=api.app.state.settings.upload_url_ttl_s)
+    two_days_on = datetime.now(UTC) + timedelta(days=2, seconds=api.app.state.settings.upload_url_ttl_s)
     assert submitter.sweep_abandoned_uploads(now=two_days_on) == 3
     left = {path.split("/")[1] for path in stored_paths(api) if path.startswith("uploads/")}
     assert left == {used}

@@ -5,7 +5,7 @@ Runs against the real Azurite (tests/fixtures_storage.py)."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -227,7 +227,7 @@ def test_messages_never_expire(make_settings) -> None:
     raw = QueueClient.from_connection_string(settings.azure_storage_connection_string, settings.queue_name)
     [peeked] = raw.peek_messages()
     # the default time-to-live (7 days) would silently drop jobs queued behind a long backlog
-    assert peeked.expires_on > datetime.now(timezone.utc) + timedelta(days=365)
+    assert peeked.expires_on > datetime.now(UTC) + timedelta(days=365)
     built.close()
 
 

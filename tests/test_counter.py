@@ -113,7 +113,7 @@ def test_two_objects_passing_each_other_keep_their_ids() -> None:
     out = run(c, frames)
     paths: dict[int, list[float]] = {}
     for d in out:
-        for track_id, anchor_x in zip(d.tracker_id.tolist(), (d.xyxy[:, 0] + d.xyxy[:, 2]) / 2):
+        for track_id, anchor_x in zip(d.tracker_id.tolist(), (d.xyxy[:, 0] + d.xyxy[:, 2]) / 2, strict=True):
             paths.setdefault(track_id, []).append(float(anchor_x))
     assert sorted(paths) == [1, 2]
     directions = sorted(np.sign(np.diff(path)).mean() for path in paths.values())

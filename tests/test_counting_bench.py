@@ -170,7 +170,7 @@ def test_the_pipeline_oracle_counts_frames_by_stride_and_rejects_wrong_sizes():
     assert detector.detect([], 0.25) == []
     image = np.zeros((1080, 1920, 3), dtype=np.uint8)
     got = detector.detect([image, image], 0.25)
-    for result, f in zip(got, (0, 5)):
+    for result, f in zip(got, (0, 5), strict=True):
         assert np.allclose(result.xyxy, oracle.detect(f, threshold=0.25).xyxy)
     with pytest.raises(ValueError, match="oracle for 1920x1080"):
         detector.detect([cv2.resize(image, (960, 540))], 0.25)

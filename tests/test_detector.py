@@ -65,7 +65,7 @@ def reference_detections(checkpoint: Path, images: list[np.ndarray], threshold: 
     sizes = [image.shape[:2] for image in images]
     results = processor.post_process_object_detection(outputs, threshold=threshold, target_sizes=sizes)
     detections = []
-    for result, (height, width) in zip(results, sizes):
+    for result, (height, width) in zip(results, sizes, strict=True):
         xyxy = result["boxes"].numpy().astype(np.float32)
         xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, width)
         xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, height)
@@ -80,7 +80,7 @@ def box_gap(a: sv.Detections, b: sv.Detections) -> float:
     in the other; inf when a class is missing. Order-free, so near-equal scores may swap."""
     worst = 0.0
     for one, other in ((a, b), (b, a)):
-        for box, class_id in zip(one.xyxy, one.class_id):
+        for box, class_id in zip(one.xyxy, one.class_id, strict=True):
             candidates = other.xyxy[other.class_id == class_id]
             if len(candidates) == 0:
                 return float("inf")
@@ -150,7 +150,7 @@ def test_boxes_match_the_checkpoints_own_pipeline_on_real_frames(checkpoints, re
     detector = Detector.load(str(checkpoints[arch]), device="cpu")
     ours = detector.detect(real_frames, threshold=0.0)
     reference = reference_detections(checkpoints[arch], real_frames, threshold=0.0)
-    for mine, theirs in zip(ours, reference):
+    for mine, theirs in zip(ours, reference, strict=True):
         assert_same_detections(mine, theirs)
     # the comparison has teeth: the same model on a mirrored frame gives boxes outside the tolerance
     mirrored = detector.detect([np.ascontiguousarray(real_frames[0][:, ::-1])], threshold=0.0)[0]
@@ -174,7 +174,7 @@ def test_detr_batch_of_different_sizes_is_padded_like_the_processor(checkpoints,
     assert (pixel_mask[0] == 0).any()  # the 768x576 frame (resized to 426x320) is padded to 533 wide
     ours = detector.detect(images, threshold=0.0)
     reference = reference_detections(checkpoints["detr"], images, threshold=0.0)
-    for mine, theirs, image in zip(ours, reference, images):
+    for mine, theirs, image in zip(ours, reference, images, strict=True):
         assert box_gap(mine, theirs) <= BOX_TOLERANCE_PX
         assert mine.xyxy[:, 2].max() <= image.shape[1] and mine.xyxy[:, 3].max() <= image.shape[0]
 
@@ -198,7 +198,7 @@ def test_a_batch_gives_the_same_detections_as_one_frame_at_a_time(tiny_rtdetr_de
     frames = [synthetic_frame(seed=seed) for seed in range(3)]
     batched = tiny_rtdetr_detector.detect(frames, threshold=0.3)
     single = [tiny_rtdetr_detector.detect([frame], threshold=0.3)[0] for frame in frames]
-    for a, b in zip(batched, single):
+    for a, b in zip(batched, single, strict=True):
         a, b = distinct_boxes(a), distinct_boxes(b)
         assert len(a) == len(b)
         assert box_gap(a, b) < 1e-2

@@ -63,8 +63,8 @@ def broken_links(document: Path) -> list[str]:
         destination = (document.parent / path_part).resolve() if path_part else document
         if not destination.exists():
             problems.append(f"{target}: {path_part} does not exist")
-        elif anchor and destination.suffix == ".md":
-            if anchor not in anchors(destination.read_text(encoding="utf-8")):
+        elif (anchor and destination.suffix == ".md"
+              and anchor not in anchors(destination.read_text(encoding="utf-8"))):
                 problems.append(f"{target}: no heading #{anchor} in {path_part or document.name}")
     return problems
 

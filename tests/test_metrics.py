@@ -118,8 +118,8 @@ def test_metrics_server_health_check_that_raises_is_unhealthy() -> None:
 
 
 def test_metrics_server_on_busy_port_is_a_config_error() -> None:
-    with metrics.start_metrics_server(0, host="127.0.0.1") as server:
-        with pytest.raises(ConfigError, match="WORKER_METRICS_PORT"):
+    with metrics.start_metrics_server(0, host="127.0.0.1") as server, \
+            pytest.raises(ConfigError, match="WORKER_METRICS_PORT"):
             metrics.start_metrics_server(server.port, host="127.0.0.1")
 
 

@@ -145,10 +145,9 @@ def test_finish_leaves_only_the_named_outputs(written: Path) -> None:
 
 
 def test_a_failed_run_leaves_no_part_files(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError):
-        with OutputWriter(tmp_path, LABELS, (320, 240)) as writer:
-            writer.write_frame(0, 0.0, tracked([(1, 1, 5, 5)], [1], ["cow"], [0.9]))
-            raise RuntimeError("stage failed")
+    with pytest.raises(RuntimeError), OutputWriter(tmp_path, LABELS, (320, 240)) as writer:
+        writer.write_frame(0, 0.0, tracked([(1, 1, 5, 5)], [1], ["cow"], [0.9]))
+        raise RuntimeError("stage failed")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert not (tmp_path / COCO).exists() and not (tmp_path / STATS).exists()
 

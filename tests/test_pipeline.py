@@ -327,7 +327,7 @@ def test_frames_and_detections_stay_in_step(small_clip: Path, tmp_path: Path, co
     assert [f["frame"] for f in frames] == list(range(0, 20, stride))
     for frame in frames[3:]:  # both tracks confirmed by then
         boxes = {d["class"]: d["box"] for d in frame["detections"]}
-        for name, box in zip(("red", "green"), DEFAULT_BOXES):
+        for name, box in zip(("red", "green"), DEFAULT_BOXES, strict=True):
             assert boxes[name] == pytest.approx(box.xyxy(frame["frame"]), abs=2)
     assert result.stats["counts"]["by_class"] == {"green": 1, "red": 1}
     assert video_facts(tmp_path / ANNOTATED_VIDEO)[4] == 20

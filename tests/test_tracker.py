@@ -76,7 +76,7 @@ def _ids_through_pan(tracker: str, stride: int) -> tuple[dict[int, set[int]], in
         keep = present[f, found.truth]  # only the animals the ground truth calls present
         detections = type(found)(found.xyxy[keep], found.scores[keep], found.truth[keep]).to_supervision()
         tracked = counter.update(f, f / 30, detections, render_frame(scene, f, texture))
-        for animal, track_id in zip(tracked.data.get("truth", []), tracked.tracker_id):
+        for animal, track_id in zip(tracked.data.get("truth", []), tracked.tracker_id, strict=True):
             ids_of_animal[int(animal)].add(int(track_id))
     animals = int((present[processed].sum(axis=0) >= 3).sum())
     return ids_of_animal, counter.summary().total_unique, animals

@@ -229,10 +229,9 @@ def test_writer_pads_odd_sizes_to_even(tmp_path: Path) -> None:
 
 def test_writer_leaves_nothing_when_the_block_fails(tmp_path: Path) -> None:
     out = tmp_path / "annotated.mp4"
-    with pytest.raises(RuntimeError, match="boom"):
-        with VideoWriter(out, 64, 48, Fraction(10)) as writer:
-            writer.write(np.zeros((48, 64, 3), np.uint8))
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), VideoWriter(out, 64, 48, Fraction(10)) as writer:
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+        raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -259,8 +258,8 @@ def test_writer_rejects_unknown_encoder_options_before_writing(
 
 
 def test_writer_rejects_frames_of_the_wrong_size(tmp_path: Path) -> None:
-    with pytest.raises(InvalidInput, match="48x64x3"):
-        with VideoWriter(tmp_path / "x.mp4", 64, 48, Fraction(10)) as writer:
+    with pytest.raises(InvalidInput, match="48x64x3"), \
+            VideoWriter(tmp_path / "x.mp4", 64, 48, Fraction(10)) as writer:
             writer.write(np.zeros((64, 48, 3), np.uint8))
     assert list(tmp_path.iterdir()) == []
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -38,7 +38,7 @@ def test_signatures_follow_the_spec_and_verify_with_the_reference_library() -> N
     # the spec's own example: secret, id, timestamp and body give exactly this signature
     example = replace(event_for("x", "http://a.example/"), id="msg_p5jXN8AQM9LWM0D4loKWxJek",
                       body='{"test": 2432232314}')
-    when = datetime.fromtimestamp(1614265330, tz=timezone.utc)
+    when = datetime.fromtimestamp(1614265330, tz=UTC)
     headers = signed_headers(example, SECRET, when)
     assert headers["webhook-signature"] == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
     assert headers["webhook-id"] == "msg_p5jXN8AQM9LWM0D4loKWxJek" and headers["webhook-timestamp"] == "1614265330"

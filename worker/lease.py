@@ -45,7 +45,7 @@ class LeaseKeeper:
         with self._lock:
             return self._message
 
-    def __enter__(self) -> "LeaseKeeper":
+    def __enter__(self) -> LeaseKeeper:
         self._threads = [
             start_thread_in_context(self._heartbeat, name="lease-keeper"),
             start_thread_in_context(self._watchdog, name="lease-watchdog"),

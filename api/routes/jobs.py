@@ -9,8 +9,8 @@ that does not exist, so ids reveal nothing. Downloads also open with a signed UR
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
-from typing import Annotated
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -40,7 +40,7 @@ router = APIRouter(tags=["jobs"])
 
 MAX_JSON_BODY_BYTES = 1024 * 1024  # {"upload_id", "params"}: far less in practice
 
-_ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 408, 409, 413, 415, 422, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (401, 404, 408, 409, 413, 415, 422, 503)}
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -139,7 +139,7 @@ async def _json_body(request: Request, stall_timeout_s: float) -> dict:
     return {"upload_id": body["upload_id"], "params": params}
 
 
-_SUBMIT_ROUTE = {"status_code": 202, "response_model": JobOut, "responses": _ERRORS, "openapi_extra": _UPLOAD_BODY}
+_SUBMIT_ROUTE: dict[str, Any] = {"status_code": 202, "response_model": JobOut, "responses": _ERRORS, "openapi_extra": _UPLOAD_BODY}
 
 
 @router.post(
@@ -223,7 +223,7 @@ def create_links(job_id: str, backends: BackendsDep, settings: SettingsDep, call
     downloads = {name: path for name, path in JobOut.from_job(job).links.items() if name != "self"}
     return SignedLinks(
         links={name: signed_path(settings, path, job.owner, expires) for name, path in downloads.items()},
-        expires_at=datetime.fromtimestamp(expires, tz=timezone.utc),
+        expires_at=datetime.fromtimestamp(expires, tz=UTC),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -18,7 +19,7 @@ from core.errors import InvalidInput
 
 router = APIRouter(tags=["uploads"])
 
-_ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 408, 413, 422, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (401, 404, 408, 413, 422, 503)}
 
 
 MAX_UPLOAD_REQUEST_BYTES = 16 * 1024  # {"filename": ...}

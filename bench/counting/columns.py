@@ -127,7 +127,7 @@ def run_product(seq: Sequence, column: str = "product") -> Tracked:
     feed_frames = counter.uses_frames and seq.small_grey is not None
     out = Tracked()
     started = time.perf_counter()
-    for i, (f, det) in enumerate(zip(seq.frames, seq.detections)):
+    for i, (f, det) in enumerate(zip(seq.frames, seq.detections, strict=True)):
         frame = _camera_frame(seq.small_grey[i], seq.frame_width) if feed_frames else None
         confirmed = counter.update(f, f / seq.source_fps, det, frame)
         out.ids.append(np.asarray(confirmed.tracker_id, dtype=int))

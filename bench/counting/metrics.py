@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -29,10 +30,10 @@ def _contiguous(ids_per_frame: list[np.ndarray]) -> tuple[list[np.ndarray], int]
 def trackeval_data(
     gt: GroundTruth, frames: list[int], track_ids: list[np.ndarray], track_boxes: list[np.ndarray]
 ) -> dict[str, Any]:
-    gt_ids, gt_boxes = zip(*(gt.frame(f) for f in frames)) if frames else ((), ())
+    gt_ids, gt_boxes = zip(*(gt.frame(f) for f in frames), strict=True) if frames else ((), ())
     gt_ids_c, n_gt = _contiguous(list(gt_ids))
     tr_ids_c, n_tr = _contiguous(list(track_ids))
-    similarity = [box_iou(g, t) for g, t in zip(gt_boxes, track_boxes)]
+    similarity = [box_iou(g, t) for g, t in zip(gt_boxes, track_boxes, strict=True)]
     return {
         "num_timesteps": len(frames),
         "num_gt_ids": n_gt,
@@ -79,8 +80,8 @@ def count_breakdown(
     """
     spans: dict[int, list[int]] = {}
     votes: dict[int, dict[int, int]] = {}
-    for f, ids, truth in zip(frames, track_ids, truths):
-        for t, a in zip(ids.tolist(), truth.tolist()):
+    for f, ids, truth in zip(frames, track_ids, truths, strict=True):
+        for t, a in zip(ids.tolist(), truth.tolist(), strict=True):
             spans.setdefault(t, [f, f])[1] = f
             votes.setdefault(t, {}).setdefault(a, 0)
             votes[t][a] += 1
@@ -95,7 +96,7 @@ def count_breakdown(
     out = {"false_tracks": false_tracks, "extra_after_occlusion": 0, "extra_after_leaving": 0, "extra_other": 0}
     for animal, tracks in by_animal.items():
         tracks.sort()
-        for (_, end), (start, _) in zip(tracks[:-1], tracks[1:]):
+        for (_, end), (start, _) in pairwise(tracks):
             lo, hi = min(end, start), max(end, start) + 1
             if gt.visibility[lo:hi, animal].min() < PRESENT_VISIBILITY:
                 out["extra_after_occlusion"] += 1

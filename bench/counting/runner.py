@@ -18,6 +18,7 @@ import json
 import tempfile
 import time
 from dataclasses import asdict
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ def _save_detections(path: Path, detections: list[Detections]) -> None:
 def _load_detections(path: Path) -> list[Detections]:
     with np.load(path) as data:
         xyxy, scores, truth, offsets = data["xyxy"], data["scores"], data["truth"], data["offsets"]
-    return [Detections(xyxy[a:b], scores[a:b], truth[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+    return [Detections(xyxy[a:b], scores[a:b], truth[a:b]) for a, b in pairwise(offsets)]
 
 
 def sequence_at(prep: Prepared, stride: int, frames: int | None = None, with_frames: bool = True) -> cols.Sequence:
@@ -234,7 +235,7 @@ def cmc_cost(frames: int = 30) -> list[dict[str, Any]]:
         prepare_ms = 1000 * (time.perf_counter() - started) / frames
         motion = CameraMotion()
         started = time.perf_counter()
-        for frame, dets in zip(small, boxes):
+        for frame, dets in zip(small, boxes, strict=True):
             motion.estimate(frame, dets)
         estimate_ms = 1000 * (time.perf_counter() - started) / frames
         rows.append({"size": size, "method": "product (sparse optical flow, animals masked)",

@@ -56,8 +56,8 @@ def tiled_detections(scene: Scene, setting: str, frames: list[int], threshold: f
 def followed_animals(tracked: cols.Tracked) -> set[int]:
     """The animals some confirmed track follows (each track: the animal most of its boxes came from)."""
     votes: dict[int, dict[int, int]] = {}
-    for ids, truths in zip(tracked.ids, tracked.truths):
-        for t, a in zip(ids.tolist(), truths.tolist()):
+    for ids, truths in zip(tracked.ids, tracked.truths, strict=True):
+        for t, a in zip(ids.tolist(), truths.tolist(), strict=True):
             votes.setdefault(t, {}).setdefault(a, 0)
             votes[t][a] += 1
     return {max(v, key=v.get) for v in votes.values()} - {-1}
@@ -74,7 +74,7 @@ def detection_recall(gt: Any, frames: list[int], detections: list[sv.Detections]
     wanted = np.zeros(gt.present.shape[1], dtype=bool)
     wanted[list(animals)] = True
     present = found = 0
-    for f, det in zip(frames, detections):
+    for f, det in zip(frames, detections, strict=True):
         here = gt.present[f] & wanted
         present += int(here.sum())
         truth = np.asarray(det.data.get("truth", []), dtype=int)

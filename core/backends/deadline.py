@@ -40,7 +40,7 @@ class DeadlineRunner:
         self.deadline_s = deadline_s
         self._service = service
         self._max_threads = max_threads
-        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)
         self._lock = threading.Lock()
         self._threads = 0
@@ -53,7 +53,7 @@ class DeadlineRunner:
         if getattr(self._local, "ours", False):
             return function(*args, **kwargs)
         context = contextvars.copy_context()  # log lines keep their job id
-        future: Future = Future()
+        future: Future[T] = Future()
         self._tasks.put((future, functools.partial(context.run, function, *args, **kwargs)))
         self._make_sure_a_thread_is_free()
         try:
@@ -110,7 +110,8 @@ def bounded(doing: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
     def decorate(method: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(method)
         def run(self: Any, *args: Any, **kwargs: Any) -> T:
-            return self._deadline.call(doing, method, self, *args, **kwargs)
+            runner: DeadlineRunner = self._deadline
+            return runner.call(doing, method, self, *args, **kwargs)
 
         return run
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import Any
 from urllib.parse import urlsplit
 
 from core.errors import CorruptRecord
@@ -72,7 +73,7 @@ class WebhookEvent:
         host = f"[{host}]" if ":" in host else host
         return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
-    def with_outcome(self, status: DeliveryStatus, **changes) -> "WebhookEvent":
+    def with_outcome(self, status: DeliveryStatus, **changes: Any) -> WebhookEvent:
         return replace(self, status=status, **changes)
 
 

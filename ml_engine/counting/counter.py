@@ -22,7 +22,9 @@ frames when the tracker uses them).
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import suppress
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -256,10 +258,8 @@ class ObjectCounter:
         motion = self.camera.estimate(prepared, boxes)
         self.frames_with_motion += 1
         step = np.vstack([motion, [0.0, 0.0, 1.0]])  # previous frame -> this one
-        try:
+        with suppress(np.linalg.LinAlgError):  # a degenerate estimate: keep the previous mapping
             self._to_ground = self._to_ground @ np.linalg.inv(step)
-        except np.linalg.LinAlgError:
-            pass  # a degenerate estimate: keep the previous mapping
         return motion
 
     def _record(self, frame_index: int, time_s: float, confirmed: sv.Detections) -> list[str]:
@@ -269,7 +269,7 @@ class ObjectCounter:
         ground = self._ground_positions(confirmed.xyxy) if self.config.stitching else None
         classes = []
         for row, (track_id, cls, cls_id, score) in enumerate(
-            zip(confirmed.tracker_id.tolist(), detected, class_ids, confidences)
+            zip(confirmed.tracker_id.tolist(), detected, class_ids, confidences, strict=True)
         ):
             self._class_ids.setdefault(str(cls), int(cls_id))
             classes.append(self._observe(int(track_id), str(cls), float(score), frame_index, time_s))
@@ -434,7 +434,7 @@ def _links(id_map: dict[int, int], tracks: dict[int, TrackRecord]) -> list[tuple
     chains: dict[int, list[int]] = {}
     for raw_id in sorted(id_map, key=lambda t: tracks[t].first_frame):
         chains.setdefault(id_map[raw_id], []).append(raw_id)
-    return [(a, b) for chain in chains.values() for a, b in zip(chain, chain[1:])]
+    return [(a, b) for chain in chains.values() for a, b in pairwise(chain)]
 
 
 def _line_summary(

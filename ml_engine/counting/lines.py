@@ -38,7 +38,7 @@ class LineCounter:
     def update(self, track_ids: np.ndarray, points: np.ndarray) -> list[tuple[int, str]]:
         """Feed this frame's anchors; returns the crossings it completed."""
         events = []
-        for track_id, point in zip(track_ids.tolist(), points):
+        for track_id, point in zip(track_ids.tolist(), points, strict=True):
             event = self._update_one(track_id, point)
             if event:
                 events.append((track_id, event))

@@ -128,7 +128,7 @@ def _background_mask(shape: tuple[int, ...], boxes: np.ndarray | None, scale: fl
     mask = np.full(shape[:2], 255, dtype=np.uint8)
     small = np.asarray(boxes, dtype=float) / scale
     grow = np.stack([small[:, 2] - small[:, 0], small[:, 3] - small[:, 1]], axis=1) / 8
-    for (x1, y1, x2, y2), (gx, gy) in zip(small, grow):
+    for (x1, y1, x2, y2), (gx, gy) in zip(small, grow, strict=True):
         mask[max(0, int(y1 - gy)):max(0, int(y2 + gy + 1)), max(0, int(x1 - gx)):max(0, int(x2 + gx + 1))] = 0
     return mask
 

@@ -38,7 +38,7 @@ class ZoneCounter:
     def update(self, track_ids: np.ndarray, points: np.ndarray, classes: list[str]) -> int:
         """Feed this frame's anchors; returns how many are inside."""
         inside = points_in_polygon(points, self._polygon)
-        occupancy = Counter(cls for cls, is_in in zip(classes, inside) if is_in)
+        occupancy = Counter(cls for cls, is_in in zip(classes, inside, strict=True) if is_in)
         self.visitors.update(track_ids[inside].tolist())
         self.frames += 1
         total = int(inside.sum())

@@ -8,6 +8,8 @@ with ``DefaultAzureCredential``. No azure.core exception leaves this package.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from core.backends.azure.blobs import AzureBlobStore
 from core.backends.azure.clients import AzureOptions, build_clients
 from core.backends.azure.jobs import AzureJobStore
@@ -42,7 +44,7 @@ def build_azure_backends(settings: Settings, options: AzureOptions | None = None
     return Backends(blobs=blobs, queue=queue, jobs=jobs, outbox=outbox)  # each store closes its own client
 
 
-def _create(create, setting: str) -> None:
+def _create(create: Callable[[], object], setting: str) -> None:
     try:
         create()
     except InvalidInput as exc:  # the service rejected the name

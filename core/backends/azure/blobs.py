@@ -12,13 +12,14 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import (
+    BlobClient,
     BlobProperties,
     BlobSasPermissions,
     BlobServiceClient,
@@ -66,18 +67,15 @@ class AzureBlobStore(BlobStore):
     @bounded("creating the blob container")
     def create_container(self) -> None:
         """Create the container unless it exists (at start-up)."""
-        with azure_errors("creating the blob container", self.endpoint):
-            try:
-                self._container.create_container()
-            except ResourceExistsError:
-                pass
+        with azure_errors("creating the blob container", self.endpoint), suppress(ResourceExistsError):
+            self._container.create_container()
 
     # --- writing --------------------------------------------------------------------
 
     def upload_file(self, path: str, source: Path, content_type: str | None = None) -> BlobInfo:
         """Upload a local file block by block (never read whole)."""
         try:
-            stream = open(source, "rb")
+            stream = open(source, "rb")  # noqa: SIM115 -- opened apart so only its error says "does not exist"
         except FileNotFoundError:
             raise InvalidInput(f"cannot upload {source}: the file does not exist") from None
         with stream:
@@ -145,7 +143,7 @@ class AzureBlobStore(BlobStore):
     @bounded("checking a blob")
     def exists(self, path: str) -> bool:
         with azure_errors(f"checking blob {path!r}", self.endpoint):
-            return self._blob(path).exists()
+            return bool(self._blob(path).exists())
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         """Blobs under ``prefix`` in path order (the service lists in that order)."""
@@ -161,11 +159,8 @@ class AzureBlobStore(BlobStore):
     def delete(self, path: str) -> None:
         """Delete a blob and its snapshots; a missing blob is fine."""
         blob = self._blob(path)
-        with azure_errors(f"deleting blob {path!r}", self.endpoint):
-            try:
-                blob.delete_blob(delete_snapshots="include")
-            except ResourceNotFoundError:
-                pass
+        with azure_errors(f"deleting blob {path!r}", self.endpoint), suppress(ResourceNotFoundError):
+            blob.delete_blob(delete_snapshots="include")
 
     # --- URLs -----------------------------------------------------------------------
 
@@ -183,15 +178,17 @@ class AzureBlobStore(BlobStore):
     def _sas_url(self, path: str, expires_in: timedelta, permission: BlobSasPermissions,
                  content_disposition: str | None = None) -> str | None:
         blob = self._blob(path)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         expiry = now + expires_in
-        signing: dict = {}
+        signing: dict[str, Any] = {}
         if self._account_key:
             signing["account_key"] = self._account_key
         else:
             signing["user_delegation_key"] = self._user_delegation_key(now, expiry)
+        account_name = self._service.account_name
+        assert account_name is not None  # parsed from the account URL or connection string
         token = generate_blob_sas(
-            account_name=self._service.account_name,
+            account_name=account_name,
             container_name=self._container.container_name,
             blob_name=path,
             permission=permission,
@@ -206,7 +203,7 @@ class AzureBlobStore(BlobStore):
         """A cached user delegation key (Entra ID auth) valid at least until ``expiry``."""
         with self._delegation_lock:
             key = self._delegation_key
-            if key is None or _parse_time(key.signed_expiry) < expiry + SAS_CLOCK_SKEW:
+            if key is None or key.signed_expiry is None or _parse_time(key.signed_expiry) < expiry + SAS_CLOCK_SKEW:
                 lifetime = min(
                     max(expiry - now + SAS_CLOCK_SKEW, DELEGATION_KEY_MIN_LIFETIME),
                     DELEGATION_KEY_MAX_LIFETIME,
@@ -230,7 +227,7 @@ class AzureBlobStore(BlobStore):
         if self._credential is not None:
             self._credential.close()
 
-    def _blob(self, path: str):
+    def _blob(self, path: str) -> BlobClient:
         return self._container.get_blob_client(validate_blob_path(path))
 
     @staticmethod
@@ -264,7 +261,7 @@ class ChunkReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         while not self._pending:
             chunk = next(self._chunks, None)
             if chunk is None:
@@ -298,7 +295,7 @@ def _check_range(start: int, length: int | None) -> None:
 
 def _parse_time(value: str | datetime) -> datetime:
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

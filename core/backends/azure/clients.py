@@ -44,7 +44,7 @@ class AzureOptions:
     single_put_size: int = 8 * MIB  # smaller files go up in one request
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "AzureOptions":
+    def from_settings(cls, settings: Settings) -> AzureOptions:
         return cls(
             connection_timeout_s=settings.storage_connect_timeout_s,
             read_timeout_s=settings.storage_read_timeout_s,
@@ -53,7 +53,7 @@ class AzureOptions:
         )
 
     @property
-    def transfer_kwargs(self) -> dict[str, float]:
+    def transfer_kwargs(self) -> dict[str, Any]:
         """Per-call keywords of a blob upload or download: a stall timeout, no deadline."""
         return {"read_timeout": self.stall_timeout_s}
 
@@ -135,17 +135,16 @@ def _from_connection_string(connection_string: str, options: AzureOptions) -> Az
 def _from_account_url(settings: Settings, options: AzureOptions) -> AzureClients:
     from azure.identity import DefaultAzureCredential  # only production needs azure-identity's start-up cost
 
+    blob_url, queue_url, table_url = (
+        settings.azure_storage_account_url, settings.queue_account_url, settings.table_account_url
+    )
+    # the caller checked the blob URL; the queue and table URLs default to siblings of it
+    assert blob_url and queue_url and table_url
     credential = DefaultAzureCredential()
     try:
-        blob_service = BlobServiceClient(
-            settings.azure_storage_account_url, credential, **_blob_kwargs(options)
-        )
-        queue_service = QueueServiceClient(
-            settings.queue_account_url, credential, **_storage_kwargs(options, QueueRetry)
-        )
-        table_service = TableServiceClient(
-            settings.table_account_url, credential=credential, **_table_kwargs(options)
-        )
+        blob_service = BlobServiceClient(blob_url, credential, **_blob_kwargs(options))
+        queue_service = QueueServiceClient(queue_url, credential, **_storage_kwargs(options, QueueRetry))
+        table_service = TableServiceClient(table_url, credential=credential, **_table_kwargs(options))
     except ValueError as exc:
         credential.close()
         raise ConfigError(

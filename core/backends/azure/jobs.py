@@ -37,7 +37,9 @@ and cursors stay valid whatever the service's own continuation tokens do.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from typing import Any
 
 from azure.core import MatchConditions
@@ -127,10 +129,9 @@ class AzureJobStore(JobStore):
             for row in rows:
                 if row.get("owner") is None:
                     job_id = job_id_from_row_key(row["RowKey"])
-                    try:
+                    # a row that exists already: the job was updated meanwhile, which wrote it
+                    with suppress(ResourceExistsError):
                         self._table.create_entity(_owner_entity(DEFAULT_OWNER, job_id, row["status"]))
-                    except ResourceExistsError:
-                        pass  # the job was updated meanwhile, which wrote its row
             self._table.upsert_entity({"PartitionKey": PARTITION, "RowKey": OWNER_ROWS_MIGRATED})
 
     # --- create ---------------------------------------------------------------------
@@ -161,6 +162,7 @@ class AzureJobStore(JobStore):
     def _insert_with_key(self, job: Job) -> Job | None:
         """Insert key + job in one transaction. Returns the stored job, the job that already
         holds the key, or None after removing an orphaned key (whose job was deleted)."""
+        assert job.idempotency_key is not None  # the caller checked
         key_entity = {
             "PartitionKey": PARTITION,
             "RowKey": idempotency_row_key(job.idempotency_key, job.owner),
@@ -178,6 +180,7 @@ class AzureJobStore(JobStore):
         return _with_etag(job, results[1]["etag"])
 
     def _job_holding_key(self, job: Job) -> Job | None:
+        assert job.idempotency_key is not None  # only a job with a key gets here
         key_row = self._get_entity(idempotency_row_key(job.idempotency_key, job.owner))
         if key_row is None:
             raise AlreadyExists(f"a job with id {job.id} already exists")
@@ -185,12 +188,11 @@ class AzureJobStore(JobStore):
         if holder is not None:
             return holder
         # The key outlived its job (a delete stopped half-way): free it, if nobody else did.
-        try:
+        # someone else re-used the key meanwhile; the retry will find their job
+        with suppress(ResourceModifiedError):
             self._table.delete_entity(
                 key_row, etag=key_row.metadata["etag"], match_condition=MatchConditions.IfNotModified
             )
-        except ResourceModifiedError:
-            pass  # someone else re-used the key meanwhile; the retry will find their job
         return None
 
     # --- read -----------------------------------------------------------------------
@@ -251,7 +253,7 @@ class AzureJobStore(JobStore):
                 ids.append(row["job_id"])
         with ThreadPoolExecutor(PARALLEL_READS, thread_name_prefix="job-list") as pool:
             found = list(pool.map(self._get_or_none, ids))
-        for job_id, job in zip(ids, found):
+        for job_id, job in zip(ids, found, strict=True):
             if job is None:  # a delete stopped between the job's row and its owner row: finish it
                 self._delete_owner_row(owner, job_id)
         # a job deleted, or moved on to another status, since its row was read is left out
@@ -281,9 +283,11 @@ class AzureJobStore(JobStore):
             if stored is not None:
                 return _with_etag(updated, stored)
             # the event is stored (or sent) already: a redelivery re-settling the job; update it alone
-        return _with_etag(updated, self._submit_update(job.id, operations, event_may_exist=False))
+        etag = self._submit_update(job.id, operations, event_may_exist=False)
+        assert etag is not None  # None only where the event may exist already
+        return _with_etag(updated, etag)
 
-    def _submit_update(self, job_id: str, operations: list[Any], event_may_exist: bool = True) -> str | None:
+    def _submit_update(self, job_id: str, operations: Sequence[Any], event_may_exist: bool = True) -> str | None:
         """Run an update transaction (the job's row first); the job's new ETag, or None when its
         webhook event exists already."""
         with azure_errors(f"updating job {job_id}", self.endpoint):
@@ -293,7 +297,8 @@ class AzureJobStore(JobStore):
                 if event_may_exist and "entityalreadyexists" in _error_code(exc):
                     return None
                 raise _update_error(exc, job_id) from None
-        return results[0]["etag"]
+        etag: str = results[0]["etag"]
+        return etag
 
     @bounded("deleting a job record")
     def delete(self, job_id: str) -> None:
@@ -313,24 +318,24 @@ class AzureJobStore(JobStore):
                     self._table.delete_entity(PARTITION, entity["RowKey"])
 
     def _delete_owner_row(self, owner: str, job_id: str) -> None:
-        with azure_errors(f"deleting the owner row of job {job_id}", self.endpoint):
-            try:
-                self._table.delete_entity(PARTITION, owner_row_key(owner, job_id))
-            except ResourceNotFoundError:
-                pass  # already gone
+        # a row already gone is fine
+        with azure_errors(f"deleting the owner row of job {job_id}", self.endpoint), suppress(
+            ResourceNotFoundError
+        ):
+            self._table.delete_entity(PARTITION, owner_row_key(owner, job_id))
 
     def _delete_key_of(self, job: Job) -> None:
         """Delete the job's idempotency key row, unless a newer job has claimed that key since
         (once this job's record was gone, a create with the key could clear and re-use it)."""
+        assert job.idempotency_key is not None  # the caller checked
         key_row = self._get_entity(idempotency_row_key(job.idempotency_key, job.owner))
         if key_row is None or key_row["job_id"] != job.id:
             return
-        try:
+        # claimed or cleared meanwhile: not ours any more
+        with suppress(ResourceModifiedError, ResourceNotFoundError):
             self._table.delete_entity(
                 key_row, etag=key_row.metadata["etag"], match_condition=MatchConditions.IfNotModified
             )
-        except (ResourceModifiedError, ResourceNotFoundError):
-            pass  # claimed or cleared meanwhile: not ours any more
 
     @bounded("checking the jobs table")
     def ping(self) -> None:
@@ -344,12 +349,13 @@ class AzureJobStore(JobStore):
 
 
 def _is_already_exists(exc: TableTransactionError) -> bool:
-    # error_code is a TableErrorCode enum or a plain string, depending on the SDK's path
-    return "entityalreadyexists" in str(exc.error_code).lower().replace("_", "")
+    return "entityalreadyexists" in _error_code(exc)
 
 
 def _error_code(exc: TableTransactionError) -> str:
-    return str(exc.error_code).lower().replace("_", "")
+    # error_code is a TableErrorCode enum or a plain string, depending on the SDK's path; the
+    # SDK sets it at run time without declaring it, hence getattr
+    return str(getattr(exc, "error_code", None)).lower().replace("_", "")
 
 
 def _update_error(exc: TableTransactionError, job_id: str) -> Exception:

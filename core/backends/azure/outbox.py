@@ -146,7 +146,8 @@ class AzureOutbox(OutboxStore):
                     [("delete", unsettled, condition), ("upsert", event_entity(event), {"mode": UpdateMode.REPLACE})]
                 )
             except TableTransactionError as exc:
-                if exc.status_code in (404, 412) or "condition" in str(exc.error_code).lower():
+                # the SDK sets error_code at run time without declaring it, hence getattr
+                if exc.status_code in (404, 412) or "condition" in str(getattr(exc, "error_code", None)).lower():
                     raise PreconditionFailed(f"webhook event {event.id} changed or was deleted meanwhile") from None
                 raise
         return replace(event, lease=results[1]["etag"])

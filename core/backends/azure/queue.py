@@ -10,6 +10,7 @@ as text and is poisoned there instead of failing inside the SDK's decoder.
 from __future__ import annotations
 
 import math
+from contextlib import suppress
 from datetime import timedelta
 
 from azure.core.exceptions import ResourceExistsError
@@ -46,11 +47,8 @@ class AzureJobQueue(JobQueue):
     def create_queues(self) -> None:
         """Create both queues unless they exist (at start-up)."""
         for client in (self._queue, self._poison):
-            with azure_errors(f"creating queue {client.queue_name!r}", client.url):
-                try:
-                    client.create_queue()
-                except ResourceExistsError:
-                    pass
+            with azure_errors(f"creating queue {client.queue_name!r}", client.url), suppress(ResourceExistsError):
+                client.create_queue()
 
     @bounded("sending a queue message")
     def send(self, body: str) -> str:
@@ -67,6 +65,8 @@ class AzureJobQueue(JobQueue):
             message = self._queue.receive_message(visibility_timeout=_visibility(lease))
         if message is None:
             return None
+        # the SDK types these optional; a received message always carries them
+        assert message.pop_receipt is not None and message.dequeue_count is not None
         return QueueMessage(
             id=message.id,
             body=message.content if message.content is not None else "",
@@ -85,6 +85,7 @@ class AzureJobQueue(JobQueue):
             updated = self._queue.update_message(
                 message.id, pop_receipt=message.pop_receipt, visibility_timeout=seconds
             )
+        assert updated.pop_receipt is not None  # an update always hands back the new receipt
         return QueueMessage(
             message.id, message.body, updated.pop_receipt, message.dequeue_count, updated.next_visible_on
         )

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import base64
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
-from azure.storage.blob import BlobClient, ContentSettings
+from azure.storage.blob import BlobBlock, BlobClient, ContentSettings
 
 
-def read_block(stream: BinaryIO, size: int) -> bytes:
+class Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+def read_block(stream: Readable, size: int) -> bytes:
     """Read up to ``size`` bytes, looping over short reads; fewer only at end of stream."""
     parts, remaining = [], size
     while remaining > 0:
@@ -50,7 +54,7 @@ def upload_in_blocks(
         return
     blocks = _Prefixed(first, stream)
     ids: list[str] = []
-    running: set[Future] = set()
+    running: set[Future[dict[str, Any]]] = set()
     with ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="blob-upload") as pool:
         while data := read_block(blocks, block_size):
             if len(running) >= max_concurrency:  # bound memory: wait for a slot first
@@ -61,7 +65,7 @@ def upload_in_blocks(
             running.add(pool.submit(blob.stage_block, ids[-1], data, length=len(data), **options))
         for future in running:
             future.result()
-    blob.commit_block_list(ids, content_settings=content_settings, **options)
+    blob.commit_block_list([BlobBlock(block_id) for block_id in ids], content_settings=content_settings, **options)
 
 
 class _Prefixed:

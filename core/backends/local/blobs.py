@@ -12,11 +12,11 @@ import mimetypes
 import os
 import shutil
 import stat as stat_module
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from core.backends.base import BlobInfo, BlobStore
 from core.backends.local.database import Database
@@ -58,7 +58,7 @@ class LocalBlobStore(BlobStore):
     def upload_file(self, path: str, source: Path, content_type: str | None = None) -> BlobInfo:
         """Copy ``source`` into the store (the kernel copies; nothing is read into memory)."""
         try:
-            src = open(source, "rb")
+            src = open(source, "rb")  # noqa: SIM115 -- opened apart so only its error says "does not exist"
         except FileNotFoundError:
             raise InvalidInput(f"cannot upload {source}: the file does not exist") from None
         with src:
@@ -70,7 +70,7 @@ class LocalBlobStore(BlobStore):
         """Store a file-like object or an iterable of byte chunks, one chunk at a time."""
         return self._write(path, lambda dst: _copy_chunks(chunks, dst), content_type)
 
-    def _write(self, path: str, fill, content_type: str | None) -> BlobInfo:
+    def _write(self, path: str, fill: Callable[[_ConvertingWriter], object], content_type: str | None) -> BlobInfo:
         """Fill a temp file, make it durable, rename it over the blob. Errors from the source
         (e.g. a client that disconnects) propagate unchanged; file-system errors are converted."""
         target = self._file(validate_blob_path(path))
@@ -122,7 +122,7 @@ class LocalBlobStore(BlobStore):
         """Copy the blob to ``destination`` in chunks. Raises NotFound."""
         with self._open(path) as src:
             try:
-                dst = open(destination, "wb")
+                dst = open(destination, "wb")  # noqa: SIM115 -- opened apart for its own error message
             except OSError as exc:
                 raise StorageError(f"cannot write the download to {destination}: {exc.strerror}") from None
             with dst, _os_errors(f"write {destination}"):
@@ -161,7 +161,7 @@ class LocalBlobStore(BlobStore):
             size=stat.st_size,
             content_type=content_type or self._content_type(path),
             etag=f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"',
-            last_modified=datetime.fromtimestamp(stat.st_mtime, timezone.utc),
+            last_modified=datetime.fromtimestamp(stat.st_mtime, UTC),
         )
 
     def _content_type(self, path: str) -> str | None:
@@ -244,14 +244,14 @@ class _ConvertingWriter:
     def __init__(self, file: BinaryIO, doing: str) -> None:
         self._file, self._doing = file, doing
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         with _os_errors(self._doing):
             return self._file.write(data)
 
 
-def _copy_chunks(chunks: BinaryIO | Iterable[bytes], dst: BinaryIO) -> None:
+def _copy_chunks(chunks: BinaryIO | Iterable[bytes], dst: _ConvertingWriter) -> None:
     if hasattr(chunks, "read"):
-        shutil.copyfileobj(chunks, dst, CHUNK_BYTES)
+        shutil.copyfileobj(cast(BinaryIO, chunks), dst, CHUNK_BYTES)
         return
     for chunk in chunks:
         if not isinstance(chunk, (bytes, bytearray, memoryview)):

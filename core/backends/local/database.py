@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,7 +201,6 @@ class _Owned:
 
 
 def _close_quietly(conn: sqlite3.Connection) -> None:
-    try:
+    # another thread is mid-statement on it; the connection is going away anyway
+    with suppress(sqlite3.Error):
         conn.close()
-    except sqlite3.Error:
-        pass  # another thread is mid-statement on it; the connection is going away anyway

@@ -66,6 +66,7 @@ class LocalOutbox(OutboxStore):
             chosen = claimable((from_record(r, str(v)) for r, v, _ in rows), now, limit, busy)
             claimed = []
             for event in chosen:
+                assert event.lease is not None  # from_record gave it the row's version
                 leased = replace(event, leased_until=leased_until)
                 conn.execute(
                     "UPDATE webhook_events SET record = ?, due_at = ?, version = version + 1 WHERE id = ?",

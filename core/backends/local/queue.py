@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from core.backends.base import JobQueue, QueueMessage
 from core.backends.local.database import Database
@@ -113,9 +113,8 @@ class LocalJobQueue(JobQueue):
     def approximate_length(self) -> int:
         """Messages in the queue, visible or leased (exact here)."""
         with self._db.read() as conn:
-            return conn.execute(
-                "SELECT count(*) FROM queue_messages WHERE queue = ?", (self.name,)
-            ).fetchone()[0]
+            row = conn.execute("SELECT count(*) FROM queue_messages WHERE queue = ?", (self.name,)).fetchone()
+        return int(row[0])
 
     def peek_poison(self, max_messages: int = 32) -> list[str]:
         """Bodies in the poison queue, oldest first."""
@@ -173,7 +172,7 @@ def _new_receipt() -> str:
 
 
 def _to_datetime(unix_seconds: float) -> datetime:
-    return datetime.fromtimestamp(unix_seconds, timezone.utc)
+    return datetime.fromtimestamp(unix_seconds, UTC)
 
 
 def _message(message_id: str, body: str, receipt: str, dequeue_count: int, visible_at: float) -> QueueMessage:
