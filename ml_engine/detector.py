@@ -18,12 +18,12 @@ import inspect
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import supervision as sv
 import torch
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForObjectDetection
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForObjectDetection, PretrainedConfig
 from transformers.utils import logging as hf_logging
 
 from core.errors import CattleCounterError, ConfigError, InvalidInput, ModelError
@@ -71,8 +71,11 @@ class Detector:
     ) -> None:
         self.model_id = model_id
         self.device = str(device)
-        self.labels: dict[int, str] = {int(k): str(v) for k, v in model.config.id2label.items()}
-        self.random_weights = bool(getattr(model.config, RANDOM_INIT_MARKER, False))
+        config = _config_of(model)
+        # transformers fills id2label whenever the checkpoint declares its classes (_load_model checks)
+        assert config.id2label is not None, f"model {model_id} has no class labels (id2label)"
+        self.labels: dict[int, str] = {int(k): str(v) for k, v in config.id2label.items()}
+        self.random_weights = bool(getattr(config, RANDOM_INIT_MARKER, False))
         self.dtype = _dtype_name(autocast_dtype)
         self.spec = spec
         self._model = model
@@ -322,7 +325,7 @@ class Detector:
         """The model facts stats.json records: id, device, dtype, input size, random weights."""
         info: dict[str, Any] = {
             "id": self.model_id,
-            "architecture": self._model.config.model_type,
+            "architecture": _config_of(self._model).model_type,
             "device": self.device,
             "dtype": self.dtype,
             "input_size": self.spec.describe_input_size(),
@@ -465,6 +468,12 @@ def _load_model(model_id: str, source: str, revision: str | None, config: Any) -
     if not hasattr(model.config, "id2label"):
         raise ModelError(f"model {model_id} has no class labels (id2label) in its config. " + _HOW_TO_FIX)
     return model.eval()
+
+
+def _config_of(model: torch.nn.Module) -> PretrainedConfig:
+    """A transformers model's config. nn.Module types unknown attributes as Tensor | Module;
+    every model from_pretrained loads carries a PretrainedConfig."""
+    return cast(PretrainedConfig, model.config)
 
 
 def _load_processor(model_id: str, source: str, revision: str | None) -> Any:

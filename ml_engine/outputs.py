@@ -24,7 +24,7 @@ import supervision as sv
 
 from core.errors import CattleCounterError
 from core.outputs import ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS  # the names live there
-from ml_engine.counting import CountSummary
+from ml_engine.counting import CountSummary, tracker_ids
 from ml_engine.video import VideoInfo
 
 __all__ = ["ANNOTATED_VIDEO", "COCO", "DETECTIONS", "MOT", "STATS", "OutputWriter", "build_stats",
@@ -162,7 +162,7 @@ def _rows(tracked: sv.Detections) -> Iterable[tuple[int, str, int, float, list[f
     class_ids = tracked.class_id if tracked.class_id is not None else np.zeros(len(tracked), int)
     scores = tracked.confidence if tracked.confidence is not None else np.ones(len(tracked))
     for xyxy, track_id, name, class_id, score in zip(
-        tracked.xyxy, tracked.tracker_id, names, class_ids, scores, strict=True
+        tracked.xyxy, tracker_ids(tracked), names, class_ids, scores, strict=True
     ):
         yield (
             int(track_id),

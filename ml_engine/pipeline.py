@@ -28,9 +28,10 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import closing
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -166,7 +167,7 @@ class PipelineConfig:
     def effective_low_threshold(self) -> float:
         return self.threshold / 2 if self.low_threshold is None else self.low_threshold
 
-    def stride_for(self, fps: float) -> int:
+    def stride_for(self, fps: float | Fraction) -> int:
         """Frames between detections: ``frame_interval_seconds`` converted at ``fps``, else the stride."""
         if self.frame_interval_seconds is not None:
             return max(1, round(self.frame_interval_seconds * float(fps)))
@@ -424,7 +425,7 @@ class _Run:
                 self.frames_decoded += 1
         self._put(self.decoded, _END)
 
-    def _frames(self) -> Iterator[Frame]:
+    def _frames(self) -> Generator[Frame]:
         limit = self.config.max_frames
         video_limits = self.config.video_limits
         for frame in iter_frames(self.input_path, self.info):

@@ -130,17 +130,19 @@ def _three(values: Any) -> tuple[float, float, float]:
     floats = tuple(float(v) for v in values)
     if len(floats) != 3:
         raise ModelError(f"the checkpoint's image processor has {len(floats)} mean/std values; expected 3 (RGB)")
-    return floats  # type: ignore[return-value]
+    return floats
 
 
 def resized_size(height: int, width: int, spec: PreprocessSpec) -> tuple[int, int]:
     """The (height, width) a frame of this size is resized to, exactly as transformers computes it."""
     if not spec.do_resize:
         return height, width
-    if spec.resize_mode == "fixed":
-        return spec.height, spec.width  # type: ignore[return-value]
-    if spec.resize_mode == "max_height_width":
-        scale = min(spec.height / height, spec.width / width)  # type: ignore[operator]
+    if spec.resize_mode in ("fixed", "max_height_width"):
+        # spec_from_processor always sets both for these two modes.
+        assert spec.height is not None and spec.width is not None, f"{spec.resize_mode} resize without a height/width"
+        if spec.resize_mode == "fixed":
+            return spec.height, spec.width
+        scale = min(spec.height / height, spec.width / width)
         return int(height * scale), int(width * scale)
     return _aspect_size(height, width, spec)
 
@@ -148,13 +150,15 @@ def resized_size(height: int, width: int, spec: PreprocessSpec) -> tuple[int, in
 def _aspect_size(height: int, width: int, spec: PreprocessSpec) -> tuple[int, int]:
     """transformers' get_size_with_aspect_ratio (and YOLOS's variant), integer for integer."""
     size, max_size = spec.shortest_edge, spec.longest_edge
-    raw_size = None
+    # spec_from_processor always sets shortest_edge for the "shortest_edge" mode.
+    assert size is not None, "shortest_edge resize without a shortest edge"
+    raw_size: float | None = None
     if max_size is not None:
         short, long = float(min(height, width)), float(max(height, width))
-        if long / short * size > max_size:  # type: ignore[operator]
+        if long / short * size > max_size:
             raw_size = max_size * short / long
             size = int(round(raw_size))
-    scale_from = raw_size if raw_size is not None else size
+    scale_from: float = raw_size if raw_size is not None else size
     already = (height <= width and height == size) or (width <= height and width == size)
     if spec.yolos_rounding and width < height:
         # YOLOS tests "portrait" before "already the right size"; keep its order.
@@ -168,7 +172,7 @@ def _aspect_size(height: int, width: int, spec: PreprocessSpec) -> tuple[int, in
     if spec.size_multiple:
         out_h -= out_h % spec.size_multiple
         out_w -= out_w % spec.size_multiple
-    return out_h, out_w  # type: ignore[return-value]
+    return out_h, out_w
 
 
 class Preprocessor:

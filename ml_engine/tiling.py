@@ -188,9 +188,17 @@ def merge_views(per_view: list[sv.Detections], match_ios: float = MERGE_IOS) -> 
             union[i, :2] = np.minimum(union[i, :2], xyxy[best, :2])
             union[i, 2:] = np.maximum(union[i, 2:], xyxy[best, 2:])
     keep_sorted = np.sort(np.array(keep))
-    result = merged[keep_sorted]
+    result = _rows_of(merged, keep_sorted)
     result.xyxy = union[keep_sorted].astype(merged.xyxy.dtype)
     return result
+
+
+def _rows_of(detections: sv.Detections, rows: np.ndarray) -> sv.Detections:
+    """The detections at ``rows``. Indexing is typed as returning a data column too (for a
+    string key); with an index array it is always Detections."""
+    subset = detections[rows]
+    assert isinstance(subset, sv.Detections)
+    return subset
 
 
 def intersection_over_smaller(a: np.ndarray, b: np.ndarray) -> np.ndarray:

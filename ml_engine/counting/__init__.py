@@ -11,6 +11,7 @@ from ml_engine.counting.counter import (
     ObjectCounter,
     TrackRecord,
     empty_tracked,
+    tracker_ids,
 )
 from ml_engine.counting.lines import LineCounter, anchors
 from ml_engine.counting.stitching import StitchConfig, TrackEnds, stitch
@@ -29,5 +30,5 @@ __all__ = [
     "CMC_WIDTH", "DEFAULT_CLASS", "DEFAULT_TRACKER", "TRACKERS", "CameraFrame", "CameraMotion",
     "CountSummary", "CountingConfig", "LineCounter", "ObjectCounter", "StitchConfig", "Timeline",
     "TrackEnds", "TrackRecord", "ZoneCounter", "anchors", "camera_frame", "empty_tracked",
-    "points_in_polygon", "stitch",
+    "points_in_polygon", "stitch", "tracker_ids",
 ]

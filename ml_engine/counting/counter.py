@@ -245,7 +245,7 @@ class ObjectCounter:
         motion = self._camera_motion(frame, detections.xyxy)
         tracked = self._tracker.update(_with_class_names(detections), motion)
         confirmed = tracked[tracked.tracker_id != -1] if len(tracked) else empty_tracked()
-        confirmed.tracker_id = confirmed.tracker_id + 1  # users count from 1
+        confirmed.tracker_id = tracker_ids(confirmed) + 1  # users count from 1
         classes = self._record(frame_index, time_s, confirmed)
         self._relabel(confirmed, classes)
         self._count(frame_index, time_s, confirmed, classes)
@@ -269,7 +269,7 @@ class ObjectCounter:
         ground = self._ground_positions(confirmed.xyxy) if self.config.stitching else None
         classes = []
         for row, (track_id, cls, cls_id, score) in enumerate(
-            zip(confirmed.tracker_id.tolist(), detected, class_ids, confidences, strict=True)
+            zip(tracker_ids(confirmed).tolist(), detected, class_ids, confidences, strict=True)
         ):
             self._class_ids.setdefault(str(cls), int(cls_id))
             classes.append(self._observe(int(track_id), str(cls), float(score), frame_index, time_s))
@@ -326,11 +326,11 @@ class ObjectCounter:
                 "time_s": round(time_s, 4),
                 "by_class": dict(self._in_frame),
             }
-        points = anchors(confirmed.xyxy)
+        points, ids = anchors(confirmed.xyxy), tracker_ids(confirmed)
         for line in self._lines:
-            line.update(confirmed.tracker_id, points)
+            line.update(ids, points)
         for zone in self._zones:
-            zone.update(confirmed.tracker_id, points, classes)
+            zone.update(ids, points, classes)
 
     # --- reading the counts --------------------------------------------------------------------
 
@@ -485,6 +485,13 @@ def empty_tracked() -> sv.Detections:
     empty.tracker_id = np.array([], dtype=int)
     empty.data["class_name"] = np.array([], dtype=str)
     return empty
+
+
+def tracker_ids(tracked: sv.Detections) -> np.ndarray:
+    """The track ids of tracked detections: the tracker (and ``empty_tracked``) always sets them."""
+    ids = tracked.tracker_id
+    assert ids is not None, "detections without tracker ids where tracked ones were expected"
+    return ids
 
 
 def _positive(counter: Counter[str]) -> dict[str, int]:

@@ -99,7 +99,8 @@ class CameraMotion:
         grey, matrix = frame.grey, np.eye(2, 3)
         previous, points = self._previous, self._points
         if previous is not None and points is not None and previous.shape == grey.shape:
-            moved, status, _ = cv2.calcOpticalFlowPyrLK(previous, grey, points, None)
+            # nextPts is only an output buffer here (no OPTFLOW_USE_INITIAL_FLOW): OpenCV fills it.
+            moved, status, _ = cv2.calcOpticalFlowPyrLK(previous, grey, points, np.empty_like(points))
             if moved is not None and status is not None:
                 good = status.reshape(-1) != 0
                 matrix = self._fit(points[good], moved[good], frame.scale)
@@ -114,9 +115,10 @@ class CameraMotion:
         if len(before) >= self.min_points:
             fitted, inliers = cv2.estimateAffinePartial2D(before, after, method=cv2.RANSAC)
             if fitted is not None and inliers is not None and int(inliers.sum()) >= self.min_points:
-                fitted = fitted.astype(float)
-                fitted[:, 2] *= scale  # translation back to frame pixels; rotation/scale need nothing
-                return fitted
+                # OpenCV returns float64 already; the typed copy lets the translation be scaled in place.
+                matrix = fitted.astype(np.float64)
+                matrix[:, 2] *= scale  # translation back to frame pixels; rotation/scale need nothing
+                return matrix
         self.frames_failed += 1
         return np.eye(2, 3)
 
