@@ -465,7 +465,7 @@ def _forget_fixed_input_size(config: Any) -> None:
 
 def _load_model(model_id: str, source: str, revision: str | None, config: Any) -> torch.nn.Module:
     model = _call_loader(model_id, AutoModelForObjectDetection.from_pretrained, source, revision=revision, config=config)
-    if not hasattr(model.config, "id2label"):
+    if not getattr(model.config, "id2label", None):  # PretrainedConfig always has the attribute (None when unset)
         raise ModelError(f"model {model_id} has no class labels (id2label) in its config. " + _HOW_TO_FIX)
     return model.eval()
 
