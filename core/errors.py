@@ -231,6 +231,85 @@ class VideoTooLong(VideoError):
     http_status = 422
 
 
+# --- stills, rasters and bulk jobs (issue 14) -----------------------------------------------
+# A bad file of a bulk job is not the job's failure: it is listed in results.jsonl with one
+# of these codes and the job goes on (see JobStatus.COMPLETED_WITH_ERRORS).
+
+
+class ImageError(CattleCounterError):
+    """The file cannot be processed as an image or raster."""
+
+    code = "image_error"
+    http_status = 422
+
+
+class EmptyImage(ImageError):
+    """The file is empty."""
+
+    code = "empty_file"
+
+
+class NotAnImage(ImageError):
+    """The file is not an image or raster this service can read (JPEG, PNG, TIFF/GeoTIFF ...)."""
+
+    code = "not_an_image"
+    http_status = 415
+
+
+class CorruptImage(ImageError):
+    """The image is truncated or corrupt and cannot be read."""
+
+    code = "corrupt_image"
+
+
+class NoBands(ImageError):
+    """The raster has no bands: no pixels to look at."""
+
+    code = "no_bands"
+
+
+class ImageTooLarge(ImageError):
+    """The image has more pixels than this service accepts (MAX_RASTER_PIXELS)."""
+
+    code = "image_too_large"
+
+
+class ArchiveRefused(InvalidInput):
+    """The ZIP cannot be accepted (corrupt, or breaking one of the ZIP limits)."""
+
+    code = "bad_zip"
+
+
+class ZipBomb(ArchiveRefused):
+    """The ZIP unpacks to far more than it holds (MAX_ZIP_RATIO, MAX_ZIP_UNCOMPRESSED_BYTES)."""
+
+    code = "zip_bomb"
+
+
+class UnsafeZipPath(ArchiveRefused):
+    """A ZIP entry's path leaves the archive (``../x``, ``/etc/x``, a drive letter)."""
+
+    code = "unsafe_zip_path"
+
+
+class EmptyZip(ArchiveRefused):
+    """The ZIP holds no files."""
+
+    code = "empty_zip"
+
+
+class TooManyFiles(InvalidInput):
+    """More files than one job may hold (MAX_FILES_PER_JOB, MAX_ZIP_ENTRIES)."""
+
+    code = "too_many_files"
+
+
+class NoUsableFiles(InvalidInput):
+    """None of a bulk job's files is an image this service can read."""
+
+    code = "no_usable_files"
+
+
 class EncoderError(CattleCounterError):
     """The annotated video could not be encoded (the service's failure, not the input's)."""
 
