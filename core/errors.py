@@ -237,6 +237,41 @@ class EncoderError(CattleCounterError):
     code = "encoder_error"
 
 
+# --- stills and orthomosaics (ml_engine.raster): one file of a job, never the whole job ---------
+
+
+class ImageError(CattleCounterError):
+    """The file cannot be processed as an image."""
+
+    code = "image_error"
+    http_status = 415
+
+
+class UnsupportedImage(ImageError):
+    """The file is not an image format (or pixel layout) this service reads."""
+
+    code = "unsupported_image"
+
+
+class CorruptImage(ImageError):
+    """The image is damaged or truncated and cannot be read."""
+
+    code = "corrupt_image"
+
+
+class RasterNoBands(ImageError):
+    """The raster has no image bands."""
+
+    code = "raster_no_bands"
+
+
+class RasterTooLarge(ImageError):
+    """The image has more pixels than this service accepts (MAX_RASTER_PIXELS)."""
+
+    code = "raster_too_large"
+    http_status = 422
+
+
 # --- model and processing ----------------------------------------------------------
 
 

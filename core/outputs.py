@@ -18,6 +18,32 @@ DETECTIONS = "detections.jsonl"
 COCO = "coco.json"
 MOT = "mot.txt"
 
+# --- stills and orthomosaics (ml_engine.stills): a job of many images -------------------------
+RESULTS = "results.jsonl"  # one line per file: its counts, or its error
+GEOJSON = "detections.geojson"  # RFC 7946, WGS84; only when an input is georeferenced
+ANNOTATED_DIR = "annotated"
+STILL_MEDIA_TYPES = {
+    RESULTS: "application/x-ndjson",
+    GEOJSON: "application/geo+json",
+    ".jpg": "image/jpeg",  # annotated/<name>.jpg, annotated/<name>.overview.jpg
+}
+
+
+def _safe_file_part(name: str) -> str:
+    """A job's file name as one path segment: folders and odd characters become ``_``."""
+    cleaned = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).strip(".")
+    return cleaned or "image"
+
+
+def annotated_still(name: str) -> str:
+    """``annotated/<name>.jpg``: the still itself with its detections drawn."""
+    return f"{ANNOTATED_DIR}/{_safe_file_part(name)}.jpg"
+
+
+def annotated_overview(name: str) -> str:
+    """``annotated/<name>.overview.jpg``: a large raster shrunk, with its detections drawn."""
+    return f"{ANNOTATED_DIR}/{_safe_file_part(name)}.overview.jpg"
+
 
 @dataclass(frozen=True)
 class Output:
@@ -44,4 +70,10 @@ _MEDIA_TYPES = {output.filename: output.media_type for output in DOWNLOADS.value
 
 def media_type(filename: str) -> str | None:
     """The media type an output file is stored and served with; None for a file not listed."""
-    return _MEDIA_TYPES.get(filename)
+    if filename in _MEDIA_TYPES:
+        return _MEDIA_TYPES[filename]
+    if filename in STILL_MEDIA_TYPES:
+        return STILL_MEDIA_TYPES[filename]
+    if filename.startswith(ANNOTATED_DIR + "/") and filename.endswith(".jpg"):
+        return STILL_MEDIA_TYPES[".jpg"]
+    return None
