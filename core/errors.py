@@ -236,44 +236,6 @@ class VideoTooLong(VideoError):
 # of these codes and the job goes on (see JobStatus.COMPLETED_WITH_ERRORS).
 
 
-class ImageError(CattleCounterError):
-    """The file cannot be processed as an image or raster."""
-
-    code = "image_error"
-    http_status = 422
-
-
-class EmptyImage(ImageError):
-    """The file is empty."""
-
-    code = "empty_file"
-
-
-class NotAnImage(ImageError):
-    """The file is not an image or raster this service can read (JPEG, PNG, TIFF/GeoTIFF ...)."""
-
-    code = "not_an_image"
-    http_status = 415
-
-
-class CorruptImage(ImageError):
-    """The image is truncated or corrupt and cannot be read."""
-
-    code = "corrupt_image"
-
-
-class NoBands(ImageError):
-    """The raster has no bands: no pixels to look at."""
-
-    code = "no_bands"
-
-
-class ImageTooLarge(ImageError):
-    """The image has more pixels than this service accepts (MAX_RASTER_PIXELS)."""
-
-    code = "image_too_large"
-
-
 class ArchiveRefused(InvalidInput):
     """The ZIP cannot be accepted (corrupt, or breaking one of the ZIP limits)."""
 
@@ -314,6 +276,48 @@ class EncoderError(CattleCounterError):
     """The annotated video could not be encoded (the service's failure, not the input's)."""
 
     code = "encoder_error"
+
+
+# --- stills and orthomosaics (ml_engine.raster): one file of a job, never the whole job ---------
+
+
+class ImageError(CattleCounterError):
+    """The file cannot be processed as an image."""
+
+    code = "image_error"
+    http_status = 415
+
+
+class EmptyImage(ImageError):
+    """The file is empty."""
+
+    code = "empty_file"
+    http_status = 422
+
+
+class UnsupportedImage(ImageError):
+    """The file is not an image format (or pixel layout) this service reads."""
+
+    code = "unsupported_image"
+
+
+class CorruptImage(ImageError):
+    """The image is damaged or truncated and cannot be read."""
+
+    code = "corrupt_image"
+
+
+class RasterNoBands(ImageError):
+    """The raster has no image bands."""
+
+    code = "raster_no_bands"
+
+
+class RasterTooLarge(ImageError):
+    """The image has more pixels than this service accepts (MAX_RASTER_PIXELS)."""
+
+    code = "raster_too_large"
+    http_status = 422
 
 
 # --- model and processing ----------------------------------------------------------

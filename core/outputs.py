@@ -17,10 +17,32 @@ STATS = "stats.json"
 DETECTIONS = "detections.jsonl"
 COCO = "coco.json"
 MOT = "mot.txt"
-# images jobs (issue 14): written by ml_engine.stills
-RESULTS = "results.jsonl"  # one line per file: its counts, or its typed error
-GEOJSON = "detections.geojson"  # when any input is georeferenced
-ANNOTATED_DIR = "annotated"  # annotated/<name>.jpg per still, annotated/<name>.overview.jpg per large raster
+
+# --- stills and orthomosaics (ml_engine.stills): a job of many images -------------------------
+RESULTS = "results.jsonl"  # one line per file: its counts, or its error
+GEOJSON = "detections.geojson"  # RFC 7946, WGS84; only when an input is georeferenced
+ANNOTATED_DIR = "annotated"
+STILL_MEDIA_TYPES = {
+    RESULTS: "application/x-ndjson",
+    GEOJSON: "application/geo+json",
+    ".jpg": "image/jpeg",  # annotated/<name>.jpg, annotated/<name>.overview.jpg
+}
+
+
+def _safe_file_part(name: str) -> str:
+    """A job's file name as one path segment: folders and odd characters become ``_``."""
+    cleaned = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).strip(".")
+    return cleaned or "image"
+
+
+def annotated_still(name: str) -> str:
+    """``annotated/<name>.jpg``: the still itself with its detections drawn."""
+    return f"{ANNOTATED_DIR}/{_safe_file_part(name)}.jpg"
+
+
+def annotated_overview(name: str) -> str:
+    """``annotated/<name>.overview.jpg``: a large raster shrunk, with its detections drawn."""
+    return f"{ANNOTATED_DIR}/{_safe_file_part(name)}.overview.jpg"
 
 
 @dataclass(frozen=True)
@@ -51,22 +73,14 @@ DOWNLOADS: dict[str, Output] = {
 }
 
 _MEDIA_TYPES = {output.filename: output.media_type for output in DOWNLOADS.values()}
-_IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 
 
 def media_type(filename: str) -> str | None:
     """The media type an output file is stored and served with; None for a file not listed."""
-    known = _MEDIA_TYPES.get(filename)
-    if known is None and "." in filename:
-        return _IMAGE_TYPES.get("." + filename.rsplit(".", 1)[1].lower())  # annotated images
-    return known
-
-
-def annotated_image_name(name: str) -> str:
-    """The output (relative to the job's outputs) of a still's annotated image."""
-    return f"{ANNOTATED_DIR}/{name}.jpg"
-
-
-def annotated_overview_name(name: str) -> str:
-    """The output of a large raster's annotated overview."""
-    return f"{ANNOTATED_DIR}/{name}.overview.jpg"
+    if filename in _MEDIA_TYPES:
+        return _MEDIA_TYPES[filename]
+    if filename in STILL_MEDIA_TYPES:
+        return STILL_MEDIA_TYPES[filename]
+    if filename.startswith(ANNOTATED_DIR + "/") and filename.endswith(".jpg"):
+        return STILL_MEDIA_TYPES[".jpg"]
+    return None

@@ -1,80 +1,58 @@
-"""Torch-free checks of an image or raster file, for the API at submit and the worker.
+"""Torch-free checks of an image or raster file, for the API at submit.
 
-Checks the bytes, never the name: a file is an image when GDAL (through rasterio) opens it
-with one of the drivers below, has at least one band, and is no larger than the limit. The
-header alone is not trusted: the first and the last block of pixels are read too, so a
-truncated TIFF or JPEG is refused here rather than deep inside a job.
+The same rules as the worker's (``ml_engine.raster.open_raster``: format, bands, pixel type,
+MAX_RASTER_PIXELS), so a file refused here would have been refused there with the same typed
+error. The header alone is not trusted: the first and the last rows are read too, so a
+truncated TIFF or JPEG is refused at submit rather than deep inside a job.
 
 Only rasterio and numpy: the API image has no ML stack (tests/test_import_rules.py).
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import CorruptImage, EmptyImage, ImageError, ImageTooLarge, NoBands, NotAnImage
+from core.errors import CorruptImage, EmptyImage, RasterNoBands
+from ml_engine.raster import gdal_env, open_raster
 
-# what a drone or an orthomosaic pipeline writes; nothing exotic (GDAL has ~200 drivers)
-IMAGE_DRIVERS = ("GTiff", "COG", "JPEG", "PNG", "WEBP")
-# a folder of 1,000 stills: without this GDAL lists the folder on every open, looking for
-# sidecar files (.aux.xml, .ovr, world files)
-_GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_PAM_ENABLED": "NO"}
+EDGE_ROWS = 16  # rows read at the top and the bottom: enough to reach the last strip or tile
 
 
 @dataclass(frozen=True)
 class ImageInfo:
     width: int
     height: int
-    bands: int
-    driver: str
+    format: str
     georeferenced: bool
 
 
-def probe_image(path: Path, max_pixels: int) -> ImageInfo:
-    """Raises a typed ImageError (EmptyImage, NotAnImage, CorruptImage, NoBands, ImageTooLarge)
-    with a message naming the file; returns the image's size and bands otherwise."""
-    import rasterio  # here: importing GDAL costs ~0.2 s, and a video-only API need not pay it
-    from rasterio.errors import RasterioError
+def probe_image(path: Path, max_pixels: int, name: str | None = None) -> ImageInfo:
+    """Raises a typed ImageError (EmptyImage, UnsupportedImage, CorruptImage, RasterNoBands,
+    RasterTooLarge) with a message naming the file; returns its size otherwise."""
+    from rasterio.errors import RasterioError  # with GDAL: loaded by open_raster anyway
     from rasterio.windows import Window
 
-    name = path.name
+    name = name or path.name
     if path.stat().st_size == 0:
         raise EmptyImage(f"{name}: the file is empty")
     try:
-        with warnings.catch_warnings(), rasterio.Env(**_GDAL_OPTIONS):
-            warnings.simplefilter("ignore")  # NotGeoreferencedWarning for every plain photo
-            with rasterio.open(path, allowed_drivers=list(IMAGE_DRIVERS)) as src:
-                info = ImageInfo(src.width, src.height, src.count, src.driver,
-                                 georeferenced=src.crs is not None and not src.transform.is_identity)
-                _check_size(name, info, max_pixels)
-                # the first and last rows: a file cut short fails here, not in the worker
-                block = min(info.height, 16)
-                src.read(1, window=Window(0, 0, min(info.width, 256), block))
-                src.read(1, window=Window(0, info.height - block, min(info.width, 256), block))
-    except ImageError:
-        raise
-    except RasterioError as exc:
+        source = open_raster(path, name, max_pixels)
+    except CorruptImage as exc:
         if 'Bad value 0 for "SamplesPerPixel"' in str(exc):  # libtiff refuses a 0-band TIFF itself
-            raise NoBands(f"{name}: the raster has no bands (no pixels to look at)") from None
-        if "not recognized" in str(exc) or "supported file format" in str(exc):
-            raise NotAnImage(f"{name}: not an image this service reads "
-                             f"(JPEG, PNG, WebP, TIFF/GeoTIFF)") from None
-        raise CorruptImage(f"{name}: the image is corrupt or truncated and cannot be read") from None
-    except (ValueError, IndexError) as exc:  # rasterio on odd headers (a band count of 0 ...)
-        raise CorruptImage(f"{name}: the image cannot be read ({exc})") from None
-    return info
-
-
-def _check_size(name: str, info: ImageInfo, max_pixels: int) -> None:
-    if info.bands < 1:
-        raise NoBands(f"{name}: the raster has no bands (no pixels to look at)")
-    if info.width < 1 or info.height < 1:
-        raise CorruptImage(f"{name}: the image has no pixels ({info.width}x{info.height})")
-    if info.width * info.height > max_pixels:
-        raise ImageTooLarge(f"{name}: {info.width}x{info.height} is {info.width * info.height} pixels; "
-                            f"the limit is {max_pixels} (MAX_RASTER_PIXELS)")
+            raise RasterNoBands(f"{name}: the TIFF has no image bands (no pixels to look at)") from None
+        raise
+    with source:
+        rows = min(source.height, EDGE_ROWS)
+        columns = min(source.width, 256)
+        try:
+            with gdal_env():
+                source.dataset.read(1, window=Window(0, 0, columns, rows))
+                source.dataset.read(1, window=Window(0, source.height - rows, columns, rows))
+        except RasterioError as exc:
+            raise CorruptImage(f"{name}: the image is damaged or truncated and cannot be read "
+                               f"({' '.join(str(exc).split())[:200]})") from None
+        return ImageInfo(source.width, source.height, source.format, source.georeferenced)
 
 
 def looks_like_zip(path: Path) -> bool:
@@ -82,4 +60,3 @@ def looks_like_zip(path: Path) -> bool:
     with path.open("rb") as stream:
         head = stream.read(4)
     return head in (b"PK\x03\x04", b"PK\x05\x06")
-

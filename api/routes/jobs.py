@@ -46,14 +46,14 @@ from core.errors import (
     EmptyVideo,
     InvalidInput,
     JobNotReady,
-    NotAnImage,
     NotAVideo,
     NotFound,
     Unauthorized,
+    UnsupportedImage,
 )
 from core.jobs import Job, JobKind, JobStatus, ManifestEntry, job_blob_prefix, manifest_blob_path, utcnow
 from ml_engine.image_probe import looks_like_zip
-from core.outputs import DOWNLOADS, annotated_image_name, annotated_overview_name, media_type
+from core.outputs import DOWNLOADS, annotated_overview, annotated_still, media_type
 
 router = APIRouter(tags=["jobs"])
 
@@ -147,7 +147,7 @@ def _submit_form_files(form: ReceivedForm, params, key: str | None, owner: str, 
             try:
                 probe_file(form.file.path, settings)  # raises the video's own error for anything else
             except NotAVideo as exc:
-                raise NotAVideo(f"{exc}, or an image (JPEG, PNG, WebP, TIFF/GeoTIFF) or a ZIP of images") from None
+                raise NotAVideo(f"{exc}, or an image (JPEG, PNG, TIFF/GeoTIFF) or a ZIP of images") from None
             return submitter.submit_file(form.file.path, form.file.filename, params, key, owner)
     label = form.file.filename if len(form.files) == 1 else f"{len(form.files)} files"
     return submitter.submit_images(_form_images(form, settings), label, params, key, owner)
@@ -158,7 +158,7 @@ def _is_image(path: Path, settings: Settings) -> bool:
     refuses: that error, raised (a corrupt TIFF is a 422 about the TIFF, not a 415 about videos)."""
     try:
         probe_image_file(path, settings)
-    except (NotAnImage, EmptyImage):
+    except (UnsupportedImage, EmptyImage):
         return False
     return True
 
@@ -380,7 +380,7 @@ def get_file_image(job_id: str, name: str, request: Request, backends: BackendsD
     job = _downloadable_job(backends, settings, access, request, job_id, signed_path=f"/jobs/{job_id}/files/")
     if not job.status.has_results:
         raise JobNotReady(f"job {job_id} is {job.status.value}; images are available once it has completed")
-    for candidate in (annotated_image_name(name), annotated_overview_name(name)):
+    for candidate in (annotated_still(name), annotated_overview(name)):
         if candidate in job.outputs:
             return _stream(backends, job.outputs[candidate], media_type(candidate) or "image/jpeg",
                            f"{job_id}-{PurePosixPath(candidate).name}", download)
