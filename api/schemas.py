@@ -92,7 +92,7 @@ def public_job(job: Job) -> dict[str, Any]:
 def _links(job: Job) -> dict[str, str]:
     base = f"/jobs/{job.id}"
     links = {"self": base}
-    if job.status.has_results:
+    if job.results_ready:
         links.update((name, base + output.route) for name, output in DOWNLOADS.items()
                      if job.kind.value in output.kinds and (name != "geojson" or GEOJSON in job.outputs))
         if job.kind is JobKind.IMAGES:

@@ -225,6 +225,12 @@ class Job(BaseModel):
 
     etag: str | None = Field(default=None, exclude=True)
 
+    @property
+    def results_ready(self) -> bool:
+        """Whether its outputs can be downloaded: completed (with or without errors), or an
+        images job that failed on every file, whose results.jsonl says why for each."""
+        return self.status.has_results or (self.status is JobStatus.FAILED and bool(self.outputs))
+
     def to_record(self) -> str:
         """JSON text for storage (the etag is the store's business, not part of the record)."""
         return self.model_dump_json()

@@ -51,7 +51,16 @@ from core.errors import (
     Unauthorized,
     UnsupportedImage,
 )
-from core.jobs import Job, JobKind, JobStatus, ManifestEntry, job_blob_prefix, manifest_blob_path, utcnow
+from core.jobs import (
+    Job,
+    JobKind,
+    JobStatus,
+    ManifestEntry,
+    job_blob_prefix,
+    manifest_blob_path,
+    output_blob_path,
+    utcnow,
+)
 from ml_engine.image_probe import looks_like_zip
 from core.outputs import DOWNLOADS, annotated_overview, annotated_still, media_type
 
@@ -331,7 +340,7 @@ def _upload_folders_of(backends: Backends, job: Job) -> set[str]:
 
 def _completed_output(job: Job, download: str) -> str:
     job_id = job.id
-    if not job.status.has_results:
+    if not job.results_ready:
         raise JobNotReady(f"job {job_id} is {job.status.value}; results are available once it has completed")
     filename = DOWNLOADS[download].filename
     try:
@@ -378,11 +387,12 @@ for _name in ("result", "detections", "coco", "mot", "results", "geojson"):  # t
 def get_file_image(job_id: str, name: str, request: Request, backends: BackendsDep, settings: SettingsDep,
                    access: MediaAccessDep, download: bool = False) -> StreamingResponse:
     job = _downloadable_job(backends, settings, access, request, job_id, signed_path=f"/jobs/{job_id}/files/")
-    if not job.status.has_results:
+    if not job.results_ready:
         raise JobNotReady(f"job {job_id} is {job.status.value}; images are available once it has completed")
-    for candidate in (annotated_still(name), annotated_overview(name)):
-        if candidate in job.outputs:
-            return _stream(backends, job.outputs[candidate], media_type(candidate) or "image/jpeg",
+    for candidate in (annotated_still(name), annotated_overview(name)):  # stored by name, not listed
+        blob = output_blob_path(job.id, candidate)
+        if backends.blobs.exists(blob):
+            return _stream(backends, blob, media_type(candidate) or "image/jpeg",
                            f"{job_id}-{PurePosixPath(candidate).name}", download)
     raise NotFound(f"job {job_id} has no annotated image for {name!r} (see results.jsonl for its error)")
 
