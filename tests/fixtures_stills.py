@@ -24,7 +24,7 @@ def image_bytes(driver: str = "PNG", width: int = 96, height: int = 64, bands: i
 
 
 def truncated_tiff() -> bytes:
-    data = image_bytes("GTiff", 256, 256)
+    data = image_bytes("GTiff", 160, 160)
     return data[: len(data) // 2]
 
 
