@@ -11,11 +11,15 @@ import numpy as np
 
 
 def image_bytes(driver: str = "PNG", width: int = 96, height: int = 64, bands: int = 3, seed: int = 0,
-                **profile) -> bytes:
+                uniform: bool = False, **profile) -> bytes:
+    """``uniform``: one grey level (a big raster that compresses to almost nothing)."""
     import rasterio
     from rasterio.io import MemoryFile
 
-    pixels = np.random.default_rng(seed).integers(0, 255, (bands, height, width), dtype=np.uint8)
+    if uniform:
+        pixels = np.full((bands, height, width), 90, dtype=np.uint8)
+    else:
+        pixels = np.random.default_rng(seed).integers(0, 255, (bands, height, width), dtype=np.uint8)
     with warnings.catch_warnings(), MemoryFile() as memory:
         warnings.simplefilter("ignore")  # NotGeoreferencedWarning; affine's own deprecation inside rasterio
         with memory.open(driver=driver, width=width, height=height, count=bands, dtype="uint8", **profile) as out:

@@ -34,6 +34,12 @@ function errorFromBody(status, statusText, text) {
  * Returns the parsed body (null for 204); throws ApiError.
  */
 export async function request(path, { method = "GET", json } = {}) {
+  const text = await requestText(path, { method, json });
+  return text ? JSON.parse(text) : null;
+}
+
+/** As ``request``, returning the body as text (JSON Lines downloads). */
+export async function requestText(path, { method = "GET", json } = {}) {
   for (;;) {
     const headers = { Accept: "application/json", ...keyHeaders() };
     const init = { method, headers, cache: "no-store" };
@@ -53,7 +59,7 @@ export async function request(path, { method = "GET", json } = {}) {
     }
     const text = await response.text();
     if (!response.ok) throw errorFromBody(response.status, response.statusText, text);
-    return text ? JSON.parse(text) : null;
+    return text;
   }
 }
 
@@ -102,6 +108,24 @@ export async function submitVideo(file, params, onProgress) {
   form.append("file", file, file.name);
   const answer = await sendWithKeyRetry({ method: "POST", url: "/jobs", body: form, onProgress });
   return JSON.parse(answer);
+}
+
+/**
+ * Upload images (and ZIPs of images) as ONE images job, all in one multipart POST /jobs.
+ * Returns the new job (JobOut): its files_failed already counts files that are not images.
+ */
+export async function submitImages(files, params, onProgress) {
+  const form = new FormData();
+  form.append("params", JSON.stringify(params));
+  for (const file of files) form.append("files", file, file.webkitRelativePath || file.name);
+  const answer = await sendWithKeyRetry({ method: "POST", url: "/jobs", body: form, onProgress });
+  return JSON.parse(answer);
+}
+
+/** results.jsonl of an images job, parsed: one {name, ok, counts, error, kind, ...} per file. */
+export async function getResults(jobId) {
+  const text = await requestText(`/jobs/${encodeURIComponent(jobId)}/results`);
+  return text.split("\n").filter((line) => line.trim()).map((line) => JSON.parse(line));
 }
 
 async function submitViaDirectUpload(file, params, onProgress) {
