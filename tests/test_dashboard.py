@@ -321,6 +321,8 @@ def test_keyboard_use_and_form_checks(page, allinone_server, clips):
     open_file_chooser_with_enter(page, page.get_by_test_id("choose-button")).set_files(clips["small"])
     expect(page.get_by_test_id("selected-file")).to_have_count(1)
 
+    page.keyboard.press("Tab")  # "Choose a folder of images…"
+    expect(page.get_by_test_id("folder-button")).to_be_focused()
     page.keyboard.press("Tab")  # the file's Remove button
     page.keyboard.press("Tab")
     page.keyboard.type("cow")
