@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     max_video_seconds: float = Field(default=4 * 3600, gt=0)
     frame_buffer_bytes: int = Field(default=1024**3, gt=0)  # decoded frames one job holds at once
 
+    # --- resource cap for stills and orthomosaics (ml_engine/stills.py; issue 14) ---------
+    max_raster_pixels: int = Field(default=50_000 * 50_000, gt=0)  # width x height; larger files fail alone
+
     # --- model and counting ----------------------------------------------------------
     model_id: str = "PekingU/rtdetr_v2_r18vd"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
