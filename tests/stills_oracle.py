@@ -82,7 +82,9 @@ class BlobDetector:
         self.largest_image_px = max(self.largest_image_px, image.shape[0] * image.shape[1])
         x0, y0, x1, y1 = region
         crop = image[y0:y1, x0:x1]
-        red, green, blue = (crop[..., i].astype(int) for i in range(3))
+        if not crop.any():  # most of a field (and all of a sparse raster) is empty: skip the labelling
+            return sv.Detections.empty()
+        red, green, blue = crop[..., 0], crop[..., 1], crop[..., 2]
         masks = {0: (red > 200) & (green > 200) & (blue > 200), 1: (red > 200) & (green < 60) & (blue < 60)}
         boxes, classes = [], []
         for class_id, mask in masks.items():

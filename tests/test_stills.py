@@ -399,3 +399,25 @@ def test_cli_counts_a_folder_of_images(tmp_path: Path, tiny_rtdetr_dir: Path) ->
     assert counts["failed"][0]["error"]["code"] == "corrupt_image"
     assert "skipped broken.jpg: corrupt_image" in done.stderr
     assert (tmp_path / "out" / GEOJSON).exists()
+
+
+def test_merging_cluster_by_cluster_equals_merging_everything_at_once() -> None:
+    """merge_in_clusters (bounded memory over a mosaic) gives exactly merge_views' result."""
+    import supervision as sv
+
+    from ml_engine.stills import merge_in_clusters
+    from ml_engine.tiling import merge_views
+
+    rng = np.random.default_rng(7)
+    per_view = []
+    for view in range(12):  # overlapping views of many animals, some cut, some crowded
+        centres = rng.uniform(0, 2000, size=(40, 2))
+        sizes = rng.uniform(8, 40, size=(40, 2))
+        xyxy = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1).astype(np.float32)
+        per_view.append(sv.Detections(xyxy=xyxy, confidence=rng.uniform(0.3, 1, 40).astype(np.float32),
+                                      class_id=rng.integers(0, 2, 40)))
+    whole = merge_views(per_view)
+    clustered = merge_in_clusters(per_view, cell=256)
+    assert len(clustered) == len(whole) < 12 * 40
+    key = lambda d: sorted(map(tuple, np.round(d.xyxy, 3).tolist()))  # noqa: E731
+    assert key(clustered) == key(whole)
