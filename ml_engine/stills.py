@@ -192,6 +192,9 @@ class StillsRun:
         result.kind = "raster" if windowed else "still"
         progress = _TileProgress(on_tiles, should_cancel)
         if windowed:
+            if self.config.tiling.mode == "off":  # type: ignore[union-attr]
+                result.notes.append("TILING=off does not apply to a raster read in windows: it was tiled "
+                                    "with tiles of {}x{} px".format(*self._raster_tile()))
             detections, result.tiles = self._detect_windowed(source, progress)
             image, scale = source.read_overview(self.config.overview_max_px)
             annotated_name = annotated_overview(result.name)

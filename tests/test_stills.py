@@ -421,3 +421,13 @@ def test_merging_cluster_by_cluster_equals_merging_everything_at_once() -> None:
     assert len(clustered) == len(whole) < 12 * 40
     key = lambda d: sorted(map(tuple, np.round(d.xyxy, 3).tolist()))  # noqa: E731
     assert key(clustered) == key(whole)
+
+
+def test_tiling_off_still_tiles_a_windowed_raster_and_says_so(tmp_path: Path) -> None:
+    field_tif = write_geotiff(tmp_path / "field.tif", field_image())
+    detector = BlobDetector(tile=(512, 512))
+    _, (result,), _ = run_files(tmp_path / "out", [("field.tif", field_tif)], detector=detector,
+                                tiling="off", windowed_above_pixels=1_000_000)
+    assert result.ok and result.counts["total"] == len(ANIMALS)
+    assert detector.largest_image_px <= 512 * 512
+    assert any("TILING=off does not apply" in note and "512x512" in note for note in result.notes)
