@@ -179,11 +179,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc.code}: {exc}", file=sys.stderr)  # the code, e.g. model_error, for scripts
         return EXIT_ERROR
     if stills:
+        if stats["images"]["ok"] == 0:  # nothing counted: one error line and status 1, as for a bad video
+            failure = stats["failed"][0]["error"]
+            more = f" (and {len(stats['failed']) - 1} more files failed)" if len(stats["failed"]) > 1 else ""
+            print(f"error: {failure['code']}: {failure['message']}{more}", file=sys.stderr)
+            return EXIT_ERROR
         if args.json:
             print(json.dumps(_stills_counts(stats), indent=2))
         else:
             print_stills(stats, args.output, sys.stdout)
-        return EXIT_ERROR if stats["images"]["ok"] == 0 else 0  # every file failed: say so to scripts
+        return 0
     if args.json:
         print(json.dumps(_counts_document(stats), indent=2))
     else:
@@ -230,7 +235,7 @@ def _run_stills(args: argparse.Namespace, cancelled: Callable[[], bool]) -> dict
     for name, path in files:
         with _tile_bar(name, enabled=not args.no_progress) as on_tiles:
             result = run.add_file(name, path, on_tiles=on_tiles, should_cancel=cancelled)
-        if not result.ok and result.error:
+        if not result.ok and result.error and len(files) > 1:
             print(f"skipped {name}: {result.error['code']}: {result.error['message']}", file=sys.stderr)
     stats, _ = run.finish()
     return stats
