@@ -170,6 +170,8 @@ def test_geojson_is_rfc7946_wgs84_with_source_coordinates(tmp_path: Path) -> Non
            if math.isclose(f["properties"]["source_x"], ORIGIN[0] + 700 * GSD, abs_tol=1e-3)}
     assert set(ids) == {"still_0.tif", "still_1.tif"} and len(set(ids.values())) == 1
     assert media_type(GEOJSON) == "application/geo+json"
+    assert media_type(RESULTS) == "application/x-ndjson"
+    assert media_type("annotated/still_0.tif.jpg") == media_type("still_0.tif.overview.jpg") == "image/jpeg"
 
 
 def test_ogrinfo_reads_the_geojson_as_wgs84(tmp_path: Path) -> None:
@@ -368,6 +370,36 @@ def test_16_bit_and_4_band_rasters_are_normalised_and_say_so(tmp_path: Path) -> 
     assert any("uint16 samples scaled to 8 bits" in note for note in sixteen.notes)
     assert rgba.ok and rgba.counts["total"] == 6
     assert any("first three read as RGB" in note for note in rgba.notes)
+
+
+def test_palette_and_greyscale_images_become_rgb(tmp_path: Path) -> None:
+    field = field_image()[:, :STILL_WIDTH]
+    Image.fromarray(field).convert("P", palette=Image.Palette.ADAPTIVE, colors=8).save(tmp_path / "palette.png")
+    grey = np.where(field.min(axis=2, keepdims=True) > 200, 255, 40).astype(np.uint8)  # the cows only
+    write_geotiff(tmp_path / "grey.tif", grey, crs=None)
+    _, (palette, mono), _ = run_files(tmp_path / "out", [("palette.png", tmp_path / "palette.png"),
+                                                         ("grey.tif", tmp_path / "grey.tif")])
+    assert palette.ok and palette.counts["by_class"] == {"cow": 5, "sheep": 1}
+    assert "palette colours expanded to RGB" in palette.notes
+    assert mono.ok and mono.counts["by_class"] == {"cow": 5}
+    assert any("greyscale" in note for note in mono.notes)
+
+
+def test_a_geographic_crs_geotiff_is_georeferenced_in_degrees(tmp_path: Path) -> None:
+    from affine import Affine
+
+    degree = 0.05 / 111_195  # about 5 cm a pixel
+    write_geotiff(tmp_path / "wgs84.tif", field_image()[:, :STILL_WIDTH], crs="EPSG:4326",
+                  transform=Affine(degree, 0, 15.0, 0, -degree, 48.7))
+    _, (result,), done = run_files(tmp_path / "out", [("wgs84.tif", tmp_path / "wgs84.tif")])
+    assert result.ok and result.georeferenced and result.crs == "EPSG:4326"
+    centre = [f for f in json.loads((tmp_path / "out" / GEOJSON).read_text())["features"]
+              if f["properties"]["kind"] == "centre" and f["properties"]["box_px"][:2] == [94.0, 194.0]]
+    lon, lat = centre[0]["geometry"]["coordinates"]  # animal (100, 200): its centre pixel's corner
+    assert abs(lon - (15.0 + 100 * degree)) < 1e-6 and abs(lat - (48.7 - 200 * degree)) < 1e-6
+    # a degree of longitude is shorter than one of latitude here: the GSD is the mean of both sides
+    want = 16 * (0.05 + 0.05 * math.cos(math.radians(48.7))) / 2
+    assert math.isclose(done["stats"]["counts"]["deduplicated"]["largest_tolerance_m"], want, rel_tol=1e-2)
 
 
 # --- the real model and the CLI ------------------------------------------------------------------------
