@@ -81,6 +81,6 @@ def media_type(filename: str) -> str | None:
         return _MEDIA_TYPES[filename]
     if filename in STILL_MEDIA_TYPES:
         return STILL_MEDIA_TYPES[filename]
-    if filename.startswith(ANNOTATED_DIR + "/") and filename.endswith(".jpg"):
+    if filename.endswith(".jpg"):  # annotated images, by their path or (as the worker stores them) their name
         return STILL_MEDIA_TYPES[".jpg"]
     return None

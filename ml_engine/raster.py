@@ -220,7 +220,10 @@ def _stretch(data: np.ndarray, limits: list[tuple[float, float]]) -> np.ndarray:
 def _not_readable(path: Path, name: str, exc: Exception) -> Exception:
     if path.stat().st_size == 0:
         return CorruptImage(f"{name}: the file is empty")
-    head = path.read_bytes()[:4]
+    if 'Bad value 0 for "SamplesPerPixel"' in str(exc):  # libtiff refuses a 0-band TIFF before GDAL sees it
+        return RasterNoBands(f"{name}: the TIFF file has no image bands (SamplesPerPixel is 0)")
+    with path.open("rb") as file:
+        head = file.read(4)
     if head[:2] in (b"II", b"MM") or head[:3] == b"\xff\xd8\xff" or head == b"\x89PNG":
         return CorruptImage(f"{name}: the file looks like an image but cannot be read: it is damaged or truncated "
                             f"({_short(exc)})")

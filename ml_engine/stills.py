@@ -192,6 +192,9 @@ class StillsRun:
         result.kind = "raster" if windowed else "still"
         progress = _TileProgress(on_tiles, should_cancel)
         if windowed:
+            if self.config.tiling.mode == "off":  # type: ignore[union-attr]
+                result.notes.append("TILING=off does not apply to a raster read in windows: it was tiled "
+                                    "with tiles of {}x{} px".format(*self._raster_tile()))
             detections, result.tiles = self._detect_windowed(source, progress)
             image, scale = source.read_overview(self.config.overview_max_px)
             annotated_name = annotated_overview(result.name)
@@ -232,7 +235,7 @@ class StillsRun:
             _expect(found, len(part), "tiles")
             per_view.extend(found)
             progress.report(start + len(part), len(views))
-        return merge_views(per_view), len(views)
+        return merge_in_clusters(per_view, cell=max(plan.tile_size or DEFAULT_TILE)), len(views)
 
     def _detect_windowed(self, source: RasterSource, progress: _TileProgress) -> tuple[sv.Detections, int]:
         """Tile by tile from the file: each batch's windows are read, detected in one forward
@@ -252,7 +255,7 @@ class StillsRun:
             per_view.extend(offset_boxes(d, region) for d, region in zip(found, part) if len(d))
             del images
             progress.report(start + len(part), len(regions))
-        return (merge_views(per_view) if per_view else sv.Detections.empty()), len(regions)
+        return merge_in_clusters(per_view, cell=max(plan.tile_size or DEFAULT_TILE)), len(regions)
 
     def _raster_tile(self) -> tuple[int, int]:
         setting = self.config.tiling
@@ -469,6 +472,58 @@ class _TileProgress:
     def report(self, done: int, total: int) -> None:
         if self.on_tiles is not None:
             self.on_tiles(done, total)
+
+
+def merge_in_clusters(per_view: list[sv.Detections], cell: int) -> sv.Detections:
+    """``merge_views`` over a whole raster, one cluster of touching boxes at a time.
+
+    ``merge_views`` compares every box with every other (an N x N matrix): over a mosaic of
+    thousands of animals that would be gigabytes. Boxes only merge when they overlap, so the
+    boxes are grouped into clusters of overlapping boxes (found through a grid of ``cell``-pixel
+    cells) and each cluster is merged alone: memory follows the largest cluster (a herd whose
+    boxes touch), not the raster."""
+    non_empty = [d for d in per_view if len(d)]
+    if len(non_empty) <= 1:
+        return non_empty[0] if non_empty else sv.Detections.empty()
+    view_of = np.concatenate([np.full(len(d), i) for i, d in enumerate(non_empty)])
+    boxes = sv.Detections.merge(non_empty)
+    labels = _overlap_clusters(boxes.xyxy.astype(np.float64), cell)
+    merged = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) == 1:
+            merged.append(boxes[members])
+            continue
+        views = [boxes[members[view_of[members] == v]] for v in np.unique(view_of[members])]
+        merged.append(merge_views(views))
+    return sv.Detections.merge(merged)
+
+
+def _overlap_clusters(xyxy: np.ndarray, cell: int) -> np.ndarray:
+    """A cluster label per box: boxes that overlap (directly or through others) share one."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    grid: dict[tuple[int, int], list[int]] = {}
+    low = np.floor(xyxy[:, :2] / cell).astype(int)
+    high = np.floor(xyxy[:, 2:] / cell).astype(int)
+    for index, ((x0, y0), (x1, y1)) in enumerate(zip(low, high)):
+        for gx in range(x0, x1 + 1):
+            for gy in range(y0, y1 + 1):
+                grid.setdefault((gx, gy), []).append(index)
+    rows, cols = [], []
+    for members in grid.values():
+        if len(members) < 2:
+            continue
+        group = np.array(members)
+        box = xyxy[group]
+        overlap = ((np.minimum(box[:, None, 2], box[None, :, 2]) > np.maximum(box[:, None, 0], box[None, :, 0]))
+                   & (np.minimum(box[:, None, 3], box[None, :, 3]) > np.maximum(box[:, None, 1], box[None, :, 1])))
+        a, b = np.nonzero(np.triu(overlap, 1))
+        rows.extend(group[a])
+        cols.extend(group[b])
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(xyxy), len(xyxy)))
+    return connected_components(graph, directed=False)[1]
 
 
 def _expect(found: list[Any], wanted: int, what: str) -> None:
