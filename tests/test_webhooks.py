@@ -21,7 +21,7 @@ from core.backends import Backends
 from core.backends.outbox import FINAL_SEQUENCE, DeliveryStatus, WebhookEvent, event_id
 from core.config import load_settings
 from core.errors import ConfigError, InvalidInput, LeaseLost, PreconditionFailed
-from core.jobs import Job, JobParams, JobStatus, new_job_id, utcnow
+from core.jobs import Job, JobKind, JobParams, JobStatus, manifest_blob_path, new_job_id, utcnow
 from core.webhooks import WebhookSender, check_callback_url, final_event, pinned_request, signed_headers
 from tests.waiting import wait_until
 
@@ -513,3 +513,21 @@ def test_a_job_cancelled_while_queued_gets_its_webhook_when_a_worker_sees_it(sta
     wait_until(lambda: service.backends.queue.approximate_length() == 0, 30, "the message to be acknowledged")
     wait_until(lambda: service.job(job_id)["webhook"]["status"] == "delivered", 30, "the delivery to be recorded")
     assert len(receiver.received) == 1
+
+
+def test_an_images_job_with_failed_files_sends_completed_with_errors(backends: Backends) -> None:
+    """Issue 14: the partial-results status reaches the webhook, with the file counts."""
+    job_id = new_job_id()
+    backends.jobs.create(Job(id=job_id, kind=JobKind.IMAGES, input_blob=manifest_blob_path(job_id),
+                             params=JobParams(callback_url="http://127.0.0.1:9/hook"), files_total=20))
+
+    def partial(job: Job) -> None:
+        job.status, job.files_done, job.files_failed = JobStatus.COMPLETED_WITH_ERRORS, 18, 2
+
+    backends.jobs.modify(job_id, partial, event=lambda j: final_event(j, public_job(j)))
+    [event] = backends.outbox.events(job_id)
+    data = json.loads(event.body)["data"]
+    assert event.type == "job.completed_with_errors"
+    assert (data["status"], data["kind"], data["files_done"], data["files_failed"]) == (
+        "completed_with_errors", "images", 18, 2)
+    assert "files" in data["links"] and "results" in data["links"]
