@@ -340,15 +340,31 @@ class Submitter:
                                f"{self.settings.max_files_per_job} files (MAX_FILES_PER_JOB)")
         if len(set(upload_ids)) != len(upload_ids):
             raise InvalidInput("upload_ids: an upload is listed twice")
+        earlier = {self._job_id_of_upload(upload_id, owner) for upload_id in upload_ids}
+        if len(earlier) == 1 and None not in earlier:  # the same set posted again: the job it became
+            existing = self._job_or_none(earlier.pop() or "")
+            if existing is not None:
+                return existing, False
         job_id = new_job_id()
         names = FileNames()
         entries = [self._checked_upload(upload_id, owner, names) for upload_id in upload_ids]
+        # each upload is pointed at the job BEFORE the job exists: should the API stop between
+        # the two, an upload points at no job (free to use again) rather than a job at an upload
+        # the hourly sweep may delete
+        for upload_id in upload_ids:
+            self._point_upload_at(upload_id, job_id)
         job, created = self._record_images_job(job_id, entries, f"{len(entries)} files", params,
                                                idempotency_key, owner)
-        if created:  # each upload now belongs to this job: the sweep keeps it, a PUT is refused
+        if job.id != job_id:  # the Idempotency-Key matched an earlier job: the uploads are its
             for upload_id in upload_ids:
                 self._point_upload_at(upload_id, job.id)
         return job, created
+
+    def _job_id_of_upload(self, upload_id: str, owner: str) -> str | None:
+        """The id of the job an upload has become, or None while it is no job's input."""
+        meta = self._upload_meta(upload_id, owner)
+        job = self._job_of_upload(meta)
+        return job.id if job is not None else None
 
     def _checked_upload(self, upload_id: str, owner: str, names: FileNames) -> ManifestEntry:
         meta = self._upload_meta(upload_id, owner)

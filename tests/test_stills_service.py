@@ -98,12 +98,22 @@ def test_direct_upload_ids_make_one_images_job(start_service, backend, tmp_path:
     assert done["status"] == JobStatus.COMPLETED.value, done
     assert (done["files_done"], done["files_failed"]) == (4, 0)
     assert set(_results(service, job_id)) == {f"still-{i:04d}.{'png' if i % 2 == 0 else 'jpg'}" for i in range(4)}
-    # an upload is one job's input: naming it again is refused
-    again = service.client.post("/jobs", json={"upload_ids": upload_ids[:1]})
+    # the same set posted again is the same job; an upload is one job's input: naming it in another is refused
+    replay = service.client.post("/jobs", json={"upload_ids": upload_ids})
+    assert (replay.status_code, replay.json()["job_id"]) == (200, job_id)
+    again = service.client.post("/jobs", json={"upload_ids": upload_ids[:1] + [_fresh_upload(service, tmp_path)]})
     assert again.status_code == 409 and again.json()["error"]["code"] == "upload_already_used"
     # deleting the job deletes the uploads it was made of
     assert service.client.delete(f"/jobs/{job_id}").status_code == 204
     assert not list(service.backends.blobs.list(f"uploads/{upload_ids[0]}/"))
+
+
+def _fresh_upload(service, tmp_path: Path) -> str:
+    path = write_stills(tmp_path / "fresh", 1)[0]
+    ticket = service.client.post("/uploads", json={"filename": path.name}).json()
+    url = ticket["upload_url"] if ticket["upload_url"].startswith("http") else service.api_url + ticket["upload_url"]
+    assert httpx.put(url, content=path.read_bytes(), headers=ticket["headers"]).status_code in (200, 201)
+    return ticket["upload_id"]
 
 
 def test_one_image_alone_is_an_images_job_and_a_geotiff_gets_geojson(start_service, tmp_path: Path) -> None:
