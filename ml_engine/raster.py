@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp, Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio._err import CPLE_BaseError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from core.errors import CorruptImage, RasterNoBands, RasterTooLarge, UnsupportedImage
@@ -33,6 +34,9 @@ from core.errors import CorruptImage, RasterNoBands, RasterTooLarge, Unsupported
 __all__ = ["GDAL_CACHE_BYTES", "SUPPORTED_DRIVERS", "RasterSource", "open_raster"]
 
 SUPPORTED_DRIVERS = {"JPEG": "JPEG", "PNG": "PNG", "GTiff": "TIFF", "COG": "TIFF"}
+# what GDAL raises for a file it cannot read (RasterioIOError is also an OSError: never let it
+# pass for a disk problem of the worker's, which would fail the whole job)
+GDAL_ERRORS = (RasterioError, CPLE_BaseError)
 GDAL_CACHE_BYTES = 64 * 1024**2  # GDAL's block cache: its default (5 % of RAM) would grow with the raster read
 STRETCH_PERCENTILES = (2.0, 98.0)
 STRETCH_SAMPLE_PX = 1024  # long side of the decimated read the percentiles come from
@@ -101,7 +105,7 @@ class RasterSource:
         try:
             with gdal_env():
                 data = self.dataset.read(unique, **kwargs)
-        except RasterioIOError as exc:
+        except GDAL_ERRORS as exc:
             raise CorruptImage(f"{self.name}: the {self.format} file is damaged or truncated ({_short(exc)})") from exc
         return data[[unique.index(b) for b in self.bands]]
 
@@ -133,7 +137,7 @@ def open_raster(path: Path, name: str, max_pixels: int) -> RasterSource:
         with gdal_env(), warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)  # plain photos have none: expected
             dataset = rasterio.open(path)
-    except RasterioIOError as exc:
+    except GDAL_ERRORS as exc:
         raise _not_readable(path, name, exc) from exc
     try:
         return _checked(dataset, name, max_pixels)
