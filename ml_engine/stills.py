@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 import supervision as sv
 
-from core.errors import ImageError, JobCancelled, ModelError
+from core.errors import CattleCounterError, ImageError, JobCancelled, ModelError
 from core.outputs import (
     COCO,
     DETECTIONS,
@@ -61,7 +61,8 @@ from ml_engine.pipeline import DetectorLike
 from ml_engine.raster import RasterSource, open_raster
 from ml_engine.tiling import TilingSetting, View, merge_views, offset_boxes, parse_tiling, plan_tiles
 
-__all__ = ["DEFAULT_MAX_RASTER_PIXELS", "WINDOWED_ABOVE_PIXELS", "FileResult", "StillsConfig", "StillsRun"]
+__all__ = ["DEFAULT_MAX_RASTER_PIXELS", "WINDOWED_ABOVE_PIXELS", "FileResult", "StillsConfig", "StillsRun",
+           "validate_stills_stats"]
 
 DEFAULT_MAX_RASTER_PIXELS = 50_000 * 50_000
 # Above this many pixels (24 MP, 69 MiB as RGB) a file is read in windows, tile by tile, never
@@ -457,6 +458,21 @@ class StillsRun:
             "output": GEOJSON if self.georeferenced_images else None,
             "without_coordinates": self.images - self.failed - self.georeferenced_images,
         }
+
+
+STATS_SCHEMA_PATH = Path(__file__).parent / "schemas" / "stills_stats.schema.json"
+
+
+def validate_stills_stats(stats: dict[str, Any]) -> None:
+    """Check a stills stats.json against its schema (needs ``jsonschema``, a development
+    dependency). Raises CattleCounterError listing every problem with its JSON path."""
+    import jsonschema
+
+    schema = json.loads(STATS_SCHEMA_PATH.read_text(encoding="utf-8"))
+    problems = sorted(jsonschema.Draft202012Validator(schema).iter_errors(stats), key=lambda e: list(e.absolute_path))
+    if problems:
+        lines = [f"{error.json_path}: {error.message}" for error in problems[:20]]
+        raise CattleCounterError("stills stats.json does not match its schema:\n" + "\n".join(lines))
 
 
 class _TileProgress:

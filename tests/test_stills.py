@@ -24,10 +24,10 @@ import rasterio.shutil
 from PIL import Image
 from rasterio.warp import transform as warp_transform
 
-from core.errors import JobCancelled
+from core.errors import CattleCounterError, JobCancelled
 from core.outputs import COCO, DETECTIONS, GEOJSON, RESULTS, STATS, media_type
 from ml_engine.geo import GroundDeduplicator
-from ml_engine.stills import EXIF_GPS_ONLY, NO_COORDINATES, StillsConfig, StillsRun
+from ml_engine.stills import EXIF_GPS_ONLY, NO_COORDINATES, StillsConfig, StillsRun, validate_stills_stats
 from tests.stills_oracle import (
     CRS,
     GSD,
@@ -77,6 +77,7 @@ def run_files(output: Path, files: list[tuple[str, Path]], detector=None, **conf
     run = StillsRun(output, detector or BlobDetector(), StillsConfig(threshold=0.5, **config))
     results = [run.add_file(name, path) for name, path in files]
     stats, outputs = run.finish()
+    validate_stills_stats(stats)
     return run, results, {"stats": stats, "outputs": outputs}
 
 
@@ -88,6 +89,7 @@ def test_overlapping_geotiffs_report_the_per_image_sum_and_each_animal_once(tmp_
     stats = done["stats"]
     assert [r.counts["total"] for r in results] == list(SEEN_PER_STILL)
     assert all(r.ok and r.georeferenced and r.crs == CRS and r.kind == "still" for r in results)
+    assert json.loads((tmp_path / "out" / STATS).read_text()) == stats  # what was written is what was returned
     assert stats["counts"]["per_image_sum"] == sum(SEEN_PER_STILL) == 17
     dedup = stats["counts"]["deduplicated"]
     assert dedup["applied"] is True
@@ -102,6 +104,9 @@ def test_deduplication_turned_off_counts_every_image(tmp_path: Path) -> None:
     _, _, done = run_files(tmp_path / "out", write_stills(tmp_path), dedup=False)
     assert done["stats"]["counts"]["per_image_sum"] == 17
     assert done["stats"]["counts"]["deduplicated"]["applied"] is False
+    del done["stats"]["counts"]["deduplicated"]["reason"]  # the schema insists on saying why
+    with pytest.raises(CattleCounterError, match="reason"):
+        validate_stills_stats(done["stats"])
 
 
 def test_deduplicator_matches_exact_ground_positions() -> None:
