@@ -31,7 +31,7 @@ from rasterio.windows import Window
 
 from core.errors import CorruptImage, RasterNoBands, RasterTooLarge, UnsupportedImage
 
-__all__ = ["GDAL_CACHE_BYTES", "SUPPORTED_DRIVERS", "RasterSource", "open_raster"]
+__all__ = ["GDAL_CACHE_BYTES", "SUPPORTED_DRIVERS", "RasterSource", "open_raster", "upright"]
 
 SUPPORTED_DRIVERS = {"JPEG": "JPEG", "PNG": "PNG", "GTiff": "TIFF", "COG": "TIFF"}
 # what GDAL raises for a file it cannot read (RasterioIOError is also an OSError: never let it
@@ -82,6 +82,15 @@ class RasterSource:
     @property
     def crs(self) -> Any:
         return self.dataset.crs
+
+    @property
+    def orientation(self) -> int:
+        """The EXIF orientation (1-8; 1 is upright) a camera JPEG may carry; GDAL does not apply it."""
+        try:
+            value = int(self.dataset.tags().get("EXIF_Orientation", "1").strip("() "))
+        except (ValueError, AttributeError):
+            return 1
+        return value if 1 <= value <= 8 else 1
 
     # --- reading --------------------------------------------------------------------------
 
@@ -236,3 +245,18 @@ def _not_readable(path: Path, name: str, exc: Exception) -> Exception:
 
 def _short(exc: Exception) -> str:
     return " ".join(str(exc).split())[:200]
+
+
+def upright(image: np.ndarray, orientation: int) -> np.ndarray:
+    """``image`` turned as its EXIF orientation says it is shown (as PIL's ``exif_transpose``)."""
+    turns = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.rot90(a, 2).transpose(1, 0, 2),
+        8: lambda a: np.rot90(a, 1),
+    }
+    turn = turns.get(orientation)
+    return image if turn is None else np.ascontiguousarray(turn(image))

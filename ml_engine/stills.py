@@ -58,7 +58,7 @@ from ml_engine.geo import (
 )
 from ml_engine.outputs import _copy_json_lines, _json_line, _write_json
 from ml_engine.pipeline import DetectorLike
-from ml_engine.raster import RasterSource, open_raster
+from ml_engine.raster import RasterSource, open_raster, upright
 from ml_engine.tiling import TilingSetting, View, merge_views, offset_boxes, parse_tiling, plan_tiles
 
 __all__ = ["DEFAULT_MAX_RASTER_PIXELS", "WINDOWED_ABOVE_PIXELS", "FileResult", "StillsConfig", "StillsRun",
@@ -196,11 +196,18 @@ class StillsRun:
             if self.config.tiling.mode == "off":  # type: ignore[union-attr]
                 result.notes.append("TILING=off does not apply to a raster read in windows: it was tiled "
                                     "with tiles of {}x{} px".format(*self._raster_tile()))
+            if source.orientation != 1:
+                result.notes.append(f"EXIF orientation {source.orientation} not applied to a raster read in "
+                                    "windows: boxes are in the stored pixel grid")
             detections, result.tiles = self._detect_windowed(source, progress)
             image, scale = source.read_overview(self.config.overview_max_px)
             annotated_name = annotated_overview(result.name)
         else:
             image = source.read((0, 0, source.width, source.height))
+            if source.orientation != 1 and not source.georeferenced:  # a camera JPEG shot sideways
+                image = upright(image, source.orientation)
+                result.height, result.width = image.shape[:2]
+                result.notes.append(f"EXIF orientation {source.orientation} applied: boxes are in the upright image")
             detections, result.tiles = self._detect_still(image, progress)
             scale, annotated_name = 1.0, annotated_still(result.name)
         self.tiles += result.tiles

@@ -225,6 +225,33 @@ def test_exif_gps_only_jpeg_is_counted_and_says_why_it_has_no_coordinates(tmp_pa
     assert done["stats"]["per_image"][0]["notes"] == [EXIF_GPS_ONLY]
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_pil_applies_it(orientation: int) -> None:
+    from PIL import ImageOps
+
+    from ml_engine.raster import upright
+
+    image = np.random.default_rng(orientation).integers(0, 255, (3, 5, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    picture = Image.fromarray(image)
+    picture.info["exif"] = exif.tobytes()
+    picture.getexif()[0x0112] = orientation
+    assert np.array_equal(upright(image, orientation), np.asarray(ImageOps.exif_transpose(picture)))
+
+
+def test_a_sideways_camera_jpeg_is_counted_upright(tmp_path: Path) -> None:
+    field = field_image()[:300, :STILL_WIDTH]  # animals A and B
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: shown rotated 90 degrees clockwise
+    Image.fromarray(np.ascontiguousarray(np.rot90(field, 1))).save(tmp_path / "side.jpg", exif=exif, quality=100)
+    _, (result,), _ = run_files(tmp_path / "out", [("side.jpg", tmp_path / "side.jpg")])
+    assert result.ok and (result.width, result.height) == (STILL_WIDTH, 300)
+    assert result.counts["total"] == 2 and any("EXIF orientation 6 applied" in n for n in result.notes)
+    boxes = json.loads((tmp_path / "out" / DETECTIONS).read_text())["detections"]
+    assert sorted(tuple(d["box"][:2]) for d in boxes) == [(94.0, 194.0), (694.0, 294.0)]  # the field's pixels
+
+
 def test_coco_and_jsonl_cover_every_image_of_the_job(tmp_path: Path) -> None:
     run_files(tmp_path / "out", write_stills(tmp_path))
     coco = json.loads((tmp_path / "out" / COCO).read_text())
