@@ -25,14 +25,18 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp, Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio._err import CPLE_BaseError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from core.errors import CorruptImage, RasterNoBands, RasterTooLarge, UnsupportedImage
 
-__all__ = ["GDAL_CACHE_BYTES", "SUPPORTED_DRIVERS", "RasterSource", "open_raster"]
+__all__ = ["GDAL_CACHE_BYTES", "SUPPORTED_DRIVERS", "RasterSource", "open_raster", "upright"]
 
 SUPPORTED_DRIVERS = {"JPEG": "JPEG", "PNG": "PNG", "GTiff": "TIFF", "COG": "TIFF"}
+# what GDAL raises for a file it cannot read (RasterioIOError is also an OSError: never let it
+# pass for a disk problem of the worker's, which would fail the whole job)
+GDAL_ERRORS = (RasterioError, CPLE_BaseError)
 GDAL_CACHE_BYTES = 64 * 1024**2  # GDAL's block cache: its default (5 % of RAM) would grow with the raster read
 STRETCH_PERCENTILES = (2.0, 98.0)
 STRETCH_SAMPLE_PX = 1024  # long side of the decimated read the percentiles come from
@@ -79,6 +83,15 @@ class RasterSource:
     def crs(self) -> Any:
         return self.dataset.crs
 
+    @property
+    def orientation(self) -> int:
+        """The EXIF orientation (1-8; 1 is upright) a camera JPEG may carry; GDAL does not apply it."""
+        try:
+            value = int(self.dataset.tags().get("EXIF_Orientation", "1").strip("() "))
+        except (ValueError, AttributeError):
+            return 1
+        return value if 1 <= value <= 8 else 1
+
     # --- reading --------------------------------------------------------------------------
 
     def read(self, region: Region) -> np.ndarray:
@@ -101,7 +114,7 @@ class RasterSource:
         try:
             with gdal_env():
                 data = self.dataset.read(unique, **kwargs)
-        except RasterioIOError as exc:
+        except GDAL_ERRORS as exc:
             raise CorruptImage(f"{self.name}: the {self.format} file is damaged or truncated ({_short(exc)})") from exc
         return data[[unique.index(b) for b in self.bands]]
 
@@ -133,7 +146,7 @@ def open_raster(path: Path, name: str, max_pixels: int) -> RasterSource:
         with gdal_env(), warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)  # plain photos have none: expected
             dataset = rasterio.open(path)
-    except RasterioIOError as exc:
+    except GDAL_ERRORS as exc:
         raise _not_readable(path, name, exc) from exc
     try:
         return _checked(dataset, name, max_pixels)
@@ -232,3 +245,18 @@ def _not_readable(path: Path, name: str, exc: Exception) -> Exception:
 
 def _short(exc: Exception) -> str:
     return " ".join(str(exc).split())[:200]
+
+
+def upright(image: np.ndarray, orientation: int) -> np.ndarray:
+    """``image`` turned as its EXIF orientation says it is shown (as PIL's ``exif_transpose``)."""
+    turns = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.rot90(a, 2).transpose(1, 0, 2),
+        8: lambda a: np.rot90(a, 1),
+    }
+    turn = turns.get(orientation)
+    return image if turn is None else np.ascontiguousarray(turn(image))

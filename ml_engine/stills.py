@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 import supervision as sv
 
-from core.errors import ImageError, JobCancelled, ModelError
+from core.errors import CattleCounterError, ImageError, JobCancelled, ModelError
 from core.outputs import (
     COCO,
     DETECTIONS,
@@ -58,10 +58,11 @@ from ml_engine.geo import (
 )
 from ml_engine.outputs import _copy_json_lines, _json_line, _write_json
 from ml_engine.pipeline import DetectorLike
-from ml_engine.raster import RasterSource, open_raster
+from ml_engine.raster import RasterSource, open_raster, upright
 from ml_engine.tiling import TilingSetting, View, merge_views, offset_boxes, parse_tiling, plan_tiles
 
-__all__ = ["DEFAULT_MAX_RASTER_PIXELS", "WINDOWED_ABOVE_PIXELS", "FileResult", "StillsConfig", "StillsRun"]
+__all__ = ["DEFAULT_MAX_RASTER_PIXELS", "WINDOWED_ABOVE_PIXELS", "FileResult", "StillsConfig", "StillsRun",
+           "validate_stills_stats"]
 
 DEFAULT_MAX_RASTER_PIXELS = 50_000 * 50_000
 # Above this many pixels (24 MP, 69 MiB as RGB) a file is read in windows, tile by tile, never
@@ -195,11 +196,18 @@ class StillsRun:
             if self.config.tiling.mode == "off":  # type: ignore[union-attr]
                 result.notes.append("TILING=off does not apply to a raster read in windows: it was tiled "
                                     "with tiles of {}x{} px".format(*self._raster_tile()))
+            if source.orientation != 1:
+                result.notes.append(f"EXIF orientation {source.orientation} not applied to a raster read in "
+                                    "windows: boxes are in the stored pixel grid")
             detections, result.tiles = self._detect_windowed(source, progress)
             image, scale = source.read_overview(self.config.overview_max_px)
             annotated_name = annotated_overview(result.name)
         else:
             image = source.read((0, 0, source.width, source.height))
+            if source.orientation != 1 and not source.georeferenced:  # a camera JPEG shot sideways
+                image = upright(image, source.orientation)
+                result.height, result.width = image.shape[:2]
+                result.notes.append(f"EXIF orientation {source.orientation} applied: boxes are in the upright image")
             detections, result.tiles = self._detect_still(image, progress)
             scale, annotated_name = 1.0, annotated_still(result.name)
         self.tiles += result.tiles
@@ -457,6 +465,21 @@ class StillsRun:
             "output": GEOJSON if self.georeferenced_images else None,
             "without_coordinates": self.images - self.failed - self.georeferenced_images,
         }
+
+
+STATS_SCHEMA_PATH = Path(__file__).parent / "schemas" / "stills_stats.schema.json"
+
+
+def validate_stills_stats(stats: dict[str, Any]) -> None:
+    """Check a stills stats.json against its schema (needs ``jsonschema``, a development
+    dependency). Raises CattleCounterError listing every problem with its JSON path."""
+    import jsonschema
+
+    schema = json.loads(STATS_SCHEMA_PATH.read_text(encoding="utf-8"))
+    problems = sorted(jsonschema.Draft202012Validator(schema).iter_errors(stats), key=lambda e: list(e.absolute_path))
+    if problems:
+        lines = [f"{error.json_path}: {error.message}" for error in problems[:20]]
+        raise CattleCounterError("stills stats.json does not match its schema:\n" + "\n".join(lines))
 
 
 class _TileProgress:

@@ -24,10 +24,10 @@ import rasterio.shutil
 from PIL import Image
 from rasterio.warp import transform as warp_transform
 
-from core.errors import JobCancelled
+from core.errors import CattleCounterError, JobCancelled
 from core.outputs import COCO, DETECTIONS, GEOJSON, RESULTS, STATS, media_type
 from ml_engine.geo import GroundDeduplicator
-from ml_engine.stills import EXIF_GPS_ONLY, NO_COORDINATES, StillsConfig, StillsRun
+from ml_engine.stills import EXIF_GPS_ONLY, NO_COORDINATES, StillsConfig, StillsRun, validate_stills_stats
 from tests.stills_oracle import (
     CRS,
     GSD,
@@ -77,6 +77,7 @@ def run_files(output: Path, files: list[tuple[str, Path]], detector=None, **conf
     run = StillsRun(output, detector or BlobDetector(), StillsConfig(threshold=0.5, **config))
     results = [run.add_file(name, path) for name, path in files]
     stats, outputs = run.finish()
+    validate_stills_stats(stats)
     return run, results, {"stats": stats, "outputs": outputs}
 
 
@@ -88,6 +89,7 @@ def test_overlapping_geotiffs_report_the_per_image_sum_and_each_animal_once(tmp_
     stats = done["stats"]
     assert [r.counts["total"] for r in results] == list(SEEN_PER_STILL)
     assert all(r.ok and r.georeferenced and r.crs == CRS and r.kind == "still" for r in results)
+    assert json.loads((tmp_path / "out" / STATS).read_text()) == stats  # what was written is what was returned
     assert stats["counts"]["per_image_sum"] == sum(SEEN_PER_STILL) == 17
     dedup = stats["counts"]["deduplicated"]
     assert dedup["applied"] is True
@@ -102,6 +104,9 @@ def test_deduplication_turned_off_counts_every_image(tmp_path: Path) -> None:
     _, _, done = run_files(tmp_path / "out", write_stills(tmp_path), dedup=False)
     assert done["stats"]["counts"]["per_image_sum"] == 17
     assert done["stats"]["counts"]["deduplicated"]["applied"] is False
+    del done["stats"]["counts"]["deduplicated"]["reason"]  # the schema insists on saying why
+    with pytest.raises(CattleCounterError, match="reason"):
+        validate_stills_stats(done["stats"])
 
 
 def test_deduplicator_matches_exact_ground_positions() -> None:
@@ -218,6 +223,33 @@ def test_exif_gps_only_jpeg_is_counted_and_says_why_it_has_no_coordinates(tmp_pa
     assert result.ok and result.counts["total"] == 6 and not result.georeferenced
     assert EXIF_GPS_ONLY in result.notes
     assert done["stats"]["per_image"][0]["notes"] == [EXIF_GPS_ONLY]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_pil_applies_it(orientation: int) -> None:
+    from PIL import ImageOps
+
+    from ml_engine.raster import upright
+
+    image = np.random.default_rng(orientation).integers(0, 255, (3, 5, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    picture = Image.fromarray(image)
+    picture.info["exif"] = exif.tobytes()
+    picture.getexif()[0x0112] = orientation
+    assert np.array_equal(upright(image, orientation), np.asarray(ImageOps.exif_transpose(picture)))
+
+
+def test_a_sideways_camera_jpeg_is_counted_upright(tmp_path: Path) -> None:
+    field = field_image()[:300, :STILL_WIDTH]  # animals A and B
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: shown rotated 90 degrees clockwise
+    Image.fromarray(np.ascontiguousarray(np.rot90(field, 1))).save(tmp_path / "side.jpg", exif=exif, quality=100)
+    _, (result,), _ = run_files(tmp_path / "out", [("side.jpg", tmp_path / "side.jpg")])
+    assert result.ok and (result.width, result.height) == (STILL_WIDTH, 300)
+    assert result.counts["total"] == 2 and any("EXIF orientation 6 applied" in n for n in result.notes)
+    boxes = json.loads((tmp_path / "out" / DETECTIONS).read_text())["detections"]
+    assert sorted(tuple(d["box"][:2]) for d in boxes) == [(94.0, 194.0), (694.0, 294.0)]  # the field's pixels
 
 
 def test_coco_and_jsonl_cover_every_image_of_the_job(tmp_path: Path) -> None:
