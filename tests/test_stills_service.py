@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from core.jobs import JobStatus
+from ml_engine.stills import validate_stills_stats
 from tests.fixtures_stills import image_bytes, truncated_tiff, write_stills, zip_of
 
 pytestmark = pytest.mark.slow
@@ -55,6 +56,7 @@ def test_a_zip_of_stills_with_bad_files_completes_with_errors(start_service, bac
     assert all(results[f"flight_still-{i:04d}.{'png' if i % 2 == 0 else 'jpg'}"]["ok"] for i in range(GOOD))
 
     stats = service.client.get(f"/jobs/{job_id}/result").json()
+    validate_stills_stats(stats)  # the files refused at submit, added by the worker, keep its schema
     assert stats["images"] == {**stats["images"], "total": GOOD + 2, "ok": GOOD, "failed": 2}
     assert {item["name"] for item in stats["failed"]} == {"flight_notes.txt", "flight_cut.tif"}
     assert done["counts"] == stats["counts"]
