@@ -50,3 +50,13 @@ def zip_of(entries: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> 
         for name, data in entries.items():
             archive.writestr(name, data)
     return buffer.getvalue()
+
+
+def tiff_damaged_in_the_middle(seed: int = 0) -> bytes:
+    """A DEFLATE TIFF in 16-row strips whose middle strips are garbage: its header and its first
+    and last rows read fine (so the API's probe accepts it), its pixels do not (so the worker
+    finds the damage: a per-file error discovered while the job runs)."""
+    data = bytearray(image_bytes("GTiff", 128, 256, seed=seed, compress="deflate", blockysize=16))
+    middle = len(data) // 2
+    data[middle - 600:middle + 600] = bytes(range(256)) * 4 + bytes(176)
+    return bytes(data)

@@ -15,7 +15,7 @@ import pytest
 
 from core.jobs import JobStatus
 from ml_engine.stills import validate_stills_stats
-from tests.fixtures_stills import image_bytes, truncated_tiff, write_stills, zip_of
+from tests.fixtures_stills import image_bytes, tiff_damaged_in_the_middle, truncated_tiff, write_stills, zip_of
 
 pytestmark = pytest.mark.slow
 
@@ -131,3 +131,27 @@ def test_one_image_alone_is_an_images_job_and_a_geotiff_gets_geojson(start_servi
     assert done["status"] == "completed", done
     geojson = service.client.get(f"/jobs/{job_id}/exports/geojson")
     assert geojson.status_code == 200 and geojson.json()["type"] == "FeatureCollection"
+
+
+def test_damage_found_while_running_is_a_per_file_error_and_all_bad_fails_honestly(start_service) -> None:
+    """Damage the API's probe cannot see (the middle of a TIFF) is found by the worker: with one
+    good file the job is completed_with_errors; with none, it is failed (no_usable_files) and
+    its results.jsonl still says why for each file."""
+    service = start_service("local")
+    mixed = service.client.post("/jobs", files=[("files", ("good.png", image_bytes("PNG"))),
+                                                 ("files", ("mid.tif", tiff_damaged_in_the_middle()))])
+    all_bad = service.client.post("/jobs", files=[("files", (f"mid-{i}.tif", tiff_damaged_in_the_middle(i)))
+                                                   for i in range(2)])
+    assert mixed.status_code == all_bad.status_code == 202  # accepted: nothing wrong is visible at submit
+    assert mixed.json()["files_failed"] == all_bad.json()["files_failed"] == 0
+
+    done = service.wait_for_status(mixed.json()["job_id"], {"completed", "completed_with_errors", "failed"})
+    assert (done["status"], done["files_done"], done["files_failed"]) == ("completed_with_errors", 1, 1), done
+    assert _results(service, done["job_id"])["mid.tif"]["error"]["code"] == "corrupt_image"
+
+    failed = service.wait_for_status(all_bad.json()["job_id"], {"completed", "completed_with_errors", "failed"})
+    assert failed["status"] == "failed" and failed["error"]["code"] == "no_usable_files", failed
+    assert (failed["files_done"], failed["files_failed"]) == (0, 2)
+    assert "mid-0.tif" in failed["error"]["message"]
+    results = _results(service, failed["job_id"])  # downloadable although the job failed
+    assert {line["error"]["code"] for line in results.values()} == {"corrupt_image"}
