@@ -19,7 +19,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from api.bulk import FileNames, error_of
-
 from core import metrics
 from core.backends import Backends, BlobStore
 from core.blob_io import open_blob
@@ -29,9 +28,9 @@ from core.errors import (
     CattleCounterError,
     ImageError,
     InvalidInput,
+    NotFound,
     NoUsableFiles,
     TooManyFiles,
-    NotFound,
     UploadAlreadyUsed,
     UploadTooLarge,
     VideoError,

@@ -13,7 +13,6 @@ import numpy as np
 def image_bytes(driver: str = "PNG", width: int = 96, height: int = 64, bands: int = 3, seed: int = 0,
                 uniform: bool = False, **profile) -> bytes:
     """``uniform``: one grey level (a big raster that compresses to almost nothing)."""
-    import rasterio
     from rasterio.io import MemoryFile
 
     if uniform:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import socket
-import zipfile
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import ip_address

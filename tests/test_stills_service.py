@@ -15,7 +15,13 @@ import pytest
 
 from core.jobs import JobStatus
 from ml_engine.stills import validate_stills_stats
-from tests.fixtures_stills import image_bytes, tiff_damaged_in_the_middle, truncated_tiff, write_stills, zip_of
+from tests.fixtures_stills import (
+    image_bytes,
+    tiff_damaged_in_the_middle,
+    truncated_tiff,
+    write_stills,
+    zip_of,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -41,8 +41,8 @@ from core.errors import (
     InvalidMessage,
     JobCancelled,
     LeaseLost,
-    NoUsableFiles,
     NotFound,
+    NoUsableFiles,
 )
 from core.jobs import Job, JobError, JobKind, JobMessage, JobParams, JobStatus, output_blob_path, utcnow
 from core.logging import job_context

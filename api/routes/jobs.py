@@ -17,6 +17,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
+from api.bulk import unpacked_files
 from api.deps import (
     BackendsDep,
     Caller,
@@ -29,7 +30,6 @@ from api.deps import (
 from api.ranges import parse_range
 from api.schemas import ErrorBody, JobList, JobOut, SignedLinks
 from api.signed_urls import Signature, expiry, is_valid, signed_path
-from api.bulk import unpacked_files
 from api.submission import (
     check_idempotency_key,
     check_params,
@@ -61,8 +61,8 @@ from core.jobs import (
     output_blob_path,
     utcnow,
 )
-from ml_engine.image_probe import looks_like_zip
 from core.outputs import DOWNLOADS, annotated_overview, annotated_still, media_type
+from ml_engine.image_probe import looks_like_zip
 
 router = APIRouter(tags=["jobs"])
 
