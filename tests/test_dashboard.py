@@ -583,3 +583,27 @@ def test_images_upload_shows_files_overview_and_both_totals(page, allinone_serve
     results = httpx.get(allinone_server.url + page.get_by_test_id("download-results").get_attribute("href"))
     assert results.status_code == 200 and len(results.text.splitlines()) == 8  # signed: no key needed
     screenshot(page, "images-job")
+
+
+def test_a_big_set_of_images_goes_through_direct_uploads(page, allinone_server, tmp_path):
+    """Images adding up to DIRECT_UPLOAD_BYTES or more: each is PUT to its own upload URL, then
+    one job is made of the upload ids (the path for big sets), not one huge multipart body."""
+    from tests.fixtures_stills import image_bytes
+
+    put_requests: list[str] = []
+    page.on("request", lambda request: request.method == "PUT" and put_requests.append(request.url))
+    files = []
+    for i in range(2):  # 2 x 17 MB, uncompressed
+        path = tmp_path / f"big-{i}.tif"
+        path.write_bytes(image_bytes("GTiff", 2400, 2400, uniform=True))
+        files.append(path)
+    assert sum(path.stat().st_size for path in files) >= DIRECT_UPLOAD_BYTES
+    page.get_by_test_id("file-input").set_input_files(files)
+    page.get_by_test_id("submit-button").click()
+    done = page.locator("[data-testid=upload-item][data-state=done]")
+    expect(done).to_have_count(1, timeout=60_000)
+    job_id = done.get_attribute("data-job-id")
+    assert len(put_requests) == 2 and all("/uploads/" in url for url in put_requests), put_requests
+    job = allinone_server.job(job_id)
+    assert (job["kind"], job["files_total"]) == ("images", 2)
+    expect(job_row(page, job_id).get_by_test_id("job-status")).to_have_text("completed", timeout=JOB_TIMEOUT_MS * 2)
