@@ -164,7 +164,7 @@ def _submit_form_files(form: ReceivedForm, params, key: str | None, owner: str, 
 
 def _is_image(path: Path, settings: Settings) -> bool:
     """An image (True), not one at all (False: it may be a video), or an image this service
-    refuses: that error, raised (a corrupt TIFF is a 422 about the TIFF, not a 415 about videos)."""
+    refuses: that error, raised (a corrupt TIFF is told it is a corrupt image, not that it is no video)."""
     try:
         probe_image_file(path, settings)
     except (UnsupportedImage, EmptyImage):
