@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install install-api node browser run run-api run-worker lint test bench clean
+.PHONY: install install-api node browser gdal run run-api run-worker lint test bench clean
 
 $(VENV)/.installed-dev: requirements.txt requirements-api.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# Debian's GDAL tools: tests/test_stills.py reads the GeoJSON output back with ogrinfo.
+gdal:
+	@command -v ogrinfo >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq gdal-bin >/dev/null; }
+
 # All-in-one on the embedded local backend: API on :8000 plus an in-process worker.
 run: install
 	$(PY) -m allinone
@@ -53,7 +59,7 @@ lint: $(VENV)/.installed-dev
 	$(PY) -m mypy
 
 # lint first: a lint or type error fails at once, before the minutes of tests
-test: lint node browser
+test: lint node browser gdal
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev

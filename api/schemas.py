@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from core.backends.outbox import DeliveryStatus, WebhookEvent
-from core.jobs import Job, JobError, JobParams, JobStatus
-from core.outputs import DOWNLOADS
+from core.jobs import Job, JobError, JobKind, JobParams, JobStatus
+from core.outputs import DOWNLOADS, GEOJSON
 
 
 class WebhookStatus(BaseModel):
@@ -37,7 +37,9 @@ class JobOut(BaseModel):
     """A job as API users see it."""
 
     job_id: str
-    status: JobStatus
+    kind: JobKind = Field(description="video, or images (stills, ZIPs, rasters)")
+    status: JobStatus = Field(description="completed_with_errors: an images job whose good files completed "
+                              "while some failed (files_failed > 0; results.jsonl lists each error)")
     filename: str
     size_bytes: int
     params: JobParams
@@ -46,6 +48,11 @@ class JobOut(BaseModel):
     frames_total: int | None
     fps: float | None = Field(description="processing speed, frames per second")
     eta_seconds: float | None
+    files_total: int = Field(description="images jobs: files in the job")
+    files_done: int = Field(description="images jobs: files processed, each with its result")
+    files_failed: int = Field(description="images jobs: files refused at submit or failed, each with a typed error")
+    tiles_done: int = Field(description="images jobs: tiles done of the raster in progress")
+    tiles_total: int | None
     attempts: int
     cancel_requested: bool
     created_at: datetime
@@ -63,7 +70,8 @@ class JobOut(BaseModel):
     def from_job(cls, job: Job, webhook: WebhookEvent | None = None) -> JobOut:
         fields = job.model_dump(
             include={
-                "status", "filename", "size_bytes", "params", "progress", "frames_done",
+                "kind", "status", "filename", "files_total", "files_done", "files_failed", "tiles_done",
+                "tiles_total", "size_bytes", "params", "progress", "frames_done",
                 "frames_total", "fps", "eta_seconds", "attempts", "cancel_requested",
                 "created_at", "updated_at", "started_at", "finished_at", "error", "counts",
             }
@@ -84,8 +92,11 @@ def public_job(job: Job) -> dict[str, Any]:
 def _links(job: Job) -> dict[str, str]:
     base = f"/jobs/{job.id}"
     links = {"self": base}
-    if job.status is JobStatus.COMPLETED:
-        links.update((name, base + output.route) for name, output in DOWNLOADS.items())
+    if job.results_ready:
+        links.update((name, base + output.route) for name, output in DOWNLOADS.items()
+                     if job.kind.value in output.kinds and (name != "geojson" or GEOJSON in job.outputs))
+        if job.kind is JobKind.IMAGES:
+            links["files"] = base + "/files/"  # + a file's name: its annotated image
     return links
 
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from api.bulk import FileNames, error_of
 from core import metrics
 from core.backends import Backends, BlobStore
 from core.blob_io import open_blob
@@ -24,17 +26,34 @@ from core.config import Settings
 from core.errors import (
     AlreadyExists,
     CattleCounterError,
+    ImageError,
     InvalidInput,
     NotFound,
+    NoUsableFiles,
+    TooManyFiles,
     UploadAlreadyUsed,
     UploadTooLarge,
     VideoError,
     describe_validation_error,
     dotted,
 )
-from core.jobs import DEFAULT_OWNER, Job, JobMessage, JobParams, input_blob_path, new_job_id, utcnow
+from core.jobs import (
+    DEFAULT_OWNER,
+    Job,
+    JobKind,
+    JobMessage,
+    JobParams,
+    ManifestEntry,
+    file_input_blob_path,
+    input_blob_path,
+    job_blob_prefix,
+    manifest_blob_path,
+    new_job_id,
+    utcnow,
+)
 from core.model_card import read_card
 from core.webhooks import check_callback_url
+from ml_engine.image_probe import ImageInfo, probe_image
 from ml_engine.video import VideoInfo, VideoLimits, probe
 
 log = logging.getLogger(__name__)
@@ -144,6 +163,11 @@ def probe_blob(backends: Backends, blob_path: str, settings: Settings) -> VideoI
         return probe(reader, video_limits(settings))
 
 
+def probe_image_file(path: Path, settings: Settings) -> ImageInfo:
+    """Raises a typed ImageError for anything not a readable image within MAX_RASTER_PIXELS."""
+    return probe_image(path, settings.max_raster_pixels)
+
+
 # --- submission --------------------------------------------------------------------------
 
 
@@ -193,6 +217,8 @@ class Submitter:
         try:
             probe_blob(self.backends, blob, self.settings)
         except VideoError:
+            if self._upload_is_an_image(blob):  # one big orthomosaic, say: an images job of one file
+                return self.submit_uploads([upload_id], params, idempotency_key, owner)
             self.backends.blobs.delete_prefix(upload_prefix(upload_id))
             raise
         # a SAS write URL stays valid until it expires: the etag pins the version checked here
@@ -230,17 +256,20 @@ class Submitter:
     def _record_and_enqueue(
         self, job_id: str, blob: str, filename: str, size: int, params: JobParams, key: str | None,
         owns_input: bool, input_etag: str | None = None, owner: str = DEFAULT_OWNER,
+        kind: JobKind = JobKind.VIDEO, files_total: int = 0, files_failed: int = 0,
     ) -> tuple[Job, bool]:
         """``owns_input``: the input blob was stored for this request alone (``submit_file``),
         so it goes when no job is made of it. A direct upload's blob belongs to the client's
         upload: it stays, so that a retry after a 503 finds it."""
 
         def discard_input() -> None:
-            if owns_input:
+            if owns_input and kind is JobKind.IMAGES:
+                self.backends.blobs.delete_prefix(job_blob_prefix(job_id))  # the manifest and the files
+            elif owns_input:
                 self.backends.blobs.delete(blob)
 
-        job = Job(id=job_id, input_blob=blob, input_etag=input_etag, filename=filename, size_bytes=size,
-                  params=params, idempotency_key=key, owner=owner)
+        job = Job(id=job_id, kind=kind, input_blob=blob, input_etag=input_etag, filename=filename, size_bytes=size,
+                  params=params, idempotency_key=key, owner=owner, files_total=files_total, files_failed=files_failed)
         try:
             stored = self.backends.jobs.create(job)
         except AlreadyExists:
@@ -265,6 +294,130 @@ class Submitter:
         metrics.UPLOAD_BYTES.labels(owner=owner).inc(size)
         log.info("job %s queued (%s, %d bytes)", job_id, filename, size)
         return stored, True
+
+    # --- images jobs: many files, one manifest -----------------------------------------
+
+    def submit_images(
+        self, files: Iterable[tuple[str, Path]], filename: str, params: JobParams, idempotency_key: str | None,
+        owner: str = DEFAULT_OWNER,
+    ) -> tuple[Job, bool]:
+        """Check and store each local file (name in the request, scratch path) as an input of a
+        new images job, write its manifest and enqueue it. ``files`` may be a generator that
+        unpacks a ZIP: each file is stored before the next is asked for."""
+        self.check_classes(params)
+        job_id = new_job_id()
+        try:
+            entries = self._store_files(job_id, files)
+            return self._record_images_job(job_id, entries, filename, params, idempotency_key, owner)
+        except BaseException:
+            self.backends.blobs.delete_prefix(job_blob_prefix(job_id))
+            raise
+
+    def _store_files(self, job_id: str, files: Iterable[tuple[str, Path]]) -> list[ManifestEntry]:
+        names = FileNames()
+        entries: list[ManifestEntry] = []
+        for number, (raw_name, path) in enumerate(files):
+            if number >= self.settings.max_files_per_job:
+                raise TooManyFiles(f"one job takes at most {self.settings.max_files_per_job} files "
+                                   "(MAX_FILES_PER_JOB): split the set into several jobs")
+            name = names.unique(raw_name)
+            try:
+                probe_image_file(path, self.settings)
+            except ImageError as exc:
+                entries.append(ManifestEntry(name=name, size=path.stat().st_size, error=error_of(exc)))
+                continue
+            stored = self.backends.blobs.upload_file(file_input_blob_path(job_id, number), path)
+            entries.append(ManifestEntry(name=name, blob=stored.path, size=stored.size, etag=stored.etag))
+        return entries
+
+    def submit_uploads(
+        self, upload_ids: list[str], params: JobParams, idempotency_key: str | None, owner: str = DEFAULT_OWNER
+    ) -> tuple[Job, bool]:
+        """An images job of finished direct uploads (the path for big sets): each upload is
+        checked where it lies, and stays there; the job's manifest points at it."""
+        self.check_classes(params)
+        if len(upload_ids) > self.settings.max_files_per_job:
+            raise TooManyFiles(f"{len(upload_ids)} uploads; one job takes at most "
+                               f"{self.settings.max_files_per_job} files (MAX_FILES_PER_JOB)")
+        if len(set(upload_ids)) != len(upload_ids):
+            raise InvalidInput("upload_ids: an upload is listed twice")
+        earlier = {self._job_id_of_upload(upload_id, owner) for upload_id in upload_ids}
+        if len(earlier) == 1 and None not in earlier:  # the same set posted again: the job it became
+            existing = self._job_or_none(earlier.pop() or "")
+            if existing is not None:
+                return existing, False
+        job_id = new_job_id()
+        names = FileNames()
+        entries = [self._checked_upload(upload_id, owner, names) for upload_id in upload_ids]
+        # each upload is pointed at the job BEFORE the job exists: should the API stop between
+        # the two, an upload points at no job (free to use again) rather than a job at an upload
+        # the hourly sweep may delete
+        for upload_id in upload_ids:
+            self._point_upload_at(upload_id, job_id)
+        job, created = self._record_images_job(job_id, entries, f"{len(entries)} files", params,
+                                               idempotency_key, owner)
+        if job.id != job_id:  # the Idempotency-Key matched an earlier job: the uploads are its
+            for upload_id in upload_ids:
+                self._point_upload_at(upload_id, job.id)
+        return job, created
+
+    def _job_id_of_upload(self, upload_id: str, owner: str) -> str | None:
+        """The id of the job an upload has become, or None while it is no job's input."""
+        meta = self._upload_meta(upload_id, owner)
+        job = self._job_of_upload(meta)
+        return job.id if job is not None else None
+
+    def _checked_upload(self, upload_id: str, owner: str, names: FileNames) -> ManifestEntry:
+        meta = self._upload_meta(upload_id, owner)
+        if self._job_of_upload(meta) is not None:
+            raise UploadAlreadyUsed(f"upload {upload_id!r} is already job {meta['job_id']}'s input")
+        blob = upload_data_path(upload_id)
+        try:
+            stored = self.backends.blobs.info(blob)
+        except NotFound:
+            raise InvalidInput(f"upload_ids: nothing was uploaded for {upload_id!r} (PUT the file first)") from None
+        name = names.unique(meta.get("filename", "image"))
+        with tempfile.TemporaryDirectory(prefix="probe-", dir=self.settings.work_dir) as work:
+            local = Path(work) / name
+            self.backends.blobs.download_to_file(blob, local)
+            try:
+                probe_image_file(local, self.settings)
+            except ImageError as exc:
+                return ManifestEntry(name=name, size=stored.size, error=error_of(exc))
+        return ManifestEntry(name=name, blob=blob, size=stored.size, etag=stored.etag)
+
+    def _upload_is_an_image(self, blob: str) -> bool:
+        with tempfile.TemporaryDirectory(prefix="probe-", dir=self.settings.work_dir) as work:
+            local = Path(work) / "upload"
+            self.backends.blobs.download_to_file(blob, local)
+            try:
+                probe_image_file(local, self.settings)
+            except ImageError:
+                return False
+        return True
+
+    def _point_upload_at(self, upload_id: str, job_id: str) -> None:
+        meta = self._upload_meta(upload_id)
+        meta["job_id"] = job_id
+        self.backends.blobs.upload_stream(upload_meta_path(upload_id), [json.dumps(meta).encode()], "application/json")
+
+    def _record_images_job(
+        self, job_id: str, entries: list[ManifestEntry], filename: str, params: JobParams, key: str | None,
+        owner: str,
+    ) -> tuple[Job, bool]:
+        failed = [entry for entry in entries if entry.error is not None]
+        if not entries:
+            raise InvalidInput("send at least one image")
+        if len(failed) == len(entries):
+            raise NoUsableFiles("none of the files is an image this service can read: " + "; ".join(
+                entry.error.message for entry in failed[:20] if entry.error) + ("; ..." if len(failed) > 20 else ""))
+        manifest = manifest_blob_path(job_id)
+        self.backends.blobs.upload_stream(manifest, (entry.to_line() for entry in entries), "application/x-ndjson")
+        size = sum(entry.size for entry in entries)
+        return self._record_and_enqueue(
+            job_id, manifest, filename, size, params, key, owns_input=True, owner=owner, kind=JobKind.IMAGES,
+            files_total=len(entries), files_failed=len(failed),
+        )
 
     # --- direct uploads --------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
-from core.errors import InvalidInput, StorageError, UploadStalled, UploadTooLarge
+from core.errors import InvalidInput, StorageError, TooManyFiles, UploadStalled, UploadTooLarge
 
 if TYPE_CHECKING:  # the TypedDict exists for type checkers only
     from python_multipart.multipart import MultipartCallbacks
@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the TypedDict exists for type checkers only
 log = logging.getLogger(__name__)
 
 FILE_FIELD = "file"
+FILES_FIELD = "files"  # the same: several file parts may use either name (a bulk images job)
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 32
 MAX_NAME_BYTES = 255
@@ -44,11 +45,20 @@ class ReceivedFile:
 @dataclass
 class ReceivedForm:
     fields: dict[str, str] = field(default_factory=dict)
-    file: ReceivedFile | None = None
+    files: list[ReceivedFile] = field(default_factory=list)
+
+    @property
+    def file(self) -> ReceivedFile | None:
+        """The first file part (the one of a video job); None when there is none."""
+        return self.files[0] if self.files else None
+
+    @property
+    def size(self) -> int:
+        return sum(received.size for received in self.files)
 
     def discard(self) -> None:
-        if self.file is not None:
-            shutil.rmtree(self.file.path.parent, ignore_errors=True)
+        for received in self.files:
+            shutil.rmtree(received.path.parent, ignore_errors=True)
 
 
 def safe_filename(raw: str) -> str:
@@ -67,9 +77,10 @@ def safe_filename(raw: str) -> str:
 class _FormCollector:
     """python-multipart callbacks that route each part to a field or the scratch file."""
 
-    def __init__(self, scratch_dir: Path, max_file_bytes: int) -> None:
+    def __init__(self, scratch_dir: Path, max_file_bytes: int, max_files: int = 1) -> None:
         self.scratch_dir = scratch_dir
-        self.max_file_bytes = max_file_bytes
+        self.max_file_bytes = max_file_bytes  # all file parts together
+        self.max_files = max_files
         self.form = ReceivedForm()
         self._header_name = b""
         self._header_value = b""
@@ -108,15 +119,17 @@ class _FormCollector:
             if len(self.form.fields) >= MAX_FIELDS:
                 raise InvalidInput(f"too many form fields (at most {MAX_FIELDS})")
             return
-        if self._part_name != FILE_FIELD:
-            raise InvalidInput(f"send the video in the form field '{FILE_FIELD}', not '{self._part_name}'")
-        if self.form.file is not None:
-            raise InvalidInput("send one video per job")
+        if self._part_name not in (FILE_FIELD, FILES_FIELD):
+            raise InvalidInput(f"send the video or images in the form field '{FILE_FIELD}', not '{self._part_name}'")
+        if len(self.form.files) >= self.max_files:
+            raise TooManyFiles("send one video per job" if self.max_files == 1 else
+                               f"one job takes at most {self.max_files} files (MAX_FILES_PER_JOB); "
+                               "split the set into several jobs")
         filename = safe_filename(options[b"filename"].decode("utf-8", "replace"))
         # a private directory per upload, so the file can keep the user's (sanitised) name:
         # error messages from probing then name the file the user knows
         path = Path(tempfile.mkdtemp(prefix="upload-", dir=self.scratch_dir)) / filename
-        self.form.file = ReceivedFile(path=path, filename=filename, size=0)  # set first: discard() removes it
+        self.form.files.append(ReceivedFile(path=path, filename=filename, size=0))  # first: discard() removes it
         self._sink = path.open("wb")
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
@@ -125,10 +138,9 @@ class _FormCollector:
             if len(self._field_value) > MAX_FIELD_BYTES:
                 raise InvalidInput(f"form field '{self._part_name}' is longer than {MAX_FIELD_BYTES} bytes")
             return
-        assert self.form.file is not None
-        self.form.file.size += end - start
-        if self.form.file.size > self.max_file_bytes:
-            raise UploadTooLarge(f"the video is larger than the limit of {self.max_file_bytes} bytes")
+        self.form.files[-1].size += end - start
+        if self.form.size > self.max_file_bytes:
+            raise UploadTooLarge(f"the upload is larger than the limit of {self.max_file_bytes} bytes")
         self._sink.write(data[start:end])
 
     def _part_end(self) -> None:
@@ -201,7 +213,7 @@ def reject_declared_oversize(request: Request, max_bytes: int, slack: int = MAX_
 
 
 async def receive_multipart(
-    request: Request, scratch_dir: Path, max_file_bytes: int, stall_timeout_s: float
+    request: Request, scratch_dir: Path, max_file_bytes: int, stall_timeout_s: float, max_files: int = 1
 ) -> ReceivedForm:
     """Parse the request body, streaming the file part into ``scratch_dir``.
 
@@ -211,7 +223,7 @@ async def receive_multipart(
     """
     reject_declared_oversize(request, max_file_bytes)
     boundary = multipart_boundary(request)
-    collector = _FormCollector(scratch_dir, max_file_bytes)
+    collector = _FormCollector(scratch_dir, max_file_bytes, max_files)
     try:
         # inside the try: python-multipart refuses some boundaries (over 256 bytes) right here
         parser = MultipartParser(boundary, collector.callbacks())

@@ -231,10 +231,93 @@ class VideoTooLong(VideoError):
     http_status = 422
 
 
+# --- stills, rasters and bulk jobs (issue 14) -----------------------------------------------
+# A bad file of a bulk job is not the job's failure: it is listed in results.jsonl with one
+# of these codes and the job goes on (see JobStatus.COMPLETED_WITH_ERRORS).
+
+
+class ArchiveRefused(InvalidInput):
+    """The ZIP cannot be accepted (corrupt, or breaking one of the ZIP limits)."""
+
+    code = "bad_zip"
+
+
+class ZipBomb(ArchiveRefused):
+    """The ZIP unpacks to far more than it holds (MAX_ZIP_RATIO, MAX_ZIP_UNCOMPRESSED_BYTES)."""
+
+    code = "zip_bomb"
+
+
+class UnsafeZipPath(ArchiveRefused):
+    """A ZIP entry's path leaves the archive (``../x``, ``/etc/x``, a drive letter)."""
+
+    code = "unsafe_zip_path"
+
+
+class EmptyZip(ArchiveRefused):
+    """The ZIP holds no files."""
+
+    code = "empty_zip"
+
+
+class TooManyFiles(InvalidInput):
+    """More files than one job may hold (MAX_FILES_PER_JOB, MAX_ZIP_ENTRIES)."""
+
+    code = "too_many_files"
+
+
+class NoUsableFiles(InvalidInput):
+    """None of a bulk job's files is an image this service can read."""
+
+    code = "no_usable_files"
+
+
 class EncoderError(CattleCounterError):
     """The annotated video could not be encoded (the service's failure, not the input's)."""
 
     code = "encoder_error"
+
+
+# --- stills and orthomosaics (ml_engine.raster): one file of a job, never the whole job ---------
+
+
+class ImageError(CattleCounterError):
+    """The file cannot be processed as an image."""
+
+    code = "image_error"
+    http_status = 415
+
+
+class EmptyImage(ImageError):
+    """The file is empty."""
+
+    code = "empty_file"
+    http_status = 422
+
+
+class UnsupportedImage(ImageError):
+    """The file is not an image format (or pixel layout) this service reads."""
+
+    code = "unsupported_image"
+
+
+class CorruptImage(ImageError):
+    """The image is damaged or truncated and cannot be read."""
+
+    code = "corrupt_image"
+
+
+class RasterNoBands(ImageError):
+    """The raster has no image bands."""
+
+    code = "raster_no_bands"
+
+
+class RasterTooLarge(ImageError):
+    """The image has more pixels than this service accepts (MAX_RASTER_PIXELS)."""
+
+    code = "raster_too_large"
+    http_status = 422
 
 
 # --- model and processing ----------------------------------------------------------

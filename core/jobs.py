@@ -26,12 +26,28 @@ class JobStatus(str, Enum):
     QUEUED = "queued"
     PROCESSING = "processing"
     COMPLETED = "completed"
+    # an images job whose good files completed while some files failed: the results cover the
+    # good ones, and results.jsonl and stats.json list each failed file with its typed error.
+    # Never used when every file failed (that job is ``failed``) nor for a video job.
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
     @property
     def is_final(self) -> bool:
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+        return self in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.FAILED, JobStatus.CANCELLED)
+
+    @property
+    def has_results(self) -> bool:
+        """Whether the job's outputs can be downloaded."""
+        return self in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS)
+
+
+class JobKind(str, Enum):
+    """What a job's input is. Records written before images existed have no kind: video."""
+
+    VIDEO = "video"  # one video: input_blob is the video
+    IMAGES = "images"  # stills and rasters: input_blob is the manifest (manifest_blob_path)
 
 
 def utcnow() -> datetime:
@@ -188,6 +204,7 @@ class Job(BaseModel):
     """
 
     id: str
+    kind: JobKind = JobKind.VIDEO
     status: JobStatus = JobStatus.QUEUED
     params: JobParams = Field(default_factory=JobParams)
     input_blob: str
@@ -209,6 +226,12 @@ class Job(BaseModel):
     frames_total: int | None = None
     fps: float | None = None
     eta_seconds: float | None = None
+    # images jobs: the files (the manifest lists them), and the tiles of the raster in progress
+    files_total: int = 0
+    files_done: int = 0  # processed, with a result
+    files_failed: int = 0  # refused at submit or failed in the worker, each with a typed error
+    tiles_done: int = 0
+    tiles_total: int | None = None
 
     cancel_requested: bool = False
     error: JobError | None = None
@@ -216,6 +239,12 @@ class Job(BaseModel):
     counts: dict[str, Any] | None = None  # headline counts copied from stats.json
 
     etag: str | None = Field(default=None, exclude=True)
+
+    @property
+    def results_ready(self) -> bool:
+        """Whether its outputs can be downloaded: completed (with or without errors), or an
+        images job that failed on every file, whose results.jsonl says why for each."""
+        return self.status.has_results or (self.status is JobStatus.FAILED and bool(self.outputs))
 
     def to_record(self) -> str:
         """JSON text for storage (the etag is the store's business, not part of the record)."""
@@ -269,3 +298,39 @@ def input_blob_path(job_id: str) -> str:
 
 def output_blob_path(job_id: str, name: str) -> str:
     return f"{job_blob_prefix(job_id)}outputs/{name}"
+
+
+# --- images jobs: the file list lives in a manifest blob, never in the record or message ---
+
+
+def manifest_blob_path(job_id: str) -> str:
+    return f"{job_blob_prefix(job_id)}manifest.jsonl"
+
+
+def file_input_blob_path(job_id: str, number: int) -> str:
+    """Where the API stores file ``number`` of an images job (direct uploads stay where they are)."""
+    return f"{job_blob_prefix(job_id)}inputs/{number}"
+
+
+class ManifestEntry(BaseModel):
+    """One line of an images job's manifest.jsonl: one file of the job.
+
+    ``blob`` is None for a file the API refused at submit (not an image, too large, ...): it
+    is kept in the manifest with its ``error`` so the job's results list it, never dropped."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str  # unique in the job; the name results and downloads use
+    blob: str | None = None
+    size: int = 0
+    etag: str | None = None  # the version the API checked; the worker refuses any other
+    error: JobError | None = None
+
+    def to_line(self) -> bytes:
+        return (self.model_dump_json() + "\n").encode()
+
+    @classmethod
+    def from_line(cls, line: str | bytes) -> ManifestEntry:
+        try:
+            return cls.model_validate_json(line)
+        except ValidationError as exc:
+            raise CorruptRecord(f"a manifest line cannot be read: {exc.errors()[0]['msg']}") from None

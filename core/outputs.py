@@ -18,6 +18,32 @@ DETECTIONS = "detections.jsonl"
 COCO = "coco.json"
 MOT = "mot.txt"
 
+# --- stills and orthomosaics (ml_engine.stills): a job of many images -------------------------
+RESULTS = "results.jsonl"  # one line per file: its counts, or its error
+GEOJSON = "detections.geojson"  # RFC 7946, WGS84; only when an input is georeferenced
+ANNOTATED_DIR = "annotated"
+STILL_MEDIA_TYPES = {
+    RESULTS: "application/x-ndjson",
+    GEOJSON: "application/geo+json",
+    ".jpg": "image/jpeg",  # annotated/<name>.jpg, annotated/<name>.overview.jpg
+}
+
+
+def _safe_file_part(name: str) -> str:
+    """A job's file name as one path segment: folders and odd characters become ``_``."""
+    cleaned = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).strip(".")
+    return cleaned or "image"
+
+
+def annotated_still(name: str) -> str:
+    """``annotated/<name>.jpg``: the still itself with its detections drawn."""
+    return f"{ANNOTATED_DIR}/{_safe_file_part(name)}.jpg"
+
+
+def annotated_overview(name: str) -> str:
+    """``annotated/<name>.overview.jpg``: a large raster shrunk, with its detections drawn."""
+    return f"{ANNOTATED_DIR}/{_safe_file_part(name)}.overview.jpg"
+
 
 @dataclass(frozen=True)
 class Output:
@@ -27,16 +53,23 @@ class Output:
     media_type: str
     route: str  # below /jobs/{job_id}
     summary: str  # the download route's one-line description
+    kinds: tuple[str, ...] = ("video", "images")  # the job kinds (core.jobs.JobKind) that have it
 
 
 # download name (as in JobOut.links) -> the output it serves
 DOWNLOADS: dict[str, Output] = {
     "result": Output(STATS, "application/json", "/result", "stats.json: counts, tracks, timeline"),
-    "video": Output(ANNOTATED_VIDEO, "video/mp4", "/video", "The annotated H.264 MP4 (Range requests supported)"),
+    "video": Output(ANNOTATED_VIDEO, "video/mp4", "/video", "The annotated H.264 MP4 (Range requests supported)",
+                    kinds=("video",)),
     "detections": Output(DETECTIONS, "application/x-ndjson", "/detections",
-                         "detections.jsonl: one line per processed frame"),
-    "coco": Output(COCO, "application/json", "/exports/coco", "COCO export with track ids"),
-    "mot": Output(MOT, "text/plain; charset=utf-8", "/exports/mot", "MOTChallenge export"),
+                         "detections.jsonl: one line per processed frame (per file for images)"),
+    "coco": Output(COCO, "application/json", "/exports/coco", "COCO export (with track ids for a video)"),
+    "mot": Output(MOT, "text/plain; charset=utf-8", "/exports/mot", "MOTChallenge export", kinds=("video",)),
+    "results": Output(RESULTS, "application/x-ndjson", "/results",
+                      "results.jsonl: one line per file of an images job, its counts or its typed error",
+                      kinds=("images",)),
+    "geojson": Output(GEOJSON, "application/geo+json", "/exports/geojson",
+                      "detections.geojson: detections of georeferenced images on the map", kinds=("images",)),
 }
 
 _MEDIA_TYPES = {output.filename: output.media_type for output in DOWNLOADS.values()}
@@ -44,4 +77,10 @@ _MEDIA_TYPES = {output.filename: output.media_type for output in DOWNLOADS.value
 
 def media_type(filename: str) -> str | None:
     """The media type an output file is stored and served with; None for a file not listed."""
-    return _MEDIA_TYPES.get(filename)
+    if filename in _MEDIA_TYPES:
+        return _MEDIA_TYPES[filename]
+    if filename in STILL_MEDIA_TYPES:
+        return STILL_MEDIA_TYPES[filename]
+    if filename.endswith(".jpg"):  # annotated images, by their path or (as the worker stores them) their name
+        return STILL_MEDIA_TYPES[".jpg"]
+    return None

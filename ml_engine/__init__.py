@@ -6,6 +6,9 @@ Standalone (no queue, no API): use it from a notebook or ``python -m ml_engine V
     detector = Detector.load("PekingU/rtdetr_v2_r18vd")
     result = process_video("field.mp4", "out/", detector, PipelineConfig(classes=["cow"]))
 
+    run = StillsRun(Path("out/"), detector, StillsConfig(classes=["cow"]))  # stills, orthomosaics
+    run.add_file("ortho.tif", Path("ortho.tif")); stats, outputs = run.finish()
+
 Importing this package does not import torch or transformers (the API process imports
 ``ml_engine.video`` to validate uploads and has neither): the names below are imported
 from their modules on first use.
@@ -33,6 +36,8 @@ _LAZY_EXPORTS = {
     "PipelineResult": "ml_engine.pipeline",
     "Progress": "ml_engine.pipeline",
     "probe": "ml_engine.video",
+    "StillsConfig": "ml_engine.stills",
+    "StillsRun": "ml_engine.stills",
     "VideoInfo": "ml_engine.video",
 }
 

@@ -1,4 +1,4 @@
-"""Command line: count objects in one local video file.
+"""Command line: count objects in one local video file, image, orthomosaic or folder of images.
 
     python -m ml_engine VIDEO -o OUTDIR [--model ID_OR_DIR] [--classes cow,sheep]
         [--threshold 0.5] [--stride N | --interval SECONDS] [--line [NAME=]x1,y1,x2,y2]...
@@ -6,7 +6,10 @@
         [--tracker botsort|bytetrack] [--stitching on|off]
 
 Writes annotated.mp4, stats.json, detections.jsonl, coco.json and mot.txt into OUTDIR,
-shows a progress bar and prints the counts. Errors print one line (no traceback) and exit
+shows a progress bar and prints the counts. Given an image (JPEG, PNG, TIFF, GeoTIFF) or a
+folder of them (``python -m ml_engine photo.jpg`` / ``ortho.tif`` / ``flight/``), it counts
+each image instead (``ml_engine.stills``) and writes stats.json, results.jsonl,
+detections.jsonl, coco.json, annotated/ and, for georeferenced input, detections.geojson. Errors print one line (no traceback) and exit
 with status 1; Ctrl-C cancels cleanly (status 130).
 """
 
@@ -49,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ml_engine",
         description="Detect, track and count objects in a video file.",
     )
-    parser.add_argument("video", type=Path, help="the video file to process")
+    parser.add_argument("video", type=Path, help="the video, image (JPEG, PNG, TIFF, GeoTIFF) or folder of images")
     parser.add_argument("-o", "--output", type=Path, required=True, help="directory for the results")
     parser.add_argument(
         "--model",
@@ -91,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="on|off",
                         help="re-link tracks broken by long gaps after the video (default: $STITCHING or on)")
     parser.add_argument("--max-frames", type=_positive_int, default=None, help="stop after this many frames")
+    parser.add_argument("--max-raster-pixels", type=_positive_int,
+                        default=int(os.environ.get("MAX_RASTER_PIXELS") or defaults["max_raster_pixels"].default),
+                        help="largest image accepted, in pixels (default: $MAX_RASTER_PIXELS or %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the counts as JSON instead of text")
     parser.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
     return parser
@@ -180,20 +186,114 @@ def _zone(text: str) -> CountingZone:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
     args = build_parser().parse_args(argv)
+    stills = is_stills_input(args.video)
     try:
         with _cancel_on_ctrl_c() as cancelled:
-            stats = _run(args, cancelled)
+            stats = _run_stills(args, cancelled) if stills else _run(args, cancelled)
     except JobCancelled:
         print("cancelled: no results were written", file=sys.stderr)
         return EXIT_CANCELLED
     except CattleCounterError as exc:
         print(f"error: {exc.code}: {exc}", file=sys.stderr)  # the code, e.g. model_error, for scripts
         return EXIT_ERROR
+    if stills:
+        if stats["images"]["ok"] == 0:  # nothing counted: one error line and status 1, as for a bad video
+            failure = stats["failed"][0]["error"]
+            more = f" (and {len(stats['failed']) - 1} more files failed)" if len(stats["failed"]) > 1 else ""
+            print(f"error: {failure['code']}: {failure['message']}{more}", file=sys.stderr)
+            return EXIT_ERROR
+        if args.json:
+            print(json.dumps(_stills_counts(stats), indent=2))
+        else:
+            print_stills(stats, args.output, sys.stdout)
+        return 0
     if args.json:
         print(json.dumps(_counts_document(stats), indent=2))
     else:
         print_counts(stats, args.output, sys.stdout)
     return 0
+
+
+# --- stills: an image, an orthomosaic or a folder of them -------------------------------------------
+
+STILL_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff"})
+
+
+def is_stills_input(path: Path) -> bool:
+    """A folder, or a file named as an image: counted image by image rather than as a video."""
+    return path.is_dir() or path.suffix.lower() in STILL_SUFFIXES
+
+
+def still_files(path: Path) -> list[tuple[str, Path]]:
+    """(name in the job, path) of each image: the file itself, or a folder's images (with its
+    subfolders), names relative to the folder."""
+    if not path.is_dir():
+        return [(path.name, path)]
+    found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in STILL_SUFFIXES)
+    if not found:
+        raise InvalidInput(f"{path} holds no images ({', '.join(sorted(STILL_SUFFIXES))})")
+    return [(p.relative_to(path).as_posix(), p) for p in found]
+
+
+def _run_stills(args: argparse.Namespace, cancelled: Callable[[], bool]) -> dict[str, Any]:
+    from ml_engine.detector import Detector
+    from ml_engine.stills import StillsConfig, StillsRun
+
+    files = still_files(args.video)
+    config = StillsConfig(threshold=args.threshold, classes=args.classes, tiling=args.tiling,
+                          tiling_full_frame=args.tiling_full_frame, tile_batch_size=args.tile_batch_size,
+                          max_raster_pixels=args.max_raster_pixels)
+    detector = Detector.load(args.model, device=args.device, input_size=args.input_size)
+    if args.classes:
+        detector.class_ids(args.classes)
+    if detector.random_weights:
+        print(f"warning: {args.model} has random weights: its detections are noise, not real objects",
+              file=sys.stderr)
+    run = StillsRun(args.output, detector, config)
+    for name, path in files:
+        with _tile_bar(name, enabled=not args.no_progress) as on_tiles:
+            result = run.add_file(name, path, on_tiles=on_tiles, should_cancel=cancelled)
+        if not result.ok and result.error and len(files) > 1:
+            print(f"skipped {name}: {result.error['code']}: {result.error['message']}", file=sys.stderr)
+    stats, _ = run.finish()
+    return stats
+
+
+@contextmanager
+def _tile_bar(label: str, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(desc=label, unit="tile", dynamic_ncols=True, file=sys.stderr) as bar:
+
+        def on_tiles(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(max(done - bar.n, 0))
+
+        yield on_tiles
+
+
+def _stills_counts(stats: dict[str, Any]) -> dict[str, Any]:
+    return {key: stats[key] for key in ("images", "counts", "per_image", "failed", "georeference", "model")}
+
+
+def print_stills(stats: dict[str, Any], output_dir: Path, out: TextIO) -> None:
+    """The human summary of a stills run: per-class totals, the deduplicated total, failures."""
+    if stats.get("model", {}).get("random_weights"):
+        out.write("NOTE: random-weights model — these counts are not real detections\n")
+    images, counts = stats["images"], stats["counts"]
+    out.write(f"images: {images['ok']} counted, {images['failed']} failed, {images['georeferenced']} georeferenced\n")
+    out.write(f"objects (sum over images): {counts['per_image_sum']}\n")
+    for name, number in counts["by_class"].items():
+        out.write(f"  {name}: {number}\n")
+    dedup = counts["deduplicated"]
+    if dedup.get("applied"):
+        out.write(f"objects (deduplicated on the ground): {dedup['total']} {_by_class(dedup['by_class'])}\n")
+    for failure in stats["failed"]:
+        out.write(f"failed: {failure['name']}: {failure['error']['code']}\n")
+    out.write(f"results: {output_dir}\n")
 
 
 def _run(args: argparse.Namespace, cancelled: Callable[[], bool]) -> dict[str, Any]:

@@ -61,7 +61,7 @@ def test_submit_job_alias_behaves_like_post_jobs(api, small_clip):
 
 @pytest.mark.parametrize(
     "make_file, status, code",
-    [(write_text_file, 415, "not_a_video"), (write_png, 415, None)],
+    [(write_text_file, 415, "not_a_video")],
 )
 def test_non_videos_are_rejected_by_their_bytes_and_nothing_is_stored(api, tmp_path, make_file, status, code):
     path = make_file(tmp_path / "looks-like.mp4")  # the extension lies; the bytes decide
@@ -72,6 +72,14 @@ def test_non_videos_are_rejected_by_their_bytes_and_nothing_is_stored(api, tmp_p
     assert "looks-like.mp4" in response.json()["error"]["message"]
     assert stored_paths(api) == []
     assert api.get("/jobs").json()["jobs"] == []
+
+
+def test_an_image_named_like_a_video_is_an_images_job_by_its_bytes(api, tmp_path):
+    """Issue 14: an image is no longer refused with 415; the bytes, not the name, make it an
+    images job of one file."""
+    response = upload(api, write_png(tmp_path / "looks-like.mp4"))
+    assert response.status_code == 202, response.text
+    assert (response.json()["kind"], response.json()["files_total"]) == ("images", 1)
 
 
 def test_empty_upload_is_422(api, tmp_path):

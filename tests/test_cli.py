@@ -89,12 +89,31 @@ def test_text_summary_flags_random_weights_and_names_the_output(small_clip, tiny
 # --- errors: one line, exit status 1 ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["text", "empty", "png"])
+@pytest.mark.parametrize("kind", ["text", "empty"])
 def test_a_file_that_is_not_a_video_is_a_one_line_error(bad_videos, tiny_rtdetr_dir, tmp_path, capsys, kind):
     status = main([str(bad_videos[kind]), "-o", str(tmp_path / "out"), "--model", str(tiny_rtdetr_dir)])
     assert status == 1
     assert_one_line_error(capsys.readouterr().err)
     assert not (tmp_path / "out" / "annotated.mp4").exists()
+
+
+def test_a_picture_is_counted_as_a_still_not_refused_as_a_video(bad_videos, tiny_rtdetr_dir, tmp_path, capsys):
+    """Issue 14: ``python -m ml_engine photo.png`` counts the image (it used to be 'not a video')."""
+    status = main([str(bad_videos["png"]), "-o", str(tmp_path / "out"), "--model", str(tiny_rtdetr_dir),
+                   "--no-progress"])
+    assert status == 0, capsys.readouterr().err
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["kind"] == "stills" and stats["images"]["ok"] == 1
+    assert (tmp_path / "out" / "annotated" / "picture.png.jpg").exists()
+    assert not (tmp_path / "out" / "annotated.mp4").exists()
+
+
+def test_an_image_that_cannot_be_read_is_a_one_line_error(tiny_rtdetr_dir, tmp_path, capsys):
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"II*\x00" + b"\x13" * 100)
+    status = main([str(broken), "-o", str(tmp_path / "out"), "--model", str(tiny_rtdetr_dir), "--no-progress"])
+    assert status == 1
+    assert_one_line_error(capsys.readouterr().err, "corrupt_image", "broken.tif")
 
 
 def test_unknown_class_names_list_the_valid_ones(small_clip, tiny_rtdetr_dir, tmp_path, capsys):

@@ -321,6 +321,8 @@ def test_keyboard_use_and_form_checks(page, allinone_server, clips):
     open_file_chooser_with_enter(page, page.get_by_test_id("choose-button")).set_files(clips["small"])
     expect(page.get_by_test_id("selected-file")).to_have_count(1)
 
+    page.keyboard.press("Tab")  # "Choose a folder of images…"
+    expect(page.get_by_test_id("folder-button")).to_be_focused()
     page.keyboard.press("Tab")  # the file's Remove button
     page.keyboard.press("Tab")
     page.keyboard.type("cow")
@@ -513,3 +515,95 @@ def test_api_key_is_asked_for_once(browser, allinone_server):
         context.close()
     assert not errors.errors, f"uncaught errors in the dashboard: {errors.errors}"
 
+
+
+# --- images jobs (issue 14) -------------------------------------------------------------------------
+
+
+def _write_images_set(folder: Path) -> list[Path]:
+    """Six stills, a note that is not an image, and a georeferenced orthomosaic big enough to be
+    read in windows (one colour, DEFLATE: a few KB on disk)."""
+    from affine import Affine
+
+    from tests.fixtures_stills import image_bytes, write_stills
+
+    paths = write_stills(folder, 6)
+    notes = folder / "notes.txt"
+    notes.write_text("flight notes, not an image")
+    field = folder / "field.tif"
+    field.write_bytes(image_bytes("GTiff", 6100, 4000, crs="EPSG:32633", compress="deflate", uniform=True,
+                                  transform=Affine(0.05, 0, 500000, 0, -0.05, 5000000)))
+    return [*paths, notes, field]
+
+
+def test_images_upload_shows_files_overview_and_both_totals(page, allinone_server, tmp_path):
+    """Images chosen together become one job: the page shows its per-file table (the bad file
+    with its typed error), the orthomosaic's overview with its detections, and the
+    deduplicated total beside the per-image sum, as stats.json has them."""
+    files = _write_images_set(tmp_path / "flight")
+    page.get_by_test_id("file-input").set_input_files(files)
+    expect(page.get_by_test_id("submit-button")).to_contain_text("8 images as one job")
+    page.get_by_label("Confidence threshold").fill("0.01")
+    page.get_by_test_id("submit-button").click()
+    done = page.locator("[data-testid=upload-item][data-state=done]")
+    expect(done).to_have_count(1, timeout=60_000)
+    job_id = done.get_attribute("data-job-id")
+    submitted = allinone_server.job(job_id)
+    assert (submitted["kind"], submitted["files_total"], submitted["files_failed"]) == ("images", 8, 1)
+
+    row = job_row(page, job_id)
+    expect(row.get_by_test_id("job-status")).to_have_text("completed with errors", timeout=JOB_TIMEOUT_MS * 2)
+    expect(row.get_by_test_id("job-progress-text")).to_have_text("100 % · 1 of 8 files failed")
+    row.get_by_test_id("job-open").click()
+    expect(page.get_by_test_id("images-result")).to_be_visible(timeout=UI_TIMEOUT_MS)
+    expect(page.get_by_test_id("detail-status")).to_have_text("completed with errors")
+    assert page.get_by_test_id("result-video").is_hidden()
+
+    stats = allinone_server.client.get(f"/jobs/{job_id}/result").json()
+    counts = stats["counts"]
+    assert text_of(page, "images-sum") == f"{counts['per_image_sum']:,}"
+    assert counts["deduplicated"]["applied"] is True  # the orthomosaic is georeferenced
+    assert text_of(page, "images-dedup") == f"{counts['deduplicated']['total']:,}"
+    assert text_of(page, "images-files") == "7 / 8"
+
+    rows = page.get_by_test_id("file-row")
+    expect(rows).to_have_count(8)
+    failed = page.locator('[data-testid=file-row][data-state=failed]')
+    expect(failed).to_have_count(1)
+    assert failed.get_attribute("data-name") == "notes.txt"
+    expect(failed.get_by_test_id("file-detail")).to_contain_text("(unsupported_image)")
+
+    overview = page.get_by_test_id("overview").locator("img")
+    expect(overview).to_have_count(1)
+    page.wait_for_function(
+        "() => { const i = document.querySelector('[data-testid=overview] img'); return i && i.naturalWidth > 0; }",
+        timeout=UI_TIMEOUT_MS)
+    assert "sig=" in overview.get_attribute("src") and API_KEY not in overview.get_attribute("src")
+    expect(page.get_by_test_id("download-geojson")).to_be_visible()
+    results = httpx.get(allinone_server.url + page.get_by_test_id("download-results").get_attribute("href"))
+    assert results.status_code == 200 and len(results.text.splitlines()) == 8  # signed: no key needed
+    screenshot(page, "images-job")
+
+
+def test_a_big_set_of_images_goes_through_direct_uploads(page, allinone_server, tmp_path):
+    """Images adding up to DIRECT_UPLOAD_BYTES or more: each is PUT to its own upload URL, then
+    one job is made of the upload ids (the path for big sets), not one huge multipart body."""
+    from tests.fixtures_stills import image_bytes
+
+    put_requests: list[str] = []
+    page.on("request", lambda request: request.method == "PUT" and put_requests.append(request.url))
+    files = []
+    for i in range(2):  # 2 x 17 MB, uncompressed
+        path = tmp_path / f"big-{i}.tif"
+        path.write_bytes(image_bytes("GTiff", 2400, 2400, uniform=True))
+        files.append(path)
+    assert sum(path.stat().st_size for path in files) >= DIRECT_UPLOAD_BYTES
+    page.get_by_test_id("file-input").set_input_files(files)
+    page.get_by_test_id("submit-button").click()
+    done = page.locator("[data-testid=upload-item][data-state=done]")
+    expect(done).to_have_count(1, timeout=60_000)
+    job_id = done.get_attribute("data-job-id")
+    assert len(put_requests) == 2 and all("/uploads/" in url for url in put_requests), put_requests
+    job = allinone_server.job(job_id)
+    assert (job["kind"], job["files_total"]) == ("images", 2)
+    expect(job_row(page, job_id).get_by_test_id("job-status")).to_have_text("completed", timeout=JOB_TIMEOUT_MS * 2)

@@ -12,6 +12,7 @@ import json
 import socket
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import ip_address
@@ -29,6 +30,7 @@ from core.jobs import MAX_LINES, MAX_POLYGON_POINTS, MAX_ZONES, Job, JobParams, 
 from core.scratch import OWNER_SUFFIX
 from core.webhooks import is_public_address
 from tests.fixtures_service import Process, free_port, settings_env
+from tests.fixtures_stills import image_bytes, truncated_tiff, zip_of
 from tests.waiting import answers, wait_until
 
 STALL_TIMEOUT_S = 1.5  # UPLOAD_STALL_TIMEOUT_S of the server under test
@@ -36,6 +38,9 @@ MAX_UPLOAD_BYTES = 2_000_000
 DEEP = 30_000  # levels of nesting that still fit in one 64 KiB form field
 DEEP_LIST = "[" * DEEP + "]" * DEEP
 SOCKET_TIMEOUT_S = 20.0  # far past the stall timeout: a server that never answers fails the row
+MAX_FILES = 12  # MAX_FILES_PER_JOB of the server under test
+MAX_ZIP_ENTRIES = 20
+MAX_RASTER_PIXELS = 200 * 200
 
 
 @dataclass
@@ -55,7 +60,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, small_clip: Path) -> Iterat
     tmp = tmp_path_factory.mktemp("boundary")
     settings = Settings(_env_file=None, storage_backend="local", data_dir=tmp / "data",  # type: ignore[call-arg]
                         max_upload_bytes=MAX_UPLOAD_BYTES, upload_stall_timeout_s=STALL_TIMEOUT_S,
-                        log_format="text")
+                        log_format="text", max_files_per_job=MAX_FILES, max_zip_entries=MAX_ZIP_ENTRIES,
+                        max_raster_pixels=MAX_RASTER_PIXELS)
     port = free_port()
     api = Process("api", [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
                           "--port", str(port)], settings_env(settings), tmp / "api.log")
@@ -115,6 +121,17 @@ def post_fields(**fields: str) -> Callable[[Server], Answer]:
         started = time.monotonic()
         parts = {name: (None, value) for name, value in fields.items()}  # no filename: plain fields
         return _answer(server.client.post("/jobs", files=parts), started)
+
+    return send
+
+
+def post_files(*files: tuple[str, bytes], **fields: str) -> Callable[[Server], Answer]:
+    """POST /jobs with these (name, bytes) files, each a part of the multipart field 'files'."""
+
+    def send(server: Server) -> Answer:
+        started = time.monotonic()
+        parts = [("files", (name, data)) for name, data in files]
+        return _answer(server.client.post("/jobs", files=parts, data=fields), started)
 
     return send
 
@@ -266,6 +283,72 @@ ROWS = [
     Row("POST /uploads body declaring 1 KB, sending 10 bytes",
         send_then_stall("POST", "/uploads", "application/json", 1024, b'{"filename'),
         408, "upload_stalled", _took_the_stall_timeout),
+]
+
+# --- images, ZIPs and rasters (issue 14): 4xx at submit where it can be known there ----------------
+PNG = image_bytes("PNG", 64, 48)
+ZERO_BAND_TIFF = bytearray(image_bytes("GTiff", 32, 32))
+
+
+def _zero_samples_per_pixel(tiff: bytearray) -> bytes:
+    """A little-endian TIFF with its SamplesPerPixel tag (277) set to 0: a raster of 0 bands."""
+    import struct
+
+    ifd = struct.unpack("<I", tiff[4:8])[0]
+    for i in range(struct.unpack("<H", tiff[ifd:ifd + 2])[0]):
+        entry = ifd + 2 + 12 * i
+        if struct.unpack("<H", tiff[entry:entry + 2])[0] == 277:
+            tiff[entry + 8:entry + 10] = struct.pack("<H", 0)
+    return bytes(tiff)
+
+
+def _kind_and_files(kind: str, total: int, failed: int) -> Callable[[Answer], None]:
+    def check(answer: Answer) -> None:
+        assert (answer.body["kind"], answer.body["files_total"], answer.body["files_failed"]) == (kind, total, failed)
+
+    return check
+
+
+ROWS += [
+    # one file alone: known at submit, so refused there
+    Row("a PNG alone is an images job (no longer 415)", post_files(("one.png", PNG)), 202, None,
+        _kind_and_files("images", 1, 0)),
+    Row("a corrupt TIFF alone", post_files(("cut.tif", truncated_tiff())), 415, "corrupt_image"),
+    Row("a TIFF with 0 bands", post_files(("empty.tif", _zero_samples_per_pixel(ZERO_BAND_TIFF))),
+        415, "raster_no_bands"),
+    Row("an image over MAX_RASTER_PIXELS", post_files(("huge.png", image_bytes("PNG", 201, 200))),
+        422, "raster_too_large"),
+    Row("an empty image", post_files(("nothing.png", b"")), 422, "empty_file"),
+    # bulk: some bad files are partial results (listed with their errors), none good is a 422
+    Row("bulk upload with a non-image mixed in", post_files(("a.png", PNG), ("notes.txt", b"hello"), ("b.png", PNG)),
+        202, None, _kind_and_files("images", 3, 1)),
+    Row("bulk upload of non-images only", post_files(("a.txt", b"hello"), ("b.csv", b"1,2")), 422, "no_usable_files"),
+    Row("more files than MAX_FILES_PER_JOB", post_files(*[(f"{i}.png", PNG) for i in range(MAX_FILES + 1)]),
+        422, "too_many_files"),
+    # ZIPs: refused whole for what breaks a rule, before anything is queued
+    Row("an empty ZIP", post_files(("empty.zip", zip_of({}))), 422, "empty_zip"),
+    Row("a ZIP of folders only", post_files(("dirs.zip", zip_of({"a/": b"", "a/b/": b""}))), 422, "empty_zip"),
+    Row("a ZIP holding ../x", post_files(("evil.zip", zip_of({"ok.png": PNG, "../x.png": PNG}))),
+        422, "unsafe_zip_path"),
+    Row("a ZIP holding an absolute path", post_files(("abs.zip", zip_of({"/etc/x.png": PNG}))), 422, "unsafe_zip_path"),
+    Row("a ZIP holding a drive letter", post_files(("win.zip", zip_of({"C:/x.png": PNG}))), 422, "unsafe_zip_path"),
+    Row("a ZIP bomb (one entry packed 1000:1)",
+        post_files(("bomb.zip", zip_of({"zeros.png": bytes(50_000_000)}, zipfile.ZIP_DEFLATED))), 422, "zip_bomb"),
+    Row("a ZIP inside the ZIP", post_files(("nested.zip", zip_of({"inner.zip": zip_of({"a.png": PNG})}))),
+        422, "bad_zip"),
+    Row("a ZIP inside the ZIP, renamed", post_files(("nested.zip", zip_of({"inner.png": zip_of({"a.png": PNG})}))),
+        422, "bad_zip"),
+    Row("a ZIP with more entries than MAX_ZIP_ENTRIES",
+        post_files(("many.zip", zip_of({f"{i}.png": b"x" for i in range(MAX_ZIP_ENTRIES + 1)}))), 422, "too_many_files"),
+    Row("a damaged ZIP", post_files(("cut.zip", zip_of({"a.png": PNG})[:200])), 422, "bad_zip"),
+    Row("a ZIP with a non-image mixed in", post_files(("set.zip", zip_of({"a.png": PNG, "readme.txt": b"hi"}))),
+        202, None, _kind_and_files("images", 2, 1)),
+    # direct-upload ids
+    Row("upload_ids not a list", post_json('{"upload_ids": "abc"}'), 422, "invalid_input"),
+    Row("upload_ids empty", post_json('{"upload_ids": []}'), 422, "invalid_input"),
+    Row("upload_ids naming an unknown upload", post_json('{"upload_ids": ["nope"]}'), 422, "invalid_input"),
+    Row("upload_ids naming one upload twice",
+        post_json(json.dumps({"upload_ids": [FINISHED_UPLOAD, FINISHED_UPLOAD]})), 422, "invalid_input"),
 ]
 
 # SSRF: each way of writing a non-public address in a callback_url (literal IPs: no DNS needed)

@@ -5,8 +5,10 @@ import that breaks a rule fails here with the file, the line and the rule.
 
 The rules:
 - the API (``api/``) never imports torch, transformers, the engine, the worker or the
-  all-in-one. Its one door into the engine is the torch-free media probe, ``ml_engine.video``
-  (images and rasters join it when the stills issue lands). The API image has no ML stack.
+  all-in-one. Its doors into the engine are the torch-free media probes: ``ml_engine.video``
+  (videos, PyAV) and ``ml_engine.image_probe`` with the reader it checks through,
+  ``ml_engine.raster`` (images and rasters, rasterio: which is why
+  rasterio is in requirements-api.txt). The API image has no ML stack.
 - ``core/`` is shared by both images, so the same holds for it (``core.config`` checks
   VIDEO_PRESET against ``ml_engine.video.X264_PRESETS``, which the encoder owns).
 - the torch-free probe modules themselves never import torch, transformers or the rest
@@ -35,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 ML_STACK = ("torch", "torchvision", "transformers", "supervision", "trackers")
 # the engine modules the API (and core) may import: torch-free media probes
-API_ENGINE_DOORS = ("ml_engine.video",)
+API_ENGINE_DOORS = ("ml_engine.video", "ml_engine.image_probe", "ml_engine.raster")
 # the core modules the engine's library may import: pure, no settings
 ENGINE_CORE_MODULES = ("core.errors", "core.jobs", "core.outputs", "core.tiling")
 ENGINE_CLI = "ml_engine.__main__"

@@ -14,7 +14,7 @@ from api.schemas import public_job
 from core.backends import Backends
 from core.backends.outbox import FINAL_SEQUENCE, DeliveryStatus, event_id
 from core.errors import LeaseLost, PreconditionFailed
-from core.jobs import JobStatus, utcnow
+from core.jobs import Job, JobKind, JobParams, JobStatus, manifest_blob_path, new_job_id, utcnow
 from core.webhooks import final_event
 from tests.fixtures_webhooks import LEASE, event_for, settle, stored_job
 
@@ -169,3 +169,19 @@ def test_on_azure_a_settled_event_leaves_the_range_claims_scan(make_settings) ->
         backends.close()
 
 
+def test_an_images_job_with_failed_files_sends_completed_with_errors(backends: Backends) -> None:
+    """Issue 14: the partial-results status reaches the webhook, with the file counts."""
+    job_id = new_job_id()
+    backends.jobs.create(Job(id=job_id, kind=JobKind.IMAGES, input_blob=manifest_blob_path(job_id),
+                             params=JobParams(callback_url="http://127.0.0.1:9/hook"), files_total=20))
+
+    def partial(job: Job) -> None:
+        job.status, job.files_done, job.files_failed = JobStatus.COMPLETED_WITH_ERRORS, 18, 2
+
+    backends.jobs.modify(job_id, partial, event=lambda j: final_event(j, public_job(j)))
+    [event] = backends.outbox.events(job_id)
+    data = json.loads(event.body)["data"]
+    assert event.type == "job.completed_with_errors"
+    assert (data["status"], data["kind"], data["files_done"], data["files_failed"]) == (
+        "completed_with_errors", "images", 18, 2)
+    assert "files" in data["links"] and "results" in data["links"]

@@ -73,7 +73,7 @@ def test_the_curl_session_calls_routes_the_api_serves() -> None:
 
 def test_the_route_check_refuses_a_route_the_api_does_not_serve() -> None:
     assert served("GET", "/jobs/$JOB/result")
-    assert not served("GET", "/jobs/$JOB/results")
+    assert not served("GET", "/jobs/$JOB/resultz")  # (/results is served: an images job's results.jsonl)
     assert not served("PATCH", "/jobs/$JOB")
 
 

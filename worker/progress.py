@@ -48,6 +48,8 @@ class JobReporter:
         self._last_write = clock()
         self._last_cancel_check = clock()
         self._frames_reported = 0
+        self._files: tuple[int, int, int] = (0, 0, 0)  # images jobs: done, failed, total
+        self._tiles: tuple[int, int | None] = (0, None)
         self.stop_reason: StopReason | None = None
 
     def on_progress(self, progress: Progress) -> None:
@@ -59,6 +61,48 @@ class JobReporter:
             return
         self._last_write = now
         self._write(progress)
+
+    # --- images jobs: files, and the tiles of the raster in progress -------------------------
+
+    def on_files(self, done: int, failed: int, total: int) -> None:
+        """After each file of an images job: progress is the share of files settled."""
+        self._files = (done, failed, total)
+        self._tiles = (0, None)
+        self._write_images_soon()
+
+    def on_tiles(self, done: int, total: int) -> None:
+        """Between tile batches of a large raster (hours for an orthomosaic: it shows it moves)."""
+        self._tiles = (done, total)
+        self._write_images_soon()
+
+    def _write_images_soon(self) -> None:
+        now = self._clock()
+        if now - self._last_write < self._interval_s:
+            return
+        self._last_write = now
+        (done, failed, total), (tiles_done, tiles_total) = self._files, self._tiles
+
+        def apply(job: Job) -> bool:
+            if job.status is not JobStatus.PROCESSING:
+                return False
+            job.files_done, job.files_failed = done, failed
+            job.tiles_done, job.tiles_total = tiles_done, tiles_total
+            settled: float = done + failed
+            if tiles_total:  # the raster in progress counts for its share of one file
+                settled += tiles_done / tiles_total
+            job.progress = round(min(settled / max(total, 1), 0.99), 4)  # 1.0 only once outputs are stored
+            return True
+
+        self._modify(apply)
+
+    def _modify(self, apply: Callable[[Job], bool]) -> None:
+        try:
+            job = self._jobs.modify(self._job_id, apply)
+            self._last_cancel_check = self._clock()
+            if job.cancel_requested:
+                self.stop_reason = self.stop_reason or StopReason.CANCELLED
+        except CattleCounterError as exc:  # progress is best effort; the job goes on
+            log.warning("could not record progress: %s", exc)
 
     def _write(self, progress: Progress) -> None:
         def apply(job: Job) -> bool:

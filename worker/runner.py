@@ -42,13 +42,15 @@ from core.errors import (
     JobCancelled,
     LeaseLost,
     NotFound,
+    NoUsableFiles,
 )
-from core.jobs import Job, JobError, JobMessage, JobParams, JobStatus, output_blob_path, utcnow
+from core.jobs import Job, JobError, JobKind, JobMessage, JobParams, JobStatus, output_blob_path, utcnow
 from core.logging import job_context
 from core.outputs import media_type
 from core.scratch import check_writable
 from core.webhooks import final_event
 from ml_engine.pipeline import PipelineConfig, process_video
+from worker.images import process_images
 from worker.lease import LeaseKeeper
 from worker.models import DetectorCache
 from worker.progress import JobReporter, StopReason
@@ -235,6 +237,9 @@ class JobRunner:
         # the one to keep, not a second one from removing the folder
         with tempfile.TemporaryDirectory(prefix=f"job-{job.id}-", dir=self.scratch_dir,
                                          ignore_cleanup_errors=True) as work:
+            if job.kind is JobKind.IMAGES:
+                detector = self.detectors.get(job.params.model_id)
+                return process_images(job, self.backends, detector, self.settings, Path(work), reporter)
             video = Path(work) / "input"
             downloaded = self.backends.blobs.download_to_file(job.input_blob, video)
             if job.input_etag is not None and downloaded.etag != job.input_etag:
@@ -277,17 +282,23 @@ class JobRunner:
         def apply(job: Job) -> None:
             job.status = JobStatus.COMPLETED
             job.progress = 1.0
-            # the exact count (the last progress report may have been throttled, and the
-            # total was an estimate when the container did not say)
-            job.frames_done = job.frames_total = stats["video"]["frames"]
+            if job.kind is JobKind.IMAGES:
+                _settle_images(job, stats)
+            else:
+                # the exact count (the last progress report may have been throttled, and the
+                # total was an estimate when the container did not say)
+                job.frames_done = job.frames_total = stats["video"]["frames"]
             job.eta_seconds = 0.0
             job.outputs = outputs
             job.counts = stats.get("counts")
             job.finished_at = utcnow()
 
         job = self.backends.jobs.modify(job_id, apply, event=_final_event)
-        metrics.JOBS_COMPLETED.inc()
-        log.info("completed: %s", json.dumps(job.counts))
+        if job.status is JobStatus.FAILED:
+            metrics.record_job_failure(NoUsableFiles(job.error.message if job.error else ""))
+        else:
+            metrics.JOBS_COMPLETED.inc()
+        log.info("%s: %s", job.status.value, json.dumps(job.counts))
 
     def _try_to_fail(self, job_id: str, error: BaseException) -> None:
         """Record the failure if the job store lets us; the message is poisoned either way."""
@@ -371,6 +382,24 @@ class JobRunner:
             log.warning("lease lost before the message could be settled (%s)", outcome.value)
         except CattleCounterError as exc:  # the lease will expire and the message come back
             log.warning("could not settle message (%s): %s", outcome.value, exc)
+
+
+def _settle_images(job: Job, stats: dict[str, Any]) -> None:
+    """An images job's final status, from its files: every file good is ``completed``; some
+    failed is ``completed_with_errors`` (the good ones' results stand); all failed is
+    ``failed`` (its results.jsonl still lists each file's error)."""
+    images = stats.get("images", {})
+    job.files_failed = int(images.get("failed", 0))
+    job.files_done = int(images.get("total", 0)) - job.files_failed
+    job.files_total = job.files_done + job.files_failed
+    job.tiles_done, job.tiles_total = 0, None
+    if job.files_failed and not job.files_done:
+        job.status = JobStatus.FAILED
+        first = stats.get("failed", [{}])[0].get("error") or {}
+        job.error = JobError(code=NoUsableFiles.code, message=f"all {job.files_failed} files failed; the first: "
+                             f"{first.get('message', 'see results.jsonl')}")
+    elif job.files_failed:
+        job.status = JobStatus.COMPLETED_WITH_ERRORS
 
 
 def _final_event(job: Job) -> WebhookEvent | None:

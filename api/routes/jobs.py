@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
+from api.bulk import unpacked_files
 from api.deps import (
     BackendsDep,
     Caller,
@@ -28,13 +30,39 @@ from api.deps import (
 from api.ranges import parse_range
 from api.schemas import ErrorBody, JobList, JobOut, SignedLinks
 from api.signed_urls import Signature, expiry, is_valid, signed_path
-from api.submission import check_idempotency_key, check_params, parse_json, parse_params, probe_file
-from api.upload_stream import receive_multipart, receive_small_body
+from api.submission import (
+    check_idempotency_key,
+    check_params,
+    parse_json,
+    parse_params,
+    probe_file,
+    probe_image_file,
+)
+from api.upload_stream import ReceivedForm, receive_multipart, receive_small_body
 from core.backends import Backends
 from core.config import Settings
-from core.errors import EmptyVideo, InvalidInput, JobNotReady, NotFound, Unauthorized
-from core.jobs import Job, JobStatus, job_blob_prefix, utcnow
-from core.outputs import DOWNLOADS
+from core.errors import (
+    EmptyImage,
+    EmptyVideo,
+    InvalidInput,
+    JobNotReady,
+    NotAVideo,
+    NotFound,
+    Unauthorized,
+    UnsupportedImage,
+)
+from core.jobs import (
+    Job,
+    JobKind,
+    JobStatus,
+    ManifestEntry,
+    job_blob_prefix,
+    manifest_blob_path,
+    output_blob_path,
+    utcnow,
+)
+from core.outputs import DOWNLOADS, annotated_overview, annotated_still, media_type
+from ml_engine.image_probe import looks_like_zip
 
 router = APIRouter(tags=["jobs"])
 
@@ -99,11 +127,14 @@ async def _submit(request: Request, settings, submitter, scratch, idempotency_ke
         body = await _json_body(request, settings.upload_stall_timeout_s)
         # in a thread: checking a callback_url resolves its host name, which may take seconds
         params = await run_in_threadpool(check_params, body["params"], settings)
+        if body.get("upload_ids") is not None:
+            job, created = await run_in_threadpool(submitter.submit_uploads, body["upload_ids"], params, key, owner)
+            return _submitted(job, created)
         job, created = await run_in_threadpool(submitter.submit_upload, body["upload_id"], params, key, owner)
         return _submitted(job, created)
 
     form = await receive_multipart(request, scratch, settings.max_upload_bytes,
-                                   settings.upload_stall_timeout_s)
+                                   settings.upload_stall_timeout_s, max_files=settings.max_files_per_job)
     try:
         params = await run_in_threadpool(parse_params, form.fields, settings)
         if form.file is None:
@@ -112,16 +143,47 @@ async def _submit(request: Request, settings, submitter, scratch, idempotency_ke
                     submitter.submit_upload, form.fields["upload_id"], params, key, owner
                 )
                 return _submitted(job, created)
-            raise InvalidInput("send the video in the multipart field 'file' (or an upload_id)")
-        if form.file.size == 0:
+            raise InvalidInput("send the video or images in the multipart field 'file' (or an upload_id)")
+        if len(form.files) == 1 and form.file.size == 0:
             raise EmptyVideo("the uploaded file is empty")
-        await run_in_threadpool(probe_file, form.file.path, settings)
-        job, created = await run_in_threadpool(
-            submitter.submit_file, form.file.path, form.file.filename, params, key, owner
-        )
+        job, created = await run_in_threadpool(_submit_form_files, form, params, key, owner, settings, submitter)
     finally:
         form.discard()
     return _submitted(job, created)
+
+
+def _submit_form_files(form: ReceivedForm, params, key: str | None, owner: str, settings: Settings,
+                       submitter) -> tuple[Job, bool]:
+    """One video: a video job, as ever. One image, several files, or a ZIP: an images job."""
+    first = form.file
+    assert first is not None, "the caller checked that a file was sent"
+    if len(form.files) == 1 and not looks_like_zip(first.path) and not _is_image(first.path, settings):
+        try:
+            probe_file(first.path, settings)  # raises the video's own error for anything else
+        except NotAVideo as exc:
+            raise NotAVideo(f"{exc}, or an image (JPEG, PNG, TIFF/GeoTIFF) or a ZIP of images") from None
+        return submitter.submit_file(first.path, first.filename, params, key, owner)
+    label = first.filename if len(form.files) == 1 else f"{len(form.files)} files"
+    return submitter.submit_images(_form_images(form, settings), label, params, key, owner)
+
+
+def _is_image(path: Path, settings: Settings) -> bool:
+    """An image (True), not one at all (False: it may be a video), or an image this service
+    refuses: that error, raised (a corrupt TIFF is told it is a corrupt image, not that it is no video)."""
+    try:
+        probe_image_file(path, settings)
+    except (UnsupportedImage, EmptyImage):
+        return False
+    return True
+
+
+def _form_images(form: ReceivedForm, settings: Settings) -> Iterator[tuple[str, Path]]:
+    """Each file of the form, a ZIP's files in its place (unpacked one at a time beside it)."""
+    for received in form.files:
+        if looks_like_zip(received.path):
+            yield from unpacked_files(received.path, received.path.parent, settings)
+        else:
+            yield received.filename, received.path
 
 
 async def _json_body(request: Request, stall_timeout_s: float) -> dict:
@@ -131,6 +193,14 @@ async def _json_body(request: Request, stall_timeout_s: float) -> dict:
                                     f"the JSON body is larger than {MAX_JSON_BODY_BYTES} bytes; "
                                     "videos go in a multipart 'file' field or through POST /uploads")
     body = parse_json("the JSON body", data, expect=dict)
+    params = body.get("params") or {}
+    if not isinstance(params, dict):
+        raise InvalidInput("params: expected a JSON object")
+    if "upload_ids" in body:  # an images job of many direct uploads
+        ids = body["upload_ids"]
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
+            raise InvalidInput("upload_ids: expected a non-empty JSON list of upload ids")
+        return {"upload_ids": ids, "params": params}
     if not isinstance(body.get("upload_id"), str) or not body["upload_id"]:
         raise InvalidInput("upload_id: required when posting JSON (upload the video with POST /uploads first)")
     params = body.get("params") or {}
@@ -190,13 +260,13 @@ def _visible_job(backends: Backends, caller: Caller, job_id: str) -> Job:
 
 
 def _downloadable_job(backends: Backends, settings: Settings, access: Caller | Signature, request: Request,
-                      job_id: str) -> Job:
+                      job_id: str, signed_path: str | None = None) -> Job:
     """The job behind a download: visible to the caller's key, or the URL is signed for it."""
     if isinstance(access, Caller):
         return _visible_job(backends, access, job_id)
     job = backends.jobs.get(job_id)
     # the route's own path, as JobOut.links names it: without the prefix a proxy may add (root_path)
-    path = request.scope["route"].path.format(job_id=job_id)
+    path = signed_path or request.scope["route"].path.format(job_id=job_id)
     if not is_valid(settings, path, job.owner, access):
         raise Unauthorized("this link is not valid or has expired; open the job again for a fresh one "
                            "(POST /jobs/{id}/links), or send an API key")
@@ -256,14 +326,26 @@ def _request_cancel(job: Job) -> bool:
 
 
 def _delete_job_files(backends: Backends, job: Job) -> None:
+    if job.kind is JobKind.IMAGES:  # its direct uploads (the manifest names them) go with it
+        for upload_folder in _upload_folders_of(backends, job):
+            backends.blobs.delete_prefix(upload_folder)
     backends.blobs.delete_prefix(job_blob_prefix(job.id))
     if not job.input_blob.startswith(job_blob_prefix(job.id)):  # a direct upload lives elsewhere
         backends.blobs.delete_prefix(job.input_blob.rsplit("/", 1)[0] + "/")
 
 
+def _upload_folders_of(backends: Backends, job: Job) -> set[str]:
+    try:
+        lines = b"".join(backends.blobs.open_range(manifest_blob_path(job.id))).splitlines()
+    except NotFound:
+        return set()
+    blobs = (ManifestEntry.from_line(line).blob for line in lines if line.strip())
+    return {blob.rsplit("/", 1)[0] + "/" for blob in blobs if blob and not blob.startswith(job_blob_prefix(job.id))}
+
+
 def _completed_output(job: Job, download: str) -> str:
     job_id = job.id
-    if job.status is not JobStatus.COMPLETED:
+    if not job.results_ready:
         raise JobNotReady(f"job {job_id} is {job.status.value}; results are available once it has completed")
     filename = DOWNLOADS[download].filename
     try:
@@ -296,8 +378,28 @@ def _add_file_download(name: str) -> None:
                          responses=_ERRORS, summary=output.summary)
 
 
-for _name in ("result", "detections", "coco", "mot"):  # the video has its own route below: ranges, redirects
+for _name in ("result", "detections", "coco", "mot", "results", "geojson"):  # the video: its own route below
     _add_file_download(_name)
+
+
+@router.get(
+    "/jobs/{job_id}/files/{name}",
+    responses=_ERRORS,
+    summary="One file's annotated image of an images job (a large raster: its overview)",
+    description="`name` is the file's name in the job, as results.jsonl lists it. A signed `files` link "
+    "(POST /jobs/{id}/links) opens every file of the job: append the name to its path.",
+)
+def get_file_image(job_id: str, name: str, request: Request, backends: BackendsDep, settings: SettingsDep,
+                   access: MediaAccessDep, download: bool = False) -> StreamingResponse:
+    job = _downloadable_job(backends, settings, access, request, job_id, signed_path=f"/jobs/{job_id}/files/")
+    if not job.results_ready:
+        raise JobNotReady(f"job {job_id} is {job.status.value}; images are available once it has completed")
+    for candidate in (annotated_still(name), annotated_overview(name)):  # stored by name, not listed
+        blob = output_blob_path(job.id, candidate)
+        if backends.blobs.exists(blob):
+            return _stream(backends, blob, media_type(candidate) or "image/jpeg",
+                           f"{job_id}-{PurePosixPath(candidate).name}", download)
+    raise NotFound(f"job {job_id} has no annotated image for {name!r} (see results.jsonl for its error)")
 
 
 @router.get(

@@ -34,6 +34,12 @@ function errorFromBody(status, statusText, text) {
  * Returns the parsed body (null for 204); throws ApiError.
  */
 export async function request(path, { method = "GET", json } = {}) {
+  const text = await requestText(path, { method, json });
+  return text ? JSON.parse(text) : null;
+}
+
+/** As ``request``, returning the body as text (JSON Lines downloads). */
+export async function requestText(path, { method = "GET", json } = {}) {
   for (;;) {
     const headers = { Accept: "application/json", ...keyHeaders() };
     const init = { method, headers, cache: "no-store" };
@@ -53,7 +59,7 @@ export async function request(path, { method = "GET", json } = {}) {
     }
     const text = await response.text();
     if (!response.ok) throw errorFromBody(response.status, response.statusText, text);
-    return text ? JSON.parse(text) : null;
+    return text;
   }
 }
 
@@ -104,8 +110,51 @@ export async function submitVideo(file, params, onProgress) {
   return JSON.parse(answer);
 }
 
+/**
+ * Upload images (and ZIPs of images) as ONE images job, all in one multipart POST /jobs.
+ * Returns the new job (JobOut): its files_failed already counts files that are not images.
+ */
+export async function submitImages(files, params, onProgress) {
+  const total = files.reduce((sum, file) => sum + file.size, 0);
+  const zips = files.some((file) => /\.zip$/i.test(file.name));
+  if (total >= DIRECT_UPLOAD_BYTES && !zips) return submitImagesViaDirectUploads(files, params, onProgress, total);
+  const form = new FormData();
+  form.append("params", JSON.stringify(params));
+  for (const file of files) form.append("files", file, file.webkitRelativePath || file.name);
+  const answer = await sendWithKeyRetry({ method: "POST", url: "/jobs", body: form, onProgress });
+  return JSON.parse(answer);
+}
+
+/**
+ * A big set: each file PUT to its own upload URL (a SAS URL on Azure: the bytes skip the API),
+ * then one job of all the upload ids. ``onProgress`` follows the bytes of all files together.
+ */
+async function submitImagesViaDirectUploads(files, params, onProgress, total) {
+  const ids = [];
+  let sent = 0;
+  for (const file of files) {
+    const ticket = await request("/uploads", { method: "POST", json: { filename: file.name } });
+    await putUpload(ticket, file, (fraction) => onProgress && onProgress((sent + fraction * file.size) / total));
+    sent += file.size;
+    ids.push(ticket.upload_id);
+  }
+  return request("/jobs", { method: "POST", json: { upload_ids: ids, params } });
+}
+
+/** results.jsonl of an images job, parsed: one {name, ok, counts, error, kind, ...} per file. */
+export async function getResults(jobId) {
+  const text = await requestText(`/jobs/${encodeURIComponent(jobId)}/results`);
+  return text.split("\n").filter((line) => line.trim()).map((line) => JSON.parse(line));
+}
+
 async function submitViaDirectUpload(file, params, onProgress) {
   const ticket = await request("/uploads", { method: "POST", json: { filename: file.name } });
+  await putUpload(ticket, file, onProgress);
+  return request("/jobs", { method: "POST", json: { upload_id: ticket.upload_id, params } });
+}
+
+/** PUT a file's bytes to the write URL of its upload ticket (POST /uploads). */
+async function putUpload(ticket, file, onProgress) {
   const target = new URL(ticket.upload_url, window.location.href);
   const sameOrigin = target.host === window.location.host;
   const headers = { ...(ticket.headers || {}) };
@@ -116,7 +165,6 @@ async function submitViaDirectUpload(file, params, onProgress) {
   } else {
     await send({ method: "PUT", url: target.href, body: file, headers, onProgress });
   }
-  return request("/jobs", { method: "POST", json: { upload_id: ticket.upload_id, params } });
 }
 
 async function sendWithKeyRetry(options) {

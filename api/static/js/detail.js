@@ -1,15 +1,16 @@
 // One job: its state while it runs; once completed, the annotated video, counts, chart, tracks and downloads.
 
-import { ApiError, cancelOrDeleteJob, getJob, getSignedLinks, getStats } from "./api.js";
+import { ApiError, cancelOrDeleteJob, getJob, getResults, getSignedLinks, getStats } from "./api.js";
 import { renderCountChart } from "./chart.js";
 import { announce, element } from "./dom.js";
 import { formatBytes, formatCount, formatDuration, formatTimestamp, formatVideoTime } from "./format.js";
 import { Poller } from "./poller.js";
-import { isActive, peakCount, progressText, statusLabel } from "./status.js";
+import { hasResults, isActive, peakCount, progressText, statusLabel } from "./status.js";
 
 const ACTIVE_DELAY_MS = 1000;
 const ERROR_DELAY_MS = 5000;
 const MAX_TRACK_ROWS = 500; // a long video can have thousands; the full list is in stats.json
+const MAX_FILE_ROWS = 2000; // an images job can have thousands of files; results.jsonl has them all
 const H264 = 'video/mp4; codecs="avc1.42E01E"';
 const CONFIRM_MS = 5000;
 const CHART_REDRAW_PX = 40; // redraw the chart when its box changes width by this much
@@ -76,12 +77,16 @@ export class JobDetail {
     if (jobId !== this.jobId) return null; // the user moved on while we waited
     this.onConnectionProblem(null);
     this.renderJob(job);
-    if (job.status === "completed" && !this.resultShown) {
+    const resultsReady = hasResults(job) || (job.kind === "images" && job.links && job.links.results);
+    if (resultsReady && !this.resultShown) {
       try {
-        const [stats, signed] = await Promise.all([getStats(jobId), getSignedLinks(jobId)]);
+        const images = job.kind === "images";
+        const [stats, signed, files] = await Promise.all(
+          [getStats(jobId), getSignedLinks(jobId), images ? getResults(jobId) : Promise.resolve(null)]);
         if (jobId !== this.jobId) return null;
         this.useLinks(signed);
-        this.renderResult(job, stats);
+        if (images) this.renderImagesResult(job, stats, files);
+        else this.renderResult(job, stats);
         this.resultShown = true;
       } catch (error) {
         if (!(error instanceof ApiError)) throw error;
@@ -106,7 +111,7 @@ export class JobDetail {
     const badge = this.byId("detail-status");
     const label = statusLabel(job);
     badge.textContent = label;
-    badge.className = `badge badge-${label}`;
+    badge.className = `badge badge-${label.replaceAll(" ", "-")}`;
     badge.dataset.active = String(isActive(job));
     if (wasActive && !isActive(job)) announce(`This job is now ${job.status}.`);
 
@@ -136,10 +141,99 @@ export class JobDetail {
     box.querySelector("span").textContent = progressText(job);
   }
 
+  /** Show the video parts of the result view, or the images parts. */
+  showResultKind(images) {
+    this.byId("images-result").hidden = !images;
+    for (const id of ["video-result-grid", "chart-card", "tracks-card"]) this.byId(id).hidden = images;
+    for (const id of ["download-mot", "download-video"]) this.byId(id).parentElement.hidden = images;
+    this.byId("download-results").parentElement.hidden = !images;
+  }
+
+  renderImagesResult(job, stats, files) {
+    const model = stats.model || {};
+    this.byId("random-weights-banner").hidden = !model.random_weights;
+    this.byId("model-id").textContent = model.id || "unknown model";
+    this.showResultKind(true);
+    const counts = stats.counts || {};
+    const dedup = counts.deduplicated || {};
+    this.byId("images-sum").textContent = formatCount(counts.per_image_sum ?? counts.total ?? 0);
+    this.byId("images-dedup").textContent = dedup.applied ? formatCount(dedup.total) : "–";
+    this.byId("images-dedup-note").textContent = dedup.applied
+      ? `Deduplicated: an animal seen in several overlapping georeferenced images counts once (${dedup.method || ""}).`
+      : `Not deduplicated: ${dedup.reason || "no georeferenced images"}. The per-image sum counts an animal once per image it is in.`;
+    const images = stats.images || {};
+    this.byId("images-files").textContent = `${formatCount(images.ok ?? 0)} / ${formatCount(images.total ?? 0)}`;
+    this.byId("images-files-label").textContent = images.failed
+      ? `files counted; ${formatCount(images.failed)} failed (listed below)` : "files counted";
+    const deduplicated = dedup.by_class || {};
+    const classes = Object.entries(counts.by_class || {}).sort((a, b) => b[1] - a[1]);
+    this.byId("images-by-class-body").replaceChildren(
+      ...(classes.length
+        ? classes.map(([name, n]) => tableRow(
+          [name, formatCount(n), dedup.applied ? formatCount(deduplicated[name] || 0) : "–"], [false, true, true]))
+        : [tableRow(["nothing counted", "", ""], [false, true, true])]),
+    );
+    this.renderOverviews(files);
+    this.renderFileTable(files);
+    this.renderDownloads();
+    this.byId("result").hidden = false;
+  }
+
+  /** The URL of a file's annotated image: the signed ``files`` link with the name appended. */
+  fileImageUrl(name) {
+    const signed = new URL(this.signed.links.files, window.location.origin);
+    return `${signed.pathname}${encodeURIComponent(name)}${signed.search}`;
+  }
+
+  renderOverviews(files) {
+    const rasters = files.filter((file) => file.ok && file.kind === "raster");
+    this.byId("overview-card").hidden = rasters.length === 0;
+    this.byId("overviews").replaceChildren(...rasters.slice(0, 12).map((file) => {
+      const figure = element("figure", { attrs: { "data-testid": "overview" } });
+      const image = element("img", {
+        attrs: { src: this.fileImageUrl(file.name), alt: `${file.name} with its ${file.counts.total} detections drawn`,
+          loading: "lazy" },
+      });
+      figure.append(image, element("figcaption", { className: "hint", text: `${file.name}: ${formatCount(file.counts.total)} counted` }));
+      return figure;
+    }));
+  }
+
+  renderFileTable(files) {
+    // failed files first: they are what a person has to act on
+    const ordered = [...files.filter((file) => !file.ok), ...files.filter((file) => file.ok)];
+    const note = this.byId("files-note");
+    note.hidden = ordered.length <= MAX_FILE_ROWS;
+    note.textContent = `Showing ${MAX_FILE_ROWS} of ${formatCount(ordered.length)} files; the per-file results download has them all.`;
+    this.byId("file-body").replaceChildren(...ordered.slice(0, MAX_FILE_ROWS).map((file) => {
+      const row = element("tr", {
+        className: file.ok ? "" : "file-failed",
+        attrs: { "data-testid": "file-row", "data-state": file.ok ? "ok" : "failed", "data-name": file.name },
+      });
+      const nameCell = element("td");
+      if (file.ok) {
+        nameCell.append(element("a", { text: file.name, attrs: { href: this.fileImageUrl(file.name), target: "_blank", rel: "noopener" } }));
+      } else {
+        nameCell.textContent = file.name;
+      }
+      const detail = file.ok
+        ? Object.entries(file.counts.by_class || {}).map(([name, n]) => `${name} ${n}`).join(", ")
+        : `${file.error.message} (${file.error.code})`;
+      row.append(
+        nameCell,
+        element("td", { text: file.ok ? "counted" : "failed" }),
+        element("td", { text: file.ok ? formatCount(file.counts.total) : "–", className: "num" }),
+        element("td", { text: detail, attrs: { "data-testid": "file-detail" } }),
+      );
+      return row;
+    }));
+  }
+
   renderResult(job, stats) {
     const model = stats.model || {};
     this.byId("random-weights-banner").hidden = !model.random_weights;
     this.byId("model-id").textContent = model.id || "unknown model";
+    this.showResultKind(false);
     this.renderVideo(job, stats);
     this.renderCounts(stats);
     this.renderTracks(stats.tracks || []);
@@ -301,8 +395,12 @@ export class JobDetail {
       "download-coco": links.coco,
       "download-mot": links.mot,
       "download-video": links.video,
+      "download-results": links.results,
+      "download-geojson": links.geojson,
     };
+    this.byId("download-geojson").parentElement.hidden = !links.geojson;
     for (const [id, signedUrl] of Object.entries(byButton)) {
+      if (!signedUrl) continue; // not an output of this kind of job
       const url = new URL(signedUrl, window.location.origin);
       url.searchParams.set("download", "true");
       this.byId(id).href = url.pathname + url.search;
@@ -347,7 +445,9 @@ export class JobDetail {
 function metaEntries(job) {
   const entries = [
     ["Job id", job.job_id],
-    ["File", `${job.filename} (${formatBytes(job.size_bytes)})`],
+    [job.kind === "images" ? "Files" : "File", job.kind === "images"
+      ? `${formatCount(job.files_total)} files (${formatBytes(job.size_bytes)})${/ files$/.test(job.filename) ? "" : ` from ${job.filename}`}`
+      : `${job.filename} (${formatBytes(job.size_bytes)})`],
     ["Created", formatTimestamp(job.created_at)],
   ];
   if (job.started_at) entries.push(["Started", formatTimestamp(job.started_at)]);

@@ -4,7 +4,7 @@ import { ApiError, cancelOrDeleteJob, listJobs } from "./api.js";
 import { announce, element } from "./dom.js";
 import { formatBytes, formatDuration, formatTimestamp, secondsBetween } from "./format.js";
 import { Poller } from "./poller.js";
-import { countsSummary, isActive, progressText, statusLabel } from "./status.js";
+import { countsSummary, hasResults, isActive, progressText, statusLabel } from "./status.js";
 
 const ACTIVE_DELAY_MS = 1500;
 const IDLE_DELAY_MS = 10000;
@@ -190,20 +190,20 @@ function updateRow(row, job) {
   const badge = row.querySelector("[data-testid=job-status]");
   const label = statusLabel(job);
   badge.textContent = label;
-  badge.className = `badge badge-${label}`;
+  badge.className = `badge badge-${label.replaceAll(" ", "-")}`;
 
   const bar = row.querySelector("[data-testid=job-progress]");
   const progressLine = bar.parentElement;
-  progressLine.hidden = !(isActive(job) || job.status === "completed");
+  progressLine.hidden = !(isActive(job) || hasResults(job));
   if (job.status === "processing" && !job.frames_total && !job.progress) bar.removeAttribute("value"); // indeterminate
-  else bar.value = job.status === "completed" ? 1 : job.progress || 0;
+  else bar.value = hasResults(job) ? 1 : job.progress || 0;
   bar.setAttribute("aria-label", `Progress of ${job.filename}`);
   row.querySelector("[data-testid=job-progress-text]").textContent = progressText(job);
 
   row.querySelector("[data-testid=job-meta]").textContent = metaText(job);
 
   const counts = row.querySelector("[data-testid=job-counts]");
-  counts.textContent = job.status === "completed" ? countsSummary(job.counts) : "";
+  counts.textContent = hasResults(job) ? countsSummary(job.counts) : "";
   counts.hidden = !counts.textContent;
 
   const error = row.querySelector("[data-testid=job-error]");

@@ -11,7 +11,13 @@ export function isActive(job) {
 /** The word on the badge. A processing job the user cancelled shows "cancelling" until the worker stops. */
 export function statusLabel(job) {
   if (job.status === "processing" && job.cancel_requested) return "cancelling";
+  if (job.status === "completed_with_errors") return "completed with errors";
   return job.status;
+}
+
+/** Whether the job has results to show: completed, completed with errors (the good files). */
+export function hasResults(job) {
+  return job.status === "completed" || job.status === "completed_with_errors";
 }
 
 /** "45 % · 12.3 fps · 20 s left", "waiting for a worker", ... */
@@ -19,6 +25,13 @@ export function progressText(job) {
   if (job.status === "queued") {
     if (job.error) return `waiting to retry (attempt ${job.attempts} failed)`;
     return "waiting for a worker";
+  }
+  if (job.status === "processing" && job.kind === "images") {
+    const parts = [formatPercent(job.progress)];
+    parts.push(`file ${formatCount(Math.min(job.files_done + job.files_failed + 1, job.files_total))} of ${formatCount(job.files_total)}`);
+    if (job.files_failed) parts.push(`${formatCount(job.files_failed)} failed`);
+    if (job.tiles_total) parts.push(`tile ${formatCount(job.tiles_done)} of ${formatCount(job.tiles_total)}`);
+    return parts.join(" · ");
   }
   if (job.status === "processing") {
     const parts = [formatPercent(job.progress)];
@@ -28,6 +41,7 @@ export function progressText(job) {
     return parts.join(" · ");
   }
   if (job.status === "completed") return "100 %";
+  if (job.status === "completed_with_errors") return `100 % · ${formatCount(job.files_failed)} of ${formatCount(job.files_total)} files failed`;
   return "";
 }
 
@@ -41,6 +55,12 @@ export function peakCount(peak) {
 /** "12 unique · at most 5 at once" for a completed job's list row. */
 export function countsSummary(counts) {
   if (!counts) return "";
+  if (counts.total_unique === undefined && counts.per_image_sum !== undefined) {  // an images job
+    const parts = [`${formatCount(counts.per_image_sum)} counted over the images`];
+    const dedup = counts.deduplicated || {};
+    if (dedup.applied) parts.push(`${formatCount(dedup.total)} deduplicated`);
+    return parts.join(" · ");
+  }
   const parts = [`${formatCount(counts.total_unique)} unique`];
   const peak = peakCount(counts.peak);
   if (peak !== null) parts.push(`at most ${formatCount(peak)} at once`);

@@ -1,6 +1,6 @@
 // The upload form: pick or drop videos, set what to count, upload each with its own progress bar.
 
-import { ApiError, getModel, submitVideo } from "./api.js";
+import { ApiError, getModel, submitImages, submitVideo } from "./api.js";
 import { announce, element } from "./dom.js";
 import { formatBytes, formatPercent } from "./format.js";
 
@@ -24,6 +24,13 @@ export class UploadForm {
     this.input.addEventListener("change", () => {
       this.addFiles(this.input.files);
       this.input.value = ""; // choosing the same file again fires "change" again
+    });
+    const folderInput = document.getElementById("folder-input");
+    document.getElementById("folder-button").addEventListener("click", () => folderInput.click());
+    folderInput.addEventListener("change", () => {
+      // a folder: its images (anything else in it, such as notes, the server lists as failed files)
+      this.addFiles([...folderInput.files].filter((file) => !isVideo(file) && !file.name.startsWith(".")));
+      folderInput.value = "";
     });
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -58,7 +65,7 @@ export class UploadForm {
     this.renderSelection();
     if (files.length) {
       this.showError("");
-      announce(`${this.selected.length} video${this.selected.length === 1 ? "" : "s"} selected.`);
+      announce(`${this.selected.length} file${this.selected.length === 1 ? "" : "s"} selected.`);
     }
   }
 
@@ -81,7 +88,12 @@ export class UploadForm {
         return item;
       }),
     );
-    this.submitButton.textContent = this.selected.length > 1 ? `Start counting (${this.selected.length} videos)` : "Start counting";
+    const videos = this.selected.filter(isVideo).length;
+    const images = this.selected.length - videos;
+    const parts = [];
+    if (videos > 1) parts.push(`${videos} videos`);
+    if (images > 0 && this.selected.length > 1) parts.push(`${images} image${images === 1 ? "" : "s"} as one job`);
+    this.submitButton.textContent = parts.length ? `Start counting (${parts.join(", ")})` : "Start counting";
   }
 
   /** Learn the model's class names: listed under the field, and a typo is caught before the upload. */
@@ -103,7 +115,7 @@ export class UploadForm {
     if (!this.model) await this.loadModel();
     const { params, problem, field } = readParams(this.form, this.model);
     if (!problem && this.selected.length === 0) {
-      this.showError("Choose at least one video first (or drop it on the box above).");
+      this.showError("Choose at least one video or image first (or drop it on the box above).");
       document.getElementById("choose-button").focus();
       return;
     }
@@ -116,8 +128,31 @@ export class UploadForm {
     this.showError("");
     const files = this.selected.splice(0);
     this.renderSelection();
-    // one at a time: uploads share the same connection, and the server probes each as it lands
-    for (const file of files) await this.upload(file, params);
+    // videos one at a time: uploads share the same connection, and the server probes each as it
+    // lands; every image, folder and ZIP together: one images job
+    const images = files.filter((file) => !isVideo(file));
+    if (images.length) await this.uploadImages(images, params);
+    for (const file of files.filter(isVideo)) await this.upload(file, params);
+  }
+
+  async uploadImages(files, params) {
+    const label = files.length === 1 ? files[0].name : `${files.length} files`;
+    const item = new UploadItem({ name: label });
+    this.uploadList.prepend(item.node);
+    this.uploading += 1;
+    try {
+      const job = await submitImages(files, params, (fraction) => item.progress(fraction));
+      item.done(job);
+      const failed = job.files_failed ? `; ${job.files_failed} of them are not images and are listed as failed` : "";
+      announce(`${label} uploaded as one job of ${job.files_total} files${failed}.`);
+      this.onJobCreated(job);
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      item.failed(error);
+      announce(`${label} was not accepted: ${error.message}`);
+    } finally {
+      this.uploading -= 1;
+    }
   }
 
   async upload(file, params) {
@@ -161,7 +196,7 @@ class UploadItem {
 
   progress(fraction) {
     this.bar.value = fraction;
-    this.status.textContent = fraction >= 1 ? "checking the video…" : `uploading ${formatPercent(fraction)}`;
+    this.status.textContent = fraction >= 1 ? "checking the files…" : `uploading ${formatPercent(fraction)}`;
   }
 
   done(job) {
@@ -231,6 +266,13 @@ export function readParams(form, model) {
     params.frame_stride = stride;
   }
   return { params };
+}
+
+const VIDEO_EXTENSIONS = /\.(mp4|mov|avi|mkv|webm|m4v|mpg|mpeg|ts)$/i;
+
+/** Videos become a job each; everything else (images, ZIPs, TIFFs) goes into one images job. */
+export function isVideo(file) {
+  return (file.type || "").startsWith("video/") || VIDEO_EXTENSIONS.test(file.name);
 }
 
 function parseLine(text) {

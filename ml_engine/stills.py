@@ -1,0 +1,627 @@
+"""Counting animals in still images and orthomosaics: one job, many files.
+
+``StillsRun`` takes the job's files one at a time (``add_file``) and streams each file's
+results to ``output_dir`` as it goes, so memory does not grow with the number of files;
+``finish`` writes the job's summaries. Per file:
+
+1. **Open and check** (``ml_engine.raster``): JPEG, PNG, TIFF, GeoTIFF, BigTIFF, COG through
+   GDAL; too large, damaged, band-less or non-colour files become a typed per-file error
+   (``FileResult.ok`` False) and the job goes on.
+2. **Detect.** A *still* (up to ``windowed_above_pixels``) is read whole and tiled in memory
+   as video frames are (``TILING``; ``plan_tiles``). A *large raster* (an orthomosaic) is
+   never loaded whole: its tiles are read as windows from the file, ``tile_batch_size`` at a
+   time, each batch one ``detect_views`` forward pass; there is no whole-frame view (an
+   animal is a few pixels of a 20,000 px mosaic). Progress is reported by tiles. Boxes from all
+   tiles are merged across the seams (``merge_views``).
+3. **Georeference** (``ml_engine.geo``): when the file has a CRS and a geotransform, each
+   detection gets its ground position (source CRS and WGS84) and an animal id from the
+   cross-image deduplication; other files are counted and say that no coordinates could be
+   given (a JPEG's EXIF GPS gives the camera's position, not the ground footprint of a pixel).
+4. **Write**: a line in ``results.jsonl`` and ``detections.jsonl``, the COCO image and its
+   annotations, GeoJSON features, and the annotated image (the still, or a downscaled
+   overview of a large raster, read decimated).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import cv2
+import numpy as np
+import supervision as sv
+
+from core.errors import CattleCounterError, ImageError, JobCancelled, ModelError
+from core.outputs import (
+    COCO,
+    DETECTIONS,
+    GEOJSON,
+    RESULTS,
+    STATS,
+    annotated_overview,
+    annotated_still,
+)
+from ml_engine.geo import (
+    DEDUP_TOLERANCE_PX,
+    GroundDeduplicator,
+    GroundPoints,
+    crs_name,
+    ground_sample_distance_m,
+    pixels_to_crs,
+    to_wgs84,
+)
+from ml_engine.outputs import _copy_json_lines, _json_line, _write_json
+from ml_engine.pipeline import DetectorLike
+from ml_engine.raster import RasterSource, open_raster, upright
+from ml_engine.tiling import TilingSetting, View, merge_views, offset_boxes, parse_tiling, plan_tiles
+
+__all__ = ["DEFAULT_MAX_RASTER_PIXELS", "WINDOWED_ABOVE_PIXELS", "FileResult", "StillsConfig", "StillsRun",
+           "validate_stills_stats"]
+
+DEFAULT_MAX_RASTER_PIXELS = 50_000 * 50_000
+# Above this many pixels (24 MP, 69 MiB as RGB) a file is read in windows, tile by tile, never
+# whole. Drone stills (20 MP: 5472 x 3648) are read whole and tiled in memory as video frames are.
+WINDOWED_ABOVE_PIXELS = 6000 * 4000
+OVERVIEW_MAX_PX = 2048  # long side of a large raster's annotated overview
+DEFAULT_TILE = (640, 640)  # tiles of a large raster when the model takes any size (no resize)
+STILLS_SCHEMA_VERSION = 1
+NO_COORDINATES = "no georeferencing (no CRS and geotransform): counted, but no coordinates could be given"
+EXIF_GPS_ONLY = ("only EXIF GPS (the camera's position, not the ground footprint of its pixels, which "
+                 "needs a camera model): counted, but no coordinates could be given")
+
+_COCO_IMAGES_PART = ".stills_coco_images.part"
+_COCO_ANNOTATIONS_PART = ".stills_coco_annotations.part"
+_GEOJSON_PART = ".stills_geojson.part"
+
+
+@dataclass
+class StillsConfig:
+    """How to process a job's stills and rasters.
+
+    ``threshold``/``classes``: as for video. ``tiling``: ``auto`` | ``off`` | ``WxH`` for stills;
+    a large raster is always tiled (``WxH`` when given, else the model's input size).
+    ``tile_batch_size``: tiles per forward pass (and per windowed read). ``max_raster_pixels``:
+    refuse larger files (MAX_RASTER_PIXELS). ``dedup``: count an animal seen in several
+    georeferenced images once (``ml_engine.geo``). ``windowed_above_pixels``: read larger
+    files in windows. ``dedup_tolerance_px``: the matching distance, in ground sample distances.
+    """
+
+    threshold: float = 0.5
+    classes: list[str] | None = None
+    tiling: TilingSetting | str = "auto"
+    tiling_full_frame: bool = True
+    tile_batch_size: int = 64
+    max_raster_pixels: int = DEFAULT_MAX_RASTER_PIXELS
+    dedup: bool = True
+    windowed_above_pixels: int = WINDOWED_ABOVE_PIXELS
+    dedup_tolerance_px: float = DEDUP_TOLERANCE_PX
+    overview_max_px: int = OVERVIEW_MAX_PX
+
+    def __post_init__(self) -> None:
+        self.tiling = parse_tiling(self.tiling)
+        self.classes = list(self.classes) if self.classes else None
+
+
+@dataclass
+class FileResult:
+    """One file's outcome (a line of results.jsonl). ``outputs``: files produced for it (name
+    relative to the output directory -> path), e.g. its annotated image."""
+
+    name: str
+    ok: bool
+    counts: dict[str, Any] = field(default_factory=lambda: {"total": 0, "by_class": {}})
+    error: dict[str, str] | None = None
+    width: int | None = None
+    height: int | None = None
+    georeferenced: bool = False
+    kind: str | None = None  # "still" (read whole) or "raster" (read in windows)
+    format: str | None = None
+    crs: str | None = None
+    tiles: int = 0
+    notes: list[str] = field(default_factory=list)
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["outputs"] = sorted(self.outputs)
+        return document
+
+
+class StillsRun:
+    """One job's images: ``add_file`` each, then ``finish`` (see the module's description)."""
+
+    def __init__(self, output_dir: Path, detector: DetectorLike, config: StillsConfig) -> None:
+        self.output_dir = Path(output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.detector, self.config = detector, config
+        self.started = time.monotonic()
+        self.images = 0
+        self.failed = 0
+        self.tiles = 0
+        self.per_image_sum: Counter[str] = Counter()
+        self.unmatched: Counter[str] = Counter()  # counts of images that cannot be deduplicated
+        self.georeferenced_images = 0
+        self.source_crs: set[str] = set()
+        self.dedup = GroundDeduplicator(config.dedup_tolerance_px)
+        self._annotation_id = 0
+        self._annotated_names: set[str] = set()
+        self._results = self._open(RESULTS)
+        self._detections = self._open(DETECTIONS)
+        self._coco_images = self._open(_COCO_IMAGES_PART)
+        self._coco_annotations = self._open(_COCO_ANNOTATIONS_PART)
+        self._geojson = self._open(_GEOJSON_PART)
+        self._geojson_features = 0
+
+    def _open(self, name: str) -> IO[str]:
+        return (self.output_dir / name).open("w", encoding="utf-8", newline="\n")
+
+    # --- one file -----------------------------------------------------------------------------
+
+    def add_file(
+        self,
+        name: str,
+        path: Path,
+        on_tiles: Callable[[int, int], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> FileResult:
+        """Count one file and write its results. A bad file gives ``ok=False`` with a typed
+        error; only job-level problems raise (JobCancelled, ModelError, OSError of the disk)."""
+        self.images += 1
+        result = FileResult(name=name, ok=False)
+        try:
+            with open_raster(Path(path), name, self.config.max_raster_pixels) as source:
+                self._process(source, result, on_tiles, should_cancel)
+        except ImageError as exc:
+            result.ok = False
+            result.error = {"code": exc.code, "message": exc.message}
+            self.failed += 1
+        self._results.write(_json_line(result.to_json()))
+        self._results.flush()
+        return result
+
+    def _process(self, source: RasterSource, result: FileResult,
+                 on_tiles: Callable[[int, int], None] | None, should_cancel: Callable[[], bool] | None) -> None:
+        result.width, result.height, result.format = source.width, source.height, source.format
+        result.notes.extend(source.notes)
+        windowed = source.width * source.height > self.config.windowed_above_pixels
+        result.kind = "raster" if windowed else "still"
+        progress = _TileProgress(on_tiles, should_cancel)
+        if windowed:
+            if self.config.tiling.mode == "off":  # type: ignore[union-attr]
+                result.notes.append("TILING=off does not apply to a raster read in windows: it was tiled "
+                                    "with tiles of {}x{} px".format(*self._raster_tile()))
+            if source.orientation != 1:
+                result.notes.append(f"EXIF orientation {source.orientation} not applied to a raster read in "
+                                    "windows: boxes are in the stored pixel grid")
+            detections, result.tiles = self._detect_windowed(source, progress)
+            image, scale = source.read_overview(self.config.overview_max_px)
+            annotated_name = annotated_overview(result.name)
+        else:
+            image = source.read((0, 0, source.width, source.height))
+            if source.orientation != 1 and not source.georeferenced:  # a camera JPEG shot sideways
+                image = upright(image, source.orientation)
+                result.height, result.width = image.shape[:2]
+                result.notes.append(f"EXIF orientation {source.orientation} applied: boxes are in the upright image")
+            detections, result.tiles = self._detect_still(image, progress)
+            scale, annotated_name = 1.0, annotated_still(result.name)
+        self.tiles += result.tiles
+        rows = _rows(detections)
+        by_class = Counter(row["class"] for row in rows)
+        result.counts = {"total": len(rows), "by_class": dict(sorted(by_class.items()))}
+        self.per_image_sum.update(by_class)
+        self._georeference(source, result, detections, rows)
+        result.ok = True
+        image_id = self.images
+        self._write_detections(result, image_id, rows)
+        path = self._write_annotated(annotated_name, image, detections, scale, result.counts["total"])
+        result.outputs[path.relative_to(self.output_dir).as_posix()] = path
+
+    # --- detection ----------------------------------------------------------------------------
+
+    def _detect_still(self, image: np.ndarray, progress: _TileProgress) -> tuple[sv.Detections, int]:
+        height, width = image.shape[:2]
+        plan = plan_tiles(parse_tiling(self.config.tiling), (width, height),
+                          self.detector.model_input_size(width, height),
+                          self.detector.tile_size(), self.config.tiling_full_frame)
+        if not plan.tiled:
+            progress.check(0, 1)
+            found = self.detector.detect([image], self.config.threshold, self.config.classes)
+            _expect(found, 1, "images")
+            progress.report(1, 1)
+            return found[0], 1
+        views = [View(0, 0, region) for region in plan.regions]
+        per_view: list[sv.Detections] = []
+        for start in range(0, len(views), self.config.tile_batch_size):
+            progress.check(start, len(views))
+            part = views[start:start + self.config.tile_batch_size]
+            found = self.detector.detect_views([image], part, self.config.threshold, self.config.classes)
+            _expect(found, len(part), "tiles")
+            per_view.extend(found)
+            progress.report(start + len(part), len(views))
+        return merge_in_clusters(per_view, cell=max(plan.tile_size or DEFAULT_TILE)), len(views)
+
+    def _detect_windowed(self, source: RasterSource, progress: _TileProgress) -> tuple[sv.Detections, int]:
+        """Tile by tile from the file: each batch's windows are read, detected in one forward
+        pass and dropped; only the (few) boxes are kept, then merged across seams."""
+        plan = plan_tiles(TilingSetting("size", self._raster_tile()), (source.width, source.height),
+                          None, None, full_frame=False)
+        regions = plan.regions
+        per_view: list[sv.Detections] = []
+        batch = self.config.tile_batch_size
+        for start in range(0, len(regions), batch):
+            progress.check(start, len(regions))
+            part = regions[start:start + batch]
+            images = [source.read(region) for region in part]
+            views = [View(i, 0, (0, 0, region[2] - region[0], region[3] - region[1])) for i, region in enumerate(part)]
+            found = self.detector.detect_views(images, views, self.config.threshold, self.config.classes)
+            _expect(found, len(part), "tiles")
+            per_view.extend(offset_boxes(d, region) for d, region in zip(found, part, strict=True) if len(d))
+            del images
+            progress.report(start + len(part), len(regions))
+        return merge_in_clusters(per_view, cell=max(plan.tile_size or DEFAULT_TILE)), len(regions)
+
+    def _raster_tile(self) -> tuple[int, int]:
+        setting = self.config.tiling
+        assert isinstance(setting, TilingSetting)
+        if setting.mode == "size" and setting.size:
+            return setting.size
+        return self.detector.tile_size() or DEFAULT_TILE
+
+    # --- georeferencing -----------------------------------------------------------------------
+
+    def _georeference(self, source: RasterSource, result: FileResult, detections: sv.Detections,
+                      rows: list[dict[str, Any]]) -> None:
+        if not source.georeferenced:
+            result.notes.append(EXIF_GPS_ONLY if _has_exif_gps(source) else NO_COORDINATES)
+            self.unmatched.update(row["class"] for row in rows)
+            return
+        result.georeferenced = True
+        result.crs = crs_name(source.crs)
+        self.georeferenced_images += 1
+        self.source_crs.add(result.crs)
+        if not rows:
+            return
+        points = GroundPoints(source.crs, source.transform, detections.xyxy.astype(np.float64))
+        if self.config.dedup:
+            gsd = ground_sample_distance_m(source.crs, source.transform, source.width, source.height)
+            ids = self.dedup.add_image(self.images, points.lon, points.lat, [row["class"] for row in rows],
+                                       np.array([row["score"] for row in rows]), gsd)
+        else:
+            ids = [None] * len(rows)  # type: ignore[list-item]  # no animal ids without deduplication
+        boxes = _box_rings(source, detections.xyxy.astype(np.float64))
+        for row, x, y, lon, lat, animal, ring in zip(rows, points.crs_x, points.crs_y, points.lon, points.lat,
+                                                     ids, boxes, strict=True):
+            row["ground"] = {"lon": round(float(lon), 8), "lat": round(float(lat), 8),
+                             "crs_x": round(float(x), 4), "crs_y": round(float(y), 4)}
+            if animal is not None:
+                row["animal"] = animal
+            self._write_features(result, row, ring)
+
+    def _write_features(self, result: FileResult, row: dict[str, Any], ring: dict[str, list]) -> None:
+        """Two features per detection: its box (Polygon) and its centre (Point), both WGS84,
+        with the source-CRS coordinates as properties (RFC 7946 has no ``crs`` member)."""
+        common = {"image": result.name, "detection": row["index"], "class": row["class"], "score": row["score"],
+                  "box_px": row["box"], "source_crs": result.crs}
+        if "animal" in row:
+            common["animal"] = row["animal"]
+        ground = row["ground"]
+        box = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring["wgs84"]]},
+               "properties": {**common, "kind": "box", "source_coordinates": ring["crs"]}}
+        centre = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [ground["lon"], ground["lat"]]},
+                  "properties": {**common, "kind": "centre", "source_x": ground["crs_x"],
+                                 "source_y": ground["crs_y"]}}
+        for feature in (box, centre):
+            self._geojson.write(_json_line(feature))
+            self._geojson_features += 1
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def _write_detections(self, result: FileResult, image_id: int, rows: list[dict[str, Any]]) -> None:
+        self._detections.write(_json_line({"image": result.name, "width": result.width, "height": result.height,
+                                           "detections": rows}))
+        self._coco_images.write(_json_line({"id": image_id, "file_name": result.name, "width": result.width,
+                                            "height": result.height}))
+        for row in rows:
+            self._annotation_id += 1
+            x1, y1, x2, y2 = row["box"]
+            width, height = round(x2 - x1, 2), round(y2 - y1, 2)
+            self._coco_annotations.write(_json_line({
+                "id": self._annotation_id, "image_id": image_id, "category_id": row["class_id"],
+                "bbox": [x1, y1, width, height], "area": round(width * height, 2), "iscrowd": 0,
+                "score": row["score"],
+            }))
+
+    def _write_annotated(self, name: str, image: np.ndarray, detections: sv.Detections, scale: float,
+                         total: int) -> Path:
+        if name in self._annotated_names:  # two job names that clean up alike
+            stem, dot, ext = name.partition(".")
+            name = f"{stem}-{self.images}{dot}{ext}"
+        self._annotated_names.add(name)
+        path = self.output_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        drawn = _draw(image, detections, scale, total)
+        if not cv2.imwrite(str(path), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88]):
+            raise OSError(f"could not write {path}")
+        return path
+
+    # --- the job's summaries --------------------------------------------------------------------
+
+    def finish(self) -> tuple[dict[str, Any], dict[str, Path]]:
+        """Write coco.json, detections.geojson (when any input is georeferenced) and stats.json;
+        returns (stats, {file name relative to output_dir: path})."""
+        for handle in self._handles():
+            handle.close()
+        outputs = {name: self.output_dir / name for name in (RESULTS, DETECTIONS, COCO, STATS)}
+        self._write_coco()
+        if self.georeferenced_images:
+            self._write_geojson()
+            outputs[GEOJSON] = self.output_dir / GEOJSON
+        (self.output_dir / _GEOJSON_PART).unlink(missing_ok=True)
+        stats = self._stats()
+        _write_json(self.output_dir / STATS, stats)
+        for path in sorted((self.output_dir / "annotated").glob("*.jpg")):
+            outputs[path.relative_to(self.output_dir).as_posix()] = path
+        return stats, outputs
+
+    def _handles(self) -> Iterable[IO[str]]:
+        return (self._results, self._detections, self._coco_images, self._coco_annotations, self._geojson)
+
+    def _write_coco(self) -> None:
+        labels = getattr(self.detector, "labels", {}) or {}
+        categories = [{"id": int(i), "name": n, "supercategory": "object"} for i, n in sorted(labels.items())]
+        with (self.output_dir / COCO).open("w", encoding="utf-8") as out:
+            out.write('{"info": ' + json.dumps({"description": "CattleCounter detections in stills",
+                                                "version": STILLS_SCHEMA_VERSION}))
+            out.write(', "categories": ' + json.dumps(categories) + ', "images": [')
+            _copy_json_lines(self.output_dir / _COCO_IMAGES_PART, out)
+            out.write('], "annotations": [')
+            _copy_json_lines(self.output_dir / _COCO_ANNOTATIONS_PART, out)
+            out.write("]}\n")
+        for part in (_COCO_IMAGES_PART, _COCO_ANNOTATIONS_PART):
+            (self.output_dir / part).unlink(missing_ok=True)
+
+    def _write_geojson(self) -> None:
+        temp = self.output_dir / f".{GEOJSON}.part"
+        with temp.open("w", encoding="utf-8") as out:
+            out.write('{"type": "FeatureCollection", "features": [')
+            _copy_json_lines(self.output_dir / _GEOJSON_PART, out)
+            out.write("]}\n")
+        os.replace(temp, self.output_dir / GEOJSON)
+
+    def _stats(self) -> dict[str, Any]:
+        per_image, failed = [], []
+        with (self.output_dir / RESULTS).open(encoding="utf-8") as lines:
+            for line in lines:
+                entry = json.loads(line)
+                if entry["ok"]:
+                    per_image.append({key: entry[key] for key in ("name", "counts", "kind", "georeferenced", "notes")})
+                else:
+                    failed.append({"name": entry["name"], "error": entry["error"]})
+        model = dict(self.detector.describe())
+        if model.get("random_weights"):
+            model.setdefault("note", "model: random weights — not real detections")
+        by_class = dict(sorted(self.per_image_sum.items()))
+        seconds = time.monotonic() - self.started
+        return {
+            "schema_version": STILLS_SCHEMA_VERSION,
+            "kind": "stills",
+            "model": model,
+            "images": {"total": self.images, "ok": self.images - self.failed, "failed": self.failed,
+                       "georeferenced": self.georeferenced_images},
+            "counts": {
+                "total": sum(by_class.values()),  # the per-image sum
+                "by_class": by_class,
+                "per_image_sum": sum(by_class.values()),
+                "deduplicated": self._dedup_summary(),
+            },
+            "per_image": per_image,
+            "failed": failed,
+            "georeference": self._georeference_summary(),
+            "processing": {
+                "seconds": round(seconds, 3),
+                "tiles": self.tiles,
+                "device": getattr(self.detector, "device", None),
+                "threshold": self.config.threshold,
+                "classes": self.config.classes or [],
+                "tiling": {"setting": self.config.tiling.text,  # type: ignore[union-attr]
+                           "full_frame_pass_stills": self.config.tiling_full_frame,
+                           "large_rasters": "always tiled, read in windows; no whole-frame view",
+                           "windowed_above_pixels": self.config.windowed_above_pixels},
+                "max_raster_pixels": self.config.max_raster_pixels,
+            },
+        }
+
+    def _dedup_summary(self) -> dict[str, Any]:
+        if not self.config.dedup:
+            return {"applied": False, "reason": "deduplication is off for this job"}
+        if not self.georeferenced_images:
+            return {"applied": False, "reason": "no input is georeferenced: images cannot be matched on the ground"}
+        by_class = Counter(self.dedup.by_class) + self.unmatched
+        return {
+            "applied": True,
+            "total": sum(by_class.values()),
+            "by_class": dict(sorted(by_class.items())),
+            "georeferenced_animals": self.dedup.total,
+            "not_georeferenced_detections": sum(self.unmatched.values()),
+            "method": ("box centres on the ground (WGS84); a detection of another image, of the same class, within "
+                       f"{self.config.dedup_tolerance_px:g} ground sample distances of an earlier one is the same "
+                       "animal; detections of one image are never merged; images without georeferencing add "
+                       "their counts unmatched"),
+            "tolerance_px": self.config.dedup_tolerance_px,
+            "largest_tolerance_m": round(self.dedup.largest_tolerance_m, 4),
+            "limits": "an animal that moved more than the tolerance between shots counts twice; georeferencing "
+                      "errors larger than the tolerance break the matching",
+        }
+
+    def _georeference_summary(self) -> dict[str, Any]:
+        return {
+            "georeferenced_images": self.georeferenced_images,
+            "source_crs": sorted(self.source_crs),
+            "output": GEOJSON if self.georeferenced_images else None,
+            "without_coordinates": self.images - self.failed - self.georeferenced_images,
+        }
+
+
+STATS_SCHEMA_PATH = Path(__file__).parent / "schemas" / "stills_stats.schema.json"
+
+
+def validate_stills_stats(stats: dict[str, Any]) -> None:
+    """Check a stills stats.json against its schema (needs ``jsonschema``, a development
+    dependency). Raises CattleCounterError listing every problem with its JSON path."""
+    import jsonschema
+
+    schema = json.loads(STATS_SCHEMA_PATH.read_text(encoding="utf-8"))
+    problems = sorted(jsonschema.Draft202012Validator(schema).iter_errors(stats), key=lambda e: list(e.absolute_path))
+    if problems:
+        lines = [f"{error.json_path}: {error.message}" for error in problems[:20]]
+        raise CattleCounterError("stills stats.json does not match its schema:\n" + "\n".join(lines))
+
+
+class _TileProgress:
+    """Reports tiles done and checks for cancellation between tile batches."""
+
+    def __init__(self, on_tiles: Callable[[int, int], None] | None, should_cancel: Callable[[], bool] | None):
+        self.on_tiles, self.should_cancel = on_tiles, should_cancel
+
+    def check(self, done: int, total: int) -> None:
+        if self.should_cancel is not None and self.should_cancel():
+            raise JobCancelled(f"the job was cancelled while it was being processed ({done} of {total} tiles done)")
+
+    def report(self, done: int, total: int) -> None:
+        if self.on_tiles is not None:
+            self.on_tiles(done, total)
+
+
+def merge_in_clusters(per_view: list[sv.Detections], cell: int) -> sv.Detections:
+    """``merge_views`` over a whole raster, one cluster of touching boxes at a time.
+
+    ``merge_views`` compares every box with every other (an N x N matrix): over a mosaic of
+    thousands of animals that would be gigabytes. Boxes only merge when they overlap, so the
+    boxes are grouped into clusters of overlapping boxes (found through a grid of ``cell``-pixel
+    cells) and each cluster is merged alone: memory follows the largest cluster (a herd whose
+    boxes touch), not the raster."""
+    non_empty = [d for d in per_view if len(d)]
+    if len(non_empty) <= 1:
+        return non_empty[0] if non_empty else sv.Detections.empty()
+    view_of = np.concatenate([np.full(len(d), i) for i, d in enumerate(non_empty)])
+    boxes = sv.Detections.merge(non_empty)
+    labels = _overlap_clusters(boxes.xyxy.astype(np.float64), cell)
+    merged = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) == 1:
+            merged.append(_subset(boxes, members))
+            continue
+        views = [_subset(boxes, members[view_of[members] == v]) for v in np.unique(view_of[members])]
+        merged.append(merge_views(views))
+    return sv.Detections.merge(merged)
+
+
+def _subset(detections: sv.Detections, rows: np.ndarray) -> sv.Detections:
+    """``detections[rows]``: supervision types indexing as a union, an index array gives Detections."""
+    subset = detections[rows]
+    assert isinstance(subset, sv.Detections)
+    return subset
+
+
+def _overlap_clusters(xyxy: np.ndarray, cell: int) -> np.ndarray:
+    """A cluster label per box: boxes that overlap (directly or through others) share one."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    grid: dict[tuple[int, int], list[int]] = {}
+    low = np.floor(xyxy[:, :2] / cell).astype(int)
+    high = np.floor(xyxy[:, 2:] / cell).astype(int)
+    for index, ((x0, y0), (x1, y1)) in enumerate(zip(low, high, strict=True)):
+        for gx in range(x0, x1 + 1):
+            for gy in range(y0, y1 + 1):
+                grid.setdefault((gx, gy), []).append(index)
+    rows: list[int] = []
+    cols: list[int] = []
+    for members in grid.values():
+        if len(members) < 2:
+            continue
+        group = np.array(members)
+        box = xyxy[group]
+        overlap = ((np.minimum(box[:, None, 2], box[None, :, 2]) > np.maximum(box[:, None, 0], box[None, :, 0]))
+                   & (np.minimum(box[:, None, 3], box[None, :, 3]) > np.maximum(box[:, None, 1], box[None, :, 1])))
+        a, b = np.nonzero(np.triu(overlap, 1))
+        rows.extend(group[a])
+        cols.extend(group[b])
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(xyxy), len(xyxy)))
+    return connected_components(graph, directed=False)[1]
+
+
+def _expect(found: list[Any], wanted: int, what: str) -> None:
+    if len(found) != wanted:
+        raise ModelError(f"the detector returned {len(found)} results for {wanted} {what}")
+
+
+def _rows(detections: sv.Detections) -> list[dict[str, Any]]:
+    """The detections as JSON rows: index, class, class id, score, box [x1, y1, x2, y2] (pixels)."""
+    if len(detections) == 0:
+        return []
+    names = detections.data.get("class_name", np.full(len(detections), "object"))
+    class_ids = detections.class_id if detections.class_id is not None else np.zeros(len(detections), int)
+    scores = detections.confidence if detections.confidence is not None else np.ones(len(detections))
+    return [
+        {"index": i, "class": str(name), "class_id": int(class_id), "score": round(float(score), 4),
+         "box": [round(float(v), 2) for v in xyxy]}
+        for i, (xyxy, name, class_id, score) in enumerate(zip(detections.xyxy, names, class_ids, scores, strict=True))
+    ]
+
+
+def _box_rings(source: RasterSource, xyxy: np.ndarray) -> list[dict[str, list]]:
+    """Each box as a closed ring, counter-clockwise on the ground (RFC 7946's right-hand rule),
+    in WGS84 and in the source CRS."""
+    corners_x = np.stack([xyxy[:, 0], xyxy[:, 2], xyxy[:, 2], xyxy[:, 0]], axis=1).ravel()
+    corners_y = np.stack([xyxy[:, 1], xyxy[:, 1], xyxy[:, 3], xyxy[:, 3]], axis=1).ravel()
+    crs_x, crs_y = pixels_to_crs(source.transform, corners_x, corners_y)
+    lons, lats = to_wgs84(source.crs, crs_x, crs_y)
+    rings = []
+    for i in range(len(xyxy)):
+        part = slice(4 * i, 4 * i + 4)
+        wgs = [[round(float(x), 8), round(float(y), 8)] for x, y in zip(lons[part], lats[part], strict=True)]
+        src = [[round(float(x), 4), round(float(y), 4)] for x, y in zip(crs_x[part], crs_y[part], strict=True)]
+        if _signed_area(wgs) < 0:  # clockwise (a north-up image's pixel order): turn it round
+            wgs.reverse()
+            src.reverse()
+        rings.append({"wgs84": wgs + [wgs[0]], "crs": src + [src[0]]})
+    return rings
+
+
+def _signed_area(ring: list[list[float]]) -> float:
+    return sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(ring, ring[1:] + ring[:1], strict=True)) / 2
+
+
+def _has_exif_gps(source: RasterSource) -> bool:
+    """True when the file carries EXIF GPS tags (GDAL lists them as EXIF_GPS* metadata)."""
+    try:
+        return any(key.startswith("EXIF_GPS") for key in source.dataset.tags())
+    except Exception:  # a metadata domain GDAL cannot parse is no reason to fail the file
+        return False
+
+
+def _draw(image: np.ndarray, detections: sv.Detections, scale: float, total: int) -> np.ndarray:
+    """The detections drawn onto ``image`` (RGB; ``scale``: image pixels per raster pixel) with the count."""
+    height, width = image.shape[:2]
+    thickness = max(1, round(max(width, height) / 640))
+    colours = [(255, 214, 0), (0, 200, 255), (255, 64, 129), (118, 255, 3), (213, 0, 249)]
+    class_ids = detections.class_id if detections.class_id is not None else np.zeros(len(detections), int)
+    for xyxy, class_id in zip(detections.xyxy, class_ids, strict=True):
+        x1, y1, x2, y2 = (int(round(float(v) * scale)) for v in xyxy)
+        cv2.rectangle(image, (x1, y1), (max(x2, x1 + 1), max(y2, y1 + 1)), colours[int(class_id) % len(colours)],
+                      thickness)
+    label = f"count: {total}"
+    font_scale = max(0.5, max(width, height) / 1600)
+    cv2.putText(image, label, (10, 10 + int(30 * font_scale)), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0),
+                thickness + 2, cv2.LINE_AA)
+    cv2.putText(image, label, (10, 10 + int(30 * font_scale)), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                (255, 255, 255), thickness, cv2.LINE_AA)
+    return image
