@@ -171,7 +171,26 @@ class StillsRun:
         should_cancel: Callable[[], bool] | None = None,
     ) -> FileResult:
         """Count one file and write its results. A bad file gives ``ok=False`` with a typed
-        error; only job-level problems raise (JobCancelled, ModelError, OSError of the disk)."""
+        error; only job-level problems raise (JobCancelled, ModelError, OSError of the disk),
+        and they end the run: its open result files are closed (call nothing after)."""
+        try:
+            return self._add_file(name, path, on_tiles, should_cancel)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the result files being written (``finish`` does it too); safe to repeat."""
+        for handle in self._handles():
+            handle.close()
+
+    def _add_file(
+        self,
+        name: str,
+        path: Path,
+        on_tiles: Callable[[int, int], None] | None,
+        should_cancel: Callable[[], bool] | None,
+    ) -> FileResult:
         self.images += 1
         result = FileResult(name=name, ok=False)
         try:
@@ -355,8 +374,7 @@ class StillsRun:
     def finish(self) -> tuple[dict[str, Any], dict[str, Path]]:
         """Write coco.json, detections.geojson (when any input is georeferenced) and stats.json;
         returns (stats, {file name relative to output_dir: path})."""
-        for handle in self._handles():
-            handle.close()
+        self.close()
         outputs = {name: self.output_dir / name for name in (RESULTS, DETECTIONS, COCO, STATS)}
         self._write_coco()
         if self.georeferenced_images:

@@ -146,7 +146,7 @@ def test_a_client_that_disconnects_leaves_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "fields, files, words",
     [
-        ({}, [("video", "a.mp4", b"data")], "send the video in the form field 'file', not 'video'"),
+        ({}, [("video", "a.mp4", b"data")], "send the video or images in the form field 'file', not 'video'"),
         ({}, [("file", "a.mp4", b"one"), ("file", "b.mp4", b"two")], "one video per job"),
         ({"note": "x" * (MAX_FIELD_BYTES + 1)}, [], f"longer than {MAX_FIELD_BYTES} bytes"),
         ({f"f{i}": "v" for i in range(MAX_FIELDS + 1)}, [], f"too many form fields (at most {MAX_FIELDS})"),
