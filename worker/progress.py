@@ -116,13 +116,7 @@ class JobReporter:
                 job.progress = round(min(progress.fraction, 0.99), 4)  # 1.0 only once outputs are stored
             return True
 
-        try:
-            job = self._jobs.modify(self._job_id, apply)
-            self._last_cancel_check = self._clock()
-            if job.cancel_requested:
-                self.stop_reason = self.stop_reason or StopReason.CANCELLED
-        except CattleCounterError as exc:  # progress is best effort; the job goes on
-            log.warning("could not record progress: %s", exc)
+        self._modify(apply)
 
     def should_cancel(self) -> bool:
         if self.stop_reason is None:
