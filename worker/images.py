@@ -18,25 +18,14 @@ from typing import Any
 from core.backends import Backends
 from core.config import Settings
 from core.errors import JobCancelled, NotFound
-from core.jobs import Job, JobError, JobParams, ManifestEntry, output_blob_path
+from core.jobs import Job, JobError, ManifestEntry, output_blob_path
 from core.outputs import RESULTS, STATS, media_type
 from ml_engine.outputs import _write_json
-from ml_engine.stills import StillsConfig, StillsRun
+from ml_engine.stills import StillsRun
+from worker.job_settings import stills_config
 from worker.progress import JobReporter
 
 log = logging.getLogger(__name__)
-
-
-def stills_config(params: JobParams, settings: Settings) -> StillsConfig:
-    """The job's parameters, with the service's settings for anything it left unset."""
-    return StillsConfig(
-        threshold=settings.confidence_threshold if params.threshold is None else params.threshold,
-        classes=params.classes or settings.classes or None,
-        tiling=params.tiling or settings.tiling,
-        tiling_full_frame=settings.tiling_full_frame,
-        tile_batch_size=settings.tile_batch_size,
-        max_raster_pixels=settings.max_raster_pixels,
-    )
 
 
 def manifest_entries(backends: Backends, job: Job) -> Iterator[ManifestEntry]:

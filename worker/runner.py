@@ -44,13 +44,14 @@ from core.errors import (
     NotFound,
     NoUsableFiles,
 )
-from core.jobs import Job, JobError, JobKind, JobMessage, JobParams, JobStatus, output_blob_path, utcnow
+from core.jobs import Job, JobError, JobKind, JobMessage, JobStatus, output_blob_path, utcnow
 from core.logging import job_context
 from core.outputs import media_type
 from core.scratch import check_writable
 from core.webhooks import final_event
-from ml_engine.pipeline import PipelineConfig, process_video
+from ml_engine.pipeline import process_video
 from worker.images import process_images
+from worker.job_settings import pipeline_config
 from worker.lease import LeaseKeeper
 from worker.models import DetectorCache
 from worker.progress import JobReporter, StopReason
@@ -68,30 +69,6 @@ class Outcome(str, Enum):
     POISON = "poison"  # move it to the poison queue
     RELEASE = "release"  # make it visible again now (shutting down)
     LOST = "lost"  # the lease is gone; the message is not ours to touch
-
-
-def pipeline_config(params: JobParams, settings: Settings) -> PipelineConfig:
-    """The job's parameters, with the service's settings for anything it left unset."""
-    return PipelineConfig(
-        threshold=settings.confidence_threshold if params.threshold is None else params.threshold,
-        classes=params.classes or settings.classes or None,
-        frame_stride=params.frame_stride or settings.frame_stride,
-        frame_interval_seconds=params.frame_interval_seconds,
-        batch_size=settings.batch_size,
-        min_hits=settings.min_track_hits,
-        crf=settings.video_crf,
-        preset=settings.video_preset,
-        lines=list(params.lines),
-        zones=list(params.zones),
-        max_buffered_bytes=settings.frame_buffer_bytes,
-        max_video_pixels=settings.max_video_pixels,
-        max_video_seconds=settings.max_video_seconds,
-        tiling=params.tiling or settings.tiling,
-        tiling_full_frame=settings.tiling_full_frame,
-        tile_batch_size=settings.tile_batch_size,
-        tracker=(params.tracker or settings.tracker).value,
-        stitching=settings.stitching if params.stitching is None else params.stitching,
-    )
 
 
 class JobRunner:
