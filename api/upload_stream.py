@@ -20,7 +20,15 @@ from python_multipart import MultipartParser
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
-from core.errors import InvalidInput, StorageError, TooManyFiles, UploadStalled, UploadTooLarge
+from core.errors import (
+    DISK_ERRNOS,
+    InvalidInput,
+    StorageError,
+    StorageUnavailable,
+    TooManyFiles,
+    UploadStalled,
+    UploadTooLarge,
+)
 
 if TYPE_CHECKING:  # the TypedDict exists for type checkers only
     from python_multipart.multipart import MultipartCallbacks
@@ -237,6 +245,8 @@ async def receive_multipart(
             raise
         if isinstance(exc, OSError):  # the scratch disk, not the client: full, read-only, ...
             log.error("cannot write an upload to %s: %s", scratch_dir, exc)
+            if exc.errno in DISK_ERRNOS:  # full or failing: may pass, so 503 (retry), not 500
+                raise StorageUnavailable("the server's scratch disk is full or failing; try again later") from None
             raise StorageError("the server could not store the upload (scratch disk); try again later") from None
         # python-multipart raises its own error types for malformed bodies
         raise InvalidInput(f"malformed multipart body: {exc}") from None

@@ -3,7 +3,14 @@ method, which fails the way an outage or a refused credential does."""
 
 from __future__ import annotations
 
+import errno
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 
 class FailingMethod:
@@ -26,3 +33,25 @@ class FailingMethod:
             return real(*args, **kwargs)
 
         return failing
+
+
+@contextmanager
+def full_disk(where: Path, size_kb: int = 64) -> Iterator[Path]:
+    """A real, tiny tmpfs mounted at ``where`` and filled to the last byte: every write there
+    fails with ENOSPC, as on a scratch volume that ran out of space. Skips the test where
+    mounting is not allowed (not root, or a container without CAP_SYS_ADMIN)."""
+    where.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(where)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {mounted.stderr.strip()}")
+    try:
+        with open(where / "filler", "wb", buffering=0) as filler:
+            try:
+                while True:
+                    filler.write(b"\0" * 4096)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

@@ -22,7 +22,8 @@ from api.upload_stream import (
     receive_small_body,
     safe_filename,
 )
-from core.errors import InvalidInput, StorageError, UploadStalled, UploadTooLarge
+from core.errors import InvalidInput, StorageError, StorageUnavailable, UploadStalled, UploadTooLarge
+from tests.faults import full_disk
 
 BOUNDARY = "cattlecounter-test-boundary"
 CHUNK = 64 * 1024  # what uvicorn hands an app at a time
@@ -252,3 +253,11 @@ def test_a_client_file_name_is_reduced_to_its_last_component(raw: str, expected:
 def test_a_long_name_is_cut_to_255_bytes_of_whole_characters() -> None:
     name = safe_filename("牛" * 100 + ".mp4")  # 3 bytes per character in UTF-8
     assert len(name.encode("utf-8")) <= 255 and name == "牛" * 85
+
+
+def test_a_full_scratch_disk_is_a_503_to_retry_not_a_500(tmp_path: Path) -> None:
+    with full_disk(tmp_path / "scratch") as scratch:
+        with pytest.raises(StorageUnavailable, match="scratch disk is full") as caught:
+            receive_form(BodyChannel(multipart({}, [("file", "a.mp4", b"data" * 4096)])), scratch)
+        assert caught.value.http_status == 503 and caught.value.transient
+        assert [p.name for p in scratch.iterdir()] == ["filler"]  # the partial part was removed

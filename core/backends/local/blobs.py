@@ -7,7 +7,6 @@ blob. Content types live in the shared SQLite database (files have nowhere to ke
 
 from __future__ import annotations
 
-import errno
 import mimetypes
 import os
 import shutil
@@ -21,7 +20,7 @@ from typing import BinaryIO, cast
 from core.backends.base import BlobInfo, BlobStore
 from core.backends.local.database import Database
 from core.backends.paths import validate_blob_path, validate_blob_prefix
-from core.errors import AlreadyExists, InvalidInput, NotFound, StorageError, StorageUnavailable
+from core.errors import DISK_ERRNOS, AlreadyExists, InvalidInput, NotFound, StorageError, StorageUnavailable
 
 CHUNK_BYTES = 1024 * 1024
 TEMP_SUFFIX = ".partial"
@@ -39,7 +38,7 @@ def _os_errors(doing: str) -> Iterator[None]:
     except PermissionError as exc:
         raise StorageUnavailable(f"cannot {doing}: permission denied ({exc})") from None
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
+        if exc.errno in DISK_ERRNOS:
             raise StorageUnavailable(f"cannot {doing}: {exc.strerror}") from None
         raise StorageError(f"cannot {doing}: {exc}") from None
 
