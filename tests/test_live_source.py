@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from core.errors import StreamUnavailable
 from ml_engine.live import Gap, LiveFrame, LiveSource, SourceOptions, redact_url
 from tests.fixtures_rtsp import RtspServer
 from tests.fixtures_service import free_port
+from tests.fixtures_video import write_clip
 from tests.waiting import wait_until
 
 # short timeouts so a lost stream is noticed and retried within a second or two
@@ -158,6 +160,17 @@ def test_an_unreachable_source_raises_stream_unavailable_after_the_configured_at
         assert PASSWORD not in text and "also-secret" not in text and "viewer" not in text
 
 
+def test_a_lost_source_gives_up_after_max_reconnects_failures_in_a_row(rtsp_server: RtspServer) -> None:
+    options = SourceOptions(read_timeout_s=2.0, open_timeout_s=2.0, backoff_initial_s=0.1, backoff_max_s=0.2,
+                            max_reconnects=2)
+    with LiveSource(rtsp_server.url, options) as source:
+        next_frame(source)
+        rtsp_server.kill()  # and it never comes back
+        with pytest.raises(StreamUnavailable, match="was lost and 2 reconnect attempts failed") as raised:
+            read_until(source, lambda item: False, 20, "StreamUnavailable")
+    assert "refused" in str(raised.value).lower()
+
+
 def test_credentials_never_appear_in_logs_across_a_reconnect(
         rtsp_server: RtspServer, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
@@ -199,3 +212,39 @@ def test_close_and_should_stop_end_the_decode_thread_promptly(rtsp_server: RtspS
 ])
 def test_redact_url_keeps_scheme_host_port_and_path_only(url: str, redacted: str) -> None:
     assert redact_url(url) == redacted
+
+
+def test_a_failing_should_stop_fails_the_source_without_quoting_the_url(
+        rtsp_server: RtspServer, caplog: pytest.LogCaptureFixture) -> None:
+    def should_stop() -> bool:
+        raise RuntimeError(f"cannot read the job record for {with_credentials(rtsp_server.url)}")
+
+    with LiveSource(with_credentials(rtsp_server.url), FAST, should_stop=should_stop) as source, \
+            pytest.raises(StreamUnavailable, match="failed unexpectedly"):
+        source.next(10)  # the consumer is told, not left waiting for ever
+    assert "RuntimeError" in caplog.text
+    assert PASSWORD not in caplog.text and "viewer" not in caplog.text
+
+
+# --- the test server itself: a looped file -------------------------------------------------
+
+
+def marker_frame(index: int) -> np.ndarray:
+    """A flat frame whose grey level says which frame of the clip it is."""
+    return np.full((120, 160, 3), 20 + 20 * index, dtype=np.uint8)
+
+
+def test_the_server_loops_a_video_file_for_ever(
+        rtsp_server_factory: Callable[..., RtspServer], tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "ten.mp4", width=160, height=120, fps=10, frames=10,
+                      frame_maker=marker_frame)
+    server = rtsp_server_factory(video=clip, fps=20)  # the 10-frame clip lasts 0.5 s
+    with LiveSource(server.url, FAST) as source:
+        frames = [next_frame(source, timeout=5 if frames_read else FIRST_FRAME_TIMEOUT_S)
+                  for frames_read in range(40)]
+    markers = [round((frame.image.mean() - 20) / 20) for frame in frames]
+    wraps = sum(1 for before, after in zip(markers, markers[1:], strict=False) if after < before)
+    assert wraps >= 2, markers  # it started over, more than once
+    assert {0, 9} <= set(markers), markers
+    assert frames[-1].media_time_s - frames[0].media_time_s > 1.5  # one continuous stream
+    assert {frame.connection for frame in frames} == {1}

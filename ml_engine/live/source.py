@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,8 +42,10 @@ log = logging.getLogger(__name__)
 # FFmpeg probes a few seconds of a stream at open to learn its codecs; for RTSP the SDP says
 # what it is, and that probing would deliver its buffered frames seconds late. ``nobuffer``
 # hands each packet on at once.
-_LOW_LATENCY_OPTIONS = {"fflags": "nobuffer", "analyzeduration": "0", "probesize": "32"}
-_LOW_LATENCY_SCHEMES = ("rtsp", "rtsps")
+_RTSP_SCHEMES = ("rtsp", "rtsps")
+_RTSP_OPTIONS = {"fflags": "nobuffer", "analyzeduration": "0", "probesize": "32"}
+# HLS starts three segments behind the live edge by default: start at the newest one.
+_HLS_OPTIONS = {"live_start_index": "-1"}
 # how often the decode thread asks ``should_stop`` at most (it may read a job record)
 _STOP_CHECK_INTERVAL_S = 0.25
 
@@ -214,11 +217,26 @@ class LiveSource:
             with self._changed:
                 self._error = exc
                 self._changed.notify_all()
-        except Exception:  # a bug: say so, and let next() see a source that ended
-            log.exception("live source %s: decode thread failed", self.redacted_url)
+        except Exception as exc:  # a bug: say so, and fail the consumer rather than leave it waiting
+            trace = "".join(traceback.format_exception(exc))
+            log.error("live source %s: decode thread failed:\n%s", self.redacted_url, self._scrub(trace))
+            with self._changed:
+                self._error = StreamUnavailable(
+                    f"reading the stream {self.redacted_url} failed unexpectedly ({type(exc).__name__})")
         finally:
             with self._changed:
                 self._changed.notify_all()
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the URL or its user name and password (a traceback may quote them)."""
+        text = text.replace(self._url, self.redacted_url)
+        try:
+            secrets = [part for part in (urlsplit(self._url).username, urlsplit(self._url).password) if part]
+        except ValueError:
+            secrets = []
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def _connect_loop(self) -> None:
         options = self._options
@@ -257,9 +275,10 @@ class LiveSource:
             self._closed.wait(min(remaining, _STOP_CHECK_INTERVAL_S))
 
     def _open(self) -> av.container.InputContainer:
-        options = {"rtsp_transport": self._options.rtsp_transport}
-        if urlsplit(self._url).scheme.lower() in _LOW_LATENCY_SCHEMES:
-            options.update(_LOW_LATENCY_OPTIONS)
+        if urlsplit(self._url).scheme.lower() in _RTSP_SCHEMES:
+            options = {**_RTSP_OPTIONS, "rtsp_transport": self._options.rtsp_transport}
+        else:
+            options = dict(_HLS_OPTIONS)
         try:
             return av.open(self._url, options=options,
                            timeout=(self._options.open_timeout_s, self._options.read_timeout_s))
