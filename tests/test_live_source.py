@@ -15,7 +15,7 @@ import pytest
 
 from core.errors import StreamUnavailable
 from ml_engine.live import Gap, LiveFrame, LiveSource, SourceOptions, redact_url
-from tests.fixtures_rtsp import RtspServer
+from tests.fixtures_rtsp import HlsStream, RtspServer
 from tests.fixtures_service import free_port
 from tests.fixtures_video import write_clip
 from tests.waiting import wait_until
@@ -224,6 +224,15 @@ def test_a_failing_should_stop_fails_the_source_without_quoting_the_url(
         source.next(10)  # the consumer is told, not left waiting for ever
     assert "RuntimeError" in caplog.text
     assert PASSWORD not in caplog.text and "viewer" not in caplog.text
+
+
+def test_an_hls_live_playlist_is_read_from_its_live_edge(hls_stream: HlsStream) -> None:
+    with LiveSource(hls_stream.url, FAST) as source:
+        frames = [next_frame(source) for _ in range(15)]  # 1.5 s: across a segment boundary
+    assert all(frame.image.shape == (120, 160, 3) for frame in frames)
+    media_times = [frame.media_time_s for frame in frames]
+    assert media_times == sorted(media_times) and media_times[-1] > media_times[0]
+    assert {frame.connection for frame in frames} == {1}
 
 
 # --- the test server itself: a looped file -------------------------------------------------
