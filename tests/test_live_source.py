@@ -15,6 +15,7 @@ import pytest
 
 from core.errors import StreamUnavailable
 from ml_engine.live import Gap, LiveFrame, LiveSource, SourceOptions, redact_url
+from ml_engine.live.source import _MediaClock
 from tests.fixtures_rtsp import HlsStream, RtspServer
 from tests.fixtures_service import free_port
 from tests.fixtures_video import write_clip
@@ -199,6 +200,19 @@ def test_close_and_should_stop_end_the_decode_thread_promptly(rtsp_server: RtspS
         stopped_at = time.monotonic()
         wait_until(lambda: source.next(0.1) is None, 3, "next() to answer None after should_stop")
         assert time.monotonic() - stopped_at < 2.0
+
+
+def test_media_time_follows_the_timestamps_and_survives_their_wrapping_or_missing() -> None:
+    clock = _MediaClock()
+    assert clock.tick(1000.0) == 0.0  # a connection's media time starts at 0, whatever the pts
+    assert clock.tick(1000.1) == pytest.approx(0.1)
+    assert clock.tick(1000.2) == pytest.approx(0.2)
+    wrapped = clock.tick(0.3)  # the RTP clock wrapped: it must not run back nor stop
+    assert 0.2 <= wrapped < 1.0
+    assert clock.tick(0.4) == pytest.approx(wrapped + 0.1)
+    leapt = clock.tick(50_000.0)  # a camera that reset its clock: no leap of hours
+    assert wrapped + 0.1 <= leapt < wrapped + 1.0
+    assert clock.tick(None) >= leapt  # no timestamp: the wall clock
 
 
 @pytest.mark.parametrize(("url", "redacted"), [
