@@ -124,6 +124,20 @@ def check_callback_url(url: str, allow_private: bool) -> list[str]:
     return list(dict.fromkeys(str(address) for address in addresses))  # in order, once each
 
 
+def redact_source_url(url: str) -> str:
+    """What the service shows and logs of a stream's URL: ``scheme://host[:port]/path``, never
+    the user, password, query or fragment (where cameras put credentials and tokens). The same
+    rule as the engine's ``ml_engine.live.redact_url``, which the API may not import (torch)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"[:500]
+
+
 STREAM_SCHEMES = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
 
 
