@@ -173,6 +173,11 @@ class Settings(BaseSettings):
     max_stream_seconds: float | None = Field(default=None, gt=0)  # operator cap on one stream; none by default
     stream_event_cooldown_s: float = Field(default=30.0, ge=0)  # per line/zone: events within it are merged
     stream_events_per_minute: int = Field(default=6, ge=1, le=600)  # stream.events webhooks per stream and minute
+    stream_segment_retention_s: float | None = Field(default=None, gt=0)  # live segments kept; none: all (the recording)
+    stream_read_timeout_s: float = Field(default=10.0, gt=0, le=600)  # no frame for this long: a stall, reconnect
+    stream_connect_attempts: int = Field(default=5, ge=1, le=100)  # a source that never worked fails after these
+    stream_max_reconnects: int | None = Field(default=None, ge=0)  # once it has worked; none: reconnect for ever
+    stream_backoff_max_s: float = Field(default=30.0, ge=1, le=3600)  # reconnect backoff doubles up to this
 
     # --- logging ------------------------------------------------------------------------
     log_level: str = "INFO"
@@ -222,7 +227,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{entry!r} is not a network in CIDR form (e.g. 10.20.0.0/16)") from None
         return value
 
-    @field_validator("max_stream_seconds", mode="before")
+    @field_validator("max_stream_seconds", "stream_segment_retention_s", "stream_max_reconnects", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
