@@ -16,7 +16,6 @@ import re
 import threading
 import time
 import tracemalloc
-from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -27,7 +26,7 @@ import supervision as sv
 from core.errors import InvalidInput
 from core.jobs import CountingLine, CountingZone
 from core.outputs import LIVE_PLAYLIST, STATS, WINDOWS, live_segment
-from ml_engine.live import CountEvent, HlsWriter, LiveStatus, StreamConfig, StreamRun
+from ml_engine.live import CountEvent, Gap, HlsWriter, LiveFrame, LiveStatus, StreamConfig, StreamRun
 from ml_engine.video import iter_frames, probe
 from tests.fixtures_video import MovingBox, write_clip
 
@@ -181,21 +180,6 @@ def walk_frames(tmp_path_factory: pytest.TempPathFactory) -> list[np.ndarray]:
     return [frame.image for frame in iter_frames(clip, probe(clip))]
 
 
-@dataclass(frozen=True)
-class Frame:
-    image: np.ndarray
-    received_at: float
-    media_time_s: float
-    connection: int
-
-
-@dataclass(frozen=True)
-class Gap:
-    started_at: float
-    ended_at: float
-    reason: str
-
-
 class ClipSource:
     """LiveSource's interface over decoded frames, looped at ``fps`` in real time. Only the
     newest due frame is handed out: those that came due while the caller was busy are dropped
@@ -209,7 +193,7 @@ class ClipSource:
         self.gap_pending = False
         self.closed = False
 
-    def next(self, timeout: float) -> Frame | Gap | None:
+    def next(self, timeout: float) -> LiveFrame | Gap | None:
         if self.gap_pending:
             self.gap_pending = False
             self.reconnects += 1
@@ -228,7 +212,7 @@ class ClipSource:
         if self.gap_after is not None and due >= self.gap_after:
             self.gap_after, self.gap_pending = None, True
         image = self.frames[due % len(self.frames)].copy()
-        return Frame(image, time.time(), due / self.fps, 1 + self.reconnects)
+        return LiveFrame(image, time.time(), due / self.fps, 1 + self.reconnects)
 
     def close(self) -> None:
         self.closed = True

@@ -42,6 +42,7 @@ from ml_engine.annotate import FrameAnnotator
 from ml_engine.counting import DEFAULT_TRACKER, CountingConfig, ObjectCounter, TrackEvent, tracker_ids
 from ml_engine.live.counts import LatencyHistogram, RecentLatency, Totals, Window, iso
 from ml_engine.live.segments import HlsWriter
+from ml_engine.live.source import Gap, LiveFrame, LiveSource, SourceOptions
 from ml_engine.pipeline import DetectorLike, PipelineConfig
 from ml_engine.tiling import TilePlan, TilingSetting, View, merge_views, plan_tiles
 
@@ -66,7 +67,7 @@ class StreamConfig:
     segments' length; ``segment_retention_s``: keep only this many seconds of segments (None:
     every one, the whole recording). ``duration_s``: stop (completed) after this much streaming
     time in all, resumes included. ``status_interval_s``: how often ``on_status`` is called.
-    ``source``: the source's ``SourceOptions`` (timeouts, reconnects); None: its defaults.
+    ``source``: the source's ``SourceOptions`` (timeouts, reconnects).
     """
 
     threshold: float = 0.5
@@ -87,7 +88,7 @@ class StreamConfig:
     status_interval_s: float = 2.0
     crf: int = 28
     preset: str = "veryfast"
-    source: Any = None
+    source: SourceOptions = field(default_factory=SourceOptions)
 
     def __post_init__(self) -> None:
         # the video pipeline's checks (lines, zones, threshold, tracker, encoder), in one place
@@ -169,13 +170,16 @@ class CountEvent:
 class FrameSource(Protocol):
     """What ``StreamRun`` needs of ``ml_engine.live.source.LiveSource`` (tests hand in others)."""
 
-    frames_received: int
-    frames_dropped: int
-    reconnects: int
+    @property
+    def frames_received(self) -> int: ...
 
-    def next(self, timeout: float) -> Any:
-        """A frame (``image``, ``received_at``), a gap (``started_at``, ``ended_at``, ``reason``), or None."""
-        ...
+    @property
+    def frames_dropped(self) -> int: ...
+
+    @property
+    def reconnects(self) -> int: ...
+
+    def next(self, timeout: float) -> LiveFrame | Gap | None: ...
 
     def close(self) -> None: ...
 
@@ -277,7 +281,7 @@ class StreamRun:
         try:
             while not self._done():
                 item = source.next(timeout=_POLL_S)
-                if item is not None and hasattr(item, "reason"):
+                if isinstance(item, Gap):
                     self._on_gap(item)
                 elif item is not None:
                     self._on_frame(item, source)
@@ -290,10 +294,7 @@ class StreamRun:
             source.close()
 
     def _open_source(self) -> FrameSource:
-        from ml_engine.live.source import LiveSource, SourceOptions  # noqa: PLC0415 - the live-source branch
-
-        options = self.config.source if self.config.source is not None else SourceOptions()
-        return LiveSource(self.url, options, self.should_stop)
+        return LiveSource(self.url, self.config.source, self.should_stop)
 
     def _done(self) -> bool:
         if self.should_stop():
@@ -306,7 +307,7 @@ class StreamRun:
 
     # --- a frame ---------------------------------------------------------------------------------
 
-    def _on_frame(self, frame: Any, source: FrameSource) -> None:
+    def _on_frame(self, frame: LiveFrame, source: FrameSource) -> None:
         image: np.ndarray = frame.image
         detections = self._detect(image)
         self._frame_index += 1
@@ -391,7 +392,7 @@ class StreamRun:
 
     # --- a gap -----------------------------------------------------------------------------------
 
-    def _on_gap(self, gap: Any) -> None:
+    def _on_gap(self, gap: Gap) -> None:
         """The source stalled, reset or changed: every track ends (a new one counts again)."""
         self._end_tracks()
         self.hls.cut(discontinuity=True)
