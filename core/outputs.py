@@ -47,16 +47,7 @@ def live_segment(sequence: int) -> str:
     return f"{LIVE_SEGMENT_PREFIX}{sequence:06d}.ts"
 
 
-# --- live streams (ml_engine.live): rolling outputs, uploaded while the stream runs -------------
-WINDOWS = "windows.jsonl"  # one line per counting window
-LIVE_DIR = "live"
-LIVE_PLAYLIST = f"{LIVE_DIR}/index.m3u8"  # HLS playlist of the annotated segments
-LIVE_SEGMENT = re.compile(r"seg-\d{1,12}\.ts")  # live/seg-000001.ts: MPEG-TS, H.264
-STREAM_MEDIA_TYPES = {
-    WINDOWS: "application/x-ndjson",
-    ".m3u8": "application/vnd.apple.mpegurl",
-    ".ts": "video/mp2t",
-}
+LIVE_SEGMENT = re.compile(r"seg-\d{1,12}\.ts")  # a segment's name below live/ (the live route serves these)
 
 
 def is_live_file(name: str) -> bool:
@@ -117,11 +108,6 @@ def media_type(filename: str) -> str | None:
     """The media type an output file is stored and served with; None for a file not listed."""
     if filename in _MEDIA_TYPES:
         return _MEDIA_TYPES[filename]
-    if filename in STREAM_MEDIA_TYPES:
-        return STREAM_MEDIA_TYPES[filename]
-    for suffix in (".m3u8", ".ts"):
-        if filename.endswith(suffix):
-            return STREAM_MEDIA_TYPES[suffix]
     if filename in STILL_MEDIA_TYPES:
         return STILL_MEDIA_TYPES[filename]
     if filename in STREAM_MEDIA_TYPES:
