@@ -11,6 +11,7 @@ import json
 import signal
 
 import av
+import httpx
 import pytest
 
 from core.jobs import source_secret_path
@@ -56,6 +57,14 @@ def window_numbers(service: Service, job_id: str) -> list[int]:
     return [json.loads(line)["window"] for line in lines if line.strip()]
 
 
+def metric(text: str, name: str) -> float:
+    """A metric's value in Prometheus' text exposition (a metric without labels)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not exposed")
+
+
 def full_logs(service: Service) -> str:
     return "\n".join(process.log() for process in service.processes)
 
@@ -96,6 +105,11 @@ def test_a_stream_is_counted_live_and_delete_completes_it_with_its_outputs(start
     timed = start_stream(service, rtsp_server.url, duration_s=3)
     timed_done = service.wait_for_status(timed["job_id"], {"completed", "failed"}, timeout=40)
     assert timed_done["status"] == "completed" and 3 <= timed_done["live"]["streaming_s"] < 10, timed_done
+
+    metrics = httpx.get(service.workers[0].metrics_url).text  # type: ignore[attr-defined]
+    assert metric(metrics, "cattlecounter_streams_active") == 1
+    assert metric(metrics, "cattlecounter_stream_latency_seconds_count") > 0
+    assert "cattlecounter_stream_frames_dropped_total" in metrics and "cattlecounter_stream_gaps_total" in metrics
 
     stopping = service.client.delete(f"/jobs/{job_id}")
     assert stopping.status_code == 202 and stopping.json()["cancel_requested"] is True
