@@ -307,10 +307,13 @@ def test_a_stream_is_counted_in_windows_with_events_segments_and_final_stats(
 ) -> None:
     seen = Recorder()
     source = ClipSource(walk_frames)
-    run = StreamRun("rtsp://camera.invalid/stream", stream_config(), ColourBoxDetector(), tmp_path,
-                    should_stop=stop_after(7.0), source=source, **seen.callbacks())
+    run = StreamRun("rtsp://viewer:pa55@camera.invalid/stream?token=t0k", stream_config(), ColourBoxDetector(),
+                    tmp_path, should_stop=stop_after(7.0), source=source, **seen.callbacks())
     stats, outputs = run.run()
     assert source.closed
+    assert stats["source"] == "rtsp://camera.invalid/stream"  # no credentials in any output
+    texts = [outputs[name].read_text() for name in (WINDOWS, STATS, LIVE_PLAYLIST)]
+    assert not any(secret in text for text in texts for secret in ("pa55", "t0k", "viewer"))
 
     # two animals walked through in 7 s (one every 4 s): each counted once, crossing once, in the pen once
     counts = stats["counts"]

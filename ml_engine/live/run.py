@@ -42,7 +42,7 @@ from ml_engine.annotate import FrameAnnotator
 from ml_engine.counting import DEFAULT_TRACKER, CountingConfig, ObjectCounter, TrackEvent, tracker_ids
 from ml_engine.live.counts import LatencyHistogram, RecentLatency, Totals, Window, iso
 from ml_engine.live.segments import HlsWriter
-from ml_engine.live.source import Gap, LiveFrame, LiveSource, SourceOptions
+from ml_engine.live.source import Gap, LiveFrame, LiveSource, SourceOptions, redact_url
 from ml_engine.pipeline import DetectorLike, PipelineConfig
 from ml_engine.tiling import TilePlan, TilingSetting, View, merge_views, plan_tiles
 
@@ -539,6 +539,7 @@ class StreamRun:
     def _stats(self, now: float) -> dict[str, Any]:
         return {
             "kind": "stream",
+            "source": redact_url(self.url),  # never the credentials
             "counts": self.totals.to_dict(),
             "windows": self._next_window - 1,
             "window_s": self.config.window_s,
