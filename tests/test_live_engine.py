@@ -601,3 +601,26 @@ def test_rtsp_an_unreachable_source_raises_stream_unavailable(tmp_path: Path) ->
                   should_stop=stop_after(30)).run()
     assert "secret" not in str(raised.value)
     assert not (tmp_path / LIVE_PLAYLIST).exists() or "#EXT-X-ENDLIST" not in (tmp_path / LIVE_PLAYLIST).read_text()
+
+
+def test_rtsp_a_camera_gone_for_good_keeps_what_was_counted(walk_server: RtspServer, tmp_path: Path) -> None:
+    seen = Recorder()
+    options = SourceOptions(read_timeout_s=1.0, open_timeout_s=1.0, backoff_initial_s=0.1, backoff_max_s=0.2,
+                            max_reconnects=1)
+
+    def kill_after_two_windows() -> bool:
+        if len(seen.windows) >= 2 and walk_server.running:
+            walk_server.kill()  # and it never comes back
+        return False
+
+    with pytest.raises(StreamUnavailable):
+        StreamRun(walk_server.url, stream_config(source=options), ColourBoxDetector(), tmp_path,
+                  should_stop=kill_after_two_windows, **seen.callbacks()).run()
+    windows = jsonl(tmp_path / WINDOWS)
+    assert len(windows) >= 3 and windows == [record for record, _ in seen.windows]  # the last one too
+    assert sum(w["frames_processed"] for w in windows) >= 10
+    playlist = tmp_path / LIVE_PLAYLIST
+    assert playlist.read_text().rstrip().endswith("#EXT-X-ENDLIST")
+    assert len(decoded_times(playlist)) == sum(w["frames_processed"] for w in windows)
+    reported = {name for changed, _ in seen.files for name in changed}
+    assert {WINDOWS, LIVE_PLAYLIST} <= reported and not (tmp_path / STATS).exists()

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 import supervision as sv
 
-from core.errors import InvalidInput, ModelError
+from core.errors import InvalidInput, ModelError, StreamUnavailable
 from core.jobs import CountingLine, CountingZone
 from core.outputs import LIVE_PLAYLIST, STATS, WINDOWS
 from ml_engine.annotate import FrameAnnotator
@@ -266,7 +266,8 @@ class StreamRun:
         (partial) window is in ``windows.jsonl``, and ``stats.json`` is written.
 
         Raises:
-            StreamUnavailable: the source never worked, or its reconnects ran out.
+            StreamUnavailable: the source never worked, or its reconnects ran out. What was
+                counted is kept: the last window is written and the playlist ended first.
             InvalidInput: class names the model does not know (before anything runs).
             ModelError: the model failed.
         """
@@ -287,6 +288,9 @@ class StreamRun:
                     self._on_frame(item, source)
                 self._tick(source)
             return self._finish(source)
+        except StreamUnavailable:
+            self._flush_before_failing()
+            raise
         except BaseException:
             self.hls.abandon()
             raise
@@ -361,16 +365,18 @@ class StreamRun:
         return self._tiles
 
     def _count_new_tracks(self, tracked: sv.Detections) -> None:
-        """Ids rise as tracks are confirmed: one above the highest seen is a new animal."""
+        """Ids rise as tracks are confirmed: one above the highest seen before is a new animal
+        (several may be confirmed in one frame, in any order)."""
         if not len(tracked):
             return
+        assert self._window is not None
         classes = tracked.data.get("class_name", np.array([], dtype=str))
-        for track_id, class_name in zip(tracker_ids(tracked).tolist(), classes, strict=True):
+        ids = tracker_ids(tracked).tolist()
+        for track_id, class_name in zip(ids, classes, strict=True):
             if track_id > self._highest_id:
-                self._highest_id = track_id
                 self.totals.add_track(str(class_name))
-                assert self._window is not None
                 self._window.add_track(str(class_name))
+        self._highest_id = max(self._highest_id, *ids)
 
     def _publish(self, events: list[TrackEvent], at: float) -> None:
         assert self._window is not None
@@ -530,6 +536,16 @@ class StreamRun:
         self.on_files({STATS: stats_path}, [])
         self.on_status(self.status(source, now))
         return stats, self.outputs()
+
+    def _flush_before_failing(self) -> None:
+        """The camera is gone for good: keep what it gave (the last window, a playable video)."""
+        if self._frame_index == 0 and self._windows_written == 0 and not self.hls.listed():
+            return  # it never delivered a frame: nothing to keep
+        assert self._window is not None
+        self._close_window(time.time())
+        self._window = None
+        self.hls.finish()
+        self._report_files()
 
     def outputs(self) -> dict[str, Path]:
         """{output name: local path} of every output on disk (earlier runs' segments are not)."""
