@@ -624,3 +624,19 @@ def test_rtsp_a_camera_gone_for_good_keeps_what_was_counted(walk_server: RtspSer
     assert len(decoded_times(playlist)) == sum(w["frames_processed"] for w in windows)
     reported = {name for changed, _ in seen.files for name in changed}
     assert {WINDOWS, LIVE_PLAYLIST} <= reported and not (tmp_path / STATS).exists()
+
+
+def test_rtsp_the_real_tiny_model_runs_live_with_tiling(
+    rtsp_server_factory: Callable[..., RtspServer], tiny_rtdetr_detector, tmp_path: Path
+) -> None:
+    """The real Detector (random weights: its boxes are noise) through the tiled path: the
+    plumbing (views, merging, classes, model facts) works on live frames of any size."""
+    server = rtsp_server_factory(width=320, height=240, fps=10)
+    seen = Recorder()
+    config = stream_config(source=FAST_SOURCE, tiling="160x120", threshold=0.0, tracker="botsort")
+    stats, _ = StreamRun(server.url, config, tiny_rtdetr_detector, tmp_path,
+                         should_stop=until(lambda: len(seen.windows) >= 3, 60), **seen.callbacks()).run()
+    assert stats["frames"]["processed"] >= 3
+    assert stats["model"]["random_weights"] is True and stats["model"]["id"]
+    assert stats["tiling"]["tiled"] and stats["tiling"]["tile"] == "160x120"
+    assert len(decoded_times(tmp_path / LIVE_PLAYLIST)) == stats["frames"]["processed"]

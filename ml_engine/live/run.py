@@ -579,7 +579,14 @@ class StreamRun:
             "tracking": {"tracker": self.config.tracker, "stitching": False, "min_hits": self.config.min_hits,
                          "threshold": self.config.threshold,
                          "low_threshold": self.config.effective_low_threshold},
+            "tiling": self._tiling_facts(),
         }
+
+    def _tiling_facts(self) -> dict[str, Any] | None:
+        """The last frame size's tiling plan (None: no frame was processed in this run)."""
+        setting = self.config.tiling
+        assert isinstance(setting, TilingSetting)
+        return self._tiles.describe(setting, self.config.tiling_full_frame) if self._tiles else None
 
     def _model_facts(self) -> dict[str, Any]:
         facts = dict(self.detector.describe())
