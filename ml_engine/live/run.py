@@ -234,9 +234,9 @@ class StreamRun:
         self._recent_gaps: deque[dict[str, Any]] = deque(resume.get("recent_gaps", []), maxlen=_RECENT_GAPS)
         self._before = {k: int(resume.get(k, 0)) for k in ("frames_received", "frames_dropped", "reconnects")}
         self._frames_processed = int(resume.get("frames_processed", 0))
+        self._processed_before = self._frames_processed
         self._track_id_base = int(resume.get("track_id_base", 0))  # ids go on rising across gaps and resumes
         self._highest_id = self._track_id_base
-        self._windows_written = 0
         self.latency = RecentLatency(config.window_s)
         self.histogram = LatencyHistogram(resume.get("latency_histogram"))
         self.annotator = FrameAnnotator(config.lines, config.zones)
@@ -285,7 +285,7 @@ class StreamRun:
                 if isinstance(item, Gap):
                     self._on_gap(item)
                 elif item is not None:
-                    self._on_frame(item, source)
+                    self._on_frame(item)
                 self._tick(source)
             return self._finish(source)
         except StreamUnavailable:
@@ -311,7 +311,7 @@ class StreamRun:
 
     # --- a frame ---------------------------------------------------------------------------------
 
-    def _on_frame(self, frame: LiveFrame, source: FrameSource) -> None:
+    def _on_frame(self, frame: LiveFrame) -> None:
         image: np.ndarray = frame.image
         detections = self._detect(image)
         self._frame_index += 1
@@ -319,6 +319,7 @@ class StreamRun:
         camera = image if self.counter.uses_frames else None
         tracked = self.counter.update(self._frame_index, time_s, detections, camera)
         counted_at = time.time()
+        window = self._current_window(counted_at)  # first: what was counted now belongs to it
         tracked.tracker_id = tracker_ids(tracked) + self._track_id_base  # rising across gaps and resumes
         self._count_new_tracks(tracked)
         events = self.counter.events + self.counter.forget_ended_tracks()
@@ -329,7 +330,7 @@ class StreamRun:
         self._frames_processed += 1
         self.latency.add(counted_at, latency)
         self.histogram.add(latency)
-        self._current_window(counted_at, source).add_frame(latency, occupancy)
+        window.add_frame(latency, occupancy)
         self._record_frame(image, tracked, frame.received_at)
 
     def _detect(self, image: np.ndarray) -> sv.Detections:
@@ -425,7 +426,7 @@ class StreamRun:
 
     def _tick(self, source: FrameSource) -> None:
         now = time.time()
-        self._current_window(now, source)
+        self._current_window(now)
         if now - self._last_status >= self.config.status_interval_s:
             self._last_status = now
             self.on_status(self.status(source, now))
@@ -438,7 +439,7 @@ class StreamRun:
         self._next_window += 1
         return window
 
-    def _current_window(self, now: float, source: FrameSource | None) -> Window:
+    def _current_window(self, now: float) -> Window:
         """The window ``now`` falls in: windows that ended are written first."""
         assert self._window is not None
         caught_up = 0
@@ -455,7 +456,6 @@ class StreamRun:
         record = self._window.record(ended_at, self._dropped())
         with self._windows_path.open("a", encoding="utf-8") as out:
             out.write(json.dumps(record) + "\n")
-        self._windows_written += 1
         self._report_files({WINDOWS: self._windows_path})
         self.on_window(record, self.state(ended_at))  # after on_files: the state names only uploaded files
         return record
@@ -539,8 +539,8 @@ class StreamRun:
 
     def _flush_before_failing(self) -> None:
         """The camera is gone for good: keep what it gave (the last window, a playable video)."""
-        if self._frame_index == 0 and self._windows_written == 0 and not self.hls.listed():
-            return  # it never delivered a frame: nothing to keep
+        if self._frames_processed == self._processed_before:
+            return  # it delivered no frame in this run: nothing to keep
         assert self._window is not None
         self._close_window(time.time())
         self._window = None
