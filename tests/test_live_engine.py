@@ -342,6 +342,7 @@ def test_a_stream_is_counted_in_windows_with_events_segments_and_final_stats(
     # the state handed over at each window is small JSON
     state = seen.windows[-1][1]
     assert len(json.dumps(state)) < 64_000 and state["totals"] == counts
+    assert (state["window"], state["next_window"]) == (windows[-1]["window"], windows[-1]["window"] + 1)
 
     # outputs: playlist ended, every listed segment on disk, stats.json written
     playlist = tmp_path / LIVE_PLAYLIST

@@ -510,7 +510,8 @@ class StreamRun:
             "saved_at": iso(now),
             "saved_at_s": round(now, 3),
             "totals": self.totals.to_dict(),
-            "next_window": self._next_window,  # called as a window closes: the one after it
+            "window": self._next_window - 1,  # called as a window closes: the one just written
+            "next_window": self._next_window,
             "segments": self.hls.state(),
             "streaming_s": round(self.streaming_s(now), 3),
             "gaps_total": self._gaps_total,
