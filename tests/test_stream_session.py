@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,9 @@ from core.jobs import (
     stream_state_path,
 )
 from core.outputs import LIVE_PLAYLIST, WINDOWS
+from tests.waiting import wait_until
 from worker.progress import JobReporter
-from worker.streams import StreamSession
+from worker.streams import StreamSession, stream_config
 
 
 @dataclass
@@ -209,3 +211,22 @@ def test_after_its_lease_is_lost_a_run_writes_nothing_more(stores, tmp_path: Pat
     assert not backends.blobs.exists(output_blob_path(job.id, LIVE_PLAYLIST))
     assert not backends.blobs.exists(stream_state_path(job.id))
     assert backends.jobs.get(job.id).live is None
+
+
+@pytest.mark.parametrize(("asked", "cap", "expected"), [(None, None, None), (600, None, 600), (None, 3600, 3600),
+                                                        (600, 3600, 600), (7200, 3600, 3600)])
+def test_a_streams_duration_is_its_own_within_max_stream_seconds(make_settings, asked, cap, expected):
+    settings = make_settings("local", max_stream_seconds=cap, stream_read_timeout_s=4, stream_connect_attempts=2)
+    job = Job(id="x", kind=JobKind.STREAM, input_blob="x", stream=StreamOptions(duration_s=asked, window_s=30))
+    config = stream_config(job, settings)
+    assert config.duration_s == expected and config.window_s == 30
+    assert config.source.read_timeout_s == 4 and config.source.first_connect_attempts == 2
+
+
+def test_a_stream_stops_at_its_end_at(stores):
+    settings, backends = stores
+    job = processing_stream(backends)
+    job.stream = StreamOptions(end_at=datetime.now(UTC) + timedelta(seconds=0.5))
+    session = session_for(settings, backends, job)
+    assert session.should_stop() is False
+    wait_until(session.should_stop, 5, "end_at to pass")
