@@ -28,8 +28,9 @@ from core.jobs import (
 )
 from core.outputs import LIVE_PLAYLIST, WINDOWS
 from tests.waiting import wait_until
+from worker.models import DetectorCache
 from worker.progress import JobReporter
-from worker.streams import StreamSession, stream_config
+from worker.streams import StreamRunner, StreamSession, stream_config
 
 
 @dataclass
@@ -230,3 +231,27 @@ def test_a_stream_stops_at_its_end_at(stores):
     session = session_for(settings, backends, job)
     assert session.should_stop() is False
     wait_until(session.should_stop, 5, "end_at to pass")
+
+
+def test_a_resume_keeps_only_the_windows_its_state_knows_of(stores, tmp_path: Path):
+    """A worker killed between uploading windows.jsonl and storing the state: the resumed run
+    writes that window again, so the copy it appends to must not hold it already."""
+    settings, backends = stores
+    job = processing_stream(backends)
+    windows = "".join(json.dumps({"window": n, "unique": n}) + "\n" for n in (1, 2, 3)) + '{"window": 4, "uni'
+    backends.blobs.upload_stream(output_blob_path(job.id, WINDOWS), [windows.encode()])
+    backends.blobs.upload_stream(stream_state_path(job.id), [json.dumps({"next_window": 3}).encode()])
+    job.outputs = {WINDOWS: output_blob_path(job.id, WINDOWS)}
+    runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
+    state = runner._resume(job, tmp_path)  # noqa: SLF001 - the resume step alone, without a camera
+    assert state == {"next_window": 3}
+    kept = [json.loads(line)["window"] for line in (tmp_path / WINDOWS).read_text().splitlines()]
+    assert kept == [1, 2]
+
+
+def test_a_first_run_has_nothing_to_resume(stores, tmp_path: Path):
+    settings, backends = stores
+    job = processing_stream(backends)
+    runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
+    assert runner._resume(job, tmp_path) is None  # noqa: SLF001
+    assert not (tmp_path / WINDOWS).exists()
