@@ -284,6 +284,13 @@ class StreamUnavailable(CattleCounterError):
     # permanent: the source already had its configured retries (ml_engine.live.source)
 
 
+class StreamSourceNotAllowed(InvalidInput):
+    """A stream's source address is private (loopback, LAN, link-local) and outside the
+    operator's STREAM_ALLOWED_NETWORKS (server-side request forgery)."""
+
+    code = "stream_source_not_allowed"
+
+
 class EncoderError(CattleCounterError):
     """The annotated video could not be encoded (the service's failure, not the input's)."""
 
