@@ -310,7 +310,7 @@ def test_a_stream_is_counted_in_windows_with_events_segments_and_final_stats(
     run = StreamRun("rtsp://viewer:pa55@camera.invalid/stream?token=t0k", stream_config(), ColourBoxDetector(),
                     tmp_path, should_stop=stop_after(7.0), source=source, **seen.callbacks())
     stats, outputs = run.run()
-    assert source.closed
+    assert source.closed and live_video_threads() == []
     assert stats["source"] == "rtsp://camera.invalid/stream"  # no credentials in any output
     texts = [outputs[name].read_text() for name in (WINDOWS, STATS, LIVE_PLAYLIST)]
     assert not any(secret in text for text in texts for secret in ("pa55", "t0k", "viewer"))
@@ -484,7 +484,7 @@ def test_a_failing_callback_stops_the_run_with_its_error(walk_frames: list[np.nd
                   on_window=broken, should_stop=stop_after(10), source=source).run()
     assert source.closed
     assert not list((tmp_path / "live").glob(".*.partial"))  # no half-written segment left behind
-    assert threading.active_count() >= 1
+    assert live_video_threads() == []
 
 
 # --- end to end: the real LiveSource on a real RTSP server ------------------------------------
@@ -601,6 +601,7 @@ def test_rtsp_an_unreachable_source_raises_stream_unavailable(tmp_path: Path) ->
         StreamRun(url, stream_config(source=options), ColourBoxDetector(), tmp_path,
                   should_stop=stop_after(30)).run()
     assert "secret" not in str(raised.value)
+    assert live_video_threads() == []  # the video thread ended with the run
     assert not (tmp_path / LIVE_PLAYLIST).exists() or "#EXT-X-ENDLIST" not in (tmp_path / LIVE_PLAYLIST).read_text()
 
 
@@ -641,3 +642,22 @@ def test_rtsp_the_real_tiny_model_runs_live_with_tiling(
     assert stats["model"]["random_weights"] is True and stats["model"]["id"]
     assert stats["tiling"]["tiled"] and stats["tiling"]["tile"] == "160x120"
     assert len(decoded_times(tmp_path / LIVE_PLAYLIST)) == stats["frames"]["processed"]
+
+
+def live_video_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "cattlecounter-live-video" and t.is_alive()]
+
+
+def test_a_failure_on_the_video_thread_stops_the_run_with_its_error(tmp_path: Path) -> None:
+    class SeesNothing(ColourBoxDetector):
+        def detect(self, images, threshold, class_names=None) -> list[sv.Detections]:
+            return [sv.Detections.empty() for _ in images]
+
+    rgba = [np.zeros((48, 64, 4), dtype=np.uint8)]  # a frame the encoder cannot take
+    source = ClipSource(rgba)
+    with pytest.raises(ValueError):
+        StreamRun("rtsp://camera.invalid/s", stream_config(), SeesNothing(), tmp_path,
+                  should_stop=stop_after(20), source=source).run()
+    assert source.closed and source.frames_received <= 10  # stopped at once, not after 20 s
+    assert live_video_threads() == []
+    assert not list((tmp_path / "live").glob(".*.partial"))
