@@ -161,14 +161,38 @@ def test_a_writer_resumed_from_state_continues_numbering_and_clock(tmp_path: Pat
 
 
 def test_the_state_stays_small_however_long_the_recording(tmp_path: Path) -> None:
-    writer = HlsWriter(tmp_path, segment_s=1.0)
-    for i in range(1000):  # 1000 one-frame segments: as many as half an hour of 2 s segments
-        writer.write(solid(10, (16, 16)), float(i))
-    state = writer.state()
+    first = HlsWriter(tmp_path, segment_s=1.0)
+    for i in range(700):  # one-frame segments: as many as 23 minutes of 2 s segments
+        first.write(solid(10, (16, 16)), float(i))
+    # a worker dies (segment 700, open, is lost) and another takes over from the state
+    second = HlsWriter(tmp_path, segment_s=1.0, state=json.loads(json.dumps(first.state())))
+    for i in range(700):
+        second.write(solid(10, (16, 16)), 1000.0 + i)
+    state = second.state()
     assert len(json.dumps(state)) < 16_000
     rebuilt = HlsWriter(tmp_path / "again", segment_s=1.0, state=state)
-    assert [s.sequence for s in rebuilt.listed()] == list(range(1, 1000))  # every finished segment still listed
-    assert sum(s.duration_s for s in rebuilt.listed()) == pytest.approx(999.0, abs=0.1)
+    listed = rebuilt.listed()
+    expected = [*range(1, 700), *range(701, 1400)]  # every finished segment, the lost one skipped
+    assert [s.sequence for s in listed] == expected
+    assert [s.sequence for s in listed if s.discontinuity] == [701]  # the resume, though folded
+    assert sum(s.duration_s for s in listed) == pytest.approx(699.0 + 699.0, abs=0.5)
+
+
+def test_retention_also_drops_folded_segments_and_counts_their_discontinuities(tmp_path: Path) -> None:
+    first = HlsWriter(tmp_path, segment_s=1.0)
+    for i in range(300):
+        first.write(solid(10, (16, 16)), float(i))
+    second = HlsWriter(tmp_path, segment_s=1.0, state=first.state())  # 299 finished, 300 lost
+    for i in range(600):
+        second.write(solid(10, (16, 16)), 1000.0 + i)
+    # a third run keeps only 100 s: the folded older segments go, the resume's discontinuity with them
+    third = HlsWriter(tmp_path, segment_s=1.0, retention_s=100.0, state=second.state())
+    listed = [s.sequence for s in third.listed()]
+    assert listed == list(range(800, 900))
+    _, removed = third.take_changes()
+    assert removed == [live_segment(n) for n in [*range(1, 300), *range(301, 800)]]
+    tags = playlist_tags(tmp_path / LIVE_PLAYLIST)
+    assert (tags["EXT-X-MEDIA-SEQUENCE"], tags["EXT-X-DISCONTINUITY-SEQUENCE"]) == ("800", "1")
 
 
 def test_writer_rejects_bad_settings() -> None:

@@ -17,7 +17,8 @@ the whole recording stays playable afterwards.
   files are deleted and reported as removed. None keeps every segment: the recording.
 * ``finish`` closes the last segment and ends the playlist with ``#EXT-X-ENDLIST``.
 * ``state()`` is small and JSON-able whatever the run's length (older segments are folded into
-  one aggregate); given back to a new writer, it continues the numbering and the clock.
+  runs of consecutive numbers, listed with their mean length); given back to a new writer, it
+  continues the numbering and the clock.
 """
 
 from __future__ import annotations
@@ -59,16 +60,32 @@ class Segment:
 
 @dataclass
 class _Folded:
-    """Segments too old to list one by one in the state: numbers ``first..first+count-1``."""
+    """Segments too old to list one by one in the state: numbers ``first..first+count-1``, of
+    ``seconds`` in all. A new run starts where numbers skip (a resume lost the segment that
+    was open): its first segment follows a discontinuity, which the playlist keeps."""
 
     first: int
     count: int = 0
     seconds: float = 0.0
+    discontinuity: bool = False
 
     def segments(self) -> Iterator[Segment]:
         mean = self.seconds / self.count if self.count else 0.0
         for offset in range(self.count):
-            yield Segment(self.first + offset, mean)
+            yield Segment(self.first + offset, mean, self.discontinuity and offset == 0)
+
+    def to_list(self) -> list[Any]:
+        return [self.first, self.count, round(self.seconds, 3), int(self.discontinuity)]
+
+
+def _fold(runs: list[_Folded], segment: Segment) -> None:
+    """Add ``segment`` to the last run when it continues it, else start a run."""
+    last = runs[-1] if runs else None
+    if last is None or last.first + last.count != segment.sequence:
+        last = _Folded(segment.sequence, discontinuity=segment.discontinuity)
+        runs.append(last)
+    last.count += 1
+    last.seconds += segment.duration_s
 
 
 class _OpenSegment:
@@ -161,7 +178,7 @@ class HlsWriter:
         self.segment_s, self.retention_s = segment_s, retention_s
         self.crf, self.preset = crf, preset
         self.segments: list[Segment] = []  # listed in the playlist, oldest first
-        self.folded: _Folded | None = None  # listed too, before ``segments`` (a resumed long run)
+        self.folded: list[_Folded] = []  # listed too, before ``segments`` (a resumed long run)
         self.next_sequence = 1
         self.discontinuity_sequence = 0
         self.clock_s = 0.0  # the recording's time: the next frame is at or after it
@@ -248,12 +265,13 @@ class HlsWriter:
             self._drop_oldest()
 
     def _drop_oldest(self) -> None:
-        if self.folded is not None and self.folded.count:
-            mean = self.folded.seconds / self.folded.count
-            segment = Segment(self.folded.first, mean)
-            self.folded = _Folded(self.folded.first + 1, self.folded.count - 1, self.folded.seconds - mean)
-            if not self.folded.count:
-                self.folded = None
+        if self.folded:
+            run = self.folded[0]
+            segment = next(run.segments())
+            run.first, run.count, run.seconds = run.first + 1, run.count - 1, run.seconds - segment.duration_s
+            run.discontinuity = False
+            if not run.count:
+                self.folded.pop(0)
         else:
             segment = self.segments.pop(0)
         self._drop(segment)
@@ -269,7 +287,7 @@ class HlsWriter:
 
     def listed(self) -> list[Segment]:
         """The segments the playlist names, oldest first."""
-        older = list(self.folded.segments()) if self.folded else []
+        older = [segment for run in self.folded for segment in run.segments()]
         return older + self.segments
 
     def playlist(self) -> str:
@@ -303,16 +321,14 @@ class HlsWriter:
     def state(self) -> dict[str, Any]:
         """The numbering, the clock and the listed segments, small whatever the run's length."""
         detailed = self.segments[-_STATE_SEGMENTS:]
-        folded = _Folded(self.folded.first, self.folded.count, self.folded.seconds) if self.folded else None
+        folded = [_Folded(run.first, run.count, run.seconds, run.discontinuity) for run in self.folded]
         for segment in self.segments[:-_STATE_SEGMENTS] if len(self.segments) > _STATE_SEGMENTS else []:
-            folded = folded or _Folded(segment.sequence)
-            folded.count += 1
-            folded.seconds += segment.duration_s
+            _fold(folded, segment)
         return {
             "next_sequence": self.next_sequence,
             "discontinuity_sequence": self.discontinuity_sequence,
             "clock_s": round(self.clock_s, 3),
-            "folded": None if folded is None else [folded.first, folded.count, round(folded.seconds, 3)],
+            "folded": [run.to_list() for run in folded],
             "segments": [[s.sequence, round(s.duration_s, 3), int(s.discontinuity)] for s in detailed],
         }
 
@@ -321,8 +337,7 @@ class HlsWriter:
             self.next_sequence = int(state["next_sequence"])
             self.discontinuity_sequence = int(state.get("discontinuity_sequence", 0))
             self.clock_s = float(state.get("clock_s", 0.0)) + _DEFAULT_FRAME_S
-            folded = state.get("folded")
-            self.folded = _Folded(int(folded[0]), int(folded[1]), float(folded[2])) if folded else None
+            self.folded = [_Folded(int(a), int(n), float(t), bool(j)) for a, n, t, j in state.get("folded", [])]
             self.segments = [Segment(int(n), float(d), bool(j)) for n, d, j in state.get("segments", [])]
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInput(f"the live video's resume state is unreadable: {exc}") from None
