@@ -88,6 +88,10 @@ def test_segments_are_cut_at_the_segment_length_and_play_back_continuously(tmp_p
     assert len(times) == 35
     steps = np.diff(times)
     assert np.all(np.abs(steps - 0.1) < 0.002), steps  # one clock across segments: no resets, no holes
+    # each segment says when its first frame was received: how far behind the camera a player is
+    dates = re.findall(r"#EXT-X-PROGRAM-DATE-TIME:(.*)", playlist.read_text())
+    assert dates == ["1970-01-01T00:16:40.000Z", "1970-01-01T00:16:41.000Z", "1970-01-01T00:16:42.000Z",
+                     "1970-01-01T00:16:43.000Z"]
     durations = [float(d) for d in re.findall(r"#EXTINF:([\d.]+),", playlist.read_text())]
     assert durations[:3] == pytest.approx([1.0, 1.0, 1.0], abs=1e-3)
     assert sum(durations) == pytest.approx(3.5, abs=0.01)
@@ -153,6 +157,9 @@ def test_a_writer_resumed_from_state_continues_numbering_and_clock(tmp_path: Pat
     assert listed_segments(playlist) == ["seg-000001.ts", "seg-000002.ts", "seg-000004.ts", "seg-000005.ts"]
     text = playlist.read_text()
     assert text.index("seg-000002.ts") < text.index("#EXT-X-DISCONTINUITY\n") < text.index("seg-000004.ts")
+    assert re.findall(r"#EXT-X-PROGRAM-DATE-TIME:(.*)", text) == [  # the first run's dates kept
+        "1970-01-01T00:00:50.000Z", "1970-01-01T00:00:51.000Z", "1970-01-01T00:15:00.000Z", "1970-01-01T00:15:01.000Z"
+    ]
     times = decoded_times(playlist)
     assert len(times) == 20 + 15
     # the clock goes on from the first run's last frame (2.4 s; the unfinished segment's frames

@@ -15,6 +15,8 @@ the whole recording stays playable afterwards.
 * ``retention_s`` keeps only the newest segments worth that many seconds: older ones leave the
   playlist (``EXT-X-MEDIA-SEQUENCE`` and ``EXT-X-DISCONTINUITY-SEQUENCE`` move on) and their
   files are deleted and reported as removed. None keeps every segment: the recording.
+* Each segment carries ``#EXT-X-PROGRAM-DATE-TIME``: the wall-clock time of its first frame,
+  so a player can tell how far behind the camera it is, and the recording maps to real time.
 * ``finish`` closes the last segment and ends the playlist with ``#EXT-X-ENDLIST``.
 * ``state()`` is small and JSON-able whatever the run's length (older segments are folded into
   runs of consecutive numbers, listed with their mean length); given back to a new writer, it
@@ -27,6 +29,7 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -47,11 +50,13 @@ _STATE_SEGMENTS = 512  # segments the state lists one by one; older ones are fol
 
 @dataclass(frozen=True)
 class Segment:
-    """One finished segment: its number, length and whether the picture jumped before it."""
+    """One finished segment: its number, length, whether the picture jumped before it, and the
+    wall-clock time (``time.time()``) of its first frame, when known."""
 
     sequence: int
     duration_s: float
     discontinuity: bool = False
+    started_at: float | None = None
 
     @property
     def name(self) -> str:
@@ -68,21 +73,23 @@ class _Folded:
     count: int = 0
     seconds: float = 0.0
     discontinuity: bool = False
+    started_at: float | None = None  # the first segment's; the others' follow from the durations
 
     def segments(self) -> Iterator[Segment]:
         mean = self.seconds / self.count if self.count else 0.0
         for offset in range(self.count):
-            yield Segment(self.first + offset, mean, self.discontinuity and offset == 0)
+            yield Segment(self.first + offset, mean, self.discontinuity and offset == 0,
+                          self.started_at if offset == 0 else None)
 
     def to_list(self) -> list[Any]:
-        return [self.first, self.count, round(self.seconds, 3), int(self.discontinuity)]
+        return [self.first, self.count, round(self.seconds, 3), int(self.discontinuity), self.started_at]
 
 
 def _fold(runs: list[_Folded], segment: Segment) -> None:
     """Add ``segment`` to the last run when it continues it, else start a run."""
     last = runs[-1] if runs else None
     if last is None or last.first + last.count != segment.sequence:
-        last = _Folded(segment.sequence, discontinuity=segment.discontinuity)
+        last = _Folded(segment.sequence, discontinuity=segment.discontinuity, started_at=segment.started_at)
         runs.append(last)
     last.count += 1
     last.seconds += segment.duration_s
@@ -91,8 +98,9 @@ def _fold(runs: list[_Folded], segment: Segment) -> None:
 class _OpenSegment:
     """The segment being written: one MPEG-TS file and one x264 encoder."""
 
-    def __init__(self, path: Path, size: tuple[int, int], crf: int, preset: str, start_s: float) -> None:
-        self.path, self.size, self.start_s = path, size, start_s
+    def __init__(self, path: Path, size: tuple[int, int], crf: int, preset: str, start_s: float,
+                 started_at: float) -> None:
+        self.path, self.size, self.start_s, self.started_at = path, size, start_s, started_at
         self.partial = path.with_name(f".{path.name}.partial")
         self.last_s = start_s
         self.frames = 0
@@ -203,11 +211,11 @@ class HlsWriter:
         size = (image.shape[1], image.shape[0])
         if self._open is not None and self._open.size != size:
             self.cut(discontinuity=True)  # a new resolution needs a new encoder
-        if self._open is not None and time_s - self._open.start_s >= self.segment_s:
+        if self._open is not None and time_s - self._open.start_s >= self.segment_s - 1e-6:  # float noise
             self._close_open(next_start_s=time_s)
         if self._open is None:
             self._open = _OpenSegment(
-                self.output_dir / live_segment(self.next_sequence), size, self.crf, self.preset, time_s
+                self.output_dir / live_segment(self.next_sequence), size, self.crf, self.preset, time_s, at
             )
             self.next_sequence += 1
         self._open.write(image, time_s)
@@ -247,7 +255,7 @@ class HlsWriter:
         duration = max(segment.duration_s(next_start_s), 1e-3)
         if next_start_s is None:
             self.clock_s = max(self.clock_s, segment.start_s + duration)
-        self.segments.append(Segment(self.next_sequence - 1, duration, self._jump))
+        self.segments.append(Segment(self.next_sequence - 1, duration, self._jump, segment.started_at))
         self._jump = False
         self._changed[live_segment(self.next_sequence - 1)] = segment.path
         self._apply_retention()
@@ -305,6 +313,8 @@ class HlsWriter:
         for segment in listed:
             if segment.discontinuity:
                 lines.append("#EXT-X-DISCONTINUITY")
+            if segment.started_at is not None:
+                lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_iso(segment.started_at)}")
             lines += [f"#EXTINF:{segment.duration_s:.3f},", Path(segment.name).name]
         if self.ended:
             lines.append("#EXT-X-ENDLIST")
@@ -329,7 +339,8 @@ class HlsWriter:
             "discontinuity_sequence": self.discontinuity_sequence,
             "clock_s": round(self.clock_s, 3),
             "folded": [run.to_list() for run in folded],
-            "segments": [[s.sequence, round(s.duration_s, 3), int(s.discontinuity)] for s in detailed],
+            "segments": [[s.sequence, round(s.duration_s, 3), int(s.discontinuity), _rounded(s.started_at)]
+                         for s in detailed],
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -337,8 +348,9 @@ class HlsWriter:
             self.next_sequence = int(state["next_sequence"])
             self.discontinuity_sequence = int(state.get("discontinuity_sequence", 0))
             self.clock_s = float(state.get("clock_s", 0.0)) + _DEFAULT_FRAME_S
-            self.folded = [_Folded(int(a), int(n), float(t), bool(j)) for a, n, t, j in state.get("folded", [])]
-            self.segments = [Segment(int(n), float(d), bool(j)) for n, d, j in state.get("segments", [])]
+            self.folded = [_Folded(int(a), int(n), float(t), bool(j), _time(at))
+                           for a, n, t, j, at in state.get("folded", [])]
+            self.segments = [Segment(int(n), float(d), bool(j), _time(at)) for n, d, j, at in state.get("segments", [])]
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInput(f"the live video's resume state is unreadable: {exc}") from None
         self._jump = bool(self.segments or self.folded)  # the picture jumps at a resume
@@ -352,3 +364,15 @@ def _even(image: np.ndarray) -> np.ndarray:
     if not (pad_bottom or pad_right):
         return image
     return np.pad(image, ((0, pad_bottom), (0, pad_right), (0, 0)), mode="edge")
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _rounded(at: float | None) -> float | None:
+    return None if at is None else round(at, 3)
+
+
+def _time(at: Any) -> float | None:
+    return None if at is None else float(at)
