@@ -204,13 +204,13 @@ class HlsWriter:
     def write(self, image: np.ndarray, at: float) -> None:
         """Encode one RGB (H, W, 3) frame received at wall time ``at`` (``time.time()``). A new
         resolution starts a new segment."""
-        if self._origin is None:
-            self._origin = at - self.clock_s
-        time_s = max(at - self._origin, self.clock_s)  # a clock that stepped back never goes backwards here
         image = _even(image)
         size = (image.shape[1], image.shape[0])
         if self._open is not None and self._open.size != size:
             self.cut(discontinuity=True)  # a new resolution needs a new encoder
+        if self._origin is None:
+            self._origin = at - self.clock_s
+        time_s = max(at - self._origin, self.clock_s)  # a clock that stepped back never goes backwards here
         if self._open is not None and time_s - self._open.start_s >= self.segment_s - 1e-6:  # float noise
             self._close_open(next_start_s=time_s)
         if self._open is None:
