@@ -88,6 +88,10 @@ def test_segments_are_cut_at_the_segment_length_and_play_back_continuously(tmp_p
     assert len(times) == 35
     steps = np.diff(times)
     assert np.all(np.abs(steps - 0.1) < 0.002), steps  # one clock across segments: no resets, no holes
+    # each segment says when its first frame was received: how far behind the camera a player is
+    dates = re.findall(r"#EXT-X-PROGRAM-DATE-TIME:(.*)", playlist.read_text())
+    assert dates == ["1970-01-01T00:16:40.000Z", "1970-01-01T00:16:41.000Z", "1970-01-01T00:16:42.000Z",
+                     "1970-01-01T00:16:43.000Z"]
     durations = [float(d) for d in re.findall(r"#EXTINF:([\d.]+),", playlist.read_text())]
     assert durations[:3] == pytest.approx([1.0, 1.0, 1.0], abs=1e-3)
     assert sum(durations) == pytest.approx(3.5, abs=0.01)
@@ -153,6 +157,9 @@ def test_a_writer_resumed_from_state_continues_numbering_and_clock(tmp_path: Pat
     assert listed_segments(playlist) == ["seg-000001.ts", "seg-000002.ts", "seg-000004.ts", "seg-000005.ts"]
     text = playlist.read_text()
     assert text.index("seg-000002.ts") < text.index("#EXT-X-DISCONTINUITY\n") < text.index("seg-000004.ts")
+    assert re.findall(r"#EXT-X-PROGRAM-DATE-TIME:(.*)", text) == [  # the first run's dates kept
+        "1970-01-01T00:00:50.000Z", "1970-01-01T00:00:51.000Z", "1970-01-01T00:15:00.000Z", "1970-01-01T00:15:01.000Z"
+    ]
     times = decoded_times(playlist)
     assert len(times) == 20 + 15
     # the clock goes on from the first run's last frame (2.4 s; the unfinished segment's frames
@@ -161,14 +168,38 @@ def test_a_writer_resumed_from_state_continues_numbering_and_clock(tmp_path: Pat
 
 
 def test_the_state_stays_small_however_long_the_recording(tmp_path: Path) -> None:
-    writer = HlsWriter(tmp_path, segment_s=1.0)
-    for i in range(1000):  # 1000 one-frame segments: as many as half an hour of 2 s segments
-        writer.write(solid(10, (16, 16)), float(i))
-    state = writer.state()
+    first = HlsWriter(tmp_path, segment_s=1.0)
+    for i in range(700):  # one-frame segments: as many as 23 minutes of 2 s segments
+        first.write(solid(10, (16, 16)), float(i))
+    # a worker dies (segment 700, open, is lost) and another takes over from the state
+    second = HlsWriter(tmp_path, segment_s=1.0, state=json.loads(json.dumps(first.state())))
+    for i in range(700):
+        second.write(solid(10, (16, 16)), 1000.0 + i)
+    state = second.state()
     assert len(json.dumps(state)) < 16_000
     rebuilt = HlsWriter(tmp_path / "again", segment_s=1.0, state=state)
-    assert [s.sequence for s in rebuilt.listed()] == list(range(1, 1000))  # every finished segment still listed
-    assert sum(s.duration_s for s in rebuilt.listed()) == pytest.approx(999.0, abs=0.1)
+    listed = rebuilt.listed()
+    expected = [*range(1, 700), *range(701, 1400)]  # every finished segment, the lost one skipped
+    assert [s.sequence for s in listed] == expected
+    assert [s.sequence for s in listed if s.discontinuity] == [701]  # the resume, though folded
+    assert sum(s.duration_s for s in listed) == pytest.approx(699.0 + 699.0, abs=0.5)
+
+
+def test_retention_also_drops_folded_segments_and_counts_their_discontinuities(tmp_path: Path) -> None:
+    first = HlsWriter(tmp_path, segment_s=1.0)
+    for i in range(300):
+        first.write(solid(10, (16, 16)), float(i))
+    second = HlsWriter(tmp_path, segment_s=1.0, state=first.state())  # 299 finished, 300 lost
+    for i in range(600):
+        second.write(solid(10, (16, 16)), 1000.0 + i)
+    # a third run keeps only 100 s: the folded older segments go, the resume's discontinuity with them
+    third = HlsWriter(tmp_path, segment_s=1.0, retention_s=100.0, state=second.state())
+    listed = [s.sequence for s in third.listed()]
+    assert listed == list(range(800, 900))
+    _, removed = third.take_changes()
+    assert removed == [live_segment(n) for n in [*range(1, 300), *range(301, 800)]]
+    tags = playlist_tags(tmp_path / LIVE_PLAYLIST)
+    assert (tags["EXT-X-MEDIA-SEQUENCE"], tags["EXT-X-DISCONTINUITY-SEQUENCE"]) == ("800", "1")
 
 
 def test_writer_rejects_bad_settings() -> None:
@@ -310,7 +341,7 @@ def test_a_stream_is_counted_in_windows_with_events_segments_and_final_stats(
     run = StreamRun("rtsp://viewer:pa55@camera.invalid/stream?token=t0k", stream_config(), ColourBoxDetector(),
                     tmp_path, should_stop=stop_after(7.0), source=source, **seen.callbacks())
     stats, outputs = run.run()
-    assert source.closed
+    assert source.closed and live_video_threads() == []
     assert stats["source"] == "rtsp://camera.invalid/stream"  # no credentials in any output
     texts = [outputs[name].read_text() for name in (WINDOWS, STATS, LIVE_PLAYLIST)]
     assert not any(secret in text for text in texts for secret in ("pa55", "t0k", "viewer"))
@@ -484,7 +515,7 @@ def test_a_failing_callback_stops_the_run_with_its_error(walk_frames: list[np.nd
                   on_window=broken, should_stop=stop_after(10), source=source).run()
     assert source.closed
     assert not list((tmp_path / "live").glob(".*.partial"))  # no half-written segment left behind
-    assert threading.active_count() >= 1
+    assert live_video_threads() == []
 
 
 # --- end to end: the real LiveSource on a real RTSP server ------------------------------------
@@ -601,6 +632,7 @@ def test_rtsp_an_unreachable_source_raises_stream_unavailable(tmp_path: Path) ->
         StreamRun(url, stream_config(source=options), ColourBoxDetector(), tmp_path,
                   should_stop=stop_after(30)).run()
     assert "secret" not in str(raised.value)
+    assert live_video_threads() == []  # the video thread ended with the run
     assert not (tmp_path / LIVE_PLAYLIST).exists() or "#EXT-X-ENDLIST" not in (tmp_path / LIVE_PLAYLIST).read_text()
 
 
@@ -641,3 +673,22 @@ def test_rtsp_the_real_tiny_model_runs_live_with_tiling(
     assert stats["model"]["random_weights"] is True and stats["model"]["id"]
     assert stats["tiling"]["tiled"] and stats["tiling"]["tile"] == "160x120"
     assert len(decoded_times(tmp_path / LIVE_PLAYLIST)) == stats["frames"]["processed"]
+
+
+def live_video_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "cattlecounter-live-video" and t.is_alive()]
+
+
+def test_a_failure_on_the_video_thread_stops_the_run_with_its_error(tmp_path: Path) -> None:
+    class SeesNothing(ColourBoxDetector):
+        def detect(self, images, threshold, class_names=None) -> list[sv.Detections]:
+            return [sv.Detections.empty() for _ in images]
+
+    rgba = [np.zeros((48, 64, 4), dtype=np.uint8)]  # a frame the encoder cannot take
+    source = ClipSource(rgba)
+    with pytest.raises(ValueError):
+        StreamRun("rtsp://camera.invalid/s", stream_config(), SeesNothing(), tmp_path,
+                  should_stop=stop_after(20), source=source).run()
+    assert source.closed and source.frames_received <= 10  # stopped at once, not after 20 s
+    assert live_video_threads() == []
+    assert not list((tmp_path / "live").glob(".*.partial"))

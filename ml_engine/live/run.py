@@ -1,9 +1,9 @@
 """``StreamRun``: detect, track and count on a live stream, for as long as it runs.
 
-One thread (the caller's) runs the loop, beside the source's decode thread:
+The caller's thread runs the loop, between the source's decode thread and the video's:
 
     LiveSource decode thread ──newest frame only──▶ caller's thread: detect → track/count →
-        events, windows, status → annotate → HLS segment
+        events, windows, status ──(2 frames at most)──▶ video thread: annotate → HLS segment
 
 The source keeps only the newest decoded frame: when inference is slower than the camera,
 older frames are dropped (and counted), so latency and memory stay bounded instead of a
@@ -43,6 +43,7 @@ from ml_engine.counting import DEFAULT_TRACKER, CountingConfig, ObjectCounter, T
 from ml_engine.live.counts import LatencyHistogram, RecentLatency, Totals, Window, iso
 from ml_engine.live.segments import HlsWriter
 from ml_engine.live.source import Gap, LiveFrame, LiveSource, SourceOptions, redact_url
+from ml_engine.live.video import LiveVideo
 from ml_engine.pipeline import DetectorLike, PipelineConfig
 from ml_engine.tiling import TilePlan, TilingSetting, View, merge_views, plan_tiles
 
@@ -240,6 +241,7 @@ class StreamRun:
         self.latency = RecentLatency(config.window_s)
         self.histogram = LatencyHistogram(resume.get("latency_histogram"))
         self.annotator = FrameAnnotator(config.lines, config.zones)
+        self.video: LiveVideo | None = None  # its thread starts with run()
         self.counter = ObjectCounter(config.counting_config())
         self._frame_index = 0
         self._tiles: TilePlan | None = None
@@ -280,6 +282,7 @@ class StreamRun:
             self._source = self._open_source()
         source = self._source
         try:
+            self.video = LiveVideo(self.hls, self.annotator)
             while not self._done():
                 item = source.next(timeout=_POLL_S)
                 if isinstance(item, Gap):
@@ -291,10 +294,9 @@ class StreamRun:
         except StreamUnavailable:
             self._flush_before_failing()
             raise
-        except BaseException:
-            self.hls.abandon()
-            raise
         finally:
+            if self.video is not None:
+                self.video.close()
             source.close()
 
     def _open_source(self) -> FrameSource:
@@ -388,22 +390,19 @@ class StreamRun:
             self.on_event(CountEvent(event.kind, event.name, event.direction, event.class_name, event.track_id, iso(at)))
 
     def _record_frame(self, image: np.ndarray, tracked: sv.Detections, received_at: float) -> None:
-        """Draw the tracks and running counts on a copy (the source may still hold the frame)
-        and add it to the live video."""
-        picture = image.copy()
+        """Hand the frame to the video thread, with the counts to draw as they are now."""
+        assert self.video is not None
         counts = self.totals.to_dict()
         counts["in_frame"] = len(tracked)
-        self.annotator.annotate(picture, tracked, counts)
-        self.hls.write(picture, received_at)
-        self._report_files()
+        self.video.frame(image, tracked, counts, received_at)
 
     # --- a gap -----------------------------------------------------------------------------------
 
     def _on_gap(self, gap: Gap) -> None:
         """The source stalled, reset or changed: every track ends (a new one counts again)."""
         self._end_tracks()
-        self.hls.cut(discontinuity=True)
-        self._report_files()
+        assert self.video is not None
+        self.video.cut()
         self._record_gap(gap.started_at, gap.ended_at, gap.reason)
 
     def _end_tracks(self) -> None:
@@ -427,6 +426,7 @@ class StreamRun:
     def _tick(self, source: FrameSource) -> None:
         now = time.time()
         self._current_window(now)
+        self._report_files()  # segments the video thread finished
         if now - self._last_status >= self.config.status_interval_s:
             self._last_status = now
             self.on_status(self.status(source, now))
@@ -496,7 +496,10 @@ class StreamRun:
     # --- files, state, the end -------------------------------------------------------------------
 
     def _report_files(self, extra: dict[str, Path] | None = None) -> None:
-        changed, removed = self.hls.take_changes()
+        if self.video is not None:
+            changed, removed, _ = self.video.snapshot()
+        else:
+            changed, removed = self.hls.take_changes()
         if extra:
             changed.update(extra)
         if changed or removed:
@@ -512,7 +515,7 @@ class StreamRun:
             "totals": self.totals.to_dict(),
             "window": self._next_window - 1,  # called as a window closes: the one just written
             "next_window": self._next_window,
-            "segments": self.hls.state(),
+            "segments": self.video.segments_state if self.video is not None else self.hls.state(),
             "streaming_s": round(self.streaming_s(now), 3),
             "gaps_total": self._gaps_total,
             "recent_gaps": list(self._recent_gaps),
@@ -529,7 +532,8 @@ class StreamRun:
         assert self._window is not None
         self._close_window(now)
         self._window = None
-        self.hls.finish()
+        assert self.video is not None
+        self.video.finish()
         self._report_files()
         stats = self._stats(now)
         stats_path = self.output_dir / STATS
@@ -545,7 +549,8 @@ class StreamRun:
         assert self._window is not None
         self._close_window(time.time())
         self._window = None
-        self.hls.finish()
+        assert self.video is not None
+        self.video.finish()
         self._report_files()
 
     def outputs(self) -> dict[str, Path]:

@@ -15,9 +15,12 @@ the whole recording stays playable afterwards.
 * ``retention_s`` keeps only the newest segments worth that many seconds: older ones leave the
   playlist (``EXT-X-MEDIA-SEQUENCE`` and ``EXT-X-DISCONTINUITY-SEQUENCE`` move on) and their
   files are deleted and reported as removed. None keeps every segment: the recording.
+* Each segment carries ``#EXT-X-PROGRAM-DATE-TIME``: the wall-clock time of its first frame,
+  so a player can tell how far behind the camera it is, and the recording maps to real time.
 * ``finish`` closes the last segment and ends the playlist with ``#EXT-X-ENDLIST``.
 * ``state()`` is small and JSON-able whatever the run's length (older segments are folded into
-  one aggregate); given back to a new writer, it continues the numbering and the clock.
+  runs of consecutive numbers, listed with their mean length); given back to a new writer, it
+  continues the numbering and the clock.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -46,11 +50,13 @@ _STATE_SEGMENTS = 512  # segments the state lists one by one; older ones are fol
 
 @dataclass(frozen=True)
 class Segment:
-    """One finished segment: its number, length and whether the picture jumped before it."""
+    """One finished segment: its number, length, whether the picture jumped before it, and the
+    wall-clock time (``time.time()``) of its first frame, when known."""
 
     sequence: int
     duration_s: float
     discontinuity: bool = False
+    started_at: float | None = None
 
     @property
     def name(self) -> str:
@@ -59,23 +65,42 @@ class Segment:
 
 @dataclass
 class _Folded:
-    """Segments too old to list one by one in the state: numbers ``first..first+count-1``."""
+    """Segments too old to list one by one in the state: numbers ``first..first+count-1``, of
+    ``seconds`` in all. A new run starts where numbers skip (a resume lost the segment that
+    was open): its first segment follows a discontinuity, which the playlist keeps."""
 
     first: int
     count: int = 0
     seconds: float = 0.0
+    discontinuity: bool = False
+    started_at: float | None = None  # the first segment's; the others' follow from the durations
 
     def segments(self) -> Iterator[Segment]:
         mean = self.seconds / self.count if self.count else 0.0
         for offset in range(self.count):
-            yield Segment(self.first + offset, mean)
+            yield Segment(self.first + offset, mean, self.discontinuity and offset == 0,
+                          self.started_at if offset == 0 else None)
+
+    def to_list(self) -> list[Any]:
+        return [self.first, self.count, round(self.seconds, 3), int(self.discontinuity), self.started_at]
+
+
+def _fold(runs: list[_Folded], segment: Segment) -> None:
+    """Add ``segment`` to the last run when it continues it, else start a run."""
+    last = runs[-1] if runs else None
+    if last is None or last.first + last.count != segment.sequence:
+        last = _Folded(segment.sequence, discontinuity=segment.discontinuity, started_at=segment.started_at)
+        runs.append(last)
+    last.count += 1
+    last.seconds += segment.duration_s
 
 
 class _OpenSegment:
     """The segment being written: one MPEG-TS file and one x264 encoder."""
 
-    def __init__(self, path: Path, size: tuple[int, int], crf: int, preset: str, start_s: float) -> None:
-        self.path, self.size, self.start_s = path, size, start_s
+    def __init__(self, path: Path, size: tuple[int, int], crf: int, preset: str, start_s: float,
+                 started_at: float) -> None:
+        self.path, self.size, self.start_s, self.started_at = path, size, start_s, started_at
         self.partial = path.with_name(f".{path.name}.partial")
         self.last_s = start_s
         self.frames = 0
@@ -161,7 +186,7 @@ class HlsWriter:
         self.segment_s, self.retention_s = segment_s, retention_s
         self.crf, self.preset = crf, preset
         self.segments: list[Segment] = []  # listed in the playlist, oldest first
-        self.folded: _Folded | None = None  # listed too, before ``segments`` (a resumed long run)
+        self.folded: list[_Folded] = []  # listed too, before ``segments`` (a resumed long run)
         self.next_sequence = 1
         self.discontinuity_sequence = 0
         self.clock_s = 0.0  # the recording's time: the next frame is at or after it
@@ -179,18 +204,18 @@ class HlsWriter:
     def write(self, image: np.ndarray, at: float) -> None:
         """Encode one RGB (H, W, 3) frame received at wall time ``at`` (``time.time()``). A new
         resolution starts a new segment."""
-        if self._origin is None:
-            self._origin = at - self.clock_s
-        time_s = max(at - self._origin, self.clock_s)  # a clock that stepped back never goes backwards here
         image = _even(image)
         size = (image.shape[1], image.shape[0])
         if self._open is not None and self._open.size != size:
             self.cut(discontinuity=True)  # a new resolution needs a new encoder
-        if self._open is not None and time_s - self._open.start_s >= self.segment_s:
+        if self._origin is None:
+            self._origin = at - self.clock_s
+        time_s = max(at - self._origin, self.clock_s)  # a clock that stepped back never goes backwards here
+        if self._open is not None and time_s - self._open.start_s >= self.segment_s - 1e-6:  # float noise
             self._close_open(next_start_s=time_s)
         if self._open is None:
             self._open = _OpenSegment(
-                self.output_dir / live_segment(self.next_sequence), size, self.crf, self.preset, time_s
+                self.output_dir / live_segment(self.next_sequence), size, self.crf, self.preset, time_s, at
             )
             self.next_sequence += 1
         self._open.write(image, time_s)
@@ -230,7 +255,7 @@ class HlsWriter:
         duration = max(segment.duration_s(next_start_s), 1e-3)
         if next_start_s is None:
             self.clock_s = max(self.clock_s, segment.start_s + duration)
-        self.segments.append(Segment(self.next_sequence - 1, duration, self._jump))
+        self.segments.append(Segment(self.next_sequence - 1, duration, self._jump, segment.started_at))
         self._jump = False
         self._changed[live_segment(self.next_sequence - 1)] = segment.path
         self._apply_retention()
@@ -248,12 +273,13 @@ class HlsWriter:
             self._drop_oldest()
 
     def _drop_oldest(self) -> None:
-        if self.folded is not None and self.folded.count:
-            mean = self.folded.seconds / self.folded.count
-            segment = Segment(self.folded.first, mean)
-            self.folded = _Folded(self.folded.first + 1, self.folded.count - 1, self.folded.seconds - mean)
-            if not self.folded.count:
-                self.folded = None
+        if self.folded:
+            run = self.folded[0]
+            segment = next(run.segments())
+            run.first, run.count, run.seconds = run.first + 1, run.count - 1, run.seconds - segment.duration_s
+            run.discontinuity = False
+            if not run.count:
+                self.folded.pop(0)
         else:
             segment = self.segments.pop(0)
         self._drop(segment)
@@ -269,7 +295,7 @@ class HlsWriter:
 
     def listed(self) -> list[Segment]:
         """The segments the playlist names, oldest first."""
-        older = list(self.folded.segments()) if self.folded else []
+        older = [segment for run in self.folded for segment in run.segments()]
         return older + self.segments
 
     def playlist(self) -> str:
@@ -287,6 +313,8 @@ class HlsWriter:
         for segment in listed:
             if segment.discontinuity:
                 lines.append("#EXT-X-DISCONTINUITY")
+            if segment.started_at is not None:
+                lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_iso(segment.started_at)}")
             lines += [f"#EXTINF:{segment.duration_s:.3f},", Path(segment.name).name]
         if self.ended:
             lines.append("#EXT-X-ENDLIST")
@@ -303,17 +331,16 @@ class HlsWriter:
     def state(self) -> dict[str, Any]:
         """The numbering, the clock and the listed segments, small whatever the run's length."""
         detailed = self.segments[-_STATE_SEGMENTS:]
-        folded = _Folded(self.folded.first, self.folded.count, self.folded.seconds) if self.folded else None
+        folded = [_Folded(run.first, run.count, run.seconds, run.discontinuity) for run in self.folded]
         for segment in self.segments[:-_STATE_SEGMENTS] if len(self.segments) > _STATE_SEGMENTS else []:
-            folded = folded or _Folded(segment.sequence)
-            folded.count += 1
-            folded.seconds += segment.duration_s
+            _fold(folded, segment)
         return {
             "next_sequence": self.next_sequence,
             "discontinuity_sequence": self.discontinuity_sequence,
             "clock_s": round(self.clock_s, 3),
-            "folded": None if folded is None else [folded.first, folded.count, round(folded.seconds, 3)],
-            "segments": [[s.sequence, round(s.duration_s, 3), int(s.discontinuity)] for s in detailed],
+            "folded": [run.to_list() for run in folded],
+            "segments": [[s.sequence, round(s.duration_s, 3), int(s.discontinuity), _rounded(s.started_at)]
+                         for s in detailed],
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -321,9 +348,9 @@ class HlsWriter:
             self.next_sequence = int(state["next_sequence"])
             self.discontinuity_sequence = int(state.get("discontinuity_sequence", 0))
             self.clock_s = float(state.get("clock_s", 0.0)) + _DEFAULT_FRAME_S
-            folded = state.get("folded")
-            self.folded = _Folded(int(folded[0]), int(folded[1]), float(folded[2])) if folded else None
-            self.segments = [Segment(int(n), float(d), bool(j)) for n, d, j in state.get("segments", [])]
+            self.folded = [_Folded(int(a), int(n), float(t), bool(j), _time(at))
+                           for a, n, t, j, at in state.get("folded", [])]
+            self.segments = [Segment(int(n), float(d), bool(j), _time(at)) for n, d, j, at in state.get("segments", [])]
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInput(f"the live video's resume state is unreadable: {exc}") from None
         self._jump = bool(self.segments or self.folded)  # the picture jumps at a resume
@@ -337,3 +364,15 @@ def _even(image: np.ndarray) -> np.ndarray:
     if not (pad_bottom or pad_right):
         return image
     return np.pad(image, ((0, pad_bottom), (0, pad_right), (0, 0)), mode="edge")
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _rounded(at: float | None) -> float | None:
+    return None if at is None else round(at, 3)
+
+
+def _time(at: Any) -> float | None:
+    return None if at is None else float(at)
