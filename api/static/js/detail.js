@@ -487,6 +487,7 @@ function metaEntries(job) {
 
 function streamMetaEntries(job) {
   const params = job.params || {};
+  const stream = job.stream || {};
   const entries = [
     ["Job id", job.job_id],
     ["Camera", job.source || "–"], // the URL without its credentials: the service never shows them
@@ -494,10 +495,11 @@ function streamMetaEntries(job) {
   ];
   if (job.started_at) entries.push(["Started", formatTimestamp(job.started_at)]);
   if (job.finished_at) entries.push(["Stopped", formatTimestamp(job.finished_at)]);
-  const duration = params.duration_s ?? job.duration_s;
-  entries.push(["Runs", typeof duration === "number" ? `for ${formatDuration(duration)}` : "until stopped"]);
-  const windowS = params.window_s ?? job.window_s;
-  if (typeof windowS === "number") entries.push(["Window", `${formatDuration(windowS)} per window of counts`]);
+  const runs = [];
+  if (typeof stream.duration_s === "number") runs.push(`for ${formatDuration(stream.duration_s)}`);
+  if (stream.end_at) runs.push(`until ${formatTimestamp(stream.end_at)}`);
+  entries.push(["Runs", runs.length ? runs.join(", or ") : "until stopped"]);
+  if (typeof stream.window_s === "number") entries.push(["Window", `${formatDuration(stream.window_s)} per window of counts`]);
   if (job.attempts > 1) entries.push(["Attempts", String(job.attempts)]);
   entries.push(["Settings", paramsText(params)]);
   return entries.flatMap(([term, value]) => [element("dt", { text: term }), element("dd", { text: value })]);

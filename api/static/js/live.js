@@ -14,7 +14,6 @@ const DOWNLOAD_LABELS = { // link name -> [test id, label]; other links get thei
   result: ["download-stats", "Stats (JSON)"],
   windows: ["download-windows", "Counts per window (JSON Lines)"],
   video: ["download-video", "Annotated video"],
-  playlist: ["download-playlist", "Recording (HLS playlist)"],
 };
 const NOT_DOWNLOADS = new Set(["self", "live", "files"]); // folders and the job itself
 
@@ -34,6 +33,7 @@ export class LiveView {
     this.jobId = null;
     this.windows = new Map(); // window number -> record
     this.windowsLoaded = false; // windows.jsonl read once (a page opened mid-stream shows the earlier ones)
+    this.refetchedFor = null;
     this.windowS = null;
     this.chartWidth = 0;
     this.chartDrawn = null;
@@ -53,20 +53,24 @@ export class LiveView {
       this.jobId = job.job_id;
     }
     this.root.hidden = false;
-    this.windowS = (job.params && job.params.window_s) || job.window_s || null;
+    this.windowS = (job.stream && job.stream.window_s) || null;
     const live = job.live || {};
     this.renderCounts(job.counts || {}, live, isActive(job));
     this.renderHealth(live);
     this.followPlayer(job);
-    if (live.last_window) this.addWindows([live.last_window]);
-    this.drawChart();
-
+    // windows.jsonl once (a page opened mid-stream), and again if polls missed a window (a
+    // hidden tab polls slowly); otherwise each poll's last window is the one new line
+    const last = live.last_window;
+    const missed = last && this.windows.size > 0 && !this.windows.has(last.window - 1)
+      && this.refetchedFor !== last.window; // once per window: a number the engine skipped stays skipped
+    if (last) this.addWindows([last]);
     const windowsLink = job.links && job.links.windows;
-    if (windowsLink && !this.windowsLoaded) {
+    if (windowsLink && (!this.windowsLoaded || missed)) {
+      if (missed) this.refetchedFor = last.window;
       this.addWindows(await getWindows(windowsLink));
       this.windowsLoaded = true;
-      this.drawChart();
     }
+    this.drawChart();
     if (!isActive(job) && !this.downloadsShown) await this.showDownloads(job);
   }
 
@@ -76,7 +80,8 @@ export class LiveView {
       this.player.showNote("Waiting for a worker to open the stream…");
       return;
     }
-    const playlist = (job.links && job.links.playlist) || `/jobs/${encodeURIComponent(job.job_id)}/live/index.m3u8`;
+    // links.live appears with the first segment; until then the player waits on the same path
+    const playlist = (job.links && job.links.live) || `/jobs/${encodeURIComponent(job.job_id)}/live/index.m3u8`;
     // once stopped, the same playlist (now ended) is the recording; a player already on it plays on
     if (isActive(job)) this.player.play(playlist, { live: true });
     else if (!this.player.source) this.player.play(playlist, { live: false });

@@ -322,7 +322,7 @@ export function readParams(form, model, { frameStride = true } = {}) {
 }
 
 const STREAM_SCHEMES = /^(rtsps?|https?):\/\/[^\s/]/i;
-const MAX_WINDOW_S = 86400;
+const WINDOW_S = [5, 3600]; // StreamOptions.window_s's range (core/jobs.py)
 
 /**
  * The POST /streams body from the form's camera fields and the counting fields.
@@ -353,8 +353,9 @@ export function readStreamRequest(form, model) {
   const windowText = form.elements.window_s.value.trim();
   if (windowText) {
     const windowS = Number(windowText);
-    if (!Number.isFinite(windowS) || windowS < 1 || windowS > MAX_WINDOW_S) {
-      return { problem: `“Counts every” must be a number of seconds from 1 to ${MAX_WINDOW_S}.`, field: form.elements.window_s };
+    if (!Number.isFinite(windowS) || windowS < WINDOW_S[0] || windowS > WINDOW_S[1]) {
+      return { problem: `“Counts every” must be a number of seconds from ${WINDOW_S[0]} to ${WINDOW_S[1]}.`,
+        field: form.elements.window_s };
     }
     body.window_s = windowS;
   }
