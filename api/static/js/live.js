@@ -141,8 +141,10 @@ export class LiveView {
   renderHealth(live) {
     const received = live.frames_received || 0;
     const dropped = live.frames_dropped || 0;
-    this.byId("live-frames").textContent =
-      `${formatCount(received)} received · ${formatCount(live.frames_processed || 0)} counted`;
+    const frames = this.byId("live-frames");
+    frames.textContent = `${formatCount(received)} received · ${formatCount(live.frames_processed || 0)} counted`;
+    frames.dataset.received = String(received);
+    frames.dataset.processed = String(live.frames_processed || 0);
     const droppedBox = this.byId("live-dropped");
     droppedBox.textContent = dropped
       ? `${formatCount(dropped)} (${(100 * dropped / Math.max(received, 1)).toFixed(1)} %): `
@@ -151,9 +153,11 @@ export class LiveView {
     droppedBox.dataset.dropped = String(dropped);
     const p50 = live.latency_p50_s;
     const p95 = live.latency_p95_s;
-    this.byId("live-latency").textContent = typeof p50 === "number" && typeof p95 === "number"
-      ? `${p50.toFixed(2)} s median, ${p95.toFixed(2)} s p95, from a frame's arrival to its count`
-      : "–";
+    const latency = this.byId("live-latency");
+    const known = typeof p50 === "number" && typeof p95 === "number";
+    latency.textContent = known ? `${p50.toFixed(2)} s median, ${p95.toFixed(2)} s p95, from a frame's arrival to its count` : "–";
+    latency.dataset.p50S = known ? String(p50) : "";
+    latency.dataset.p95S = known ? String(p95) : "";
     const gaps = live.gaps || [];
     const total = live.gaps_total ?? gaps.length;
     const gapsBox = this.byId("live-gaps");

@@ -66,6 +66,12 @@ export class LivePlayer {
       if (live) this.video.play().catch(() => {}); // muted: browsers allow it without a click
     });
     hls.on(Hls.Events.ERROR, (_event, data) => this.onError(data));
+    hls.on(Hls.Events.FRAG_CHANGED, (_event, { frag }) => {
+      // the segment on screen (its sequence number is in its name, seg-NNNNNN.ts) and where it
+      // starts on the video's clock: how far behind the camera the picture is can be told from them
+      this.video.dataset.segment = String(frag.sn);
+      this.video.dataset.segmentStart = frag.start.toFixed(3);
+    });
     hls.loadSource(new URL(playlistUrl, window.location.href).href);
     hls.attachMedia(this.video);
     this.lagTimer = window.setInterval(() => this.showLag(), LAG_EVERY_MS);
@@ -131,6 +137,8 @@ export class LivePlayer {
     this.teardown();
     this.video.removeAttribute("src");
     this.video.load();
+    delete this.video.dataset.segment;
+    delete this.video.dataset.segmentStart;
     this.showNote("");
     delete this.note.dataset.edgeLagS;
     delete this.note.dataset.cameraLagS;
