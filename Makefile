@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install install-api node browser gdal run run-api run-worker lint test bench clean
+.PHONY: install install-api node browser gdal rtsp run run-api run-worker lint test bench clean
 
 $(VENV)/.installed-dev: requirements.txt requirements-api.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,18 @@ gdal:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq gdal-bin >/dev/null; }
 
+# Debian's GStreamer RTSP server for the live-stream tests (tests/rtsp_server.py runs under
+# /usr/bin/python3: `gi` is only there) and ffmpeg for the HLS test source.
+RTSP_PACKAGES := gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp python3-gi gstreamer1.0-plugins-base \
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav ffmpeg
+RTSP_PROBE := import gi; gi.require_version("Gst", "1.0"); gi.require_version("GstRtspServer", "1.0"); \
+  from gi.repository import Gst, GstRtspServer; Gst.init(None); \
+  assert all(Gst.ElementFactory.find(e) for e in ("x264enc", "videotestsrc", "decodebin", "avdec_h264"))
+rtsp:
+	@/usr/bin/python3 -c '$(RTSP_PROBE)' 2>/dev/null && command -v ffmpeg >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(RTSP_PACKAGES) >/dev/null; }
+
 # All-in-one on the embedded local backend: API on :8000 plus an in-process worker.
 run: install
 	$(PY) -m allinone
@@ -59,7 +71,7 @@ lint: $(VENV)/.installed-dev
 	$(PY) -m mypy
 
 # lint first: a lint or type error fails at once, before the minutes of tests
-test: lint node browser gdal
+test: lint node browser gdal rtsp
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev

@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from core.backends.outbox import DeliveryStatus, WebhookEvent
-from core.jobs import Job, JobError, JobKind, JobParams, JobStatus
-from core.outputs import DOWNLOADS, GEOJSON
+from core.jobs import Job, JobError, JobKind, JobParams, JobStatus, LiveInfo, StreamOptions
+from core.outputs import DOWNLOADS, GEOJSON, LIVE_PLAYLIST, STATS, WINDOWS
 
 
 class WebhookStatus(BaseModel):
@@ -37,7 +37,7 @@ class JobOut(BaseModel):
     """A job as API users see it."""
 
     job_id: str
-    kind: JobKind = Field(description="video, or images (stills, ZIPs, rasters)")
+    kind: JobKind = Field(description="video, images (stills, ZIPs, rasters), or stream (a live camera)")
     status: JobStatus = Field(description="completed_with_errors: an images job whose good files completed "
                               "while some failed (files_failed > 0; results.jsonl lists each error)")
     filename: str
@@ -60,7 +60,11 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     error: JobError | None
-    counts: dict[str, Any] | None = Field(description="headline counts once completed")
+    counts: dict[str, Any] | None = Field(description="headline counts once completed; a stream's running totals "
+                                          "while it runs")
+    source: str | None = Field(default=None, description="streams: the source URL without credentials or query")
+    stream: StreamOptions | None = Field(default=None, description="streams: duration, end, window, events")
+    live: LiveInfo | None = Field(default=None, description="streams: frames, drops, latency, gaps, the last window")
     links: dict[str, str]
     webhook: WebhookStatus | None = Field(
         default=None, description="the latest webhook's delivery (GET /jobs/{id} only; null in lists and in webhooks)"
@@ -74,6 +78,7 @@ class JobOut(BaseModel):
                 "tiles_total", "size_bytes", "params", "progress", "frames_done",
                 "frames_total", "fps", "eta_seconds", "attempts", "cancel_requested",
                 "created_at", "updated_at", "started_at", "finished_at", "error", "counts",
+                "source", "stream", "live",
             }
         )
         # shown as stored: rules added since (unique line names) must not hide an older job
@@ -92,6 +97,14 @@ def public_job(job: Job) -> dict[str, Any]:
 def _links(job: Job) -> dict[str, str]:
     base = f"/jobs/{job.id}"
     links = {"self": base}
+    if job.kind is JobKind.STREAM:  # its rolling outputs open while it runs, and stay afterwards
+        if LIVE_PLAYLIST in job.outputs:
+            links["live"] = f"{base}/{LIVE_PLAYLIST}"
+        if WINDOWS in job.outputs:
+            links["windows"] = base + DOWNLOADS["windows"].route
+        if job.results_ready and STATS in job.outputs:
+            links["result"] = base + DOWNLOADS["result"].route
+        return links
     if job.results_ready:
         links.update((name, base + output.route) for name, output in DOWNLOADS.items()
                      if job.kind.value in output.kinds and (name != "geojson" or GEOJSON in job.outputs))

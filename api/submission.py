@@ -44,15 +44,17 @@ from core.jobs import (
     JobMessage,
     JobParams,
     ManifestEntry,
+    StreamOptions,
     file_input_blob_path,
     input_blob_path,
     job_blob_prefix,
     manifest_blob_path,
     new_job_id,
+    source_secret_path,
     utcnow,
 )
 from core.model_card import read_card
-from core.webhooks import check_callback_url
+from core.webhooks import check_callback_url, check_stream_url, redact_source_url
 from ml_engine.image_probe import ImageInfo, probe_image
 from ml_engine.video import VideoInfo, VideoLimits, probe
 
@@ -95,6 +97,49 @@ def check_params(raw: dict[str, Any], settings: Settings) -> JobParams:
     if params.callback_url is not None:
         check_callback_url(str(params.callback_url), settings.webhook_allow_private)
     return params
+
+
+# counting parameters of a video that mean nothing on a live stream: refused, not ignored
+NOT_FOR_STREAMS = {
+    "frame_stride": "a stream processes the newest frame whenever the detector is free",
+    "frame_interval_seconds": "a stream processes the newest frame whenever the detector is free",
+    "stitching": "offline stitching needs the whole video; streams are counted live",
+}
+MAX_SOURCE_URL = 2048
+
+
+def check_stream_request(body: dict[str, Any], settings: Settings) -> tuple[str, JobParams, StreamOptions]:
+    """``POST /streams``'s JSON body as (source URL, counting parameters, stream options),
+    refusing with a 422 what the worker would refuse, and a private source address outside
+    STREAM_ALLOWED_NETWORKS (stream_source_not_allowed). No message repeats the URL."""
+    url = body.get("source_url")
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidInput("source_url: required, the camera's rtsp://, rtsps:// or http(s):// (HLS) URL")
+    url = url.strip()
+    if len(url) > MAX_SOURCE_URL or not url.isprintable():
+        raise InvalidInput(f"source_url: at most {MAX_SOURCE_URL} printable characters")
+    refused = sorted(set(body) & set(NOT_FOR_STREAMS))
+    if refused:
+        raise InvalidInput("; ".join(f"{name}: not for streams ({NOT_FOR_STREAMS[name]})" for name in refused))
+    option_names = set(StreamOptions.model_fields)
+    try:
+        stream = StreamOptions.model_validate({k: v for k, v in body.items() if k in option_names})
+    except ValidationError as exc:
+        raise InvalidInput(describe_params_error(exc)) from None
+    params = check_params({k: v for k, v in body.items() if k not in option_names and k != "source_url"}, settings)
+    _check_stream_limits(stream, params, settings)
+    check_stream_url(url, settings.stream_allowed_networks)
+    return url, params, stream
+
+
+def _check_stream_limits(stream: StreamOptions, params: JobParams, settings: Settings) -> None:
+    cap = settings.max_stream_seconds
+    if cap is not None and stream.duration_s is not None and stream.duration_s > cap:
+        raise InvalidInput(f"duration_s: at most {cap:g} s on this service (MAX_STREAM_SECONDS)")
+    if stream.end_at is not None and stream.end_at <= utcnow():
+        raise InvalidInput("end_at: already past")
+    if stream.events and params.callback_url is None:
+        raise InvalidInput("events: needs a callback_url to send the stream.events webhooks to")
 
 
 def _field_value(name: str, value: str) -> Any:
@@ -257,6 +302,7 @@ class Submitter:
         self, job_id: str, blob: str, filename: str, size: int, params: JobParams, key: str | None,
         owns_input: bool, input_etag: str | None = None, owner: str = DEFAULT_OWNER,
         kind: JobKind = JobKind.VIDEO, files_total: int = 0, files_failed: int = 0,
+        source: str | None = None, stream: StreamOptions | None = None,
     ) -> tuple[Job, bool]:
         """``owns_input``: the input blob was stored for this request alone (``submit_file``),
         so it goes when no job is made of it. A direct upload's blob belongs to the client's
@@ -269,7 +315,8 @@ class Submitter:
                 self.backends.blobs.delete(blob)
 
         job = Job(id=job_id, kind=kind, input_blob=blob, input_etag=input_etag, filename=filename, size_bytes=size,
-                  params=params, idempotency_key=key, owner=owner, files_total=files_total, files_failed=files_failed)
+                  params=params, idempotency_key=key, owner=owner, files_total=files_total, files_failed=files_failed,
+                  source=source, stream=stream)
         try:
             stored = self.backends.jobs.create(job)
         except AlreadyExists:
@@ -285,7 +332,7 @@ class Submitter:
             discard_input()
             return stored, False
         try:
-            self.backends.queue.send(JobMessage(job_id=job_id, input_blob=blob).encode())
+            self.backends.queue_for(kind).send(JobMessage(job_id=job_id, input_blob=blob).encode())
         except CattleCounterError:
             self.backends.jobs.delete(job_id)
             discard_input()
@@ -294,6 +341,22 @@ class Submitter:
         metrics.UPLOAD_BYTES.labels(owner=owner).inc(size)
         log.info("job %s queued (%s, %d bytes)", job_id, filename, size)
         return stored, True
+
+    # --- live streams: the URL goes to a secret blob, the record shows it redacted ----------
+
+    def submit_stream(
+        self, url: str, params: JobParams, stream: StreamOptions, idempotency_key: str | None,
+        owner: str = DEFAULT_OWNER,
+    ) -> tuple[Job, bool]:
+        """Store a checked source URL as a new stream job's secret and enqueue it on the stream
+        queue. The URL (it may carry credentials) is in no record, message, answer or log."""
+        self.check_classes(params)
+        job_id = new_job_id()
+        blob = source_secret_path(job_id)
+        self.backends.blobs.upload_stream(blob, [url.encode()], "application/octet-stream")
+        shown = redact_source_url(url)
+        return self._record_and_enqueue(job_id, blob, shown, 0, params, idempotency_key, owns_input=True,
+                                        owner=owner, kind=JobKind.STREAM, source=shown, stream=stream)
 
     # --- images jobs: many files, one manifest -----------------------------------------
 

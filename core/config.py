@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -116,7 +117,7 @@ class Settings(BaseSettings):
     lease_renew_seconds: float = Field(default=20.0, gt=0)
     poll_interval_s: float = Field(default=1.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
-    worker_concurrency: int = Field(default=1, ge=1, le=64)
+    worker_concurrency: int = Field(default=1, ge=0, le=64)  # file-job threads; 0: a stream-only worker
     shutdown_grace_s: float = Field(default=60.0, ge=0)
     progress_interval_s: float = Field(default=2.0, gt=0)
     retry_backoff_s: float = Field(default=2.0, gt=0)
@@ -164,11 +165,25 @@ class Settings(BaseSettings):
     webhook_max_age_s: float = Field(default=86400.0, gt=0)  # retried until delivered or this old
     webhook_concurrency: int = Field(default=8, ge=1, le=256)  # deliveries at once per process
 
+    # --- live streams (issue 15: RTSP/HLS cameras; worker/streams.py) ---------------------
+    stream_queue_name: str | None = None  # default: <QUEUE_NAME>-streams (its poison queue: + "-poison")
+    stream_concurrency: int = Field(default=1, ge=0, le=64)  # stream threads per worker; 0: no streams here
+    stream_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)  # CIDRs; empty: none private
+    stream_stable_after_s: float = Field(default=600.0, gt=0)  # a run up this long resets the failed attempts
+    max_stream_seconds: float | None = Field(default=None, gt=0)  # operator cap on one stream; none by default
+    stream_event_cooldown_s: float = Field(default=30.0, ge=0)  # per line/zone: events within it are merged
+    stream_events_per_minute: int = Field(default=6, ge=1, le=600)  # stream.events webhooks per stream and minute
+    stream_segment_retention_s: float | None = Field(default=None, gt=0)  # live segments kept; none: all (the recording)
+    stream_read_timeout_s: float = Field(default=10.0, gt=0, le=600)  # no frame for this long: a stall, reconnect
+    stream_connect_attempts: int = Field(default=5, ge=1, le=100)  # a source that never worked fails after these
+    stream_max_reconnects: int | None = Field(default=None, ge=0)  # once it has worked; none: reconnect for ever
+    stream_backoff_max_s: float = Field(default=30.0, ge=1, le=3600)  # reconnect backoff doubles up to this
+
     # --- logging ------------------------------------------------------------------------
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.AUTO
 
-    @field_validator("api_keys", "admin_api_keys", "classes", mode="before")
+    @field_validator("api_keys", "admin_api_keys", "classes", "stream_allowed_networks", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -201,6 +216,36 @@ class Settings(BaseSettings):
             except (binascii.Error, ValueError):
                 raise ValueError("starts with whsec_ but the rest is not base64 (as in whsec_MfKQ9r8G...)") from None
         return value or None
+
+    @field_validator("stream_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not a network in CIDR form (e.g. 10.20.0.0/16)") from None
+        return value
+
+    @field_validator("max_stream_seconds", "stream_segment_retention_s", "stream_max_reconnects", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _some_work(self) -> Settings:
+        if self.worker_concurrency == 0 and self.stream_concurrency == 0:
+            raise ValueError("WORKER_CONCURRENCY and STREAM_CONCURRENCY are both 0: a worker would take no work")
+        return self
+
+    @property
+    def stream_queue(self) -> str:
+        """The stream jobs' queue: separate, so streams (which run for hours) never hold up files."""
+        return self.stream_queue_name or f"{self.queue_name}-streams"
+
+    @property
+    def stream_poison_queue(self) -> str:
+        return f"{self.stream_queue}-poison"
 
     @field_validator("video_preset")
     @classmethod

@@ -272,6 +272,25 @@ class NoUsableFiles(InvalidInput):
     code = "no_usable_files"
 
 
+# --- live streams (issue 15) -------------------------------------------------------------
+
+
+class StreamUnavailable(CattleCounterError):
+    """The live stream could not be read: it never answered, or it was lost and every
+    reconnect failed. The message names the URL without its credentials, and the cause."""
+
+    code = "stream_unavailable"
+    http_status = 502  # the camera (upstream) failed, not the request
+    # permanent: the source already had its configured retries (ml_engine.live.source)
+
+
+class StreamSourceNotAllowed(InvalidInput):
+    """A stream's source address is private (loopback, LAN, link-local) and outside the
+    operator's STREAM_ALLOWED_NETWORKS (server-side request forgery)."""
+
+    code = "stream_source_not_allowed"
+
+
 class EncoderError(CattleCounterError):
     """The annotated video could not be encoded (the service's failure, not the input's)."""
 

@@ -48,6 +48,7 @@ class JobKind(str, Enum):
 
     VIDEO = "video"  # one video: input_blob is the video
     IMAGES = "images"  # stills and rasters: input_blob is the manifest (manifest_blob_path)
+    STREAM = "stream"  # a live camera: input_blob is the secret blob holding its URL (source_secret_path)
 
 
 def utcnow() -> datetime:
@@ -191,6 +192,52 @@ class JobParams(BaseModel):
         return items
 
 
+# --- live streams (issue 15): what a stream job asks for beyond JobParams, and how it runs ---
+
+MAX_STREAM_GAPS_SHOWN = 20  # the record keeps the newest gaps only (it stays small); gaps_total counts all
+
+
+class StreamOptions(BaseModel):
+    """A stream job's own settings (the counting ones are its JobParams). Stored in the record:
+    never the source URL, which lives in a secret blob (``source_secret_path``)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    duration_s: float | None = Field(default=None, gt=0, le=366 * 86400,
+                                     description="Stop (completed) after this much streaming time; default: "
+                                     "run until DELETE (or the service's MAX_STREAM_SECONDS)")
+    end_at: datetime | None = Field(default=None, description="Stop (completed) at this time (ISO 8601, with zone)")
+    window_s: float = Field(default=60.0, ge=5, le=3600, description="Length of a counting window (windows.jsonl)")
+    events: bool = Field(default=False, description="Send line crossings and zone entries/exits to callback_url "
+                         "as `stream.events` webhooks (aggregated: cooldown and per-minute cap)")
+
+    @field_validator("end_at")
+    @classmethod
+    def _zoned(cls, end_at: datetime | None) -> datetime | None:
+        if end_at is not None and end_at.tzinfo is None:
+            raise ValueError("give a time zone (e.g. 2026-12-01T18:00:00Z)")
+        return end_at
+
+
+class LiveInfo(BaseModel):
+    """How a running stream stands (small: the running totals are ``Job.counts``, the windows
+    are in windows.jsonl). Written by the worker every PROGRESS_INTERVAL_S."""
+
+    connected: bool = False
+    frames_received: int = 0
+    frames_processed: int = 0
+    frames_dropped: int = 0  # inference slower than the source: the newest frame is kept
+    latency_p50_s: float | None = None  # capture -> counted, over the last window
+    latency_p95_s: float | None = None
+    reconnects: int = 0
+    streaming_s: float = 0.0  # in all, resumes included
+    last_window: dict[str, Any] | None = None
+    gaps: list[dict[str, Any]] = Field(default_factory=list)  # the newest MAX_STREAM_GAPS_SHOWN: from, to, reason
+    gaps_total: int = 0
+    stream_started_at: datetime | None = None  # the first connection of the first run
+    run_started_at: datetime | None = None  # this run (delivery): the attempts rule counts from it
+    events_sent: int = 0  # stream.events webhooks written so far: the next one's sequence
+
+
 class JobError(BaseModel):
     code: str
     message: str
@@ -220,7 +267,9 @@ class Job(BaseModel):
     finished_at: datetime | None = None
 
     attempts: int = 0  # deliveries of its message so far
-    handed_back: int = 0  # deliveries a shutting-down worker gave back: not failed attempts
+    # deliveries that are no failed attempts: given back by a shutting-down worker, and for a
+    # stream, every delivery before a run that stayed up STREAM_STABLE_AFTER_S
+    handed_back: int = 0
     progress: float = 0.0
     frames_done: int = 0
     frames_total: int | None = None
@@ -236,7 +285,11 @@ class Job(BaseModel):
     cancel_requested: bool = False
     error: JobError | None = None
     outputs: dict[str, str] = Field(default_factory=dict)  # output name -> blob path
-    counts: dict[str, Any] | None = None  # headline counts copied from stats.json
+    counts: dict[str, Any] | None = None  # headline counts copied from stats.json (a stream: its running totals)
+    # live streams: the URL without credentials or query (for people), the stream's options, its live state
+    source: str | None = None
+    stream: StreamOptions | None = None
+    live: LiveInfo | None = None
 
     etag: str | None = Field(default=None, exclude=True)
 
@@ -298,6 +351,20 @@ def input_blob_path(job_id: str) -> str:
 
 def output_blob_path(job_id: str, name: str) -> str:
     return f"{job_blob_prefix(job_id)}outputs/{name}"
+
+
+# --- stream jobs: the source URL (with its credentials) and the resume state, never outputs ---
+
+
+def source_secret_path(job_id: str) -> str:
+    """The blob holding a stream's source URL. Never an output, never served, never logged;
+    deleted when the stream ends and with the job."""
+    return f"{job_blob_prefix(job_id)}source.secret"
+
+
+def stream_state_path(job_id: str) -> str:
+    """The blob of a stream's resume state (running totals, window and segment numbers)."""
+    return f"{job_blob_prefix(job_id)}stream-state.json"
 
 
 # --- images jobs: the file list lives in a manifest blob, never in the record or message ---

@@ -97,6 +97,24 @@ LEASE_LOST = _counter("lease_lost", "Leases lost mid-job (expired or taken over 
 # --- webhooks (worker) ------------------------------------------------------------------------
 WEBHOOK_FAILURES = _counter("webhook_failures", "Webhooks given up on: still undelivered at WEBHOOK_MAX_AGE_S.")
 
+# --- live streams (worker; issue 15) ------------------------------------------------------------
+# capture (frame decoded) -> counted: the live lag a user sees in the counts
+STREAM_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30)
+STREAM_LATENCY = Histogram(
+    "stream_latency_seconds",
+    "Live streams: seconds from a frame's capture (decoded) to its detections being counted.",
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+    buckets=STREAM_LATENCY_BUCKETS,
+)
+STREAM_FRAMES_DROPPED = _counter(
+    "stream_frames_dropped", "Live-stream frames skipped because inference was slower than the source (newest kept)."
+)
+STREAM_GAPS = _counter("stream_gaps", "Gaps in live streams (stalls, disconnects, resolution changes, resumes).")
+STREAM_RECONNECTS = _counter("stream_reconnects", "Reconnections to live-stream sources.")
+STREAMS_ACTIVE = _gauge("streams_active", "Live streams this process is counting right now.")
+STREAM_QUEUE_DEPTH = _gauge("stream_queue_depth", "Approximate number of messages in the stream queue (last poll).")
+
 # --- HTTP (API) -------------------------------------------------------------------------------
 UPLOAD_BYTES = _counter("upload_bytes", "Bytes of video received by the API, by owner.", ("owner",))
 HTTP_REQUESTS = _counter(

@@ -10,6 +10,7 @@ Pure data: no settings, no third-party imports, so a notebook using the engine h
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 ANNOTATED_VIDEO = "annotated.mp4"
@@ -27,6 +28,23 @@ STILL_MEDIA_TYPES = {
     GEOJSON: "application/geo+json",
     ".jpg": "image/jpeg",  # annotated/<name>.jpg, annotated/<name>.overview.jpg
 }
+
+
+# --- live streams (ml_engine.live): rolling outputs, uploaded while the stream runs -------------
+WINDOWS = "windows.jsonl"  # one line per counting window
+LIVE_DIR = "live"
+LIVE_PLAYLIST = f"{LIVE_DIR}/index.m3u8"  # HLS playlist of the annotated segments
+LIVE_SEGMENT = re.compile(r"seg-\d{1,12}\.ts")  # live/seg-000001.ts: MPEG-TS, H.264
+STREAM_MEDIA_TYPES = {
+    WINDOWS: "application/x-ndjson",
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".ts": "video/mp2t",
+}
+
+
+def is_live_file(name: str) -> bool:
+    """Whether ``name`` (below ``live/``) is one the live route may serve: the playlist or a segment."""
+    return name == "index.m3u8" or LIVE_SEGMENT.fullmatch(name) is not None
 
 
 def _safe_file_part(name: str) -> str:
@@ -53,7 +71,7 @@ class Output:
     media_type: str
     route: str  # below /jobs/{job_id}
     summary: str  # the download route's one-line description
-    kinds: tuple[str, ...] = ("video", "images")  # the job kinds (core.jobs.JobKind) that have it
+    kinds: tuple[str, ...] = ("video", "images", "stream")  # the job kinds (core.jobs.JobKind) that have it
 
 
 # download name (as in JobOut.links) -> the output it serves
@@ -62,14 +80,17 @@ DOWNLOADS: dict[str, Output] = {
     "video": Output(ANNOTATED_VIDEO, "video/mp4", "/video", "The annotated H.264 MP4 (Range requests supported)",
                     kinds=("video",)),
     "detections": Output(DETECTIONS, "application/x-ndjson", "/detections",
-                         "detections.jsonl: one line per processed frame (per file for images)"),
-    "coco": Output(COCO, "application/json", "/exports/coco", "COCO export (with track ids for a video)"),
+                         "detections.jsonl: one line per processed frame (per file for images)", kinds=("video", "images")),
+    "coco": Output(COCO, "application/json", "/exports/coco", "COCO export (with track ids for a video)",
+                   kinds=("video", "images")),
     "mot": Output(MOT, "text/plain; charset=utf-8", "/exports/mot", "MOTChallenge export", kinds=("video",)),
     "results": Output(RESULTS, "application/x-ndjson", "/results",
                       "results.jsonl: one line per file of an images job, its counts or its typed error",
                       kinds=("images",)),
     "geojson": Output(GEOJSON, "application/geo+json", "/exports/geojson",
                       "detections.geojson: detections of georeferenced images on the map", kinds=("images",)),
+    "windows": Output(WINDOWS, "application/x-ndjson", "/windows",
+                      "windows.jsonl: a stream's counts per time window (readable while it runs)", kinds=("stream",)),
 }
 
 _MEDIA_TYPES = {output.filename: output.media_type for output in DOWNLOADS.values()}
@@ -79,6 +100,11 @@ def media_type(filename: str) -> str | None:
     """The media type an output file is stored and served with; None for a file not listed."""
     if filename in _MEDIA_TYPES:
         return _MEDIA_TYPES[filename]
+    if filename in STREAM_MEDIA_TYPES:
+        return STREAM_MEDIA_TYPES[filename]
+    for suffix in (".m3u8", ".ts"):
+        if filename.endswith(suffix):
+            return STREAM_MEDIA_TYPES[suffix]
     if filename in STILL_MEDIA_TYPES:
         return STILL_MEDIA_TYPES[filename]
     if filename.endswith(".jpg"):  # annotated images, by their path or (as the worker stores them) their name

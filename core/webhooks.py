@@ -40,7 +40,7 @@ from standardwebhooks import Webhook
 from core import metrics
 from core.backends.outbox import FINAL_SEQUENCE, DeliveryStatus, OutboxStore, WebhookEvent, event_id
 from core.config import Settings
-from core.errors import CattleCounterError, ConfigError, InvalidInput, LeaseLost
+from core.errors import CattleCounterError, ConfigError, InvalidInput, LeaseLost, StreamSourceNotAllowed
 from core.jobs import Job, utcnow
 from core.logging import start_thread_in_context
 
@@ -122,6 +122,53 @@ def check_callback_url(url: str, allow_private: bool) -> list[str]:
                 "set WEBHOOK_ALLOW_PRIVATE=true to allow it"
             )
     return list(dict.fromkeys(str(address) for address in addresses))  # in order, once each
+
+
+def redact_source_url(url: str) -> str:
+    """What the service shows and logs of a stream's URL: ``scheme://host[:port]/path``, never
+    the user, password, query or fragment (where cameras put credentials and tokens). The same
+    rule as the engine's ``ml_engine.live.redact_url``, which the API may not import (torch)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"[:500]
+
+
+STREAM_SCHEMES = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
+
+
+def check_stream_url(url: str, allowed_networks: list[str]) -> list[str]:
+    """The callback check, for a live stream's source: rtsp, rtsps, http or https (HLS); the
+    host must resolve; a non-public address (loopback, LAN, link-local, ...) is refused
+    unless it lies in one of ``allowed_networks`` (STREAM_ALLOWED_NETWORKS): cameras live on
+    private networks, but which ones is the operator's choice, and none is allowed by default.
+    Raises InvalidInput, or StreamSourceNotAllowed (422); returns the addresses checked.
+    Messages never repeat the URL: it may hold credentials."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in STREAM_SCHEMES or not parts.hostname:
+        raise InvalidInput(f"source_url: expected an rtsp://, rtsps://, http:// or https:// URL with a host, "
+                           f"got {scheme + '://...' if scheme else 'no scheme'}")
+    try:
+        port = parts.port or STREAM_SCHEMES[scheme]
+        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
+    except socket.gaierror:
+        raise InvalidInput(f"source_url: cannot resolve host {parts.hostname!r}") from None
+    except (UnicodeError, ValueError):
+        raise InvalidInput("source_url: the host name or port is not valid") from None
+    networks = [ipaddress.ip_network(cidr, strict=False) for cidr in allowed_networks]
+    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    for address in addresses:
+        if not is_public_address(address) and not any(address in network for network in networks):
+            raise StreamSourceNotAllowed(
+                f"source_url: {parts.hostname!r} resolves to a non-public address ({address}) outside "
+                "STREAM_ALLOWED_NETWORKS; an operator can allow a camera network there (CIDRs, e.g. 10.20.0.0/16)"
+            )
+    return list(dict.fromkeys(str(address) for address in addresses))
 
 
 # IPv6 ranges that carry an IPv4 address in their last 32 bits: NAT64's well-known prefix

@@ -8,4 +8,5 @@ pytest_plugins: list[str] = [
     "tests.fixtures_models",
     "tests.fixtures_server",
     "tests.fixtures_webhooks",
+    "tests.fixtures_rtsp",
 ]

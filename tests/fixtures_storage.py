@@ -199,6 +199,8 @@ def _drop_azure_resources(settings: Settings) -> None:
         lambda: blobs.delete_container(settings.blob_container),
         lambda: queues.delete_queue(settings.queue_name),
         lambda: queues.delete_queue(settings.poison_queue_name),
+        lambda: queues.delete_queue(settings.stream_queue),
+        lambda: queues.delete_queue(settings.stream_poison_queue),
         lambda: tables.delete_table(settings.jobs_table),
     ]
     for drop in drops:

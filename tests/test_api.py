@@ -277,7 +277,8 @@ def test_a_503_keeps_the_direct_upload_so_the_client_can_retry(make_settings, sm
     settings = make_settings("local")
     real = build_backends(settings)
     queue_down_once = FailingMethod(real.queue, "send", StorageUnavailable("queue service unreachable"), times=1)
-    backends = Backends(blobs=real.blobs, queue=queue_down_once, jobs=real.jobs, outbox=real.outbox)
+    backends = Backends(blobs=real.blobs, queue=queue_down_once, jobs=real.jobs, outbox=real.outbox,
+                        stream_queue=real.stream_queue)
     with TestClient(create_app(settings, backends)) as client:
         upload_id = direct_upload(client, small_clip.read_bytes())
         failed = client.post("/jobs", json={"upload_id": upload_id})

@@ -245,6 +245,24 @@ def test_move_to_poison(backends: Backends) -> None:
     assert backends.queue.peek_poison() == ["bad job"]  # a stale receipt poisons nothing
 
 
+def test_the_stream_queue_is_its_own_queue_with_its_own_poison_queue(backends: Backends) -> None:
+    """Streams run for hours: their messages must never be taken by a file-job thread, nor
+    file jobs wait behind them (issue 15), so each kind has its own queue."""
+    backends.stream_queue.send("a stream")
+    backends.queue.send("a video")
+    assert backends.stream_queue.approximate_length() == 1 and backends.queue.approximate_length() == 1
+    video = backends.queue.receive(LONG_LEASE)
+    assert video is not None and video.body == "a video"
+    assert backends.queue.receive(LEASE) is None  # the stream's message is not on the file queue
+    stream = backends.stream_queue.receive(LONG_LEASE)
+    assert stream is not None and stream.body == "a stream"
+    backends.stream_queue.move_to_poison(stream)
+    assert backends.stream_queue.peek_poison() == ["a stream"]
+    assert backends.queue.peek_poison() == []
+    assert backends.stream_queue.approximate_length() == 0 and backends.queue.approximate_length() == 1
+    backends.stream_queue.ping()
+
+
 def test_expired_lease_redelivers_with_higher_dequeue_count(backends: Backends) -> None:
     backends.queue.send("slow job")
     first = backends.queue.receive(LEASE)

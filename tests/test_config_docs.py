@@ -26,7 +26,7 @@ def test_config_table_shows_model_defaults_types_and_comments() -> None:
     tables = config_table.generate()
     for name in setting_env_names():
         assert f"| `{name}` |" in tables
-    assert "| `WORKER_CONCURRENCY` | int ≥ 1, ≤ 64 | `1` |" in tables
+    assert "| `WORKER_CONCURRENCY` | int ≥ 0, ≤ 64 | `1` |" in tables
     assert "| `STORAGE_BACKEND` | local \\| azure | `local` |" in tables
     assert "| `INPUT_SIZE` | int ≥ 32, ≤ 4096, optional | *unset* |" in tables
     assert "&lt;account&gt;" in tables  # angle brackets would vanish as HTML in rendered markdown

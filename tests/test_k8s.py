@@ -96,8 +96,9 @@ def test_k8s_worker_gpu_probes_metrics_port_and_mounts() -> None:
     assert "replicas" not in deployment["spec"], "KEDA owns the worker's replica count"
 
 
-def test_k8s_worker_grace_period_outlasts_shutdown_grace() -> None:
-    deployment = k8s_object("Deployment", "cattlecounter-worker")
+@pytest.mark.parametrize("name", ["cattlecounter-worker", "cattlecounter-stream-worker"])
+def test_k8s_worker_grace_period_outlasts_shutdown_grace(name: str) -> None:
+    deployment = k8s_object("Deployment", name)
     config = k8s_object("ConfigMap", "cattlecounter-config")["data"]
     overrides = {item["name"]: item.get("value") for item in only_container(deployment).get("env", [])}
     shutdown_grace = load_settings({**config, **overrides, "AZURE_STORAGE_CONNECTION_STRING": "x"},
@@ -106,32 +107,46 @@ def test_k8s_worker_grace_period_outlasts_shutdown_grace() -> None:
     assert grace_period > shutdown_grace + SHUTDOWN_MARGIN_S
 
 
-def test_keda_scales_the_worker_on_the_configured_queue() -> None:
-    scaled = k8s_objects("ScaledObject")
-    assert len(scaled) == 1
-    spec = scaled[0]["spec"]
-    target = spec["scaleTargetRef"]
-    assert target.get("kind", "Deployment") == "Deployment"
-    k8s_object("Deployment", target["name"])
+def _container_env(deployment: dict[str, Any]) -> dict[str, str]:
     config = k8s_object("ConfigMap", "cattlecounter-config")["data"]
-    (trigger,) = spec["triggers"]
-    assert trigger["type"] == "azure-queue"
-    parameters = trigger["metadata"]
-    assert set(parameters) <= AZURE_QUEUE_TRIGGER_PARAMETERS, "KEDA ignores misspelt parameters silently"
-    assert parameters["queueName"] == config["QUEUE_NAME"]
-    assert parameters["queueLength"] == "1" and config["WORKER_CONCURRENCY"] == "1"
-    assert parameters["queueLengthStrategy"] == "all"
-    assert "activationQueueLength" in parameters
-    assert spec["minReplicaCount"] == 0 and spec["maxReplicaCount"] >= 1
+    overrides = {item["name"]: item.get("value") for item in only_container(deployment).get("env", [])}
+    return {**config, **overrides}
+
+
+def test_keda_scales_each_worker_on_its_own_queue() -> None:
+    """File workers on the job queue, one job per pod; stream workers on the stream queue,
+    STREAM_CONCURRENCY streams per pod: each kind scales on its own queue (issue 15)."""
+    scaled = {doc["metadata"]["name"]: doc["spec"] for doc in k8s_objects("ScaledObject")}
+    assert set(scaled) == {"cattlecounter-worker", "cattlecounter-stream-worker"}
+    for spec in scaled.values():
+        target = spec["scaleTargetRef"]
+        assert target.get("kind", "Deployment") == "Deployment"
+        env = _container_env(k8s_object("Deployment", target["name"]))
+        settings = load_settings({**env, "AZURE_STORAGE_CONNECTION_STRING": "x"}, env_file=None)
+        (trigger,) = spec["triggers"]
+        assert trigger["type"] == "azure-queue"
+        parameters = trigger["metadata"]
+        assert set(parameters) <= AZURE_QUEUE_TRIGGER_PARAMETERS, "KEDA ignores misspelt parameters silently"
+        assert parameters["queueLengthStrategy"] == "all"
+        assert "activationQueueLength" in parameters
+        assert spec["minReplicaCount"] == 0 and spec["maxReplicaCount"] >= 1
+        if settings.stream_concurrency:  # a stream worker: no file jobs, scaled on the stream queue
+            assert settings.worker_concurrency == 0
+            assert parameters["queueName"] == settings.stream_queue
+            assert parameters["queueLength"] == str(settings.stream_concurrency)
+        else:
+            assert parameters["queueName"] == settings.queue_name
+            assert parameters["queueLength"] == "1" and settings.worker_concurrency == 1
 
 
 def test_keda_authentication_reads_an_existing_secret_key() -> None:
-    (trigger,) = k8s_objects("ScaledObject")[0]["spec"]["triggers"]
-    auth = k8s_object("TriggerAuthentication", trigger["authenticationRef"]["name"])
-    (reference,) = auth["spec"]["secretTargetRef"]
-    assert reference["parameter"] == "connection"
-    secret = k8s_object("Secret", reference["name"])
-    assert reference["key"] in secret["stringData"]
+    for scaled in k8s_objects("ScaledObject"):
+        (trigger,) = scaled["spec"]["triggers"]
+        auth = k8s_object("TriggerAuthentication", trigger["authenticationRef"]["name"])
+        (reference,) = auth["spec"]["secretTargetRef"]
+        assert reference["parameter"] == "connection"
+        secret = k8s_object("Secret", reference["name"])
+        assert reference["key"] in secret["stringData"]
 
 
 def test_kustomization_images_match_the_deployments() -> None:

@@ -292,7 +292,7 @@ def test_an_attempt_that_fails_after_its_lease_ran_out_leaves_the_job_to_whoever
         job = stored_job(backends)
         renewals_failing = FailingMethod(backends.queue, "extend_lease", StorageUnavailable("no answer"))
         stores = Backends(blobs=DownloadOutlivingTheLease(backends), queue=renewals_failing, jobs=backends.jobs,
-                          outbox=backends.outbox)
+                          outbox=backends.outbox, stream_queue=backends.stream_queue)
         runner = JobRunner(settings, stores, DetectorCache(settings), threading.Event())
         message = backends.queue.receive(timedelta(seconds=settings.lease_seconds))
         assert runner.handle(message) is Outcome.LOST

@@ -264,7 +264,8 @@ def test_job_store_down_on_the_last_delivery_retries_rather_than_poisoning(store
     settings, backends = stores
     job = queue_job(backends)
     table_down = FailingMethod(backends.jobs, "get", StorageUnavailable("job table unreachable"))
-    down = Backends(blobs=backends.blobs, queue=backends.queue, jobs=table_down, outbox=backends.outbox)
+    down = Backends(blobs=backends.blobs, queue=backends.queue, jobs=table_down, outbox=backends.outbox,
+                    stream_queue=backends.stream_queue)
     message = deliver(backends, settings.max_attempts)
     assert make_runner(settings, down).handle(message) is Outcome.RETRY
     assert backends.queue.peek_poison() == []
@@ -297,7 +298,8 @@ def test_an_unexpected_error_in_the_bookkeeping_is_settled_and_does_not_raise(st
     settings, backends = stores
     job = queue_job(backends)
     buggy = Backends(blobs=backends.blobs, queue=backends.queue, outbox=backends.outbox,
-                     jobs=FailingMethod(backends.jobs, "modify", Bug("a bug in modify")))
+                     jobs=FailingMethod(backends.jobs, "modify", Bug("a bug in modify")),
+                     stream_queue=backends.stream_queue)
     assert make_runner(settings, buggy).handle(backends.queue.receive(LEASE)) is Outcome.RETRY
     # the message comes back after its backoff, and then the job runs normally
     assert backends.queue.receive(LEASE) is None
@@ -312,7 +314,8 @@ class ThreadKilled(BaseException):
 def test_a_job_thread_that_dies_turns_the_workers_health_red(stores):
     settings, backends = stores
     dying = Backends(blobs=backends.blobs, jobs=backends.jobs, outbox=backends.outbox,
-                     queue=FailingMethod(backends.queue, "receive", ThreadKilled("killed")))
+                     queue=FailingMethod(backends.queue, "receive", ThreadKilled("killed")),
+                     stream_queue=backends.stream_queue)
     worker = Worker(settings, dying, DetectorCache(settings))
     server = start_metrics_server(0, host="127.0.0.1", health_check=worker.healthy)
     try:

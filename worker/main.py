@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         metrics_server = start_metrics_server(settings.worker_metrics_port, health_check=worker.healthy)
     signal.signal(signal.SIGTERM, lambda *_: worker.request_shutdown())
     signal.signal(signal.SIGINT, lambda *_: worker.request_shutdown())
-    log.info("worker ready: %d job thread(s), queue %s", settings.worker_concurrency, settings.queue_name)
+    log.info("worker ready: %d job thread(s) on queue %s, %d stream thread(s) on queue %s",
+             settings.worker_concurrency, settings.queue_name, settings.stream_concurrency, settings.stream_queue)
     try:
         worker.run(burst=args.burst)
     finally:

@@ -44,7 +44,7 @@ from core.errors import (
     NotFound,
     NoUsableFiles,
 )
-from core.jobs import Job, JobError, JobKind, JobMessage, JobStatus, output_blob_path, utcnow
+from core.jobs import Job, JobError, JobKind, JobMessage, JobStatus, LiveInfo, output_blob_path, utcnow
 from core.logging import job_context
 from core.outputs import media_type
 from core.scratch import check_writable
@@ -88,6 +88,8 @@ class JobRunner:
         self.shutting_down = shutting_down
         self.scratch_dir = scratch_dir or settings.work_dir or Path(tempfile.gettempdir())
         self.scratch_problem: str | None = None  # set once the scratch folder fails: take no more work
+        self.queue = backends.queue  # the queue this runner's messages come from (streams: their own)
+        self.queue_depth = metrics.QUEUE_DEPTH
 
     # --- receive ---------------------------------------------------------------------
 
@@ -100,7 +102,7 @@ class JobRunner:
             self._settle(message, Outcome.POISON, 0)
             return Outcome.POISON
         with job_context(job_message.job_id, attempt=message.dequeue_count):
-            with LeaseKeeper(self.backends.queue, message, self.settings.lease_seconds,
+            with LeaseKeeper(self.queue, message, self.settings.lease_seconds,
                              self.settings.lease_renew_seconds) as keeper:
                 outcome = self._attempt(job_message, message.dequeue_count, keeper)
             self._settle(keeper.message, outcome, message.dequeue_count)
@@ -261,13 +263,15 @@ class JobRunner:
             job.progress = 1.0
             if job.kind is JobKind.IMAGES:
                 _settle_images(job, stats)
+            elif job.kind is JobKind.STREAM:
+                job.live = _final_live(job.live)  # its frames are counted in job.live as it ran
             else:
                 # the exact count (the last progress report may have been throttled, and the
                 # total was an estimate when the container did not say)
                 job.frames_done = job.frames_total = stats["video"]["frames"]
             job.eta_seconds = 0.0
             job.outputs = outputs
-            job.counts = stats.get("counts")
+            job.counts = stats.get("counts", job.counts)
             job.finished_at = utcnow()
 
         job = self.backends.jobs.modify(job_id, apply, event=_final_event)
@@ -342,7 +346,7 @@ class JobRunner:
     # --- settle ------------------------------------------------------------------------
 
     def _settle(self, message: QueueMessage, outcome: Outcome, delivery: int) -> None:
-        queue = self.backends.queue
+        queue = self.queue
         try:
             if outcome is Outcome.DONE:
                 queue.complete(message)
@@ -377,6 +381,13 @@ def _settle_images(job: Job, stats: dict[str, Any]) -> None:
                              f"{first.get('message', 'see results.jsonl')}")
     elif job.files_failed:
         job.status = JobStatus.COMPLETED_WITH_ERRORS
+
+
+def _final_live(live: LiveInfo | None) -> LiveInfo:
+    """A stopped stream is no longer connected; everything else stays as its last report said."""
+    live = live.model_copy() if live is not None else LiveInfo()
+    live.connected = False
+    return live
 
 
 def _final_event(job: Job) -> WebhookEvent | None:

@@ -1,4 +1,8 @@
-"""The worker loop: N job threads polling the queue, and graceful shutdown.
+"""The worker loop: WORKER_CONCURRENCY job threads polling the file queue, STREAM_CONCURRENCY
+stream threads polling the stream queue (worker/streams.py), and graceful shutdown.
+
+Streams never end by themselves, so the first shutdown request hands them back at once
+(they resume on another worker) instead of waiting out SHUTDOWN_GRACE_S.
 
 Shutdown: the first ``request_shutdown()`` (SIGTERM) stops taking new jobs and lets the
 running ones finish for SHUTDOWN_GRACE_S; past that they are stopped at their next batch
@@ -17,7 +21,6 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
-from core import metrics
 from core.backends import Backends
 from core.config import Settings
 from core.errors import CattleCounterError
@@ -25,6 +28,7 @@ from core.logging import start_thread_in_context
 from core.webhooks import WebhookSender
 from worker.models import DetectorCache
 from worker.runner import JobRunner
+from worker.streams import StreamRunner
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ class Worker:
         self.webhooks = webhooks or WebhookSender(settings, backends.outbox)
         detectors = detectors or DetectorCache(settings, backends.blobs)
         self.runner = JobRunner(settings, backends, detectors, self.stopping, scratch_dir)
+        self.stream_runner = StreamRunner(settings, backends, detectors, self.draining, scratch_dir)
         self._threads: list[threading.Thread] = []
         self._grace_timer: threading.Timer | None = None
         self._problem: str | None = None
@@ -54,7 +59,11 @@ class Worker:
         thread exits once the queue is empty."""
         self.webhooks.start()
         for index in range(self.settings.worker_concurrency):
-            self._threads.append(start_thread_in_context(self._guarded_loop, burst, name=f"job-loop-{index}"))
+            self._threads.append(start_thread_in_context(self._guarded_loop, burst, self.runner,
+                                                         name=f"job-loop-{index}"))
+        for index in range(self.settings.stream_concurrency):
+            self._threads.append(start_thread_in_context(self._guarded_loop, burst, self.stream_runner,
+                                                         name=f"stream-loop-{index}"))
 
     @property
     def problem(self) -> str | None:
@@ -112,20 +121,20 @@ class Worker:
             log.info("stopping running jobs now; their messages go back to the queue")
             self.stopping.set()
 
-    def _guarded_loop(self, burst: bool) -> None:
+    def _guarded_loop(self, burst: bool, runner: JobRunner) -> None:
         """The job loop; should it ever end by an exception, /health says so."""
         try:
-            self._loop(burst)
+            self._loop(burst, runner)
         except BaseException as exc:  # noqa: BLE001 - the thread ends here: report it, never silently
             log.critical("job thread %s died", threading.current_thread().name, exc_info=exc)
             self.refuse_work(f"job thread {threading.current_thread().name} died: {exc!r}")
 
-    def _loop(self, burst: bool) -> None:
+    def _loop(self, burst: bool, runner: JobRunner) -> None:
         lease = timedelta(seconds=self.settings.lease_seconds)
         while not self.draining.is_set():
             try:
-                metrics.QUEUE_DEPTH.set(self.backends.queue.approximate_length())
-                message = self.backends.queue.receive(lease)
+                runner.queue_depth.set(runner.queue.approximate_length())
+                message = runner.queue.receive(lease)
             except Exception as exc:  # storage down (or a bug): wait and try again, no restart needed
                 if not isinstance(exc, CattleCounterError):
                     log.error("reading the queue failed unexpectedly", exc_info=exc)
@@ -138,8 +147,8 @@ class Worker:
                 self.draining.wait(self.settings.poll_interval_s)
                 continue
             try:
-                self.runner.handle(message)
+                runner.handle(message)
             except Exception:  # handle() settles its own failures; this is the last resort
                 log.exception("handling message %s failed; it comes back when its lease expires", message.id)
-            if self.runner.scratch_problem is not None:
-                self.refuse_work(self.runner.scratch_problem)
+            if runner.scratch_problem is not None:
+                self.refuse_work(runner.scratch_problem)

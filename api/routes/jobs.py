@@ -59,9 +59,10 @@ from core.jobs import (
     job_blob_prefix,
     manifest_blob_path,
     output_blob_path,
+    source_secret_path,
     utcnow,
 )
-from core.outputs import DOWNLOADS, annotated_overview, annotated_still, media_type
+from core.outputs import DOWNLOADS, LIVE_DIR, annotated_overview, annotated_still, media_type
 from ml_engine.image_probe import looks_like_zip
 
 router = APIRouter(tags=["jobs"])
@@ -292,9 +293,19 @@ def create_links(job_id: str, backends: BackendsDep, settings: SettingsDep, call
     expires = expiry(settings.read_url_ttl_s)
     downloads = {name: path for name, path in JobOut.from_job(job).links.items() if name != "self"}
     return SignedLinks(
-        links={name: signed_path(settings, path, job.owner, expires) for name, path in downloads.items()},
+        links={name: _signed_link(settings, path, job.owner, expires) for name, path in downloads.items()},
         expires_at=datetime.fromtimestamp(expires, tz=UTC),
     )
+
+
+def _signed_link(settings: Settings, path: str, owner: str, expires: int) -> str:
+    """A download's signed URL. A stream's live playlist is signed for its whole folder
+    (``/jobs/{id}/live/``), so the same signature opens the segments the playlist names."""
+    folder, _, name = path.rpartition("/")
+    if folder.endswith(f"/{LIVE_DIR}"):
+        signed = signed_path(settings, f"{folder}/", owner, expires)
+        return f"{folder}/{name}{signed[len(folder) + 1:]}"
+    return signed_path(settings, path, owner, expires)
 
 
 @router.delete(
@@ -308,12 +319,16 @@ def delete_job(job_id: str, backends: BackendsDep, caller: CallerDep) -> Respons
         _delete_job_files(backends, job)
         backends.jobs.delete(job_id)
         return Response(status_code=204)
-    return _job_response(backends.jobs.modify(job_id, _request_cancel), 202)
+    job = backends.jobs.modify(job_id, _request_cancel)
+    if job.kind is JobKind.STREAM and job.status.is_final:  # cancelled before it ran: its URL is not needed
+        backends.blobs.delete(source_secret_path(job.id))
+    return _job_response(job, 202)
 
 
 def _request_cancel(job: Job) -> bool:
     """Queued: cancelled now (the worker will skip its message). Processing: flagged, and
-    the worker stops at its next batch. Already final: nothing to do."""
+    the worker stops at its next batch (a stream stops and ends ``completed``, its outputs
+    final). Already final: nothing to do."""
     if job.status is JobStatus.QUEUED:
         job.status = JobStatus.CANCELLED
         job.finished_at = utcnow()
@@ -345,7 +360,8 @@ def _upload_folders_of(backends: Backends, job: Job) -> set[str]:
 
 def _completed_output(job: Job, download: str) -> str:
     job_id = job.id
-    if not job.results_ready:
+    running_stream_windows = job.kind is JobKind.STREAM and download == "windows"  # they grow as it runs
+    if not job.results_ready and not running_stream_windows:
         raise JobNotReady(f"job {job_id} is {job.status.value}; results are available once it has completed")
     filename = DOWNLOADS[download].filename
     try:
@@ -378,7 +394,7 @@ def _add_file_download(name: str) -> None:
                          responses=_ERRORS, summary=output.summary)
 
 
-for _name in ("result", "detections", "coco", "mot", "results", "geojson"):  # the video: its own route below
+for _name in ("result", "detections", "coco", "mot", "results", "geojson", "windows"):  # the video: its own route below
     _add_file_download(_name)
 
 

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from core.backends.outbox import EventFactory, OutboxStore
 from core.errors import PreconditionFailed
-from core.jobs import Job, JobStatus
+from core.jobs import Job, JobKind, JobStatus
 
 # --- blobs ---------------------------------------------------------------------------
 
@@ -230,12 +230,17 @@ class Backends:
     """The stores a process works with, built once at start-up by ``build_backends``."""
 
     blobs: BlobStore
-    queue: JobQueue
+    queue: JobQueue  # file jobs (video, images)
     jobs: JobStore
     outbox: OutboxStore  # webhook events; shares the job store's database or table
+    stream_queue: JobQueue  # live streams: their own queue, so hours-long streams never hold up files
+
+    def queue_for(self, kind: JobKind) -> JobQueue:
+        """The queue a job of ``kind`` is sent to."""
+        return self.stream_queue if kind is JobKind.STREAM else self.queue
 
     def close(self) -> None:
-        for store in (self.blobs, self.queue, self.jobs, self.outbox):
+        for store in (self.blobs, self.queue, self.stream_queue, self.jobs, self.outbox):
             close = getattr(store, "close", None)
             if close is not None:
                 close()

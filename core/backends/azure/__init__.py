@@ -32,16 +32,18 @@ def build_azure_backends(settings: Settings, options: AzureOptions | None = None
         clients.blob_service, settings.blob_container, options, clients.account_key, clients.credential
     )
     queue = AzureJobQueue(clients.queue_service, settings.queue_name, settings.poison_queue_name, options)
+    stream_queue = AzureJobQueue(clients.queue_service, settings.stream_queue, settings.stream_poison_queue, options)
     jobs = AzureJobStore(clients.table_service, settings.jobs_table, options)
     try:
         _create(blobs.create_container, "BLOB_CONTAINER")
         _create(queue.create_queues, "QUEUE_NAME / POISON_QUEUE_NAME")
+        _create(stream_queue.create_queues, "STREAM_QUEUE_NAME")
         _create(jobs.create_table, "JOBS_TABLE")
     except BaseException:
         clients.close()
         raise
     outbox = AzureOutbox(clients.table_service, settings.jobs_table, options)  # events share the jobs table
-    return Backends(blobs=blobs, queue=queue, jobs=jobs, outbox=outbox)  # each store closes its own client
+    return Backends(blobs=blobs, queue=queue, jobs=jobs, outbox=outbox, stream_queue=stream_queue)  # each store closes its own client
 
 
 def _create(create: Callable[[], object], setting: str) -> None:

@@ -41,4 +41,5 @@ def build_local_backends(settings: Settings) -> Backends:
         queue=LocalJobQueue(database, settings.queue_name, settings.poison_queue_name),
         jobs=LocalJobStore(database),
         outbox=LocalOutbox(database),
+        stream_queue=LocalJobQueue(database, settings.stream_queue, settings.stream_poison_queue),
     )

@@ -1,0 +1,353 @@
+"""A live video source (RTSP, HLS): one decode thread, a newest-frame mailbox, reconnects.
+
+Cameras reset without sending end-of-stream, stall, and change resolution. ``LiveSource``
+hides that from the counting loop:
+
+- A decode thread reads the stream with PyAV and decodes every packet (H.264 needs its
+  reference frames) but keeps only the newest frame. When inference is slower than the
+  source the older undelivered frame is dropped and counted: memory never grows.
+- A read that waits longer than ``read_timeout_s`` is a stall; the end of the stream (the
+  server closed it, or died) is ``ended``. Either way the thread reconnects with exponential
+  backoff, and once frames flow again the consumer gets a ``Gap`` (from, to, reason) before
+  the next frame, so it can end its tracks: positions on either side of a gap do not match.
+- A frame size change within a connection is a zero-length ``Gap("resolution_change")``.
+- The first connection is tried ``first_connect_attempts`` times; after that the source
+  raises ``StreamUnavailable``. Once it has worked it is reconnected for ever, or until
+  ``max_reconnects`` attempts in a row have failed.
+
+The URL may carry credentials: it goes to PyAV only. Logs and errors name ``redact_url(url)``,
+and FFmpeg's error text (which repeats the URL) is never passed on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from urllib.parse import urlsplit
+
+import av
+import av.error
+import numpy as np
+
+from core.errors import StreamUnavailable
+
+log = logging.getLogger(__name__)
+
+# FFmpeg probes a few seconds of a stream at open to learn its codecs; for RTSP the SDP says
+# what it is, and that probing would deliver its buffered frames seconds late. ``nobuffer``
+# hands each packet on at once.
+_RTSP_SCHEMES = ("rtsp", "rtsps")
+_RTSP_OPTIONS = {"fflags": "nobuffer", "analyzeduration": "0", "probesize": "32"}
+# HLS starts three segments behind the live edge by default: start at the newest one.
+_HLS_OPTIONS = {"live_start_index": "-1"}
+# how often the decode thread asks ``should_stop`` at most (it may read a job record)
+_STOP_CHECK_INTERVAL_S = 0.25
+
+
+@dataclass(frozen=True)
+class LiveFrame:
+    """One decoded frame, the newest when it was taken."""
+
+    image: np.ndarray  # RGB uint8 (H, W, 3)
+    received_at: float  # time.time() when the frame left the decoder (the latency clock starts here)
+    media_time_s: float  # seconds since this connection started (from pts; monotonic within a connection)
+    connection: int  # 1 for the first connection, +1 after every reconnect
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Time without frames (or a break in them) that the consumer must know about."""
+
+    started_at: float  # time.time() of the last frame before the gap
+    ended_at: float  # time.time() when frames flowed again
+    reason: str  # "stall", "ended", "error: <short>", "resolution_change"
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    read_timeout_s: float = 10.0  # no packet for this long: a stall, reconnect
+    open_timeout_s: float = 10.0  # connecting (RTSP DESCRIBE/SETUP/PLAY, HLS playlist) may take this long
+    backoff_initial_s: float = 1.0  # wait before the first reconnect; doubles after each failure
+    backoff_max_s: float = 30.0
+    max_reconnects: int | None = None  # failed reconnects in a row before giving up; None: for ever
+    first_connect_attempts: int = 5  # a source that never worked fails after this many tries
+    rtsp_transport: str = "tcp"  # "tcp" passes firewalls and loses nothing; "udp" is FFmpeg's default
+
+
+@dataclass
+class _Decoded:
+    """A frame as it waits in the mailbox: still in decoder format (converting to RGB costs
+    CPU, so only frames that are delivered are converted, in the consumer's thread)."""
+
+    frame: av.VideoFrame
+    received_at: float
+    media_time_s: float
+    connection: int
+
+    def to_live_frame(self) -> LiveFrame:
+        image = self.frame.to_ndarray(format="rgb24")
+        return LiveFrame(image, self.received_at, self.media_time_s, self.connection)
+
+
+class _Lost(Exception):
+    """The current connection stopped delivering: ``reason`` says how (a Gap reason)."""
+
+    def __init__(self, reason: str, last_frame_at: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.last_frame_at = last_frame_at  # None: the connection delivered no frame
+
+
+def redact_url(url: str) -> str:
+    """``scheme://host[:port]/path``: no user name, password, query or fragment. For logs and answers."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<unparsable URL>"
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port is not None else host
+    return f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else "<unparsable URL>"
+
+
+def _short_cause(exc: BaseException) -> str:
+    """What went wrong, without FFmpeg's message (it repeats the URL, credentials and all)."""
+    strerror = getattr(exc, "strerror", None)
+    return str(strerror) if strerror else type(exc).__name__
+
+
+class LiveSource:
+    """Frames from a live URL, newest first; see the module docstring.
+
+    Use as a context manager (``close()`` on exit). The decode thread starts at once.
+    """
+
+    def __init__(self, url: str, options: SourceOptions | None = None,
+                 should_stop: Callable[[], bool] = lambda: False) -> None:
+        self._url = url
+        self.redacted_url = redact_url(url)
+        self._options = options or SourceOptions()
+        self._should_stop = should_stop
+        self._closed = threading.Event()
+        self._changed = threading.Condition()
+        # frames (at most one, the newest, and only at the end) and gaps, in order
+        self._mailbox: deque[_Decoded | Gap] = deque()
+        self._error: StreamUnavailable | None = None
+        self._frames_received = 0
+        self._frames_dropped = 0
+        self._connections = 0  # connections that delivered frames
+        self._last_stop_check = 0.0
+        self._thread = threading.Thread(target=self._run, name="live-source", daemon=True)
+        self._thread.start()
+
+    # --- the consumer's side ------------------------------------------------------------
+
+    @property
+    def frames_received(self) -> int:
+        return self._frames_received
+
+    @property
+    def frames_dropped(self) -> int:
+        return self._frames_dropped
+
+    @property
+    def reconnects(self) -> int:
+        """Reconnections that worked (frames flowed again)."""
+        return max(0, self._connections - 1)
+
+    def next(self, timeout: float) -> LiveFrame | Gap | None:
+        """The newest frame, or a Gap that came before it, or None after ``timeout`` seconds
+        (or at once when the source is closed or was told to stop).
+
+        Raises:
+            StreamUnavailable: the source never worked, or its reconnects are spent.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not self._mailbox:
+                if self._error is not None:
+                    raise self._error
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return None
+                self._changed.wait(remaining)
+            item = self._mailbox.popleft()
+        return item.to_live_frame() if isinstance(item, _Decoded) else item
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the decode thread. It ends within ``timeout`` unless it is inside a blocking
+        read: then it is left to end by itself (it is a daemon, and the read times out)."""
+        self._closed.set()
+        with self._changed:
+            self._changed.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def __enter__(self) -> LiveSource:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # --- the decode thread ---------------------------------------------------------------
+
+    def _stopping(self) -> bool:
+        if self._closed.is_set():
+            return True
+        now = time.monotonic()
+        if now - self._last_stop_check >= _STOP_CHECK_INTERVAL_S:
+            self._last_stop_check = now
+            if self._should_stop():
+                self._closed.set()
+        return self._closed.is_set()
+
+    def _run(self) -> None:
+        try:
+            self._connect_loop()
+        except StreamUnavailable as exc:
+            with self._changed:
+                self._error = exc
+                self._changed.notify_all()
+        except Exception as exc:  # a bug: say so, and fail the consumer rather than leave it waiting
+            trace = "".join(traceback.format_exception(exc))
+            log.error("live source %s: decode thread failed:\n%s", self.redacted_url, self._scrub(trace))
+            with self._changed:
+                self._error = StreamUnavailable(
+                    f"reading the stream {self.redacted_url} failed unexpectedly ({type(exc).__name__})")
+        finally:
+            with self._changed:
+                self._changed.notify_all()
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the URL or its user name and password (a traceback may quote them)."""
+        text = text.replace(self._url, self.redacted_url)
+        try:
+            secrets = [part for part in (urlsplit(self._url).username, urlsplit(self._url).password) if part]
+        except ValueError:
+            secrets = []
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _connect_loop(self) -> None:
+        options = self._options
+        failures = 0  # connection attempts in a row that delivered no frame
+        backoff = options.backoff_initial_s
+        lost: tuple[float, str] | None = None  # (last frame's time, reason) while reconnecting
+        while not self._stopping():
+            try:
+                self._stream(lost)
+                return  # closed, or told to stop
+            except _Lost as exc:
+                if exc.last_frame_at is not None:  # this connection delivered: start over
+                    failures, backoff = 0, options.backoff_initial_s
+                    lost = (exc.last_frame_at, exc.reason)
+                    log.warning("live source %s: %s; reconnecting", self.redacted_url, exc.reason)
+                    continue  # at once: a camera that reset is usually back already
+                failures += 1
+                self._give_up_if_spent(failures, exc.reason)
+                log.info("live source %s: connection attempt %d failed (%s); next in %.1f s",
+                         self.redacted_url, failures, exc.reason, backoff)
+                self._sleep(backoff)
+                backoff = min(backoff * 2, options.backoff_max_s)
+
+    def _give_up_if_spent(self, failures: int, reason: str) -> None:
+        options = self._options
+        if self._connections == 0 and failures >= options.first_connect_attempts:
+            raise StreamUnavailable(
+                f"the stream {self.redacted_url} could not be read after {failures} attempts: {reason}")
+        if self._connections > 0 and options.max_reconnects is not None and failures >= options.max_reconnects:
+            raise StreamUnavailable(
+                f"the stream {self.redacted_url} was lost and {failures} reconnect attempts failed: {reason}")
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stopping() and (remaining := deadline - time.monotonic()) > 0:
+            self._closed.wait(min(remaining, _STOP_CHECK_INTERVAL_S))
+
+    def _open(self) -> av.container.InputContainer:
+        if urlsplit(self._url).scheme.lower() in _RTSP_SCHEMES:
+            options = {**_RTSP_OPTIONS, "rtsp_transport": self._options.rtsp_transport}
+        else:
+            options = dict(_HLS_OPTIONS)
+        try:
+            return av.open(self._url, options=options,
+                           timeout=(self._options.open_timeout_s, self._options.read_timeout_s))
+        except av.error.ExitError:
+            raise _Lost("stall") from None  # the open timed out
+        except (av.error.FFmpegError, OSError) as exc:
+            raise _Lost(f"error: {_short_cause(exc)}") from None
+
+    def _stream(self, lost: tuple[float, str] | None) -> None:
+        """One connection: read until it stops (raises _Lost) or the source is closed
+        (returns). ``lost`` is the gap being reconnected across, posted with the first frame."""
+        container = self._open()
+        last_frame_at: float | None = None
+        try:
+            stream = container.streams.video[0] if container.streams.video else None
+            if stream is None:
+                raise _Lost("error: no video stream")
+            connection = self._connections + 1
+            first_time: float | None = None
+            media_time = 0.0
+            size: tuple[int, int] | None = None
+            started = time.monotonic()
+            for packet in container.demux(stream):
+                if self._stopping():
+                    return
+                for frame in self._decode(packet):
+                    received_at = time.time()
+                    if last_frame_at is None:  # frames flow: this connection counts
+                        self._connections = connection
+                        if lost is not None:
+                            self._post(Gap(lost[0], received_at, lost[1]))
+                    elif (frame.width, frame.height) != size:
+                        self._post(Gap(received_at, received_at, "resolution_change"))
+                    size = (frame.width, frame.height)
+                    if frame.time is not None:
+                        first_time = frame.time if first_time is None else first_time
+                        media_time = max(media_time, frame.time - first_time)
+                    else:  # no timestamp: the wall clock since the connection started
+                        media_time = max(media_time, time.monotonic() - started)
+                    last_frame_at = received_at
+                    self._post(_Decoded(frame, received_at, media_time, connection))
+            raise _Lost("ended", last_frame_at)
+        except av.error.ExitError:  # the read timed out
+            raise _Lost("stall", last_frame_at) from None
+        except EOFError:
+            raise _Lost("ended", last_frame_at) from None
+        except (av.error.FFmpegError, OSError) as exc:
+            raise _Lost(f"error: {_short_cause(exc)}", last_frame_at) from None
+        finally:
+            container.close()
+
+    @staticmethod
+    def _decode(packet: av.Packet) -> list[av.VideoFrame]:
+        """The packet's frames; a corrupt packet (lost RTP data) is skipped, not the stream."""
+        try:
+            return [frame for frame in packet.decode() if isinstance(frame, av.VideoFrame)]
+        except av.error.InvalidDataError:
+            return []
+
+    def _post(self, item: _Decoded | Gap) -> None:
+        with self._changed:
+            if isinstance(item, _Decoded):
+                self._frames_received += 1
+                if self._mailbox and isinstance(self._mailbox[-1], _Decoded):
+                    self._mailbox.pop()  # the consumer did not take it in time: keep the newest
+                    self._frames_dropped += 1
+            else:  # a frame from before a gap is stale: drop it too
+                while self._mailbox and isinstance(self._mailbox[-1], _Decoded):
+                    self._mailbox.pop()
+                    self._frames_dropped += 1
+            self._mailbox.append(item)
+            self._changed.notify_all()

@@ -1,0 +1,250 @@
+"""ml_engine.live.source against a real RTSP server (tests/rtsp_server.py, GStreamer): frames,
+dropping for a slow consumer, reconnects across a killed or stalled server, a source that
+never answers, and URLs whose credentials must never be shown."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.errors import StreamUnavailable
+from ml_engine.live import Gap, LiveFrame, LiveSource, SourceOptions, redact_url
+from tests.fixtures_rtsp import RtspServer
+from tests.fixtures_service import free_port
+from tests.fixtures_video import write_clip
+from tests.waiting import wait_until
+
+# short timeouts so a lost stream is noticed and retried within a second or two
+FAST = SourceOptions(read_timeout_s=2.0, open_timeout_s=3.0, backoff_initial_s=0.2, backoff_max_s=1.0)
+FIRST_FRAME_TIMEOUT_S = 15.0  # connect + the next key frame, on a busy machine
+PASSWORD = "s3cret-Pa55"
+
+
+def with_credentials(url: str) -> str:
+    return url.replace("rtsp://", f"rtsp://viewer:{PASSWORD}@") + "?token=also-secret"
+
+
+def next_frame(source: LiveSource, timeout: float = FIRST_FRAME_TIMEOUT_S) -> LiveFrame:
+    item = source.next(timeout)
+    assert isinstance(item, LiveFrame), f"expected a frame, got {item!r}"
+    return item
+
+
+def read_until(source: LiveSource, found: Callable[[LiveFrame | Gap], bool], timeout: float,
+               what: str) -> list[LiveFrame | Gap]:
+    """Everything the source delivers until ``found`` says yes (that item included)."""
+    seen: list[LiveFrame | Gap] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        item = source.next(0.5)
+        if item is not None:
+            seen.append(item)
+            if found(item):
+                return seen
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; got {seen[-5:]!r}")
+
+
+def test_frames_arrive_as_rgb_of_the_served_size_with_increasing_media_time(rtsp_server: RtspServer) -> None:
+    with LiveSource(rtsp_server.url, FAST) as source:
+        frames = [next_frame(source) for _ in range(8)]
+    for frame in frames:
+        assert frame.image.shape == (120, 160, 3)
+        assert frame.image.dtype == np.uint8
+        assert frame.connection == 1
+    assert frames[0].image.std() > 5, "a real picture, not a blank frame"
+    media_times = [frame.media_time_s for frame in frames]
+    assert media_times == sorted(media_times) and media_times[-1] > media_times[0]
+    # 10 fps: 7 frame intervals later is about 0.7 s of media time (none dropped: we read quickly)
+    assert media_times[-1] - media_times[0] == pytest.approx(0.7, abs=0.35)
+    received = [frame.received_at for frame in frames]
+    assert received == sorted(received)
+    assert source.reconnects == 0
+
+
+def test_a_slow_consumer_gets_the_newest_frame_and_the_rest_are_dropped(
+        rtsp_server_factory: Callable[..., RtspServer]) -> None:
+    server = rtsp_server_factory(fps=30)
+    work_s = 0.4  # "inference" slower than the 33 ms between frames
+    with LiveSource(server.url, FAST) as source:
+        delivered = [next_frame(source)]
+        for _ in range(6):
+            time.sleep(work_s)  # the consumer is busy: this is the simulated work, not a wait
+            delivered.append(next_frame(source, timeout=5))
+        received, dropped = source.frames_received, source.frames_dropped
+    steps = np.diff([frame.media_time_s for frame in delivered])
+    # each frame taken after the work is the newest: about work_s of media later, not the next one
+    assert np.all(steps > work_s * 0.6), steps
+    assert dropped >= 6 * (work_s * 30 - 1) * 0.5, (received, dropped)
+    # bounded: every received frame was delivered or dropped, at most one still waits
+    assert received - dropped - len(delivered) in (0, 1), (received, dropped, len(delivered))
+
+
+def test_a_killed_server_gives_a_gap_then_frames_from_the_second_connection(rtsp_server: RtspServer) -> None:
+    with LiveSource(rtsp_server.url, FAST) as source:
+        before = [next_frame(source) for _ in range(3)]
+        rtsp_server.kill()  # no TEARDOWN, no end-of-stream
+        killed_at = time.time()
+        rtsp_server.restart()
+        seen = read_until(source, lambda item: isinstance(item, LiveFrame) and item.connection == 2,
+                          30, "a frame from the second connection")
+        gaps = [item for item in seen if isinstance(item, Gap)]
+        assert len(gaps) == 1, seen
+        gap = gaps[0]
+        assert gap.reason in ("stall", "ended")
+        assert gap.started_at <= killed_at + 0.5  # from the last frame before the kill
+        assert gap.ended_at >= killed_at
+        # the gap comes after every frame of the first connection and before the second's
+        assert all(item.connection == 1 for item in seen[:seen.index(gap)] if isinstance(item, LiveFrame))
+        assert all(isinstance(item, LiveFrame) and item.connection == 2 for item in seen[seen.index(gap) + 1:])
+        after = seen[-1]
+        assert isinstance(after, LiveFrame)
+        assert after.media_time_s < 5.0  # media time starts over with the connection
+        assert after.received_at >= gap.ended_at
+        assert source.reconnects == 1
+        assert after.image.shape == before[0].image.shape
+        next_frame(source, timeout=5)  # and frames go on
+
+
+def test_a_stalled_server_is_detected_by_the_read_timeout_and_reconnected(
+        rtsp_server: RtspServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ml_engine.live.source")
+    with LiveSource(rtsp_server.url, FAST) as source:
+        next_frame(source)
+        rtsp_server.pause()  # the TCP connection stays open, nothing comes
+        try:
+            wait_until(lambda: "stall; reconnecting" in caplog.text, FAST.read_timeout_s + 10, "the stall")
+        finally:
+            rtsp_server.resume()
+        seen = read_until(source, lambda item: isinstance(item, LiveFrame) and item.connection == 2,
+                          30, "a frame after the stall")
+    gaps = [item for item in seen if isinstance(item, Gap)]
+    assert [gap.reason for gap in gaps] == ["stall"], seen
+    assert gaps[0].ended_at - gaps[0].started_at >= FAST.read_timeout_s * 0.9
+
+
+def test_a_resolution_change_mid_stream_is_a_gap_and_frames_take_the_new_size(
+        rtsp_server_factory: Callable[..., RtspServer]) -> None:
+    server = rtsp_server_factory(resize_after=1.5, resize="96x64")
+    with LiveSource(server.url, FAST) as source:
+        assert next_frame(source).image.shape == (120, 160, 3)
+        seen = read_until(source, lambda item: isinstance(item, LiveFrame) and item.image.shape == (64, 96, 3),
+                          20, "a frame of the new size")
+    gaps = [item for item in seen if isinstance(item, Gap)]
+    assert [gap.reason for gap in gaps] == ["resolution_change"], seen
+    assert isinstance(seen[-2], Gap), "the gap comes just before the first frame of the new size"
+    assert source.reconnects == 0  # the same connection
+
+
+def test_an_unreachable_source_raises_stream_unavailable_after_the_configured_attempts(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"rtsp://viewer:{PASSWORD}@127.0.0.1:{free_port()}/cam?token=also-secret"  # nothing listens
+    options = SourceOptions(open_timeout_s=2.0, backoff_initial_s=0.1, backoff_max_s=0.2, first_connect_attempts=3)
+    started = time.monotonic()
+    with LiveSource(url, options) as source, pytest.raises(StreamUnavailable) as raised:
+        while time.monotonic() - started < 20:
+            source.next(1.0)
+    error = raised.value
+    assert error.code == "stream_unavailable" and not error.transient
+    assert "127.0.0.1" in str(error) and "3 attempts" in str(error)
+    assert "refused" in str(error).lower()
+    # 3 attempts, 2 backoffs in between (0.1 + 0.2 s): not the first failure, not for ever
+    assert 0.25 < time.monotonic() - started < 15
+    for text in (str(error), caplog.text):
+        assert PASSWORD not in text and "also-secret" not in text and "viewer" not in text
+
+
+def test_a_lost_source_gives_up_after_max_reconnects_failures_in_a_row(rtsp_server: RtspServer) -> None:
+    options = SourceOptions(read_timeout_s=2.0, open_timeout_s=2.0, backoff_initial_s=0.1, backoff_max_s=0.2,
+                            max_reconnects=2)
+    with LiveSource(rtsp_server.url, options) as source:
+        next_frame(source)
+        rtsp_server.kill()  # and it never comes back
+        with pytest.raises(StreamUnavailable, match="was lost and 2 reconnect attempts failed") as raised:
+            read_until(source, lambda item: False, 20, "StreamUnavailable")
+    assert "refused" in str(raised.value).lower()
+
+
+def test_credentials_never_appear_in_logs_across_a_reconnect(
+        rtsp_server: RtspServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with LiveSource(with_credentials(rtsp_server.url), FAST) as source:
+        assert source.redacted_url == rtsp_server.url
+        next_frame(source)
+        rtsp_server.kill()
+        wait_until(lambda: "reconnecting" in caplog.text, 15, "the reconnect to be logged")
+    assert rtsp_server.url in caplog.text  # the logs do name the source, redacted
+    assert PASSWORD not in caplog.text and "also-secret" not in caplog.text and "viewer" not in caplog.text
+
+
+def test_close_and_should_stop_end_the_decode_thread_promptly(rtsp_server: RtspServer) -> None:
+    source = LiveSource(rtsp_server.url, FAST)
+    next_frame(source)
+    started = time.monotonic()
+    source.close()
+    assert not any(thread.name == "live-source" and thread.is_alive() for thread in threading.enumerate())
+    assert time.monotonic() - started < 2.0
+    assert source.next(5.0) is None  # at once: closed
+
+    stop = threading.Event()
+    with LiveSource(rtsp_server.url, FAST, should_stop=stop.is_set) as source:
+        next_frame(source)
+        stop.set()
+        stopped_at = time.monotonic()
+        wait_until(lambda: source.next(0.1) is None, 3, "next() to answer None after should_stop")
+        assert time.monotonic() - stopped_at < 2.0
+
+
+@pytest.mark.parametrize(("url", "redacted"), [
+    ("rtsp://admin:pa55@10.0.0.7:554/Streaming/Channels/101?transportmode=unicast&token=x",
+     "rtsp://10.0.0.7:554/Streaming/Channels/101"),
+    ("rtsps://user@cam.farm.example/live#frag", "rtsps://cam.farm.example/live"),
+    ("https://u:p@[2001:db8::1]:8443/hls/index.m3u8?sig=abc", "https://[2001:db8::1]:8443/hls/index.m3u8"),
+    ("rtsp://127.0.0.1/cam", "rtsp://127.0.0.1/cam"),
+    ("rtsp://u:p@host:notaport/x", "<unparsable URL>"),
+    ("not a url at all with:secret@", "<unparsable URL>"),
+])
+def test_redact_url_keeps_scheme_host_port_and_path_only(url: str, redacted: str) -> None:
+    assert redact_url(url) == redacted
+
+
+def test_a_failing_should_stop_fails_the_source_without_quoting_the_url(
+        rtsp_server: RtspServer, caplog: pytest.LogCaptureFixture) -> None:
+    def should_stop() -> bool:
+        raise RuntimeError(f"cannot read the job record for {with_credentials(rtsp_server.url)}")
+
+    with LiveSource(with_credentials(rtsp_server.url), FAST, should_stop=should_stop) as source, \
+            pytest.raises(StreamUnavailable, match="failed unexpectedly"):
+        source.next(10)  # the consumer is told, not left waiting for ever
+    assert "RuntimeError" in caplog.text
+    assert PASSWORD not in caplog.text and "viewer" not in caplog.text
+
+
+# --- the test server itself: a looped file -------------------------------------------------
+
+
+def marker_frame(index: int) -> np.ndarray:
+    """A flat frame whose grey level says which frame of the clip it is."""
+    return np.full((120, 160, 3), 20 + 20 * index, dtype=np.uint8)
+
+
+def test_the_server_loops_a_video_file_for_ever(
+        rtsp_server_factory: Callable[..., RtspServer], tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "ten.mp4", width=160, height=120, fps=10, frames=10,
+                      frame_maker=marker_frame)
+    server = rtsp_server_factory(video=clip, fps=20)  # the 10-frame clip lasts 0.5 s
+    with LiveSource(server.url, FAST) as source:
+        frames = [next_frame(source, timeout=5 if frames_read else FIRST_FRAME_TIMEOUT_S)
+                  for frames_read in range(40)]
+    markers = [round((frame.image.mean() - 20) / 20) for frame in frames]
+    wraps = sum(1 for before, after in zip(markers, markers[1:], strict=False) if after < before)
+    assert wraps >= 2, markers  # it started over, more than once
+    assert {0, 9} <= set(markers), markers
+    assert frames[-1].media_time_s - frames[0].media_time_s > 1.5  # one continuous stream
+    assert {frame.connection for frame in frames} == {1}

@@ -1,0 +1,191 @@
+"""The service side of a running stream (worker/streams.py's StreamSession) over the real local
+backend, fed the engine's callbacks directly: the live record (small, gaps capped), uploads and
+retired segments, the resume state, the attempts rule, DELETE noticed, and event webhooks
+written to the outbox in order. (A real camera through real processes: test_streams_e2e.py.)"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from core.backends import build_backends
+from core.backends.outbox import FINAL_SEQUENCE
+from core.jobs import (
+    MAX_STREAM_GAPS_SHOWN,
+    Job,
+    JobKind,
+    JobParams,
+    JobStatus,
+    StreamOptions,
+    output_blob_path,
+    source_secret_path,
+    stream_state_path,
+)
+from core.outputs import LIVE_PLAYLIST, WINDOWS
+from worker.progress import JobReporter
+from worker.streams import StreamSession
+
+
+@dataclass
+class Status:  # the engine's LiveStatus, field for field
+    counts: dict = field(default_factory=lambda: {"total_unique": 2, "by_class": {"cow": 2}})
+    frames_received: int = 100
+    frames_processed: int = 60
+    frames_dropped: int = 40
+    latency_p50_s: float | None = 0.2
+    latency_p95_s: float | None = 0.5
+    latencies_s: list = field(default_factory=lambda: [0.2, 0.5])
+    gaps: list = field(default_factory=list)
+    reconnects: int = 0
+    streaming_s: float = 12.0
+    connected: bool = True
+
+
+@dataclass
+class Event:  # the engine's CountEvent
+    kind: str = "line_crossing"
+    name: str = "gate"
+    direction: str | None = "in"
+    class_name: str = "cow"
+    track_id: int = 1
+    at: str = "2026-12-01T08:00:00+00:00"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def stores(make_settings):
+    settings = make_settings("local", stream_stable_after_s=600, stream_event_cooldown_s=30,
+                             stream_events_per_minute=2, progress_interval_s=0.1)
+    backends = build_backends(settings)
+    yield settings, backends
+    backends.close()
+
+
+def processing_stream(backends, events: bool = False, attempts: int = 3) -> Job:
+    params = JobParams(callback_url="http://127.0.0.1:9/hook" if events else None)
+    job = Job(id="0000stream" + "0" * 16, kind=JobKind.STREAM, input_blob=source_secret_path("x"), params=params,
+              stream=StreamOptions(events=events), status=JobStatus.PROCESSING, attempts=attempts)
+    return backends.jobs.create(job)
+
+
+def session_for(settings, backends, job, clock=None) -> StreamSession:
+    reporter = JobReporter(backends.jobs, job.id, 0.1, threading.Event(), threading.Event())
+    session = StreamSession(settings, backends, job, reporter, clock or Clock())
+    session.begin()
+    return session
+
+
+def test_status_reports_go_to_the_record_small_with_the_newest_gaps(stores):
+    settings, backends = stores
+    job = processing_stream(backends)
+    session = session_for(settings, backends, job)
+    for number in range(30):
+        gap = {"from": f"2026-12-01T08:{number:02d}:00Z", "to": f"2026-12-01T08:{number:02d}:05Z", "reason": "stall"}
+        session.on_status(Status(gaps=[gap], reconnects=number + 1))
+    stored = backends.jobs.get(job.id)
+    assert stored.counts == {"total_unique": 2, "by_class": {"cow": 2}}
+    live = stored.live
+    assert live.connected and live.frames_dropped == 40 and live.latency_p95_s == 0.5 and live.reconnects == 30
+    assert live.gaps_total == 30 and len(live.gaps) == MAX_STREAM_GAPS_SHOWN
+    assert live.gaps[-1]["from"] == "2026-12-01T08:29:00Z"  # the newest kept
+    assert live.stream_started_at is not None and live.run_started_at is not None
+    assert len(stored.to_record()) < 8_000  # however long it runs
+
+
+def test_files_are_uploaded_segments_retired_and_only_small_outputs_listed(stores, tmp_path: Path):
+    settings, backends = stores
+    job = processing_stream(backends)
+    session = session_for(settings, backends, job)
+    files = {}
+    for name, text in ((WINDOWS, '{"window": 1}\n'), (LIVE_PLAYLIST, "#EXTM3U\nseg-000001.ts\n"),
+                       ("live/seg-000001.ts", "TS1"), ("live/seg-000002.ts", "TS2")):
+        path = tmp_path / name.replace("/", "_")
+        path.write_text(text)
+        files[name] = path
+    session.on_files(files, [])
+    session.on_files({}, ["live/seg-000001.ts"])  # past the retention
+    assert not backends.blobs.exists(output_blob_path(job.id, "live/seg-000001.ts"))
+    assert backends.blobs.exists(output_blob_path(job.id, "live/seg-000002.ts"))
+    session.on_status(Status())
+    assert set(backends.jobs.get(job.id).outputs) == {WINDOWS, LIVE_PLAYLIST}  # not the segments
+    # the final upload skips the segments already stored, not the newer ones
+    assert set(session.not_uploaded({**files, "live/seg-000003.ts": tmp_path / "x"})) == \
+        {WINDOWS, LIVE_PLAYLIST, "live/seg-000003.ts"}
+
+
+def test_every_window_stores_the_resume_state_and_shows_the_window(stores):
+    settings, backends = stores
+    job = processing_stream(backends)
+    session = session_for(settings, backends, job)
+    window = {"window": 4, "unique": 3, "by_class": {"cow": 3}}
+    session.on_window(window, {"window": 4, "totals": {"total_unique": 9}})
+    state = json.loads(b"".join(backends.blobs.open_range(stream_state_path(job.id))))
+    assert state == {"window": 4, "totals": {"total_unique": 9}}
+    assert backends.jobs.get(job.id).live.last_window == window
+
+
+def test_a_run_up_for_stream_stable_after_s_forgives_the_deliveries_before_it(stores):
+    settings, backends = stores
+    job = processing_stream(backends, attempts=3)  # the third delivery: MAX_ATTEMPTS is 3
+    clock = Clock()
+    session = session_for(settings, backends, job, clock)
+    clock.now = 599
+    session.on_status(Status())
+    assert backends.jobs.get(job.id).handed_back == 0  # not yet: a death now still counts
+    clock.now = 601
+    session.on_status(Status())
+    assert backends.jobs.get(job.id).handed_back == 3  # the next delivery is attempt 1 again
+
+
+def test_delete_of_a_running_stream_makes_it_stop(stores):
+    settings, backends = stores
+    job = processing_stream(backends)
+    session = session_for(settings, backends, job)
+    assert session.should_stop() is False
+
+    def cancel(job: Job) -> None:
+        job.cancel_requested = True
+
+    backends.jobs.modify(job.id, cancel)
+    session.on_status(Status())
+    assert session.should_stop() is True
+
+
+def test_events_go_to_the_outbox_aggregated_in_order_before_the_final_webhook(stores):
+    settings, backends = stores
+    job = processing_stream(backends, events=True)
+    clock = Clock()
+    session = session_for(settings, backends, job, clock)
+    for second in range(120):  # two minutes of a herd through the gate, reported every second
+        session.on_event(Event(track_id=second))
+        clock.now += 1
+        session.on_status(Status())
+    session.send_events(final=True)
+    events = backends.outbox.events(job.id)
+    assert 2 <= len(events) <= 6  # one at once, then one per cooldown: not 120
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert all(e.sequence < FINAL_SEQUENCE and e.type == "stream.events" for e in events)
+    summaries = [s for e in events for s in json.loads(e.body)["data"]["summaries"]]
+    assert sum(s["events"] for s in summaries) == 120 and sum(s["in"]["cow"] for s in summaries) == 120
+    assert backends.jobs.get(job.id).live.events_sent == len(events)
+
+
+def test_no_event_webhooks_without_events_asked_for(stores):
+    settings, backends = stores
+    job = processing_stream(backends, events=False)
+    session = session_for(settings, backends, job)
+    session.on_event(Event())
+    session.on_status(Status())
+    session.send_events(final=True)
+    assert backends.outbox.events(job.id) == []

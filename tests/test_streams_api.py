@@ -1,0 +1,203 @@
+"""Stream jobs through the API in-process (TestClient) over the real local backend: POST
+/streams validation, the SSRF allowlist, the secret source URL (never in an answer, the
+record, the queue message or a log line), DELETE semantics and the live-file route.
+tests/test_streams_e2e.py runs a real RTSP camera through API and worker processes."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from core.backends import build_backends
+from core.errors import InvalidInput, StreamSourceNotAllowed
+from core.jobs import JobMessage, JobStatus, output_blob_path, source_secret_path
+from core.outputs import LIVE_PLAYLIST, WINDOWS
+from core.webhooks import check_stream_url, redact_source_url
+
+PASSWORD = "pa55-Secret"
+SOURCE = f"rtsp://admin:{PASSWORD}@127.0.0.1:8554/cam?token=tok-{PASSWORD}"
+LEASE = timedelta(seconds=30)
+API_KEY = "key-0123456789"
+
+
+def client_for(make_settings, **overrides):
+    settings = make_settings("local", **overrides)
+    backends = build_backends(settings)
+    client = TestClient(create_app(settings, backends))
+    client.backends = backends
+    return client
+
+
+@pytest.fixture
+def api(make_settings):
+    with client_for(make_settings, stream_allowed_networks=["127.0.0.0/8"], max_stream_seconds=7200) as client:
+        yield client
+    client.backends.close()
+
+
+def start(client, **body):
+    return client.post("/streams", json={"source_url": SOURCE, **body})
+
+
+def test_a_stream_is_queued_on_the_stream_queue_and_its_url_is_never_shown(api, caplog):
+    caplog.set_level(logging.DEBUG)
+    response = start(api, classes=["cow"], window_s=30, lines=[{"start": [0, 5], "end": [100, 5]}])
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["kind"] == "stream" and job["status"] == "queued"
+    assert job["source"] == "rtsp://127.0.0.1:8554/cam"
+    assert job["stream"]["window_s"] == 30 and job["params"]["lines"][0]["name"] == "line-1"
+
+    message = api.backends.stream_queue.receive(LEASE)
+    assert api.backends.queue.receive(LEASE) is None  # file workers never see it
+    decoded = JobMessage.decode(message.body)
+    assert decoded.job_id == job["job_id"] and decoded.input_blob == source_secret_path(job["job_id"])
+    secret = b"".join(api.backends.blobs.open_range(source_secret_path(job["job_id"]))).decode()
+    assert secret == SOURCE
+
+    shown = [response.text, api.get(f"/jobs/{job['job_id']}").text, api.get("/jobs").text, message.body,
+             api.backends.jobs.get(job["job_id"]).to_record(), api.post(f"/jobs/{job['job_id']}/links").text,
+             caplog.text]
+    for text in shown:
+        assert PASSWORD not in text and "admin" not in text
+
+
+def test_a_private_source_without_an_allowlist_is_refused_and_nothing_is_stored(make_settings):
+    with client_for(make_settings) as client:
+        response = start(client)
+        assert response.status_code == 422
+        error = response.json()["error"]
+        assert error["code"] == "stream_source_not_allowed" and "STREAM_ALLOWED_NETWORKS" in error["message"]
+        assert PASSWORD not in response.text
+        assert list(client.backends.blobs.list("")) == [] and client.backends.jobs.list().jobs == []
+        assert client.backends.stream_queue.approximate_length() == 0
+    client.backends.close()
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ({"source_url": None}, "source_url: required"),
+    ({"source_url": "ftp://127.0.0.1/cam"}, "source_url: expected an rtsp://"),
+    ({"source_url": "rtsp:///no-host"}, "source_url: expected an rtsp://"),
+    ({"frame_stride": 2}, "frame_stride: not for streams"),
+    ({"stitching": True}, "stitching: not for streams"),
+    ({"window_s": 1}, "window_s"),
+    ({"duration_s": 7201}, "MAX_STREAM_SECONDS"),
+    ({"end_at": "2020-01-01T00:00:00Z"}, "end_at: already past"),
+    ({"end_at": "2099-01-01T00:00:00"}, "end_at: give a time zone"),
+    ({"events": True}, "events: needs a callback_url"),
+    ({"threshold": 2}, "threshold"),
+    ({"colour": "red"}, "colour"),
+])
+def test_bad_stream_requests_are_refused_with_the_field_named(api, body, expected):
+    response = api.post("/streams", json={"source_url": SOURCE, **body})
+    assert response.status_code == 422, response.text
+    assert expected in response.json()["error"]["message"]
+    assert PASSWORD not in response.text
+    assert api.backends.stream_queue.approximate_length() == 0
+
+
+def test_the_same_idempotency_key_returns_the_same_stream(api):
+    first = api.post("/streams", json={"source_url": SOURCE}, headers={"Idempotency-Key": "cam-1"})
+    again = api.post("/streams", json={"source_url": SOURCE}, headers={"Idempotency-Key": "cam-1"})
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert first.json()["job_id"] == again.json()["job_id"]
+    assert api.backends.stream_queue.approximate_length() == 1
+    assert [b.path for b in api.backends.blobs.list("")] == [source_secret_path(first.json()["job_id"])]
+
+
+def test_delete_of_a_queued_stream_cancels_it_and_drops_its_secret_then_removes_it(api):
+    job_id = start(api).json()["job_id"]
+    cancelled = api.delete(f"/jobs/{job_id}")
+    assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+    assert not api.backends.blobs.exists(source_secret_path(job_id))
+    assert api.delete(f"/jobs/{job_id}").status_code == 204
+    assert api.get(f"/jobs/{job_id}").status_code == 404
+
+
+def running_stream(api) -> str:
+    """A stream as a worker leaves it mid-run: processing, with a playlist, a segment and windows."""
+    job_id = start(api).json()["job_id"]
+    blobs = api.backends.blobs
+    playlist = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg-000001.ts\n#EXTINF:2.0,\nseg-000002.ts\n"
+    blobs.upload_stream(output_blob_path(job_id, LIVE_PLAYLIST), [playlist.encode()])
+    blobs.upload_stream(output_blob_path(job_id, "live/seg-000001.ts"), [b"\x47" * 188])
+    blobs.upload_stream(output_blob_path(job_id, WINDOWS), [b'{"window": 1, "unique": 3}\n'])
+
+    def run(job):
+        job.status = JobStatus.PROCESSING
+        job.outputs = {name: output_blob_path(job_id, name) for name in (LIVE_PLAYLIST, WINDOWS)}
+
+    api.backends.jobs.modify(job_id, run)
+    return job_id
+
+
+def test_a_running_stream_serves_its_playlist_uncached_its_segments_and_its_windows(api):
+    job_id = running_stream(api)
+    job = api.get(f"/jobs/{job_id}").json()
+    assert job["links"]["live"] == f"/jobs/{job_id}/live/index.m3u8"
+    playlist = api.get(job["links"]["live"])
+    assert playlist.status_code == 200 and playlist.headers["content-type"] == "application/vnd.apple.mpegurl"
+    assert "no-cache" in playlist.headers["cache-control"] and "seg-000001.ts" in playlist.text
+    segment = api.get(f"/jobs/{job_id}/live/seg-000001.ts")
+    assert segment.status_code == 200 and segment.content == b"\x47" * 188
+    assert segment.headers["content-type"] == "video/mp2t"
+    assert api.get(f"/jobs/{job_id}/live/seg-000009.ts").status_code == 404  # not written
+    assert api.get(f"/jobs/{job_id}/live/..%2Fsource.secret").status_code == 404
+    assert api.get(f"/jobs/{job_id}/live/source.secret").status_code == 404
+    assert api.get(job["links"]["windows"]).text == '{"window": 1, "unique": 3}\n'
+    assert "result" not in job["links"]  # stats.json comes when it ends
+
+
+def test_delete_of_a_running_stream_asks_it_to_stop_and_keeps_it(api):
+    job_id = running_stream(api)
+    stopping = api.delete(f"/jobs/{job_id}")
+    assert stopping.status_code == 202
+    assert stopping.json()["status"] == "processing" and stopping.json()["cancel_requested"] is True
+    assert api.backends.blobs.exists(source_secret_path(job_id))  # the worker still needs it until it stops
+
+
+def test_a_signed_live_link_opens_the_playlist_and_every_segment_it_names(make_settings):
+    with client_for(make_settings, stream_allowed_networks=["127.0.0.1/32"], api_keys=[API_KEY]) as client:
+        client.headers["X-API-Key"] = API_KEY
+        job_id = running_stream(client)
+        link = client.post(f"/jobs/{job_id}/links").json()["links"]["live"]
+        assert link.startswith(f"/jobs/{job_id}/live/index.m3u8?exp=")
+        del client.headers["X-API-Key"]
+        assert client.get(f"/jobs/{job_id}/live/index.m3u8").status_code == 401
+        playlist = client.get(link)
+        assert playlist.status_code == 200
+        signed_segments = [line for line in playlist.text.splitlines() if line.startswith("seg-")]
+        assert len(signed_segments) == 2 and all("&sig=" in line for line in signed_segments)
+        segment = client.get(f"/jobs/{job_id}/live/{signed_segments[0]}")
+        assert segment.status_code == 200 and segment.content == b"\x47" * 188
+        forged = client.get(f"/jobs/{job_id}/live/{signed_segments[0][:-3]}xyz")
+        assert forged.status_code == 401
+    client.backends.close()
+
+
+def test_check_stream_url_allows_public_and_allowlisted_addresses_only():
+    assert check_stream_url("rtsp://8.8.8.8/cam", []) == ["8.8.8.8"]
+    assert check_stream_url("rtsp://10.20.0.31:554/cam", ["10.20.0.0/16"]) == ["10.20.0.31"]
+    for url in ("rtsp://10.21.0.31/cam", "http://169.254.169.254/latest", "rtsp://[::1]/cam",
+                "rtsp://[::ffff:10.20.0.31]/cam", "rtsps://127.0.0.1/cam"):
+        with pytest.raises(StreamSourceNotAllowed):
+            check_stream_url(url, ["10.20.0.0/16"])
+    with pytest.raises(InvalidInput, match="source_url: expected"):
+        check_stream_url("file:///etc/passwd", ["0.0.0.0/0"])
+
+
+def test_redacted_source_urls_keep_no_credentials_query_or_fragment():
+    assert redact_source_url(SOURCE) == "rtsp://127.0.0.1:8554/cam"
+    assert redact_source_url("https://u:p@[fe80::1]:8443/live/index.m3u8?key=k#f") == \
+        "https://[fe80::1]:8443/live/index.m3u8"
+
+
+def test_end_at_in_the_future_is_accepted(api):
+    end_at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    response = start(api, end_at=end_at)
+    assert response.status_code == 202, response.text
+    assert response.json()["stream"]["end_at"] is not None

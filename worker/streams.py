@@ -1,0 +1,362 @@
+"""Running a stream job: the engine's StreamRun, fed and watched by the service.
+
+A stream job comes from the stream queue and runs for as long as the stream does: the lease
+is renewed all along (LeaseKeeper), and the run:
+
+- reads its source URL from the job's secret blob and checks it again (STREAM_ALLOWED_NETWORKS
+  may have changed since the submit; the host may resolve elsewhere now);
+- resumes what an earlier run left: the state blob (running totals, window and segment
+  numbers) and windows.jsonl, which the engine appends to;
+- reports to the record every PROGRESS_INTERVAL_S (``job.counts`` and ``job.live``), uploads
+  the files the engine reports (and deletes the ones it retired), stores the resume state at
+  every window, feeds Prometheus, and sends line/zone events as aggregated webhooks.
+
+How it ends:
+- DELETE (cancel_requested), ``duration_s``/MAX_STREAM_SECONDS or ``end_at``: the engine
+  finalises its outputs and the job is ``completed``;
+- the worker shuts down: the job is handed back (no failed attempt) and resumes elsewhere;
+- the lease is lost: another worker may be running it; nothing is recorded here;
+- StreamUnavailable (the source never worked, see SourceOptions.first_connect_attempts) or
+  a refused source: ``failed`` with its code;
+- anything else is a failed attempt, retried. A stream's attempts are counted only while its
+  runs die young: once a run has been up STREAM_STABLE_AFTER_S, the deliveries before it are
+  forgiven (``handed_back``), so three pod deaths over a week never fail a camera.
+
+The source URL (it may hold credentials) is handed to the engine only: never logged, never in
+the record or an error message (the engine reports sources with redact_url).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core import metrics
+from core.backends import Backends
+from core.backends.outbox import FINAL_SEQUENCE, WebhookEvent, event_id
+from core.config import Settings
+from core.errors import CattleCounterError, NotFound
+from core.jobs import (
+    MAX_STREAM_GAPS_SHOWN,
+    Job,
+    JobStatus,
+    LiveInfo,
+    output_blob_path,
+    source_secret_path,
+    stream_state_path,
+    utcnow,
+)
+from core.outputs import LIVE_PLAYLIST, STATS, WINDOWS, media_type
+from core.webhooks import check_stream_url
+from worker.job_settings import detection_options
+from worker.lease import LeaseKeeper
+from worker.models import DetectorCache
+from worker.progress import JobReporter, StopReason
+from worker.runner import JobRunner, Outcome
+from worker.stream_events import EventAggregator
+
+if TYPE_CHECKING:  # the engine is imported when a stream runs: a file-only worker never loads it
+    from ml_engine.live import CountEvent, LiveStatus, StreamConfig
+
+log = logging.getLogger(__name__)
+
+STREAM_EVENTS = "stream.events"
+# the outputs the record lists (the segments are many: the live route finds them by name)
+LISTED_OUTPUTS = (WINDOWS, LIVE_PLAYLIST, STATS)
+
+
+class StreamRunner(JobRunner):
+    """A JobRunner for the stream queue: receive → run the stream → settle, as for files."""
+
+    def __init__(self, settings: Settings, backends: Backends, detectors: DetectorCache,
+                 shutting_down: threading.Event, scratch_dir: Path | None = None) -> None:
+        super().__init__(settings, backends, detectors, shutting_down, scratch_dir)
+        self.queue = backends.stream_queue
+        self.queue_depth = metrics.STREAM_QUEUE_DEPTH
+
+    def _process_and_record(self, job: Job, attempt: int, keeper: LeaseKeeper) -> Outcome:
+        reporter = JobReporter(self.backends.jobs, job.id, self.settings.progress_interval_s,
+                               keeper.lost, self.shutting_down)
+        metrics.STREAMS_ACTIVE.inc()
+        try:
+            stats, outputs = self._process(job, reporter)
+        except Exception as exc:
+            if keeper.lost.is_set():
+                log.warning("stream ended after its lease was lost (%s); leaving the job as it is", exc)
+                return Outcome.LOST
+            return self._failed_attempt(job.id, exc, attempt)
+        finally:
+            metrics.STREAMS_ACTIVE.dec()
+        if keeper.lost.is_set() or reporter.stop_reason is StopReason.LEASE_LOST:
+            return Outcome.LOST
+        if reporter.stop_reason is StopReason.SHUTDOWN:
+            log.info("worker shutting down: the stream goes back to the queue and resumes elsewhere")
+            self._requeue(job.id, None)
+            return Outcome.RELEASE
+        self._complete(job.id, stats, outputs)
+        self._forget_source(job.id)
+        return Outcome.DONE
+
+    def _fail(self, job_id: str, error: BaseException) -> None:
+        super()._fail(job_id, error)
+        self._forget_source(job_id)
+
+    def _forget_source(self, job_id: str) -> None:
+        """A stream that has ended needs its URL no more: the secret goes now, not with the job."""
+        try:
+            self.backends.blobs.delete(source_secret_path(job_id))
+        except CattleCounterError as exc:  # it goes with the job's other blobs on DELETE
+            log.warning("could not delete the stream's source secret yet: %s", exc)
+
+    def _process(self, job: Job, reporter: JobReporter) -> tuple[dict[str, Any], dict[str, str]]:
+        from ml_engine.live import StreamRun
+
+        with tempfile.TemporaryDirectory(prefix=f"stream-{job.id}-", dir=self.scratch_dir,
+                                         ignore_cleanup_errors=True) as work:
+            url = self._source_url(job)
+            check_stream_url(url, self.settings.stream_allowed_networks)
+            output_dir = Path(work) / "outputs"
+            output_dir.mkdir()
+            resume = self._resume(job, output_dir)
+            session = StreamSession(self.settings, self.backends, job, reporter)
+            session.begin()
+            detector = self.detectors.get(job.params.model_id)
+            run = StreamRun(url, stream_config(job, self.settings), detector, output_dir, resume=resume,
+                            on_status=session.on_status, on_window=session.on_window, on_files=session.on_files,
+                            on_event=session.on_event, should_stop=session.should_stop)
+            try:
+                stats, files = run.run()
+            finally:
+                session.send_events(final=True)
+            session.on_files(session.not_uploaded(files), [])  # the final versions
+            return stats, dict(session.outputs)
+
+    def _source_url(self, job: Job) -> str:
+        try:
+            return b"".join(self.backends.blobs.open_range(source_secret_path(job.id))).decode()
+        except NotFound:
+            raise CattleCounterError("the stream's source secret is gone (was the job deleted?)") from None
+
+    def _resume(self, job: Job, output_dir: Path) -> dict[str, Any] | None:
+        """An earlier run's state, and its windows.jsonl in ``output_dir`` for the engine to append to."""
+        try:
+            state = json.loads(b"".join(self.backends.blobs.open_range(stream_state_path(job.id))))
+        except NotFound:
+            return None
+        if WINDOWS in job.outputs:
+            with contextlib.suppress(NotFound):  # none written yet: the engine starts the file
+                self.backends.blobs.download_to_file(job.outputs[WINDOWS], output_dir / WINDOWS)
+        log.info("resuming the stream at window %s", state.get("window", "?"))
+        return state
+
+
+def stream_config(job: Job, settings: Settings) -> StreamConfig:
+    """A stream job's engine configuration: its parameters, with the service's settings for the rest."""
+    from ml_engine.live import SourceOptions, StreamConfig
+
+    params, options = job.params, job.stream
+    assert options is not None, "a stream job always has its options"
+    limits = [d for d in (options.duration_s, settings.max_stream_seconds) if d is not None]
+    return StreamConfig(
+        **detection_options(params, settings),
+        min_hits=settings.min_track_hits,
+        lines=list(params.lines),
+        zones=list(params.zones),
+        tracker=(params.tracker or settings.tracker).value,
+        window_s=options.window_s,
+        segment_retention_s=settings.stream_segment_retention_s,
+        duration_s=min(limits) if limits else None,
+        status_interval_s=settings.progress_interval_s,
+        crf=settings.video_crf,
+        preset=settings.video_preset,
+        source=SourceOptions(
+            read_timeout_s=settings.stream_read_timeout_s,
+            backoff_max_s=settings.stream_backoff_max_s,
+            max_reconnects=settings.stream_max_reconnects,
+            first_connect_attempts=settings.stream_connect_attempts,
+        ),
+    )
+
+
+@dataclass
+class _Counters:
+    """The engine's running counters as last seen, so Prometheus gets the increments."""
+
+    dropped: int = 0
+    reconnects: int = 0
+
+
+class StreamSession:
+    """The engine's callbacks for one run of one stream."""
+
+    def __init__(self, settings: Settings, backends: Backends, job: Job, reporter: JobReporter,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.job_id = job.id
+        self.reporter = reporter
+        self.clock = clock
+        self.outputs: dict[str, str] = {k: v for k, v in job.outputs.items() if k in LISTED_OUTPUTS}
+        self.events = EventAggregator(settings.stream_event_cooldown_s, settings.stream_events_per_minute, clock)
+        self.send_events_to = str(job.params.callback_url) if job.stream and job.stream.events and \
+            job.params.callback_url else None
+        self.end_at = job.stream.end_at if job.stream else None
+        self.started = clock()
+        self._seen = _Counters()
+        self._unsent: list[dict[str, Any]] = []
+        self._new_gaps: list[dict[str, Any]] = []
+        self._outputs_changed = False
+        self._cancelled = False
+        self._last_segment = ""  # the newest segment uploaded (names sort in order)
+        self._forgiven = False  # this run has been up STREAM_STABLE_AFTER_S: earlier deliveries forgiven
+        self._lock = threading.Lock()  # callbacks may come from the engine's threads
+
+    def begin(self) -> None:
+        """Mark the run started: the attempts rule counts from here."""
+        def apply(job: Job) -> bool:
+            job.live = (job.live or LiveInfo()).model_copy(update={"run_started_at": utcnow(), "connected": False})
+            return True
+
+        self._write(apply)
+
+    # --- the engine's callbacks ------------------------------------------------------------
+
+    def should_stop(self) -> bool:
+        if self._cancelled or self.reporter.should_cancel():
+            return True
+        return self.end_at is not None and utcnow() >= self.end_at
+
+    def on_event(self, event: CountEvent) -> None:
+        if self.send_events_to is not None:
+            with self._lock:
+                self.events.add(event)
+
+    def on_files(self, changed: dict[str, Path], removed: list[str]) -> None:
+        # segments before the playlist that names them, the playlist last
+        for name, path in sorted(changed.items(), key=lambda item: item[0] == LIVE_PLAYLIST):
+            blob = output_blob_path(self.job_id, name)
+            self.backends.blobs.upload_file(blob, path, media_type(name))
+            if name.endswith(".ts"):
+                self._last_segment = max(self._last_segment, name)
+            if name in LISTED_OUTPUTS and self.outputs.get(name) != blob:
+                with self._lock:
+                    self.outputs[name] = blob
+                    self._outputs_changed = True
+        for name in removed:  # segments past STREAM_SEGMENT_RETENTION_S
+            self.backends.blobs.delete(output_blob_path(self.job_id, name))
+
+    def not_uploaded(self, files: dict[str, Path]) -> dict[str, Path]:
+        """Of the engine's final files, those to upload now: every small one (stats.json, the
+        playlist, windows.jsonl: final versions) and the segments not uploaded yet (their
+        zero-padded names sort in order), not the hours of segments already stored."""
+        return {name: path for name, path in files.items()
+                if not name.endswith(".ts") or name > self._last_segment}
+
+    def on_window(self, window: dict[str, Any], state: dict[str, Any]) -> None:
+        self.backends.blobs.upload_stream(stream_state_path(self.job_id), [json.dumps(state).encode()],
+                                          "application/json")
+
+        def apply(job: Job) -> bool:
+            job.live = (job.live or LiveInfo()).model_copy(update={"last_window": window})
+            return True
+
+        self._write(apply)
+
+    def on_status(self, status: LiveStatus) -> None:
+        self._observe(status)
+        with self._lock:
+            self._new_gaps.extend(status.gaps)
+            new_gaps, self._new_gaps = self._new_gaps, []
+            outputs = dict(self.outputs) if self._outputs_changed else None
+            self._outputs_changed = False
+        forgive = not self._forgiven and self.clock() - self.started >= self.settings.stream_stable_after_s
+
+        def apply(job: Job) -> bool:
+            if job.status is not JobStatus.PROCESSING:
+                return False
+            live = (job.live or LiveInfo()).model_copy()
+            live.connected = status.connected
+            live.frames_received, live.frames_processed = status.frames_received, status.frames_processed
+            live.frames_dropped, live.reconnects = status.frames_dropped, status.reconnects
+            live.latency_p50_s, live.latency_p95_s = status.latency_p50_s, status.latency_p95_s
+            live.streaming_s = round(status.streaming_s, 1)
+            live.gaps = (live.gaps + new_gaps)[-MAX_STREAM_GAPS_SHOWN:]
+            live.gaps_total += len(new_gaps)
+            if status.connected and live.stream_started_at is None:
+                live.stream_started_at = utcnow()
+            job.live = live
+            job.counts = status.counts
+            job.frames_done = status.frames_processed
+            if outputs is not None:
+                job.outputs = {**job.outputs, **outputs}
+            if forgive:  # up long enough: the deliveries so far are no failed attempts
+                job.handed_back = job.attempts
+            return True
+
+        if self._write(apply) and forgive:
+            self._forgiven = True
+            log.info("the stream has been up %.0f s: its earlier deliveries no longer count as failed attempts",
+                     self.settings.stream_stable_after_s)
+        self.send_events()
+
+    # --- events: aggregated, then written to the outbox with the record ---------------------
+
+    def send_events(self, final: bool = False) -> None:
+        if self.send_events_to is None:
+            return
+        with self._lock:
+            self._unsent.extend(self.events.due(final))
+            summaries = list(self._unsent)
+        if not summaries:
+            return
+        url = self.send_events_to
+
+        def apply(job: Job) -> bool:
+            live = (job.live or LiveInfo()).model_copy()
+            if live.events_sent + 1 >= FINAL_SEQUENCE:  # the job's final webhook must stay its last
+                log.warning("this stream has sent %d event webhooks, the most one job can; no more are sent",
+                            live.events_sent)
+                return False
+            live.events_sent += 1
+            job.live = live
+            return True
+
+        def webhook(job: Job) -> WebhookEvent | None:
+            sequence = job.live.events_sent if job.live else 0
+            body = {"type": STREAM_EVENTS, "timestamp": utcnow().isoformat(),
+                    "data": {"job_id": job.id, "source": job.source, "summaries": summaries}}
+            return WebhookEvent(id=event_id(job.id, sequence), job_id=job.id, sequence=sequence,
+                                type=STREAM_EVENTS, url=url, body=json.dumps(body), created_at=utcnow())
+
+        if self._write(apply, webhook):
+            with self._lock:
+                del self._unsent[:len(summaries)]
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _write(self, apply: Callable[[Job], bool], event: Callable[[Job], WebhookEvent | None] | None = None) -> bool:
+        """Best effort, as progress is: a failed write is retried with the next report."""
+        try:
+            job = self.backends.jobs.modify(self.job_id, apply, event=event)
+        except CattleCounterError as exc:
+            log.warning("could not record the stream's state: %s", exc)
+            return False
+        if job.cancel_requested:
+            self._cancelled = True  # DELETE: stop, and complete with the outputs
+        return True
+
+    def _observe(self, status: LiveStatus) -> None:
+        for latency in status.latencies_s:
+            metrics.STREAM_LATENCY.observe(latency)
+        metrics.STREAM_FRAMES_DROPPED.inc(max(0, status.frames_dropped - self._seen.dropped))
+        metrics.STREAM_RECONNECTS.inc(max(0, status.reconnects - self._seen.reconnects))
+        metrics.STREAM_GAPS.inc(len(status.gaps))
+        self._seen = _Counters(status.frames_dropped, status.reconnects)
