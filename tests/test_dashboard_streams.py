@@ -152,6 +152,7 @@ def test_start_a_stream_watch_it_live_then_stop_it(page, allinone_server, rtsp_s
         expect(page.get_by_test_id("detail-status")).to_have_text("live")
         assert PASSWORD not in page.content()
         screenshot(page, "stream-live")
+        check_the_list_row(page, job_id, rtsp_server.url)
 
         page.get_by_role("button", name="Stop stream").click()
         expect(page.get_by_test_id("detail-status")).to_have_text("completed", timeout=STREAM_TIMEOUT_MS)
@@ -162,6 +163,7 @@ def test_start_a_stream_watch_it_live_then_stop_it(page, allinone_server, rtsp_s
     expect(page.get_by_test_id("live-player-note")).to_contain_text("recording", timeout=UI_TIMEOUT_MS)
     check_stream_downloads(page, allinone_server)
     screenshot(page, "stream-stopped")
+    check_the_recording_plays(page, job)
 
     assert not [url for url in requests if API_KEY in url or PASSWORD in url], "no key or password in a URL"
     assert not [url for url in requests if url.startswith("http") and not url.startswith(allinone_server.url)], (
@@ -235,16 +237,44 @@ def check_window_chart(page, server: AllInOneServer, job_id: str) -> None:
     assert "New objects per window" in page.get_by_test_id("window-chart").locator("svg title").first.text_content()
 
 
+def check_the_list_row(page, job_id: str, source: str) -> None:
+    """In the job list (another tab) a running stream is named by its camera, shows "live"
+    with how long it has run, and offers Stop rather than Cancel."""
+    other = page.context.new_page()
+    try:
+        other.goto("/")
+        row = other.locator(f'[data-testid=job-row][data-job-id="{job_id}"]')
+        expect(row.get_by_test_id("job-open")).to_have_text(source, timeout=UI_TIMEOUT_MS)
+        expect(row.get_by_test_id("job-status")).to_have_text("live")
+        expect(row.get_by_test_id("job-progress-text")).to_contain_text("live for")
+        expect(row.get_by_test_id("job-cancel")).to_have_text("Stop")
+        expect(row.get_by_test_id("job-progress")).to_be_hidden()  # a stream has no end to progress to
+    finally:
+        other.close()
+
+
+def check_the_recording_plays(page, job: dict) -> None:
+    """Opened after the end, the page plays the ended playlist from its start: the recording,
+    as long as the stream ran."""
+    page.reload()
+    video = page.get_by_test_id("live-video")
+    page.wait_for_function("() => document.querySelector('[data-testid=live-video]').readyState >= 1",
+                           timeout=UI_TIMEOUT_MS)
+    assert video.evaluate("v => v.paused")  # a recording waits for the user's Play
+    assert video.evaluate("v => v.duration") == pytest.approx(job["live"]["streaming_s"], abs=2 * SEGMENT_S)
+    expect(page.locator("#live-video-heading")).to_have_text("Recording")
+
+
 def check_stream_downloads(page, server: AllInOneServer) -> None:
     """The stopped stream's files: signed links that open without the key."""
-    expected = {"download-stats": "application/json", "download-windows": "application/x-ndjson"}
+    expected = {"stream-download-result": "application/json", "stream-download-windows": "application/x-ndjson"}
     for test_id, media_type in expected.items():
         href = page.get_by_test_id(test_id).get_attribute("href")
         assert "sig=" in href and API_KEY not in href, href
         answer = httpx.get(server.url + href, timeout=30)
         assert answer.status_code == 200, (test_id, answer.text[:200])
         assert answer.headers["content-type"].startswith(media_type)
-        if test_id == "download-windows":
+        if test_id == "stream-download-windows":
             records = [json.loads(line) for line in answer.text.splitlines() if line.strip()]
             assert records and all("unique" in record for record in records)
 

@@ -10,10 +10,9 @@ import { renderWindowChart } from "./windowchart.js";
 
 const MAX_WINDOWS = 1440; // a day of 1-minute windows kept in the page; windows.jsonl has them all
 const CHART_REDRAW_PX = 40;
-const DOWNLOAD_LABELS = { // link name -> [test id, label]; other links get their own name
-  result: ["download-stats", "Stats (JSON)"],
-  windows: ["download-windows", "Counts per window (JSON Lines)"],
-  video: ["download-video", "Annotated video"],
+const DOWNLOAD_LABELS = { // link name -> label; other links go by their name
+  result: "Stats (JSON)",
+  windows: "Counts per window (JSON Lines)",
 };
 const NOT_DOWNLOADS = new Set(["self", "live", "files"]); // folders and the job itself
 
@@ -170,7 +169,10 @@ export class LiveView {
   async showDownloads(job) {
     const signed = await getSignedLinks(job.job_id);
     if (job.job_id !== this.jobId) return;
-    const links = Object.entries(signed.links).filter(([name]) => !NOT_DOWNLOADS.has(name));
+    const known = Object.keys(DOWNLOAD_LABELS);
+    const rank = (name) => (known.includes(name) ? known.indexOf(name) : known.length);
+    const links = Object.entries(signed.links).filter(([name]) => !NOT_DOWNLOADS.has(name))
+      .sort(([a], [b]) => rank(a) - rank(b));
     if (signed.links.windows && !this.windowsLoaded) { // the full list, for a page opened after the end
       const records = await getWindows(signed.links.windows);
       this.addWindows(records);
@@ -178,7 +180,8 @@ export class LiveView {
       this.drawChart();
     }
     this.byId("live-downloads").replaceChildren(...links.map(([name, path]) => {
-      const [testId, label] = DOWNLOAD_LABELS[name] || [`download-${name}`, name];
+      const label = DOWNLOAD_LABELS[name] || name;
+      const testId = `stream-download-${name}`;
       const url = new URL(path, window.location.origin);
       url.searchParams.set("download", "true");
       const item = element("li");
