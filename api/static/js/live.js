@@ -2,7 +2,7 @@
 // latency, gaps), a bar per window of counts, and, once stopped, its downloads.
 
 import { getSignedLinks, getWindows } from "./api.js";
-import { element } from "./dom.js";
+import { announce, element } from "./dom.js";
 import { formatCount, formatDuration, formatTimestamp, secondsBetween } from "./format.js";
 import { LivePlayer } from "./player.js";
 import { isActive } from "./status.js";
@@ -33,6 +33,8 @@ export class LiveView {
     this.windows = new Map(); // window number -> record
     this.windowsLoaded = false; // windows.jsonl read once (a page opened mid-stream shows the earlier ones)
     this.refetchedFor = null;
+    this.wasConnected = false; // "the camera is back" only after it had been there
+    delete this.byId("live-connection").dataset.connected;
     this.windowS = null;
     this.chartWidth = 0;
     this.chartDrawn = null;
@@ -119,6 +121,12 @@ export class LiveView {
     else if (live.connected === true) connection.textContent = "connected";
     else if (live.connected === false) connection.textContent = "reconnecting…";
     else connection.textContent = "–";
+    if (active && connection.dataset.connected === "true" && live.connected === false) {
+      announce("The camera stopped sending; reconnecting.");
+    } else if (active && connection.dataset.connected === "false" && connected && this.wasConnected) {
+      announce("The camera is back.");
+    }
+    this.wasConnected = this.wasConnected || connected;
     connection.dataset.connected = String(connected);
     const streamed = active ? `streamed ${streaming} so far` : `streamed ${streaming}`;
     this.byId("live-streaming").textContent = live.streaming_s ? streamed : "not streaming yet";
