@@ -29,17 +29,25 @@ STILL_MEDIA_TYPES = {
     ".jpg": "image/jpeg",  # annotated/<name>.jpg, annotated/<name>.overview.jpg
 }
 
-
-# --- live streams (ml_engine.live): rolling outputs, uploaded while the stream runs -------------
-WINDOWS = "windows.jsonl"  # one line per counting window
+# --- live streams (ml_engine.live): rolling outputs, written while the stream runs ------------
+# (no detections.jsonl for a stream: one line per frame would grow without end)
+WINDOWS = "windows.jsonl"  # one line per time window: the counts in that window
 LIVE_DIR = "live"
-LIVE_PLAYLIST = f"{LIVE_DIR}/index.m3u8"  # HLS playlist of the annotated segments
-LIVE_SEGMENT = re.compile(r"seg-\d{1,12}\.ts")  # live/seg-000001.ts: MPEG-TS, H.264
+LIVE_PLAYLIST = f"{LIVE_DIR}/index.m3u8"  # the annotated video's HLS playlist
+LIVE_SEGMENT_PREFIX = f"{LIVE_DIR}/seg-"
 STREAM_MEDIA_TYPES = {
     WINDOWS: "application/x-ndjson",
     ".m3u8": "application/vnd.apple.mpegurl",
-    ".ts": "video/mp2t",
+    ".ts": "video/mp2t",  # live/seg-000001.ts: MPEG-TS, H.264
 }
+
+
+def live_segment(sequence: int) -> str:
+    """``live/seg-000001.ts``: the annotated video's segment number ``sequence`` (from 1)."""
+    return f"{LIVE_SEGMENT_PREFIX}{sequence:06d}.ts"
+
+
+LIVE_SEGMENT = re.compile(r"seg-\d{1,12}\.ts")  # a segment's name below live/ (the live route serves these)
 
 
 def is_live_file(name: str) -> bool:
@@ -100,13 +108,13 @@ def media_type(filename: str) -> str | None:
     """The media type an output file is stored and served with; None for a file not listed."""
     if filename in _MEDIA_TYPES:
         return _MEDIA_TYPES[filename]
-    if filename in STREAM_MEDIA_TYPES:
-        return STREAM_MEDIA_TYPES[filename]
-    for suffix in (".m3u8", ".ts"):
-        if filename.endswith(suffix):
-            return STREAM_MEDIA_TYPES[suffix]
     if filename in STILL_MEDIA_TYPES:
         return STILL_MEDIA_TYPES[filename]
+    if filename in STREAM_MEDIA_TYPES:
+        return STREAM_MEDIA_TYPES[filename]
+    for suffix in (".m3u8", ".ts"):  # the playlist and segments, by their path or their name
+        if filename.endswith(suffix):
+            return STREAM_MEDIA_TYPES[suffix]
     if filename.endswith(".jpg"):  # annotated images, by their path or (as the worker stores them) their name
         return STILL_MEDIA_TYPES[".jpg"]
     return None

@@ -15,6 +15,10 @@ Fixtures and helpers (registered in tests/conftest.py):
   nothing comes, a stall), ``.stop()`` (clean shutdown), ``.log()``.
 - ``start_rtsp_server(log_dir, **options)``: the same outside pytest's fixtures (the bench).
 - ``rtsp_unavailable_reason()``: why the server cannot run here, or None.
+- ``hls_stream``: an HLS live playlist, ``hls_stream.url`` = ``http://127.0.0.1:PORT/index.m3u8``:
+  Debian's ffmpeg encodes a 160x120 10 fps test pattern into 1 s segments (the last 6 listed,
+  older ones deleted) and ``python -m http.server`` serves them. ``.stop()`` ends both. Skips
+  without ``/usr/bin/ffmpeg`` (fails on CI).
 
 The server runs under Debian's ``/usr/bin/python3`` (``RTSP_PYTHON`` overrides): only it has
 ``gi`` and GStreamer's RTSP server. Without them the fixtures skip with the reason (``make rtsp``
@@ -30,6 +34,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +42,7 @@ from typing import Any
 
 import pytest
 
-from tests.waiting import wait_until
+from tests.waiting import answers, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER_SCRIPT = REPO / "tests" / "rtsp_server.py"
@@ -196,3 +201,68 @@ def rtsp_server_factory(tmp_path: Path) -> Iterator[Callable[..., RtspServer]]:
 @pytest.fixture
 def rtsp_server(rtsp_server_factory: Callable[..., RtspServer]) -> RtspServer:
     return rtsp_server_factory()
+
+
+# --- HLS: ffmpeg writes a live playlist, http.server serves it --------------------------------
+
+FFMPEG = os.environ.get("FFMPEG", "/usr/bin/ffmpeg")
+
+
+@dataclass
+class HlsStream:
+    url: str
+    directory: Path
+    processes: list[subprocess.Popen[bytes]]
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(STOP_TIMEOUT_S)
+
+
+def start_hls_stream(directory: Path, width: int = 160, height: int = 120, fps: int = 10) -> HlsStream:
+    """ffmpeg's live test pattern as HLS (a key frame per second, so each 1 s segment starts
+    with one), served over HTTP on a free port."""
+    segments = directory / "hls"
+    segments.mkdir()
+    with (directory / "hls.log").open("wb") as log:  # the children keep their own descriptors
+        return _start_hls(segments, log, width, height, fps)
+
+
+def _start_hls(segments: Path, log: Any, width: int, height: int, fps: int) -> HlsStream:
+    port = _free_port()
+    encoder = subprocess.Popen(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi",
+         "-i", f"testsrc2=size={width}x{height}:rate={fps}", "-c:v", "libx264", "-preset", "ultrafast",
+         "-tune", "zerolatency", "-g", str(fps), "-f", "hls", "-hls_time", "1", "-hls_list_size", "6",
+         "-hls_flags", "delete_segments+omit_endlist+independent_segments", str(segments / "index.m3u8")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    http = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port),
+                             "--directory", str(segments)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    stream = HlsStream(f"http://127.0.0.1:{port}/index.m3u8", segments, [encoder, http])
+    try:
+        wait_until(lambda: answers(stream.url), START_TIMEOUT_S, "the HLS playlist")
+    except BaseException:
+        stream.stop()
+        raise
+    return stream
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def hls_stream(tmp_path: Path) -> Iterator[HlsStream]:
+    if not Path(FFMPEG).exists():
+        message = f"{FFMPEG} is missing: install Debian's ffmpeg (make rtsp) for the HLS tests"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    stream = start_hls_stream(tmp_path)
+    yield stream
+    stream.stop()

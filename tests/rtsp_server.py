@@ -115,8 +115,10 @@ class FileLooper:
                         if sink.get_property("eos"):
                             break  # the end of the file: start over
                         continue
-                    # pace to fps: the appsrc is live, its timestamps are the arrival times
-                    due += interval
+                    # pace to fps: the appsrc is live, its timestamps are the arrival times. A
+                    # short hitch (starting the file over) is caught up; a long one is not
+                    # replayed as a burst: a camera does not send the frames it missed.
+                    due = max(due + interval, time.monotonic() - 0.5)
                     time.sleep(max(0.0, due - time.monotonic()))
                     buffer = sample.get_buffer().copy()
                     buffer.pts = buffer.dts = Gst.CLOCK_TIME_NONE

@@ -273,3 +273,43 @@ def test_zone_occupancy_max_mean_and_visitors() -> None:
     assert zone["mean"] == {"cow": round(28 / 30, 4), "sheep": round(11 / 30, 4)}
     assert zone["mean_total"] == round(39 / 30, 4)
     assert c.summary().total_unique == 2
+
+
+# --- live streams: events, and forgetting ended tracks (memory stays flat) ----------------------
+
+
+def test_crossings_entries_and_exits_come_out_as_events_as_they_happen() -> None:
+    gate = CountingLine(name="gate", start=(100, 0), end=(100, 200))  # walking right: "out"
+    pen = CountingZone(name="pen", polygon=[(150, 0), (250, 0), (250, 200), (150, 200)])
+    c = counter(lines=[gate], zones=[pen])
+    happened = []
+    for i in range(30):  # a cow walks right from x=40 to x=330: crosses the gate, through the pen
+        c.update(i, i / FPS, detections([box_at(40 + 10 * i, 100)]))
+        happened += [(i, e.kind, e.name, e.direction, e.track_id, e.class_name) for e in c.events]
+    assert happened == [
+        (7, "line_crossing", "gate", "out", 1, "cow"),  # x=100 at i=6 is on the line (hysteresis)
+        (11, "zone_entry", "pen", None, 1, "cow"),  # x=150
+        (21, "zone_exit", "pen", None, 1, "cow"),  # x=250: out again
+    ]
+    assert c.events == []  # the last frame's events only: nothing piles up on a video
+
+
+def test_forgetting_ended_tracks_keeps_counts_and_bounds_what_is_remembered() -> None:
+    pen = CountingZone(name="pen", polygon=[(0, 0), (400, 0), (400, 200), (0, 200)])
+    gate = CountingLine(name="gate", start=(200, 0), end=(200, 200))
+    c = counter(lines=[gate], zones=[pen], stitching=False, timeline=False)
+    exits = []
+    for animal in range(40):  # one after another: each walks through the gate and vanishes in the pen
+        for step in range(8):
+            frame = animal * 30 + step
+            c.update(frame, frame / FPS, detections([box_at(150 + 15 * step, 100)]))
+        for idle in range(8, 30):  # nobody in view: the track is lost, then ends
+            frame = animal * 30 + idle
+            c.update(frame, frame / FPS, detections([]))
+            exits += c.forget_ended_tracks()
+    counts = c.live_counts()
+    assert counts["total_unique"] == 40 and counts["by_class"] == {"cow": 40}
+    assert counts["lines"]["gate"] == {"in": 0, "out": 40}
+    assert [(e.kind, e.name) for e in exits] == [("zone_exit", "pen")] * 40  # each ended inside the pen
+    assert c._tracks == {} and c._lines[0].crossings == [] and c._zones[0].inside == set()
+    assert len(c._timeline) == 0

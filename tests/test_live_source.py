@@ -15,7 +15,8 @@ import pytest
 
 from core.errors import StreamUnavailable
 from ml_engine.live import Gap, LiveFrame, LiveSource, SourceOptions, redact_url
-from tests.fixtures_rtsp import RtspServer
+from ml_engine.live.source import _MediaClock
+from tests.fixtures_rtsp import HlsStream, RtspServer
 from tests.fixtures_service import free_port
 from tests.fixtures_video import write_clip
 from tests.waiting import wait_until
@@ -201,6 +202,19 @@ def test_close_and_should_stop_end_the_decode_thread_promptly(rtsp_server: RtspS
         assert time.monotonic() - stopped_at < 2.0
 
 
+def test_media_time_follows_the_timestamps_and_survives_their_wrapping_or_missing() -> None:
+    clock = _MediaClock()
+    assert clock.tick(1000.0) == 0.0  # a connection's media time starts at 0, whatever the pts
+    assert clock.tick(1000.1) == pytest.approx(0.1)
+    assert clock.tick(1000.2) == pytest.approx(0.2)
+    wrapped = clock.tick(0.3)  # the RTP clock wrapped: it must not run back nor stop
+    assert 0.2 <= wrapped < 1.0
+    assert clock.tick(0.4) == pytest.approx(wrapped + 0.1)
+    leapt = clock.tick(50_000.0)  # a camera that reset its clock: no leap of hours
+    assert wrapped + 0.1 <= leapt < wrapped + 1.0
+    assert clock.tick(None) >= leapt  # no timestamp: the wall clock
+
+
 @pytest.mark.parametrize(("url", "redacted"), [
     ("rtsp://admin:pa55@10.0.0.7:554/Streaming/Channels/101?transportmode=unicast&token=x",
      "rtsp://10.0.0.7:554/Streaming/Channels/101"),
@@ -224,6 +238,15 @@ def test_a_failing_should_stop_fails_the_source_without_quoting_the_url(
         source.next(10)  # the consumer is told, not left waiting for ever
     assert "RuntimeError" in caplog.text
     assert PASSWORD not in caplog.text and "viewer" not in caplog.text
+
+
+def test_an_hls_live_playlist_is_read_from_its_live_edge(hls_stream: HlsStream) -> None:
+    with LiveSource(hls_stream.url, FAST) as source:
+        frames = [next_frame(source) for _ in range(15)]  # 1.5 s: across a segment boundary
+    assert all(frame.image.shape == (120, 160, 3) for frame in frames)
+    media_times = [frame.media_time_s for frame in frames]
+    assert media_times == sorted(media_times) and media_times[-1] > media_times[0]
+    assert {frame.connection for frame in frames} == {1}
 
 
 # --- the test server itself: a looped file -------------------------------------------------

@@ -264,19 +264,23 @@ class StreamSession:
         self.backends.blobs.upload_stream(stream_state_path(self.job_id), [json.dumps(state).encode()],
                                           "application/json")
 
+        outputs = self._take_outputs()  # the window's files were just uploaded (on_files comes first)
+
         def apply(job: Job) -> bool:
             job.live = (job.live or LiveInfo()).model_copy(update={"last_window": window})
+            if outputs is not None:
+                job.outputs = {**job.outputs, **outputs}
             return True
 
-        self._write(apply)
+        if not self._write(apply) and outputs is not None:
+            self._outputs_changed = True  # written with the next report
 
     def on_status(self, status: LiveStatus) -> None:
         self._observe(status)
         with self._lock:
             self._new_gaps.extend(status.gaps)
             new_gaps, self._new_gaps = self._new_gaps, []
-            outputs = dict(self.outputs) if self._outputs_changed else None
-            self._outputs_changed = False
+        outputs = self._take_outputs()
         forgive = not self._forgiven and self.clock() - self.started >= self.settings.stream_stable_after_s
 
         def apply(job: Job) -> bool:
@@ -301,7 +305,12 @@ class StreamSession:
                 job.handed_back = job.attempts
             return True
 
-        if self._write(apply) and forgive:
+        written = self._write(apply)
+        if not written:  # best effort: what this report carried goes with the next one
+            with self._lock:
+                self._new_gaps[:0] = new_gaps
+                self._outputs_changed = self._outputs_changed or outputs is not None
+        if written and forgive:
             self._forgiven = True
             log.info("the stream has been up %.0f s: its earlier deliveries no longer count as failed attempts",
                      self.settings.stream_stable_after_s)
@@ -341,6 +350,14 @@ class StreamSession:
                 del self._unsent[:len(summaries)]
 
     # --- helpers ----------------------------------------------------------------------------
+
+    def _take_outputs(self) -> dict[str, str] | None:
+        """The listed outputs, if one was added since they were last written to the record."""
+        with self._lock:
+            if not self._outputs_changed:
+                return None
+            self._outputs_changed = False
+            return dict(self.outputs)
 
     def _write(self, apply: Callable[[Job], bool], event: Callable[[Job], WebhookEvent | None] | None = None) -> bool:
         """Best effort, as progress is: a failed write is retried with the next report."""

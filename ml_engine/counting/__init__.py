@@ -9,6 +9,7 @@ from ml_engine.counting.counter import (
     CountingConfig,
     CountSummary,
     ObjectCounter,
+    TrackEvent,
     TrackRecord,
     empty_tracked,
     tracker_ids,
@@ -29,6 +30,6 @@ from ml_engine.counting.zones import ZoneCounter, points_in_polygon
 __all__ = [
     "CMC_WIDTH", "DEFAULT_CLASS", "DEFAULT_TRACKER", "TRACKERS", "CameraFrame", "CameraMotion",
     "CountSummary", "CountingConfig", "LineCounter", "ObjectCounter", "StitchConfig", "Timeline",
-    "TrackEnds", "TrackRecord", "ZoneCounter", "anchors", "camera_frame", "empty_tracked",
+    "TrackEnds", "TrackEvent", "TrackRecord", "ZoneCounter", "anchors", "camera_frame", "empty_tracked",
     "points_in_polygon", "stitch", "tracker_ids",
 ]

@@ -25,7 +25,7 @@ from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import supervision as sv
@@ -64,6 +64,8 @@ class CountingConfig:
     ``tracker``: ``botsort`` (camera-motion compensated; wants frames) or ``bytetrack``.
     ``stitching``: the offline pass after the last frame: re-link tracks broken by long gaps
     (``stitch`` tunes it) and drop stitched tracks seen for less than ``min_track_s`` in all.
+    ``timeline``: keep the per-frame count timeline for the summary. Live streams turn it off
+    (with stitching), and call ``forget_ended_tracks``, so that memory stays flat over hours.
     """
 
     fps: float
@@ -78,6 +80,7 @@ class CountingConfig:
     stitching: bool = True
     stitch: StitchConfig = field(default_factory=StitchConfig)
     min_track_s: float = 0.3
+    timeline: bool = True
 
     def __post_init__(self) -> None:
         if not self.fps or not np.isfinite(self.fps) or self.fps <= 0:
@@ -94,6 +97,16 @@ class CountingConfig:
         self.zones = with_default_names(self.zones, "zone")
         check_unique_names("line", [line.name for line in self.lines])
         check_unique_names("zone", [zone.name for zone in self.zones])
+
+
+class TrackEvent(NamedTuple):
+    """A count as it happens: a line crossing, or a zone entry or exit (live streams' events)."""
+
+    kind: str  # "line_crossing" | "zone_entry" | "zone_exit"
+    name: str  # the line's or zone's name
+    direction: str | None  # "in" | "out" for a line crossing
+    track_id: int
+    class_name: str
 
 
 # --- per-track bookkeeping --------------------------------------------------------------------
@@ -219,6 +232,8 @@ class ObjectCounter:
         self._last_frame = -1
         self._early_rows = int(np.ceil(config.min_track_s * config.fps)) + 1
         self.frames_with_motion = 0
+        self.events: list[TrackEvent] = []  # the last update's crossings, entries and exits
+        self._forgotten = 0  # confirmed tracks whose records forget_ended_tracks dropped
 
     @property
     def uses_frames(self) -> bool:
@@ -318,7 +333,8 @@ class ObjectCounter:
 
     def _count(self, frame_index: int, time_s: float, confirmed: sv.Detections, classes: list[str]) -> None:
         self._in_frame = Counter(classes)
-        self._timeline.append(frame_index, time_s, self._in_frame)
+        if self.config.timeline:
+            self._timeline.append(frame_index, time_s, self._in_frame)
         if len(confirmed) > self._peak["count"]:
             self._peak = {
                 "count": len(confirmed),
@@ -327,10 +343,41 @@ class ObjectCounter:
                 "by_class": dict(self._in_frame),
             }
         points, ids = anchors(confirmed.xyxy), tracker_ids(confirmed)
+        class_of = dict(zip(ids.tolist(), classes, strict=True))
+        self.events = []
         for line in self._lines:
-            line.update(ids, points)
+            line_name = line.line.name or ""  # named by with_default_names in the config
+            for track_id, direction in line.update(ids, points):
+                self.events.append(TrackEvent("line_crossing", line_name, direction, track_id, class_of[track_id]))
         for zone in self._zones:
             zone.update(ids, points, classes)
+            zone_name = zone.zone.name or ""
+            self.events.extend(TrackEvent("zone_entry", zone_name, None, t, class_of[t]) for t in zone.entered)
+            self.events.extend(TrackEvent("zone_exit", zone_name, None, t, class_of[t]) for t in zone.exited)
+
+    def forget_ended_tracks(self, everything: bool = False) -> list[TrackEvent]:
+        """Drop the records of tracks the tracker has given up on (``everything``: of every
+        track, as at a stream's gap), so memory stays flat on a stream that runs for days.
+
+        ``live_counts`` keeps counting them; ``summary`` no longer sees them (a video calls
+        this never). Returns the zone exits of the tracks that ended inside a zone.
+        """
+        alive = set() if everything else {raw + 1 for raw in self._tracker.alive_ids()}
+        ended = {track_id for track_id in self._tracks if track_id not in alive}
+        if not ended:
+            return []
+        exits = [
+            TrackEvent("zone_exit", zone.zone.name or "", None, track_id, self._tracks[track_id].class_name)
+            for zone in self._zones
+            for track_id in zone.forget(ended)
+        ]
+        for line in self._lines:
+            line.forget(ended)
+        for track_id in ended:
+            del self._tracks[track_id]
+            self._ends.pop(track_id, None)
+        self._forgotten += len(ended)
+        return exits
 
     # --- reading the counts --------------------------------------------------------------------
 
@@ -338,7 +385,7 @@ class ObjectCounter:
         """The running counts an overlay shows, before stitching (provisional): unique so far,
         in this frame, line totals."""
         return {
-            "total_unique": len(self._tracks),
+            "total_unique": len(self._tracks) + self._forgotten,
             "by_class": _positive(self._unique_by_class),
             "in_frame": sum(self._in_frame.values()),
             "in_frame_by_class": dict(self._in_frame),
@@ -347,6 +394,10 @@ class ObjectCounter:
                 for counter in self._lines
             },
         }
+
+    def zone_occupancy(self) -> dict[str, int]:
+        """Confirmed tracks inside each zone in the last frame, by zone name."""
+        return {zone.zone.name or "": zone.occupancy for zone in self._zones}
 
     def stitched_ids(self) -> dict[int, int]:
         """Raw (live) track id -> final id: the id of the first track of its stitched chain."""

@@ -81,3 +81,11 @@ class LineCounter:
             if self._passes_within_segment(last[1], first[1]):
                 events.append((before, "in" if first[0] > 0 else "out"))
         return events
+
+    def forget(self, track_ids: set[int]) -> None:
+        """Drop what is kept about ended tracks (streams: memory stays flat over hours).
+        Their crossings stay in ``totals``; ``crossings`` and the stitching sides lose them."""
+        for track_id in track_ids:
+            self._last_side.pop(track_id, None)
+            self._first_side.pop(track_id, None)
+        self.crossings = [crossing for crossing in self.crossings if crossing[0] not in track_ids]

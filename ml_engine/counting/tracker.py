@@ -181,6 +181,11 @@ class LiveTracker:
         self._tracker.enable_cmc = True
         self._tracker.cmc = self._motion
 
+    def alive_ids(self) -> set[int]:
+        """The tracker's (0-based) ids of the confirmed tracks it still holds, lost ones included:
+        any other id has ended for good."""
+        return set(self._tracker.tracked_objects.tracker_id.tolist())
+
     def update(self, detections: Any, motion: np.ndarray | None) -> Any:
         if self._motion is None:
             return self._tracker.update(detections)

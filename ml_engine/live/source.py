@@ -104,6 +104,32 @@ class _Lost(Exception):
         self.last_frame_at = last_frame_at  # None: the connection delivered no frame
 
 
+class _MediaClock:
+    """A connection's media time: 0 at its first frame, then advanced by the frames' own
+    timestamps. Where those are missing, go backwards or leap (RTP timestamps wrap after 13 h
+    at 90 kHz; cameras reset their clocks) it advances by the wall clock instead, so it never
+    stops or runs back."""
+
+    MAX_STEP_S = 10.0  # a larger jump between two frames is a broken clock, not a pause
+
+    def __init__(self) -> None:
+        self.media_time = 0.0
+        self._last_pts_time: float | None = None
+        self._last_wall: float | None = None
+
+    def tick(self, pts_time: float | None) -> float:
+        wall = time.monotonic()
+        if self._last_wall is not None:
+            step = wall - self._last_wall
+            if pts_time is not None and self._last_pts_time is not None:
+                pts_step = pts_time - self._last_pts_time
+                if 0.0 <= pts_step <= self.MAX_STEP_S:
+                    step = pts_step
+            self.media_time += step
+        self._last_pts_time, self._last_wall = pts_time, wall
+        return self.media_time
+
+
 def redact_url(url: str) -> str:
     """``scheme://host[:port]/path``: no user name, password, query or fragment. For logs and answers."""
     try:
@@ -172,14 +198,18 @@ class LiveSource:
         """
         deadline = time.monotonic() + timeout
         with self._changed:
-            while not self._mailbox:
+            while True:
+                if self._closed.is_set():
+                    return None  # closed, or told to stop: what is left is not wanted
+                if self._mailbox:
+                    item = self._mailbox.popleft()
+                    break
                 if self._error is not None:
                     raise self._error
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._thread.is_alive():
                     return None
                 self._changed.wait(remaining)
-            item = self._mailbox.popleft()
         return item.to_live_frame() if isinstance(item, _Decoded) else item
 
     def close(self, timeout: float = 2.0) -> None:
@@ -297,10 +327,8 @@ class LiveSource:
             if stream is None:
                 raise _Lost("error: no video stream")
             connection = self._connections + 1
-            first_time: float | None = None
-            media_time = 0.0
+            clock = _MediaClock()
             size: tuple[int, int] | None = None
-            started = time.monotonic()
             for packet in container.demux(stream):
                 if self._stopping():
                     return
@@ -313,13 +341,8 @@ class LiveSource:
                     elif (frame.width, frame.height) != size:
                         self._post(Gap(received_at, received_at, "resolution_change"))
                     size = (frame.width, frame.height)
-                    if frame.time is not None:
-                        first_time = frame.time if first_time is None else first_time
-                        media_time = max(media_time, frame.time - first_time)
-                    else:  # no timestamp: the wall clock since the connection started
-                        media_time = max(media_time, time.monotonic() - started)
                     last_frame_at = received_at
-                    self._post(_Decoded(frame, received_at, media_time, connection))
+                    self._post(_Decoded(frame, received_at, clock.tick(frame.time), connection))
             raise _Lost("ended", last_frame_at)
         except av.error.ExitError:  # the read timed out
             raise _Lost("stall", last_frame_at) from None

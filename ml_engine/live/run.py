@@ -1,0 +1,573 @@
+"""``StreamRun``: detect, track and count on a live stream, for as long as it runs.
+
+One thread (the caller's) runs the loop, beside the source's decode thread:
+
+    LiveSource decode thread ──newest frame only──▶ caller's thread: detect → track/count →
+        events, windows, status → annotate → HLS segment
+
+The source keeps only the newest decoded frame: when inference is slower than the camera,
+older frames are dropped (and counted), so latency and memory stay bounded instead of a
+backlog growing. Latency is measured from the frame leaving the decoder (``received_at``) to
+its counts being updated.
+
+Every ``window_s`` the window's counts are appended to ``windows.jsonl`` and ``on_window``
+gets the record and a small resume ``state``; a later ``StreamRun`` given that state continues
+the totals, the window and segment numbering and the recording's clock. A gap in the source
+(a stall, a reset, a resume) ends every track: tracking across it would join different
+animals, so an animal in view on both sides of a gap counts again, and the gap is recorded.
+
+Memory stays flat over days: the counter forgets ended tracks (their counts live on in the
+totals), keeps no timeline and does no offline stitching; no per-frame history is kept and
+``detections.jsonl`` is not written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import supervision as sv
+
+from core.errors import InvalidInput, ModelError
+from core.jobs import CountingLine, CountingZone
+from core.outputs import LIVE_PLAYLIST, STATS, WINDOWS
+from ml_engine.annotate import FrameAnnotator
+from ml_engine.counting import DEFAULT_TRACKER, CountingConfig, ObjectCounter, TrackEvent, tracker_ids
+from ml_engine.live.counts import LatencyHistogram, RecentLatency, Totals, Window, iso
+from ml_engine.live.segments import HlsWriter
+from ml_engine.live.source import Gap, LiveFrame, LiveSource, SourceOptions
+from ml_engine.pipeline import DetectorLike, PipelineConfig
+from ml_engine.tiling import TilePlan, TilingSetting, View, merge_views, plan_tiles
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+_POLL_S = 0.2  # the longest the loop waits for a frame before looking at the clock and should_stop
+# The tracker counts lost time in processed frames; a stream's processing rate is not known in
+# advance (it is whatever inference keeps up with), so tracks are sized for this nominal rate.
+_NOMINAL_FPS = 10.0
+_CONNECTED_WITHIN_S = 5.0  # a source that decoded a frame this recently is "connected"
+_RECENT_GAPS = 20  # gaps kept in the state and stats.json (all of them are counted)
+_MAX_CATCH_UP_WINDOWS = 100  # empty windows written at most after the loop was held up
+
+
+@dataclass
+class StreamConfig:
+    """How to count one stream. Detection and tracking fields mean what they mean in
+    ``PipelineConfig``; the rest:
+
+    ``window_s``: length of a ``windows.jsonl`` window. ``segment_s``: the annotated HLS
+    segments' length; ``segment_retention_s``: keep only this many seconds of segments (None:
+    every one, the whole recording). ``duration_s``: stop (completed) after this much streaming
+    time in all, resumes included. ``status_interval_s``: how often ``on_status`` is called.
+    ``source``: the source's ``SourceOptions`` (timeouts, reconnects).
+    """
+
+    threshold: float = 0.5
+    classes: list[str] | None = None
+    low_threshold: float | None = None
+    tiling: str | TilingSetting = "auto"
+    tiling_full_frame: bool = True
+    tile_batch_size: int = 64
+    min_hits: int = 3
+    track_buffer_s: float = 1.0
+    lines: list[CountingLine] = field(default_factory=list)
+    zones: list[CountingZone] = field(default_factory=list)
+    tracker: str = DEFAULT_TRACKER
+    window_s: float = 60.0
+    segment_s: float = 2.0
+    segment_retention_s: float | None = None
+    duration_s: float | None = None
+    status_interval_s: float = 2.0
+    crf: int = 28
+    preset: str = "veryfast"
+    source: SourceOptions = field(default_factory=SourceOptions)
+
+    def __post_init__(self) -> None:
+        # the video pipeline's checks (lines, zones, threshold, tracker, encoder), in one place
+        checked = PipelineConfig(
+            threshold=self.threshold, classes=self.classes, low_threshold=self.low_threshold,
+            tiling=self.tiling, tiling_full_frame=self.tiling_full_frame, tile_batch_size=self.tile_batch_size,
+            min_hits=self.min_hits, track_buffer_s=self.track_buffer_s, lines=self.lines, zones=self.zones,
+            tracker=self.tracker, crf=self.crf, preset=self.preset, stitching=False,
+        )
+        self.lines, self.zones, self.tiling = checked.lines, checked.zones, checked.tiling
+        self.effective_low_threshold = checked.effective_low_threshold
+        for name in ("window_s", "segment_s", "status_interval_s"):
+            _require(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+        if self.duration_s is not None:
+            _require(self.duration_s > 0, f"duration_s must be positive, got {self.duration_s}")
+        if self.segment_retention_s is not None:
+            _require(
+                self.segment_retention_s >= self.segment_s,
+                f"segment_retention_s must be at least segment_s ({self.segment_s}), got {self.segment_retention_s}",
+            )
+
+    @property
+    def line_names(self) -> list[str]:
+        return [line.name or "" for line in self.lines]  # every line is named once validated
+
+    @property
+    def zone_names(self) -> list[str]:
+        return [zone.name or "" for zone in self.zones]
+
+    def counting_config(self) -> CountingConfig:
+        """Live counting: no offline stitching, no timeline (memory must stay flat)."""
+        return CountingConfig(
+            fps=_NOMINAL_FPS, min_hits=self.min_hits, lines=self.lines, zones=self.zones,
+            track_buffer_s=self.track_buffer_s, track_threshold=self.threshold, tracker=self.tracker,
+            stitching=False, timeline=False,
+        )
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidInput(message)
+
+
+@dataclass
+class LiveStatus:
+    """What ``GET /jobs/{id}`` and Prometheus show of a running stream.
+
+    ``counts``: the running totals (``Totals.to_dict``). ``latency_*``: received → counted over
+    the last ``window_s``; ``latencies_s``: every sample since the previous status. ``gaps``:
+    gaps recorded since the previous status. Frame counters and ``streaming_s`` include the
+    runs before a resume.
+    """
+
+    counts: dict[str, Any]
+    frames_received: int
+    frames_processed: int
+    frames_dropped: int
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    latencies_s: list[float]
+    gaps: list[dict[str, Any]]
+    reconnects: int
+    streaming_s: float
+    connected: bool
+
+
+@dataclass
+class CountEvent:
+    """One line crossing, zone entry or zone exit, as it happens (for event webhooks)."""
+
+    kind: str  # "line_crossing" | "zone_entry" | "zone_exit"
+    name: str  # the line's or zone's name
+    direction: str | None  # "in" | "out" for a line crossing
+    class_name: str
+    track_id: int
+    at: str  # ISO 8601 UTC
+
+
+class FrameSource(Protocol):
+    """What ``StreamRun`` needs of ``ml_engine.live.source.LiveSource`` (tests hand in others)."""
+
+    @property
+    def frames_received(self) -> int: ...
+
+    @property
+    def frames_dropped(self) -> int: ...
+
+    @property
+    def reconnects(self) -> int: ...
+
+    def next(self, timeout: float) -> LiveFrame | Gap | None: ...
+
+    def close(self) -> None: ...
+
+
+def _ignore(*args: Any) -> None:
+    return None
+
+
+def _never() -> bool:
+    return False
+
+
+class StreamRun:
+    """One stream job's run on this worker (see the module's docstring).
+
+    ``resume``: a ``state`` from an earlier run's ``on_window``. ``source``: what frames come
+    from; default a ``LiveSource`` on ``url`` (tests hand in their own). Callbacks run on the
+    caller's thread; one that raises stops the run with its error.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        config: StreamConfig,
+        detector: DetectorLike,
+        output_dir: Path,
+        resume: dict[str, Any] | None = None,
+        on_status: Callable[[LiveStatus], None] = _ignore,
+        on_window: Callable[[dict[str, Any], dict[str, Any]], None] = _ignore,
+        on_files: Callable[[dict[str, Path], list[str]], None] = _ignore,
+        on_event: Callable[[CountEvent], None] = _ignore,
+        should_stop: Callable[[], bool] = _never,
+        source: FrameSource | None = None,
+    ) -> None:
+        self.url, self.config, self.detector = url, config, detector
+        self.output_dir = Path(output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.on_status, self.on_window, self.on_files, self.on_event = on_status, on_window, on_files, on_event
+        self.should_stop = should_stop
+        self._source = source
+        resume = resume or {}
+        self._check_state(resume)
+        self.totals = Totals.from_dict(resume.get("totals", {}), config.line_names, config.zone_names)
+        self.hls = HlsWriter(
+            self.output_dir, segment_s=config.segment_s, retention_s=config.segment_retention_s,
+            crf=config.crf, preset=config.preset, state=resume.get("segments"),
+        )
+        self._resumed_from: float | None = resume.get("saved_at_s") if resume else None
+        self._next_window = int(resume.get("next_window", 1))
+        self._streaming_before = float(resume.get("streaming_s", 0.0))
+        self._gaps_total = int(resume.get("gaps_total", 0))
+        self._recent_gaps: deque[dict[str, Any]] = deque(resume.get("recent_gaps", []), maxlen=_RECENT_GAPS)
+        self._before = {k: int(resume.get(k, 0)) for k in ("frames_received", "frames_dropped", "reconnects")}
+        self._frames_processed = int(resume.get("frames_processed", 0))
+        self._track_id_base = int(resume.get("track_id_base", 0))  # ids go on rising across gaps and resumes
+        self._highest_id = self._track_id_base
+        self._windows_written = 0
+        self.latency = RecentLatency(config.window_s)
+        self.histogram = LatencyHistogram(resume.get("latency_histogram"))
+        self.annotator = FrameAnnotator(config.lines, config.zones)
+        self.counter = ObjectCounter(config.counting_config())
+        self._frame_index = 0
+        self._tiles: TilePlan | None = None
+        self._tiles_for: tuple[int, int] | None = None
+        self._unreported_gaps: list[dict[str, Any]] = []
+        self._started = time.time()
+        self._last_status = 0.0
+        self._last_received = (-1, self._started)  # (source frames_received, when it last changed)
+        self._window: Window | None = None
+        self._windows_path = self.output_dir / WINDOWS
+
+    @staticmethod
+    def _check_state(state: dict[str, Any]) -> None:
+        if state and state.get("version") != STATE_VERSION:
+            raise InvalidInput(f"this stream's resume state has version {state.get('version')!r}, "
+                               f"this worker reads version {STATE_VERSION}")
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def run(self) -> tuple[dict[str, Any], dict[str, Path]]:
+        """Count until ``should_stop()`` or ``duration_s``; returns (stats, {output name: path}).
+
+        The outputs are then final: the playlist ends with ``#EXT-X-ENDLIST``, the last
+        (partial) window is in ``windows.jsonl``, and ``stats.json`` is written.
+
+        Raises:
+            StreamUnavailable: the source never worked, or its reconnects ran out.
+            InvalidInput: class names the model does not know (before anything runs).
+            ModelError: the model failed.
+        """
+        self.detector.detect([], self.config.effective_low_threshold, self.config.classes)  # bad classes fail now
+        self._started = time.time()
+        self._window = self._open_window(self._started)
+        if self._resumed_from is not None:
+            self._record_gap(float(self._resumed_from), self._started, "resumed")
+        if self._source is None:
+            self._source = self._open_source()
+        source = self._source
+        try:
+            while not self._done():
+                item = source.next(timeout=_POLL_S)
+                if isinstance(item, Gap):
+                    self._on_gap(item)
+                elif item is not None:
+                    self._on_frame(item, source)
+                self._tick(source)
+            return self._finish(source)
+        except BaseException:
+            self.hls.abandon()
+            raise
+        finally:
+            source.close()
+
+    def _open_source(self) -> FrameSource:
+        return LiveSource(self.url, self.config.source, self.should_stop)
+
+    def _done(self) -> bool:
+        if self.should_stop():
+            return True
+        return self.config.duration_s is not None and self.streaming_s() >= self.config.duration_s
+
+    def streaming_s(self, now: float | None = None) -> float:
+        """Seconds streamed in all, the runs before a resume included."""
+        return self._streaming_before + max(0.0, (now or time.time()) - self._started)
+
+    # --- a frame ---------------------------------------------------------------------------------
+
+    def _on_frame(self, frame: LiveFrame, source: FrameSource) -> None:
+        image: np.ndarray = frame.image
+        detections = self._detect(image)
+        self._frame_index += 1
+        time_s = frame.received_at - self._started
+        camera = image if self.counter.uses_frames else None
+        tracked = self.counter.update(self._frame_index, time_s, detections, camera)
+        counted_at = time.time()
+        tracked.tracker_id = tracker_ids(tracked) + self._track_id_base  # rising across gaps and resumes
+        self._count_new_tracks(tracked)
+        events = self.counter.events + self.counter.forget_ended_tracks()
+        self._publish(events, counted_at)
+        latency = max(0.0, counted_at - frame.received_at)
+        occupancy = self.counter.zone_occupancy()
+        self.totals.set_occupancy(occupancy)
+        self._frames_processed += 1
+        self.latency.add(counted_at, latency)
+        self.histogram.add(latency)
+        self._current_window(counted_at, source).add_frame(latency, occupancy)
+        self._record_frame(image, tracked, frame.received_at)
+
+    def _detect(self, image: np.ndarray) -> sv.Detections:
+        tiles = self._plan_for(image)
+        threshold, classes = self.config.effective_low_threshold, self.config.classes
+        if not tiles.tiled:
+            results = self.detector.detect([image], threshold, classes)
+            if len(results) != 1:
+                raise ModelError(f"the detector returned {len(results)} results for 1 frame")
+            return results[0]
+        views = [View(0, self._frame_index, region) for region in tiles.regions]
+        per_view: list[sv.Detections] = []
+        cap = self.config.tile_batch_size
+        for start in range(0, len(views), cap):
+            part = views[start:start + cap]
+            found = self.detector.detect_views([image], part, threshold, classes)
+            if len(found) != len(part):
+                raise ModelError(f"the detector returned {len(found)} results for {len(part)} tiles")
+            per_view.extend(found)
+        return merge_views(per_view)
+
+    def _plan_for(self, image: np.ndarray) -> TilePlan:
+        """The tiling plan for this frame's size (a camera may change resolution)."""
+        size = (image.shape[1], image.shape[0])
+        if self._tiles is None or self._tiles_for != size:
+            setting = self.config.tiling
+            assert isinstance(setting, TilingSetting)
+            self._tiles = plan_tiles(
+                setting, size, self.detector.model_input_size(*size), self.detector.tile_size(),
+                self.config.tiling_full_frame,
+            )
+            self._tiles_for = size
+        return self._tiles
+
+    def _count_new_tracks(self, tracked: sv.Detections) -> None:
+        """Ids rise as tracks are confirmed: one above the highest seen is a new animal."""
+        if not len(tracked):
+            return
+        classes = tracked.data.get("class_name", np.array([], dtype=str))
+        for track_id, class_name in zip(tracker_ids(tracked).tolist(), classes, strict=True):
+            if track_id > self._highest_id:
+                self._highest_id = track_id
+                self.totals.add_track(str(class_name))
+                assert self._window is not None
+                self._window.add_track(str(class_name))
+
+    def _publish(self, events: list[TrackEvent], at: float) -> None:
+        assert self._window is not None
+        for event in events:
+            event = event._replace(track_id=event.track_id + self._track_id_base)
+            self.totals.add_event(event)
+            self._window.add_event(event)
+            self.on_event(CountEvent(event.kind, event.name, event.direction, event.class_name, event.track_id, iso(at)))
+
+    def _record_frame(self, image: np.ndarray, tracked: sv.Detections, received_at: float) -> None:
+        """Draw the tracks and running counts on a copy (the source may still hold the frame)
+        and add it to the live video."""
+        picture = image.copy()
+        counts = self.totals.to_dict()
+        counts["in_frame"] = len(tracked)
+        self.annotator.annotate(picture, tracked, counts)
+        self.hls.write(picture, received_at)
+        self._report_files()
+
+    # --- a gap -----------------------------------------------------------------------------------
+
+    def _on_gap(self, gap: Gap) -> None:
+        """The source stalled, reset or changed: every track ends (a new one counts again)."""
+        self._end_tracks()
+        self.hls.cut(discontinuity=True)
+        self._report_files()
+        self._record_gap(gap.started_at, gap.ended_at, gap.reason)
+
+    def _end_tracks(self) -> None:
+        self._publish(self.counter.forget_ended_tracks(everything=True), time.time())
+        self.totals.set_occupancy({})
+        self._track_id_base = self._highest_id
+        self.counter = ObjectCounter(self.config.counting_config())
+        self._frame_index = 0
+
+    def _record_gap(self, started_at: float, ended_at: float, reason: str) -> None:
+        gap = {"from": iso(started_at), "to": iso(ended_at), "reason": reason}
+        log.info("stream gap: %s from %s to %s", reason, gap["from"], gap["to"])
+        self._gaps_total += 1
+        self._recent_gaps.append(gap)
+        self._unreported_gaps.append(gap)
+        if self._window is not None:
+            self._window.gaps += 1
+
+    # --- the clock: windows and status -----------------------------------------------------------
+
+    def _tick(self, source: FrameSource) -> None:
+        now = time.time()
+        self._current_window(now, source)
+        if now - self._last_status >= self.config.status_interval_s:
+            self._last_status = now
+            self.on_status(self.status(source, now))
+
+    def _open_window(self, started_at: float) -> Window:
+        window = Window(
+            self._next_window, started_at, self.config.window_s,
+            self.config.line_names, self.config.zone_names, self._dropped(),
+        )
+        self._next_window += 1
+        return window
+
+    def _current_window(self, now: float, source: FrameSource | None) -> Window:
+        """The window ``now`` falls in: windows that ended are written first."""
+        assert self._window is not None
+        caught_up = 0
+        while now >= self._window.ends_at:
+            ended_at = self._window.ends_at
+            self._close_window(ended_at)
+            caught_up += 1
+            # held up for many windows (a detector slower than a window): one jump, not a flood
+            self._window = self._open_window(ended_at if caught_up < _MAX_CATCH_UP_WINDOWS else now)
+        return self._window
+
+    def _close_window(self, ended_at: float) -> dict[str, Any]:
+        assert self._window is not None
+        record = self._window.record(ended_at, self._dropped())
+        with self._windows_path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")
+        self._windows_written += 1
+        self._report_files({WINDOWS: self._windows_path})
+        self.on_window(record, self.state(ended_at))  # after on_files: the state names only uploaded files
+        return record
+
+    def status(self, source: FrameSource | None = None, now: float | None = None) -> LiveStatus:
+        now = now or time.time()
+        p50, p95 = self.latency.percentiles(now)
+        gaps, self._unreported_gaps = self._unreported_gaps, []
+        return LiveStatus(
+            counts=self.totals.to_dict(),
+            frames_received=self._received(),
+            frames_processed=self._frames_processed,
+            frames_dropped=self._dropped(),
+            latency_p50_s=p50,
+            latency_p95_s=p95,
+            latencies_s=self.latency.take_unreported(),
+            gaps=gaps,
+            reconnects=self._before["reconnects"] + self._source_count("reconnects"),
+            streaming_s=round(self.streaming_s(now), 3),
+            connected=self._connected(now),
+        )
+
+    def _connected(self, now: float) -> bool:
+        received = self._source_count("frames_received")
+        if received != self._last_received[0]:
+            self._last_received = (received, now)
+        return received > 0 and now - self._last_received[1] < _CONNECTED_WITHIN_S
+
+    def _source_count(self, name: str) -> int:
+        return int(getattr(self._source, name, 0)) if self._source is not None else 0
+
+    def _received(self) -> int:
+        return self._before["frames_received"] + self._source_count("frames_received")
+
+    def _dropped(self) -> int:
+        return self._before["frames_dropped"] + self._source_count("frames_dropped")
+
+    # --- files, state, the end -------------------------------------------------------------------
+
+    def _report_files(self, extra: dict[str, Path] | None = None) -> None:
+        changed, removed = self.hls.take_changes()
+        if extra:
+            changed.update(extra)
+        if changed or removed:
+            self.on_files(changed, removed)
+
+    def state(self, now: float | None = None) -> dict[str, Any]:
+        """What a later run needs to continue this one (JSON-able, a few KB whatever the length)."""
+        now = now or time.time()
+        return {
+            "version": STATE_VERSION,
+            "saved_at": iso(now),
+            "saved_at_s": round(now, 3),
+            "totals": self.totals.to_dict(),
+            "next_window": self._next_window,  # called as a window closes: the one after it
+            "segments": self.hls.state(),
+            "streaming_s": round(self.streaming_s(now), 3),
+            "gaps_total": self._gaps_total,
+            "recent_gaps": list(self._recent_gaps),
+            "frames_received": self._received(),
+            "frames_processed": self._frames_processed,
+            "frames_dropped": self._dropped(),
+            "reconnects": self._before["reconnects"] + self._source_count("reconnects"),
+            "track_id_base": self._highest_id,
+            "latency_histogram": self.histogram.to_dict(),
+        }
+
+    def _finish(self, source: FrameSource) -> tuple[dict[str, Any], dict[str, Path]]:
+        now = time.time()
+        assert self._window is not None
+        self._close_window(now)
+        self._window = None
+        self.hls.finish()
+        self._report_files()
+        stats = self._stats(now)
+        stats_path = self.output_dir / STATS
+        stats_path.write_text(json.dumps(stats, indent=2), encoding="utf-8")
+        self.on_files({STATS: stats_path}, [])
+        self.on_status(self.status(source, now))
+        return stats, self.outputs()
+
+    def outputs(self) -> dict[str, Path]:
+        """{output name: local path} of every output on disk (earlier runs' segments are not)."""
+        names = [WINDOWS, STATS, LIVE_PLAYLIST] + [segment.name for segment in self.hls.listed()]
+        return {name: self.output_dir / name for name in names if (self.output_dir / name).is_file()}
+
+    def _stats(self, now: float) -> dict[str, Any]:
+        return {
+            "kind": "stream",
+            "counts": self.totals.to_dict(),
+            "windows": self._next_window - 1,
+            "window_s": self.config.window_s,
+            "streaming_s": round(self.streaming_s(now), 3),
+            "frames": {
+                "received": self._received(),
+                "processed": self._frames_processed,
+                "dropped": self._dropped(),
+            },
+            "latency": {
+                "p50_s": self.histogram.percentile(50),
+                "p95_s": self.histogram.percentile(95),
+                "note": "received from the decoder -> counted, over the whole stream (5% buckets)",
+            },
+            "gaps_total": self._gaps_total,
+            "gaps": list(self._recent_gaps),
+            "reconnects": self._before["reconnects"] + self._source_count("reconnects"),
+            "video": {"playlist": LIVE_PLAYLIST, "segments": len(self.hls.listed()),
+                      "segment_s": self.config.segment_s, "retention_s": self.config.segment_retention_s},
+            "model": self._model_facts(),
+            "tracking": {"tracker": self.config.tracker, "stitching": False, "min_hits": self.config.min_hits,
+                         "threshold": self.config.threshold,
+                         "low_threshold": self.config.effective_low_threshold},
+        }
+
+    def _model_facts(self) -> dict[str, Any]:
+        facts = dict(self.detector.describe())
+        facts.setdefault("id", str(self.detector.model_id))
+        facts.setdefault("device", str(self.detector.device))
+        facts.setdefault("random_weights", bool(self.detector.random_weights))
+        facts["classes"] = self.config.classes
+        return facts

@@ -1,0 +1,339 @@
+"""The annotated video of a live stream as HLS: MPEG-TS segments of H.264 and a live playlist.
+
+``HlsWriter`` encodes the frames it is given into ``live/seg-000001.ts``, ``seg-000002.ts``...
+(each about ``segment_s`` long) and rewrites ``live/index.m3u8`` each time a segment is
+complete, so a player (hls.js, Safari, PyAV) can follow the stream a segment behind, and
+the whole recording stays playable afterwards.
+
+* Each segment is its own encoder and file, so each starts with a key frame and is complete
+  on disk before the playlist names it. Frames come at the rate inference keeps up with, not
+  the camera's: every frame carries its own timestamp (90 kHz, MPEG-TS's clock).
+* Timestamps are continuous over the whole recording, resumes included: the recording's
+  clock follows the frames' wall-clock times (``at``) while they flow; after a gap or a resume
+  (``cut``) it continues from where it stopped (the hole is not in the video), and the next
+  segment carries ``#EXT-X-DISCONTINUITY`` so players know the picture jumped.
+* ``retention_s`` keeps only the newest segments worth that many seconds: older ones leave the
+  playlist (``EXT-X-MEDIA-SEQUENCE`` and ``EXT-X-DISCONTINUITY-SEQUENCE`` move on) and their
+  files are deleted and reported as removed. None keeps every segment: the recording.
+* ``finish`` closes the last segment and ends the playlist with ``#EXT-X-ENDLIST``.
+* ``state()`` is small and JSON-able whatever the run's length (older segments are folded into
+  one aggregate); given back to a new writer, it continues the numbering and the clock.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import av.error
+import numpy as np
+
+from core.errors import EncoderError, InvalidInput
+from core.outputs import LIVE_PLAYLIST, live_segment
+from ml_engine.video import check_encoder_options
+
+TIME_BASE = Fraction(1, 90_000)  # MPEG-TS timestamps count 90 kHz ticks
+_NOMINAL_RATE = 25  # only for x264's rate control: real frame times come with each frame
+_DEFAULT_FRAME_S = 0.1  # a one-frame segment's length, and the step after a gap
+_STATE_SEGMENTS = 512  # segments the state lists one by one; older ones are folded (size bound)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One finished segment: its number, length and whether the picture jumped before it."""
+
+    sequence: int
+    duration_s: float
+    discontinuity: bool = False
+
+    @property
+    def name(self) -> str:
+        return live_segment(self.sequence)
+
+
+@dataclass
+class _Folded:
+    """Segments too old to list one by one in the state: numbers ``first..first+count-1``."""
+
+    first: int
+    count: int = 0
+    seconds: float = 0.0
+
+    def segments(self) -> Iterator[Segment]:
+        mean = self.seconds / self.count if self.count else 0.0
+        for offset in range(self.count):
+            yield Segment(self.first + offset, mean)
+
+
+class _OpenSegment:
+    """The segment being written: one MPEG-TS file and one x264 encoder."""
+
+    def __init__(self, path: Path, size: tuple[int, int], crf: int, preset: str, start_s: float) -> None:
+        self.path, self.size, self.start_s = path, size, start_s
+        self.partial = path.with_name(f".{path.name}.partial")
+        self.last_s = start_s
+        self.frames = 0
+        try:
+            self.container = av.open(str(self.partial), mode="w", format="mpegts")
+            stream = self.container.add_stream("libx264", rate=_NOMINAL_RATE)
+            stream.width, stream.height = size
+            stream.pix_fmt = "yuv420p"
+            stream.codec_context.time_base = TIME_BASE
+            # zerolatency: no B-frames and no look-ahead, so each frame leaves the encoder at
+            # once (no frames held inside it: latency and memory stay small)
+            stream.codec_context.options = {"crf": str(crf), "preset": preset, "tune": "zerolatency"}
+            self.stream = stream
+        except av.error.FFmpegError as exc:
+            self.partial.unlink(missing_ok=True)
+            raise EncoderError(f"starting a live video segment failed: {exc}") from exc
+
+    def write(self, image: np.ndarray, time_s: float) -> None:
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts, frame.time_base = round(time_s / TIME_BASE), TIME_BASE
+        self._mux(self.stream.encode(frame))
+        self.last_s = time_s
+        self.frames += 1
+
+    def duration_s(self, next_start_s: float | None) -> float:
+        """Up to the next segment's first frame; the last segment gets one more mean frame."""
+        if next_start_s is not None:
+            return next_start_s - self.start_s
+        span = self.last_s - self.start_s
+        step = span / (self.frames - 1) if self.frames > 1 else _DEFAULT_FRAME_S
+        return span + step
+
+    def close(self) -> None:
+        """Flush the encoder and move the file to its name: complete before anyone lists it."""
+        try:
+            self._mux(self.stream.encode(None))
+            self.container.close()
+        except BaseException:
+            self.abandon()
+            raise
+        os.replace(self.partial, self.path)
+
+    def abandon(self) -> None:
+        try:
+            self.container.close()
+        except av.error.FFmpegError:
+            pass
+        finally:
+            self.partial.unlink(missing_ok=True)
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        try:
+            self.container.mux(packets)
+        except av.error.FFmpegError as exc:
+            raise EncoderError(f"writing a live video segment failed: {exc}") from exc
+
+
+class HlsWriter:
+    """Frames in, ``live/seg-NNNNNN.ts`` + ``live/index.m3u8`` out (see the module's docstring).
+
+    Not thread-safe: one thread writes. ``take_changes`` hands over what changed on disk since
+    its last call (for the service to upload and delete).
+    """
+
+    def __init__(
+        self,
+        output_dir: Path,
+        *,
+        segment_s: float = 2.0,
+        retention_s: float | None = None,
+        crf: int = 28,
+        preset: str = "veryfast",
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        if segment_s <= 0:
+            raise InvalidInput(f"segment_s must be positive, got {segment_s}")
+        if retention_s is not None and retention_s < segment_s:
+            raise InvalidInput(f"segment_retention_s must be at least segment_s ({segment_s}), got {retention_s}")
+        check_encoder_options(crf, preset)
+        self.output_dir = Path(output_dir)
+        self.playlist_path = self.output_dir / LIVE_PLAYLIST
+        self.playlist_path.parent.mkdir(parents=True, exist_ok=True)
+        self.segment_s, self.retention_s = segment_s, retention_s
+        self.crf, self.preset = crf, preset
+        self.segments: list[Segment] = []  # listed in the playlist, oldest first
+        self.folded: _Folded | None = None  # listed too, before ``segments`` (a resumed long run)
+        self.next_sequence = 1
+        self.discontinuity_sequence = 0
+        self.clock_s = 0.0  # the recording's time: the next frame is at or after it
+        self._origin: float | None = None  # wall time of the recording's 0 s, while frames flow
+        self.ended = False
+        self._open: _OpenSegment | None = None
+        self._jump = False  # the next segment starts after a discontinuity
+        self._changed: dict[str, Path] = {}
+        self._removed: list[str] = []
+        if state:
+            self._restore(state)
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def write(self, image: np.ndarray, at: float) -> None:
+        """Encode one RGB (H, W, 3) frame received at wall time ``at`` (``time.time()``). A new
+        resolution starts a new segment."""
+        if self._origin is None:
+            self._origin = at - self.clock_s
+        time_s = max(at - self._origin, self.clock_s)  # a clock that stepped back never goes backwards here
+        image = _even(image)
+        size = (image.shape[1], image.shape[0])
+        if self._open is not None and self._open.size != size:
+            self.cut(discontinuity=True)  # a new resolution needs a new encoder
+        if self._open is not None and time_s - self._open.start_s >= self.segment_s:
+            self._close_open(next_start_s=time_s)
+        if self._open is None:
+            self._open = _OpenSegment(
+                self.output_dir / live_segment(self.next_sequence), size, self.crf, self.preset, time_s
+            )
+            self.next_sequence += 1
+        self._open.write(image, time_s)
+        self.clock_s = time_s + 1e-3  # the next frame must come later (a tick is 11 µs)
+
+    def cut(self, discontinuity: bool = True) -> None:
+        """End the open segment now (a gap, the end); ``discontinuity``: the next segment is
+        marked as a jump in the picture, and its clock steps on by one frame only."""
+        if self._open is not None:
+            self._close_open(next_start_s=None)
+        if discontinuity:
+            self._jump = bool(self.segments or self.folded)
+            self._origin = None
+
+    def finish(self) -> None:
+        """Close the last segment and end the playlist (``#EXT-X-ENDLIST``)."""
+        self.cut(discontinuity=False)
+        self.ended = True
+        self._write_playlist()
+
+    def abandon(self) -> None:
+        """After a failure: drop the half-written segment, keep what is complete."""
+        if self._open is not None:
+            self._open.abandon()
+            self._open = None
+
+    def take_changes(self) -> tuple[dict[str, Path], list[str]]:
+        """({output name: path} written since the last call, [output names deleted since])."""
+        changed, removed = self._changed, self._removed
+        self._changed, self._removed = {}, []
+        return changed, removed
+
+    def _close_open(self, next_start_s: float | None) -> None:
+        assert self._open is not None
+        segment, self._open = self._open, None
+        segment.close()
+        duration = max(segment.duration_s(next_start_s), 1e-3)
+        if next_start_s is None:
+            self.clock_s = max(self.clock_s, segment.start_s + duration)
+        self.segments.append(Segment(self.next_sequence - 1, duration, self._jump))
+        self._jump = False
+        self._changed[live_segment(self.next_sequence - 1)] = segment.path
+        self._apply_retention()
+        self._write_playlist()
+
+    def _apply_retention(self) -> None:
+        if self.retention_s is None:
+            return
+        listed = self.listed()
+        total = sum(s.duration_s for s in listed)
+        for oldest in listed[:-1]:
+            if total - oldest.duration_s < self.retention_s:
+                break
+            total -= oldest.duration_s
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        if self.folded is not None and self.folded.count:
+            mean = self.folded.seconds / self.folded.count
+            segment = Segment(self.folded.first, mean)
+            self.folded = _Folded(self.folded.first + 1, self.folded.count - 1, self.folded.seconds - mean)
+            if not self.folded.count:
+                self.folded = None
+        else:
+            segment = self.segments.pop(0)
+        self._drop(segment)
+
+    def _drop(self, segment: Segment) -> None:
+        if segment.discontinuity:
+            self.discontinuity_sequence += 1
+        (self.output_dir / segment.name).unlink(missing_ok=True)
+        self._changed.pop(segment.name, None)
+        self._removed.append(segment.name)
+
+    # --- the playlist ----------------------------------------------------------------------------
+
+    def listed(self) -> list[Segment]:
+        """The segments the playlist names, oldest first."""
+        older = list(self.folded.segments()) if self.folded else []
+        return older + self.segments
+
+    def playlist(self) -> str:
+        listed = self.listed()
+        longest = max((s.duration_s for s in listed), default=self.segment_s)
+        lines = [
+            "#EXTM3U",
+            "#EXT-X-VERSION:3",
+            f"#EXT-X-TARGETDURATION:{max(1, math.ceil(max(longest, self.segment_s) - 1e-6))}",
+            f"#EXT-X-MEDIA-SEQUENCE:{listed[0].sequence if listed else self.next_sequence}",
+            f"#EXT-X-DISCONTINUITY-SEQUENCE:{self.discontinuity_sequence}",
+        ]
+        if self.retention_s is None:
+            lines.append("#EXT-X-PLAYLIST-TYPE:EVENT")  # segments are only ever added
+        for segment in listed:
+            if segment.discontinuity:
+                lines.append("#EXT-X-DISCONTINUITY")
+            lines += [f"#EXTINF:{segment.duration_s:.3f},", Path(segment.name).name]
+        if self.ended:
+            lines.append("#EXT-X-ENDLIST")
+        return "\n".join(lines) + "\n"
+
+    def _write_playlist(self) -> None:
+        partial = self.playlist_path.with_name(f".{self.playlist_path.name}.partial")
+        partial.write_text(self.playlist(), encoding="utf-8")
+        os.replace(partial, self.playlist_path)  # a player never reads half a playlist
+        self._changed[LIVE_PLAYLIST] = self.playlist_path
+
+    # --- resume ----------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """The numbering, the clock and the listed segments, small whatever the run's length."""
+        detailed = self.segments[-_STATE_SEGMENTS:]
+        folded = _Folded(self.folded.first, self.folded.count, self.folded.seconds) if self.folded else None
+        for segment in self.segments[:-_STATE_SEGMENTS] if len(self.segments) > _STATE_SEGMENTS else []:
+            folded = folded or _Folded(segment.sequence)
+            folded.count += 1
+            folded.seconds += segment.duration_s
+        return {
+            "next_sequence": self.next_sequence,
+            "discontinuity_sequence": self.discontinuity_sequence,
+            "clock_s": round(self.clock_s, 3),
+            "folded": None if folded is None else [folded.first, folded.count, round(folded.seconds, 3)],
+            "segments": [[s.sequence, round(s.duration_s, 3), int(s.discontinuity)] for s in detailed],
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        try:
+            self.next_sequence = int(state["next_sequence"])
+            self.discontinuity_sequence = int(state.get("discontinuity_sequence", 0))
+            self.clock_s = float(state.get("clock_s", 0.0)) + _DEFAULT_FRAME_S
+            folded = state.get("folded")
+            self.folded = _Folded(int(folded[0]), int(folded[1]), float(folded[2])) if folded else None
+            self.segments = [Segment(int(n), float(d), bool(j)) for n, d, j in state.get("segments", [])]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"the live video's resume state is unreadable: {exc}") from None
+        self._jump = bool(self.segments or self.folded)  # the picture jumps at a resume
+        self._apply_retention()
+        self._write_playlist()
+
+
+def _even(image: np.ndarray) -> np.ndarray:
+    """yuv420p needs even sizes: repeat the last row/column of an odd-sized frame."""
+    pad_bottom, pad_right = image.shape[0] % 2, image.shape[1] % 2
+    if not (pad_bottom or pad_right):
+        return image
+    return np.pad(image, ((0, pad_bottom), (0, pad_right), (0, 0)), mode="edge")

@@ -1,0 +1,463 @@
+"""ml_engine.live: the annotated HLS writer and ``StreamRun`` (windows, events, state, latency).
+
+The HLS tests read what was written back through PyAV's own HLS demuxer (the playlist, as a
+player follows it). The ``StreamRun`` tests feed it frames of a real H.264 clip decoded with
+PyAV through ``ClipSource``, a stand-in with LiveSource's interface that paces frames at the
+clip's rate and keeps only the newest (so a slow detector makes it drop frames, as the real
+source does); the end-to-end tests at the bottom use the real LiveSource on a real RTSP server.
+Detections come from ``ColourBoxDetector``, which really finds the clip's coloured boxes, so
+counts have a ground truth.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import supervision as sv
+
+from core.errors import InvalidInput
+from core.jobs import CountingLine, CountingZone
+from core.outputs import LIVE_PLAYLIST, STATS, WINDOWS, live_segment
+from ml_engine.live import CountEvent, Gap, HlsWriter, LiveFrame, LiveStatus, StreamConfig, StreamRun
+from ml_engine.video import iter_frames, probe
+from tests.fixtures_video import MovingBox, write_clip
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def playlist_tags(path: Path) -> dict[str, str]:
+    return dict(re.findall(r"^#(EXT-X-[A-Z-]+):(.*)$", path.read_text(), flags=re.M))
+
+
+def listed_segments(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+
+
+def decoded_times(playlist: Path) -> list[float]:
+    """Every frame's time as a player sees it, following the playlist (PyAV's HLS demuxer)."""
+    with av.open(str(playlist)) as container:
+        return [float(frame.time) for frame in container.decode(video=0)]
+
+
+def solid(value: int, size: tuple[int, int] = (64, 48)) -> np.ndarray:
+    return np.full((size[1], size[0], 3), value, dtype=np.uint8)
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# --- HlsWriter -------------------------------------------------------------------------------------
+
+
+def test_segments_are_cut_at_the_segment_length_and_play_back_continuously(tmp_path: Path) -> None:
+    writer = HlsWriter(tmp_path, segment_s=1.0)
+    for i in range(35):  # 3.5 s at 10 fps
+        writer.write(solid(i * 7 % 256), 1000.0 + i / 10)
+    changed, removed = writer.take_changes()
+    assert sorted(changed) == [LIVE_PLAYLIST, live_segment(1), live_segment(2), live_segment(3)]
+    assert removed == []
+    writer.finish()
+    playlist = tmp_path / LIVE_PLAYLIST
+    assert listed_segments(playlist) == ["seg-000001.ts", "seg-000002.ts", "seg-000003.ts", "seg-000004.ts"]
+    tags = playlist_tags(playlist)
+    assert tags["EXT-X-MEDIA-SEQUENCE"] == "1" and tags["EXT-X-TARGETDURATION"] == "1"
+    assert playlist.read_text().rstrip().endswith("#EXT-X-ENDLIST")
+    times = decoded_times(playlist)
+    assert len(times) == 35
+    steps = np.diff(times)
+    assert np.all(np.abs(steps - 0.1) < 0.002), steps  # one clock across segments: no resets, no holes
+    durations = [float(d) for d in re.findall(r"#EXTINF:([\d.]+),", playlist.read_text())]
+    assert durations[:3] == pytest.approx([1.0, 1.0, 1.0], abs=1e-3)
+    assert sum(durations) == pytest.approx(3.5, abs=0.01)
+
+
+def test_retention_drops_old_segments_from_disk_and_playlist_and_reports_them(tmp_path: Path) -> None:
+    writer = HlsWriter(tmp_path, segment_s=1.0, retention_s=2.0)
+    for i in range(61):  # six full segments
+        writer.write(solid(100), i / 10)
+    changed, removed = writer.take_changes()
+    playlist = tmp_path / LIVE_PLAYLIST
+    assert listed_segments(playlist) == ["seg-000005.ts", "seg-000006.ts"]
+    assert playlist_tags(playlist)["EXT-X-MEDIA-SEQUENCE"] == "5"
+    assert removed == [live_segment(n) for n in (1, 2, 3, 4)]
+    assert sorted(p.name for p in (tmp_path / "live").iterdir() if p.suffix == ".ts") == [
+        "seg-000005.ts", "seg-000006.ts"
+    ]
+    assert set(changed) == {LIVE_PLAYLIST, live_segment(5), live_segment(6)}  # the dropped ones are not "changed"
+    assert "#EXT-X-PLAYLIST-TYPE" not in playlist.read_text()  # a sliding window, not an event playlist
+
+
+def test_a_gap_marks_a_discontinuity_and_the_clock_does_not_jump(tmp_path: Path) -> None:
+    writer = HlsWriter(tmp_path, segment_s=10.0)
+    for i in range(5):
+        writer.write(solid(50), 100.0 + i / 10)
+    writer.cut(discontinuity=True)  # the camera was away for 60 s
+    for i in range(5):
+        writer.write(solid(200), 160.0 + i / 10)
+    writer.finish()
+    playlist = tmp_path / LIVE_PLAYLIST
+    text = playlist.read_text()
+    assert text.index("seg-000001.ts") < text.index("#EXT-X-DISCONTINUITY\n") < text.index("seg-000002.ts")
+    times = decoded_times(playlist)
+    assert len(times) == 10 and max(np.diff(times)) < 0.25  # the 60 s hole is not in the video
+
+
+def test_a_new_resolution_starts_a_new_segment(tmp_path: Path) -> None:
+    writer = HlsWriter(tmp_path, segment_s=10.0)
+    for i in range(3):
+        writer.write(solid(50, (64, 48)), i / 10)
+    for i in range(3, 6):
+        writer.write(solid(50, (33, 21)), i / 10)  # odd sizes are padded to even
+    writer.finish()
+    sizes = []
+    for name in listed_segments(tmp_path / LIVE_PLAYLIST):
+        with av.open(str(tmp_path / "live" / name)) as container:
+            frames = list(container.decode(video=0))
+            sizes.append((frames[0].width, frames[0].height, len(frames)))
+    assert sizes == [(64, 48, 3), (34, 22, 3)]
+
+
+def test_a_writer_resumed_from_state_continues_numbering_and_clock(tmp_path: Path) -> None:
+    first = HlsWriter(tmp_path, segment_s=1.0)
+    for i in range(25):
+        first.write(solid(80), 50.0 + i / 10)
+    state = json.loads(json.dumps(first.state()))  # what the service stores
+    # the process dies here: segment 3 was open, never finished
+    second = HlsWriter(tmp_path, segment_s=1.0, state=state)
+    for i in range(15):
+        second.write(solid(160), 900.0 + i / 10)
+    second.finish()
+    playlist = tmp_path / LIVE_PLAYLIST
+    assert listed_segments(playlist) == ["seg-000001.ts", "seg-000002.ts", "seg-000004.ts", "seg-000005.ts"]
+    text = playlist.read_text()
+    assert text.index("seg-000002.ts") < text.index("#EXT-X-DISCONTINUITY\n") < text.index("seg-000004.ts")
+    times = decoded_times(playlist)
+    assert len(times) == 20 + 15
+    # the clock goes on from the first run's last frame (2.4 s; the unfinished segment's frames
+    # are lost), not from 0 and not by the 850 s the worker was away
+    assert np.all(np.diff(times) > 0) and times[20] == pytest.approx(2.5, abs=0.01)
+
+
+def test_the_state_stays_small_however_long_the_recording(tmp_path: Path) -> None:
+    writer = HlsWriter(tmp_path, segment_s=1.0)
+    for i in range(1000):  # 1000 one-frame segments: as many as half an hour of 2 s segments
+        writer.write(solid(10, (16, 16)), float(i))
+    state = writer.state()
+    assert len(json.dumps(state)) < 16_000
+    rebuilt = HlsWriter(tmp_path / "again", segment_s=1.0, state=state)
+    assert [s.sequence for s in rebuilt.listed()] == list(range(1, 1000))  # every finished segment still listed
+    assert sum(s.duration_s for s in rebuilt.listed()) == pytest.approx(999.0, abs=0.1)
+
+
+def test_writer_rejects_bad_settings() -> None:
+    with pytest.raises(InvalidInput, match="segment_retention_s"):
+        HlsWriter(Path("unused"), segment_s=2.0, retention_s=1.0)
+    with pytest.raises(InvalidInput, match="preset"):
+        HlsWriter(Path("unused"), preset="warp-speed")
+
+
+# --- StreamRun with a paced clip ----------------------------------------------------------------
+
+RED = MovingBox(color=(230, 40, 40), start=(0, 60), velocity=(8, 0), size=(40, 40))
+GATE = CountingLine(name="gate", start=(160, 0), end=(160, 240))  # walking right crosses it: "out"
+PEN = CountingZone(name="pen", polygon=[(200, 0), (320, 0), (320, 240), (200, 240)])
+
+
+@pytest.fixture(scope="module")
+def walk_frames(tmp_path_factory: pytest.TempPathFactory) -> list[np.ndarray]:
+    """One red animal walks left to right across a 320x240 clip (40 frames at 10 fps), decoded
+    back from H.264 with PyAV; looped, another walks through every 4 s."""
+    clip = write_clip(tmp_path_factory.mktemp("clip") / "walk.mp4", boxes=[RED], frames=40, fps=10)
+    return [frame.image for frame in iter_frames(clip, probe(clip))]
+
+
+class ClipSource:
+    """LiveSource's interface over decoded frames, looped at ``fps`` in real time. Only the
+    newest due frame is handed out: those that came due while the caller was busy are dropped
+    and counted. ``gap_after``: after that many frames, one Gap (the camera reset)."""
+
+    def __init__(self, frames: list[np.ndarray], fps: float = 10.0, gap_after: int | None = None) -> None:
+        self.frames, self.fps, self.gap_after = frames, fps, gap_after
+        self.frames_received = self.frames_dropped = self.reconnects = 0
+        self.started = time.time()
+        self.delivered = -1  # index of the last frame handed out
+        self.gap_pending = False
+        self.closed = False
+
+    def next(self, timeout: float) -> LiveFrame | Gap | None:
+        if self.gap_pending:
+            self.gap_pending = False
+            self.reconnects += 1
+            return Gap(time.time() - 1.0, time.time(), "stall")
+        deadline = time.time() + timeout
+        while True:
+            due = int((time.time() - self.started) * self.fps)
+            if due > self.delivered:
+                break
+            if time.time() >= deadline:
+                return None
+            time.sleep(min(0.01, max(0.0, deadline - time.time())))
+        self.frames_received += due - self.delivered
+        self.frames_dropped += due - self.delivered - 1
+        self.delivered = due
+        if self.gap_after is not None and due >= self.gap_after:
+            self.gap_after, self.gap_pending = None, True
+        image = self.frames[due % len(self.frames)].copy()
+        return LiveFrame(image, time.time(), due / self.fps, 1 + self.reconnects)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class ColourBoxDetector:
+    """Finds the red box by colour: a real detector of this toy world. ``delay_s``: slow."""
+
+    labels = {0: "cow"}
+    model_id, device, random_weights = "colour-boxes", "cpu", False
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.calls = 0
+
+    def detect(self, images, threshold, class_names=None) -> list[sv.Detections]:
+        if class_names and set(class_names) - {"cow"}:
+            raise InvalidInput(f"unknown classes {class_names}")
+        self.calls += len(images)
+        if images and self.delay_s:
+            time.sleep(self.delay_s)
+        return [self._find(image) for image in images]
+
+    def detect_views(self, images, views, threshold, class_names=None) -> list[sv.Detections]:
+        raise AssertionError("no tiling for this detector")
+
+    def model_input_size(self, width: int, height: int) -> None:
+        return None
+
+    def tile_size(self) -> None:
+        return None
+
+    def describe(self) -> dict:
+        return {"id": self.model_id}
+
+    def _find(self, image: np.ndarray) -> sv.Detections:
+        mask = (np.abs(image.astype(int) - RED.color) < 40).all(axis=2)
+        ys, xs = np.nonzero(mask)
+        boxes = [(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)] if len(xs) > 50 else []
+        return sv.Detections(
+            xyxy=np.array(boxes, dtype=np.float32).reshape(-1, 4),
+            confidence=np.full(len(boxes), 0.95, dtype=np.float32),
+            class_id=np.zeros(len(boxes), dtype=int),
+            data={"class_name": np.array(["cow"] * len(boxes), dtype=str)},
+        )
+
+
+class Recorder:
+    """Everything a StreamRun reports through its callbacks."""
+
+    def __init__(self) -> None:
+        self.statuses: list[LiveStatus] = []
+        self.windows: list[tuple[dict, dict]] = []
+        self.files: list[tuple[dict[str, Path], list[str]]] = []
+        self.events: list[CountEvent] = []
+
+    def callbacks(self) -> dict:
+        return {
+            "on_status": self.statuses.append,
+            "on_window": lambda record, state: self.windows.append((record, state)),
+            "on_files": lambda changed, removed: self.files.append((dict(changed), list(removed))),
+            "on_event": self.events.append,
+        }
+
+
+def stop_after(seconds: float):
+    deadline = time.monotonic() + seconds
+    return lambda: time.monotonic() >= deadline
+
+
+def stream_config(**overrides) -> StreamConfig:
+    settings = {"window_s": 1.0, "segment_s": 1.0, "status_interval_s": 0.3, "tracker": "bytetrack",
+                "lines": [GATE], "zones": [PEN], "preset": "ultrafast"}
+    return StreamConfig(**{**settings, **overrides})
+
+
+def test_a_stream_is_counted_in_windows_with_events_segments_and_final_stats(
+    walk_frames: list[np.ndarray], tmp_path: Path
+) -> None:
+    seen = Recorder()
+    source = ClipSource(walk_frames)
+    run = StreamRun("rtsp://camera.invalid/stream", stream_config(), ColourBoxDetector(), tmp_path,
+                    should_stop=stop_after(7.0), source=source, **seen.callbacks())
+    stats, outputs = run.run()
+    assert source.closed
+
+    # two animals walked through in 7 s (one every 4 s): each counted once, crossing once, in the pen once
+    counts = stats["counts"]
+    assert counts["total_unique"] == 2 and counts["by_class"] == {"cow": 2}
+    assert counts["lines"]["gate"]["out"] == 2 and counts["lines"]["gate"]["in"] == 0
+    assert counts["lines"]["gate"]["by_class"]["out"] == {"cow": 2}
+    assert counts["zones"]["pen"]["entries"] == 2
+    kinds = [(e.kind, e.name, e.direction) for e in seen.events]
+    assert kinds.count(("line_crossing", "gate", "out")) == 2
+    assert kinds.count(("zone_entry", "pen", None)) == 2
+    assert len({e.track_id for e in seen.events}) == 2
+
+    # windows: numbered from 1, contiguous, their counts add up to the totals
+    windows = jsonl(tmp_path / WINDOWS)
+    assert [w["window"] for w in windows] == list(range(1, len(windows) + 1)) and len(windows) >= 7
+    assert all(a["to"] == b["from"] for a, b in zip(windows, windows[1:], strict=False))
+    assert sum(w["unique"] for w in windows) == 2
+    assert sum(w["lines"]["gate"]["out"] for w in windows) == 2
+    assert sum(w["zones"]["pen"]["entries"] for w in windows) == 2
+    assert sum(w["frames_processed"] for w in windows) == stats["frames"]["processed"] >= 60
+    assert [record for record, _ in seen.windows] == windows
+    full = [w for w in windows[:-1] if w["frames_processed"]]
+    assert all(w["latency_p95_s"] is not None and w["latency_p95_s"] < 0.5 for w in full)
+    assert any(w["zones"]["pen"]["max_occupancy"] == 1 for w in windows)
+
+    # the state handed over at each window is small JSON
+    state = seen.windows[-1][1]
+    assert len(json.dumps(state)) < 64_000 and state["totals"] == counts
+
+    # outputs: playlist ended, every listed segment on disk, stats.json written
+    playlist = tmp_path / LIVE_PLAYLIST
+    assert playlist.read_text().rstrip().endswith("#EXT-X-ENDLIST")
+    names = listed_segments(playlist)
+    assert len(names) >= 6 and all((tmp_path / "live" / name).is_file() for name in names)
+    assert len(decoded_times(playlist)) == stats["frames"]["processed"]  # every counted frame is in the video
+    assert json.loads((tmp_path / STATS).read_text()) == stats
+    assert set(outputs) == {WINDOWS, STATS, LIVE_PLAYLIST} | {f"live/{name}" for name in names}
+
+    # on_files reported each of them as it was written
+    reported = {name for changed, _ in seen.files for name in changed}
+    assert reported == set(outputs)
+
+    # status: running totals, climbing frame counters, no drops at this pace
+    assert seen.statuses[-1].counts == counts
+    assert seen.statuses[-1].frames_processed == stats["frames"]["processed"]
+    assert sum(len(s.latencies_s) for s in seen.statuses) == stats["frames"]["processed"]
+    assert stats["frames"]["dropped"] <= 3
+    assert stats["gaps_total"] == 0
+
+
+def test_a_gap_ends_every_track_so_an_animal_in_view_counts_again(
+    walk_frames: list[np.ndarray], tmp_path: Path
+) -> None:
+    seen = Recorder()
+    # the gap comes at frame 15, while the first animal is mid-frame (x = 120)
+    source = ClipSource(walk_frames, gap_after=15)
+    run = StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path,
+                    should_stop=stop_after(3.5), source=source, **seen.callbacks())
+    stats, _ = run.run()
+    assert stats["counts"]["total_unique"] == 2  # one animal, two tracks: before and after the gap
+    assert stats["gaps_total"] == 1 and stats["gaps"][0]["reason"] == "stall"
+    assert [gap["reason"] for status in seen.statuses for gap in status.gaps] == ["stall"]
+    assert sum(w["gaps"] for w in jsonl(tmp_path / WINDOWS)) == 1
+    assert "#EXT-X-DISCONTINUITY\n" in (tmp_path / LIVE_PLAYLIST).read_text()
+    assert stats["reconnects"] == 1
+
+
+def test_a_resumed_run_continues_totals_windows_segments_and_track_ids(
+    walk_frames: list[np.ndarray], tmp_path: Path
+) -> None:
+    first = Recorder()
+    StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path,
+              should_stop=stop_after(4.5), source=ClipSource(walk_frames), **first.callbacks()).run()
+    record, state = first.windows[-2]  # the process "dies" after this window: the last state stored
+    state = json.loads(json.dumps(state))
+    windows_before = jsonl(tmp_path / WINDOWS)
+    kept = [w for w in windows_before if w["window"] <= record["window"]]
+    (tmp_path / WINDOWS).write_text("".join(json.dumps(w) + "\n" for w in kept))  # what storage holds
+    first_ids = {e.track_id for e in first.events}
+
+    second = Recorder()
+    stats, _ = StreamRun(
+        "rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path, resume=state,
+        should_stop=stop_after(3.5), source=ClipSource(walk_frames), **second.callbacks(),
+    ).run()
+    assert stats["counts"]["total_unique"] == state["totals"]["total_unique"] + 1 == 2
+    windows = jsonl(tmp_path / WINDOWS)
+    assert [w["window"] for w in windows] == list(range(1, len(windows) + 1))
+    assert windows[len(kept)]["gaps"] == 1  # the resume is recorded as a gap
+    assert stats["gaps"][-1]["reason"] == "resumed" and stats["gaps_total"] == 1
+    assert min(e.track_id for e in second.events) > max(first_ids)  # ids keep rising
+    playlist = (tmp_path / LIVE_PLAYLIST).read_text()
+    numbers = [int(n) for n in re.findall(r"seg-(\d+)\.ts", playlist)]
+    assert numbers == sorted(numbers) and numbers[0] == 1 and "#EXT-X-DISCONTINUITY" in playlist
+    assert stats["streaming_s"] > state["streaming_s"] + 3
+    assert stats["frames"]["processed"] > state["frames_processed"]
+
+
+def test_a_slow_detector_drops_frames_and_latency_stays_bounded(
+    walk_frames: list[np.ndarray], tmp_path: Path
+) -> None:
+    seen = Recorder()
+    source = ClipSource(walk_frames, fps=25.0)
+    stats, _ = StreamRun(
+        "rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(delay_s=0.2), tmp_path,
+        should_stop=stop_after(4.0), source=source, **seen.callbacks(),
+    ).run()
+    assert stats["frames"]["dropped"] > 40  # ~25 fps in, ~5 fps processed
+    assert stats["frames"]["processed"] < stats["frames"]["received"] / 2
+    assert 0.2 <= stats["latency"]["p95_s"] < 0.6  # the detector's 0.2 s plus at most a frame's wait
+    assert sum(w["frames_dropped"] for w in jsonl(tmp_path / WINDOWS)) == stats["frames"]["dropped"]
+
+
+def test_memory_stays_flat_as_animals_keep_coming(walk_frames: list[np.ndarray], tmp_path: Path) -> None:
+    """Every 4 s a new animal: Python memory after 12 s of stream is about what it was after 4 s."""
+    samples: list[int] = []
+    tracemalloc.start()
+    try:
+        stats, _ = StreamRun(
+            "rtsp://camera.invalid/s", stream_config(window_s=2.0), ColourBoxDetector(), tmp_path,
+            on_window=lambda record, state: samples.append(tracemalloc.get_traced_memory()[0]),
+            should_stop=stop_after(12.5), source=ClipSource(walk_frames, fps=20.0),
+        ).run()
+    finally:
+        tracemalloc.stop()
+    assert stats["counts"]["total_unique"] >= 3
+    assert len(samples) >= 6
+    growth = max(samples[2:]) - samples[1]
+    assert growth < 150_000, samples  # a leak per frame (~240 frames) or per track would show
+
+
+def test_duration_ends_the_stream_and_bad_settings_are_refused(walk_frames: list[np.ndarray], tmp_path: Path) -> None:
+    started = time.monotonic()
+    stats, _ = StreamRun("rtsp://camera.invalid/s", stream_config(duration_s=1.5), ColourBoxDetector(),
+                         tmp_path, source=ClipSource(walk_frames)).run()
+    assert 1.4 < time.monotonic() - started < 4 and 1.5 <= stats["streaming_s"] < 3
+    with pytest.raises(InvalidInput, match="window_s"):
+        stream_config(window_s=0)
+    with pytest.raises(InvalidInput, match="segment_retention_s"):
+        stream_config(segment_s=2.0, segment_retention_s=1.0)
+    with pytest.raises(InvalidInput, match="tracker"):
+        stream_config(tracker="psychic")
+
+
+def test_unknown_classes_fail_before_the_source_is_opened(tmp_path: Path) -> None:
+    source = ClipSource([np.zeros((8, 8, 3), np.uint8)])
+    with pytest.raises(InvalidInput, match="unknown classes"):
+        StreamRun("rtsp://camera.invalid/s", stream_config(classes=["unicorn"]), ColourBoxDetector(),
+                  tmp_path, source=source).run()
+    assert source.frames_received == 0
+
+
+def test_a_failing_callback_stops_the_run_with_its_error(walk_frames: list[np.ndarray], tmp_path: Path) -> None:
+    def broken(record: dict, state: dict) -> None:
+        raise RuntimeError("storage is down")
+
+    source = ClipSource(walk_frames)
+    with pytest.raises(RuntimeError, match="storage is down"):
+        StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path,
+                  on_window=broken, should_stop=stop_after(10), source=source).run()
+    assert source.closed
+    assert not list((tmp_path / "live").glob(".*.partial"))  # no half-written segment left behind
+    assert threading.active_count() >= 1
