@@ -24,6 +24,7 @@ from playwright.sync_api import expect
 
 from tests.fixtures_browser import PageErrors, open_context, screenshot
 from tests.fixtures_server import AllInOneServer
+from tests.fixtures_service import free_port
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -33,6 +34,7 @@ ALLINONE_ENV = {  # read by the allinone_server fixture
     "API_KEYS": f"farm:{API_KEY}",
     "STREAM_ALLOWED_NETWORKS": "127.0.0.0/8",  # the test camera is on loopback
     "STREAM_READ_TIMEOUT_S": "3",  # a camera gone quiet is noticed within seconds
+    "STREAM_CONNECT_ATTEMPTS": "2",  # a camera that never answers fails in seconds (once it has worked: for ever)
 }
 PASSWORD = "pasture-s3cret-9f2"
 WINDOW_S = 5  # the API's shortest window: the chart's first bar comes quickly
@@ -343,3 +345,29 @@ def test_a_refused_camera_is_named_in_the_form_and_nothing_is_started(page, alli
     assert url_field.input_value() == f"rtsp://farmer:{PASSWORD}@10.20.0.31:554/stream1"  # kept, to correct
     screenshot(page, "stream-refused")
     assert len(allinone_server.client.get("/jobs").json()["jobs"]) == jobs_before
+
+
+def test_a_camera_that_never_answers_fails_with_its_reason(page, allinone_server):
+    """Nothing listens where the URL points: the job fails (stream_unavailable, after
+    STREAM_CONNECT_ATTEMPTS), the page shows why, and the player gives up instead of asking
+    for a playlist that will never come."""
+    live_requests: list[str] = []
+    page.on("request", lambda request: "/live/" in request.url and live_requests.append(request.url))
+    page.get_by_test_id("source-camera").check()
+    page.get_by_label("Camera stream URL").fill(f"rtsp://farmer:{PASSWORD}@127.0.0.1:{free_port()}/cam")
+    page.get_by_test_id("submit-button").click()
+    page.wait_for_url(re.compile(r"#/jobs/[A-Za-z0-9_-]+$"), timeout=UI_TIMEOUT_MS)
+    job_id = page.url.rsplit("/", 1)[1]
+
+    expect(page.get_by_test_id("detail-status")).to_have_text("failed", timeout=STREAM_TIMEOUT_MS)
+    error = allinone_server.job(job_id)["error"]
+    assert error["code"] == "stream_unavailable" and PASSWORD not in error["message"]
+    expect(page.get_by_test_id("detail-error")).to_contain_text(f"{error['message']} (stream_unavailable)")
+    expect(page.get_by_test_id("live-player-note")).to_have_text(
+        "No video was recorded: the stream never delivered a picture.")
+    expect(page.get_by_test_id("live-connection")).to_have_text("ended")
+    asked = len(live_requests)
+    page.wait_for_timeout(3 * 2000)  # longer than the player's retry delay: it would have asked again
+    assert len(live_requests) == asked, live_requests[asked:]
+    assert PASSWORD not in page.content()
+    screenshot(page, "stream-failed")

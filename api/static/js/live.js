@@ -82,10 +82,17 @@ export class LiveView {
       return;
     }
     // links.live appears with the first segment; until then the player waits on the same path
-    const playlist = (job.links && job.links.live) || `/jobs/${encodeURIComponent(job.job_id)}/live/index.m3u8`;
-    // once stopped, the same playlist (now ended) is the recording; a player already on it plays on
-    if (isActive(job)) this.player.play(playlist, { live: true });
-    else if (!this.player.source) this.player.play(playlist, { live: false });
+    const recorded = job.links && job.links.live;
+    const playlist = recorded || `/jobs/${encodeURIComponent(job.job_id)}/live/index.m3u8`;
+    if (isActive(job)) {
+      this.player.play(playlist, { live: true });
+    } else if (!recorded) { // failed before its first segment, or cancelled while queued
+      this.player.stop();
+      this.player.showNote("No video was recorded: the stream never delivered a picture.");
+    } else if (!this.player.source) {
+      // once stopped, the same playlist (now ended) is the recording; a player already on it plays on
+      this.player.play(playlist, { live: false });
+    }
   }
 
   addWindows(records) {
