@@ -250,6 +250,10 @@ def check_window_chart(page, server: AllInOneServer, job_id: str) -> None:
     first = bars.first
     record = next(window for window in windows if window["window"] == int(first.get_attribute("data-window")))
     assert int(first.get_attribute("data-unique")) == record["unique"]
+    tooltip = first.locator("title").text_content()
+    line = record["lines"]["line"]
+    assert f"Window {record['window']}, " in tooltip and f": {record['unique']} new" in tooltip, tooltip
+    assert f"line {line['in']} in, {line['out']} out" in tooltip, tooltip
     assert "New objects per window" in page.get_by_test_id("window-chart").locator("svg title").first.text_content()
 
 

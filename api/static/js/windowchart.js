@@ -56,12 +56,16 @@ function uniqueOf(record) {
   return typeof record.unique === "number" ? record.unique : 0;
 }
 
-/** "Window 4, 12:01:00 to 12:02:00: 3 new (cow 2, sheep 1); gate 2 in, 1 out; 1 gap". */
+/** "Window 4, 12:01:00 to 12:02:00: 3 new (cow 2, sheep 1); gate 2 in, 1 out; pen 2 entered,
+ * 1 left, at most 3 in it; 1 gap in the stream": a bar's tooltip. */
 export function describeWindow(record) {
   const parts = [`${uniqueOf(record)} new`];
   const classes = Object.entries(record.by_class || {});
   if (classes.length) parts[0] += ` (${classes.map(([name, n]) => `${name} ${n}`).join(", ")})`;
   for (const [name, line] of Object.entries(record.lines || {})) parts.push(`${name} ${line.in} in, ${line.out} out`);
+  for (const [name, zone] of Object.entries(record.zones || {})) {
+    parts.push(`${name} ${zone.entries} entered, ${zone.exits} left, at most ${zone.max_occupancy} in it`);
+  }
   if (record.frames_dropped) parts.push(`${record.frames_dropped} frames dropped`);
   if (record.gaps) parts.push(`${record.gaps} gap${record.gaps === 1 ? "" : "s"} in the stream`);
   return `Window ${record.window}, ${formatTimestamp(record.from)} to ${formatTimestamp(record.to)}: ${parts.join("; ")}`;
