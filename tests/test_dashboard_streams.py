@@ -370,6 +370,8 @@ def test_a_camera_that_never_answers_fails_with_its_reason(page, allinone_server
     expect(page.get_by_test_id("live-player-note")).to_have_text(
         "No video was recorded: the stream never delivered a picture.")
     expect(page.get_by_test_id("live-connection")).to_have_text("ended")
+    expect(page.get_by_test_id("live-video")).to_be_hidden()
+    expect(page.get_by_test_id("window-chart")).to_have_text("The stream ended before its first window of counts.")
     asked = len(live_requests)
     page.wait_for_timeout(3 * 2000)  # longer than the player's retry delay: it would have asked again
     assert len(live_requests) == asked, live_requests[asked:]

@@ -38,6 +38,8 @@ export class LiveView {
     this.windowS = null;
     this.chartWidth = 0;
     this.chartDrawn = null;
+    this.active = true;
+    this.byId("live-video").hidden = false;
     this.downloadsShown = false;
     this.byId("live-downloads-card").hidden = true;
     this.byId("live-downloads").replaceChildren();
@@ -55,6 +57,7 @@ export class LiveView {
     }
     this.root.hidden = false;
     this.windowS = (job.stream && job.stream.window_s) || null;
+    this.active = isActive(job);
     const live = job.live || {};
     this.renderCounts(job.counts || {}, live, isActive(job));
     this.renderHealth(live);
@@ -84,6 +87,7 @@ export class LiveView {
     // links.live appears with the first segment; until then the player waits on the same path
     const recorded = job.links && job.links.live;
     const playlist = recorded || `/jobs/${encodeURIComponent(job.job_id)}/live/index.m3u8`;
+    this.byId("live-video").hidden = !isActive(job) && !recorded;
     if (isActive(job)) {
       this.player.play(playlist, { live: true });
     } else if (!recorded) { // failed before its first segment, or cancelled while queued
@@ -108,12 +112,12 @@ export class LiveView {
     const width = box.clientWidth;
     if (!width || this.root.hidden) return;
     const newest = this.windows.size ? Math.max(...this.windows.keys()) : -1;
-    const drawn = `${this.windows.size}:${newest}`;
+    const drawn = `${this.windows.size}:${newest}:${this.active}`;
     if (drawn === this.chartDrawn && Math.abs(width - this.chartWidth) < CHART_REDRAW_PX) return;
     this.chartDrawn = drawn;
     this.chartWidth = width;
     const ordered = [...this.windows.values()].sort((a, b) => a.window - b.window);
-    box.replaceChildren(renderWindowChart(ordered, width, this.windowS));
+    box.replaceChildren(renderWindowChart(ordered, width, this.windowS, this.active));
   }
 
   /** ``active``: still streaming (or waiting to); once stopped the numbers are final. */

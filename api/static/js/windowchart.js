@@ -11,14 +11,17 @@ const ZERO_BAR_PX = 2; // an empty window still shows, as a stub on the baseline
 
 /**
  * An <svg> bar chart of ``windows`` (window records of windows.jsonl, in order), or a <p>
- * saying when the first bar will come. ``windowS`` is the window length, for that message.
+ * saying when the first bar will come (``active``: the stream still runs). ``windowS`` is the
+ * window length, for that message.
  */
-export function renderWindowChart(windows, width, windowS) {
+export function renderWindowChart(windows, width, windowS, active = true) {
   if (!windows.length) {
     const note = document.createElement("p");
     note.className = "hint";
     const every = windowS ? ` (every ${windowS} s)` : "";
-    note.textContent = `No window has ended yet: a bar appears as each window of counts ends${every}.`;
+    note.textContent = active
+      ? `No window has ended yet: a bar appears as each window of counts ends${every}.`
+      : "The stream ended before its first window of counts.";
     return note;
   }
   const shown = windows.slice(-MAX_BARS);
