@@ -189,3 +189,23 @@ def test_no_event_webhooks_without_events_asked_for(stores):
     session.on_status(Status())
     session.send_events(final=True)
     assert backends.outbox.events(job.id) == []
+
+
+def test_after_its_lease_is_lost_a_run_writes_nothing_more(stores, tmp_path: Path):
+    """Another worker may be running the stream by then: the stopping engine's final files
+    (a playlist that ends, stats.json) must not overwrite that worker's."""
+    settings, backends = stores
+    job = processing_stream(backends)
+    lost = threading.Event()
+    reporter = JobReporter(backends.jobs, job.id, 0.1, lost, threading.Event())
+    session = StreamSession(settings, backends, job, reporter, Clock())
+    lost.set()
+    assert session.should_stop() is True
+    playlist = tmp_path / "index.m3u8"
+    playlist.write_text("#EXTM3U\n#EXT-X-ENDLIST\n")
+    session.on_files({LIVE_PLAYLIST: playlist}, [])
+    session.on_window({"window": 9}, {"window": 9})
+    session.on_status(Status(frames_processed=999))
+    assert not backends.blobs.exists(output_blob_path(job.id, LIVE_PLAYLIST))
+    assert not backends.blobs.exists(stream_state_path(job.id))
+    assert backends.jobs.get(job.id).live is None

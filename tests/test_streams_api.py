@@ -201,3 +201,12 @@ def test_end_at_in_the_future_is_accepted(api):
     response = start(api, end_at=end_at)
     assert response.status_code == 202, response.text
     assert response.json()["stream"]["end_at"] is not None
+
+
+def test_swagger_documents_the_stream_body_and_its_models(api):
+    schema = api.get("/openapi.json").json()
+    body = schema["paths"]["/streams"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    refs = {part.get("$ref") for part in body["allOf"]}
+    assert {"#/components/schemas/StreamOptions", "#/components/schemas/JobParams"} <= refs
+    assert {"StreamOptions", "JobParams", "LiveInfo"} <= set(schema["components"]["schemas"])
+    assert "/jobs/{job_id}/live/{name}" in schema["paths"]

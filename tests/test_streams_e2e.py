@@ -11,6 +11,7 @@ import json
 import signal
 
 import av
+import httpx
 import pytest
 
 from core.jobs import source_secret_path
@@ -27,6 +28,7 @@ STREAM_SETTINGS = {
     "stream_backoff_max_s": 1.0,
 }
 WINDOW_S = 5
+BACKENDS = ["local", pytest.param("azure", marks=pytest.mark.azurite)]
 LINE = [{"name": "middle", "start": [0, 60], "end": [160, 60]}]
 ZONE = [{"name": "left", "polygon": [[0, 0], [80, 0], [80, 120], [0, 120]]}]
 
@@ -55,19 +57,33 @@ def window_numbers(service: Service, job_id: str) -> list[int]:
     return [json.loads(line)["window"] for line in lines if line.strip()]
 
 
+def metric(text: str, name: str) -> float:
+    """A metric's value in Prometheus' text exposition (a metric without labels)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not exposed")
+
+
 def full_logs(service: Service) -> str:
     return "\n".join(process.log() for process in service.processes)
 
 
-def test_a_stream_is_counted_live_and_delete_completes_it_with_its_outputs(start_service, rtsp_server, tmp_path):
-    service = start_service("local", stream_concurrency=2, **STREAM_SETTINGS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_stream_is_counted_live_and_delete_completes_it_with_its_outputs(start_service, backend, rtsp_server,
+                                                                          tmp_path):
+    service = start_service(backend, workers=0, stream_concurrency=2, **STREAM_SETTINGS)
+    # the worker allows less than the API did (the operator narrowed it): it checks again
+    service.start_worker(STREAM_ALLOWED_NETWORKS="127.0.0.1/32")
     refused = service.client.post("/streams", json={"source_url": f"rtsp://viewer:{PASSWORD}@10.9.8.7/cam"})
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "stream_source_not_allowed"
 
     job = start_stream(service, with_password(rtsp_server.url))
     job_id = job["job_id"]
     assert job["kind"] == "stream" and job["source"] == rtsp_server.url  # redacted: no user, no password
+    # the second stream thread meanwhile: a camera that never answers, then one the worker refuses
     unreachable = start_stream(service, f"rtsp://viewer:{PASSWORD}@127.0.0.1:{free_port()}/cam")
+    narrowed = start_stream(service, f"rtsp://viewer:{PASSWORD}@127.0.0.2:{rtsp_server.port}/cam")
 
     running = live_job(service, job_id, "live counts and a first window",
                        lambda j: j["live"] and j["live"]["last_window"] and j["live"]["frames_processed"] > 5
@@ -83,6 +99,17 @@ def test_a_stream_is_counted_live_and_delete_completes_it_with_its_outputs(start
     failed = service.wait_for_status(unreachable["job_id"], {"failed", "completed"}, timeout=45)
     assert failed["status"] == "failed" and failed["error"]["code"] == "stream_unavailable", failed
     assert PASSWORD not in failed["error"]["message"]
+    refused_by_worker = service.wait_for_status(narrowed["job_id"], {"failed", "completed"}, timeout=30)
+    assert refused_by_worker["error"]["code"] == "stream_source_not_allowed", refused_by_worker
+    # a stream with a duration ends on its own, completed
+    timed = start_stream(service, rtsp_server.url, duration_s=3)
+    timed_done = service.wait_for_status(timed["job_id"], {"completed", "failed"}, timeout=40)
+    assert timed_done["status"] == "completed" and 3 <= timed_done["live"]["streaming_s"] < 10, timed_done
+
+    metrics = httpx.get(service.workers[0].metrics_url).text  # type: ignore[attr-defined]
+    assert metric(metrics, "cattlecounter_streams_active") == 1
+    assert metric(metrics, "cattlecounter_stream_latency_seconds_count") > 0
+    assert "cattlecounter_stream_frames_dropped_total" in metrics and "cattlecounter_stream_gaps_total" in metrics
 
     stopping = service.client.delete(f"/jobs/{job_id}")
     assert stopping.status_code == 202 and stopping.json()["cancel_requested"] is True
@@ -110,6 +137,29 @@ def test_a_stream_is_counted_live_and_delete_completes_it_with_its_outputs(start
     assert service.client.delete(f"/jobs/{job_id}").status_code == 204  # the second DELETE removes it
     assert service.client.get(f"/jobs/{job_id}").status_code == 404
     assert list(service.backends.blobs.list(f"jobs/{job_id}/")) == []
+
+
+def test_a_worker_shutting_down_hands_its_stream_back_at_once(start_service, rtsp_server):
+    service = start_service("local", **STREAM_SETTINGS)  # SHUTDOWN_GRACE_S=30: a file job would get that long
+    job_id = start_stream(service, rtsp_server.url)["job_id"]
+    before = live_job(service, job_id, "a first window", lambda j: j["live"] and j["live"]["last_window"])
+    worker = service.workers[0]
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(20) == 0  # well before the grace period: a stream never finishes by itself
+    handed_back = service.job(job_id)
+    assert handed_back["status"] == "queued" and handed_back["error"] is None  # no failed attempt
+
+    last_window = handed_back["live"]["last_window"]["window"]  # the partial one the stop wrote
+    assert last_window > before["live"]["last_window"]["window"]
+    service.start_worker()
+    after = live_job(service, job_id, "the stream to go on elsewhere",
+                     lambda j: j["status"] == "processing" and j["live"]["last_window"]["window"] > last_window,
+                     timeout=50)
+    assert after["attempts"] == 2 and any(gap["reason"] == "resumed" for gap in after["live"]["gaps"]), \
+        after["live"]
+    assert service.backends.jobs.get(job_id).handed_back == 1
+    assert service.client.delete(f"/jobs/{job_id}").status_code == 202
+    assert service.wait_for_status(job_id, {"completed", "failed"}, timeout=30)["status"] == "completed"
 
 
 def test_a_sigkilled_workers_stream_resumes_on_another_worker(start_service, rtsp_server):

@@ -240,6 +240,8 @@ class StreamSession:
                 self.events.add(event)
 
     def on_files(self, changed: dict[str, Path], removed: list[str]) -> None:
+        if self.lease_lost():
+            return
         # segments before the playlist that names them, the playlist last
         for name, path in sorted(changed.items(), key=lambda item: item[0] == LIVE_PLAYLIST):
             blob = output_blob_path(self.job_id, name)
@@ -261,6 +263,8 @@ class StreamSession:
                 if not name.endswith(".ts") or name > self._last_segment}
 
     def on_window(self, window: dict[str, Any], state: dict[str, Any]) -> None:
+        if self.lease_lost():
+            return
         self.backends.blobs.upload_stream(stream_state_path(self.job_id), [json.dumps(state).encode()],
                                           "application/json")
 
@@ -277,6 +281,8 @@ class StreamSession:
 
     def on_status(self, status: LiveStatus) -> None:
         self._observe(status)
+        if self.lease_lost():
+            return
         with self._lock:
             self._new_gaps.extend(status.gaps)
             new_gaps, self._new_gaps = self._new_gaps, []
@@ -350,6 +356,11 @@ class StreamSession:
                 del self._unsent[:len(summaries)]
 
     # --- helpers ----------------------------------------------------------------------------
+
+    def lease_lost(self) -> bool:
+        """Another worker may be running the stream now: its files and record are not ours to
+        write (the engine still finalises its local files as it stops)."""
+        return self.reporter.stop_reason is StopReason.LEASE_LOST
 
     def _take_outputs(self) -> dict[str, str] | None:
         """The listed outputs, if one was added since they were last written to the record."""

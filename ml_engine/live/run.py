@@ -35,14 +35,14 @@ from typing import Any, Protocol
 import numpy as np
 import supervision as sv
 
-from core.errors import InvalidInput, ModelError
+from core.errors import InvalidInput, ModelError, StreamUnavailable
 from core.jobs import CountingLine, CountingZone
 from core.outputs import LIVE_PLAYLIST, STATS, WINDOWS
 from ml_engine.annotate import FrameAnnotator
 from ml_engine.counting import DEFAULT_TRACKER, CountingConfig, ObjectCounter, TrackEvent, tracker_ids
 from ml_engine.live.counts import LatencyHistogram, RecentLatency, Totals, Window, iso
 from ml_engine.live.segments import HlsWriter
-from ml_engine.live.source import Gap, LiveFrame, LiveSource, SourceOptions
+from ml_engine.live.source import Gap, LiveFrame, LiveSource, SourceOptions, redact_url
 from ml_engine.pipeline import DetectorLike, PipelineConfig
 from ml_engine.tiling import TilePlan, TilingSetting, View, merge_views, plan_tiles
 
@@ -234,9 +234,9 @@ class StreamRun:
         self._recent_gaps: deque[dict[str, Any]] = deque(resume.get("recent_gaps", []), maxlen=_RECENT_GAPS)
         self._before = {k: int(resume.get(k, 0)) for k in ("frames_received", "frames_dropped", "reconnects")}
         self._frames_processed = int(resume.get("frames_processed", 0))
+        self._processed_before = self._frames_processed
         self._track_id_base = int(resume.get("track_id_base", 0))  # ids go on rising across gaps and resumes
         self._highest_id = self._track_id_base
-        self._windows_written = 0
         self.latency = RecentLatency(config.window_s)
         self.histogram = LatencyHistogram(resume.get("latency_histogram"))
         self.annotator = FrameAnnotator(config.lines, config.zones)
@@ -266,7 +266,8 @@ class StreamRun:
         (partial) window is in ``windows.jsonl``, and ``stats.json`` is written.
 
         Raises:
-            StreamUnavailable: the source never worked, or its reconnects ran out.
+            StreamUnavailable: the source never worked, or its reconnects ran out. What was
+                counted is kept: the last window is written and the playlist ended first.
             InvalidInput: class names the model does not know (before anything runs).
             ModelError: the model failed.
         """
@@ -284,9 +285,12 @@ class StreamRun:
                 if isinstance(item, Gap):
                     self._on_gap(item)
                 elif item is not None:
-                    self._on_frame(item, source)
+                    self._on_frame(item)
                 self._tick(source)
             return self._finish(source)
+        except StreamUnavailable:
+            self._flush_before_failing()
+            raise
         except BaseException:
             self.hls.abandon()
             raise
@@ -307,7 +311,7 @@ class StreamRun:
 
     # --- a frame ---------------------------------------------------------------------------------
 
-    def _on_frame(self, frame: LiveFrame, source: FrameSource) -> None:
+    def _on_frame(self, frame: LiveFrame) -> None:
         image: np.ndarray = frame.image
         detections = self._detect(image)
         self._frame_index += 1
@@ -315,6 +319,7 @@ class StreamRun:
         camera = image if self.counter.uses_frames else None
         tracked = self.counter.update(self._frame_index, time_s, detections, camera)
         counted_at = time.time()
+        window = self._current_window(counted_at)  # first: what was counted now belongs to it
         tracked.tracker_id = tracker_ids(tracked) + self._track_id_base  # rising across gaps and resumes
         self._count_new_tracks(tracked)
         events = self.counter.events + self.counter.forget_ended_tracks()
@@ -325,7 +330,7 @@ class StreamRun:
         self._frames_processed += 1
         self.latency.add(counted_at, latency)
         self.histogram.add(latency)
-        self._current_window(counted_at, source).add_frame(latency, occupancy)
+        window.add_frame(latency, occupancy)
         self._record_frame(image, tracked, frame.received_at)
 
     def _detect(self, image: np.ndarray) -> sv.Detections:
@@ -361,16 +366,18 @@ class StreamRun:
         return self._tiles
 
     def _count_new_tracks(self, tracked: sv.Detections) -> None:
-        """Ids rise as tracks are confirmed: one above the highest seen is a new animal."""
+        """Ids rise as tracks are confirmed: one above the highest seen before is a new animal
+        (several may be confirmed in one frame, in any order)."""
         if not len(tracked):
             return
+        assert self._window is not None
         classes = tracked.data.get("class_name", np.array([], dtype=str))
-        for track_id, class_name in zip(tracker_ids(tracked).tolist(), classes, strict=True):
+        ids = tracker_ids(tracked).tolist()
+        for track_id, class_name in zip(ids, classes, strict=True):
             if track_id > self._highest_id:
-                self._highest_id = track_id
                 self.totals.add_track(str(class_name))
-                assert self._window is not None
                 self._window.add_track(str(class_name))
+        self._highest_id = max(self._highest_id, *ids)
 
     def _publish(self, events: list[TrackEvent], at: float) -> None:
         assert self._window is not None
@@ -419,7 +426,7 @@ class StreamRun:
 
     def _tick(self, source: FrameSource) -> None:
         now = time.time()
-        self._current_window(now, source)
+        self._current_window(now)
         if now - self._last_status >= self.config.status_interval_s:
             self._last_status = now
             self.on_status(self.status(source, now))
@@ -432,7 +439,7 @@ class StreamRun:
         self._next_window += 1
         return window
 
-    def _current_window(self, now: float, source: FrameSource | None) -> Window:
+    def _current_window(self, now: float) -> Window:
         """The window ``now`` falls in: windows that ended are written first."""
         assert self._window is not None
         caught_up = 0
@@ -449,7 +456,6 @@ class StreamRun:
         record = self._window.record(ended_at, self._dropped())
         with self._windows_path.open("a", encoding="utf-8") as out:
             out.write(json.dumps(record) + "\n")
-        self._windows_written += 1
         self._report_files({WINDOWS: self._windows_path})
         self.on_window(record, self.state(ended_at))  # after on_files: the state names only uploaded files
         return record
@@ -504,7 +510,8 @@ class StreamRun:
             "saved_at": iso(now),
             "saved_at_s": round(now, 3),
             "totals": self.totals.to_dict(),
-            "next_window": self._next_window,  # called as a window closes: the one after it
+            "window": self._next_window - 1,  # called as a window closes: the one just written
+            "next_window": self._next_window,
             "segments": self.hls.state(),
             "streaming_s": round(self.streaming_s(now), 3),
             "gaps_total": self._gaps_total,
@@ -531,6 +538,16 @@ class StreamRun:
         self.on_status(self.status(source, now))
         return stats, self.outputs()
 
+    def _flush_before_failing(self) -> None:
+        """The camera is gone for good: keep what it gave (the last window, a playable video)."""
+        if self._frames_processed == self._processed_before:
+            return  # it delivered no frame in this run: nothing to keep
+        assert self._window is not None
+        self._close_window(time.time())
+        self._window = None
+        self.hls.finish()
+        self._report_files()
+
     def outputs(self) -> dict[str, Path]:
         """{output name: local path} of every output on disk (earlier runs' segments are not)."""
         names = [WINDOWS, STATS, LIVE_PLAYLIST] + [segment.name for segment in self.hls.listed()]
@@ -539,6 +556,7 @@ class StreamRun:
     def _stats(self, now: float) -> dict[str, Any]:
         return {
             "kind": "stream",
+            "source": redact_url(self.url),  # never the credentials
             "counts": self.totals.to_dict(),
             "windows": self._next_window - 1,
             "window_s": self.config.window_s,
@@ -562,7 +580,14 @@ class StreamRun:
             "tracking": {"tracker": self.config.tracker, "stitching": False, "min_hits": self.config.min_hits,
                          "threshold": self.config.threshold,
                          "low_threshold": self.config.effective_low_threshold},
+            "tiling": self._tiling_facts(),
         }
+
+    def _tiling_facts(self) -> dict[str, Any] | None:
+        """The last frame size's tiling plan (None: no frame was processed in this run)."""
+        setting = self.config.tiling
+        assert isinstance(setting, TilingSetting)
+        return self._tiles.describe(setting, self.config.tiling_full_frame) if self._tiles else None
 
     def _model_facts(self) -> dict[str, Any]:
         facts = dict(self.detector.describe())
