@@ -165,6 +165,9 @@ def test_start_a_stream_watch_it_live_then_stop_it(page, allinone_server, rtsp_s
         expect(page.get_by_test_id("detail-status")).to_have_text("live")
         assert PASSWORD not in page.content()
         screenshot(page, "stream-live")
+        page.set_viewport_size({"width": 390, "height": 844})
+        screenshot(page, "stream-live-phone")
+        page.set_viewport_size({"width": 1280, "height": 900})
         check_the_list_row(page, job_id, rtsp_server.url)
 
         page.get_by_role("button", name="Stop stream").click()

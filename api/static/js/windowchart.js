@@ -83,8 +83,9 @@ function drawAxes(svg, { y, yMax, width, shown, slot }) {
   // the end time of a few windows: one label per ~110 px, the newest always labelled
   const every = Math.max(1, Math.ceil(110 / slot));
   for (let index = shown.length - 1; index >= 0; index -= every) {
-    const x = MARGIN.left + (index + 0.5) * slot;
-    axes.append(svgElement("text", { x, y: HEIGHT - MARGIN.bottom + 18, "text-anchor": "middle" },
+    const newest = index === shown.length - 1; // flush with the right edge: never cut off there
+    const x = MARGIN.left + (newest ? index + 1 : index + 0.5) * slot;
+    axes.append(svgElement("text", { x, y: HEIGHT - MARGIN.bottom + 18, "text-anchor": newest ? "end" : "middle" },
       formatTimestamp(shown[index].to)));
   }
   axes.append(svgElement("line", { class: "chart-axis", x1: MARGIN.left, x2: width - MARGIN.right, y1: y(0), y2: y(0) }));
