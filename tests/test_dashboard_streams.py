@@ -169,6 +169,7 @@ def test_start_a_stream_watch_it_live_then_stop_it(page, allinone_server, rtsp_s
         screenshot(page, "stream-live-phone")
         page.set_viewport_size({"width": 1280, "height": 900})
         check_the_list_row(page, job_id, rtsp_server.url)
+        check_a_browser_without_mse_plays_it_itself(page.context.browser, allinone_server, job_id)
 
         page.get_by_role("button", name="Stop stream").click()
         expect(page.get_by_test_id("detail-status")).to_have_text("completed", timeout=STREAM_TIMEOUT_MS)
@@ -274,6 +275,37 @@ def check_the_list_row(page, job_id: str, source: str) -> None:
         expect(row.get_by_test_id("job-progress")).to_be_hidden()  # a stream has no end to progress to
     finally:
         other.close()
+
+
+NO_MSE = """for (const name of ["ManagedMediaSource", "MediaSource", "WebKitMediaSource"]) delete window[name];"""
+
+
+def check_a_browser_without_mse_plays_it_itself(browser, server: AllInOneServer, job_id: str) -> None:
+    """A browser without Media Source Extensions (an iPhone before iOS 17.1; here Chromium with
+    them removed, which plays HLS itself) gets the playlist's signed link: the playlist and its
+    segments open with the signature, no key header, and the picture moves."""
+    context = open_context(browser, server, API_KEY)
+    context.add_init_script(NO_MSE)
+    errors = PageErrors()
+    live_requests: list = []
+    try:
+        other = context.new_page()
+        other.on("pageerror", errors)
+        other.on("request", lambda request: "/live/" in request.url and live_requests.append(request))
+        other.goto(f"/#/jobs/{job_id}")
+        expect(other.get_by_test_id("live-player-note")).to_have_text(
+            "Live, through this browser's own player.", timeout=UI_TIMEOUT_MS)
+        other.wait_for_function("() => document.querySelector('[data-testid=live-video]').currentTime > 1",
+                                timeout=UI_TIMEOUT_MS * 3)
+        started = other.get_by_test_id("live-video").evaluate("v => v.currentTime")
+        other.wait_for_function("t => document.querySelector('[data-testid=live-video]').currentTime > t + 1",
+                                arg=started, timeout=UI_TIMEOUT_MS * 2)
+    finally:
+        context.close()
+    assert not errors.errors, errors.errors
+    segments = [request for request in live_requests if ".ts" in request.url]
+    assert segments and all("sig=" in request.url for request in live_requests), [r.url for r in live_requests]
+    assert not [request for request in live_requests if "x-api-key" in request.headers]
 
 
 def check_the_recording_plays(page, job: dict) -> None:

@@ -88,15 +88,23 @@ export class LiveView {
     const recorded = job.links && job.links.live;
     const playlist = recorded || `/jobs/${encodeURIComponent(job.job_id)}/live/index.m3u8`;
     this.byId("live-video").hidden = !isActive(job) && !recorded;
+    const signedUrl = () => this.signedPlaylist(job.job_id);
     if (isActive(job)) {
-      this.player.play(playlist, { live: true });
+      this.player.play(playlist, { live: true, signedUrl });
     } else if (!recorded) { // failed before its first segment, or cancelled while queued
       this.player.stop();
       this.player.showNote("No video was recorded: the stream never delivered a picture.");
     } else if (!this.player.source) {
       // once stopped, the same playlist (now ended) is the recording; a player already on it plays on
-      this.player.play(playlist, { live: false });
+      this.player.play(playlist, { live: false, signedUrl });
     }
+  }
+
+  /** The playlist's signed link (POST /jobs/{id}/links), for a browser playing HLS itself;
+   * null until the first segment exists. */
+  async signedPlaylist(jobId) {
+    const signed = await getSignedLinks(jobId);
+    return signed.links.live || null;
   }
 
   addWindows(records) {

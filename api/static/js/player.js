@@ -1,9 +1,11 @@
 // The live player: a stream job's annotated HLS segments through hls.js (vendored, no CDN), kept
 // a few seconds behind the newest segment; once the stream has ended, the same playlist plays as
-// the recording.
+// the recording. A browser without Media Source Extensions (an iPhone before iOS 17.1) plays
+// the playlist itself, through a signed link: it cannot send the key header.
 
 import Hls from "../vendor/hls.js/hls.light.min.mjs";
 
+import { ApiError } from "./api.js";
 import { keyHeaders } from "./auth.js";
 
 // The engine writes 2 s segments. Playing 2 segments behind the newest one keeps the view about
@@ -19,6 +21,7 @@ const HLS_CONFIG = {
   enableWorker: false, // the ES module build has no inline worker; one camera transmuxes fine here
 };
 const RETRY_MS = 2000; // the playlist appears with the first segment: try again until then
+const HLS_TYPE = "application/vnd.apple.mpegurl";
 const LAG_EVERY_MS = 1000;
 
 export class LivePlayer {
@@ -29,20 +32,30 @@ export class LivePlayer {
     this.source = null; // {playlistUrl, live}
     this.retryTimer = null;
     this.lagTimer = null;
+    this.native = false; // the browser's own HLS player on a signed link, not hls.js
+    video.addEventListener("error", () => {
+      if (this.native && this.source) this.retryNative(this.source); // not there yet, or the link expired
+    });
   }
 
   /**
    * Play ``playlistUrl`` (this API's). hls.js fetches the playlist and segments itself, so its
    * requests carry the API key header as the page's own calls do: no key or signature in a URL.
    * ``live``: follow the live edge; otherwise play the recording from its start.
+   * ``signedUrl``: an async function giving the playlist's signed link, for the browser's own
+   * HLS player where hls.js cannot run.
    */
-  play(playlistUrl, { live = true } = {}) {
+  play(playlistUrl, { live = true, signedUrl = null } = {}) {
     const same = this.source && this.source.playlistUrl === playlistUrl && this.source.live === live;
-    if (same && (this.hls || this.retryTimer)) return;
+    if (same && (this.hls || this.retryTimer || this.native)) return;
     this.stop();
-    this.source = { playlistUrl, live };
+    this.source = { playlistUrl, live, signedUrl };
     if (!Hls.isSupported()) {
-      this.showNote("This browser cannot play the live video (no Media Source Extensions).");
+      if (signedUrl && this.video.canPlayType(HLS_TYPE)) {
+        this.playNatively(this.source);
+        return;
+      }
+      this.showNote("This browser cannot play the live video (no Media Source Extensions, no HLS).");
       return;
     }
     this.showNote(live ? "Connecting to the live video…" : "Loading the recording…");
@@ -75,6 +88,34 @@ export class LivePlayer {
     hls.loadSource(new URL(playlistUrl, window.location.href).href);
     hls.attachMedia(this.video);
     this.lagTimer = window.setInterval(() => this.showLag(), LAG_EVERY_MS);
+  }
+
+  async playNatively(source) {
+    this.native = true;
+    this.showNote(source.live ? "Connecting to the live video…" : "Loading the recording…");
+    let url = null;
+    try {
+      url = await source.signedUrl();
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+    }
+    if (this.source !== source) return; // stopped, or another source, meanwhile
+    if (!url) { // no segment yet (no live link to sign), or the API could not be reached
+      this.retryNative(source);
+      return;
+    }
+    this.video.src = url;
+    if (source.live) this.video.play().catch(() => {}); // muted: allowed without a click
+    this.showNote(source.live ? "Live, through this browser's own player." : "The stream has ended: this is its recording.");
+  }
+
+  retryNative(source) {
+    if (this.retryTimer) return;
+    this.showNote(source.live ? "Waiting for the first video segment…" : "The recording could not be loaded; retrying…");
+    this.retryTimer = window.setTimeout(() => {
+      this.retryTimer = null;
+      if (this.source === source) this.playNatively(source);
+    }, RETRY_MS);
   }
 
   onError(data) {
@@ -131,6 +172,7 @@ export class LivePlayer {
     if (this.hls) this.hls.destroy(); // detaches the video and frees its buffers
     this.hls = null;
     this.source = null;
+    this.native = false;
   }
 
   stop() {
