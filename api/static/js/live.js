@@ -79,8 +79,8 @@ export class LiveView {
   }
 
   followPlayer(job) {
-    if (job.status === "queued") {
-      this.player.stop();
+    if (job.status === "queued") { // not yet, or again after a worker died (it resumes)
+      if (this.player.source) this.player.stop();
       this.player.showNote("Waiting for a worker to open the stream…");
       return;
     }
