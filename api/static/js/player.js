@@ -22,6 +22,7 @@ const HLS_CONFIG = {
 };
 const RETRY_MS = 2000; // the playlist appears with the first segment: try again until then
 const HLS_TYPE = "application/vnd.apple.mpegurl";
+const RECORDING_ATTEMPTS = 3; // a live stream is waited for; an ended one's playlist is there or not
 const LAG_EVERY_MS = 1000;
 
 export class LivePlayer {
@@ -129,6 +130,11 @@ export class LivePlayer {
     const source = this.source;
     this.teardown();
     this.source = source;
+    source.failures = (source.failures || 0) + 1;
+    if (!source.live && source.failures >= RECORDING_ATTEMPTS) { // an ended stream's files do not come later
+      this.showNote("The recording could not be loaded (past its retention, or removed).");
+      return;
+    }
     this.showNote(source.live ? "Waiting for the first video segment…" : "The recording could not be loaded; retrying…");
     this.retryTimer = window.setTimeout(() => {
       this.retryTimer = null;
