@@ -35,6 +35,7 @@ ALLINONE_ENV = {  # read by the allinone_server fixture
     "STREAM_ALLOWED_NETWORKS": "127.0.0.0/8",  # the test camera is on loopback
     "STREAM_READ_TIMEOUT_S": "3",  # a camera gone quiet is noticed within seconds
     "STREAM_CONNECT_ATTEMPTS": "2",  # a camera that never answers fails in seconds (once it has worked: for ever)
+    "STREAM_CONCURRENCY": "2",  # a stream a failed test left running does not hold up the next test's
 }
 PASSWORD = "pasture-s3cret-9f2"
 WINDOW_S = 5  # the API's shortest window: the chart's first bar comes quickly
