@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,10 @@ from core.jobs import (
     stream_state_path,
 )
 from core.outputs import LIVE_PLAYLIST, WINDOWS
+from tests.waiting import wait_until
+from worker.models import DetectorCache
 from worker.progress import JobReporter
-from worker.streams import StreamSession
+from worker.streams import StreamRunner, StreamSession, stream_config
 
 
 @dataclass
@@ -209,3 +212,46 @@ def test_after_its_lease_is_lost_a_run_writes_nothing_more(stores, tmp_path: Pat
     assert not backends.blobs.exists(output_blob_path(job.id, LIVE_PLAYLIST))
     assert not backends.blobs.exists(stream_state_path(job.id))
     assert backends.jobs.get(job.id).live is None
+
+
+@pytest.mark.parametrize(("asked", "cap", "expected"), [(None, None, None), (600, None, 600), (None, 3600, 3600),
+                                                        (600, 3600, 600), (7200, 3600, 3600)])
+def test_a_streams_duration_is_its_own_within_max_stream_seconds(make_settings, asked, cap, expected):
+    settings = make_settings("local", max_stream_seconds=cap, stream_read_timeout_s=4, stream_connect_attempts=2)
+    job = Job(id="x", kind=JobKind.STREAM, input_blob="x", stream=StreamOptions(duration_s=asked, window_s=30))
+    config = stream_config(job, settings)
+    assert config.duration_s == expected and config.window_s == 30
+    assert config.source.read_timeout_s == 4 and config.source.first_connect_attempts == 2
+
+
+def test_a_stream_stops_at_its_end_at(stores):
+    settings, backends = stores
+    job = processing_stream(backends)
+    job.stream = StreamOptions(end_at=datetime.now(UTC) + timedelta(seconds=0.5))
+    session = session_for(settings, backends, job)
+    assert session.should_stop() is False
+    wait_until(session.should_stop, 5, "end_at to pass")
+
+
+def test_a_resume_keeps_only_the_windows_its_state_knows_of(stores, tmp_path: Path):
+    """A worker killed between uploading windows.jsonl and storing the state: the resumed run
+    writes that window again, so the copy it appends to must not hold it already."""
+    settings, backends = stores
+    job = processing_stream(backends)
+    windows = "".join(json.dumps({"window": n, "unique": n}) + "\n" for n in (1, 2, 3)) + '{"window": 4, "uni'
+    backends.blobs.upload_stream(output_blob_path(job.id, WINDOWS), [windows.encode()])
+    backends.blobs.upload_stream(stream_state_path(job.id), [json.dumps({"next_window": 3}).encode()])
+    job.outputs = {WINDOWS: output_blob_path(job.id, WINDOWS)}
+    runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
+    state = runner._resume(job, tmp_path)  # noqa: SLF001 - the resume step alone, without a camera
+    assert state == {"next_window": 3}
+    kept = [json.loads(line)["window"] for line in (tmp_path / WINDOWS).read_text().splitlines()]
+    assert kept == [1, 2]
+
+
+def test_a_first_run_has_nothing_to_resume(stores, tmp_path: Path):
+    settings, backends = stores
+    job = processing_stream(backends)
+    runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
+    assert runner._resume(job, tmp_path) is None  # noqa: SLF001
+    assert not (tmp_path / WINDOWS).exists()

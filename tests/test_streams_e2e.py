@@ -162,8 +162,9 @@ def test_a_worker_shutting_down_hands_its_stream_back_at_once(start_service, rts
     assert service.wait_for_status(job_id, {"completed", "failed"}, timeout=30)["status"] == "completed"
 
 
-def test_a_sigkilled_workers_stream_resumes_on_another_worker(start_service, rtsp_server):
-    service = start_service("local", **STREAM_SETTINGS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_sigkilled_workers_stream_resumes_on_another_worker(start_service, backend, rtsp_server):
+    service = start_service(backend, **STREAM_SETTINGS)
     job_id = start_stream(service, with_password(rtsp_server.url))["job_id"]
     before = live_job(service, job_id, "two windows", lambda j: j["live"] and j["live"]["last_window"]
                       and j["live"]["last_window"]["window"] >= 2, timeout=50)

@@ -154,8 +154,25 @@ class StreamRunner(JobRunner):
         if WINDOWS in job.outputs:
             with contextlib.suppress(NotFound):  # none written yet: the engine starts the file
                 self.backends.blobs.download_to_file(job.outputs[WINDOWS], output_dir / WINDOWS)
-        log.info("resuming the stream at window %s", state.get("window", "?"))
+                _drop_windows_from(output_dir / WINDOWS, int(state.get("next_window", 1)))
+        log.info("resuming the stream at window %s", state.get("next_window", "?"))
         return state
+
+
+def _drop_windows_from(path: Path, next_window: int) -> None:
+    """Keep the windows the resume state knows of: a worker that died after uploading
+    windows.jsonl but before storing the state would otherwise leave a window the resumed run
+    writes again."""
+    kept = path.with_suffix(".kept")
+    with path.open("rb") as lines, kept.open("wb") as out:
+        for line in lines:
+            try:
+                number = int(json.loads(line)["window"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line: the resumed run writes its window again
+            if number < next_window:
+                out.write(line if line.endswith(b"\n") else line + b"\n")
+    kept.replace(path)
 
 
 def stream_config(job: Job, settings: Settings) -> StreamConfig:
