@@ -2,6 +2,7 @@
 
 pytest_plugins: list[str] = [
     "tests.fixtures_video",
+    "tests.fixtures_browser",
     "tests.fixtures_storage",
     "tests.fixtures_service",
     "tests.fixtures_models",

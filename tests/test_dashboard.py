@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import struct
 import time
 from collections.abc import Iterator
@@ -19,8 +18,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
+from tests.fixtures_browser import KEY_STORAGE, SCREENSHOTS, PageErrors, open_context, screenshot
 from tests.fixtures_server import AllInOneServer
 from tests.fixtures_video import write_clip, write_truncated_midstream
 from tests.waiting import wait_until
@@ -30,49 +30,13 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 API_KEY = "dashboard-key-7c41e9"
 ALLINONE_ENV = {"API_KEYS": f"farm:{API_KEY}"}  # read by the allinone_server fixture
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
-KEY_STORAGE = "cattlecounter.apiKey"  # sessionStorage name used by api/static/js/auth.js
 DIRECT_UPLOAD_BYTES = 32 * 1024 * 1024  # api/static/js/api.js: files this big go through POST /uploads
 JOB_TIMEOUT_MS = 90_000  # the tiny model on 2 busy CPU cores; jobs here take a few seconds
 UI_TIMEOUT_MS = 10_000
 STATUS_RANK = {"queued": 0, "processing": 1, "cancelling": 1, "completed": 2, "failed": 2, "cancelled": 2}
 
 
-# --- browser -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing: install Debian's chromium (make browser) for the dashboard tests"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                              args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-class PageErrors:
-    """Uncaught exceptions in the page's scripts: any one of them is a bug in the dashboard."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def __call__(self, error) -> None:
-        self.errors.append(str(error))
-
-
-def open_context(browser, server: AllInOneServer, api_key: str | None, **options):
-    context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 900}, **options)
-    if api_key:  # as if the user had typed it into the key prompt earlier in this tab
-        context.add_init_script(f"sessionStorage.setItem({KEY_STORAGE!r}, {api_key!r})")
-    return context
+# --- browser (the browser fixture is tests/fixtures_browser.py's) ----------------------------------
 
 
 @pytest.fixture
@@ -86,11 +50,6 @@ def page(browser, allinone_server: AllInOneServer) -> Iterator:
     yield page
     context.close()
     assert not errors.errors, f"uncaught errors in the dashboard: {errors.errors}"
-
-
-def screenshot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 # --- clips ----------------------------------------------------------------------------------

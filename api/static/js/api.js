@@ -78,6 +78,22 @@ export function cancelOrDeleteJob(jobId) {
   return request(`/jobs/${encodeURIComponent(jobId)}`, { method: "DELETE" });
 }
 
+/**
+ * Start a stream job (POST /streams): ``body`` is {source_url, classes?, threshold?, lines?,
+ * duration_s?, window_s?}. Returns the new job (JobOut, kind "stream"). The URL goes only in
+ * this request's body: the service keeps it as a secret and shows it back redacted (job.source).
+ */
+export function startStream(body) {
+  return request("/streams", { method: "POST", json: body });
+}
+
+/** windows.jsonl of a stream job, parsed: one record per window that has ended. ``url`` is its
+ * link (JobOut.links or a signed link). */
+export async function getWindows(url) {
+  const text = await requestText(url);
+  return text.split("\n").filter((line) => line.trim()).map((line) => JSON.parse(line));
+}
+
 /** The model card: the class names jobs can choose from. 404 (ApiError) until a worker has loaded the model. */
 export function getModel() {
   return request("/model");

@@ -7,12 +7,12 @@ const DEFAULT_WIDTH = 720;
 const MIN_WIDTH = 280;
 const MIN_HEIGHT = 200;
 const MAX_HEIGHT = 300;
-const MARGIN = { top: 12, right: 16, bottom: 34, left: 44 };
+export const MARGIN = { top: 12, right: 16, bottom: 34, left: 44 };
 const MAX_POINTS = 600; // long videos are bucketed down to this many points (keeping each bucket's max)
 const MAX_CLASS_LINES = 6;
 const CLASS_COLOURS = ["#d9480f", "#1c7ed6", "#7048e8", "#0ca678", "#e8590c", "#c2255c"];
 
-function svgElement(tag, attrs = {}, text) {
+export function svgElement(tag, attrs = {}, text) {
   const node = document.createElementNS(SVG, tag);
   for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, String(value));
   if (text !== undefined) node.textContent = text;
@@ -119,14 +119,14 @@ function classNames(points) {
 }
 
 /** 1, 2, 5, 10, 20, 50... at or above ``value``. */
-function niceCeiling(value) {
+export function niceCeiling(value) {
   const magnitude = 10 ** Math.floor(Math.log10(value));
   for (const step of [1, 2, 5, 10]) if (step * magnitude >= value) return step * magnitude;
   return 10 * magnitude;
 }
 
 /** Evenly spaced round tick values from 0 to ``max``, at least ``minStep`` apart. */
-function ticks(max, count, minStep = 0) {
+export function ticks(max, count, minStep = 0) {
   const raw = Math.max(max / count, minStep);
   const magnitude = 10 ** Math.floor(Math.log10(raw || 1));
   const step = [1, 2, 5, 10].map((s) => s * magnitude).find((s) => s >= raw) || raw;

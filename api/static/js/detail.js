@@ -4,8 +4,9 @@ import { ApiError, cancelOrDeleteJob, getJob, getResults, getSignedLinks, getSta
 import { renderCountChart } from "./chart.js";
 import { announce, element } from "./dom.js";
 import { formatBytes, formatCount, formatDuration, formatTimestamp, formatVideoTime } from "./format.js";
+import { LiveView } from "./live.js";
 import { Poller } from "./poller.js";
-import { hasResults, isActive, peakCount, progressText, statusLabel } from "./status.js";
+import { hasResults, isActive, isStream, peakCount, progressText, statusLabel } from "./status.js";
 
 const ACTIVE_DELAY_MS = 1000;
 const ERROR_DELAY_MS = 5000;
@@ -32,6 +33,7 @@ export class JobDetail {
     this.signed = null; // the signed download links of the job shown, and when they expire
     this.linkTimer = null;
     new ResizeObserver(() => this.drawChart()).observe(this.byId("count-chart"));
+    this.live = new LiveView();
   }
 
   show(jobId) {
@@ -47,6 +49,7 @@ export class JobDetail {
     this.byId("result").hidden = true;
     this.byId("detail-cancel").hidden = true;
     this.byId("detail-delete").hidden = true;
+    this.live.reset();
     this.poller.start();
   }
 
@@ -54,6 +57,7 @@ export class JobDetail {
     this.poller.stop();
     this.jobId = null;
     this.forgetLinks();
+    this.live.reset(); // stops the live player and its requests
     const video = this.byId("result-video");
     video.pause();
     video.removeAttribute("src");
@@ -77,6 +81,7 @@ export class JobDetail {
     if (jobId !== this.jobId) return null; // the user moved on while we waited
     this.onConnectionProblem(null);
     this.renderJob(job);
+    if (isStream(job)) return this.refreshStream(job);
     const resultsReady = hasResults(job) || (job.kind === "images" && job.links && job.links.results);
     if (resultsReady && !this.resultShown) {
       try {
@@ -97,7 +102,21 @@ export class JobDetail {
     return isActive(job) ? ACTIVE_DELAY_MS : null;
   }
 
+  /** A stream job: its live view follows each poll; polling ends once it has stopped and its
+   * downloads are shown. */
+  async refreshStream(job) {
+    try {
+      await this.live.update(job);
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      this.onConnectionProblem(`Could not load the stream's files: ${error.message}`);
+      return ERROR_DELAY_MS;
+    }
+    return isActive(job) ? ACTIVE_DELAY_MS : null;
+  }
+
   showMissing(jobId) {
+    this.live.reset();
     this.byId("detail-heading").textContent = "Job not found";
     const problem = this.byId("detail-error");
     problem.textContent = `There is no job ${jobId}. It may have been deleted.`;
@@ -106,8 +125,10 @@ export class JobDetail {
 
   renderJob(job) {
     const wasActive = this.byId("detail-status").dataset.active === "true";
-    this.byId("detail-heading").textContent = job.filename || `Job ${job.job_id}`;
-    document.title = `${job.filename || "Job"} · CattleCounter`;
+    this.kind = job.kind;
+    const name = (isStream(job) && job.source) || job.filename;
+    this.byId("detail-heading").textContent = name || `Job ${job.job_id}`;
+    document.title = `${name || "Job"} · CattleCounter`;
     const badge = this.byId("detail-status");
     const label = statusLabel(job);
     badge.textContent = label;
@@ -124,14 +145,16 @@ export class JobDetail {
       const prefix = job.status === "failed" ? "This job failed" : "The last attempt failed; it will be retried";
       problem.textContent = `${prefix}: ${job.error.message} (${job.error.code})`;
     }
-    this.byId("detail-cancel").hidden = !isActive(job) || job.cancel_requested;
+    const cancel = this.byId("detail-cancel");
+    cancel.hidden = !isActive(job) || job.cancel_requested;
+    cancel.textContent = isStream(job) ? "Stop stream" : "Cancel job";
     this.byId("detail-delete").hidden = isActive(job);
   }
 
   renderProgress(job) {
     const box = this.byId("detail-progress");
-    box.hidden = !isActive(job);
-    if (!isActive(job)) return;
+    box.hidden = !isActive(job) || isStream(job); // a stream's page shows its live state instead
+    if (box.hidden) return;
     let bar = box.querySelector("progress");
     if (!bar) {
       bar = element("progress", { attrs: { max: "1", "aria-label": "Processing progress" } });
@@ -408,9 +431,10 @@ export class JobDetail {
   }
 
   async cancel() {
+    const stream = this.kind === "stream";
     try {
       await cancelOrDeleteJob(this.jobId);
-      announce("Cancelling this job.");
+      announce(stream ? "Stopping the stream: its counts and video stay downloadable." : "Cancelling this job.");
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       announce(`Could not cancel: ${error.message}`);
@@ -443,6 +467,7 @@ export class JobDetail {
 }
 
 function metaEntries(job) {
+  if (isStream(job)) return streamMetaEntries(job);
   const entries = [
     ["Job id", job.job_id],
     [job.kind === "images" ? "Files" : "File", job.kind === "images"
@@ -457,6 +482,26 @@ function metaEntries(job) {
   }
   if (job.attempts > 1) entries.push(["Attempts", String(job.attempts)]);
   entries.push(["Settings", paramsText(job.params || {})]);
+  return entries.flatMap(([term, value]) => [element("dt", { text: term }), element("dd", { text: value })]);
+}
+
+function streamMetaEntries(job) {
+  const params = job.params || {};
+  const stream = job.stream || {};
+  const entries = [
+    ["Job id", job.job_id],
+    ["Camera", job.source || "–"], // the URL without its credentials: the service never shows them
+    ["Created", formatTimestamp(job.created_at)],
+  ];
+  if (job.started_at) entries.push(["Started", formatTimestamp(job.started_at)]);
+  if (job.finished_at) entries.push(["Stopped", formatTimestamp(job.finished_at)]);
+  const runs = [];
+  if (typeof stream.duration_s === "number") runs.push(`for ${formatDuration(stream.duration_s)}`);
+  if (stream.end_at) runs.push(`until ${formatTimestamp(stream.end_at)}`);
+  entries.push(["Runs", runs.length ? runs.join(", or ") : "until stopped"]);
+  if (typeof stream.window_s === "number") entries.push(["Window", `${formatDuration(stream.window_s)} per window of counts`]);
+  if (job.attempts > 1) entries.push(["Attempts", String(job.attempts)]);
+  entries.push(["Settings", paramsText(params)]);
   return entries.flatMap(([term, value]) => [element("dt", { text: term }), element("dd", { text: value })]);
 }
 

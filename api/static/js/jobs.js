@@ -4,7 +4,7 @@ import { ApiError, cancelOrDeleteJob, listJobs } from "./api.js";
 import { announce, element } from "./dom.js";
 import { formatBytes, formatDuration, formatTimestamp, secondsBetween } from "./format.js";
 import { Poller } from "./poller.js";
-import { countsSummary, hasResults, isActive, progressText, statusLabel } from "./status.js";
+import { countsSummary, hasResults, isActive, isStream, progressText, statusLabel } from "./status.js";
 
 const ACTIVE_DELAY_MS = 1500;
 const IDLE_DELAY_MS = 10000;
@@ -94,7 +94,7 @@ export class JobList {
     for (const job of jobs) {
       const before = this.lastStatus.get(job.job_id);
       if (before && before !== job.status && !isActive(job)) {
-        announce(`${job.filename}: ${job.status}${job.error ? ` — ${job.error.message}` : ""}`);
+        announce(`${jobName(job)}: ${job.status}${job.error ? ` — ${job.error.message}` : ""}`);
       }
       this.lastStatus.set(job.job_id, job.status);
     }
@@ -138,7 +138,8 @@ export class JobList {
     try {
       const job = await cancelOrDeleteJob(id);
       if (job) updateRow(row, job);
-      announce(job && job.status === "cancelled" ? "Job cancelled." : "Cancelling: the worker stops at its next batch.");
+      if (row.dataset.kind === "stream") announce("Stopping the stream: what it counted stays downloadable.");
+      else announce(job && job.status === "cancelled" ? "Job cancelled." : "Cancelling: the worker stops at its next batch.");
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       announce(`Could not cancel: ${error.message}`);
@@ -181,10 +182,16 @@ function showRowError(row, message) {
   error.hidden = false;
 }
 
+/** What a row calls a job: its file, or a stream's camera (its URL without credentials). */
+function jobName(job) {
+  return (isStream(job) && job.source) || job.filename || job.job_id;
+}
+
 function updateRow(row, job) {
   row.dataset.status = job.status;
+  row.dataset.kind = job.kind;
   const name = row.querySelector("[data-testid=job-open]");
-  name.textContent = job.filename || job.job_id;
+  name.textContent = jobName(job);
   name.title = `Job ${job.job_id}`;
 
   const badge = row.querySelector("[data-testid=job-status]");
@@ -195,22 +202,26 @@ function updateRow(row, job) {
   const bar = row.querySelector("[data-testid=job-progress]");
   const progressLine = bar.parentElement;
   progressLine.hidden = !(isActive(job) || hasResults(job));
+  bar.hidden = isStream(job); // a stream has no end to make progress towards
   if (job.status === "processing" && !job.frames_total && !job.progress) bar.removeAttribute("value"); // indeterminate
   else bar.value = hasResults(job) ? 1 : job.progress || 0;
-  bar.setAttribute("aria-label", `Progress of ${job.filename}`);
+  bar.setAttribute("aria-label", `Progress of ${jobName(job)}`);
   row.querySelector("[data-testid=job-progress-text]").textContent = progressText(job);
 
   row.querySelector("[data-testid=job-meta]").textContent = metaText(job);
 
   const counts = row.querySelector("[data-testid=job-counts]");
-  counts.textContent = hasResults(job) ? countsSummary(job.counts) : "";
+  const liveCounts = isStream(job) && job.status === "processing" && job.counts; // counts so far
+  counts.textContent = hasResults(job) || liveCounts ? countsSummary(job.counts) : "";
   counts.hidden = !counts.textContent;
 
   const error = row.querySelector("[data-testid=job-error]");
   error.textContent = job.error ? `${job.status === "failed" ? "Failed" : "Last attempt failed"}: ${job.error.message}` : "";
   error.hidden = !job.error;
 
-  row.querySelector("[data-testid=job-cancel]").hidden = !isActive(job) || job.cancel_requested;
+  const cancel = row.querySelector("[data-testid=job-cancel]");
+  cancel.hidden = !isActive(job) || job.cancel_requested;
+  cancel.textContent = isStream(job) ? "Stop" : "Cancel";
   row.querySelector("[data-testid=job-delete]").hidden = isActive(job);
 }
 

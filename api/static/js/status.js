@@ -8,8 +8,14 @@ export function isActive(job) {
   return ACTIVE.has(job.status);
 }
 
+/** A stream job: counts a live camera until stopped (kind "stream"). */
+export function isStream(job) {
+  return job.kind === "stream";
+}
+
 /** The word on the badge. A processing job the user cancelled shows "cancelling" until the worker stops. */
 export function statusLabel(job) {
+  if (isStream(job) && job.status === "processing") return job.cancel_requested ? "stopping" : "live";
   if (job.status === "processing" && job.cancel_requested) return "cancelling";
   if (job.status === "completed_with_errors") return "completed with errors";
   return job.status;
@@ -26,6 +32,7 @@ export function progressText(job) {
     if (job.error) return `waiting to retry (attempt ${job.attempts} failed)`;
     return "waiting for a worker";
   }
+  if (isStream(job)) return streamProgressText(job);
   if (job.status === "processing" && job.kind === "images") {
     const parts = [formatPercent(job.progress)];
     parts.push(`file ${formatCount(Math.min(job.files_done + job.files_failed + 1, job.files_total))} of ${formatCount(job.files_total)}`);
@@ -43,6 +50,19 @@ export function progressText(job) {
   if (job.status === "completed") return "100 %";
   if (job.status === "completed_with_errors") return `100 % · ${formatCount(job.files_failed)} of ${formatCount(job.files_total)} files failed`;
   return "";
+}
+
+/** "live for 5 min 2 s · 1,200 frames · 30 dropped", "reconnecting…", "streamed 1 h 2 min". */
+function streamProgressText(job) {
+  const live = job.live || {};
+  const streamed = formatDuration(live.streaming_s || 0);
+  if (job.status === "queued") return job.error ? `waiting to resume (attempt ${job.attempts} failed)` : "waiting for a worker";
+  if (job.status !== "processing") return live.streaming_s ? `streamed ${streamed}` : "";
+  if (job.cancel_requested) return "stopping: finishing its files";
+  const parts = [live.connected === false ? "reconnecting…" : `live for ${streamed}`];
+  if (live.frames_processed) parts.push(`${formatCount(live.frames_processed)} frames`);
+  if (live.frames_dropped) parts.push(`${formatCount(live.frames_dropped)} dropped`);
+  return parts.join(" · ");
 }
 
 /** The peak from stats/counts, which may be a number or {count, frame, time_s, by_class}. */

@@ -1,6 +1,7 @@
-// The upload form: pick or drop videos, set what to count, upload each with its own progress bar.
+// The upload form: pick or drop videos, set what to count, upload each with its own progress bar;
+// or, with "A live camera" chosen, start a stream job from a camera's URL.
 
-import { ApiError, getModel, submitImages, submitVideo } from "./api.js";
+import { ApiError, getModel, startStream, submitImages, submitVideo } from "./api.js";
 import { announce, element } from "./dom.js";
 import { formatBytes, formatPercent } from "./format.js";
 
@@ -17,6 +18,7 @@ export class UploadForm {
     this.submitButton = document.getElementById("submit-button");
     this.selected = []; // Files waiting for "Start counting"
     this.uploading = 0;
+    this.mode = "files"; // or "camera"
     this.model = null; // the model card (GET /model) once a worker has loaded the model
     this.loadModel();
 
@@ -34,8 +36,12 @@ export class UploadForm {
     });
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
-      this.submit();
+      if (this.mode === "camera") this.startStream();
+      else this.submit();
     });
+    for (const radio of this.form.elements.source) {
+      radio.addEventListener("change", () => this.setMode(radio.value));
+    }
     this.listenForDrops();
     window.addEventListener("beforeunload", (event) => {
       if (this.uploading > 0) event.preventDefault(); // the browser asks "leave the page?"
@@ -58,6 +64,18 @@ export class UploadForm {
       zone.classList.remove("dragging");
       if (event.dataTransfer && event.dataTransfer.files.length) this.addFiles(event.dataTransfer.files);
     });
+  }
+
+  /** Files (a job per video, one for images) or a camera (a stream job): the fields each needs. */
+  setMode(mode) {
+    this.mode = mode;
+    const camera = mode === "camera";
+    document.getElementById("files-source").hidden = camera;
+    document.getElementById("camera-source").hidden = !camera;
+    document.getElementById("stride-field").hidden = camera; // a stream keeps up by dropping frames
+    document.getElementById("stream-timing").hidden = !camera;
+    this.showError("");
+    this.renderSelection();
   }
 
   addFiles(files) {
@@ -88,6 +106,10 @@ export class UploadForm {
         return item;
       }),
     );
+    if (this.mode === "camera") {
+      this.submitButton.textContent = "Start the stream";
+      return;
+    }
     const videos = this.selected.filter(isVideo).length;
     const images = this.selected.length - videos;
     const parts = [];
@@ -135,6 +157,38 @@ export class UploadForm {
     for (const file of files.filter(isVideo)) await this.upload(file, params);
   }
 
+  /** Start a stream job from the camera fields; the job's page opens once it exists. */
+  async startStream() {
+    if (!this.model) await this.loadModel();
+    const { body, problem, field } = readStreamRequest(this.form, this.model);
+    if (problem) {
+      this.showError(problem);
+      field.setAttribute("aria-invalid", "true");
+      field.focus();
+      return;
+    }
+    this.showError("");
+    this.submitButton.disabled = true;
+    try {
+      const job = await startStream(body);
+      this.form.elements.source_url.value = ""; // the URL (and any password in it) leaves the page
+      announce("The stream has been started; its page shows it live.");
+      this.onJobCreated(job);
+      window.location.hash = `#/jobs/${job.job_id}`;
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      // the URL stays in its field, to be corrected; the service's message never repeats it
+      this.showError(`The stream was not started: ${error.message}`);
+      if (/source|url/i.test(error.code)) {
+        const urlField = this.form.elements.source_url;
+        urlField.setAttribute("aria-invalid", "true");
+        urlField.focus();
+      }
+    } finally {
+      this.submitButton.disabled = false;
+    }
+  }
+
   async uploadImages(files, params) {
     const label = files.length === 1 ? files[0].name : `${files.length} files`;
     const item = new UploadItem({ name: label });
@@ -176,9 +230,8 @@ export class UploadForm {
   showError(message) {
     this.formError.textContent = message;
     this.formError.hidden = !message;
-    if (!message) {
-      for (const field of this.form.querySelectorAll("[aria-invalid]")) field.removeAttribute("aria-invalid");
-    }
+    // the caller marks the field of a new problem after this: an earlier one is no longer invalid
+    for (const field of this.form.querySelectorAll("[aria-invalid]")) field.removeAttribute("aria-invalid");
   }
 }
 
@@ -220,7 +273,7 @@ class UploadItem {
  * null while unknown) lets class names be checked here, as the server checks them.
  * Returns {params} or {problem, field} naming the first invalid field.
  */
-export function readParams(form, model) {
+export function readParams(form, model, { frameStride = true } = {}) {
   const params = {};
   const classes = form.elements.classes.value.split(",").map((name) => name.trim()).filter(Boolean);
   if (classes.length) {
@@ -257,7 +310,7 @@ export function readParams(form, model) {
     params.lines = [line];
   }
 
-  const strideText = form.elements.frame_stride.value.trim();
+  const strideText = frameStride ? form.elements.frame_stride.value.trim() : "";
   if (strideText) {
     const stride = Number(strideText);
     if (!Number.isInteger(stride) || stride < 1 || stride > 1000) {
@@ -266,6 +319,47 @@ export function readParams(form, model) {
     params.frame_stride = stride;
   }
   return { params };
+}
+
+const STREAM_SCHEMES = /^(rtsps?|https?):\/\/[^\s/]/i;
+const WINDOW_S = [5, 3600]; // StreamOptions.window_s's range (core/jobs.py)
+
+/**
+ * The POST /streams body from the form's camera fields and the counting fields.
+ * Returns {body} or {problem, field}. Problems never quote the URL: it may hold a password.
+ */
+export function readStreamRequest(form, model) {
+  const urlField = form.elements.source_url;
+  const url = urlField.value.trim();
+  if (!url) {
+    return { problem: "Enter the camera's stream URL: rtsp://, rtsps:// or an http(s):// HLS playlist.", field: urlField };
+  }
+  if (!STREAM_SCHEMES.test(url)) {
+    return { problem: "The stream URL must start with rtsp://, rtsps://, http:// or https:// and name a host.", field: urlField };
+  }
+  const { params, problem, field } = readParams(form, model, { frameStride: false });
+  if (problem) return { problem, field };
+  const body = { source_url: url, ...params };
+
+  const durationText = form.elements.duration_min.value.trim();
+  if (durationText) {
+    const minutes = Number(durationText);
+    if (!Number.isFinite(minutes) || minutes <= 0) {
+      return { problem: "“Stop after” must be a number of minutes above 0, or empty to run until stopped.",
+        field: form.elements.duration_min };
+    }
+    body.duration_s = minutes * 60;
+  }
+  const windowText = form.elements.window_s.value.trim();
+  if (windowText) {
+    const windowS = Number(windowText);
+    if (!Number.isFinite(windowS) || windowS < WINDOW_S[0] || windowS > WINDOW_S[1]) {
+      return { problem: `“Counts every” must be a number of seconds from ${WINDOW_S[0]} to ${WINDOW_S[1]}.`,
+        field: form.elements.window_s };
+    }
+    body.window_s = windowS;
+  }
+  return { body };
 }
 
 const VIDEO_EXTENSIONS = /\.(mp4|mov|avi|mkv|webm|m4v|mpg|mpeg|ts)$/i;

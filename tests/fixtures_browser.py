@@ -1,0 +1,62 @@
+"""Debian's Chromium through Playwright, for the dashboard's tests (test_dashboard*.py).
+
+``browser`` is one module-scoped Chromium; ``open_context(browser, server, api_key)`` opens a
+context on an all-in-one server with the API key already in the tab (as if typed into the key
+prompt); ``PageErrors`` collects a page's uncaught exceptions (each one is a dashboard bug);
+``screenshot(page, name)`` saves test-artifacts/screenshots/<name>.png.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+if TYPE_CHECKING:  # imported for real, it would load fixture modules before pytest registers them
+    from tests.fixtures_server import AllInOneServer
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
+KEY_STORAGE = "cattlecounter.apiKey"  # sessionStorage name used by api/static/js/auth.js
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing: install Debian's chromium (make browser) for the dashboard tests"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                              args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class PageErrors:
+    """Uncaught exceptions in the page's scripts: any one of them is a bug in the dashboard."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def __call__(self, error) -> None:
+        self.errors.append(str(error))
+
+
+def open_context(browser, server: AllInOneServer, api_key: str | None, **options):
+    context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 900}, **options)
+    if api_key:  # as if the user had typed it into the key prompt earlier in this tab
+        context.add_init_script(f"sessionStorage.setItem({KEY_STORAGE!r}, {api_key!r})")
+    return context
+
+
+def screenshot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
