@@ -104,7 +104,8 @@ def _distance_to_path(point: np.ndarray, origin: np.ndarray, travel: np.ndarray)
 
 
 def link_cost(before: TrackEnds, after: TrackEnds, config: StitchConfig) -> float | None:
-    """How well ``after`` continues ``before`` (0 best, <= 1 acceptable); None: not one animal."""
+    """How well ``after`` continues ``before`` (0 best; lower is a better fit in time and place);
+    None: not one animal."""
     if after.first_frame <= before.last_frame:
         return None  # seen at the same time (or out of order): never one animal
     gap = after.first_time - before.last_time
@@ -119,12 +120,21 @@ def link_cost(before: TrackEnds, after: TrackEnds, config: StitchConfig) -> floa
     slow = config.heading_min_sizes_per_s * size
     if np.linalg.norm(vel_a) > slow and np.linalg.norm(vel_b) > slow and float(vel_a @ vel_b) < 0:
         return None  # walking opposite ways: two animals
-    distance = min(
+    allowed = size * (config.gate_sizes + config.wander_sizes_per_s * gap)
+    off_path = min(
         _distance_to_path(start_b, end_a, vel_a * gap),  # A carried forward over the gap
         _distance_to_path(end_a, start_b, -vel_b * gap),  # B traced back over it
     )
-    allowed = size * (config.gate_sizes + config.wander_sizes_per_s * gap)
-    return distance / allowed if distance <= allowed else None
+    if off_path > allowed:
+        return None
+    # Ranked by where the animal should be *when* B begins, not anywhere along A's path: in a
+    # file of animals walking under a tree, the one behind is on the same path, only later.
+    # The path gate above still admits an animal that stopped or slowed while hidden.
+    off_time = min(
+        float(np.linalg.norm(start_b - (end_a + vel_a * gap))),
+        float(np.linalg.norm(end_a - (start_b - vel_b * gap))),
+    )
+    return off_time / allowed
 
 
 def stitch(tracks: list[TrackEnds], config: StitchConfig) -> dict[int, int]:
