@@ -28,8 +28,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# observations kept at each end of a track to estimate where it was going
-END_SAMPLES = 6
+# Each end of a track keeps its observations over this long (at most END_SAMPLES of them) to
+# estimate where it was going: at 30 fps six frames (0.2 s) gave headings that box jitter and
+# jostling in a crowd turned around; a second of walking gives a steady one at any stride.
+END_WINDOW_S = 1.0
+END_SAMPLES = 30
 
 
 @dataclass
@@ -58,9 +61,11 @@ class TrackEnds:
             self.first_frame = frame_index
         self.last_frame = frame_index
         sample = (time_s, x, y, size)
-        if len(self.head) < END_SAMPLES:
+        if len(self.head) < END_SAMPLES and (not self.head or time_s - self.head[0][0] <= END_WINDOW_S):
             self.head.append(sample)
         self.tail.append(sample)
+        while self.tail[0][0] < time_s - END_WINDOW_S:
+            self.tail.popleft()
 
     @property
     def first_time(self) -> float:
