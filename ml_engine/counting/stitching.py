@@ -15,9 +15,11 @@ within ``max_gap_s`` after A ended) are one animal when
 * they do not head in opposite directions (both walking, velocities more than 90° apart):
   an animal that leaves and another that enters nearby are two animals.
 
-Links are taken best first, one successor and one predecessor per tracklet. Only each
-track's first and last few observations are kept (``TrackEnds``), never per-frame data,
-so the cost is bounded by the number of tracks, not the length of the video.
+Links are taken best first, one successor and one predecessor per tracklet, "best" being
+nearest to where A's motion puts the animal at the moment B begins (a file of animals walks
+the same path, only later). Only each track's first and last second of observations are kept
+(``TrackEnds``), never per-frame data, so the cost is bounded by the number of tracks, not
+the length of the video.
 """
 
 from __future__ import annotations
