@@ -16,6 +16,7 @@ one's peak RSS is its own):
     python bench/pipeline_bench.py --model PekingU/rtdetr_v2_r18vd --video field.mp4
     python bench/pipeline_bench.py --memory            # 1-minute vs 10-minute video: peak RSS
     python bench/pipeline_bench.py --tiling-cost --input-size 640 --size 3840x2160   # detection cost per frame, TILING off vs auto
+    python bench/pipeline_bench.py --tracking-cost      # the pipeline's fps with CMC and stitching off / on
 
 Prints a table and writes JSON to bench/results/. Timings on a shared machine move with
 its load, so the load average is recorded beside each figure, and CPU seconds per frame
@@ -99,6 +100,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed batches per TILING value in --tiling-cost")
     parser.add_argument("--tile-batch-size", type=int, default=None,
                         help="TILE_BATCH_SIZE for --tiling-cost (default: the pipeline's)")
+    parser.add_argument("--tracking-cost", action="store_true",
+                        help="the pipeline mode with TRACKER=bytetrack STITCHING=off (no camera motion), "
+                             "botsort (CMC) and botsort + stitching, interleaved --repeats times: the share "
+                             "of the pipeline's fps that CMC and stitching cost")
+    parser.add_argument("--tracker", default=None, help="TRACKER for the pipeline mode (default: the pipeline's)")
+    parser.add_argument("--stitching", choices=("on", "off"), default=None,
+                        help="STITCHING for the pipeline mode (default: the pipeline's)")
     parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)  # internal: run one mode
     parser.add_argument("--stride", type=int, default=1, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -116,9 +124,12 @@ def main(argv: list[str] | None = None) -> int:
             report = memory_benchmark(args, model)
         elif args.tiling_cost:
             report = tiling_cost(args, model)
+        elif args.tracking_cost:
+            report = tracking_cost(args, model)
         else:
             report = throughput_benchmark(args, model)
-    path = save_report(report, "memory" if args.memory else "tiling" if args.tiling_cost else "pipeline")
+    kind = "memory" if args.memory else "tiling" if args.tiling_cost else "tracking" if args.tracking_cost else "pipeline"
+    path = save_report(report, kind)
     print(f"\nJSON: {path}")
     return 0
 
@@ -229,6 +240,57 @@ def tiling_cost(args: argparse.Namespace, model: str) -> dict[str, Any]:
             "size": f"{width}x{height}", "device": detector.device, "settings": settings_of(args), "rows": rows}
 
 
+# --- the cost of camera-motion compensation and stitching ---------------------------------------------
+
+# (label, TRACKER, STITCHING); the first is the reference: no camera motion is estimated at all
+# (STITCHING=on estimates it too, for ground positions, whatever the tracker)
+TRACKING_CONFIGS = (
+    ("bytetrack", "bytetrack", "off"),
+    ("botsort (CMC)", "botsort", "off"),
+    ("botsort + stitching", "botsort", "on"),
+)
+
+
+def tracking_cost(args: argparse.Namespace, model: str) -> dict[str, Any]:
+    """The whole pipeline (decode, detection, tracking, annotation, encode) on one clip with each
+    of ``TRACKING_CONFIGS``, each run in its own process; the configurations take turns, round
+    after round, so a change in the machine's load falls on all of them. Per configuration the
+    median over rounds of frames/s and CPU ms/frame, and the share of the reference's fps lost."""
+    import statistics
+
+    width, height = parse_size(args.size)
+    video = args.video or synthetic_video(width, height, args.fps, args.seconds)
+    print(f"video {video}\nmodel {model}  batch {args.batch_size}  device {args.device}  "
+          f"rounds {args.repeats}\n")
+    runs: dict[str, list[ModeResult]] = {label: [] for label, _, _ in TRACKING_CONFIGS}
+    for round_index in range(args.repeats):
+        for label, tracker, stitching in TRACKING_CONFIGS:
+            worker_args = argparse.Namespace(**{**vars(args), "tracker": tracker, "stitching": stitching})
+            runs[label].append(run_in_subprocess("pipeline", worker_args, model, video))
+        print_table({f"{label} #{round_index + 1}": runs[label][-1] for label in runs})
+    rows = []
+    reference = None
+    for label, results in runs.items():
+        fps = statistics.median(r.fps for r in results)
+        cpu = statistics.median(r.cpu_ms_per_frame for r in results)
+        cmc = statistics.median(r.detail.get("camera_motion_ms_per_frame", 0.0) for r in results)
+        reference = reference or (fps, cpu)
+        rows.append({"config": label, "fps": round(fps, 2), "cpu_ms_per_frame": round(cpu, 1),
+                     "camera_motion_ms_per_frame": round(cmc, 2),
+                     "fps_share_lost_pct": round(100 * (1 - fps / reference[0]), 1),
+                     "cpu_share_added_pct": round(100 * (cpu / reference[1] - 1), 1),
+                     "fps_runs": [r.fps for r in results],
+                     "load": [(r.load_before, r.load_after) for r in results]})
+    print(f"\n{'config':<22} {'fps (median)':>12} {'CPU ms/frame':>13} {'CMC ms/frame':>13} "
+          f"{'fps lost':>9} {'CPU added':>10}")
+    for row in rows:
+        print(f"{row['config']:<22} {row['fps']:>12.2f} {row['cpu_ms_per_frame']:>13.1f} "
+              f"{row['camera_motion_ms_per_frame']:>13.2f} {row['fps_share_lost_pct']:>8.1f}% "
+              f"{row['cpu_share_added_pct']:>9.1f}%")
+    return {"kind": "tracking_cost", "video": str(video), "model": model, "settings": settings_of(args),
+            "rounds": args.repeats, "rows": rows}
+
+
 def print_table(results: dict[str, ModeResult]) -> None:
     """One row per run: label, frames, wall seconds, frames/s, CPU ms per frame, peak RSS, load."""
     print(f"{'run':<13} {'frames':>6} {'seconds':>8} {'frames/s':>9} {'cpu ms/frame':>13} "
@@ -274,6 +336,9 @@ def run_in_subprocess(mode: str, args: argparse.Namespace, model: str, video: Pa
         "--batch-size", str(args.batch_size), "--threshold", str(args.threshold), "--device", args.device,
         "--stride", str(getattr(args, "stride", 1)), "--preset", args.preset,
     ]
+    for option in ("tracker", "stitching"):
+        if getattr(args, option, None):
+            command += [f"--{option}", getattr(args, option)]
     if args.input_size:
         command += ["--input-size", str(args.input_size)]
     print(f"running {mode} ...", flush=True)
@@ -326,14 +391,21 @@ def _pipeline(args: argparse.Namespace) -> tuple[int, float, float, dict[str, An
     from ml_engine.pipeline import PipelineConfig, process_video
 
     detector = Detector.load(args.model, device=args.device, input_size=args.input_size)
+    tracking: dict[str, Any] = {}
+    if args.tracker:
+        tracking["tracker"] = args.tracker
+    if args.stitching:
+        tracking["stitching"] = args.stitching == "on"
     config = PipelineConfig(threshold=args.threshold, batch_size=args.batch_size, frame_stride=args.stride,
-                            preset=args.preset, tiling=args.tiling)
+                            preset=args.preset, tiling=args.tiling, **tracking)
     with tempfile.TemporaryDirectory() as out, _Clock() as clock:
         result = process_video(args.video, out, detector, config)
     frames = result.stats["video"]["frames"]
     detail = {"device": detector.device, "dtype": detector.dtype, "input": detector.spec.describe_input_size(),
               "frames_processed": result.stats["processing"]["frames_processed"], "stride": args.stride,
-              "unique_tracks": result.stats["counts"]["total_unique"]}
+              "unique_tracks": result.stats["counts"]["total_unique"],
+              **{key: result.stats["processing"].get(key) for key in
+                 ("tracker", "stitching", "camera_motion_frames", "camera_motion_ms_per_frame")}}
     return frames, clock.wall, clock.cpu, detail
 
 

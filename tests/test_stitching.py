@@ -59,6 +59,35 @@ def test_two_animals_crossing_are_never_merged() -> None:
     assert link_cost(a1, b2, StitchConfig()) is None
 
 
+def test_animals_walking_in_file_under_a_tree_keep_their_own_ids() -> None:
+    # two cows walk right at 40 px/s (one body length a second), the second 60 px behind the
+    # first, both hidden from frame 30 to 59. When they come out, the second is exactly where
+    # the first's path ran (just later) and the first a few pixels off it: linked by where
+    # each should be at that time, first -> first and second -> second
+    speed = (40, 0)
+    first_before = tracklet(1, 0, 29, (100, 200), speed)
+    second_before = tracklet(2, 0, 29, (40, 200), speed)
+    first_after = tracklet(3, 60, 90, (100 + 40 * 6.0, 205), speed)
+    second_after = tracklet(4, 60, 90, (40 + 40 * 6.0, 200), speed)
+    ids = stitch([first_before, second_before, first_after, second_after], StitchConfig())
+    assert ids == {1: 1, 2: 2, 3: 1, 4: 2}
+
+
+def test_a_jostle_just_before_the_tree_does_not_turn_the_heading_around() -> None:
+    # 30 fps: a cow walks right at 20 px/s for 3 s, is shoved back 8 px in its last 5 frames
+    # before a tree hides it, and comes out 2 s later still walking right on its path. Its
+    # last 0.2 s point left (a heading "opposite" to the later track's); its last second does not
+    fps = 30.0
+    before, after = TrackEnds(1, class_name="cow"), TrackEnds(2, class_name="cow")
+    for frame in range(90):
+        x = 100 + 20 * frame / fps - (8 * (frame - 84) / 5 if frame > 84 else 0)
+        before.observe(frame, frame / fps, x, 200, SIZE)
+    for frame in range(150, 200):
+        after.observe(frame, frame / fps, 100 + 20 * frame / fps, 200, SIZE)
+    assert link_cost(before, after, StitchConfig()) is not None
+    assert stitch([before, after], StitchConfig()) == {1: 1, 2: 1}
+
+
 def test_tracks_seen_at_the_same_time_are_never_merged() -> None:
     # two animals side by side, the second seen from frame 10 to 40 while the first is too:
     # however close, they coexist, so they are two animals; and even a later track that

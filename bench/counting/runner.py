@@ -170,7 +170,8 @@ def pipeline_check(name: str, seed: int, stride: int, frames: int | None, cache_
     if not video.exists():
         encode_s = write_video(prep.scene, video)
     detector = OracleDetector(Oracle(prep.scene), stride)
-    config = PipelineConfig(frame_stride=stride)
+    # the whole frame, as the counting stage is fed (TILING=auto would tile 4K: bench/counting/tiling.py checks that)
+    config = PipelineConfig(frame_stride=stride, tiling="off")
     with tempfile.TemporaryDirectory(prefix="counting-bench-") as out:
         started = time.perf_counter()
         result = process_video(video, out, detector, config)
