@@ -3,13 +3,15 @@
 ``browser`` is one module-scoped Chromium; ``open_context(browser, server, api_key)`` opens a
 context on an all-in-one server with the API key already in the tab (as if typed into the key
 prompt); ``PageErrors`` collects a page's uncaught exceptions (each one is a dashboard bug);
-``screenshot(page, name)`` saves test-artifacts/screenshots/<name>.png.
+``dashboard_page(browser, server, api_key)`` is a page on the dashboard that fails the test on
+any uncaught page error; ``screenshot(page, name)`` saves test-artifacts/screenshots/<name>.png.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,3 +62,16 @@ def open_context(browser, server: AllInOneServer, api_key: str | None, **options
 def screenshot(page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+@contextmanager
+def dashboard_page(browser, server: AllInOneServer, api_key: str | None) -> Iterator:
+    """A page on the dashboard, the API key in sessionStorage; any uncaught page error fails the test."""
+    context = open_context(browser, server, api_key)
+    page = context.new_page()
+    errors = PageErrors()
+    page.on("pageerror", errors)
+    page.goto("/")
+    yield page
+    context.close()
+    assert not errors.errors, f"uncaught errors in the dashboard: {errors.errors}"

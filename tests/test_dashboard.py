@@ -20,7 +20,14 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.fixtures_browser import KEY_STORAGE, SCREENSHOTS, PageErrors, open_context, screenshot
+from tests.fixtures_browser import (
+    KEY_STORAGE,
+    SCREENSHOTS,
+    PageErrors,
+    dashboard_page,
+    open_context,
+    screenshot,
+)
 from tests.fixtures_server import AllInOneServer
 from tests.fixtures_video import write_clip, write_truncated_midstream
 from tests.waiting import wait_until
@@ -42,14 +49,8 @@ STATUS_RANK = {"queued": 0, "processing": 1, "cancelling": 1, "completed": 2, "f
 @pytest.fixture
 def page(browser, allinone_server: AllInOneServer) -> Iterator:
     """A page on the dashboard, holding the API key in sessionStorage."""
-    context = open_context(browser, allinone_server, API_KEY)
-    page = context.new_page()
-    errors = PageErrors()
-    page.on("pageerror", errors)
-    page.goto("/")
-    yield page
-    context.close()
-    assert not errors.errors, f"uncaught errors in the dashboard: {errors.errors}"
+    with dashboard_page(browser, allinone_server, API_KEY) as page:
+        yield page
 
 
 # --- clips ----------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.fixtures_browser import PageErrors, open_context, screenshot
+from tests.fixtures_browser import PageErrors, dashboard_page, open_context, screenshot
 from tests.fixtures_server import AllInOneServer
 from tests.fixtures_service import free_port
 from tests.waiting import wait_until
@@ -50,14 +50,8 @@ UI_TIMEOUT_MS = 10_000
 
 @pytest.fixture
 def page(browser, allinone_server: AllInOneServer) -> Iterator:
-    context = open_context(browser, allinone_server, API_KEY)
-    page = context.new_page()
-    errors = PageErrors()
-    page.on("pageerror", errors)
-    page.goto("/")
-    yield page
-    context.close()
-    assert not errors.errors, f"uncaught errors in the dashboard: {errors.errors}"
+    with dashboard_page(browser, allinone_server, API_KEY) as page:
+        yield page
 
 
 @pytest.fixture
