@@ -190,6 +190,18 @@ def _require(condition: bool, message: str) -> None:
         raise InvalidInput(message)
 
 
+def model_facts(detector: DetectorLike, classes: list[str] | None, **settings: Any) -> dict[str, Any]:
+    """stats.json's ``model``: what the detector says of itself, then ``settings``, then the classes
+    asked for. The video pipeline and the live run report it the same way."""
+    facts = dict(detector.describe())
+    facts.setdefault("id", str(detector.model_id))
+    facts.setdefault("device", str(detector.device))
+    facts.setdefault("random_weights", bool(detector.random_weights))
+    facts.update(settings)
+    facts["classes"] = classes
+    return facts
+
+
 @dataclass(frozen=True)
 class BufferPlan:
     """How many frames each buffer of a run may hold."""
@@ -570,13 +582,7 @@ class _Run:
         return facts
 
     def _model_facts(self) -> dict[str, Any]:
-        facts = dict(self.detector.describe())
-        facts.setdefault("id", str(self.detector.model_id))
-        facts.setdefault("device", str(self.detector.device))
-        facts.setdefault("random_weights", bool(self.detector.random_weights))
-        facts["threshold"] = self.config.threshold
-        facts["classes"] = self.config.classes
-        return facts
+        return model_facts(self.detector, self.config.classes, threshold=self.config.threshold)
 
     def _processing_facts(self) -> dict[str, Any]:
         seconds = time.monotonic() - self.started

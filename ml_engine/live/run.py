@@ -44,7 +44,7 @@ from ml_engine.live.counts import LatencyHistogram, RecentLatency, Totals, Windo
 from ml_engine.live.segments import HlsWriter
 from ml_engine.live.source import Gap, LiveFrame, LiveSource, SourceOptions, redact_url
 from ml_engine.live.video import LiveVideo
-from ml_engine.pipeline import DetectorLike, PipelineConfig
+from ml_engine.pipeline import DetectorLike, PipelineConfig, model_facts
 from ml_engine.tiling import TilePlan, TilingSetting, View, merge_views, plan_tiles
 
 log = logging.getLogger(__name__)
@@ -595,9 +595,4 @@ class StreamRun:
         return self._tiles.describe(setting, self.config.tiling_full_frame) if self._tiles else None
 
     def _model_facts(self) -> dict[str, Any]:
-        facts = dict(self.detector.describe())
-        facts.setdefault("id", str(self.detector.model_id))
-        facts.setdefault("device", str(self.detector.device))
-        facts.setdefault("random_weights", bool(self.detector.random_weights))
-        facts["classes"] = self.config.classes
-        return facts
+        return model_facts(self.detector, self.config.classes)
