@@ -15,6 +15,13 @@ hides that from the counting loop:
   raises ``StreamUnavailable``. Once it has worked it is reconnected for ever, or until
   ``max_reconnects`` attempts in a row have failed.
 
+Before every connect and reconnect the source asks ``SourceOptions.check`` (the worker's
+egress policy, STREAM_ALLOWED_NETWORKS): a refusal ends the source with StreamUnavailable, a
+transient failure (DNS down) is a failed attempt, retried. HTTP(S) requests go through
+``SourceOptions.http_proxy`` when given (the worker's ``core.egress_proxy``, which checks
+every segment, key and redirect). RTSP has no such proxy: FFmpeg resolves and connects itself
+right after the check, and follows an RTSP redirect unchecked (see docs/operations.md).
+
 The URL may carry credentials: it goes to PyAV only. Logs and errors name ``redact_url(url)``,
 and FFmpeg's error text (which repeats the URL) is never passed on.
 """
@@ -35,7 +42,8 @@ import av
 import av.error
 import numpy as np
 
-from core.errors import StreamUnavailable
+from core.errors import CattleCounterError, StreamUnavailable
+from core.netpolicy import redact_url  # the service's one redaction rule (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +86,12 @@ class SourceOptions:
     max_reconnects: int | None = None  # failed reconnects in a row before giving up; None: for ever
     first_connect_attempts: int = 5  # a source that never worked fails after this many tries
     rtsp_transport: str = "tcp"  # "tcp" passes firewalls and loses nothing; "udp" is FFmpeg's default
+    # the egress policy (the worker's: STREAM_ALLOWED_NETWORKS), asked before every connect and
+    # reconnect: raises a CattleCounterError to refuse (transient: retried, as DNS may return)
+    check: Callable[[str], object] | None = None
+    # an HTTP proxy FFmpeg sends every HTTP(S) request through (HLS segments, keys, redirects):
+    # the worker's core.egress_proxy, which checks each destination against the same policy
+    http_proxy: str | None = None
 
 
 @dataclass
@@ -128,20 +142,6 @@ class _MediaClock:
             self.media_time += step
         self._last_pts_time, self._last_wall = pts_time, wall
         return self.media_time
-
-
-def redact_url(url: str) -> str:
-    """``scheme://host[:port]/path``: no user name, password, query or fragment. For logs and answers."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "<unparsable URL>"
-    if ":" in host:  # IPv6
-        host = f"[{host}]"
-    netloc = f"{host}:{port}" if port is not None else host
-    return f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else "<unparsable URL>"
 
 
 def _short_cause(exc: BaseException) -> str:
@@ -304,11 +304,27 @@ class LiveSource:
         while not self._stopping() and (remaining := deadline - time.monotonic()) > 0:
             self._closed.wait(min(remaining, _STOP_CHECK_INTERVAL_S))
 
+    def _check_policy(self) -> None:
+        """Ask the egress policy before a connect: the allowlist may have changed since the
+        last one, and the host may resolve elsewhere now. A refusal ends the source; a
+        transient failure (DNS down) is a failed attempt, retried with backoff."""
+        if self._options.check is None:
+            return
+        try:
+            self._options.check(self._url)
+        except CattleCounterError as exc:
+            if exc.transient:
+                raise _Lost(f"error: {exc}") from None
+            raise StreamUnavailable(f"the stream {self.redacted_url} is refused: {exc}") from None
+
     def _open(self) -> av.container.InputContainer:
+        self._check_policy()
         if urlsplit(self._url).scheme.lower() in _RTSP_SCHEMES:
             options = {**_RTSP_OPTIONS, "rtsp_transport": self._options.rtsp_transport}
         else:
             options = dict(_HLS_OPTIONS)
+            if self._options.http_proxy:
+                options["http_proxy"] = self._options.http_proxy
         try:
             return av.open(self._url, options=options,
                            timeout=(self._options.open_timeout_s, self._options.read_timeout_s))
