@@ -50,19 +50,22 @@ class _Refused(Exception):
 
 class EgressProxy:
     """Start with ``start()`` (or ``with``); ``url`` is what FFmpeg's ``http_proxy`` takes.
-    ``refused`` lists the ``host:port`` destinations refused so far (for logs and tests)."""
+    ``refusals`` counts the requests refused so far, ``last_refused`` names the latest
+    (``host:port``): the source turns a new refusal into a gap."""
 
     def __init__(self, check: Check) -> None:
         self.check = check
-        self.refused: list[str] = []
+        self.refusals = 0
+        self.last_refused: str | None = None
+        self._lock = threading.Lock()  # handlers run on threads of their own
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.proxy = self
         self._thread = threading.Thread(target=self._server.serve_forever, name="egress-proxy", daemon=True)
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}/"
 
     def start(self) -> EgressProxy:
         self._thread.start()
@@ -85,7 +88,9 @@ class EgressProxy:
             addresses = self.check(host, port)
         except CattleCounterError as exc:
             destination = f"{host}:{port}"
-            self.refused.append(destination)
+            with self._lock:
+                self.refusals += 1
+                self.last_refused = destination
             log.warning("stream egress to %s refused: %s", destination, exc)
             raise _Refused("502 Bad Gateway" if exc.transient else "403 Forbidden", str(exc)) from None
         error: OSError | None = None

@@ -81,7 +81,7 @@ def stream_addresses(host: str, port: int, allowed_networks: list[str]) -> list[
     except (UnicodeError, ValueError):  # IDNA: a label over 63 characters, an empty label
         raise InvalidInput("source_url: the host name is not valid") from None
     networks = [ipaddress.ip_network(cidr, strict=False) for cidr in allowed_networks]
-    addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]  # no %scope
     for address in addresses:
         if not is_public_address(address) and not any(address in network for network in networks):
             raise StreamSourceNotAllowed(

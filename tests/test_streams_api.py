@@ -15,8 +15,8 @@ from api.main import create_app
 from core.backends import build_backends
 from core.errors import InvalidInput, SourceHostUnresolved, StreamSourceNotAllowed
 from core.jobs import JobMessage, JobStatus, output_blob_path, source_secret_path
-from core.outputs import LIVE_PLAYLIST, WINDOWS
 from core.netpolicy import check_stream_url, redact_url
+from core.outputs import LIVE_PLAYLIST, WINDOWS
 
 PASSWORD = "pa55-Secret"
 SOURCE = f"rtsp://admin:{PASSWORD}@127.0.0.1:8554/cam?token=tok-{PASSWORD}"

@@ -136,7 +136,7 @@ class StreamRunner(JobRunner):
             session = StreamSession(self.settings, self.backends, job, reporter)
             session.begin()
             detector = self.detectors.get(job.params.model_id)
-            run = StreamRun(url, policed(stream_config(job, self.settings), networks, proxy.url), detector, output_dir, resume=resume,
+            run = StreamRun(url, policed(stream_config(job, self.settings), networks, proxy), detector, output_dir, resume=resume,
                             on_status=session.on_status, on_window=session.on_window, on_files=session.on_files,
                             on_event=session.on_event, should_stop=session.should_stop)
             try:
@@ -182,11 +182,11 @@ def _drop_windows_from(path: Path, next_window: int) -> None:
     kept.replace(path)
 
 
-def policed(config: StreamConfig, networks: list[str], proxy_url: str) -> StreamConfig:
+def policed(config: StreamConfig, networks: list[str], proxy: EgressProxy) -> StreamConfig:
     """``config`` with the egress policy on its source: checked before every (re)connect, and
     every HTTP(S) request through the checking proxy (core.egress_proxy)."""
     source = dataclasses.replace(config.source, check=functools.partial(check_stream_url, allowed_networks=networks),
-                                 http_proxy=proxy_url)
+                                 http_proxy=proxy.url, egress_refusals=lambda: proxy.refusals)
     return dataclasses.replace(config, source=source)
 
 

@@ -92,6 +92,9 @@ class SourceOptions:
     # an HTTP proxy FFmpeg sends every HTTP(S) request through (HLS segments, keys, redirects):
     # the worker's core.egress_proxy, which checks each destination against the same policy
     http_proxy: str | None = None
+    # how many requests that proxy has refused so far: a refused HLS segment is skipped by
+    # FFmpeg, so the source posts a Gap (tracks must not bridge the missing footage)
+    egress_refusals: Callable[[], int] | None = None
 
 
 @dataclass
@@ -336,6 +339,7 @@ class LiveSource:
     def _stream(self, lost: tuple[float, str] | None) -> None:
         """One connection: read until it stops (raises _Lost) or the source is closed
         (returns). ``lost`` is the gap being reconnected across, posted with the first frame."""
+        refusals = self._refusals()  # before the open: FFmpeg's probe may read segments already
         container = self._open()
         last_frame_at: float | None = None
         try:
@@ -348,6 +352,10 @@ class LiveSource:
             for packet in container.demux(stream):
                 if self._stopping():
                     return
+                if self._refusals() > refusals:  # FFmpeg skipped what was refused: no track may bridge it
+                    refusals = self._refusals()
+                    now = time.time()
+                    self._post(Gap(last_frame_at or now, now, "error: a request was refused by the egress policy"))
                 for frame in self._decode(packet):
                     received_at = time.time()
                     if last_frame_at is None:  # frames flow: this connection counts
@@ -368,6 +376,9 @@ class LiveSource:
             raise _Lost(f"error: {_short_cause(exc)}", last_frame_at) from None
         finally:
             container.close()
+
+    def _refusals(self) -> int:
+        return self._options.egress_refusals() if self._options.egress_refusals else 0
 
     @staticmethod
     def _decode(packet: av.Packet) -> list[av.VideoFrame]:
