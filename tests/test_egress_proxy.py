@@ -15,15 +15,21 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from core.backends import build_backends
 from core.egress_proxy import EgressProxy
 from core.errors import SourceHostUnresolved, StreamSourceNotAllowed, StreamUnavailable
+from core.jobs import Job, JobKind, JobParams, JobStatus, StreamOptions, source_secret_path
 from core.netpolicy import check_stream_url, stream_addresses
 from ml_engine.live import Gap, LiveFrame, LiveSource, SourceOptions
 from tests.fixtures_rtsp import FFMPEG, HlsStream
 from tests.waiting import wait_until
+from worker.models import DetectorCache
+from worker.runner import Outcome
+from worker.streams import StreamRunner
 
 ALLOWED = ["127.0.0.1/32"]
 FAST = SourceOptions(read_timeout_s=3.0, open_timeout_s=3.0, backoff_initial_s=0.1, backoff_max_s=0.3)
@@ -240,3 +246,27 @@ def test_the_proxy_refuses_a_connect_tunnel_to_a_refused_host_and_tunnels_an_all
             answer += chunk
     assert answer.startswith(b"HTTP/1.0 200") and b"#EXTM3U" in answer
     assert other.log == []
+
+
+# --- the worker ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("host", "outcome", "status"), [
+    ("no-such-camera.invalid", Outcome.RETRY, JobStatus.QUEUED),  # DNS down, or not yet: retried
+    ("10.9.8.7", Outcome.DONE, JobStatus.FAILED),  # outside STREAM_ALLOWED_NETWORKS: final
+])
+def test_the_workers_recheck_retries_a_dns_failure_and_fails_a_refused_source(
+        make_settings, tmp_path: Path, host: str, outcome: Outcome, status: JobStatus) -> None:
+    settings = make_settings("local", stream_allowed_networks=["127.0.0.1/32"])
+    backends = build_backends(settings)
+    try:
+        job = backends.jobs.create(Job(id="0000stream" + "0" * 16, kind=JobKind.STREAM,
+                                       input_blob=source_secret_path("x"), params=JobParams(),
+                                       stream=StreamOptions(), status=JobStatus.PROCESSING, attempts=1))
+        backends.blobs.upload_stream(source_secret_path(job.id), [f"rtsp://viewer:pw@{host}/cam".encode()])
+        runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
+        keeper = SimpleNamespace(lost=threading.Event())  # the lease stays ours: no renewals needed
+        assert runner._process_and_record(job, 1, keeper) is outcome  # noqa: SLF001 - one run, no queue
+        assert backends.jobs.get(job.id).status is status
+    finally:
+        backends.close()
