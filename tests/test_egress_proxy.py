@@ -25,7 +25,8 @@ from core.errors import SourceHostUnresolved, StreamSourceNotAllowed, StreamUnav
 from core.jobs import Job, JobKind, JobParams, JobStatus, StreamOptions, source_secret_path
 from core.netpolicy import check_stream_url, stream_addresses
 from ml_engine.live import Gap, LiveFrame, LiveSource, SourceOptions
-from tests.fixtures_rtsp import FFMPEG, HlsStream
+from ml_engine.live.source import pinned_rtsp_url
+from tests.fixtures_rtsp import FFMPEG, HlsStream, RtspServer
 from tests.waiting import wait_until
 from worker.models import DetectorCache
 from worker.runner import Outcome
@@ -246,6 +247,18 @@ def test_the_proxy_refuses_a_connect_tunnel_to_a_refused_host_and_tunnels_an_all
             answer += chunk
     assert answer.startswith(b"HTTP/1.0 200") and b"#EXTM3U" in answer
     assert other.log == []
+
+
+
+def test_an_rtsp_connection_goes_to_the_address_the_check_returned(rtsp_server: RtspServer) -> None:
+    """The URL names 127.0.0.2, where nothing listens; the check answers 127.0.0.1, where the
+    camera is: frames prove FFmpeg connected to the checked address, not to a fresh lookup."""
+    url = f"rtsp://viewer:pw@127.0.0.2:{rtsp_server.port}/cam"
+    assert pinned_rtsp_url(url, ["127.0.0.1"]) == f"rtsp://viewer:pw@127.0.0.1:{rtsp_server.port}/cam"
+    assert pinned_rtsp_url("rtsps://cam.example/x", ["10.0.0.1"]) == "rtsps://cam.example/x"  # TLS keeps its name
+    options = SourceOptions(**{**FAST.__dict__, "check": lambda _url: ["127.0.0.1"]})
+    with LiveSource(url, options) as source:
+        wait_until(lambda: isinstance(source.next(0.5), LiveFrame), TIMEOUT_S, "a frame from the pinned address")
 
 
 # --- the worker ----------------------------------------------------------------------------------

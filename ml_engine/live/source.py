@@ -19,8 +19,9 @@ Before every connect and reconnect the source asks ``SourceOptions.check`` (the 
 egress policy, STREAM_ALLOWED_NETWORKS): a refusal ends the source with StreamUnavailable, a
 transient failure (DNS down) is a failed attempt, retried. HTTP(S) requests go through
 ``SourceOptions.http_proxy`` when given (the worker's ``core.egress_proxy``, which checks
-every segment, key and redirect). RTSP has no such proxy: FFmpeg resolves and connects itself
-right after the check, and follows an RTSP redirect unchecked (see docs/operations.md).
+every segment, key and redirect). RTSP has no such proxy: an rtsp:// connection goes to the address
+the check returned (rtsps:// keeps its name for TLS, and FFmpeg resolves it again), and an
+RTSP redirect is followed unchecked (see docs/operations.md).
 
 The URL may carry credentials: it goes to PyAV only. Logs and errors name ``redact_url(url)``,
 and FFmpeg's error text (which repeats the URL) is never passed on.
@@ -36,7 +37,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import av
 import av.error
@@ -87,8 +88,9 @@ class SourceOptions:
     first_connect_attempts: int = 5  # a source that never worked fails after this many tries
     rtsp_transport: str = "tcp"  # "tcp" passes firewalls and loses nothing; "udp" is FFmpeg's default
     # the egress policy (the worker's: STREAM_ALLOWED_NETWORKS), asked before every connect and
-    # reconnect: raises a CattleCounterError to refuse (transient: retried, as DNS may return)
-    check: Callable[[str], object] | None = None
+    # reconnect: raises a CattleCounterError to refuse (transient: retried, as DNS may return);
+    # returns the addresses it checked: an rtsp:// connection goes to the first of them
+    check: Callable[[str], list[str]] | None = None
     # an HTTP proxy FFmpeg sends every HTTP(S) request through (HLS segments, keys, redirects):
     # the worker's core.egress_proxy, which checks each destination against the same policy
     http_proxy: str | None = None
@@ -145,6 +147,19 @@ class _MediaClock:
             self.media_time += step
         self._last_pts_time, self._last_wall = pts_time, wall
         return self.media_time
+
+
+def pinned_rtsp_url(url: str, addresses: list[str]) -> str:
+    """``url`` with its host replaced by ``addresses[0]`` when it is rtsp:// (so FFmpeg connects
+    to the address that was checked, not to a fresh DNS answer). rtsps:// and http(s):// keep
+    their host name: TLS verifies it, and HTTP(S) goes through the checking proxy instead."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "rtsp" or not addresses:
+        return url
+    host = f"[{addresses[0]}]" if ":" in addresses[0] else addresses[0]
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = (f"{userinfo}@" if "@" in parts.netloc else "") + host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _short_cause(exc: BaseException) -> str:
@@ -307,21 +322,23 @@ class LiveSource:
         while not self._stopping() and (remaining := deadline - time.monotonic()) > 0:
             self._closed.wait(min(remaining, _STOP_CHECK_INTERVAL_S))
 
-    def _check_policy(self) -> None:
+    def _checked_url(self) -> str:
         """Ask the egress policy before a connect: the allowlist may have changed since the
         last one, and the host may resolve elsewhere now. A refusal ends the source; a
-        transient failure (DNS down) is a failed attempt, retried with backoff."""
+        transient failure (DNS down) is a failed attempt, retried with backoff. Returns the URL
+        to open: for rtsp://, pinned to the first address checked (no fresh DNS answer)."""
         if self._options.check is None:
-            return
+            return self._url
         try:
-            self._options.check(self._url)
+            addresses = self._options.check(self._url)
         except CattleCounterError as exc:
             if exc.transient:
                 raise _Lost(f"error: {exc}") from None
             raise StreamUnavailable(f"the stream {self.redacted_url} is refused: {exc}") from None
+        return pinned_rtsp_url(self._url, addresses)
 
     def _open(self) -> av.container.InputContainer:
-        self._check_policy()
+        url = self._checked_url()
         if urlsplit(self._url).scheme.lower() in _RTSP_SCHEMES:
             options = {**_RTSP_OPTIONS, "rtsp_transport": self._options.rtsp_transport}
         else:
@@ -329,7 +346,7 @@ class LiveSource:
             if self._options.http_proxy:
                 options["http_proxy"] = self._options.http_proxy
         try:
-            return av.open(self._url, options=options,
+            return av.open(url, options=options,
                            timeout=(self._options.open_timeout_s, self._options.read_timeout_s))
         except av.error.ExitError:
             raise _Lost("stall") from None  # the open timed out
