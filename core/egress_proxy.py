@@ -17,13 +17,14 @@ demuxer passes on to every segment, playlist and key request it makes, redirects
 
 Not covered here: RTSP (its own protocol; the worker checks the host before every connect),
 and a ``no_proxy`` environment variable, which makes FFmpeg bypass any proxy for the hosts it
-names (the worker warns when it is set).
+names (the proxy logs a warning when it is set).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import selectors
 import socket
 import socketserver
@@ -68,6 +69,9 @@ class EgressProxy:
         return f"http://127.0.0.1:{port}/"
 
     def start(self) -> EgressProxy:
+        if os.environ.get("no_proxy"):  # FFmpeg's http and tls read this one (lower case) themselves
+            log.warning("no_proxy is set in the worker's environment: FFmpeg connects to the hosts it names "
+                        "directly, without the stream egress checks; unset it on stream workers")
         self._thread.start()
         return self
 

@@ -10,6 +10,7 @@ import functools
 import http.server
 import re
 import socket
+import ssl
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -48,6 +49,7 @@ class Server:
     log: list[str] = field(default_factory=list)
     redirect_to: str = ""
     cross_to: str = ""
+    tls: ssl.SSLContext | None = None  # https with this context
 
     def __post_init__(self) -> None:
         server = self
@@ -77,6 +79,8 @@ class Server:
 
         self.httpd = http.server.ThreadingHTTPServer((self.host, 0),
                                                      functools.partial(Handler, directory=str(self.directory)))
+        if self.tls is not None:
+            self.httpd.socket = self.tls.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
@@ -85,7 +89,7 @@ class Server:
                       (self.directory / "index.m3u8").read_text(), flags=re.MULTILINE)
 
     def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}/{path}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/{path}"
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -259,6 +263,35 @@ def test_an_rtsp_connection_goes_to_the_address_the_check_returned(rtsp_server: 
     options = SourceOptions(**{**FAST.__dict__, "check": lambda _url: ["127.0.0.1"]})
     with LiveSource(url, options) as source:
         wait_until(lambda: isinstance(source.next(0.5), LiveFrame), TIMEOUT_S, "a frame from the pinned address")
+
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
+    """A server context with a self-signed certificate (FFmpeg does not verify by default)."""
+    directory = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test",
+                    "-keyout", str(directory / "key.pem"), "-out", str(directory / "cert.pem")],
+                   check=True, capture_output=True, timeout=60)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    return context
+
+
+def test_https_goes_through_the_proxy_as_connect_and_a_refused_host_gets_no_tunnel(
+        segments: Path, tls: ssl.SSLContext, proxy: EgressProxy) -> None:
+    """FFmpeg tunnels https through ``http_proxy`` with CONNECT, segments included."""
+    allowed, other = Server("127.0.0.1", segments, tls=tls), Server("127.0.0.2", segments, tls=tls)
+    try:
+        name = playlist_with(segments, "tls-cross.m3u8", other.url("index1.ts"))
+        with LiveSource(allowed.url(name), policed(proxy)) as source:
+            _, gap = read_until_refused(source, frames_before=0)
+    finally:
+        allowed.close()
+        other.close()
+    assert gap.reason == "error: a request was refused by the egress policy"
+    assert f"/{name}" in allowed.log  # the allowed host was reached, through the tunnel
+    assert other.log == [] and proxy.last_refused == f"127.0.0.2:{other.port}"
 
 
 # --- the worker ----------------------------------------------------------------------------------
