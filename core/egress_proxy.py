@@ -37,7 +37,8 @@ from core.errors import CattleCounterError
 log = logging.getLogger(__name__)
 
 MAX_HEAD = 64 * 1024  # request line and headers
-IDLE_TIMEOUT_S = 60.0  # a connection (or tunnel) with no traffic for this long is closed
+IDLE_TIMEOUT_S = 60.0
+MAX_WARNED = 100  # destinations whose refusal was logged as a warning (then: debug)  # a connection (or tunnel) with no traffic for this long is closed
 _HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"proxy-authorization", b"te", b"upgrade"}
 
 Check = Callable[[str, int], list[str]]  # (host, port) -> addresses allowed, or raises CattleCounterError
@@ -59,6 +60,7 @@ class EgressProxy:
         self.refusals = 0
         self.last_refused: str | None = None
         self._lock = threading.Lock()  # handlers run on threads of their own
+        self._warned: set[str] = set()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.proxy = self
         self._thread = threading.Thread(target=self._server.serve_forever, name="egress-proxy", daemon=True)
@@ -95,7 +97,10 @@ class EgressProxy:
             with self._lock:
                 self.refusals += 1
                 self.last_refused = destination
-            log.warning("stream egress to %s refused: %s", destination, exc)
+                first = destination not in self._warned and len(self._warned) < MAX_WARNED
+                self._warned.add(destination)
+            # once per destination: a playlist may name a refused host every segment, for days
+            log.log(logging.WARNING if first else logging.DEBUG, "stream egress to %s refused: %s", destination, exc)
             raise _Refused("502 Bad Gateway" if exc.transient else "403 Forbidden", str(exc)) from None
         error: OSError | None = None
         for address in addresses:  # as a plain connect tries each address the name has

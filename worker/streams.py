@@ -136,7 +136,8 @@ class StreamRunner(JobRunner):
             session = StreamSession(self.settings, self.backends, job, reporter)
             session.begin()
             detector = self.detectors.get(job.params.model_id)
-            run = StreamRun(url, policed(stream_config(job, self.settings), networks, proxy), detector, output_dir, resume=resume,
+            config = policed(stream_config(job, self.settings), networks, proxy)
+            run = StreamRun(url, config, detector, output_dir, resume=resume,
                             on_status=session.on_status, on_window=session.on_window, on_files=session.on_files,
                             on_event=session.on_event, should_stop=session.should_stop)
             try:
