@@ -54,7 +54,8 @@ from core.jobs import (
     utcnow,
 )
 from core.model_card import read_card
-from core.webhooks import check_callback_url, check_stream_url, redact_source_url
+from core.netpolicy import check_stream_url, redact_url
+from core.webhooks import check_callback_url
 from ml_engine.image_probe import ImageInfo, probe_image
 from ml_engine.video import VideoInfo, VideoLimits, probe
 
@@ -354,7 +355,7 @@ class Submitter:
         job_id = new_job_id()
         blob = source_secret_path(job_id)
         self.backends.blobs.upload_stream(blob, [url.encode()], "application/octet-stream")
-        shown = redact_source_url(url)
+        shown = redact_url(url)
         return self._record_and_enqueue(job_id, blob, shown, 0, params, idempotency_key, owns_input=True,
                                         owner=owner, kind=JobKind.STREAM, source=shown, stream=stream)
 

@@ -291,6 +291,14 @@ class StreamSourceNotAllowed(InvalidInput):
     code = "stream_source_not_allowed"
 
 
+class SourceHostUnresolved(InvalidInput):
+    """A stream source's host name did not resolve. At submit that is a 422 (a typo is the
+    likeliest cause); to a worker re-checking a running stream it is a DNS outage: transient,
+    the stream is retried rather than failed."""
+
+    transient = True
+
+
 class EncoderError(CattleCounterError):
     """The annotated video could not be encoded (the service's failure, not the input's)."""
 

@@ -40,9 +40,10 @@ from standardwebhooks import Webhook
 from core import metrics
 from core.backends.outbox import FINAL_SEQUENCE, DeliveryStatus, OutboxStore, WebhookEvent, event_id
 from core.config import Settings
-from core.errors import CattleCounterError, ConfigError, InvalidInput, LeaseLost, StreamSourceNotAllowed
+from core.errors import CattleCounterError, ConfigError, InvalidInput, LeaseLost
 from core.jobs import Job, utcnow
 from core.logging import start_thread_in_context
+from core.netpolicy import is_public_address  # the address rule streams share
 
 log = logging.getLogger(__name__)
 
@@ -122,88 +123,6 @@ def check_callback_url(url: str, allow_private: bool) -> list[str]:
                 "set WEBHOOK_ALLOW_PRIVATE=true to allow it"
             )
     return list(dict.fromkeys(str(address) for address in addresses))  # in order, once each
-
-
-def redact_source_url(url: str) -> str:
-    """What the service shows and logs of a stream's URL: ``scheme://host[:port]/path``, never
-    the user, password, query or fragment (where cameras put credentials and tokens). The same
-    rule as the engine's ``ml_engine.live.redact_url``, which the API may not import (torch)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        port = ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"[:500]
-
-
-STREAM_SCHEMES = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
-
-
-def check_stream_url(url: str, allowed_networks: list[str]) -> list[str]:
-    """The callback check, for a live stream's source: rtsp, rtsps, http or https (HLS); the
-    host must resolve; a non-public address (loopback, LAN, link-local, ...) is refused
-    unless it lies in one of ``allowed_networks`` (STREAM_ALLOWED_NETWORKS): cameras live on
-    private networks, but which ones is the operator's choice, and none is allowed by default.
-    Raises InvalidInput, or StreamSourceNotAllowed (422); returns the addresses checked.
-    Messages never repeat the URL: it may hold credentials."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in STREAM_SCHEMES or not parts.hostname:
-        raise InvalidInput(f"source_url: expected an rtsp://, rtsps://, http:// or https:// URL with a host, "
-                           f"got {scheme + '://...' if scheme else 'no scheme'}")
-    try:
-        port = parts.port or STREAM_SCHEMES[scheme]
-        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
-    except socket.gaierror:
-        raise InvalidInput(f"source_url: cannot resolve host {parts.hostname!r}") from None
-    except (UnicodeError, ValueError):
-        raise InvalidInput("source_url: the host name or port is not valid") from None
-    networks = [ipaddress.ip_network(cidr, strict=False) for cidr in allowed_networks]
-    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
-    for address in addresses:
-        if not is_public_address(address) and not any(address in network for network in networks):
-            raise StreamSourceNotAllowed(
-                f"source_url: {parts.hostname!r} resolves to a non-public address ({address}) outside "
-                "STREAM_ALLOWED_NETWORKS; an operator can allow a camera network there (CIDRs, e.g. 10.20.0.0/16)"
-            )
-    return list(dict.fromkeys(str(address) for address in addresses))
-
-
-# IPv6 ranges that carry an IPv4 address in their last 32 bits: NAT64's well-known prefix
-# (RFC 6052) and the deprecated IPv4-compatible addresses (::a.b.c.d).
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
-# NAT64's local-use prefix (RFC 8215): translated inside one network, never public.
-_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
-
-
-def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """True when a webhook may be sent to ``address``: global unicast, and, for an IPv6
-    address that carries an IPv4 one (mapped, IPv4-compatible, 6to4, Teredo, NAT64), that
-    IPv4 address is public too. ``is_global`` alone (Python 3.11) calls 64:ff9b::7f00:1,
-    2002:7f00:1:: and ::7f00:1, all ways of reaching 127.0.0.1, global, and multicast too."""
-    if address.is_multicast or not address.is_global:
-        return False
-    if address.version == 6 and address in _NAT64_LOCAL:
-        return False
-    return all(is_public_address(inner) for inner in _embedded_ipv4(address))
-
-
-def _embedded_ipv4(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    """The IPv4 addresses an IPv6 address leads to (none for IPv4 or a plain IPv6 address)."""
-    if address.version == 4:
-        return []
-    if address.ipv4_mapped is not None:
-        return [address.ipv4_mapped]
-    if address.sixtofour is not None:
-        return [address.sixtofour]
-    if address.teredo is not None:
-        return list(address.teredo)  # (server, client)
-    if address in _NAT64 or address in _IPV4_COMPATIBLE:
-        return [ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)]
-    return []
 
 
 def pinned_request(url: str, address: str) -> tuple[httpx.URL, dict[str, str], dict[str, str]]:

@@ -27,8 +27,8 @@ from api.submission import check_params
 from core.backends import Backends, build_backends
 from core.config import Settings
 from core.jobs import MAX_LINES, MAX_POLYGON_POINTS, MAX_ZONES, Job, JobParams, new_job_id
+from core.netpolicy import is_public_address
 from core.scratch import OWNER_SUFFIX
-from core.webhooks import is_public_address
 from tests.fixtures_service import Process, free_port, settings_env
 from tests.fixtures_stills import image_bytes, truncated_tiff, zip_of
 from tests.waiting import answers, wait_until

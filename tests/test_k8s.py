@@ -5,6 +5,7 @@ kubernetes-validate is installed)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from ipaddress import ip_address, ip_network
 from typing import Any
 
 import pytest
@@ -156,10 +157,11 @@ def test_kustomization_images_match_the_deployments() -> None:
 
 
 def _core_documents() -> Iterator[Any]:
-    """Built-in kinds (v1, apps/v1): KEDA's CRDs and the Kustomization have no schema there."""
+    """Built-in kinds (v1, apps/v1, networking.k8s.io/v1): KEDA's CRDs and the Kustomization
+    have no schema there."""
     for path, doc in k8s_documents():
         group = doc["apiVersion"].rpartition("/")[0]
-        if group in ("", "apps"):
+        if group in ("", "apps", "networking.k8s.io"):
             yield pytest.param(doc, id=f"{path.name}:{doc['kind']}")
 
 
@@ -170,3 +172,47 @@ def test_k8s_core_objects_match_the_kubernetes_schema(document: dict[str, Any]) 
         validator.validate(document, "1.30.0", strict=True)
     except validator.ValidationError as exc:
         pytest.fail(f"{document['kind']} {document['metadata']['name']}: {exc.message}")
+
+
+# --- the stream workers' egress NetworkPolicy ------------------------------------------------
+
+
+def _egress_allows(policy: dict[str, Any], address: str) -> bool:
+    """Whether an ipBlock rule of ``policy`` lets the pods reach ``address`` (any port)."""
+    target = ip_address(address)
+    for rule in policy["spec"]["egress"]:
+        for peer in rule.get("to", []):
+            block = peer.get("ipBlock")
+            if block is None or target.version != ip_network(block["cidr"]).version:
+                continue
+            if target in ip_network(block["cidr"]) and not any(target in ip_network(c) for c in block.get("except", [])):
+                return True
+    return False
+
+
+def test_the_stream_worker_egress_policy_selects_the_stream_workers_only() -> None:
+    policy = k8s_object("NetworkPolicy", "cattlecounter-stream-worker-egress")
+    pods = k8s_object("Deployment", "cattlecounter-stream-worker")["spec"]["template"]["metadata"]["labels"]
+    file_pods = k8s_object("Deployment", "cattlecounter-worker")["spec"]["template"]["metadata"]["labels"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= pods.items() and not selector.items() <= file_pods.items()
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+
+
+@pytest.mark.parametrize(("address", "allowed"), [
+    ("169.254.169.254", False),  # the cloud's instance metadata (tokens)
+    ("10.0.0.1", False), ("10.244.1.7", False), ("172.16.0.10", False), ("192.168.1.20", False),  # cluster CIDRs
+    ("100.64.0.1", False), ("127.0.0.1", False), ("fe80::1", False), ("fd00::1", False),
+    ("20.60.1.4", True), ("8.8.8.8", True), ("2001:4860::8888", True),  # storage, public cameras
+    ("192.0.2.10", True),  # the STREAM_ALLOWED_NETWORKS placeholder
+])
+def test_the_stream_worker_egress_policy_refuses_metadata_and_cluster_networks(address: str, allowed: bool) -> None:
+    policy = k8s_object("NetworkPolicy", "cattlecounter-stream-worker-egress")
+    assert _egress_allows(policy, address) is allowed
+
+
+def test_the_stream_worker_egress_policy_lets_dns_through_to_the_cluster_resolver_only() -> None:
+    policy = k8s_object("NetworkPolicy", "cattlecounter-stream-worker-egress")
+    dns = [rule for rule in policy["spec"]["egress"] if any(port["port"] == 53 for port in rule.get("ports", []))]
+    assert len(dns) == 1 and {port["protocol"] for port in dns[0]["ports"]} == {"UDP", "TCP"}
+    assert dns[0]["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}]

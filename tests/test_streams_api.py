@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from core.backends import build_backends
-from core.errors import InvalidInput, StreamSourceNotAllowed
+from core.errors import InvalidInput, SourceHostUnresolved, StreamSourceNotAllowed
 from core.jobs import JobMessage, JobStatus, output_blob_path, source_secret_path
+from core.netpolicy import check_stream_url, redact_url
 from core.outputs import LIVE_PLAYLIST, WINDOWS
-from core.webhooks import check_stream_url, redact_source_url
 
 PASSWORD = "pa55-Secret"
 SOURCE = f"rtsp://admin:{PASSWORD}@127.0.0.1:8554/cam?token=tok-{PASSWORD}"
@@ -191,9 +191,47 @@ def test_check_stream_url_allows_public_and_allowlisted_addresses_only():
 
 
 def test_redacted_source_urls_keep_no_credentials_query_or_fragment():
-    assert redact_source_url(SOURCE) == "rtsp://127.0.0.1:8554/cam"
-    assert redact_source_url("https://u:p@[fe80::1]:8443/live/index.m3u8?key=k#f") == \
+    assert redact_url(SOURCE) == "rtsp://127.0.0.1:8554/cam"
+    assert redact_url("https://u:p@[fe80::1]:8443/live/index.m3u8?key=k#f") == \
         "https://[fe80::1]:8443/live/index.m3u8"
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    # credentials in the path, as Dahua-style and ;param cameras take them
+    ("rtsp://10.0.0.9/user=admin_password=SECRET_channel=1_stream=0.sdp", "rtsp://10.0.0.9/user=***"),
+    ("rtsp://10.0.0.9/cam/realmonitor;password=SECRET;channel=1", "rtsp://10.0.0.9/cam/realmonitor;***"),
+    ("rtsp://10.0.0.9/live/ch0/pwd=SECRET/x", "rtsp://10.0.0.9/live/ch0/pwd=***/x"),
+    ("https://cdn.example/hls/token=SECRET/auth_key=SECRET2/index.m3u8",
+     "https://cdn.example/hls/token=***/auth_key=***/index.m3u8"),
+    # malformed: never raises, never echoes
+    ("rtsp://admin:SECRET@[::1/x", "rtsp://<unparseable>"),
+    ("rtsp://admin:SECRET@host:notaport/x", "rtsp://<unparseable>"),
+    ("rtsp://admin:SECRET@host:99999/x", "rtsp://<unparseable>"),
+    ("not a url SECRET", "<unparseable>"),
+])
+def test_redact_url_masks_credentials_in_the_path_and_never_raises(url, shown):
+    assert redact_url(url) == shown
+    assert "SECRET" not in redact_url(url)
+
+
+def test_redact_url_caps_what_it_shows():
+    assert len(redact_url("rtsp://cam.example/" + "a" * 3000)) == 500
+
+
+@pytest.mark.parametrize("url", ["rtsp://admin:SECRET@[::1/x", "rtsp://admin:SECRET@127.0.0.1:99999/cam",
+                                 "rtsp://admin:SECRET@127.0.0.1:port/cam"])
+def test_a_malformed_source_url_is_a_422_that_says_what_is_wrong(api, url):
+    response = start(api, source_url=url)
+    assert response.status_code == 422, response.text
+    assert "not a valid URL" in response.json()["error"]["message"]
+    assert "SECRET" not in response.text
+
+
+def test_an_unresolvable_host_is_a_422_at_submit_but_transient_for_a_worker():
+    with pytest.raises(SourceHostUnresolved, match="cannot resolve") as refused:
+        check_stream_url("rtsp://no-such-camera.invalid/cam", [])
+    assert isinstance(refused.value, InvalidInput) and refused.value.http_status == 422  # at submit
+    assert refused.value.transient  # the worker's runner retries it (a DNS outage), not fails it
 
 
 def test_end_at_in_the_future_is_accepted(api):

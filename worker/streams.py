@@ -4,7 +4,9 @@ A stream job comes from the stream queue and runs for as long as the stream does
 is renewed all along (LeaseKeeper), and the run:
 
 - reads its source URL from the job's secret blob and checks it again (STREAM_ALLOWED_NETWORKS
-  may have changed since the submit; the host may resolve elsewhere now);
+  may have changed since the submit; the host may resolve elsewhere now; a DNS failure is
+  transient here, retried), and hands the engine the same check for every reconnect, and an
+  egress proxy (core.egress_proxy) that checks every HTTP(S) request of an HLS source;
 - resumes what an earlier run left: the state blob (running totals, window and segment
   numbers) and windows.jsonl, which the engine appends to;
 - reports to the record every PROGRESS_INTERVAL_S (``job.counts`` and ``job.live``), uploads
@@ -29,6 +31,8 @@ the record or an error message (the engine reports sources with redact_url).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
 import logging
 import tempfile
@@ -43,6 +47,7 @@ from core import metrics
 from core.backends import Backends
 from core.backends.outbox import FINAL_SEQUENCE, WebhookEvent, event_id
 from core.config import Settings
+from core.egress_proxy import EgressProxy
 from core.errors import CattleCounterError, NotFound
 from core.jobs import (
     MAX_STREAM_GAPS_SHOWN,
@@ -54,8 +59,8 @@ from core.jobs import (
     stream_state_path,
     utcnow,
 )
+from core.netpolicy import check_stream_url, stream_addresses
 from core.outputs import LIVE_PLAYLIST, STATS, WINDOWS, media_type
-from core.webhooks import check_stream_url
 from worker.job_settings import detection_options
 from worker.lease import LeaseKeeper
 from worker.models import DetectorCache
@@ -119,17 +124,20 @@ class StreamRunner(JobRunner):
     def _process(self, job: Job, reporter: JobReporter) -> tuple[dict[str, Any], dict[str, str]]:
         from ml_engine.live import StreamRun
 
+        networks = self.settings.stream_allowed_networks
         with tempfile.TemporaryDirectory(prefix=f"stream-{job.id}-", dir=self.scratch_dir,
-                                         ignore_cleanup_errors=True) as work:
+                                         ignore_cleanup_errors=True) as work, \
+                EgressProxy(functools.partial(stream_addresses, allowed_networks=networks)) as proxy:
             url = self._source_url(job)
-            check_stream_url(url, self.settings.stream_allowed_networks)
+            check_stream_url(url, networks)  # a DNS failure here is transient: retried, not failed
             output_dir = Path(work) / "outputs"
             output_dir.mkdir()
             resume = self._resume(job, output_dir)
             session = StreamSession(self.settings, self.backends, job, reporter)
             session.begin()
             detector = self.detectors.get(job.params.model_id)
-            run = StreamRun(url, stream_config(job, self.settings), detector, output_dir, resume=resume,
+            config = policed(stream_config(job, self.settings), networks, proxy)
+            run = StreamRun(url, config, detector, output_dir, resume=resume,
                             on_status=session.on_status, on_window=session.on_window, on_files=session.on_files,
                             on_event=session.on_event, should_stop=session.should_stop)
             try:
@@ -173,6 +181,14 @@ def _drop_windows_from(path: Path, next_window: int) -> None:
             if number < next_window:
                 out.write(line if line.endswith(b"\n") else line + b"\n")
     kept.replace(path)
+
+
+def policed(config: StreamConfig, networks: list[str], proxy: EgressProxy) -> StreamConfig:
+    """``config`` with the egress policy on its source: checked before every (re)connect, and
+    every HTTP(S) request through the checking proxy (core.egress_proxy)."""
+    source = dataclasses.replace(config.source, check=functools.partial(check_stream_url, allowed_networks=networks),
+                                 http_proxy=proxy.url, egress_refusals=lambda: proxy.refusals)
+    return dataclasses.replace(config, source=source)
 
 
 def stream_config(job: Job, settings: Settings) -> StreamConfig:

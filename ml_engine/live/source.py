@@ -15,6 +15,14 @@ hides that from the counting loop:
   raises ``StreamUnavailable``. Once it has worked it is reconnected for ever, or until
   ``max_reconnects`` attempts in a row have failed.
 
+Before every connect and reconnect the source asks ``SourceOptions.check`` (the worker's
+egress policy, STREAM_ALLOWED_NETWORKS): a refusal ends the source with StreamUnavailable, a
+transient failure (DNS down) is a failed attempt, retried. HTTP(S) requests go through
+``SourceOptions.http_proxy`` when given (the worker's ``core.egress_proxy``, which checks
+every segment, key and redirect). RTSP has no such proxy: an rtsp:// connection goes to the address
+the check returned (rtsps:// keeps its name for TLS, and FFmpeg resolves it again), and an
+RTSP redirect is followed unchecked (see docs/operations.md).
+
 The URL may carry credentials: it goes to PyAV only. Logs and errors name ``redact_url(url)``,
 and FFmpeg's error text (which repeats the URL) is never passed on.
 """
@@ -29,13 +37,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import av
 import av.error
 import numpy as np
 
-from core.errors import StreamUnavailable
+from core.errors import CattleCounterError, StreamUnavailable
+from core.netpolicy import redact_url  # the service's one redaction rule (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +87,16 @@ class SourceOptions:
     max_reconnects: int | None = None  # failed reconnects in a row before giving up; None: for ever
     first_connect_attempts: int = 5  # a source that never worked fails after this many tries
     rtsp_transport: str = "tcp"  # "tcp" passes firewalls and loses nothing; "udp" is FFmpeg's default
+    # the egress policy (the worker's: STREAM_ALLOWED_NETWORKS), asked before every connect and
+    # reconnect: raises a CattleCounterError to refuse (transient: retried, as DNS may return);
+    # returns the addresses it checked: an rtsp:// connection goes to the first of them
+    check: Callable[[str], list[str]] | None = None
+    # an HTTP proxy FFmpeg sends every HTTP(S) request through (HLS segments, keys, redirects):
+    # the worker's core.egress_proxy, which checks each destination against the same policy
+    http_proxy: str | None = None
+    # how many requests that proxy has refused so far: a refused HLS segment is skipped by
+    # FFmpeg, so the source posts a Gap (tracks must not bridge the missing footage)
+    egress_refusals: Callable[[], int] | None = None
 
 
 @dataclass
@@ -130,18 +149,17 @@ class _MediaClock:
         return self.media_time
 
 
-def redact_url(url: str) -> str:
-    """``scheme://host[:port]/path``: no user name, password, query or fragment. For logs and answers."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "<unparsable URL>"
-    if ":" in host:  # IPv6
-        host = f"[{host}]"
-    netloc = f"{host}:{port}" if port is not None else host
-    return f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else "<unparsable URL>"
+def pinned_rtsp_url(url: str, addresses: list[str]) -> str:
+    """``url`` with its host replaced by ``addresses[0]`` when it is rtsp:// (so FFmpeg connects
+    to the address that was checked, not to a fresh DNS answer). rtsps:// and http(s):// keep
+    their host name: TLS verifies it, and HTTP(S) goes through the checking proxy instead."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "rtsp" or not addresses:
+        return url
+    host = f"[{addresses[0]}]" if ":" in addresses[0] else addresses[0]
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = (f"{userinfo}@" if "@" in parts.netloc else "") + host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _short_cause(exc: BaseException) -> str:
@@ -304,13 +322,31 @@ class LiveSource:
         while not self._stopping() and (remaining := deadline - time.monotonic()) > 0:
             self._closed.wait(min(remaining, _STOP_CHECK_INTERVAL_S))
 
+    def _checked_url(self) -> str:
+        """Ask the egress policy before a connect: the allowlist may have changed since the
+        last one, and the host may resolve elsewhere now. A refusal ends the source; a
+        transient failure (DNS down) is a failed attempt, retried with backoff. Returns the URL
+        to open: for rtsp://, pinned to the first address checked (no fresh DNS answer)."""
+        if self._options.check is None:
+            return self._url
+        try:
+            addresses = self._options.check(self._url)
+        except CattleCounterError as exc:
+            if exc.transient:
+                raise _Lost(f"error: {exc}") from None
+            raise StreamUnavailable(f"the stream {self.redacted_url} is refused: {exc}") from None
+        return pinned_rtsp_url(self._url, addresses)
+
     def _open(self) -> av.container.InputContainer:
+        url = self._checked_url()
         if urlsplit(self._url).scheme.lower() in _RTSP_SCHEMES:
             options = {**_RTSP_OPTIONS, "rtsp_transport": self._options.rtsp_transport}
         else:
             options = dict(_HLS_OPTIONS)
+            if self._options.http_proxy:
+                options["http_proxy"] = self._options.http_proxy
         try:
-            return av.open(self._url, options=options,
+            return av.open(url, options=options,
                            timeout=(self._options.open_timeout_s, self._options.read_timeout_s))
         except av.error.ExitError:
             raise _Lost("stall") from None  # the open timed out
@@ -320,6 +356,7 @@ class LiveSource:
     def _stream(self, lost: tuple[float, str] | None) -> None:
         """One connection: read until it stops (raises _Lost) or the source is closed
         (returns). ``lost`` is the gap being reconnected across, posted with the first frame."""
+        refusals = self._refusals()  # before the open: FFmpeg's probe may read segments already
         container = self._open()
         last_frame_at: float | None = None
         try:
@@ -332,6 +369,10 @@ class LiveSource:
             for packet in container.demux(stream):
                 if self._stopping():
                     return
+                if self._refusals() > refusals:  # FFmpeg skipped what was refused: no track may bridge it
+                    refusals = self._refusals()
+                    now = time.time()
+                    self._post(Gap(last_frame_at or now, now, "error: a request was refused by the egress policy"))
                 for frame in self._decode(packet):
                     received_at = time.time()
                     if last_frame_at is None:  # frames flow: this connection counts
@@ -352,6 +393,9 @@ class LiveSource:
             raise _Lost(f"error: {_short_cause(exc)}", last_frame_at) from None
         finally:
             container.close()
+
+    def _refusals(self) -> int:
+        return self._options.egress_refusals() if self._options.egress_refusals else 0
 
     @staticmethod
     def _decode(packet: av.Packet) -> list[av.VideoFrame]:
