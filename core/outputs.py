@@ -33,10 +33,13 @@ STILL_MEDIA_TYPES = {
 # (no detections.jsonl for a stream: one line per frame would grow without end)
 WINDOWS = "windows.jsonl"  # one line per time window: the counts in that window
 LIVE_DIR = "live"
-LIVE_PLAYLIST = f"{LIVE_DIR}/index.m3u8"  # the annotated video's HLS playlist
+LIVE_PLAYLIST = f"{LIVE_DIR}/index.m3u8"  # the annotated video's HLS playlist (live: the newest segments)
+LIVE_RECORDING = f"{LIVE_DIR}/recording.m3u8"  # every retained segment (rewritten every few minutes)
+GAPS = "gaps.jsonl"  # one line per gap in the source (from, to, reason): every one, however many
 LIVE_SEGMENT_PREFIX = f"{LIVE_DIR}/seg-"
 STREAM_MEDIA_TYPES = {
     WINDOWS: "application/x-ndjson",
+    GAPS: "application/x-ndjson",
     ".m3u8": "application/vnd.apple.mpegurl",
     ".ts": "video/mp2t",  # live/seg-000001.ts: MPEG-TS, H.264
 }
@@ -52,7 +55,7 @@ LIVE_SEGMENT = re.compile(r"seg-\d{1,12}\.ts")  # a segment's name below live/ (
 
 def is_live_file(name: str) -> bool:
     """Whether ``name`` (below ``live/``) is one the live route may serve: the playlist or a segment."""
-    return name == "index.m3u8" or LIVE_SEGMENT.fullmatch(name) is not None
+    return name in ("index.m3u8", "recording.m3u8") or LIVE_SEGMENT.fullmatch(name) is not None
 
 
 def _safe_file_part(name: str) -> str:

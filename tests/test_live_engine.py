@@ -27,7 +27,7 @@ import supervision as sv
 
 from core.errors import InvalidInput, StreamUnavailable
 from core.jobs import CountingLine, CountingZone
-from core.outputs import LIVE_PLAYLIST, STATS, WINDOWS, live_segment
+from core.outputs import GAPS, LIVE_PLAYLIST, LIVE_RECORDING, STATS, WINDOWS, live_segment
 from ml_engine.live import (
     CountEvent,
     Gap,
@@ -198,8 +198,41 @@ def test_retention_also_drops_folded_segments_and_counts_their_discontinuities(t
     assert listed == list(range(800, 900))
     _, removed = third.take_changes()
     assert removed == [live_segment(n) for n in [*range(1, 300), *range(301, 800)]]
+    third.finish()  # the whole (retained) recording: from 800
     tags = playlist_tags(tmp_path / LIVE_PLAYLIST)
     assert (tags["EXT-X-MEDIA-SEQUENCE"], tags["EXT-X-DISCONTINUITY-SEQUENCE"]) == ("800", "1")
+
+
+def test_the_live_playlist_is_a_sliding_window_and_the_end_lists_the_whole_recording(tmp_path: Path) -> None:
+    """Fails without the sliding window: index.m3u8 listed (and rewrote) every segment, every 2 s."""
+    writer = HlsWriter(tmp_path, segment_s=1.0, live_segments=5, recording_interval_s=3600)
+    for i in range(60):
+        writer.write(solid(60), 100.0 + i / 10)
+    writer.cut(discontinuity=True)  # a gap inside the window, one before it
+    for i in range(30):
+        writer.write(solid(90), 200.0 + i / 10)
+    writer.cut(discontinuity=True)
+    for i in range(31):
+        writer.write(solid(120), 300.0 + i / 10)
+    playlist = tmp_path / LIVE_PLAYLIST
+    live = listed_segments(playlist)
+    assert len(live) == 5 and live[-1] == "seg-000012.ts"  # 6 + 3 + 3 closed, the 13th open
+    tags = playlist_tags(playlist)
+    assert tags["EXT-X-MEDIA-SEQUENCE"] == "8"
+    assert tags["EXT-X-DISCONTINUITY-SEQUENCE"] == "1"  # the jump before segment 7 is behind the window
+    assert playlist.read_text().count("#EXT-X-DISCONTINUITY\n") == 1  # the one before segment 10
+    assert not (tmp_path / LIVE_RECORDING).exists()  # not rewritten with every segment
+    writer.pause()  # a hand-back: the recording so far, the live playlist not ended
+    assert len(listed_segments(tmp_path / LIVE_RECORDING)) == 13
+    assert "#EXT-X-ENDLIST" not in playlist.read_text() + (tmp_path / LIVE_RECORDING).read_text()
+    writer = HlsWriter(tmp_path, segment_s=1.0, live_segments=5, recording_interval_s=3600, state=writer.state())
+    for i in range(20):
+        writer.write(solid(200), 400.0 + i / 10)
+    writer.finish()
+    assert playlist.read_text() == (tmp_path / LIVE_RECORDING).read_text()
+    assert playlist.read_text().rstrip().endswith("#EXT-X-ENDLIST")
+    assert listed_segments(playlist) == [f"seg-{n:06d}.ts" for n in range(1, 16)]
+    assert len(decoded_times(playlist)) == 60 + 30 + 31 + 20  # after the end, the whole recording plays
 
 
 def test_writer_rejects_bad_settings() -> None:
@@ -382,7 +415,7 @@ def test_a_stream_is_counted_in_windows_with_events_segments_and_final_stats(
     assert len(names) >= 6 and all((tmp_path / "live" / name).is_file() for name in names)
     assert len(decoded_times(playlist)) == stats["frames"]["processed"]  # every counted frame is in the video
     assert json.loads((tmp_path / STATS).read_text()) == stats
-    assert set(outputs) == {WINDOWS, STATS, LIVE_PLAYLIST} | {f"live/{name}" for name in names}
+    assert set(outputs) == {WINDOWS, STATS, LIVE_PLAYLIST, LIVE_RECORDING} | {f"live/{name}" for name in names}
 
     # on_files reported each of them as it was written
     reported = {name for changed, _ in seen.files for name in changed}

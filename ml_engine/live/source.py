@@ -12,8 +12,9 @@ hides that from the counting loop:
   the next frame, so it can end its tracks: positions on either side of a gap do not match.
 - A frame size change within a connection is a zero-length ``Gap("resolution_change")``.
 - The first connection is tried ``first_connect_attempts`` times; after that the source
-  raises ``StreamUnavailable``. Once it has worked it is reconnected for ever, or until
-  ``max_reconnects`` attempts in a row have failed.
+  raises ``StreamUnavailable``. Once it has worked (in this source, or before a resume:
+  ``has_worked``) it is reconnected for ever, or until ``max_reconnects`` attempts in a row
+  have failed.
 
 The URL may carry credentials: it goes to PyAV only. Logs and errors name ``redact_url(url)``,
 and FFmpeg's error text (which repeats the URL) is never passed on.
@@ -78,6 +79,9 @@ class SourceOptions:
     max_reconnects: int | None = None  # failed reconnects in a row before giving up; None: for ever
     first_connect_attempts: int = 5  # a source that never worked fails after this many tries
     rtsp_transport: str = "tcp"  # "tcp" passes firewalls and loses nothing; "udp" is FFmpeg's default
+    # the stream has delivered before (a resumed run): reconnect as after a loss (max_reconnects)
+    # from the first attempt, instead of failing after first_connect_attempts
+    has_worked: bool = False
 
 
 @dataclass
@@ -292,10 +296,11 @@ class LiveSource:
 
     def _give_up_if_spent(self, failures: int, reason: str) -> None:
         options = self._options
-        if self._connections == 0 and failures >= options.first_connect_attempts:
+        worked = self._connections > 0 or options.has_worked
+        if not worked and failures >= options.first_connect_attempts:
             raise StreamUnavailable(
                 f"the stream {self.redacted_url} could not be read after {failures} attempts: {reason}")
-        if self._connections > 0 and options.max_reconnects is not None and failures >= options.max_reconnects:
+        if worked and options.max_reconnects is not None and failures >= options.max_reconnects:
             raise StreamUnavailable(
                 f"the stream {self.redacted_url} was lost and {failures} reconnect attempts failed: {reason}")
 
