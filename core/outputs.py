@@ -34,7 +34,9 @@ STILL_MEDIA_TYPES = {
 WINDOWS = "windows.jsonl"  # one line per time window: the counts in that window
 LIVE_DIR = "live"
 LIVE_PLAYLIST = f"{LIVE_DIR}/index.m3u8"  # the annotated video's HLS playlist (live: the newest segments)
-LIVE_RECORDING = f"{LIVE_DIR}/recording.m3u8"  # every retained segment (rewritten every few minutes)
+# every retained segment, rewritten every few minutes (stored; at the end index.m3u8 is the same,
+# so the live route serves only index.m3u8)
+LIVE_RECORDING = f"{LIVE_DIR}/recording.m3u8"
 GAPS = "gaps.jsonl"  # one line per gap in the source (from, to, reason): every one, however many
 LIVE_SEGMENT_PREFIX = f"{LIVE_DIR}/seg-"
 STREAM_MEDIA_TYPES = {
@@ -55,7 +57,7 @@ LIVE_SEGMENT = re.compile(r"seg-\d{1,12}\.ts")  # a segment's name below live/ (
 
 def is_live_file(name: str) -> bool:
     """Whether ``name`` (below ``live/``) is one the live route may serve: the playlist or a segment."""
-    return name in ("index.m3u8", "recording.m3u8") or LIVE_SEGMENT.fullmatch(name) is not None
+    return name == "index.m3u8" or LIVE_SEGMENT.fullmatch(name) is not None
 
 
 def _safe_file_part(name: str) -> str:

@@ -338,11 +338,10 @@ class StreamRun:
 
     def _stop_reason(self) -> str | None:
         """``_HAND_BACK``, ``_STOP`` or None (go on). Only this thread calls the caller's checks."""
+        duration_s = self.config.duration_s
         if self.should_hand_back():
             reason: str | None = _HAND_BACK
-        elif self.should_stop():
-            reason = _STOP
-        elif self.config.duration_s is not None and self.streaming_s() >= self.config.duration_s:
+        elif self.should_stop() or (duration_s is not None and self.streaming_s() >= duration_s):
             reason = _STOP
         else:
             reason = None
