@@ -12,7 +12,10 @@ its counts being updated.
 
 Every ``window_s`` the window's counts are appended to ``windows.jsonl`` and ``on_window``
 gets the record and a small resume ``state``; a later ``StreamRun`` given that state continues
-the totals, the window and segment numbering and the recording's clock. A gap in the source
+the totals, the window and segment numbering and the recording's clock. A state is also
+stored (``on_state``) as the run starts, when the segment numbers it reserved run low, and on a
+hand-back (``should_hand_back``: the worker goes away, the stream resumes elsewhere), which
+finalises nothing and puts the unfinished window in the state. A gap in the source
 (a stall, a reset, a resume) ends every track: tracking across it would join different
 animals, so an animal in view on both sides of a gap counts again, and the gap is recorded.
 
@@ -210,9 +213,11 @@ def _never() -> bool:
 class StreamRun:
     """One stream job's run on this worker (see the module's docstring).
 
-    ``resume``: a ``state`` from an earlier run's ``on_window``. ``source``: what frames come
-    from; default a ``LiveSource`` on ``url`` (tests hand in their own). Callbacks run on the
-    caller's thread; one that raises stops the run with its error.
+    ``resume``: the last ``state`` an earlier run handed to ``on_window`` or ``on_state`` (store
+    both the same way: each replaces the one before). ``should_stop``: end the stream (outputs
+    final). ``should_hand_back``: stop without ending it (see ``run``). ``source``: what frames
+    come from; default a ``LiveSource`` on ``url`` (tests hand in their own). Callbacks and the
+    two checks run on the caller's thread only; a callback that raises stops the run with its error.
     """
 
     def __init__(
@@ -285,10 +290,15 @@ class StreamRun:
     # --- the loop --------------------------------------------------------------------------------
 
     def run(self) -> tuple[dict[str, Any], dict[str, Path]]:
-        """Count until ``should_stop()`` or ``duration_s``; returns (stats, {output name: path}).
+        """Count until ``should_stop()``, ``duration_s`` or ``should_hand_back()``; returns
+        (stats, {output name: path}).
 
-        The outputs are then final: the playlist ends with ``#EXT-X-ENDLIST``, the last
-        (partial) window is in ``windows.jsonl``, and ``stats.json`` is written.
+        After a stop the outputs are final: the playlist ends with ``#EXT-X-ENDLIST``, the last
+        (partial) window is in ``windows.jsonl``, and ``stats.json`` is written. A resumed run
+        told to stop before it starts ends the outputs from the state without connecting.
+        After a hand-back (``self.handed_back``) nothing is final: the closed segments are
+        reported, the state (with the unfinished window) goes to ``on_state``, and ``stats`` is
+        not written anywhere; the next run resumes from that state.
 
         Raises:
             StreamUnavailable: the source never worked, or its reconnects ran out. What was
