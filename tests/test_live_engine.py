@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import json
 import re
+import shutil
 import threading
 import time
 import tracemalloc
@@ -601,6 +602,15 @@ def test_a_hand_back_finalises_nothing_and_the_next_run_continues_its_window(
     assert state["totals"] == stats["counts"]
     assert state["open_window"]["frames_processed"] > 0
     assert listed_segments(tmp_path / LIVE_RECORDING)  # the closed segments, for the next run
+
+    # stopped (DELETE) before the next run starts: the unfinished window is written as it was
+    stopped = tmp_path.parent / f"{tmp_path.name}-stopped"
+    shutil.copytree(tmp_path, stopped)
+    final, _ = StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), stopped, resume=state,
+                         should_stop=lambda: True, source=ClipSource(walk_frames)).run()
+    ended = jsonl(stopped / WINDOWS)
+    assert ended[:-1] == written and ended[-1]["window"] == state["open_window"]["number"]
+    assert sum(w["unique"] for w in ended) == final["counts"]["total_unique"] == stats["counts"]["total_unique"]
 
     second = Journal()
     stats, _ = StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path, resume=state,

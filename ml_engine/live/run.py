@@ -652,12 +652,17 @@ class StreamRun:
         """Told to stop before connecting, with a resume state (a DELETE while the stream was
         between workers): end the outputs from the state alone: the playlist of the stored
         segments with ``#EXT-X-ENDLIST`` and stats.json with the stored totals; the windows
-        stay as they are. A hand-back leaves everything as it is."""
+        stay as they are (a hand-back's unfinished window is written as it was). A hand-back
+        leaves everything as it is."""
         now = time.time()
         if stop == _HAND_BACK:
             self.handed_back = True
             return self._stats(now), self.outputs()
         self._started = now  # no time streamed in this run
+        if self._carried:  # a hand-back's unfinished window: written as it was, so windows add up to the totals
+            self._window = self._resume_window()
+            self._close_window(float(self._resumed_from or now))
+            self._window = None
         self.hls.finish()
         changed, removed = self.hls.take_changes()
         stats = self._stats(now)
