@@ -177,14 +177,17 @@ def test_the_state_stays_small_however_long_the_recording(tmp_path: Path) -> Non
     second = HlsWriter(tmp_path, segment_s=1.0, state=json.loads(json.dumps(first.state())))
     for i in range(700):
         second.write(solid(10, (16, 16)), 1000.0 + i)
+    assert second.state()["folded"]  # taken mid-way: the folding kept for the next state goes on from it
+    for i in range(700, 800):
+        second.write(solid(10, (16, 16)), 1000.0 + i)
     state = second.state()
-    assert len(json.dumps(state)) < 16_000
+    assert state == second.state() and len(json.dumps(state)) < 16_000
     rebuilt = HlsWriter(tmp_path / "again", segment_s=1.0, state=state)
     listed = rebuilt.listed()
-    expected = [*range(1, 700), *range(701, 1400)]  # every finished segment, the lost one skipped
+    expected = [*range(1, 700), *range(701, 1500)]  # every finished segment, the lost one skipped
     assert [s.sequence for s in listed] == expected
     assert [s.sequence for s in listed if s.discontinuity] == [701]  # the resume, though folded
-    assert sum(s.duration_s for s in listed) == pytest.approx(699.0 + 699.0, abs=0.5)
+    assert sum(s.duration_s for s in listed) == pytest.approx(699.0 + 799.0, abs=0.5)
 
 
 def test_retention_also_drops_folded_segments_and_counts_their_discontinuities(tmp_path: Path) -> None:

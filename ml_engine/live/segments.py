@@ -208,6 +208,8 @@ class HlsWriter:
         self._origin: float | None = None  # wall time of the recording's 0 s, while frames flow
         self.ended = False
         self._open: _OpenSegment | None = None
+        self._aged: list[_Folded] | None = None  # the state's folded runs, kept between states (no retention)
+        self._aged_count = 0  # leading ``segments`` already folded into ``_aged``
         self._jump = False  # the next segment starts after a discontinuity
         self._changed: dict[str, Path] = {}
         self._removed: list[str] = []
@@ -378,10 +380,7 @@ class HlsWriter:
 
     def state(self) -> dict[str, Any]:
         """The numbering, the clock and the listed segments, small whatever the run's length."""
-        detailed = self.segments[-_STATE_SEGMENTS:]
-        folded = [_Folded(run.first, run.count, run.seconds, run.discontinuity, run.started_at) for run in self.folded]
-        for segment in self.segments[:-_STATE_SEGMENTS] if len(self.segments) > _STATE_SEGMENTS else []:
-            _fold(folded, segment)
+        folded, detailed = self._state_segments()
         return {
             "next_sequence": self.next_sequence,
             "discontinuity_sequence": self.discontinuity_sequence,
@@ -390,6 +389,26 @@ class HlsWriter:
             "segments": [[s.sequence, round(s.duration_s, 3), int(s.discontinuity), _rounded(s.started_at)]
                          for s in detailed],
         }
+
+    def _state_segments(self) -> tuple[list[_Folded], list[Segment]]:
+        """(folded runs, segments listed one by one) for the state. The state is taken several
+        times a second: without retention (segments are only ever added) the folding is kept
+        and only extended, so its cost does not grow with the stream's age."""
+        if self.retention_s is not None:  # few segments, and the oldest ones leave: fold afresh
+            folded = [self._copy(run) for run in self.folded]
+            for segment in self.segments[:-_STATE_SEGMENTS] if len(self.segments) > _STATE_SEGMENTS else []:
+                _fold(folded, segment)
+            return folded, self.segments[-_STATE_SEGMENTS:]
+        if self._aged is None:
+            self._aged, self._aged_count = [self._copy(run) for run in self.folded], 0
+        while len(self.segments) - self._aged_count > _STATE_SEGMENTS:
+            _fold(self._aged, self.segments[self._aged_count])
+            self._aged_count += 1
+        return self._aged, self.segments[self._aged_count:]
+
+    @staticmethod
+    def _copy(run: _Folded) -> _Folded:
+        return _Folded(run.first, run.count, run.seconds, run.discontinuity, run.started_at)
 
     def _restore(self, state: dict[str, Any]) -> None:
         try:
