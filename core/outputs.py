@@ -33,10 +33,15 @@ STILL_MEDIA_TYPES = {
 # (no detections.jsonl for a stream: one line per frame would grow without end)
 WINDOWS = "windows.jsonl"  # one line per time window: the counts in that window
 LIVE_DIR = "live"
-LIVE_PLAYLIST = f"{LIVE_DIR}/index.m3u8"  # the annotated video's HLS playlist
+LIVE_PLAYLIST = f"{LIVE_DIR}/index.m3u8"  # the annotated video's HLS playlist (live: the newest segments)
+# every retained segment, rewritten every few minutes (stored; at the end index.m3u8 is the same,
+# so the live route serves only index.m3u8)
+LIVE_RECORDING = f"{LIVE_DIR}/recording.m3u8"
+GAPS = "gaps.jsonl"  # one line per gap in the source (from, to, reason): every one, however many
 LIVE_SEGMENT_PREFIX = f"{LIVE_DIR}/seg-"
 STREAM_MEDIA_TYPES = {
     WINDOWS: "application/x-ndjson",
+    GAPS: "application/x-ndjson",
     ".m3u8": "application/vnd.apple.mpegurl",
     ".ts": "video/mp2t",  # live/seg-000001.ts: MPEG-TS, H.264
 }

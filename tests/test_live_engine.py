@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import json
 import re
+import shutil
 import threading
 import time
 import tracemalloc
@@ -27,7 +28,7 @@ import supervision as sv
 
 from core.errors import InvalidInput, StreamUnavailable
 from core.jobs import CountingLine, CountingZone
-from core.outputs import LIVE_PLAYLIST, STATS, WINDOWS, live_segment
+from core.outputs import GAPS, LIVE_PLAYLIST, LIVE_RECORDING, STATS, WINDOWS, live_segment
 from ml_engine.live import (
     CountEvent,
     Gap,
@@ -38,6 +39,7 @@ from ml_engine.live import (
     StreamConfig,
     StreamRun,
 )
+from ml_engine.live.counts import iso
 from ml_engine.video import iter_frames, probe
 from tests.fixtures_rtsp import RtspServer
 from tests.fixtures_service import free_port
@@ -175,14 +177,17 @@ def test_the_state_stays_small_however_long_the_recording(tmp_path: Path) -> Non
     second = HlsWriter(tmp_path, segment_s=1.0, state=json.loads(json.dumps(first.state())))
     for i in range(700):
         second.write(solid(10, (16, 16)), 1000.0 + i)
+    assert second.state()["folded"]  # taken mid-way: the folding kept for the next state goes on from it
+    for i in range(700, 800):
+        second.write(solid(10, (16, 16)), 1000.0 + i)
     state = second.state()
-    assert len(json.dumps(state)) < 16_000
+    assert state == second.state() and len(json.dumps(state)) < 16_000
     rebuilt = HlsWriter(tmp_path / "again", segment_s=1.0, state=state)
     listed = rebuilt.listed()
-    expected = [*range(1, 700), *range(701, 1400)]  # every finished segment, the lost one skipped
+    expected = [*range(1, 700), *range(701, 1500)]  # every finished segment, the lost one skipped
     assert [s.sequence for s in listed] == expected
     assert [s.sequence for s in listed if s.discontinuity] == [701]  # the resume, though folded
-    assert sum(s.duration_s for s in listed) == pytest.approx(699.0 + 699.0, abs=0.5)
+    assert sum(s.duration_s for s in listed) == pytest.approx(699.0 + 799.0, abs=0.5)
 
 
 def test_retention_also_drops_folded_segments_and_counts_their_discontinuities(tmp_path: Path) -> None:
@@ -198,8 +203,41 @@ def test_retention_also_drops_folded_segments_and_counts_their_discontinuities(t
     assert listed == list(range(800, 900))
     _, removed = third.take_changes()
     assert removed == [live_segment(n) for n in [*range(1, 300), *range(301, 800)]]
+    third.finish()  # the whole (retained) recording: from 800
     tags = playlist_tags(tmp_path / LIVE_PLAYLIST)
     assert (tags["EXT-X-MEDIA-SEQUENCE"], tags["EXT-X-DISCONTINUITY-SEQUENCE"]) == ("800", "1")
+
+
+def test_the_live_playlist_is_a_sliding_window_and_the_end_lists_the_whole_recording(tmp_path: Path) -> None:
+    """Fails without the sliding window: index.m3u8 listed (and rewrote) every segment, every 2 s."""
+    writer = HlsWriter(tmp_path, segment_s=1.0, live_segments=5, recording_interval_s=3600)
+    for i in range(60):
+        writer.write(solid(60), 100.0 + i / 10)
+    writer.cut(discontinuity=True)  # a gap inside the window, one before it
+    for i in range(30):
+        writer.write(solid(90), 200.0 + i / 10)
+    writer.cut(discontinuity=True)
+    for i in range(31):
+        writer.write(solid(120), 300.0 + i / 10)
+    playlist = tmp_path / LIVE_PLAYLIST
+    live = listed_segments(playlist)
+    assert len(live) == 5 and live[-1] == "seg-000012.ts"  # 6 + 3 + 3 closed, the 13th open
+    tags = playlist_tags(playlist)
+    assert tags["EXT-X-MEDIA-SEQUENCE"] == "8"
+    assert tags["EXT-X-DISCONTINUITY-SEQUENCE"] == "1"  # the jump before segment 7 is behind the window
+    assert playlist.read_text().count("#EXT-X-DISCONTINUITY\n") == 1  # the one before segment 10
+    assert not (tmp_path / LIVE_RECORDING).exists()  # not rewritten with every segment
+    writer.pause()  # a hand-back: the recording so far, the live playlist not ended
+    assert len(listed_segments(tmp_path / LIVE_RECORDING)) == 13
+    assert "#EXT-X-ENDLIST" not in playlist.read_text() + (tmp_path / LIVE_RECORDING).read_text()
+    writer = HlsWriter(tmp_path, segment_s=1.0, live_segments=5, recording_interval_s=3600, state=writer.state())
+    for i in range(20):
+        writer.write(solid(200), 400.0 + i / 10)
+    writer.finish()
+    assert playlist.read_text() == (tmp_path / LIVE_RECORDING).read_text()
+    assert playlist.read_text().rstrip().endswith("#EXT-X-ENDLIST")
+    assert listed_segments(playlist) == [f"seg-{n:06d}.ts" for n in range(1, 16)]
+    assert len(decoded_times(playlist)) == 60 + 30 + 31 + 20  # after the end, the whole recording plays
 
 
 def test_writer_rejects_bad_settings() -> None:
@@ -382,7 +420,7 @@ def test_a_stream_is_counted_in_windows_with_events_segments_and_final_stats(
     assert len(names) >= 6 and all((tmp_path / "live" / name).is_file() for name in names)
     assert len(decoded_times(playlist)) == stats["frames"]["processed"]  # every counted frame is in the video
     assert json.loads((tmp_path / STATS).read_text()) == stats
-    assert set(outputs) == {WINDOWS, STATS, LIVE_PLAYLIST} | {f"live/{name}" for name in names}
+    assert set(outputs) == {WINDOWS, STATS, LIVE_PLAYLIST, LIVE_RECORDING} | {f"live/{name}" for name in names}
 
     # on_files reported each of them as it was written
     reported = {name for changed, _ in seen.files for name in changed}
@@ -516,6 +554,164 @@ def test_a_failing_callback_stops_the_run_with_its_error(walk_frames: list[np.nd
     assert source.closed
     assert not list((tmp_path / "live").glob(".*.partial"))  # no half-written segment left behind
     assert live_video_threads() == []
+
+
+class Journal(Recorder):
+    """A Recorder that also keeps the order of stored states and uploaded files (``on_state``
+    and ``on_window`` states are what the service stores)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.states: list[dict] = []
+        self.journal: list[tuple[str, object]] = []
+
+    def callbacks(self) -> dict:
+        def on_window(record: dict, state: dict) -> None:
+            self.windows.append((record, state))
+            self._state(state)
+
+        def on_files(changed: dict[str, Path], removed: list[str]) -> None:
+            self.files.append((dict(changed), list(removed)))
+            self.journal.append(("files", sorted(changed)))
+
+        return {**super().callbacks(), "on_window": on_window, "on_files": on_files, "on_state": self._state}
+
+    def _state(self, state: dict) -> None:
+        state = json.loads(json.dumps(state))  # as stored
+        self.states.append(state)
+        self.journal.append(("state", state))
+
+
+def segment_numbers(names) -> list[int]:
+    """The numbers of the segments among output names."""
+    return [int(match.group(1)) for name in names if (match := re.fullmatch(r"live/seg-(\d+)\.ts", name))]
+
+
+def test_a_hand_back_finalises_nothing_and_the_next_run_continues_its_window(
+    walk_frames: list[np.ndarray], tmp_path: Path
+) -> None:
+    """Fails without the hand-back stop: the run wrote stats.json, ended the playlist and a
+    short last window, as if the stream had ended."""
+    first = Journal()
+    run = StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path,
+                    should_hand_back=stop_after(2.5), source=ClipSource(walk_frames), **first.callbacks())
+    stats, _ = run.run()
+    assert run.handed_back
+    assert not (tmp_path / STATS).exists()
+    assert "#EXT-X-ENDLIST" not in (tmp_path / LIVE_PLAYLIST).read_text()
+    written = jsonl(tmp_path / WINDOWS)
+    state = first.states[-1]  # stored by the hand-back: the unfinished window is in it
+    assert state["open_window"]["number"] == state["next_window"] == written[-1]["window"] + 1
+    assert state["totals"] == stats["counts"]
+    assert state["open_window"]["frames_processed"] > 0
+    assert listed_segments(tmp_path / LIVE_RECORDING)  # the closed segments, for the next run
+
+    # stopped (DELETE) before the next run starts: the unfinished window is written as it was
+    stopped = tmp_path.parent / f"{tmp_path.name}-stopped"
+    shutil.copytree(tmp_path, stopped)
+    final, _ = StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), stopped, resume=state,
+                         should_stop=lambda: True, source=ClipSource(walk_frames)).run()
+    ended = jsonl(stopped / WINDOWS)
+    assert ended[:-1] == written and ended[-1]["window"] == state["open_window"]["number"]
+    assert sum(w["unique"] for w in ended) == final["counts"]["total_unique"] == stats["counts"]["total_unique"]
+
+    second = Journal()
+    stats, _ = StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path, resume=state,
+                         should_stop=stop_after(3.0), source=ClipSource(walk_frames), **second.callbacks()).run()
+    windows = jsonl(tmp_path / WINDOWS)
+    assert [w["window"] for w in windows] == list(range(1, len(windows) + 1))  # no window twice, none short-lived
+    carried = windows[len(written)]
+    assert carried["from"] == iso(state["open_window"]["started_at"]) and carried["gaps"] == 1  # the resume
+    assert carried["frames_processed"] > state["open_window"]["frames_processed"]
+    # every count is in exactly one window: the unfinished window's counts were not lost
+    assert sum(w["unique"] for w in windows) == stats["counts"]["total_unique"] >= 1
+    assert sum(w["frames_processed"] for w in windows) == stats["frames"]["processed"]
+    assert (tmp_path / LIVE_PLAYLIST).read_text().rstrip().endswith("#EXT-X-ENDLIST")
+
+
+def test_a_stop_before_the_first_frame_of_a_resumed_run_ends_the_outputs_from_the_state(
+    walk_frames: list[np.ndarray], tmp_path: Path
+) -> None:
+    """A DELETE while the stream was between workers (the last one was SIGKILLed). Fails
+    without the fix: the run connected and wrote one more (empty) window."""
+    first = Recorder()
+    StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path,
+              should_stop=stop_after(2.5), source=ClipSource(walk_frames), **first.callbacks()).run()
+    _, state = first.windows[-2]  # the worker "died" after this window
+    state = json.loads(json.dumps(state))
+    (tmp_path / STATS).unlink()
+    kept = [w for w in jsonl(tmp_path / WINDOWS) if w["window"] < state["next_window"]]
+    (tmp_path / WINDOWS).write_text("".join(json.dumps(w) + "\n" for w in kept))
+
+    second = Recorder()
+    source = ClipSource(walk_frames)
+    stats, outputs = StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path,
+                               resume=state, should_stop=lambda: True, source=source, **second.callbacks()).run()
+    assert source.frames_received == 0 and live_video_threads() == []
+    assert jsonl(tmp_path / WINDOWS) == kept  # the windows as they are
+    assert stats["counts"] == state["totals"] and json.loads((tmp_path / STATS).read_text()) == stats
+    assert stats["streaming_s"] == pytest.approx(state["streaming_s"], abs=0.5)
+    playlist = (tmp_path / LIVE_PLAYLIST).read_text()
+    assert playlist.rstrip().endswith("#EXT-X-ENDLIST")
+    stored = [n for n, *_ in state["segments"]["segments"]]
+    assert listed_segments(tmp_path / LIVE_PLAYLIST) == [f"seg-{n:06d}.ts" for n in stored]
+    reported = {name for changed, _ in second.files for name in changed}
+    assert {STATS, LIVE_PLAYLIST} <= reported and set(outputs) >= {STATS, LIVE_PLAYLIST, WINDOWS}
+
+
+def test_segment_numbers_are_never_reused_after_a_resume(walk_frames: list[np.ndarray], tmp_path: Path) -> None:
+    """Segments are served immutable. Fails without the reserved numbers: a run resumed from
+    a state numbered on from it, over the segments uploaded after that state was stored."""
+    first = Journal()
+    config = stream_config(segment_s=0.25)
+    StreamRun("rtsp://camera.invalid/s", config, ColourBoxDetector(), tmp_path,
+              should_stop=stop_after(3.5), source=ClipSource(walk_frames), **first.callbacks()).run()
+    # wherever the worker dies, the segments it uploaded after its last stored state are below
+    # the numbers that state reserves
+    reserved = 0
+    for kind, item in first.journal:
+        if kind == "state":
+            reserved = item["segments_reserved_to"]
+        else:
+            assert all(n < reserved for n in segment_numbers(item)), (item, reserved)
+    assert len(first.states) >= 3 and first.states[0]["window"] == 0  # one at the start, one per window
+    # it dies after the second state: a resumed run numbers past everything uploaded before the third
+    at = [i for i, (kind, _) in enumerate(first.journal) if kind == "state"]
+    uploaded = [n for kind, item in first.journal[:at[2]] if kind == "files" for n in segment_numbers(item)]
+    assert max(uploaded) >= first.states[1]["segments"]["next_sequence"]  # what the numbering used to reuse
+    second = Recorder()
+    StreamRun("rtsp://camera.invalid/s", config, ColourBoxDetector(), tmp_path, resume=first.states[1],
+              should_stop=stop_after(1.5), source=ClipSource(walk_frames), **second.callbacks()).run()
+    numbers = [n for changed, _ in second.files for n in segment_numbers(changed)]
+    assert numbers and min(numbers) > max(uploaded)
+
+
+class GappySource(ClipSource):
+    """A camera that resets ``gaps`` times before its frames flow."""
+
+    def __init__(self, frames: list[np.ndarray], gaps: int) -> None:
+        super().__init__(frames)
+        self.gaps = gaps
+
+    def next(self, timeout: float) -> LiveFrame | Gap | None:
+        if self.gaps:
+            self.gaps -= 1
+            self.reconnects += 1
+            return Gap(time.time() - 0.5, time.time(), "ended")
+        return super().next(timeout)
+
+
+def test_every_gap_is_recorded_in_gaps_jsonl(walk_frames: list[np.ndarray], tmp_path: Path) -> None:
+    """Fails without gaps.jsonl: only the newest 20 gaps were kept anywhere."""
+    seen = Recorder()
+    stats, outputs = StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path,
+                               should_stop=stop_after(1.5), source=GappySource(walk_frames, 25),
+                               **seen.callbacks()).run()
+    assert stats["gaps_total"] == 25 and len(stats["gaps"]) == 20  # the record stays small
+    gaps = jsonl(tmp_path / GAPS)
+    assert len(gaps) == 25 and all(g["reason"] == "ended" for g in gaps)
+    assert gaps[-20:] == stats["gaps"]
+    assert GAPS in outputs and any(GAPS in changed for changed, _ in seen.files)  # uploaded as it grows
 
 
 # --- end to end: the real LiveSource on a real RTSP server ------------------------------------
@@ -657,6 +853,38 @@ def test_rtsp_a_camera_gone_for_good_keeps_what_was_counted(walk_server: RtspSer
     assert len(decoded_times(playlist)) == sum(w["frames_processed"] for w in windows)
     reported = {name for changed, _ in seen.files for name in changed}
     assert {WINDOWS, LIVE_PLAYLIST} <= reported and not (tmp_path / STATS).exists()
+
+
+def test_rtsp_only_the_run_s_thread_asks_should_stop(walk_server: RtspServer, tmp_path: Path) -> None:
+    """The worker's should_stop may read the job record: the decode thread must not wait on it
+    between packets. Fails without the stop flag: the source's thread called it too."""
+    callers: set[str] = set()
+    seen = Recorder()
+    done = until(lambda: len(seen.windows) >= 2, 60)
+
+    def should_stop() -> bool:
+        callers.add(threading.current_thread().name)
+        return done()
+
+    stats, _ = StreamRun(walk_server.url, stream_config(source=FAST_SOURCE), ColourBoxDetector(), tmp_path,
+                         should_stop=should_stop, **seen.callbacks()).run()
+    assert callers == {threading.current_thread().name}
+    assert stats["frames"]["processed"] >= 10
+    assert not any(t.name == "live-source" and t.is_alive() for t in threading.enumerate())
+
+
+def test_rtsp_a_resumed_run_waits_out_an_outage_instead_of_failing(tmp_path: Path) -> None:
+    """The camera is down as the stream resumes on another worker. Fails without has_worked:
+    the first-connect rule failed the stream (stream_unavailable) after first_connect_attempts."""
+    options = SourceOptions(open_timeout_s=0.5, backoff_initial_s=0.1, backoff_max_s=0.2, first_connect_attempts=1)
+    url = f"rtsp://127.0.0.1:{free_port()}/cam"  # nothing listens
+    state = {"version": 1, "saved_at_s": time.time() - 5, "totals": {"total_unique": 3, "by_class": {"cow": 3}},
+             "next_window": 4, "streaming_s": 180.0}
+    seen = Recorder()
+    stats, _ = StreamRun(url, stream_config(source=options), ColourBoxDetector(), tmp_path, resume=state,
+                         should_stop=stop_after(3.0), **seen.callbacks()).run()
+    assert stats["counts"]["total_unique"] == 3 and stats["frames"]["received"] == 0
+    assert not seen.statuses[-1].connected
 
 
 def test_rtsp_the_real_tiny_model_runs_live_with_tiling(

@@ -172,6 +172,16 @@ def test_a_lost_source_gives_up_after_max_reconnects_failures_in_a_row(rtsp_serv
     assert "refused" in str(raised.value).lower()
 
 
+def test_a_source_that_has_worked_before_reconnects_instead_of_failing_at_first_connect() -> None:
+    """A resumed stream whose camera is down: max_reconnects applies, not first_connect_attempts
+    (fails without has_worked: "could not be read after 1 attempts")."""
+    options = SourceOptions(open_timeout_s=1.0, backoff_initial_s=0.1, backoff_max_s=0.2,
+                            first_connect_attempts=1, max_reconnects=3, has_worked=True)
+    with LiveSource(f"rtsp://127.0.0.1:{free_port()}/cam", options) as source, \
+            pytest.raises(StreamUnavailable, match="was lost and 3 reconnect attempts failed"):
+        read_until(source, lambda item: False, 20, "StreamUnavailable")
+
+
 def test_credentials_never_appear_in_logs_across_a_reconnect(
         rtsp_server: RtspServer, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)

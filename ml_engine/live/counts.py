@@ -154,6 +154,38 @@ class Window:
             zone.max_occupancy = max(zone.max_occupancy, inside)
             zone.occupancy_sum += inside
 
+    def to_state(self) -> dict[str, Any]:
+        """The window so far, for a resume state (its latencies are left out: they are many)."""
+        return {
+            "number": self.number, "started_at": round(self.started_at, 3),
+            "length_s": round(self.ends_at - self.started_at, 3),
+            "unique": self.unique, "by_class": dict(self.by_class), "lines": self.lines,
+            "zones": {name: [z.entries, z.exits, z.max_occupancy, z.occupancy_sum] for name, z in self.zones.items()},
+            "frames_processed": self.frames_processed, "frames_dropped_before": self.frames_dropped_before,
+            "gaps": self.gaps,
+        }
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any], lines: list[str], zones: list[str], length_s: float,
+                   saved_at: float, now: float) -> Window:
+        """A window stored unfinished at ``saved_at``, going on at ``now``: it ends when it has
+        seen the rest of its length (the time in between is not counted towards it)."""
+        window = cls(int(data["number"]), float(data["started_at"]), length_s, lines, zones,
+                     int(data.get("frames_dropped_before", 0)))
+        seen_s = max(0.0, saved_at - window.started_at)
+        window.ends_at = now + max(0.0, length_s - seen_s)
+        window.unique = int(data.get("unique", 0))
+        window.by_class = Counter(data.get("by_class", {}))
+        for name, counts in data.get("lines", {}).items():
+            if name in window.lines:
+                window.lines[name] = {"in": int(counts.get("in", 0)), "out": int(counts.get("out", 0))}
+        for name, values in data.get("zones", {}).items():
+            if name in window.zones:
+                window.zones[name] = _ZoneWindow(*(int(v) for v in values))
+        window.frames_processed = int(data.get("frames_processed", 0))
+        window.gaps = int(data.get("gaps", 0))
+        return window
+
     def record(self, ended_at: float, frames_dropped_now: int) -> dict[str, Any]:
         frames = max(self.frames_processed, 1)
         return {

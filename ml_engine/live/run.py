@@ -12,7 +12,10 @@ its counts being updated.
 
 Every ``window_s`` the window's counts are appended to ``windows.jsonl`` and ``on_window``
 gets the record and a small resume ``state``; a later ``StreamRun`` given that state continues
-the totals, the window and segment numbering and the recording's clock. A gap in the source
+the totals, the window and segment numbering and the recording's clock. A state is also
+stored (``on_state``) as the run starts, when the segment numbers it reserved run low, and on a
+hand-back (``should_hand_back``: the worker goes away, the stream resumes elsewhere), which
+finalises nothing and puts the unfinished window in the state. A gap in the source
 (a stall, a reset, a resume) ends every track: tracking across it would join different
 animals, so an animal in view on both sides of a gap counts again, and the gap is recorded.
 
@@ -25,10 +28,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,7 +42,7 @@ import supervision as sv
 
 from core.errors import InvalidInput, ModelError, StreamUnavailable
 from core.jobs import CountingLine, CountingZone
-from core.outputs import LIVE_PLAYLIST, STATS, WINDOWS
+from core.outputs import GAPS, LIVE_PLAYLIST, LIVE_RECORDING, STATS, WINDOWS
 from ml_engine.annotate import FrameAnnotator
 from ml_engine.counting import DEFAULT_TRACKER, CountingConfig, ObjectCounter, TrackEvent, tracker_ids
 from ml_engine.live.counts import LatencyHistogram, RecentLatency, Totals, Window, iso
@@ -57,6 +62,7 @@ _NOMINAL_FPS = 10.0
 _CONNECTED_WITHIN_S = 5.0  # a source that decoded a frame this recently is "connected"
 _RECENT_GAPS = 20  # gaps kept in the state and stats.json (all of them are counted)
 _MAX_CATCH_UP_WINDOWS = 100  # empty windows written at most after the loop was held up
+_SPARE_SEGMENT_NUMBERS = 8  # a new state is stored this many numbers before the reserved ones run out
 
 
 @dataclass
@@ -185,6 +191,17 @@ class FrameSource(Protocol):
     def close(self) -> None: ...
 
 
+_STOP, _HAND_BACK = "stop", "hand_back"
+
+
+def _past_reserved(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The segments' state, numbered on past what the run that stored it may have uploaded."""
+    segments = state.get("segments")
+    if not segments or "segments_reserved_to" not in state:
+        return segments
+    return {**segments, "next_sequence": max(int(segments["next_sequence"]), int(state["segments_reserved_to"]))}
+
+
 def _ignore(*args: Any) -> None:
     return None
 
@@ -196,9 +213,11 @@ def _never() -> bool:
 class StreamRun:
     """One stream job's run on this worker (see the module's docstring).
 
-    ``resume``: a ``state`` from an earlier run's ``on_window``. ``source``: what frames come
-    from; default a ``LiveSource`` on ``url`` (tests hand in their own). Callbacks run on the
-    caller's thread; one that raises stops the run with its error.
+    ``resume``: the last ``state`` an earlier run handed to ``on_window`` or ``on_state`` (store
+    both the same way: each replaces the one before). ``should_stop``: end the stream (outputs
+    final). ``should_hand_back``: stop without ending it (see ``run``). ``source``: what frames
+    come from; default a ``LiveSource`` on ``url`` (tests hand in their own). Callbacks and the
+    two checks run on the caller's thread only; a callback that raises stops the run with its error.
     """
 
     def __init__(
@@ -214,20 +233,28 @@ class StreamRun:
         on_event: Callable[[CountEvent], None] = _ignore,
         should_stop: Callable[[], bool] = _never,
         source: FrameSource | None = None,
+        should_hand_back: Callable[[], bool] = _never,
+        on_state: Callable[[dict[str, Any]], None] = _ignore,
     ) -> None:
         self.url, self.config, self.detector = url, config, detector
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.on_status, self.on_window, self.on_files, self.on_event = on_status, on_window, on_files, on_event
-        self.should_stop = should_stop
+        self.should_stop, self.should_hand_back, self.on_state = should_stop, should_hand_back, on_state
+        self.handed_back = False  # run() returned because should_hand_back said so: nothing was finalised
+        # set by this thread when the run stops; all the source's decode thread reads (cheap, no storage)
+        self._stop_flag = threading.Event()
         self._source = source
         resume = resume or {}
         self._check_state(resume)
+        self._resumed = bool(resume)
         self.totals = Totals.from_dict(resume.get("totals", {}), config.line_names, config.zone_names)
         self.hls = HlsWriter(
             self.output_dir, segment_s=config.segment_s, retention_s=config.segment_retention_s,
-            crf=config.crf, preset=config.preset, state=resume.get("segments"),
+            crf=config.crf, preset=config.preset, state=_past_reserved(resume),
         )
+        self._reserved_to = 0  # segment numbers below this are covered by the last state handed out
+        self._carried: dict[str, Any] | None = resume.get("open_window")  # a hand-back's unfinished window
         self._resumed_from: float | None = resume.get("saved_at_s") if resume else None
         self._next_window = int(resume.get("next_window", 1))
         self._streaming_before = float(resume.get("streaming_s", 0.0))
@@ -252,6 +279,7 @@ class StreamRun:
         self._last_received = (-1, self._started)  # (source frames_received, when it last changed)
         self._window: Window | None = None
         self._windows_path = self.output_dir / WINDOWS
+        self._gaps_path = self.output_dir / GAPS
 
     @staticmethod
     def _check_state(state: dict[str, Any]) -> None:
@@ -262,10 +290,15 @@ class StreamRun:
     # --- the loop --------------------------------------------------------------------------------
 
     def run(self) -> tuple[dict[str, Any], dict[str, Path]]:
-        """Count until ``should_stop()`` or ``duration_s``; returns (stats, {output name: path}).
+        """Count until ``should_stop()``, ``duration_s`` or ``should_hand_back()``; returns
+        (stats, {output name: path}).
 
-        The outputs are then final: the playlist ends with ``#EXT-X-ENDLIST``, the last
-        (partial) window is in ``windows.jsonl``, and ``stats.json`` is written.
+        After a stop the outputs are final: the playlist ends with ``#EXT-X-ENDLIST``, the last
+        (partial) window is in ``windows.jsonl``, and ``stats.json`` is written. A resumed run
+        told to stop before it starts ends the outputs from the state without connecting.
+        After a hand-back (``self.handed_back``) nothing is final: the closed segments are
+        reported, the state (with the unfinished window) goes to ``on_state``, and ``stats`` is
+        not written anywhere; the next run resumes from that state.
 
         Raises:
             StreamUnavailable: the source never worked, or its reconnects ran out. What was
@@ -275,21 +308,29 @@ class StreamRun:
         """
         self.detector.detect([], self.config.effective_low_threshold, self.config.classes)  # bad classes fail now
         self._started = time.time()
-        self._window = self._open_window(self._started)
+        stop = self._stop_reason()
+        if stop is not None and self._resumed:  # stopped between runs: end without connecting
+            return self._end_unstarted(stop)
+        self._window = self._resume_window() or self._open_window(self._started)
         if self._resumed_from is not None:
             self._record_gap(float(self._resumed_from), self._started, "resumed")
+        # stored at once: it reserves the segment numbers this run uses until its first window
+        # closes (without it, a run dying before then would leave a later one to reuse them)
+        self.on_state(self._handed_state(self._started, self._window))
         if self._source is None:
             self._source = self._open_source()
         source = self._source
         try:
             self.video = LiveVideo(self.hls, self.annotator)
-            while not self._done():
+            while (stop := self._stop_reason()) is None:
                 item = source.next(timeout=_POLL_S)
                 if isinstance(item, Gap):
                     self._on_gap(item)
                 elif item is not None:
                     self._on_frame(item)
                 self._tick(source)
+            if stop == _HAND_BACK:
+                return self._hand_back(source)
             return self._finish(source)
         except StreamUnavailable:
             self._flush_before_failing()
@@ -300,12 +341,23 @@ class StreamRun:
             source.close()
 
     def _open_source(self) -> FrameSource:
-        return LiveSource(self.url, self.config.source, self.should_stop)
+        options = self.config.source
+        if self._resumed:  # the stream has worked before: a camera down now is an outage, not a bad URL
+            options = replace(options, has_worked=True)
+        return LiveSource(self.url, options, self._stop_flag.is_set)
 
-    def _done(self) -> bool:
-        if self.should_stop():
-            return True
-        return self.config.duration_s is not None and self.streaming_s() >= self.config.duration_s
+    def _stop_reason(self) -> str | None:
+        """``_HAND_BACK``, ``_STOP`` or None (go on). Only this thread calls the caller's checks."""
+        duration_s = self.config.duration_s
+        if self.should_hand_back():
+            reason: str | None = _HAND_BACK
+        elif self.should_stop() or (duration_s is not None and self.streaming_s() >= duration_s):
+            reason = _STOP
+        else:
+            reason = None
+        if reason is not None:
+            self._stop_flag.set()
+        return reason
 
     def streaming_s(self, now: float | None = None) -> float:
         """Seconds streamed in all, the runs before a resume included."""
@@ -415,6 +467,9 @@ class StreamRun:
     def _record_gap(self, started_at: float, ended_at: float, reason: str) -> None:
         gap = {"from": iso(started_at), "to": iso(ended_at), "reason": reason}
         log.info("stream gap: %s from %s to %s", reason, gap["from"], gap["to"])
+        with self._gaps_path.open("a", encoding="utf-8") as out:  # every gap; the state keeps the recent ones
+            out.write(json.dumps(gap) + "\n")
+        self.on_files({GAPS: self._gaps_path}, [])
         self._gaps_total += 1
         self._recent_gaps.append(gap)
         self._unreported_gaps.append(gap)
@@ -427,9 +482,20 @@ class StreamRun:
         now = time.time()
         self._current_window(now)
         self._report_files()  # segments the video thread finished
+        self._store_state_if_numbers_run_out(now)
         if now - self._last_status >= self.config.status_interval_s:
             self._last_status = now
             self.on_status(self.status(source, now))
+
+    def _resume_window(self) -> Window | None:
+        """A hand-back's unfinished window goes on (same number, its counts so far), so a
+        rolling restart adds no short window; the time away is inside it, recorded as a gap."""
+        if not self._carried:
+            return None
+        window = Window.from_state(self._carried, self.config.line_names, self.config.zone_names,
+                                   self.config.window_s, self._resumed_from or self._started, self._started)
+        self._next_window = window.number + 1
+        return window
 
     def _open_window(self, started_at: float) -> Window:
         window = Window(
@@ -457,7 +523,7 @@ class StreamRun:
         with self._windows_path.open("a", encoding="utf-8") as out:
             out.write(json.dumps(record) + "\n")
         self._report_files({WINDOWS: self._windows_path})
-        self.on_window(record, self.state(ended_at))  # after on_files: the state names only uploaded files
+        self.on_window(record, self._handed_state(ended_at))  # after on_files: the state names only uploaded files
         return record
 
     def status(self, source: FrameSource | None = None, now: float | None = None) -> LiveStatus:
@@ -505,17 +571,44 @@ class StreamRun:
         if changed or removed:
             self.on_files(changed, removed)
 
-    def state(self, now: float | None = None) -> dict[str, Any]:
-        """What a later run needs to continue this one (JSON-able, a few KB whatever the length)."""
+    def _handed_state(self, now: float, open_window: Window | None = None) -> dict[str, Any]:
+        """``state`` as it is handed to the caller to store: the segment numbers it reserves
+        are not used before the next one is handed out."""
+        state = self.state(now, open_window)
+        self._reserved_to = state["segments_reserved_to"]
+        return state
+
+    def _store_state_if_numbers_run_out(self, now: float) -> None:
+        """Segments are served immutable, so a resumed run must never reuse the number of one
+        that was uploaded: each state reserves numbers, and a new state is stored (with the
+        unfinished window in it) before the segments closed since the last one use them up."""
+        if self._reserved_to and self._segments_state()["next_sequence"] + _SPARE_SEGMENT_NUMBERS >= self._reserved_to:
+            self.on_state(self._handed_state(now, self._window))
+
+    def _segments_state(self) -> dict[str, Any]:
+        return self.video.segments_state if self.video is not None else self.hls.state()
+
+    def state(self, now: float | None = None, open_window: Window | None = None) -> dict[str, Any]:
+        """What a later run needs to continue this one (JSON-able, a few KB whatever the length).
+
+        ``open_window``: the window not yet written; a later run continues it. Without it (as
+        each window closes) the state holds the written windows only.
+        """
         now = now or time.time()
+        segments = self._segments_state()
+        per_window = math.ceil(self.config.window_s / self.config.segment_s)
         return {
             "version": STATE_VERSION,
             "saved_at": iso(now),
             "saved_at_s": round(now, 3),
             "totals": self.totals.to_dict(),
-            "window": self._next_window - 1,  # called as a window closes: the one just written
-            "next_window": self._next_window,
-            "segments": self.video.segments_state if self.video is not None else self.hls.state(),
+            "window": self._next_window - 1 - (open_window is not None),  # the last one written
+            "next_window": open_window.number if open_window is not None else self._next_window,
+            "open_window": open_window.to_state() if open_window is not None else None,
+            "segments": segments,
+            # a resumed run numbers its segments from here: past any this run may upload before
+            # the next state (two windows' worth; see _store_state_if_numbers_run_out)
+            "segments_reserved_to": int(segments["next_sequence"]) + 2 * per_window + 2 * _SPARE_SEGMENT_NUMBERS,
             "streaming_s": round(self.streaming_s(now), 3),
             "gaps_total": self._gaps_total,
             "recent_gaps": list(self._recent_gaps),
@@ -542,6 +635,43 @@ class StreamRun:
         self.on_status(self.status(source, now))
         return stats, self.outputs()
 
+    def _hand_back(self, source: FrameSource) -> tuple[dict[str, Any], dict[str, Path]]:
+        """The worker is going away and the stream resumes elsewhere: nothing is final. The
+        open segment is closed and reported, the unfinished window goes into the state
+        (``on_state``), and the playlist is not ended (players keep following it)."""
+        now = time.time()
+        assert self.video is not None and self._window is not None
+        self.video.finish(end=False)
+        self._report_files()
+        self.on_state(self._handed_state(now, self._window))
+        self.on_status(self.status(source, now))
+        self.handed_back = True
+        return self._stats(now), self.outputs()
+
+    def _end_unstarted(self, stop: str) -> tuple[dict[str, Any], dict[str, Path]]:
+        """Told to stop before connecting, with a resume state (a DELETE while the stream was
+        between workers): end the outputs from the state alone: the playlist of the stored
+        segments with ``#EXT-X-ENDLIST`` and stats.json with the stored totals; the windows
+        stay as they are (a hand-back's unfinished window is written as it was). A hand-back
+        leaves everything as it is."""
+        now = time.time()
+        if stop == _HAND_BACK:
+            self.handed_back = True
+            return self._stats(now), self.outputs()
+        self._started = now  # no time streamed in this run
+        if self._carried:  # a hand-back's unfinished window: written as it was, so windows add up to the totals
+            self._window = self._resume_window()
+            self._close_window(float(self._resumed_from or now))
+            self._window = None
+        self.hls.finish()
+        changed, removed = self.hls.take_changes()
+        stats = self._stats(now)
+        stats_path = self.output_dir / STATS
+        stats_path.write_text(json.dumps(stats, indent=2), encoding="utf-8")
+        self.on_files({**changed, STATS: stats_path}, removed)
+        self.on_status(self.status(None, now))
+        return stats, self.outputs()
+
     def _flush_before_failing(self) -> None:
         """The camera is gone for good: keep what it gave (the last window, a playable video)."""
         if self._frames_processed == self._processed_before:
@@ -555,7 +685,7 @@ class StreamRun:
 
     def outputs(self) -> dict[str, Path]:
         """{output name: local path} of every output on disk (earlier runs' segments are not)."""
-        names = [WINDOWS, STATS, LIVE_PLAYLIST] + [segment.name for segment in self.hls.listed()]
+        names = [WINDOWS, STATS, GAPS, LIVE_PLAYLIST, LIVE_RECORDING] + [segment.name for segment in self.hls.listed()]
         return {name: self.output_dir / name for name in names if (self.output_dir / name).is_file()}
 
     def _stats(self, now: float) -> dict[str, Any]:

@@ -5,6 +5,12 @@
 complete, so a player (hls.js, Safari, PyAV) can follow the stream a segment behind, and
 the whole recording stays playable afterwards.
 
+* Work per segment does not grow with the stream's age: while the stream runs, ``index.m3u8``
+  lists only the newest ``live_segments`` (a sliding window: ``EXT-X-MEDIA-SEQUENCE`` moves on),
+  and ``live/recording.m3u8``, every retained segment, is rewritten at most every
+  ``recording_interval_s`` (and when the run stops). At the end both become the whole recording
+  with ``#EXT-X-ENDLIST``: a player given ``index.m3u8`` after the end plays all of it.
+
 * Each segment is its own encoder and file, so each starts with a key frame and is complete
   on disk before the playlist names it. Frames come at the rate inference keeps up with, not
   the camera's: every frame carries its own timestamp (90 kHz, MPEG-TS's clock).
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,13 +46,15 @@ import av.error
 import numpy as np
 
 from core.errors import EncoderError, InvalidInput
-from core.outputs import LIVE_PLAYLIST, live_segment
+from core.outputs import LIVE_PLAYLIST, LIVE_RECORDING, live_segment
 from ml_engine.video import check_encoder_options
 
 TIME_BASE = Fraction(1, 90_000)  # MPEG-TS timestamps count 90 kHz ticks
 _NOMINAL_RATE = 25  # only for x264's rate control: real frame times come with each frame
 _DEFAULT_FRAME_S = 0.1  # a one-frame segment's length, and the step after a gap
 _STATE_SEGMENTS = 512  # segments the state lists one by one; older ones are folded (size bound)
+LIVE_SEGMENTS = 60  # segments the live playlist lists: 2 minutes of 2 s segments, for players that fall behind
+RECORDING_INTERVAL_S = 300.0  # how often, at most, the whole recording's playlist is rewritten while it runs
 
 
 @dataclass(frozen=True)
@@ -88,7 +97,7 @@ class _Folded:
 def _fold(runs: list[_Folded], segment: Segment) -> None:
     """Add ``segment`` to the last run when it continues it, else start a run."""
     last = runs[-1] if runs else None
-    if last is None or last.first + last.count != segment.sequence:
+    if last is None or last.first + last.count != segment.sequence or segment.discontinuity:  # keep every jump
         last = _Folded(segment.sequence, discontinuity=segment.discontinuity, started_at=segment.started_at)
         runs.append(last)
     last.count += 1
@@ -174,6 +183,8 @@ class HlsWriter:
         crf: int = 28,
         preset: str = "veryfast",
         state: dict[str, Any] | None = None,
+        live_segments: int = LIVE_SEGMENTS,
+        recording_interval_s: float = RECORDING_INTERVAL_S,
     ) -> None:
         if segment_s <= 0:
             raise InvalidInput(f"segment_s must be positive, got {segment_s}")
@@ -182,17 +193,23 @@ class HlsWriter:
         check_encoder_options(crf, preset)
         self.output_dir = Path(output_dir)
         self.playlist_path = self.output_dir / LIVE_PLAYLIST
+        self.recording_path = self.output_dir / LIVE_RECORDING
         self.playlist_path.parent.mkdir(parents=True, exist_ok=True)
+        self.live_segments, self.recording_interval_s = max(1, live_segments), recording_interval_s
+        self._recording_written = time.monotonic()
         self.segment_s, self.retention_s = segment_s, retention_s
         self.crf, self.preset = crf, preset
         self.segments: list[Segment] = []  # listed in the playlist, oldest first
         self.folded: list[_Folded] = []  # listed too, before ``segments`` (a resumed long run)
         self.next_sequence = 1
-        self.discontinuity_sequence = 0
+        self.discontinuity_sequence = 0  # discontinuities before the first listed segment
+        self._listed_jumps = 0  # discontinuities among the listed segments
         self.clock_s = 0.0  # the recording's time: the next frame is at or after it
         self._origin: float | None = None  # wall time of the recording's 0 s, while frames flow
         self.ended = False
         self._open: _OpenSegment | None = None
+        self._aged: list[_Folded] | None = None  # the state's folded runs, kept between states (no retention)
+        self._aged_count = 0  # leading ``segments`` already folded into ``_aged``
         self._jump = False  # the next segment starts after a discontinuity
         self._changed: dict[str, Path] = {}
         self._removed: list[str] = []
@@ -231,10 +248,17 @@ class HlsWriter:
             self._origin = None
 
     def finish(self) -> None:
-        """Close the last segment and end the playlist (``#EXT-X-ENDLIST``)."""
+        """Close the last segment and end the playlist (``#EXT-X-ENDLIST``): ``index.m3u8`` and
+        ``recording.m3u8`` both list the whole recording."""
         self.cut(discontinuity=False)
         self.ended = True
-        self._write_playlist()
+        self._write_recording()
+
+    def pause(self) -> None:
+        """The run stops without the stream ending (a worker hands it on): close the open segment
+        and write the recording's playlist so far; no ``#EXT-X-ENDLIST`` (players keep polling)."""
+        self.cut(discontinuity=False)
+        self._write_recording()
 
     def abandon(self) -> None:
         """After a failure: drop the half-written segment, keep what is complete."""
@@ -256,10 +280,13 @@ class HlsWriter:
         if next_start_s is None:
             self.clock_s = max(self.clock_s, segment.start_s + duration)
         self.segments.append(Segment(self.next_sequence - 1, duration, self._jump, segment.started_at))
+        self._listed_jumps += self._jump
         self._jump = False
         self._changed[live_segment(self.next_sequence - 1)] = segment.path
         self._apply_retention()
         self._write_playlist()
+        if time.monotonic() - self._recording_written >= self.recording_interval_s:
+            self._write_recording()
 
     def _apply_retention(self) -> None:
         if self.retention_s is None:
@@ -287,6 +314,7 @@ class HlsWriter:
     def _drop(self, segment: Segment) -> None:
         if segment.discontinuity:
             self.discontinuity_sequence += 1
+            self._listed_jumps -= 1
         (self.output_dir / segment.name).unlink(missing_ok=True)
         self._changed.pop(segment.name, None)
         self._removed.append(segment.name)
@@ -299,16 +327,30 @@ class HlsWriter:
         return older + self.segments
 
     def playlist(self) -> str:
-        listed = self.listed()
+        """The whole recording's playlist: every listed segment (``recording.m3u8``, and
+        ``index.m3u8`` once the stream ended)."""
+        return self._render(self.listed(), self.discontinuity_sequence, whole=True)
+
+    def live_playlist(self) -> str:
+        """The live playlist: the newest ``live_segments`` only, so its size, and the work of
+        writing and serving it, stay the same however long the stream has run."""
+        if len(self.segments) >= self.live_segments:
+            window = self.segments[-self.live_segments:]
+        else:  # a resumed run's first segments: the tail of the folded ones too (once per segment, briefly)
+            window = self.listed()[-self.live_segments:]
+        jumps_before = self._listed_jumps - sum(s.discontinuity for s in window)
+        return self._render(window, self.discontinuity_sequence + jumps_before, whole=False)
+
+    def _render(self, listed: list[Segment], discontinuity_sequence: int, whole: bool) -> str:
         longest = max((s.duration_s for s in listed), default=self.segment_s)
         lines = [
             "#EXTM3U",
             "#EXT-X-VERSION:3",
             f"#EXT-X-TARGETDURATION:{max(1, math.ceil(max(longest, self.segment_s) - 1e-6))}",
             f"#EXT-X-MEDIA-SEQUENCE:{listed[0].sequence if listed else self.next_sequence}",
-            f"#EXT-X-DISCONTINUITY-SEQUENCE:{self.discontinuity_sequence}",
+            f"#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}",
         ]
-        if self.retention_s is None:
+        if whole and self.retention_s is None:
             lines.append("#EXT-X-PLAYLIST-TYPE:EVENT")  # segments are only ever added
         for segment in listed:
             if segment.discontinuity:
@@ -316,24 +358,29 @@ class HlsWriter:
             if segment.started_at is not None:
                 lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_iso(segment.started_at)}")
             lines += [f"#EXTINF:{segment.duration_s:.3f},", Path(segment.name).name]
-        if self.ended:
+        if whole and self.ended:
             lines.append("#EXT-X-ENDLIST")
         return "\n".join(lines) + "\n"
 
     def _write_playlist(self) -> None:
-        partial = self.playlist_path.with_name(f".{self.playlist_path.name}.partial")
-        partial.write_text(self.playlist(), encoding="utf-8")
-        os.replace(partial, self.playlist_path)  # a player never reads half a playlist
+        _replace(self.playlist_path, self.live_playlist())
         self._changed[LIVE_PLAYLIST] = self.playlist_path
+
+    def _write_recording(self) -> None:
+        """``recording.m3u8`` (every listed segment); at the end ``index.m3u8`` becomes the same."""
+        text = self.playlist()
+        _replace(self.recording_path, text)
+        self._changed[LIVE_RECORDING] = self.recording_path
+        self._recording_written = time.monotonic()
+        if self.ended:
+            _replace(self.playlist_path, text)
+            self._changed[LIVE_PLAYLIST] = self.playlist_path
 
     # --- resume ----------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
         """The numbering, the clock and the listed segments, small whatever the run's length."""
-        detailed = self.segments[-_STATE_SEGMENTS:]
-        folded = [_Folded(run.first, run.count, run.seconds, run.discontinuity) for run in self.folded]
-        for segment in self.segments[:-_STATE_SEGMENTS] if len(self.segments) > _STATE_SEGMENTS else []:
-            _fold(folded, segment)
+        folded, detailed = self._state_segments()
         return {
             "next_sequence": self.next_sequence,
             "discontinuity_sequence": self.discontinuity_sequence,
@@ -342,6 +389,26 @@ class HlsWriter:
             "segments": [[s.sequence, round(s.duration_s, 3), int(s.discontinuity), _rounded(s.started_at)]
                          for s in detailed],
         }
+
+    def _state_segments(self) -> tuple[list[_Folded], list[Segment]]:
+        """(folded runs, segments listed one by one) for the state. The state is taken several
+        times a second: without retention (segments are only ever added) the folding is kept
+        and only extended, so its cost does not grow with the stream's age."""
+        if self.retention_s is not None:  # few segments, and the oldest ones leave: fold afresh
+            folded = [self._copy(run) for run in self.folded]
+            for segment in self.segments[:-_STATE_SEGMENTS] if len(self.segments) > _STATE_SEGMENTS else []:
+                _fold(folded, segment)
+            return folded, self.segments[-_STATE_SEGMENTS:]
+        if self._aged is None:
+            self._aged, self._aged_count = [self._copy(run) for run in self.folded], 0
+        while len(self.segments) - self._aged_count > _STATE_SEGMENTS:
+            _fold(self._aged, self.segments[self._aged_count])
+            self._aged_count += 1
+        return self._aged, self.segments[self._aged_count:]
+
+    @staticmethod
+    def _copy(run: _Folded) -> _Folded:
+        return _Folded(run.first, run.count, run.seconds, run.discontinuity, run.started_at)
 
     def _restore(self, state: dict[str, Any]) -> None:
         try:
@@ -354,8 +421,15 @@ class HlsWriter:
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInput(f"the live video's resume state is unreadable: {exc}") from None
         self._jump = bool(self.segments or self.folded)  # the picture jumps at a resume
+        self._listed_jumps = sum(s.discontinuity for s in self.listed())
         self._apply_retention()
         self._write_playlist()
+
+
+def _replace(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)  # a player never reads half a playlist
 
 
 def _even(image: np.ndarray) -> np.ndarray:

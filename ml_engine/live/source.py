@@ -12,8 +12,9 @@ hides that from the counting loop:
   the next frame, so it can end its tracks: positions on either side of a gap do not match.
 - A frame size change within a connection is a zero-length ``Gap("resolution_change")``.
 - The first connection is tried ``first_connect_attempts`` times; after that the source
-  raises ``StreamUnavailable``. Once it has worked it is reconnected for ever, or until
-  ``max_reconnects`` attempts in a row have failed.
+  raises ``StreamUnavailable``. Once it has worked (in this source, or before a resume:
+  ``has_worked``) it is reconnected for ever, or until ``max_reconnects`` attempts in a row
+  have failed.
 
 Before every connect and reconnect the source asks ``SourceOptions.check`` (the worker's
 egress policy, STREAM_ALLOWED_NETWORKS): a refusal ends the source with StreamUnavailable, a
@@ -97,6 +98,9 @@ class SourceOptions:
     # how many requests that proxy has refused so far: a refused HLS segment is skipped by
     # FFmpeg, so the source posts a Gap (tracks must not bridge the missing footage)
     egress_refusals: Callable[[], int] | None = None
+    # the stream has delivered before (a resumed run): reconnect as after a loss (max_reconnects)
+    # from the first attempt, instead of failing after first_connect_attempts
+    has_worked: bool = False
 
 
 @dataclass
@@ -310,10 +314,11 @@ class LiveSource:
 
     def _give_up_if_spent(self, failures: int, reason: str) -> None:
         options = self._options
-        if self._connections == 0 and failures >= options.first_connect_attempts:
+        worked = self._connections > 0 or options.has_worked
+        if not worked and failures >= options.first_connect_attempts:
             raise StreamUnavailable(
                 f"the stream {self.redacted_url} could not be read after {failures} attempts: {reason}")
-        if self._connections > 0 and options.max_reconnects is not None and failures >= options.max_reconnects:
+        if worked and options.max_reconnects is not None and failures >= options.max_reconnects:
             raise StreamUnavailable(
                 f"the stream {self.redacted_url} was lost and {failures} reconnect attempts failed: {reason}")
 

@@ -74,12 +74,16 @@ class LiveVideo:
         """The segments' state as of the last ``snapshot``: what has been reported."""
         return self._segments_state
 
-    def finish(self) -> None:
-        """Encode what is queued, close the last segment and end the playlist."""
+    def finish(self, end: bool = True) -> None:
+        """Encode what is queued and close the last segment; ``end``: end the playlist too
+        (not when the stream goes on elsewhere)."""
         self._put(_END)
         self._thread.join()
         self._raise_failure()
-        self.hls.finish()
+        if end:
+            self.hls.finish()
+        else:
+            self.hls.pause()
 
     def close(self) -> None:
         """Stop the thread; a half-written segment (after a failure) is dropped. After
