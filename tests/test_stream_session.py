@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -431,3 +432,35 @@ def test_a_stream_out_of_event_numbers_says_so_in_its_record_and_metrics(stores)
     live = backends.jobs.get(job.id).live
     assert live.events_unsent == 3 and live.events_sent == FINAL_SEQUENCE - 1
     assert sample("cattlecounter_stream_events_unsent_total") - before == pytest.approx(3)
+
+
+def test_the_next_worker_finalises_a_stream_deleted_between_two_runs(make_settings, tiny_rtdetr_dir, tmp_path: Path):
+    """DELETE left it queued and flagged (test_streams_api.py): the worker that takes its
+    message stops at once, without connecting, and completes it with final outputs."""
+    settings = make_settings("local", model_id=str(tiny_rtdetr_dir), stream_allowed_networks=[])
+    backends = build_backends(settings)
+    job_id = "0000stopped" + "0" * 15
+    job = Job(id=job_id, kind=JobKind.STREAM, input_blob=source_secret_path(job_id), status=JobStatus.QUEUED,
+              params=JobParams(model_id=str(tiny_rtdetr_dir)), stream=StreamOptions(window_s=60),
+              started_at=datetime.now(UTC) - timedelta(hours=3), cancel_requested=True, handed_back=1, attempts=1)
+    backends.jobs.create(job)
+    # the camera is on a network the worker no longer allows: a stopping stream never connects
+    backends.blobs.upload_stream(source_secret_path(job_id), [b"rtsp://viewer:pw@10.1.2.3:554/cam"])
+    backends.blobs.upload_stream(output_blob_path(job_id, WINDOWS), [b'{"window": 1, "unique": 4}\n'])
+    state = {"version": 1, "saved_at_s": time.time() - 60, "next_window": 2, "streaming_s": 10800.0,
+             "totals": {"total_unique": 4, "by_class": {"cow": 4}}}
+    backends.blobs.upload_stream(stream_state_path(job_id), [json.dumps(state).encode()])
+    backends.stream_queue.send(JobMessage(job_id=job_id, input_blob=source_secret_path(job_id)).encode())
+    runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
+    started = time.monotonic()
+    assert runner.handle(backends.stream_queue.receive(timedelta(seconds=30))) is Outcome.DONE
+    assert time.monotonic() - started < 30  # at once: no connection attempts, no stream to wait for
+    done = backends.jobs.get(job_id)
+    assert done.status is JobStatus.COMPLETED and done.counts["total_unique"] == 4, done
+    stats = json.loads(b"".join(backends.blobs.open_range(done.outputs["stats.json"])))
+    assert stats["counts"]["total_unique"] == 4 and stats["streaming_s"] >= 10800
+    windows = b"".join(backends.blobs.open_range(done.outputs[WINDOWS])).decode().splitlines()
+    assert [json.loads(line)["window"] for line in windows] == [1, 2]  # the last (empty) window closed
+    assert not backends.blobs.exists(source_secret_path(job_id))
+    assert backends.stream_queue.receive(timedelta(seconds=1)) is None
+    backends.close()

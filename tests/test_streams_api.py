@@ -212,23 +212,24 @@ def test_swagger_documents_the_stream_body_and_its_models(api):
     assert "/jobs/{job_id}/live/{name}" in schema["paths"]
 
 
-def test_delete_of_a_stream_waiting_for_its_next_run_completes_it_with_what_it_counted(make_settings):
-    """Handed back by a worker shutting down (or retried), a stream that has counted for hours
-    is stopped as a running one is: completed, its outputs downloadable, its webhook written."""
+def test_delete_of_a_stream_waiting_for_its_next_run_leaves_it_to_a_worker_to_finalise(make_settings):
+    """Handed back by a worker shutting down (or retried, or after a SIGKILL), a stream that has
+    counted for hours has no final outputs yet (no stats.json, a playlist that does not end): it
+    stays queued, flagged, and the next worker finalises it (tests/test_streams_e2e.py)."""
     with client_for(make_settings, stream_allowed_networks=["127.0.0.0/8"], webhook_allow_private=True) as api:
         job_id = start(api, callback_url="http://127.0.0.1:9/hook").json()["job_id"]
-        running_stream(api)  # another stream, so the outbox has something else too
 
         def handed_back(job):
             job.started_at = job.created_at
             job.outputs = {WINDOWS: output_blob_path(job_id, WINDOWS)}
 
-        api.backends.blobs.upload_stream(output_blob_path(job_id, WINDOWS), [b'{"window": 1}\n'])
         api.backends.jobs.modify(job_id, handed_back)
-        stopped = api.delete(f"/jobs/{job_id}")
-        assert stopped.status_code == 202 and stopped.json()["status"] == "completed"
-        assert api.get(stopped.json()["links"]["windows"]).text == '{"window": 1}\n'
-        assert not api.backends.blobs.exists(source_secret_path(job_id))
-        assert [event.type for event in api.backends.outbox.events(job_id)] == ["job.completed"]
-        assert api.delete(f"/jobs/{job_id}").status_code == 204
+        stopping = api.delete(f"/jobs/{job_id}")
+        assert stopping.status_code == 202
+        assert (stopping.json()["status"], stopping.json()["cancel_requested"]) == ("queued", True)
+        assert api.backends.blobs.exists(source_secret_path(job_id))  # the worker reads it to finalise
+        assert api.backends.outbox.events(job_id) == []  # the worker writes job.completed with its outputs
+        again = api.delete(f"/jobs/{job_id}")  # a second DELETE while it is stopping changes nothing
+        assert again.status_code == 202 and again.json()["status"] == "queued"
+        assert api.backends.stream_queue.approximate_length() == 1  # its message is still there for a worker
     api.backends.close()
