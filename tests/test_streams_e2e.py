@@ -185,3 +185,26 @@ def test_a_sigkilled_workers_stream_resumes_on_another_worker(start_service, bac
     done = service.wait_for_status(job_id, {"completed", "failed"}, timeout=30)
     assert done["status"] == "completed", done
     assert PASSWORD not in full_logs(service)
+
+
+def test_a_stream_deleted_between_two_runs_is_finalised_by_the_next_worker(start_service, rtsp_server):
+    service = start_service("local", **STREAM_SETTINGS)
+    job_id = start_stream(service, rtsp_server.url)["job_id"]
+    live_job(service, job_id, "a first window", lambda j: j["live"] and j["live"]["last_window"])
+    worker = service.workers[0]
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(20) == 0
+    assert service.job(job_id)["status"] == "queued"  # handed back, waiting for its next run
+
+    stopping = service.client.delete(f"/jobs/{job_id}")
+    assert stopping.status_code == 202
+    assert (stopping.json()["status"], stopping.json()["cancel_requested"]) == ("queued", True)  # "stopping"
+    service.start_worker()
+    done = service.wait_for_status(job_id, {"completed", "failed"}, timeout=40)
+    assert done["status"] == "completed", done
+    stats = service.client.get(done["links"]["result"]).json()
+    assert stats["counts"] == done["counts"] and stats["streaming_s"] >= done["live"]["streaming_s"] - 1
+    assert service.client.get(done["links"]["live"]).text.rstrip().endswith("#EXT-X-ENDLIST")
+    windows = window_numbers(service, job_id)
+    assert windows == list(range(1, len(windows) + 1))
+    assert not service.backends.blobs.exists(source_secret_path(job_id))
