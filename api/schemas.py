@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from core.backends.outbox import DeliveryStatus, WebhookEvent
 from core.jobs import Job, JobError, JobKind, JobParams, JobStatus, LiveInfo, StreamOptions
-from core.outputs import DOWNLOADS, GEOJSON, LIVE_PLAYLIST, STATS, WINDOWS
+from core.outputs import DOWNLOADS, GEOJSON, LIVE_PLAYLIST, STATS
 
 
 class WebhookStatus(BaseModel):
@@ -100,8 +100,8 @@ def _links(job: Job) -> dict[str, str]:
     if job.kind is JobKind.STREAM:  # its rolling outputs open while it runs, and stay afterwards
         if LIVE_PLAYLIST in job.outputs:
             links["live"] = f"{base}/{LIVE_PLAYLIST}"
-        if WINDOWS in job.outputs:
-            links["windows"] = base + DOWNLOADS["windows"].route
+        links.update((name, base + DOWNLOADS[name].route) for name in ("windows", "gaps")
+                     if DOWNLOADS[name].filename in job.outputs)
         if job.results_ready and STATS in job.outputs:
             links["result"] = base + DOWNLOADS["result"].route
         return links

@@ -236,6 +236,7 @@ class LiveInfo(BaseModel):
     stream_started_at: datetime | None = None  # the first connection of the first run
     run_started_at: datetime | None = None  # this run (delivery): the attempts rule counts from it
     events_sent: int = 0  # stream.events webhooks written so far: the next one's sequence
+    events_unsent: int = 0  # count events not sent: the job used up its event webhook numbers (~999,998)
 
 
 class JobError(BaseModel):

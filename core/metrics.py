@@ -114,6 +114,10 @@ STREAM_GAPS = _counter("stream_gaps", "Gaps in live streams (stalls, disconnects
 STREAM_RECONNECTS = _counter("stream_reconnects", "Reconnections to live-stream sources.")
 STREAMS_ACTIVE = _gauge("streams_active", "Live streams this process is counting right now.")
 STREAM_QUEUE_DEPTH = _gauge("stream_queue_depth", "Approximate number of messages in the stream queue (last poll).")
+# a job's event webhooks are numbered below its final webhook's sequence: past that, none are sent
+STREAM_EVENTS_UNSENT = _counter(
+    "stream_events_unsent", "Live-stream count events not sent: their job has used up its event webhook numbers."
+)
 
 # --- HTTP (API) -------------------------------------------------------------------------------
 UPLOAD_BYTES = _counter("upload_bytes", "Bytes of video received by the API, by owner.", ("owner",))

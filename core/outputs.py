@@ -104,6 +104,9 @@ DOWNLOADS: dict[str, Output] = {
                       "detections.geojson: detections of georeferenced images on the map", kinds=("images",)),
     "windows": Output(WINDOWS, "application/x-ndjson", "/windows",
                       "windows.jsonl: a stream's counts per time window (readable while it runs)", kinds=("stream",)),
+    "gaps": Output(GAPS, "application/x-ndjson", "/gaps",
+                   "gaps.jsonl: every gap in a stream's source: from, to, reason (readable while it runs)",
+                   kinds=("stream",)),
 }
 
 _MEDIA_TYPES = {output.filename: output.media_type for output in DOWNLOADS.values()}

@@ -91,3 +91,27 @@ def test_compose_stop_grace_period_outlasts_shutdown_grace() -> None:
     assert grace >= shutdown_grace + SHUTDOWN_MARGIN_S
 
 
+
+
+def merged_environment(service: str, *files: str) -> dict[str, str]:
+    """``service``'s environment after Compose merges the files, with defaults substituted."""
+    merged: dict[str, str] = {}
+    for name in files:
+        merged.update(compose_environment(load_compose(name)["services"].get(service) or {}))
+    return {key: interpolate_defaults(value) for key, value in merged.items()}
+
+
+@pytest.mark.parametrize("files", [COMPOSE_FILES[:1], COMPOSE_FILES], ids=["gpu", "cpu"])
+def test_compose_runs_streams_on_their_own_worker_and_file_jobs_on_the_other(files: tuple[str, ...]) -> None:
+    """A stream on the file worker would hold one of its threads (and the GPU) for weeks."""
+    files_only = load_settings(merged_environment("worker", *files), env_file=None)
+    streams_only = load_settings(merged_environment("stream-worker", *files), env_file=None)
+    assert (files_only.worker_concurrency, files_only.stream_concurrency) == (1, 0)
+    assert (streams_only.worker_concurrency, streams_only.stream_concurrency) == (0, 1)
+    assert streams_only.device == files_only.device == ("cpu" if len(files) == 2 else "cuda")
+    assert streams_only.azure_storage_connection_string == files_only.azure_storage_connection_string
+    stream_worker = load_compose("docker-compose.yml")["services"]["stream-worker"]
+    assert stream_worker["image"] == "cattlecounter-worker:latest" and "models:/models" in stream_worker["volumes"]
+    if len(files) == 2:  # the CPU override drops the GPU from both
+        assert isinstance(load_compose(files[1])["services"]["stream-worker"]["deploy"]["resources"]
+                          ["reservations"]["devices"], Reset)

@@ -421,3 +421,16 @@ def test_a_camera_that_never_answers_fails_with_its_reason(page, allinone_server
     assert len(live_requests) == asked, live_requests[asked:]
     assert PASSWORD not in page.content()
     screenshot(page, "stream-failed")
+
+
+def test_a_stream_stopped_between_two_runs_reads_stopping_until_a_worker_finalises_it(page):
+    """DELETE leaves such a stream queued with cancel_requested (it has no final files yet)."""
+    shown = page.evaluate("""async () => {
+        const status = await import('/js/status.js');
+        const job = {kind: 'stream', status: 'queued', cancel_requested: true, attempts: 1, live: {streaming_s: 60}};
+        const waiting = {...job, cancel_requested: false};
+        return [status.statusLabel(job), status.progressText(job), status.statusLabel(waiting),
+                status.progressText(waiting)];
+    }""")
+    assert shown == ["stopping", "stopping: waiting for a worker to finish its files", "queued",
+                     "waiting for a worker"]

@@ -1,35 +1,43 @@
 """The service side of a running stream (worker/streams.py's StreamSession) over the real local
 backend, fed the engine's callbacks directly: the live record (small, gaps capped), uploads and
 retired segments, the resume state, the attempts rule, DELETE noticed, and event webhooks
-written to the outbox in order. (A real camera through real processes: test_streams_e2e.py.)"""
+written to the outbox in order; storage blips survived, the record read on the run's thread only,
+Prometheus fed only what a run adds. (A real camera through real processes: test_streams_e2e.py.)"""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from core.backends import build_backends
+from core import metrics
+from core.backends import Backends, build_backends
 from core.backends.outbox import FINAL_SEQUENCE
+from core.errors import StorageError, StorageUnavailable
 from core.jobs import (
     MAX_STREAM_GAPS_SHOWN,
     Job,
     JobKind,
+    JobMessage,
     JobParams,
     JobStatus,
+    LiveInfo,
     StreamOptions,
     output_blob_path,
     source_secret_path,
     stream_state_path,
 )
 from core.outputs import LIVE_PLAYLIST, WINDOWS
+from tests.faults import FailingMethod
 from tests.waiting import wait_until
 from worker.models import DetectorCache
 from worker.progress import JobReporter
+from worker.runner import JobRunner, Outcome
 from worker.streams import StreamRunner, StreamSession, stream_config
 
 
@@ -82,9 +90,9 @@ def processing_stream(backends, events: bool = False, attempts: int = 3) -> Job:
     return backends.jobs.create(job)
 
 
-def session_for(settings, backends, job, clock=None) -> StreamSession:
+def session_for(settings, backends, job, clock=None, **options) -> StreamSession:
     reporter = JobReporter(backends.jobs, job.id, 0.1, threading.Event(), threading.Event())
-    session = StreamSession(settings, backends, job, reporter, clock or Clock())
+    session = StreamSession(settings, backends, job, reporter, clock or Clock(), **options)
     session.begin()
     return session
 
@@ -255,3 +263,204 @@ def test_a_first_run_has_nothing_to_resume(stores, tmp_path: Path):
     runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
     assert runner._resume(job, tmp_path) is None  # noqa: SLF001
     assert not (tmp_path / WINDOWS).exists()
+
+
+def blobs_failing(backends, method: str, error: Exception) -> Backends:
+    """``backends`` with one blob method failing as an outage (or a refusal) does."""
+    return Backends(blobs=FailingMethod(backends.blobs, method, error), queue=backends.queue, jobs=backends.jobs,
+                    outbox=backends.outbox, stream_queue=backends.stream_queue)
+
+
+def stream_files(tmp_path: Path) -> dict[str, Path]:
+    files = {}
+    for name, text in ((WINDOWS, '{"window": 1}\n'), (LIVE_PLAYLIST, "#EXTM3U\nseg-000001.ts\n"),
+                       ("live/seg-000001.ts", "TS1")):
+        path = tmp_path / name.replace("/", "_")
+        path.write_text(text)
+        files[name] = path
+    return files
+
+
+def test_a_storage_blip_leaves_the_files_and_state_pending_and_the_run_goes_on(stores, tmp_path: Path):
+    settings, backends = stores
+    job = processing_stream(backends)
+    clock = Clock()
+    session = session_for(settings, backends, job, clock)
+    up = session.backends
+    session.backends = blobs_failing(backends, "upload_file", StorageUnavailable("blob service unreachable"))
+    session.on_files(stream_files(tmp_path), [])  # no error: the run goes on
+    session.on_window({"window": 1}, {"window": 1, "next_window": 2})
+    session.on_status(Status())
+    assert list(backends.blobs.list(f"jobs/{job.id}/")) == []  # the state waits for the files it names
+    clock.now = 120
+    session.backends = up  # storage is back: the next callback stores everything
+    session.on_status(Status())
+    for name in (WINDOWS, LIVE_PLAYLIST, "live/seg-000001.ts"):
+        assert backends.blobs.exists(output_blob_path(job.id, name)), name
+    assert json.loads(b"".join(backends.blobs.open_range(stream_state_path(job.id)))) == {"window": 1, "next_window": 2}
+    session.on_status(Status())
+    assert set(backends.jobs.get(job.id).outputs) == {WINDOWS, LIVE_PLAYLIST}
+
+
+def test_storage_down_for_the_outage_limit_or_refusing_ends_the_run(stores, tmp_path: Path):
+    settings, backends = stores
+    job = processing_stream(backends)
+    clock = Clock()
+    session = session_for(settings, backends, job, clock, outage_limit_s=300)
+    session.backends = blobs_failing(backends, "upload_file", StorageUnavailable("blob service unreachable"))
+    session.on_files(stream_files(tmp_path), [])
+    clock.now = 299
+    session.on_status(Status())
+    clock.now = 300
+    with pytest.raises(StorageUnavailable):  # the run ends: retried, it resumes from the last state
+        session.on_status(Status())
+    refused = session_for(settings, backends, job, Clock())
+    refused.backends = blobs_failing(backends, "upload_file", StorageError("the account refused the write (403)"))
+    with pytest.raises(StorageError):  # not transient: no use waiting
+        refused.on_files(stream_files(tmp_path), [])
+
+
+def test_a_run_completes_only_with_its_final_files_stored(stores, tmp_path: Path):
+    settings, backends = stores
+    job = processing_stream(backends)
+    session = session_for(settings, backends, job)
+    session.backends = blobs_failing(backends, "upload_file", StorageUnavailable("blob service unreachable"))
+    with pytest.raises(StorageUnavailable, match="final files"):
+        session.store_final(stream_files(tmp_path))
+
+
+def test_a_retried_stream_comes_back_soon_however_many_deliveries_it_has_had(stores, tmp_path: Path):
+    """A stream that has run for weeks has had many deliveries (hand-backs, forgiven runs): its
+    retry must not wait the 15 minutes a file job's ninth delivery would."""
+    settings, backends = stores
+    settings = settings.model_copy(update={"retry_backoff_s": 0.2})
+    backends.stream_queue.send(JobMessage(job_id="j", input_blob="x").encode())
+    for _ in range(8):
+        backends.stream_queue.release(backends.stream_queue.receive(timedelta(seconds=30)))
+    message = backends.stream_queue.receive(timedelta(seconds=30))
+    assert message.dequeue_count == 9
+    runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
+    runner._settle(message, Outcome.RETRY, message.dequeue_count)  # noqa: SLF001
+    wait_until(lambda: backends.stream_queue.receive(timedelta(seconds=30)) is not None, 10, "the stream's retry")
+    files = JobRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
+    assert files._retry_backoff_s(9) == pytest.approx(0.2 * 2 ** 8)  # noqa: SLF001 - file jobs unchanged
+
+
+def test_only_the_runs_own_thread_reads_the_record_to_decide_a_stop(stores):
+    """The engine's decode thread asking must never wait on the job store (a slow read stalls
+    the camera's packets): it gets the flag the run's thread sets."""
+    settings, backends = stores
+    job = processing_stream(backends)
+    session = session_for(settings, backends, job)
+
+    def cancel(job: Job) -> None:
+        job.cancel_requested = True
+
+    backends.jobs.modify(job.id, cancel)
+    answers: list[bool] = []
+
+    def ask_from_another_thread() -> None:
+        answers.append(session.should_stop())
+
+    def asked_from_another_thread() -> bool:
+        thread = threading.Thread(target=ask_from_another_thread)
+        thread.start()
+        thread.join()
+        return answers[-1]
+
+    wait_until(lambda: session.reporter._clock() - session.reporter._last_cancel_check >= 0.1, 5,  # noqa: SLF001
+               "the reporter's next record check to be due")
+    assert asked_from_another_thread() is False  # the record says stop, but it is not read there
+    assert session.should_stop() is True  # the run's thread reads it, and sets the flag
+    assert asked_from_another_thread() is True and session.stop.is_set()
+
+
+def test_a_stream_deleted_between_two_runs_stops_from_the_start(stores):
+    settings, backends = stores
+    job = processing_stream(backends)
+    job.cancel_requested = True
+    session = StreamSession(settings, backends, job,
+                            JobReporter(backends.jobs, job.id, 60, threading.Event(), threading.Event()), Clock())
+    answers: list[bool] = []
+    thread = threading.Thread(target=lambda: answers.append(session.should_stop()))
+    thread.start()
+    thread.join()
+    assert answers == [True] and session.should_stop() is True  # the engine's source never connects
+
+
+def sample(name: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name) or 0.0
+
+
+def test_a_resumed_run_feeds_prometheus_only_what_it_adds(stores):
+    settings, backends = stores
+    job = processing_stream(backends)
+    session = session_for(settings, backends, job, resume={"frames_dropped": 400, "reconnects": 7})
+    dropped, reconnects = (sample("cattlecounter_stream_frames_dropped_total"),
+                           sample("cattlecounter_stream_reconnects_total"))
+    session.on_status(Status(frames_dropped=403, reconnects=8))  # the totals include the earlier runs
+    assert sample("cattlecounter_stream_frames_dropped_total") - dropped == pytest.approx(3)
+    assert sample("cattlecounter_stream_reconnects_total") - reconnects == pytest.approx(1)
+
+
+def test_a_resume_reads_windows_jsonl_even_before_the_record_listed_it(stores, tmp_path: Path):
+    """Killed in window 1 between storing the state and writing the record: window 1 is kept."""
+    settings, backends = stores
+    job = processing_stream(backends)
+    backends.blobs.upload_stream(output_blob_path(job.id, WINDOWS), [b'{"window": 1, "unique": 4}\n'])
+    backends.blobs.upload_stream(stream_state_path(job.id), [json.dumps({"next_window": 2}).encode()])
+    assert WINDOWS not in job.outputs
+    runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
+    assert runner._resume(job, tmp_path) == {"next_window": 2}  # noqa: SLF001
+    assert [json.loads(line)["window"] for line in (tmp_path / WINDOWS).read_text().splitlines()] == [1]
+
+
+def test_a_stream_out_of_event_numbers_says_so_in_its_record_and_metrics(stores):
+    settings, backends = stores
+    job = processing_stream(backends, events=True)
+
+    def nearly_out(job: Job) -> None:
+        job.live = LiveInfo(events_sent=FINAL_SEQUENCE - 1)
+
+    job = backends.jobs.modify(job.id, nearly_out)
+    session = session_for(settings, backends, job)
+    before = sample("cattlecounter_stream_events_unsent_total")
+    for track in range(3):
+        session.on_event(Event(track_id=track))
+    session.send_events(final=True)
+    assert backends.outbox.events(job.id) == []  # the final webhook stays the job's last
+    live = backends.jobs.get(job.id).live
+    assert live.events_unsent == 3 and live.events_sent == FINAL_SEQUENCE - 1
+    assert sample("cattlecounter_stream_events_unsent_total") - before == pytest.approx(3)
+
+
+def test_the_next_worker_finalises_a_stream_deleted_between_two_runs(make_settings, tiny_rtdetr_dir, tmp_path: Path):
+    """DELETE left it queued and flagged (test_streams_api.py): the worker that takes its
+    message stops at once, without connecting, and completes it with final outputs."""
+    settings = make_settings("local", model_id=str(tiny_rtdetr_dir), stream_allowed_networks=[])
+    backends = build_backends(settings)
+    job_id = "0000stopped" + "0" * 15
+    job = Job(id=job_id, kind=JobKind.STREAM, input_blob=source_secret_path(job_id), status=JobStatus.QUEUED,
+              params=JobParams(model_id=str(tiny_rtdetr_dir)), stream=StreamOptions(window_s=60),
+              started_at=datetime.now(UTC) - timedelta(hours=3), cancel_requested=True, handed_back=1, attempts=1)
+    backends.jobs.create(job)
+    # the camera is on a network the worker no longer allows: a stopping stream never connects
+    backends.blobs.upload_stream(source_secret_path(job_id), [b"rtsp://viewer:pw@10.1.2.3:554/cam"])
+    backends.blobs.upload_stream(output_blob_path(job_id, WINDOWS), [b'{"window": 1, "unique": 4}\n'])
+    state = {"version": 1, "saved_at_s": time.time() - 60, "next_window": 2, "streaming_s": 10800.0,
+             "totals": {"total_unique": 4, "by_class": {"cow": 4}}}
+    backends.blobs.upload_stream(stream_state_path(job_id), [json.dumps(state).encode()])
+    backends.stream_queue.send(JobMessage(job_id=job_id, input_blob=source_secret_path(job_id)).encode())
+    runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
+    started = time.monotonic()
+    assert runner.handle(backends.stream_queue.receive(timedelta(seconds=30))) is Outcome.DONE
+    assert time.monotonic() - started < 30  # at once: no connection attempts, no stream to wait for
+    done = backends.jobs.get(job_id)
+    assert done.status is JobStatus.COMPLETED and done.counts["total_unique"] == 4, done
+    stats = json.loads(b"".join(backends.blobs.open_range(done.outputs["stats.json"])))
+    assert stats["counts"]["total_unique"] == 4 and stats["streaming_s"] >= 10800
+    windows = b"".join(backends.blobs.open_range(done.outputs[WINDOWS])).decode().splitlines()
+    assert [json.loads(line)["window"] for line in windows] == [1, 2]  # the last (empty) window closed
+    assert not backends.blobs.exists(source_secret_path(job_id))
+    assert backends.stream_queue.receive(timedelta(seconds=1)) is None
+    backends.close()

@@ -16,12 +16,13 @@ from core.backends import build_backends
 from core.errors import InvalidInput, SourceHostUnresolved, StreamSourceNotAllowed
 from core.jobs import JobMessage, JobStatus, output_blob_path, source_secret_path
 from core.netpolicy import check_stream_url, redact_url
-from core.outputs import LIVE_PLAYLIST, WINDOWS
+from core.outputs import GAPS, LIVE_PLAYLIST, WINDOWS
 
 PASSWORD = "pa55-Secret"
 SOURCE = f"rtsp://admin:{PASSWORD}@127.0.0.1:8554/cam?token=tok-{PASSWORD}"
 LEASE = timedelta(seconds=30)
 API_KEY = "key-0123456789"
+GAP_LINE = b'{"from": "2026-12-01T10:00:00Z", "to": "2026-12-01T10:00:05Z", "reason": "stall"}\n'
 
 
 def client_for(make_settings, **overrides):
@@ -126,10 +127,11 @@ def running_stream(api) -> str:
     blobs.upload_stream(output_blob_path(job_id, LIVE_PLAYLIST), [playlist.encode()])
     blobs.upload_stream(output_blob_path(job_id, "live/seg-000001.ts"), [b"\x47" * 188])
     blobs.upload_stream(output_blob_path(job_id, WINDOWS), [b'{"window": 1, "unique": 3}\n'])
+    blobs.upload_stream(output_blob_path(job_id, GAPS), [GAP_LINE])
 
     def run(job):
         job.status = JobStatus.PROCESSING
-        job.outputs = {name: output_blob_path(job_id, name) for name in (LIVE_PLAYLIST, WINDOWS)}
+        job.outputs = {name: output_blob_path(job_id, name) for name in (LIVE_PLAYLIST, WINDOWS, GAPS)}
 
     api.backends.jobs.modify(job_id, run)
     return job_id
@@ -149,6 +151,9 @@ def test_a_running_stream_serves_its_playlist_uncached_its_segments_and_its_wind
     assert api.get(f"/jobs/{job_id}/live/..%2Fsource.secret").status_code == 404
     assert api.get(f"/jobs/{job_id}/live/source.secret").status_code == 404
     assert api.get(job["links"]["windows"]).text == '{"window": 1, "unique": 3}\n'
+    gaps = api.get(job["links"]["gaps"])
+    assert gaps.status_code == 200 and gaps.content == GAP_LINE
+    assert gaps.headers["content-type"] == "application/x-ndjson"
     assert "result" not in job["links"]  # stats.json comes when it ends
 
 
@@ -250,23 +255,24 @@ def test_swagger_documents_the_stream_body_and_its_models(api):
     assert "/jobs/{job_id}/live/{name}" in schema["paths"]
 
 
-def test_delete_of_a_stream_waiting_for_its_next_run_completes_it_with_what_it_counted(make_settings):
-    """Handed back by a worker shutting down (or retried), a stream that has counted for hours
-    is stopped as a running one is: completed, its outputs downloadable, its webhook written."""
+def test_delete_of_a_stream_waiting_for_its_next_run_leaves_it_to_a_worker_to_finalise(make_settings):
+    """Handed back by a worker shutting down (or retried, or after a SIGKILL), a stream that has
+    counted for hours has no final outputs yet (no stats.json, a playlist that does not end): it
+    stays queued, flagged, and the next worker finalises it (tests/test_streams_e2e.py)."""
     with client_for(make_settings, stream_allowed_networks=["127.0.0.0/8"], webhook_allow_private=True) as api:
         job_id = start(api, callback_url="http://127.0.0.1:9/hook").json()["job_id"]
-        running_stream(api)  # another stream, so the outbox has something else too
 
         def handed_back(job):
             job.started_at = job.created_at
             job.outputs = {WINDOWS: output_blob_path(job_id, WINDOWS)}
 
-        api.backends.blobs.upload_stream(output_blob_path(job_id, WINDOWS), [b'{"window": 1}\n'])
         api.backends.jobs.modify(job_id, handed_back)
-        stopped = api.delete(f"/jobs/{job_id}")
-        assert stopped.status_code == 202 and stopped.json()["status"] == "completed"
-        assert api.get(stopped.json()["links"]["windows"]).text == '{"window": 1}\n'
-        assert not api.backends.blobs.exists(source_secret_path(job_id))
-        assert [event.type for event in api.backends.outbox.events(job_id)] == ["job.completed"]
-        assert api.delete(f"/jobs/{job_id}").status_code == 204
+        stopping = api.delete(f"/jobs/{job_id}")
+        assert stopping.status_code == 202
+        assert (stopping.json()["status"], stopping.json()["cancel_requested"]) == ("queued", True)
+        assert api.backends.blobs.exists(source_secret_path(job_id))  # the worker reads it to finalise
+        assert api.backends.outbox.events(job_id) == []  # the worker writes job.completed with its outputs
+        again = api.delete(f"/jobs/{job_id}")  # a second DELETE while it is stopping changes nothing
+        assert again.status_code == 202 and again.json()["status"] == "queued"
+        assert api.backends.stream_queue.approximate_length() == 1  # its message is still there for a worker
     api.backends.close()

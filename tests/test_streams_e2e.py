@@ -57,6 +57,12 @@ def window_numbers(service: Service, job_id: str) -> list[int]:
     return [json.loads(line)["window"] for line in lines if line.strip()]
 
 
+def segment_numbers(service: Service, job_id: str) -> list[int]:
+    """The segment numbers the stream's live playlist names, in order."""
+    playlist = service.client.get(f"/jobs/{job_id}/live/index.m3u8").text
+    return [int(line[len("seg-"):-len(".ts")]) for line in playlist.splitlines() if line.startswith("seg-")]
+
+
 def metric(text: str, name: str) -> float:
     """A metric's value in Prometheus' text exposition (a metric without labels)."""
     for line in text.splitlines():
@@ -149,8 +155,11 @@ def test_a_worker_shutting_down_hands_its_stream_back_at_once(start_service, rts
     handed_back = service.job(job_id)
     assert handed_back["status"] == "queued" and handed_back["error"] is None  # no failed attempt
 
-    last_window = handed_back["live"]["last_window"]["window"]  # the partial one the stop wrote
-    assert last_window > before["live"]["last_window"]["window"]
+    # a hand-back writes no window: the unfinished one is carried in the state to the next run
+    last_window = handed_back["live"]["last_window"]["window"]
+    assert last_window >= before["live"]["last_window"]["window"]
+    assert "#EXT-X-ENDLIST" not in service.client.get(f"/jobs/{job_id}/live/index.m3u8").text  # not ended
+    segments_before = segment_numbers(service, job_id)
     service.start_worker()
     after = live_job(service, job_id, "the stream to go on elsewhere",
                      lambda j: j["status"] == "processing" and j["live"]["last_window"]["window"] > last_window,
@@ -158,6 +167,11 @@ def test_a_worker_shutting_down_hands_its_stream_back_at_once(start_service, rts
     assert after["attempts"] == 2 and any(gap["reason"] == "resumed" for gap in after["live"]["gaps"]), \
         after["live"]
     assert service.backends.jobs.get(job_id).handed_back == 1
+    windows = window_numbers(service, job_id)
+    assert windows == list(range(1, len(windows) + 1))  # the carried window written once, numbering goes on
+    segments_after = segment_numbers(service, job_id)  # segments are served immutable: no number twice
+    assert segments_after == sorted(set(segments_after)) and max(segments_after) > max(segments_before)
+    assert "resumed" in service.client.get(after["links"]["gaps"]).text  # gaps.jsonl carried over and appended
     assert service.client.delete(f"/jobs/{job_id}").status_code == 202
     assert service.wait_for_status(job_id, {"completed", "failed"}, timeout=30)["status"] == "completed"
 
@@ -185,3 +199,26 @@ def test_a_sigkilled_workers_stream_resumes_on_another_worker(start_service, bac
     done = service.wait_for_status(job_id, {"completed", "failed"}, timeout=30)
     assert done["status"] == "completed", done
     assert PASSWORD not in full_logs(service)
+
+
+def test_a_stream_deleted_between_two_runs_is_finalised_by_the_next_worker(start_service, rtsp_server):
+    service = start_service("local", **STREAM_SETTINGS)
+    job_id = start_stream(service, rtsp_server.url)["job_id"]
+    live_job(service, job_id, "a first window", lambda j: j["live"] and j["live"]["last_window"])
+    worker = service.workers[0]
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(20) == 0
+    assert service.job(job_id)["status"] == "queued"  # handed back, waiting for its next run
+
+    stopping = service.client.delete(f"/jobs/{job_id}")
+    assert stopping.status_code == 202
+    assert (stopping.json()["status"], stopping.json()["cancel_requested"]) == ("queued", True)  # "stopping"
+    service.start_worker()
+    done = service.wait_for_status(job_id, {"completed", "failed"}, timeout=40)
+    assert done["status"] == "completed", done
+    stats = service.client.get(done["links"]["result"]).json()
+    assert stats["counts"] == done["counts"] and stats["streaming_s"] >= done["live"]["streaming_s"] - 1
+    assert service.client.get(done["links"]["live"]).text.rstrip().endswith("#EXT-X-ENDLIST")
+    windows = window_numbers(service, job_id)
+    assert windows == list(range(1, len(windows) + 1))
+    assert not service.backends.blobs.exists(source_secret_path(job_id))

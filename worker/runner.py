@@ -345,6 +345,10 @@ class JobRunner:
 
     # --- settle ------------------------------------------------------------------------
 
+    def _retry_backoff_s(self, delivery: int) -> float:
+        """How long a retried message stays hidden: doubling with each delivery, up to the cap."""
+        return min(self.settings.retry_backoff_s * 2 ** max(0, delivery - 1), MAX_RETRY_BACKOFF_S)
+
     def _settle(self, message: QueueMessage, outcome: Outcome, delivery: int) -> None:
         queue = self.queue
         try:
@@ -354,8 +358,7 @@ class JobRunner:
                 queue.move_to_poison(message)
                 metrics.JOBS_POISONED.inc()
             elif outcome is Outcome.RETRY:
-                backoff = min(self.settings.retry_backoff_s * 2 ** max(0, delivery - 1), MAX_RETRY_BACKOFF_S)
-                queue.extend_lease(message, timedelta(seconds=backoff))
+                queue.extend_lease(message, timedelta(seconds=self._retry_backoff_s(delivery)))
                 metrics.JOBS_RETRIED.inc()
             elif outcome is Outcome.RELEASE:
                 queue.release(message)

@@ -11,11 +11,15 @@ is renewed all along (LeaseKeeper), and the run:
   numbers) and windows.jsonl, which the engine appends to;
 - reports to the record every PROGRESS_INTERVAL_S (``job.counts`` and ``job.live``), uploads
   the files the engine reports (and deletes the ones it retired), stores the resume state at
-  every window, feeds Prometheus, and sends line/zone events as aggregated webhooks.
+  every window, feeds Prometheus, and sends line/zone events as aggregated webhooks;
+- stores its files best effort, as it writes the record: a storage blip leaves them pending,
+  and they (and the newest resume state) are stored at the next callback. Only storage that
+  keeps failing for STORAGE_OUTAGE_LIMIT_S, or a non-transient error, ends the run (retried).
 
 How it ends:
 - DELETE (cancel_requested), ``duration_s``/MAX_STREAM_SECONDS or ``end_at``: the engine
-  finalises its outputs and the job is ``completed``;
+  finalises its outputs and the job is ``completed``. A stream DELETEd while it waited for its
+  next run stays queued, flagged: the next run stops at once and finalises what it resumed;
 - the worker shuts down: the job is handed back (no failed attempt) and resumes elsewhere;
 - the lease is lost: another worker may be running it; nothing is recorded here;
 - StreamUnavailable (the source never worked, see SourceOptions.first_connect_attempts) or
@@ -26,6 +30,11 @@ How it ends:
 
 The source URL (it may hold credentials) is handed to the engine only: never logged, never in
 the record or an error message (the engine reports sources with redact_url).
+
+Threads: the engine calls back, and asks ``should_stop``, on the run's own thread; only there
+does ``should_stop`` read the job record (through the JobReporter, which no other thread uses).
+Asked from any other thread (an engine helper), it answers the ``stop`` flag that the run's
+thread sets: a slow job store never stalls the camera's reads.
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ from core.backends import Backends
 from core.backends.outbox import FINAL_SEQUENCE, WebhookEvent, event_id
 from core.config import Settings
 from core.egress_proxy import EgressProxy
-from core.errors import CattleCounterError, NotFound
+from core.errors import CattleCounterError, NotFound, StorageUnavailable
 from core.jobs import (
     MAX_STREAM_GAPS_SHOWN,
     Job,
@@ -60,7 +69,7 @@ from core.jobs import (
     utcnow,
 )
 from core.netpolicy import check_stream_url, stream_addresses
-from core.outputs import LIVE_PLAYLIST, STATS, WINDOWS, media_type
+from core.outputs import GAPS, LIVE_PLAYLIST, STATS, WINDOWS, media_type
 from worker.job_settings import detection_options
 from worker.lease import LeaseKeeper
 from worker.models import DetectorCache
@@ -75,7 +84,10 @@ log = logging.getLogger(__name__)
 
 STREAM_EVENTS = "stream.events"
 # the outputs the record lists (the segments are many: the live route finds them by name)
-LISTED_OUTPUTS = (WINDOWS, LIVE_PLAYLIST, STATS)
+LISTED_OUTPUTS = (WINDOWS, GAPS, LIVE_PLAYLIST, STATS)
+# Uploads failing (storage down) for this long end the run: it is retried, and resumes from the
+# last stored state. Shorter outages only delay the uploads (the files wait on the local disk).
+STORAGE_OUTAGE_LIMIT_S = 10 * 60
 
 
 class StreamRunner(JobRunner):
@@ -86,6 +98,12 @@ class StreamRunner(JobRunner):
         super().__init__(settings, backends, detectors, shutting_down, scratch_dir)
         self.queue = backends.stream_queue
         self.queue_depth = metrics.STREAM_QUEUE_DEPTH
+
+    def _retry_backoff_s(self, delivery: int) -> float:
+        """Not doubled per delivery as for files: a stream's deliveries add up over its lifetime
+        (every hand-back, every forgiven run), so a doubling would hold a stream that has simply
+        run for weeks 15 minutes away from its camera after one failed run."""
+        return self.settings.retry_backoff_s
 
     def _process_and_record(self, job: Job, attempt: int, keeper: LeaseKeeper) -> Outcome:
         reporter = JobReporter(self.backends.jobs, job.id, self.settings.progress_interval_s,
@@ -129,22 +147,24 @@ class StreamRunner(JobRunner):
                                          ignore_cleanup_errors=True) as work, \
                 EgressProxy(functools.partial(stream_addresses, allowed_networks=networks)) as proxy:
             url = self._source_url(job)
-            check_stream_url(url, networks)  # a DNS failure here is transient: retried, not failed
+            if not job.cancel_requested:  # stopped between two runs: it only finalises, it does not connect
+                check_stream_url(url, networks)  # a DNS failure here is transient: retried, not failed
             output_dir = Path(work) / "outputs"
             output_dir.mkdir()
             resume = self._resume(job, output_dir)
-            session = StreamSession(self.settings, self.backends, job, reporter)
+            session = StreamSession(self.settings, self.backends, job, reporter, resume=resume)
             session.begin()
             detector = self.detectors.get(job.params.model_id)
             config = policed(stream_config(job, self.settings), networks, proxy)
             run = StreamRun(url, config, detector, output_dir, resume=resume,
                             on_status=session.on_status, on_window=session.on_window, on_files=session.on_files,
-                            on_event=session.on_event, should_stop=session.should_stop)
+                            on_event=session.on_event, should_stop=session.should_stop,
+                            should_hand_back=session.should_hand_back, on_state=session.store_state)
             try:
                 stats, files = run.run()
             finally:
                 session.send_events(final=True)
-            session.on_files(session.not_uploaded(files), [])  # the final versions
+            session.store_final(files)
             return stats, dict(session.outputs)
 
     def _source_url(self, job: Job) -> str:
@@ -159,10 +179,13 @@ class StreamRunner(JobRunner):
             state = json.loads(b"".join(self.backends.blobs.open_range(stream_state_path(job.id))))
         except NotFound:
             return None
-        if WINDOWS in job.outputs:
-            with contextlib.suppress(NotFound):  # none written yet: the engine starts the file
-                self.backends.blobs.download_to_file(job.outputs[WINDOWS], output_dir / WINDOWS)
-                _drop_windows_from(output_dir / WINDOWS, int(state.get("next_window", 1)))
+        # from its blob path, listed in the record or not: a worker may have died after
+        # storing the state but before the record listed windows.jsonl
+        with contextlib.suppress(NotFound):  # none written yet: the engine starts the file
+            self.backends.blobs.download_to_file(output_blob_path(job.id, WINDOWS), output_dir / WINDOWS)
+            _drop_windows_from(output_dir / WINDOWS, int(state.get("next_window", 1)))
+        with contextlib.suppress(NotFound):  # no gap yet: the engine starts the file
+            self.backends.blobs.download_to_file(output_blob_path(job.id, GAPS), output_dir / GAPS)
         log.info("resuming the stream at window %s", state.get("next_window", "?"))
         return state
 
@@ -189,6 +212,12 @@ def policed(config: StreamConfig, networks: list[str], proxy: EgressProxy) -> St
     source = dataclasses.replace(config.source, check=functools.partial(check_stream_url, allowed_networks=networks),
                                  http_proxy=proxy.url, egress_refusals=lambda: proxy.refusals)
     return dataclasses.replace(config, source=source)
+
+
+def _out_of_event_numbers(live: LiveInfo) -> bool:
+    """Event webhooks are numbered below the job's final webhook (FINAL_SEQUENCE), which must
+    stay its last: ~115 days of a busy gate at 6 a minute. Past that, events are counted only."""
+    return live.events_sent + 1 >= FINAL_SEQUENCE
 
 
 def stream_config(job: Job, settings: Settings) -> StreamConfig:
@@ -231,7 +260,8 @@ class StreamSession:
     """The engine's callbacks for one run of one stream."""
 
     def __init__(self, settings: Settings, backends: Backends, job: Job, reporter: JobReporter,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, resume: dict[str, Any] | None = None,
+                 outage_limit_s: float = STORAGE_OUTAGE_LIMIT_S) -> None:
         self.settings = settings
         self.backends = backends
         self.job_id = job.id
@@ -243,11 +273,22 @@ class StreamSession:
             job.params.callback_url else None
         self.end_at = job.stream.end_at if job.stream else None
         self.started = clock()
-        self._seen = _Counters()
+        self.outage_limit_s = outage_limit_s
+        # the counters as the resume state left them: Prometheus gets only what this run adds
+        resume = resume or {}
+        self._seen = _Counters(int(resume.get("frames_dropped", 0)), int(resume.get("reconnects", 0)))
         self._unsent: list[dict[str, Any]] = []
         self._new_gaps: list[dict[str, Any]] = []
         self._outputs_changed = False
-        self._cancelled = False
+        # set once the run is to stop; set from the start for a stream DELETEd between two runs
+        self.stop = threading.Event()
+        if job.cancel_requested:
+            self.stop.set()
+        self._run_thread = threading.get_ident()  # the run's thread: the only one that reads the record
+        self._pending_files: dict[str, Path] = {}  # not stored yet (storage failed): tried again
+        self._pending_removals: set[str] = set()
+        self._pending_state: dict[str, Any] | None = None  # the newest resume state not stored yet
+        self._failing_since: float | None = None  # when storing files started failing
         self._last_segment = ""  # the newest segment uploaded (names sort in order)
         self._forgiven = False  # this run has been up STREAM_STABLE_AFTER_S: earlier deliveries forgiven
         self._lock = threading.Lock()  # callbacks may come from the engine's threads
@@ -262,8 +303,20 @@ class StreamSession:
 
     # --- the engine's callbacks ------------------------------------------------------------
 
+    def should_hand_back(self) -> bool:
+        """Whether this worker is going away: the run stops without ending the stream, which
+        resumes on another worker. Asked on the run's thread only (before ``should_stop``)."""
+        return self.reporter.should_cancel() and self.reporter.stop_reason is StopReason.SHUTDOWN
+
     def should_stop(self) -> bool:
-        if self._cancelled or self.reporter.should_cancel():
+        """Whether the run is to stop. On the run's thread the reasons are checked (the record,
+        through the reporter); any other thread only reads the flag the run's thread sets."""
+        if not self.stop.is_set() and threading.get_ident() == self._run_thread and self._stop_asked():
+            self.stop.set()
+        return self.stop.is_set()
+
+    def _stop_asked(self) -> bool:
+        if self.reporter.should_cancel():
             return True
         return self.end_at is not None and utcnow() >= self.end_at
 
@@ -275,18 +328,21 @@ class StreamSession:
     def on_files(self, changed: dict[str, Path], removed: list[str]) -> None:
         if self.lease_lost():
             return
-        # segments before the playlist that names them, the playlist last
-        for name, path in sorted(changed.items(), key=lambda item: item[0] == LIVE_PLAYLIST):
-            blob = output_blob_path(self.job_id, name)
-            self.backends.blobs.upload_file(blob, path, media_type(name))
-            if name.endswith(".ts"):
-                self._last_segment = max(self._last_segment, name)
-            if name in LISTED_OUTPUTS and self.outputs.get(name) != blob:
-                with self._lock:
-                    self.outputs[name] = blob
-                    self._outputs_changed = True
+        self._pending_files.update(changed)
         for name in removed:  # segments past STREAM_SEGMENT_RETENTION_S
-            self.backends.blobs.delete(output_blob_path(self.job_id, name))
+            self._pending_files.pop(name, None)  # retired before it could be stored: never mind
+            self._pending_removals.add(name)
+        self._store_pending()
+
+    def store_final(self, files: dict[str, Path]) -> None:
+        """Store the run's final files; the job completes only with all of them stored.
+
+        Raises:
+            StorageUnavailable: some could not be stored (the run is retried, and finalises again).
+        """
+        self.on_files(self.not_uploaded(files), [])
+        if self._pending_files and not self.lease_lost():
+            raise StorageUnavailable(f"{len(self._pending_files)} of the stream's final files could not be stored")
 
     def not_uploaded(self, files: dict[str, Path]) -> dict[str, Path]:
         """Of the engine's final files, those to upload now: every small one (stats.json, the
@@ -295,12 +351,18 @@ class StreamSession:
         return {name: path for name, path in files.items()
                 if not name.endswith(".ts") or name > self._last_segment}
 
+    def store_state(self, state: dict[str, Any]) -> None:
+        """Store the engine's resume state (best effort: the newest wins; an older one that
+        failed is not needed)."""
+        if self.lease_lost():
+            return
+        self._pending_state = state
+        self._store_pending()
+
     def on_window(self, window: dict[str, Any], state: dict[str, Any]) -> None:
         if self.lease_lost():
             return
-        self.backends.blobs.upload_stream(stream_state_path(self.job_id), [json.dumps(state).encode()],
-                                          "application/json")
-
+        self.store_state(state)
         outputs = self._take_outputs()  # the window's files were just uploaded (on_files comes first)
 
         def apply(job: Job) -> bool:
@@ -316,6 +378,8 @@ class StreamSession:
         self._observe(status)
         if self.lease_lost():
             return
+        if self._pending_files or self._pending_removals or self._pending_state is not None:
+            self._store_pending()  # what a storage blip left
         with self._lock:
             self._new_gaps.extend(status.gaps)
             new_gaps, self._new_gaps = self._new_gaps, []
@@ -366,19 +430,23 @@ class StreamSession:
         if not summaries:
             return
         url = self.send_events_to
+        unsent = {"events": 0}  # set by apply (which a conflicting write may run again)
 
         def apply(job: Job) -> bool:
             live = (job.live or LiveInfo()).model_copy()
-            if live.events_sent + 1 >= FINAL_SEQUENCE:  # the job's final webhook must stay its last
-                log.warning("this stream has sent %d event webhooks, the most one job can; no more are sent",
-                            live.events_sent)
-                return False
-            live.events_sent += 1
+            unsent["events"] = 0
+            if _out_of_event_numbers(live):  # said in the record and in metrics, not only in a log
+                unsent["events"] = sum(int(summary.get("events", 0)) for summary in summaries)
+                live.events_unsent += unsent["events"]
+            else:
+                live.events_sent += 1
             job.live = live
             return True
 
         def webhook(job: Job) -> WebhookEvent | None:
-            sequence = job.live.events_sent if job.live else 0
+            if job.live is None or _out_of_event_numbers(job.live):
+                return None
+            sequence = job.live.events_sent
             body = {"type": STREAM_EVENTS, "timestamp": utcnow().isoformat(),
                     "data": {"job_id": job.id, "source": job.source, "summaries": summaries}}
             return WebhookEvent(id=event_id(job.id, sequence), job_id=job.id, sequence=sequence,
@@ -387,6 +455,65 @@ class StreamSession:
         if self._write(apply, webhook):
             with self._lock:
                 del self._unsent[:len(summaries)]
+            if unsent["events"]:
+                metrics.STREAM_EVENTS_UNSENT.inc(unsent["events"])
+                log.warning("this stream has sent the most event webhooks one job can (%d); %d events were "
+                            "not sent (counted in live.events_unsent)", FINAL_SEQUENCE - 1, unsent["events"])
+
+    # --- storing files: best effort, retried at every callback ------------------------------
+
+    def _store_pending(self) -> None:
+        """Store what is pending: the files in order (segments before the playlist that names
+        them), the retired segments' deletions, then the resume state (it names only stored
+        files). A transient failure leaves the rest pending for the next callback.
+
+        Raises:
+            CattleCounterError: a non-transient storage error, or storage failing for
+                ``outage_limit_s``: the run ends (and is retried).
+        """
+        try:
+            self._upload_pending_files()
+            for name in sorted(self._pending_removals):
+                self.backends.blobs.delete(output_blob_path(self.job_id, name))
+                self._pending_removals.discard(name)
+            if self._pending_state is not None:
+                self.backends.blobs.upload_stream(stream_state_path(self.job_id),
+                                                  [json.dumps(self._pending_state).encode()], "application/json")
+                self._pending_state = None
+        except CattleCounterError as exc:
+            if not exc.transient:
+                raise
+            self._storage_failed(exc)
+            return
+        self._failing_since = None
+
+    def _upload_pending_files(self) -> None:
+        for name in sorted(self._pending_files, key=lambda n: (n == LIVE_PLAYLIST, n)):
+            path = self._pending_files[name]
+            if not path.is_file():  # the engine retired it meanwhile
+                del self._pending_files[name]
+                continue
+            blob = output_blob_path(self.job_id, name)
+            self.backends.blobs.upload_file(blob, path, media_type(name))
+            del self._pending_files[name]
+            if name.endswith(".ts"):
+                self._last_segment = max(self._last_segment, name)
+            if name in LISTED_OUTPUTS and self.outputs.get(name) != blob:
+                with self._lock:
+                    self.outputs[name] = blob
+                    self._outputs_changed = True
+
+    def _storage_failed(self, error: CattleCounterError) -> None:
+        now = self.clock()
+        if self._failing_since is None:
+            self._failing_since = now
+        failing_for = now - self._failing_since
+        if failing_for >= self.outage_limit_s:
+            log.error("storing the stream's files has failed for %.0f s; ending this run (it is retried)",
+                      failing_for)
+            raise error
+        log.warning("could not store the stream's files (%d waiting); trying again at the next report: %s",
+                    len(self._pending_files), error)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -411,7 +538,7 @@ class StreamSession:
             log.warning("could not record the stream's state: %s", exc)
             return False
         if job.cancel_requested:
-            self._cancelled = True  # DELETE: stop, and complete with the outputs
+            self.stop.set()  # DELETE: stop, and complete with the outputs
         return True
 
     def _observe(self, status: LiveStatus) -> None:

@@ -28,7 +28,7 @@ from api.deps import (
     SubmitterDep,
 )
 from api.ranges import parse_range
-from api.schemas import ErrorBody, JobList, JobOut, SignedLinks, public_job
+from api.schemas import ErrorBody, JobList, JobOut, SignedLinks
 from api.signed_urls import Signature, expiry, is_valid, signed_path
 from api.submission import (
     check_idempotency_key,
@@ -40,7 +40,6 @@ from api.submission import (
 )
 from api.upload_stream import ReceivedForm, receive_multipart, receive_small_body
 from core.backends import Backends
-from core.backends.outbox import WebhookEvent
 from core.config import Settings
 from core.errors import (
     EmptyImage,
@@ -64,7 +63,6 @@ from core.jobs import (
     utcnow,
 )
 from core.outputs import DOWNLOADS, LIVE_DIR, annotated_overview, annotated_still, media_type
-from core.webhooks import final_event
 from ml_engine.image_probe import looks_like_zip
 
 router = APIRouter(tags=["jobs"])
@@ -321,28 +319,27 @@ def delete_job(job_id: str, backends: BackendsDep, caller: CallerDep) -> Respons
         _delete_job_files(backends, job)
         backends.jobs.delete(job_id)
         return Response(status_code=204)
-    job = backends.jobs.modify(job_id, _request_cancel, event=_stopped_stream_event)
-    if job.kind is JobKind.STREAM and job.status.is_final:  # stopped while queued: its URL is not needed
+    job = backends.jobs.modify(job_id, _request_cancel)
+    if job.kind is JobKind.STREAM and job.status.is_final:  # cancelled before it ever ran: its URL is not needed
         backends.blobs.delete(source_secret_path(job.id))
     return _job_response(job, 202)
-
-
-def _stopped_stream_event(job: Job) -> WebhookEvent | None:
-    """A stream stopped between two runs ends here, not in a worker: its webhook is written here."""
-    if job.kind is JobKind.STREAM and job.status is JobStatus.COMPLETED:
-        return final_event(job, public_job(job))
-    return None
 
 
 def _request_cancel(job: Job) -> bool:
     """Queued: cancelled now (the worker will skip its message). Processing: flagged, and
     the worker stops at its next batch (a stream stops and ends ``completed``, its outputs
-    final). Already final: nothing to do."""
+    final). Already final: nothing to do.
+
+    A stream waiting for its next run (handed back, retried) has counted already: it stays
+    queued, flagged, and the next worker to take it finalises it at once (the last window,
+    stats.json, a playlist that ends) and completes it, as a DELETE of a running one does."""
+    if job.status is JobStatus.QUEUED and job.kind is JobKind.STREAM and job.started_at is not None:
+        if job.cancel_requested:
+            return False
+        job.cancel_requested = True
+        return True
     if job.status is JobStatus.QUEUED:
-        # a stream waiting for its next run (handed back, or retried) has counted already: it
-        # stops with what it recorded, completed, as a DELETE of a running one does
-        ran = job.kind is JobKind.STREAM and job.started_at is not None
-        job.status = JobStatus.COMPLETED if ran else JobStatus.CANCELLED
+        job.status = JobStatus.CANCELLED
         job.finished_at = utcnow()
         job.cancel_requested = True
         return True
@@ -372,8 +369,8 @@ def _upload_folders_of(backends: Backends, job: Job) -> set[str]:
 
 def _completed_output(job: Job, download: str) -> str:
     job_id = job.id
-    running_stream_windows = job.kind is JobKind.STREAM and download == "windows"  # they grow as it runs
-    if not job.results_ready and not running_stream_windows:
+    grows_while_running = job.kind is JobKind.STREAM and download in ("windows", "gaps")
+    if not job.results_ready and not grows_while_running:
         raise JobNotReady(f"job {job_id} is {job.status.value}; results are available once it has completed")
     filename = DOWNLOADS[download].filename
     try:
@@ -406,7 +403,7 @@ def _add_file_download(name: str) -> None:
                          responses=_ERRORS, summary=output.summary)
 
 
-for _name in ("result", "detections", "coco", "mot", "results", "geojson", "windows"):  # the video: its own route below
+for _name in ("result", "detections", "coco", "mot", "results", "geojson", "windows", "gaps"):  # the video: its own route below
     _add_file_download(_name)
 
 

@@ -15,7 +15,9 @@ export function isStream(job) {
 
 /** The word on the badge. A processing job the user cancelled shows "cancelling" until the worker stops. */
 export function statusLabel(job) {
-  if (isStream(job) && job.status === "processing") return job.cancel_requested ? "stopping" : "live";
+  // a stream stopped between two runs stays queued until a worker finalises its files: "stopping" too
+  if (isStream(job) && isActive(job) && job.cancel_requested) return "stopping";
+  if (isStream(job) && job.status === "processing") return "live";
   if (job.status === "processing" && job.cancel_requested) return "cancelling";
   if (job.status === "completed_with_errors") return "completed with errors";
   return job.status;
@@ -28,11 +30,11 @@ export function hasResults(job) {
 
 /** "45 % · 12.3 fps · 20 s left", "waiting for a worker", ... */
 export function progressText(job) {
+  if (isStream(job)) return streamProgressText(job);
   if (job.status === "queued") {
     if (job.error) return `waiting to retry (attempt ${job.attempts} failed)`;
     return "waiting for a worker";
   }
-  if (isStream(job)) return streamProgressText(job);
   if (job.status === "processing" && job.kind === "images") {
     const parts = [formatPercent(job.progress)];
     parts.push(`file ${formatCount(Math.min(job.files_done + job.files_failed + 1, job.files_total))} of ${formatCount(job.files_total)}`);
@@ -56,6 +58,7 @@ export function progressText(job) {
 function streamProgressText(job) {
   const live = job.live || {};
   const streamed = formatDuration(live.streaming_s || 0);
+  if (job.status === "queued" && job.cancel_requested) return "stopping: waiting for a worker to finish its files";
   if (job.status === "queued") return job.error ? `waiting to resume (attempt ${job.attempts} failed)` : "waiting for a worker";
   if (job.status !== "processing") return live.streaming_s ? `streamed ${streamed}` : "";
   if (job.cancel_requested) return "stopping: finishing its files";
