@@ -447,8 +447,12 @@ def test_the_next_worker_finalises_a_stream_deleted_between_two_runs(make_settin
     # the camera is on a network the worker no longer allows: a stopping stream never connects
     backends.blobs.upload_stream(source_secret_path(job_id), [b"rtsp://viewer:pw@10.1.2.3:554/cam"])
     backends.blobs.upload_stream(output_blob_path(job_id, WINDOWS), [b'{"window": 1, "unique": 4}\n'])
-    state = {"version": 1, "saved_at_s": time.time() - 60, "next_window": 2, "streaming_s": 10800.0,
-             "totals": {"total_unique": 4, "by_class": {"cow": 4}}}
+    saved_at = time.time() - 60
+    # as a hand-back stores it: window 2 unfinished (one cow so far), carried to the next run
+    state = {"version": 1, "saved_at_s": saved_at, "next_window": 2, "streaming_s": 10800.0,
+             "totals": {"total_unique": 4, "by_class": {"cow": 4}},
+             "open_window": {"number": 2, "started_at": saved_at - 30, "length_s": 60, "unique": 1,
+                             "by_class": {"cow": 1}}}
     backends.blobs.upload_stream(stream_state_path(job_id), [json.dumps(state).encode()])
     backends.stream_queue.send(JobMessage(job_id=job_id, input_blob=source_secret_path(job_id)).encode())
     runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
@@ -460,7 +464,8 @@ def test_the_next_worker_finalises_a_stream_deleted_between_two_runs(make_settin
     stats = json.loads(b"".join(backends.blobs.open_range(done.outputs["stats.json"])))
     assert stats["counts"]["total_unique"] == 4 and stats["streaming_s"] >= 10800
     windows = b"".join(backends.blobs.open_range(done.outputs[WINDOWS])).decode().splitlines()
-    assert [json.loads(line)["window"] for line in windows] == [1, 2]  # the last (empty) window closed
+    closed = [json.loads(line) for line in windows]
+    assert [w["window"] for w in closed] == [1, 2] and closed[1]["unique"] == 1  # the carried window, as it was
     assert not backends.blobs.exists(source_secret_path(job_id))
     assert backends.stream_queue.receive(timedelta(seconds=1)) is None
     backends.close()
