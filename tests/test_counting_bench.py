@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from bench.counting import columns as cols
+from bench.counting import tiling as tiling_column
 from bench.counting.oracle import Oracle, OracleConfig, OracleDetector, box_iou
 from bench.counting.render import ground_texture, render_frame
 from bench.counting.runner import Prepared, counting_stage_on_video, sequence_at, write_video
-from bench.counting.scene import MIN_PRESENT_FRAMES, SCENARIOS, Scene
+from bench.counting.scene import MIN_PRESENT_FRAMES, SCENARIOS, SEEN_VISIBILITY, Scene
 from ml_engine.pipeline import PipelineConfig, process_video
 
 
@@ -85,16 +86,19 @@ def test_trees_hide_the_animals_the_ground_truth_calls_hidden(small_pan):
         assert not mask[int(y1) + 2:int(y2) - 1, int(x1) + 2:int(x2) - 1].any()
 
 
-def test_true_count_is_the_animals_present_long_enough(small_pan):
+def test_true_count_is_the_animals_seen_long_enough(small_pan):
     gt = small_pan.ground_truth
-    seen = Counter()
+    present, seen = Counter(), Counter()
     for f in range(small_pan.frames):
         ids, boxes = gt.frame(f)
         assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])
         assert np.all(boxes >= 0) and np.all(boxes[:, [0, 2]] <= 640) and np.all(boxes[:, [1, 3]] <= 360)
-        seen.update(ids.tolist())
+        present.update(ids.tolist())
+        seen.update(np.flatnonzero((gt.visibility[f] >= SEEN_VISIBILITY) & (gt.in_frame[f] >= 0.5)).tolist())
     counted = {a for a, n in seen.items() if n >= MIN_PRESENT_FRAMES}
     assert gt.true_count == len(counted) == len(gt.counted_ids())
+    half_visible = {a for a, n in present.items() if n >= MIN_PRESENT_FRAMES}
+    assert gt.true_count_half_visible == len(half_visible) and half_visible <= counted  # the stricter count
     assert 5 <= gt.true_count <= small_pan.animals
 
 
@@ -195,3 +199,13 @@ def test_the_full_pipeline_counts_exactly_what_the_counting_stage_alone_counts(t
     assert result.stats["processing"]["camera_motion_frames"] == len(seq.frames)
     assert result.stats["counts"]["total_unique"] == alone.count >= 5
     assert result.stats["tracks"] == alone.tracks
+
+
+def test_the_tiling_columns_pipeline_check_compares_the_pipeline_with_its_own_defaults(tmp_path):
+    """bench/counting/tiling.py's check: the real pipeline with TILING=auto on 4K frames gives
+    the tracks of the counting stage (the pipeline's default tracker and stitching) fed the
+    column's tiled detections; it once compared against ByteTrack and reported a mismatch."""
+    check = tiling_column.pipeline_check("small_4k", 0, 20, "auto", str(tmp_path))
+    assert check["views"] == 20 * 33 and check["forward_passes"] == 20
+    assert check["pipeline_count"] == check["counting_stage_count"] >= 5
+    assert check["tracks_identical"]

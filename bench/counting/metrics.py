@@ -76,7 +76,9 @@ def count_breakdown(
     ``false_tracks``: tracks made of false positives; ``missed``: counted animals no track
     followed; ``extra_after_occlusion``: a further id for an animal after a tree hid it;
     ``extra_after_leaving``: ... after it left the frame and came back (jumps, drift, roll);
-    ``extra_other``: ... after neither (a crowd, a crossing, a fast camera: the tracker lost it).
+    ``extra_other``: ... after neither (a crowd, a crossing, a fast camera: the tracker lost it);
+    ``uncounted_animal``: tracks of an animal the truth does not count (never seen for half a
+    second: at the frame's edge, or almost all under a tree).
     """
     spans: dict[int, list[int]] = {}
     votes: dict[int, dict[int, int]] = {}
@@ -93,7 +95,9 @@ def count_breakdown(
             false_tracks += 1
         else:
             by_animal.setdefault(animal, []).append(tuple(spans[t]))
-    out = {"false_tracks": false_tracks, "extra_after_occlusion": 0, "extra_after_leaving": 0, "extra_other": 0}
+    counted = set(gt.counted_ids().tolist())
+    out = {"false_tracks": false_tracks, "extra_after_occlusion": 0, "extra_after_leaving": 0, "extra_other": 0,
+           "uncounted_animal": sum(len(tracks) for animal, tracks in by_animal.items() if animal not in counted)}
     for animal, tracks in by_animal.items():
         tracks.sort()
         for (_, end), (start, _) in pairwise(tracks):
@@ -104,5 +108,5 @@ def count_breakdown(
                 out["extra_after_leaving"] += 1
             else:
                 out["extra_other"] += 1
-    out["missed"] = len(set(gt.counted_ids().tolist()) - set(by_animal))
+    out["missed"] = len(counted - set(by_animal))
     return out

@@ -27,7 +27,7 @@ import numpy as np
 import supervision as sv
 from scipy.special import ndtr
 
-from bench.counting.scene import Scene
+from bench.counting.scene import SEEN_VISIBILITY, Scene
 
 CLASS_NAME = "cow"
 
@@ -43,7 +43,7 @@ class OracleConfig:
     crowd_cap: float = 0.25
     occlusion_miss: float = 0.9  # times the hidden fraction of the body
     edge_miss: float = 0.35  # when the region's edge cuts the box
-    min_visibility: float = 0.3  # hidden more than this: never found
+    min_visibility: float = SEEN_VISIBILITY  # less visible than this: never found (the true count's limit too)
     latent_correlation: float = 0.6  # frame-to-frame correlation of the miss draws
     jitter: float = 0.04  # sd of each box side, as a fraction of the box size
     jitter_input_px: float = 0.5  # plus this many model-input pixels (quantisation)

@@ -27,6 +27,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "count": float(np.mean([r["count"] for r in group])),
             "abs_err_pct": float(np.mean([abs(r["err_pct"]) for r in group])),
             "err_pct": float(np.mean([r["err_pct"] for r in group])),
+            "abs_err_half_visible_pct": float(np.mean([abs(r["err_half_visible_pct"]) for r in group])),
             "idsw": float(np.mean([r["idsw"] for r in group])),
             "idf1": float(np.mean([r["idf1"] for r in group])),
             "hota": float(np.mean([r["hota"] for r in group])),
@@ -37,7 +38,8 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-BREAKDOWN = ("false_tracks", "extra_after_occlusion", "extra_after_leaving", "extra_other", "missed")
+BREAKDOWN = ("false_tracks", "extra_after_occlusion", "extra_after_leaving", "extra_other", "uncounted_animal",
+             "missed")
 
 
 def summary(aggregated: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -51,6 +53,7 @@ def summary(aggregated: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "stride": stride,
             "abs_err_pct": float(np.mean([r["abs_err_pct"] for r in group])),
             "err_pct": float(np.mean([r["err_pct"] for r in group])),
+            "abs_err_half_visible_pct": float(np.mean([r["abs_err_half_visible_pct"] for r in group])),
             "idsw": float(np.mean([r["idsw"] for r in group])),
             "idf1": float(np.mean([r["idf1"] for r in group])),
             "hota": float(np.mean([r["hota"] for r in group])),
@@ -69,12 +72,14 @@ def summary_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     strides = sorted({r["stride"] for r in rows})
     by = {(r["column"], r["stride"]): r for r in rows}
     head = ["column"] + [f"stride {s}: mean \\|err\\| % (signed)" for s in strides] + \
-        [f"IDF1 / HOTA @ {s}" for s in strides]
+        [f"IDF1 / HOTA @ {s}" for s in strides] + \
+        [f"\\|err\\| % against animals half visible (the old count) @ {s}" for s in strides]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for column in _order(list({r["column"] for r in rows}), columns):
         cells = [column]
         cells += [f"{by[column, s]['abs_err_pct']:.1f} ({by[column, s]['err_pct']:+.1f})" for s in strides]
         cells += [f"{by[column, s]['idf1']:.3f} / {by[column, s]['hota']:.3f}" for s in strides]
+        cells += [f"{by[column, s]['abs_err_half_visible_pct']:.1f}" for s in strides]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -136,7 +141,8 @@ def cmc_table(rows: list[dict[str, Any]]) -> str:
 def breakdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """Per column and stride, mean per sequence: where the count's errors come from."""
     head = ["column", "stride", "false tracks", "extra ids after occlusion", "extra ids after leaving frame",
-            "extra ids, other (tracker lost it)", "animals never counted"]
+            "extra ids, other (tracker lost it)", "tracks of animals the truth does not count",
+            "animals never counted"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for column in _order(list({r["column"] for r in rows}), columns):
         for r in sorted((r for r in rows if r["column"] == column), key=lambda r: r["stride"]):

@@ -26,7 +26,14 @@ import supervision as sv
 from bench.counting import columns as cols
 from bench.counting.metrics import count_breakdown, count_error_pct
 from bench.counting.oracle import Oracle, OracleDetector
-from bench.counting.runner import Prepared, _cache_key, _track_key, prepare, write_video
+from bench.counting.runner import (
+    Prepared,
+    _cache_key,
+    _track_key,
+    counting_stage_on_video,
+    prepare,
+    write_video,
+)
 from bench.counting.scene import SCENARIOS, Scene
 from ml_engine.tiling import TilePlan, View, merge_views, parse_tiling, plan_tiles
 
@@ -192,7 +199,8 @@ def pipeline_check(name: str, seed: int, frames: int | None, setting: str, cache
         seconds = time.perf_counter() - started
     chosen = list(range(scenario.frames))
     dets, _, _ = tiled_detections(prep.scene, setting, chosen, cols.LOW_THRESHOLD)
-    alone = cols.run_baseline(_sequence(prep, dets, chosen))
+    # the pipeline's defaults (TRACKER, STITCHING) on the frames it decodes, as runner.pipeline_check does
+    alone = counting_stage_on_video(video, _sequence(prep, dets, chosen))
     stats = result.stats
     return {
         "scenario": name, "seed": seed, "frames": scenario.frames, "tiling": setting,
