@@ -149,6 +149,82 @@ class _GivenMotion:
         self.matrix = np.eye(2, 3)
 
 
+# How far a new track may reach for a detection its box does not overlap, in lengths of its box.
+UNCONFIRMED_REACH = 3.0
+
+
+class _ReachingBoTSORT(BoTSORTTracker):
+    """BoT-SORT that can start tracks on animals too fast to overlap themselves.
+
+    A new track has no velocity yet, so its predicted box stays where the animal was first
+    seen. An animal running 10 body lengths a second moves 1.7 of them between frames at
+    stride 5: it never overlaps itself, its track is never confirmed, and it is never counted
+    (the benchmark's `altitude` stampede). Two changes, both for tracks not yet confirmed:
+
+    * In BoT-SORT's last stage (new tracks against the detections every confirmed track left
+      over) a detection within ``UNCONFIRMED_REACH`` box lengths and of a similar size may
+      match, scored below any overlap, unless it lies that close to a confirmed track: in a
+      crowd, a leftover detection is far more likely a neighbour than a runner.
+    * On its second match a new track takes the displacement between its two observations
+      as its velocity, so its third prediction lands where the animal will be (the Kalman
+      filter, starting from zero velocity, would need several frames to learn it).
+    """
+
+    _priors: dict[int, np.ndarray]  # new track -> its predicted centre this frame (after CMC)
+
+    def update(self, detections: Any, frame: np.ndarray | None = None, timestamp: float | None = None) -> Any:
+        self._priors = {}
+        out = super().update(detections, frame=frame, timestamp=timestamp)
+        for track in self.tracks:
+            prior = self._priors.get(id(track))
+            if prior is not None and track.number_of_successful_updates == 2 and track.time_since_update == 0:
+                state = track.state_estimator.kf.state  # [xc, yc, w, h, vx, vy, vw, vh] column
+                state[4:6, 0] = state[0:2, 0] - prior
+        return out
+
+    def _get_iou_matrix(self, tracklets: list[Any], detections: np.ndarray,
+                        tracklet_boxes_by_id: dict[int, np.ndarray]) -> np.ndarray:
+        iou = super()._get_iou_matrix(tracklets, detections, tracklet_boxes_by_id)
+        # only the last stage is called with tracks not yet confirmed, and with nothing else
+        if not tracklets or len(detections) == 0 or any(t.tracker_id != -1 for t in tracklets):
+            return iou
+        boxes = np.array([tracklet_boxes_by_id[id(t)] for t in tracklets])
+        self._priors = {id(t): _centres(box[None])[0] for t, box in zip(tracklets, boxes, strict=True)
+                        if t.number_of_successful_updates == 1}
+        reach = reach_similarity(boxes, detections)
+        confirmed = [tracklet_boxes_by_id[id(t)] for t in self.tracks if t.tracker_id != -1]
+        if confirmed:
+            reach[:, within_reach(np.array(confirmed), detections).any(axis=0)] = 0
+        return np.maximum(iou, reach)
+
+
+def _centres(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, :2] + boxes[:, 2:]) / 2
+
+
+def _lengths(boxes: np.ndarray) -> np.ndarray:
+    return np.maximum(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]), 1.0)
+
+
+def _distances(boxes: np.ndarray, detections: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(_centres(boxes)[:, None] - _centres(detections)[None], axis=2)
+
+
+def within_reach(boxes: np.ndarray, detections: np.ndarray) -> np.ndarray:
+    """(boxes, detections): the detection's centre is within ``UNCONFIRMED_REACH`` box lengths."""
+    return _distances(boxes, detections) < UNCONFIRMED_REACH * _lengths(boxes)[:, None]
+
+
+def reach_similarity(tracks: np.ndarray, detections: np.ndarray) -> np.ndarray:
+    """(tracks, detections) in [0, 0.5]: 0.5 at the same centre, falling to 0 at
+    ``UNCONFIRMED_REACH`` box lengths; 0 where the areas differ by more than 2x."""
+    closeness = 1 - _distances(tracks, detections) / (UNCONFIRMED_REACH * _lengths(tracks)[:, None])
+    area_t = ((tracks[:, 2] - tracks[:, 0]) * (tracks[:, 3] - tracks[:, 1]))[:, None]
+    area_d = ((detections[:, 2] - detections[:, 0]) * (detections[:, 3] - detections[:, 1]))[None, :]
+    alike = (area_d <= 2 * area_t) & (area_t <= 2 * area_d)
+    return np.where(alike, 0.5 * np.clip(closeness, 0, 1), 0.0)
+
+
 class LiveTracker:
     """One video's tracker: ``update(detections, motion)`` with ``motion`` the camera's 2x3
     transform from the previous processed frame (None: unknown, taken as no motion)."""
@@ -167,7 +243,7 @@ class LiveTracker:
                 minimum_consecutive_frames=max(min_hits, _MIN_HITS), minimum_iou_threshold=match_iou,
             )
             return
-        self._tracker = BoTSORTTracker(
+        self._tracker = _ReachingBoTSORT(
             lost_track_buffer=buffer_frames, frame_rate=float(fps),
             track_activation_threshold=track_threshold, high_conf_det_threshold=track_threshold,
             minimum_consecutive_frames=max(min_hits, _MIN_HITS),
