@@ -12,11 +12,13 @@ from dataclasses import replace
 import cv2
 import numpy as np
 import pytest
+import supervision as sv
 
 from bench.counting.oracle import Oracle, OracleConfig
 from bench.counting.render import ground_texture, render_frame
 from bench.counting.scene import SCENARIOS, Scene
 from ml_engine.counting import CameraFrame, CameraMotion, CountingConfig, ObjectCounter, camera_frame
+from ml_engine.counting.tracker import LiveTracker
 
 PERFECT = OracleConfig(miss=0, crowd_miss=0, occlusion_miss=0, edge_miss=0, small_miss=0, jitter=0,
                        jitter_input_px=0, score_sd=0, false_per_frame=0, min_px=0)
@@ -94,10 +96,6 @@ def test_camera_motion_compensation_keeps_every_id_through_a_fast_pan_at_stride_
 
 def _ids_of_a_runner(tracker: str, step: float, updates: int = 12) -> list[int]:
     """Tracker ids given to one animal (30 px) running ``step`` px between processed frames."""
-    import supervision as sv
-
-    from ml_engine.counting.tracker import LiveTracker
-
     live = LiveTracker(tracker, fps=6.0, track_threshold=0.5, min_hits=3, track_buffer_s=1.0, match_iou=0.1)
     ids = []
     for n in range(updates):

@@ -189,7 +189,7 @@ class _ReachingBoTSORT(BoTSORTTracker):
         if not tracklets or len(detections) == 0 or any(t.tracker_id != -1 for t in tracklets):
             return iou
         boxes = np.array([tracklet_boxes_by_id[id(t)] for t in tracklets])
-        self._priors = {id(t): _centres(box[None])[0] for t, box in zip(tracklets, boxes, strict=True)
+        self._priors = {id(t): centre for t, centre in zip(tracklets, _centres(boxes), strict=True)
                         if t.number_of_successful_updates == 1}
         reach = reach_similarity(boxes, detections)
         confirmed = [tracklet_boxes_by_id[id(t)] for t in self.tracks if t.tracker_id != -1]
@@ -200,6 +200,10 @@ class _ReachingBoTSORT(BoTSORTTracker):
 
 def _centres(boxes: np.ndarray) -> np.ndarray:
     return (boxes[:, :2] + boxes[:, 2:]) / 2
+
+
+def _areas(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
 def _lengths(boxes: np.ndarray) -> np.ndarray:
@@ -219,8 +223,7 @@ def reach_similarity(tracks: np.ndarray, detections: np.ndarray) -> np.ndarray:
     """(tracks, detections) in [0, 0.5]: 0.5 at the same centre, falling to 0 at
     ``UNCONFIRMED_REACH`` box lengths; 0 where the areas differ by more than 2x."""
     closeness = 1 - _distances(tracks, detections) / (UNCONFIRMED_REACH * _lengths(tracks)[:, None])
-    area_t = ((tracks[:, 2] - tracks[:, 0]) * (tracks[:, 3] - tracks[:, 1]))[:, None]
-    area_d = ((detections[:, 2] - detections[:, 0]) * (detections[:, 3] - detections[:, 1]))[None, :]
+    area_t, area_d = _areas(tracks)[:, None], _areas(detections)[None, :]
     alike = (area_d <= 2 * area_t) & (area_t <= 2 * area_d)
     return np.where(alike, 0.5 * np.clip(closeness, 0, 1), 0.0)
 
