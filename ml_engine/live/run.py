@@ -73,7 +73,8 @@ class StreamConfig:
     ``window_s``: length of a ``windows.jsonl`` window. ``segment_s``: the annotated HLS
     segments' length; ``segment_retention_s``: keep only this many seconds of segments (None:
     every one, the whole recording). ``duration_s``: stop (completed) after this much streaming
-    time in all, resumes included. ``status_interval_s``: how often ``on_status`` is called.
+    time in all, resumes included, counted from the first frame (connecting is not streaming).
+    ``status_interval_s``: how often ``on_status`` is called.
     ``source``: the source's ``SourceOptions`` (timeouts, reconnects).
     """
 
