@@ -101,7 +101,7 @@ def _links(job: Job) -> dict[str, str]:
         if LIVE_PLAYLIST in job.outputs:
             links["live"] = f"{base}/{LIVE_PLAYLIST}"
         links.update((name, base + DOWNLOADS[name].route) for name in ("windows", "gaps")
-                     if DOWNLOADS[name].filename in job.outputs)
+                     if DOWNLOADS[name].filename in job.outputs or (name == "gaps" and job.status.is_final))
         if job.results_ready and STATS in job.outputs:
             links["result"] = base + DOWNLOADS["result"].route
         return links

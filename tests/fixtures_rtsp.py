@@ -19,6 +19,9 @@ Fixtures and helpers (registered in tests/conftest.py):
   Debian's ffmpeg encodes a 160x120 10 fps test pattern into 1 s segments (the last 6 listed,
   older ones deleted) and ``python -m http.server`` serves them. ``.stop()`` ends both. Skips
   without ``/usr/bin/ffmpeg`` (fails on CI).
+- ``silent_server``: a loopback TCP server that accepts and never answers (``.url("rtsp")``);
+  ``dead_segments_playlist``: an HLS live playlist whose segments are on a port that refuses
+  connections (``.url``). Sources that never deliver a frame; no GStreamer or ffmpeg needed.
 
 The server runs under Debian's ``/usr/bin/python3`` (``RTSP_PYTHON`` overrides): only it has
 ``gi`` and GStreamer's RTSP server. Without them the fixtures skip with the reason (``make rtsp``
@@ -28,13 +31,17 @@ server's ``READY`` line, then a TCP connect.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import http.server
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,3 +273,86 @@ def hls_stream(tmp_path: Path) -> Iterator[HlsStream]:
     stream = start_hls_stream(tmp_path)
     yield stream
     stream.stop()
+
+
+# --- sources that never deliver a frame ------------------------------------------------------
+
+
+class SilentServer:
+    """A loopback TCP server that accepts every connection and never answers: a camera (or a
+    black-holing middlebox) that hangs after the TCP handshake. ``url(scheme)`` names it;
+    ``accepted`` counts the connections taken."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._held: list[socket.socket] = []  # kept open (and unread) until close()
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept_loop, daemon=True, name=f"silent-{self.port}").start()
+
+    @property
+    def accepted(self) -> int:
+        return len(self._held)
+
+    def url(self, scheme: str = "rtsp") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}/cam"
+
+    def _accept_loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            self._held.append(connection)
+
+    def close(self) -> None:
+        self._closed.set()
+        for connection in [self._listener, *self._held]:
+            with contextlib.suppress(OSError):
+                connection.close()
+
+
+class DeadSegmentsPlaylist:
+    """An HLS live playlist that answers, whose segments all live on a port that refuses
+    connections: ``url``. The sequence moves on every second, as a live playlist's does."""
+
+    def __init__(self) -> None:
+        refused_port = _free_port()  # nothing listens there
+
+        class Playlist(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                sequence = int(time.time())
+                lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:1", f"#EXT-X-MEDIA-SEQUENCE:{sequence}"]
+                for number in range(sequence, sequence + 3):
+                    lines += ["#EXTINF:1.0,", f"http://127.0.0.1:{refused_port}/seg-{number}.ts"]
+                body = ("\n".join(lines) + "\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/vnd.apple.mpegurl")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+                return None
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Playlist)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/index.m3u8"
+        threading.Thread(target=self._server.serve_forever, daemon=True, name="dead-segments").start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def dead_segments_playlist() -> Iterator[DeadSegmentsPlaylist]:
+    playlist = DeadSegmentsPlaylist()
+    yield playlist
+    playlist.close()

@@ -41,7 +41,7 @@ from ml_engine.live import (
 )
 from ml_engine.live.counts import iso
 from ml_engine.video import iter_frames, probe
-from tests.fixtures_rtsp import RtspServer
+from tests.fixtures_rtsp import DeadSegmentsPlaylist, RtspServer, SilentServer
 from tests.fixtures_service import free_port
 from tests.fixtures_video import MovingBox, write_clip
 
@@ -714,6 +714,56 @@ def test_every_gap_is_recorded_in_gaps_jsonl(walk_frames: list[np.ndarray], tmp_
     assert GAPS in outputs and any(GAPS in changed for changed, _ in seen.files)  # uploaded as it grows
 
 
+class LateSource(ClipSource):
+    """A camera whose first frame comes ``late_s`` after the run opens it (a slow connect)."""
+
+    def __init__(self, frames: list[np.ndarray], late_s: float) -> None:
+        super().__init__(frames)
+        self.first_frame_at = time.time() + late_s
+        self.started = self.first_frame_at  # the clip's clock starts with its first frame
+
+    def next(self, timeout: float) -> LiveFrame | Gap | None:
+        if time.time() < self.first_frame_at:
+            time.sleep(min(timeout, max(0.0, self.first_frame_at - time.time())))
+            return None
+        return super().next(timeout)
+
+
+def test_duration_counts_streaming_time_from_the_first_frame(walk_frames: list[np.ndarray], tmp_path: Path) -> None:
+    """Fails without the fix: duration_s ran from the start of the run, so the 1.5 s of
+    connecting used the whole duration and the stream ended with hardly a frame counted."""
+    source = LateSource(walk_frames, late_s=1.5)
+    seen = Recorder()
+    started = time.monotonic()
+    stats, _ = StreamRun("rtsp://camera.invalid/s", stream_config(duration_s=1.5), ColourBoxDetector(), tmp_path,
+                         source=source, **seen.callbacks()).run()
+    assert time.monotonic() - started >= 3.0  # 1.5 s connecting, then 1.5 s of streaming
+    assert 1.5 <= stats["streaming_s"] < 3 and stats["frames"]["processed"] >= 8, stats
+    before_first_frame = [status for status in seen.statuses if status.frames_received == 0]
+    assert before_first_frame and all(status.streaming_s == 0 for status in before_first_frame)
+
+
+class NoFrameSource(ClipSource):
+    """A connection whose packets never decode into a frame: it neither delivers nor fails."""
+
+    def next(self, timeout: float) -> LiveFrame | Gap | None:
+        time.sleep(timeout)
+        return None
+
+
+def test_a_source_that_neither_delivers_nor_fails_is_failed_after_its_connect_budget(tmp_path: Path) -> None:
+    """The first-connect attempts cannot see a connection that reads packets without a frame:
+    the run bounds the wait for a first frame by the attempts' own timeouts. Fails without the
+    bound: the run went on until should_stop (duration_s no longer ends a stream that never streamed)."""
+    options = SourceOptions(open_timeout_s=0.2, read_timeout_s=0.2, backoff_max_s=0.1, first_connect_attempts=2)
+    started = time.monotonic()
+    with pytest.raises(StreamUnavailable, match=r"delivered no frame in \d+ s"):
+        StreamRun("rtsp://viewer:secret@camera.invalid/s", stream_config(source=options, duration_s=1.0),
+                  ColourBoxDetector(), tmp_path, source=NoFrameSource([]), should_stop=stop_after(20)).run()
+    assert time.monotonic() - started < 10  # 1.5 x 2 x 0.5 s, not the 20 s of should_stop
+    assert not (tmp_path / STATS).exists()
+
+
 # --- end to end: the real LiveSource on a real RTSP server ------------------------------------
 
 FAST_SOURCE = SourceOptions(read_timeout_s=2.0, open_timeout_s=5.0, backoff_initial_s=0.2, backoff_max_s=0.5)
@@ -830,6 +880,42 @@ def test_rtsp_an_unreachable_source_raises_stream_unavailable(tmp_path: Path) ->
     assert "secret" not in str(raised.value)
     assert live_video_threads() == []  # the video thread ended with the run
     assert not (tmp_path / LIVE_PLAYLIST).exists() or "#EXT-X-ENDLIST" not in (tmp_path / LIVE_PLAYLIST).read_text()
+
+
+@pytest.mark.parametrize("kind", ["silent rtsp", "hls with refused segments"])
+def test_a_source_that_never_delivers_fails_instead_of_completing_at_its_duration(
+        kind: str, silent_server: SilentServer, dead_segments_playlist: DeadSegmentsPlaylist, tmp_path: Path) -> None:
+    """A source that accepts the connection and never answers (or an HLS playlist whose
+    segments all fail), with a duration shorter than the connect attempts take. Fails without
+    the fix: duration_s counted from the start of the run, and the run ended ``completed``
+    with no frame, no error."""
+    url = silent_server.url("rtsp") if kind == "silent rtsp" else dead_segments_playlist.url
+    options = SourceOptions(read_timeout_s=1.0, open_timeout_s=1.5, backoff_initial_s=0.1, backoff_max_s=0.2,
+                            first_connect_attempts=2)
+    seen = Recorder()
+    with pytest.raises(StreamUnavailable, match="could not be read after 2 attempts: timed out"):
+        StreamRun(url, stream_config(source=options, duration_s=1.0), ColourBoxDetector(), tmp_path,
+                  should_stop=stop_after(30), **seen.callbacks()).run()
+    assert not (tmp_path / STATS).exists()
+    assert all(status.streaming_s == 0 and not status.connected for status in seen.statuses)
+    assert live_video_threads() == []
+
+
+def test_a_hand_back_before_the_first_frame_does_not_make_a_dead_source_a_lost_one(
+        silent_server: SilentServer, tmp_path: Path) -> None:
+    """The worker went away while the source was still being tried: the next run must still
+    fail it after the first-connect attempts. Fails without the fix: any resume state meant the
+    stream "had worked", so it was reconnected for ever (and then stopped, completed)."""
+    options = SourceOptions(read_timeout_s=1.0, open_timeout_s=1.0, backoff_initial_s=0.1, backoff_max_s=0.2,
+                            first_connect_attempts=2)
+    first = Journal()
+    run = StreamRun(silent_server.url("rtsp"), stream_config(source=options), ColourBoxDetector(), tmp_path,
+                    should_hand_back=stop_after(0.5), **first.callbacks())
+    run.run()
+    assert run.handed_back and first.states[-1]["streaming_s"] == 0
+    with pytest.raises(StreamUnavailable, match="could not be read after 2 attempts"):
+        StreamRun(silent_server.url("rtsp"), stream_config(source=options), ColourBoxDetector(), tmp_path,
+                  resume=first.states[-1], should_stop=stop_after(20)).run()
 
 
 def test_rtsp_a_camera_gone_for_good_keeps_what_was_counted(walk_server: RtspServer, tmp_path: Path) -> None:

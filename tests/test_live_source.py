@@ -16,7 +16,7 @@ import pytest
 from core.errors import StreamUnavailable
 from ml_engine.live import Gap, LiveFrame, LiveSource, SourceOptions, redact_url
 from ml_engine.live.source import _MediaClock
-from tests.fixtures_rtsp import HlsStream, RtspServer
+from tests.fixtures_rtsp import HlsStream, RtspServer, SilentServer
 from tests.fixtures_service import free_port
 from tests.fixtures_video import write_clip
 from tests.waiting import wait_until
@@ -159,6 +159,24 @@ def test_an_unreachable_source_raises_stream_unavailable_after_the_configured_at
     assert 0.25 < time.monotonic() - started < 15
     for text in (str(error), caplog.text):
         assert PASSWORD not in text and "also-secret" not in text and "viewer" not in text
+
+
+@pytest.mark.parametrize("scheme", ["rtsp", "http"])
+def test_a_server_that_accepts_and_never_answers_fails_saying_that_it_timed_out(
+        silent_server: SilentServer, scheme: str) -> None:
+    """FFmpeg's RTSP demuxer reports the interrupted open as "Invalid data found when processing
+    input" (and the HLS one as an exit, which was called a "stall"): the error must say what
+    happened, a timeout. Fails without the fix on both."""
+    options = SourceOptions(open_timeout_s=1.0, backoff_initial_s=0.1, backoff_max_s=0.2, first_connect_attempts=2)
+    url = silent_server.url(scheme) + (".m3u8" if scheme == "http" else "")
+    started = time.monotonic()
+    with LiveSource(url, options) as source, pytest.raises(StreamUnavailable) as raised:
+        read_until(source, lambda item: False, 20, "StreamUnavailable")
+    message = str(raised.value)
+    assert "after 2 attempts: timed out: no video within 1 s" in message, message
+    assert "Invalid data" not in message and "stall" not in message
+    assert silent_server.accepted == 2  # it did connect, twice: the server, not the network, is silent
+    assert 2 * options.open_timeout_s <= time.monotonic() - started < 15
 
 
 def test_a_lost_source_gives_up_after_max_reconnects_failures_in_a_row(rtsp_server: RtspServer) -> None:

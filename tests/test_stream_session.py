@@ -14,7 +14,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from api.main import create_app
 from core import metrics
 from core.backends import Backends, build_backends
 from core.backends.outbox import FINAL_SEQUENCE
@@ -34,6 +36,7 @@ from core.jobs import (
 )
 from core.outputs import LIVE_PLAYLIST, WINDOWS
 from tests.faults import FailingMethod
+from tests.fixtures_rtsp import SilentServer
 from tests.waiting import wait_until
 from worker.models import DetectorCache
 from worker.progress import JobReporter
@@ -469,3 +472,39 @@ def test_the_next_worker_finalises_a_stream_deleted_between_two_runs(make_settin
     assert not backends.blobs.exists(source_secret_path(job_id))
     assert backends.stream_queue.receive(timedelta(seconds=1)) is None
     backends.close()
+
+
+@pytest.mark.parametrize("ends", ["duration_s", "end_at"])
+def test_a_source_that_never_answers_fails_the_stream_instead_of_completing_it(
+        make_settings, tiny_rtdetr_dir, silent_server: SilentServer, tmp_path: Path, ends: str):
+    """A camera that accepts the connection and never answers, and a duration_s (or an end_at)
+    that comes before the connect attempts are spent. Fails without the fix: the job ended
+    ``completed`` when duration_s ran out (or end_at came), with no frame and no error, and its
+    gaps answered 409."""
+    settings = make_settings("local", model_id=str(tiny_rtdetr_dir), stream_allowed_networks=["127.0.0.1/32"],
+                             stream_connect_attempts=1, stream_read_timeout_s=1.0)
+    backends = build_backends(settings)
+    job_id = "0000silent" + "0" * 16
+    end_in_2_s = {"duration_s": 2, "end_at": datetime.now(UTC) + timedelta(seconds=2)}
+    backends.jobs.create(Job(id=job_id, kind=JobKind.STREAM, input_blob=source_secret_path(job_id),
+                             status=JobStatus.QUEUED, params=JobParams(model_id=str(tiny_rtdetr_dir)),
+                             stream=StreamOptions(window_s=60, **{ends: end_in_2_s[ends]})))
+    backends.blobs.upload_stream(source_secret_path(job_id), [silent_server.url("rtsp").encode()])
+    backends.stream_queue.send(JobMessage(job_id=job_id, input_blob=source_secret_path(job_id)).encode())
+    runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
+    try:
+        assert runner.handle(backends.stream_queue.receive(timedelta(seconds=60))) is Outcome.DONE
+        failed = backends.jobs.get(job_id)
+        assert failed.status is JobStatus.FAILED, failed
+        assert failed.error.code == "stream_unavailable", failed.error
+        # the connect attempt's timeout (10 s) comes after end_at (2 s), not after duration_s (never)
+        expected = "timed out" if ends == "duration_s" else "delivered no frame before its end_at"
+        assert expected in failed.error.message, failed.error
+        assert failed.live.streaming_s == 0 and failed.live.frames_received == 0
+        assert silent_server.accepted == 1
+        with TestClient(create_app(settings, backends)) as api:  # what a client then reads
+            job = api.get(f"/jobs/{job_id}").json()
+            gaps = api.get(job["links"]["gaps"])
+        assert gaps.status_code == 200 and gaps.content == b"", gaps.text
+    finally:
+        backends.close()

@@ -157,6 +157,33 @@ def test_a_running_stream_serves_its_playlist_uncached_its_segments_and_its_wind
     assert "result" not in job["links"]  # stats.json comes when it ends
 
 
+def ended_stream(api, status: JobStatus) -> str:
+    """A stream as the worker leaves one that never delivered a frame: final, no outputs."""
+    job_id = start(api).json()["job_id"]
+
+    def end(job):
+        job.status = status
+        job.finished_at = datetime.now(UTC)
+
+    api.backends.jobs.modify(job_id, end)
+    return job_id
+
+
+@pytest.mark.parametrize("status", [JobStatus.FAILED, JobStatus.COMPLETED, JobStatus.CANCELLED])
+def test_every_ended_stream_has_a_gaps_file_even_without_a_gap(api, status):
+    """Fails without the fix: 409 "has no gaps.jsonl" for a stream that ended without a gap
+    (or without ever connecting), and no gaps link."""
+    job_id = ended_stream(api, status)
+    job = api.get(f"/jobs/{job_id}").json()
+    assert job["links"]["gaps"] == f"/jobs/{job_id}/gaps"
+    gaps = api.get(job["links"]["gaps"])
+    assert gaps.status_code == 200 and gaps.content == b"", gaps.text
+    assert gaps.headers["content-type"] == "application/x-ndjson" and gaps.headers["content-length"] == "0"
+    download = api.get(job["links"]["gaps"], params={"download": "true"})
+    assert download.headers["content-disposition"] == f'attachment; filename="{job_id}-gaps.jsonl"'
+    assert "gaps" in api.post(f"/jobs/{job_id}/links").json()["links"]
+
+
 def test_delete_of_a_running_stream_asks_it_to_stop_and_keeps_it(api):
     job_id = running_stream(api)
     stopping = api.delete(f"/jobs/{job_id}")

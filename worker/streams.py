@@ -18,7 +18,9 @@ is renewed all along (LeaseKeeper), and the run:
 
 How it ends:
 - DELETE (cancel_requested), ``duration_s``/MAX_STREAM_SECONDS or ``end_at``: the engine
-  finalises its outputs and the job is ``completed``. A stream DELETEd while it waited for its
+  finalises its outputs and the job is ``completed``. ``duration_s`` counts streaming time (from
+  the first frame), so it never ends a source that has not delivered; ``end_at`` reached before
+  any frame fails the job with ``stream_unavailable`` (a dead camera is no completed count). A stream DELETEd while it waited for its
   next run stays queued, flagged: the next run stops at once and finalises what it resumed;
 - the worker shuts down: the job is handed back (no failed attempt) and resumes elsewhere;
 - the lease is lost: another worker may be running it; nothing is recorded here;
@@ -57,7 +59,7 @@ from core.backends import Backends
 from core.backends.outbox import FINAL_SEQUENCE, WebhookEvent, event_id
 from core.config import Settings
 from core.egress_proxy import EgressProxy
-from core.errors import CattleCounterError, NotFound, StorageUnavailable
+from core.errors import CattleCounterError, NotFound, StorageUnavailable, StreamUnavailable
 from core.jobs import (
     MAX_STREAM_GAPS_SHOWN,
     Job,
@@ -164,6 +166,8 @@ class StreamRunner(JobRunner):
                 stats, files = run.run()
             finally:
                 session.send_events(final=True)
+            if session.reached_end_at and not run.handed_back and stats["streaming_s"] == 0:
+                raise StreamUnavailable(f"the stream {job.source} delivered no frame before its end_at")
             session.store_final(files)
             return stats, dict(session.outputs)
 
@@ -272,6 +276,7 @@ class StreamSession:
         self.send_events_to = str(job.params.callback_url) if job.stream and job.stream.events and \
             job.params.callback_url else None
         self.end_at = job.stream.end_at if job.stream else None
+        self.reached_end_at = False  # the run stops because end_at came (not DELETE, not a shutdown)
         self.started = clock()
         self.outage_limit_s = outage_limit_s
         # the counters as the resume state left them: Prometheus gets only what this run adds
@@ -318,7 +323,8 @@ class StreamSession:
     def _stop_asked(self) -> bool:
         if self.reporter.should_cancel():
             return True
-        return self.end_at is not None and utcnow() >= self.end_at
+        self.reached_end_at = self.end_at is not None and utcnow() >= self.end_at
+        return self.reached_end_at
 
     def on_event(self, event: CountEvent) -> None:
         if self.send_events_to is not None:

@@ -381,15 +381,29 @@ def _completed_output(job: Job, download: str) -> str:
 
 def _stream(backends: Backends, blob: str, media_type: str, filename: str, attachment: bool) -> StreamingResponse:
     size = backends.blobs.info(blob).size
+    return StreamingResponse(backends.blobs.open_range(blob), media_type=media_type,
+                             headers=_file_headers(size, filename, attachment))
+
+
+def _file_headers(size: int, filename: str, attachment: bool) -> dict[str, str]:
     disposition = "attachment" if attachment else "inline"
-    headers = {"Content-Length": str(size), "Content-Disposition": f'{disposition}; filename="{filename}"'}
-    return StreamingResponse(backends.blobs.open_range(blob), media_type=media_type, headers=headers)
+    return {"Content-Length": str(size), "Content-Disposition": f'{disposition}; filename="{filename}"'}
 
 
 def _download(job: Job, download: str, backends: Backends, attachment: bool) -> StreamingResponse:
-    blob = _completed_output(job, download)
     output = DOWNLOADS[download]
+    if _ended_without_gaps(job, download):
+        return StreamingResponse(iter([b""]), media_type=output.media_type,
+                                 headers=_file_headers(0, f"{job.id}-{output.filename}", attachment))
+    blob = _completed_output(job, download)
     return _stream(backends, blob, output.media_type, f"{job.id}-{output.filename}", attachment)
+
+
+def _ended_without_gaps(job: Job, download: str) -> bool:
+    """A stream that ended without a gap (or without ever connecting, or cancelled before it
+    ran) has an empty gaps file: every ended stream has one."""
+    return (download == "gaps" and job.kind is JobKind.STREAM and job.status.is_final
+            and DOWNLOADS[download].filename not in job.outputs)
 
 
 def _add_file_download(name: str) -> None:

@@ -73,7 +73,8 @@ class StreamConfig:
     ``window_s``: length of a ``windows.jsonl`` window. ``segment_s``: the annotated HLS
     segments' length; ``segment_retention_s``: keep only this many seconds of segments (None:
     every one, the whole recording). ``duration_s``: stop (completed) after this much streaming
-    time in all, resumes included. ``status_interval_s``: how often ``on_status`` is called.
+    time in all, resumes included, counted from the first frame (connecting is not streaming).
+    ``status_interval_s``: how often ``on_status`` is called.
     ``source``: the source's ``SourceOptions`` (timeouts, reconnects).
     """
 
@@ -248,6 +249,10 @@ class StreamRun:
         resume = resume or {}
         self._check_state(resume)
         self._resumed = bool(resume)
+        # the stream delivered frames before this run: a camera down now is an outage, not a bad
+        # URL (a run that handed back before its first frame leaves a state that says neither)
+        self._has_worked = config.source.has_worked or float(resume.get("streaming_s", 0.0)) > 0 \
+            or int(resume.get("frames_received", 0)) > 0
         self.totals = Totals.from_dict(resume.get("totals", {}), config.line_names, config.zone_names)
         self.hls = HlsWriter(
             self.output_dir, segment_s=config.segment_s, retention_s=config.segment_retention_s,
@@ -275,6 +280,9 @@ class StreamRun:
         self._tiles_for: tuple[int, int] | None = None
         self._unreported_gaps: list[dict[str, Any]] = []
         self._started = time.time()
+        # when this run's streaming time starts: its first frame, or its start for a stream that
+        # has worked before (an outage after the first frame is streaming time, as a gap is)
+        self._streaming_since: float | None = None
         self._last_status = 0.0
         self._last_received = (-1, self._started)  # (source frames_received, when it last changed)
         self._window: Window | None = None
@@ -311,6 +319,8 @@ class StreamRun:
         stop = self._stop_reason()
         if stop is not None and self._resumed:  # stopped between runs: end without connecting
             return self._end_unstarted(stop)
+        if self._has_worked:
+            self._streaming_since = self._started
         self._window = self._resume_window() or self._open_window(self._started)
         if self._resumed_from is not None:
             self._record_gap(float(self._resumed_from), self._started, "resumed")
@@ -327,7 +337,10 @@ class StreamRun:
                 if isinstance(item, Gap):
                     self._on_gap(item)
                 elif item is not None:
+                    if self._streaming_since is None:
+                        self._streaming_since = item.received_at
                     self._on_frame(item)
+                self._fail_if_no_first_frame()
                 self._tick(source)
             if stop == _HAND_BACK:
                 return self._hand_back(source)
@@ -342,7 +355,7 @@ class StreamRun:
 
     def _open_source(self) -> FrameSource:
         options = self.config.source
-        if self._resumed:  # the stream has worked before: a camera down now is an outage, not a bad URL
+        if self._has_worked:
             options = replace(options, has_worked=True)
         return LiveSource(self.url, options, self._stop_flag.is_set)
 
@@ -360,8 +373,27 @@ class StreamRun:
         return reason
 
     def streaming_s(self, now: float | None = None) -> float:
-        """Seconds streamed in all, the runs before a resume included."""
-        return self._streaming_before + max(0.0, (now or time.time()) - self._started)
+        """Seconds streamed in all, the runs before a resume included: from the stream's first
+        frame on (the time spent connecting to a source that has not delivered yet is not
+        streaming, so ``duration_s`` cannot end a dead source as if it had run)."""
+        if self._streaming_since is None:
+            return self._streaming_before
+        return self._streaming_before + max(0.0, (now or time.time()) - self._streaming_since)
+
+    def _fail_if_no_first_frame(self) -> None:
+        """A source that has never delivered fails after its first-connect attempts; this bounds
+        what those cannot see (a connection whose packets never decode into a frame)."""
+        if self._streaming_since is not None:
+            return
+        waited_s = time.time() - self._started
+        if waited_s > self._first_frame_within_s():
+            raise StreamUnavailable(f"the stream {redact_url(self.url)} delivered no frame in {waited_s:.0f} s")
+
+    def _first_frame_within_s(self) -> float:
+        """Every first-connect attempt timing out, with the longest backoff after each, and half again."""
+        options = self.config.source
+        per_attempt_s = options.open_timeout_s + options.read_timeout_s + options.backoff_max_s
+        return 1.5 * options.first_connect_attempts * per_attempt_s
 
     # --- a frame ---------------------------------------------------------------------------------
 

@@ -350,12 +350,15 @@ class LiveSource:
             options = dict(_HLS_OPTIONS)
             if self._options.http_proxy:
                 options["http_proxy"] = self._options.http_proxy
+        started = time.monotonic()
         try:
             return av.open(url, options=options,
                            timeout=(self._options.open_timeout_s, self._options.read_timeout_s))
-        except av.error.ExitError:
-            raise _Lost("stall") from None  # the open timed out
         except (av.error.FFmpegError, OSError) as exc:
+            # PyAV's timeout interrupts the open, and FFmpeg's RTSP demuxer reports that as
+            # "Invalid data" (HLS as an exit): past the timeout, whatever the error, it timed out
+            if isinstance(exc, av.error.ExitError) or time.monotonic() - started >= self._options.open_timeout_s:
+                raise _Lost(f"timed out: no video within {self._options.open_timeout_s:g} s") from None
             raise _Lost(f"error: {_short_cause(exc)}") from None
 
     def _stream(self, lost: tuple[float, str] | None) -> None:
