@@ -50,9 +50,9 @@ def terminate(process: Process) -> int:
     return status
 
 
-def scratch_left(work_dir: Path) -> list[Path]:
-    """What is left under the scratch roots (cattlecounter-worker, cattlecounter-api) in WORK_DIR."""
-    return [path for root in work_dir.iterdir() for path in root.rglob("*")]
+def scratch_left(work_dir: Path, kinds: tuple[str, ...] = ("worker", "api")) -> list[Path]:
+    """What is left in WORK_DIR under the scratch roots of ``kinds`` of process."""
+    return [path for kind in kinds for path in (work_dir / f"cattlecounter-{kind}").rglob("*")]
 
 
 def assert_handed_back(backends: Backends, queue: JobQueue, job_id: str) -> None:
@@ -100,11 +100,11 @@ def test_sigterm_on_a_worker_hands_back_its_file_job_and_its_stream_and_removes_
     wait_until(lambda: service.job(stream_id)["status"] == "processing", 60, "the stream to run")
     file_id = service.submit(long_clip)["job_id"]
     wait_until(lambda: service.job(file_id)["frames_done"] > 0, 90, "the file job to run")
-    names = {path.name.split("-")[0] for path in scratch_left(work_dir)}
+    names = {path.name.split("-")[0] for path in scratch_left(work_dir, ("worker",))}
     assert {"job", "stream"} <= names, names  # both are using the scratch folder
 
     assert terminate(worker) == 0, service.logs()
-    assert scratch_left(work_dir) == []
+    assert scratch_left(work_dir, ("worker",)) == []
     assert_handed_back(service.backends, service.backends.queue, file_id)
     assert_handed_back(service.backends, service.backends.stream_queue, stream_id)
 
@@ -115,7 +115,7 @@ def test_sigterm_on_the_api_stops_an_upload_that_does_not_finish_and_removes_its
     work_dir = tmp_path / "scratch"
     service = start_service("local", workers=0, work_dir=work_dir, shutdown_grace_s=GRACE_S)
     with start_upload(service.api_url) as upload:
-        wait_until(lambda: any(path.name.startswith("upload-") for path in scratch_left(work_dir)), 30,
+        wait_until(lambda: any(path.name.startswith("upload-") for path in scratch_left(work_dir, ("api",))), 30,
                    "the upload to reach the API's scratch folder")
         (api,) = service.processes
         assert terminate(api) == 0
@@ -123,7 +123,7 @@ def test_sigterm_on_the_api_stops_an_upload_that_does_not_finish_and_removes_its
         answer = upload.recv(65536)
     assert answer.startswith(b"HTTP/1.1 503") and b"shutting_down" in answer, answer  # send it again
     assert "POST /jobs was cut" in api.log()
-    assert scratch_left(work_dir) == []
+    assert scratch_left(work_dir, ("api",)) == []
 
 
 def start_upload(api_url: str) -> socket.socket:
