@@ -27,7 +27,13 @@ from api.routes import health, jobs, model, streams, uploads
 from api.submission import Submitter
 from core.backends import Backends, build_backends
 from core.config import Settings, load_settings
-from core.errors import CattleCounterError, StorageUnavailable, describe_validation_error, dotted
+from core.errors import (
+    CattleCounterError,
+    ShuttingDown,
+    StorageUnavailable,
+    describe_validation_error,
+    dotted,
+)
 from core.logging import configure_logging
 from core.metrics import HttpMetricsMiddleware, metrics_response
 from core.scratch import open_scratch
@@ -122,9 +128,8 @@ class _AnswerRequestsCutAtShutdown:
             log.warning("%s %s was cut: still open when the shutdown grace (SHUTDOWN_GRACE_S) ended",
                         scope["method"], scope["path"])
             if not answered:
-                response = _error_response(503, "shutting_down", "the server is shutting down; send the request "
-                                           "again")
-                await response(scope, receive, send)
+                error = ShuttingDown("the server is shutting down; send the request again")
+                await _error_response(error.http_status, error.code, str(error))(scope, receive, send)
 
 
 def _bound_graceful_shutdown(grace_s: float) -> None:
