@@ -57,17 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=_load_model_then_work, args=(detectors, worker), name="model-loader",
                      daemon=True).start()
     log.info("dashboard and API on http://%s:%d (Swagger at /docs)", args.host, args.port)
-    # uvicorn re-raises the signal it handled once it has stopped, with the handler that was
-    # there before it: without ours that is the default one, which kills the process before
-    # the cleanup below runs (the job would stay leased, its scratch on disk)
-    for stop_signal in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(stop_signal, lambda *_: worker.stop_now())
     try:
         app = create_app(settings, backends, liveness=lambda: worker.problem)
         # open requests get SHUTDOWN_GRACE_S to finish, as running jobs do in a worker
         config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None,
                                 timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)))
-        _HandBackOnSignal(config, worker).run()
+        server = _HandBackOnSignal(config, worker)
+        # uvicorn re-raises the signal it handled once it has stopped, with the handler that was
+        # there before it: were that the default one, it would kill the process before the
+        # cleanup below runs (the job would stay leased, its scratch on disk). A signal before
+        # uvicorn listens stops it as soon as it has started.
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop_signal, server.handle_exit)
+        server.run()
     finally:
         # stop running jobs at their next batch and release their messages, so they resume
         # on the next start instead of waiting for a lease
