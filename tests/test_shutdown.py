@@ -34,8 +34,9 @@ STREAM_SETTINGS = {"stream_allowed_networks": ["127.0.0.0/8"], "stream_read_time
 
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """30 s at 10 fps: still running when the signal comes."""
-    return write_clip(tmp_path_factory.mktemp("long") / "long.mp4", frames=300)
+    """90 s at 10 fps: still running when the signal comes, even on a fast machine (the job is
+    handed back long before its end, so its length costs little)."""
+    return write_clip(tmp_path_factory.mktemp("long") / "long.mp4", frames=900)
 
 
 def terminate(process: Process) -> int:
