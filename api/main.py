@@ -89,8 +89,8 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
     )
     app.state.liveness = liveness
     _add_error_handlers(app)
+    app.add_middleware(_AnswerRequestsCutAtShutdown)  # inside the metrics: they count its 503
     app.add_middleware(HttpMetricsMiddleware)
-    app.add_middleware(_AnswerRequestsCutAtShutdown)
     app.add_api_route("/metrics", _metrics, include_in_schema=False)
     app.include_router(health.router)
     app.include_router(jobs.router)
