@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import threading
+from types import FrameType
 
 import uvicorn
 
@@ -57,16 +59,41 @@ def main(argv: list[str] | None = None) -> int:
     log.info("dashboard and API on http://%s:%d (Swagger at /docs)", args.host, args.port)
     try:
         app = create_app(settings, backends, liveness=lambda: worker.problem)
-        uvicorn.run(app, host=args.host, port=args.port, log_config=None)
+        # open requests get SHUTDOWN_GRACE_S to finish, as running jobs do in a worker
+        config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None,
+                                timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)))
+        server = _HandBackOnSignal(config, worker)
+        # uvicorn re-raises the signal it handled once it has stopped, with the handler that was
+        # there before it: were that the default one, it would kill the process before the
+        # cleanup below runs (the job would stay leased, its scratch on disk). A signal before
+        # uvicorn listens stops it as soon as it has started.
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop_signal, server.handle_exit)
+        server.run()
     finally:
-        # uvicorn has handled the signal: stop running jobs at their next batch and release
-        # their messages, so they resume on the next start instead of waiting for a lease
+        # stop running jobs at their next batch and release their messages, so they resume
+        # on the next start instead of waiting for a lease
         worker.stop_now()
-        worker.join(timeout=settings.shutdown_grace_s)
+        if not worker.join(timeout=settings.shutdown_grace_s):
+            log.warning("a job did not stop within SHUTDOWN_GRACE_S; its message comes back when its lease ends")
         worker.close()
         backends.close()
         scratch.close()
+        log.info("stopped")
     return 0
+
+
+class _HandBackOnSignal(uvicorn.Server):
+    """uvicorn that also stops the worker on the first signal: running jobs go back to the
+    queue while open requests finish, rather than after them."""
+
+    def __init__(self, config: uvicorn.Config, worker: Worker) -> None:
+        super().__init__(config)
+        self.worker = worker
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.worker.stop_now()
+        super().handle_exit(sig, frame)
 
 
 def _load_model_then_work(detectors: DetectorCache, worker: Worker) -> None:

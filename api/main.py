@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -23,7 +27,13 @@ from api.routes import health, jobs, model, streams, uploads
 from api.submission import Submitter
 from core.backends import Backends, build_backends
 from core.config import Settings, load_settings
-from core.errors import CattleCounterError, StorageUnavailable, describe_validation_error, dotted
+from core.errors import (
+    CattleCounterError,
+    ShuttingDown,
+    StorageUnavailable,
+    describe_validation_error,
+    dotted,
+)
 from core.logging import configure_logging
 from core.metrics import HttpMetricsMiddleware, metrics_response
 from core.scratch import open_scratch
@@ -57,6 +67,8 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
             log.error("cannot start: %s", exc)
             raise
         app.state.scratch_dir = scratch.path
+        if settings is None:
+            _bound_graceful_shutdown(app.state.settings.shutdown_grace_s)
         sweeper = asyncio.create_task(_sweep_uploads_forever(app.state.submitter))
         try:
             yield
@@ -65,6 +77,8 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
             scratch.close()
             if backends is None:  # we built them, we close them
                 app.state.backends.close()
+            if settings is None:
+                _exit_cleanly_after_sigterm()
 
     app = FastAPI(
         title="CattleCounter",
@@ -75,6 +89,7 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
     )
     app.state.liveness = liveness
     _add_error_handlers(app)
+    app.add_middleware(_AnswerRequestsCutAtShutdown)  # inside the metrics: they count its 503
     app.add_middleware(HttpMetricsMiddleware)
     app.add_api_route("/metrics", _metrics, include_in_schema=False)
     app.include_router(health.router)
@@ -85,6 +100,57 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
     if (STATIC_DIR / "index.html").exists():  # the dashboard, at /
         app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="dashboard")
     return app
+
+
+class _AnswerRequestsCutAtShutdown:
+    """uvicorn cancels the requests still open SHUTDOWN_GRACE_S after SIGTERM (a stalled
+    upload, say). Answer those 503 (send it again: another replica, or this one restarted,
+    takes it) with one log line, rather than a traceback and a 500. Only that shutdown
+    cancels a request's task from outside, so a cancellation reaching here is it."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        answered = False
+
+        async def send_and_note(message: dict[str, Any]) -> None:
+            nonlocal answered
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except asyncio.CancelledError:
+            log.warning("%s %s was cut: still open when the shutdown grace (SHUTDOWN_GRACE_S) ended",
+                        scope["method"], scope["path"])
+            if not answered:
+                error = ShuttingDown("the server is shutting down; send the request again")
+                await _error_response(error.http_status, error.code, str(error))(scope, receive, send)
+
+
+def _bound_graceful_shutdown(grace_s: float) -> None:
+    """Give open requests (an upload, say) SHUTDOWN_GRACE_S to finish after SIGTERM, then
+    cancel them, so the process ends before the container runtime's SIGKILL and removes its
+    scratch. uvicorn waits for ever unless told; ``uvicorn api.main:app`` is told here, by the
+    server whose handler holds the signal, unless --timeout-graceful-shutdown already did."""
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    if isinstance(server, uvicorn.Server) and server.config.timeout_graceful_shutdown is None:
+        server.config.timeout_graceful_shutdown = max(1, round(grace_s))
+
+
+def _exit_cleanly_after_sigterm() -> None:
+    """Let ``uvicorn api.main:app`` end with status 0 after a SIGTERM.
+
+    Once it has shut down (open requests done, this lifespan's cleanup run), uvicorn raises
+    the signal it handled again with the default handler, and the process dies by it (143 in
+    Docker): a clean stop that looks like a kill. Everything is handed back by now, so the
+    signal is blocked in this thread: it stays pending, and the process exits normally."""
+    if threading.current_thread() is threading.main_thread():  # where uvicorn raises it
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
 
 async def _sweep_uploads_forever(submitter: Submitter) -> None:

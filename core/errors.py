@@ -169,6 +169,15 @@ class UploadStalled(InvalidInput):
     headers = {"Connection": "close"}  # the rest of the body may still come: never read it as a request
 
 
+class ShuttingDown(CattleCounterError):
+    """The API stopped (SIGTERM) while the request was still open after SHUTDOWN_GRACE_S;
+    nothing was made of it, send it again."""
+
+    code = "shutting_down"
+    http_status = 503
+    transient = True
+
+
 class InputChanged(InvalidInput):
     """The job's input was replaced after the API had checked it."""
 

@@ -84,11 +84,14 @@ def test_compose_default_connection_string_matches_env_example() -> None:
     assert compose_default == example["AZURE_STORAGE_CONNECTION_STRING"]
 
 
-def test_compose_stop_grace_period_outlasts_shutdown_grace() -> None:
-    worker = load_compose("docker-compose.yml")["services"]["worker"]
-    grace = duration_seconds(worker["stop_grace_period"])
-    shutdown_grace = load_settings(merged_worker_environment(*COMPOSE_FILES), env_file=None).shutdown_grace_s
-    assert grace >= shutdown_grace + SHUTDOWN_MARGIN_S
+@pytest.mark.parametrize("service", ["api", "worker", "stream-worker"])
+def test_compose_stop_grace_period_outlasts_shutdown_grace(service: str) -> None:
+    """Every process hands its work back within SHUTDOWN_GRACE_S plus a margin after SIGTERM;
+    compose's SIGKILL (10 s unless stop_grace_period says) must not come first."""
+    stop_grace_period = load_compose("docker-compose.yml")["services"][service].get("stop_grace_period", "10s")
+    environment = {**merged_environment(service, *COMPOSE_FILES), "AZURE_STORAGE_CONNECTION_STRING": "x"}
+    shutdown_grace = load_settings(environment, env_file=None).shutdown_grace_s
+    assert duration_seconds(stop_grace_period) >= shutdown_grace + SHUTDOWN_MARGIN_S
 
 
 
