@@ -139,6 +139,18 @@ def test_signed_links_open_their_own_download_until_they_expire(api, small_clip)
     assert api.get(f"/jobs/{job_id}?{query}").status_code == 401
 
 
+@pytest.mark.parametrize("expires", ["1", str(expiry(600)), "soon"])
+@pytest.mark.parametrize("route", ["result", "video", "files/a.jpg", "live/index.m3u8"])
+def test_a_bad_signature_tells_nothing_about_whether_the_job_exists(api, small_clip, route: str, expires: str):
+    """Without a key, another tenant's job and a job that never existed answer alike."""
+    existing = completed_job(api, small_clip, ALICE)
+    answers = [api.get(f"/jobs/{job_id}/{route}", params={"exp": expires, "sig": "x"})
+               for job_id in (existing, new_job_id())]
+    assert [answer.status_code for answer in answers] == [401, 401]
+    assert answers[0].content == answers[1].content
+    assert answers[0].json()["error"]["code"] == "unauthorized"
+
+
 def test_direct_uploads_belong_to_their_tenant(api, small_clip):
     ticket = api.post("/uploads", json={"filename": "a.mp4"}, headers=as_(ALICE)).json()
     assert api.put(ticket["upload_url"], content=small_clip.read_bytes(), headers=as_(BOB)).status_code == 422
