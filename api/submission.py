@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from api.bulk import FileNames, error_of
+from api.idempotency import check_same_request, request_fingerprint
 from core import metrics
 from core.backends import Backends, BlobStore
 from core.blob_io import open_blob
@@ -318,6 +319,7 @@ class Submitter:
         job = Job(id=job_id, kind=kind, input_blob=blob, input_etag=input_etag, filename=filename, size_bytes=size,
                   params=params, idempotency_key=key, owner=owner, files_total=files_total, files_failed=files_failed,
                   source=source, stream=stream)
+        job.idempotency_fingerprint = request_fingerprint(job) if key else None
         try:
             stored = self.backends.jobs.create(job)
         except AlreadyExists:
@@ -331,6 +333,7 @@ class Submitter:
             raise
         if stored.id != job_id:  # the idempotency key matched an earlier job
             discard_input()
+            check_same_request(stored, job.idempotency_fingerprint)
             return stored, False
         try:
             self.backends.queue_for(kind).send(JobMessage(job_id=job_id, input_blob=blob).encode())

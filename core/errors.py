@@ -169,6 +169,13 @@ class UploadStalled(InvalidInput):
     headers = {"Connection": "close"}  # the rest of the body may still come: never read it as a request
 
 
+class IdempotencyKeyReused(InvalidInput):
+    """The Idempotency-Key was used before for a different request: use a new key for a new request."""
+
+    code = "idempotency_key_reused"
+    http_status = 422
+
+
 class InputChanged(InvalidInput):
     """The job's input was replaced after the API had checked it."""
 

@@ -14,6 +14,7 @@ from core.backends import build_backends
 from core.config import load_settings
 from core.errors import ConfigError
 from core.jobs import Job, JobStatus, new_job_id
+from tests.fixtures_stills import image_bytes
 from tests.test_api import complete_with_outputs, upload
 from tests.waiting import wait_until
 
@@ -75,6 +76,31 @@ def test_idempotency_keys_are_per_tenant(api, small_clip):
     again = upload(api, small_clip, headers={**as_(BOB), **idem})
     assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
     assert again.json()["job_id"] == bob.json()["job_id"]
+
+
+def test_an_idempotency_key_replays_only_the_request_it_came_with(api, small_clip):
+    idem = {**as_(ALICE), "Idempotency-Key": "camera-7-monday"}
+    first = upload(api, small_clip, headers=idem, threshold="0.4")
+    assert first.status_code == 202, first.text
+    same = upload(api, small_clip, headers=idem, params='{"threshold": 0.4}')  # the same request, spelt otherwise
+    assert same.status_code == 200 and same.json()["job_id"] == first.json()["job_id"]
+
+    stored_before = {blob.path for blob in api.backends.blobs.list("")}
+    other_params = upload(api, small_clip, headers=idem, threshold="0.7")
+    images = api.post("/jobs", files={"file": ("field.png", image_bytes("PNG", 64, 48))}, headers=idem)
+    for reused in (other_params, images):
+        assert reused.status_code == 422, reused.text
+        assert reused.json()["error"]["code"] == "idempotency_key_reused"
+        assert first.json()["job_id"] in reused.json()["error"]["message"]
+    assert {blob.path for blob in api.backends.blobs.list("")} == stored_before  # the refused inputs are gone
+    assert [job["job_id"] for job in api.get("/jobs", headers=as_(ALICE)).json()["jobs"]] == [first.json()["job_id"]]
+
+
+def test_a_job_recorded_before_fingerprints_is_replayed_as_before(api, small_clip):
+    first = upload(api, small_clip, headers={**as_(ALICE), "Idempotency-Key": "old-key"})
+    api.backends.jobs.modify(first.json()["job_id"], lambda job: setattr(job, "idempotency_fingerprint", None))
+    again = upload(api, small_clip, headers={**as_(ALICE), "Idempotency-Key": "old-key"}, threshold="0.9")
+    assert again.status_code == 200 and again.json()["job_id"] == first.json()["job_id"]
 
 
 def test_a_bare_key_is_the_default_tenant_and_sees_jobs_from_before_owners(api, small_clip):
