@@ -56,6 +56,7 @@ from core.jobs import (
 )
 from core.model_card import read_card
 from core.netpolicy import check_stream_url, redact_url
+from core.quotas import QuotaKeeper
 from core.webhooks import check_callback_url
 from ml_engine.image_probe import ImageInfo, probe_image
 from ml_engine.video import VideoInfo, VideoLimits, probe
@@ -224,6 +225,7 @@ class Submitter:
     def __init__(self, settings: Settings, backends: Backends) -> None:
         self.settings = settings
         self.backends = backends
+        self.quotas = QuotaKeeper(settings, backends.jobs)
 
     def submit_file(
         self, video: Path, filename: str, params: JobParams, idempotency_key: str | None,
@@ -336,13 +338,13 @@ class Submitter:
             check_same_request(stored, job.idempotency_fingerprint)
             return stored, False
         try:
+            self.quotas.check_new_job(stored)  # recorded first, so two submissions at once see each other
             self.backends.queue_for(kind).send(JobMessage(job_id=job_id, input_blob=blob).encode())
         except CattleCounterError:
             self.backends.jobs.delete(job_id)
             discard_input()
             raise
-        metrics.JOBS_SUBMITTED.labels(owner=owner).inc()
-        metrics.UPLOAD_BYTES.labels(owner=owner).inc(size)
+        metrics.count_submission(owner, size, named=self.settings.metrics_tenant_labels)
         log.info("job %s queued (%s, %d bytes)", job_id, filename, size)
         return stored, True
 

@@ -187,14 +187,66 @@ def test_direct_uploads_belong_to_their_tenant(api, small_clip):
     assert created.status_code == 202 and api.backends.jobs.get(created.json()["job_id"]).owner == "alice"
 
 
-def test_submissions_are_counted_per_owner(api, small_clip):
-    def submitted(owner: str) -> float:
-        return metrics.REGISTRY.get_sample_value("cattlecounter_jobs_submitted_total", {"owner": owner}) or 0.0
+def submitted(owner: str) -> float:
+    return metrics.REGISTRY.get_sample_value("cattlecounter_jobs_submitted_total", {"owner": owner}) or 0.0
 
-    before_alice, before_bob = submitted("alice"), submitted("bob")
+
+def test_metrics_name_no_tenant_unless_a_setting_asks(api, small_clip):
+    before_all, before_alice = submitted(metrics.ALL_OWNERS), submitted("alice")
     upload(api, small_clip, headers=as_(ALICE))
-    assert (submitted("alice") - before_alice, submitted("bob") - before_bob) == (1, 0)
-    assert 'cattlecounter_upload_bytes_total{owner="alice"}' in api.get("/metrics").text
+    assert (submitted(metrics.ALL_OWNERS) - before_all, submitted("alice") - before_alice) == (1, 0)
+    text = api.get("/metrics", headers=as_(ADMIN)).text
+    assert 'cattlecounter_jobs_submitted_total{owner="*"}' in text
+
+
+def test_metrics_name_tenants_where_metrics_tenant_labels_is_on(make_settings, small_clip):
+    settings = make_settings("local", metrics_tenant_labels=True, **KEYS)
+    backends = build_backends(settings)
+    with TestClient(create_app(settings, backends)) as client:
+        before_alice, before_bob = submitted("alice"), submitted("bob")
+        upload(client, small_clip, headers=as_(ALICE))
+        assert (submitted("alice") - before_alice, submitted("bob") - before_bob) == (1, 0)
+        assert 'cattlecounter_upload_bytes_total{owner="alice"}' in client.get("/metrics", headers=as_(ADMIN)).text
+    backends.close()
+
+
+METRICS_KEY = "scraper-key-7d1e0b5a"
+
+
+def test_metrics_are_read_with_the_metrics_key_or_an_admin_key_only(make_settings):
+    settings = make_settings("local", metrics_key=METRICS_KEY, **KEYS)
+    backends = build_backends(settings)
+    with TestClient(create_app(settings, backends)) as client:
+        for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"Authorization": f"Basic {METRICS_KEY}"},
+                        {"X-API-Key": "wrong-key"}):
+            refused = client.get("/metrics", headers=headers)
+            assert refused.status_code == 401, (headers, refused.text)
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+            assert "cattlecounter_" not in refused.text
+        for tenant in (ALICE, BARE):
+            forbidden = client.get("/metrics", headers=as_(tenant))
+            assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "forbidden"
+        for headers in ({"Authorization": f"Bearer {METRICS_KEY}"}, as_(METRICS_KEY), as_(ADMIN),
+                        {"Authorization": f"Bearer {ADMIN}"}):
+            allowed = client.get("/metrics", headers=headers)
+            assert allowed.status_code == 200 and "cattlecounter_http_requests_total" in allowed.text, headers
+        assert client.get("/jobs", headers=as_(METRICS_KEY)).status_code == 401  # it opens /metrics alone
+    backends.close()
+
+
+def test_metrics_need_a_key_once_api_keys_are_set_even_without_a_metrics_key(api):
+    assert api.get("/metrics").status_code == 401
+    assert api.get("/metrics", headers=as_(BOB)).status_code == 403
+    assert api.get("/metrics", headers=as_(ADMIN)).status_code == 200
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"API_KEYS": "alice:k1-long-enough-key", "METRICS_KEY": "k1-long-enough-key"}, "METRICS_KEY is also an API key"),
+    ({"METRICS_KEY": "short"}, "METRICS_KEY"),
+])
+def test_bad_metrics_keys_are_config_errors(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env, env_file=None)
 
 
 def test_no_keys_keeps_the_open_local_mode(make_settings, small_clip):
@@ -207,6 +259,7 @@ def test_no_keys_keeps_the_open_local_mode(make_settings, small_clip):
         assert client.get(f"/jobs/{job_id}/result").status_code == 200
         links = client.post(f"/jobs/{job_id}/links").json()["links"]
         assert client.get(links["video"]).status_code == 200
+        assert client.get("/metrics").status_code == 200  # no keys, no METRICS_KEY: open, as before
         assert backends.jobs.get(job_id).owner == "default"
     backends.close()
 
