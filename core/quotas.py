@@ -113,10 +113,22 @@ class QuotaKeeper:
     def check_new_job(self, job: Job) -> None:
         """Raise QuotaExceeded (429) or RequestExceedsQuota (422) if ``job``, already recorded
         but not yet queued, puts its tenant past a limit."""
+        self._refuse_past_limits(job, recorded=True)
+
+    def check_room(self, owner: str) -> None:
+        """Before a body is read: refuse at once a tenant that is at its queued-jobs or
+        stored-bytes limit already, rather than after receiving and storing its upload."""
+        quota = self.settings.quota_for(owner)
+        if quota.max_queued_jobs or quota.max_stored_bytes:
+            self._refuse_past_limits(Job(id="", input_blob="", owner=owner), recorded=False)
+
+    def _refuse_past_limits(self, job: Job, recorded: bool) -> None:
+        """``recorded``: the job is in the store already (the listings count it), else it is one
+        still to come (of unknown size)."""
         quota = self.settings.quota_for(job.owner)
         try:
-            self._check_queued(job, quota)
-            self._check_stored_bytes(job, quota)
+            self._check_queued(job, quota, also=0 if recorded else 1)
+            self._check_stored_bytes(job, quota, room_needed=0 if recorded else 1)
             if job.kind is JobKind.STREAM:
                 self._check_stream_hours(job, quota)
         except (QuotaExceeded, RequestExceedsQuota) as refused:
@@ -124,22 +136,23 @@ class QuotaKeeper:
             metrics.QUOTA_REFUSALS.labels(quota=refused.quota, owner=label).inc()
             raise
 
-    def _check_queued(self, job: Job, quota: Quota) -> None:
+    def _check_queued(self, job: Job, quota: Quota, also: int) -> None:
         limit = quota.max_queued_jobs
-        if limit and count_jobs(self.jobs, job.owner, JobStatus.QUEUED, limit + 1) > limit:
+        if limit and count_jobs(self.jobs, job.owner, JobStatus.QUEUED, limit + 1) + also > limit:
             raise QuotaExceeded(
                 f"tenant {job.owner!r} has {limit} jobs waiting for a worker already, its limit "
                 "(QUOTA_MAX_QUEUED_JOBS); submit again once one has started", RETRY_AFTER_S, "queued_jobs")
 
-    def _check_stored_bytes(self, job: Job, quota: Quota) -> None:
+    def _check_stored_bytes(self, job: Job, quota: Quota, room_needed: int) -> None:
         limit = quota.max_stored_bytes
         if not limit:
             return
         stored = sum(other.size_bytes for other in owner_jobs(self.jobs, job.owner))  # this job's included
-        if stored > limit:
+        if stored + room_needed > limit:
+            holding = f"{stored} bytes with this job" if room_needed == 0 else f"{stored} bytes already"
             raise RequestExceedsQuota(
-                f"tenant {job.owner!r} would store {stored} bytes of input with this job, over its limit of "
-                f"{limit} (QUOTA_MAX_STORED_BYTES); delete finished jobs to make room", "stored_bytes")
+                f"tenant {job.owner!r} may keep {limit} bytes of input in storage (QUOTA_MAX_STORED_BYTES); "
+                f"its jobs hold {holding}: delete finished jobs to make room", "stored_bytes")
 
     def _check_stream_hours(self, job: Job, quota: Quota) -> None:
         limit_s = quota.max_stream_hours * HOUR_S

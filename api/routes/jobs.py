@@ -124,6 +124,8 @@ def _submitted(job: Job, created: bool) -> JSONResponse:
 async def _submit(request: Request, settings, submitter, scratch, idempotency_key: str | None,
                   owner: str) -> JSONResponse:
     key = check_idempotency_key(idempotency_key)
+    if key is None:  # refused before the upload is read; with a key it may be a replay, which no quota refuses
+        await run_in_threadpool(submitter.quotas.check_room, owner)
     if request.headers.get("content-type", "").startswith("application/json"):
         body = await _json_body(request, settings.upload_stall_timeout_s)
         # in a thread: checking a callback_url resolves its host name, which may take seconds
