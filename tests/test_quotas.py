@@ -192,3 +192,21 @@ def test_defaults_limit_nothing(make_api, small_clip):
 def test_bad_tenant_quotas_are_config_errors(value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings({"TENANT_QUOTAS": value}, env_file=None)
+
+
+def test_a_real_server_reads_its_quotas_and_metrics_key_from_the_environment(start_service, small_clip):
+    service = start_service("local", workers=0, metrics_key="scraper-key-0c9e4f11",
+                            tenant_quotas={"alice": {"max_queued_jobs": 1}}, **KEYS)
+    assert service.env["TENANT_QUOTAS"].startswith("{")  # what the process read: JSON
+    assert service.submit(small_clip, headers=as_(ALICE))["status"] == "queued"
+    with small_clip.open("rb") as video:
+        refused = service.client.post("/jobs", files={"file": ("clip.mp4", video)}, headers=as_(ALICE))
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "30", refused.text
+    assert service.submit(small_clip, headers=as_(BOB))["status"] == "queued"
+
+    assert service.client.get("/metrics").status_code == 401
+    scraped = service.client.get("/metrics", headers={"Authorization": "Bearer scraper-key-0c9e4f11"})
+    assert scraped.status_code == 200
+    assert 'cattlecounter_quota_refusals_total{owner="*",quota="queued_jobs"} 1.0' in scraped.text
+    assert 'cattlecounter_jobs_submitted_total{owner="*"} 2.0' in scraped.text
+
