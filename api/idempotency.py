@@ -18,7 +18,7 @@ import hashlib
 import json
 
 from core.errors import IdempotencyKeyReused
-from core.jobs import Job, job_blob_prefix
+from core.jobs import Job, JobParams, job_blob_prefix
 
 
 def request_fingerprint(job: Job) -> str:
@@ -49,3 +49,12 @@ def check_same_request(earlier: Job, fingerprint: str | None) -> None:
             f"Idempotency-Key {earlier.idempotency_key!r} was used for a different request (job {earlier.id}); "
             "send a new key with a new request"
         )
+
+
+def check_same_params(earlier: Job, key: str | None, params: JobParams) -> None:
+    """A request naming direct uploads that are a job already (``earlier``) gets that job back,
+    whatever its key. Sent with that job's own key, though, it is a replay, and must ask what
+    the job was made with: IdempotencyKeyReused if its parameters differ."""
+    if key is not None and earlier.idempotency_key == key:
+        check_same_request(earlier, request_fingerprint(earlier.model_copy(update={"params": params})))
+

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from api.bulk import FileNames, error_of
-from api.idempotency import check_same_request, request_fingerprint
+from api.idempotency import check_same_params, check_same_request, request_fingerprint
 from core import metrics
 from core.backends import Backends, BlobStore
 from core.blob_io import open_blob
@@ -252,6 +252,7 @@ class Submitter:
         meta = self._upload_meta(upload_id, owner)
         existing = self._job_of_upload(meta)
         if existing is not None:
+            check_same_params(existing, idempotency_key, params)
             return existing, False
         job_id = meta.get("job_id") or new_job_id()
         blob = upload_data_path(upload_id)
@@ -414,6 +415,7 @@ class Submitter:
         if len(earlier) == 1 and None not in earlier:  # the same set posted again: the job it became
             existing = self._job_or_none(earlier.pop() or "")
             if existing is not None:
+                check_same_params(existing, idempotency_key, params)
                 return existing, False
         job_id = new_job_id()
         names = FileNames()

@@ -96,6 +96,24 @@ def test_an_idempotency_key_replays_only_the_request_it_came_with(api, small_cli
     assert [job["job_id"] for job in api.get("/jobs", headers=as_(ALICE)).json()["jobs"]] == [first.json()["job_id"]]
 
 
+def test_a_direct_upload_replayed_with_its_key_must_ask_the_same(api, small_clip):
+    ticket = api.post("/uploads", json={"filename": "a.mp4"}, headers=as_(ALICE)).json()
+    assert api.put(ticket["upload_url"], content=small_clip.read_bytes(), headers=as_(ALICE)).status_code == 201
+
+    def post(key: str | None, threshold: float):
+        headers = {**as_(ALICE), **({"Idempotency-Key": key} if key else {})}
+        return api.post("/jobs", json={"upload_id": ticket["upload_id"], "params": {"threshold": threshold}},
+                        headers=headers)
+
+    first = post("upload-a", 0.4)
+    assert first.status_code == 202
+    assert post("upload-a", 0.4).status_code == 200
+    reused = post("upload-a", 0.7)
+    assert reused.status_code == 422 and reused.json()["error"]["code"] == "idempotency_key_reused"
+    # without that key the upload's own rule holds: one upload, one job, returned as it is
+    assert post(None, 0.7).json()["job_id"] == first.json()["job_id"]
+
+
 def test_a_job_recorded_before_fingerprints_is_replayed_as_before(api, small_clip):
     first = upload(api, small_clip, headers={**as_(ALICE), "Idempotency-Key": "old-key"})
     api.backends.jobs.modify(first.json()["job_id"], lambda job: setattr(job, "idempotency_fingerprint", None))
