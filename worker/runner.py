@@ -62,6 +62,10 @@ log = logging.getLogger(__name__)
 # Transient failures (storage down) retry for as long as they last; the pause between
 # deliveries doubles up to this (Azure also caps a message's invisibility at 7 days).
 MAX_RETRY_BACKOFF_S = 15 * 60
+# A job whose tenant runs its QUOTA_MAX_PROCESSING_JOBS already stays hidden this long: short
+# enough that it starts soon after a slot frees, long enough that a tenant with many queued
+# jobs does not keep the workers busy handing them back instead of running others' jobs.
+QUOTA_WAIT_S = 10.0
 
 
 class Outcome(str, Enum):
@@ -69,7 +73,7 @@ class Outcome(str, Enum):
     RETRY = "retry"  # hide it for a backoff, then it comes back
     POISON = "poison"  # move it to the poison queue
     RELEASE = "release"  # make it visible again now (shutting down)
-    LATER = "later"  # hide it for RETRY_BACKOFF_S, no failed attempt: its tenant runs its quota of jobs
+    LATER = "later"  # hide it for QUOTA_WAIT_S, no failed attempt: its tenant runs its quota of jobs
     LOST = "lost"  # the lease is gone; the message is not ours to touch
 
 
@@ -371,7 +375,7 @@ class JobRunner:
             elif outcome is Outcome.RELEASE:
                 queue.release(message)
             elif outcome is Outcome.LATER:
-                queue.extend_lease(message, timedelta(seconds=self.settings.retry_backoff_s))
+                queue.extend_lease(message, timedelta(seconds=QUOTA_WAIT_S))
         except LeaseLost:
             log.warning("lease lost before the message could be settled (%s)", outcome.value)
         except CattleCounterError as exc:  # the lease will expire and the message come back
