@@ -197,6 +197,13 @@ class UploadStalled(InvalidInput):
     headers = {"Connection": "close"}  # the rest of the body may still come: never read it as a request
 
 
+class InputChanged(InvalidInput):
+    """The job's input was replaced after the API had checked it."""
+
+    code = "input_changed"
+    http_status = 409
+
+
 class RequestExceedsQuota(InvalidInput):
     """The request does not fit in the tenant's quota, and waiting will not change that: delete
     finished jobs, or ask for less."""
@@ -214,13 +221,6 @@ class IdempotencyKeyReused(InvalidInput):
 
     code = "idempotency_key_reused"
     http_status = 422
-
-
-class InputChanged(InvalidInput):
-    """The job's input was replaced after the API had checked it."""
-
-    code = "input_changed"
-    http_status = 409
 
 
 # --- video ------------------------------------------------------------------------
