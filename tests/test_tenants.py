@@ -252,6 +252,16 @@ def test_metrics_are_read_with_the_metrics_key_or_an_admin_key_only(make_setting
     backends.close()
 
 
+def test_a_metrics_key_alone_closes_metrics_and_nothing_else(make_settings):
+    settings = make_settings("local", metrics_key=METRICS_KEY)
+    backends = build_backends(settings)
+    with TestClient(create_app(settings, backends)) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_KEY}"}).status_code == 200
+        assert client.get("/jobs").status_code == 200  # no API keys: the API itself stays open
+    backends.close()
+
+
 def test_metrics_need_a_key_once_api_keys_are_set_even_without_a_metrics_key(api):
     assert api.get("/metrics").status_code == 401
     assert api.get("/metrics", headers=as_(BOB)).status_code == 403
