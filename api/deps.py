@@ -8,18 +8,19 @@ than the job lookup they guard. They only read app state, so they cannot block t
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Query, Request
-from fastapi.security import APIKeyHeader, APIKeyQuery
+from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.signed_urls import Signature
 from api.submission import Submitter
 from core.backends import Backends
 from core.config import Settings
-from core.errors import Unauthorized
+from core.errors import Forbidden, Unauthorized
 from core.jobs import DEFAULT_OWNER
 
 
@@ -38,6 +39,8 @@ async def get_submitter(request: Request) -> Submitter:
 async def get_scratch_dir(request: Request) -> Path:
     return request.app.state.scratch_dir
 
+
+T = TypeVar("T")
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 BackendsDep = Annotated[Backends, Depends(get_backends)]
@@ -73,15 +76,21 @@ def caller_for_key(settings: Settings, presented: str | None) -> Caller:
     """The caller a key belongs to. Raises Unauthorized for a missing or unknown key."""
     if not settings.accepted_keys:
         return OPEN_API
-    given = (presented or "").encode()
-    found = None
-    # compare against every key, always, so timing does not reveal which prefix matched
-    for entry in settings.accepted_keys:
-        if hmac.compare_digest(given, entry.key.encode()):
-            found = entry
+    found = _matching(presented, settings.accepted_keys, key=lambda entry: entry.key)
     if found is None:
         raise Unauthorized()
     return Caller(owner=found.owner, sees_all=found.admin)
+
+
+def _matching(presented: str | None, candidates: Iterable[T], key: Callable[[T], str]) -> T | None:
+    """The candidate whose ``key(candidate)`` is ``presented``, or None. Compared against every
+    one, always, so timing does not reveal which prefix matched."""
+    given = (presented or "").encode()
+    found = None
+    for candidate in candidates:
+        if hmac.compare_digest(given, key(candidate).encode()):
+            found = candidate
+    return found
 
 
 async def require_caller(
@@ -114,3 +123,38 @@ async def media_access(
 CallerDep = Annotated[Caller, Depends(require_caller)]
 MediaAccessDep = Annotated[Caller | Signature, Depends(media_access)]
 ApiKeyDep = Depends(require_caller)  # for routes that need a key but not its owner
+
+
+# /metrics: Prometheus sends a bearer token (its scrape config's ``authorization``)
+_bearer = HTTPBearer(auto_error=False)
+METRICS_CHALLENGE = 'Bearer realm="metrics"'
+
+
+async def require_metrics_reader(
+    settings: SettingsDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header_key: Annotated[str | None, Depends(_header_key)],
+) -> None:
+    """Who may read /metrics, which tells how busy each tenant is: with keys configured (or
+    METRICS_KEY), METRICS_KEY or an admin key, as ``Authorization: Bearer`` or X-API-Key."""
+    if not settings.accepted_keys and not settings.metrics_key:
+        return  # the open local mode
+    presented = bearer.credentials if bearer is not None else header_key
+    readers = [key for key in (settings.metrics_key,) if key] + [e.key for e in settings.accepted_keys if e.admin]
+    if presented and _matching(presented, readers, key=str) is not None:
+        return
+    if presented and _matching(presented, settings.accepted_keys, key=lambda entry: entry.key) is not None:
+        raise Forbidden("/metrics is read with METRICS_KEY or an admin key, not a tenant's key")
+    raise Unauthorized("/metrics needs METRICS_KEY or an admin key, as Authorization: Bearer <key> or X-API-Key",
+                       challenge=METRICS_CHALLENGE)
+
+
+async def require_admin(caller: CallerDep) -> Caller:
+    """An admin key's caller (or the open API's); a tenant's key is Forbidden."""
+    if not caller.sees_all:
+        raise Forbidden("this takes an admin key (ADMIN_API_KEYS)")
+    return caller
+
+
+MetricsReaderDep = Depends(require_metrics_reader)
+AdminDep = Annotated[Caller, Depends(require_admin)]

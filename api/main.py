@@ -23,7 +23,8 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.routes import health, jobs, model, streams, uploads
+from api.deps import MetricsReaderDep
+from api.routes import health, jobs, model, streams, tenants, uploads
 from api.submission import Submitter
 from core.backends import Backends, build_backends
 from core.config import Settings, load_settings
@@ -91,12 +92,13 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
     _add_error_handlers(app)
     app.add_middleware(_AnswerRequestsCutAtShutdown)  # inside the metrics: they count its 503
     app.add_middleware(HttpMetricsMiddleware)
-    app.add_api_route("/metrics", _metrics, include_in_schema=False)
+    app.add_api_route("/metrics", _metrics, include_in_schema=False, dependencies=[MetricsReaderDep])
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(streams.router)
     app.include_router(uploads.router)
     app.include_router(model.router)
+    app.include_router(tenants.router)
     if (STATIC_DIR / "index.html").exists():  # the dashboard, at /
         app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="dashboard")
     return app
@@ -166,7 +168,7 @@ async def _sweep_uploads_forever(submitter: Submitter) -> None:
 
 
 def _metrics(request: Request) -> Response:
-    """Prometheus exposition for this API process."""
+    """Prometheus exposition for this API process (METRICS_KEY or an admin key, once keys are set)."""
     return metrics_response(request.headers.get("accept"))
 
 

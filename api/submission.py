@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from api.bulk import FileNames, error_of
+from api.idempotency import check_same_params, check_same_request, request_fingerprint
 from core import metrics
 from core.backends import Backends, BlobStore
 from core.blob_io import open_blob
@@ -55,6 +56,7 @@ from core.jobs import (
 )
 from core.model_card import read_card
 from core.netpolicy import check_stream_url, redact_url
+from core.quotas import QuotaKeeper
 from core.webhooks import check_callback_url
 from ml_engine.image_probe import ImageInfo, probe_image
 from ml_engine.video import VideoInfo, VideoLimits, probe
@@ -223,6 +225,7 @@ class Submitter:
     def __init__(self, settings: Settings, backends: Backends) -> None:
         self.settings = settings
         self.backends = backends
+        self.quotas = QuotaKeeper(settings, backends.jobs)
 
     def submit_file(
         self, video: Path, filename: str, params: JobParams, idempotency_key: str | None,
@@ -249,6 +252,7 @@ class Submitter:
         meta = self._upload_meta(upload_id, owner)
         existing = self._job_of_upload(meta)
         if existing is not None:
+            check_same_params(existing, idempotency_key, params)
             return existing, False
         job_id = meta.get("job_id") or new_job_id()
         blob = upload_data_path(upload_id)
@@ -318,6 +322,7 @@ class Submitter:
         job = Job(id=job_id, kind=kind, input_blob=blob, input_etag=input_etag, filename=filename, size_bytes=size,
                   params=params, idempotency_key=key, owner=owner, files_total=files_total, files_failed=files_failed,
                   source=source, stream=stream)
+        job.idempotency_fingerprint = request_fingerprint(job) if key else None
         try:
             stored = self.backends.jobs.create(job)
         except AlreadyExists:
@@ -331,15 +336,16 @@ class Submitter:
             raise
         if stored.id != job_id:  # the idempotency key matched an earlier job
             discard_input()
+            check_same_request(stored, job.idempotency_fingerprint)
             return stored, False
         try:
+            self.quotas.check_new_job(stored)  # recorded first, so two submissions at once see each other
             self.backends.queue_for(kind).send(JobMessage(job_id=job_id, input_blob=blob).encode())
         except CattleCounterError:
             self.backends.jobs.delete(job_id)
             discard_input()
             raise
-        metrics.JOBS_SUBMITTED.labels(owner=owner).inc()
-        metrics.UPLOAD_BYTES.labels(owner=owner).inc(size)
+        metrics.count_submission(owner, size, named=self.settings.metrics_tenant_labels)
         log.info("job %s queued (%s, %d bytes)", job_id, filename, size)
         return stored, True
 
@@ -409,6 +415,7 @@ class Submitter:
         if len(earlier) == 1 and None not in earlier:  # the same set posted again: the job it became
             existing = self._job_or_none(earlier.pop() or "")
             if existing is not None:
+                check_same_params(existing, idempotency_key, params)
                 return existing, False
         job_id = new_job_id()
         names = FileNames()

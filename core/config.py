@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.errors import ConfigError, InvalidInput, describe_validation_error
@@ -66,6 +67,26 @@ def parse_api_key(entry: str, admin: bool = False) -> ApiKey:
     return ApiKey(key=key, owner=name, admin=admin)
 
 
+class QuotaOverride(BaseModel):
+    """One tenant's own limits in TENANT_QUOTAS; a field left out takes its QUOTA_MAX_* value."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_queued_jobs: int | None = Field(default=None, ge=0)
+    max_processing_jobs: int | None = Field(default=None, ge=0)
+    max_stored_bytes: int | None = Field(default=None, ge=0)
+    max_stream_hours: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A tenant's limits; 0 means no limit."""
+
+    max_queued_jobs: int = 0
+    max_processing_jobs: int = 0
+    max_stored_bytes: int = 0
+    max_stream_hours: float = 0.0
+
+
 def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
@@ -106,6 +127,16 @@ class Settings(BaseSettings):
     # --- access: tenants and signed download links ---------------------------------------
     admin_api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     url_signing_secret: str | None = Field(default=None, min_length=32)
+    # /metrics names no tenant unless asked; with keys configured, only these and admin keys read it
+    metrics_key: str | None = Field(default=None, min_length=16)
+    metrics_tenant_labels: bool = False
+
+    # --- quotas per tenant (0: no limit); TENANT_QUOTAS gives named tenants their own ----------
+    quota_max_queued_jobs: int = Field(default=0, ge=0)
+    quota_max_processing_jobs: int = Field(default=0, ge=0)
+    quota_max_stored_bytes: int = Field(default=0, ge=0)
+    quota_max_stream_hours: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    tenant_quotas: Annotated[dict[str, QuotaOverride], NoDecode] = Field(default_factory=dict)
 
     # --- API: uploads that stall (hardening: API boundary) -------------------------------
     # a request body that sends nothing for this long is answered 408 and dropped, so a
@@ -188,7 +219,7 @@ class Settings(BaseSettings):
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
 
-    @field_validator("url_signing_secret", mode="before")
+    @field_validator("url_signing_secret", "metrics_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -199,6 +230,32 @@ class Settings(BaseSettings):
         for entry in entries:
             parse_api_key(entry)  # raises ValueError naming the entry (its first characters only)
         return entries
+
+    @field_validator("tenant_quotas", mode="before")
+    @classmethod
+    def _quotas_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else {}
+            except ValueError:
+                raise ValueError('not JSON; e.g. {"alice": {"max_queued_jobs": 10}}') from None
+        return value
+
+    @field_validator("tenant_quotas")
+    @classmethod
+    def _quota_tenants(cls, value: dict[str, QuotaOverride]) -> dict[str, QuotaOverride]:
+        for name in value:
+            if not OWNER_NAME.fullmatch(name):
+                raise ValueError(f"{name[:64]!r} is not a tenant name (1-64 letters, digits, '.', '_' or '-')")
+        return value
+
+    def quota_for(self, owner: str) -> Quota:
+        """``owner``'s limits: its TENANT_QUOTAS entry, the QUOTA_MAX_* settings for the rest."""
+        own = self.tenant_quotas.get(owner, QuotaOverride())
+        return Quota(**{
+            name: getattr(own, name) if getattr(own, name) is not None else getattr(self, f"quota_{name}")
+            for name in QuotaOverride.model_fields
+        })
 
     @cached_property  # read on every request
     def accepted_keys(self) -> list[ApiKey]:
@@ -279,6 +336,8 @@ class Settings(BaseSettings):
         keys = [entry.key for entry in self.accepted_keys]
         if len(set(keys)) != len(keys):
             raise ValueError("API_KEYS and ADMIN_API_KEYS hold the same key twice: each key has one owner")
+        if self.metrics_key is not None and self.metrics_key in keys:
+            raise ValueError("METRICS_KEY is also an API key: give the scraper a key of its own")
         if self.lease_renew_seconds >= self.lease_seconds:
             raise ValueError(
                 f"LEASE_RENEW_SECONDS ({self.lease_renew_seconds}) must be shorter than "

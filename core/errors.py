@@ -9,6 +9,7 @@ jobs), the HTTP status the API answers with, and whether retrying can ever help.
 from __future__ import annotations
 
 import errno
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -49,6 +50,33 @@ class Unauthorized(CattleCounterError):
 
     code = "unauthorized"
     http_status = 401
+
+    def __init__(self, message: str = "", challenge: str | None = None) -> None:
+        super().__init__(message)
+        if challenge is not None:  # RFC 9110: how to authenticate, for clients that speak a standard scheme
+            self.headers = {"WWW-Authenticate": challenge}
+
+
+class Forbidden(CattleCounterError):
+    """This key may not do that: it takes an admin key."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+# --- quotas per tenant --------------------------------------------------------------------
+
+
+class QuotaExceeded(CattleCounterError):
+    """The tenant is at one of its limits for now: try again after Retry-After seconds."""
+
+    code = "quota_exceeded"
+    http_status = 429
+
+    def __init__(self, message: str, retry_after_s: float, quota: str = "") -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
+        self.quota = quota  # which one: queued_jobs, stream_hours, ...
 
 
 # --- storage (blobs, queue, job records) ---------------------------------------
@@ -183,6 +211,25 @@ class InputChanged(InvalidInput):
 
     code = "input_changed"
     http_status = 409
+
+
+class RequestExceedsQuota(InvalidInput):
+    """The request does not fit in the tenant's quota, and waiting will not change that: delete
+    finished jobs, or ask for less."""
+
+    code = "request_exceeds_quota"
+    http_status = 422
+
+    def __init__(self, message: str, quota: str = "") -> None:
+        super().__init__(message)
+        self.quota = quota  # which one: stored_bytes, stream_hours
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """The Idempotency-Key was used before for a different request: use a new key for a new request."""
+
+    code = "idempotency_key_reused"
+    http_status = 422
 
 
 # --- video ------------------------------------------------------------------------

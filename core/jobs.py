@@ -260,6 +260,8 @@ class Job(BaseModel):
     filename: str = "video"
     size_bytes: int = 0
     idempotency_key: str | None = None  # unique per owner, not globally
+    # what the request with that key asked for (api/idempotency.py): a replay must ask the same
+    idempotency_fingerprint: str | None = None
     owner: str = DEFAULT_OWNER  # the tenant (API key name) the job belongs to
 
     created_at: datetime = Field(default_factory=utcnow)

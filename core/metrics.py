@@ -66,8 +66,10 @@ def _gauge(name: str, documentation: str) -> Gauge:
 
 
 # --- jobs (API: submitted; worker: everything else) -------------------------------------
-# ``owner``: the tenant (API key name; "default" for bare keys). A label per configured
-# tenant, so its values stay a short list set by the operator, never by callers.
+# ``owner``: the tenant (API key name; "default" for bare keys) where METRICS_TENANT_LABELS
+# asks for names, else ALL_OWNERS for every tenant, so that whoever scrapes the metrics does
+# not learn who the tenants are. Either way its values are a short list set by the operator.
+ALL_OWNERS = "*"  # outside the tenant names' alphabet: never a tenant's own series
 JOBS_SUBMITTED = _counter("jobs_submitted", "Jobs accepted by the API and queued, by owner.", ("owner",))
 JOBS_COMPLETED = _counter("jobs_completed", "Jobs that finished successfully.")
 JOBS_FAILED = _counter("jobs_failed", "Jobs that failed for good, by error code.", ("reason",))
@@ -121,6 +123,13 @@ STREAM_EVENTS_UNSENT = _counter(
 
 # --- HTTP (API) -------------------------------------------------------------------------------
 UPLOAD_BYTES = _counter("upload_bytes", "Bytes of video received by the API, by owner.", ("owner",))
+# --- quotas per tenant (API: refusals; worker: hand-backs) -------------------------------------
+QUOTA_REFUSALS = _counter("quota_refusals", "Submissions a tenant quota refused, by quota and owner.", ("quota", "owner"))
+QUOTA_HAND_BACKS = _counter(
+    "quota_hand_backs", "Jobs a worker handed back because their tenant ran QUOTA_MAX_PROCESSING_JOBS already."
+)
+QUOTA_LIMIT = Gauge("quota_limit", "The quotas every tenant without its own (TENANT_QUOTAS) has; 0: none.",
+                    ("quota",), namespace=NAMESPACE, registry=REGISTRY)
 HTTP_REQUESTS = _counter(
     "http_requests",
     "HTTP requests answered, by method, route template and status.",
@@ -134,6 +143,19 @@ HTTP_REQUEST_SECONDS = Histogram(
     registry=REGISTRY,
     buckets=HTTP_SECONDS_BUCKETS,
 )
+
+
+def owner_label(owner: str, named: bool) -> str:
+    """The ``owner`` label of a tenant's activity: its name only where the operator asked
+    (METRICS_TENANT_LABELS), else ALL_OWNERS."""
+    return owner if named else ALL_OWNERS
+
+
+def count_submission(owner: str, size: int, named: bool) -> None:
+    """A job accepted and queued for ``owner``, with ``size`` bytes of input received."""
+    label = owner_label(owner, named)
+    JOBS_SUBMITTED.labels(owner=label).inc()
+    UPLOAD_BYTES.labels(owner=label).inc(size)
 
 
 def record_job_failure(error: BaseException) -> str:

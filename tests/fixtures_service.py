@@ -8,6 +8,7 @@ stopped at the end of the test.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -54,6 +55,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         if isinstance(value, list):
             value = ",".join(value)
+        elif isinstance(value, dict):  # TENANT_QUOTAS: JSON
+            value = json.dumps(value)
         elif isinstance(value, Enum):
             value = value.value
         elif isinstance(value, bool):

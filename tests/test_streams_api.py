@@ -108,6 +108,9 @@ def test_the_same_idempotency_key_returns_the_same_stream(api):
     assert first.json()["job_id"] == again.json()["job_id"]
     assert api.backends.stream_queue.approximate_length() == 1
     assert [b.path for b in api.backends.blobs.list("")] == [source_secret_path(first.json()["job_id"])]
+    other = api.post("/streams", json={"source_url": SOURCE, "duration_s": 60}, headers={"Idempotency-Key": "cam-1"})
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+    assert [b.path for b in api.backends.blobs.list("")] == [source_secret_path(first.json()["job_id"])]
 
 
 def test_delete_of_a_queued_stream_cancels_it_and_drops_its_secret_then_removes_it(api):

@@ -14,6 +14,7 @@ from core.backends import build_backends
 from core.config import load_settings
 from core.errors import ConfigError
 from core.jobs import Job, JobStatus, new_job_id
+from tests.fixtures_stills import image_bytes
 from tests.test_api import complete_with_outputs, upload
 from tests.waiting import wait_until
 
@@ -75,6 +76,49 @@ def test_idempotency_keys_are_per_tenant(api, small_clip):
     again = upload(api, small_clip, headers={**as_(BOB), **idem})
     assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
     assert again.json()["job_id"] == bob.json()["job_id"]
+
+
+def test_an_idempotency_key_replays_only_the_request_it_came_with(api, small_clip):
+    idem = {**as_(ALICE), "Idempotency-Key": "camera-7-monday"}
+    first = upload(api, small_clip, headers=idem, threshold="0.4")
+    assert first.status_code == 202, first.text
+    same = upload(api, small_clip, headers=idem, params='{"threshold": 0.4}')  # the same request, spelt otherwise
+    assert same.status_code == 200 and same.json()["job_id"] == first.json()["job_id"]
+
+    stored_before = {blob.path for blob in api.backends.blobs.list("")}
+    other_params = upload(api, small_clip, headers=idem, threshold="0.7")
+    images = api.post("/jobs", files={"file": ("field.png", image_bytes("PNG", 64, 48))}, headers=idem)
+    for reused in (other_params, images):
+        assert reused.status_code == 422, reused.text
+        assert reused.json()["error"]["code"] == "idempotency_key_reused"
+        assert first.json()["job_id"] in reused.json()["error"]["message"]
+    assert {blob.path for blob in api.backends.blobs.list("")} == stored_before  # the refused inputs are gone
+    assert [job["job_id"] for job in api.get("/jobs", headers=as_(ALICE)).json()["jobs"]] == [first.json()["job_id"]]
+
+
+def test_a_direct_upload_replayed_with_its_key_must_ask_the_same(api, small_clip):
+    ticket = api.post("/uploads", json={"filename": "a.mp4"}, headers=as_(ALICE)).json()
+    assert api.put(ticket["upload_url"], content=small_clip.read_bytes(), headers=as_(ALICE)).status_code == 201
+
+    def post(key: str | None, threshold: float):
+        headers = {**as_(ALICE), **({"Idempotency-Key": key} if key else {})}
+        return api.post("/jobs", json={"upload_id": ticket["upload_id"], "params": {"threshold": threshold}},
+                        headers=headers)
+
+    first = post("upload-a", 0.4)
+    assert first.status_code == 202
+    assert post("upload-a", 0.4).status_code == 200
+    reused = post("upload-a", 0.7)
+    assert reused.status_code == 422 and reused.json()["error"]["code"] == "idempotency_key_reused"
+    # without that key the upload's own rule holds: one upload, one job, returned as it is
+    assert post(None, 0.7).json()["job_id"] == first.json()["job_id"]
+
+
+def test_a_job_recorded_before_fingerprints_is_replayed_as_before(api, small_clip):
+    first = upload(api, small_clip, headers={**as_(ALICE), "Idempotency-Key": "old-key"})
+    api.backends.jobs.modify(first.json()["job_id"], lambda job: setattr(job, "idempotency_fingerprint", None))
+    again = upload(api, small_clip, headers={**as_(ALICE), "Idempotency-Key": "old-key"}, threshold="0.9")
+    assert again.status_code == 200 and again.json()["job_id"] == first.json()["job_id"]
 
 
 def test_a_bare_key_is_the_default_tenant_and_sees_jobs_from_before_owners(api, small_clip):
@@ -139,6 +183,18 @@ def test_signed_links_open_their_own_download_until_they_expire(api, small_clip)
     assert api.get(f"/jobs/{job_id}?{query}").status_code == 401
 
 
+@pytest.mark.parametrize("expires", ["1", str(expiry(600)), "soon"])
+@pytest.mark.parametrize("route", ["result", "video", "files/a.jpg", "live/index.m3u8"])
+def test_a_bad_signature_tells_nothing_about_whether_the_job_exists(api, small_clip, route: str, expires: str):
+    """Without a key, another tenant's job and a job that never existed answer alike."""
+    existing = completed_job(api, small_clip, ALICE)
+    answers = [api.get(f"/jobs/{job_id}/{route}", params={"exp": expires, "sig": "x"})
+               for job_id in (existing, new_job_id())]
+    assert [answer.status_code for answer in answers] == [401, 401]
+    assert answers[0].content == answers[1].content
+    assert answers[0].json()["error"]["code"] == "unauthorized"
+
+
 def test_direct_uploads_belong_to_their_tenant(api, small_clip):
     ticket = api.post("/uploads", json={"filename": "a.mp4"}, headers=as_(ALICE)).json()
     assert api.put(ticket["upload_url"], content=small_clip.read_bytes(), headers=as_(BOB)).status_code == 422
@@ -149,14 +205,76 @@ def test_direct_uploads_belong_to_their_tenant(api, small_clip):
     assert created.status_code == 202 and api.backends.jobs.get(created.json()["job_id"]).owner == "alice"
 
 
-def test_submissions_are_counted_per_owner(api, small_clip):
-    def submitted(owner: str) -> float:
-        return metrics.REGISTRY.get_sample_value("cattlecounter_jobs_submitted_total", {"owner": owner}) or 0.0
+def submitted(owner: str) -> float:
+    return metrics.REGISTRY.get_sample_value("cattlecounter_jobs_submitted_total", {"owner": owner}) or 0.0
 
-    before_alice, before_bob = submitted("alice"), submitted("bob")
+
+def test_metrics_name_no_tenant_unless_a_setting_asks(api, small_clip):
+    before_all, before_alice = submitted(metrics.ALL_OWNERS), submitted("alice")
     upload(api, small_clip, headers=as_(ALICE))
-    assert (submitted("alice") - before_alice, submitted("bob") - before_bob) == (1, 0)
-    assert 'cattlecounter_upload_bytes_total{owner="alice"}' in api.get("/metrics").text
+    assert (submitted(metrics.ALL_OWNERS) - before_all, submitted("alice") - before_alice) == (1, 0)
+    text = api.get("/metrics", headers=as_(ADMIN)).text
+    assert 'cattlecounter_jobs_submitted_total{owner="*"}' in text
+
+
+def test_metrics_name_tenants_where_metrics_tenant_labels_is_on(make_settings, small_clip):
+    settings = make_settings("local", metrics_tenant_labels=True, **KEYS)
+    backends = build_backends(settings)
+    with TestClient(create_app(settings, backends)) as client:
+        before_alice, before_bob = submitted("alice"), submitted("bob")
+        upload(client, small_clip, headers=as_(ALICE))
+        assert (submitted("alice") - before_alice, submitted("bob") - before_bob) == (1, 0)
+        assert 'cattlecounter_upload_bytes_total{owner="alice"}' in client.get("/metrics", headers=as_(ADMIN)).text
+    backends.close()
+
+
+METRICS_KEY = "scraper-key-7d1e0b5a"
+
+
+def test_metrics_are_read_with_the_metrics_key_or_an_admin_key_only(make_settings):
+    settings = make_settings("local", metrics_key=METRICS_KEY, **KEYS)
+    backends = build_backends(settings)
+    with TestClient(create_app(settings, backends)) as client:
+        for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"Authorization": f"Basic {METRICS_KEY}"},
+                        {"X-API-Key": "wrong-key"}):
+            refused = client.get("/metrics", headers=headers)
+            assert refused.status_code == 401, (headers, refused.text)
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+            assert "cattlecounter_" not in refused.text
+        for tenant in (ALICE, BARE):
+            forbidden = client.get("/metrics", headers=as_(tenant))
+            assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "forbidden"
+        for headers in ({"Authorization": f"Bearer {METRICS_KEY}"}, as_(METRICS_KEY), as_(ADMIN),
+                        {"Authorization": f"Bearer {ADMIN}"}):
+            allowed = client.get("/metrics", headers=headers)
+            assert allowed.status_code == 200 and "cattlecounter_http_requests_total" in allowed.text, headers
+        assert client.get("/jobs", headers=as_(METRICS_KEY)).status_code == 401  # it opens /metrics alone
+    backends.close()
+
+
+def test_a_metrics_key_alone_closes_metrics_and_nothing_else(make_settings):
+    settings = make_settings("local", metrics_key=METRICS_KEY)
+    backends = build_backends(settings)
+    with TestClient(create_app(settings, backends)) as client:
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_KEY}"}).status_code == 200
+        assert client.get("/jobs").status_code == 200  # no API keys: the API itself stays open
+    backends.close()
+
+
+def test_metrics_need_a_key_once_api_keys_are_set_even_without_a_metrics_key(api):
+    assert api.get("/metrics").status_code == 401
+    assert api.get("/metrics", headers=as_(BOB)).status_code == 403
+    assert api.get("/metrics", headers=as_(ADMIN)).status_code == 200
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"API_KEYS": "alice:k1-long-enough-key", "METRICS_KEY": "k1-long-enough-key"}, "METRICS_KEY is also an API key"),
+    ({"METRICS_KEY": "short"}, "METRICS_KEY"),
+])
+def test_bad_metrics_keys_are_config_errors(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env, env_file=None)
 
 
 def test_no_keys_keeps_the_open_local_mode(make_settings, small_clip):
@@ -169,6 +287,7 @@ def test_no_keys_keeps_the_open_local_mode(make_settings, small_clip):
         assert client.get(f"/jobs/{job_id}/result").status_code == 200
         links = client.post(f"/jobs/{job_id}/links").json()["links"]
         assert client.get(links["video"]).status_code == 200
+        assert client.get("/metrics").status_code == 200  # no keys, no METRICS_KEY: open, as before
         assert backends.jobs.get(job_id).owner == "default"
     backends.close()
 

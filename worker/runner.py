@@ -47,6 +47,7 @@ from core.errors import (
 from core.jobs import Job, JobError, JobKind, JobMessage, JobStatus, LiveInfo, output_blob_path, utcnow
 from core.logging import job_context
 from core.outputs import media_type
+from core.quotas import QuotaKeeper
 from core.scratch import check_writable
 from core.webhooks import final_event
 from ml_engine.pipeline import process_video
@@ -61,6 +62,10 @@ log = logging.getLogger(__name__)
 # Transient failures (storage down) retry for as long as they last; the pause between
 # deliveries doubles up to this (Azure also caps a message's invisibility at 7 days).
 MAX_RETRY_BACKOFF_S = 15 * 60
+# A job whose tenant runs its QUOTA_MAX_PROCESSING_JOBS already stays hidden this long: short
+# enough that it starts soon after a slot frees, long enough that a tenant with many queued
+# jobs does not keep the workers busy handing them back instead of running others' jobs.
+QUOTA_WAIT_S = 10.0
 
 
 class Outcome(str, Enum):
@@ -68,6 +73,7 @@ class Outcome(str, Enum):
     RETRY = "retry"  # hide it for a backoff, then it comes back
     POISON = "poison"  # move it to the poison queue
     RELEASE = "release"  # make it visible again now (shutting down)
+    LATER = "later"  # hide it for QUOTA_WAIT_S, no failed attempt: its tenant runs its quota of jobs
     LOST = "lost"  # the lease is gone; the message is not ours to touch
 
 
@@ -90,6 +96,7 @@ class JobRunner:
         self.scratch_problem: str | None = None  # set once the scratch folder fails: take no more work
         self.queue = backends.queue  # the queue this runner's messages come from (streams: their own)
         self.queue_depth = metrics.QUEUE_DEPTH
+        self.quotas = QuotaKeeper(settings, backends.jobs)
 
     # --- receive ---------------------------------------------------------------------
 
@@ -143,6 +150,11 @@ class JobRunner:
             self._fail(job.id, GaveUp(f"the job failed on all {self.settings.max_attempts} attempts "
                                       f"(the last one stopped without recording why)"))
             return Outcome.POISON
+        if self.quotas.at_processing_limit(job):
+            log.info("tenant %r runs QUOTA_MAX_PROCESSING_JOBS jobs already: the job waits its turn", job.owner)
+            self._requeue(job.id, None)  # like a hand-back at shutdown: no failed attempt
+            metrics.QUOTA_HAND_BACKS.inc()
+            return Outcome.LATER
         job = self._start(job.id, delivery)
         if job.status.is_final:
             log.info("job was %s before it started", job.status.value)
@@ -362,6 +374,8 @@ class JobRunner:
                 metrics.JOBS_RETRIED.inc()
             elif outcome is Outcome.RELEASE:
                 queue.release(message)
+            elif outcome is Outcome.LATER:
+                queue.extend_lease(message, timedelta(seconds=QUOTA_WAIT_S))
         except LeaseLost:
             log.warning("lease lost before the message could be settled (%s)", outcome.value)
         except CattleCounterError as exc:  # the lease will expire and the message come back

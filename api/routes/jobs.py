@@ -29,7 +29,7 @@ from api.deps import (
 )
 from api.ranges import parse_range
 from api.schemas import ErrorBody, JobList, JobOut, SignedLinks
-from api.signed_urls import Signature, expiry, is_valid, signed_path
+from api.signed_urls import Signature, expiry, has_expired, is_valid, signed_path
 from api.submission import (
     check_idempotency_key,
     check_params,
@@ -124,6 +124,8 @@ def _submitted(job: Job, created: bool) -> JSONResponse:
 async def _submit(request: Request, settings, submitter, scratch, idempotency_key: str | None,
                   owner: str) -> JSONResponse:
     key = check_idempotency_key(idempotency_key)
+    if key is None:  # refused before the upload is read; with a key it may be a replay, which no quota refuses
+        await run_in_threadpool(submitter.quotas.check_room, owner)
     if request.headers.get("content-type", "").startswith("application/json"):
         body = await _json_body(request, settings.upload_stall_timeout_s)
         # in a thread: checking a callback_url resolves its host name, which may take seconds
@@ -265,13 +267,24 @@ def _downloadable_job(backends: Backends, settings: Settings, access: Caller | S
     """The job behind a download: visible to the caller's key, or the URL is signed for it."""
     if isinstance(access, Caller):
         return _visible_job(backends, access, job_id)
-    job = backends.jobs.get(job_id)
+    # a link that has expired is refused before the job is looked up, and an unknown id is
+    # answered as a bad signature: without a key, no answer tells whether a job exists
+    if has_expired(access):
+        raise _bad_link()
+    try:
+        job = backends.jobs.get(job_id)
+    except NotFound:
+        raise _bad_link() from None
     # the route's own path, as JobOut.links names it: without the prefix a proxy may add (root_path)
     path = signed_path or request.scope["route"].path.format(job_id=job_id)
     if not is_valid(settings, path, job.owner, access):
-        raise Unauthorized("this link is not valid or has expired; open the job again for a fresh one "
-                           "(POST /jobs/{id}/links), or send an API key")
+        raise _bad_link()
     return job
+
+
+def _bad_link() -> Unauthorized:
+    return Unauthorized("this link is not valid or has expired; open the job again for a fresh one "
+                        "(POST /jobs/{id}/links), or send an API key")
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=_ERRORS, summary="A job's status and progress")
