@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import Receive, Scope, Send
 
 from api.routes import health, jobs, model, streams, uploads
+from api.schemas import ERROR_MEANINGS
 from api.submission import Submitter
 from core.backends import Backends, build_backends
 from core.config import Settings, load_settings
@@ -44,6 +45,7 @@ DOCS_ASSETS_URL = "/docs/assets"
 DOCS_PAGE_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
                     "img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'")
 UPLOAD_SWEEP_INTERVAL_S = 3600
+FASTAPI_422 = {"$ref": "#/components/schemas/HTTPValidationError"}
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
     )
     app.state.liveness = liveness
     _add_docs_pages(app)
+    _document_validation_errors_as_ours(app)
     _add_error_handlers(app)
     app.add_middleware(HttpMetricsMiddleware)
     app.add_api_route("/metrics", _metrics, include_in_schema=False)
@@ -155,6 +158,28 @@ def _add_docs_pages(app: FastAPI) -> None:
                               redoc_js_url=f"{assets(request)}/redoc.standalone.js",
                               redoc_favicon_url=f"{assets(request)}/favicon.png", with_google_fonts=False)
         return _with_docs_policy(page)
+
+
+def _document_validation_errors_as_ours(app: FastAPI) -> None:
+    """FastAPI documents a 422 of its own shape (HTTPValidationError) on every route with
+    parameters; this API answers every 422 as ErrorBody (see invalid_request below), so the
+    published schema says so."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    answer = operation.get("responses", {}).get("422", {})
+                    if answer.get("content", {}).get("application/json", {}).get("schema") == FASTAPI_422:
+                        answer["content"]["application/json"]["schema"] = {"$ref": "#/components/schemas/ErrorBody"}
+                        answer["description"] = ERROR_MEANINGS[422]
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _with_docs_policy(page: HTMLResponse) -> HTMLResponse:
