@@ -309,6 +309,7 @@ ROWS += [
     Row("PATCH on /jobs/{id}", request("PATCH", "/jobs/abc"), 405, "method_not_allowed", _allows("DELETE, GET")),
     Row("POST on GET-only /health", request("POST", "/health"), 405, "method_not_allowed", _allows("GET")),
     Row("an unknown path is still 404", request("GET", "/no-such-page"), 404, "not_found"),
+    Row("PUT to an upload id never handed out", request("PUT", "/uploads/never-reserved", b"x"), 404, "not_found"),
 ]
 
 # --- images, ZIPs and rasters (issue 14): 4xx at submit where it can be known there ----------------
