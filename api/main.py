@@ -167,8 +167,9 @@ def _document_validation_errors_as_ours(app: FastAPI) -> None:
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = generate()
+        first = app.openapi_schema is None
+        schema = generate()  # built once, then cached in app.openapi_schema
+        if first:
             for operations in schema.get("paths", {}).values():
                 for operation in operations.values():
                     answer = operation.get("responses", {}).get("422", {})
@@ -177,7 +178,7 @@ def _document_validation_errors_as_ours(app: FastAPI) -> None:
                         answer["description"] = ERROR_MEANINGS[422]
             for name in ("HTTPValidationError", "ValidationError"):
                 schema.get("components", {}).get("schemas", {}).pop(name, None)
-        return app.openapi_schema
+        return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
