@@ -185,12 +185,13 @@ _SUBMIT_ROUTE: dict[str, Any] = {
 @router.post(
     "/jobs",
     **_SUBMIT_ROUTE,
-    summary="Submit a video for counting",
+    summary="Submit a video, images or a ZIP of images for counting",
     description=(
-        "Upload a video (multipart field `file`) with optional parameters. The body is streamed to "
-        "storage; the answer comes at once with the job id (202). With an `Idempotency-Key` header, "
-        "repeating the request returns the same job (200, `Idempotent-Replayed: true`). For big files, "
-        "upload with `POST /uploads` first and post `{\"upload_id\": ...}` as JSON."
+        "Upload a video, an image or a ZIP (multipart field `file`; several files: `files`) with optional "
+        "parameters. The body is streamed to storage; the answer comes at once with the job id (202). With "
+        "an `Idempotency-Key` header, repeating the request returns the same job (200, "
+        "`Idempotent-Replayed: true`). For big files, upload with `POST /uploads` first and post "
+        "`{\"upload_id\": ...}` (or `{\"upload_ids\": [...]}`) as JSON."
     ),
 )
 async def create_job(
