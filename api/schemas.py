@@ -165,6 +165,7 @@ ERROR_MEANINGS = {
     415: "not a video, image or ZIP this service can read",
     416: "the Range lies outside the file",
     422: "invalid input; the message names each bad field",
+    429: "a limit of the tenant is reached; try again after Retry-After",
     503: "storage is unavailable; try again after Retry-After",
 }
 
