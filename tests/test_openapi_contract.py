@@ -21,14 +21,17 @@ from typing import Any
 
 import pytest
 import schemathesis
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, assume, given, seed, settings
 from hypothesis.errors import Unsatisfiable
+from jsonschema import Draft202012Validator
 from schemathesis import GenerationMode
 
 from api.main import create_app
 from api.submission import Submitter, upload_data_path
 from core.backends import Backends, build_backends
 from core.config import Settings
+from core.jobs import JobParams
 from tests.fixtures_stills import image_bytes
 
 SEED = 20261207
@@ -127,9 +130,9 @@ def _ground_job_request(body: dict[str, Any], service: Service) -> None:
         body["upload_id"] = _finished_upload(service)
     if "upload_ids" in body:
         body["upload_ids"] = [_finished_upload(service) for _ in body["upload_ids"]]
-    for text_field in ("params", "classes", "lines", "zones"):  # JSON text in a form field: its schema
-        if isinstance(body.get(text_field), str):  # types the text, not the JSON inside (see below)
-            del body[text_field]
+    for text_field in ("params", "classes", "lines", "zones"):  # JSON text in a form field: the schema
+        if isinstance(body.get(text_field), str):  # types the text, not what it holds (the JSON body's
+            del body[text_field]  # params, typed, cover the same parameters)
     if isinstance(body.get("params"), dict):
         _ground_params(body["params"])
     _ground_params(body)
@@ -164,8 +167,6 @@ def _finished_upload(service: Service) -> str:
 
 @pytest.fixture(scope="module")
 def published(service: Service) -> dict[str, Any]:
-    from fastapi.testclient import TestClient
-
     with TestClient(create_app(service.settings, service.backends)) as client:
         return client.get("/openapi.json").json()
 
@@ -189,8 +190,6 @@ def test_each_route_documents_its_own_errors(published: dict[str, Any]) -> None:
 
 
 def test_the_job_form_documents_every_parameter_the_api_takes(published: dict[str, Any]) -> None:
-    from core.jobs import JobParams
-
     form = published["paths"]["/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert set(JobParams.model_fields) | {"file", "files", "upload_id", "params"} == set(form["properties"])
     assert form["properties"]["frame_stride"] == {**form["properties"]["frame_stride"], "minimum": 1,
@@ -202,8 +201,6 @@ def test_the_job_form_documents_every_parameter_the_api_takes(published: dict[st
 
 def test_the_stream_body_admits_its_own_example(published: dict[str, Any]) -> None:
     """The example of the docs is valid by the schema, and the schema refuses what the API refuses."""
-    from jsonschema import Draft202012Validator
-
     content = published["paths"]["/streams"]["post"]["requestBody"]["content"]["application/json"]
     validator = Draft202012Validator(content["schema"])
     assert list(validator.iter_errors(content["example"])) == []
