@@ -31,7 +31,9 @@ from api.main import create_app
 from api.submission import Submitter, upload_data_path
 from core.backends import Backends, build_backends
 from core.config import Settings
+from core.errors import InvalidInput
 from core.jobs import JobParams
+from core.tiling import TILING_PATTERN, parse_tiling
 from tests.fixtures_stills import image_bytes
 
 SEED = 20261207
@@ -207,3 +209,18 @@ def test_the_stream_body_admits_its_own_example(published: dict[str, Any]) -> No
     for refused in ({"source_url": CAMERA, "frame_stride": 2}, {"source_url": "file:///etc/passwd"},
                     {"source_url": CAMERA, "window_s": 1}, {}):
         assert not validator.is_valid(refused), json.dumps(refused)
+
+
+def test_the_tiling_pattern_admits_only_what_the_api_accepts() -> None:
+    """The pattern is written out by hand (JSON Schema has no number ranges inside strings):
+    every side it admits, parse_tiling accepts, and every size it accepts in the lower-case form,
+    the pattern admits."""
+    for side in [*range(0, 130), *range(990, 1010), *range(7990, 8300), 99999]:
+        text = f"{side}x640"
+        try:
+            parse_tiling(text)
+            accepted = True
+        except InvalidInput:
+            accepted = False
+        assert bool(re.fullmatch(TILING_PATTERN, text)) is accepted, text
+        assert bool(re.fullmatch(TILING_PATTERN, f"640x{side}")) is accepted, text
