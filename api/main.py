@@ -15,16 +15,21 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import fastapi_offline
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match, Mount
+from starlette.types import Receive, Scope, Send
 
 from api.deps import MetricsReaderDep
 from api.routes import health, jobs, model, streams, tenants, uploads
+from api.schemas import ERROR_MEANINGS
 from api.submission import Submitter
 from core.backends import Backends, build_backends
 from core.config import Settings, load_settings
@@ -42,7 +47,16 @@ from core.scratch import open_scratch
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+# Swagger UI's and ReDoc's bundles as the fastapi-offline package installs them (requirements-api.txt)
+DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
+DOCS_ASSETS_URL = "/docs/assets"
+# the documentation pages may load nothing from another host: no CDN, no tracking logo (ReDoc
+# shows one from its makers' site), no validator badge; the browser does not even ask
+DOCS_PAGE_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+                    "img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'")
 UPLOAD_SWEEP_INTERVAL_S = 3600
+FASTAPI_422 = {"$ref": "#/components/schemas/HTTPValidationError"}
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def create_app(settings: Settings | None = None, backends: Backends | None = None,
@@ -87,8 +101,12 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         description="Count and track animals (or any objects) in video. Upload a video, poll the job, "
         "fetch the annotated video, counts and detections.",
         lifespan=lifespan,
+        docs_url=None,  # served by _add_docs_pages, from installed files
+        redoc_url=None,
     )
     app.state.liveness = liveness
+    _add_docs_pages(app)
+    _document_validation_errors_as_ours(app)
     _add_error_handlers(app)
     app.add_middleware(_AnswerRequestsCutAtShutdown)  # inside the metrics: they count its 503
     app.add_middleware(HttpMetricsMiddleware)
@@ -100,7 +118,7 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
     app.include_router(model.router)
     app.include_router(tenants.router)
     if (STATIC_DIR / "index.html").exists():  # the dashboard, at /
-        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="dashboard")
+        app.mount("/", DashboardFiles(app.router.routes, directory=STATIC_DIR, html=True), name="dashboard")
     return app
 
 
@@ -153,6 +171,88 @@ def _exit_cleanly_after_sigterm() -> None:
     signal is blocked in this thread: it stays pending, and the process exits normally."""
     if threading.current_thread() is threading.main_thread():  # where uvicorn raises it
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+class DashboardFiles(StaticFiles):
+    """The dashboard's files at /. Mounted after every API route, it gets every request that no
+    route took, and so a known API path asked with a method it does not take (GET /uploads):
+    that is a 405 naming the path's methods in ``Allow``, not the files' 404."""
+
+    def __init__(self, api_routes: list[BaseRoute], **options: Any) -> None:
+        super().__init__(**options)
+        self.api_routes = api_routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        allowed = _methods_of_path(self.api_routes, scope)
+        if allowed:
+            listed = ", ".join(sorted(allowed))
+            raise StarletteHTTPException(405, f"method not allowed here; this path takes {listed}",
+                                         headers={"Allow": listed})
+        await super().__call__(scope, receive, send)
+
+
+def _methods_of_path(routes: list[BaseRoute], scope: Scope) -> set[str]:
+    """The methods the API's routes take at the request's path (none: not an API path). Asked
+    through each route's own matching, so included routers and path parameters count as they
+    do for dispatch."""
+    return {method for method in HTTP_METHODS
+            if any(route.matches({**scope, "method": method})[0] is Match.FULL
+                   for route in routes if not isinstance(route, Mount))}
+
+
+def _add_docs_pages(app: FastAPI) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc, from installed files rather than a CDN: they work
+    offline and on closed farm networks, as the dashboard does."""
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS_DIR), name="docs-assets")
+
+    def assets(request: Request) -> str:
+        return f"{request.scope.get('root_path', '')}{DOCS_ASSETS_URL}"
+
+    def openapi_url(request: Request) -> str:
+        return f"{request.scope.get('root_path', '')}{app.openapi_url}"
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request) -> HTMLResponse:
+        page = get_swagger_ui_html(openapi_url=openapi_url(request), title=f"{app.title} - Swagger UI",
+                                   swagger_js_url=f"{assets(request)}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{assets(request)}/swagger-ui.css",
+                                   swagger_favicon_url=f"{assets(request)}/favicon.png")
+        return _with_docs_policy(page)
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> HTMLResponse:
+        page = get_redoc_html(openapi_url=openapi_url(request), title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{assets(request)}/redoc.standalone.js",
+                              redoc_favicon_url=f"{assets(request)}/favicon.png", with_google_fonts=False)
+        return _with_docs_policy(page)
+
+
+def _document_validation_errors_as_ours(app: FastAPI) -> None:
+    """FastAPI documents a 422 of its own shape (HTTPValidationError) on every route with
+    parameters; this API answers every 422 as ErrorBody (see invalid_request below), so the
+    published schema says so."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        first = app.openapi_schema is None
+        schema = generate()  # built once, then cached in app.openapi_schema
+        if first:
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    answer = operation.get("responses", {}).get("422", {})
+                    if answer.get("content", {}).get("application/json", {}).get("schema") == FASTAPI_422:
+                        answer["content"]["application/json"]["schema"] = {"$ref": "#/components/schemas/ErrorBody"}
+                        answer["description"] = ERROR_MEANINGS[422]
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _with_docs_policy(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = DOCS_PAGE_POLICY
+    return page
 
 
 async def _sweep_uploads_forever(submitter: Submitter) -> None:

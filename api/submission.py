@@ -532,7 +532,10 @@ class Submitter:
     def check_upload_open(self, upload_id: str, owner: str = DEFAULT_OWNER) -> None:
         """For the local PUT endpoint: the upload exists and is ``owner``'s, has not expired, and
         has not become a job yet (whose input, already checked, must not change under it)."""
-        meta = self._upload_meta(upload_id, owner)
+        try:
+            meta = self._upload_meta(upload_id, owner)
+        except InvalidInput as exc:  # the PUT names the upload in its path: an unknown one is not found
+            raise NotFound(str(exc)) from None
         if datetime.fromisoformat(meta["expires_at"]) < utcnow():
             raise InvalidInput(f"upload {upload_id!r} has expired; ask for a new one")
         job = self._job_of_upload(meta)

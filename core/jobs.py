@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, ValidationInfo, field_validator
 
 from core.errors import CorruptRecord, InvalidInput, InvalidMessage
-from core.tiling import parse_tiling
+from core.tiling import TILING_PATTERN, parse_tiling
 
 MESSAGE_VERSION = 1
 
@@ -150,6 +150,7 @@ class JobParams(BaseModel):
         default=None,
         max_length=32,
         description="Tiled inference for frames much larger than the model's input: auto, off or a tile size WxH.",
+        json_schema_extra={"pattern": TILING_PATTERN},  # documents parse_tiling's rule (which checks it)
     )
 
     @field_validator("tiling")

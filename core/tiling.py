@@ -14,6 +14,10 @@ from core.errors import InvalidInput
 MIN_TILE_PX = 64  # smaller tiles cost a forward pass each and see too little context
 MAX_TILE_PX = 8192
 
+# what parse_tiling accepts, as the JSON-schema pattern the API publishes (lower case, no spaces:
+# a subset, so a request valid by the schema is never refused); each side 64..8192
+_SIDE = r"(?:6[4-9]|[7-9][0-9]|[1-9][0-9]{2}|[1-7][0-9]{3}|80[0-9]{2}|81[0-8][0-9]|819[0-2])"
+TILING_PATTERN = rf"^(?:auto|off|{_SIDE}x{_SIDE})$"
 _SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*$")
 
 

@@ -14,7 +14,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,7 @@ class Answer:
     body: dict[str, Any]
     text: str
     elapsed_s: float
+    headers: httpx.Headers = field(default_factory=httpx.Headers)
 
 
 def _answer(response: httpx.Response, started: float) -> Answer:
@@ -99,7 +100,7 @@ def _answer(response: httpx.Response, started: float) -> Answer:
         body = response.json()
     except ValueError:
         body = {}
-    return Answer(response.status_code, body, response.text, time.monotonic() - started)
+    return Answer(response.status_code, body, response.text, time.monotonic() - started, response.headers)
 
 
 def post_form(**fields: str) -> Callable[[Server], Answer]:
@@ -283,6 +284,32 @@ ROWS = [
     Row("POST /uploads body declaring 1 KB, sending 10 bytes",
         send_then_stall("POST", "/uploads", "application/json", 1024, b'{"filename'),
         408, "upload_stalled", _took_the_stall_timeout),
+]
+
+
+
+def _allows(methods: str) -> Callable[[Answer], None]:
+    def check(answer: Answer) -> None:
+        assert answer.headers["allow"] == methods, answer.headers
+        assert methods in answer.body["error"]["message"]  # the message names what to use instead
+
+    return check
+
+
+# a known path asked with a method it does not take: 405 naming the path's methods, even though
+# the dashboard's files, mounted at /, answer every request no API route took
+ROWS += [
+    Row("GET on POST-only /uploads", request("GET", "/uploads"), 405, "method_not_allowed", _allows("POST")),
+    Row("GET on POST-only /streams", request("GET", "/streams"), 405, "method_not_allowed", _allows("POST")),
+    Row("GET on POST-only /jobs/{id}/links", request("GET", "/jobs/abc/links"), 405, "method_not_allowed",
+        _allows("POST")),
+    Row("GET on PUT-only /uploads/{id}", request("GET", "/uploads/{upload_id}"), 405, "method_not_allowed",
+        _allows("PUT")),
+    Row("PUT on /jobs", request("PUT", "/jobs"), 405, "method_not_allowed", _allows("GET, POST")),
+    Row("PATCH on /jobs/{id}", request("PATCH", "/jobs/abc"), 405, "method_not_allowed", _allows("DELETE, GET")),
+    Row("POST on GET-only /health", request("POST", "/health"), 405, "method_not_allowed", _allows("GET")),
+    Row("an unknown path is still 404", request("GET", "/no-such-page"), 404, "not_found"),
+    Row("PUT to an upload id never handed out", request("PUT", "/uploads/never-reserved", b"x"), 404, "not_found"),
 ]
 
 # --- images, ZIPs and rasters (issue 14): 4xx at submit where it can be known there ----------------

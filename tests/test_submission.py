@@ -23,7 +23,7 @@ from api.submission import (
     upload_prefix,
 )
 from core.backends import Backends
-from core.errors import InvalidInput, NotAVideo, StorageUnavailable, UploadTooLarge, VideoTooLarge
+from core.errors import InvalidInput, NotAVideo, NotFound, StorageUnavailable, UploadTooLarge, VideoTooLarge
 from core.jobs import DEFAULT_OWNER, JobMessage, JobStatus, utcnow
 from core.model_card import ModelCard, publish_card
 from tests.faults import FailingMethod
@@ -202,7 +202,7 @@ def test_an_upload_is_unknown_to_another_tenant(submitter: Submitter, small_clip
     upload_id = finished_upload(submitter, small_clip, owner="farm-a")
     with pytest.raises(InvalidInput, match=f"unknown upload '{upload_id}'"):
         submitter.submit_upload(upload_id, parse_params({}, submitter.settings), None, owner="farm-b")
-    with pytest.raises(InvalidInput, match="unknown upload"):
+    with pytest.raises(NotFound, match="unknown upload"):  # PUT /uploads/{id}: 404, as a missing one
         submitter.check_upload_open(upload_id, owner="farm-b")
     assert queued_job_ids(submitter.backends) == []
 

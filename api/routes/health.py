@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from api.deps import BackendsDep
 from core.errors import CattleCounterError
@@ -19,7 +20,18 @@ READY_BUDGET_S = 1.5
 _late_pings: set[asyncio.Future] = set()  # pings still running after their answer has gone
 
 
-@router.get("/health", summary="Liveness: the process answers (and, in the all-in-one, its worker runs)")
+class Health(BaseModel):
+    status: str = Field(description="ok, or unhealthy (503)")
+    problem: str | None = Field(default=None, description="why not, when unhealthy")
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="ready, or unavailable (503)")
+    checks: dict[str, str] = Field(description="blobs, queue, jobs: ok or why not")
+
+
+@router.get("/health", response_model=Health, responses={503: {"model": Health, "description": "unhealthy"}},
+            summary="Liveness: the process answers (and, in the all-in-one, its worker runs)")
 def health(request: Request) -> JSONResponse:
     liveness = getattr(request.app.state, "liveness", None)
     problem = liveness() if liveness is not None else None
@@ -28,7 +40,9 @@ def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/ready", summary="Readiness: blob store, queue and job store all answer")
+@router.get("/ready", response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "a store does not answer"}},
+            summary="Readiness: blob store, queue and job store all answer")
 async def ready(backends: BackendsDep) -> JSONResponse:
     """The three stores are pinged at once; one that has not answered within READY_BUDGET_S
     counts as down. Its ping is left to end at the storage deadline (STORAGE_DEADLINE_S),

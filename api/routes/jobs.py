@@ -28,7 +28,7 @@ from api.deps import (
     SubmitterDep,
 )
 from api.ranges import parse_range
-from api.schemas import ErrorBody, JobList, JobOut, SignedLinks
+from api.schemas import IdempotencyKey, JobList, JobOut, SignedLinks, error_responses, job_request_body
 from api.signed_urls import Signature, expiry, has_expired, is_valid, signed_path
 from api.submission import (
     check_idempotency_key,
@@ -69,44 +69,9 @@ router = APIRouter(tags=["jobs"])
 
 MAX_JSON_BODY_BYTES = 1024 * 1024  # {"upload_id", "params"}: far less in practice
 
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (401, 404, 408, 409, 413, 415, 422, 503)}
-
-_UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary", "description": "the video"},
-                        "classes": {"type": "string", "description": "comma-separated class names, e.g. cow,sheep"},
-                        "threshold": {"type": "number", "description": "confidence threshold 0..1"},
-                        "frame_stride": {"type": "integer", "description": "process every Nth frame"},
-                        "frame_interval_seconds": {"type": "number"},
-                        "lines": {"type": "string", "description": "x1,y1,x2,y2[;...] or a JSON list of lines"},
-                        "zones": {"type": "string", "description": "JSON list of {name, polygon}"},
-                        "callback_url": {"type": "string", "description": "webhook called when the job ends"},
-                        "model_id": {"type": "string"},
-                        "tracker": {"type": "string", "enum": ["botsort", "bytetrack"],
-                                    "description": "live tracker (default: the service's TRACKER)"},
-                        "stitching": {"type": "boolean",
-                                      "description": "re-link tracks broken by long gaps (default: STITCHING)"},
-                        "params": {"type": "string", "description": "all parameters as one JSON object"},
-                    },
-                }
-            },
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["upload_id"],
-                    "properties": {"upload_id": {"type": "string"}, "params": {"type": "object"}},
-                }
-            },
-        },
-    }
-}
+_SUBMIT_ERRORS = error_responses(401, 404, 408, 409, 413, 415, 422, 429, 503)
+_READ_ERRORS = error_responses(401, 404, 422, 503)  # a job's record: GET, links, DELETE
+_DOWNLOAD_ERRORS = error_responses(401, 404, 409, 422, 503)  # 409: not ready yet
 
 
 def _job_response(job: Job, status_code: int, replayed: bool = False) -> JSONResponse:
@@ -212,18 +177,23 @@ async def _json_body(request: Request, stall_timeout_s: float) -> dict:
     return {"upload_id": body["upload_id"], "params": params}
 
 
-_SUBMIT_ROUTE: dict[str, Any] = {"status_code": 202, "response_model": JobOut, "responses": _ERRORS, "openapi_extra": _UPLOAD_BODY}
+_SUBMIT_ROUTE: dict[str, Any] = {
+    "status_code": 202, "response_model": JobOut, "openapi_extra": job_request_body(),
+    "responses": {**_SUBMIT_ERRORS, 200: {"model": JobOut, "description": "the job an earlier request with the "
+                                          "same Idempotency-Key made (Idempotent-Replayed: true)"}},
+}
 
 
 @router.post(
     "/jobs",
     **_SUBMIT_ROUTE,
-    summary="Submit a video for counting",
+    summary="Submit a video, images or a ZIP of images for counting",
     description=(
-        "Upload a video (multipart field `file`) with optional parameters. The body is streamed to "
-        "storage; the answer comes at once with the job id (202). With an `Idempotency-Key` header, "
-        "repeating the request returns the same job (200, `Idempotent-Replayed: true`). For big files, "
-        "upload with `POST /uploads` first and post `{\"upload_id\": ...}` as JSON."
+        "Upload a video, an image or a ZIP (multipart field `file`; several files: `files`) with optional "
+        "parameters. The body is streamed to storage; the answer comes at once with the job id (202). With "
+        "an `Idempotency-Key` header, repeating the request returns the same job (200, "
+        "`Idempotent-Replayed: true`). For big files, upload with `POST /uploads` first and post "
+        "`{\"upload_id\": ...}` (or `{\"upload_ids\": [...]}`) as JSON."
     ),
 )
 async def create_job(
@@ -232,7 +202,7 @@ async def create_job(
     submitter: SubmitterDep,
     scratch: ScratchDirDep,
     caller: CallerDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     return await _submit(request, settings, submitter, scratch, idempotency_key, caller.owner)
 
@@ -241,7 +211,8 @@ router.add_api_route("/submit-job", create_job, methods=["POST"], name="submit_j
                      summary="Alias of POST /jobs (kept for existing scripts)")
 
 
-@router.get("/jobs", response_model=JobList, responses=_ERRORS, summary="List jobs, newest first")
+@router.get("/jobs", response_model=JobList, responses=error_responses(401, 422, 503),
+            summary="List jobs, newest first")
 def list_jobs(
     backends: BackendsDep,
     caller: CallerDep,
@@ -287,7 +258,7 @@ def _bad_link() -> Unauthorized:
                         "(POST /jobs/{id}/links), or send an API key")
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, responses=_ERRORS, summary="A job's status and progress")
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=_READ_ERRORS, summary="A job's status and progress")
 def get_job(job_id: str, backends: BackendsDep, caller: CallerDep) -> JobOut:
     job = _visible_job(backends, caller, job_id)
     return JobOut.from_job(job, webhook=backends.outbox.latest(job.id) if job.params.callback_url else None)
@@ -296,7 +267,7 @@ def get_job(job_id: str, backends: BackendsDep, caller: CallerDep) -> JobOut:
 @router.post(
     "/jobs/{job_id}/links",
     response_model=SignedLinks,
-    responses=_ERRORS,
+    responses=_READ_ERRORS,
     summary="Short-lived signed URLs of a job's downloads (no API key needed to open them)",
     description="For `<video src>` and download links, which cannot send the X-API-Key header. Each URL "
     "opens its one download until `expires_at` (READ_URL_TTL_S); add `&download=true` for an attachment.",
@@ -323,7 +294,11 @@ def _signed_link(settings: Settings, path: str, owner: str, expires: int) -> str
 
 @router.delete(
     "/jobs/{job_id}",
-    responses={**_ERRORS, 204: {"description": "finished job and its files deleted"}},
+    status_code=202,
+    response_model=JobOut,
+    responses={**_READ_ERRORS, 202: {"model": JobOut, "description": "queued or running: cancelled, or asked "
+                                     "to stop (a running stream ends completed)"},
+               204: {"description": "finished job and its files deleted"}},
     summary="Cancel a queued or running job; delete a finished one",
 )
 def delete_job(job_id: str, backends: BackendsDep, caller: CallerDep) -> Response:
@@ -427,7 +402,8 @@ def _add_file_download(name: str) -> None:
 
     output = DOWNLOADS[name]
     router.add_api_route("/jobs/{job_id}" + output.route, download_file, methods=["GET"], name=f"get_{name}",
-                         responses=_ERRORS, summary=output.summary)
+                         response_class=StreamingResponse, summary=output.summary,
+                         responses={**_DOWNLOAD_ERRORS, 200: {"content": {output.media_type: {}}}})
 
 
 for _name in ("result", "detections", "coco", "mot", "results", "geojson", "windows", "gaps"):  # the video: its own route below
@@ -436,7 +412,8 @@ for _name in ("result", "detections", "coco", "mot", "results", "geojson", "wind
 
 @router.get(
     "/jobs/{job_id}/files/{name}",
-    responses=_ERRORS,
+    response_class=StreamingResponse,
+    responses={**_DOWNLOAD_ERRORS, 200: {"content": {"image/jpeg": {}, "image/png": {}}}},
     summary="One file's annotated image of an images job (a large raster: its overview)",
     description="`name` is the file's name in the job, as results.jsonl lists it. A signed `files` link "
     "(POST /jobs/{id}/links) opens every file of the job: append the name to its path.",
@@ -456,7 +433,11 @@ def get_file_image(job_id: str, name: str, request: Request, backends: BackendsD
 
 @router.get(
     "/jobs/{job_id}" + DOWNLOADS["video"].route,
-    responses={**_ERRORS, 206: {"description": "partial content"}, 307: {"description": "redirect to storage"}},
+    response_class=StreamingResponse,
+    responses={**_DOWNLOAD_ERRORS, **error_responses(416),
+               200: {"content": {DOWNLOADS["video"].media_type: {}}},
+               206: {"description": "the Range asked for", "content": {DOWNLOADS["video"].media_type: {}}},
+               307: {"description": "redirect to a short-lived storage URL (Azure)"}},
     summary=DOWNLOADS["video"].summary,
 )
 def get_video(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import ApiKeyDep, BackendsDep, SettingsDep
-from api.schemas import ErrorBody
+from api.schemas import error_responses
 from core.errors import ModelNotLoaded
 from core.model_card import ModelCard, read_card
 
@@ -15,7 +15,7 @@ router = APIRouter(tags=["model"], dependencies=[ApiKeyDep])
 @router.get(
     "/model",
     response_model=ModelCard,
-    responses={code: {"model": ErrorBody} for code in (401, 404, 503)},
+    responses=error_responses(401, 404, 503),
     summary="The detection model and its class names",
     description="Published by a worker once it has loaded `MODEL_ID`; 404 until then.",
 )

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api.deps import BackendsDep, CallerDep, MediaAccessDep, SettingsDep, SubmitterDep
-from api.routes.jobs import _ERRORS, _downloadable_job, _submitted
-from api.schemas import JobOut
+from api.routes.jobs import _downloadable_job, _submitted
+from api.schemas import IdempotencyKey, JobOut, error_responses, stream_request_body
 from api.submission import check_idempotency_key, check_stream_request, parse_json
 from api.upload_stream import receive_small_body
 from core.errors import JobNotReady, NotFound
@@ -33,52 +33,14 @@ MAX_STREAM_BODY_BYTES = 256 * 1024
 SEGMENT_CACHE = "public, max-age=86400, immutable"
 SEGMENT_LINE = re.compile(r"^(seg-\d{1,12}\.ts)$", re.MULTILINE)
 
-_STREAM_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "allOf": [
-                        {
-                            "type": "object",
-                            "required": ["source_url"],
-                            "properties": {
-                                "source_url": {
-                                    "type": "string",
-                                    "description": "rtsp://, rtsps:// or http(s):// (HLS). Credentials in it are "
-                                    "kept in a secret and never shown or logged. A private address must lie "
-                                    "in STREAM_ALLOWED_NETWORKS.",
-                                }
-                            },
-                        },
-                        {"$ref": "#/components/schemas/StreamOptions"},
-                        {"$ref": "#/components/schemas/JobParams"},
-                    ],
-                    "description": "The counting parameters of a job (classes, threshold, lines, zones, tracker, "
-                    "tiling, callback_url, model_id) and the stream's own; frame_stride, "
-                    "frame_interval_seconds and stitching are refused (they mean nothing live).",
-                },
-                "example": {
-                    "source_url": "rtsp://user:password@10.20.0.31:554/stream1",
-                    "classes": ["cow"],
-                    "lines": [{"name": "gate", "start": [0, 360], "end": [1280, 360]}],
-                    "tracker": "bytetrack",
-                    "window_s": 60,
-                    "duration_s": 3600,
-                },
-            }
-        },
-    }
-}
-
-
 @router.post(
     "/streams",
     status_code=202,
     response_model=JobOut,
-    responses=_ERRORS,
-    openapi_extra=_STREAM_BODY,
+    responses={**error_responses(401, 408, 413, 422, 429, 503),
+               200: {"model": JobOut, "description": "the job an earlier request with the same Idempotency-Key "
+                     "made (Idempotent-Replayed: true)"}},
+    openapi_extra=stream_request_body(),
     summary="Start counting a live camera stream",
     description=(
         "Creates a `stream` job (202) that a worker counts until `duration_s` or `end_at`, the service's "
@@ -93,7 +55,7 @@ async def create_stream(
     settings: SettingsDep,
     submitter: SubmitterDep,
     caller: CallerDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     key = check_idempotency_key(idempotency_key)
     data = await receive_small_body(request, MAX_STREAM_BODY_BYTES, settings.upload_stall_timeout_s,
@@ -107,7 +69,9 @@ async def create_stream(
 
 @router.get(
     "/jobs/{job_id}/live/{name}",
-    responses=_ERRORS,
+    response_class=StreamingResponse,
+    responses={**error_responses(401, 404, 409, 422, 503),  # 409: no segment yet
+               200: {"content": {media_type("index.m3u8"): {}, media_type("seg-000001.ts"): {}}}},
     summary="A stream's live HLS playlist (index.m3u8) or one of its segments (seg-NNNNNN.ts)",
     description="Served while the stream runs and after it ended (retention permitting). The playlist is "
     "never cached. A signed `live` link (POST /jobs/{id}/links) opens the playlist, and the playlist "

@@ -7,20 +7,18 @@ uses what.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from api.deps import AdminDep, BackendsDep, SettingsDep
-from api.schemas import ErrorBody
+from api.schemas import error_responses
 from core.config import Settings
 from core.jobs import DEFAULT_OWNER
 from core.quotas import owner_jobs, tenant_usage
 
 router = APIRouter(tags=["tenants"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (401, 403, 503)}
+_ERRORS = error_responses(401, 403, 503)
 
 
 class QuotaOut(BaseModel):

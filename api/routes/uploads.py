@@ -3,23 +3,25 @@
 
 from __future__ import annotations
 
+import pathlib
 import tempfile
-from pathlib import Path
-from typing import Any
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import BackendsDep, CallerDep, ScratchDirDep, SettingsDep, SubmitterDep
-from api.schemas import ErrorBody, UploadTicket
-from api.submission import describe_params_error, parse_json, upload_data_path
+from api.schemas import UPLOAD_ID_PATTERN, UploadReceived, UploadTicket, error_responses
+from api.submission import MAX_UPLOAD_ID, describe_params_error, parse_json, upload_data_path
 from api.upload_stream import receive_raw_body, receive_small_body, safe_filename
 from core.errors import InvalidInput
 
 router = APIRouter(tags=["uploads"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (401, 404, 408, 413, 422, 503)}
+# the bytes themselves, as the client's PUT sends them (on Azure, to the SAS URL instead)
+_UPLOAD_BYTES_BODY = {"requestBody": {"required": True, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
 MAX_UPLOAD_REQUEST_BYTES = 16 * 1024  # {"filename": ...}
@@ -33,7 +35,7 @@ _UPLOAD_REQUEST_BODY = {"requestBody": {"required": False, "content": {
     "application/json": {"schema": UploadRequest.model_json_schema()}}}}
 
 
-@router.post("/uploads", response_model=UploadTicket, status_code=201, responses=_ERRORS,
+@router.post("/uploads", response_model=UploadTicket, status_code=201, responses=error_responses(401, 408, 413, 422, 503),
              openapi_extra=_UPLOAD_REQUEST_BODY, summary="Get a short-lived URL to upload a big video to")
 async def create_upload(request: Request, settings: SettingsDep, submitter: SubmitterDep,
                         caller: CallerDep) -> UploadTicket:
@@ -59,15 +61,17 @@ def _upload_request(data: bytes) -> UploadRequest:
         raise InvalidInput(describe_params_error(exc)) from None
 
 
-@router.put("/uploads/{upload_id}", status_code=201, responses=_ERRORS,
+@router.put("/uploads/{upload_id}", status_code=201, response_model=UploadReceived,
+            responses=error_responses(401, 404, 408, 409, 413, 422, 503), openapi_extra=_UPLOAD_BYTES_BODY,
             summary="Upload the video bytes (local backend; on Azure PUT to the SAS URL instead)")
 async def put_upload(
-    upload_id: str, request: Request, settings: SettingsDep, backends: BackendsDep,
+    upload_id: Annotated[str, Path(max_length=MAX_UPLOAD_ID, pattern=UPLOAD_ID_PATTERN)], request: Request,
+    settings: SettingsDep, backends: BackendsDep,
     submitter: SubmitterDep, scratch: ScratchDirDep, caller: CallerDep,
 ) -> dict[str, int | str]:
     await run_in_threadpool(submitter.check_upload_open, upload_id, caller.owner)
     with tempfile.TemporaryDirectory(dir=scratch) as work:
-        destination = Path(work) / "data"
+        destination = pathlib.Path(work) / "data"
         size = await receive_raw_body(request, destination, settings.max_upload_bytes,
                                       settings.upload_stall_timeout_s)
         await run_in_threadpool(backends.blobs.upload_file, upload_data_path(upload_id), destination)
