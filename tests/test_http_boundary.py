@@ -359,6 +359,9 @@ REFUSED_CALLBACK_HOSTS = [
     "[::7f00:1]",  # IPv4-compatible 127.0.0.1
     "[::ffff:127.0.0.1]",  # IPv4-mapped
     "[::ffff:169.254.169.254]",  # IPv4-mapped cloud metadata service
+    "[::ffff:0:127.0.0.1]",  # SIIT IPv4-translated 127.0.0.1
+    "[::ffff:0:a9fe:a9fe]",  # SIIT IPv4-translated cloud metadata service
+    "[fec0::1]",  # site-local (deprecated, still routed inside some networks)
     "[2001:0:4136:e378:8000:63bf:3fff:fdd2]",  # Teredo
     "224.0.0.1",  # IPv4 multicast
     "[ff0e::1]",  # IPv6 global-scope multicast
@@ -438,6 +441,12 @@ def test_the_server_survives_the_table(server: Server) -> None:
     ("::a9fe:a9fe", False),  # IPv4-compatible 169.254.169.254
     ("::ffff:127.0.0.1", False),
     ("::ffff:10.0.0.1", False),
+    ("::ffff:0:127.0.0.1", False),  # SIIT IPv4-translated
+    ("::ffff:0:a9fe:a9fe", False),  # SIIT of 169.254.169.254
+    ("::ffff:0:808:808", True),  # SIIT of 8.8.8.8
+    ("fec0::1", False),  # site-local
+    ("4000::1", False),  # outside 2000::/3: not assigned, so nowhere public
+    ("2001:db8::1", False),  # documentation
     ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo
     ("224.0.0.1", False),
     ("239.255.255.250", False),
