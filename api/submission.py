@@ -28,6 +28,7 @@ from core.errors import (
     CattleCounterError,
     ImageError,
     InvalidInput,
+    JobTooLarge,
     NotFound,
     NoUsableFiles,
     TooManyFiles,
@@ -209,9 +210,34 @@ def probe_blob(backends: Backends, blob_path: str, settings: Settings) -> VideoI
         return probe(reader, video_limits(settings))
 
 
-def probe_image_file(path: Path, settings: Settings) -> ImageInfo:
-    """Raises a typed ImageError for anything not a readable image within MAX_RASTER_PIXELS."""
-    return probe_image(path, settings.max_raster_pixels)
+def probe_image_file(path: Path, settings: Settings, name: str | None = None) -> ImageInfo:
+    """Raises a typed ImageError for anything not a readable image within MAX_RASTER_PIXELS,
+    its message naming the file as the client knows it (``name``; a scratch file's otherwise)."""
+    return probe_image(path, settings.max_raster_pixels, name)
+
+
+# --- work: how many pixels one job may make a worker count ------------------------------------
+
+
+class PixelBudget:
+    """The pixels of one images job's files, counted as each is probed, so a job past
+    ``limit`` is refused before the rest of its files are stored. Pixels, not bytes: a few
+    hundred KB of sparse GeoTIFF can hold gigapixels, hours of a worker's time."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.spent = 0
+
+    def spend(self, name: str, image: ImageInfo) -> None:
+        pixels = image.width * image.height
+        self.spent += pixels
+        if self.spent <= self.limit:
+            return
+        if pixels > self.limit:
+            raise JobTooLarge(f"{name} is {image.width:,} x {image.height:,} px, more pixels than one job may "
+                              f"count ({self.limit:,}, MAX_JOB_PIXELS); an operator can raise the limit")
+        raise JobTooLarge(f"the job's images hold more than {self.limit:,} pixels together (MAX_JOB_PIXELS), "
+                          f"past it at {name}: split them into several jobs")
 
 
 # --- submission --------------------------------------------------------------------------
@@ -270,6 +296,11 @@ class Submitter:
         # a SAS write URL stays valid until it expires: the etag pins the version checked here
         return self._record_and_enqueue(job_id, blob, meta.get("filename", "video"), stored.size, params,
                                         idempotency_key, owns_input=False, input_etag=stored.etag, owner=owner)
+
+    def pixel_budget(self, owner: str) -> PixelBudget:
+        """What one images job of ``owner`` may count: MAX_JOB_PIXELS. The one place a tenant's
+        own quota would lower it."""
+        return PixelBudget(self.settings.max_job_pixels)
 
     def _job_or_none(self, job_id: str) -> Job | None:
         try:
@@ -371,13 +402,15 @@ class Submitter:
         self.check_classes(params)
         job_id = new_job_id()
         try:
-            entries = self._store_files(job_id, files)
+            entries = self._store_files(job_id, files, self.pixel_budget(owner))
             return self._record_images_job(job_id, entries, filename, params, idempotency_key, owner)
         except BaseException:
             self.backends.blobs.delete_prefix(job_blob_prefix(job_id))
             raise
 
-    def _store_files(self, job_id: str, files: Iterable[tuple[str, Path]]) -> list[ManifestEntry]:
+    def _store_files(
+        self, job_id: str, files: Iterable[tuple[str, Path]], budget: PixelBudget
+    ) -> list[ManifestEntry]:
         names = FileNames()
         entries: list[ManifestEntry] = []
         for number, (raw_name, path) in enumerate(files):
@@ -386,10 +419,11 @@ class Submitter:
                                    "(MAX_FILES_PER_JOB): split the set into several jobs")
             name = names.unique(raw_name)
             try:
-                probe_image_file(path, self.settings)
+                image = probe_image_file(path, self.settings, name)
             except ImageError as exc:
                 entries.append(ManifestEntry(name=name, size=path.stat().st_size, error=error_of(exc)))
                 continue
+            budget.spend(name, image)
             stored = self.backends.blobs.upload_file(file_input_blob_path(job_id, number), path)
             entries.append(ManifestEntry(name=name, blob=stored.path, size=stored.size, etag=stored.etag))
         return entries
@@ -411,8 +445,8 @@ class Submitter:
             if existing is not None:
                 return existing, False
         job_id = new_job_id()
-        names = FileNames()
-        entries = [self._checked_upload(upload_id, owner, names) for upload_id in upload_ids]
+        names, budget = FileNames(), self.pixel_budget(owner)
+        entries = [self._checked_upload(upload_id, owner, names, budget) for upload_id in upload_ids]
         # each upload is pointed at the job BEFORE the job exists: should the API stop between
         # the two, an upload points at no job (free to use again) rather than a job at an upload
         # the hourly sweep may delete
@@ -431,7 +465,7 @@ class Submitter:
         job = self._job_of_upload(meta)
         return job.id if job is not None else None
 
-    def _checked_upload(self, upload_id: str, owner: str, names: FileNames) -> ManifestEntry:
+    def _checked_upload(self, upload_id: str, owner: str, names: FileNames, budget: PixelBudget) -> ManifestEntry:
         meta = self._upload_meta(upload_id, owner)
         if self._job_of_upload(meta) is not None:
             raise UploadAlreadyUsed(f"upload {upload_id!r} is already job {meta['job_id']}'s input")
@@ -445,9 +479,10 @@ class Submitter:
             local = Path(work) / name
             self.backends.blobs.download_to_file(blob, local)
             try:
-                probe_image_file(local, self.settings)
+                image = probe_image_file(local, self.settings, name)
             except ImageError as exc:
                 return ManifestEntry(name=name, size=stored.size, error=error_of(exc))
+        budget.spend(name, image)
         return ManifestEntry(name=name, blob=blob, size=stored.size, etag=stored.etag)
 
     def _upload_is_an_image(self, blob: str) -> bool:
