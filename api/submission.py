@@ -54,7 +54,7 @@ from core.jobs import (
     source_secret_path,
     utcnow,
 )
-from core.model_card import read_card
+from core.model_card import public_model_id, read_card
 from core.netpolicy import check_stream_url, redact_url
 from core.webhooks import check_callback_url
 from ml_engine.image_probe import ImageInfo, probe_image
@@ -326,7 +326,8 @@ class Submitter:
         unknown = card.unknown_classes(params.classes)
         if unknown:
             raise InvalidInput(
-                f"classes: {', '.join(repr(name) for name in unknown)} not known to model {model_id}; "
+                f"classes: {', '.join(repr(name) for name in unknown)} not known to model "
+                f"{public_model_id(card.model_id)}; "
                 f"valid names: {', '.join(card.classes)}"
             )
 

@@ -26,7 +26,7 @@ from core.backends import Backends
 from core.config import Settings
 from core.errors import InvalidInput, JobTooLarge, NotAVideo, StorageUnavailable, UploadTooLarge, VideoTooLarge
 from core.jobs import DEFAULT_OWNER, JobMessage, JobStatus, ManifestEntry, manifest_blob_path, utcnow
-from core.model_card import ModelCard, publish_card
+from core.model_card import ModelCard, public_model_id, publish_card
 from tests.faults import FailingMethod
 from tests.fixtures_stills import image_bytes
 from tests.fixtures_video import write_text_file
@@ -180,6 +180,33 @@ def test_classes_the_published_model_does_not_know_are_refused_before_anything_i
         submitter.submit_file(small_clip, "a.mp4", params, None)
     assert str(caught.value) == f"classes: 'zebra' not known to model {model_id}; valid names: cow, sheep"
     assert blob_paths(submitter.backends) == stored and queued_job_ids(submitter.backends) == []
+
+
+def test_a_local_model_is_named_by_its_folder_never_by_its_server_path(
+    make_settings, backends: Backends, small_clip: Path, tmp_path: Path
+) -> None:
+    checkpoint = tmp_path / "models" / "rtdetr-tiny"
+    checkpoint.mkdir(parents=True)
+    submitter = Submitter(make_settings("local", model_id=str(checkpoint)), backends)
+    # a card as workers wrote it before they named local models by their folder: the path itself
+    publish_card(backends.blobs, ModelCard(model_id=str(checkpoint), architecture="rt_detr_v2", classes=["cow"],
+                                           random_weights=True, device="cpu"))
+    with pytest.raises(InvalidInput) as caught:
+        submitter.submit_file(small_clip, "a.mp4", parse_params({"classes": "zebra"}, submitter.settings), None)
+    assert "not known to model local:rtdetr-tiny;" in str(caught.value)
+    assert str(tmp_path) not in str(caught.value)
+
+
+@pytest.mark.parametrize("model_id, shown", [
+    ("PekingU/rtdetr_v2_r18vd", "PekingU/rtdetr_v2_r18vd"),
+    ("PekingU/rtdetr_v2_r18vd@no_timm", "PekingU/rtdetr_v2_r18vd@no_timm"),
+    ("/srv/models/cows-v3/", "local:cows-v3"),
+    ("./checkpoints/cows", "local:cows"),
+    ("~/models/cows", "local:cows"),
+    ("C:\\models\\cows", "local:cows"),
+])
+def test_public_model_ids(model_id: str, shown: str) -> None:
+    assert public_model_id(model_id) == shown
 
 
 # --- direct uploads --------------------------------------------------------------------------

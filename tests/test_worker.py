@@ -184,6 +184,7 @@ def test_loading_a_model_publishes_its_card_for_the_api(make_settings, tiny_rtde
         assert card is not None
         assert card.classes == detector.label_names() == ["cow", "sheep", "horse", "person"]
         assert card.random_weights is True and card.architecture == "rt_detr_v2" and card.device == "cpu"
+        assert card.model_id == f"local:{tiny_rtdetr_dir.name}"  # never the server's path to it
     finally:
         backends.close()
 
