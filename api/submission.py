@@ -386,7 +386,7 @@ class Submitter:
         self.check_classes(params)
         job_id = new_job_id()
         blob = source_secret_path(job_id)
-        self.backends.blobs.upload_stream(blob, [url.encode()], "application/octet-stream")
+        self.backends.blobs.write_small(blob, url.encode(), "application/octet-stream")
         shown = redact_url(url)
         return self._record_and_enqueue(job_id, blob, shown, 0, params, idempotency_key, owns_input=True,
                                         owner=owner, kind=JobKind.STREAM, source=shown, stream=stream)
@@ -499,7 +499,7 @@ class Submitter:
     def _point_upload_at(self, upload_id: str, job_id: str) -> None:
         meta = self._upload_meta(upload_id)
         meta["job_id"] = job_id
-        self.backends.blobs.upload_stream(upload_meta_path(upload_id), [json.dumps(meta).encode()], "application/json")
+        self.backends.blobs.write_small(upload_meta_path(upload_id), json.dumps(meta).encode(), "application/json")
 
     def _record_images_job(
         self, job_id: str, entries: list[ManifestEntry], filename: str, params: JobParams, key: str | None,
@@ -512,7 +512,7 @@ class Submitter:
             raise NoUsableFiles("none of the files is an image this service can read: " + "; ".join(
                 entry.error.message for entry in failed[:20] if entry.error) + ("; ..." if len(failed) > 20 else ""))
         manifest = manifest_blob_path(job_id)
-        self.backends.blobs.upload_stream(manifest, (entry.to_line() for entry in entries), "application/x-ndjson")
+        self.backends.blobs.write_small(manifest, b"".join(entry.to_line() for entry in entries), "application/x-ndjson")
         size = sum(entry.size for entry in entries)
         return self._record_and_enqueue(
             job_id, manifest, filename, size, params, key, owns_input=True, owner=owner, kind=JobKind.IMAGES,
@@ -529,14 +529,14 @@ class Submitter:
         # the id of the one job this upload can become (see submit_upload); time-ordered like
         # every job id, so that job is listed by when its upload began
         meta = {"filename": filename, "expires_at": expires_at.isoformat(), "job_id": new_job_id(), "owner": owner}
-        self.backends.blobs.upload_stream(upload_meta_path(upload_id), [json.dumps(meta).encode()], "application/json")
+        self.backends.blobs.write_small(upload_meta_path(upload_id), json.dumps(meta).encode(), "application/json")
         return upload_id, self.backends.blobs.write_url(upload_data_path(upload_id), ttl), expires_at
 
     def _upload_meta(self, upload_id: str, owner: str | None = None) -> dict[str, Any]:
         """The upload's reservation; with ``owner``, only if it is that tenant's (another
         tenant's upload is as unknown as a missing one)."""
         try:
-            text = b"".join(self.backends.blobs.open_range(upload_meta_path(upload_id)))
+            text = self.backends.blobs.read_small(upload_meta_path(upload_id))
         except NotFound:
             raise InvalidInput(f"upload_id: unknown upload {upload_id!r}") from None
         meta = json.loads(text)

@@ -61,13 +61,13 @@ def publish_card(blobs: BlobStore, card: ModelCard, model_id: str | None = None)
     """Store ``card`` where ``read_card(model_id)`` finds it (``model_id``: the MODEL_ID it was
     loaded from, when the card names the model otherwise; see ``public_model_id``)."""
     path = card_path(model_id or card.model_id)
-    blobs.upload_stream(path, [card.model_dump_json().encode()], "application/json")
+    blobs.write_small(path, card.model_dump_json().encode(), "application/json")
 
 
 def read_card(blobs: BlobStore, model_id: str) -> ModelCard | None:
     """The card a worker published for ``model_id``; None when no worker has loaded that model yet."""
     try:
-        text = b"".join(blobs.open_range(card_path(model_id)))
+        text = blobs.read_small(card_path(model_id))
     except NotFound:
         return None
     try:
