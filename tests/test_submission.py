@@ -24,7 +24,14 @@ from api.submission import (
 )
 from core.backends import Backends
 from core.config import Settings
-from core.errors import InvalidInput, JobTooLarge, NotAVideo, StorageUnavailable, UploadTooLarge, VideoTooLarge
+from core.errors import (
+    InvalidInput,
+    JobTooLarge,
+    NotAVideo,
+    StorageUnavailable,
+    UploadTooLarge,
+    VideoTooLarge,
+)
 from core.jobs import DEFAULT_OWNER, JobMessage, JobStatus, ManifestEntry, manifest_blob_path, utcnow
 from core.model_card import ModelCard, public_model_id, publish_card
 from tests.faults import FailingMethod
