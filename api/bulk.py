@@ -3,8 +3,8 @@
 Decisions (docs/api.md, "Images and bulk jobs"):
 - ZIPs are unpacked by the API, one entry at a time (scratch file -> probe -> blob -> removed),
   so the worker only ever sees plain files and a ZIP that breaks a rule is refused with a 422
-  before anything is queued. Refused whole: a ZIP bomb (MAX_ZIP_RATIO per entry,
-  MAX_ZIP_UNCOMPRESSED_BYTES in all, counted while unpacking too), an entry path that leaves
+  before anything is queued. Refused whole: a ZIP bomb (MAX_ZIP_RATIO per entry and over the
+  whole archive, MAX_ZIP_UNCOMPRESSED_BYTES in all, counted while unpacking too), an entry path that leaves
   the archive (``../x``, ``/x``, ``C:x``), a ZIP inside the ZIP, an encrypted entry, more than
   MAX_ZIP_ENTRIES entries, or no files at all.
 - A file that is not a readable image (a .txt among the photos, a corrupt TIFF, 0 bands, too
@@ -67,9 +67,11 @@ def _entry_parts(raw: str) -> list[str] | None:
     return parts
 
 
-def check_zip(archive: zipfile.ZipFile, limits: ZipLimits, max_files: int) -> list[tuple[zipfile.ZipInfo, str]]:
+def check_zip(
+    archive: zipfile.ZipFile, limits: ZipLimits, max_files: int, archive_bytes: int
+) -> list[tuple[zipfile.ZipInfo, str]]:
     """Everything that can be known from the central directory, before unpacking a byte:
-    returns (entry, name in the job) of each file to unpack."""
+    returns (entry, name in the job) of each file to unpack. ``archive_bytes``: the ZIP's size."""
     entries = archive.infolist()
     if len(entries) > limits.max_entries:
         raise TooManyFiles(f"the ZIP holds {len(entries)} entries; the limit is {limits.max_entries} (MAX_ZIP_ENTRIES)")
@@ -92,6 +94,7 @@ def check_zip(archive: zipfile.ZipFile, limits: ZipLimits, max_files: int) -> li
         files.append((entry, "/".join(parts)))
     if not files:
         raise EmptyZip("the ZIP holds no files")
+    _check_archive_ratio(total, archive_bytes, limits)
     if len(files) > max_files:
         raise TooManyFiles(f"the ZIP holds {len(files)} files; one job takes at most {max_files} "
                            "(MAX_FILES_PER_JOB): split it into several jobs")
@@ -104,6 +107,18 @@ def _check_ratio(entry: zipfile.ZipInfo, limits: ZipLimits) -> None:
     ratio = entry.file_size / max(entry.compress_size, 1)
     if ratio > limits.max_ratio:
         raise ZipBomb(f"the ZIP entry {entry.filename!r} unpacks {ratio:.0f} times larger than it is packed "
+                      f"(the limit is {limits.max_ratio:g}, MAX_ZIP_RATIO): a ZIP bomb, refused")
+
+
+def _check_archive_ratio(unpacked_bytes: int, archive_bytes: int, limits: ZipLimits) -> None:
+    """The ratio over the whole archive: many entries, each too small for its own ratio to say
+    anything (300 MiB-sized files of zeros), still make a bomb together. Measured against
+    the ZIP's own size, which no header can overstate."""
+    if unpacked_bytes <= _RATIO_FLOOR_BYTES:
+        return
+    ratio = unpacked_bytes / max(archive_bytes, 1)
+    if ratio > limits.max_ratio:
+        raise ZipBomb(f"the ZIP unpacks {ratio:.0f} times larger than it is packed, all entries together "
                       f"(the limit is {limits.max_ratio:g}, MAX_ZIP_RATIO): a ZIP bomb, refused")
 
 
@@ -133,7 +148,7 @@ def unpacked_files(zip_path: Path, work_dir: Path, settings: Settings) -> Iterat
     except (zipfile.BadZipFile, OSError) as exc:
         raise ArchiveRefused(f"{zip_path.name}: not a readable ZIP ({exc})") from None
     with archive:
-        files = check_zip(archive, limits, settings.max_files_per_job)
+        files = check_zip(archive, limits, settings.max_files_per_job, zip_path.stat().st_size)
         total = 0
         for number, (entry, name) in enumerate(files):
             destination = work_dir / f"entry-{number}"

@@ -29,6 +29,7 @@ from core.errors import (
     CattleCounterError,
     ImageError,
     InvalidInput,
+    JobTooLarge,
     NotFound,
     NoUsableFiles,
     TooManyFiles,
@@ -54,7 +55,7 @@ from core.jobs import (
     source_secret_path,
     utcnow,
 )
-from core.model_card import read_card
+from core.model_card import public_model_id, read_card
 from core.netpolicy import check_stream_url, redact_url
 from core.quotas import QuotaKeeper
 from core.webhooks import check_callback_url
@@ -211,9 +212,34 @@ def probe_blob(backends: Backends, blob_path: str, settings: Settings) -> VideoI
         return probe(reader, video_limits(settings))
 
 
-def probe_image_file(path: Path, settings: Settings) -> ImageInfo:
-    """Raises a typed ImageError for anything not a readable image within MAX_RASTER_PIXELS."""
-    return probe_image(path, settings.max_raster_pixels)
+def probe_image_file(path: Path, settings: Settings, name: str | None = None) -> ImageInfo:
+    """Raises a typed ImageError for anything not a readable image within MAX_RASTER_PIXELS,
+    its message naming the file as the client knows it (``name``; a scratch file's otherwise)."""
+    return probe_image(path, settings.max_raster_pixels, name)
+
+
+# --- work: how many pixels one job may make a worker count ------------------------------------
+
+
+class PixelBudget:
+    """The pixels of one images job's files, counted as each is probed, so a job past
+    ``limit`` is refused before the rest of its files are stored. Pixels, not bytes: a few
+    hundred KB of sparse GeoTIFF can hold gigapixels, hours of a worker's time."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.spent = 0
+
+    def spend(self, name: str, image: ImageInfo) -> None:
+        pixels = image.width * image.height
+        self.spent += pixels
+        if self.spent <= self.limit:
+            return
+        if pixels > self.limit:
+            raise JobTooLarge(f"{name} is {image.width:,} x {image.height:,} px, more pixels than one job may "
+                              f"count ({self.limit:,}, MAX_JOB_PIXELS); an operator can raise the limit")
+        raise JobTooLarge(f"the job's images hold more than {self.limit:,} pixels together (MAX_JOB_PIXELS), "
+                          f"past it at {name}: split them into several jobs")
 
 
 # --- submission --------------------------------------------------------------------------
@@ -275,6 +301,11 @@ class Submitter:
         return self._record_and_enqueue(job_id, blob, meta.get("filename", "video"), stored.size, params,
                                         idempotency_key, owns_input=False, input_etag=stored.etag, owner=owner)
 
+    def pixel_budget(self, owner: str) -> PixelBudget:
+        """What one images job of ``owner`` may count: MAX_JOB_PIXELS. The one place a tenant's
+        own quota would lower it."""
+        return PixelBudget(self.settings.max_job_pixels)
+
     def _job_or_none(self, job_id: str) -> Job | None:
         try:
             return self.backends.jobs.get(job_id)
@@ -299,7 +330,8 @@ class Submitter:
         unknown = card.unknown_classes(params.classes)
         if unknown:
             raise InvalidInput(
-                f"classes: {', '.join(repr(name) for name in unknown)} not known to model {model_id}; "
+                f"classes: {', '.join(repr(name) for name in unknown)} not known to model "
+                f"{public_model_id(card.model_id)}; "
                 f"valid names: {', '.join(card.classes)}"
             )
 
@@ -360,7 +392,7 @@ class Submitter:
         self.check_classes(params)
         job_id = new_job_id()
         blob = source_secret_path(job_id)
-        self.backends.blobs.upload_stream(blob, [url.encode()], "application/octet-stream")
+        self.backends.blobs.write_small(blob, url.encode(), "application/octet-stream")
         shown = redact_url(url)
         return self._record_and_enqueue(job_id, blob, shown, 0, params, idempotency_key, owns_input=True,
                                         owner=owner, kind=JobKind.STREAM, source=shown, stream=stream)
@@ -377,13 +409,15 @@ class Submitter:
         self.check_classes(params)
         job_id = new_job_id()
         try:
-            entries = self._store_files(job_id, files)
+            entries = self._store_files(job_id, files, self.pixel_budget(owner))
             return self._record_images_job(job_id, entries, filename, params, idempotency_key, owner)
         except BaseException:
             self.backends.blobs.delete_prefix(job_blob_prefix(job_id))
             raise
 
-    def _store_files(self, job_id: str, files: Iterable[tuple[str, Path]]) -> list[ManifestEntry]:
+    def _store_files(
+        self, job_id: str, files: Iterable[tuple[str, Path]], budget: PixelBudget
+    ) -> list[ManifestEntry]:
         names = FileNames()
         entries: list[ManifestEntry] = []
         for number, (raw_name, path) in enumerate(files):
@@ -392,10 +426,11 @@ class Submitter:
                                    "(MAX_FILES_PER_JOB): split the set into several jobs")
             name = names.unique(raw_name)
             try:
-                probe_image_file(path, self.settings)
+                image = probe_image_file(path, self.settings, name)
             except ImageError as exc:
                 entries.append(ManifestEntry(name=name, size=path.stat().st_size, error=error_of(exc)))
                 continue
+            budget.spend(name, image)
             stored = self.backends.blobs.upload_file(file_input_blob_path(job_id, number), path)
             entries.append(ManifestEntry(name=name, blob=stored.path, size=stored.size, etag=stored.etag))
         return entries
@@ -418,8 +453,8 @@ class Submitter:
                 check_same_params(existing, idempotency_key, params)
                 return existing, False
         job_id = new_job_id()
-        names = FileNames()
-        entries = [self._checked_upload(upload_id, owner, names) for upload_id in upload_ids]
+        names, budget = FileNames(), self.pixel_budget(owner)
+        entries = [self._checked_upload(upload_id, owner, names, budget) for upload_id in upload_ids]
         # each upload is pointed at the job BEFORE the job exists: should the API stop between
         # the two, an upload points at no job (free to use again) rather than a job at an upload
         # the hourly sweep may delete
@@ -438,7 +473,7 @@ class Submitter:
         job = self._job_of_upload(meta)
         return job.id if job is not None else None
 
-    def _checked_upload(self, upload_id: str, owner: str, names: FileNames) -> ManifestEntry:
+    def _checked_upload(self, upload_id: str, owner: str, names: FileNames, budget: PixelBudget) -> ManifestEntry:
         meta = self._upload_meta(upload_id, owner)
         if self._job_of_upload(meta) is not None:
             raise UploadAlreadyUsed(f"upload {upload_id!r} is already job {meta['job_id']}'s input")
@@ -452,9 +487,10 @@ class Submitter:
             local = Path(work) / name
             self.backends.blobs.download_to_file(blob, local)
             try:
-                probe_image_file(local, self.settings)
+                image = probe_image_file(local, self.settings, name)
             except ImageError as exc:
                 return ManifestEntry(name=name, size=stored.size, error=error_of(exc))
+        budget.spend(name, image)
         return ManifestEntry(name=name, blob=blob, size=stored.size, etag=stored.etag)
 
     def _upload_is_an_image(self, blob: str) -> bool:
@@ -470,7 +506,7 @@ class Submitter:
     def _point_upload_at(self, upload_id: str, job_id: str) -> None:
         meta = self._upload_meta(upload_id)
         meta["job_id"] = job_id
-        self.backends.blobs.upload_stream(upload_meta_path(upload_id), [json.dumps(meta).encode()], "application/json")
+        self.backends.blobs.write_small(upload_meta_path(upload_id), json.dumps(meta).encode(), "application/json")
 
     def _record_images_job(
         self, job_id: str, entries: list[ManifestEntry], filename: str, params: JobParams, key: str | None,
@@ -483,7 +519,7 @@ class Submitter:
             raise NoUsableFiles("none of the files is an image this service can read: " + "; ".join(
                 entry.error.message for entry in failed[:20] if entry.error) + ("; ..." if len(failed) > 20 else ""))
         manifest = manifest_blob_path(job_id)
-        self.backends.blobs.upload_stream(manifest, (entry.to_line() for entry in entries), "application/x-ndjson")
+        self.backends.blobs.write_small(manifest, b"".join(entry.to_line() for entry in entries), "application/x-ndjson")
         size = sum(entry.size for entry in entries)
         return self._record_and_enqueue(
             job_id, manifest, filename, size, params, key, owns_input=True, owner=owner, kind=JobKind.IMAGES,
@@ -500,14 +536,14 @@ class Submitter:
         # the id of the one job this upload can become (see submit_upload); time-ordered like
         # every job id, so that job is listed by when its upload began
         meta = {"filename": filename, "expires_at": expires_at.isoformat(), "job_id": new_job_id(), "owner": owner}
-        self.backends.blobs.upload_stream(upload_meta_path(upload_id), [json.dumps(meta).encode()], "application/json")
+        self.backends.blobs.write_small(upload_meta_path(upload_id), json.dumps(meta).encode(), "application/json")
         return upload_id, self.backends.blobs.write_url(upload_data_path(upload_id), ttl), expires_at
 
     def _upload_meta(self, upload_id: str, owner: str | None = None) -> dict[str, Any]:
         """The upload's reservation; with ``owner``, only if it is that tenant's (another
         tenant's upload is as unknown as a missing one)."""
         try:
-            text = b"".join(self.backends.blobs.open_range(upload_meta_path(upload_id)))
+            text = self.backends.blobs.read_small(upload_meta_path(upload_id))
         except NotFound:
             raise InvalidInput(f"upload_id: unknown upload {upload_id!r}") from None
         meta = json.loads(text)

@@ -163,6 +163,7 @@ class Settings(BaseSettings):
     # --- stills and bulk jobs (issue 14: many images, ZIPs, orthomosaics in one job) -------
     max_files_per_job: int = Field(default=5000, ge=1, le=100_000)  # files in one images job
     max_raster_pixels: int = Field(default=50_000 * 50_000, gt=0)  # width x height; larger files fail alone
+    max_job_pixels: int = Field(default=2_000_000_000, gt=0)  # all of one job's images: the worker time it buys
     max_zip_entries: int = Field(default=10_000, ge=1)  # entries in one uploaded ZIP (folders too)
     max_zip_uncompressed_bytes: int = Field(default=20 * 1024**3, gt=0)  # all of a ZIP's files, unpacked
     max_zip_ratio: float = Field(default=200.0, gt=1)  # uncompressed/compressed of one entry: more is a bomb

@@ -322,6 +322,12 @@ class TooManyFiles(InvalidInput):
     code = "too_many_files"
 
 
+class JobTooLarge(InvalidInput):
+    """One job's images hold more pixels than one job may count (MAX_JOB_PIXELS)."""
+
+    code = "job_too_large"
+
+
 class NoUsableFiles(InvalidInput):
     """None of a bulk job's files is an image this service can read."""
 

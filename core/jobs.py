@@ -319,13 +319,28 @@ class Job(BaseModel):
         return job
 
 
+# What a queue message may name. Checked when it is read, so that a message no store can take
+# (a lone surrogate cannot be encoded, a megabyte id fills the logs) is poisoned at once
+# instead of failing in the job store on each of MAX_ATTEMPTS deliveries.
+MESSAGE_JOB_ID = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_MESSAGE_BLOB_PATH = 1024
+
+
 class JobMessage(BaseModel):
     """The queue message: ids and blob paths only (Azure's limit is 64 KiB)."""
 
     model_config = ConfigDict(extra="forbid")
     v: int = MESSAGE_VERSION
-    job_id: str
-    input_blob: str
+    job_id: str = Field(pattern=MESSAGE_JOB_ID)
+    input_blob: str = Field(min_length=1, max_length=MAX_MESSAGE_BLOB_PATH)
+
+    @field_validator("input_blob")
+    @classmethod
+    def _storable_path(cls, path: str) -> str:
+        if not path.isprintable():
+            raise ValueError("not a printable blob path")
+        path.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError, a ValueError
+        return path
 
     def encode(self) -> str:
         return self.model_dump_json()

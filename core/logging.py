@@ -137,20 +137,48 @@ def redact(text: str) -> str:
 
 
 class RedactSecretsFilter(logging.Filter):
-    """Blanks credentials in a record's message, its string extras and its traceback.
+    """Blanks credentials in a record's message, its string extras and its traceback, and cuts
+    each to a bounded length (a client's 10 MB id must not become a 10 MB log line).
 
     The message is rendered and its arguments dropped, because a secret may sit in any of
     them (uvicorn's access log passes the request line, query string and all, as an argument).
+    Cutting comes first: the patterns then scan little, and a secret cut short is still a
+    match for its pattern.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = redact(record.getMessage()), None
+        record.msg, record.args = redact(cut(record.getMessage(), MAX_MESSAGE_CHARS)), None
         for key, value in record_extras(record).items():
             if isinstance(value, str):
-                setattr(record, key, redact(value))
+                setattr(record, key, redact(cut(value, MAX_FIELD_CHARS)))
         if record.exc_info:  # another handler may have cached the traceback's text already
-            record.exc_text = redact(record.exc_text or logging.Formatter().formatException(record.exc_info))
+            text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+            record.exc_text = redact(cut(text, MAX_TRACEBACK_CHARS))
         return True
+
+
+# --- bounds: every record is written, whatever strings it holds ---------------------------------
+
+MAX_FIELD_CHARS = 1_000  # an extra field (job_id, path, ...)
+MAX_MESSAGE_CHARS = 4_000
+MAX_TRACEBACK_CHARS = 20_000
+
+
+def cut(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters marked as cut with how many were left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[cut {len(text) - limit} characters]"
+
+
+def writable(line: str) -> str:
+    """``line`` as UTF-8 can carry it: lone surrogates (JSON allows "\\ud800", UTF-8 does not)
+    become ``\\ud800`` escapes instead of failing the write."""
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return line.encode("utf-8", "backslashreplace").decode("utf-8")
+    return line
 
 
 # --- formatters ---------------------------------------------------------------------------------
@@ -183,7 +211,7 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = record.exc_text or "".join(traceback.format_exception(*record.exc_info)).rstrip()
         if record.stack_info:
             entry["stack"] = record.stack_info
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return writable(json.dumps(entry, default=str, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
@@ -203,7 +231,7 @@ class TextFormatter(logging.Formatter):
             line += "\n" + (record.exc_text or self.formatException(record.exc_info))
         if record.stack_info:
             line += "\n" + self.formatStack(record.stack_info)
-        return line
+        return writable(line)
 
 
 # --- set-up ------------------------------------------------------------------------------------

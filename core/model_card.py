@@ -12,6 +12,7 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from datetime import datetime
+from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -25,7 +26,7 @@ CARD_PREFIX = "models/"
 
 
 class ModelCard(BaseModel):
-    model_id: str
+    model_id: str = Field(description="A Hugging Face Hub id, or local:<folder> for a checkpoint on the workers' disk.")
     architecture: str
     classes: list[str] = Field(description="Distinct class names, in the model's class-id order.")
     random_weights: bool = Field(description="True: a randomly initialised test model; its detections are not real.")
@@ -43,14 +44,30 @@ def card_path(model_id: str) -> str:
     return f"{CARD_PREFIX}{hashlib.sha256(model_id.encode()).hexdigest()[:24]}.json"
 
 
-def publish_card(blobs: BlobStore, card: ModelCard) -> None:
-    blobs.upload_stream(card_path(card.model_id), [card.model_dump_json().encode()], "application/json")
+def public_model_id(model_id: str) -> str:
+    """How answers name a model: a Hub id (``org/name[@revision]``) as it is, a checkpoint on
+    the server's disk by its folder's name alone (``local:rtdetr-tiny``): a server path tells a
+    client nothing it can use, and something about the server it should not learn."""
+    text = model_id.strip()
+    looks_local = (text.startswith(("/", ".", "~", "\\")) or text[1:3] in (":\\", ":/") or text.count("/") > 1
+                   or Path(text).expanduser().exists())
+    if not looks_local:
+        return text
+    folder = Path(text.replace("\\", "/").rstrip("/")).name
+    return f"local:{folder or 'model'}"
+
+
+def publish_card(blobs: BlobStore, card: ModelCard, model_id: str | None = None) -> None:
+    """Store ``card`` where ``read_card(model_id)`` finds it (``model_id``: the MODEL_ID it was
+    loaded from, when the card names the model otherwise; see ``public_model_id``)."""
+    path = card_path(model_id or card.model_id)
+    blobs.write_small(path, card.model_dump_json().encode(), "application/json")
 
 
 def read_card(blobs: BlobStore, model_id: str) -> ModelCard | None:
     """The card a worker published for ``model_id``; None when no worker has loaded that model yet."""
     try:
-        text = b"".join(blobs.open_range(card_path(model_id)))
+        text = blobs.read_small(card_path(model_id))
     except NotFound:
         return None
     try:

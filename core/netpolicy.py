@@ -25,37 +25,53 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 # --- the address rule ------------------------------------------------------------------------
 
 # IPv6 ranges that carry an IPv4 address in their last 32 bits: NAT64's well-known prefix
-# (RFC 6052) and the deprecated IPv4-compatible addresses (::a.b.c.d).
+# (RFC 6052), SIIT's IPv4-translated addresses (::ffff:0:a.b.c.d, RFC 2765) and the
+# deprecated IPv4-compatible addresses (::a.b.c.d).
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_SIIT = ipaddress.ip_network("::ffff:0:0:0/96")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 # NAT64's local-use prefix (RFC 8215): translated inside one network, never public.
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+# All of IPv6's global unicast space today. Python's ``is_global`` is True for much outside it
+# (site-local fec0::/10, unassigned ranges such as 4000::/3) that routes nowhere public.
+_GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
 
 
 def is_public_address(address: Address) -> bool:
     """True when the service may connect to ``address`` for a user: global unicast, and, for
-    an IPv6 address that carries an IPv4 one (mapped, IPv4-compatible, 6to4, Teredo, NAT64),
-    that IPv4 address is public too. ``is_global`` alone (Python 3.11) calls 64:ff9b::7f00:1,
-    2002:7f00:1:: and ::7f00:1, all ways of reaching 127.0.0.1, global, and multicast too."""
+    an IPv6 address that carries an IPv4 one (mapped, SIIT, IPv4-compatible, 6to4, Teredo,
+    NAT64), that IPv4 address is public too. ``is_global`` alone (Python 3.11) calls
+    64:ff9b::7f00:1, 2002:7f00:1::, ::7f00:1 and ::ffff:0:7f00:1, all ways of reaching
+    127.0.0.1, global, and multicast and site-local (fec0::/10) addresses too. An IPv6
+    address outside 2000::/3 that carries no IPv4 address is never public."""
+    if address.version == 6:
+        translated = _translated_ipv4(address)
+        if translated is not None:
+            return is_public_address(translated)
+        if address not in _GLOBAL_UNICAST or address in _NAT64_LOCAL:
+            return False
     if address.is_multicast or not address.is_global:
         return False
-    if address.version == 6 and address in _NAT64_LOCAL:
-        return False
-    return all(is_public_address(inner) for inner in _embedded_ipv4(address))
+    return all(is_public_address(inner) for inner in _tunnelled_ipv4(address))
 
 
-def _embedded_ipv4(address: Address) -> list[ipaddress.IPv4Address]:
-    """The IPv4 addresses an IPv6 address leads to (none for IPv4 or a plain IPv6 address)."""
+def _translated_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, SIIT, NAT64, IPv4-compatible)."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in _NAT64 or address in _SIIT or address in _IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def _tunnelled_ipv4(address: Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses a global IPv6 address tunnels to: 6to4's, Teredo's server and client."""
     if address.version == 4:
         return []
-    if address.ipv4_mapped is not None:
-        return [address.ipv4_mapped]
     if address.sixtofour is not None:
         return [address.sixtofour]
     if address.teredo is not None:
-        return list(address.teredo)  # (server, client)
-    if address in _NAT64 or address in _IPV4_COMPATIBLE:
-        return [ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)]
+        return list(address.teredo)
     return []
 
 

@@ -71,8 +71,9 @@ class AllInOneServer:
             _running.remove(self)
 
 
-def launch_allinone(directory: Path, model_dir: Path, **env: str) -> AllInOneServer:
-    """Start ``python -m allinone`` with DATA_DIR under ``directory`` and wait for /health."""
+def launch_allinone(directory: Path, model_dir: Path, started_path: str = "/health", **env: str) -> AllInOneServer:
+    """Start ``python -m allinone`` with DATA_DIR under ``directory`` and wait for ``started_path``
+    to answer 200 (``/openapi.json`` for a server whose /health is to fail at once)."""
     port = free_port()
     data_dir = directory / f"data-{port}"
     settings = {**SERVER_ENV, "DATA_DIR": str(data_dir), "MODEL_ID": str(model_dir), **env}
@@ -88,9 +89,9 @@ def launch_allinone(directory: Path, model_dir: Path, **env: str) -> AllInOneSer
     _running.append(server)
     try:
         wait_until(
-            lambda: answers(f"{url}/health") or process.popen.poll() is not None,
+            lambda: answers(f"{url}{started_path}") or process.popen.poll() is not None,
             START_TIMEOUT_S,
-            f"python -m allinone to answer {url}/health",
+            f"python -m allinone to answer {url}{started_path}",
         )
         assert process.popen.poll() is None, f"allinone exited at start:\n{process.log()}"
     except AssertionError as exc:

@@ -129,6 +129,17 @@ def test_missing_blob_raises_not_found(backends: Backends, tmp_path: Path) -> No
     with pytest.raises(NotFound):
         backends.blobs.open_range("jobs/nope/input")  # raised on the call, not on iteration
     assert not backends.blobs.exists("jobs/nope/input")
+    with pytest.raises(NotFound):
+        backends.blobs.read_small("jobs/nope/input")
+
+
+def test_small_blobs_round_trip_and_overwrite(backends: Backends) -> None:
+    stored = backends.blobs.write_small("uploads/u/meta.json", b'{"a": 1}', "application/json")
+    assert (stored.size, stored.content_type) == (8, "application/json")
+    backends.blobs.write_small("uploads/u/meta.json", b"{}")
+    assert backends.blobs.read_small("uploads/u/meta.json") == b"{}"
+    backends.blobs.write_small("uploads/u/empty", b"")
+    assert backends.blobs.read_small("uploads/u/empty") == b""
 
 
 def test_unwritable_download_destination_is_not_mistaken_for_a_missing_blob(

@@ -28,7 +28,7 @@ from tests.fixtures_browser import (
     open_context,
     screenshot,
 )
-from tests.fixtures_server import AllInOneServer
+from tests.fixtures_server import AllInOneServer, launch_allinone
 from tests.fixtures_video import write_clip, write_truncated_midstream
 from tests.waiting import wait_until
 
@@ -567,3 +567,32 @@ def test_a_big_set_of_images_goes_through_direct_uploads(page, allinone_server, 
     job = allinone_server.job(job_id)
     assert (job["kind"], job["files_total"]) == ("images", 2)
     expect(job_row(page, job_id).get_by_test_id("job-status")).to_have_text("completed", timeout=JOB_TIMEOUT_MS * 2)
+
+
+# --- a service whose model cannot load ---------------------------------------------------------
+
+
+def test_every_page_says_why_no_job_can_run_while_the_model_cannot_load(browser, tmp_path, clips):
+    # no model there (as with no MODEL_ID and no Hub access): the worker takes no job
+    server = launch_allinone(tmp_path, tmp_path / "no-such-model", started_path="/openapi.json",
+                             API_KEYS=f"farm:{API_KEY}", HF_HUB_OFFLINE="1")
+    try:
+        wait_until(lambda: server.client.get("/health").status_code == 503, 60, "/health to report the model")
+        model = server.client.get("/model").json()["error"]["message"]
+        assert "is not loaded" in model and "does not exist" in model, model
+        assert "worker.main" not in model  # the all-in-one's user has no worker to start
+        with clips["small"].open("rb") as handle:
+            job_id = server.client.post("/jobs", files={"file": ("pasture.mp4", handle)}).json()["job_id"]
+
+        with dashboard_page(browser, server, API_KEY) as page:
+            banner = page.get_by_test_id("service-problem")
+            expect(banner).to_be_visible(timeout=UI_TIMEOUT_MS)
+            expect(banner).to_contain_text("No job can run")
+            expect(page.get_by_test_id("service-problem-reason")).to_contain_text("does not exist")
+            screenshot(page, "model-cannot-load")
+            page.goto(f"/#/jobs/{job_id}")
+            expect(page.get_by_test_id("detail-view")).to_be_visible(timeout=UI_TIMEOUT_MS)
+            expect(banner).to_be_visible(timeout=UI_TIMEOUT_MS)
+            expect(page.get_by_test_id("service-problem-reason")).to_contain_text("does not exist")
+    finally:
+        server.stop()

@@ -41,6 +41,7 @@ SOCKET_TIMEOUT_S = 20.0  # far past the stall timeout: a server that never answe
 MAX_FILES = 12  # MAX_FILES_PER_JOB of the server under test
 MAX_ZIP_ENTRIES = 20
 MAX_RASTER_PIXELS = 200 * 200
+MAX_JOB_PIXELS = 60_000
 
 
 @dataclass
@@ -61,7 +62,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, small_clip: Path) -> Iterat
     settings = Settings(_env_file=None, storage_backend="local", data_dir=tmp / "data",  # type: ignore[call-arg]
                         max_upload_bytes=MAX_UPLOAD_BYTES, upload_stall_timeout_s=STALL_TIMEOUT_S,
                         log_format="text", max_files_per_job=MAX_FILES, max_zip_entries=MAX_ZIP_ENTRIES,
-                        max_raster_pixels=MAX_RASTER_PIXELS)
+                        max_raster_pixels=MAX_RASTER_PIXELS, max_job_pixels=MAX_JOB_PIXELS)
     port = free_port()
     api = Process("api", [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
                           "--port", str(port)], settings_env(settings), tmp / "api.log")
@@ -329,6 +330,15 @@ def _zero_samples_per_pixel(tiff: bytearray) -> bytes:
     return bytes(tiff)
 
 
+def _says(*words: str, absent: str | None = None) -> Callable[[Answer], None]:
+    def check(answer: Answer) -> None:
+        message = answer.body["error"]["message"]
+        assert all(word in message for word in words), message
+        assert absent is None or absent not in message, message
+
+    return check
+
+
 def _kind_and_files(kind: str, total: int, failed: int) -> Callable[[Answer], None]:
     def check(answer: Answer) -> None:
         assert (answer.body["kind"], answer.body["files_total"], answer.body["files_failed"]) == (kind, total, failed)
@@ -368,6 +378,18 @@ ROWS += [
     Row("a ZIP with more entries than MAX_ZIP_ENTRIES",
         post_files(("many.zip", zip_of({f"{i}.png": b"x" for i in range(MAX_ZIP_ENTRIES + 1)}))), 422, "too_many_files"),
     Row("a damaged ZIP", post_files(("cut.zip", zip_of({"a.png": PNG})[:200])), 422, "bad_zip"),
+    Row("a ZIP of small entries packed 1000:1 together (each too small for its own ratio)",
+        post_files(("zeros.zip", zip_of({f"{i}.png": bytes(1024 * 1024) for i in range(MAX_ZIP_ENTRIES)},
+                                        zipfile.ZIP_DEFLATED))), 422, "zip_bomb", _says("all entries together")),
+    Row("a ZIP of no image names its entries, not scratch files",
+        post_files(("notes.zip", zip_of({"notes.txt": b"hi", "docs/readme.md": b"x"}))), 422, "no_usable_files",
+        _says("notes.txt: ", "docs_readme.md: ", absent="entry-")),
+    Row("two images together over MAX_JOB_PIXELS", post_files(*[(f"{n}.png", image_bytes("PNG", 200, 200))
+                                                                  for n in "ab"]),
+        422, "job_too_large", _says("MAX_JOB_PIXELS", "b.png")),
+    Row("a ZIP of images together over MAX_JOB_PIXELS",
+        post_files(("set.zip", zip_of({f"{n}.png": image_bytes("PNG", 200, 200) for n in "abc"}))),
+        422, "job_too_large", _says("MAX_JOB_PIXELS")),
     Row("a ZIP with a non-image mixed in", post_files(("set.zip", zip_of({"a.png": PNG, "readme.txt": b"hi"}))),
         202, None, _kind_and_files("images", 2, 1)),
     # direct-upload ids
@@ -386,6 +408,9 @@ REFUSED_CALLBACK_HOSTS = [
     "[::7f00:1]",  # IPv4-compatible 127.0.0.1
     "[::ffff:127.0.0.1]",  # IPv4-mapped
     "[::ffff:169.254.169.254]",  # IPv4-mapped cloud metadata service
+    "[::ffff:0:127.0.0.1]",  # SIIT IPv4-translated 127.0.0.1
+    "[::ffff:0:a9fe:a9fe]",  # SIIT IPv4-translated cloud metadata service
+    "[fec0::1]",  # site-local (deprecated, still routed inside some networks)
     "[2001:0:4136:e378:8000:63bf:3fff:fdd2]",  # Teredo
     "224.0.0.1",  # IPv4 multicast
     "[ff0e::1]",  # IPv6 global-scope multicast
@@ -465,6 +490,12 @@ def test_the_server_survives_the_table(server: Server) -> None:
     ("::a9fe:a9fe", False),  # IPv4-compatible 169.254.169.254
     ("::ffff:127.0.0.1", False),
     ("::ffff:10.0.0.1", False),
+    ("::ffff:0:127.0.0.1", False),  # SIIT IPv4-translated
+    ("::ffff:0:a9fe:a9fe", False),  # SIIT of 169.254.169.254
+    ("::ffff:0:808:808", True),  # SIIT of 8.8.8.8
+    ("fec0::1", False),  # site-local
+    ("4000::1", False),  # outside 2000::/3: not assigned, so nowhere public
+    ("2001:db8::1", False),  # documentation
     ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo
     ("224.0.0.1", False),
     ("239.255.255.250", False),

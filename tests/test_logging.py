@@ -118,6 +118,43 @@ def test_text_format_is_one_readable_line() -> None:
         json.loads(line)
 
 
+def utf8_stream() -> io.TextIOWrapper:
+    """A stream like stdout: UTF-8, strict (a StringIO takes any string, so it hides the problem)."""
+    return io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict", write_through=True)
+
+
+def written_lines(stream: io.TextIOWrapper) -> list[str]:
+    return stream.buffer.getvalue().decode("utf-8").splitlines()  # type: ignore[attr-defined]
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_lone_surrogate_anywhere_in_a_record_is_written_escaped(fmt: str, capsys) -> None:
+    out = utf8_stream()
+    configure_logging("INFO", fmt, stream=out)
+    with job_context("\ud800"):
+        logging.getLogger("worker.runner").error("job %s failed", "\udfff", extra={"path": "a\ud800b"})
+    lines = written_lines(out)
+    assert len(lines) == 1, capsys.readouterr().err
+    assert "\\ud800" in lines[0] and "\\udfff" in lines[0] and "a\\ud800b" in lines[0]
+    assert "Logging error" not in capsys.readouterr().err
+    if fmt == "json":  # a JSON escape: the line reads back as the very string logged
+        assert json.loads(lines[0])["job_id"] == "\ud800"
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_long_fields_and_messages_are_cut_and_marked() -> None:
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out)
+    huge = "a" * 10_000_000
+    with job_context(huge):
+        logging.getLogger("worker.runner").warning("message %s", huge)
+    [line] = json_lines(out)
+    assert len(out.getvalue()) < 10_000
+    assert line["job_id"] == "a" * 1_000 + f"...[cut {10_000_000 - 1_000} characters]"
+    assert str(line["message"]).startswith("message aaa") and str(line["message"]).endswith("characters]")
+
+
 class _FakeTty(io.StringIO):
     def isatty(self) -> bool:
         return True

@@ -330,6 +330,33 @@ def test_the_api_answers_503_in_time_while_azure_storage_stops_answering(make_se
         backends.close()
 
 
+@pytest.mark.azurite
+@pytest.mark.parametrize("path, body", [
+    ("/streams", {"source_url": "rtsp://203.0.113.7/cam"}),  # writes the URL's secret blob
+    ("/uploads", {"filename": "big.mp4"}),  # writes the upload's reservation
+], ids=["streams", "uploads"])
+def test_small_writes_answer_503_within_the_deadline_while_azure_storage_stops_answering(
+    make_settings, proxied_azurite, path, body
+):
+    # default timeouts: a small write is metadata (STORAGE_DEADLINE_S), not a transfer that
+    # may wait STORAGE_STALL_TIMEOUT_S, retried, for a byte (it took ~92 s)
+    settings = proxied_settings(make_settings, proxied_azurite, stream_allowed_networks=["203.0.113.0/24"])
+    backends = build_backends(settings)
+    try:
+        with TestClient(create_app(settings, backends)) as client:
+            assert client.post(path, json=body).status_code in (201, 202)  # storage answering: accepted
+            proxied_azurite.hold()
+            started = time.monotonic()
+            response = client.post(path, json=body)
+            seconds = time.monotonic() - started
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "storage_unavailable", response.text
+            assert seconds < 5.0, f"POST {path} took {seconds:.1f} s"
+    finally:
+        proxied_azurite.restore()
+        backends.close()
+
+
 # --- the real API and worker ------------------------------------------------------------------
 
 

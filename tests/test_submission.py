@@ -23,10 +23,20 @@ from api.submission import (
     upload_prefix,
 )
 from core.backends import Backends
-from core.errors import InvalidInput, NotAVideo, NotFound, StorageUnavailable, UploadTooLarge, VideoTooLarge
-from core.jobs import DEFAULT_OWNER, JobMessage, JobStatus, utcnow
-from core.model_card import ModelCard, publish_card
+from core.config import Settings
+from core.errors import (
+    InvalidInput,
+    JobTooLarge,
+    NotAVideo,
+    NotFound,
+    StorageUnavailable,
+    UploadTooLarge,
+    VideoTooLarge,
+)
+from core.jobs import DEFAULT_OWNER, JobMessage, JobStatus, ManifestEntry, manifest_blob_path, utcnow
+from core.model_card import ModelCard, public_model_id, publish_card
 from tests.faults import FailingMethod
+from tests.fixtures_stills import image_bytes
 from tests.fixtures_video import write_text_file
 
 LEASE = timedelta(seconds=30)
@@ -180,6 +190,33 @@ def test_classes_the_published_model_does_not_know_are_refused_before_anything_i
     assert blob_paths(submitter.backends) == stored and queued_job_ids(submitter.backends) == []
 
 
+def test_a_local_model_is_named_by_its_folder_never_by_its_server_path(
+    make_settings, backends: Backends, small_clip: Path, tmp_path: Path
+) -> None:
+    checkpoint = tmp_path / "models" / "rtdetr-tiny"
+    checkpoint.mkdir(parents=True)
+    submitter = Submitter(make_settings("local", model_id=str(checkpoint)), backends)
+    # a card as workers wrote it before they named local models by their folder: the path itself
+    publish_card(backends.blobs, ModelCard(model_id=str(checkpoint), architecture="rt_detr_v2", classes=["cow"],
+                                           random_weights=True, device="cpu"))
+    with pytest.raises(InvalidInput) as caught:
+        submitter.submit_file(small_clip, "a.mp4", parse_params({"classes": "zebra"}, submitter.settings), None)
+    assert "not known to model local:rtdetr-tiny;" in str(caught.value)
+    assert str(tmp_path) not in str(caught.value)
+
+
+@pytest.mark.parametrize("model_id, shown", [
+    ("PekingU/rtdetr_v2_r18vd", "PekingU/rtdetr_v2_r18vd"),
+    ("PekingU/rtdetr_v2_r18vd@no_timm", "PekingU/rtdetr_v2_r18vd@no_timm"),
+    ("/srv/models/cows-v3/", "local:cows-v3"),
+    ("./checkpoints/cows", "local:cows"),
+    ("~/models/cows", "local:cows"),
+    ("C:\\models\\cows", "local:cows"),
+])
+def test_public_model_ids(model_id: str, shown: str) -> None:
+    assert public_model_id(model_id) == shown
+
+
 # --- direct uploads --------------------------------------------------------------------------
 
 
@@ -256,3 +293,45 @@ def test_the_sweep_removes_only_abandoned_uploads(submitter: Submitter, small_cl
     assert blob_paths(submitter.backends, upload_prefix(abandoned)) == []
     assert blobs.exists(job.input_blob)  # a job's input is kept
     assert blobs.exists("uploads/not..ours/x")
+
+
+# --- images jobs: what a job may cost, and how its files are named -------------------------------
+
+
+def sparse_geotiff(path: Path, width: int, height: int) -> Path:
+    """A tiled GeoTIFF whose blocks are never written: gigapixels in a few hundred KB."""
+    import rasterio
+
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=3, dtype="uint8",
+                       crs="EPSG:32633", transform=rasterio.Affine(0.05, 0, 500_000, 0, -0.05, 5_000_000), tiled=True,
+                       blockxsize=256, blockysize=256, compress="deflate", sparse_ok=True, BIGTIFF="YES"):
+        pass
+    return path
+
+
+def test_a_sparse_orthomosaic_of_gigapixels_is_refused_before_anything_is_stored(
+    submitter: Submitter, tmp_path: Path
+) -> None:
+    ortho = sparse_geotiff(tmp_path / "ortho.tif", 49_000, 49_000)
+    assert ortho.stat().st_size < 2_000_000  # megabytes sent, hours of a worker's time asked
+    with pytest.raises(JobTooLarge, match=r"ortho\.tif is 49,000 x 49,000 px.*MAX_JOB_PIXELS"):
+        submitter.submit_images([("ortho.tif", ortho)], "ortho.tif", parse_params({}, submitter.settings), None)
+    assert blob_paths(submitter.backends) == [] and queued_job_ids(submitter.backends) == []
+
+
+def test_the_default_job_pixels_admit_a_50k_orthomosaic_only_when_raised() -> None:
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert defaults.max_job_pixels < 50_000 * 50_000 <= defaults.max_raster_pixels
+
+
+def test_a_files_error_names_it_as_the_client_sent_it(submitter: Submitter, tmp_path: Path) -> None:
+    scratch = tmp_path / "entry-0"  # as a ZIP's entry is unpacked
+    scratch.write_text("not an image")
+    image = tmp_path / "entry-1"
+    image.write_bytes(image_bytes("PNG", 32, 32))
+    job, _ = submitter.submit_images([("notes.txt", scratch), ("a.png", image)], "set.zip",
+                                     parse_params({}, submitter.settings), None)
+    lines = b"".join(submitter.backends.blobs.open_range(manifest_blob_path(job.id))).splitlines()
+    failed = [entry for entry in map(ManifestEntry.from_line, lines) if entry.error is not None]
+    assert [(entry.name, entry.error.message.split(":")[0]) for entry in failed if entry.error] == \
+        [("notes.txt", "notes.txt")]

@@ -65,6 +65,22 @@ def test_malformed_message_goes_to_the_poison_queue(stores):
     assert backends.queue.approximate_length() == 0
 
 
+@pytest.mark.parametrize("body", [
+    '{"v": 1, "job_id": "\\ud800", "input_blob": "jobs/x/input"}',  # no store can encode the id
+    '{"v": 1, "job_id": "abc", "input_blob": "jobs/\\udfff/input"}',
+    '{"v": 1, "job_id": "' + "a" * 100_000 + '", "input_blob": "jobs/x/input"}',
+    '{"v": 1, "job_id": "../../etc", "input_blob": "jobs/x/input"}',
+], ids=["surrogate-id", "surrogate-path", "huge-id", "path-id"])
+def test_a_message_naming_an_impossible_job_is_poisoned_on_its_first_delivery(stores, body, caplog):
+    settings, backends = stores
+    backends.queue.send(body)
+    message = backends.queue.receive(LEASE)
+    assert message.dequeue_count == 1
+    assert make_runner(settings, backends).handle(message) is Outcome.POISON
+    assert backends.queue.peek_poison() == [body]
+    assert backends.queue.approximate_length() == 0
+
+
 def test_redelivered_message_of_a_finished_job_is_acknowledged_and_nothing_changes(stores):
     settings, backends = stores
     job = queue_job(backends)
@@ -168,6 +184,7 @@ def test_loading_a_model_publishes_its_card_for_the_api(make_settings, tiny_rtde
         assert card is not None
         assert card.classes == detector.label_names() == ["cow", "sheep", "horse", "person"]
         assert card.random_weights is True and card.architecture == "rt_detr_v2" and card.device == "cpu"
+        assert card.model_id == f"local:{tiny_rtdetr_dir.name}"  # never the server's path to it
     finally:
         backends.close()
 

@@ -12,7 +12,7 @@ import numpy as np
 from core.backends.base import BlobStore
 from core.config import Settings
 from core.errors import ConfigError, InvalidInput, StorageError
-from core.model_card import ModelCard, publish_card
+from core.model_card import ModelCard, public_model_id, publish_card
 from ml_engine.detector import Detector
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,9 @@ class DetectorCache:
         if self._blobs is None:
             return
         facts = detector.describe()
-        card = ModelCard(model_id=model_id, architecture=facts["architecture"], classes=detector.label_names(),
-                         random_weights=detector.random_weights, device=facts["device"])
+        card = ModelCard(model_id=public_model_id(model_id), architecture=facts["architecture"],
+                         classes=detector.label_names(), random_weights=detector.random_weights, device=facts["device"])
         try:
-            publish_card(self._blobs, card)
+            publish_card(self._blobs, card, model_id)
         except StorageError as exc:  # the API then just cannot list classes; jobs still run
             log.warning("could not publish the model card of %s: %s", model_id, exc)

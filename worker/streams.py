@@ -173,14 +173,14 @@ class StreamRunner(JobRunner):
 
     def _source_url(self, job: Job) -> str:
         try:
-            return b"".join(self.backends.blobs.open_range(source_secret_path(job.id))).decode()
+            return self.backends.blobs.read_small(source_secret_path(job.id)).decode()
         except NotFound:
             raise CattleCounterError("the stream's source secret is gone (was the job deleted?)") from None
 
     def _resume(self, job: Job, output_dir: Path) -> dict[str, Any] | None:
         """An earlier run's state, and its windows.jsonl in ``output_dir`` for the engine to append to."""
         try:
-            state = json.loads(b"".join(self.backends.blobs.open_range(stream_state_path(job.id))))
+            state = json.loads(self.backends.blobs.read_small(stream_state_path(job.id)))
         except NotFound:
             return None
         # from its blob path, listed in the record or not: a worker may have died after
@@ -483,8 +483,8 @@ class StreamSession:
                 self.backends.blobs.delete(output_blob_path(self.job_id, name))
                 self._pending_removals.discard(name)
             if self._pending_state is not None:
-                self.backends.blobs.upload_stream(stream_state_path(self.job_id),
-                                                  [json.dumps(self._pending_state).encode()], "application/json")
+                self.backends.blobs.write_small(stream_state_path(self.job_id),
+                                                json.dumps(self._pending_state).encode(), "application/json")
                 self._pending_state = None
         except CattleCounterError as exc:
             if not exc.transient:

@@ -348,7 +348,7 @@ def _delete_job_files(backends: Backends, job: Job) -> None:
 
 def _upload_folders_of(backends: Backends, job: Job) -> set[str]:
     try:
-        lines = b"".join(backends.blobs.open_range(manifest_blob_path(job.id))).splitlines()
+        lines = backends.blobs.read_small(manifest_blob_path(job.id)).splitlines()
     except NotFound:
         return set()
     blobs = (ManifestEntry.from_line(line).blob for line in lines if line.strip())

@@ -2,6 +2,7 @@
 
 import { JobDetail } from "./js/detail.js";
 import { JobList } from "./js/jobs.js";
+import { watchServiceProblem } from "./js/service.js";
 import { UploadForm } from "./js/upload.js";
 
 const JOB_ROUTE = /^#\/jobs\/([A-Za-z0-9_-]+)$/;
@@ -25,6 +26,7 @@ function main() {
     },
   });
   new UploadForm({ onJobCreated: () => jobList.refreshNow() });
+  watchServiceProblem(document.getElementById("service-problem"));
 
   const homeView = document.getElementById("home-view");
   const detailView = document.getElementById("detail-view");

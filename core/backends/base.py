@@ -48,6 +48,16 @@ class BlobStore(abc.ABC):
     ) -> BlobInfo:
         """Store a file-like object or an iterable of byte chunks at ``path`` (overwriting)."""
 
+    def write_small(self, path: str, data: bytes, content_type: str | None = None) -> BlobInfo:
+        """Store a small blob (a stream's secret, an upload's reservation, a manifest, a model
+        card, a stream's state): a few KB, written like metadata, so a store that stops
+        answering fails it within STORAGE_DEADLINE_S, not a transfer's stall timeout."""
+        return self.upload_stream(path, [data], content_type)
+
+    def read_small(self, path: str) -> bytes:
+        """A small blob's bytes (see ``write_small``), within STORAGE_DEADLINE_S. Raises NotFound."""
+        return b"".join(self.open_range(path))
+
     @abc.abstractmethod
     def download_to_file(self, path: str, destination: Path) -> BlobInfo:
         """Write the blob to ``destination``. Raises NotFound."""

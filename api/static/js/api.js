@@ -63,6 +63,27 @@ export async function requestText(path, { method = "GET", json } = {}) {
   }
 }
 
+/**
+ * Why no job can run on this service now, or null. /health answers 503 with a ``problem`` while
+ * the all-in-one's worker takes no job (its model cannot be loaded, say); it needs no key. A
+ * server that cannot be reached is the connection banner's business, not this one's: null.
+ */
+export async function getServiceProblem() {
+  let response;
+  try {
+    response = await fetch("/health", { cache: "no-store" });
+  } catch {
+    return null;
+  }
+  if (response.status !== 503) return null;
+  try {
+    const body = await response.json();
+    return body.problem || "the service reports that it is unhealthy";
+  } catch {
+    return "the service reports that it is unhealthy";
+  }
+}
+
 export function listJobs({ status = "", limit = 50 } = {}) {
   const query = new URLSearchParams({ limit: String(limit) });
   if (status) query.set("status", status);

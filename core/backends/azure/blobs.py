@@ -4,7 +4,8 @@ Uploads go up as staged blocks of ``AzureOptions.block_size``, a few in parallel
 ``uploads.py``), so memory stays near ``max_concurrency * block_size`` whatever the file
 size; iterables of chunks are wrapped in a small file-like reader for the same path.
 Downloads are ranged GETs of the same size. Transfers fail when they stall (no byte for
-STORAGE_STALL_TIMEOUT_S); every other call answers or fails within STORAGE_DEADLINE_S.
+STORAGE_STALL_TIMEOUT_S); every other call, small blobs' reads and writes included
+(``read_small``, ``write_small``), answers or fails within STORAGE_DEADLINE_S.
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ class AzureBlobStore(BlobStore):
         stream = chunks if hasattr(chunks, "read") else ChunkReader(chunks)
         return self._upload(path, stream, content_type)  # type: ignore[arg-type]
 
+    @bounded("writing a small blob")
+    def write_small(self, path: str, data: bytes, content_type: str | None = None) -> BlobInfo:
+        return self.upload_stream(path, [data], content_type)
+
     def _upload(self, path: str, stream: BinaryIO, content_type: str | None) -> BlobInfo:
         blob = self._blob(path)
         with azure_errors(f"uploading blob {path!r}", self.endpoint):
@@ -130,6 +135,10 @@ class AzureBlobStore(BlobStore):
                     return iter(())
                 raise
         return self._chunks(path, downloader.chunks())
+
+    @bounded("reading a small blob")
+    def read_small(self, path: str) -> bytes:
+        return b"".join(self.open_range(path))
 
     def _chunks(self, path: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
         with azure_errors(f"reading blob {path!r}", self.endpoint):
