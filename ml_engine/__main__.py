@@ -211,19 +211,13 @@ def _zone(text: str) -> CountingZone:
 def main(argv: Sequence[str] | None = None, prog: str = "python -m ml_engine") -> int:
     """Run the CLI; returns the process exit status."""
     args = build_parser(prog).parse_args(argv)
-    stream = is_stream_url(args.video)
-    if not stream:
-        args.video = Path(args.video)
-    stills = not stream and is_stills_input(args.video)
+    kind = _input_kind(args)
     made_output = args.output is None
     try:
         if made_output:
             args.output = next_run_dir(Path.cwd() / RUNS_DIR, _run_name(args.video))
-        with _cancel_on_ctrl_c(ends_stream=stream) as cancelled:
-            if stream:
-                stats = _run_stream(args, cancelled)
-            else:
-                stats = _run_stills(args, cancelled) if stills else _run(args, cancelled)
+        with _cancel_on_ctrl_c(ends_stream=kind == "stream") as cancelled:
+            stats = _RUNS[kind](args, cancelled)
     except (JobCancelled, CattleCounterError) as exc:
         if made_output and args.output is not None:
             _remove_if_empty(args.output)  # a failed run leaves no empty runs/count/<name> behind
@@ -232,27 +226,29 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ml_engine") -
             return EXIT_CANCELLED
         print(f"{ERROR} {exc.code}: {exc}", file=sys.stderr)  # the code, e.g. model_error, for scripts
         return EXIT_ERROR
-    if stream:
-        if args.json:
-            print(json.dumps(_stream_counts(stats), indent=2))
-        else:
-            print_stream(stats, args.output, sys.stdout)
-        return 0
-    if stills:
-        if stats["images"]["ok"] == 0:  # nothing counted: one error line and status 1, as for a bad video
-            failure = stats["failed"][0]["error"]
-            more = f" (and {len(stats['failed']) - 1} more files failed)" if len(stats["failed"]) > 1 else ""
-            print(f"{ERROR} {failure['code']}: {failure['message']}{more}", file=sys.stderr)
-            return EXIT_ERROR
-        if args.json:
-            print(json.dumps(_stills_counts(stats), indent=2))
-        else:
-            print_stills(stats, args.output, sys.stdout)
-        return 0
+    return _report(kind, stats, args)
+
+
+def _input_kind(args: argparse.Namespace) -> str:
+    """"stream", "stills" or "video"; a file's or folder's name becomes a Path."""
+    if is_stream_url(args.video):
+        return "stream"
+    args.video = Path(args.video)
+    return "stills" if is_stills_input(args.video) else "video"
+
+
+def _report(kind: str, stats: dict[str, Any], args: argparse.Namespace) -> int:
+    """Print the counts (text or JSON); the exit status."""
+    if kind == "stills" and stats["images"]["ok"] == 0:  # nothing counted: an error, as for a bad video
+        failure = stats["failed"][0]["error"]
+        more = f" (and {len(stats['failed']) - 1} more files failed)" if len(stats["failed"]) > 1 else ""
+        print(f"{ERROR} {failure['code']}: {failure['message']}{more}", file=sys.stderr)
+        return EXIT_ERROR
+    as_json, as_text = _PRINTERS[kind]
     if args.json:
-        print(json.dumps(_counts_document(stats), indent=2))
+        print(json.dumps(as_json(stats), indent=2))
     else:
-        print_counts(stats, args.output, sys.stdout)
+        as_text(stats, args.output, sys.stdout)
     return 0
 
 
@@ -540,6 +536,15 @@ def _by_class(counts: dict[str, int]) -> str:
     if not counts:
         return ""
     return "(" + ", ".join(f"{name} {number}" for name, number in counts.items()) + ")"
+
+
+_RUNS: dict[str, Callable[[argparse.Namespace, Callable[[], bool]], dict[str, Any]]] = {
+    "video": _run, "stills": _run_stills, "stream": _run_stream,
+}
+_PRINTERS: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any]], Callable[[dict[str, Any], Path, TextIO], None]]] = {
+    "video": (_counts_document, print_counts), "stills": (_stills_counts, print_stills),
+    "stream": (_stream_counts, print_stream),
+}
 
 
 if __name__ == "__main__":
