@@ -33,9 +33,6 @@ from tests.fixtures_service import Process, free_port, settings_env
 from tests.fixtures_stills import image_bytes, truncated_tiff, zip_of
 from tests.waiting import answers, wait_until
 
-# the rows share one server (the module fixture): under xdist, one worker runs them all
-pytestmark = pytest.mark.xdist_group("test_http_boundary")
-
 STALL_TIMEOUT_S = 1.5  # UPLOAD_STALL_TIMEOUT_S of the server under test
 MAX_UPLOAD_BYTES = 2_000_000
 DEEP = 30_000  # levels of nesting that still fit in one 64 KiB form field

@@ -529,8 +529,10 @@ def test_memory_stays_flat_as_animals_keep_coming(walk_frames: list[np.ndarray],
         tracemalloc.stop()
     assert stats["counts"]["total_unique"] >= 5 and stats["frames"]["processed"] >= 150  # 250 offered; a loaded CPU drops some
     assert len(samples) >= 6
-    growth = max(samples[2:]) - samples[1]
-    assert growth < 40_000, samples  # 160+ frames later: a leak of 250 bytes a frame would show
+    # floor to floor: a frame on its way to the video thread (320x240x3: 230 KB) lifts a sample
+    # whenever the loop is behind, as on a loaded machine; a leak lifts every later one
+    growth = min(samples[-3:]) - min(samples[1:3])
+    assert growth < 40_000, samples  # 150+ frames later: a leak of 250 bytes a frame would show
     assert len(run.counter._tracks) <= 2  # in view, or lost within the track buffer: the ended ones are gone
 
 
@@ -833,6 +835,7 @@ def test_rtsp_a_slow_detector_drops_frames_and_keeps_latency_bounded(
     assert all(w["latency_p95_s"] < 1.5 for w in jsonl(tmp_path / WINDOWS) if w["latency_p95_s"] is not None)
 
 
+@pytest.mark.heavy  # waits out real connect timeouts (no server: not marked by a fixture)
 def test_rtsp_an_unreachable_source_raises_stream_unavailable(tmp_path: Path) -> None:
     options = SourceOptions(open_timeout_s=1.0, backoff_initial_s=0.1, backoff_max_s=0.2, first_connect_attempts=2)
     url = f"rtsp://viewer:secret@127.0.0.1:{free_port()}/cam"
@@ -888,6 +891,7 @@ def test_rtsp_only_the_run_s_thread_asks_should_stop(walk_server: RtspServer, tm
     assert not any(t.name == "live-source" and t.is_alive() for t in threading.enumerate())
 
 
+@pytest.mark.heavy  # waits out real connect timeouts (no server: not marked by a fixture)
 def test_rtsp_a_resumed_run_waits_out_an_outage_instead_of_failing(tmp_path: Path) -> None:
     """The camera is down as the stream resumes on another worker. Fails without has_worked:
     the first-connect rule failed the stream (stream_unavailable) after first_connect_attempts."""
