@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 # pytest-xdist processes. 3 on the 2-core development machine: much of the suite waits on
 # subprocesses (servers starting, streams paced in real time, torch imports), which overlap.
-# Groups in tests/conftest.py keep tests that share a server on one worker.
+# tests/xdist_scopes.py keeps the live-stream tests, and a module sharing one server, on one worker.
 TEST_WORKERS ?= 3
 XDIST := -n $(TEST_WORKERS) --dist loadgroup
 # daily work: no end-to-end processes, browser, Azurite or single tests of many seconds
