@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from allinone.cli import main as cattlecounter
 from core.outputs import LIVE_PLAYLIST, STATS
 from ml_engine.__main__ import is_stream_url, main, next_run_dir
 from ml_engine.outputs import validate_stats
@@ -154,6 +155,28 @@ def test_bad_arguments_exit_with_usage(small_clip, tmp_path, capsys, bad):
     err = capsys.readouterr().err
     assert "usage:" in err
     assert_one_line_error(err)
+
+
+# --- cattlecounter: the installed command ---------------------------------------------------------
+
+
+def test_cattlecounter_count_is_this_cli_under_its_own_name(capsys):
+    with pytest.raises(SystemExit) as raised:
+        cattlecounter(["count", "--help"])
+    assert raised.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: cattlecounter count")
+
+
+def test_cattlecounter_lists_its_commands_and_refuses_another_with_the_one_prefix(capsys):
+    with pytest.raises(SystemExit) as raised:
+        cattlecounter(["--help"])
+    assert raised.value.code == 0
+    listing = capsys.readouterr().out
+    assert all(re.search(rf"^\s+{command}\s", listing, re.MULTILINE) for command in ("run", "api", "worker", "count"))
+    with pytest.raises(SystemExit) as raised:
+        cattlecounter(["counts", "clip.mp4"])
+    assert raised.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "'counts'")
 
 
 # --- where results go without -o, and what counts as a stream ------------------------------------
