@@ -7,8 +7,15 @@ PY := $(VENV)/bin/python
 # TORCH_SPEC, e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu".
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+# pytest-xdist processes. 3 on the 2-core development machine: much of the suite waits on
+# subprocesses (servers starting, streams paced in real time, torch imports), which overlap.
+# tests/xdist_scopes.py keeps the live-stream tests, and a module sharing one server, on one worker.
+TEST_WORKERS ?= 3
+XDIST := -n $(TEST_WORKERS) --dist loadgroup
+# daily work: no end-to-end processes, browser, Azurite or single tests of many seconds
+FAST_MARKERS := not slow and not browser and not azurite and not heavy
 
-.PHONY: install install-api node browser gdal rtsp run run-api run-worker lint test bench clean
+.PHONY: install install-api node browser gdal rtsp run run-api run-worker lint test test-fast bench clean
 
 $(VENV)/.installed-dev: requirements.txt requirements-api.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -70,9 +77,14 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(PY) -m mypy
 
-# lint first: a lint or type error fails at once, before the minutes of tests
+# lint first: a lint or type error fails at once, before the minutes of tests; then every test
+# (CI runs this one, through .ci/run)
 test: lint node browser gdal rtsp
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
+
+# the tests that take seconds, not minutes: no lint, nothing installed beyond the venv
+test-fast: $(VENV)/.installed-dev
+	$(PY) -m pytest $(XDIST) -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev
 	$(PY) bench/pipeline_bench.py

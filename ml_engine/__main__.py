@@ -1,21 +1,28 @@
-"""Command line: count objects in one local video file, image, orthomosaic or folder of images.
+"""Command line: count objects in a video file, an image, an orthomosaic, a folder of images or
+a live stream. ``cattlecounter count`` and ``python -m ml_engine`` are this same command.
 
-    python -m ml_engine VIDEO -o OUTDIR [--model ID_OR_DIR] [--classes cow,sheep]
+    cattlecounter count SOURCE [-o OUTDIR] [--model ID_OR_DIR] [--classes cow,sheep]
         [--threshold 0.5] [--stride N | --interval SECONDS] [--line [NAME=]x1,y1,x2,y2]...
         [--zone [NAME=]x1,y1,x2,y2,x3,y3,...]... [--batch-size N] [--device auto|cpu|cuda:N]
         [--tracker botsort|bytetrack] [--stitching on|off]
 
-Writes annotated.mp4, stats.json, detections.jsonl, coco.json and mot.txt into OUTDIR,
-shows a progress bar and prints the counts. Given an image (JPEG, PNG, TIFF, GeoTIFF) or a
-folder of them (``python -m ml_engine photo.jpg`` / ``ortho.tif`` / ``flight/``), it counts
-each image instead (``ml_engine.stills``) and writes stats.json, results.jsonl,
-detections.jsonl, coco.json, annotated/ and, for georeferenced input, detections.geojson. Errors print one line (no traceback) and exit
-with status 1; Ctrl-C cancels cleanly (status 130).
+A video: writes annotated.mp4, stats.json, detections.jsonl, coco.json and mot.txt into
+OUTDIR, shows a progress bar and prints the counts. An image (JPEG, PNG, TIFF, GeoTIFF) or a
+folder of them: counts each image (``ml_engine.stills``) and writes stats.json, results.jsonl,
+detections.jsonl, coco.json, annotated/ and, for georeferenced input, detections.geojson. A
+stream URL (rtsp://, rtsps://, http(s):// HLS): counts until Ctrl-C, then writes its final
+outputs (stats.json, windows.jsonl, the annotated HLS recording) and prints the counts.
+
+Without ``-o`` the results go to ``runs/count/<name>`` (the input's name), or ``<name>-2``,
+``<name>-3``, ... when that exists, as Ultralytics' ``runs/detect/predict2`` do. Errors print
+one line starting ``cattlecounter: error:`` (no traceback) and exit with status 1 (2 for bad
+arguments); Ctrl-C cancels a video or images cleanly (status 130), and ends a stream (status 0).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -25,15 +32,29 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
+from urllib.parse import urlsplit
 
 from core.config import Settings
 from core.errors import CattleCounterError, InvalidInput, JobCancelled
 from core.jobs import CountingLine, CountingZone, Tracker
+from core.netpolicy import redact_url
 from core.tiling import parse_tiling
 
 EXIT_ERROR = 1
 EXIT_CANCELLED = 130
+ERROR = "cattlecounter: error:"  # every error line starts so, argparse's included
+WARNING = "cattlecounter: warning:"
+RUNS_DIR = Path("runs") / "count"
+STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the command's one error prefix (argparse's own is ``<prog>: error:``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{ERROR} {message}\n")
 
 
 def _on_off(value: str) -> bool:
@@ -46,14 +67,18 @@ def _on_off(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m ml_engine") -> argparse.ArgumentParser:
     defaults = Settings.model_fields
-    parser = argparse.ArgumentParser(
-        prog="python -m ml_engine",
-        description="Detect, track and count objects in a video file.",
+    parser = _Parser(
+        prog=prog,
+        description="Detect, track and count objects in a video, images or a live stream.",
     )
-    parser.add_argument("video", type=Path, help="the video, image (JPEG, PNG, TIFF, GeoTIFF) or folder of images")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="directory for the results")
+    # a str, not a Path: Path("http://host/x") is "http:/host/x"
+    parser.add_argument("video", metavar="SOURCE",
+                        help="a video, an image (JPEG, PNG, TIFF, GeoTIFF), a folder of images, or a stream "
+                             "URL (rtsp://, rtsps://, http(s):// HLS: counted until Ctrl-C)")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help=f"directory for the results (default: {RUNS_DIR}/<name>, then <name>-2, ...)")
     parser.add_argument(
         "--model",
         default=os.environ.get("MODEL_ID") or defaults["model_id"].default,
@@ -183,35 +208,87 @@ def _zone(text: str) -> CountingZone:
 # --- running --------------------------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m ml_engine") -> int:
     """Run the CLI; returns the process exit status."""
-    args = build_parser().parse_args(argv)
-    stills = is_stills_input(args.video)
+    args = build_parser(prog).parse_args(argv)
+    kind = _input_kind(args)
+    made_output = args.output is None
     try:
-        with _cancel_on_ctrl_c() as cancelled:
-            stats = _run_stills(args, cancelled) if stills else _run(args, cancelled)
-    except JobCancelled:
-        print("cancelled: no results were written", file=sys.stderr)
-        return EXIT_CANCELLED
-    except CattleCounterError as exc:
-        print(f"error: {exc.code}: {exc}", file=sys.stderr)  # the code, e.g. model_error, for scripts
+        if made_output:
+            args.output = next_run_dir(Path.cwd() / RUNS_DIR, _run_name(args.video))
+        with _cancel_on_ctrl_c(ends_stream=kind == "stream") as cancelled:
+            stats = _RUNS[kind](args, cancelled)
+    except (JobCancelled, CattleCounterError) as exc:
+        if made_output and args.output is not None:
+            _remove_if_empty(args.output)  # a failed run leaves no empty runs/count/<name> behind
+        if isinstance(exc, JobCancelled):
+            print("cancelled: no results were written", file=sys.stderr)
+            return EXIT_CANCELLED
+        print(f"{ERROR} {exc.code}: {exc}", file=sys.stderr)  # the code, e.g. model_error, for scripts
         return EXIT_ERROR
-    if stills:
-        if stats["images"]["ok"] == 0:  # nothing counted: one error line and status 1, as for a bad video
-            failure = stats["failed"][0]["error"]
-            more = f" (and {len(stats['failed']) - 1} more files failed)" if len(stats["failed"]) > 1 else ""
-            print(f"error: {failure['code']}: {failure['message']}{more}", file=sys.stderr)
-            return EXIT_ERROR
-        if args.json:
-            print(json.dumps(_stills_counts(stats), indent=2))
-        else:
-            print_stills(stats, args.output, sys.stdout)
-        return 0
+    return _report(kind, stats, args)
+
+
+def _input_kind(args: argparse.Namespace) -> str:
+    """"stream", "stills" or "video"; a file's or folder's name becomes a Path."""
+    if is_stream_url(args.video):
+        return "stream"
+    args.video = Path(args.video)
+    return "stills" if is_stills_input(args.video) else "video"
+
+
+def _report(kind: str, stats: dict[str, Any], args: argparse.Namespace) -> int:
+    """Print the counts (text or JSON); the exit status."""
+    if kind == "stills" and stats["images"]["ok"] == 0:  # nothing counted: an error, as for a bad video
+        failure = stats["failed"][0]["error"]
+        more = f" (and {len(stats['failed']) - 1} more files failed)" if len(stats["failed"]) > 1 else ""
+        print(f"{ERROR} {failure['code']}: {failure['message']}{more}", file=sys.stderr)
+        return EXIT_ERROR
+    as_json, as_text = _PRINTERS[kind]
     if args.json:
-        print(json.dumps(_counts_document(stats), indent=2))
+        print(json.dumps(as_json(stats), indent=2))
     else:
-        print_counts(stats, args.output, sys.stdout)
+        as_text(stats, args.output, sys.stdout)
     return 0
+
+
+# --- where the input comes from and where the results go ----------------------------------------------
+
+
+def is_stream_url(source: str) -> bool:
+    """rtsp://, rtsps://, http:// or https://: a live stream, not a file name."""
+    return urlsplit(source).scheme.lower() in STREAM_SCHEMES and "://" in source
+
+
+def _run_name(source: str | Path) -> str:
+    """The results folder's name: the file's or folder's name without suffix; a stream's last
+    path part (``rtsp://cam/stream1``: stream1), else its host. Never a credential."""
+    if isinstance(source, Path):
+        name = source.resolve().stem if source.is_dir() else source.stem
+    else:
+        parts = urlsplit(source)
+        name = Path(parts.path).stem or (parts.hostname or "")
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name).strip("._")
+    return safe or "run"
+
+
+def next_run_dir(parent: Path, name: str) -> Path:
+    """``parent/name``, or ``name-2``, ``name-3``, ... when taken: made here, so two runs
+    started at once never share one."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for number in range(1, 10_000):
+        candidate = parent / (name if number == 1 else f"{name}-{number}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise InvalidInput(f"{parent} holds {name} to {name}-9999: pass -o")
+
+
+def _remove_if_empty(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty, or already gone
+        directory.rmdir()
 
 
 # --- stills: an image, an orthomosaic or a folder of them -------------------------------------------
@@ -247,8 +324,7 @@ def _run_stills(args: argparse.Namespace, cancelled: Callable[[], bool]) -> dict
     if args.classes:
         detector.class_ids(args.classes)
     if detector.random_weights:
-        print(f"warning: {args.model} has random weights: its detections are noise, not real objects",
-              file=sys.stderr)
+        _warn_random_weights(args.model)
     run = StillsRun(args.output, detector, config)
     for name, path in files:
         with _tile_bar(name, enabled=not args.no_progress) as on_tiles:
@@ -323,27 +399,53 @@ def _run(args: argparse.Namespace, cancelled: Callable[[], bool]) -> dict[str, A
     if args.classes:
         detector.class_ids(args.classes)  # unknown class names fail before the progress bar appears
     if detector.random_weights:
-        print(f"warning: {args.model} has random weights: its detections are noise, not real objects",
-              file=sys.stderr)
+        _warn_random_weights(args.model)
     with _progress_bar(args.video.name, enabled=not args.no_progress) as on_progress:
         result = process_video(args.video, args.output, detector, config, progress=on_progress,
                                should_cancel=cancelled)
     return result.stats
 
 
+def _warn_random_weights(model: str) -> None:
+    print(f"{WARNING} {model} has random weights: its detections are noise, not real objects", file=sys.stderr)
+
+
+def _run_stream(args: argparse.Namespace, stop_requested: Callable[[], bool]) -> dict[str, Any]:
+    """Count a live stream until Ctrl-C (``stop_requested``), then end its outputs."""
+    from ml_engine.detector import Detector
+    from ml_engine.live import StreamConfig, StreamRun
+
+    config = StreamConfig(
+        threshold=args.threshold, classes=args.classes, tiling=args.tiling, tiling_full_frame=args.tiling_full_frame,
+        tile_batch_size=args.tile_batch_size, min_hits=args.min_hits, lines=args.lines, zones=args.zones,
+        tracker=args.tracker,
+    )
+    detector = Detector.load(args.model, device=args.device, input_size=args.input_size)
+    if args.classes:
+        detector.class_ids(args.classes)
+    if detector.random_weights:
+        _warn_random_weights(args.model)
+    print(f"counting {redact_url(args.video)} into {args.output}: Ctrl-C ends the stream", file=sys.stderr)
+    stats, _ = StreamRun(args.video, config, detector, args.output, should_stop=stop_requested).run()
+    return stats
+
+
 @contextmanager
-def _cancel_on_ctrl_c() -> Iterator[Callable[[], bool]]:
-    """The first Ctrl-C asks the pipeline to stop between batches; a second one interrupts at once."""
+def _cancel_on_ctrl_c(ends_stream: bool = False) -> Iterator[Callable[[], bool]]:
+    """The first Ctrl-C asks the pipeline to stop between batches (a stream: to end, writing
+    its final outputs); a second one interrupts at once."""
     requested = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield requested.is_set
         return
+    notice = ("ending the stream: writing its final outputs" if ends_stream
+              else "stopping after the current batch")
 
     def on_interrupt(signum: int, frame: Any) -> None:
         if requested.is_set():
             raise KeyboardInterrupt
         requested.set()
-        print("\nstopping after the current batch (Ctrl-C again to abort now)", file=sys.stderr)
+        print(f"\n{notice} (Ctrl-C again to abort now)", file=sys.stderr)
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
@@ -410,10 +512,39 @@ def print_counts(stats: dict[str, Any], output_dir: Path, out: TextIO) -> None:
     out.write(f"results: {output_dir}\n")
 
 
+def _stream_counts(stats: dict[str, Any]) -> dict[str, Any]:
+    return {key: stats[key] for key in ("counts", "streaming_s", "frames", "gaps_total", "model")}
+
+
+def print_stream(stats: dict[str, Any], output_dir: Path, out: TextIO) -> None:
+    """The human summary of a stream: unique objects, line crossings, frames, gaps."""
+    if stats.get("model", {}).get("random_weights"):
+        out.write("NOTE: random-weights model — these counts are not real detections\n")
+    counts, frames = stats["counts"], stats["frames"]
+    out.write(f"unique objects: {counts['total_unique']}\n")
+    for name, number in counts["by_class"].items():
+        out.write(f"  {name}: {number}\n")
+    for name, line in counts["lines"].items():
+        out.write(f"line {name}: in {line['in']} {_by_class(line['by_class']['in'])}, "
+                  f"out {line['out']} {_by_class(line['by_class']['out'])}\n")
+    out.write(f"streamed {stats['streaming_s']} s: {frames['processed']} frames counted, "
+              f"{frames['dropped']} dropped, {stats['gaps_total']} gaps\n")
+    out.write(f"results: {output_dir}\n")
+
+
 def _by_class(counts: dict[str, int]) -> str:
     if not counts:
         return ""
     return "(" + ", ".join(f"{name} {number}" for name, number in counts.items()) + ")"
+
+
+_RUNS: dict[str, Callable[[argparse.Namespace, Callable[[], bool]], dict[str, Any]]] = {
+    "video": _run, "stills": _run_stills, "stream": _run_stream,
+}
+_PRINTERS: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any]], Callable[[dict[str, Any], Path, TextIO], None]]] = {
+    "video": (_counts_document, print_counts), "stills": (_stills_counts, print_stills),
+    "stream": (_stream_counts, print_stream),
+}
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,9 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from ml_engine.__main__ import main
+from allinone.cli import main as cattlecounter
+from core.outputs import LIVE_PLAYLIST, STATS
+from ml_engine.__main__ import is_stream_url, main, next_run_dir
 from ml_engine.outputs import validate_stats
+from tests.fixtures_rtsp import HlsStream
 from tests.fixtures_video import write_clip
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT_FILES = {"annotated.mp4", "stats.json", "detections.jsonl", "coco.json", "mot.txt"}
@@ -37,8 +42,9 @@ def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None)
 
 
 def assert_one_line_error(stderr: str, *fragments: str) -> None:
-    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, stderr
+    """One error line, with the one prefix (argparse's errors too); no traceback."""
+    errors = [line for line in stderr.splitlines() if re.search(r"(^|: )error:", line)]
+    assert len(errors) == 1 and errors[0].startswith("cattlecounter: error: "), stderr
     assert "Traceback" not in stderr
     for fragment in fragments:
         assert fragment in errors[0]
@@ -146,12 +152,85 @@ def test_bad_arguments_exit_with_usage(small_clip, tmp_path, capsys, bad):
     with pytest.raises(SystemExit) as raised:
         main([str(small_clip), "-o", str(tmp_path / "out"), *bad])
     assert raised.value.code == 2
-    assert "usage:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "usage:" in err
+    assert_one_line_error(err)
+
+
+# --- cattlecounter: the installed command ---------------------------------------------------------
+
+
+def test_cattlecounter_count_is_this_cli_under_its_own_name(capsys):
+    with pytest.raises(SystemExit) as raised:
+        cattlecounter(["count", "--help"])
+    assert raised.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: cattlecounter count")
+
+
+def test_cattlecounter_lists_its_commands_and_refuses_another_with_the_one_prefix(capsys):
+    with pytest.raises(SystemExit) as raised:
+        cattlecounter(["--help"])
+    assert raised.value.code == 0
+    listing = capsys.readouterr().out
+    assert all(re.search(rf"^\s+{command}\s", listing, re.MULTILINE) for command in ("run", "api", "worker", "count"))
+    with pytest.raises(SystemExit) as raised:
+        cattlecounter(["counts", "clip.mp4"])
+    assert raised.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "'counts'")
+
+
+# --- where results go without -o, and what counts as a stream ------------------------------------
+
+
+def test_without_o_results_go_to_runs_count_name_then_name_2(small_clip, tiny_rtdetr_dir, tmp_path, monkeypatch,
+                                                            capsys):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        assert main([str(small_clip), "--model", str(tiny_rtdetr_dir), "--no-progress", "--max-frames", "3"]) == 0
+    runs = tmp_path / "runs" / "count"
+    assert sorted(path.name for path in runs.iterdir()) == ["small", "small-2"]
+    assert all((runs / name / "stats.json").is_file() for name in ("small", "small-2"))
+    assert f"results: {runs / 'small-2'}" in capsys.readouterr().out
+
+
+def test_a_failed_run_without_o_leaves_no_empty_results_folder(bad_videos, tiny_rtdetr_dir, tmp_path, monkeypatch,
+                                                               capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main([str(bad_videos["text"]), "--model", str(tiny_rtdetr_dir)]) == 1
+    assert_one_line_error(capsys.readouterr().err)
+    assert list((tmp_path / "runs" / "count").iterdir()) == []
+
+
+def test_next_run_dir_takes_the_first_free_number(tmp_path):
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip-2").mkdir()
+    assert next_run_dir(tmp_path, "clip") == tmp_path / "clip-3" and (tmp_path / "clip-3").is_dir()
+
+
+@pytest.mark.parametrize(("source", "stream"), [
+    ("rtsp://viewer:pw@10.0.0.5/stream1", True), ("http://127.0.0.1:8080/live/index.m3u8", True),
+    ("HTTPS://cams.example/a.m3u8", True), ("rtsps://cam/x", True),
+    ("clip.mp4", False), ("http:clip.mp4", False), ("C:/videos/clip.mp4", False), ("file:///tmp/a.mp4", False),
+])
+def test_a_stream_url_is_told_from_a_file_name(source, stream):
+    assert is_stream_url(source) is stream
+
+
+def test_a_stream_that_never_answers_is_a_one_line_error_without_its_password(tiny_rtdetr_dir, tmp_path, capsys):
+    from tests.fixtures_service import free_port
+
+    url = f"rtsp://viewer:s3cret@127.0.0.1:{free_port()}/cam"  # nothing listens there
+    status = main([url, "-o", str(tmp_path / "out"), "--model", str(tiny_rtdetr_dir), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert_one_line_error(err, "stream_unavailable")
+    assert "s3cret" not in err
 
 
 # --- as a real process ----------------------------------------------------------------------------
 
 
+@pytest.mark.heavy
 def test_process_run_and_offline_hub_error(small_clip, tiny_rtdetr_dir, tmp_path):
     done = run_cli(str(small_clip), "-o", str(tmp_path / "out"), "--model", str(tiny_rtdetr_dir), "--no-progress")
     assert done.returncode == 0, done.stderr
@@ -164,6 +243,7 @@ def test_process_run_and_offline_hub_error(small_clip, tiny_rtdetr_dir, tmp_path
     assert_one_line_error(offline.stderr, "someone/not-a-model", "MODEL_ID", "HF_HOME")
 
 
+@pytest.mark.heavy
 def test_a_checkpoint_whose_config_does_not_match_its_weights_is_a_one_line_model_error(
     small_clip, mismatched_checkpoint_dir, tmp_path
 ):
@@ -175,6 +255,36 @@ def test_a_checkpoint_whose_config_does_not_match_its_weights_is_a_one_line_mode
     assert not (tmp_path / "out" / "stats.json").exists()
 
 
+@pytest.mark.heavy
+def test_an_hls_stream_is_counted_until_ctrl_c_then_its_outputs_are_final(hls_stream: HlsStream, tiny_rtdetr_dir,
+                                                                         tmp_path):
+    """The URL reaches the stream reader whole (a Path made it ``http:/127.0.0.1:…``), and
+    Ctrl-C ends the stream rather than cancelling it: stats.json and the ended playlist."""
+    out = tmp_path / "out"
+    stderr_path = tmp_path / "stderr.txt"
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ml_engine", hls_stream.url, "-o", str(out), "--model", str(tiny_rtdetr_dir),
+             "--no-progress"], cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True,
+        )
+        try:
+            # a closed segment: frames were decoded, counted and encoded
+            wait_until(lambda: any(out.glob("live/*.ts")) or process.poll() is not None, 120, "a first segment")
+            assert process.poll() is None, stderr_path.read_text()
+            process.send_signal(signal.SIGINT)
+            stdout, _ = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 0, stderr_path.read_text()
+    stats = json.loads((out / STATS).read_text())
+    assert stats["kind"] == "stream" and stats["source"] == hls_stream.url and stats["frames"]["processed"] > 0
+    assert (out / LIVE_PLAYLIST).read_text().rstrip().endswith("#EXT-X-ENDLIST")
+    assert "unique objects:" in stdout and f"results: {out}" in stdout
+
+
+@pytest.mark.heavy
 def test_ctrl_c_cancels_cleanly(tiny_rtdetr_dir, tmp_path):
     clip = write_clip(tmp_path / "long.mp4", frames=1500)  # long enough to still be running when interrupted
     out = tmp_path / "out"

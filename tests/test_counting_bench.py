@@ -201,6 +201,7 @@ def test_the_full_pipeline_counts_exactly_what_the_counting_stage_alone_counts(t
     assert result.stats["tracks"] == alone.tracks
 
 
+@pytest.mark.heavy
 def test_the_tiling_columns_pipeline_check_compares_the_pipeline_with_its_own_defaults(tmp_path):
     """bench/counting/tiling.py's check: the real pipeline with TILING=auto on 4K frames gives
     the tracks of the counting stage (the pipeline's default tracker and stitching) fed the

@@ -222,6 +222,7 @@ def test_api_image_code_imports_without_the_worker_stack(tmp_path: Path) -> None
     assert result.returncode == 0, f"the API image could not import api.main:\n{result.stderr[-3000:]}"
 
 
+@pytest.mark.heavy
 def test_worker_image_code_imports_its_entry_points(tmp_path: Path) -> None:
     if not (ROOT / "worker" / "main.py").exists():
         pytest.skip("worker/main.py is not written yet")

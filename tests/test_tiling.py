@@ -161,6 +161,7 @@ def _clip(tmp_path: Path, frames: int, width: int, height: int) -> Path:
     return write_clip(tmp_path / "clip.mp4", width=width, height=height, frames=frames)
 
 
+@pytest.mark.heavy
 def test_all_tiles_of_a_batch_of_frames_go_through_one_forward_pass(tmp_path, tiny_rtdetr_detector, forwards):
     # 1280x720 into the 320x320 tiny model is 4x: auto tiles it, 15 tiles + the whole frame
     clip = _clip(tmp_path, frames=10, width=1280, height=720)
@@ -173,6 +174,7 @@ def test_all_tiles_of_a_batch_of_frames_go_through_one_forward_pass(tmp_path, ti
     validate_stats(result.stats)
 
 
+@pytest.mark.heavy
 def test_the_tile_batch_bounds_every_forward_pass_even_for_a_frame_with_many_tiles(
     tmp_path, tiny_rtdetr_detector, forwards
 ):
@@ -198,6 +200,7 @@ def test_tiling_off_and_a_frame_near_the_input_size_keep_one_view_per_frame(tmp_
 # --- end to end: small animals that only tiles can see ----------------------------------------------
 
 
+@pytest.mark.heavy
 def test_a_short_clip_with_tiling_counts_the_small_animals_the_whole_frame_misses(tmp_path):
     from bench.counting.oracle import Oracle, OracleConfig, OracleDetector
     from bench.counting.runner import write_video

@@ -2,8 +2,11 @@
 
 tracker.py (the live tracker and camera motion), lines.py, zones.py, timeline.py,
 stitching.py (offline re-linking of broken tracks), counter.py (``ObjectCounter``).
+``CountingLine`` and ``CountingZone`` are the job model's (``core.jobs``, which the API
+validates requests with), re-exported so that a notebook needs only this package.
 """
 
+from core.jobs import CountingLine, CountingZone
 from ml_engine.counting.counter import (
     DEFAULT_CLASS,
     CountingConfig,
@@ -29,7 +32,7 @@ from ml_engine.counting.zones import ZoneCounter, points_in_polygon
 
 __all__ = [
     "CMC_WIDTH", "DEFAULT_CLASS", "DEFAULT_TRACKER", "TRACKERS", "CameraFrame", "CameraMotion",
-    "CountSummary", "CountingConfig", "LineCounter", "ObjectCounter", "StitchConfig", "Timeline",
+    "CountSummary", "CountingConfig", "CountingLine", "CountingZone", "LineCounter", "ObjectCounter", "StitchConfig", "Timeline",
     "TrackEnds", "TrackEvent", "TrackRecord", "ZoneCounter", "anchors", "camera_frame", "empty_tracked",
     "points_in_polygon", "stitch", "tracker_ids",
 ]

@@ -1,0 +1,38 @@
+"""The test tiers themselves: the xdist scopes (tests/xdist_scopes.py) and the heavy mark
+(tests/conftest.py) that `make test` and `make test-fast` rely on."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.xdist_scopes import LIVE, LIVE_MODULES, MODULE_SERVERS, scope_of
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_module_the_scopes_name_exists() -> None:
+    """A renamed module would silently fall back to test-by-test scheduling."""
+    assert all((ROOT / path).is_file() for path in LIVE_MODULES | MODULE_SERVERS)
+
+
+def test_live_modules_share_one_scope_server_modules_keep_theirs_the_rest_go_one_by_one() -> None:
+    assert scope_of("tests/test_live_engine.py::test_rtsp_x") == scope_of("tests/test_live_source.py::test_y") == LIVE
+    assert scope_of("tests/test_dashboard.py::test_a[1]") == scope_of("tests/test_dashboard.py::test_b") \
+        == "tests/test_dashboard.py"
+    assert scope_of("tests/test_api.py::test_a[local]") == "tests/test_api.py::test_a[local]"
+
+
+def test_make_test_fast_leaves_out_the_heavy_tests_the_fixtures_mark() -> None:
+    """The live-engine tests on a real RTSP server are marked heavy by their fixture alone."""
+    makefile = (ROOT / "Makefile").read_text()
+    markers = re.search(r'^FAST_MARKERS := (.+)$', makefile, re.MULTILINE)
+    assert markers and "not heavy" in markers.group(1)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-m", markers.group(1),
+         "tests/test_live_engine.py"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    collected = [line for line in done.stdout.splitlines() if "::" in line]
+    assert collected and not [line for line in collected if "::test_rtsp_" in line]
