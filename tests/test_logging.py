@@ -3,6 +3,7 @@ settings that choose level and format."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import io
 import json
@@ -11,6 +12,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from _pytest.logging import LogCaptureHandler
 
 from core.config import load_settings
 from core.errors import ConfigError, CorruptVideo, StorageUnavailable
@@ -127,12 +129,29 @@ def written_lines(stream: io.TextIOWrapper) -> list[str]:
     return stream.buffer.getvalue().decode("utf-8").splitlines()  # type: ignore[attr-defined]
 
 
+@contextlib.contextmanager
+def without_pytest_log_capture() -> Iterator[None]:
+    """pytest keeps each record's text for the test's report, which pytest-xdist sends between
+    processes as strict UTF-8: a record holding a lone surrogate there breaks the whole run (an
+    INTERNALERROR), not this test. pytest attaches its handlers per phase, so this is entered in
+    the test's body; our handler alone sees the records inside."""
+    root = logging.getLogger()
+    capturing = [handler for handler in root.handlers if isinstance(handler, LogCaptureHandler)]
+    for handler in capturing:
+        root.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in capturing:
+            root.addHandler(handler)
+
+
 @pytest.mark.usefixtures("restore_logging")
 @pytest.mark.parametrize("fmt", ["json", "text"])
 def test_a_lone_surrogate_anywhere_in_a_record_is_written_escaped(fmt: str, capsys) -> None:
     out = utf8_stream()
     configure_logging("INFO", fmt, stream=out)
-    with job_context("\ud800"):
+    with without_pytest_log_capture(), job_context("\ud800"):
         logging.getLogger("worker.runner").error("job %s failed", "\udfff", extra={"path": "a\ud800b"})
     lines = written_lines(out)
     assert len(lines) == 1, capsys.readouterr().err
