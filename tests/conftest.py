@@ -9,4 +9,5 @@ pytest_plugins: list[str] = [
     "tests.fixtures_server",
     "tests.fixtures_webhooks",
     "tests.fixtures_rtsp",
+    "tests.fixtures_hls",
 ]
