@@ -39,10 +39,11 @@ class Pacer:
     A frame is due when it arrives, or, when the frames before it are still waiting (a burst),
     ``1 - CATCH_UP`` of its media time step after the one before it: frames decoded in one
     burst come out spaced almost as they were taken, and none waits once the stream is back
-    in step.
+    in step. No frame waits longer than ``max_delay_s`` (0: frames are due as they arrive).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_delay_s: float = MAX_WAIT_S) -> None:
+        self.max_delay_s = min(max_delay_s, MAX_WAIT_S)
         self._last: tuple[float, float] | None = None  # (due_at, media_time_s) of the previous frame
 
     def due_at(self, arrived: float, media_time_s: float) -> float:
@@ -51,7 +52,7 @@ class Pacer:
             last_due, last_media = self._last
             spaced = last_due + (1.0 - CATCH_UP) * max(0.0, media_time_s - last_media)
             if arrived < spaced <= arrived + MAX_WAIT_S:
-                due = spaced
+                due = min(spaced, arrived + self.max_delay_s)
         self._last = (due, media_time_s)
         return due
 

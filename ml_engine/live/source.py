@@ -7,7 +7,8 @@ hides that from the counting loop:
   reference frames). Each frame waits until it is due by its timestamps (``pacing``: an HLS
   segment decoded in one burst is handed out at the camera's rate), and the consumer gets the
   newest due frame: only when inference is slower than the source are older frames dropped
-  (and counted). What waits is bounded in bytes (``pacing_max_bytes``).
+  (and counted). What waits is bounded in bytes (``pacing_max_bytes``). RTSP frames are due
+  as they arrive (``pacing_max_delay_s``): they come as they are sent.
 - Each frame says when it arrived from the decoder and, where the source says when it was
   taken, its capture time: HLS ``EXT-X-PROGRAM-DATE-TIME`` (``hls_clock``). PyAV does not
   expose the RTP timestamp an RTSP sender report dates, so RTSP frames have none.
@@ -51,7 +52,7 @@ import numpy as np
 from core.errors import CattleCounterError, StreamUnavailable
 from core.netpolicy import redact_url  # the service's one redaction rule (re-exported)
 from ml_engine.live.hls_clock import LiveEdge, fetch_live_edge
-from ml_engine.live.pacing import PacedMailbox, Pacer
+from ml_engine.live.pacing import MAX_WAIT_S, PacedMailbox, Pacer
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ _RTSP_OPTIONS = {"fflags": "nobuffer", "analyzeduration": "0", "probesize": "32"
 # segments to be published, and the frames probed then come late and in one burst. Half a
 # second of the newest segment (which starts with a key frame) says what it holds.
 _HLS_OPTIONS = {"live_start_index": "-1", "analyzeduration": "500000"}
+# reading an HLS playlist for its dates may delay a connect by this much at most
+_PLAYLIST_TIMEOUT_S = 2.0
 # how often the decode thread asks ``should_stop`` at most (it may read a job record)
 _STOP_CHECK_INTERVAL_S = 0.25
 
@@ -116,6 +119,10 @@ class SourceOptions:
     # decoded frames waiting to be due (an HLS segment arrives whole) hold at most this much;
     # past it the oldest is handed out early. 128 MiB: 4 s of 1080p at 10 fps
     pacing_max_bytes: int = 128 << 20
+    # the longest a frame waits to be due. None: 10 s for HLS (a segment is decoded in one
+    # burst), 0 for RTSP (frames come as they are sent; spreading out the bunches a busy
+    # machine makes would add latency to every frame after them)
+    pacing_max_delay_s: float | None = None
 
 
 @dataclass
@@ -362,8 +369,7 @@ class LiveSource:
             raise StreamUnavailable(f"the stream {self.redacted_url} is refused: {exc}") from None
         return pinned_rtsp_url(self._url, addresses)
 
-    def _open(self) -> av.container.InputContainer:
-        url = self._checked_url()
+    def _open(self, url: str) -> av.container.InputContainer:
         if urlsplit(self._url).scheme.lower() in _RTSP_SCHEMES:
             options = {**_RTSP_OPTIONS, "rtsp_transport": self._options.rtsp_transport}
         else:
@@ -382,8 +388,9 @@ class LiveSource:
         """One connection: read until it stops (raises _Lost) or the source is closed
         (returns). ``lost`` is the gap being reconnected across, posted with the first frame."""
         refusals = self._refusals()  # before the open: FFmpeg's probe may read segments already
+        url = self._checked_url()  # nothing is requested before the policy has said yes
         edge_before = self._live_edge()
-        container = self._open()
+        container = self._open(url)
         captured_from = self._capture_anchor(edge_before)
         last_frame_at: float | None = None
         try:
@@ -392,7 +399,7 @@ class LiveSource:
                 raise _Lost("error: no video stream")
             connection = self._connections + 1
             clock = _MediaClock()
-            pacer = Pacer()
+            pacer = Pacer(self._pacing_max_delay_s())
             size: tuple[int, int] | None = None
             for packet in container.demux(stream):
                 if self._stopping():
@@ -428,6 +435,11 @@ class LiveSource:
     def _refusals(self) -> int:
         return self._options.egress_refusals() if self._options.egress_refusals else 0
 
+    def _pacing_max_delay_s(self) -> float:
+        if self._options.pacing_max_delay_s is not None:
+            return self._options.pacing_max_delay_s
+        return 0.0 if urlsplit(self._url).scheme.lower() in _RTSP_SCHEMES else MAX_WAIT_S
+
     def _live_edge(self) -> LiveEdge | None:
         """An HLS playlist's newest segment and its date, read beside FFmpeg (which skips the
         dates). Only through the egress proxy, or where no egress policy applies: this request
@@ -437,7 +449,7 @@ class LiveSource:
             return None
         if options.check is not None and not options.http_proxy:
             return None
-        return fetch_live_edge(self._url, options.http_proxy, options.open_timeout_s)
+        return fetch_live_edge(self._url, options.http_proxy, min(options.open_timeout_s, _PLAYLIST_TIMEOUT_S))
 
     def _capture_anchor(self, before: LiveEdge | None) -> float | None:
         """When this connection's first frame was taken (epoch seconds), or None: unknown.
