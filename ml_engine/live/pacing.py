@@ -95,8 +95,12 @@ class PacedMailbox(Generic[FrameT, GapT]):
     def put_gap(self, gap: GapT, now: float) -> None:
         """After a gap the frames from before it that are already due are stale: they are
         dropped. Those still waiting (the rest of a burst) are delivered before the gap."""
-        while self._items and isinstance(self._items[-1], _Waiting) and self._items[-1].due_at <= now:
-            self._drop(self._items.pop())
+        while self._items:
+            last = self._items[-1]
+            if not isinstance(last, _Waiting) or last.due_at > now:
+                break
+            self._items.pop()
+            self._drop(last)
         self._items.append(gap)
 
     def take(self, now: float) -> FrameT | GapT | None:
@@ -107,7 +111,8 @@ class PacedMailbox(Generic[FrameT, GapT]):
             head = self._items[0]
             if not isinstance(head, _Waiting):
                 if newest is None:
-                    return self._items.popleft()
+                    self._items.popleft()
+                    return head
                 break
             if head.due_at > now:
                 break
