@@ -2,12 +2,13 @@
 
 The caller's thread runs the loop, between the source's decode thread and the video's:
 
-    LiveSource decode thread ──newest frame only──▶ caller's thread: detect → track/count →
+    LiveSource decode thread ──newest due frame──▶ caller's thread: detect → track/count →
         events, windows, status ──(2 frames at most)──▶ video thread: annotate → HLS segment
 
-The source keeps only the newest decoded frame: when inference is slower than the camera,
-older frames are dropped (and counted), so latency and memory stay bounded instead of a
-backlog growing. Latency is measured from when the camera took the frame where the source
+The source hands frames out as they fall due by their timestamps (an HLS segment, decoded in
+one burst, at the camera's rate), the newest due one first: when inference is slower than the
+camera, older frames are dropped (and counted), so latency and memory stay bounded instead of
+a backlog growing. Latency is measured from when the camera took the frame where the source
 says (``captured_at``: HLS program date-time), else from the frame leaving the decoder
 (``received_at``), to its counts being updated; ``latency_from`` says which.
 
