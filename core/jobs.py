@@ -227,8 +227,11 @@ class LiveInfo(BaseModel):
     frames_received: int = 0
     frames_processed: int = 0
     frames_dropped: int = 0  # inference slower than the source: the newest frame is kept
-    latency_p50_s: float | None = None  # capture -> counted, over the last window
+    latency_p50_s: float | None = None  # latency_from -> counted, over the last window
     latency_p95_s: float | None = None
+    # "capture": from when the camera took the frame (HLS program date-time); "arrival": from
+    # when it left the decoder (the source does not say when it was taken); None: no frame yet
+    latency_from: str | None = None
     reconnects: int = 0
     streaming_s: float = 0.0  # in all, resumes included
     last_window: dict[str, Any] | None = None

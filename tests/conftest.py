@@ -18,12 +18,14 @@ pytest_plugins: list[str] = [
     "tests.fixtures_server",
     "tests.fixtures_webhooks",
     "tests.fixtures_rtsp",
+    "tests.fixtures_hls",
 ]
 
 # What makes a test heavy wherever it is (marked so here, not test by test): real API and worker
 # processes, each importing torch, or a live source's processes. `make test-fast` leaves them out.
 HEAVY_FIXTURES = frozenset({"start_service", "allinone_server", "rtsp_server", "rtsp_server_factory",
-                            "hls_stream", "walk_server"})
+                            "hls_stream", "hls_camera", "silent_server", "dead_segments_playlist",
+                            "walk_server"})
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by mark

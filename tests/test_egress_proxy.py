@@ -27,6 +27,7 @@ from core.jobs import Job, JobKind, JobParams, JobStatus, StreamOptions, source_
 from core.netpolicy import check_stream_url, stream_addresses
 from ml_engine.live import Gap, LiveFrame, LiveSource, SourceOptions
 from ml_engine.live.source import pinned_rtsp_url
+from tests.fixtures_hls import HlsCamera
 from tests.fixtures_rtsp import FFMPEG, HlsStream, RtspServer
 from tests.waiting import wait_until
 from worker.models import DetectorCache
@@ -209,17 +210,34 @@ def test_a_reconnect_is_checked_again_and_refused_once_the_policy_refuses(segmen
     changed allowlist, or a host that resolves elsewhere now) refuses, and no request is made."""
     allowed, _ = servers
     calls: list[str] = []
+    requested_before_refusal: list[str] = []
 
     def check(url: str) -> None:
         calls.append(url)
         if len(calls) > 1:
+            requested_before_refusal.extend(allowed.log)
             raise StreamSourceNotAllowed("source_url: '127.0.0.1' is outside STREAM_ALLOWED_NETWORKS now")
 
     with LiveSource(allowed.url("index.m3u8"), policed(proxy, check)) as source, \
             pytest.raises(StreamUnavailable, match="is refused"):
         wait_until(lambda: source.next(0.5) is None and False, TIMEOUT_S, "the refusal")
     assert len(calls) == 2
-    assert allowed.log.count("/index.m3u8") == 1, "no second connection to the refused source"
+    assert "/index.m3u8" in requested_before_refusal
+    # the source reads the playlist beside FFmpeg for its dates: still, nothing after the refusal
+    assert allowed.log == requested_before_refusal, "no second connection to the refused source"
+
+
+def test_the_playlist_is_read_for_its_dates_through_the_proxy_only(hls_camera: HlsCamera, proxy) -> None:
+    """The source reads an HLS playlist beside FFmpeg for EXT-X-PROGRAM-DATE-TIME: through the
+    proxy, so it checks that request too; where a policy applies and no proxy is given, the
+    request is not made at all (the frames have no capture time)."""
+    with LiveSource(hls_camera.url, policed(proxy)) as source:
+        frame = wait_until(lambda: source.next(0.5), TIMEOUT_S, "a frame")
+    assert isinstance(frame, LiveFrame) and frame.captured_at is not None
+    unproxied = SourceOptions(**{**policed(proxy).__dict__, "http_proxy": None})
+    with LiveSource(hls_camera.url, unproxied) as source:
+        frame = wait_until(lambda: source.next(0.5), TIMEOUT_S, "a frame")
+    assert isinstance(frame, LiveFrame) and frame.captured_at is None
 
 
 def test_a_dns_failure_at_a_connect_is_retried_not_final(segments, servers, proxy) -> None:

@@ -41,6 +41,7 @@ from ml_engine.live import (
 )
 from ml_engine.live.counts import iso
 from ml_engine.video import iter_frames, probe
+from tests.fixtures_hls import HlsCamera
 from tests.fixtures_rtsp import DeadSegmentsPlaylist, RtspServer, SilentServer
 from tests.fixtures_service import free_port
 from tests.fixtures_video import MovingBox, write_clip
@@ -1025,3 +1026,45 @@ def test_a_failure_on_the_video_thread_stops_the_run_with_its_error(tmp_path: Pa
     assert source.closed and source.frames_received <= 10  # stopped at once, not after 20 s
     assert live_video_threads() == []
     assert not list((tmp_path / "live").glob(".*.partial"))
+
+
+# --- end to end from a live HLS camera (tests/hls_camera.py: 1 s segments, program dates) --------
+
+
+def test_hls_a_camera_is_counted_at_its_frame_rate_with_latency_from_capture(
+        hls_camera: HlsCamera, tmp_path: Path) -> None:
+    """FFmpeg decodes each segment in a burst: with the newest-frame mailbox alone, 8 of its 10
+    frames were dropped however fast the detector."""
+    seen = Recorder()
+
+    def twenty_seconds_received() -> bool:
+        return bool(seen.statuses) and seen.statuses[-1].frames_received >= 200  # 20 s at 10 fps
+
+    stats, _ = StreamRun(
+        hls_camera.url, stream_config(source=FAST_SOURCE), ColourBoxDetector(), tmp_path,
+        should_stop=until(twenty_seconds_received, 120), **seen.callbacks(),
+    ).run()
+    frames = stats["frames"]
+    assert frames["received"] >= 200, frames
+    assert frames["processed"] >= 0.9 * frames["received"], frames
+    assert stats["latency"]["from"] == "capture" and seen.statuses[-1].latency_from == "capture"
+    # a 1 s segment is listed once whole and FFmpeg looks for it every second or so: a viewer
+    # waits about 2 s, which latency from arrival (0.0x s) left out
+    assert 0.9 <= stats["latency"]["p50_s"] <= stats["latency"]["p95_s"] < 6, stats["latency"]
+
+
+def test_hls_a_slow_detector_still_gets_the_newest_frame_and_latency_stays_bounded(
+        hls_camera: HlsCamera, tmp_path: Path) -> None:
+    seen = Recorder()
+    stats, _ = StreamRun(
+        hls_camera.url, stream_config(source=FAST_SOURCE), ColourBoxDetector(delay_s=0.3), tmp_path,
+        should_stop=until(lambda: bool(seen.statuses) and seen.statuses[-1].frames_received >= 100, 90),
+        **seen.callbacks(),
+    ).run()
+    frames = stats["frames"]
+    assert frames["processed"] < 0.5 * frames["received"] and frames["dropped"] > 30, frames
+    # no backlog: each frame counted was the newest due, so latency stays near what the stream
+    # adds (~2 s) plus one inference; a queue would grow by 0.7 s every second
+    assert stats["latency"]["p95_s"] < 6, stats["latency"]
+    windows = jsonl(tmp_path / WINDOWS)
+    assert windows[-1]["latency_p95_s"] < 6, windows[-1]

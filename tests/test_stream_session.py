@@ -57,6 +57,7 @@ class Status:  # the engine's LiveStatus, field for field
     reconnects: int = 0
     streaming_s: float = 12.0
     connected: bool = True
+    latency_from: str | None = "capture"
 
 
 @dataclass
@@ -111,6 +112,7 @@ def test_status_reports_go_to_the_record_small_with_the_newest_gaps(stores):
     assert stored.counts == {"total_unique": 2, "by_class": {"cow": 2}}
     live = stored.live
     assert live.connected and live.frames_dropped == 40 and live.latency_p95_s == 0.5 and live.reconnects == 30
+    assert live.latency_from == "capture"
     assert live.gaps_total == 30 and len(live.gaps) == MAX_STREAM_GAPS_SHOWN
     assert live.gaps[-1]["from"] == "2026-12-01T08:29:00Z"  # the newest kept
     assert live.stream_started_at is not None and live.run_started_at is not None

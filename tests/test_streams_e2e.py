@@ -98,6 +98,7 @@ def test_a_stream_is_counted_live_and_delete_completes_it_with_its_outputs(start
     assert running["counts"]["lines"]["middle"].keys() >= {"in", "out"}
     assert running["live"]["last_window"]["window"] == 1
     assert running["live"]["latency_p95_s"] is not None and running["live"]["latency_p95_s"] < 5
+    assert running["live"]["latency_from"] == "arrival"  # RTSP does not say when a frame was taken
     playlist = service.client.get(running["links"]["live"])
     assert playlist.status_code == 200 and "seg-" in playlist.text and "#EXT-X-ENDLIST" not in playlist.text
     assert window_numbers(service, job_id)[0] == 1  # readable while it runs

@@ -400,6 +400,7 @@ class StreamSession:
             live.frames_received, live.frames_processed = status.frames_received, status.frames_processed
             live.frames_dropped, live.reconnects = status.frames_dropped, status.reconnects
             live.latency_p50_s, live.latency_p95_s = status.latency_p50_s, status.latency_p95_s
+            live.latency_from = status.latency_from
             live.streaming_s = round(status.streaming_s, 1)
             live.gaps = (live.gaps + new_gaps)[-MAX_STREAM_GAPS_SHOWN:]
             live.gaps_total += len(new_gaps)

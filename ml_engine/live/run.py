@@ -2,13 +2,15 @@
 
 The caller's thread runs the loop, between the source's decode thread and the video's:
 
-    LiveSource decode thread ──newest frame only──▶ caller's thread: detect → track/count →
+    LiveSource decode thread ──newest due frame──▶ caller's thread: detect → track/count →
         events, windows, status ──(2 frames at most)──▶ video thread: annotate → HLS segment
 
-The source keeps only the newest decoded frame: when inference is slower than the camera,
-older frames are dropped (and counted), so latency and memory stay bounded instead of a
-backlog growing. Latency is measured from the frame leaving the decoder (``received_at``) to
-its counts being updated.
+The source hands frames out as they fall due by their timestamps (an HLS segment, decoded in
+one burst, at the camera's rate), the newest due one first: when inference is slower than the
+camera, older frames are dropped (and counted), so latency and memory stay bounded instead of
+a backlog growing. Latency is measured from when the camera took the frame where the source
+says (``captured_at``: HLS program date-time), else from the frame leaving the decoder
+(``received_at``), to its counts being updated; ``latency_from`` says which.
 
 Every ``window_s`` the window's counts are appended to ``windows.jsonl`` and ``on_window``
 gets the record and a small resume ``state``; a later ``StreamRun`` given that state continues
@@ -144,8 +146,9 @@ def _require(condition: bool, message: str) -> None:
 class LiveStatus:
     """What ``GET /jobs/{id}`` and Prometheus show of a running stream.
 
-    ``counts``: the running totals (``Totals.to_dict``). ``latency_*``: received → counted over
-    the last ``window_s``; ``latencies_s``: every sample since the previous status. ``gaps``:
+    ``counts``: the running totals (``Totals.to_dict``). ``latency_*``: captured (or received,
+    ``latency_from``) → counted over the last ``window_s``; ``latencies_s``: every sample since
+    the previous status. ``gaps``:
     gaps recorded since the previous status. Frame counters and ``streaming_s`` include the
     runs before a resume.
     """
@@ -161,6 +164,7 @@ class LiveStatus:
     reconnects: int
     streaming_s: float
     connected: bool
+    latency_from: str | None = None  # "capture" | "arrival" (the last frame counted); None: none yet
 
 
 @dataclass
@@ -269,6 +273,7 @@ class StreamRun:
         self._frames_processed = int(resume.get("frames_processed", 0))
         self._processed_before = self._frames_processed
         self._track_id_base = int(resume.get("track_id_base", 0))  # ids go on rising across gaps and resumes
+        self._latency_from: str | None = None  # where the last frame's latency was measured from
         self._highest_id = self._track_id_base
         self.latency = RecentLatency(config.window_s)
         self.histogram = LatencyHistogram(resume.get("latency_histogram"))
@@ -410,7 +415,7 @@ class StreamRun:
         self._count_new_tracks(tracked)
         events = self.counter.events + self.counter.forget_ended_tracks()
         self._publish(events, counted_at)
-        latency = max(0.0, counted_at - frame.received_at)
+        latency = max(0.0, counted_at - self._latency_start(frame))
         occupancy = self.counter.zone_occupancy()
         self.totals.set_occupancy(occupancy)
         self._frames_processed += 1
@@ -418,6 +423,14 @@ class StreamRun:
         self.histogram.add(latency)
         window.add_frame(latency, occupancy)
         self._record_frame(image, tracked, frame.received_at)
+
+    def _latency_start(self, frame: LiveFrame) -> float:
+        """When the camera took the frame, where the source says; else when it was decoded."""
+        if frame.captured_at is not None:
+            self._latency_from = "capture"
+            return frame.captured_at
+        self._latency_from = "arrival"
+        return frame.received_at
 
     def _detect(self, image: np.ndarray) -> sv.Detections:
         tiles = self._plan_for(image)
@@ -574,6 +587,7 @@ class StreamRun:
             reconnects=self._before["reconnects"] + self._source_count("reconnects"),
             streaming_s=round(self.streaming_s(now), 3),
             connected=self._connected(now),
+            latency_from=self._latency_from,
         )
 
     def _connected(self, now: float) -> bool:
@@ -736,7 +750,9 @@ class StreamRun:
             "latency": {
                 "p50_s": self.histogram.percentile(50),
                 "p95_s": self.histogram.percentile(95),
-                "note": "received from the decoder -> counted, over the whole stream (5% buckets)",
+                "from": self._latency_from,
+                "note": "captured (from: capture) or received from the decoder (from: arrival) -> counted, "
+                        "over the whole stream (5% buckets)",
             },
             "gaps_total": self._gaps_total,
             "gaps": list(self._recent_gaps),

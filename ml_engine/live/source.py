@@ -1,11 +1,17 @@
-"""A live video source (RTSP, HLS): one decode thread, a newest-frame mailbox, reconnects.
+"""A live video source (RTSP, HLS): one decode thread, frames paced by their timestamps, reconnects.
 
 Cameras reset without sending end-of-stream, stall, and change resolution. ``LiveSource``
 hides that from the counting loop:
 
 - A decode thread reads the stream with PyAV and decodes every packet (H.264 needs its
-  reference frames) but keeps only the newest frame. When inference is slower than the
-  source the older undelivered frame is dropped and counted: memory never grows.
+  reference frames). Each frame waits until it is due by its timestamps (``pacing``: an HLS
+  segment decoded in one burst is handed out at the camera's rate), and the consumer gets the
+  newest due frame: only when inference is slower than the source are older frames dropped
+  (and counted). What waits is bounded in bytes (``pacing_max_bytes``). RTSP frames are due
+  as they arrive (``pacing_max_delay_s``): they come as they are sent.
+- Each frame says when it arrived from the decoder and, where the source says when it was
+  taken, its capture time: HLS ``EXT-X-PROGRAM-DATE-TIME`` (``hls_clock``). PyAV does not
+  expose the RTP timestamp an RTSP sender report dates, so RTSP frames have none.
 - A read that waits longer than ``read_timeout_s`` is a stall; the end of the stream (the
   server closed it, or died) is ``ended``. Either way the thread reconnects with exponential
   backoff, and once frames flow again the consumer gets a ``Gap`` (from, to, reason) before
@@ -34,7 +40,6 @@ import logging
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -46,6 +51,8 @@ import numpy as np
 
 from core.errors import CattleCounterError, StreamUnavailable
 from core.netpolicy import redact_url  # the service's one redaction rule (re-exported)
+from ml_engine.live.hls_clock import LiveEdge, fetch_live_edge
+from ml_engine.live.pacing import MAX_WAIT_S, PacedMailbox, Pacer
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +61,13 @@ log = logging.getLogger(__name__)
 # hands each packet on at once.
 _RTSP_SCHEMES = ("rtsp", "rtsps")
 _RTSP_OPTIONS = {"fflags": "nobuffer", "analyzeduration": "0", "probesize": "32"}
-# HLS starts three segments behind the live edge by default: start at the newest one.
-_HLS_OPTIONS = {"live_start_index": "-1"}
+# HLS starts three segments behind the live edge by default: start at the newest one. FFmpeg
+# probes 5 s of a stream at open by default: for a live playlist that is waiting for the next
+# segments to be published, and the frames probed then come late and in one burst. Half a
+# second of the newest segment (which starts with a key frame) says what it holds.
+_HLS_OPTIONS = {"live_start_index": "-1", "analyzeduration": "500000"}
+# reading an HLS playlist for its dates may delay a connect by this much at most
+_PLAYLIST_TIMEOUT_S = 2.0
 # how often the decode thread asks ``should_stop`` at most (it may read a job record)
 _STOP_CHECK_INTERVAL_S = 0.25
 
@@ -65,9 +77,12 @@ class LiveFrame:
     """One decoded frame, the newest when it was taken."""
 
     image: np.ndarray  # RGB uint8 (H, W, 3)
-    received_at: float  # time.time() when the frame left the decoder (the latency clock starts here)
+    received_at: float  # time.time() when the frame left the decoder (before it waited to be due)
     media_time_s: float  # seconds since this connection started (from pts; monotonic within a connection)
     connection: int  # 1 for the first connection, +1 after every reconnect
+    # time.time() when the camera took it, where the source says (HLS program date-time); None:
+    # unknown, latency is measured from received_at
+    captured_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +116,13 @@ class SourceOptions:
     # the stream has delivered before (a resumed run): reconnect as after a loss (max_reconnects)
     # from the first attempt, instead of failing after first_connect_attempts
     has_worked: bool = False
+    # decoded frames waiting to be due (an HLS segment arrives whole) hold at most this much;
+    # past it the oldest is handed out early. 128 MiB: 4 s of 1080p at 10 fps
+    pacing_max_bytes: int = 128 << 20
+    # the longest a frame waits to be due. None: 10 s for HLS (a segment is decoded in one
+    # burst), 0 for RTSP (frames come as they are sent; spreading out the bunches a busy
+    # machine makes would add latency to every frame after them)
+    pacing_max_delay_s: float | None = None
 
 
 @dataclass
@@ -112,10 +134,14 @@ class _Decoded:
     received_at: float
     media_time_s: float
     connection: int
+    captured_at: float | None = None
 
     def to_live_frame(self) -> LiveFrame:
         image = self.frame.to_ndarray(format="rgb24")
-        return LiveFrame(image, self.received_at, self.media_time_s, self.connection)
+        return LiveFrame(image, self.received_at, self.media_time_s, self.connection, self.captured_at)
+
+    def size(self) -> int:
+        return sum(plane.buffer_size for plane in self.frame.planes)
 
 
 class _Lost(Exception):
@@ -186,11 +212,9 @@ class LiveSource:
         self._should_stop = should_stop
         self._closed = threading.Event()
         self._changed = threading.Condition()
-        # frames (at most one, the newest, and only at the end) and gaps, in order
-        self._mailbox: deque[_Decoded | Gap] = deque()
+        # frames waiting to be due, and gaps, in order
+        self._mailbox: PacedMailbox[_Decoded, Gap] = PacedMailbox(self._options.pacing_max_bytes)
         self._error: StreamUnavailable | None = None
-        self._frames_received = 0
-        self._frames_dropped = 0
         self._connections = 0  # connections that delivered frames
         self._last_stop_check = 0.0
         self._thread = threading.Thread(target=self._run, name="live-source", daemon=True)
@@ -200,11 +224,11 @@ class LiveSource:
 
     @property
     def frames_received(self) -> int:
-        return self._frames_received
+        return self._mailbox.received
 
     @property
     def frames_dropped(self) -> int:
-        return self._frames_dropped
+        return self._mailbox.dropped
 
     @property
     def reconnects(self) -> int:
@@ -212,8 +236,8 @@ class LiveSource:
         return max(0, self._connections - 1)
 
     def next(self, timeout: float) -> LiveFrame | Gap | None:
-        """The newest frame, or a Gap that came before it, or None after ``timeout`` seconds
-        (or at once when the source is closed or was told to stop).
+        """The newest frame that is due, or a Gap that came before it, or None after
+        ``timeout`` seconds (or at once when the source is closed or was told to stop).
 
         Raises:
             StreamUnavailable: the source never worked, or its reconnects are spent.
@@ -223,15 +247,18 @@ class LiveSource:
             while True:
                 if self._closed.is_set():
                     return None  # closed, or told to stop: what is left is not wanted
-                if self._mailbox:
-                    item = self._mailbox.popleft()
+                now = time.monotonic()
+                decoding = self._thread.is_alive()
+                item = self._mailbox.take(now if decoding else float("inf"))  # ended: nothing more to pace
+                if item is not None:
                     break
                 if self._error is not None:
                     raise self._error
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._thread.is_alive():
+                remaining = deadline - now
+                if remaining <= 0 or not decoding:
                     return None
-                self._changed.wait(remaining)
+                until_due = self._mailbox.seconds_until_due(now)
+                self._changed.wait(remaining if until_due is None else min(remaining, until_due))
         return item.to_live_frame() if isinstance(item, _Decoded) else item
 
     def close(self, timeout: float = 2.0) -> None:
@@ -342,8 +369,7 @@ class LiveSource:
             raise StreamUnavailable(f"the stream {self.redacted_url} is refused: {exc}") from None
         return pinned_rtsp_url(self._url, addresses)
 
-    def _open(self) -> av.container.InputContainer:
-        url = self._checked_url()
+    def _open(self, url: str) -> av.container.InputContainer:
         if urlsplit(self._url).scheme.lower() in _RTSP_SCHEMES:
             options = {**_RTSP_OPTIONS, "rtsp_transport": self._options.rtsp_transport}
         else:
@@ -365,7 +391,10 @@ class LiveSource:
         """One connection: read until it stops (raises _Lost) or the source is closed
         (returns). ``lost`` is the gap being reconnected across, posted with the first frame."""
         refusals = self._refusals()  # before the open: FFmpeg's probe may read segments already
-        container = self._open()
+        url = self._checked_url()  # nothing is requested before the policy has said yes
+        edge_before = self._live_edge()
+        container = self._open(url)
+        captured_from = self._capture_anchor(edge_before)
         last_frame_at: float | None = None
         try:
             stream = container.streams.video[0] if container.streams.video else None
@@ -373,6 +402,7 @@ class LiveSource:
                 raise _Lost("error: no video stream")
             connection = self._connections + 1
             clock = _MediaClock()
+            pacer = Pacer(self._pacing_max_delay_s())
             size: tuple[int, int] | None = None
             for packet in container.demux(stream):
                 if self._stopping():
@@ -391,7 +421,10 @@ class LiveSource:
                         self._post(Gap(received_at, received_at, "resolution_change"))
                     size = (frame.width, frame.height)
                     last_frame_at = received_at
-                    self._post(_Decoded(frame, received_at, clock.tick(frame.time), connection))
+                    media_time = clock.tick(frame.time)
+                    captured_at = captured_from + media_time if captured_from is not None else None
+                    decoded = _Decoded(frame, received_at, media_time, connection, captured_at)
+                    self._post(decoded, pacer.due_at(time.monotonic(), media_time))
             raise _Lost("ended", last_frame_at)
         except av.error.ExitError:  # the read timed out
             raise _Lost("stall", last_frame_at) from None
@@ -405,6 +438,33 @@ class LiveSource:
     def _refusals(self) -> int:
         return self._options.egress_refusals() if self._options.egress_refusals else 0
 
+    def _pacing_max_delay_s(self) -> float:
+        if self._options.pacing_max_delay_s is not None:
+            return self._options.pacing_max_delay_s
+        return 0.0 if urlsplit(self._url).scheme.lower() in _RTSP_SCHEMES else MAX_WAIT_S
+
+    def _live_edge(self) -> LiveEdge | None:
+        """An HLS playlist's newest segment and its date, read beside FFmpeg (which skips the
+        dates). Only through the egress proxy, or where no egress policy applies: this request
+        must not go where FFmpeg's could not."""
+        options = self._options
+        if urlsplit(self._url).scheme.lower() not in ("http", "https"):
+            return None
+        if options.check is not None and not options.http_proxy:
+            return None
+        return fetch_live_edge(self._url, options.http_proxy, min(options.open_timeout_s, _PLAYLIST_TIMEOUT_S))
+
+    def _capture_anchor(self, before: LiveEdge | None) -> float | None:
+        """When this connection's first frame was taken (epoch seconds), or None: unknown.
+        FFmpeg starts at the newest segment it saw; the playlist read before and after its
+        open naming the same newest segment means that is the one."""
+        if before is None or before.program_date_time is None:
+            return None
+        after = self._live_edge()
+        if after is None or after.sequence != before.sequence:
+            return None
+        return before.program_date_time
+
     @staticmethod
     def _decode(packet: av.Packet) -> list[av.VideoFrame]:
         """The packet's frames; a corrupt packet (lost RTP data) is skipped, not the stream."""
@@ -413,16 +473,12 @@ class LiveSource:
         except av.error.InvalidDataError:
             return []
 
-    def _post(self, item: _Decoded | Gap) -> None:
+    def _post(self, item: _Decoded | Gap, due_at: float = 0.0) -> None:
+        """A frame waits until ``due_at`` (time.monotonic()); a gap goes in line after it."""
         with self._changed:
+            now = time.monotonic()
             if isinstance(item, _Decoded):
-                self._frames_received += 1
-                if self._mailbox and isinstance(self._mailbox[-1], _Decoded):
-                    self._mailbox.pop()  # the consumer did not take it in time: keep the newest
-                    self._frames_dropped += 1
-            else:  # a frame from before a gap is stale: drop it too
-                while self._mailbox and isinstance(self._mailbox[-1], _Decoded):
-                    self._mailbox.pop()
-                    self._frames_dropped += 1
-            self._mailbox.append(item)
+                self._mailbox.put_frame(item, due_at, item.size(), now)
+            else:
+                self._mailbox.put_gap(item, now)
             self._changed.notify_all()
