@@ -182,7 +182,9 @@ def test_a_server_that_accepts_and_never_answers_fails_saying_that_it_timed_out(
     message = str(raised.value)
     assert "after 2 attempts: timed out: no video within 1 s" in message, message
     assert "Invalid data" not in message and "stall" not in message
-    assert silent_server.accepted == 2  # it did connect, twice: the server, not the network, is silent
+    # it did connect, on each attempt: the server, not the network, is silent (for HLS the source
+    # also reads the playlist for its program dates, so more than FFmpeg's connections come)
+    assert silent_server.accepted == 2 if scheme == "rtsp" else silent_server.accepted >= 2
     assert 2 * options.open_timeout_s <= time.monotonic() - started < 15
 
 
