@@ -18,7 +18,7 @@ STATS = "stats.json"
 DETECTIONS = "detections.jsonl"
 COCO = "coco.json"
 MOT = "mot.txt"
-# spreadsheets (ml_engine.tables): RFC 4180 CSV, UTF-8, a header row
+# spreadsheets (core.tables): RFC 4180 CSV, UTF-8, a header row
 TRACKS_CSV = "tracks.csv"  # one row per counted animal
 TIMELINE_CSV = "timeline.csv"  # one row per processed frame
 LINES_CSV = "lines.csv"  # one row per counting line

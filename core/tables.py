@@ -9,8 +9,10 @@ the fixed ones, in a stable (sorted) order.
 * ``lines.csv``: one row per counting line: crossings in and out, in all and by class;
 * ``results.csv``: an images job's, one row per file and class (a file with nothing found,
   or one that failed, has one row with an empty class);
-* ``windows.csv``: a stream's counts per window, converted from windows.jsonl when asked
-  (``ml_engine.live.counts.window_row``), since that file grows while the stream runs.
+* ``windows.csv``: a stream's counts per window, converted from windows.jsonl when it is
+  downloaded (``windows_csv``), since that file grows while the stream runs.
+
+Standard library only: the engine writes these files and the API converts windows.csv.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,9 @@ from core.outputs import LINES_CSV, RESULTS, RESULTS_CSV, TIMELINE_CSV, TRACKS_C
 TRACK_COLUMNS = ("id", "class", "first_frame", "last_frame", "first_time_s", "last_time_s", "duration_s",
                  "frames_seen", "mean_confidence", "raw_ids")
 RESULT_COLUMNS = ("file", "class", "count", "ok", "error_code", "error")
+WINDOW_COLUMNS = ("window", "from", "to", "unique", "frames_processed", "frames_dropped", "latency_p50_s",
+                  "latency_p95_s", "gaps")
+ZONE_WINDOW_FIELDS = ("entries", "exits", "max_occupancy", "mean_occupancy")
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
@@ -119,3 +124,49 @@ def result_rows(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
     if not by_class:
         return [{"file": entry["name"], "class": "", "count": 0, "ok": "true"}]
     return [{"file": entry["name"], "class": cls, "count": n, "ok": "true"} for cls, n in sorted(by_class.items())]
+
+
+# --- a stream ------------------------------------------------------------------------------------
+
+
+def windows_csv(records: Callable[[], Iterable[Mapping[str, Any]]]) -> Iterator[str]:
+    """windows.csv, a row at a time, from windows.jsonl's records. ``records()`` is read twice:
+    first for the columns (the classes seen, the lines and zones), then for the rows."""
+    classes: set[str] = set()
+    lines: dict[str, None] = {}  # in order of appearance
+    zones: dict[str, None] = {}
+    for record in records():
+        classes.update(record.get("by_class", {}))
+        lines.update(dict.fromkeys(record.get("lines", {})))
+        zones.update(dict.fromkeys(record.get("zones", {})))
+    header = [*WINDOW_COLUMNS, *(f"unique {cls}" for cls in sorted(classes)),
+              *(f"{line} {direction}" for line in lines for direction in ("in", "out")),
+              *(f"{zone} {field}" for zone in zones for field in ZONE_WINDOW_FIELDS)]
+    yield from csv_lines(header, (window_row(record, sorted(classes)) for record in records()))
+
+
+def window_row(record: Mapping[str, Any], classes: Sequence[str]) -> dict[str, Any]:
+    """One window of windows.jsonl, flat: ``unique <class>`` (0 where the class was not seen),
+    ``<line> in``/``<line> out``, ``<zone> entries`` and the zone's other figures."""
+    row: dict[str, Any] = {name: record.get(name) for name in WINDOW_COLUMNS}
+    by_class = record.get("by_class", {})
+    row.update((f"unique {cls}", by_class.get(cls, 0)) for cls in classes)
+    for line, counts in record.get("lines", {}).items():
+        row.update((f"{line} {direction}", counts.get(direction, 0)) for direction in ("in", "out"))
+    for zone, figures in record.get("zones", {}).items():
+        row.update((f"{zone} {field}", figures.get(field)) for field in ZONE_WINDOW_FIELDS)
+    return row
+
+
+def json_lines(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """JSON Lines records from a byte stream in chunks of any size (a blob being read)."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        yield from (json.loads(line) for line in complete if line.strip())
+    if pending.strip():
+        try:
+            yield json.loads(pending)
+        except ValueError:  # a last line still being written: it comes complete next time
+            return
