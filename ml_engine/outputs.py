@@ -26,8 +26,8 @@ import supervision as sv
 
 from core.errors import CattleCounterError
 from core.outputs import ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS  # the names live there
-from ml_engine.counting import CountSummary, tracker_ids
 from core.tables import write_video_tables
+from ml_engine.counting import CountSummary, tracker_ids
 from ml_engine.video import VideoInfo
 
 __all__ = ["ANNOTATED_VIDEO", "COCO", "DETECTIONS", "MOT", "STATS", "OutputWriter", "build_stats",

@@ -569,6 +569,7 @@ class _Run:
         self.counted = True
         self._report_progress(final=True)
         summary = self.counter.summary()
+        summary.timeline = []  # the live one: replaced below, and long for a long video
         exports = self.outputs.finish_exports(summary.id_map, _final_classes(summary))
         rendered = self._render()
         # the timeline and the peak as the video shows them: final ids, final classes

@@ -36,7 +36,7 @@ from core.jobs import CountingLine, CountingZone
 from ml_engine.annotate import FrameAnnotator
 from ml_engine.counting import anchors, empty_tracked
 from ml_engine.counting.lines import LineCounter
-from ml_engine.counting.timeline import peak_of
+from ml_engine.counting.timeline import Timeline
 from ml_engine.counting.zones import ZoneCounter
 from ml_engine.video import Frame, VideoInfo, VideoWriter
 
@@ -110,7 +110,8 @@ class RunningCounts:
         self._in_view: Counter[str] = Counter()
         self._lines = [LineCounter(line, hysteresis_px) for line in lines]
         self._zones = [ZoneCounter(zone) for zone in zones]
-        self.timeline: list[dict[str, Any]] = []
+        self.timeline = Timeline()  # typed arrays: a few bytes a processed frame
+        self.peak: dict[str, Any] = {"count": 0, "frame": None, "time_s": None, "by_class": {}}
 
     def add(self, frame: TrackedFrame) -> None:
         """Feed one processed frame (in order)."""
@@ -126,12 +127,10 @@ class RunningCounts:
             line.update(ids, points)
         for zone in self._zones:
             zone.update(ids, points, classes)
-        self.timeline.append({
-            "frame": frame.index,
-            "time_s": round(frame.time_s, 4),
-            "count": len(classes),
-            "by_class": dict(self._in_view),
-        })
+        self.timeline.append(frame.index, frame.time_s, self._in_view)
+        if len(classes) > self.peak["count"]:  # the first frame with the most in view
+            self.peak = {"count": len(classes), "frame": frame.index, "time_s": round(frame.time_s, 4),
+                         "by_class": dict(self._in_view)}
 
     def counts(self) -> dict[str, Any]:
         """In ``FrameAnnotator.annotate``'s shape (``ObjectCounter.live_counts``), plus zones."""
@@ -186,7 +185,7 @@ def render_video(
     while upcoming is not None:  # rows past the last decoded frame: none in practice, counted anyway
         running.add(upcoming)
         upcoming = next(rows, None)
-    return RenderResult(written, running.timeline, peak_of(running.timeline), running.counts())
+    return RenderResult(written, list(running.timeline.entries()), running.peak, running.counts())
 
 
 class _Prefetched:

@@ -48,6 +48,7 @@ from core.outputs import (
     annotated_overview,
     annotated_still,
 )
+from core.tables import write_results_csv
 from ml_engine.geo import (
     DEDUP_TOLERANCE_PX,
     GroundDeduplicator,
@@ -59,7 +60,6 @@ from ml_engine.geo import (
 )
 from ml_engine.outputs import _copy_json_lines, _json_line, _write_json
 from ml_engine.pipeline import DetectorLike
-from core.tables import write_results_csv
 from ml_engine.raster import RasterSource, open_raster, upright
 from ml_engine.tiling import TilingSetting, View, merge_views, offset_boxes, parse_tiling, plan_tiles
 

@@ -20,10 +20,11 @@ import numpy as np
 import pytest
 import supervision as sv
 
+from core.errors import JobCancelled
 from core.jobs import CountingLine, CountingZone
 from ml_engine.annotate import FrameAnnotator
 from ml_engine.outputs import ANNOTATED_VIDEO, DETECTIONS, MOT
-from ml_engine.pipeline import PipelineConfig, process_video
+from ml_engine.pipeline import PipelineConfig, Progress, process_video
 from ml_engine.render import read_tracked_frames
 from ml_engine.video import iter_frames
 from tests.fixtures_video import DEFAULT_BOXES, render_frame, write_clip
@@ -176,3 +177,19 @@ def test_exports_give_each_track_its_final_class(stitched_run) -> None:
     coco = json.loads((out / "coco.json").read_text())
     names = {c["id"]: c["name"] for c in coco["categories"]}
     assert {(a["track_id"], names[a["category_id"]]) for a in coco["annotations"]} == set(classes.items())
+
+
+def test_a_cancel_while_the_video_is_drawn_stops_it_and_leaves_nothing(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", frames=FRAMES)
+    drawing = []
+
+    def progress(report: Progress) -> None:
+        if report.frames_rendered:
+            drawing.append(report.frames_rendered)
+
+    config = PipelineConfig(progress_interval_s=0)
+    with pytest.raises(JobCancelled, match="drawn"):
+        process_video(clip, tmp_path / "out", ColourBoxDetector(), config, progress=progress,
+                      should_cancel=lambda: bool(drawing))
+    assert drawing and max(drawing) < FRAMES  # it stopped part-way through the rendering pass
+    assert list((tmp_path / "out").iterdir()) == []
