@@ -66,8 +66,10 @@ _QUEUE_POLL_S = 0.1  # how often a blocked put/get looks at the stop event
 _JOIN_TIMEOUT_S = 30.0
 _END = object()  # end-of-stream marker on the queues
 # The share of a job's progress that the rendering pass takes: it decodes, draws and encodes
-# every frame, while the counting pass decodes and detects (measured: docs/performance.md).
-RENDER_SHARE = 0.3
+# every frame, while the counting pass decodes, detects and tracks. With a fast model (a GPU,
+# or the tiny one on CPU) the two take about as long (docs/performance.md); with a full-size
+# model on CPU the counting pass is far longer, and the bar moves faster at the end.
+RENDER_SHARE = 0.5
 
 
 class DetectorLike(Protocol):
