@@ -598,8 +598,8 @@ class _Run:
         )
         started = time.monotonic()
         result = render_video(
-            self.input_path, self.info, self.work_dir / DETECTIONS, self.work_dir / ANNOTATED_VIDEO, settings,
-            self._frames, on_frame=self._rendered, should_cancel=self.should_cancel,
+            self.info, self.work_dir / DETECTIONS, self.work_dir / ANNOTATED_VIDEO, settings, self._frames,
+            on_frame=self._rendered, should_cancel=self.should_cancel,
         )
         self.render_seconds = time.monotonic() - started
         self._report_progress(final=True)

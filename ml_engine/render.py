@@ -78,7 +78,7 @@ class RenderResult:
     final_counts: dict[str, Any]
 
 
-def read_tracked_frames(path: Path) -> Iterator[TrackedFrame]:
+def read_tracked_frames(path: Path) -> Generator[TrackedFrame]:
     """detections.jsonl's rows, one processed frame at a time, as tracked detections."""
     with path.open(encoding="utf-8") as rows:
         for line in rows:
@@ -145,7 +145,6 @@ class RunningCounts:
 
 
 def render_video(
-    input_path: Path,
     info: VideoInfo,
     detections_path: Path,
     output_path: Path,
@@ -163,12 +162,12 @@ def render_video(
     width, height = info.display_size
     annotator = FrameAnnotator(settings.lines, settings.zones, provisional=False)
     running = RunningCounts(settings.lines, settings.zones, settings.line_hysteresis_px)
-    rows = read_tracked_frames(detections_path)
-    upcoming = next(rows, None)
     latest = empty_tracked()
     written = 0
     writer = VideoWriter(output_path, width, height, info.fps, crf=settings.crf, preset=settings.preset)
-    with writer, _Prefetched(frames, settings.queue_frames) as decoded:
+    with writer, closing(read_tracked_frames(detections_path)) as rows, \
+            _Prefetched(frames, settings.queue_frames) as decoded:
+        upcoming = next(rows, None)
         for frame in decoded:
             processed = False
             while upcoming is not None and upcoming.index <= frame.index:
@@ -182,9 +181,9 @@ def render_video(
                 on_frame(written)
             if should_cancel is not None and written % _CANCEL_CHECK_FRAMES == 0 and should_cancel():
                 raise JobCancelled("the job was cancelled while its video was being drawn")
-    while upcoming is not None:  # rows past the last decoded frame: none in practice, counted anyway
-        running.add(upcoming)
-        upcoming = next(rows, None)
+        while upcoming is not None:  # rows past the last decoded frame: none in practice, counted anyway
+            running.add(upcoming)
+            upcoming = next(rows, None)
     return RenderResult(written, list(running.timeline.entries()), running.peak, running.counts())
 
 
