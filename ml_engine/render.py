@@ -165,7 +165,7 @@ def render_video(
     latest = empty_tracked()
     written = 0
     writer = VideoWriter(output_path, width, height, info.fps, crf=settings.crf, preset=settings.preset)
-    with writer, closing(read_tracked_frames(detections_path)) as rows, \
+    with _Encoding(writer, settings.queue_frames) as encode, closing(read_tracked_frames(detections_path)) as rows, \
             _Prefetched(frames, settings.queue_frames) as decoded:
         upcoming = next(rows, None)
         for frame in decoded:
@@ -175,7 +175,7 @@ def render_video(
                 latest, processed = upcoming.tracked, upcoming.index == frame.index
                 upcoming = next(rows, None)
             annotator.annotate(frame.image, latest, running.counts(), processed=processed)
-            writer.write(frame.image)
+            encode(frame.image)
             written += 1
             if on_frame is not None:
                 on_frame(written)
@@ -238,3 +238,59 @@ class _Prefetched:
                     raise self._error
                 return
             yield item
+
+
+class _Encoding:
+    """Encode on a thread, through a bounded queue, so drawing overlaps the colour conversion
+    and x264 (three threads busy, as in the counting pass, not two). Inside the block, call it
+    with each frame; leaving the block cleanly waits for the last frame and finishes the file,
+    and an encoding error is raised in the caller's thread (at the next frame or at the end)."""
+
+    def __init__(self, writer: VideoWriter, size: int) -> None:
+        self._writer = writer
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, size))
+        self._failed = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._encode,), name="cattlecounter-render-encode",
+            daemon=True,
+        )
+
+    def __enter__(self) -> Callable[[np.ndarray], None]:
+        self._writer.__enter__()
+        self._thread.start()
+        return self._put
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        self._queue_end()
+        self._thread.join()
+        if exc_type is None and self._error is not None:
+            self._writer.__exit__(type(self._error), self._error, None)
+            raise self._error
+        self._writer.__exit__(exc_type, exc, tb)
+
+    def _put(self, image: np.ndarray) -> None:
+        while not self._failed.is_set():
+            try:
+                self._queue.put(image, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+        assert self._error is not None
+        raise self._error
+
+    def _queue_end(self) -> None:
+        while not self._failed.is_set():
+            try:
+                self._queue.put(_END, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def _encode(self) -> None:
+        try:
+            while (image := self._queue.get()) is not _END:
+                self._writer.write(image)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            self._error = exc
+            self._failed.set()
