@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from api.submission import MAX_IDEMPOTENCY_KEY, MAX_SOURCE_URL, MAX_UPLOAD_ID, NOT_FOR_STREAMS
 from core.backends.outbox import DeliveryStatus, WebhookEvent
 from core.jobs import Job, JobError, JobKind, JobParams, JobStatus, LiveInfo, StreamOptions
-from core.outputs import DOWNLOADS, GEOJSON, LIVE_PLAYLIST, STATS
+from core.outputs import DOWNLOADS, LIVE_PLAYLIST, STATS
 
 
 class WebhookStatus(BaseModel):
@@ -96,20 +96,25 @@ def public_job(job: Job) -> dict[str, Any]:
     return JobOut.from_job(job).model_dump(mode="json", exclude={"webhook"})
 
 
+# downloads a completed job may lack: GeoJSON without georeferenced images; CSV for jobs
+# completed before the CSV exports existed
+_OPTIONAL = ("geojson", "tracks_csv", "timeline_csv", "lines_csv", "results_csv")
+
+
 def _links(job: Job) -> dict[str, str]:
     base = f"/jobs/{job.id}"
     links = {"self": base}
     if job.kind is JobKind.STREAM:  # its rolling outputs open while it runs, and stay afterwards
         if LIVE_PLAYLIST in job.outputs:
             links["live"] = f"{base}/{LIVE_PLAYLIST}"
-        links.update((name, base + DOWNLOADS[name].route) for name in ("windows", "gaps")
+        links.update((name, base + DOWNLOADS[name].route) for name in ("windows", "gaps", "windows_csv")
                      if DOWNLOADS[name].filename in job.outputs or (name == "gaps" and job.status.is_final))
         if job.results_ready and STATS in job.outputs:
             links["result"] = base + DOWNLOADS["result"].route
         return links
     if job.results_ready:
         links.update((name, base + output.route) for name, output in DOWNLOADS.items()
-                     if job.kind.value in output.kinds and (name != "geojson" or GEOJSON in job.outputs))
+                     if job.kind.value in output.kinds and (name not in _OPTIONAL or output.filename in job.outputs))
         if job.kind is JobKind.IMAGES:
             links["files"] = base + "/files/"  # + a file's name: its annotated image
     return links

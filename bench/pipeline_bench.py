@@ -405,7 +405,7 @@ def _pipeline(args: argparse.Namespace) -> tuple[int, float, float, dict[str, An
               "frames_processed": result.stats["processing"]["frames_processed"], "stride": args.stride,
               "unique_tracks": result.stats["counts"]["total_unique"],
               **{key: result.stats["processing"].get(key) for key in
-                 ("tracker", "stitching", "camera_motion_frames", "camera_motion_ms_per_frame")}}
+                 ("tracker", "stitching", "camera_motion_frames", "camera_motion_ms_per_frame", "render_seconds")}}
     return frames, clock.wall, clock.cpu, detail
 
 

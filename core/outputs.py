@@ -18,6 +18,13 @@ STATS = "stats.json"
 DETECTIONS = "detections.jsonl"
 COCO = "coco.json"
 MOT = "mot.txt"
+# spreadsheets (core.tables): RFC 4180 CSV, UTF-8, a header row
+TRACKS_CSV = "tracks.csv"  # one row per counted animal
+TIMELINE_CSV = "timeline.csv"  # one row per processed frame
+LINES_CSV = "lines.csv"  # one row per counting line
+RESULTS_CSV = "results.csv"  # an images job's: one row per file and class
+WINDOWS_CSV = "windows.csv"  # a stream's: one row per window, converted from windows.jsonl when asked
+CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 
 # --- stills and orthomosaics (ml_engine.stills): a job of many images -------------------------
 RESULTS = "results.jsonl"  # one line per file: its counts, or its error
@@ -107,9 +114,21 @@ DOWNLOADS: dict[str, Output] = {
     "gaps": Output(GAPS, "application/x-ndjson", "/gaps",
                    "gaps.jsonl: every gap in a stream's source: from, to, reason (readable while it runs)",
                    kinds=("stream",)),
+    "tracks_csv": Output(TRACKS_CSV, CSV_MEDIA_TYPE, f"/exports/{TRACKS_CSV}",
+                         "tracks.csv: one row per counted animal (final id, class, first/last sighting)",
+                         kinds=("video",)),
+    "timeline_csv": Output(TIMELINE_CSV, CSV_MEDIA_TYPE, f"/exports/{TIMELINE_CSV}",
+                           "timeline.csv: animals in view per processed frame, in all and by class", kinds=("video",)),
+    "lines_csv": Output(LINES_CSV, CSV_MEDIA_TYPE, f"/exports/{LINES_CSV}",
+                        "lines.csv: crossings of each counting line, in and out, by class", kinds=("video",)),
+    "results_csv": Output(RESULTS_CSV, CSV_MEDIA_TYPE, f"/exports/{RESULTS_CSV}",
+                          "results.csv: an images job's counts, one row per file and class", kinds=("images",)),
+    # not stored: converted from windows.jsonl when asked (it grows while the stream runs)
+    "windows_csv": Output(WINDOWS, CSV_MEDIA_TYPE, f"/exports/{WINDOWS_CSV}",
+                          "windows.csv: a stream's counts per window (readable while it runs)", kinds=("stream",)),
 }
 
-_MEDIA_TYPES = {output.filename: output.media_type for output in DOWNLOADS.values()}
+_MEDIA_TYPES = {output.filename: output.media_type for name, output in DOWNLOADS.items() if name != "windows_csv"}
 
 
 def media_type(filename: str) -> str | None:

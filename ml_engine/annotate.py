@@ -33,7 +33,9 @@ _PALETTE_FOR_RGB = _swap_red_blue(sv.ColorPalette.DEFAULT)
 class FrameAnnotator:
     """Draws tracked detections and running counts onto RGB frames (in place).
 
-    ``trace_points``: how many past anchor positions a track's trace keeps.
+    ``trace_points``: how many past anchor positions a track's trace keeps. ``provisional``:
+    the counts drawn are live ones that stitching may still change (a live preview), and the
+    overlay says so; the rendering pass after stitching draws final ones.
     """
 
     def __init__(
@@ -41,10 +43,12 @@ class FrameAnnotator:
         lines: Sequence[CountingLine] = (),
         zones: Sequence[CountingZone] = (),
         trace_points: int = 20,
+        provisional: bool = True,
     ) -> None:
         self.lines = list(lines)
         self.zones = list(zones)
         self.trace_points = trace_points
+        self.counted_label = "Counted (provisional)" if provisional else "Counted"
         self._traces: dict[int, deque[tuple[int, int]]] = {}
         self._last_seen: dict[int, int] = {}
         self._updates = 0
@@ -55,21 +59,22 @@ class FrameAnnotator:
     ) -> np.ndarray:
         """Draw onto ``image`` (HxWx3 RGB uint8) and return it.
 
-        ``counts`` is ``ObjectCounter.live_counts()``. ``processed=False`` marks a frame drawn
+        ``counts`` is ``ObjectCounter.live_counts()`` (or ``render.RunningCounts.counts()``, which
+        adds each zone's ``inside`` and ``visited``). ``processed=False`` marks a frame drawn
         with the tracks of an earlier processed frame (frame stride): traces are not extended.
         """
         style = self._style_for(image)
         if processed:
             self._extend_traces(tracked)
         for zone in self.zones:
-            _draw_zone(image, zone, style)
+            _draw_zone(image, zone, counts.get("zones", {}).get(zone.name), style)
         for line in self.lines:
             _draw_line(image, line, counts.get("lines", {}).get(line.name, {}), style)
         self._draw_traces(image, tracked, style)
         if len(tracked):
             style.boxes.annotate(image, tracked)
             style.labels.annotate(image, tracked, labels=_labels(tracked))
-        _draw_counts(image, counts, style)
+        _draw_counts(image, self.counted_label, counts, style)
         return image
 
     def _style_for(self, image: np.ndarray) -> _Style:
@@ -138,11 +143,14 @@ def _labels(tracked: sv.Detections) -> list[str]:
     return [f"{name} #{track_id}" for name, track_id in zip(names, _track_ids(tracked), strict=True)]
 
 
-def _draw_zone(image: np.ndarray, zone: CountingZone, style: _Style) -> None:
+def _draw_zone(image: np.ndarray, zone: CountingZone, counts: dict[str, int] | None, style: _Style) -> None:
     points = np.array(zone.polygon, dtype=np.int32).reshape(-1, 1, 2)
     cv2.polylines(image, [points], True, ZONE_COLOUR, style.thickness, cv2.LINE_AA)
     x, y = points[0, 0]
-    _text(image, zone.name or "", (int(x) + 4, int(y) + 4), style, ZONE_COLOUR)
+    label = zone.name or ""
+    if counts is not None:
+        label += f": {counts.get('inside', 0)} inside / {counts.get('visited', 0)} visited"
+    _text(image, label, (int(x) + 4, int(y) + 4), style, ZONE_COLOUR)
 
 
 def _draw_line(image: np.ndarray, line: CountingLine, counts: dict[str, int], style: _Style) -> None:
@@ -154,9 +162,14 @@ def _draw_line(image: np.ndarray, line: CountingLine, counts: dict[str, int], st
     _text(image, label, middle, style, LINE_COLOUR)
 
 
-def _draw_counts(image: np.ndarray, counts: dict[str, Any], style: _Style) -> None:
+def counted_text(label: str, counts: dict[str, Any]) -> str:
+    """The running count's line, e.g. ``Counted: 40 (cow 38, sheep 2)``."""
     by_class = ", ".join(f"{cls} {n}" for cls, n in counts.get("by_class", {}).items())
-    rows = [f"Counted (provisional): {counts.get('total_unique', 0)}" + (f" ({by_class})" if by_class else "")]
+    return f"{label}: {counts.get('total_unique', 0)}" + (f" ({by_class})" if by_class else "")
+
+
+def _draw_counts(image: np.ndarray, label: str, counts: dict[str, Any], style: _Style) -> None:
+    rows = [counted_text(label, counts)]
     rows.append(f"In view: {counts.get('in_frame', 0)}")
     line_height = int(28 * style.text_scale) + 8
     for row, text in enumerate(rows):

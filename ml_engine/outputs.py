@@ -4,8 +4,10 @@
 images and annotations to part files and is assembled at the end; ``stats.json`` is written
 last. Nothing is held in memory per frame, however long the video.
 
-Rows are written with the live tracker's ids; once the video is done and tracks have been
-stitched, ``finish`` rewrites them to the stitched ids in one streaming pass per file.
+Rows are written with the live tracker's ids and classes; once the video is done and tracks
+have been stitched, ``finish_exports`` rewrites them to the stitched ids, each with its track's
+final class, in one streaming pass per file. The annotated video is drawn from the rewritten
+detections.jsonl afterwards (``ml_engine.render``), so it shows the same ids.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import supervision as sv
 
 from core.errors import CattleCounterError
 from core.outputs import ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS  # the names live there
+from core.tables import write_video_tables
 from ml_engine.counting import CountSummary, tracker_ids
 from ml_engine.video import VideoInfo
 
@@ -56,6 +59,7 @@ class OutputWriter:
         self.frame_size = frame_size
         self.frames_written = 0
         self._annotation_id = 0
+        self._classes_written: dict[int, set[str]] = {}  # raw track id -> classes its rows carry
         self._detections = self._open(DETECTIONS)
         self._mot = self._open(MOT)
         self._coco_images = self._open(_COCO_IMAGES_PART)
@@ -86,7 +90,8 @@ class OutputWriter:
         )
         image_id = frame_index + 1  # also MOT's 1-based frame number
         self._coco_images.write(_json_line(self._coco_image(image_id, frame_index, time_s)))
-        for track_id, _, class_id, score, box in rows:
+        for track_id, class_name, class_id, score, box in rows:
+            self._classes_written.setdefault(track_id, set()).add(class_name)
             self._annotation_id += 1
             annotation = _coco_annotation(self._annotation_id, image_id, class_id, score, box, track_id)
             self._coco_annotations.write(_json_line(annotation))
@@ -105,26 +110,55 @@ class OutputWriter:
         }
 
     def finish(self, stats: Mapping[str, Any], id_map: Mapping[int, int | None] | None = None) -> dict[str, Path]:
-        """Assemble coco.json, write stats.json, close everything; returns name -> path.
+        """``finish_exports``, then ``write_summary_files``: every file; returns name -> path."""
+        exports = self.finish_exports(id_map)
+        exports.update(self.write_summary_files(stats))
+        return exports
+
+    def finish_exports(
+        self, id_map: Mapping[int, int | None] | None = None, final_classes: Mapping[int, str] | None = None
+    ) -> dict[str, Path]:
+        """Close the per-frame files and assemble coco.json; returns name -> path.
 
         ``id_map`` (raw track id -> stitched id, None: dropped as too short) rewrites every
-        export's track ids first, and drops the rows of dropped tracks.
+        export's track ids first, and drops the rows of dropped tracks. ``final_classes``
+        (stitched id -> class) gives each row its track's class over the whole track, so an
+        animal has one class everywhere (its COCO category too, where the labels know it).
         """
         for handle in (self._detections, self._mot, self._coco_images, self._coco_annotations):
             handle.close()
-        if id_map and any(raw != final for raw, final in id_map.items()):
-            self._remap_ids(id_map)
+        id_map = id_map or {}
+        final_classes = final_classes or {}
+        if self._needs_rewrite(id_map, final_classes):
+            self._remap_ids(id_map, final_classes)
         self._write_coco()
-        _write_json(self.output_dir / STATS, stats)
         self._remove_parts()
-        return {name: self.output_dir / name for name in (STATS, DETECTIONS, COCO, MOT)}
+        return {name: self.output_dir / name for name in (DETECTIONS, COCO, MOT)}
 
-    def _remap_ids(self, id_map: Mapping[int, int | None]) -> None:
+    def write_summary_files(self, stats: Mapping[str, Any]) -> dict[str, Path]:
+        """stats.json and the CSV tables made from it; returns name -> path."""
+        files = write_video_tables(self.output_dir, stats)
+        _write_json(self.output_dir / STATS, stats)
+        files[STATS] = self.output_dir / STATS
+        return files
+
+    def _needs_rewrite(self, id_map: Mapping[int, int | None], final_classes: Mapping[int, str]) -> bool:
+        if any(raw != final for raw, final in id_map.items()):
+            return True
+        return any(
+            classes != {final_classes[raw]} for raw, classes in self._classes_written.items() if raw in final_classes
+        )
+
+    def _remap_ids(self, id_map: Mapping[int, int | None], final_classes: Mapping[int, str]) -> None:
         """One streaming pass per file, line by line, into a temp file that replaces it."""
-        _rewrite_lines(self.output_dir / DETECTIONS, lambda line: _remap_detections_line(line, id_map))
+        category_of = {name: class_id for class_id, name in self.labels.items()}
+        _rewrite_lines(
+            self.output_dir / DETECTIONS, lambda line: _remap_detections_line(line, id_map, final_classes)
+        )
         _rewrite_lines(self.output_dir / MOT, lambda line: _remap_mot_line(line, id_map))
         _rewrite_lines(
-            self.output_dir / _COCO_ANNOTATIONS_PART, lambda line: _remap_coco_line(line, id_map)
+            self.output_dir / _COCO_ANNOTATIONS_PART,
+            lambda line: _remap_coco_line(line, id_map, final_classes, category_of),
         )
 
     def _write_coco(self) -> None:
@@ -204,21 +238,28 @@ def _rewrite_lines(path: Path, rewrite: Any) -> None:
     os.replace(temp, path)
 
 
-def _remap_detections_line(line: str, id_map: Mapping[int, int | None]) -> str:
+def _remap_detections_line(line: str, id_map: Mapping[int, int | None], final_classes: Mapping[int, str]) -> str:
     row = json.loads(line)
     kept = []
     for detection in row["detections"]:
         detection["track_id"] = id_map.get(detection["track_id"], detection["track_id"])
         if detection["track_id"] is not None:
+            detection["class"] = final_classes.get(detection["track_id"], detection["class"])
             kept.append(detection)
     row["detections"] = kept  # the frame's line stays, even if it is left empty
     return _json_line(row)
 
 
-def _remap_coco_line(line: str, id_map: Mapping[int, int | None]) -> str:
+def _remap_coco_line(
+    line: str, id_map: Mapping[int, int | None], final_classes: Mapping[int, str], category_of: Mapping[str, int]
+) -> str:
     annotation = json.loads(line)
     annotation["track_id"] = id_map.get(annotation["track_id"], annotation["track_id"])
-    return "" if annotation["track_id"] is None else _json_line(annotation)
+    if annotation["track_id"] is None:
+        return ""
+    final_class = final_classes.get(annotation["track_id"])
+    annotation["category_id"] = category_of.get(final_class or "", annotation["category_id"])
+    return _json_line(annotation)
 
 
 def _remap_mot_line(line: str, id_map: Mapping[int, int | None]) -> str:

@@ -1,17 +1,23 @@
-"""The streaming pipeline: decode → batch → detect → track/annotate → encode, with bounded memory.
+"""The streaming pipeline: decode → batch → detect → track, then stitch, then draw → encode,
+with bounded memory.
 
-Three threads joined by bounded queues (PyAV, x264 and torch release the GIL, so they overlap):
+The counting pass: three threads joined by bounded queues (PyAV and torch release the GIL, so
+they overlap):
 
-    decode thread ──frames──▶ caller's thread: batch + detect ──chunks──▶ track/annotate/encode
+    decode thread ──frames──▶ caller's thread: batch + detect ──chunks──▶ track + exports
 
-Only every ``stride``-th frame is detected and tracked, but every frame is annotated (with the
-latest tracks) and written, so annotated.mp4 keeps the source's frame count and rate. A chunk
-is the run of decoded frames that holds one detection batch; it is capped at
-``max_chunk_frames`` frames so a large stride cannot make it grow. At most
-``queue_size + 1 + 4 * chunk`` frames are in memory (the decoded queue, the frame the decoder
-holds, and four chunks: being filled, two queued, being encoded), whatever the video's
-length; ``buffer_plan`` shrinks the chunk and the queue so that this stays within
-``max_buffered_bytes`` however large the frames (with a floor of 6 frames).
+Only every ``stride``-th frame is detected and tracked. A chunk is the run of decoded frames
+that holds one detection batch; it is capped at ``max_chunk_frames`` frames so a large stride
+cannot make it grow. At most ``queue_size + 1 + 4 * chunk`` frames are in memory (the decoded
+queue, the frame the decoder holds, and four chunks: being filled, two queued, being
+tracked), whatever the video's length; ``buffer_plan`` shrinks the chunk and the queue so that
+this stays within ``max_buffered_bytes`` however large the frames (with a floor of 6 frames).
+
+After the last frame, tracks are stitched and the exports rewritten with the final ids. Then
+the rendering pass (``ml_engine.render``) decodes the video again and draws every frame (with
+the latest processed frame's tracks, read back from detections.jsonl) and encodes it, so
+annotated.mp4 keeps the source's frame count and rate and shows the final ids and counts:
+the numbers of stats.json, not the live tracker's. It needs no model.
 
 Any stage's failure sets a shared stop event; every queue put/get waits in short slices and
 gives up when it is set, so no stage hangs, and the caller gets the original error. Outputs
@@ -40,16 +46,15 @@ from pydantic import BaseModel, ValidationError
 
 from core.errors import InvalidInput, JobCancelled, ModelError, describe_validation_error
 from core.jobs import CountingLine, CountingZone, check_unique_names, with_default_names
-from core.outputs import ANNOTATED_VIDEO, STATS
-from ml_engine.annotate import FrameAnnotator
-from ml_engine.counting import DEFAULT_TRACKER, TRACKERS, CountingConfig, ObjectCounter, empty_tracked
+from core.outputs import ANNOTATED_VIDEO, DETECTIONS, STATS
+from ml_engine.counting import DEFAULT_TRACKER, TRACKERS, CountingConfig, CountSummary, ObjectCounter
 from ml_engine.outputs import OutputWriter, build_stats, move_outputs
+from ml_engine.render import RenderResult, RenderSettings, render_video
 from ml_engine.tiling import TilePlan, TilingSetting, View, merge_views, parse_tiling, plan_tiles
 from ml_engine.video import (
     Frame,
     VideoInfo,
     VideoLimits,
-    VideoWriter,
     check_encoder_options,
     iter_frames,
     probe,
@@ -60,6 +65,11 @@ log = logging.getLogger(__name__)
 _QUEUE_POLL_S = 0.1  # how often a blocked put/get looks at the stop event
 _JOIN_TIMEOUT_S = 30.0
 _END = object()  # end-of-stream marker on the queues
+# The share of a job's progress that the rendering pass takes: it decodes, draws and encodes
+# every frame, while the counting pass decodes, detects and tracks. With a fast model (a GPU,
+# or the tiny one on CPU) the two take about as long (docs/performance.md); with a full-size
+# model on CPU the counting pass is far longer, and the bar moves faster at the end.
+RENDER_SHARE = 0.5
 
 
 class DetectorLike(Protocol):
@@ -229,18 +239,25 @@ def buffer_plan(config: PipelineConfig, frame_bytes: int) -> BufferPlan:
 
 @dataclass
 class Progress:
-    """How far a run has got. ``frames_total`` is an estimate when the container has no count."""
+    """How far a run has got. ``frames_total`` is an estimate when the container has no count.
+
+    ``frames_done`` counts the frames of the counting pass; ``frames_rendered`` those of the
+    rendering pass after it (the annotated video), which takes ``RENDER_SHARE`` of ``fraction``.
+    """
 
     frames_done: int
     frames_total: int | None
     fps: float
     eta_s: float | None
+    frames_rendered: int = 0
 
     @property
     def fraction(self) -> float | None:
         if not self.frames_total:
             return None
-        return min(1.0, self.frames_done / self.frames_total)
+        counted = min(1.0, self.frames_done / self.frames_total)
+        rendered = min(1.0, self.frames_rendered / self.frames_total)
+        return (1 - RENDER_SHARE) * counted + RENDER_SHARE * rendered
 
 
 @dataclass
@@ -324,11 +341,14 @@ class _Run:
         self._error_lock = threading.Lock()
         self.frames_decoded = 0
         self.frames_processed = 0
-        self.frames_encoded = 0
+        self.frames_tracked = 0  # decoded frames through the tracking stage (detected or not)
+        self.frames_rendered = 0
         self.counter = ObjectCounter(self._counting_config())
         self.outputs: OutputWriter | None = None
         self.started = time.monotonic()
         self._last_progress = 0.0
+        self.counted = False  # the counting pass is over (frames_decoded is the total)
+        self.render_seconds = 0.0
 
     def _plan_tiles(self, width: int, height: int) -> TilePlan:
         setting = self.config.tiling
@@ -372,7 +392,7 @@ class _Run:
                 target=contextvars.copy_context().run, args=(self._guard, stage), name=name, daemon=True
             )
             for stage, name in ((self._decode_stage, "cattlecounter-decode"),
-                                (self._encode_stage, "cattlecounter-encode"))
+                                (self._track_stage, "cattlecounter-track"))
         ]
         try:
             for thread in threads:
@@ -511,12 +531,15 @@ class _Run:
         if not final and now - self._last_progress < self.config.progress_interval_s:
             return
         self._last_progress = now
-        done = self.frames_encoded
-        total = self.frames_decoded if final else self._expected_frames()
+        done = self.frames_tracked
+        total = self.frames_decoded if self.counted or final else self._expected_frames()
         elapsed = max(now - self.started, 1e-6)
-        fps = done / elapsed
-        eta = max(total - done, 0) / fps if total and fps > 0 else None
-        self.progress(Progress(frames_done=done, frames_total=total, fps=round(fps, 3), eta_s=eta))
+        report = Progress(frames_done=done, frames_total=total, fps=round(done / elapsed, 3), eta_s=None,
+                          frames_rendered=self.frames_rendered)
+        fraction = report.fraction
+        if fraction:  # the whole job at the pace so far, both passes
+            report.eta_s = elapsed * (1 - fraction) / fraction
+        self.progress(report)
 
     def _expected_frames(self) -> int | None:
         total = self.info.frames
@@ -524,55 +547,67 @@ class _Run:
             total = min(total, self.config.max_frames) if total else self.config.max_frames
         return total
 
-    # --- stage 3: track, annotate, encode ------------------------------------------------------
+    # --- stage 3: track, write the exports ------------------------------------------------------
 
-    def _encode_stage(self) -> None:
-        width, height = self.info.display_size
-        annotator = FrameAnnotator(self.config.lines, self.config.zones)
-        latest = empty_tracked()
-        writer = VideoWriter(
-            self.work_dir / ANNOTATED_VIDEO,
-            width,
-            height,
-            self.info.fps,
-            crf=self.config.crf,
-            preset=self.config.preset,
-        )
-        with writer:
-            while (chunk := self._get(self.inferred)) is not _END:
-                for frame in chunk.frames:
-                    detected = frame.index in chunk.detections
-                    if detected:
-                        latest = self._track(frame, chunk.detections[frame.index])
-                    counts = self.counter.live_counts()
-                    annotator.annotate(frame.image, latest, counts, processed=detected)
-                    writer.write(frame.image)
-                    self.frames_encoded += 1
+    def _track_stage(self) -> None:
+        while (chunk := self._get(self.inferred)) is not _END:
+            for frame in chunk.frames:
+                if frame.index in chunk.detections:
+                    self._track(frame, chunk.detections[frame.index])
+                self.frames_tracked += 1
 
-    def _track(self, frame: Frame, detections: sv.Detections) -> sv.Detections:
+    def _track(self, frame: Frame, detections: sv.Detections) -> None:
         assert self.outputs is not None
         # camera motion is estimated here, on the thread that already holds the frame
         image = frame.image if self.counter.uses_frames else None
         tracked = self.counter.update(frame.index, frame.time_s, detections, image)
         self.outputs.write_frame(frame.index, frame.time_s, tracked)
         self.frames_processed += 1
-        return tracked
 
     # --- the end ----------------------------------------------------------------------------------
 
     def _finish(self) -> tuple[dict[str, Any], dict[str, Path]]:
         assert self.outputs is not None
+        self.counted = True
         self._report_progress(final=True)
         summary = self.counter.summary()
+        summary.timeline = []  # the live one: replaced below, and long for a long video
+        exports = self.outputs.finish_exports(summary.id_map, _final_classes(summary))
+        rendered = self._render()
+        # the timeline and the peak as the video shows them: final ids, final classes
+        summary.timeline, summary.peak = rendered.timeline, rendered.peak
         stats = build_stats(
             self.info, self.frames_decoded, self._model_facts(), summary, self._processing_facts()
         )
-        exports = self.outputs.finish(stats, summary.id_map)
+        exports.update(self.outputs.write_summary_files(stats))
         # stats.json moves last: once it is in output_dir, everything else is too
         files = {ANNOTATED_VIDEO: self.work_dir / ANNOTATED_VIDEO}
         files.update((name, path) for name, path in exports.items() if name != STATS)
         files[STATS] = exports[STATS]
         return stats, files
+
+    def _render(self) -> RenderResult:
+        """The rendering pass: the annotated video, with the final ids and counts."""
+        settings = RenderSettings(
+            lines=self.config.lines,
+            zones=self.config.zones,
+            crf=self.config.crf,
+            preset=self.config.preset,
+            queue_frames=self.buffers.queue_frames,
+            line_hysteresis_px=self.counter.config.line_hysteresis_px,
+        )
+        started = time.monotonic()
+        result = render_video(
+            self.info, self.work_dir / DETECTIONS, self.work_dir / ANNOTATED_VIDEO, settings, self._frames,
+            on_frame=self._rendered, should_cancel=self.should_cancel,
+        )
+        self.render_seconds = time.monotonic() - started
+        self._report_progress(final=True)
+        return result
+
+    def _rendered(self, frames: int) -> None:
+        self.frames_rendered = frames
+        self._report_progress()
 
     def _tiling_facts(self) -> dict[str, Any]:
         assert isinstance(self.config.tiling, TilingSetting)
@@ -588,6 +623,7 @@ class _Run:
         seconds = time.monotonic() - self.started
         return {
             "seconds": round(seconds, 3),
+            "render_seconds": round(self.render_seconds, 3),
             "fps": round(self.frames_decoded / seconds, 3) if seconds > 0 else 0.0,
             "device": str(self.detector.device),
             "frame_stride": self.stride,
@@ -601,3 +637,8 @@ class _Run:
             "tiling": self._tiling_facts(),
             **self.counter.describe(),
         }
+
+
+def _final_classes(summary: CountSummary) -> dict[int, str]:
+    """Final track id -> its class over the whole stitched track (stats.json's ``tracks``)."""
+    return {int(track["id"]): str(track["class"]) for track in summary.tracks}

@@ -43,10 +43,12 @@ from core.outputs import (
     DETECTIONS,
     GEOJSON,
     RESULTS,
+    RESULTS_CSV,
     STATS,
     annotated_overview,
     annotated_still,
 )
+from core.tables import write_results_csv
 from ml_engine.geo import (
     DEDUP_TOLERANCE_PX,
     GroundDeduplicator,
@@ -372,10 +374,11 @@ class StillsRun:
     # --- the job's summaries --------------------------------------------------------------------
 
     def finish(self) -> tuple[dict[str, Any], dict[str, Path]]:
-        """Write coco.json, detections.geojson (when any input is georeferenced) and stats.json;
-        returns (stats, {file name relative to output_dir: path})."""
+        """Write coco.json, detections.geojson (when any input is georeferenced), results.csv and
+        stats.json; returns (stats, {file name relative to output_dir: path})."""
         self.close()
-        outputs = {name: self.output_dir / name for name in (RESULTS, DETECTIONS, COCO, STATS)}
+        outputs = {name: self.output_dir / name for name in (RESULTS, RESULTS_CSV, DETECTIONS, COCO, STATS)}
+        write_results_csv(self.output_dir)
         self._write_coco()
         if self.georeferenced_images:
             self._write_geojson()

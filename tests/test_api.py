@@ -150,7 +150,8 @@ def test_idempotency_key_returns_the_same_job(api, small_clip):
 def test_unknown_job_is_404_and_results_before_completion_are_409(api, small_clip):
     assert api.get("/jobs/nope").status_code == 404
     job_id = upload(api, small_clip).json()["job_id"]
-    for route in ("result", "video", "detections", "exports/coco", "exports/mot"):
+    for route in ("result", "video", "detections", "exports/coco", "exports/mot", "exports/tracks.csv",
+                  "exports/timeline.csv", "exports/lines.csv"):
         response = api.get(f"/jobs/{job_id}/{route}")
         assert response.status_code == 409, route
         assert "queued" in response.json()["error"]["message"]
@@ -208,6 +209,9 @@ def test_downloads_and_video_range_requests(api, small_clip):
         "detections.jsonl": b'{"frame": 0}\n', "coco.json": b"{}", "mot.txt": b"1,1,0,0,1,1,0.9,-1,-1,-1\n"})
     job = api.get(f"/jobs/{job_id}").json()
     assert job["counts"] == {"total_unique": 3} and "video" in job["links"]
+    # a job completed before the CSV exports existed links none of them (no dead links)
+    assert not [name for name in job["links"] if name.endswith("_csv")]
+    assert api.get(f"/jobs/{job_id}/exports/tracks.csv").status_code == 409
     assert api.get(f"/jobs/{job_id}/result").json() == {"counts": {"total_unique": 3}}
     assert api.get(f"/jobs/{job_id}/detections").text == '{"frame": 0}\n'
     assert api.get(f"/jobs/{job_id}/exports/mot").text.startswith("1,1,")

@@ -27,7 +27,8 @@ from tests.fixtures_video import write_clip
 from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
-OUTPUT_FILES = {"annotated.mp4", "stats.json", "detections.jsonl", "coco.json", "mot.txt"}
+OUTPUT_FILES = {"annotated.mp4", "stats.json", "detections.jsonl", "coco.json", "mot.txt", "tracks.csv",
+                "timeline.csv", "lines.csv"}
 
 
 def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -229,6 +229,7 @@ def check_downloads(page, server: AllInOneServer) -> None:
     expected_types = {
         "download-stats": "application/json", "download-detections": "application/x-ndjson",
         "download-coco": "application/json", "download-mot": "text/plain", "download-video": "video/mp4",
+        "download-tracks-csv": "text/csv", "download-timeline-csv": "text/csv", "download-lines-csv": "text/csv",
     }
     for test_id, media_type in expected_types.items():
         href = page.get_by_test_id(test_id).get_attribute("href")
@@ -542,6 +543,10 @@ def test_images_upload_shows_files_overview_and_both_totals(page, allinone_serve
     expect(page.get_by_test_id("download-geojson")).to_be_visible()
     results = httpx.get(allinone_server.url + page.get_by_test_id("download-results").get_attribute("href"))
     assert results.status_code == 200 and len(results.text.splitlines()) == 8  # signed: no key needed
+    expect(page.get_by_test_id("download-results-csv")).to_be_visible()
+    expect(page.get_by_test_id("download-tracks-csv")).to_be_hidden()
+    table = httpx.get(allinone_server.url + page.get_by_test_id("download-results-csv").get_attribute("href"))
+    assert table.status_code == 200 and table.text.startswith("file,class,count,ok,error_code,error\r\n")
     screenshot(page, "images-job")
 
 

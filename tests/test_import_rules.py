@@ -16,8 +16,8 @@ The rules:
 - the engine's library modules (``ml_engine/`` but its CLI, ``__main__.py``) never import the
   API, the worker, the all-in-one or service settings. Of ``core`` they use only what is
   pure and settings-free: ``core.errors`` (the error tree), ``core.jobs`` (the job model:
-  lines, zones), ``core.netpolicy`` (redact_url), ``core.outputs`` (output file names) and
-  ``core.tiling`` (the TILING grammar
+  lines, zones), ``core.netpolicy`` (redact_url), ``core.outputs`` (output file names),
+  ``core.tables`` (the CSV exports' formats) and ``core.tiling`` (the TILING grammar
   the API also validates with). So a notebook can use the engine
   with no service configured. The CLI may read settings for its defaults.
 - the worker never imports the all-in-one (the all-in-one imports it).
@@ -42,7 +42,8 @@ API_ENGINE_DOORS = ("ml_engine.video", "ml_engine.image_probe", "ml_engine.raste
 # the core modules the engine's library may import: pure, no settings
 # core.netpolicy: the one redact_url the API, the worker and the engine all show URLs with (two
 # copies drifted apart); it is pure (no settings: the policy's allowlist comes as an argument)
-ENGINE_CORE_MODULES = ("core.errors", "core.jobs", "core.netpolicy", "core.outputs", "core.tiling")
+# core.tables: the CSV formats, written by the engine and converted by the API (windows.csv), stdlib only
+ENGINE_CORE_MODULES = ("core.errors", "core.jobs", "core.netpolicy", "core.outputs", "core.tables", "core.tiling")
 ENGINE_CLI = "ml_engine.__main__"
 
 

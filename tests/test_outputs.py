@@ -12,6 +12,7 @@ import supervision as sv
 
 from core.errors import CattleCounterError
 from core.jobs import CountingLine, CountingZone
+from core.outputs import LINES_CSV, TIMELINE_CSV, TRACKS_CSV
 from ml_engine.annotate import LINE_COLOUR, FrameAnnotator
 from ml_engine.counting import CountingConfig, ObjectCounter, empty_tracked
 from ml_engine.outputs import (
@@ -141,7 +142,8 @@ def test_coco_has_categories_images_and_tracked_annotations(written: Path) -> No
 
 
 def test_finish_leaves_only_the_named_outputs(written: Path) -> None:
-    assert sorted(p.name for p in written.iterdir()) == sorted([COCO, DETECTIONS, MOT, STATS])
+    assert sorted(p.name for p in written.iterdir()) == sorted([COCO, DETECTIONS, MOT, STATS, LINES_CSV, TIMELINE_CSV,
+                                                                TRACKS_CSV])
 
 
 def test_a_failed_run_leaves_no_part_files(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from core.errors import (
     VideoTooLong,
 )
 from core.jobs import CountingLine
+from core.outputs import LINES_CSV, TIMELINE_CSV, TRACKS_CSV
 from ml_engine import pipeline
 from ml_engine.outputs import ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS, validate_stats
 from ml_engine.pipeline import PipelineConfig, Progress, buffer_plan, process_video
@@ -41,7 +42,7 @@ from ml_engine.tiling import offset_boxes
 from ml_engine.video import iter_frames
 from tests.fixtures_video import DEFAULT_BOXES, MovingBox, render_frame, write_clip
 
-ALL_OUTPUTS = sorted([ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS])
+ALL_OUTPUTS = sorted([ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS, LINES_CSV, TIMELINE_CSV, TRACKS_CSV])
 
 
 def video_facts(path: Path) -> tuple:
@@ -201,6 +202,12 @@ def test_progress_reports_climb_to_the_total(tiny_run) -> None:
     last = reports[-1]
     assert (last.frames_done, last.frames_total, last.fraction, last.eta_s) == (10, 10, 1.0, 0.0)
     assert last.fps > 0
+    # the rendering pass after counting has its share of the bar: it neither stalls nor goes back
+    fractions = [report.fraction for report in reports]
+    assert fractions == sorted(fractions)
+    counted = next(report for report in reports if report.frames_done == 10)
+    assert (counted.frames_rendered, counted.fraction) == (0, pytest.approx(1 - pipeline.RENDER_SHARE))
+    assert [r.frames_rendered for r in reports if r.frames_rendered][:2] == [1, 2]
 
 
 def test_real_footage_with_stride_keeps_every_frame(

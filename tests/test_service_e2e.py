@@ -4,6 +4,8 @@ nothing and duplicate nothing."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import signal
 from pathlib import Path
@@ -240,3 +242,34 @@ def test_a_direct_upload_replaced_through_its_sas_url_after_submission_fails_the
     service.start_worker()
     failed = service.wait_for_status(job_id, {"completed", "failed"})
     assert failed["status"] == "failed" and failed["error"]["code"] == "input_changed", failed
+
+
+def read_csv(response: httpx.Response) -> list[dict[str, str]]:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    return list(csv.DictReader(io.StringIO(response.content.decode("utf-8"), newline="")))
+
+
+def test_a_video_jobs_csv_exports_read_back_as_its_stats(start_service, small_clip):
+    service = start_service("local")
+    job_id = service.submit(small_clip, lines="0,120,320,120", threshold="0.05")["job_id"]
+    done = service.wait_for_status(job_id, {"completed", "failed"})
+    assert done["status"] == "completed", done
+    stats = service.client.get(f"/jobs/{job_id}/result").json()
+    links = done["links"]
+    assert {links[name] for name in ("tracks_csv", "timeline_csv", "lines_csv")} == {
+        f"/jobs/{job_id}/exports/{name}" for name in ("tracks.csv", "timeline.csv", "lines.csv")}
+
+    tracks = read_csv(service.client.get(links["tracks_csv"]))
+    assert len(tracks) == stats["counts"]["total_unique"]  # one row per counted animal
+    assert [(int(row["id"]), row["class"], int(row["frames_seen"])) for row in tracks] == [
+        (t["id"], t["class"], t["frames_seen"]) for t in stats["tracks"]]
+    timeline = read_csv(service.client.get(links["timeline_csv"]))
+    assert [(int(row["frame"]), int(row["count"])) for row in timeline] == [
+        (entry["frame"], entry["count"]) for entry in stats["timeline"]]
+    lines = read_csv(service.client.get(links["lines_csv"]))
+    assert [(row["name"], int(row["in_total"]), int(row["out_total"])) for row in lines] == [
+        (line["name"], line["in_total"], line["out_total"]) for line in stats["lines"]]
+    # a signed link opens it without the key, as the dashboard's download links do
+    signed = service.client.post(f"/jobs/{job_id}/links").json()["links"]["tracks_csv"]
+    assert read_csv(httpx.get(service.api_url + signed)) == tracks

@@ -7,6 +7,8 @@ in: the good files complete, the bad ones are listed with typed errors, and the 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -68,6 +70,13 @@ def test_a_zip_of_stills_with_bad_files_completes_with_errors(start_service, bac
     assert done["counts"] == stats["counts"]
     coco = service.client.get(f"/jobs/{job_id}/exports/coco").json()
     assert len(coco["images"]) == GOOD
+    # results.csv: one row per file and class, the files refused at submit among them
+    rows = list(csv.DictReader(io.StringIO(service.client.get(done["links"]["results_csv"]).text, newline="")))
+    assert {row["file"] for row in rows} == set(results)
+    assert {(row["file"], row["error_code"]) for row in rows if row["ok"] == "false"} == {
+        ("flight_notes.txt", "unsupported_image"), ("flight_cut.tif", "corrupt_image")}
+    counted = {(row["file"], row["class"]): int(row["count"]) for row in rows if row["class"]}
+    assert counted == {(name, cls): n for name, line in results.items() for cls, n in line["counts"]["by_class"].items()}
 
     # each good file's annotated image, by its name; a bad file has none
     image = service.client.get(f"/jobs/{job_id}/files/flight_still-0001.jpg")

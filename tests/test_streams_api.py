@@ -5,6 +5,9 @@ tests/test_streams_e2e.py runs a real RTSP camera through API and worker process
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +20,8 @@ from core.errors import InvalidInput, SourceHostUnresolved, StreamSourceNotAllow
 from core.jobs import JobMessage, JobStatus, output_blob_path, source_secret_path
 from core.netpolicy import check_stream_url, redact_url
 from core.outputs import GAPS, LIVE_PLAYLIST, WINDOWS
+from ml_engine.counting import TrackEvent
+from ml_engine.live.counts import Window
 
 PASSWORD = "pa55-Secret"
 SOURCE = f"rtsp://admin:{PASSWORD}@127.0.0.1:8554/cam?token=tok-{PASSWORD}"
@@ -306,3 +311,31 @@ def test_delete_of_a_stream_waiting_for_its_next_run_leaves_it_to_a_worker_to_fi
         assert again.status_code == 202 and again.json()["status"] == "queued"
         assert api.backends.stream_queue.approximate_length() == 1  # its message is still there for a worker
     api.backends.close()
+
+
+def test_windows_csv_is_windows_jsonl_as_a_spreadsheet_while_the_stream_runs(api):
+    job_id = start(api).json()["job_id"]
+    first = Window(1, 1_800_000_000.0, 60.0, ["gate"], ["pen, north"], frames_dropped_before=0)
+    first.add_track("cow")
+    first.add_event(TrackEvent("line_crossing", "gate", "in", 1, "cow"))
+    first.add_frame(0.2, {"pen, north": 1})
+    second = Window(2, 1_800_000_060.0, 60.0, ["gate"], ["pen, north"], frames_dropped_before=3)
+    second.add_track("bœuf")  # a class name beyond ASCII
+    second.add_frame(0.3, {"pen, north": 0})
+    lines = [json.dumps(w.record(w.ends_at, 5)).encode() + b"\n" for w in (first, second)]
+    api.backends.blobs.upload_stream(output_blob_path(job_id, WINDOWS), lines)
+    api.backends.jobs.modify(job_id, lambda job: (setattr(job, "status", JobStatus.PROCESSING),
+                                                  setattr(job, "outputs", {WINDOWS: output_blob_path(job_id, WINDOWS)})))
+
+    link = api.get(f"/jobs/{job_id}").json()["links"]["windows_csv"]
+    assert link == f"/jobs/{job_id}/exports/windows.csv"
+    response = api.get(link, params={"download": "true"})
+    assert response.status_code == 200 and response.headers["content-type"] == "text/csv; charset=utf-8"
+    assert response.headers["content-disposition"] == f'attachment; filename="{job_id}-windows.csv"'
+    rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8"), newline="")))
+    assert [(r["window"], r["unique"], r["unique cow"], r["unique bœuf"]) for r in rows] == [
+        ("1", "1", "1", "0"), ("2", "1", "0", "1")]
+    assert [(r["gate in"], r["gate out"], r["pen, north max_occupancy"]) for r in rows] == [
+        ("1", "0", "1"), ("0", "0", "0")]
+    assert rows[1]["frames_dropped"] == "2" and rows[0]["from"].endswith("Z")
+    assert response.content.count(b"\r\n") == 3  # RFC 4180: a header and two rows, CRLF-terminated

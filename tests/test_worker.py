@@ -227,8 +227,11 @@ def test_progress_of_a_video_with_no_known_frame_count_is_recorded_without_a_fra
     reporter.on_progress(Progress(frames_done=40, frames_total=None, fps=10.0, eta_s=None))
     stored = backends.jobs.get(job.id)
     assert (stored.frames_done, stored.frames_total, stored.fps, stored.progress) == (40, None, 10.0, 0.0)
-    reporter.on_progress(Progress(frames_done=50, frames_total=100, fps=10.0, eta_s=5.0))
+    # counted to the end, the rendering pass still to come: half way (RENDER_SHARE)
+    reporter.on_progress(Progress(frames_done=100, frames_total=100, fps=10.0, eta_s=5.0))
     assert backends.jobs.get(job.id).progress == 0.5
+    reporter.on_progress(Progress(frames_done=100, frames_total=100, fps=10.0, eta_s=1.0, frames_rendered=80))
+    assert backends.jobs.get(job.id).progress == 0.9
 
 
 def test_a_job_another_worker_finished_stops_this_run(stores):

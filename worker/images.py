@@ -20,6 +20,7 @@ from core.config import Settings
 from core.errors import JobCancelled, NotFound
 from core.jobs import Job, JobError, ManifestEntry, output_blob_path
 from core.outputs import RESULTS, STATS, media_type
+from core.tables import write_results_csv
 from ml_engine.outputs import _write_json
 from ml_engine.stills import StillsRun
 from worker.job_settings import stills_config
@@ -110,3 +111,4 @@ def _add_refused(stats: dict[str, Any], refused: list[ManifestEntry], outputs_di
     stats.setdefault("failed", []).extend(
         {"name": entry.name, "error": entry.error.model_dump() if entry.error else None} for entry in refused)
     _write_json(outputs_dir / STATS, stats)
+    write_results_csv(outputs_dir)  # written by the engine without them

@@ -62,7 +62,8 @@ from core.jobs import (
     source_secret_path,
     utcnow,
 )
-from core.outputs import DOWNLOADS, LIVE_DIR, annotated_overview, annotated_still, media_type
+from core.outputs import DOWNLOADS, LIVE_DIR, WINDOWS_CSV, annotated_overview, annotated_still, media_type
+from core.tables import json_lines, windows_csv
 from ml_engine.image_probe import looks_like_zip
 
 router = APIRouter(tags=["jobs"])
@@ -357,7 +358,7 @@ def _upload_folders_of(backends: Backends, job: Job) -> set[str]:
 
 def _completed_output(job: Job, download: str) -> str:
     job_id = job.id
-    grows_while_running = job.kind is JobKind.STREAM and download in ("windows", "gaps")
+    grows_while_running = job.kind is JobKind.STREAM and download in ("windows", "gaps", "windows_csv")
     if not job.results_ready and not grows_while_running:
         raise JobNotReady(f"job {job_id} is {job.status.value}; results are available once it has completed")
     filename = DOWNLOADS[download].filename
@@ -406,8 +407,28 @@ def _add_file_download(name: str) -> None:
                          responses={**_DOWNLOAD_ERRORS, 200: {"content": {output.media_type: {}}}})
 
 
-for _name in ("result", "detections", "coco", "mot", "results", "geojson", "windows", "gaps"):  # the video: its own route below
+for _name in ("result", "detections", "coco", "mot", "results", "geojson", "windows", "gaps",  # the video: below
+              "tracks_csv", "timeline_csv", "lines_csv", "results_csv"):
     _add_file_download(_name)
+
+
+@router.get("/jobs/{job_id}" + DOWNLOADS["windows_csv"].route, response_class=StreamingResponse,
+            responses={**_DOWNLOAD_ERRORS, 200: {"content": {DOWNLOADS["windows_csv"].media_type: {}}}},
+            summary=DOWNLOADS["windows_csv"].summary)
+def get_windows_csv(job_id: str, request: Request, backends: BackendsDep, settings: SettingsDep,
+                    access: MediaAccessDep, download: bool = False) -> StreamingResponse:
+    """Converted from windows.jsonl as it is read: that file grows while the stream runs. Both
+    readings stop at the size it had when the download began, so header and rows agree."""
+    blob = _completed_output(_downloadable_job(backends, settings, access, request, job_id), "windows_csv")
+    size = backends.blobs.info(blob).size
+
+    def records() -> Iterator[dict[str, Any]]:
+        return json_lines(backends.blobs.open_range(blob, 0, size) if size else iter(()))
+
+    disposition = f'{"attachment" if download else "inline"}; filename="{job_id}-{WINDOWS_CSV}"'
+    text = (part.encode("utf-8") for part in windows_csv(records))
+    return StreamingResponse(text, media_type=DOWNLOADS["windows_csv"].media_type,
+                             headers={"Content-Disposition": disposition})
 
 
 @router.get(

@@ -420,8 +420,16 @@ export class JobDetail {
       "download-video": links.video,
       "download-results": links.results,
       "download-geojson": links.geojson,
+      "download-tracks-csv": links.tracks_csv,
+      "download-timeline-csv": links.timeline_csv,
+      "download-lines-csv": links.lines_csv,
+      "download-results-csv": links.results_csv,
     };
     this.byId("download-geojson").parentElement.hidden = !links.geojson;
+    // a job completed before the CSV exports existed has none: no dead links
+    for (const id of ["download-tracks-csv", "download-timeline-csv", "download-lines-csv", "download-results-csv"]) {
+      this.byId(id).parentElement.hidden = !byButton[id];
+    }
     for (const [id, signedUrl] of Object.entries(byButton)) {
       if (!signedUrl) continue; // not an output of this kind of job
       const url = new URL(signedUrl, window.location.origin);

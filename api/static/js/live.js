@@ -13,6 +13,7 @@ const CHART_REDRAW_PX = 40;
 const DOWNLOAD_LABELS = { // link name -> label; other links go by their name
   result: "Stats (JSON)",
   windows: "Counts per window (JSON Lines)",
+  windows_csv: "Counts per window (CSV)",
 };
 const NOT_DOWNLOADS = new Set(["self", "live", "files"]); // folders and the job itself
 
