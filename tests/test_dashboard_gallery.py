@@ -70,6 +70,14 @@ def wait_for_video_at(page, time_s: float) -> None:
         arg=[time_s, SEEK_TOLERANCE_S], timeout=UI_TIMEOUT_MS)
 
 
+def wait_for_every_picture(page) -> None:
+    """Each card's picture decoded: the cards are scrolled into view in turn (the pictures load lazily)."""
+    for card in page.get_by_test_id("animal-card").all():
+        card.scroll_into_view_if_needed()
+    page.wait_for_function("[...document.querySelectorAll('[data-testid=animal-card] img')]"
+                           ".every((img) => img.complete && img.naturalWidth > 0)", timeout=UI_TIMEOUT_MS)
+
+
 def test_the_grid_shows_one_card_per_counted_animal(page, counted_job):
     open_job(page, counted_job["id"])
     cards = page.get_by_test_id("animal-card")
@@ -79,9 +87,8 @@ def test_the_grid_shows_one_card_per_counted_animal(page, counted_job):
     first = cards.first
     expect(first).to_contain_text(f"#{items[0]['id']}")
     expect(first).to_contain_text(items[0]["class"])
-    # every picture loaded (through its signed link: the page never puts the key in a URL)
-    page.wait_for_function("[...document.querySelectorAll('[data-testid=animal-card] img')]"
-                           ".every((img) => img.complete && img.naturalWidth > 0)", timeout=UI_TIMEOUT_MS)
+    # every picture loads (lazily, as it comes into view), through its signed link
+    wait_for_every_picture(page)
     sources = page.eval_on_selector_all("[data-testid=animal-card] img", "imgs => imgs.map((i) => i.src)")
     assert all("sig=" in src and API_KEY not in src for src in sources)
     zip_link = page.get_by_test_id("download-gallery-zip")
@@ -133,8 +140,7 @@ def test_a_track_row_and_the_chart_seek_the_video(page, counted_job):
 def test_gallery_screenshots(page, counted_job, name, viewport):
     page.set_viewport_size(viewport)
     open_job(page, counted_job["id"])
-    page.wait_for_function("[...document.querySelectorAll('[data-testid=animal-card] img')]"
-                           ".every((img) => img.complete && img.naturalWidth > 0)", timeout=UI_TIMEOUT_MS)
+    wait_for_every_picture(page)
     item = max(counted_job["gallery"]["items"], key=lambda i: i["first_time_s"])
     page.locator(f'[data-testid=animal-card][data-track-id="{item["id"]}"] button').click()
     wait_for_video_at(page, item["first_time_s"])
