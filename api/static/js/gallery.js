@@ -91,6 +91,7 @@ export class GalleryGrid {
     this.note = note;
     this.seeker = seeker;
     this.firstBoxes = new Map(); // final id -> the box of its first sighting
+    this.decorate = null; // (card, item) => void: more controls on each card (say, a review's)
   }
 
   reset() {
@@ -132,6 +133,7 @@ export class GalleryGrid {
     );
     button.addEventListener("click", () => this.showFirstSighting(item.id, item.first_time_s, item.class));
     card.append(button);
+    if (this.decorate) this.decorate(card, item);
     return card;
   }
 
