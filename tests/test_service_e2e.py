@@ -277,8 +277,9 @@ def test_a_video_jobs_csv_exports_read_back_as_its_stats(start_service, small_cl
     assert read_csv(httpx.get(service.api_url + signed)) == tracks
 
 
-def test_the_gallery_downloads_as_one_zip_with_a_picture_per_counted_animal(start_service, small_clip):
-    service = start_service("local")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_gallery_downloads_as_one_zip_with_a_picture_per_counted_animal(start_service, backend, small_clip):
+    service = start_service(backend)
     job_id = service.submit(small_clip, threshold="0.05")["job_id"]
     done = service.wait_for_status(job_id, {"completed", "failed"})
     assert done["status"] == "completed", done
