@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from api.submission import MAX_IDEMPOTENCY_KEY, MAX_SOURCE_URL, MAX_UPLOAD_ID, NOT_FOR_STREAMS
 from core.backends.outbox import DeliveryStatus, WebhookEvent
 from core.jobs import Job, JobError, JobKind, JobParams, JobStatus, LiveInfo, StreamOptions
-from core.outputs import DOWNLOADS, LIVE_PLAYLIST, STATS
+from core.outputs import DOWNLOADS, GALLERY, GALLERY_CROPS_DIR, LIVE_PLAYLIST, STATS
 
 
 class WebhookStatus(BaseModel):
@@ -96,9 +96,9 @@ def public_job(job: Job) -> dict[str, Any]:
     return JobOut.from_job(job).model_dump(mode="json", exclude={"webhook"})
 
 
-# downloads a completed job may lack: GeoJSON without georeferenced images; CSV for jobs
-# completed before the CSV exports existed
-_OPTIONAL = ("geojson", "tracks_csv", "timeline_csv", "lines_csv", "results_csv")
+# downloads a completed job may lack: GeoJSON without georeferenced images; CSV and the gallery
+# for jobs completed before they existed
+_OPTIONAL = ("geojson", "tracks_csv", "timeline_csv", "lines_csv", "results_csv", "gallery", "gallery_zip")
 
 
 def _links(job: Job) -> dict[str, str]:
@@ -117,6 +117,8 @@ def _links(job: Job) -> dict[str, str]:
                      if job.kind.value in output.kinds and (name not in _OPTIONAL or output.filename in job.outputs))
         if job.kind is JobKind.IMAGES:
             links["files"] = base + "/files/"  # + a file's name: its annotated image
+        if GALLERY in job.outputs:
+            links["crops"] = f"{base}/{GALLERY_CROPS_DIR}/"  # + <id>.jpg: a counted animal's picture
     return links
 
 

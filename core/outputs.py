@@ -25,6 +25,18 @@ LINES_CSV = "lines.csv"  # one row per counting line
 RESULTS_CSV = "results.csv"  # an images job's: one row per file and class
 WINDOWS_CSV = "windows.csv"  # a stream's: one row per window, converted from windows.jsonl when asked
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
+# a picture of every counted animal (ml_engine.gallery): gallery.json, crops/<id>.jpg, both in one ZIP
+GALLERY = "gallery.json"
+GALLERY_ZIP = "gallery.zip"
+GALLERY_CROPS_DIR = "crops"  # stored by name below the job's outputs, not listed: the crops route serves them
+
+
+def gallery_crop(track_id: int) -> str:
+    """``crops/<id>.jpg``: the picture of the counted animal ``track_id`` (its final id)."""
+    return f"{GALLERY_CROPS_DIR}/{track_id}.jpg"
+
+
+GALLERY_CROP = re.compile(r"\d{1,12}\.jpg")  # a crop's name below crops/ (the crops route serves these)
 
 # --- stills and orthomosaics (ml_engine.stills): a job of many images -------------------------
 RESULTS = "results.jsonl"  # one line per file: its counts, or its error
@@ -123,6 +135,11 @@ DOWNLOADS: dict[str, Output] = {
                         "lines.csv: crossings of each counting line, in and out, by class", kinds=("video",)),
     "results_csv": Output(RESULTS_CSV, CSV_MEDIA_TYPE, f"/exports/{RESULTS_CSV}",
                           "results.csv: an images job's counts, one row per file and class", kinds=("images",)),
+    "gallery": Output(GALLERY, "application/json", "/gallery",
+                      "gallery.json: every counted animal with its best picture, class, first and last sighting",
+                      kinds=("video",)),
+    "gallery_zip": Output(GALLERY_ZIP, "application/zip", f"/{GALLERY_ZIP}",
+                          "gallery.zip: gallery.json and every animal's picture (crops/<id>.jpg)", kinds=("video",)),
     # not stored: converted from windows.jsonl when asked (it grows while the stream runs)
     "windows_csv": Output(WINDOWS, CSV_MEDIA_TYPE, f"/exports/{WINDOWS_CSV}",
                           "windows.csv: a stream's counts per window (readable while it runs)", kinds=("stream",)),

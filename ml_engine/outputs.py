@@ -364,6 +364,7 @@ def move_outputs(paths: Mapping[str, Path], destination: Path) -> dict[str, Path
     moved = {}
     for name, path in paths.items():
         target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)  # crops/<id>.jpg
         shutil.move(str(path), target)
         moved[name] = target
     return moved

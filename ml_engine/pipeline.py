@@ -46,8 +46,9 @@ from pydantic import BaseModel, ValidationError
 
 from core.errors import InvalidInput, JobCancelled, ModelError, describe_validation_error
 from core.jobs import CountingLine, CountingZone, check_unique_names, with_default_names
-from core.outputs import ANNOTATED_VIDEO, DETECTIONS, STATS
+from core.outputs import ANNOTATED_VIDEO, DETECTIONS, GALLERY_CROPS_DIR, STATS
 from ml_engine.counting import DEFAULT_TRACKER, TRACKERS, CountingConfig, CountSummary, ObjectCounter
+from ml_engine.gallery import GalleryCollector
 from ml_engine.outputs import OutputWriter, build_stats, move_outputs
 from ml_engine.render import RenderResult, RenderSettings, render_video
 from ml_engine.tiling import TilePlan, TilingSetting, View, merge_views, parse_tiling, plan_tiles
@@ -262,10 +263,13 @@ class Progress:
 
 @dataclass
 class PipelineResult:
-    """``stats`` is the stats.json document; ``outputs`` maps file name -> path in output_dir."""
+    """``stats`` is the stats.json document; ``outputs`` maps file name -> path in output_dir.
+    ``crops`` maps each gallery picture's name (``crops/<id>.jpg``) -> its path: stored beside
+    the outputs but not listed among them (there is one per counted animal)."""
 
     stats: dict[str, Any]
     outputs: dict[str, Path]
+    crops: dict[str, Path] = field(default_factory=dict)
 
 
 def process_video(
@@ -297,7 +301,10 @@ def process_video(
     try:
         run = _Run(Path(input_path), info, work_dir, detector, config, progress, should_cancel)
         stats, files = run.execute()
-        return PipelineResult(stats=stats, outputs=move_outputs(files, output_dir))
+        moved = move_outputs(files, output_dir)
+        crops = {name: path for name, path in moved.items() if name.startswith(f"{GALLERY_CROPS_DIR}/")}
+        outputs = {name: path for name, path in moved.items() if name not in crops}
+        return PipelineResult(stats=stats, outputs=outputs, crops=crops)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 
@@ -573,7 +580,10 @@ class _Run:
         summary = self.counter.summary()
         summary.timeline = []  # the live one: replaced below, and long for a long video
         exports = self.outputs.finish_exports(summary.id_map, _final_classes(summary))
-        rendered = self._render()
+        gallery = GalleryCollector(self.work_dir, self.info.display_size,
+                                   {int(track["id"]): int(track["last_frame"]) for track in summary.tracks})
+        rendered = self._render(gallery)
+        exports.update(gallery.finish(summary.tracks))
         # the timeline and the peak as the video shows them: final ids, final classes
         summary.timeline, summary.peak = rendered.timeline, rendered.peak
         stats = build_stats(
@@ -586,8 +596,9 @@ class _Run:
         files[STATS] = exports[STATS]
         return stats, files
 
-    def _render(self) -> RenderResult:
-        """The rendering pass: the annotated video, with the final ids and counts."""
+    def _render(self, gallery: GalleryCollector) -> RenderResult:
+        """The rendering pass: the annotated video, with the final ids and counts; the gallery's
+        crops are taken from the same decoded frames."""
         settings = RenderSettings(
             lines=self.config.lines,
             zones=self.config.zones,
@@ -600,6 +611,7 @@ class _Run:
         result = render_video(
             self.info, self.work_dir / DETECTIONS, self.work_dir / ANNOTATED_VIDEO, settings, self._frames,
             on_frame=self._rendered, should_cancel=self.should_cancel,
+            on_processed=lambda frame, tracked: gallery.offer(frame.index, frame.time_s, frame.image, tracked),
         )
         self.render_seconds = time.monotonic() - started
         self._report_progress(final=True)

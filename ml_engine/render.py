@@ -152,11 +152,14 @@ def render_video(
     frames: Callable[[], Generator[Frame]],
     on_frame: Callable[[int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    on_processed: Callable[[Frame, sv.Detections], None] | None = None,
 ) -> RenderResult:
     """Decode ``frames()`` again and write ``output_path``: each frame drawn with the tracks of
     the latest processed frame at or before it (frame stride), from ``detections_path``.
 
-    ``on_frame(n)`` is called after each written frame (progress). Raises JobCancelled when
+    ``on_frame(n)`` is called after each written frame (progress); ``on_processed(frame,
+    tracked)`` with each processed frame and its tracks, before it is drawn on (the gallery's
+    crops). Raises JobCancelled when
     ``should_cancel()`` says so, and whatever decoding or encoding raised.
     """
     width, height = info.display_size
@@ -174,6 +177,8 @@ def render_video(
                 running.add(upcoming)
                 latest, processed = upcoming.tracked, upcoming.index == frame.index
                 upcoming = next(rows, None)
+            if processed and on_processed is not None:
+                on_processed(frame, latest)
             annotator.annotate(frame.image, latest, running.counts(), processed=processed)
             encode(frame.image)
             written += 1

@@ -28,7 +28,7 @@ from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT_FILES = {"annotated.mp4", "stats.json", "detections.jsonl", "coco.json", "mot.txt", "tracks.csv",
-                "timeline.csv", "lines.csv"}
+                "timeline.csv", "lines.csv", "gallery.json", "gallery.zip"}
 
 
 def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -64,8 +64,11 @@ def test_json_counts_and_all_outputs(small_clip, tiny_rtdetr_dir, tmp_path, caps
     captured = capsys.readouterr()
     assert status == 0, captured.err
     printed = json.loads(captured.out)
-    assert {path.name for path in out.iterdir()} == OUTPUT_FILES
+    assert {path.name for path in out.iterdir()} - {"crops"} == OUTPUT_FILES
     stats = json.loads((out / "stats.json").read_text())
+    # the gallery's pictures: one per counted animal
+    pictures = sorted(path.name for path in (out / "crops").iterdir()) if (out / "crops").exists() else []
+    assert pictures == sorted(f"{track['id']}.jpg" for track in stats["tracks"])
     validate_stats(stats)
     assert printed["counts"] == stats["counts"]
     assert set(stats["counts"]["by_class"]) <= {"cow", "sheep"}

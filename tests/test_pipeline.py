@@ -34,7 +34,7 @@ from core.errors import (
     VideoTooLong,
 )
 from core.jobs import CountingLine
-from core.outputs import LINES_CSV, TIMELINE_CSV, TRACKS_CSV
+from core.outputs import GALLERY, GALLERY_CROPS_DIR, GALLERY_ZIP, LINES_CSV, TIMELINE_CSV, TRACKS_CSV
 from ml_engine import pipeline
 from ml_engine.outputs import ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS, validate_stats
 from ml_engine.pipeline import PipelineConfig, Progress, buffer_plan, process_video
@@ -42,7 +42,8 @@ from ml_engine.tiling import offset_boxes
 from ml_engine.video import iter_frames
 from tests.fixtures_video import DEFAULT_BOXES, MovingBox, render_frame, write_clip
 
-ALL_OUTPUTS = sorted([ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS, LINES_CSV, TIMELINE_CSV, TRACKS_CSV])
+ALL_OUTPUTS = sorted([ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS, LINES_CSV, TIMELINE_CSV, TRACKS_CSV,
+                      GALLERY, GALLERY_ZIP])
 
 
 def video_facts(path: Path) -> tuple:
@@ -156,7 +157,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_rtdetr_detector):
 
 def test_run_writes_every_output_into_the_output_dir(tiny_run) -> None:
     result, out, _ = tiny_run
-    assert sorted(p.name for p in out.iterdir()) == ALL_OUTPUTS  # no temporary directory left
+    # no temporary directory left; the gallery's crops (one per counted animal) in their folder
+    assert sorted(p.name for p in out.iterdir() if p.name != GALLERY_CROPS_DIR) == ALL_OUTPUTS
     assert result.outputs == {name: out / name for name in ALL_OUTPUTS}
     assert list(result.outputs)[-1] == STATS  # moved last: its presence means the rest is there
 

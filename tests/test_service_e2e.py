@@ -8,11 +8,13 @@ import csv
 import io
 import json
 import signal
+import zipfile
 from pathlib import Path
 
 import av
 import httpx
 import pytest
+from PIL import Image
 
 from ml_engine.outputs import validate_stats
 from tests.fixtures_video import write_clip
@@ -273,3 +275,44 @@ def test_a_video_jobs_csv_exports_read_back_as_its_stats(start_service, small_cl
     # a signed link opens it without the key, as the dashboard's download links do
     signed = service.client.post(f"/jobs/{job_id}/links").json()["links"]["tracks_csv"]
     assert read_csv(httpx.get(service.api_url + signed)) == tracks
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_gallery_downloads_as_one_zip_with_a_picture_per_counted_animal(start_service, backend, small_clip):
+    service = start_service(backend)
+    job_id = service.submit(small_clip, threshold="0.05")["job_id"]
+    done = service.wait_for_status(job_id, {"completed", "failed"})
+    assert done["status"] == "completed", done
+    stats = service.client.get(f"/jobs/{job_id}/result").json()
+    count = stats["counts"]["total_unique"]
+    assert count > 0, "the tiny model counted nothing: the test would prove nothing"
+    links = done["links"]
+    assert (links["gallery"], links["gallery_zip"], links["crops"]) == (
+        f"/jobs/{job_id}/gallery", f"/jobs/{job_id}/gallery.zip", f"/jobs/{job_id}/crops/")
+    gallery = service.client.get(links["gallery"]).json()
+    assert gallery["count"] == len(gallery["items"]) == count  # one item per counted animal
+    assert [item["id"] for item in gallery["items"]] == [track["id"] for track in stats["tracks"]]
+
+    response = service.client.get(links["gallery_zip"], params={"download": "true"})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    assert response.headers["content-disposition"] == f'attachment; filename="{job_id}-gallery.zip"'
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        assert json.loads(archive.read("gallery.json")) == gallery
+        for item in gallery["items"]:
+            with Image.open(io.BytesIO(archive.read(item["crop"]))) as picture:
+                assert picture.format == "JPEG" and max(picture.size) <= 256
+                picture.load()  # decodes the whole image
+            served = service.client.get(f"/jobs/{job_id}/{item['crop']}")  # the dashboard's route
+            assert served.status_code == 200 and served.headers["content-type"] == "image/jpeg"
+            assert served.content == archive.read(item["crop"])
+
+    # signed links open them without the key, as the dashboard's <img> and download link do
+    signed = service.client.post(f"/jobs/{job_id}/links").json()["links"]
+    assert httpx.get(service.api_url + signed["gallery_zip"]).content == response.content
+    first = gallery["items"][0]["crop"].removeprefix("crops/")
+    folder = httpx.URL(service.api_url + signed["crops"])
+    picture = httpx.get(folder.copy_with(path=folder.path + first))
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/jpeg"
+    missing = service.client.get(f"/jobs/{job_id}/crops/999999.jpg")
+    assert missing.status_code == 404 and "#999999" in missing.json()["error"]["message"]
+    assert service.client.get(f"/jobs/{job_id}/crops/..%2Fstats.json").status_code == 404

@@ -243,6 +243,8 @@ class JobRunner:
                 video, Path(work) / "outputs", detector, pipeline_config(job.params, self.settings),
                 progress=reporter.on_progress, should_cancel=reporter.should_cancel,
             )
+            for name, path in result.crops.items():  # stored by name, not listed: one per counted animal
+                self.backends.blobs.upload_file(output_blob_path(job.id, name), path, media_type(name))
             outputs = {}
             for path in result.outputs.values():
                 blob = output_blob_path(job.id, path.name)

@@ -62,7 +62,16 @@ from core.jobs import (
     source_secret_path,
     utcnow,
 )
-from core.outputs import DOWNLOADS, LIVE_DIR, WINDOWS_CSV, annotated_overview, annotated_still, media_type
+from core.outputs import (
+    DOWNLOADS,
+    GALLERY_CROP,
+    GALLERY_CROPS_DIR,
+    LIVE_DIR,
+    WINDOWS_CSV,
+    annotated_overview,
+    annotated_still,
+    media_type,
+)
 from core.tables import json_lines, windows_csv
 from ml_engine.image_probe import looks_like_zip
 
@@ -408,7 +417,7 @@ def _add_file_download(name: str) -> None:
 
 
 for _name in ("result", "detections", "coco", "mot", "results", "geojson", "windows", "gaps",  # the video: below
-              "tracks_csv", "timeline_csv", "lines_csv", "results_csv"):
+              "tracks_csv", "timeline_csv", "lines_csv", "results_csv", "gallery", "gallery_zip"):
     _add_file_download(_name)
 
 
@@ -450,6 +459,28 @@ def get_file_image(job_id: str, name: str, request: Request, backends: BackendsD
             return _stream(backends, blob, media_type(candidate) or "image/jpeg",
                            f"{job_id}-{PurePosixPath(candidate).name}", download)
     raise NotFound(f"job {job_id} has no annotated image for {name!r} (see results.jsonl for its error)")
+
+
+@router.get(
+    "/jobs/{job_id}/" + GALLERY_CROPS_DIR + "/{name}",
+    response_class=StreamingResponse,
+    responses={**_DOWNLOAD_ERRORS, 200: {"content": {"image/jpeg": {}}}},
+    summary="One counted animal's picture (gallery.json's `crop`: crops/<id>.jpg)",
+    description="A JPEG of at most 256 px on its longest side. A signed `crops` link (POST /jobs/{id}/links) "
+    "opens every picture of the job: append `<id>.jpg` to its path.",
+)
+def get_gallery_crop(job_id: str, name: str, request: Request, backends: BackendsDep, settings: SettingsDep,
+                     access: MediaAccessDep, download: bool = False) -> StreamingResponse:
+    job = _downloadable_job(backends, settings, access, request, job_id,
+                            signed_path=f"/jobs/{job_id}/{GALLERY_CROPS_DIR}/")
+    if not job.results_ready:
+        raise JobNotReady(f"job {job_id} is {job.status.value}; pictures are available once it has completed")
+    if GALLERY_CROP.fullmatch(name) is None:
+        raise NotFound(f"no picture {name!r}: pictures are named <id>.jpg, as gallery.json's items list them")
+    blob = output_blob_path(job.id, f"{GALLERY_CROPS_DIR}/{name}")
+    if not backends.blobs.exists(blob):
+        raise NotFound(f"job {job_id} has no picture of animal #{name.removesuffix('.jpg')} (see gallery.json)")
+    return _stream(backends, blob, "image/jpeg", f"{job_id}-{name}", download)
 
 
 @router.get(

@@ -47,6 +47,8 @@ export function renderCountChart(timeline, width = DEFAULT_WIDTH) {
     viewBox: `0 0 ${chartWidth} ${chartHeight}`, role: "img", class: "count-chart",
     "aria-label": `Objects in view over ${formatVideoTime(maxTime)}: at most ${peak.count}, at ${formatVideoTime(peak.time_s)}.`,
   });
+  // where the plot lies and the time it spans, for a click to become a time (gallery.js seekFromChart)
+  Object.assign(svg.dataset, { plotLeft: MARGIN.left, plotRight: chartWidth - MARGIN.right, maxTime });
   svg.append(svgElement("title", {}, "Objects in view over time"));
   drawAxes(svg, { x, y, maxTime, yMax, width: chartWidth, height: chartHeight });
 

@@ -4,6 +4,7 @@ import { ApiError, cancelOrDeleteJob, getJob, getResults, getSignedLinks, getSta
 import { renderCountChart } from "./chart.js";
 import { announce, element } from "./dom.js";
 import { formatBytes, formatCount, formatDuration, formatTimestamp, formatVideoTime } from "./format.js";
+import { GalleryGrid, VideoSeeker, getGallery, seekFromChart, seekFromTrackRows } from "./gallery.js";
 import { LiveView } from "./live.js";
 import { Poller } from "./poller.js";
 import { hasResults, isActive, isStream, peakCount, progressText, statusLabel } from "./status.js";
@@ -34,6 +35,35 @@ export class JobDetail {
     this.linkTimer = null;
     new ResizeObserver(() => this.drawChart()).observe(this.byId("count-chart"));
     this.live = new LiveView();
+    this.setUpGallery();
+  }
+
+  /** The counted animals' grid, and seeking the video from it, the tracks table and the chart. */
+  setUpGallery() {
+    this.seeker = new VideoSeeker(this.byId("result-video"), this.byId("video-highlight"));
+    this.gallery = new GalleryGrid({
+      card: this.byId("gallery-card"), grid: this.byId("gallery-grid"), note: this.byId("gallery-note"),
+      seeker: this.seeker,
+    });
+    seekFromChart(this.byId("count-chart"), this.seeker);
+  }
+
+  /** gallery.json, when the job has one (a job completed before galleries existed has none). */
+  async renderGallery(job, stats) {
+    const tracks = stats.tracks || [];
+    this.seeker.setFrameSize((stats.video || {}).width, (stats.video || {}).height);
+    seekFromTrackRows(this.byId("track-body"), tracks.slice(0, MAX_TRACK_ROWS), this.gallery);
+    if (!job.links || !job.links.gallery) return;
+    const jobId = this.jobId;
+    const gallery = await getGallery(jobId);
+    if (jobId !== this.jobId) return;
+    this.gallery.render(gallery, (item) => this.cropUrl(item));
+  }
+
+  /** The URL of an animal's picture: the signed ``crops`` link with ``<id>.jpg`` appended. */
+  cropUrl(item) {
+    const signed = new URL(this.signed.links.crops, window.location.origin);
+    return `${signed.pathname}${encodeURIComponent(item.crop.split("/").pop())}${signed.search}`;
   }
 
   show(jobId) {
@@ -50,6 +80,8 @@ export class JobDetail {
     this.byId("detail-cancel").hidden = true;
     this.byId("detail-delete").hidden = true;
     this.live.reset();
+    this.gallery.reset();
+    this.seeker.clearHighlight();
     this.poller.start();
   }
 
@@ -91,7 +123,10 @@ export class JobDetail {
         if (jobId !== this.jobId) return null;
         this.useLinks(signed);
         if (images) this.renderImagesResult(job, stats, files);
-        else this.renderResult(job, stats);
+        else {
+          this.renderResult(job, stats);
+          await this.renderGallery(job, stats);
+        }
         this.resultShown = true;
       } catch (error) {
         if (!(error instanceof ApiError)) throw error;
@@ -168,6 +203,7 @@ export class JobDetail {
   showResultKind(images) {
     this.byId("images-result").hidden = !images;
     for (const id of ["video-result-grid", "chart-card", "tracks-card"]) this.byId(id).hidden = images;
+    if (images) this.byId("gallery-card").hidden = true; // shown by renderGallery once it has loaded
     for (const id of ["download-mot", "download-video"]) this.byId(id).parentElement.hidden = images;
     this.byId("download-results").parentElement.hidden = !images;
   }
@@ -424,7 +460,9 @@ export class JobDetail {
       "download-timeline-csv": links.timeline_csv,
       "download-lines-csv": links.lines_csv,
       "download-results-csv": links.results_csv,
+      "download-gallery-zip": links.gallery_zip,
     };
+    this.byId("download-gallery-zip").parentElement.hidden = !links.gallery_zip;
     this.byId("download-geojson").parentElement.hidden = !links.geojson;
     // a job completed before the CSV exports existed has none: no dead links
     for (const id of ["download-tracks-csv", "download-timeline-csv", "download-lines-csv", "download-results-csv"]) {
