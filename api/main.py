@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.routes import health, jobs, model, streams, uploads
+from api.routes import health, jobs, model, review, streams, uploads
 from api.submission import Submitter
 from core.backends import Backends, build_backends
 from core.config import Settings, load_settings
@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
     app.add_api_route("/metrics", _metrics, include_in_schema=False)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(review.router)
     app.include_router(streams.router)
     app.include_router(uploads.router)
     app.include_router(model.router)
