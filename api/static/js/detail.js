@@ -6,6 +6,7 @@ import { announce, element } from "./dom.js";
 import { formatBytes, formatCount, formatDuration, formatTimestamp, formatVideoTime } from "./format.js";
 import { LiveView } from "./live.js";
 import { Poller } from "./poller.js";
+import { renderReview } from "./review.js";
 import { hasResults, isActive, isStream, peakCount, progressText, statusLabel } from "./status.js";
 
 const ACTIVE_DELAY_MS = 1000;
@@ -168,6 +169,7 @@ export class JobDetail {
   showResultKind(images) {
     this.byId("images-result").hidden = !images;
     for (const id of ["video-result-grid", "chart-card", "tracks-card"]) this.byId(id).hidden = images;
+    if (images) this.byId("review-card").hidden = true;
     for (const id of ["download-mot", "download-video"]) this.byId(id).parentElement.hidden = images;
     this.byId("download-results").parentElement.hidden = !images;
   }
@@ -260,6 +262,7 @@ export class JobDetail {
     this.renderVideo(job, stats);
     this.renderCounts(stats);
     this.renderTracks(stats.tracks || []);
+    renderReview(job.id);
     this.renderDownloads();
     this.byId("result").hidden = false;
     this.timeline = stats.timeline;
