@@ -55,6 +55,10 @@ class ReviewChanged(CattleCounterError):
     code = "review_changed"
     http_status = 412
 
+    def __init__(self, message: str, current_etag: str | None = None) -> None:
+        super().__init__(message)
+        self.headers = {"ETag": current_etag} if current_etag else {}  # what to read again
+
 
 class PreconditionRequired(CattleCounterError):
     code = "precondition_required"
@@ -201,10 +205,9 @@ def _check_if_match(reviewing: Reviewing, if_match: str | None) -> None:
         raise PreconditionRequired("send the review's ETag (from GET /jobs/{id}/review) in an If-Match header, "
                                    "so a correction made elsewhere meanwhile is not lost")
     if if_match.strip() != reviewing.etag:
-        changed = ReviewChanged(f"the review changed since it was read (If-Match {if_match}, now {reviewing.etag}); "
-                                "read it again (GET /jobs/{id}/review) and repeat the correction if still needed")
-        changed.headers = {"ETag": reviewing.etag}  # type: ignore[attr-defined]
-        raise changed
+        raise ReviewChanged(f"the review changed since it was read (If-Match {if_match}, now {reviewing.etag}); "
+                            "read it again (GET /jobs/{id}/review) and repeat the correction if still needed",
+                            reviewing.etag)
 
 
 def _save(backends: Backends, reviewing: Reviewing, review: Review, change: Correction, caller: Caller,

@@ -262,7 +262,7 @@ export class JobDetail {
     this.renderVideo(job, stats);
     this.renderCounts(stats);
     this.renderTracks(stats.tracks || []);
-    renderReview(job.id);
+    renderReview(job.job_id);
     this.renderDownloads();
     this.byId("result").hidden = false;
     this.timeline = stats.timeline;

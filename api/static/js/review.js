@@ -81,12 +81,15 @@ function correctionItem(correction) {
       : `#${correction.track} not an animal`;
   const who = `${correction.by}${correction.admin ? " (admin)" : ""}, ${new Date(correction.at).toLocaleString()}`;
   const item = element("li", { attrs: { "data-testid": "review-correction" } });
-  item.append(element("span", { text: `${correction.n}. ${what} — ${who}` }));
+  item.append(element("span", { text: `${what} — ${who}` }));  // the list numbers it: n
   if (correction.undone) {
     item.classList.add("undone");
     item.append(element("span", { className: "hint", text: ` (undone by ${correction.undone.by})` }));
   } else {
-    const undo = element("button", { text: "Undo", attrs: { type: "button", "data-n": String(correction.n) } });
+    const undo = element("button", {
+      className: "button button-secondary button-small", text: "Undo",
+      attrs: { type: "button", "data-n": String(correction.n), "aria-label": `Undo correction ${correction.n}` },
+    });
     undo.addEventListener("click", () => change("DELETE", reviewPath(current.jobId, `/${correction.n}`)));
     item.append(" ", undo);
   }
