@@ -7,15 +7,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 
 import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
 from core.backends import build_backends
-from core.errors import PreconditionFailed
-from core.jobs import output_blob_path
-from core.review import REVIEW_FILE
 from tests.fixtures_webhooks import make_sender
 from tests.test_api import complete_with_outputs, upload
 from tests.waiting import wait_until
@@ -120,15 +118,25 @@ def test_two_tabs_with_the_same_etag_one_wins_and_the_other_gets_412(api, small_
     assert api.get(f"/jobs/{job_id}/review").json()["reviewed"]["total_unique"] == 2  # both corrections kept
 
 
-def test_a_write_between_read_and_save_is_refused_by_the_storage(api, small_clip):
-    """The If-Match check passed, but the document changed before the write: write_if refuses."""
+def test_tabs_posting_at_the_same_moment_save_exactly_one_correction(api, small_clip):
+    """Requests in parallel may all pass the If-Match check before any has written: the
+    conditional write in storage still lets one through and answers the others 412."""
     job_id = completed_job(api, small_clip)
-    assert correct(api, job_id, '"0"', action="not_animal", track=4).status_code == 201
-    blob = output_blob_path(job_id, REVIEW_FILE)
-    stale = api.backends.blobs.info(blob).etag
-    assert correct(api, job_id, '"1"', action="not_animal", track=3).status_code == 201
-    with pytest.raises(PreconditionFailed):
-        api.backends.blobs.write_if(blob, b"{}", stale)
+    barrier = threading.Barrier(6)
+    answers: list[int] = []
+
+    def tab(track_id: int) -> None:
+        barrier.wait()
+        answers.append(correct(api, job_id, '"0"', action="not_animal", track=track_id % 4 + 1).status_code)
+
+    threads = [threading.Thread(target=tab, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers) == [201, 412, 412, 412, 412, 412]
+    review = api.get(f"/jobs/{job_id}/review")
+    assert review.headers["ETag"] == '"1"' and len(review.json()["corrections"]) == 1
 
 
 def test_undo_that_a_later_correction_needs_is_refused_and_loses_nothing(api, small_clip):
