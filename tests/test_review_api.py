@@ -83,6 +83,7 @@ def test_corrections_round_trip_with_who_and_when_and_undo_back_to_the_automatic
     made = correct(api, job_id, '"0"', action="merge", track=1, into=2)
     assert made.status_code == 201, made.text
     assert made.headers["Location"] == f"/jobs/{job_id}/review/1"
+    assert api.get(made.headers["Location"]).json()["into"] == 2
     made = correct(api, job_id, made.headers["ETag"], action="not_animal", track=4)
     made = correct(api, job_id, made.headers["ETag"], action="class", track=3, **{"class": "horse"})
     assert made.status_code == 201, made.text

@@ -287,6 +287,19 @@ def add_correction(
     return response
 
 
+@router.get("/jobs/{job_id}/review/{n}", responses=_ERRORS, summary="One correction (the Location of a POST's answer)")
+def get_correction(job_id: str, n: int, backends: BackendsDep, caller: CallerDep) -> JSONResponse:
+    reviewing = _reviewable(backends, caller, job_id)
+    return JSONResponse(_correction(reviewing, n).to_json(), headers={"ETag": reviewing.etag, "Cache-Control": "no-store"})
+
+
+def _correction(reviewing: Reviewing, n: int) -> Correction:
+    found = next((c for c in reviewing.review.corrections if c.n == n), None)
+    if found is None:
+        raise NotFound(f"job {reviewing.job.id}'s review has no correction {n}")
+    return found
+
+
 @router.delete(
     "/jobs/{job_id}/review/{n}",
     responses=_ERRORS,
@@ -303,9 +316,7 @@ def undo_correction(
 ) -> JSONResponse:
     reviewing = _reviewable(backends, caller, job_id)
     _check_if_match(reviewing, if_match)
-    target = next((c for c in reviewing.review.corrections if c.n == n), None)
-    if target is None:
-        raise NotFound(f"job {job_id}'s review has no correction {n}")
+    target = _correction(reviewing, n)
     if target.undone is not None:
         raise ReviewConflict(f"correction {n} is undone already")
     undone = replace(target, undone=_stamp(caller))
