@@ -45,12 +45,18 @@ export async function renderReview(jobId) {
   if (!card) return;
   current = { jobId, etag: null, review: null };
   wireOnce();
-  await reload();
+  try {
+    await reload();
+  } catch {
+    current.review = null; // the server cannot be reached: the rest of the page says so
+  }
   card.hidden = current.review === null;
 }
 
 async function reload(note = "") {
-  const response = await send(reviewPath(current.jobId));
+  const jobId = current.jobId;
+  const response = await send(reviewPath(jobId));
+  if (jobId !== current.jobId) return; // another job was opened meanwhile
   if (!response.ok) {
     current.review = null;
     return;
