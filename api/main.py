@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import Receive, Scope, Send
 
 from api.deps import MetricsReaderDep
-from api.routes import health, jobs, model, streams, tenants, uploads
+from api.routes import health, jobs, model, review, streams, tenants, uploads
 from api.schemas import ERROR_MEANINGS
 from api.submission import Submitter
 from core.backends import Backends, build_backends
@@ -113,6 +113,7 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
     app.add_api_route("/metrics", _metrics, include_in_schema=False, dependencies=[MetricsReaderDep])
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(review.router)
     app.include_router(streams.router)
     app.include_router(uploads.router)
     app.include_router(model.router)

@@ -174,6 +174,49 @@ def test_list_by_prefix_in_path_order_and_delete_prefix(backends: Backends) -> N
     assert backends.blobs.delete_prefix("jobs/a/") == 0
 
 
+def test_write_if_creates_only_a_missing_blob_and_replaces_only_the_version_read(backends: Backends) -> None:
+    blobs = backends.blobs
+    first = blobs.write_if("jobs/r/review.json", b'{"v": 1}', None, content_type="application/json")
+    with pytest.raises(PreconditionFailed):  # a second "create" finds it there
+        blobs.write_if("jobs/r/review.json", b'{"v": 9}', None)
+
+    second = blobs.write_if("jobs/r/review.json", b'{"v": 2}', first.etag, content_type="application/json")
+    # the same size at once: still a new etag
+    assert second.etag != first.etag
+    with pytest.raises(PreconditionFailed):  # the version read first is gone
+        blobs.write_if("jobs/r/review.json", b'{"v": 3}', first.etag)
+    assert read_all(blobs.open_range("jobs/r/review.json")) == b'{"v": 2}'
+    assert blobs.info("jobs/r/review.json").content_type == "application/json"
+
+    blobs.delete("jobs/r/review.json")
+    with pytest.raises(PreconditionFailed):  # deleted since it was read
+        blobs.write_if("jobs/r/review.json", b'{"v": 4}', second.etag)
+    assert not blobs.exists("jobs/r/review.json")
+
+
+def test_write_if_lets_exactly_one_of_two_racing_writers_through(backends: Backends) -> None:
+    base = backends.blobs.write_if("jobs/r/race.json", b"0", None)
+    outcomes: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def write(n: int) -> None:
+        barrier.wait()
+        try:
+            backends.blobs.write_if("jobs/r/race.json", str(n).encode(), base.etag)
+            outcomes.append(str(n))
+        except PreconditionFailed:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(1, 9)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [outcome for outcome in outcomes if outcome != "refused"]
+    assert len(winners) == 1 and len(outcomes) == 8
+    assert read_all(backends.blobs.open_range("jobs/r/race.json")) == winners[0].encode()
+
+
 def test_ping_answers(backends: Backends) -> None:
     backends.blobs.ping()
     backends.queue.ping()

@@ -473,6 +473,100 @@ def test_the_server_survives_the_table(server: Server) -> None:
     assert server.client.post("/uploads", json={}).status_code == 201
 
 
+# --- a person's review of a count: refused corrections change nothing ------------------------------
+
+REVIEW_JOBS: dict[str, str] = {}  # "completed" and "queued": ids of the jobs review_jobs made
+
+
+@pytest.fixture(scope="module")
+def review_jobs(server: Server) -> dict[str, str]:
+    """A completed video job with two cows and a sheep whose review merged #1 into #2, and a
+    queued one, stored straight into the server's data folder."""
+    from core.jobs import JobStatus, output_blob_path
+    from core.review import REVIEW_FILE, Correction, Review
+
+    tracks = [{"id": i, "class": cls} for i, cls in ((1, "cow"), (2, "cow"), (3, "sheep"))]
+    categories = [{"id": 0, "name": "cow"}, {"id": 1, "name": "sheep"}]
+    files = {"stats.json": {"video": {"width": 64, "height": 48}, "tracks": tracks},
+             "coco.json": {"categories": categories, "images": [], "annotations": []}}
+    for name in ("completed", "queued"):
+        job = server.backends.jobs.create(Job(id=new_job_id(), input_blob="jobs/x/input", params=JobParams()))
+        REVIEW_JOBS[name] = job.id
+    completed = REVIEW_JOBS["completed"]
+    outputs = {name: output_blob_path(completed, name) for name in files}
+    for name, body in files.items():
+        server.backends.blobs.upload_stream(outputs[name], [json.dumps(body).encode()])
+    merged = Review(version=1, corrections=(Correction(n=1, action="merge", track=1, into=2, by="default"),))
+    server.backends.blobs.write_if(output_blob_path(completed, REVIEW_FILE), merged.to_bytes(), None)
+
+    def complete(job: Job) -> None:
+        job.status, job.outputs = JobStatus.COMPLETED, outputs
+    server.backends.jobs.modify(completed, complete)
+    return REVIEW_JOBS
+
+
+def review(method: str, path: str, body: Any = None, **headers: str) -> Callable[[Server], Answer]:
+    """A request to ``/jobs/<the review job>{path}`` (``{queued}`` in ``path``: the queued job's)."""
+
+    def send(server: Server) -> Answer:
+        started = time.monotonic()
+        url = "/jobs/" + path.format(completed=REVIEW_JOBS["completed"], queued=REVIEW_JOBS["queued"])
+        content = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else b""
+        return _answer(server.client.request(method, url, content=content, headers={**JSON, **headers}), started)
+
+    return send
+
+
+CURRENT = {"If-Match": '"1"'}
+REVIEW_ROWS = [
+    Row("review: no If-Match", review("POST", "{completed}/review", {"action": "not_animal", "track": 3}),
+        428, "precondition_required"),
+    Row("review: a stale If-Match", review("POST", "{completed}/review", {"action": "not_animal", "track": 3},
+                                           **{"If-Match": '"0"'}), 412, "review_changed"),
+    Row("review: If-Match *", review("POST", "{completed}/review", {"action": "not_animal", "track": 3},
+                                     **{"If-Match": "*"}), 412, "review_changed"),
+    Row("review: unknown track id", review("POST", "{completed}/review", {"action": "not_animal", "track": 99},
+                                           **CURRENT), 422, "invalid_input"),
+    Row("review: merge into an unknown id", review("POST", "{completed}/review",
+                                                   {"action": "merge", "track": 3, "into": 99}, **CURRENT),
+        422, "invalid_input"),
+    Row("review: merge an animal with itself", review("POST", "{completed}/review",
+                                                      {"action": "merge", "track": 3, "into": 3}, **CURRENT),
+        422, "invalid_input"),
+    Row("review: merge cycle (#2 into #1, after #1 into #2)",
+        review("POST", "{completed}/review", {"action": "merge", "track": 2, "into": 1}, **CURRENT),
+        409, "review_conflict"),
+    Row("review: a class the model does not know",
+        review("POST", "{completed}/review", {"action": "class", "track": 3, "class": "unicorn"}, **CURRENT),
+        422, "invalid_input"),
+    Row("review: an empty class", review("POST", "{completed}/review", {"action": "class", "track": 3, "class": ""},
+                                         **CURRENT), 422, "invalid_input"),
+    Row("review: unknown action", review("POST", "{completed}/review", {"action": "delete", "track": 3}, **CURRENT),
+        422, "invalid_input"),
+    Row("review: an unknown field", review("POST", "{completed}/review",
+                                           {"action": "not_animal", "track": 3, "why": "rock"}, **CURRENT),
+        422, "invalid_input"),
+    Row("review: track not a number", review("POST", "{completed}/review", {"action": "not_animal", "track": "x"},
+                                             **CURRENT), 422, "invalid_input"),
+    Row("review: body not JSON", review("POST", "{completed}/review", b"{not json", **CURRENT),
+        422, "invalid_input"),
+    Row("review: body nested 5000 deep", review("POST", "{completed}/review", b"[" * 5000 + b"]" * 5000, **CURRENT),
+        422, "invalid_input"),
+    Row("review: undo a correction that does not exist", review("DELETE", "{completed}/review/7", **CURRENT),
+        404, "not_found"),
+    Row("review: a job not completed", review("POST", "{queued}/review", {"action": "not_animal", "track": 3},
+                                              **CURRENT), 409, "job_not_ready"),
+    Row("review: a job that does not exist", review("GET", "job_000000000000000000000000/review"),
+        404, "not_found"),
+]
+
+
+@pytest.mark.parametrize("row", REVIEW_ROWS, ids=[row.id for row in REVIEW_ROWS])
+def test_review_boundary(server: Server, review_jobs: dict[str, str], row: Row) -> None:
+    test_http_boundary(server, row)
+    assert server.client.get(f"/jobs/{review_jobs['completed']}/review").headers["ETag"] == '"1"'
+
+
 # --- the SSRF guard's address table -----------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 import sqlite3
 import threading
 from datetime import timedelta
@@ -103,6 +104,23 @@ def test_readers_never_see_half_a_blob(local) -> None:
         stop.set()
         writer.join()
     assert not errors
+
+
+def test_write_if_never_gives_an_etag_back_even_when_the_clock_does_not_move_forward(local) -> None:
+    """The etag is the file's mtime and size: within one clock tick (or after the clock stepped
+    back) a write of the same size would repeat an old etag, and a client holding that old one
+    would pass If-Match. write_if pushes each new mtime past the one it replaces."""
+    first = local.blobs.write_if("jobs/r/review.json", b"AAAA", None)
+    file = local.blobs.root / "jobs/r/review.json"
+    future = file.stat().st_mtime_ns + 3600 * 10**9  # as if the next writes came an hour "earlier"
+    os.utime(file, ns=(future, future))
+    held = local.blobs.info("jobs/r/review.json").etag
+    second = local.blobs.write_if("jobs/r/review.json", b"BBBB", held)
+    third = local.blobs.write_if("jobs/r/review.json", b"AAAA", second.etag)
+    assert len({first.etag, held, second.etag, third.etag}) == 4
+    assert file.stat().st_mtime_ns > future
+    with pytest.raises(PreconditionFailed):
+        local.blobs.write_if("jobs/r/review.json", b"CCCC", held)
 
 
 def test_failed_upload_keeps_the_old_blob_and_leaves_no_temp_file(local) -> None:

@@ -59,6 +59,14 @@ class BlobStore(abc.ABC):
         return b"".join(self.open_range(path))
 
     @abc.abstractmethod
+    def write_if(self, path: str, data: bytes, if_match: str | None, content_type: str | None = None) -> BlobInfo:
+        """Store the small document ``data`` at ``path`` only if the blob is still as the caller
+        read it: its etag equals ``if_match``, or, with ``if_match`` None, there is no blob there
+        yet. Check and write are one atomic step against every other ``write_if``, and a blob's
+        etag never comes back after it changed, so of two writers that read the same version
+        exactly one succeeds. Raises PreconditionFailed for the other (read again, retry)."""
+
+    @abc.abstractmethod
     def download_to_file(self, path: str, destination: Path) -> BlobInfo:
         """Write the blob to ``destination``. Raises NotFound."""
 

@@ -7,6 +7,7 @@ import { formatBytes, formatCount, formatDuration, formatTimestamp, formatVideoT
 import { GalleryGrid, VideoSeeker, getGallery, seekFromChart, seekFromTrackRows } from "./gallery.js";
 import { LiveView } from "./live.js";
 import { Poller } from "./poller.js";
+import { renderReview } from "./review.js";
 import { hasResults, isActive, isStream, peakCount, progressText, statusLabel } from "./status.js";
 
 const ACTIVE_DELAY_MS = 1000;
@@ -204,6 +205,7 @@ export class JobDetail {
     this.byId("images-result").hidden = !images;
     for (const id of ["video-result-grid", "chart-card", "tracks-card"]) this.byId(id).hidden = images;
     if (images) this.byId("gallery-card").hidden = true; // shown by renderGallery once it has loaded
+    if (images) this.byId("review-card").hidden = true;
     for (const id of ["download-mot", "download-video"]) this.byId(id).parentElement.hidden = images;
     this.byId("download-results").parentElement.hidden = !images;
   }
@@ -296,6 +298,7 @@ export class JobDetail {
     this.renderVideo(job, stats);
     this.renderCounts(stats);
     this.renderTracks(stats.tracks || []);
+    renderReview(job.job_id);
     this.renderDownloads();
     this.byId("result").hidden = false;
     this.timeline = stats.timeline;

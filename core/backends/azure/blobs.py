@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import (
     BlobClient,
@@ -35,7 +36,7 @@ from core.backends.azure.uploads import upload_in_blocks
 from core.backends.base import BlobInfo, BlobStore
 from core.backends.deadline import DeadlineRunner, bounded
 from core.backends.paths import validate_blob_path, validate_blob_prefix
-from core.errors import InvalidInput, NotFound, StorageError
+from core.errors import InvalidInput, NotFound, PreconditionFailed, StorageError
 
 SAS_CLOCK_SKEW = timedelta(minutes=5)  # start SAS validity a little in the past
 DELEGATION_KEY_MIN_LIFETIME = timedelta(hours=1)
@@ -105,6 +106,25 @@ class AzureBlobStore(BlobStore):
                 max_concurrency=self._options.max_concurrency,
                 request_options=self._options.transfer_kwargs,
             )
+        return self.info(path)
+
+    @bounded("writing a blob conditionally")
+    def write_if(self, path: str, data: bytes, if_match: str | None, content_type: str | None = None) -> BlobInfo:
+        """One PUT with the service's own condition: If-Match on the etag, or If-None-Match: *
+        (``overwrite=False``) for a blob that must not exist yet."""
+        blob = self._blob(path)
+        settings = ContentSettings(content_type=content_type) if content_type else None
+        condition: dict[str, Any] = {"overwrite": False}
+        if if_match is not None:
+            condition = {"overwrite": True, "etag": if_match, "match_condition": MatchConditions.IfNotModified}
+        try:
+            with azure_errors(f"writing blob {path!r}", self.endpoint):
+                try:
+                    blob.upload_blob(data, content_settings=settings, **condition, **self._options.transfer_kwargs)
+                except ResourceExistsError:
+                    raise PreconditionFailed(f"blob {path!r} exists already") from None
+        except NotFound:  # an If-Match on a blob deleted since: it changed, too
+            raise PreconditionFailed(f"blob {path!r} was deleted since it was read") from None
         return self.info(path)
 
     # --- reading --------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import shutil
+import sqlite3
 import stat as stat_module
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,15 @@ from typing import BinaryIO, cast
 from core.backends.base import BlobInfo, BlobStore
 from core.backends.local.database import Database
 from core.backends.paths import validate_blob_path, validate_blob_prefix
-from core.errors import DISK_ERRNOS, AlreadyExists, InvalidInput, NotFound, StorageError, StorageUnavailable
+from core.errors import (
+    DISK_ERRNOS,
+    AlreadyExists,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+    StorageError,
+    StorageUnavailable,
+)
 
 CHUNK_BYTES = 1024 * 1024
 TEMP_SUFFIX = ".partial"
@@ -69,7 +78,39 @@ class LocalBlobStore(BlobStore):
         """Store a file-like object or an iterable of byte chunks, one chunk at a time."""
         return self._write(path, lambda dst: _copy_chunks(chunks, dst), content_type)
 
+    def write_if(self, path: str, data: bytes, if_match: str | None, content_type: str | None = None) -> BlobInfo:
+        """The database's write lock (shared by every process of this data folder) makes the
+        compare and the write one step. The new file's mtime is pushed past the old one's, so
+        the etag (mtime and size) changes even when two writes land in one clock tick."""
+        target = self._file(validate_blob_path(path))
+        with self._db.write() as conn:
+            before = self._stat_or_none(target)
+            current = _etag(before) if before is not None else None
+            if current != if_match:
+                raise PreconditionFailed(f"blob {path!r} changed since it was read (etag {if_match}, now {current})")
+            self._write_file(path, lambda dst: dst.write(data))
+            if before is not None:
+                with _os_errors(f"write blob {path!r}"):
+                    after = target.stat()
+                    if after.st_mtime_ns <= before.st_mtime_ns:
+                        os.utime(target, ns=(after.st_atime_ns, before.st_mtime_ns + 1))
+            self._store_content_type(conn, path, content_type)
+        return self.info(path)
+
+    @staticmethod
+    def _stat_or_none(file: Path) -> os.stat_result | None:
+        try:
+            stat = file.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return stat if stat_module.S_ISREG(stat.st_mode) else None
+
     def _write(self, path: str, fill: Callable[[_ConvertingWriter], object], content_type: str | None) -> BlobInfo:
+        self._write_file(path, fill)
+        self._set_content_type(path, content_type)
+        return self.info(path)
+
+    def _write_file(self, path: str, fill: Callable[[_ConvertingWriter], object]) -> None:
         """Fill a temp file, make it durable, rename it over the blob. Errors from the source
         (e.g. a client that disconnects) propagate unchanged; file-system errors are converted."""
         target = self._file(validate_blob_path(path))
@@ -88,8 +129,6 @@ class LocalBlobStore(BlobStore):
             Path(temp.name).unlink(missing_ok=True)
             raise
         _fsync_directory(target.parent)
-        self._set_content_type(path, content_type)
-        return self.info(path)
 
     def _open_temp(self, target: Path) -> BinaryIO:
         """A new hidden file beside ``target``. Retried because a concurrent delete_prefix
@@ -106,14 +145,18 @@ class LocalBlobStore(BlobStore):
 
     def _set_content_type(self, path: str, content_type: str | None) -> None:
         with self._db.write() as conn:
-            if content_type:
-                conn.execute(
-                    "INSERT INTO blob_meta (path, content_type) VALUES (?, ?) "
-                    "ON CONFLICT (path) DO UPDATE SET content_type = excluded.content_type",
-                    (path, content_type),
-                )
-            else:
-                conn.execute("DELETE FROM blob_meta WHERE path = ?", (path,))
+            self._store_content_type(conn, path, content_type)
+
+    @staticmethod
+    def _store_content_type(conn: sqlite3.Connection, path: str, content_type: str | None) -> None:
+        if content_type:
+            conn.execute(
+                "INSERT INTO blob_meta (path, content_type) VALUES (?, ?) "
+                "ON CONFLICT (path) DO UPDATE SET content_type = excluded.content_type",
+                (path, content_type),
+            )
+        else:
+            conn.execute("DELETE FROM blob_meta WHERE path = ?", (path,))
 
     # --- reading --------------------------------------------------------------------
 
@@ -159,7 +202,7 @@ class LocalBlobStore(BlobStore):
             path=path,
             size=stat.st_size,
             content_type=content_type or self._content_type(path),
-            etag=f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"',
+            etag=_etag(stat),
             last_modified=datetime.fromtimestamp(stat.st_mtime, UTC),
         )
 
@@ -256,6 +299,10 @@ def _copy_chunks(chunks: BinaryIO | Iterable[bytes], dst: _ConvertingWriter) -> 
         if not isinstance(chunk, (bytes, bytearray, memoryview)):
             raise InvalidInput(f"upload chunks must be bytes, got {type(chunk).__name__}")
         dst.write(chunk)
+
+
+def _etag(stat: os.stat_result) -> str:
+    return f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
 
 
 def _check_range(start: int, length: int | None) -> None:

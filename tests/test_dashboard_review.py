@@ -1,0 +1,91 @@
+"""The dashboard's review panel in a real browser (Chromium through Playwright) against a real
+``python -m allinone`` with an API key: a correction, the same review open in a second tab that
+has not seen it (the API's 412 reloads it, nothing is lost), and undo. Screenshots at 1280 × 800
+and 390 × 844 go to test-artifacts/screenshots/."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.fixtures_browser import SCREENSHOTS, dashboard_page
+from tests.fixtures_server import AllInOneServer
+from tests.fixtures_video import write_clip
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+API_KEY = "review-key-2b77f0"
+ALLINONE_ENV = {"API_KEYS": f"farm:{API_KEY}"}  # read by the allinone_server fixture
+JOB_TIMEOUT_S = 90.0
+UI_TIMEOUT_MS = 10_000
+
+
+@pytest.fixture(scope="module")
+def completed_job(allinone_server: AllInOneServer, tmp_path_factory: pytest.TempPathFactory) -> str:
+    clip = write_clip(tmp_path_factory.mktemp("review") / "pasture.mp4", frames=20)
+    with clip.open("rb") as handle:
+        response = allinone_server.client.post("/jobs", files={"file": ("pasture.mp4", handle)},
+                                               data={"tiling": "off"})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    assert allinone_server.wait_for_status(job_id, {"completed", "failed"}, JOB_TIMEOUT_S)["status"] == "completed"
+    return job_id
+
+
+@pytest.fixture
+def two_tabs(browser, allinone_server: AllInOneServer) -> Iterator:
+    with dashboard_page(browser, allinone_server, API_KEY) as first, \
+            dashboard_page(browser, allinone_server, API_KEY) as second:
+        yield first, second
+
+
+def shot(page, name: str, width: int, height: int) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size({"width": width, "height": height})
+    card = page.get_by_test_id("review-card")
+    card.scroll_into_view_if_needed()
+    page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
+
+
+def test_correct_in_one_tab_refused_in_a_stale_one_then_undo(two_tabs, allinone_server, completed_job):
+    stats = allinone_server.client.get(f"/jobs/{completed_job}/result").json()
+    assert len(stats["tracks"]) >= 2, "the clip must give two counted animals to review"
+    total = stats["counts"]["total_unique"]
+    first_track, second_track = stats["tracks"][0]["id"], stats["tracks"][1]["id"]
+    tab_one, tab_two = two_tabs
+    for tab in two_tabs:
+        tab.goto(f"/#/jobs/{completed_job}")
+        expect(tab.get_by_test_id("review-card")).to_be_visible(timeout=UI_TIMEOUT_MS)
+        expect(tab.get_by_test_id("review-reviewed")).to_contain_text(str(total))
+
+    tab_one.get_by_test_id("review-track").fill(str(first_track))
+    tab_one.get_by_test_id("review-action").select_option("not_animal")
+    tab_one.get_by_test_id("review-apply").click()
+    expect(tab_one.get_by_test_id("review-correction")).to_have_count(1, timeout=UI_TIMEOUT_MS)
+    expect(tab_one.get_by_test_id("review-reviewed")).to_contain_text(str(total - 1))
+    expect(tab_one.get_by_test_id("review-automatic")).to_contain_text(str(total))
+    shot(tab_one, "review", 1280, 800)
+    shot(tab_one, "review-phone", 390, 844)
+
+    # the second tab has not seen that correction: its change is refused and the review reloaded
+    tab_two.get_by_test_id("review-track").fill(str(second_track))
+    tab_two.get_by_test_id("review-action").select_option("not_animal")
+    tab_two.get_by_test_id("review-apply").click()
+    expect(tab_two.get_by_test_id("review-message")).to_contain_text("changed this review", timeout=UI_TIMEOUT_MS)
+    expect(tab_two.get_by_test_id("review-correction")).to_have_count(1)
+    review = allinone_server.client.get(f"/jobs/{completed_job}/review").json()
+    assert [c["track"] for c in review["corrections"]] == [first_track]  # tab one's correction kept
+    tab_two.get_by_test_id("review-apply").click()  # now from the review it has reloaded
+    expect(tab_two.get_by_test_id("review-correction")).to_have_count(2, timeout=UI_TIMEOUT_MS)
+    expect(tab_two.get_by_test_id("review-reviewed")).to_contain_text(str(total - 2))
+
+    for undone in (1, 2):  # one by one, each from the review the previous undo returned
+        tab_two.get_by_test_id("review-correction").locator("button").first.click()
+        expect(tab_two.locator("[data-testid=review-correction].undone")).to_have_count(undone, timeout=UI_TIMEOUT_MS)
+    expect(tab_two.get_by_test_id("review-reviewed")).to_contain_text(str(total))
+    review = allinone_server.client.get(f"/jobs/{completed_job}/review").json()
+    assert review["reviewed"] == review["automatic"]
+    assert all(c["undone"] and c["by"] == "farm" for c in review["corrections"])
