@@ -8,6 +8,7 @@ stopped at the end of the test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,7 +23,9 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from api.main import create_app
 from core.backends import Backends, build_backends
 from core.config import Settings
 from tests.waiting import answers, wait_for_job_status, wait_until
@@ -39,6 +42,21 @@ FAST_WORKER = {  # short leases and polls so fault tests finish quickly
     "log_format": "text",
     "shutdown_grace_s": 30.0,
 }
+
+
+@contextlib.contextmanager
+def in_process_api(settings: Settings) -> Iterator[TestClient]:
+    """The real app in this process on its own stores, served through a TestClient (lifespan
+    run). The stores and settings ride on the client (``client.backends``, ``client.settings``),
+    so a test can check what was stored."""
+    backends = build_backends(settings)
+    try:
+        with TestClient(create_app(settings, backends)) as client:
+            client.backends = backends  # type: ignore[attr-defined]
+            client.settings = settings  # type: ignore[attr-defined]
+            yield client
+    finally:
+        backends.close()
 
 
 def free_port() -> int:

@@ -17,17 +17,14 @@ from core.errors import StorageUnavailable
 from core.jobs import JobMessage, JobStatus, output_blob_path
 from core.model_card import ModelCard, card_path, publish_card
 from tests.faults import FailingMethod
+from tests.fixtures_service import in_process_api
 from tests.fixtures_video import write_clip, write_png, write_text_file
 
 
 @pytest.fixture
 def api(make_settings):
-    settings = make_settings("local", max_upload_bytes=2_000_000)
-    backends = build_backends(settings)
-    with TestClient(create_app(settings, backends)) as client:
-        client.backends = backends  # the same stores the app uses, for checking what was stored
+    with in_process_api(make_settings("local", max_upload_bytes=2_000_000)) as client:
         yield client
-    backends.close()
 
 
 def upload(client, path: Path, name: str | None = None, headers=None, **fields):

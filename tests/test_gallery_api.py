@@ -7,11 +7,9 @@ outputs stored as the worker stores them (a whole run through the API: test_serv
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-from api.main import create_app
-from core.backends import build_backends
 from core.jobs import output_blob_path
+from tests.fixtures_service import in_process_api
 from tests.test_api import complete_with_outputs, upload
 from tests.test_tenants import ALICE, BOB, KEYS, as_, completed_job
 
@@ -23,13 +21,8 @@ GALLERY_OUTPUTS = {"annotated.mp4": b"video", "stats.json": b'{"counts": {"total
 
 @pytest.fixture
 def api(make_settings):
-    settings = make_settings("local", **KEYS)
-    backends = build_backends(settings)
-    with TestClient(create_app(settings, backends)) as client:
-        client.backends = backends
-        client.settings = settings
+    with in_process_api(make_settings("local", **KEYS)) as client:
         yield client
-    backends.close()
 
 
 def job_with_gallery(api, clip) -> str:

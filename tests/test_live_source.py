@@ -336,7 +336,7 @@ def test_an_hls_camera_is_delivered_at_its_frame_rate_with_none_dropped(hls_came
     numbers = [frame_number(frame.image) for frame in frames]
     assert numbers == sorted(set(numbers)), numbers  # in order, none twice
     assert numbers[-1] - numbers[0] + 1 - len(numbers) <= 0.1 * len(numbers), numbers  # next to every frame
-    assert len(frames) >= 50  # 6 s at 10 fps, less what was still waiting
+    assert len(frames) >= 40  # 6 s at 10 fps, less what was still waiting or held back by a loaded CPU
     assert np.median(np.diff([frame.media_time_s for frame in frames])) == pytest.approx(0.1, abs=0.01)
     decoded_steps = np.diff([frame.received_at for frame in frames])
     assert np.mean(decoded_steps < 0.05) > 0.5, "FFmpeg no longer decodes HLS in bursts: this test tests nothing"

@@ -10,10 +10,8 @@ import json
 import threading
 
 import pytest
-from fastapi.testclient import TestClient
 
-from api.main import create_app
-from core.backends import build_backends
+from tests.fixtures_service import in_process_api
 from tests.fixtures_webhooks import make_sender
 from tests.test_api import complete_with_outputs, upload
 from tests.waiting import wait_until
@@ -51,14 +49,9 @@ OUTPUTS = {"stats.json": json.dumps(STATS).encode(), "coco.json": json.dumps(COC
 
 @pytest.fixture
 def api(make_settings):
-    settings = make_settings("local", **KEYS)
-    backends = build_backends(settings)
-    with TestClient(create_app(settings, backends)) as client:
-        client.backends = backends
-        client.settings = settings
+    with in_process_api(make_settings("local", **KEYS)) as client:
         client.headers["X-API-Key"] = ALICE
         yield client
-    backends.close()
 
 
 def completed_job(api, clip, **fields) -> str:

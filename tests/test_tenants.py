@@ -14,6 +14,7 @@ from core.backends import build_backends
 from core.config import load_settings
 from core.errors import ConfigError
 from core.jobs import Job, JobStatus, new_job_id
+from tests.fixtures_service import in_process_api
 from tests.fixtures_stills import image_bytes
 from tests.test_api import complete_with_outputs, upload
 from tests.waiting import wait_until
@@ -26,13 +27,8 @@ OUTPUTS = {"annotated.mp4": bytes(range(256)) * 8, "stats.json": b'{"counts": {"
 
 @pytest.fixture
 def api(make_settings):
-    settings = make_settings("local", **KEYS)
-    backends = build_backends(settings)
-    with TestClient(create_app(settings, backends)) as client:
-        client.backends = backends
-        client.settings = settings
+    with in_process_api(make_settings("local", **KEYS)) as client:
         yield client
-    backends.close()
 
 
 def as_(key: str) -> dict[str, str]:
@@ -281,18 +277,14 @@ def test_bad_metrics_keys_are_config_errors(env: dict[str, str], message: str) -
 
 
 def test_no_keys_keeps_the_open_local_mode(make_settings, small_clip):
-    settings = make_settings("local")
-    backends = build_backends(settings)
-    with TestClient(create_app(settings, backends)) as client:
-        client.backends = backends
+    with in_process_api(make_settings("local")) as client:
         job_id = completed_job(client, small_clip, "")
         assert client.get(f"/jobs/{job_id}").status_code == 200
         assert client.get(f"/jobs/{job_id}/result").status_code == 200
         links = client.post(f"/jobs/{job_id}/links").json()["links"]
         assert client.get(links["video"]).status_code == 200
         assert client.get("/metrics").status_code == 200  # no keys, no METRICS_KEY: open, as before
-        assert backends.jobs.get(job_id).owner == "default"
-    backends.close()
+        assert client.backends.jobs.get(job_id).owner == "default"
 
 
 @pytest.mark.parametrize(
