@@ -113,6 +113,7 @@ def test_correct_from_the_gallery_cards_and_undo_from_a_card_and_the_panel(brows
         page.goto(f"/#/jobs/{completed_job}")
         expect(card_of(page, first["id"]).get_by_test_id("card-action")).to_be_enabled(timeout=UI_TIMEOUT_MS)
         expect(page.get_by_test_id("count-reviewed-stat")).to_be_hidden()  # no correction stands yet
+        expect(page.get_by_test_id("count-total-label")).to_have_text("animals")  # every class: not "objects"
 
         # not an animal: struck out, and the headline's reviewed count is one less than the automatic one
         correct_from_card(page, first["id"], "not_animal")
