@@ -9,7 +9,7 @@ import {
 import { GalleryGrid, VideoSeeker, getGallery, seekFromChart, seekFromTrackRows } from "./gallery.js";
 import { LiveView } from "./live.js";
 import { Poller } from "./poller.js";
-import { decorateCard, renderReview } from "./review.js";
+import { decorateCard, forgetReview, renderReview } from "./review.js";
 import { hasResults, isActive, isStream, peakCount, progressText, statusLabel } from "./status.js";
 
 const ACTIVE_DELAY_MS = 1000;
@@ -84,6 +84,7 @@ export class JobDetail {
     this.byId("detail-cancel").hidden = true;
     this.byId("detail-delete").hidden = true;
     this.live.reset();
+    forgetReview();
     this.gallery.reset();
     this.seeker.clearHighlight();
     this.poller.start();

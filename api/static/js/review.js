@@ -40,6 +40,12 @@ function reviewPath(jobId, rest = "") {
   return `/jobs/${encodeURIComponent(jobId)}/review${rest}`;
 }
 
+/** Another job (or none) is about to be shown: its gallery's cards get no controls until its
+ * own review is rendered (an images job or a stream has none). */
+export function forgetReview() {
+  current = { jobId: null, etag: null, review: null };
+}
+
 /** Show the review panel of a completed video job (called once its result is shown). */
 export async function renderReview(jobId) {
   const card = byId("review-card");
@@ -196,8 +202,10 @@ function option(value, text) {
  * the animal's state after the review (struck out, merged into #N, or its new class).
  */
 export function decorateCard(card, item) {
+  if (current.jobId === null) return; // not a job with a review
   const id = item.id;
-  const form = element("form", { className: "animal-review", attrs: { "data-testid": "card-review" } });
+  // shown once the review has loaded: a card never offers a correction the API cannot take
+  const form = element("form", { className: "animal-review", attrs: { "data-testid": "card-review", hidden: "" } });
   const action = element("select", { attrs: { "aria-label": `Correct #${id}`, "data-testid": "card-action" } });
   action.append(option("", "Correct…"), option("not_animal", "not an animal"), option("merge", "same as #…"),
     option("class", "class is…"));
@@ -251,6 +259,7 @@ function paintCard(card) {
   const fate = current.review.tracks.find((track) => track.id === id);
   const form = card.querySelector("[data-testid=card-review]");
   if (!fate || !form) return;
+  form.hidden = false;
   const { state, label } = fateOf(fate);
   card.dataset.review = state;
   form.querySelector("[data-testid=card-state]").textContent = label;
