@@ -20,6 +20,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
+from ml_engine.tiny_model import DEFAULT_LABELS as TINY_MODEL_CLASSES
 from tests.fixtures_browser import (
     KEY_STORAGE,
     SCREENSHOTS,
@@ -351,7 +352,8 @@ def test_zone_counts_of_a_job_are_shown(page, allinone_server, clips):
              {"name": "left strip", "polygon": [[0, 0], [20, 0], [20, 240], [0, 240]]}]
     with clips["small"].open("rb") as handle:
         response = allinone_server.client.post("/jobs", files={"file": ("zones.mp4", handle)},
-                                               data={"zones": json.dumps(zones), "tiling": "off"})
+                                               data={"zones": json.dumps(zones), "tiling": "off",
+                                                     "classes": ",".join(TINY_MODEL_CLASSES)})
     assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
     assert allinone_server.wait_for_status(job_id, {"completed", "failed"}, JOB_TIMEOUT_MS / 1000)[
@@ -369,9 +371,25 @@ def test_zone_counts_of_a_job_are_shown(page, allinone_server, clips):
     assert stats["zones"][0]["max_total"] > 0  # the whole field saw something: the numbers are not all zero
     expect(page.get_by_test_id("line-counts")).to_be_hidden()
     expect(page.get_by_test_id("detail-meta").locator("dd").last).to_have_text(  # Settings
-        "all classes · no tiling · zone “whole field” · zone “left strip”")
+        f"classes {', '.join(TINY_MODEL_CLASSES)} · no tiling · zone “whole field” · zone “left strip”")
+    # the labels say what was counted: the classes the job chose (every class: nothing filtered out)
+    expect(page.get_by_test_id("count-total-label")).to_have_text(", ".join(TINY_MODEL_CLASSES))
+    expect(table.locator("th").last).to_have_text(f"{', '.join(TINY_MODEL_CLASSES).capitalize()} seen in it")
     table.scroll_into_view_if_needed()
     page.screenshot(path=str(SCREENSHOTS / "job-zones.png"))  # the viewport: the zone table in view
+    check_a_phone_shows_the_counts_before_the_metadata(page)
+
+
+def check_a_phone_shows_the_counts_before_the_metadata(page) -> None:
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(SCREENSHOTS / "job-desktop.png"))  # the heading's card and the metadata as one
+    page.set_viewport_size({"width": 390, "height": 844})
+    counts = page.get_by_test_id("count-total").bounding_box()
+    meta = page.get_by_test_id("detail-meta").bounding_box()
+    heading = page.get_by_test_id("detail-heading").bounding_box()
+    assert counts and meta and heading
+    assert heading["y"] < counts["y"] < meta["y"], (heading, counts, meta)
+    page.screenshot(path=str(SCREENSHOTS / "job-phone.png"), full_page=True)
 
 
 def test_failed_job_shows_its_error(page, allinone_server, clips):

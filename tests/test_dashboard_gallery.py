@@ -100,7 +100,7 @@ def test_a_card_seeks_the_video_to_the_first_sighting_with_its_box_outlined(page
     open_job(page, counted_job["id"])
     item = max(counted_job["gallery"]["items"], key=lambda i: i["first_time_s"])  # the latest first sighting
     move_video_to_the_end(page)
-    page.locator(f'[data-testid=animal-card][data-track-id="{item["id"]}"] button').click()
+    page.locator(f'[data-testid=animal-card][data-track-id="{item["id"]}"] .animal-button').click()
     wait_for_video_at(page, item["first_time_s"])
     highlight = page.get_by_test_id("video-highlight")
     expect(highlight).to_be_visible()
@@ -142,7 +142,7 @@ def test_gallery_screenshots(page, counted_job, name, viewport):
     open_job(page, counted_job["id"])
     wait_for_every_picture(page)
     item = max(counted_job["gallery"]["items"], key=lambda i: i["first_time_s"])
-    page.locator(f'[data-testid=animal-card][data-track-id="{item["id"]}"] button').click()
+    page.locator(f'[data-testid=animal-card][data-track-id="{item["id"]}"] .animal-button').click()
     wait_for_video_at(page, item["first_time_s"])
     page.screenshot(path=str(SCREENSHOTS / f"{name}-seek.png"))  # the viewport: the outlined animal
     screenshot(page, name)  # the whole page, the grid included

@@ -89,3 +89,73 @@ def test_correct_in_one_tab_refused_in_a_stale_one_then_undo(two_tabs, allinone_
     review = allinone_server.client.get(f"/jobs/{completed_job}/review").json()
     assert review["reviewed"] == review["automatic"]
     assert all(c["undone"] and c["by"] == "farm" for c in review["corrections"])
+
+
+def card_of(page, track: int):
+    return page.locator(f"[data-testid=animal-card][data-track-id='{track}']")
+
+
+def correct_from_card(page, track: int, action: str, *, into: int | None = None, class_name: str = "") -> None:
+    card = card_of(page, track)
+    card.get_by_test_id("card-action").select_option(action)
+    if into is not None:
+        card.get_by_test_id("card-into").fill(str(into))
+    if class_name:
+        card.get_by_test_id("card-class").select_option(class_name)
+    card.get_by_test_id("card-apply").click()
+
+
+def test_correct_from_the_gallery_cards_and_undo_from_a_card_and_the_panel(browser, allinone_server, completed_job):
+    stats = allinone_server.client.get(f"/jobs/{completed_job}/result").json()
+    total = stats["counts"]["total_unique"]
+    first, second = stats["tracks"][0], stats["tracks"][1]
+    with dashboard_page(browser, allinone_server, API_KEY) as page:
+        page.goto(f"/#/jobs/{completed_job}")
+        expect(card_of(page, first["id"]).get_by_test_id("card-action")).to_be_enabled(timeout=UI_TIMEOUT_MS)
+        expect(page.get_by_test_id("count-reviewed-stat")).to_be_hidden()  # no correction stands yet
+        expect(page.get_by_test_id("count-total-label")).to_have_text("animals")  # every class: not "objects"
+
+        # not an animal: struck out, and the headline's reviewed count is one less than the automatic one
+        correct_from_card(page, first["id"], "not_animal")
+        expect(card_of(page, first["id"])).to_have_attribute("data-review", "not-animal", timeout=UI_TIMEOUT_MS)
+        expect(card_of(page, first["id"]).get_by_test_id("card-state")).to_have_text("Not an animal")
+        expect(page.get_by_test_id("count-reviewed")).to_have_text(str(total - 1))
+        expect(page.get_by_test_id("count-total")).to_have_text(str(total))
+        review = allinone_server.client.get(f"/jobs/{completed_job}/review").json()
+        assert (review["corrections"][-1]["action"], review["corrections"][-1]["track"]) == ("not_animal", first["id"])
+        assert review["reviewed"]["total_unique"] == total - 1
+        gallery_shots(page)
+
+        card_of(page, first["id"]).get_by_test_id("card-undo").click()
+        expect(card_of(page, first["id"])).to_have_attribute("data-review", "counted", timeout=UI_TIMEOUT_MS)
+        expect(page.get_by_test_id("count-reviewed-stat")).to_be_hidden()
+        assert allinone_server.client.get(f"/jobs/{completed_job}/review").json()["reviewed"]["total_unique"] == total
+
+        # same as #N from a card, undone from the panel
+        correct_from_card(page, second["id"], "merge", into=first["id"])
+        expect(card_of(page, second["id"]).get_by_test_id("card-state")).to_have_text(
+            f"Same animal as #{first['id']}", timeout=UI_TIMEOUT_MS)
+        expect(page.get_by_test_id("count-reviewed")).to_have_text(str(total - 1))
+        page.locator("[data-testid=review-correction]:not(.undone) button").first.click()
+        expect(card_of(page, second["id"])).to_have_attribute("data-review", "counted", timeout=UI_TIMEOUT_MS)
+
+        # class is X: the card names its new class; the count stays
+        other_class = next(name for name in ("sheep", "cow") if name != first["class"])
+        correct_from_card(page, first["id"], "class", class_name=other_class)
+        expect(card_of(page, first["id"]).get_by_test_id("card-state")).to_have_text(
+            f"Class is {other_class}", timeout=UI_TIMEOUT_MS)
+        expect(page.get_by_test_id("count-reviewed")).to_have_text(str(total))
+        card_of(page, first["id"]).get_by_test_id("card-undo").click()
+        expect(card_of(page, first["id"])).to_have_attribute("data-review", "counted", timeout=UI_TIMEOUT_MS)
+    review = allinone_server.client.get(f"/jobs/{completed_job}/review").json()
+    assert review["reviewed"] == review["automatic"]
+
+
+def gallery_shots(page) -> None:
+    """The gallery with a card marked, at a desktop's and a phone's size."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for name, width, height in (("gallery-review", 1280, 800), ("gallery-review-phone", 390, 844)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.get_by_test_id("gallery-grid").scroll_into_view_if_needed()
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
+    page.set_viewport_size({"width": 1280, "height": 800})

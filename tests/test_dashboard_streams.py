@@ -162,6 +162,9 @@ def test_start_a_stream_watch_it_live_then_stop_it(page, allinone_server, rtsp_s
     with PlaylistWatch(allinone_server, job_id) as watch:
         check_it_plays_live(page, watch)
         check_counts_move(page, allinone_server, job_id)
+        # the same warning as a video job's page, and labels that say what is counted
+        expect(page.get_by_test_id("live-random-weights-banner")).to_contain_text("not real detections")
+        expect(page.get_by_test_id("live-total-label")).to_have_text("animals")
         check_window_chart(page, allinone_server, job_id)
         check_a_gap_is_shown(page, allinone_server, job_id, rtsp_server)
         # opened mid-stream (the page reloaded once the playlist is long), it joins near the

@@ -3,11 +3,13 @@
 import { ApiError, cancelOrDeleteJob, getJob, getResults, getSignedLinks, getStats } from "./api.js";
 import { renderCountChart } from "./chart.js";
 import { announce, element } from "./dom.js";
-import { formatBytes, formatCount, formatDuration, formatTimestamp, formatVideoTime } from "./format.js";
+import {
+  capitalised, countedNoun, formatBytes, formatCount, formatDuration, formatTimestamp, formatVideoTime,
+} from "./format.js";
 import { GalleryGrid, VideoSeeker, getGallery, seekFromChart, seekFromTrackRows } from "./gallery.js";
 import { LiveView } from "./live.js";
 import { Poller } from "./poller.js";
-import { renderReview } from "./review.js";
+import { decorateCard, forgetReview, renderReview } from "./review.js";
 import { hasResults, isActive, isStream, peakCount, progressText, statusLabel } from "./status.js";
 
 const ACTIVE_DELAY_MS = 1000;
@@ -46,6 +48,7 @@ export class JobDetail {
       card: this.byId("gallery-card"), grid: this.byId("gallery-grid"), note: this.byId("gallery-note"),
       seeker: this.seeker,
     });
+    this.gallery.decorate = decorateCard; // each animal's card can correct the count
     seekFromChart(this.byId("count-chart"), this.seeker);
   }
 
@@ -81,6 +84,7 @@ export class JobDetail {
     this.byId("detail-cancel").hidden = true;
     this.byId("detail-delete").hidden = true;
     this.live.reset();
+    forgetReview();
     this.gallery.reset();
     this.seeker.clearHighlight();
     this.poller.start();
@@ -296,6 +300,7 @@ export class JobDetail {
     this.byId("model-id").textContent = model.id || "unknown model";
     this.showResultKind(false);
     this.renderVideo(job, stats);
+    this.noun = countedNoun(job.params);
     this.renderCounts(stats);
     this.renderTracks(stats.tracks || []);
     renderReview(job.job_id);
@@ -381,6 +386,9 @@ export class JobDetail {
   renderCounts(stats) {
     const counts = stats.counts || {};
     this.byId("count-total").textContent = formatCount(counts.total_unique);
+    this.byId("count-total-label").textContent = this.noun; // what was counted, not "objects"
+    this.byId("by-class-caption").textContent = `${capitalised(this.noun)} per class`;
+    this.byId("chart-heading").textContent = `${capitalised(this.noun)} in view over time`;
     const peak = peakCount(counts.peak);
     this.byId("count-peak").textContent = peak === null ? "–" : formatCount(peak);
     const peakTime = counts.peak && counts.peak.time_s;
@@ -399,7 +407,7 @@ export class JobDetail {
     const zones = stats.zones || [];
     this.renderCountTable(
       "zone-counts", "Zones",
-      [["Zone", false], ["Most at once", true], ["Average", true], ["Objects seen in it", true]],
+      [["Zone", false], ["Most at once", true], ["Average", true], [`${capitalised(this.noun)} seen in it`, true]],
       zones.map((zone) => [
         zone.name, formatCount(zone.max_total), zone.mean_total.toFixed(1),
         formatCount(Object.values(zone.unique).reduce((sum, n) => sum + n, 0)),
@@ -432,7 +440,7 @@ export class JobDetail {
     const note = this.byId("tracks-note");
     note.hidden = tracks.length > 0 && tracks.length <= MAX_TRACK_ROWS;
     note.textContent = tracks.length === 0
-      ? "No object was tracked long enough to be counted."
+      ? "Nothing was tracked long enough to be counted."
       : `Showing the first ${MAX_TRACK_ROWS} of ${formatCount(tracks.length)} tracks; the stats JSON has them all.`;
     this.byId("track-body").replaceChildren(
       ...shown.map((track) =>

@@ -61,3 +61,14 @@ export function secondsBetween(startIso, endIso) {
   const seconds = (new Date(endIso) - new Date(startIso)) / 1000;
   return Number.isFinite(seconds) ? seconds : null;
 }
+
+/** What a job counts, for its labels: the class names it chose ("cow, sheep"), else "animals". */
+export function countedNoun(params) {
+  const classes = (params && params.classes) || [];
+  return classes.length ? classes.join(", ") : "animals";
+}
+
+/** ``countedNoun`` at the start of a sentence or a heading. */
+export function capitalised(text) {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}

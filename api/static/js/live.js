@@ -1,9 +1,9 @@
 // A stream job's page: the live player, the counts so far, the stream's health (frames dropped,
 // latency, gaps), a bar per window of counts, and, once stopped, its downloads.
 
-import { getSignedLinks, getWindows } from "./api.js";
+import { ApiError, getModel, getSignedLinks, getWindows } from "./api.js";
 import { announce, element } from "./dom.js";
-import { formatCount, formatDuration, formatTimestamp, secondsBetween } from "./format.js";
+import { capitalised, countedNoun, formatCount, formatDuration, formatTimestamp, secondsBetween } from "./format.js";
 import { LivePlayer } from "./player.js";
 import { isActive } from "./status.js";
 import { renderWindowChart } from "./windowchart.js";
@@ -45,6 +45,34 @@ export class LiveView {
     this.byId("live-downloads-card").hidden = true;
     this.byId("live-downloads").replaceChildren();
     this.byId("window-chart").replaceChildren();
+    this.byId("live-random-weights-banner").hidden = true;
+    this.modelKnown = false;
+  }
+
+  /** The labels say what the stream counts: the classes it chose, else "animals". */
+  showWhatIsCounted(params) {
+    const noun = countedNoun(params);
+    this.byId("live-total-label").textContent = noun;
+    this.byId("live-by-class-caption").textContent = `${capitalised(noun)} per class so far`;
+  }
+
+  /** The same warning as a video job's page when the model is a random test one: from the
+   * stream's own facts once it has run (``live.model``), else from the service's model card. */
+  async showTestModelBanner(live) {
+    if (this.modelKnown) return;
+    let model = live.model || null;
+    if (!model) {
+      try {
+        const card = await getModel();
+        model = { id: card.model_id, random_weights: card.random_weights };
+      } catch (error) {
+        if (!(error instanceof ApiError)) throw error;
+        return; // no worker has loaded the model yet: asked again at the next poll
+      }
+    }
+    this.modelKnown = true;
+    this.byId("live-model-id").textContent = model.id || "unknown model";
+    this.byId("live-random-weights-banner").hidden = !model.random_weights;
   }
 
   /**
@@ -57,9 +85,11 @@ export class LiveView {
       this.jobId = job.job_id;
     }
     this.root.hidden = false;
+    const live = job.live || {};
+    this.showWhatIsCounted(job.params);
+    await this.showTestModelBanner(live);
     this.windowS = (job.stream && job.stream.window_s) || null;
     this.active = isActive(job);
-    const live = job.live || {};
     this.renderCounts(job.counts || {}, live, isActive(job));
     this.renderHealth(live);
     this.followPlayer(job);
