@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -547,7 +548,26 @@ def test_images_upload_shows_files_overview_and_both_totals(page, allinone_serve
     expect(page.get_by_test_id("download-tracks-csv")).to_be_hidden()
     table = httpx.get(allinone_server.url + page.get_by_test_id("download-results-csv").get_attribute("href"))
     assert table.status_code == 200 and table.text.startswith("file,class,count,ok,error_code,error\r\n")
+    check_images_gallery(page, allinone_server, job_id, counts)
     screenshot(page, "images-job")
+
+
+def check_images_gallery(page, server: AllInOneServer, job_id: str, counts: dict) -> None:
+    """A card per counted animal (as many as the grid shows); choosing one opens the annotated
+    image of the file its picture was taken from."""
+    gallery = server.client.get(f"/jobs/{job_id}/gallery").json()
+    assert gallery["count"] == counts["deduplicated"]["total"] > 0
+    cards = page.get_by_test_id("animal-card")
+    expect(cards).to_have_count(min(len(gallery["items"]), 500), timeout=UI_TIMEOUT_MS)
+    item = gallery["items"][0]
+    expect(cards.first).to_contain_text(item["crop_image"])
+    with page.expect_popup() as opened:
+        cards.first.locator("button").click()
+    url = opened.value.url
+    assert unquote(url.partition("/files/")[2].partition("?")[0]) == item["crop_image"]
+    image = httpx.get(url)  # signed: no key needed
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+    opened.value.close()
 
 
 def test_a_big_set_of_images_goes_through_direct_uploads(page, allinone_server, tmp_path):
