@@ -137,9 +137,10 @@ DOWNLOADS: dict[str, Output] = {
                           "results.csv: an images job's counts, one row per file and class", kinds=("images",)),
     "gallery": Output(GALLERY, "application/json", "/gallery",
                       "gallery.json: every counted animal with its best picture, class, first and last sighting",
-                      kinds=("video",)),
+                      kinds=("video", "images")),
     "gallery_zip": Output(GALLERY_ZIP, "application/zip", f"/{GALLERY_ZIP}",
-                          "gallery.zip: gallery.json and every animal's picture (crops/<id>.jpg)", kinds=("video",)),
+                          "gallery.zip: gallery.json and every animal's picture (crops/<id>.jpg)",
+                          kinds=("video", "images")),
     # not stored: converted from windows.jsonl when asked (it grows while the stream runs)
     "windows_csv": Output(WINDOWS, CSV_MEDIA_TYPE, f"/exports/{WINDOWS_CSV}",
                           "windows.csv: a stream's counts per window (readable while it runs)", kinds=("stream",)),

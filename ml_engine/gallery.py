@@ -75,23 +75,62 @@ def score_crop(box: Sequence[float], frame_size: tuple[int, int], confidence: fl
     return CropScore(is_whole(box, frame_size), quality)
 
 
-def cut_crop(image: np.ndarray, box: Sequence[float]) -> np.ndarray | None:
-    """The box's pixels with a little context, shrunk to at most ``MAX_CROP_PX`` on its longest
-    side; a copy (the frame is drawn on afterwards). None for a box with no pixels in the frame."""
-    height, width = image.shape[:2]
+def crop_region(box: Sequence[float], frame_size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """The pixels (left, top, right, bottom) a crop of ``box`` takes: the box with a little
+    context, inside the frame. None for a box with no pixels in the frame."""
+    width, height = frame_size
     x1, y1, x2, y2 = box
     pad_x, pad_y = (x2 - x1) * CROP_PADDING, (y2 - y1) * CROP_PADDING
     left, top = max(0, int(x1 - pad_x)), max(0, int(y1 - pad_y))
     right, bottom = min(width, int(np.ceil(x2 + pad_x))), min(height, int(np.ceil(y2 + pad_y)))
     if right <= left or bottom <= top:
         return None
-    crop = image[top:bottom, left:right]
+    return left, top, right, bottom
+
+
+def shrink_crop(crop: np.ndarray) -> np.ndarray:
+    """``crop`` at most ``MAX_CROP_PX`` on its longest side (never enlarged); always a copy."""
     longest = max(crop.shape[0], crop.shape[1])
     if longest <= MAX_CROP_PX:
         return crop.copy()
     scale = MAX_CROP_PX / longest
     size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
     return cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+
+
+def cut_crop(image: np.ndarray, box: Sequence[float]) -> np.ndarray | None:
+    """The box's pixels with a little context, shrunk to at most ``MAX_CROP_PX`` on its longest
+    side; a copy (the frame is drawn on afterwards). None for a box with no pixels in the frame."""
+    region = crop_region(box, (image.shape[1], image.shape[0]))
+    if region is None:
+        return None
+    left, top, right, bottom = region
+    return shrink_crop(image[top:bottom, left:right])
+
+
+def write_crop(output_dir: Path, crop_id: int, crop: np.ndarray) -> Path:
+    """``crop`` (RGB) as ``crops/<crop_id>.jpg`` below ``output_dir``, replacing an earlier one."""
+    path = output_dir / gallery_crop(crop_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:  # OpenCV gives no reason; a crop of a decoded image always encodes in practice
+        raise ValueError(f"could not encode the picture of animal {crop_id} as JPEG")
+    path.write_bytes(encoded.tobytes())
+    return path
+
+
+def write_gallery(output_dir: Path, document: Mapping[str, Any]) -> dict[str, Path]:
+    """gallery.json (``document``) and gallery.zip holding it and every item's crop; returns
+    output name -> path (crops as ``crops/<id>.jpg``)."""
+    gallery_path = output_dir / GALLERY
+    gallery_path.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    crops = {item["crop"]: output_dir / item["crop"] for item in document["items"] if item["crop"]}
+    zip_path = output_dir / GALLERY_ZIP
+    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_STORED) as archive:  # JPEGs: compressed already
+        archive.write(gallery_path, GALLERY)
+        for name, path in crops.items():
+            archive.write(path, name)
+    return {**crops, GALLERY: gallery_path, GALLERY_ZIP: zip_path}
 
 
 @dataclass
@@ -165,13 +204,7 @@ class GalleryCollector:
 
     def _write_crop(self, track_id: int) -> None:
         candidate = self._candidates.pop(track_id)
-        path = self.output_dir / gallery_crop(track_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(candidate.crop, cv2.COLOR_RGB2BGR),
-                                   [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        if not ok:  # OpenCV gives no reason; a crop of a decoded frame always encodes in practice
-            raise ValueError(f"could not encode the crop of track {track_id} as JPEG")
-        path.write_bytes(encoded.tobytes())
+        write_crop(self.output_dir, track_id, candidate.crop)
         height, width = candidate.crop.shape[:2]
         self._kept[track_id] = _Kept(candidate.score, candidate.frame, candidate.time_s, candidate.box,
                                      candidate.confidence, width, height)
@@ -181,16 +214,7 @@ class GalleryCollector:
         and gallery.zip; returns output name -> path (crops as ``crops/<id>.jpg``)."""
         for track_id in list(self._candidates):
             self._write_crop(track_id)
-        document = self.document(tracks)
-        gallery_path = self.output_dir / GALLERY
-        gallery_path.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-        crops = {item["crop"]: self.output_dir / item["crop"] for item in document["items"] if item["crop"]}
-        zip_path = self.output_dir / GALLERY_ZIP
-        with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_STORED) as archive:  # JPEGs: compressed already
-            archive.write(gallery_path, GALLERY)
-            for name, path in crops.items():
-                archive.write(path, name)
-        return {**crops, GALLERY: gallery_path, GALLERY_ZIP: zip_path}
+        return write_gallery(self.output_dir, self.document(tracks))
 
     def document(self, tracks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """gallery.json: the frame size, the count, and one item per track."""

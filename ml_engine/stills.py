@@ -20,6 +20,8 @@ results to ``output_dir`` as it goes, so memory does not grow with the number of
 4. **Write**: a line in ``results.jsonl`` and ``detections.jsonl``, the COCO image and its
    annotations, GeoJSON features, and the annotated image (the still, or a downscaled
    overview of a large raster, read decimated).
+5. **Picture** (``ml_engine.stills_gallery``): the best crop of each counted animal, taken
+   before the image is drawn on; ``finish`` writes gallery.json and gallery.zip.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -41,6 +43,8 @@ from core.errors import CattleCounterError, ImageError, JobCancelled, ModelError
 from core.outputs import (
     COCO,
     DETECTIONS,
+    GALLERY,
+    GALLERY_ZIP,
     GEOJSON,
     RESULTS,
     RESULTS_CSV,
@@ -49,6 +53,7 @@ from core.outputs import (
     annotated_still,
 )
 from core.tables import write_results_csv
+from ml_engine.gallery import crop_region, cut_crop, shrink_crop
 from ml_engine.geo import (
     DEDUP_TOLERANCE_PX,
     GroundDeduplicator,
@@ -61,6 +66,7 @@ from ml_engine.geo import (
 from ml_engine.outputs import _copy_json_lines, _json_line, _write_json
 from ml_engine.pipeline import DetectorLike
 from ml_engine.raster import RasterSource, open_raster, upright
+from ml_engine.stills_gallery import MAX_ITEMS, CropReader, StillsGallery
 from ml_engine.tiling import TilingSetting, View, merge_views, offset_boxes, parse_tiling, plan_tiles
 
 __all__ = ["DEFAULT_MAX_RASTER_PIXELS", "WINDOWED_ABOVE_PIXELS", "FileResult", "StillsConfig", "StillsRun",
@@ -104,6 +110,7 @@ class StillsConfig:
     windowed_above_pixels: int = WINDOWED_ABOVE_PIXELS
     dedup_tolerance_px: float = DEDUP_TOLERANCE_PX
     overview_max_px: int = OVERVIEW_MAX_PX
+    gallery_max_items: int = MAX_ITEMS
 
     def __post_init__(self) -> None:
         self.tiling = parse_tiling(self.tiling)
@@ -151,6 +158,8 @@ class StillsRun:
         self.georeferenced_images = 0
         self.source_crs: set[str] = set()
         self.dedup = GroundDeduplicator(config.dedup_tolerance_px)
+        self.gallery = StillsGallery(self.output_dir, config.gallery_max_items)
+        self.crops: dict[str, Path] = {}  # the gallery's pictures (crops/<id>.jpg), once finished
         self._annotation_id = 0
         self._annotated_names: set[str] = set()
         self._results = self._open(RESULTS)
@@ -237,6 +246,10 @@ class StillsRun:
         result.counts = {"total": len(rows), "by_class": dict(sorted(by_class.items()))}
         self.per_image_sum.update(by_class)
         self._georeference(source, result, detections, rows)
+        # before the image is drawn on; a large raster's crops come from the file, in small windows
+        reader = _window_reader(source) if windowed else _image_reader(image)
+        self.gallery.add_image(result.name, (source.width, source.height) if windowed
+                               else (int(result.width or 0), int(result.height or 0)), rows, reader)
         result.ok = True
         image_id = self.images
         self._write_detections(result, image_id, rows)
@@ -374,8 +387,9 @@ class StillsRun:
     # --- the job's summaries --------------------------------------------------------------------
 
     def finish(self) -> tuple[dict[str, Any], dict[str, Path]]:
-        """Write coco.json, detections.geojson (when any input is georeferenced), results.csv and
-        stats.json; returns (stats, {file name relative to output_dir: path})."""
+        """Write coco.json, detections.geojson (when any input is georeferenced), results.csv,
+        gallery.json and gallery.zip (its pictures: ``self.crops``, not returned) and stats.json;
+        returns (stats, {file name relative to output_dir: path})."""
         self.close()
         outputs = {name: self.output_dir / name for name in (RESULTS, RESULTS_CSV, DETECTIONS, COCO, STATS)}
         write_results_csv(self.output_dir)
@@ -384,6 +398,9 @@ class StillsRun:
             self._write_geojson()
             outputs[GEOJSON] = self.output_dir / GEOJSON
         (self.output_dir / _GEOJSON_PART).unlink(missing_ok=True)
+        gallery = self.gallery.finish()
+        self.crops = {name: path for name, path in gallery.items() if name not in (GALLERY, GALLERY_ZIP)}
+        outputs.update({name: gallery[name] for name in (GALLERY, GALLERY_ZIP)})
         stats = self._stats()
         _write_json(self.output_dir / STATS, stats)
         for path in sorted((self.output_dir / "annotated").glob("*.jpg")):
@@ -627,6 +644,19 @@ def _has_exif_gps(source: RasterSource) -> bool:
         return any(key.startswith("EXIF_GPS") for key in source.dataset.tags())
     except Exception:  # a metadata domain GDAL cannot parse is no reason to fail the file
         return False
+
+
+def _image_reader(image: np.ndarray) -> CropReader:
+    """A still's crops: cut from the image in memory."""
+    return lambda box: cut_crop(image, box)
+
+
+def _window_reader(source: RasterSource) -> CropReader:
+    """A large raster's crops: each read from the file as the small window around its box."""
+    def read(box: Sequence[float]) -> np.ndarray | None:
+        region = crop_region(box, (source.width, source.height))
+        return None if region is None else shrink_crop(source.read(region))
+    return read
 
 
 def _draw(image: np.ndarray, detections: sv.Detections, scale: float, total: int) -> np.ndarray:

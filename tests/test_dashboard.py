@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -566,6 +567,38 @@ def test_images_upload_shows_files_overview_and_both_totals(page, allinone_serve
     table = httpx.get(allinone_server.url + page.get_by_test_id("download-results-csv").get_attribute("href"))
     assert table.status_code == 200 and table.text.startswith("file,class,count,ok,error_code,error\r\n")
     screenshot(page, "images-job")
+
+
+def test_an_images_jobs_gallery_card_opens_its_files_image(page, allinone_server, tmp_path):
+    """A card per counted animal (as many as the grid shows); choosing one opens the annotated
+    image of the file its picture was taken from."""
+    from tests.fixtures_stills import write_stills
+
+    page.get_by_test_id("file-input").set_input_files(write_stills(tmp_path / "flight", 3))
+    expect(page.get_by_test_id("submit-button")).to_contain_text("3 images as one job")
+    page.get_by_label("Confidence threshold").fill("0.01")
+    page.get_by_test_id("submit-button").click()
+    done = page.locator("[data-testid=upload-item][data-state=done]")
+    expect(done).to_have_count(1, timeout=60_000)
+    job_id = done.get_attribute("data-job-id")
+    row = job_row(page, job_id)
+    expect(row.get_by_test_id("job-status")).to_have_text("completed", timeout=JOB_TIMEOUT_MS * 2)
+    row.get_by_test_id("job-open").click()
+    expect(page.get_by_test_id("images-result")).to_be_visible(timeout=UI_TIMEOUT_MS)
+    counts = allinone_server.client.get(f"/jobs/{job_id}/result").json()["counts"]
+    gallery = allinone_server.client.get(f"/jobs/{job_id}/gallery").json()
+    assert gallery["count"] == counts["total"] > 0  # not georeferenced: every detection is an animal
+    cards = page.get_by_test_id("animal-card")
+    expect(cards).to_have_count(min(len(gallery["items"]), 500), timeout=UI_TIMEOUT_MS)
+    item = gallery["items"][0]
+    expect(cards.first).to_contain_text(item["crop_image"])
+    with page.expect_popup() as opened:
+        cards.first.locator("button").click()
+    url = opened.value.url
+    assert unquote(url.partition("/files/")[2].partition("?")[0]) == item["crop_image"]
+    image = httpx.get(url)  # signed: no key needed
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+    opened.value.close()
 
 
 def test_a_big_set_of_images_goes_through_direct_uploads(page, allinone_server, tmp_path):

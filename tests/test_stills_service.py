@@ -10,13 +10,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import zipfile
 from pathlib import Path
 
+import cv2
 import httpx
+import numpy as np
 import pytest
 
 from core.jobs import JobStatus
+from core.outputs import GALLERY
 from ml_engine.stills import validate_stills_stats
+from ml_engine.stills_gallery import MAX_ITEMS
 from tests.fixtures_stills import (
     image_bytes,
     tiff_damaged_in_the_middle,
@@ -89,11 +94,33 @@ def test_a_zip_of_stills_with_bad_files_completes_with_errors(start_service, bac
     path, _, query = files_link.partition("?")
     assert httpx.get(f"{service.api_url}{path}flight_still-0002.png?{query}").status_code == 200
     assert "video" not in done["links"] and "results" in done["links"]
+    _check_gallery(service, job_id, done, stats)
 
     listed = service.client.get("/jobs", params={"status": "completed_with_errors"}).json()["jobs"]
     assert job_id in {job["job_id"] for job in listed}
     assert service.client.delete(f"/jobs/{job_id}").status_code == 204
     assert not list(service.backends.blobs.list(f"jobs/{job_id}/"))
+
+
+def _check_gallery(service, job_id: str, done: dict, stats: dict) -> None:
+    """One picture per counted animal (no file is georeferenced: each detection is one), through
+    the real routes: gallery.json, the ZIP holding it and every picture, and one picture alone."""
+    gallery = service.client.get(done["links"]["gallery"]).json()
+    assert gallery["count"] == stats["counts"]["total"] > 0
+    assert len(gallery["items"]) == min(gallery["count"], MAX_ITEMS)
+    assert sum(item["sightings"] for item in gallery["items"]) == len(gallery["items"])
+    response = service.client.get(done["links"]["gallery_zip"])
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    assert sorted(archive.namelist()) == sorted([GALLERY] + [item["crop"] for item in gallery["items"]])
+    for item in gallery["items"]:
+        crop = cv2.imdecode(np.frombuffer(archive.read(item["crop"]), np.uint8), cv2.IMREAD_COLOR)
+        assert crop is not None and max(crop.shape[:2]) <= 256
+        assert item["crop_image"] in {f"flight_still-{i:04d}.{'png' if i % 2 == 0 else 'jpg'}" for i in range(GOOD)}
+    first = gallery["items"][0]
+    picture = service.client.get(f"/jobs/{job_id}/{first['crop']}")
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/jpeg"
+    assert picture.content == archive.read(first["crop"])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -84,6 +84,8 @@ def process_images(job: Job, backends: Backends, detector: Any, settings: Settin
         done, failed = (done + 1, failed) if result.ok else (done, failed + 1)
         reporter.on_files(done, failed, job.files_total)
     stats, files = run.finish()
+    for name, path in run.crops.items():  # stored by name, not listed: one per counted animal
+        backends.blobs.upload_file(output_blob_path(job.id, name), path, media_type(name))
     if refused:
         _add_refused(stats, refused, outputs_dir)
     outputs = {}

@@ -57,6 +57,12 @@ export class JobDetail {
     const tracks = stats.tracks || [];
     this.seeker.setFrameSize((stats.video || {}).width, (stats.video || {}).height);
     seekFromTrackRows(this.byId("track-body"), tracks.slice(0, MAX_TRACK_ROWS), this.gallery);
+    const images = job.kind === "images";
+    // an images job's card opens the file its picture was taken from, annotated
+    this.gallery.open = images ? (item) => window.open(this.fileImageUrl(item.crop_image || item.first_image), "_blank", "noopener") : null;
+    this.byId("gallery-hint").textContent = images
+      ? "Each animal counted, at its best sighting. Choose one to open the image it was taken from."
+      : "Each animal counted, at its best sighting. Choose one to see where it was first seen in the video.";
     if (!job.links || !job.links.gallery) return;
     const jobId = this.jobId;
     const gallery = await getGallery(jobId);
@@ -127,8 +133,10 @@ export class JobDetail {
           [getStats(jobId), getSignedLinks(jobId), images ? getResults(jobId) : Promise.resolve(null)]);
         if (jobId !== this.jobId) return null;
         this.useLinks(signed);
-        if (images) this.renderImagesResult(job, stats, files);
-        else {
+        if (images) {
+          this.renderImagesResult(job, stats, files);
+          await this.renderGallery(job, stats);
+        } else {
           this.renderResult(job, stats);
           await this.renderGallery(job, stats);
         }

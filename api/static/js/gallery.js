@@ -92,6 +92,7 @@ export class GalleryGrid {
     this.seeker = seeker;
     this.firstBoxes = new Map(); // final id -> the box of its first sighting
     this.decorate = null; // (card, item) => void: more controls on each card (say, a review's)
+    this.open = null; // (item) => void: what choosing a card does instead of seeking (an images job's file)
   }
 
   reset() {
@@ -104,20 +105,31 @@ export class GalleryGrid {
   render(gallery, cropUrl) {
     const items = gallery.items || [];
     this.firstBoxes = new Map(items.map((item) => [item.id, item.first_box]));
-    this.note.hidden = items.length > 0 && items.length <= MAX_CARDS;
-    this.note.textContent = items.length === 0
-      ? "No animal was tracked long enough to be counted."
-      : `Showing the first ${MAX_CARDS} of ${formatCount(items.length)} animals; the pictures download has them all.`;
+    this.note.hidden = items.length > 0 && items.length <= MAX_CARDS && !gallery.truncated;
+    this.note.textContent = this.noteOf(gallery, items);
     this.grid.replaceChildren(...items.slice(0, MAX_CARDS).map((item) => this.cardOf(item, cropUrl)));
     this.card.hidden = false;
   }
 
+  noteOf(gallery, items) {
+    if (items.length === 0) return this.open ? "No animal was counted." : "No animal was tracked long enough to be counted.";
+    // an images job lists at most so many animals (gallery.json's truncated says so): the download has those
+    const cut = gallery.truncated ? ` ${gallery.truncated.note}` : "";
+    if (items.length <= MAX_CARDS) return cut.trim();
+    const all = gallery.truncated ? `the ${formatCount(items.length)} listed` : "them all";
+    return `Showing the first ${MAX_CARDS} of ${formatCount(items.length)} animals; the pictures download has ${all}.${cut}`;
+  }
+
   cardOf(item, cropUrl) {
-    const seen = `${formatVideoTime(item.first_time_s)} – ${formatVideoTime(item.last_time_s)}`;
+    // an images job's animal is seen in files, a video's between two times
+    const seen = item.first_image !== undefined
+      ? item.crop_image || item.first_image
+      : `${formatVideoTime(item.first_time_s)} – ${formatVideoTime(item.last_time_s)}`;
+    const action = this.open ? "open its image" : "show its first sighting in the video";
     const card = element("li", { className: "animal-card", attrs: { "data-testid": "animal-card", "data-track-id": String(item.id) } });
     const button = element("button", {
       className: "animal-button",
-      attrs: { type: "button", "aria-label": `#${item.id}, ${item.class}, seen ${seen}: show its first sighting in the video` },
+      attrs: { type: "button", "aria-label": `#${item.id}, ${item.class}, seen ${seen}: ${action}` },
     });
     const picture = element("div", { className: "animal-picture" });
     if (item.crop) {
@@ -131,7 +143,8 @@ export class GalleryGrid {
       element("span", { className: "animal-class", text: item.class }),
       element("span", { className: "animal-seen", text: seen }),
     );
-    button.addEventListener("click", () => this.showFirstSighting(item.id, item.first_time_s, item.class));
+    button.addEventListener("click", () => (this.open
+      ? this.open(item) : this.showFirstSighting(item.id, item.first_time_s, item.class)));
     card.append(button);
     if (this.decorate) this.decorate(card, item);
     return card;
