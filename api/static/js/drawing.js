@@ -49,6 +49,7 @@ export class DrawingPanel {
     this.video.addEventListener("seeked", () => this.showFrame());
     this.video.addEventListener("error", () => this.unreadable());
     this.listenForPointer();
+    window.addEventListener("resize", () => this.render());
   }
 
   /** Show ``file``'s first frame (a video File), or hide the panel (null). A new file starts afresh. */
@@ -202,7 +203,9 @@ export class DrawingPanel {
     if (this.container.dataset.state !== "ready") return;
     const context = this.canvas.getContext("2d");
     context.drawImage(this.video, 0, 0, this.canvas.width, this.canvas.height);
-    const stroke = Math.max(2, this.canvas.width / 320);
+    // lines and labels the same size on screen whatever the frame is scaled to (a phone shrinks it)
+    const shown = this.canvas.getBoundingClientRect().width || this.canvas.width;
+    const stroke = Math.max(1, (2.5 * this.canvas.width) / shown);
     for (const zone of this.zones) drawZone(context, zone.polygon, zone.name, stroke, true);
     for (const line of this.lines) drawLine(context, line.start, line.end, line.name, stroke);
     const pending = this.pending;
@@ -313,7 +316,7 @@ function drawZone(context, points, name, stroke, closed) {
 }
 
 function label(context, text, x, y, stroke) {
-  context.font = `${Math.round(stroke * 7)}px sans-serif`;
+  context.font = `${Math.round(stroke * 5.5)}px sans-serif`;
   context.lineWidth = stroke;
   context.strokeStyle = "rgba(0, 0, 0, 0.8)";
   context.strokeText(text, x, y);
