@@ -25,10 +25,10 @@ export class DrawingPanel {
   }
 
   build() {
-    const heading = element("p", { className: "drawing-title", text: "Draw on the first frame " });
+    const heading = element("p", { className: "drawing-title", text: "Lines and zones on the first frame " });
     heading.append(element("span", { className: "optional", text: "(optional)" }));
     this.tools = element("div", { className: "drawing-tools", attrs: { role: "radiogroup", "aria-label": "Draw" } });
-    for (const [tool, label] of [["line", "Counting line (drag)"], ["zone", "Zone (click points, double-click to close)"]]) {
+    for (const [tool, label] of [["line", "Draw a line (drag)"], ["zone", "Draw a zone (click points, double-click to close)"]]) {
       const radio = element("input", { attrs: { type: "radio", name: "drawing-tool", value: tool, "data-testid": `draw-${tool}` } });
       radio.checked = tool === "line";
       radio.addEventListener("change", () => this.cancelPending());
@@ -38,7 +38,7 @@ export class DrawingPanel {
     }
     this.canvas = element("canvas", {
       className: "drawing-canvas",
-      attrs: { "data-testid": "drawing-canvas", "aria-label": "The video's first frame: drag to draw a counting line" },
+      attrs: { "data-testid": "drawing-canvas", "aria-label": "The video's first frame: drag across it for a line, click points for a zone" },
     });
     this.size = element("p", { className: "hint", attrs: { "data-testid": "drawing-size" } });
     this.list = element("ul", { className: "drawing-list", attrs: { "data-testid": "drawing-list", "aria-label": "Drawn lines and zones" } });
