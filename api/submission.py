@@ -48,6 +48,8 @@ from core.jobs import (
     ManifestEntry,
     StreamOptions,
     file_input_blob_path,
+    has_relative_units,
+    in_frame_pixels,
     input_blob_path,
     job_blob_prefix,
     manifest_blob_path,
@@ -131,6 +133,9 @@ def check_stream_request(body: dict[str, Any], settings: Settings) -> tuple[str,
     except ValidationError as exc:
         raise InvalidInput(describe_params_error(exc)) from None
     params = check_params({k: v for k, v in body.items() if k not in option_names and k != "source_url"}, settings)
+    if has_relative_units(params):  # nothing has seen a frame yet to turn 0..1 into pixels
+        raise InvalidInput('lines, zones: "units": "relative" is for videos only; a stream takes the '
+                           "camera's pixels (draw them on a snapshot: see docs/api.md)")
     _check_stream_limits(stream, params, settings)
     check_stream_url(url, settings.stream_allowed_networks)
     return url, params, stream
@@ -212,6 +217,12 @@ def probe_blob(backends: Backends, blob_path: str, settings: Settings) -> VideoI
         return probe(reader, video_limits(settings))
 
 
+def placed_in_frame(params: JobParams, info: VideoInfo) -> JobParams:
+    """The job's lines and zones in pixels of the video's frames as decoded (rotation applied),
+    refusing any outside them (422)."""
+    return in_frame_pixels(params, *info.display_size)
+
+
 def probe_image_file(path: Path, settings: Settings, name: str | None = None) -> ImageInfo:
     """Raises a typed ImageError for anything not a readable image within MAX_RASTER_PIXELS,
     its message naming the file as the client knows it (``name``; a scratch file's otherwise)."""
@@ -255,11 +266,12 @@ class Submitter:
 
     def submit_file(
         self, video: Path, filename: str, params: JobParams, idempotency_key: str | None,
-        owner: str = DEFAULT_OWNER,
+        owner: str = DEFAULT_OWNER, info: VideoInfo | None = None,
     ) -> tuple[Job, bool]:
-        """Store a probed local file as a new job's input and enqueue it.
-        Returns (job, created); created is False when the idempotency key matched."""
+        """Store a probed local file (``info``: its probe, if the caller has it) as a new job's
+        input and enqueue it. Returns (job, created); created is False when the idempotency key matched."""
         self.check_classes(params)
+        params = placed_in_frame(params, info or probe_file(video, self.settings))
         job_id = new_job_id()
         blob = input_blob_path(job_id)
         self.backends.blobs.upload_file(blob, video)
@@ -278,6 +290,8 @@ class Submitter:
         meta = self._upload_meta(upload_id, owner)
         existing = self._job_of_upload(meta)
         if existing is not None:
+            if has_relative_units(params):  # compared as the job was made: in pixels
+                params = placed_in_frame(params, probe_blob(self.backends, upload_data_path(upload_id), self.settings))
             check_same_params(existing, idempotency_key, params)
             return existing, False
         job_id = meta.get("job_id") or new_job_id()
@@ -291,12 +305,13 @@ class Submitter:
             raise UploadTooLarge(f"the upload is {stored.size} bytes; the limit is "
                                  f"{self.settings.max_upload_bytes} (MAX_UPLOAD_BYTES)")
         try:
-            probe_blob(self.backends, blob, self.settings)
+            info = probe_blob(self.backends, blob, self.settings)
         except VideoError:
             if self._upload_is_an_image(blob):  # one big orthomosaic, say: an images job of one file
                 return self.submit_uploads([upload_id], params, idempotency_key, owner)
             self.backends.blobs.delete_prefix(upload_prefix(upload_id))
             raise
+        params = placed_in_frame(params, info)
         # a SAS write URL stays valid until it expires: the etag pins the version checked here
         return self._record_and_enqueue(job_id, blob, meta.get("filename", "video"), stored.size, params,
                                         idempotency_key, owns_input=False, input_etag=stored.etag, owner=owner)

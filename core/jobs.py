@@ -8,9 +8,18 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from core.errors import CorruptRecord, InvalidInput, InvalidMessage
 from core.tiling import TILING_PATTERN, parse_tiling
@@ -83,6 +92,22 @@ class Tracker(str, Enum):
     BYTETRACK = "bytetrack"
 
 
+# "pixels": the source video's pixels (x right, y down, after rotation). "relative": 0..1 of
+# the frame's width and height, turned into pixels at submit (see ``in_frame_pixels``), so a
+# stored job, the worker and the outputs only ever see pixels: a pixel item never shows the field.
+Units = Literal["pixels", "relative"]
+UNITS_DESCRIPTION = "pixels (default): the source video's pixels; relative: 0..1 of its width and height."
+
+
+def _is_pixels(units: Units) -> bool:
+    return units == "pixels"
+
+
+def _check_relative(units: Units, points: list[Point], what: str) -> None:
+    if units == "relative" and not all(0 <= c <= 1 for point in points for c in point):
+        raise ValueError(f'{what} with "units": "relative" has its coordinates between 0 and 1')
+
+
 class CountingLine(BaseModel):
     """A line across the frame; objects crossing it are counted in/out per class.
     Unnamed lines are named by their place in the list (see ``with_default_names``)."""
@@ -91,6 +116,12 @@ class CountingLine(BaseModel):
     name: Name | None = None
     start: Point
     end: Point
+    units: Units = Field(default="pixels", exclude_if=_is_pixels, description=UNITS_DESCRIPTION)
+
+    @model_validator(mode="after")
+    def _relative_in_range(self) -> CountingLine:
+        _check_relative(self.units, [self.start, self.end], "a line")
+        return self
 
     @field_validator("end")
     @classmethod
@@ -107,6 +138,12 @@ class CountingZone(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Name | None = None
     polygon: Annotated[list[Point], Field(min_length=3, max_length=MAX_POLYGON_POINTS)]
+    units: Units = Field(default="pixels", exclude_if=_is_pixels, description=UNITS_DESCRIPTION)
+
+    @model_validator(mode="after")
+    def _relative_in_range(self) -> CountingZone:
+        _check_relative(self.units, self.polygon, "a zone")
+        return self
 
 
 Named = TypeVar("Named", CountingLine, CountingZone)
@@ -191,6 +228,38 @@ class JobParams(BaseModel):
             except InvalidInput as exc:
                 raise ValueError(str(exc)) from None  # pydantic reports it under the field's name
         return items
+
+
+def has_relative_units(params: JobParams) -> bool:
+    """Whether a line or zone still needs the frame's size to become pixels."""
+    items: list[CountingLine | CountingZone] = [*params.lines, *params.zones]
+    return any(item.units == "relative" for item in items)
+
+
+def in_frame_pixels(params: JobParams, width: int, height: int) -> JobParams:
+    """``params`` with every relative line and zone turned into pixels of a ``width`` x ``height``
+    frame; raises InvalidInput naming the first line or zone with a point outside that frame
+    (counted on nothing, it would complete with zero crossings and no warning)."""
+
+    def pixels(item: CountingLine | CountingZone, points: list[Point]) -> list[Point]:
+        if item.units == "relative":
+            points = [(x * width, y * height) for x, y in points]
+        outside = [point for point in points if not (0 <= point[0] <= width and 0 <= point[1] <= height)]
+        if outside:
+            kind = "line" if isinstance(item, CountingLine) else "zone"
+            x, y = outside[0]
+            raise InvalidInput(
+                f"{kind}s: {kind} {item.name!r} has the point ({x:g}, {y:g}) outside the video's frame, "
+                f"{width}x{height} pixels (x from 0 to {width}, y from 0 to {height}); "
+                'or send coordinates from 0 to 1 with "units": "relative"'
+            )
+        return points
+
+    lines = [line.model_copy(update=dict(zip(("start", "end"), pixels(line, [line.start, line.end]),
+                                              strict=True), units="pixels")) for line in params.lines]
+    zones = [zone.model_copy(update={"polygon": pixels(zone, zone.polygon), "units": "pixels"})
+             for zone in params.zones]
+    return params.model_copy(update={"lines": lines, "zones": zones})
 
 
 # --- live streams (issue 15): what a stream job asks for beyond JobParams, and how it runs ---

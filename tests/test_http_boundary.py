@@ -216,7 +216,27 @@ def _took_the_stall_timeout(answer: Answer) -> None:
     assert "UPLOAD_STALL_TIMEOUT_S" in answer.body["error"]["message"]
 
 
+def _message_has(*parts: str) -> Callable[[Answer], None]:
+    def check(answer: Answer) -> None:
+        message = answer.body["error"]["message"]
+        assert all(part in message for part in parts), message
+
+    return check
+
+
+def _params_are(kind: str, expected: list[dict[str, Any]]) -> Callable[[Answer], None]:
+    def check(answer: Answer) -> None:
+        assert answer.body["params"][kind] == expected  # pixels, and no "units" left to misread
+
+    return check
+
+
+def _square_at(x: float, size: float) -> list[list[float]]:
+    return [[x, 0], [x + size, 0], [x + size, size], [x, size]]
+
+
 LINE = {"start": [0, 0], "end": [10, 10]}
+FAR_LINE = {"start": [0, 300], "end": [320, 300]}
 ZONE = {"polygon": [[0, 0], [10, 0], [10, 10]]}
 MULTIPART, FILE_PART = multipart_head()
 JSON = {"content-type": "application/json"}
@@ -243,7 +263,7 @@ ROWS = [
         post_json(json.dumps({"upload_id": FINISHED_UPLOAD, "params": [1]})), 422, "invalid_input"),
     Row("JSON body upload_id not a string", post_json('{"upload_id": ["x"]}'), 422, "invalid_input"),
     # docs/api.md's own syntax, and unnamed zones: default names, and the worker accepts them
-    Row("documented multi-line syntax", post_form(lines="0,100,384,100;0,200,384,200"), 202, None,
+    Row("documented multi-line syntax", post_form(lines="0,100,320,100;0,200,320,200"), 202, None,
         _names("lines", ["line-1", "line-2"])),
     Row("two unnamed zones", post_form(zones=json.dumps([ZONE, ZONE])), 202, None,
         _names("zones", ["zone-1", "zone-2"])),
@@ -260,6 +280,27 @@ ROWS = [
     Row("repeated names in the JSON body",
         post_json(json.dumps({"upload_id": FINISHED_UPLOAD, "params": {"lines": [named("a", LINE)] * 2}})),
         422, "invalid_input"),
+    # lines and zones must lie in the video's frame (the clip is 320x240), in pixels or "relative" 0..1
+    Row("a line below the frame", post_form(lines="0,5000,100,5000"), 422, "invalid_input",
+        _message_has("line 'line-1'", "(0, 5000)", "320x240")),
+    Row("a zone past the frame's right edge", post_form(zones=json.dumps([named("pen", {"polygon": _square_at(300, 40)})])),
+        422, "invalid_input", _message_has("zone 'pen'", "(340, 0)", "320x240")),
+    Row("a line outside the frame of a direct upload",
+        post_json(json.dumps({"upload_id": FINISHED_UPLOAD, "params": {"lines": [named("far", FAR_LINE)]}})),
+        422, "invalid_input", _message_has("line 'far'", "320x240")),
+    Row("a relative line becomes source pixels",
+        post_form(lines=json.dumps([{"start": [0, 0.5], "end": [1, 0.5], "units": "relative"}])), 202, None,
+        _params_are("lines", [{"name": "line-1", "start": [0, 120], "end": [320, 120]}])),
+    Row("a relative zone becomes source pixels",
+        post_form(zones=json.dumps([{"polygon": [[0, 0], [0.5, 0], [0.5, 0.25]], "units": "relative"}])), 202,
+        None, _params_are("zones", [{"name": "zone-1", "polygon": [[0, 0], [160, 0], [160, 60]]}])),
+    Row("relative coordinates past 1", post_form(lines=json.dumps([{**LINE, "units": "relative"}])),
+        422, "invalid_input", _message_has("between 0 and 1")),
+    Row("unknown units", post_form(lines=json.dumps([{**LINE, "units": "percent"}])), 422, "invalid_input"),
+    Row("relative units on a stream",
+        request("POST", "/streams", json.dumps({"source_url": "rtsp://8.8.8.8/cam", "lines": [
+            {"start": [0, 0.5], "end": [1, 0.5], "units": "relative"}]}).encode(), **JSON),
+        422, "invalid_input", _message_has("videos only")),
     # more 500s that must be 422s
     Row("callback host label over 63 characters",
         post_form(callback_url=f"http://{'a' * 64}.example.com/hook"), 422, "invalid_input"),

@@ -169,6 +169,9 @@ def _ground_params(params: dict[str, Any]) -> None:
             names = [item.get("name") or f"{kind[:-1]}-{number}" for number, item in enumerate(items, 1)]
             assume(len(set(names)) == len(names))
             assume(all(item.get("start") != item.get("end") for item in items if kind == "lines"))
+            for item in items:  # "relative": 0..1 and videos only, beyond a schema; pixels fit any frame
+                if isinstance(item, dict):  # of a stream, and images jobs (these are PNGs) have none
+                    item.pop("units", None)
 
 
 def _finished_upload(service: Service) -> str:

@@ -16,6 +16,7 @@ from api.submission import (
     Submitter,
     UploadAlreadyUsed,
     check_idempotency_key,
+    check_stream_request,
     parse_params,
     probe_file,
     upload_data_path,
@@ -37,7 +38,7 @@ from core.jobs import DEFAULT_OWNER, JobMessage, JobStatus, ManifestEntry, manif
 from core.model_card import ModelCard, public_model_id, publish_card
 from tests.faults import FailingMethod
 from tests.fixtures_stills import image_bytes
-from tests.fixtures_video import write_text_file
+from tests.fixtures_video import write_clip, write_text_file
 
 LEASE = timedelta(seconds=30)
 
@@ -174,6 +175,70 @@ def test_when_enqueueing_fails_the_record_and_the_video_are_removed(
     retried, created = Submitter(make_settings("local"), backends).submit_file(
         small_clip, "a.mp4", parse_params({}, submitter.settings), "key-1")
     assert created and queued_job_ids(backends) == [retried.id]  # the key was not used up
+
+
+# --- lines and zones in the video's frame ---------------------------------------------------------
+
+
+def test_a_line_outside_the_frame_is_refused_naming_it_and_the_frame_before_anything_is_stored(
+    submitter: Submitter, small_clip: Path
+) -> None:
+    """``lines=0,5000,100,5000`` on a small clip used to complete with 0 crossings and no warning."""
+    params = parse_params({"lines": "0,10,320,10;0,5000,100,5000"}, submitter.settings)
+    with pytest.raises(InvalidInput) as caught:
+        submitter.submit_file(small_clip, "a.mp4", params, None)
+    assert caught.value.http_status == 422
+    assert str(caught.value).startswith("lines: line 'line-2' has the point (0, 5000) outside the video's frame, "
+                                        "320x240 pixels")
+    assert blob_paths(submitter.backends) == [] and queued_job_ids(submitter.backends) == []
+
+
+def test_relative_units_become_pixels_of_the_frame_as_decoded(submitter: Submitter, tmp_path: Path) -> None:
+    """A phone's portrait clip is stored 320x240 with a 90 degree display matrix: frames are
+    decoded 240x320, and that is the frame lines and zones are placed in."""
+    portrait = write_clip(tmp_path / "portrait.mp4", frames=3, rotation=90)
+    raw = {"lines": [{"name": "gate", "start": [0, 0.5], "end": [1, 0.5], "units": "relative"}],
+           "zones": [{"polygon": [[0, 0], [1, 0], [1, 1]], "units": "relative"}, {"polygon": [[0, 0], [240, 0], [0, 320]]}]}
+    job, _ = submitter.submit_file(portrait, "portrait.mp4", parse_params({"params": json.dumps(raw)},
+                                                                          submitter.settings), None)
+    stored = submitter.backends.jobs.get(job.id).params
+    assert [(line.start, line.end, line.units) for line in stored.lines] == [((0, 160), (240, 160), "pixels")]
+    assert [zone.polygon for zone in stored.zones] == [[(0, 0), (240, 0), (240, 320)], [(0, 0), (240, 0), (0, 320)]]
+    assert "units" not in stored.model_dump_json()  # a stored job holds pixels only
+
+
+def test_a_direct_upload_places_relative_lines_and_a_replay_with_them_is_the_same_request(
+    submitter: Submitter, small_clip: Path
+) -> None:
+    upload_id = finished_upload(submitter, small_clip)
+    relative = parse_params({"lines": json.dumps([{"start": [0.25, 0], "end": [0.25, 1], "units": "relative"}])},
+                            submitter.settings)
+    job, created = submitter.submit_upload(upload_id, relative, "key-1")
+    assert created and [(line.start, line.end) for line in job.params.lines] == [((80, 0), (80, 240))]
+    again, created = submitter.submit_upload(upload_id, relative, "key-1")  # not idempotency_key_reused
+    assert not created and again.id == job.id
+    with pytest.raises(InvalidInput, match="used for a different request"):
+        submitter.submit_upload(upload_id, parse_params({"lines": "0,0,80,240"}, submitter.settings), "key-1")
+
+
+def test_an_upload_with_a_zone_outside_the_frame_stays_for_a_corrected_request(
+    submitter: Submitter, small_clip: Path
+) -> None:
+    upload_id = finished_upload(submitter, small_clip)
+    outside = parse_params({"zones": json.dumps([{"name": "pen", "polygon": [[0, 0], [400, 0], [0, 100]]}])},
+                           submitter.settings)
+    with pytest.raises(InvalidInput, match=r"zones: zone 'pen' has the point \(400, 0\) outside the video's frame"):
+        submitter.submit_upload(upload_id, outside, None)
+    assert queued_job_ids(submitter.backends) == []
+    job, created = submitter.submit_upload(upload_id, parse_params({}, submitter.settings), None)
+    assert created and job.input_blob == upload_data_path(upload_id)
+
+
+def test_a_stream_refuses_relative_units_it_has_no_frame_to_place_by(make_settings) -> None:
+    body = {"source_url": "rtsp://8.8.8.8/cam",
+            "zones": [{"polygon": [[0, 0], [1, 0], [1, 1]], "units": "relative"}]}
+    with pytest.raises(InvalidInput, match="videos only"):
+        check_stream_request(body, make_settings("local"))
 
 
 def test_classes_the_published_model_does_not_know_are_refused_before_anything_is_stored(

@@ -25,7 +25,7 @@ LIVE_MODULES = frozenset({"tests/test_live_engine.py", "tests/test_live_source.p
 MODULE_SERVERS = frozenset({"tests/test_dashboard.py", "tests/test_dashboard_streams.py",
                             "tests/test_http_boundary.py", "tests/test_api_docs.py",
                             "tests/test_openapi_contract.py", "tests/test_dashboard_gallery.py",
-                            "tests/test_dashboard_review.py"})
+                            "tests/test_dashboard_review.py", "tests/test_dashboard_drawing.py"})
 
 
 def scope_of(nodeid: str) -> str:

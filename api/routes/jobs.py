@@ -137,10 +137,10 @@ def _submit_form_files(form: ReceivedForm, params, key: str | None, owner: str, 
     assert first is not None, "the caller checked that a file was sent"
     if len(form.files) == 1 and not looks_like_zip(first.path) and not _is_image(first.path, settings):
         try:
-            probe_file(first.path, settings)  # raises the video's own error for anything else
+            info = probe_file(first.path, settings)  # raises the video's own error for anything else
         except NotAVideo as exc:
             raise NotAVideo(f"{exc}, or an image (JPEG, PNG, TIFF/GeoTIFF) or a ZIP of images") from None
-        return submitter.submit_file(first.path, first.filename, params, key, owner)
+        return submitter.submit_file(first.path, first.filename, params, key, owner, info=info)
     label = first.filename if len(form.files) == 1 else f"{len(form.files)} files"
     return submitter.submit_images(_form_images(form, settings), label, params, key, owner)
 

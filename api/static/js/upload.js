@@ -3,6 +3,7 @@
 
 import { ApiError, getModel, startStream, submitImages, submitVideo } from "./api.js";
 import { announce, element } from "./dom.js";
+import { DrawingPanel } from "./drawing.js";
 import { formatBytes, formatPercent } from "./format.js";
 
 export class UploadForm {
@@ -20,6 +21,7 @@ export class UploadForm {
     this.uploading = 0;
     this.mode = "files"; // or "camera"
     this.model = null; // the model card (GET /model) once a worker has loaded the model
+    this.drawing = new DrawingPanel(document.getElementById("drawing-panel"));
     this.loadModel();
 
     document.getElementById("choose-button").addEventListener("click", () => this.input.click());
@@ -106,6 +108,8 @@ export class UploadForm {
         return item;
       }),
     );
+    // lines and zones are drawn on the first chosen video's frame (the same ones go with each video)
+    this.drawing.showVideo(this.mode === "files" ? this.selected.find(isVideo) || null : null);
     if (this.mode === "camera") {
       this.submitButton.textContent = "Start the stream";
       return;
@@ -147,6 +151,13 @@ export class UploadForm {
       field.focus();
       return;
     }
+    const drawn = this.drawing.shapes();
+    if (drawn.problem) {
+      this.showError(drawn.problem);
+      return;
+    }
+    if (drawn.lines.length) params.lines = [...(params.lines || []), ...drawn.lines];
+    if (drawn.zones.length) params.zones = drawn.zones;
     this.showError("");
     const files = this.selected.splice(0);
     this.renderSelection();

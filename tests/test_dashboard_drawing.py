@@ -1,0 +1,132 @@
+"""Counting lines and zones drawn on a video's first frame in the upload form, in a real browser
+(Chromium through Playwright) against a real ``python -m allinone``: the frame is shown before
+anything is uploaded, a line is dragged and a zone clicked with the mouse on the canvas (shown
+smaller than the video), and the job the upload makes holds them in the source's pixels, the
+line's "in" arrow on the side ml_engine/counting/lines.py counts as in. Screenshots at 1280 × 800
+and 390 × 844 go to test-artifacts/screenshots/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from ml_engine.video import iter_frames
+from tests.fixtures_browser import SCREENSHOTS, dashboard_page
+from tests.fixtures_server import AllInOneServer
+from tests.fixtures_video import write_clip
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+UI_TIMEOUT_MS = 15_000
+FRAMES = 10
+LINE_YELLOW = (255, 212, 0)  # drawing.js's line colour
+
+
+@pytest.fixture(scope="module")
+def real_clip(vtest_video: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first second of the real test footage (768x576) as an MP4: Chromium plays no AVI."""
+    frames = []
+    for frame in iter_frames(vtest_video):
+        frames.append(frame.image)
+        if len(frames) == FRAMES:
+            break
+    height, width = frames[0].shape[:2]
+    return write_clip(tmp_path_factory.mktemp("drawing") / "street.mp4", width=width, height=height,
+                      frames=FRAMES, frame_maker=lambda index: frames[index])
+
+
+def source_point(box: dict[str, float], fx: float, fy: float) -> tuple[float, float]:
+    """The page position at fractions (fx, fy) of the displayed canvas."""
+    return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
+
+
+def canvas_pixel(page, x: int, y: int) -> tuple[int, int, int]:
+    return tuple(page.get_by_test_id("drawing-canvas").evaluate(
+        "(canvas, [x, y]) => Array.from(canvas.getContext('2d').getImageData(x, y, 1, 1).data.slice(0, 3))",
+        [x, y]))
+
+
+def is_line_colour(rgb: tuple[int, int, int]) -> bool:
+    return all(abs(a - b) <= 40 for a, b in zip(rgb, LINE_YELLOW, strict=True))
+
+
+def shot(page, name: str, width: int, height: int) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size({"width": width, "height": height})
+    page.get_by_test_id("drawing-panel").scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def test_a_line_and_a_zone_drawn_with_the_mouse_reach_the_job_in_source_pixels(
+    browser, allinone_server: AllInOneServer, real_clip: Path
+) -> None:
+    with dashboard_page(browser, allinone_server, None) as page:
+        page.get_by_test_id("file-input").set_input_files(real_clip)
+        panel = page.get_by_test_id("drawing-panel")
+        expect(panel).to_have_attribute("data-state", "ready", timeout=UI_TIMEOUT_MS)
+        expect(page.get_by_test_id("drawing-size")).to_contain_text("768 × 576")
+        canvas = page.get_by_test_id("drawing-canvas")
+        canvas.scroll_into_view_if_needed()
+        box = canvas.bounding_box()  # in the viewport, where the mouse is
+        assert box is not None and box["width"] < 768, "the frame is shown smaller than the video"
+
+        # a line dragged left to right across the middle: "in" is down the frame
+        page.mouse.move(*source_point(box, 0.1, 0.5))
+        page.mouse.down()
+        page.mouse.move(*source_point(box, 0.5, 0.5), steps=4)
+        page.mouse.move(*source_point(box, 0.9, 0.5), steps=4)
+        page.mouse.up()
+        expect(page.get_by_test_id("drawn-line")).to_have_count(1)
+        assert is_line_colour(canvas_pixel(page, 384, 288 + 14)), "the 'in' arrow points down"
+        assert not is_line_colour(canvas_pixel(page, 384, 288 - 14))
+
+        # a zone: three clicks, the last one a double-click that closes it
+        page.get_by_test_id("draw-zone").check()
+        for fx, fy in [(0.1, 0.1), (0.4, 0.1)]:
+            page.mouse.click(*source_point(box, fx, fy))
+        page.mouse.dblclick(*source_point(box, 0.4, 0.3))
+        expect(page.get_by_test_id("drawn-zone")).to_have_count(1)
+        page.get_by_test_id("drawn-zone-name").fill("pen")
+        shot(page, "drawing", 1280, 800)
+        shot(page, "drawing-phone", 390, 844)
+        page.set_viewport_size({"width": 1280, "height": 900})
+
+        page.get_by_test_id("submit-button").click()
+        done = page.locator("[data-testid=upload-item][data-state=done]")
+        expect(done).to_have_count(1, timeout=30_000)
+        params = allinone_server.job(done.get_attribute("data-job-id"))["params"]
+
+    [line] = params["lines"]
+    assert line["name"] == "line 1"
+    assert line["start"] == pytest.approx([77, 288], abs=2) and line["end"] == pytest.approx([691, 288], abs=2)
+    [zone] = params["zones"]
+    assert zone["name"] == "pen"
+    corners = [c for point in zone["polygon"] for c in point]
+    assert corners == pytest.approx([77, 58, 307, 58, 307, 173], abs=2)
+
+
+def test_removing_the_video_hides_the_frame_and_forgets_what_was_drawn(
+    browser, allinone_server: AllInOneServer, real_clip: Path
+) -> None:
+    with dashboard_page(browser, allinone_server, None) as page:
+        page.get_by_test_id("file-input").set_input_files(real_clip)
+        panel = page.get_by_test_id("drawing-panel")
+        expect(panel).to_have_attribute("data-state", "ready", timeout=UI_TIMEOUT_MS)
+        page.get_by_test_id("drawing-canvas").scroll_into_view_if_needed()
+        box = page.get_by_test_id("drawing-canvas").bounding_box()
+        assert box is not None
+        page.mouse.move(*source_point(box, 0.2, 0.2))
+        page.mouse.down()
+        page.mouse.move(*source_point(box, 0.2, 0.8), steps=4)
+        page.mouse.up()
+        expect(page.get_by_test_id("drawn-line")).to_have_count(1)
+        page.get_by_test_id("remove-drawn-line").click()
+        expect(page.get_by_test_id("drawn-line")).to_have_count(0)
+
+        page.get_by_role("button", name=f"Remove {real_clip.name}").click()
+        expect(panel).to_be_hidden()
+        page.get_by_test_id("file-input").set_input_files(real_clip)
+        expect(panel).to_have_attribute("data-state", "ready", timeout=UI_TIMEOUT_MS)
+        expect(page.get_by_test_id("drawn-line")).to_have_count(0)
