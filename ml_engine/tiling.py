@@ -10,10 +10,13 @@ too large for a tile.
 
 The slicing and the merging follow SAHI (obss/sahi ``get_slice_bboxes``: overlapping tiles,
 the last row and column shifted back onto the frame's edge; ``GreedyNMMPostprocess`` with
-intersection over the smaller box, threshold 0.5), with one change: boxes from the *same*
-view are never merged, and a view gives at most one box to a merge. The model already
+intersection over the smaller box, threshold 0.5), with three changes: boxes from the *same*
+view are never merged, and a view gives at most one box to a merge (the model already
 answered once per object within a view, so two overlapping boxes of one tile are two
-animals (a dense herd), not one animal seen twice.
+animals, a dense herd, not one animal seen twice); a box joins a merge by overlapping any
+box already in it, not only the best-scoring one (a partial box may out-score the whole);
+and of a view's boxes that may join, the one with the highest IoU joins (a small neighbour
+inside a large animal's box overlaps it fully too).
 
 This module is torch-free; ``TILING`` values are parsed here and in ``core.jobs`` alike.
 """
@@ -193,13 +196,16 @@ def merge_views(per_view: list[sv.Detections], match_ios: float = MERGE_IOS) -> 
 
 
 class _Boxes:
-    """One frame's boxes of every view, with their pairwise overlaps, for ``merge_views``."""
+    """One frame's boxes of every view, and which may merge with which, for ``merge_views``."""
 
     def __init__(self, xyxy: np.ndarray, view_of: np.ndarray, classes: np.ndarray, match_ios: float) -> None:
+        self.xyxy = xyxy
         self.view_of = view_of
-        self.classes = classes
-        self.matches = intersection_over_smaller(xyxy, xyxy) >= match_ios
-        self.iou = _iou(xyxy, xyxy)
+        may_merge = intersection_over_smaller(xyxy, xyxy) >= match_ios
+        may_merge &= (classes[:, None] == classes[None, :]) & (view_of[:, None] != view_of[None, :])
+        rows, columns = np.nonzero(may_merge)
+        # each box's partners, as one short array per box: a group only ever looks at these
+        self.partners = np.split(columns, np.searchsorted(rows, np.arange(1, len(xyxy))))
 
     def gather(self, first: int, taken: np.ndarray) -> list[int]:
         """The group ``first`` starts: round by round, from each view not in it yet, the box
@@ -207,18 +213,16 @@ class _Boxes:
         group = [first]
         taken[first] = True
         while len(joining := self._joining(group, taken)):
-            group.extend(joining)
+            group.extend(joining.tolist())
             taken[joining] = True
         return group
 
     def _joining(self, group: list[int], taken: np.ndarray) -> np.ndarray:
-        candidates = np.flatnonzero(
-            ~taken
-            & ~np.isin(self.view_of, self.view_of[group])
-            & (self.classes == self.classes[group[0]])
-            & self.matches[group].any(axis=0)
-        )
-        closeness = self.iou[np.ix_(group, candidates)].max(axis=0)
+        candidates = np.unique(np.concatenate([self.partners[m] for m in group]))
+        candidates = candidates[~taken[candidates] & ~np.isin(self.view_of[candidates], self.view_of[group])]
+        if not len(candidates):
+            return candidates
+        closeness = _iou(self.xyxy[group], self.xyxy[candidates]).max(axis=0)
         views = self.view_of[candidates]
         return np.array([candidates[views == v][np.argmax(closeness[views == v])] for v in np.unique(views)],
                         dtype=int)
