@@ -10,10 +10,13 @@ too large for a tile.
 
 The slicing and the merging follow SAHI (obss/sahi ``get_slice_bboxes``: overlapping tiles,
 the last row and column shifted back onto the frame's edge; ``GreedyNMMPostprocess`` with
-intersection over the smaller box, threshold 0.5), with one change: boxes from the *same*
-view are never merged, and a view gives at most one box to a merge. The model already
+intersection over the smaller box, threshold 0.5), with three changes: boxes from the *same*
+view are never merged, and a view gives at most one box to a merge (the model already
 answered once per object within a view, so two overlapping boxes of one tile are two
-animals (a dense herd), not one animal seen twice.
+animals, a dense herd, not one animal seen twice); a box joins a merge by overlapping any
+box already in it, not only the best-scoring one (a partial box may out-score the whole);
+and of a view's boxes that may join, the one with the highest IoU joins (a small neighbour
+inside a large animal's box overlaps it fully too).
 
 This module is torch-free; ``TILING`` values are parsed here and in ``core.jobs`` alike.
 """
@@ -153,12 +156,18 @@ def offset_boxes(detections: sv.Detections, region: Region) -> sv.Detections:
 
 def merge_views(per_view: list[sv.Detections], match_ios: float = MERGE_IOS) -> sv.Detections:
     """One frame's detections from all its views (boxes already in frame pixels), merged
-    across seams by greedy non-maximum merging (SAHI's GreedyNMM) with intersection over the
-    smaller box: best score first, each box absorbs the best-matching box of the same class
-    from each *other* view; the merged box is their union, with the best score.
+    across seams by greedy non-maximum merging (SAHI's GreedyNMM): best score first, each box
+    starts a group and takes in boxes of the same class from the *other* views, at most one
+    per view; the merged box is the group's union, with the best score.
 
-    An animal cut by a seam is whole in one tile and a part in another: the part lies inside
-    the whole, so its intersection over the smaller box is ~1 and it is absorbed."""
+    A box may join a group when it overlaps one of the group's boxes by ``match_ios`` of the
+    smaller box (``intersection_over_smaller``). An animal cut by a seam is whole in one view
+    and a part in another: the part lies inside the whole, so it joins. Matching against every
+    box of the group, not only the first, lets a partial box that out-scores the whole one
+    still gather the animal's other parts through the whole box. Of the boxes of one view that
+    may join, the group takes the one most like its own boxes (highest IoU): a small
+    neighbour's box lying inside a large animal's box overlaps it fully too, but it is not
+    that animal's box."""
     non_empty = [d for d in per_view if len(d)]
     if not non_empty:
         return per_view[0] if per_view else sv.Detections.empty()
@@ -169,28 +178,54 @@ def merge_views(per_view: list[sv.Detections], match_ios: float = MERGE_IOS) -> 
     xyxy = merged.xyxy.astype(np.float64)
     scores = merged.confidence if merged.confidence is not None else np.ones(len(merged))
     classes = merged.class_id if merged.class_id is not None else np.zeros(len(merged), dtype=int)
-    ios = intersection_over_smaller(xyxy, xyxy)
+    boxes = _Boxes(xyxy, view_of, classes, match_ios)
     taken = np.zeros(len(merged), dtype=bool)
     keep: list[int] = []
     union = xyxy.copy()
     for i in np.argsort(-scores, kind="stable"):
         if taken[i]:
             continue
-        taken[i] = True
+        group = boxes.gather(int(i), taken)
         keep.append(int(i))
-        candidates = np.flatnonzero(
-            ~taken & (view_of != view_of[i]) & (classes == classes[i]) & (ios[i] >= match_ios)
-        )
-        for view in np.unique(view_of[candidates]):
-            in_view = candidates[view_of[candidates] == view]
-            best = in_view[np.argmax(ios[i, in_view])]
-            taken[best] = True
-            union[i, :2] = np.minimum(union[i, :2], xyxy[best, :2])
-            union[i, 2:] = np.maximum(union[i, 2:], xyxy[best, 2:])
+        union[i, :2] = xyxy[group, :2].min(axis=0)
+        union[i, 2:] = xyxy[group, 2:].max(axis=0)
     keep_sorted = np.sort(np.array(keep))
     result = _rows_of(merged, keep_sorted)
     result.xyxy = union[keep_sorted].astype(merged.xyxy.dtype)
     return result
+
+
+class _Boxes:
+    """One frame's boxes of every view, and which may merge with which, for ``merge_views``."""
+
+    def __init__(self, xyxy: np.ndarray, view_of: np.ndarray, classes: np.ndarray, match_ios: float) -> None:
+        self.xyxy = xyxy
+        self.view_of = view_of
+        may_merge = intersection_over_smaller(xyxy, xyxy) >= match_ios
+        may_merge &= (classes[:, None] == classes[None, :]) & (view_of[:, None] != view_of[None, :])
+        rows, columns = np.nonzero(may_merge)
+        # each box's partners, as one short array per box: a group only ever looks at these
+        self.partners = np.split(columns, np.searchsorted(rows, np.arange(1, len(xyxy))))
+
+    def gather(self, first: int, taken: np.ndarray) -> list[int]:
+        """The group ``first`` starts: round by round, from each view not in it yet, the box
+        closest to the group among those matching one of its boxes. Marks them ``taken``."""
+        group = [first]
+        taken[first] = True
+        while len(joining := self._joining(group, taken)):
+            group.extend(joining.tolist())
+            taken[joining] = True
+        return group
+
+    def _joining(self, group: list[int], taken: np.ndarray) -> np.ndarray:
+        candidates = np.unique(np.concatenate([self.partners[m] for m in group]))
+        candidates = candidates[~taken[candidates] & ~np.isin(self.view_of[candidates], self.view_of[group])]
+        if not len(candidates):
+            return candidates
+        closeness = _iou(self.xyxy[group], self.xyxy[candidates]).max(axis=0)
+        views = self.view_of[candidates]
+        return np.array([candidates[views == v][np.argmax(closeness[views == v])] for v in np.unique(views)],
+                        dtype=int)
 
 
 def _rows_of(detections: sv.Detections, rows: np.ndarray) -> sv.Detections:
@@ -203,10 +238,22 @@ def _rows_of(detections: sv.Detections, rows: np.ndarray) -> sv.Detections:
 
 def intersection_over_smaller(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(len(a), len(b)) intersection area over the smaller box's area, xyxy boxes."""
+    inter, area_a, area_b = _intersections(a, b)
+    smaller = np.minimum(area_a[:, None], area_b[None, :])
+    return inter / np.maximum(smaller, 1e-9)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) intersection over union, xyxy boxes."""
+    inter, area_a, area_b = _intersections(a, b)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def _intersections(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (len(a), len(b)) intersection areas, and each box's area."""
     low = np.maximum(a[:, None, :2], b[None, :, :2])
     high = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.prod(np.clip(high - low, 0, None), axis=2)
     area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
     area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    smaller = np.minimum(area_a[:, None], area_b[None, :])
-    return inter / np.maximum(smaller, 1e-9)
+    return inter, area_a, area_b

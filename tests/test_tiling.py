@@ -92,6 +92,30 @@ def test_the_merged_box_is_the_union_when_each_tile_saw_a_part():
     np.testing.assert_allclose(merged.confidence, [0.8])
 
 
+def test_a_partial_box_that_outscores_the_whole_one_still_gathers_every_part_of_the_animal():
+    # one animal: the whole frame saw it whole, one tile its top part (the best score), another
+    # tile its right part. The right part overlaps the top part by 40 % of the smaller box only,
+    # but lies inside the whole box the top part took in: it is the same animal.
+    whole_frame = _dets([(0, 0, 100, 100)], [0.7])
+    top_tile = _dets([(0, 0, 100, 40)], [0.9])
+    right_tile = _dets([(60, 0, 100, 100)], [0.8])
+    merged = merge_views([whole_frame, top_tile, right_tile])
+    np.testing.assert_allclose(merged.xyxy, [[0, 0, 100, 100]])
+    np.testing.assert_allclose(merged.confidence, [0.9])
+
+
+def test_a_large_animal_takes_its_own_box_from_the_other_view_not_a_small_neighbours_inside_it():
+    # a large animal with a small one lying over its corner, both seen by two views. The small
+    # box lies inside the large one (intersection over the smaller box 1.0), yet the large
+    # animal's partner in the other view is its own, nearly identical box (about 0.9).
+    view_a = _dets([(0, 0, 100, 100), (60, 60, 90, 90)], [0.9, 0.8])
+    view_b = _dets([(-3, 2, 100, 103), (61, 59, 91, 89)], [0.85, 0.8])
+    merged = merge_views([view_a, view_b])
+    order = np.argsort(merged.xyxy[:, 0])
+    np.testing.assert_allclose(merged.xyxy[order], [[-3, 0, 100, 103], [60, 59, 91, 90]])
+    np.testing.assert_allclose(merged.confidence[order], [0.9, 0.8])
+
+
 def test_overlapping_animals_of_one_tile_and_other_classes_are_not_merged():
     # two animals pressed together in one tile (the model answered once for each), and a
     # sheep under a cow seen by another tile: three objects, not one

@@ -10,7 +10,10 @@ Reported per run: the count and its error; ``hidden``: the counted animals that 
 counting stage never follows with ``TILING=off`` (on ``small_4k``: all of them, the
 resolution limit hides every animal); ``recovered``: how many of those tiling now follows;
 views per frame, and the merge's cost per frame (real product cost; the oracle's own time is
-not a model's, see ``bench/pipeline_bench.py --tiling`` for that).
+not a model's, see ``bench/pipeline_bench.py --tiling`` for that). The seam merge's own faults,
+from the oracle's answers (each box knows its animal): ``doubled``, the (frame, animal) pairs
+left with two or more merged boxes, and ``merged_away``, the (frame, animal) pairs some view
+detected that no merged box is (an animal absorbed into its neighbour's box).
 """
 
 from __future__ import annotations
@@ -45,19 +48,39 @@ def plan_for(detector: OracleDetector, setting: str) -> TilePlan:
 
 
 def tiled_detections(scene: Scene, setting: str, frames: list[int], threshold: float
-                     ) -> tuple[list[sv.Detections], TilePlan, float]:
-    """Per frame: the merged detections of every view; the plan; merge seconds in all."""
+                     ) -> tuple[list[sv.Detections], TilePlan, float, dict[str, int]]:
+    """Per frame: the merged detections of every view; the plan; merge seconds in all; the
+    merge's faults summed over the frames (``seam_faults``)."""
     detector = OracleDetector(Oracle(scene), stride=1)
     plan = plan_for(detector, setting)
     sc = scene.scenario
     blank = np.broadcast_to(np.zeros(3, dtype=np.uint8), (sc.height, sc.width, 3))  # shape only, no memory
     merged, merge_s = [], 0.0
+    faults = {"doubled": 0, "merged_away": 0}
     for f in frames:
         per_view = detector.detect_views([blank], [View(0, f, region) for region in plan.regions], threshold)
         started = time.perf_counter()
         merged.append(merge_views(per_view))
         merge_s += time.perf_counter() - started
-    return merged, plan, merge_s
+        for key, value in seam_faults(per_view, merged[-1]).items():
+            faults[key] += value
+    return merged, plan, merge_s, faults
+
+
+def seam_faults(per_view: list[sv.Detections], merged: sv.Detections) -> dict[str, int]:
+    """One frame's merge faults: animals with two or more merged boxes, and animals some view
+    detected that no merged box stands for. False positives (truth -1) are left out."""
+    kept = _animals(merged)
+    ids, boxes = np.unique(kept, return_counts=True)
+    seen: set[int] = set()
+    for det in per_view:
+        seen.update(_animals(det).tolist())
+    return {"doubled": int((boxes > 1).sum()), "merged_away": len(seen - set(ids.tolist()))}
+
+
+def _animals(det: sv.Detections) -> np.ndarray:
+    truth = np.asarray(det.data.get("truth", []), dtype=int)
+    return truth[truth >= 0]
 
 
 def followed_animals(tracked: cols.Tracked) -> set[int]:
@@ -97,14 +120,14 @@ def run_tiling(name: str, seed: int, settings: list[str], columns: list[str], ca
     scene, gt = prep.scene, prep.scene.ground_truth
     chosen = list(range(scenario.frames))
     counted = set(gt.counted_ids().tolist())
-    off_dets, _, _ = tiled_detections(scene, "off", chosen, cols.LOW_THRESHOLD)
+    off_dets, _, _, _ = tiled_detections(scene, "off", chosen, cols.LOW_THRESHOLD)
     seen_at_off: set[int] = set()
     for det in off_dets:
         seen_at_off.update(np.asarray(det.data["truth"], dtype=int).tolist())
     hidden = counted - seen_at_off  # counted animals the whole frame never shows the detector
     rows = []
     for setting in ["off", *[s for s in settings if s != "off"]]:
-        dets, plan, merge_s = tiled_detections(scene, setting, chosen, cols.LOW_THRESHOLD)
+        dets, plan, merge_s, faults = tiled_detections(scene, setting, chosen, cols.LOW_THRESHOLD)
         n = max(len(chosen), 1)
         base = {
             "scenario": name, "seed": seed, "tiling": setting, "tiled": plan.tiled,
@@ -112,7 +135,7 @@ def run_tiling(name: str, seed: int, settings: list[str], columns: list[str], ca
             "true": gt.true_count, "hidden": len(hidden),
             "hidden_recall": detection_recall(gt, chosen, dets, hidden),
             "recall": detection_recall(gt, chosen, dets, counted),
-            "merge_ms_per_frame": round(1000 * merge_s / n, 3),
+            "merge_ms_per_frame": round(1000 * merge_s / n, 3), **faults,
         }
         seq = _sequence(prep, dets, chosen)
         for column in columns:
@@ -146,6 +169,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "hidden_counted_pct": round(100 * sum(r["hidden_counted"] for r in group) / hidden, 1) if hidden else None,
             "missed": _mean(group, "missed"),
             "merge_ms_per_frame": round(float(np.mean([r["merge_ms_per_frame"] for r in group])), 2),
+            "doubled": _mean(group, "doubled"), "merged_away": _mean(group, "merged_away"),
         })
     return out
 
@@ -167,15 +191,16 @@ def table(aggregated: list[dict[str, Any]]) -> str:
     lines = [
         "| scenario | size | TILING | tiled | views / frame | detection recall | hidden by the limit "
         "| their recall | counted by | true | count (mean \\|err\\| %, signed) | hidden counted | never counted "
-        "| merge ms / frame |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| merge ms / frame | doubled (frame, animal) | merged away |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in aggregated:
         lines.append(
             f"| {r['scenario']} | {r['size']} | {r['tiling']} | {'yes' if r['tiled'] else 'no'} "
             f"| {r['views_per_frame']} | {_pct(r['recall_pct'])} | {r['hidden']} | {_pct(r['hidden_recall_pct'])} "
             f"| {r['column']} | {r['true']} | {r['count']} ({r['abs_err_pct']}, {r['err_pct']:+.1f}) "
-            f"| {_pct(r['hidden_counted_pct'])} | {r['missed']} | {r['merge_ms_per_frame']} |"
+            f"| {_pct(r['hidden_counted_pct'])} | {r['missed']} | {r['merge_ms_per_frame']} "
+            f"| {r['doubled']} | {r['merged_away']} |"
         )
     return "\n".join(lines)
 
@@ -198,7 +223,7 @@ def pipeline_check(name: str, seed: int, frames: int | None, setting: str, cache
         result = process_video(video, out, detector, PipelineConfig(tiling=setting))
         seconds = time.perf_counter() - started
     chosen = list(range(scenario.frames))
-    dets, _, _ = tiled_detections(prep.scene, setting, chosen, cols.LOW_THRESHOLD)
+    dets, _, _, _ = tiled_detections(prep.scene, setting, chosen, cols.LOW_THRESHOLD)
     # the pipeline's defaults (TRACKER, STITCHING) on the frames it decodes, as runner.pipeline_check does
     alone = counting_stage_on_video(video, _sequence(prep, dets, chosen))
     stats = result.stats
