@@ -1047,7 +1047,11 @@ def test_hls_a_camera_is_counted_at_its_frame_rate_with_latency_from_capture(
     ).run()
     frames = stats["frames"]
     assert frames["received"] >= 200, frames
-    assert frames["processed"] >= 0.9 * frames["received"], frames
+    # a segment arrives whole and its frames wait for their time: those still waiting when the run
+    # stopped were neither counted nor dropped (at most a segment or two of them)
+    waiting = frames["received"] - frames["processed"] - frames["dropped"]
+    assert 0 <= waiting <= 20, frames
+    assert frames["processed"] >= 0.9 * (frames["received"] - waiting), frames
     assert stats["latency"]["from"] == "capture" and seen.statuses[-1].latency_from == "capture"
     # a 1 s segment is listed once whole and FFmpeg looks for it every second or so: a viewer
     # waits about 2 s, which latency from arrival (0.0x s) left out

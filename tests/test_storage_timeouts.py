@@ -316,7 +316,8 @@ def test_the_api_answers_503_in_time_while_azure_storage_stops_answering(make_se
             seconds, response = timed_get(client, f"/jobs/{job.id}")
             assert response.status_code == 503, response.text
             assert response.json()["error"]["code"] == "storage_unavailable", response.text
-            assert seconds < 5.0, f"GET /jobs/{{id}} took {seconds:.1f} s"
+            # the metadata deadline, plus thread hand-offs on a loaded machine
+            assert seconds < settings.storage_deadline_s + 2 * SLACK_S, f"GET /jobs/{{id}} took {seconds:.1f} s"
             seconds, response = timed_get(client, "/ready")
             assert response.status_code == 503, response.text
             assert set(response.json()["checks"].values()) == {"no answer within 1.5 s"}
