@@ -1,4 +1,4 @@
-"""Which tests one pytest-xdist worker runs together (``make test``: ``-n 3 --dist loadgroup``).
+"""Which tests one pytest-xdist worker runs together (``make test``: ``-n 2 --dist loadgroup``).
 
 xdist's own ``loadgroup`` reads ``xdist_group`` marks, but with pytest 9.2 and xdist 3.8 those
 marks are silently ignored (pytest-xdist#1386: the group rides on a node id pytest no longer
