@@ -59,13 +59,19 @@ def shot(page, name: str, width: int, height: int) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
 
 
+def choose_video(page, clip: Path):
+    """Choose the clip in the upload form and wait for its first frame on the drawing panel."""
+    page.get_by_test_id("file-input").set_input_files(clip)
+    panel = page.get_by_test_id("drawing-panel")
+    expect(panel).to_have_attribute("data-state", "ready", timeout=UI_TIMEOUT_MS)
+    return panel
+
+
 def test_a_line_and_a_zone_drawn_with_the_mouse_reach_the_job_in_source_pixels(
     browser, allinone_server: AllInOneServer, real_clip: Path
 ) -> None:
     with dashboard_page(browser, allinone_server, None) as page:
-        page.get_by_test_id("file-input").set_input_files(real_clip)
-        panel = page.get_by_test_id("drawing-panel")
-        expect(panel).to_have_attribute("data-state", "ready", timeout=UI_TIMEOUT_MS)
+        choose_video(page, real_clip)
         expect(page.get_by_test_id("drawing-size")).to_contain_text("768 × 576")
         canvas = page.get_by_test_id("drawing-canvas")
         canvas.scroll_into_view_if_needed()
@@ -111,9 +117,7 @@ def test_removing_the_video_hides_the_frame_and_forgets_what_was_drawn(
     browser, allinone_server: AllInOneServer, real_clip: Path
 ) -> None:
     with dashboard_page(browser, allinone_server, None) as page:
-        page.get_by_test_id("file-input").set_input_files(real_clip)
-        panel = page.get_by_test_id("drawing-panel")
-        expect(panel).to_have_attribute("data-state", "ready", timeout=UI_TIMEOUT_MS)
+        panel = choose_video(page, real_clip)
         page.get_by_test_id("drawing-canvas").scroll_into_view_if_needed()
         box = page.get_by_test_id("drawing-canvas").bounding_box()
         assert box is not None
