@@ -361,6 +361,15 @@ class SourceHostUnresolved(InvalidInput):
     transient = True
 
 
+class TooManySnapshots(CattleCounterError):
+    """An API process is already taking as many stream snapshots as it allows at once
+    (each holds a thread and a connection to a camera). Try again in a few seconds."""
+
+    code = "too_many_snapshots"
+    http_status = 429
+    transient = True
+
+
 class EncoderError(CattleCounterError):
     """The annotated video could not be encoded (the service's failure, not the input's)."""
 
