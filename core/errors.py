@@ -287,7 +287,7 @@ class VideoTooLong(VideoError):
     http_status = 422
 
 
-# --- stills, rasters and bulk jobs (issue 14) -----------------------------------------------
+# --- stills, rasters and bulk jobs ----------------------------------------------------------
 # A bad file of a bulk job is not the job's failure: it is listed in results.jsonl with one
 # of these codes and the job goes on (see JobStatus.COMPLETED_WITH_ERRORS).
 
@@ -334,7 +334,7 @@ class NoUsableFiles(InvalidInput):
     code = "no_usable_files"
 
 
-# --- live streams (issue 15) -------------------------------------------------------------
+# --- live streams ------------------------------------------------------------------------
 
 
 class StreamUnavailable(CattleCounterError):

@@ -172,6 +172,9 @@ def test_lines_drawn_on_a_camera_snapshot_reach_the_stream_in_the_camera_pixels(
             panel.get_by_test_id("drawn-line-name").fill("gate")
             panel.get_by_test_id("draw-zone").check()
             expect(page.get_by_test_id("drawing-panel").get_by_test_id("draw-line")).to_be_checked()  # its own group
+            canvas.scroll_into_view_if_needed()
+            box = canvas.bounding_box()  # naming the line may have scrolled the page
+            assert box is not None
             for fx, fy in [(0.6, 0.1), (0.9, 0.1)]:
                 page.mouse.click(*source_point(box, fx, fy))
             page.mouse.dblclick(*source_point(box, 0.9, 0.4))

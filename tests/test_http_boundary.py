@@ -354,7 +354,7 @@ ROWS += [
     Row("PUT to an upload id never handed out", request("PUT", "/uploads/never-reserved", b"x"), 404, "not_found"),
 ]
 
-# --- images, ZIPs and rasters (issue 14): 4xx at submit where it can be known there ----------------
+# --- images, ZIPs and rasters: 4xx at submit where it can be known there ----------------
 PNG = image_bytes("PNG", 64, 48)
 ZERO_BAND_TIFF = bytearray(image_bytes("GTiff", 32, 32))
 
