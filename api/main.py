@@ -37,6 +37,7 @@ from core.errors import (
     CattleCounterError,
     ShuttingDown,
     StorageUnavailable,
+    StreamUnavailable,
     describe_validation_error,
     dotted,
 )
@@ -285,6 +286,9 @@ def _add_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, StorageUnavailable):
             log.warning("storage unavailable during %s %s: %s", request.method, request.url.path, exc)
             return _error_response(503, exc.code, "storage is unavailable, try again shortly")
+        if isinstance(exc, StreamUnavailable):  # the camera failed; the message shows its URL redacted
+            log.warning("%s during %s %s: %s", exc.code, request.method, request.url.path, exc)
+            return _error_response(exc.http_status, exc.code, str(exc))
         if exc.http_status >= 500:
             # the server's own failure: its message may name server paths or hosts, so it goes
             # to the log and the client gets the code alone

@@ -1,4 +1,4 @@
-"""Counting benchmark: synthetic drone flyovers with exact ground truth (issue 13, section 1).
+"""Counting benchmark: synthetic drone flyovers with exact ground truth.
 
 Renders every scenario (static, pan, pan + roll, altitude change, camera jumps, dense herd,
 small animals in 4K, low-texture ground, and a gentle survey calibrated to the issue's real
@@ -193,7 +193,7 @@ def render_tables(document: dict, args: argparse.Namespace) -> str:
     parts = []
     if document["summary_moving_camera"]:
         parts += [f"Mean over the moving-camera scenarios run ({', '.join(s for s in MOVING_CAMERA if s in args.scenarios)}; "
-                  "issue 13's target: mean |err| <= 1 %):", "",
+                  "the target: mean |err| <= 1 %):", "",
                   report.summary_table(document["summary_moving_camera"], args.columns), ""]
     parts += [
         "Mean over all the scenarios run, per column and stride:",

@@ -160,7 +160,7 @@ class Settings(BaseSettings):
     max_video_seconds: float = Field(default=4 * 3600, gt=0)
     frame_buffer_bytes: int = Field(default=1024**3, gt=0)  # decoded frames one job holds at once
 
-    # --- stills and bulk jobs (issue 14: many images, ZIPs, orthomosaics in one job) -------
+    # --- stills and bulk jobs (many images, ZIPs, orthomosaics in one job) ----------------
     max_files_per_job: int = Field(default=5000, ge=1, le=100_000)  # files in one images job
     max_raster_pixels: int = Field(default=50_000 * 50_000, gt=0)  # width x height; larger files fail alone
     max_job_pixels: int = Field(default=2_000_000_000, gt=0)  # all of one job's images: the worker time it buys
@@ -181,7 +181,7 @@ class Settings(BaseSettings):
     video_preset: str = "veryfast"  # x264 preset of annotated.mp4
     video_crf: int = Field(default=23, ge=0, le=51)  # x264 quality: lower is better and bigger
 
-    # --- tiled inference (ml_engine/tiling.py; issue 13, section 4) ------------------------
+    # --- tiled inference (ml_engine/tiling.py) --------------------------------------------
     tiling: str = "auto"  # auto | off | WxH; a job may set its own
     tiling_full_frame: bool = True  # also look at the whole frame when tiling (large animals)
     tile_batch_size: int = Field(default=64, ge=1, le=1024)  # most model inputs in one forward pass when tiling
@@ -197,7 +197,7 @@ class Settings(BaseSettings):
     webhook_max_age_s: float = Field(default=86400.0, gt=0)  # retried until delivered or this old
     webhook_concurrency: int = Field(default=8, ge=1, le=256)  # deliveries at once per process
 
-    # --- live streams (issue 15: RTSP/HLS cameras; worker/streams.py) ---------------------
+    # --- live streams (RTSP/HLS cameras; worker/streams.py) -------------------------------
     stream_queue_name: str | None = None  # default: <QUEUE_NAME>-streams (its poison queue: + "-poison")
     stream_concurrency: int = Field(default=1, ge=0, le=64)  # stream threads per worker; 0: no streams here
     stream_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)  # CIDRs; empty: none private

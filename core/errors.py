@@ -287,7 +287,7 @@ class VideoTooLong(VideoError):
     http_status = 422
 
 
-# --- stills, rasters and bulk jobs (issue 14) -----------------------------------------------
+# --- stills, rasters and bulk jobs ----------------------------------------------------------
 # A bad file of a bulk job is not the job's failure: it is listed in results.jsonl with one
 # of these codes and the job goes on (see JobStatus.COMPLETED_WITH_ERRORS).
 
@@ -334,7 +334,7 @@ class NoUsableFiles(InvalidInput):
     code = "no_usable_files"
 
 
-# --- live streams (issue 15) -------------------------------------------------------------
+# --- live streams ------------------------------------------------------------------------
 
 
 class StreamUnavailable(CattleCounterError):
@@ -358,6 +358,15 @@ class SourceHostUnresolved(InvalidInput):
     likeliest cause); to a worker re-checking a running stream it is a DNS outage: transient,
     the stream is retried rather than failed."""
 
+    transient = True
+
+
+class TooManySnapshots(CattleCounterError):
+    """An API process is already taking as many stream snapshots as it allows at once
+    (each holds a thread and a connection to a camera). Try again in a few seconds."""
+
+    code = "too_many_snapshots"
+    http_status = 429
     transient = True
 
 

@@ -85,7 +85,7 @@ MAX_CLASSES = 200
 
 
 class Tracker(str, Enum):
-    """The live tracker (issue 13): ``botsort`` compensates camera motion (drone footage);
+    """The live tracker: ``botsort`` compensates camera motion (drone footage);
     ``bytetrack`` matches boxes alone (a fixed camera; cheaper)."""
 
     BOTSORT = "botsort"
@@ -199,7 +199,7 @@ class JobParams(BaseModel):
             return parse_tiling(tiling).text
         except InvalidInput as exc:
             raise ValueError(str(exc)) from None  # pydantic reports it under the field's name
-    # tracking (issue 13); unset: the service's TRACKER / STITCHING
+    # tracking; unset: the service's TRACKER / STITCHING
     tracker: Tracker | None = Field(
         default=None, description="Live tracker: botsort (camera-motion compensated) or bytetrack."
     )
@@ -262,7 +262,7 @@ def in_frame_pixels(params: JobParams, width: int, height: int) -> JobParams:
     return params.model_copy(update={"lines": lines, "zones": zones})
 
 
-# --- live streams (issue 15): what a stream job asks for beyond JobParams, and how it runs ---
+# --- live streams: what a stream job asks for beyond JobParams, and how it runs ---
 
 MAX_STREAM_GAPS_SHOWN = 20  # the record keeps the newest gaps only (it stays small); gaps_total counts all
 

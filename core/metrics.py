@@ -99,7 +99,7 @@ LEASE_LOST = _counter("lease_lost", "Leases lost mid-job (expired or taken over 
 # --- webhooks (worker) ------------------------------------------------------------------------
 WEBHOOK_FAILURES = _counter("webhook_failures", "Webhooks given up on: still undelivered at WEBHOOK_MAX_AGE_S.")
 
-# --- live streams (worker; issue 15) ------------------------------------------------------------
+# --- live streams (worker) ------------------------------------------------------------------
 # capture (frame decoded) -> counted: the live lag a user sees in the counts
 STREAM_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30)
 STREAM_LATENCY = Histogram(

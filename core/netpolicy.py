@@ -1,13 +1,14 @@
 """Where the service may connect on a user's behalf, and how it shows a user's URL.
 
 Shared by the API (checks at submit), the worker (checks again before a stream runs, and on
-every request its stream makes: ``core.egress_proxy``) and the engine (``redact_url`` for
-logs and answers; the engine imports nothing else of this module: its policy check is a
-callable the worker hands in, so the engine needs no settings).
+every request its stream makes: ``core.egress_proxy``; the snapshot a user draws lines on:
+``api/snapshot.py``) and the engine (``redact_url`` for logs and answers, ``pinned_rtsp_url``;
+its policy check is a callable the worker hands in, so the engine needs no settings).
 
 - ``is_public_address``: the server-side request forgery rule of job webhooks and streams.
 - ``stream_addresses``/``check_stream_url``: a stream source may be public, or private
-  inside the operator's STREAM_ALLOWED_NETWORKS.
+  inside the operator's STREAM_ALLOWED_NETWORKS; ``pinned_rtsp_url`` sends an rtsp://
+  connection to the address checked.
 - ``redact_url``: a URL with nothing of its credentials, for logs, records and answers.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from core.errors import InvalidInput, SourceHostUnresolved, StreamSourceNotAllowed
 
@@ -130,6 +131,19 @@ def check_stream_url(url: str, allowed_networks: list[str]) -> list[str]:
         raise InvalidInput(f"source_url: expected an rtsp://, rtsps://, http:// or https:// URL with a host, "
                            f"got {scheme + '://...' if scheme else 'no scheme'}")
     return stream_addresses(host, port or STREAM_SCHEMES[scheme], allowed_networks)
+
+
+def pinned_rtsp_url(url: str, addresses: list[str]) -> str:
+    """``url`` with its host replaced by ``addresses[0]`` when it is rtsp:// (so FFmpeg connects
+    to the address that was checked, not to a fresh DNS answer). rtsps:// and http(s):// keep
+    their host name: TLS verifies it, and HTTP(S) goes through the checking proxy instead."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "rtsp" or not addresses:
+        return url
+    host = f"[{addresses[0]}]" if ":" in addresses[0] else addresses[0]
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = (f"{userinfo}@" if "@" in parts.netloc else "") + host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 # --- showing a URL ---------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def test_non_videos_are_rejected_by_their_bytes_and_nothing_is_stored(api, tmp_p
 
 
 def test_an_image_named_like_a_video_is_an_images_job_by_its_bytes(api, tmp_path):
-    """Issue 14: an image is no longer refused with 415; the bytes, not the name, make it an
+    """An image is not refused with 415; the bytes, not the name, make it an
     images job of one file."""
     response = upload(api, write_png(tmp_path / "looks-like.mp4"))
     assert response.status_code == 202, response.text

@@ -301,7 +301,7 @@ def test_move_to_poison(backends: Backends) -> None:
 
 def test_the_stream_queue_is_its_own_queue_with_its_own_poison_queue(backends: Backends) -> None:
     """Streams run for hours: their messages must never be taken by a file-job thread, nor
-    file jobs wait behind them (issue 15), so each kind has its own queue."""
+    file jobs wait behind them, so each kind has its own queue."""
     backends.stream_queue.send("a stream")
     backends.queue.send("a video")
     assert backends.stream_queue.approximate_length() == 1 and backends.queue.approximate_length() == 1

@@ -108,7 +108,7 @@ def test_a_file_that_is_not_a_video_is_a_one_line_error(bad_videos, tiny_rtdetr_
 
 
 def test_a_picture_is_counted_as_a_still_not_refused_as_a_video(bad_videos, tiny_rtdetr_dir, tmp_path, capsys):
-    """Issue 14: ``python -m ml_engine photo.png`` counts the image (it used to be 'not a video')."""
+    """``python -m ml_engine photo.png`` counts the image (it used to be 'not a video')."""
     status = main([str(bad_videos["png"]), "-o", str(tmp_path / "out"), "--model", str(tiny_rtdetr_dir),
                    "--no-progress"])
     assert status == 0, capsys.readouterr().err

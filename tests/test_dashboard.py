@@ -497,7 +497,7 @@ def test_api_key_is_asked_for_once(browser, allinone_server):
 
 
 
-# --- images jobs (issue 14) -------------------------------------------------------------------------
+# --- images jobs ------------------------------------------------------------------------------------
 
 
 def _write_images_set(folder: Path) -> list[Path]:

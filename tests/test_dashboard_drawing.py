@@ -2,11 +2,14 @@
 (Chromium through Playwright) against a real ``python -m allinone``: the frame is shown before
 anything is uploaded, a line is dragged and a zone clicked with the mouse on the canvas (shown
 smaller than the video), and the job the upload makes holds them in the source's pixels, the
-line's "in" arrow on the side ml_engine/counting/lines.py counts as in. Screenshots at 1280 × 800
-and 390 × 844 go to test-artifacts/screenshots/."""
+line's "in" arrow on the side ml_engine/counting/lines.py counts as in. The same on a live
+camera's snapshot (a real RTSP server, tests/fixtures_rtsp.py) in the stream form: the stream
+job holds what was drawn in the camera's pixels. Screenshots at 1280 × 800 and 390 × 844 go to
+test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,10 @@ from tests.fixtures_video import write_clip
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
+ALLINONE_ENV = {"STREAM_ALLOWED_NETWORKS": "127.0.0.0/8"}  # read by the allinone_server fixture: the camera is on loopback
 UI_TIMEOUT_MS = 15_000
+SNAPSHOT_TIMEOUT_MS = 30_000  # the API connects to the camera: its open timeout (10 s) and a loaded CPU
+CAMERA_BACKGROUND = (48, 80, 128)  # tests/rtsp_server.py's pattern: background-color=0xff305080
 FRAMES = 10
 LINE_YELLOW = (255, 212, 0)  # drawing.js's line colour
 
@@ -42,8 +48,8 @@ def source_point(box: dict[str, float], fx: float, fy: float) -> tuple[float, fl
     return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
 
 
-def canvas_pixel(page, x: int, y: int) -> tuple[int, int, int]:
-    return tuple(page.get_by_test_id("drawing-canvas").evaluate(
+def canvas_pixel(page, x: int, y: int, panel: str = "drawing-panel") -> tuple[int, int, int]:
+    return tuple(page.get_by_test_id(panel).get_by_test_id("drawing-canvas").evaluate(
         "(canvas, [x, y]) => Array.from(canvas.getContext('2d').getImageData(x, y, 1, 1).data.slice(0, 3))",
         [x, y]))
 
@@ -52,10 +58,10 @@ def is_line_colour(rgb: tuple[int, int, int]) -> bool:
     return all(abs(a - b) <= 40 for a, b in zip(rgb, LINE_YELLOW, strict=True))
 
 
-def shot(page, name: str, width: int, height: int) -> None:
+def shot(page, name: str, width: int, height: int, panel: str = "drawing-panel") -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size({"width": width, "height": height})
-    page.get_by_test_id("drawing-panel").scroll_into_view_if_needed()
+    page.get_by_test_id(panel).scroll_into_view_if_needed()
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
 
 
@@ -134,3 +140,74 @@ def test_removing_the_video_hides_the_frame_and_forgets_what_was_drawn(
         page.get_by_test_id("file-input").set_input_files(real_clip)
         expect(panel).to_have_attribute("data-state", "ready", timeout=UI_TIMEOUT_MS)
         expect(page.get_by_test_id("drawn-line")).to_have_count(0)
+
+
+def test_lines_drawn_on_a_camera_snapshot_reach_the_stream_in_the_camera_pixels(
+    browser, allinone_server: AllInOneServer, rtsp_server_factory
+) -> None:
+    camera = rtsp_server_factory(width=320, height=240)
+    job_id = None
+    try:
+        with dashboard_page(browser, allinone_server, None) as page:
+            page.get_by_test_id("source-camera").check()
+            page.get_by_test_id("stream-url-input").fill(camera.url)
+            page.get_by_test_id("snapshot-button").click()
+            panel = page.get_by_test_id("stream-drawing-panel")
+            expect(panel).to_have_attribute("data-state", "ready", timeout=SNAPSHOT_TIMEOUT_MS)
+            expect(panel.get_by_test_id("drawing-size")).to_contain_text("320 × 240")
+            background = canvas_pixel(page, 3, 3, panel="stream-drawing-panel")
+            assert all(abs(a - b) <= 30 for a, b in zip(background, CAMERA_BACKGROUND, strict=True)), (
+                f"the canvas shows the camera's picture: {background}")
+            canvas = panel.get_by_test_id("drawing-canvas")
+            canvas.scroll_into_view_if_needed()
+            box = canvas.bounding_box()
+            assert box is not None and box["width"] > 320, "the snapshot is shown larger than the camera's frame"
+
+            # a line dragged left to right across the middle, then a zone of three points
+            page.mouse.move(*source_point(box, 0.1, 0.5))
+            page.mouse.down()
+            page.mouse.move(*source_point(box, 0.9, 0.5), steps=6)
+            page.mouse.up()
+            expect(panel.get_by_test_id("drawn-line")).to_have_count(1)
+            panel.get_by_test_id("drawn-line-name").fill("gate")
+            panel.get_by_test_id("draw-zone").check()
+            expect(page.get_by_test_id("drawing-panel").get_by_test_id("draw-line")).to_be_checked()  # its own group
+            canvas.scroll_into_view_if_needed()
+            box = canvas.bounding_box()  # naming the line may have scrolled the page
+            assert box is not None
+            for fx, fy in [(0.6, 0.1), (0.9, 0.1)]:
+                page.mouse.click(*source_point(box, fx, fy))
+            page.mouse.dblclick(*source_point(box, 0.9, 0.4))
+            expect(panel.get_by_test_id("drawn-zone")).to_have_count(1)
+            shot(page, "stream-snapshot-drawing", 1280, 800, panel="stream-drawing-panel")
+            shot(page, "stream-snapshot-drawing-phone", 390, 844, panel="stream-drawing-panel")
+            page.set_viewport_size({"width": 1280, "height": 900})
+
+            page.get_by_test_id("submit-button").click()
+            page.wait_for_url(re.compile(r"#/jobs/[A-Za-z0-9_-]+$"), timeout=UI_TIMEOUT_MS)
+            job_id = page.url.rsplit("/", 1)[1]
+        params = allinone_server.job(job_id)["params"]
+    finally:
+        if job_id is not None:
+            allinone_server.client.delete(f"/jobs/{job_id}")  # stops the stream
+
+    [line] = params["lines"]
+    assert line["name"] == "gate"
+    assert line["start"] == pytest.approx([32, 120], abs=2) and line["end"] == pytest.approx([288, 120], abs=2)
+    [zone] = params["zones"]
+    corners = [c for point in zone["polygon"] for c in point]
+    assert corners == pytest.approx([192, 24, 288, 24, 288, 96], abs=2)
+
+
+def test_a_snapshot_of_a_camera_outside_the_allowed_networks_says_why(
+    browser, allinone_server: AllInOneServer
+) -> None:
+    with dashboard_page(browser, allinone_server, None) as page:
+        page.get_by_test_id("source-camera").check()
+        page.get_by_test_id("snapshot-button").click()
+        expect(page.get_by_test_id("form-error")).to_contain_text("Enter the camera's stream URL")
+        page.get_by_test_id("stream-url-input").fill("rtsp://viewer:pw@10.255.0.1:554/cam")
+        page.get_by_test_id("snapshot-button").click()
+        expect(page.get_by_test_id("form-error")).to_contain_text("STREAM_ALLOWED_NETWORKS", timeout=UI_TIMEOUT_MS)
+        expect(page.get_by_test_id("form-error")).not_to_contain_text("pw@")
+        expect(page.get_by_test_id("stream-drawing-panel")).to_be_hidden()

@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = sorted(
     [ROOT / "README.md", ROOT / "bench" / "README.md", ROOT / "deploy" / "k8s" / "README.md"]
-    + list((ROOT / "docs").glob("*.md"))
+    + list((ROOT / "docs").glob("*.md")) + list((ROOT / "docs" / "decisions").glob("*.md"))
 )
 
 _FENCE = re.compile(r"^(```|~~~).*?^\1\s*$", re.MULTILINE | re.DOTALL)

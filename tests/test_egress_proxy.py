@@ -24,9 +24,8 @@ from core.backends import build_backends
 from core.egress_proxy import EgressProxy
 from core.errors import SourceHostUnresolved, StreamSourceNotAllowed, StreamUnavailable
 from core.jobs import Job, JobKind, JobParams, JobStatus, StreamOptions, source_secret_path
-from core.netpolicy import check_stream_url, stream_addresses
+from core.netpolicy import check_stream_url, pinned_rtsp_url, stream_addresses
 from ml_engine.live import Gap, LiveFrame, LiveSource, SourceOptions
-from ml_engine.live.source import pinned_rtsp_url
 from tests.fixtures_hls import HlsCamera
 from tests.fixtures_rtsp import FFMPEG, HlsStream, RtspServer
 from tests.waiting import wait_until

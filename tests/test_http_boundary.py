@@ -326,6 +326,20 @@ ROWS = [
     Row("POST /uploads body declaring 1 KB, sending 10 bytes",
         send_then_stall("POST", "/uploads", "application/json", 1024, b'{"filename'),
         408, "upload_stalled", _took_the_stall_timeout),
+    Row("POST /streams/snapshot body declaring 1 KB, sending 10 bytes",
+        send_then_stall("POST", "/streams/snapshot", "application/json", 1024, b'{"source_'),
+        408, "upload_stalled", _took_the_stall_timeout),
+    # a snapshot connects to the camera from the API: the same policy as POST /streams, before any connection
+    Row("snapshot of a loopback camera outside STREAM_ALLOWED_NETWORKS",
+        request("POST", "/streams/snapshot", json.dumps({"source_url": "rtsp://127.0.0.1:9/cam"}).encode(), **JSON),
+        422, "stream_source_not_allowed"),
+    Row("snapshot of a file:// URL",
+        request("POST", "/streams/snapshot", json.dumps({"source_url": "file:///etc/passwd"}).encode(), **JSON),
+        422, "invalid_input", _message_has("rtsp://")),
+    Row("snapshot with stream parameters",
+        request("POST", "/streams/snapshot", json.dumps({"source_url": "rtsp://8.8.8.8/cam", "window_s": 60}).encode(),
+                **JSON),
+        422, "invalid_input", _message_has("window_s", "only source_url")),
 ]
 
 
@@ -343,6 +357,8 @@ def _allows(methods: str) -> Callable[[Answer], None]:
 ROWS += [
     Row("GET on POST-only /uploads", request("GET", "/uploads"), 405, "method_not_allowed", _allows("POST")),
     Row("GET on POST-only /streams", request("GET", "/streams"), 405, "method_not_allowed", _allows("POST")),
+    Row("GET on POST-only /streams/snapshot", request("GET", "/streams/snapshot"), 405, "method_not_allowed",
+        _allows("POST")),
     Row("GET on POST-only /jobs/{id}/links", request("GET", "/jobs/abc/links"), 405, "method_not_allowed",
         _allows("POST")),
     Row("GET on PUT-only /uploads/{id}", request("GET", "/uploads/{upload_id}"), 405, "method_not_allowed",
@@ -354,7 +370,7 @@ ROWS += [
     Row("PUT to an upload id never handed out", request("PUT", "/uploads/never-reserved", b"x"), 404, "not_found"),
 ]
 
-# --- images, ZIPs and rasters (issue 14): 4xx at submit where it can be known there ----------------
+# --- images, ZIPs and rasters: 4xx at submit where it can be known there ----------------
 PNG = image_bytes("PNG", 64, 48)
 ZERO_BAND_TIFF = bytearray(image_bytes("GTiff", 32, 32))
 

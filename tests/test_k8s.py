@@ -124,7 +124,7 @@ def _container_env(deployment: dict[str, Any]) -> dict[str, str]:
 
 def test_keda_scales_each_worker_on_its_own_queue() -> None:
     """File workers on the job queue, one job per pod; stream workers on the stream queue,
-    STREAM_CONCURRENCY streams per pod: each kind scales on its own queue (issue 15)."""
+    STREAM_CONCURRENCY streams per pod: each kind scales on its own queue."""
     scaled = {doc["metadata"]["name"]: doc["spec"] for doc in k8s_objects("ScaledObject")}
     assert set(scaled) == {"cattlecounter-worker", "cattlecounter-stream-worker"}
     for spec in scaled.values():

@@ -11,8 +11,12 @@ refusal left over is a schema that promises too much.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import json
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +40,7 @@ from core.errors import InvalidInput
 from core.jobs import JobParams
 from core.tiling import TILING_PATTERN, parse_tiling
 from tests.fixtures_stills import image_bytes
+from tests.fixtures_video import write_clip
 
 SEED = 20261207
 EXAMPLES_PER_OPERATION = 10
@@ -43,7 +48,7 @@ API_KEY = "contract-test-key"
 CAMERA = "rtsp://127.0.0.1:8554/cam"  # inside the STREAM_ALLOWED_NETWORKS below
 PNG = image_bytes("PNG", 32, 24)
 # operations whose grounded valid requests must succeed (the others name jobs that do not exist)
-ACCEPTING = ("POST /jobs", "POST /submit-job", "POST /streams", "POST /uploads", "PUT /uploads/{upload_id}",
+ACCEPTING = ("POST /jobs", "POST /submit-job", "POST /streams", "POST /streams/snapshot", "POST /uploads", "PUT /uploads/{upload_id}",
              "GET /jobs", "GET /health", "GET /ready")
 
 
@@ -53,6 +58,7 @@ class Service:
     backends: Backends
     submitter: Submitter
     tmp: Path
+    camera_video: str  # a video served on loopback: a source POST /streams/snapshot can take a picture of
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +67,25 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     app_settings = Settings(_env_file=None, storage_backend="local", data_dir=tmp / "data",  # type: ignore[call-arg]
                             log_format="text", stream_allowed_networks=["127.0.0.0/8"], api_keys=[API_KEY])
     backends = build_backends(app_settings)
-    yield Service(app_settings, backends, Submitter(app_settings, backends), tmp)
+    with _served(write_clip(tmp / "camera.mp4", frames=3)) as camera_video:
+        yield Service(app_settings, backends, Submitter(app_settings, backends), tmp, camera_video)
     backends.close()
+
+
+@contextlib.contextmanager
+def _served(path: Path) -> Iterator[str]:
+    """``path`` over HTTP on loopback, as its URL."""
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(path.parent)))
+    threading.Thread(target=server.serve_forever, daemon=True, name="contract-camera").start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{path.name}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +154,8 @@ def ground(case, service: Service) -> None:
         return
     if route in ("POST /jobs", "POST /submit-job"):
         _ground_job_request(body, service)
+    if route == "POST /streams/snapshot":
+        body["source_url"] = service.camera_video  # a schema cannot name a camera that answers
     if route == "POST /streams":
         body["source_url"] = CAMERA  # a schema cannot name a camera that answers
         _ground_params(body)

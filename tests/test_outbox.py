@@ -170,7 +170,7 @@ def test_on_azure_a_settled_event_leaves_the_range_claims_scan(make_settings) ->
 
 
 def test_an_images_job_with_failed_files_sends_completed_with_errors(backends: Backends) -> None:
-    """Issue 14: the partial-results status reaches the webhook, with the file counts."""
+    """The partial-results status reaches the webhook, with the file counts."""
     job_id = new_job_id()
     backends.jobs.create(Job(id=job_id, kind=JobKind.IMAGES, input_blob=manifest_blob_path(job_id),
                              params=JobParams(callback_url="http://127.0.0.1:9/hook"), files_total=20))

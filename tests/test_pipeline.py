@@ -536,7 +536,7 @@ def test_a_video_longer_than_its_header_says_is_stopped_at_max_video_seconds(tmp
     assert_nothing_left(tmp_path / "out")
 
 
-# --- stitching, end to end (issue 13) ------------------------------------------------------
+# --- stitching, end to end -----------------------------------------------------------------
 
 
 def _hidden_for_a_while(index: int) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Live streams: start one (``POST /streams``) and play it (``GET /jobs/{id}/live/{name}``).
+"""Live streams: start one (``POST /streams``) and play it (``GET /jobs/{id}/live/{name}``);
+before it starts, see what the camera shows (``POST /streams/snapshot``) to draw lines on.
 
 A stream is a job like any other once created: GET, list and DELETE go through /jobs. The
 first DELETE of a running stream stops it (it ends ``completed`` with its outputs), the
@@ -19,10 +20,18 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api.deps import BackendsDep, CallerDep, MediaAccessDep, SettingsDep, SubmitterDep
 from api.routes.jobs import _downloadable_job, _submitted
-from api.schemas import IdempotencyKey, JobOut, error_responses, stream_request_body
-from api.submission import check_idempotency_key, check_stream_request, parse_json
+from api.schemas import (
+    STREAM_URL_PATTERN,
+    ErrorBody,
+    IdempotencyKey,
+    JobOut,
+    error_responses,
+    stream_request_body,
+)
+from api.snapshot import DEADLINE_S, MAX_SNAPSHOTS_AT_ONCE, OPEN_TIMEOUT_S, take_snapshot
+from api.submission import MAX_SOURCE_URL, check_idempotency_key, check_stream_request, parse_json
 from api.upload_stream import receive_small_body
-from core.errors import JobNotReady, NotFound
+from core.errors import InvalidInput, JobNotReady, NotFound
 from core.jobs import JobKind, output_blob_path
 from core.outputs import LIVE_DIR, is_live_file, media_type
 
@@ -65,6 +74,43 @@ async def create_stream(
     url, params, stream = await run_in_threadpool(check_stream_request, body, settings)
     job, created = await run_in_threadpool(submitter.submit_stream, url, params, stream, key, caller.owner)
     return _submitted(job, created)
+
+
+@router.post(
+    "/streams/snapshot",
+    response_class=Response,
+    responses={**error_responses(401, 408, 413, 422),
+               429: {"model": ErrorBody, "description": "too_many_snapshots: this API process is taking "
+                     f"{MAX_SNAPSHOTS_AT_ONCE} snapshots already; try again in a few seconds"},
+               502: {"model": ErrorBody, "description": "stream_unavailable: the camera sent no picture in time"},
+               200: {"content": {"image/jpeg": {}}, "description": "the stream's next picture, at its own size"}},
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"type": "object", "required": ["source_url"], "additionalProperties": False,
+                   "properties": {"source_url": {"type": "string", "minLength": 1, "maxLength": MAX_SOURCE_URL,
+                                                 "pattern": STREAM_URL_PATTERN}}},
+        "example": {"source_url": "rtsp://user:password@10.20.0.31:554/stream1"}}}}},
+    summary="One picture of a live camera, to draw counting lines and zones on",
+    description=(
+        "Connects to `source_url` as a stream job would (the same URL checks and "
+        "STREAM_ALLOWED_NETWORKS: 422 `stream_source_not_allowed`; HLS requests through the checking "
+        "proxy), decodes one frame and answers it as a JPEG in the source's own pixels, the pixels "
+        "`lines` and `zones` are given in. 502 `stream_unavailable` when the camera sends no picture "
+        f"within the open timeout ({OPEN_TIMEOUT_S:g} s) or the {DEADLINE_S:g} s deadline; 429 "
+        f"`too_many_snapshots` when this API process is taking {MAX_SNAPSHOTS_AT_ONCE} already. Nothing is stored."
+    ),
+)
+async def stream_snapshot(request: Request, settings: SettingsDep, caller: CallerDep) -> Response:
+    data = await receive_small_body(request, MAX_STREAM_BODY_BYTES, settings.upload_stall_timeout_s,
+                                    f"the JSON body is larger than {MAX_STREAM_BODY_BYTES} bytes")
+    body: dict[str, Any] = parse_json("the JSON body", data, expect=dict)
+    others = sorted(set(body) - {"source_url"})
+    if others:
+        raise InvalidInput(f"{', '.join(others)}: a snapshot takes only source_url")
+    # the URL as POST /streams checks it; in a thread, as checking resolves the host name
+    url = (await run_in_threadpool(check_stream_request, {"source_url": body.get("source_url")}, settings))[0]
+    picture = await run_in_threadpool(take_snapshot, url, settings.stream_allowed_networks,
+                                      settings.stream_read_timeout_s)
+    return Response(picture, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
 @router.get(

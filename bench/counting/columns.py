@@ -5,7 +5,7 @@ configured as ``ml_engine.pipeline`` configures it (same defaults), fed the orac
 detections and, where it uses them, the frames (grey, ``CMC_WIDTH`` wide, as the product's
 ``camera_frame`` makes them), through the product's code path, CMC included:
 
-    baseline      TRACKER=bytetrack STITCHING=off: the product before issue 13
+    baseline      TRACKER=bytetrack STITCHING=off: the product before BoT-SORT and stitching
     cmc           TRACKER=botsort (camera-motion compensated), STITCHING=off
     stitch        TRACKER=bytetrack, STITCHING=on
     product       the product's defaults (TRACKER=botsort, STITCHING=on)
@@ -209,7 +209,7 @@ def run_trackers_package(seq: Sequence, tracker, needs_frames: bool) -> Tracked:
 
 
 COLUMNS = {
-    "baseline": "product ObjectCounter, TRACKER=bytetrack STITCHING=off (before issue 13)",
+    "baseline": "product ObjectCounter, TRACKER=bytetrack STITCHING=off (before BoT-SORT)",
     "cmc": "product ObjectCounter, TRACKER=botsort (CMC) STITCHING=off",
     "stitch": "product ObjectCounter, TRACKER=bytetrack STITCHING=on",
     "product": "product ObjectCounter, defaults (TRACKER=botsort STITCHING=on)",

@@ -87,13 +87,13 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("small_4k", "4K frames, animals 10-22 px", width=3840, height=2160, animal_px=(10.0, 22.0),
                  herd_spread=200.0, herds=4, herd_animals=(15, 25), pan_px=14.0, frames=240),
         Scenario("low_texture", "pan over nearly uniform grass", texture="low"),
-        # Calibrated to the conditions issue 13 reports from real drone clips, where a plain
+        # Calibrated to the conditions reported from real drone clips, where a plain
         # tracker overcounts about 5 %: the other scenarios are harsher on purpose.
         Scenario("survey", "slow survey pan over grazing herds: few walk, no herd crossing, two trees",
                  pan_px=4.0, drift_px=30.0, walking=0.15, crossing=False, trees=2, jitter_px=0.5),
     )
 }
-# the scenarios issue 13's target (mean |count error| <= 1 %) is about: a moving camera, animals
+# the scenarios the target (mean |count error| <= 1 %) is about: a moving camera, animals
 # the detector can see at 1080p (small_4k is tiling's case), harsh on purpose (survey is not)
 MOVING_CAMERA = ("pan", "pan_rotate", "altitude", "jumps", "dense_herd", "low_texture")
 

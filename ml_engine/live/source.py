@@ -43,14 +43,14 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import av
 import av.error
 import numpy as np
 
 from core.errors import CattleCounterError, StreamUnavailable
-from core.netpolicy import redact_url  # the service's one redaction rule (re-exported)
+from core.netpolicy import pinned_rtsp_url, redact_url  # shared with the API and the worker
 from ml_engine.live.hls_clock import LiveEdge, fetch_live_edge
 from ml_engine.live.pacing import MAX_WAIT_S, PacedMailbox, Pacer
 
@@ -177,19 +177,6 @@ class _MediaClock:
             self.media_time += step
         self._last_pts_time, self._last_wall = pts_time, wall
         return self.media_time
-
-
-def pinned_rtsp_url(url: str, addresses: list[str]) -> str:
-    """``url`` with its host replaced by ``addresses[0]`` when it is rtsp:// (so FFmpeg connects
-    to the address that was checked, not to a fresh DNS answer). rtsps:// and http(s):// keep
-    their host name: TLS verifies it, and HTTP(S) goes through the checking proxy instead."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "rtsp" or not addresses:
-        return url
-    host = f"[{addresses[0]}]" if ":" in addresses[0] else addresses[0]
-    userinfo = parts.netloc.rpartition("@")[0]
-    netloc = (f"{userinfo}@" if "@" in parts.netloc else "") + host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _short_cause(exc: BaseException) -> str:

@@ -40,8 +40,14 @@ export async function request(path, { method = "GET", json } = {}) {
 
 /** As ``request``, returning the body as text (JSON Lines downloads). */
 export async function requestText(path, { method = "GET", json } = {}) {
+  const response = await fetchWithKey(path, { method, json, accept: "application/json" });
+  return response.text();
+}
+
+/** One fetch with the API key, asking for the key again on 401; throws ApiError on an error answer. */
+async function fetchWithKey(path, { method, json, accept }) {
   for (;;) {
-    const headers = { Accept: "application/json", ...keyHeaders() };
+    const headers = { Accept: accept, ...keyHeaders() };
     const init = { method, headers, cache: "no-store" };
     if (json !== undefined) {
       headers["Content-Type"] = "application/json";
@@ -57,9 +63,8 @@ export async function requestText(path, { method = "GET", json } = {}) {
       await askForApiKey(currentApiKey());
       continue;
     }
-    const text = await response.text();
-    if (!response.ok) throw errorFromBody(response.status, response.statusText, text);
-    return text;
+    if (!response.ok) throw errorFromBody(response.status, response.statusText, await response.text());
+    return response;
   }
 }
 
@@ -106,6 +111,17 @@ export function cancelOrDeleteJob(jobId) {
  */
 export function startStream(body) {
   return request("/streams", { method: "POST", json: body });
+}
+
+/**
+ * What a camera shows now (POST /streams/snapshot), as a JPEG Blob in the camera's own pixels, to
+ * draw lines and zones on before the stream starts. Nothing is stored; the URL goes only in the body.
+ */
+export async function getStreamSnapshot(sourceUrl) {
+  const response = await fetchWithKey("/streams/snapshot", {
+    method: "POST", json: { source_url: sourceUrl }, accept: "image/jpeg, application/json",
+  });
+  return response.blob();
 }
 
 /** windows.jsonl of a stream job, parsed: one record per window that has ended. ``url`` is its

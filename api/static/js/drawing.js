@@ -1,8 +1,10 @@
-// Counting lines and zones drawn on a video's first frame, in the browser, before the upload.
+// Counting lines and zones drawn on a picture, in the browser, before the job starts: a video's
+// first frame before the upload, or a live camera's snapshot (POST /streams/snapshot) before the
+// stream starts.
 //
-// The frame is decoded by a <video> on an object URL (nothing is uploaded to see it) and drawn
-// onto a <canvas> whose own size is the video's (videoWidth x videoHeight): the canvas is only
-// scaled for display, so every point kept here is already in the source's pixels, which is what
+// A video's frame is decoded by a <video> on an object URL (nothing is uploaded to see it), a
+// snapshot shown by an <img>; either is drawn onto a <canvas> whose own size is the picture's
+// (videoWidth x videoHeight, naturalWidth x naturalHeight): the canvas is only scaled for display, so every point kept here is already in the source's pixels, which is what
 // the API counts in. A line counts "in" what crosses it from its left to its right, walking from
 // its start to its end in image coordinates (ml_engine/counting/lines.py): the arrow shows that side.
 
@@ -10,12 +12,19 @@ import { element } from "./dom.js";
 
 const MIN_LINE_PX = 4; // a drag shorter than this (in source pixels) is a click, not a line
 const CLOSE_PX = 12; // a click this close to a zone's first point (in screen pixels) closes it
+let panels = 0; // each panel's tool buttons are a radio group of their own
 
 export class DrawingPanel {
-  /** ``container``: the empty element the panel is built in (hidden until a video is chosen). */
-  constructor(container) {
+  /**
+   * ``container``: the empty element the panel is built in (hidden until there is a picture);
+   * ``title``: what the pictures are ("the first frame", "the camera's snapshot").
+   */
+  constructor(container, { title = "Lines and zones on the first frame " } = {}) {
     this.container = container;
-    this.file = null;
+    this.title = title;
+    this.toolGroup = `drawing-tool-${(panels += 1)}`;
+    this.file = null; // the video File, or the snapshot's Blob, shown
+    this.name = ""; // what the size line calls it
     this.url = null;
     this.lines = []; // {name, start: [x, y], end: [x, y]} in source pixels
     this.zones = []; // {name, polygon: [[x, y], ...]}
@@ -25,11 +34,11 @@ export class DrawingPanel {
   }
 
   build() {
-    const heading = element("p", { className: "drawing-title", text: "Lines and zones on the first frame " });
+    const heading = element("p", { className: "drawing-title", text: this.title });
     heading.append(element("span", { className: "optional", text: "(optional)" }));
     this.tools = element("div", { className: "drawing-tools", attrs: { role: "radiogroup", "aria-label": "Draw" } });
     for (const [tool, label] of [["line", "Draw a line (drag)"], ["zone", "Draw a zone (click points, double-click to close)"]]) {
-      const radio = element("input", { attrs: { type: "radio", name: "drawing-tool", value: tool, "data-testid": `draw-${tool}` } });
+      const radio = element("input", { attrs: { type: "radio", name: this.toolGroup, value: tool, "data-testid": `draw-${tool}` } });
       radio.checked = tool === "line";
       radio.addEventListener("change", () => this.cancelPending());
       const wrap = element("label");
@@ -38,7 +47,7 @@ export class DrawingPanel {
     }
     this.canvas = element("canvas", {
       className: "drawing-canvas",
-      attrs: { "data-testid": "drawing-canvas", "aria-label": "The video's first frame: drag across it for a line, click points for a zone" },
+      attrs: { "data-testid": "drawing-canvas", "aria-label": "The picture: drag across it for a line, click points for a zone" },
     });
     this.size = element("p", { className: "hint", attrs: { "data-testid": "drawing-size" } });
     this.list = element("ul", { className: "drawing-list", attrs: { "data-testid": "drawing-list", "aria-label": "Drawn lines and zones" } });
@@ -46,8 +55,12 @@ export class DrawingPanel {
     this.video = element("video", { attrs: { muted: "", playsinline: "", preload: "auto" } });
     this.video.muted = true;
     this.video.addEventListener("loadeddata", () => this.seekToStart());
-    this.video.addEventListener("seeked", () => this.showFrame());
+    this.video.addEventListener("seeked", () => this.showPicture(this.video.videoWidth, this.video.videoHeight));
     this.video.addEventListener("error", () => this.unreadable());
+    this.image = element("img", { attrs: { alt: "" } });
+    this.image.addEventListener("load", () => this.showPicture(this.image.naturalWidth, this.image.naturalHeight));
+    this.image.addEventListener("error", () => this.unreadable());
+    this.picture = this.video; // what the canvas draws: the video's frame, or the snapshot
     this.listenForPointer();
     window.addEventListener("resize", () => this.render());
   }
@@ -55,7 +68,27 @@ export class DrawingPanel {
   /** Show ``file``'s first frame (a video File), or hide the panel (null). A new file starts afresh. */
   showVideo(file) {
     if (file === this.file) return;
+    if (!this.start(file, this.video, file && file.name)) {
+      this.video.removeAttribute("src");
+      return;
+    }
+    this.video.src = this.url;
+  }
+
+  /** Show a picture (an image Blob, e.g. a camera's snapshot) called ``name``; null hides the panel. */
+  showImage(blob, name) {
+    if (!this.start(blob, this.image, name)) {
+      this.image.removeAttribute("src");
+      return;
+    }
+    this.image.src = this.url;
+  }
+
+  /** Forget the old picture and what was drawn on it; false when there is no new one (hidden). */
+  start(file, picture, name) {
     this.file = file;
+    this.name = name || "";
+    this.picture = picture;
     this.lines = [];
     this.zones = [];
     this.pending = null;
@@ -65,24 +98,20 @@ export class DrawingPanel {
     this.container.hidden = !file;
     this.container.dataset.state = file ? "loading" : "empty";
     this.renderList();
-    if (!file) {
-      this.video.removeAttribute("src");
-      return;
-    }
+    if (!file) return false;
     this.url = URL.createObjectURL(file);
-    this.size.textContent = `Reading ${file.name}…`;
-    this.video.src = this.url;
+    this.size.textContent = `Reading ${this.name}…`;
+    return true;
   }
 
   seekToStart() {
     this.video.currentTime = 0; // "seeked" follows, with frame 0 ready to draw
   }
 
-  showFrame() {
-    const { videoWidth: width, videoHeight: height } = this.video;
+  showPicture(width, height) {
     this.canvas.width = width;
     this.canvas.height = height;
-    this.size.textContent = `${this.file.name}: ${width} × ${height} pixels. Drawn lines and zones are sent in these pixels.`;
+    this.size.textContent = `${this.name}: ${width} × ${height} pixels. Drawn lines and zones are sent in these pixels.`;
     this.container.dataset.state = "ready";
     this.render();
   }
@@ -90,7 +119,9 @@ export class DrawingPanel {
   unreadable() {
     if (!this.file) return;
     this.container.dataset.state = "unreadable";
-    this.size.textContent = "This browser cannot show this video's frames: type the counting line below instead.";
+    this.size.textContent = this.picture === this.video
+      ? "This browser cannot show this video's frames: type the counting line below instead."
+      : "This browser cannot show the picture: type the counting line above instead.";
   }
 
   /** What was drawn, as the API's ``lines`` and ``zones``; or {problem} (names must be unique). */
@@ -202,7 +233,7 @@ export class DrawingPanel {
   render() {
     if (this.container.dataset.state !== "ready") return;
     const context = this.canvas.getContext("2d");
-    context.drawImage(this.video, 0, 0, this.canvas.width, this.canvas.height);
+    context.drawImage(this.picture, 0, 0, this.canvas.width, this.canvas.height);
     // lines and labels the same size on screen whatever the frame is scaled to (a phone shrinks it)
     const shown = this.canvas.getBoundingClientRect().width || this.canvas.width;
     const stroke = Math.max(1, (2.5 * this.canvas.width) / shown);

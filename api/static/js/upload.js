@@ -1,7 +1,7 @@
 // The upload form: pick or drop videos, set what to count, upload each with its own progress bar;
 // or, with "A live camera" chosen, start a stream job from a camera's URL.
 
-import { ApiError, getModel, startStream, submitImages, submitVideo } from "./api.js";
+import { ApiError, getModel, getStreamSnapshot, startStream, submitImages, submitVideo } from "./api.js";
 import { announce, element } from "./dom.js";
 import { DrawingPanel } from "./drawing.js";
 import { formatBytes, formatPercent } from "./format.js";
@@ -22,6 +22,10 @@ export class UploadForm {
     this.mode = "files"; // or "camera"
     this.model = null; // the model card (GET /model) once a worker has loaded the model
     this.drawing = new DrawingPanel(document.getElementById("drawing-panel"));
+    this.streamDrawing = null; // built on the first snapshot: until then the page has one canvas
+    this.snapshotButton = document.getElementById("snapshot-button");
+    this.snapshotStatus = document.getElementById("snapshot-status");
+    this.snapshotButton.addEventListener("click", () => this.takeSnapshot());
     this.loadModel();
 
     document.getElementById("choose-button").addEventListener("click", () => this.input.click());
@@ -168,6 +172,42 @@ export class UploadForm {
     for (const file of files.filter(isVideo)) await this.upload(file, params);
   }
 
+  /**
+   * Show what the camera sees now (POST /streams/snapshot) on a drawing panel, in the camera's
+   * pixels: lines and zones drawn on it go with the stream. A new snapshot starts the drawing afresh.
+   */
+  async takeSnapshot() {
+    const urlField = this.form.elements.source_url;
+    const problem = streamUrlProblem(urlField.value.trim());
+    if (problem) {
+      this.showError(problem);
+      urlField.setAttribute("aria-invalid", "true");
+      urlField.focus();
+      return;
+    }
+    urlField.removeAttribute("aria-invalid");
+    this.showError("");
+    this.snapshotButton.disabled = true;
+    this.snapshotStatus.textContent = "Connecting to the camera…";
+    try {
+      const picture = await getStreamSnapshot(urlField.value.trim());
+      if (!this.streamDrawing) {
+        this.streamDrawing = new DrawingPanel(document.getElementById("stream-drawing-panel"),
+          { title: "Lines and zones on the camera's snapshot " });
+      }
+      this.streamDrawing.showImage(picture, `Snapshot taken at ${new Date().toLocaleTimeString()}`);
+      this.snapshotStatus.textContent = "";
+      this.snapshotButton.textContent = "Take another snapshot";
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      // the service's message names the camera without its password
+      this.snapshotStatus.textContent = "";
+      this.showError(`No snapshot: ${error.message}`);
+    } finally {
+      this.snapshotButton.disabled = false;
+    }
+  }
+
   /** Start a stream job from the camera fields; the job's page opens once it exists. */
   async startStream() {
     if (!this.model) await this.loadModel();
@@ -178,11 +218,20 @@ export class UploadForm {
       field.focus();
       return;
     }
+    const drawn = this.streamDrawing ? this.streamDrawing.shapes() : { lines: [], zones: [] };
+    if (drawn.problem) {
+      this.showError(drawn.problem);
+      return;
+    }
+    if (drawn.lines.length) body.lines = [...(body.lines || []), ...drawn.lines];
+    if (drawn.zones.length) body.zones = drawn.zones;
     this.showError("");
     this.submitButton.disabled = true;
     try {
       const job = await startStream(body);
       this.form.elements.source_url.value = ""; // the URL (and any password in it) leaves the page
+      if (this.streamDrawing) this.streamDrawing.showImage(null); // what was drawn went with the stream
+      this.snapshotButton.textContent = "Take snapshot";
       announce("The stream has been started; its page shows it live.");
       this.onJobCreated(job);
       window.location.hash = `#/jobs/${job.job_id}`;
@@ -333,6 +382,13 @@ export function readParams(form, model, { frameStride = true } = {}) {
 }
 
 const STREAM_SCHEMES = /^(rtsps?|https?):\/\/[^\s/]/i;
+
+/** What is wrong with a stream URL typed in the form, or null. Never quotes it: it may hold a password. */
+function streamUrlProblem(url) {
+  if (!url) return "Enter the camera's stream URL: rtsp://, rtsps:// or an http(s):// HLS playlist.";
+  if (!STREAM_SCHEMES.test(url)) return "The stream URL must start with rtsp://, rtsps://, http:// or https:// and name a host.";
+  return null;
+}
 const WINDOW_S = [5, 3600]; // StreamOptions.window_s's range (core/jobs.py)
 
 /**
@@ -342,12 +398,8 @@ const WINDOW_S = [5, 3600]; // StreamOptions.window_s's range (core/jobs.py)
 export function readStreamRequest(form, model) {
   const urlField = form.elements.source_url;
   const url = urlField.value.trim();
-  if (!url) {
-    return { problem: "Enter the camera's stream URL: rtsp://, rtsps:// or an http(s):// HLS playlist.", field: urlField };
-  }
-  if (!STREAM_SCHEMES.test(url)) {
-    return { problem: "The stream URL must start with rtsp://, rtsps://, http:// or https:// and name a host.", field: urlField };
-  }
+  const urlProblem = streamUrlProblem(url);
+  if (urlProblem) return { problem: urlProblem, field: urlField };
   const { params, problem, field } = readParams(form, model, { frameStride: false });
   if (problem) return { problem, field };
   const body = { source_url: url, ...params };
