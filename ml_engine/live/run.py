@@ -138,10 +138,6 @@ def _require(condition: bool, message: str) -> None:
     if not condition:
         raise InvalidInput(message)
 
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise InvalidInput(message)
-
 
 _STOP, _HAND_BACK = "stop", "hand_back"
 
