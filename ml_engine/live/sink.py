@@ -1,9 +1,9 @@
 """What a ``StreamRun`` tells its caller, and asks it: the ``StreamSink``.
 
 The worker's ``StreamSession`` is the sink of a stream job; the CLI's and tests' sinks start
-from ``QuietSink``. The run calls every method on its own thread only, except ``should_stop``,
-which the source's decode thread may also ask (it must be cheap there). A method that raises
-stops the run with its error.
+from ``QuietSink``. The run calls every method on its own thread only (the source's decode
+thread reads a flag the run sets, so a slow ``should_stop`` never stalls the camera's reads). A
+method that raises stops the run with its error.
 """
 
 from __future__ import annotations
