@@ -88,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     from ml_engine.detector import Detector
-    from ml_engine.live import SourceOptions, StreamConfig, StreamRun
+    from ml_engine.live import QuietSink, SourceOptions, StreamConfig, StreamRun, StreamState
     from ml_engine.tiny_model import build_tiny_checkpoint
     from tests.fixtures_rtsp import rtsp_unavailable_reason
 
@@ -108,7 +108,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     samples: list[dict[str, Any]] = []
     started = time.monotonic()
 
-    def on_window(record: dict[str, Any], state: dict[str, Any]) -> None:
+    class Sampler(QuietSink):
+        def on_window(self, record: dict[str, Any], state: StreamState) -> None:
+            sample(record, state)
+
+        def should_stop(self) -> bool:
+            return time.monotonic() - started >= wall_s
+
+    def sample(record: dict[str, Any], state: StreamState) -> None:
         samples.append({
             "window": record["window"],
             "wall_s": round(time.monotonic() - started, 1),
@@ -119,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "latency_p50_s": record["latency_p50_s"],
             "latency_p95_s": record["latency_p95_s"],
             "unique": record["unique"],
-            "state_bytes": len(json.dumps(state)),
+            "state_bytes": len(state.to_json()),
         })
         print(json.dumps(samples[-1]), flush=True)
 
@@ -130,8 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     load_before = os.getloadavg()[0]
     try:
-        stats, _ = StreamRun(server.url, config, detector, work / "out", on_window=on_window,
-                             should_stop=lambda: time.monotonic() - started >= wall_s).run()
+        stats, _ = StreamRun(server.url, config, detector, work / "out", sink=Sampler()).run()
     finally:
         server.stop()
     return report(args, stats, samples, load_before, video)

@@ -413,7 +413,11 @@ def _warn_random_weights(model: str) -> None:
 def _run_stream(args: argparse.Namespace, stop_requested: Callable[[], bool]) -> dict[str, Any]:
     """Count a live stream until Ctrl-C (``stop_requested``), then end its outputs."""
     from ml_engine.detector import Detector
-    from ml_engine.live import StreamConfig, StreamRun
+    from ml_engine.live import QuietSink, StreamConfig, StreamRun
+
+    class UntilCtrlC(QuietSink):
+        def should_stop(self) -> bool:
+            return stop_requested()
 
     config = StreamConfig(
         threshold=args.threshold, classes=args.classes, tiling=args.tiling, tiling_full_frame=args.tiling_full_frame,
@@ -426,7 +430,7 @@ def _run_stream(args: argparse.Namespace, stop_requested: Callable[[], bool]) ->
     if detector.random_weights:
         _warn_random_weights(args.model)
     print(f"counting {redact_url(args.video)} into {args.output}: Ctrl-C ends the stream", file=sys.stderr)
-    stats, _ = StreamRun(args.video, config, detector, args.output, should_stop=stop_requested).run()
+    stats, _ = StreamRun(args.video, config, detector, args.output, sink=UntilCtrlC()).run()
     return stats
 
 

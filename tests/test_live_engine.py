@@ -35,9 +35,11 @@ from ml_engine.live import (
     HlsWriter,
     LiveFrame,
     LiveStatus,
+    QuietSink,
     SourceOptions,
     StreamConfig,
     StreamRun,
+    StreamState,
 )
 from ml_engine.live.counts import iso
 from ml_engine.video import iter_frames, probe
@@ -343,22 +345,49 @@ class ColourBoxDetector:
         )
 
 
-class Recorder:
-    """Everything a StreamRun reports through its callbacks."""
+def never() -> bool:
+    return False
+
+
+def as_stored(state: StreamState) -> dict:
+    """A state as the service stores it (JSON)."""
+    return json.loads(state.to_json())
+
+
+class Recorder(QuietSink):
+    """A StreamRun's sink that keeps everything reported to it (states as stored), and stops
+    when told (``stopping``)."""
 
     def __init__(self) -> None:
         self.statuses: list[LiveStatus] = []
         self.windows: list[tuple[dict, dict]] = []
         self.files: list[tuple[dict[str, Path], list[str]]] = []
         self.events: list[CountEvent] = []
+        self.stop: Callable[[], bool] = never
+        self.hand_back: Callable[[], bool] = never
 
-    def callbacks(self) -> dict:
-        return {
-            "on_status": self.statuses.append,
-            "on_window": lambda record, state: self.windows.append((record, state)),
-            "on_files": lambda changed, removed: self.files.append((dict(changed), list(removed))),
-            "on_event": self.events.append,
-        }
+    def stopping(self, stop: Callable[[], bool] = never, hand_back: Callable[[], bool] = never) -> Recorder:
+        """This sink, ending the stream once ``stop()`` says so (handing it back: ``hand_back()``)."""
+        self.stop, self.hand_back = stop, hand_back
+        return self
+
+    def should_stop(self) -> bool:
+        return self.stop()
+
+    def should_hand_back(self) -> bool:
+        return self.hand_back()
+
+    def on_status(self, status: LiveStatus) -> None:
+        self.statuses.append(status)
+
+    def on_window(self, record: dict, state: StreamState) -> None:
+        self.windows.append((record, as_stored(state)))
+
+    def on_files(self, changed: dict[str, Path], removed: list[str]) -> None:
+        self.files.append((dict(changed), list(removed)))
+
+    def on_event(self, event: CountEvent) -> None:
+        self.events.append(event)
 
 
 def stop_after(seconds: float):
@@ -384,7 +413,7 @@ def test_a_stream_is_counted_in_windows_with_events_segments_and_final_stats(
     seen = Recorder()
     source = ClipSource(walk_frames)
     run = StreamRun("rtsp://viewer:pa55@camera.invalid/stream?token=t0k", stream_config(), ColourBoxDetector(),
-                    tmp_path, should_stop=stop_after(7.0), source=source, **seen.callbacks())
+                    tmp_path, seen.stopping(stop_after(7.0)), source=source)
     stats, outputs = run.run()
     assert source.closed and live_video_threads() == []
     assert stats["source"] == "rtsp://camera.invalid/stream"  # no credentials in any output
@@ -449,7 +478,7 @@ def test_a_gap_ends_every_track_so_an_animal_in_view_counts_again(
     # the gap comes at frame 15, while the first animal is mid-frame (x = 120)
     source = ClipSource(walk_frames, gap_after=15)
     run = StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path,
-                    should_stop=stop_after(3.5), source=source, **seen.callbacks())
+                    seen.stopping(stop_after(3.5)), source=source)
     stats, _ = run.run()
     assert stats["counts"]["total_unique"] == 2  # one animal, two tracks: before and after the gap
     assert stats["gaps_total"] == 1 and stats["gaps"][0]["reason"] == "stall"
@@ -464,7 +493,7 @@ def test_a_resumed_run_continues_totals_windows_segments_and_track_ids(
 ) -> None:
     first = Recorder()
     StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path,
-              should_stop=stop_after(4.5), source=ClipSource(walk_frames), **first.callbacks()).run()
+              first.stopping(stop_after(4.5)), source=ClipSource(walk_frames)).run()
     record, state = first.windows[-2]  # the process "dies" after this window: the last state stored
     state = json.loads(json.dumps(state))
     windows_before = jsonl(tmp_path / WINDOWS)
@@ -474,8 +503,8 @@ def test_a_resumed_run_continues_totals_windows_segments_and_track_ids(
 
     second = Recorder()
     stats, _ = StreamRun(
-        "rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path, resume=state,
-        should_stop=stop_after(3.5), source=ClipSource(walk_frames), **second.callbacks(),
+        "rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path,
+        second.stopping(stop_after(3.5)), resume=StreamState.from_dict(state), source=ClipSource(walk_frames),
     ).run()
     assert stats["counts"]["total_unique"] == state["totals"]["total_unique"] + 1 == 2
     windows = jsonl(tmp_path / WINDOWS)
@@ -497,7 +526,7 @@ def test_a_slow_detector_drops_frames_and_latency_stays_bounded(
     source = ClipSource(walk_frames, fps=25.0)
     stats, _ = StreamRun(
         "rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(delay_s=0.2), tmp_path,
-        should_stop=stop_after(4.0), source=source, **seen.callbacks(),
+        seen.stopping(stop_after(4.0)), source=source,
     ).run()
     assert stats["frames"]["dropped"] > 40  # ~25 fps in, ~5 fps processed
     assert stats["frames"]["processed"] < stats["frames"]["received"] / 2
@@ -515,13 +544,18 @@ def test_memory_stays_flat_as_animals_keep_coming(walk_frames: list[np.ndarray],
     def enough() -> bool:  # 12.5 s of stream and 150 frames counted (a loaded CPU counts fewer a second)
         return twelve_seconds() and bool(statuses) and statuses[-1].frames_processed >= 150 and len(samples) >= 6
 
-    def measure(record: dict, state: dict) -> None:
-        gc.collect()  # what is still referenced, not garbage waiting for the collector
-        samples.append(tracemalloc.get_traced_memory()[0])
+    class Measuring(QuietSink):
+        def on_window(self, record: dict, state: StreamState) -> None:
+            gc.collect()  # what is still referenced, not garbage waiting for the collector
+            samples.append(tracemalloc.get_traced_memory()[0])
+
+        def on_status(self, status: LiveStatus) -> None:
+            statuses.append(status)
+
+        should_stop = staticmethod(until(enough, 90))
 
     run = StreamRun(
-        "rtsp://camera.invalid/s", stream_config(window_s=2.0), ColourBoxDetector(), tmp_path,
-        on_window=measure, on_status=statuses.append, should_stop=until(enough, 90),
+        "rtsp://camera.invalid/s", stream_config(window_s=2.0), ColourBoxDetector(), tmp_path, Measuring(),
         source=ClipSource(walk_frames, fps=20.0),
     )
     tracemalloc.start()
@@ -535,7 +569,7 @@ def test_memory_stays_flat_as_animals_keep_coming(walk_frames: list[np.ndarray],
     # whenever the loop is behind, as on a loaded machine; a leak lifts every later one
     growth = min(samples[-3:]) - min(samples[1:3])
     assert growth < 40_000, samples  # 150+ frames later: a leak of 250 bytes a frame would show
-    assert len(run.counter._tracks) <= 2  # in view, or lost within the track buffer: the ended ones are gone
+    assert len(run.tracks.counter._tracks) <= 2  # in view, or lost within the track buffer: ended ones gone
 
 
 def test_duration_ends_the_stream_and_bad_settings_are_refused(walk_frames: list[np.ndarray], tmp_path: Path) -> None:
@@ -559,21 +593,22 @@ def test_unknown_classes_fail_before_the_source_is_opened(tmp_path: Path) -> Non
     assert source.frames_received == 0
 
 
-def test_a_failing_callback_stops_the_run_with_its_error(walk_frames: list[np.ndarray], tmp_path: Path) -> None:
-    def broken(record: dict, state: dict) -> None:
-        raise RuntimeError("storage is down")
+def test_a_failing_sink_stops_the_run_with_its_error(walk_frames: list[np.ndarray], tmp_path: Path) -> None:
+    class Broken(Recorder):
+        def on_window(self, record: dict, state: StreamState) -> None:
+            raise RuntimeError("storage is down")
 
     source = ClipSource(walk_frames)
     with pytest.raises(RuntimeError, match="storage is down"):
         StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path,
-                  on_window=broken, should_stop=stop_after(10), source=source).run()
+                  Broken().stopping(stop_after(10)), source=source).run()
     assert source.closed
     assert not list((tmp_path / "live").glob(".*.partial"))  # no half-written segment left behind
     assert live_video_threads() == []
 
 
 class Journal(Recorder):
-    """A Recorder that also keeps the order of stored states and uploaded files (``on_state``
+    """A Recorder that also keeps the order of stored states and uploaded files (``store_state``
     and ``on_window`` states are what the service stores)."""
 
     def __init__(self) -> None:
@@ -581,21 +616,18 @@ class Journal(Recorder):
         self.states: list[dict] = []
         self.journal: list[tuple[str, object]] = []
 
-    def callbacks(self) -> dict:
-        def on_window(record: dict, state: dict) -> None:
-            self.windows.append((record, state))
-            self._state(state)
+    def on_window(self, record: dict, state: StreamState) -> None:
+        super().on_window(record, state)
+        self.store_state(state)
 
-        def on_files(changed: dict[str, Path], removed: list[str]) -> None:
-            self.files.append((dict(changed), list(removed)))
-            self.journal.append(("files", sorted(changed)))
+    def on_files(self, changed: dict[str, Path], removed: list[str]) -> None:
+        super().on_files(changed, removed)
+        self.journal.append(("files", sorted(changed)))
 
-        return {**super().callbacks(), "on_window": on_window, "on_files": on_files, "on_state": self._state}
-
-    def _state(self, state: dict) -> None:
-        state = json.loads(json.dumps(state))  # as stored
-        self.states.append(state)
-        self.journal.append(("state", state))
+    def store_state(self, state: StreamState) -> None:
+        stored = as_stored(state)
+        self.states.append(stored)
+        self.journal.append(("state", stored))
 
 
 def segment_numbers(names) -> list[int]:
@@ -610,7 +642,7 @@ def test_a_hand_back_finalises_nothing_and_the_next_run_continues_its_window(
     short last window, as if the stream had ended."""
     first = Journal()
     run = StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path,
-                    should_hand_back=stop_after(2.5), source=ClipSource(walk_frames), **first.callbacks())
+                    first.stopping(hand_back=stop_after(2.5)), source=ClipSource(walk_frames))
     stats, _ = run.run()
     assert run.handed_back
     assert not (tmp_path / STATS).exists()
@@ -625,15 +657,17 @@ def test_a_hand_back_finalises_nothing_and_the_next_run_continues_its_window(
     # stopped (DELETE) before the next run starts: the unfinished window is written as it was
     stopped = tmp_path.parent / f"{tmp_path.name}-stopped"
     shutil.copytree(tmp_path, stopped)
-    final, _ = StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), stopped, resume=state,
-                         should_stop=lambda: True, source=ClipSource(walk_frames)).run()
+    final, _ = StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), stopped,
+                         Recorder().stopping(lambda: True), resume=StreamState.from_dict(state),
+                         source=ClipSource(walk_frames)).run()
     ended = jsonl(stopped / WINDOWS)
     assert ended[:-1] == written and ended[-1]["window"] == state["open_window"]["number"]
     assert sum(w["unique"] for w in ended) == final["counts"]["total_unique"] == stats["counts"]["total_unique"]
 
     second = Journal()
-    stats, _ = StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path, resume=state,
-                         should_stop=stop_after(3.0), source=ClipSource(walk_frames), **second.callbacks()).run()
+    stats, _ = StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path,
+                         second.stopping(stop_after(3.0)), resume=StreamState.from_dict(state),
+                         source=ClipSource(walk_frames)).run()
     windows = jsonl(tmp_path / WINDOWS)
     assert [w["window"] for w in windows] == list(range(1, len(windows) + 1))  # no window twice, none short-lived
     carried = windows[len(written)]
@@ -652,7 +686,7 @@ def test_a_stop_before_the_first_frame_of_a_resumed_run_ends_the_outputs_from_th
     without the fix: the run connected and wrote one more (empty) window."""
     first = Recorder()
     StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path,
-              should_stop=stop_after(2.5), source=ClipSource(walk_frames), **first.callbacks()).run()
+              first.stopping(stop_after(2.5)), source=ClipSource(walk_frames)).run()
     _, state = first.windows[-2]  # the worker "died" after this window
     state = json.loads(json.dumps(state))
     (tmp_path / STATS).unlink()
@@ -662,7 +696,8 @@ def test_a_stop_before_the_first_frame_of_a_resumed_run_ends_the_outputs_from_th
     second = Recorder()
     source = ClipSource(walk_frames)
     stats, outputs = StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path,
-                               resume=state, should_stop=lambda: True, source=source, **second.callbacks()).run()
+                               second.stopping(lambda: True), resume=StreamState.from_dict(state),
+                               source=source).run()
     assert source.frames_received == 0 and live_video_threads() == []
     assert jsonl(tmp_path / WINDOWS) == kept  # the windows as they are
     assert stats["counts"] == state["totals"] and json.loads((tmp_path / STATS).read_text()) == stats
@@ -681,7 +716,7 @@ def test_segment_numbers_are_never_reused_after_a_resume(walk_frames: list[np.nd
     first = Journal()
     config = stream_config(segment_s=0.25)
     StreamRun("rtsp://camera.invalid/s", config, ColourBoxDetector(), tmp_path,
-              should_stop=stop_after(3.5), source=ClipSource(walk_frames), **first.callbacks()).run()
+              first.stopping(stop_after(3.5)), source=ClipSource(walk_frames)).run()
     # wherever the worker dies, the segments it uploaded after its last stored state are below
     # the numbers that state reserves
     reserved = 0
@@ -696,8 +731,9 @@ def test_segment_numbers_are_never_reused_after_a_resume(walk_frames: list[np.nd
     uploaded = [n for kind, item in first.journal[:at[2]] if kind == "files" for n in segment_numbers(item)]
     assert max(uploaded) >= first.states[1]["segments"]["next_sequence"]  # what the numbering used to reuse
     second = Recorder()
-    StreamRun("rtsp://camera.invalid/s", config, ColourBoxDetector(), tmp_path, resume=first.states[1],
-              should_stop=stop_after(1.5), source=ClipSource(walk_frames), **second.callbacks()).run()
+    StreamRun("rtsp://camera.invalid/s", config, ColourBoxDetector(), tmp_path,
+              second.stopping(stop_after(1.5)),
+              resume=StreamState.from_dict(first.states[1]), source=ClipSource(walk_frames)).run()
     numbers = [n for changed, _ in second.files for n in segment_numbers(changed)]
     assert numbers and min(numbers) > max(uploaded)
 
@@ -721,8 +757,7 @@ def test_every_gap_is_recorded_in_gaps_jsonl(walk_frames: list[np.ndarray], tmp_
     """Fails without gaps.jsonl: only the newest 20 gaps were kept anywhere."""
     seen = Recorder()
     stats, outputs = StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path,
-                               should_stop=stop_after(1.5), source=GappySource(walk_frames, 25),
-                               **seen.callbacks()).run()
+                               seen.stopping(stop_after(1.5)), source=GappySource(walk_frames, 25)).run()
     assert stats["gaps_total"] == 25 and len(stats["gaps"]) == 20  # the record stays small
     gaps = jsonl(tmp_path / GAPS)
     assert len(gaps) == 25 and all(g["reason"] == "ended" for g in gaps)
@@ -752,7 +787,7 @@ def test_duration_counts_streaming_time_from_the_first_frame(walk_frames: list[n
     seen = Recorder()
     started = time.monotonic()
     stats, _ = StreamRun("rtsp://camera.invalid/s", stream_config(duration_s=1.5), ColourBoxDetector(), tmp_path,
-                         source=source, **seen.callbacks()).run()
+                         seen, source=source).run()
     assert time.monotonic() - started >= 3.0  # 1.5 s connecting, then 1.5 s of streaming
     assert 1.5 <= stats["streaming_s"] < 3 and stats["frames"]["processed"] >= 8, stats
     before_first_frame = [status for status in seen.statuses if status.frames_received == 0]
@@ -775,7 +810,8 @@ def test_a_source_that_neither_delivers_nor_fails_is_failed_after_its_connect_bu
     started = time.monotonic()
     with pytest.raises(StreamUnavailable, match=r"delivered no frame in \d+ s"):
         StreamRun("rtsp://viewer:secret@camera.invalid/s", stream_config(source=options, duration_s=1.0),
-                  ColourBoxDetector(), tmp_path, source=NoFrameSource([]), should_stop=stop_after(20)).run()
+                  ColourBoxDetector(), tmp_path, Recorder().stopping(stop_after(20)),
+                  source=NoFrameSource([])).run()
     assert time.monotonic() - started < 10  # 1.5 x 2 x 0.5 s, not the 20 s of should_stop
     assert not (tmp_path / STATS).exists()
 
@@ -808,7 +844,7 @@ def test_rtsp_a_stream_is_counted_and_its_video_plays(walk_server: RtspServer, t
     config = stream_config(source=FAST_SOURCE)
     stats, outputs = StreamRun(
         walk_server.url, config, ColourBoxDetector(), tmp_path,
-        should_stop=until(lambda: len(seen.windows) >= 6 and processed(seen) >= 30, 90), **seen.callbacks(),
+        seen.stopping(until(lambda: len(seen.windows) >= 6 and processed(seen) >= 30, 90)),
     ).run()
     assert len(seen.windows) >= 6
     counts = stats["counts"]
@@ -840,7 +876,7 @@ def test_rtsp_a_killed_server_is_a_gap_and_counting_goes_on(walk_server: RtspSer
 
     stats, _ = StreamRun(
         walk_server.url, stream_config(source=FAST_SOURCE), ColourBoxDetector(), tmp_path,
-        should_stop=until(stop_when_counting_again, 90), **seen.callbacks(),
+        seen.stopping(until(stop_when_counting_again, 90)),
     ).run()
     assert stats["gaps_total"] == 1 and stats["gaps"][0]["reason"] in ("stall", "ended")
     assert stats["reconnects"] == 1
@@ -853,13 +889,13 @@ def test_rtsp_a_killed_server_is_a_gap_and_counting_goes_on(walk_server: RtspSer
 def test_rtsp_a_resumed_stream_continues_where_the_state_left_it(walk_server: RtspServer, tmp_path: Path) -> None:
     first = Recorder()
     StreamRun(walk_server.url, stream_config(source=FAST_SOURCE), ColourBoxDetector(), tmp_path,
-              should_stop=until(lambda: len(first.windows) >= 3, 60), **first.callbacks()).run()
+              first.stopping(until(lambda: len(first.windows) >= 3, 60))).run()
     _, state = first.windows[-1]
     second = Recorder()
     stats, _ = StreamRun(
         walk_server.url, stream_config(source=FAST_SOURCE), ColourBoxDetector(), tmp_path,
-        resume=json.loads(json.dumps(state)), should_stop=until(lambda: len(second.windows) >= 3, 60),
-        **second.callbacks(),
+        second.stopping(until(lambda: len(second.windows) >= 3, 60)),
+        resume=StreamState.from_dict(json.loads(json.dumps(state))),
     ).run()
     assert second.windows[0][0]["window"] == first.windows[-1][0]["window"] + 1
     assert stats["counts"]["total_unique"] >= state["totals"]["total_unique"]
@@ -879,7 +915,7 @@ def test_rtsp_a_slow_detector_drops_frames_and_keeps_latency_bounded(
     seen = Recorder()
     stats, _ = StreamRun(
         server.url, stream_config(source=FAST_SOURCE), ColourBoxDetector(delay_s=0.25), tmp_path,
-        should_stop=until(lambda: len(seen.windows) >= 5, 60), **seen.callbacks(),
+        seen.stopping(until(lambda: len(seen.windows) >= 5, 60)),
     ).run()
     assert stats["frames"]["dropped"] > 30, stats["frames"]
     assert stats["frames"]["processed"] < stats["frames"]["received"] / 2
@@ -893,7 +929,7 @@ def test_rtsp_an_unreachable_source_raises_stream_unavailable(tmp_path: Path) ->
     url = f"rtsp://viewer:secret@127.0.0.1:{free_port()}/cam"
     with pytest.raises(StreamUnavailable) as raised:
         StreamRun(url, stream_config(source=options), ColourBoxDetector(), tmp_path,
-                  should_stop=stop_after(30)).run()
+                  Recorder().stopping(stop_after(30))).run()
     assert "secret" not in str(raised.value)
     assert live_video_threads() == []  # the video thread ended with the run
     assert not (tmp_path / LIVE_PLAYLIST).exists() or "#EXT-X-ENDLIST" not in (tmp_path / LIVE_PLAYLIST).read_text()
@@ -912,7 +948,7 @@ def test_a_source_that_never_delivers_fails_instead_of_completing_at_its_duratio
     seen = Recorder()
     with pytest.raises(StreamUnavailable, match="could not be read after 2 attempts: timed out"):
         StreamRun(url, stream_config(source=options, duration_s=1.0), ColourBoxDetector(), tmp_path,
-                  should_stop=stop_after(30), **seen.callbacks()).run()
+                  seen.stopping(stop_after(30))).run()
     assert not (tmp_path / STATS).exists()
     assert all(status.streaming_s == 0 and not status.connected for status in seen.statuses)
     assert live_video_threads() == []
@@ -927,12 +963,12 @@ def test_a_hand_back_before_the_first_frame_does_not_make_a_dead_source_a_lost_o
                             first_connect_attempts=2)
     first = Journal()
     run = StreamRun(silent_server.url("rtsp"), stream_config(source=options), ColourBoxDetector(), tmp_path,
-                    should_hand_back=stop_after(0.5), **first.callbacks())
+                    first.stopping(hand_back=stop_after(0.5)))
     run.run()
     assert run.handed_back and first.states[-1]["streaming_s"] == 0
     with pytest.raises(StreamUnavailable, match="could not be read after 2 attempts"):
         StreamRun(silent_server.url("rtsp"), stream_config(source=options), ColourBoxDetector(), tmp_path,
-                  resume=first.states[-1], should_stop=stop_after(20)).run()
+                  Recorder().stopping(stop_after(20)), resume=StreamState.from_dict(first.states[-1])).run()
 
 
 def test_rtsp_a_camera_gone_for_good_keeps_what_was_counted(walk_server: RtspServer, tmp_path: Path) -> None:
@@ -950,7 +986,7 @@ def test_rtsp_a_camera_gone_for_good_keeps_what_was_counted(walk_server: RtspSer
 
     with pytest.raises(StreamUnavailable):
         StreamRun(walk_server.url, stream_config(source=options), ColourBoxDetector(), tmp_path,
-                  should_stop=kill_after_two_windows, **seen.callbacks()).run()
+                  seen.stopping(kill_after_two_windows)).run()
     windows = jsonl(tmp_path / WINDOWS)
     assert len(windows) >= 3 and windows == [record for record, _ in seen.windows]  # the last one too
     assert sum(w["frames_processed"] for w in windows) >= 10
@@ -973,7 +1009,7 @@ def test_rtsp_only_the_run_s_thread_asks_should_stop(walk_server: RtspServer, tm
         return done()
 
     stats, _ = StreamRun(walk_server.url, stream_config(source=FAST_SOURCE), ColourBoxDetector(), tmp_path,
-                         should_stop=should_stop, **seen.callbacks()).run()
+                         seen.stopping(should_stop)).run()
     assert callers == {threading.current_thread().name}
     assert stats["frames"]["processed"] >= 10
     assert not any(t.name == "live-source" and t.is_alive() for t in threading.enumerate())
@@ -988,8 +1024,8 @@ def test_rtsp_a_resumed_run_waits_out_an_outage_instead_of_failing(tmp_path: Pat
     state = {"version": 1, "saved_at_s": time.time() - 5, "totals": {"total_unique": 3, "by_class": {"cow": 3}},
              "next_window": 4, "streaming_s": 180.0}
     seen = Recorder()
-    stats, _ = StreamRun(url, stream_config(source=options), ColourBoxDetector(), tmp_path, resume=state,
-                         should_stop=stop_after(3.0), **seen.callbacks()).run()
+    stats, _ = StreamRun(url, stream_config(source=options), ColourBoxDetector(), tmp_path,
+                         seen.stopping(stop_after(3.0)), resume=StreamState.from_dict(state)).run()
     assert stats["counts"]["total_unique"] == 3 and stats["frames"]["received"] == 0
     assert not seen.statuses[-1].connected
 
@@ -1003,7 +1039,7 @@ def test_rtsp_the_real_tiny_model_runs_live_with_tiling(
     seen = Recorder()
     config = stream_config(source=FAST_SOURCE, tiling="160x120", threshold=0.0, tracker="botsort")
     stats, _ = StreamRun(server.url, config, tiny_rtdetr_detector, tmp_path,
-                         should_stop=until(lambda: len(seen.windows) >= 3, 60), **seen.callbacks()).run()
+                         seen.stopping(until(lambda: len(seen.windows) >= 3, 60))).run()
     assert stats["frames"]["processed"] >= 3
     assert stats["model"]["random_weights"] is True and stats["model"]["id"]
     assert stats["tiling"]["tiled"] and stats["tiling"]["tile"] == "160x120"
@@ -1023,7 +1059,7 @@ def test_a_failure_on_the_video_thread_stops_the_run_with_its_error(tmp_path: Pa
     source = ClipSource(rgba)
     with pytest.raises(ValueError):
         StreamRun("rtsp://camera.invalid/s", stream_config(), SeesNothing(), tmp_path,
-                  should_stop=stop_after(20), source=source).run()
+                  Recorder().stopping(stop_after(20)), source=source).run()
     assert source.closed and source.frames_received <= 10  # stopped at once, not after 20 s
     assert live_video_threads() == []
     assert not list((tmp_path / "live").glob(".*.partial"))
@@ -1043,7 +1079,7 @@ def test_hls_a_camera_is_counted_at_its_frame_rate_with_latency_from_capture(
 
     stats, _ = StreamRun(
         hls_camera.url, stream_config(source=FAST_SOURCE), ColourBoxDetector(), tmp_path,
-        should_stop=until(twenty_seconds_received, 120), **seen.callbacks(),
+        seen.stopping(until(twenty_seconds_received, 120)),
     ).run()
     frames = stats["frames"]
     assert frames["received"] >= 200, frames
@@ -1063,8 +1099,7 @@ def test_hls_a_slow_detector_still_gets_the_newest_frame_and_latency_stays_bound
     seen = Recorder()
     stats, _ = StreamRun(
         hls_camera.url, stream_config(source=FAST_SOURCE), ColourBoxDetector(delay_s=0.3), tmp_path,
-        should_stop=until(lambda: bool(seen.statuses) and seen.statuses[-1].frames_received >= 100, 90),
-        **seen.callbacks(),
+        seen.stopping(until(lambda: bool(seen.statuses) and seen.statuses[-1].frames_received >= 100, 90)),
     ).run()
     frames = stats["frames"]
     assert frames["processed"] < 0.5 * frames["received"] and frames["dropped"] > 30, frames

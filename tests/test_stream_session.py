@@ -20,7 +20,7 @@ from api.main import create_app
 from core import metrics
 from core.backends import Backends, build_backends
 from core.backends.outbox import FINAL_SEQUENCE
-from core.errors import StorageError, StorageUnavailable
+from core.errors import InvalidInput, StorageError, StorageUnavailable
 from core.jobs import (
     MAX_STREAM_GAPS_SHOWN,
     Job,
@@ -35,6 +35,7 @@ from core.jobs import (
     stream_state_path,
 )
 from core.outputs import LIVE_PLAYLIST, WINDOWS
+from ml_engine.live.state import StreamState
 from tests.faults import FailingMethod
 from tests.fixtures_rtsp import SilentServer
 from tests.waiting import wait_until
@@ -94,6 +95,10 @@ def processing_stream(backends, events: bool = False, attempts: int = 3) -> Job:
     return backends.jobs.create(job)
 
 
+def stored_state(backends, job) -> StreamState | None:
+    return StreamState.from_json(b"".join(backends.blobs.open_range(stream_state_path(job.id))))
+
+
 def session_for(settings, backends, job, clock=None, **options) -> StreamSession:
     reporter = JobReporter(backends.jobs, job.id, 0.1, threading.Event(), threading.Event())
     session = StreamSession(settings, backends, job, reporter, clock or Clock(), **options)
@@ -145,9 +150,9 @@ def test_every_window_stores_the_resume_state_and_shows_the_window(stores):
     job = processing_stream(backends)
     session = session_for(settings, backends, job)
     window = {"window": 4, "unique": 3, "by_class": {"cow": 3}}
-    session.on_window(window, {"window": 4, "totals": {"total_unique": 9}})
-    state = json.loads(b"".join(backends.blobs.open_range(stream_state_path(job.id))))
-    assert state == {"window": 4, "totals": {"total_unique": 9}}
+    handed = StreamState(window=4, next_window=5, totals={"total_unique": 9})
+    session.on_window(window, handed)
+    assert stored_state(backends, job) == handed
     assert backends.jobs.get(job.id).live.last_window == window
 
 
@@ -220,7 +225,7 @@ def test_after_its_lease_is_lost_a_run_writes_nothing_more(stores, tmp_path: Pat
     playlist = tmp_path / "index.m3u8"
     playlist.write_text("#EXTM3U\n#EXT-X-ENDLIST\n")
     session.on_files({LIVE_PLAYLIST: playlist}, [])
-    session.on_window({"window": 9}, {"window": 9})
+    session.on_window({"window": 9}, StreamState(window=9, next_window=10))
     session.on_status(Status(frames_processed=999))
     assert not backends.blobs.exists(output_blob_path(job.id, LIVE_PLAYLIST))
     assert not backends.blobs.exists(stream_state_path(job.id))
@@ -253,11 +258,11 @@ def test_a_resume_keeps_only_the_windows_its_state_knows_of(stores, tmp_path: Pa
     job = processing_stream(backends)
     windows = "".join(json.dumps({"window": n, "unique": n}) + "\n" for n in (1, 2, 3)) + '{"window": 4, "uni'
     backends.blobs.upload_stream(output_blob_path(job.id, WINDOWS), [windows.encode()])
-    backends.blobs.upload_stream(stream_state_path(job.id), [json.dumps({"next_window": 3}).encode()])
+    backends.blobs.upload_stream(stream_state_path(job.id), [StreamState(window=2, next_window=3).to_json().encode()])
     job.outputs = {WINDOWS: output_blob_path(job.id, WINDOWS)}
     runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
     state = runner._resume(job, tmp_path)  # noqa: SLF001 - the resume step alone, without a camera
-    assert state == {"next_window": 3}
+    assert state == StreamState(window=2, next_window=3)
     kept = [json.loads(line)["window"] for line in (tmp_path / WINDOWS).read_text().splitlines()]
     assert kept == [1, 2]
 
@@ -268,6 +273,18 @@ def test_a_first_run_has_nothing_to_resume(stores, tmp_path: Path):
     runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
     assert runner._resume(job, tmp_path) is None  # noqa: SLF001
     assert not (tmp_path / WINDOWS).exists()
+
+
+def test_a_state_of_another_version_is_refused_before_the_run_starts(stores, tmp_path: Path):
+    """The engine and the service read a state through one StreamState: a state written by a
+    newer worker fails the run with a clear error, instead of being misread."""
+    settings, backends = stores
+    job = processing_stream(backends)
+    stored = {**StreamState(next_window=3).to_dict(), "version": 2}
+    backends.blobs.upload_stream(stream_state_path(job.id), [json.dumps(stored).encode()])
+    runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
+    with pytest.raises(InvalidInput, match="has version 2, this worker reads version 1"):
+        runner._resume(job, tmp_path)  # noqa: SLF001
 
 
 def blobs_failing(backends, method: str, error: Exception) -> Backends:
@@ -294,7 +311,7 @@ def test_a_storage_blip_leaves_the_files_and_state_pending_and_the_run_goes_on(s
     up = session.backends
     session.backends = blobs_failing(backends, "upload_file", StorageUnavailable("blob service unreachable"))
     session.on_files(stream_files(tmp_path), [])  # no error: the run goes on
-    session.on_window({"window": 1}, {"window": 1, "next_window": 2})
+    session.on_window({"window": 1}, StreamState(window=1, next_window=2))
     session.on_status(Status())
     assert list(backends.blobs.list(f"jobs/{job.id}/")) == []  # the state waits for the files it names
     clock.now = 120
@@ -302,7 +319,7 @@ def test_a_storage_blip_leaves_the_files_and_state_pending_and_the_run_goes_on(s
     session.on_status(Status())
     for name in (WINDOWS, LIVE_PLAYLIST, "live/seg-000001.ts"):
         assert backends.blobs.exists(output_blob_path(job.id, name)), name
-    assert json.loads(b"".join(backends.blobs.open_range(stream_state_path(job.id)))) == {"window": 1, "next_window": 2}
+    assert stored_state(backends, job) == StreamState(window=1, next_window=2)
     session.on_status(Status())
     assert set(backends.jobs.get(job.id).outputs) == {WINDOWS, LIVE_PLAYLIST}
 
@@ -400,7 +417,7 @@ def sample(name: str) -> float:
 def test_a_resumed_run_feeds_prometheus_only_what_it_adds(stores):
     settings, backends = stores
     job = processing_stream(backends)
-    session = session_for(settings, backends, job, resume={"frames_dropped": 400, "reconnects": 7})
+    session = session_for(settings, backends, job, resume=StreamState(frames_dropped=400, reconnects=7))
     dropped, reconnects = (sample("cattlecounter_stream_frames_dropped_total"),
                            sample("cattlecounter_stream_reconnects_total"))
     session.on_status(Status(frames_dropped=403, reconnects=8))  # the totals include the earlier runs
@@ -413,10 +430,10 @@ def test_a_resume_reads_windows_jsonl_even_before_the_record_listed_it(stores, t
     settings, backends = stores
     job = processing_stream(backends)
     backends.blobs.upload_stream(output_blob_path(job.id, WINDOWS), [b'{"window": 1, "unique": 4}\n'])
-    backends.blobs.upload_stream(stream_state_path(job.id), [json.dumps({"next_window": 2}).encode()])
+    backends.blobs.upload_stream(stream_state_path(job.id), [StreamState(window=1, next_window=2).to_json().encode()])
     assert WINDOWS not in job.outputs
     runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
-    assert runner._resume(job, tmp_path) == {"next_window": 2}  # noqa: SLF001
+    assert runner._resume(job, tmp_path) == StreamState(window=1, next_window=2)  # noqa: SLF001
     assert [json.loads(line)["window"] for line in (tmp_path / WINDOWS).read_text().splitlines()] == [1]
 
 

@@ -80,7 +80,7 @@ from worker.runner import JobRunner, Outcome
 from worker.stream_events import EventAggregator
 
 if TYPE_CHECKING:  # the engine is imported when a stream runs: a file-only worker never loads it
-    from ml_engine.live import CountEvent, LiveStatus, StreamConfig
+    from ml_engine.live import CountEvent, LiveStatus, StreamConfig, StreamState
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +158,7 @@ class StreamRunner(JobRunner):
             session.begin()
             detector = self.detectors.get(job.params.model_id)
             config = policed(stream_config(job, self.settings), networks, proxy)
-            run = StreamRun(url, config, detector, output_dir, resume=resume,
-                            on_status=session.on_status, on_window=session.on_window, on_files=session.on_files,
-                            on_event=session.on_event, should_stop=session.should_stop,
-                            should_hand_back=session.should_hand_back, on_state=session.store_state)
+            run = StreamRun(url, config, detector, output_dir, sink=session, resume=resume)
             try:
                 stats, files = run.run()
             finally:
@@ -177,37 +174,30 @@ class StreamRunner(JobRunner):
         except NotFound:
             raise CattleCounterError("the stream's source secret is gone (was the job deleted?)") from None
 
-    def _resume(self, job: Job, output_dir: Path) -> dict[str, Any] | None:
-        """An earlier run's state, and its windows.jsonl in ``output_dir`` for the engine to append to."""
+    def _resume(self, job: Job, output_dir: Path) -> StreamState | None:
+        """An earlier run's state, and its windows.jsonl in ``output_dir`` for the engine to
+        append to (how a stream resumes: ``ml_engine.live.state``).
+
+        Raises:
+            InvalidInput: the stored state is of another version, or damaged.
+        """
+        from ml_engine.live.state import StreamState, drop_unknown_windows
+
         try:
-            state = json.loads(self.backends.blobs.read_small(stream_state_path(job.id)))
+            state = StreamState.from_json(self.backends.blobs.read_small(stream_state_path(job.id)))
         except NotFound:
+            return None
+        if state is None:
             return None
         # from its blob path, listed in the record or not: a worker may have died after
         # storing the state but before the record listed windows.jsonl
         with contextlib.suppress(NotFound):  # none written yet: the engine starts the file
             self.backends.blobs.download_to_file(output_blob_path(job.id, WINDOWS), output_dir / WINDOWS)
-            _drop_windows_from(output_dir / WINDOWS, int(state.get("next_window", 1)))
+            drop_unknown_windows(output_dir / WINDOWS, state)
         with contextlib.suppress(NotFound):  # no gap yet: the engine starts the file
             self.backends.blobs.download_to_file(output_blob_path(job.id, GAPS), output_dir / GAPS)
-        log.info("resuming the stream at window %s", state.get("next_window", "?"))
+        log.info("resuming the stream at window %s", state.next_window)
         return state
-
-
-def _drop_windows_from(path: Path, next_window: int) -> None:
-    """Keep the windows the resume state knows of: a worker that died after uploading
-    windows.jsonl but before storing the state would otherwise leave a window the resumed run
-    writes again."""
-    kept = path.with_suffix(".kept")
-    with path.open("rb") as lines, kept.open("wb") as out:
-        for line in lines:
-            try:
-                number = int(json.loads(line)["window"])
-            except (ValueError, KeyError, TypeError):
-                continue  # a torn last line: the resumed run writes its window again
-            if number < next_window:
-                out.write(line if line.endswith(b"\n") else line + b"\n")
-    kept.replace(path)
 
 
 def policed(config: StreamConfig, networks: list[str], proxy: EgressProxy) -> StreamConfig:
@@ -261,10 +251,10 @@ class _Counters:
 
 
 class StreamSession:
-    """The engine's callbacks for one run of one stream."""
+    """The engine's sink (``ml_engine.live.StreamSink``) for one run of one stream."""
 
     def __init__(self, settings: Settings, backends: Backends, job: Job, reporter: JobReporter,
-                 clock: Callable[[], float] = time.monotonic, resume: dict[str, Any] | None = None,
+                 clock: Callable[[], float] = time.monotonic, resume: StreamState | None = None,
                  outage_limit_s: float = STORAGE_OUTAGE_LIMIT_S) -> None:
         self.settings = settings
         self.backends = backends
@@ -280,8 +270,7 @@ class StreamSession:
         self.started = clock()
         self.outage_limit_s = outage_limit_s
         # the counters as the resume state left them: Prometheus gets only what this run adds
-        resume = resume or {}
-        self._seen = _Counters(int(resume.get("frames_dropped", 0)), int(resume.get("reconnects", 0)))
+        self._seen = _Counters(resume.frames_dropped, resume.reconnects) if resume is not None else _Counters()
         self._unsent: list[dict[str, Any]] = []
         self._new_gaps: list[dict[str, Any]] = []
         self._outputs_changed = False
@@ -292,7 +281,7 @@ class StreamSession:
         self._run_thread = threading.get_ident()  # the run's thread: the only one that reads the record
         self._pending_files: dict[str, Path] = {}  # not stored yet (storage failed): tried again
         self._pending_removals: set[str] = set()
-        self._pending_state: dict[str, Any] | None = None  # the newest resume state not stored yet
+        self._pending_state: StreamState | None = None  # the newest resume state not stored yet
         self._failing_since: float | None = None  # when storing files started failing
         self._last_segment = ""  # the newest segment uploaded (names sort in order)
         self._forgiven = False  # this run has been up STREAM_STABLE_AFTER_S: earlier deliveries forgiven
@@ -306,7 +295,7 @@ class StreamSession:
 
         self._write(apply)
 
-    # --- the engine's callbacks ------------------------------------------------------------
+    # --- the engine's sink ------------------------------------------------------------------
 
     def should_hand_back(self) -> bool:
         """Whether this worker is going away: the run stops without ending the stream, which
@@ -357,7 +346,7 @@ class StreamSession:
         return {name: path for name, path in files.items()
                 if not name.endswith(".ts") or name > self._last_segment}
 
-    def store_state(self, state: dict[str, Any]) -> None:
+    def store_state(self, state: StreamState) -> None:
         """Store the engine's resume state (best effort: the newest wins; an older one that
         failed is not needed)."""
         if self.lease_lost():
@@ -365,7 +354,7 @@ class StreamSession:
         self._pending_state = state
         self._store_pending()
 
-    def on_window(self, window: dict[str, Any], state: dict[str, Any]) -> None:
+    def on_window(self, window: dict[str, Any], state: StreamState) -> None:
         if self.lease_lost():
             return
         self.store_state(state)
@@ -485,7 +474,7 @@ class StreamSession:
                 self._pending_removals.discard(name)
             if self._pending_state is not None:
                 self.backends.blobs.write_small(stream_state_path(self.job_id),
-                                                json.dumps(self._pending_state).encode(), "application/json")
+                                                self._pending_state.to_json().encode(), "application/json")
                 self._pending_state = None
         except CattleCounterError as exc:
             if not exc.transient:

@@ -12,14 +12,12 @@ a backlog growing. Latency is measured from when the camera took the frame where
 says (``captured_at``: HLS program date-time), else from the frame leaving the decoder
 (``received_at``), to its counts being updated; ``latency_from`` says which.
 
-Every ``window_s`` the window's counts are appended to ``windows.jsonl`` and ``on_window``
-gets the record and a small resume ``state``; a later ``StreamRun`` given that state continues
-the totals, the window and segment numbering and the recording's clock. A state is also
-stored (``on_state``) as the run starts, when the segment numbers it reserved run low, and on a
-hand-back (``should_hand_back``: the worker goes away, the stream resumes elsewhere), which
-finalises nothing and puts the unfinished window in the state. A gap in the source
-(a stall, a reset, a resume) ends every track: tracking across it would join different
-animals, so an animal in view on both sides of a gap counts again, and the gap is recorded.
+What the run reports, and who tells it to stop, is its ``StreamSink`` (``sink.py``). Every
+``window_s`` (``WindowClock``) the window's counts are appended to ``windows.jsonl`` and
+``on_window`` gets the record and a ``StreamState``; a later ``StreamRun`` given that state
+continues the stream (``state.py``: how a stream resumes). A gap in the source (a stall, a
+reset, a resume) ends every track: tracking across it would join different animals, so an
+animal in view on both sides of a gap counts again, and the gap is recorded.
 
 Memory stays flat over days: the counter forgets ended tracks (their counts live on in the
 totals), keeps no timeline and does no offline stitching; no per-frame history is kept and
@@ -28,13 +26,10 @@ totals), keeps no timeline and does no offline stitching; no per-frame history i
 
 from __future__ import annotations
 
+import contextlib
 import json
-import logging
-import math
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,29 +37,31 @@ from typing import Any, Protocol
 import numpy as np
 import supervision as sv
 
-from core.errors import InvalidInput, ModelError, StreamUnavailable
+from core.errors import InvalidInput, StreamUnavailable
 from core.jobs import CountingLine, CountingZone
 from core.outputs import GAPS, LIVE_PLAYLIST, LIVE_RECORDING, STATS, WINDOWS
 from ml_engine.annotate import FrameAnnotator
-from ml_engine.counting import DEFAULT_TRACKER, CountingConfig, ObjectCounter, TrackEvent, tracker_ids
-from ml_engine.live.counts import LatencyHistogram, RecentLatency, Totals, Window, iso
+from ml_engine.counting import DEFAULT_TRACKER, CountingConfig, TrackEvent
+from ml_engine.live.clock import WindowClock
+from ml_engine.live.counts import Totals, Window, iso
+from ml_engine.live.detect import FrameDetector
+from ml_engine.live.meters import FrameCounts, FrameSource, GapLog, Latencies, StreamingTime, UnopenedSource
 from ml_engine.live.segments import HlsWriter
+from ml_engine.live.sink import CountEvent, LiveStatus, QuietSink, StreamSink
 from ml_engine.live.source import Gap, LiveFrame, LiveSource, SourceOptions, redact_url
+from ml_engine.live.state import SegmentReservation, StreamState
+from ml_engine.live.stats import stream_stats
+from ml_engine.live.tracks import LiveTracks
 from ml_engine.live.video import LiveVideo
-from ml_engine.pipeline import DetectorLike, PipelineConfig, model_facts
-from ml_engine.tiling import TilePlan, TilingSetting, View, merge_views, plan_tiles
+from ml_engine.pipeline import DetectorLike, PipelineConfig
+from ml_engine.tiling import TilingSetting
 
-log = logging.getLogger(__name__)
+__all__ = ["FrameSource", "StreamConfig", "StreamRun"]
 
-STATE_VERSION = 1
 _POLL_S = 0.2  # the longest the loop waits for a frame before looking at the clock and should_stop
 # The tracker counts lost time in processed frames; a stream's processing rate is not known in
 # advance (it is whatever inference keeps up with), so tracks are sized for this nominal rate.
 _NOMINAL_FPS = 10.0
-_CONNECTED_WITHIN_S = 5.0  # a source that decoded a frame this recently is "connected"
-_RECENT_GAPS = 20  # gaps kept in the state and stats.json (all of them are counted)
-_MAX_CATCH_UP_WINDOWS = 100  # empty windows written at most after the loop was held up
-_SPARE_SEGMENT_NUMBERS = 8  # a new state is stored this many numbers before the reserved ones run out
 
 
 @dataclass
@@ -142,165 +139,72 @@ def _require(condition: bool, message: str) -> None:
         raise InvalidInput(message)
 
 
-@dataclass
-class LiveStatus:
-    """What ``GET /jobs/{id}`` and Prometheus show of a running stream.
-
-    ``counts``: the running totals (``Totals.to_dict``). ``latency_*``: captured (or received,
-    ``latency_from``) → counted over the last ``window_s``; ``latencies_s``: every sample since
-    the previous status. ``gaps``:
-    gaps recorded since the previous status. Frame counters and ``streaming_s`` include the
-    runs before a resume.
-    """
-
-    counts: dict[str, Any]
-    frames_received: int
-    frames_processed: int
-    frames_dropped: int
-    latency_p50_s: float | None
-    latency_p95_s: float | None
-    latencies_s: list[float]
-    gaps: list[dict[str, Any]]
-    reconnects: int
-    streaming_s: float
-    connected: bool
-    latency_from: str | None = None  # "capture" | "arrival" (the last frame counted); None: none yet
-
-
-@dataclass
-class CountEvent:
-    """One line crossing, zone entry or zone exit, as it happens (for event webhooks)."""
-
-    kind: str  # "line_crossing" | "zone_entry" | "zone_exit"
-    name: str  # the line's or zone's name
-    direction: str | None  # "in" | "out" for a line crossing
-    class_name: str
-    track_id: int
-    at: str  # ISO 8601 UTC
-
-
-class FrameSource(Protocol):
-    """What ``StreamRun`` needs of ``ml_engine.live.source.LiveSource`` (tests hand in others)."""
-
-    @property
-    def frames_received(self) -> int: ...
-
-    @property
-    def frames_dropped(self) -> int: ...
-
-    @property
-    def reconnects(self) -> int: ...
-
-    def next(self, timeout: float) -> LiveFrame | Gap | None: ...
-
-    def close(self) -> None: ...
-
-
 _STOP, _HAND_BACK = "stop", "hand_back"
 
 
-def _past_reserved(state: dict[str, Any]) -> dict[str, Any] | None:
-    """The segments' state, numbered on past what the run that stored it may have uploaded."""
-    segments = state.get("segments")
-    if not segments or "segments_reserved_to" not in state:
-        return segments
-    return {**segments, "next_sequence": max(int(segments["next_sequence"]), int(state["segments_reserved_to"]))}
+class _Segments(Protocol):
+    """The annotated video's files as the run reports them: ``LiveVideo`` while it encodes."""
+
+    def snapshot(self) -> tuple[dict[str, Path], list[str], dict[str, Any]]: ...
+
+    @property
+    def segments_state(self) -> dict[str, Any]: ...
 
 
-def _ignore(*args: Any) -> None:
-    return None
+class _Unencoded:
+    """The video of a run that encodes nothing (it ends before connecting): the writer as it is."""
 
+    def __init__(self, hls: HlsWriter) -> None:
+        self.hls = hls
 
-def _never() -> bool:
-    return False
+    def snapshot(self) -> tuple[dict[str, Path], list[str], dict[str, Any]]:
+        changed, removed = self.hls.take_changes()
+        return changed, removed, self.hls.state()
+
+    @property
+    def segments_state(self) -> dict[str, Any]:
+        return self.hls.state()
 
 
 class StreamRun:
     """One stream job's run on this worker (see the module's docstring).
 
-    ``resume``: the last ``state`` an earlier run handed to ``on_window`` or ``on_state`` (store
-    both the same way: each replaces the one before). ``should_stop``: end the stream (outputs
-    final). ``should_hand_back``: stop without ending it (see ``run``). ``source``: what frames
-    come from; default a ``LiveSource`` on ``url`` (tests hand in their own). Callbacks and the
-    two checks run on the caller's thread only; a callback that raises stops the run with its error.
+    ``sink``: where the results go, and what says when to stop (``StreamSink``; default: none
+    goes anywhere, it never stops). ``resume``: the newest ``StreamState`` an earlier run handed
+    to its sink. ``source``: what frames come from; default a ``LiveSource`` on ``url`` (tests
+    hand in their own). Everything here lasts as long as the object; what exists only while
+    ``run()`` runs is its ``_Run``.
     """
 
-    def __init__(
-        self,
-        url: str,
-        config: StreamConfig,
-        detector: DetectorLike,
-        output_dir: Path,
-        resume: dict[str, Any] | None = None,
-        on_status: Callable[[LiveStatus], None] = _ignore,
-        on_window: Callable[[dict[str, Any], dict[str, Any]], None] = _ignore,
-        on_files: Callable[[dict[str, Path], list[str]], None] = _ignore,
-        on_event: Callable[[CountEvent], None] = _ignore,
-        should_stop: Callable[[], bool] = _never,
-        source: FrameSource | None = None,
-        should_hand_back: Callable[[], bool] = _never,
-        on_state: Callable[[dict[str, Any]], None] = _ignore,
-    ) -> None:
+    def __init__(self, url: str, config: StreamConfig, detector: DetectorLike, output_dir: Path,
+                 sink: StreamSink | None = None, resume: StreamState | None = None,
+                 source: FrameSource | None = None) -> None:
         self.url, self.config, self.detector = url, config, detector
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.on_status, self.on_window, self.on_files, self.on_event = on_status, on_window, on_files, on_event
-        self.should_stop, self.should_hand_back, self.on_state = should_stop, should_hand_back, on_state
+        self.sink: StreamSink = sink or QuietSink()
+        self.resume = resume
         self.handed_back = False  # run() returned because should_hand_back said so: nothing was finalised
         # set by this thread when the run stops; all the source's decode thread reads (cheap, no storage)
         self._stop_flag = threading.Event()
         self._source = source
-        resume = resume or {}
-        self._check_state(resume)
-        self._resumed = bool(resume)
-        # the stream delivered frames before this run: a camera down now is an outage, not a bad
-        # URL (a run that handed back before its first frame leaves a state that says neither)
-        self._has_worked = config.source.has_worked or float(resume.get("streaming_s", 0.0)) > 0 \
-            or int(resume.get("frames_received", 0)) > 0
-        self.totals = Totals.from_dict(resume.get("totals", {}), config.line_names, config.zone_names)
+        state = resume or StreamState()
+        # the stream delivered frames before this run: a camera down now is an outage, not a bad URL
+        self._has_worked = config.source.has_worked or state.has_worked
+        self.totals = Totals.from_dict(state.totals, config.line_names, config.zone_names)
         self.hls = HlsWriter(
             self.output_dir, segment_s=config.segment_s, retention_s=config.segment_retention_s,
-            crf=config.crf, preset=config.preset, state=_past_reserved(resume),
+            crf=config.crf, preset=config.preset, state=state.segments_to_continue(),
         )
-        self._reserved_to = 0  # segment numbers below this are covered by the last state handed out
-        self._carried: dict[str, Any] | None = resume.get("open_window")  # a hand-back's unfinished window
-        self._resumed_from: float | None = resume.get("saved_at_s") if resume else None
-        self._next_window = int(resume.get("next_window", 1))
-        self._streaming_before = float(resume.get("streaming_s", 0.0))
-        self._gaps_total = int(resume.get("gaps_total", 0))
-        self._recent_gaps: deque[dict[str, Any]] = deque(resume.get("recent_gaps", []), maxlen=_RECENT_GAPS)
-        self._before = {k: int(resume.get(k, 0)) for k in ("frames_received", "frames_dropped", "reconnects")}
-        self._frames_processed = int(resume.get("frames_processed", 0))
-        self._processed_before = self._frames_processed
-        self._track_id_base = int(resume.get("track_id_base", 0))  # ids go on rising across gaps and resumes
-        self._latency_from: str | None = None  # where the last frame's latency was measured from
-        self._highest_id = self._track_id_base
-        self.latency = RecentLatency(config.window_s)
-        self.histogram = LatencyHistogram(resume.get("latency_histogram"))
+        self.reservation = SegmentReservation(config.window_s, config.segment_s)
+        self.frames = FrameCounts(state)
+        self.streaming = StreamingTime(state.streaming_s)
+        self.latency = Latencies(config.window_s, state)
+        self.gaps = GapLog(self.output_dir / GAPS, state)
+        self.tracks = LiveTracks(config.counting_config(), state.track_id_base)
+        self.frame_detector = FrameDetector(config, detector)
         self.annotator = FrameAnnotator(config.lines, config.zones)
-        self.video: LiveVideo | None = None  # its thread starts with run()
-        self.counter = ObjectCounter(config.counting_config())
-        self._frame_index = 0
-        self._tiles: TilePlan | None = None
-        self._tiles_for: tuple[int, int] | None = None
-        self._unreported_gaps: list[dict[str, Any]] = []
-        self._started = time.time()
-        # when this run's streaming time starts: its first frame, or its start for a stream that
-        # has worked before (an outage after the first frame is streaming time, as a gap is)
-        self._streaming_since: float | None = None
-        self._last_status = 0.0
-        self._last_received = (-1, self._started)  # (source frames_received, when it last changed)
-        self._window: Window | None = None
-        self._windows_path = self.output_dir / WINDOWS
-        self._gaps_path = self.output_dir / GAPS
-
-    @staticmethod
-    def _check_state(state: dict[str, Any]) -> None:
-        if state and state.get("version") != STATE_VERSION:
-            raise InvalidInput(f"this stream's resume state has version {state.get('version')!r}, "
-                               f"this worker reads version {STATE_VERSION}")
-
-    # --- the loop --------------------------------------------------------------------------------
+        self.windows_path = self.output_dir / WINDOWS
 
     def run(self) -> tuple[dict[str, Any], dict[str, Path]]:
         """Count until ``should_stop()``, ``duration_s`` or ``should_hand_back()``; returns
@@ -310,8 +214,8 @@ class StreamRun:
         (partial) window is in ``windows.jsonl``, and ``stats.json`` is written. A resumed run
         told to stop before it starts ends the outputs from the state without connecting.
         After a hand-back (``self.handed_back``) nothing is final: the closed segments are
-        reported, the state (with the unfinished window) goes to ``on_state``, and ``stats`` is
-        not written anywhere; the next run resumes from that state.
+        reported, the state (with the unfinished window) goes to ``store_state``, and ``stats``
+        is not written anywhere; the next run resumes from that state.
 
         Raises:
             StreamUnavailable: the source never worked, or its reconnects ran out. What was
@@ -320,43 +224,37 @@ class StreamRun:
             ModelError: the model failed.
         """
         self.detector.detect([], self.config.effective_low_threshold, self.config.classes)  # bad classes fail now
-        self._started = time.time()
-        stop = self._stop_reason()
-        if stop is not None and self._resumed:  # stopped between runs: end without connecting
-            return self._end_unstarted(stop)
-        if self._has_worked:
-            self._streaming_since = self._started
-        self._window = self._resume_window() or self._open_window(self._started)
-        if self._resumed_from is not None:
-            self._record_gap(float(self._resumed_from), self._started, "resumed")
+        started = time.time()
+        stop = self.stop_reason()
+        if stop is not None and self.resume is not None:  # stopped between runs: end without connecting
+            return self._end_unstarted(stop, started, self.resume)
+        if self._has_worked:  # an outage after the first frame is streaming time, as a gap is
+            self.streaming.start(started)
+        clock = self._first_window(started)
+        unopened = _Unencoded(self.hls)
+        if self.resume is not None and self.resume.saved_at_s is not None:
+            self.record_gap(clock.window, self.resume.saved_at_s, started, "resumed")
         # stored at once: it reserves the segment numbers this run uses until its first window
         # closes (without it, a run dying before then would leave a later one to reuse them)
-        self.on_state(self._handed_state(self._started, self._window))
-        if self._source is None:
-            self._source = self._open_source()
-        source = self._source
-        try:
-            self.video = LiveVideo(self.hls, self.annotator)
-            while (stop := self._stop_reason()) is None:
-                item = source.next(timeout=_POLL_S)
-                if isinstance(item, Gap):
-                    self._on_gap(item)
-                elif item is not None:
-                    if self._streaming_since is None:
-                        self._streaming_since = item.received_at
-                    self._on_frame(item)
-                self._fail_if_no_first_frame()
-                self._tick(source)
-            if stop == _HAND_BACK:
-                return self._hand_back(source)
-            return self._finish(source)
-        except StreamUnavailable:
-            self._flush_before_failing()
-            raise
-        finally:
-            if self.video is not None:
-                self.video.close()
-            source.close()
+        self.sink.store_state(self.state(started, self._source or UnopenedSource(), unopened, clock.window))
+        source = self._source or self._open_source()
+        with contextlib.closing(source):
+            video = LiveVideo(self.hls, self.annotator)
+            try:
+                return _Run(self, started, clock, source, video).count()
+            finally:
+                video.close()
+
+    def _first_window(self, started: float) -> WindowClock:
+        """A hand-back's unfinished window goes on; else the next window opens now."""
+        config, resume = self.config, self.resume
+        lines, zones = config.line_names, config.zone_names
+        if resume is not None and resume.open_window:
+            saved_at = resume.saved_at_s or started
+            return WindowClock.continuing(resume.open_window, saved_at, started, config.window_s, lines, zones)
+        number = resume.next_window if resume is not None else 1
+        dropped = self.frames.dropped(self._source or UnopenedSource())
+        return WindowClock.starting(number, started, config.window_s, lines, zones, dropped)
 
     def _open_source(self) -> FrameSource:
         options = self.config.source
@@ -364,12 +262,12 @@ class StreamRun:
             options = replace(options, has_worked=True)
         return LiveSource(self.url, options, self._stop_flag.is_set)
 
-    def _stop_reason(self) -> str | None:
-        """``_HAND_BACK``, ``_STOP`` or None (go on). Only this thread calls the caller's checks."""
+    def stop_reason(self) -> str | None:
+        """``_HAND_BACK``, ``_STOP`` or None (go on). Only this thread asks the sink."""
         duration_s = self.config.duration_s
-        if self.should_hand_back():
+        if self.sink.should_hand_back():
             reason: str | None = _HAND_BACK
-        elif self.should_stop() or (duration_s is not None and self.streaming_s() >= duration_s):
+        elif self.sink.should_stop() or (duration_s is not None and self.streaming.seconds() >= duration_s):
             reason = _STOP
         else:
             reason = None
@@ -377,400 +275,243 @@ class StreamRun:
             self._stop_flag.set()
         return reason
 
-    def streaming_s(self, now: float | None = None) -> float:
-        """Seconds streamed in all, the runs before a resume included: from the stream's first
-        frame on (the time spent connecting to a source that has not delivered yet is not
-        streaming, so ``duration_s`` cannot end a dead source as if it had run)."""
-        if self._streaming_since is None:
-            return self._streaming_before
-        return self._streaming_before + max(0.0, (now or time.time()) - self._streaming_since)
-
-    def _fail_if_no_first_frame(self) -> None:
-        """A source that has never delivered fails after its first-connect attempts; this bounds
-        what those cannot see (a connection whose packets never decode into a frame)."""
-        if self._streaming_since is not None:
-            return
-        waited_s = time.time() - self._started
-        if waited_s > self._first_frame_within_s():
-            raise StreamUnavailable(f"the stream {redact_url(self.url)} delivered no frame in {waited_s:.0f} s")
-
-    def _first_frame_within_s(self) -> float:
-        """Every first-connect attempt timing out, with the longest backoff after each, and half again."""
-        options = self.config.source
-        per_attempt_s = options.open_timeout_s + options.read_timeout_s + options.backoff_max_s
-        return 1.5 * options.first_connect_attempts * per_attempt_s
-
-    # --- a frame ---------------------------------------------------------------------------------
-
-    def _on_frame(self, frame: LiveFrame) -> None:
-        image: np.ndarray = frame.image
-        detections = self._detect(image)
-        self._frame_index += 1
-        time_s = frame.received_at - self._started
-        camera = image if self.counter.uses_frames else None
-        tracked = self.counter.update(self._frame_index, time_s, detections, camera)
-        counted_at = time.time()
-        window = self._current_window(counted_at)  # first: what was counted now belongs to it
-        tracked.tracker_id = tracker_ids(tracked) + self._track_id_base  # rising across gaps and resumes
-        self._count_new_tracks(tracked)
-        events = self.counter.events + self.counter.forget_ended_tracks()
-        self._publish(events, counted_at)
-        latency = max(0.0, counted_at - self._latency_start(frame))
-        occupancy = self.counter.zone_occupancy()
-        self.totals.set_occupancy(occupancy)
-        self._frames_processed += 1
-        self.latency.add(counted_at, latency)
-        self.histogram.add(latency)
-        window.add_frame(latency, occupancy)
-        self._record_frame(image, tracked, frame.received_at)
-
-    def _latency_start(self, frame: LiveFrame) -> float:
-        """When the camera took the frame, where the source says; else when it was decoded."""
-        if frame.captured_at is not None:
-            self._latency_from = "capture"
-            return frame.captured_at
-        self._latency_from = "arrival"
-        return frame.received_at
-
-    def _detect(self, image: np.ndarray) -> sv.Detections:
-        tiles = self._plan_for(image)
-        threshold, classes = self.config.effective_low_threshold, self.config.classes
-        if not tiles.tiled:
-            results = self.detector.detect([image], threshold, classes)
-            if len(results) != 1:
-                raise ModelError(f"the detector returned {len(results)} results for 1 frame")
-            return results[0]
-        views = [View(0, self._frame_index, region) for region in tiles.regions]
-        per_view: list[sv.Detections] = []
-        cap = self.config.tile_batch_size
-        for start in range(0, len(views), cap):
-            part = views[start:start + cap]
-            found = self.detector.detect_views([image], part, threshold, classes)
-            if len(found) != len(part):
-                raise ModelError(f"the detector returned {len(found)} results for {len(part)} tiles")
-            per_view.extend(found)
-        return merge_views(per_view)
-
-    def _plan_for(self, image: np.ndarray) -> TilePlan:
-        """The tiling plan for this frame's size (a camera may change resolution)."""
-        size = (image.shape[1], image.shape[0])
-        if self._tiles is None or self._tiles_for != size:
-            setting = self.config.tiling
-            assert isinstance(setting, TilingSetting)
-            self._tiles = plan_tiles(
-                setting, size, self.detector.model_input_size(*size), self.detector.tile_size(),
-                self.config.tiling_full_frame,
-            )
-            self._tiles_for = size
-        return self._tiles
-
-    def _count_new_tracks(self, tracked: sv.Detections) -> None:
-        """Ids rise as tracks are confirmed: one above the highest seen before is a new animal
-        (several may be confirmed in one frame, in any order)."""
-        if not len(tracked):
-            return
-        assert self._window is not None
-        classes = tracked.data.get("class_name", np.array([], dtype=str))
-        ids = tracker_ids(tracked).tolist()
-        for track_id, class_name in zip(ids, classes, strict=True):
-            if track_id > self._highest_id:
-                self.totals.add_track(str(class_name))
-                self._window.add_track(str(class_name))
-        self._highest_id = max(self._highest_id, *ids)
-
-    def _publish(self, events: list[TrackEvent], at: float) -> None:
-        assert self._window is not None
-        for event in events:
-            event = event._replace(track_id=event.track_id + self._track_id_base)
-            self.totals.add_event(event)
-            self._window.add_event(event)
-            self.on_event(CountEvent(event.kind, event.name, event.direction, event.class_name, event.track_id, iso(at)))
-
-    def _record_frame(self, image: np.ndarray, tracked: sv.Detections, received_at: float) -> None:
-        """Hand the frame to the video thread, with the counts to draw as they are now."""
-        assert self.video is not None
-        counts = self.totals.to_dict()
-        counts["in_frame"] = len(tracked)
-        self.video.frame(image, tracked, counts, received_at)
-
-    # --- a gap -----------------------------------------------------------------------------------
-
-    def _on_gap(self, gap: Gap) -> None:
-        """The source stalled, reset or changed: every track ends (a new one counts again)."""
-        self._end_tracks()
-        assert self.video is not None
-        self.video.cut()
-        self._record_gap(gap.started_at, gap.ended_at, gap.reason)
-
-    def _end_tracks(self) -> None:
-        self._publish(self.counter.forget_ended_tracks(everything=True), time.time())
-        self.totals.set_occupancy({})
-        self._track_id_base = self._highest_id
-        self.counter = ObjectCounter(self.config.counting_config())
-        self._frame_index = 0
-
-    def _record_gap(self, started_at: float, ended_at: float, reason: str) -> None:
-        gap = {"from": iso(started_at), "to": iso(ended_at), "reason": reason}
-        log.info("stream gap: %s from %s to %s", reason, gap["from"], gap["to"])
-        with self._gaps_path.open("a", encoding="utf-8") as out:  # every gap; the state keeps the recent ones
-            out.write(json.dumps(gap) + "\n")
-        self.on_files({GAPS: self._gaps_path}, [])
-        self._gaps_total += 1
-        self._recent_gaps.append(gap)
-        self._unreported_gaps.append(gap)
-        if self._window is not None:
-            self._window.gaps += 1
-
-    # --- the clock: windows and status -----------------------------------------------------------
-
-    def _tick(self, source: FrameSource) -> None:
-        now = time.time()
-        self._current_window(now)
-        self._report_files()  # segments the video thread finished
-        self._store_state_if_numbers_run_out(now)
-        if now - self._last_status >= self.config.status_interval_s:
-            self._last_status = now
-            self.on_status(self.status(source, now))
-
-    def _resume_window(self) -> Window | None:
-        """A hand-back's unfinished window goes on (same number, its counts so far), so a
-        rolling restart adds no short window; the time away is inside it, recorded as a gap."""
-        if not self._carried:
-            return None
-        window = Window.from_state(self._carried, self.config.line_names, self.config.zone_names,
-                                   self.config.window_s, self._resumed_from or self._started, self._started)
-        self._next_window = window.number + 1
-        return window
-
-    def _open_window(self, started_at: float) -> Window:
-        window = Window(
-            self._next_window, started_at, self.config.window_s,
-            self.config.line_names, self.config.zone_names, self._dropped(),
-        )
-        self._next_window += 1
-        return window
-
-    def _current_window(self, now: float) -> Window:
-        """The window ``now`` falls in: windows that ended are written first."""
-        assert self._window is not None
-        caught_up = 0
-        while now >= self._window.ends_at:
-            ended_at = self._window.ends_at
-            self._close_window(ended_at)
-            caught_up += 1
-            # held up for many windows (a detector slower than a window): one jump, not a flood
-            self._window = self._open_window(ended_at if caught_up < _MAX_CATCH_UP_WINDOWS else now)
-        return self._window
-
-    def _close_window(self, ended_at: float) -> dict[str, Any]:
-        assert self._window is not None
-        record = self._window.record(ended_at, self._dropped())
-        with self._windows_path.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(record) + "\n")
-        self._report_files({WINDOWS: self._windows_path})
-        self.on_window(record, self._handed_state(ended_at))  # after on_files: the state names only uploaded files
-        return record
-
-    def status(self, source: FrameSource | None = None, now: float | None = None) -> LiveStatus:
-        now = now or time.time()
-        p50, p95 = self.latency.percentiles(now)
-        gaps, self._unreported_gaps = self._unreported_gaps, []
-        return LiveStatus(
-            counts=self.totals.to_dict(),
-            frames_received=self._received(),
-            frames_processed=self._frames_processed,
-            frames_dropped=self._dropped(),
-            latency_p50_s=p50,
-            latency_p95_s=p95,
-            latencies_s=self.latency.take_unreported(),
-            gaps=gaps,
-            reconnects=self._before["reconnects"] + self._source_count("reconnects"),
-            streaming_s=round(self.streaming_s(now), 3),
-            connected=self._connected(now),
-            latency_from=self._latency_from,
-        )
-
-    def _connected(self, now: float) -> bool:
-        received = self._source_count("frames_received")
-        if received != self._last_received[0]:
-            self._last_received = (received, now)
-        return received > 0 and now - self._last_received[1] < _CONNECTED_WITHIN_S
-
-    def _source_count(self, name: str) -> int:
-        return int(getattr(self._source, name, 0)) if self._source is not None else 0
-
-    def _received(self) -> int:
-        return self._before["frames_received"] + self._source_count("frames_received")
-
-    def _dropped(self) -> int:
-        return self._before["frames_dropped"] + self._source_count("frames_dropped")
-
-    # --- files, state, the end -------------------------------------------------------------------
-
-    def _report_files(self, extra: dict[str, Path] | None = None) -> None:
-        if self.video is not None:
-            changed, removed, _ = self.video.snapshot()
-        else:
-            changed, removed = self.hls.take_changes()
-        if extra:
-            changed.update(extra)
-        if changed or removed:
-            self.on_files(changed, removed)
-
-    def _handed_state(self, now: float, open_window: Window | None = None) -> dict[str, Any]:
-        """``state`` as it is handed to the caller to store: the segment numbers it reserves
-        are not used before the next one is handed out."""
-        state = self.state(now, open_window)
-        self._reserved_to = state["segments_reserved_to"]
-        return state
-
-    def _store_state_if_numbers_run_out(self, now: float) -> None:
-        """Segments are served immutable, so a resumed run must never reuse the number of one
-        that was uploaded: each state reserves numbers, and a new state is stored (with the
-        unfinished window in it) before the segments closed since the last one use them up."""
-        if self._reserved_to and self._segments_state()["next_sequence"] + _SPARE_SEGMENT_NUMBERS >= self._reserved_to:
-            self.on_state(self._handed_state(now, self._window))
-
-    def _segments_state(self) -> dict[str, Any]:
-        return self.video.segments_state if self.video is not None else self.hls.state()
-
-    def state(self, now: float | None = None, open_window: Window | None = None) -> dict[str, Any]:
-        """What a later run needs to continue this one (JSON-able, a few KB whatever the length).
-
-        ``open_window``: the window not yet written; a later run continues it. Without it (as
-        each window closes) the state holds the written windows only.
-        """
-        now = now or time.time()
-        segments = self._segments_state()
-        per_window = math.ceil(self.config.window_s / self.config.segment_s)
-        return {
-            "version": STATE_VERSION,
-            "saved_at": iso(now),
-            "saved_at_s": round(now, 3),
-            "totals": self.totals.to_dict(),
-            "window": self._next_window - 1 - (open_window is not None),  # the last one written
-            "next_window": open_window.number if open_window is not None else self._next_window,
-            "open_window": open_window.to_state() if open_window is not None else None,
-            "segments": segments,
-            # a resumed run numbers its segments from here: past any this run may upload before
-            # the next state (two windows' worth; see _store_state_if_numbers_run_out)
-            "segments_reserved_to": int(segments["next_sequence"]) + 2 * per_window + 2 * _SPARE_SEGMENT_NUMBERS,
-            "streaming_s": round(self.streaming_s(now), 3),
-            "gaps_total": self._gaps_total,
-            "recent_gaps": list(self._recent_gaps),
-            "frames_received": self._received(),
-            "frames_processed": self._frames_processed,
-            "frames_dropped": self._dropped(),
-            "reconnects": self._before["reconnects"] + self._source_count("reconnects"),
-            "track_id_base": self._highest_id,
-            "latency_histogram": self.histogram.to_dict(),
-        }
-
-    def _finish(self, source: FrameSource) -> tuple[dict[str, Any], dict[str, Path]]:
-        now = time.time()
-        assert self._window is not None
-        self._close_window(now)
-        self._window = None
-        assert self.video is not None
-        self.video.finish()
-        self._report_files()
-        stats = self._stats(now)
-        stats_path = self.output_dir / STATS
-        stats_path.write_text(json.dumps(stats, indent=2), encoding="utf-8")
-        self.on_files({STATS: stats_path}, [])
-        self.on_status(self.status(source, now))
-        return stats, self.outputs()
-
-    def _hand_back(self, source: FrameSource) -> tuple[dict[str, Any], dict[str, Path]]:
-        """The worker is going away and the stream resumes elsewhere: nothing is final. The
-        open segment is closed and reported, the unfinished window goes into the state
-        (``on_state``), and the playlist is not ended (players keep following it)."""
-        now = time.time()
-        assert self.video is not None and self._window is not None
-        self.video.finish(end=False)
-        self._report_files()
-        self.on_state(self._handed_state(now, self._window))
-        self.on_status(self.status(source, now))
-        self.handed_back = True
-        return self._stats(now), self.outputs()
-
-    def _end_unstarted(self, stop: str) -> tuple[dict[str, Any], dict[str, Path]]:
+    def _end_unstarted(self, stop: str, now: float, resume: StreamState) -> tuple[dict[str, Any], dict[str, Path]]:
         """Told to stop before connecting, with a resume state (a DELETE while the stream was
         between workers): end the outputs from the state alone: the playlist of the stored
         segments with ``#EXT-X-ENDLIST`` and stats.json with the stored totals; the windows
         stay as they are (a hand-back's unfinished window is written as it was). A hand-back
         leaves everything as it is."""
-        now = time.time()
+        source, unencoded = UnopenedSource(), _Unencoded(self.hls)
+        windows = resume.next_window - 1
         if stop == _HAND_BACK:
             self.handed_back = True
-            return self._stats(now), self.outputs()
-        self._started = now  # no time streamed in this run
-        if self._carried:  # a hand-back's unfinished window: written as it was, so windows add up to the totals
-            self._window = self._resume_window()
-            self._close_window(float(self._resumed_from or now))
-            self._window = None
+            return stream_stats(self, source, windows, now), self.outputs()
+        if resume.open_window:  # written as it was, so windows add up to the totals
+            window = self._first_window(now).window
+            self.close_window(window, float(resume.saved_at_s or now), source, unencoded)
+            windows = window.number
         self.hls.finish()
         changed, removed = self.hls.take_changes()
-        stats = self._stats(now)
-        stats_path = self.output_dir / STATS
-        stats_path.write_text(json.dumps(stats, indent=2), encoding="utf-8")
-        self.on_files({**changed, STATS: stats_path}, removed)
-        self.on_status(self.status(None, now))
+        stats = stream_stats(self, source, windows, now)
+        self.sink.on_files({**changed, STATS: self.write_stats(stats)}, removed)
+        self.sink.on_status(self.status(source, now))
         return stats, self.outputs()
 
-    def _flush_before_failing(self) -> None:
-        """The camera is gone for good: keep what it gave (the last window, a playable video)."""
-        if self._frames_processed == self._processed_before:
-            return  # it delivered no frame in this run: nothing to keep
-        assert self._window is not None
-        self._close_window(time.time())
-        self._window = None
-        assert self.video is not None
-        self.video.finish()
-        self._report_files()
+    # --- shared by the loop and the endings ------------------------------------------------------
+
+    def record_gap(self, window: Window, started_at: float, ended_at: float, reason: str) -> None:
+        self.gaps.record(started_at, ended_at, reason)
+        self.sink.on_files({GAPS: self.gaps.path}, [])
+        window.gaps += 1
+
+    def report_files(self, video: _Segments, extra: dict[str, Path] | None = None) -> None:
+        changed, removed, _ = video.snapshot()
+        if extra:
+            changed.update(extra)
+        if changed or removed:
+            self.sink.on_files(changed, removed)
+
+    def close_window(self, window: Window, ended_at: float, source: FrameSource, video: _Segments) -> None:
+        record = window.record(ended_at, self.frames.dropped(source))
+        with self.windows_path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")
+        self.report_files(video, {WINDOWS: self.windows_path})
+        # after on_files: the state names only uploaded files
+        self.sink.on_window(record, self.state(ended_at, source, video, window, still_open=False))
+
+    def state(self, now: float, source: FrameSource, video: _Segments, window: Window,
+              still_open: bool = True) -> StreamState:
+        """What a later run needs to continue this one, as handed to the sink: the segment
+        numbers it reserves are not used before the next one is handed out.
+
+        ``window``: the window not yet written (``still_open``: a later run continues it), or
+        the one just written.
+        """
+        segments = video.segments_state
+        return StreamState(
+            saved_at_s=round(now, 3),
+            totals=self.totals.to_dict(),
+            window=window.number - 1 if still_open else window.number,  # the last one written
+            next_window=window.number if still_open else window.number + 1,
+            open_window=window.to_state() if still_open else None,
+            segments=segments,
+            segments_reserved_to=self.reservation.reserve(int(segments["next_sequence"])),
+            streaming_s=round(self.streaming.seconds(now), 3),
+            gaps_total=self.gaps.total,
+            recent_gaps=list(self.gaps.recent),
+            frames_received=self.frames.received(source),
+            frames_processed=self.frames.processed,
+            frames_dropped=self.frames.dropped(source),
+            reconnects=self.frames.reconnects(source),
+            track_id_base=self.tracks.highest,
+            latency_histogram=self.latency.histogram.to_dict(),
+        )
+
+    def status(self, source: FrameSource, now: float) -> LiveStatus:
+        p50, p95 = self.latency.recent.percentiles(now)
+        return LiveStatus(
+            counts=self.totals.to_dict(),
+            frames_received=self.frames.received(source),
+            frames_processed=self.frames.processed,
+            frames_dropped=self.frames.dropped(source),
+            latency_p50_s=p50,
+            latency_p95_s=p95,
+            latencies_s=self.latency.recent.take_unreported(),
+            gaps=self.gaps.take_unreported(),
+            reconnects=self.frames.reconnects(source),
+            streaming_s=round(self.streaming.seconds(now), 3),
+            connected=self.frames.connected(source, now),
+            latency_from=self.latency.measured_from,
+        )
+
+    def write_stats(self, stats: dict[str, Any]) -> Path:
+        path = self.output_dir / STATS
+        path.write_text(json.dumps(stats, indent=2), encoding="utf-8")
+        return path
 
     def outputs(self) -> dict[str, Path]:
         """{output name: local path} of every output on disk (earlier runs' segments are not)."""
         names = [WINDOWS, STATS, GAPS, LIVE_PLAYLIST, LIVE_RECORDING] + [segment.name for segment in self.hls.listed()]
         return {name: self.output_dir / name for name in names if (self.output_dir / name).is_file()}
 
-    def _stats(self, now: float) -> dict[str, Any]:
-        return {
-            "kind": "stream",
-            "source": redact_url(self.url),  # never the credentials
-            "counts": self.totals.to_dict(),
-            "windows": self._next_window - 1,
-            "window_s": self.config.window_s,
-            "streaming_s": round(self.streaming_s(now), 3),
-            "frames": {
-                "received": self._received(),
-                "processed": self._frames_processed,
-                "dropped": self._dropped(),
-            },
-            "latency": {
-                "p50_s": self.histogram.percentile(50),
-                "p95_s": self.histogram.percentile(95),
-                "from": self._latency_from,
-                "note": "captured (from: capture) or received from the decoder (from: arrival) -> counted, "
-                        "over the whole stream (5% buckets)",
-            },
-            "gaps_total": self._gaps_total,
-            "gaps": list(self._recent_gaps),
-            "reconnects": self._before["reconnects"] + self._source_count("reconnects"),
-            "video": {"playlist": LIVE_PLAYLIST, "segments": len(self.hls.listed()),
-                      "segment_s": self.config.segment_s, "retention_s": self.config.segment_retention_s},
-            "model": self._model_facts(),
-            "tracking": {"tracker": self.config.tracker, "stitching": False, "min_hits": self.config.min_hits,
-                         "threshold": self.config.threshold,
-                         "low_threshold": self.config.effective_low_threshold},
-            "tiling": self._tiling_facts(),
-        }
 
-    def _tiling_facts(self) -> dict[str, Any] | None:
-        """The last frame size's tiling plan (None: no frame was processed in this run)."""
-        setting = self.config.tiling
-        assert isinstance(setting, TilingSetting)
-        return self._tiles.describe(setting, self.config.tiling_full_frame) if self._tiles else None
+class _Run:
+    """One ``StreamRun.run()`` from its first window to its end: the loop, a frame, a gap, the
+    clock's ticks, and the three endings of a run that started (stop, hand-back, failure)."""
 
-    def _model_facts(self) -> dict[str, Any]:
-        return model_facts(self.detector, self.config.classes)
+    def __init__(self, stream: StreamRun, started: float, clock: WindowClock, source: FrameSource,
+                 video: LiveVideo) -> None:
+        self.stream, self.started, self.clock, self.source, self.video = stream, started, clock, source, video
+        self.sink = stream.sink
+        self._last_status = 0.0
+
+    def count(self) -> tuple[dict[str, Any], dict[str, Path]]:
+        try:
+            while (stop := self.stream.stop_reason()) is None:
+                item = self.source.next(timeout=_POLL_S)
+                if isinstance(item, Gap):
+                    self._on_gap(item)
+                elif item is not None:
+                    self.stream.streaming.start(item.received_at)
+                    self._on_frame(item)
+                self._fail_if_no_first_frame()
+                self._tick()
+            if stop == _HAND_BACK:
+                return self._hand_back()
+            return self._finish()
+        except StreamUnavailable:
+            self._flush_before_failing()
+            raise
+
+    def _fail_if_no_first_frame(self) -> None:
+        """A source that has never delivered fails after its first-connect attempts; this bounds
+        what those cannot see (a connection whose packets never decode into a frame)."""
+        if self.stream.streaming.since is not None:
+            return
+        waited_s = time.time() - self.started
+        if waited_s > self._first_frame_within_s():
+            raise StreamUnavailable(f"the stream {redact_url(self.stream.url)} delivered no frame in {waited_s:.0f} s")
+
+    def _first_frame_within_s(self) -> float:
+        """Every first-connect attempt timing out, with the longest backoff after each, and half again."""
+        options = self.stream.config.source
+        per_attempt_s = options.open_timeout_s + options.read_timeout_s + options.backoff_max_s
+        return 1.5 * options.first_connect_attempts * per_attempt_s
+
+    # --- a frame ---------------------------------------------------------------------------------
+
+    def _on_frame(self, frame: LiveFrame) -> None:
+        stream, image = self.stream, frame.image
+        detections = stream.frame_detector.detect(image, stream.tracks.frame_index)
+        tracked = stream.tracks.update(image, frame.received_at - self.started, detections)
+        counted_at = time.time()
+        window = self._current_window(counted_at)  # first: what was counted now belongs to it
+        for class_name in stream.tracks.new_tracks(tracked):
+            stream.totals.add_track(class_name)
+            window.add_track(class_name)
+        self._publish(stream.tracks.events(), counted_at)
+        latency = stream.latency.add(frame, counted_at)
+        occupancy = stream.tracks.counter.zone_occupancy()
+        stream.totals.set_occupancy(occupancy)
+        stream.frames.processed += 1
+        window.add_frame(latency, occupancy)
+        self._record_frame(image, tracked, frame.received_at)
+
+    def _publish(self, events: list[TrackEvent], at: float) -> None:
+        for event in events:
+            self.stream.totals.add_event(event)
+            self.clock.window.add_event(event)
+            self.sink.on_event(CountEvent(event.kind, event.name, event.direction, event.class_name, event.track_id,
+                                          iso(at)))
+
+    def _record_frame(self, image: np.ndarray, tracked: sv.Detections, received_at: float) -> None:
+        """Hand the frame to the video thread, with the counts to draw as they are now."""
+        counts = self.stream.totals.to_dict()
+        counts["in_frame"] = len(tracked)
+        self.video.frame(image, tracked, counts, received_at)
+
+    def _on_gap(self, gap: Gap) -> None:
+        """The source stalled, reset or changed: every track ends (a new one counts again)."""
+        self._publish(self.stream.tracks.end_all(), time.time())
+        self.stream.totals.set_occupancy({})
+        self.video.cut()
+        self.stream.record_gap(self.clock.window, gap.started_at, gap.ended_at, gap.reason)
+
+    # --- the clock: windows, status, states ------------------------------------------------------
+
+    def _tick(self) -> None:
+        now = time.time()
+        self._current_window(now)
+        self.stream.report_files(self.video)  # segments the video thread finished
+        self._store_state_if_numbers_run_out(now)
+        if now - self._last_status >= self.stream.config.status_interval_s:
+            self._last_status = now
+            self.sink.on_status(self.stream.status(self.source, now))
+
+    def _current_window(self, now: float) -> Window:
+        """The window ``now`` falls in: windows that ended are written first."""
+        return self.clock.advance(now, self._close, lambda: self.stream.frames.dropped(self.source))
+
+    def _close(self, window: Window, ended_at: float | None = None) -> None:
+        self.stream.close_window(window, window.ends_at if ended_at is None else ended_at, self.source, self.video)
+
+    def _store_state_if_numbers_run_out(self, now: float) -> None:
+        """Segments are served immutable, so a resumed run must never reuse the number of one
+        that was uploaded: a new state is stored before the reserved numbers run out."""
+        if self.stream.reservation.running_low(int(self.video.segments_state["next_sequence"])):
+            self.sink.store_state(self._open_state(now))
+
+    def _open_state(self, now: float) -> StreamState:
+        return self.stream.state(now, self.source, self.video, self.clock.window)
+
+    # --- the endings -----------------------------------------------------------------------------
+
+    def _finish(self) -> tuple[dict[str, Any], dict[str, Path]]:
+        now = time.time()
+        self._close(self.clock.window, now)
+        self.video.finish()
+        self.stream.report_files(self.video)
+        stats = stream_stats(self.stream, self.source, self.clock.window.number, now)
+        self.sink.on_files({STATS: self.stream.write_stats(stats)}, [])
+        self.sink.on_status(self.stream.status(self.source, now))
+        return stats, self.stream.outputs()
+
+    def _hand_back(self) -> tuple[dict[str, Any], dict[str, Path]]:
+        """The worker is going away and the stream resumes elsewhere: nothing is final. The
+        open segment is closed and reported, the unfinished window goes into the state
+        (``store_state``), and the playlist is not ended (players keep following it)."""
+        now = time.time()
+        self.video.finish(end=False)
+        self.stream.report_files(self.video)
+        self.sink.store_state(self._open_state(now))
+        self.sink.on_status(self.stream.status(self.source, now))
+        self.stream.handed_back = True
+        return stream_stats(self.stream, self.source, self.clock.window.number, now), self.stream.outputs()
+
+    def _flush_before_failing(self) -> None:
+        """The camera is gone for good: keep what it gave (the last window, a playable video)."""
+        if self.stream.frames.processed == self.stream.frames.processed_before:
+            return  # it delivered no frame in this run: nothing to keep
+        self._close(self.clock.window, time.time())
+        self.video.finish()
+        self.stream.report_files(self.video)
