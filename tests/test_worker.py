@@ -19,10 +19,11 @@ from core.model_card import read_card
 from ml_engine.pipeline import Progress
 from tests.faults import FailingMethod
 from tests.waiting import wait_until
+from worker.job_settings import pipeline_config
 from worker.lease import LeaseKeeper
 from worker.models import DetectorCache
 from worker.progress import JobReporter, StopReason
-from worker.runner import JobRunner, Outcome, pipeline_config
+from worker.runner import JobRunner, Outcome
 from worker.service import Worker
 
 LEASE = timedelta(seconds=30)
