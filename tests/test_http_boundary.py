@@ -517,7 +517,7 @@ def test_http_boundary(server: Server, row: Row) -> None:
 def _assert_the_worker_accepts(params: dict[str, Any]) -> None:
     """What the worker does with a job's parameters before it touches the video."""
     from ml_engine.counting import CountingConfig  # the worker's modules (torch-free, but not the API's)
-    from worker.runner import pipeline_config
+    from worker.job_settings import pipeline_config
 
     config = pipeline_config(JobParams.model_validate(params), Settings(_env_file=None))  # type: ignore[call-arg]
     CountingConfig(fps=25.0, lines=config.lines, zones=config.zones, tracker=config.tracker,

@@ -42,7 +42,7 @@ from tests.waiting import wait_until
 from worker.models import DetectorCache
 from worker.progress import JobReporter
 from worker.runner import JobRunner, Outcome
-from worker.streams import StreamRunner, StreamSession, stream_config
+from worker.streams import StreamProcessor, StreamRunner, StreamSession, stream_config
 
 
 @dataclass
@@ -260,8 +260,8 @@ def test_a_resume_keeps_only_the_windows_its_state_knows_of(stores, tmp_path: Pa
     backends.blobs.upload_stream(output_blob_path(job.id, WINDOWS), [windows.encode()])
     backends.blobs.upload_stream(stream_state_path(job.id), [StreamState(window=2, next_window=3).to_json().encode()])
     job.outputs = {WINDOWS: output_blob_path(job.id, WINDOWS)}
-    runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
-    state = runner._resume(job, tmp_path)  # noqa: SLF001 - the resume step alone, without a camera
+    processor = StreamProcessor(settings, backends, DetectorCache(settings), tmp_path)
+    state = processor._resume(job, tmp_path)  # noqa: SLF001 - the resume step alone, without a camera
     assert state == StreamState(window=2, next_window=3)
     kept = [json.loads(line)["window"] for line in (tmp_path / WINDOWS).read_text().splitlines()]
     assert kept == [1, 2]
@@ -270,8 +270,8 @@ def test_a_resume_keeps_only_the_windows_its_state_knows_of(stores, tmp_path: Pa
 def test_a_first_run_has_nothing_to_resume(stores, tmp_path: Path):
     settings, backends = stores
     job = processing_stream(backends)
-    runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
-    assert runner._resume(job, tmp_path) is None  # noqa: SLF001
+    processor = StreamProcessor(settings, backends, DetectorCache(settings), tmp_path)
+    assert processor._resume(job, tmp_path) is None  # noqa: SLF001
     assert not (tmp_path / WINDOWS).exists()
 
 
@@ -432,8 +432,8 @@ def test_a_resume_reads_windows_jsonl_even_before_the_record_listed_it(stores, t
     backends.blobs.upload_stream(output_blob_path(job.id, WINDOWS), [b'{"window": 1, "unique": 4}\n'])
     backends.blobs.upload_stream(stream_state_path(job.id), [StreamState(window=1, next_window=2).to_json().encode()])
     assert WINDOWS not in job.outputs
-    runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
-    assert runner._resume(job, tmp_path) == StreamState(window=1, next_window=2)  # noqa: SLF001
+    processor = StreamProcessor(settings, backends, DetectorCache(settings), tmp_path)
+    assert processor._resume(job, tmp_path) == StreamState(window=1, next_window=2)  # noqa: SLF001
     assert [json.loads(line)["window"] for line in (tmp_path / WINDOWS).read_text().splitlines()] == [1]
 
 

@@ -12,17 +12,18 @@ import httpx
 import pytest
 
 from core.backends import Backends, build_backends
-from core.errors import ConfigError, LeaseLost, ModelError, StorageUnavailable
-from core.jobs import Job, JobMessage, JobParams, JobStatus, input_blob_path, new_job_id
+from core.errors import ConfigError, LeaseLost, ModelError, NotAVideo, StorageUnavailable
+from core.jobs import Job, JobKind, JobMessage, JobParams, JobStatus, input_blob_path, new_job_id
 from core.metrics import start_metrics_server
 from core.model_card import read_card
 from ml_engine.pipeline import Progress
 from tests.faults import FailingMethod
 from tests.waiting import wait_until
+from worker.job_settings import pipeline_config
 from worker.lease import LeaseKeeper
 from worker.models import DetectorCache
 from worker.progress import JobReporter, StopReason
-from worker.runner import JobRunner, Outcome, pipeline_config
+from worker.runner import JobRunner, Outcome
 from worker.service import Worker
 
 LEASE = timedelta(seconds=30)
@@ -412,3 +413,24 @@ def test_start_up_check_runs_the_model_once(make_settings, mismatched_checkpoint
     settings = make_settings("local", model_id=str(mismatched_checkpoint_dir))
     with pytest.raises(ModelError, match="failed to run"):
         DetectorCache(settings).load_default()
+
+
+def test_a_late_failure_leaves_a_job_another_worker_completed_as_it_ended(stores):
+    """A worker whose lease lapsed unnoticed records a failure after another worker completed
+    the job: the job stays completed (the failure used to overwrite it)."""
+    settings, backends = stores
+    job = queue_job(backends)
+    backends.jobs.modify(job.id, lambda j: setattr(j, "status", JobStatus.COMPLETED))
+    make_runner(settings, backends)._fail(job.id, NotAVideo("no video stream"))  # noqa: SLF001 - the late write alone
+    after = backends.jobs.get(job.id)
+    assert (after.status, after.error) == (JobStatus.COMPLETED, None)
+
+
+def test_a_stream_jobs_message_on_the_file_queue_fails_the_job_with_a_clear_error(stores):
+    """Each queue's runner runs the kinds its processors know: a stream is not run as a video."""
+    settings, backends = stores
+    job = queue_job(backends, kind=JobKind.STREAM)
+    assert make_runner(settings, backends).handle(backends.queue.receive(LEASE)) is Outcome.POISON
+    failed = backends.jobs.get(job.id)
+    assert (failed.status, failed.error.code) == (JobStatus.FAILED, "invalid_message")
+    assert "a stream job's message came on a queue for video, images jobs" in failed.error.message

@@ -8,16 +8,17 @@ worker shutting down all stop the job.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
 from enum import Enum
 
-from core import metrics
+from core import lifecycle, metrics
 from core.backends import JobStore
 from core.errors import CattleCounterError
-from core.jobs import Job, JobStatus
+from core.jobs import JobStatus
 from ml_engine.pipeline import Progress
 
 log = logging.getLogger(__name__)
@@ -81,42 +82,22 @@ class JobReporter:
             return
         self._last_write = now
         (done, failed, total), (tiles_done, tiles_total) = self._files, self._tiles
-
-        def apply(job: Job) -> bool:
-            if job.status is not JobStatus.PROCESSING:
-                return False
-            job.files_done, job.files_failed = done, failed
-            job.tiles_done, job.tiles_total = tiles_done, tiles_total
-            settled: float = done + failed
-            if tiles_total:  # the raster in progress counts for its share of one file
-                settled += tiles_done / tiles_total
-            job.progress = round(min(settled / max(total, 1), 0.99), 4)  # 1.0 only once outputs are stored
-            return True
-
-        self._modify(apply)
-
-    def _modify(self, apply: Callable[[Job], bool]) -> None:
-        try:
-            job = self._jobs.modify(self._job_id, apply)
-            self._last_cancel_check = self._clock()
-            if job.cancel_requested:
-                self.stop_reason = self.stop_reason or StopReason.CANCELLED
-        except CattleCounterError as exc:  # progress is best effort; the job goes on
-            log.warning("could not record progress: %s", exc)
+        self._report(lifecycle.FileProgress(done, failed, total, tiles_done, tiles_total))
 
     def _write(self, progress: Progress) -> None:
-        def apply(job: Job) -> bool:
-            if job.status is not JobStatus.PROCESSING:
-                return False
-            job.frames_done = progress.frames_done
-            job.frames_total = progress.frames_total
-            job.fps = round(progress.fps, 2)
-            job.eta_seconds = None if progress.eta_s is None else round(progress.eta_s, 1)
-            if progress.fraction is not None:  # None: the container says neither frame count nor duration
-                job.progress = round(min(progress.fraction, 0.99), 4)  # 1.0 only once outputs are stored
-            return True
+        self._report(lifecycle.FrameProgress(progress))
 
-        self._modify(apply)
+    def _report(self, report: lifecycle.Report) -> None:
+        try:
+            job = self._jobs.modify(self._job_id, functools.partial(lifecycle.progress, report=report))
+        except lifecycle.TransitionRefused as refused:  # no longer processing: a late report is dropped
+            job = refused.job
+        except CattleCounterError as exc:  # progress is best effort; the job goes on
+            log.warning("could not record progress: %s", exc)
+            return
+        self._last_cancel_check = self._clock()
+        if job.cancel_requested:
+            self.stop_reason = self.stop_reason or StopReason.CANCELLED
 
     def should_cancel(self) -> bool:
         if self.stop_reason is None:

@@ -14,22 +14,27 @@ At-least-once delivery is made safe here:
   the job is handed back (no attempt counted) and the worker takes no more work;
 - an unexpected error anywhere in here is logged and the message settled like a transient
   failure: nothing ends the job thread.
+
+The runner only receives, runs and settles: each kind of job runs in its processor
+(worker/processors.py, worker/streams.py), and the record changes through the named
+transitions of core/lifecycle.py.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Any
 
 from api.schemas import public_job
-from core import metrics
+from core import lifecycle, metrics
 from core.backends import Backends, QueueMessage
 from core.backends.outbox import WebhookEvent
 from core.config import Settings
@@ -37,24 +42,21 @@ from core.errors import (
     DISK_ERRNOS,
     CattleCounterError,
     GaveUp,
-    InputChanged,
     InvalidMessage,
     JobCancelled,
     LeaseLost,
     NotFound,
     NoUsableFiles,
 )
-from core.jobs import Job, JobError, JobKind, JobMessage, JobStatus, LiveInfo, output_blob_path, utcnow
+from core.jobs import Job, JobError, JobKind, JobMessage, JobStatus
+from core.lifecycle import TransitionRefused
 from core.logging import job_context
-from core.outputs import media_type
 from core.quotas import QuotaKeeper
 from core.scratch import check_writable
 from core.webhooks import final_event
-from ml_engine.pipeline import process_video
-from worker.images import process_images
-from worker.job_settings import pipeline_config
 from worker.lease import LeaseKeeper
 from worker.models import DetectorCache
+from worker.processors import Finished, Processor, file_processors
 from worker.progress import JobReporter, StopReason
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,9 @@ class JobRunner:
         self.queue = backends.queue  # the queue this runner's messages come from (streams: their own)
         self.queue_depth = metrics.QUEUE_DEPTH
         self.quotas = QuotaKeeper(settings, backends.jobs)
+        # the kinds of job this runner's queue carries, each with what runs it (streams: their own)
+        self.processors: Mapping[JobKind, Processor] = file_processors(settings, backends, detectors,
+                                                                        self.scratch_dir)
 
     # --- receive ---------------------------------------------------------------------
 
@@ -150,9 +155,13 @@ class JobRunner:
             self._fail(job.id, GaveUp(f"the job failed on all {self.settings.max_attempts} attempts "
                                       f"(the last one stopped without recording why)"))
             return Outcome.POISON
+        if job.kind not in self.processors:
+            self._fail(job.id, InvalidMessage(f"a {job.kind.value} job's message came on a queue for "
+                                              f"{', '.join(kind.value for kind in self.processors)} jobs"))
+            return Outcome.POISON
         if self.quotas.at_processing_limit(job):
             log.info("tenant %r runs QUOTA_MAX_PROCESSING_JOBS jobs already: the job waits its turn", job.owner)
-            self._requeue(job.id, None)  # like a hand-back at shutdown: no failed attempt
+            self._hand_back(job.id)  # like a hand-back at shutdown: no failed attempt
             metrics.QUOTA_HAND_BACKS.inc()
             return Outcome.LATER
         job = self._start(job.id, delivery)
@@ -174,23 +183,25 @@ class JobRunner:
     def _process_and_record(self, job: Job, attempt: int, keeper: LeaseKeeper) -> Outcome:
         reporter = JobReporter(self.backends.jobs, job.id, self.settings.progress_interval_s,
                                keeper.lost, self.shutting_down)
+        processor = self.processors[job.kind]
         started = time.monotonic()
-        metrics.JOBS_IN_PROGRESS.inc()
+        processor.busy.inc()
         try:
-            stats, outputs = self._process(job, reporter)
-        except JobCancelled:
-            return self._stopped(job.id, reporter.stop_reason)
+            finished = processor.run(job, reporter)
         except Exception as exc:
             if keeper.lost.is_set():  # another worker may be running the job: its record is not ours
                 log.warning("attempt ended after its lease was lost (%s); leaving the job as it is", exc)
                 return Outcome.LOST
+            if isinstance(exc, JobCancelled):
+                return self._stopped(job.id, reporter.stop_reason)
             return self._failed_attempt(job.id, exc, attempt)
         finally:
-            metrics.JOBS_IN_PROGRESS.dec()
+            processor.busy.dec()
         if keeper.lost.is_set():
             return Outcome.LOST  # another worker has the message; let it record the result
-        self._complete(job.id, stats, outputs)
-        metrics.JOB_PROCESSING_SECONDS.observe(time.monotonic() - started)
+        self._complete(job.id, finished)
+        if processor.duration is not None:
+            processor.duration.observe(time.monotonic() - started)
         return Outcome.DONE
 
     def _failed_attempt(self, job_id: str, error: Exception, attempt: int) -> Outcome:
@@ -220,80 +231,32 @@ class JobRunner:
         self.scratch_problem = f"the scratch folder {self.scratch_dir} failed ({error})"
         log.error("%s: the job goes back to the queue for another worker and this worker takes no more "
                   "work; check WORK_DIR's disk", self.scratch_problem)
-        self._requeue(job_id, None)  # like a hand-back at shutdown: no failed attempt
+        self._hand_back(job_id)  # like a hand-back at shutdown: no failed attempt
         return Outcome.RELEASE
-
-    def _process(self, job: Job, reporter: JobReporter) -> tuple[dict[str, Any], dict[str, str]]:
-        # ignore_cleanup_errors: when the scratch folder fails, the error that says so is
-        # the one to keep, not a second one from removing the folder
-        with tempfile.TemporaryDirectory(prefix=f"job-{job.id}-", dir=self.scratch_dir,
-                                         ignore_cleanup_errors=True) as work:
-            if job.kind is JobKind.IMAGES:
-                detector = self.detectors.get(job.params.model_id)
-                return process_images(job, self.backends, detector, self.settings, Path(work), reporter)
-            video = Path(work) / "input"
-            downloaded = self.backends.blobs.download_to_file(job.input_blob, video)
-            if job.input_etag is not None and downloaded.etag != job.input_etag:
-                raise InputChanged("the uploaded video was replaced after it was checked; "
-                                   "upload it again as a new job")
-            if reporter.should_cancel():
-                raise JobCancelled()
-            detector = self.detectors.get(job.params.model_id)
-            result = process_video(
-                video, Path(work) / "outputs", detector, pipeline_config(job.params, self.settings),
-                progress=reporter.on_progress, should_cancel=reporter.should_cancel,
-            )
-            for name, path in result.crops.items():  # stored by name, not listed: one per counted animal
-                self.backends.blobs.upload_file(output_blob_path(job.id, name), path, media_type(name))
-            outputs = {}
-            for path in result.outputs.values():
-                blob = output_blob_path(job.id, path.name)
-                self.backends.blobs.upload_file(blob, path, media_type(path.name))
-                outputs[path.name] = blob
-            return result.stats, outputs
 
     # --- job record transitions ------------------------------------------------------------
 
     def _start(self, job_id: str, delivery: int) -> Job:
         """Mark the job processing, unless it became final meanwhile (then returned as it is)."""
-
-        def apply(job: Job) -> bool:
-            if job.status.is_final:
-                return False
-            job.status = JobStatus.PROCESSING
-            job.attempts = delivery
-            job.started_at = job.started_at or utcnow()
-            job.progress, job.frames_done, job.error = 0.0, 0, None
-            return True
-
-        job = self.backends.jobs.modify(job_id, apply)
-        if not job.status.is_final:
-            log.info("processing delivery %d (attempt limit %d)", delivery, self.settings.max_attempts)
+        try:
+            job = self.backends.jobs.modify(job_id, functools.partial(lifecycle.start, delivery=delivery))
+        except TransitionRefused as refused:
+            return refused.job
+        log.info("processing delivery %d (attempt limit %d)", delivery, self.settings.max_attempts)
         return job
 
-    def _complete(self, job_id: str, stats: dict[str, Any], outputs: dict[str, str]) -> None:
-        def apply(job: Job) -> None:
-            job.status = JobStatus.COMPLETED
-            job.progress = 1.0
-            if job.kind is JobKind.IMAGES:
-                _settle_images(job, stats)
-            elif job.kind is JobKind.STREAM:
-                job.live = _final_live(job.live)  # its frames are counted in job.live as it ran
-            else:
-                # the exact count (the last progress report may have been throttled, and the
-                # total was an estimate when the container did not say)
-                job.frames_done = job.frames_total = stats["video"]["frames"]
-            job.eta_seconds = 0.0
-            job.outputs = outputs
-            job.counts = stats.get("counts", job.counts)
-            job.finished_at = utcnow()
-
-        job = self.backends.jobs.modify(job_id, apply, event=_final_event)
+    def _complete(self, job_id: str, finished: Finished) -> None:
+        try:
+            job = self.backends.jobs.modify(job_id, finished.ending(), event=_final_event)
+        except TransitionRefused as refused:  # another worker has recorded its end meanwhile
+            log.warning("the job was %s already; this run's result is not recorded", refused.job.status.value)
+            return
         if job.status is JobStatus.FAILED:
             metrics.record_job_failure(NoUsableFiles(job.error.message if job.error else ""))
         else:
             metrics.JOBS_COMPLETED.inc()
         log.info("%s: %s", job.status.value, json.dumps(job.counts))
+        self._ended(job)
 
     def _try_to_fail(self, job_id: str, error: BaseException) -> None:
         """Record the failure if the job store lets us; the message is poisoned either way."""
@@ -305,33 +268,37 @@ class JobRunner:
     def _fail(self, job_id: str, error: BaseException) -> None:
         code = getattr(error, "code", "internal_error")
         message = str(error) if isinstance(error, CattleCounterError) else f"unexpected error: {error}"
-
-        def apply(job: Job) -> None:
-            job.status = JobStatus.FAILED
-            job.error = JobError(code=code, message=message)
-            job.finished_at = utcnow()
-            job.eta_seconds = None
-
-        self.backends.jobs.modify(job_id, apply, event=_final_event)
+        failure = functools.partial(lifecycle.fail, error=JobError(code=code, message=message))
+        try:
+            job = self.backends.jobs.modify(job_id, failure, event=_final_event)
+        except TransitionRefused as refused:
+            log.warning("the job was %s already; not failed with %s: %s", refused.job.status.value, code, message)
+            return
         metrics.record_job_failure(error)
         log.warning("failed: %s: %s", code, message)
+        self._ended(job)
 
     def _stopped(self, job_id: str, reason: StopReason | None) -> Outcome:
         if reason is StopReason.LEASE_LOST:
             return Outcome.LOST
         if reason is StopReason.SHUTDOWN:
-            self._requeue(job_id, None)
+            log.info("worker shutting down: the job goes back to the queue and resumes elsewhere")
+            self._hand_back(job_id)
             return Outcome.RELEASE
-
-        def apply(job: Job) -> None:
-            job.status = JobStatus.CANCELLED
-            job.finished_at = utcnow()
-            job.eta_seconds = None
-
-        self.backends.jobs.modify(job_id, apply, event=_final_event)
+        try:
+            job = self.backends.jobs.modify(job_id, lifecycle.cancel, event=_final_event)
+        except TransitionRefused as refused:
+            log.warning("the job was %s already; not cancelled", refused.job.status.value)
+            return Outcome.DONE
         metrics.JOBS_CANCELLED.inc()
         log.info("cancelled by request")
+        self._ended(job)
         return Outcome.DONE
+
+    def _ended(self, job: Job) -> None:
+        processor = self.processors.get(job.kind)
+        if processor is not None:
+            processor.ended(job.id)
 
     def _transient_failure(self, job_id: str, error: BaseException, attempt: int) -> Outcome:
         if attempt >= self.settings.max_attempts:
@@ -340,22 +307,22 @@ class JobRunner:
         self._requeue(job_id, error)
         return Outcome.RETRY
 
-    def _requeue(self, job_id: str, error: BaseException | None) -> None:
-        """Back to queued: another delivery (here or on another worker) will pick it up.
-        ``error`` None: handed back by a worker shutting down, which is no failed attempt."""
+    def _requeue(self, job_id: str, error: BaseException) -> None:
+        """Back to queued after a failed attempt: another delivery (here or on another worker)
+        will pick it up."""
+        retry = JobError(code=getattr(error, "code", "internal_error"), message=f"will retry: {error}")
+        self._modify_unless_final(job_id, functools.partial(lifecycle.requeue, error=retry))
 
-        def apply(job: Job) -> bool:
-            if job.status.is_final:
-                return False
-            job.status = JobStatus.QUEUED
-            job.fps, job.eta_seconds = None, None
-            if error is None:
-                job.handed_back += 1
-            else:
-                job.error = JobError(code=getattr(error, "code", "internal_error"), message=f"will retry: {error}")
-            return True
+    def _hand_back(self, job_id: str) -> None:
+        """Back to queued with no failed attempt: a worker shutting down, its scratch folder
+        failing, or the tenant at its quota of running jobs."""
+        self._modify_unless_final(job_id, lifecycle.hand_back)
 
-        self.backends.jobs.modify(job_id, apply)
+    def _modify_unless_final(self, job_id: str, transition: lifecycle.Transition) -> None:
+        try:
+            self.backends.jobs.modify(job_id, transition)
+        except TransitionRefused as refused:  # it ended meanwhile (a DELETE): nothing to give back
+            log.info("the job was %s already; it stays so", refused.job.status.value)
 
     # --- settle ------------------------------------------------------------------------
 
@@ -382,31 +349,6 @@ class JobRunner:
             log.warning("lease lost before the message could be settled (%s)", outcome.value)
         except CattleCounterError as exc:  # the lease will expire and the message come back
             log.warning("could not settle message (%s): %s", outcome.value, exc)
-
-
-def _settle_images(job: Job, stats: dict[str, Any]) -> None:
-    """An images job's final status, from its files: every file good is ``completed``; some
-    failed is ``completed_with_errors`` (the good ones' results stand); all failed is
-    ``failed`` (its results.jsonl still lists each file's error)."""
-    images = stats.get("images", {})
-    job.files_failed = int(images.get("failed", 0))
-    job.files_done = int(images.get("total", 0)) - job.files_failed
-    job.files_total = job.files_done + job.files_failed
-    job.tiles_done, job.tiles_total = 0, None
-    if job.files_failed and not job.files_done:
-        job.status = JobStatus.FAILED
-        first = stats.get("failed", [{}])[0].get("error") or {}
-        job.error = JobError(code=NoUsableFiles.code, message=f"all {job.files_failed} files failed; the first: "
-                             f"{first.get('message', 'see results.jsonl')}")
-    elif job.files_failed:
-        job.status = JobStatus.COMPLETED_WITH_ERRORS
-
-
-def _final_live(live: LiveInfo | None) -> LiveInfo:
-    """A stopped stream is no longer connected; everything else stays as its last report said."""
-    live = live.model_copy() if live is not None else LiveInfo()
-    live.connected = False
-    return live
 
 
 def _final_event(job: Job) -> WebhookEvent | None:

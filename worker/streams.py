@@ -54,17 +54,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core import metrics
+from core import lifecycle, metrics
 from core.backends import Backends
 from core.backends.outbox import FINAL_SEQUENCE, WebhookEvent, event_id
 from core.config import Settings
 from core.egress_proxy import EgressProxy
-from core.errors import CattleCounterError, NotFound, StorageUnavailable, StreamUnavailable
+from core.errors import CattleCounterError, JobCancelled, NotFound, StorageUnavailable, StreamUnavailable
 from core.jobs import (
-    MAX_STREAM_GAPS_SHOWN,
     Job,
-    JobStatus,
-    LiveInfo,
+    JobKind,
     output_blob_path,
     source_secret_path,
     stream_state_path,
@@ -73,10 +71,10 @@ from core.jobs import (
 from core.netpolicy import check_stream_url, stream_addresses
 from core.outputs import GAPS, LIVE_PLAYLIST, STATS, WINDOWS, media_type
 from worker.job_settings import detection_options
-from worker.lease import LeaseKeeper
 from worker.models import DetectorCache
+from worker.processors import Finished
 from worker.progress import JobReporter, StopReason
-from worker.runner import JobRunner, Outcome
+from worker.runner import JobRunner
 from worker.stream_events import EventAggregator
 
 if TYPE_CHECKING:  # the engine is imported when a stream runs: a file-only worker never loads it
@@ -100,6 +98,7 @@ class StreamRunner(JobRunner):
         super().__init__(settings, backends, detectors, shutting_down, scratch_dir)
         self.queue = backends.stream_queue
         self.queue_depth = metrics.STREAM_QUEUE_DEPTH
+        self.processors = {JobKind.STREAM: StreamProcessor(settings, backends, detectors, self.scratch_dir)}
 
     def _retry_backoff_s(self, delivery: int) -> float:
         """Not doubled per delivery as for files: a stream's deliveries add up over its lifetime
@@ -107,31 +106,26 @@ class StreamRunner(JobRunner):
         run for weeks 15 minutes away from its camera after one failed run."""
         return self.settings.retry_backoff_s
 
-    def _process_and_record(self, job: Job, attempt: int, keeper: LeaseKeeper) -> Outcome:
-        reporter = JobReporter(self.backends.jobs, job.id, self.settings.progress_interval_s,
-                               keeper.lost, self.shutting_down)
-        metrics.STREAMS_ACTIVE.inc()
-        try:
-            stats, outputs = self._process(job, reporter)
-        except Exception as exc:
-            if keeper.lost.is_set():
-                log.warning("stream ended after its lease was lost (%s); leaving the job as it is", exc)
-                return Outcome.LOST
-            return self._failed_attempt(job.id, exc, attempt)
-        finally:
-            metrics.STREAMS_ACTIVE.dec()
-        if keeper.lost.is_set() or reporter.stop_reason is StopReason.LEASE_LOST:
-            return Outcome.LOST
-        if reporter.stop_reason is StopReason.SHUTDOWN:
-            log.info("worker shutting down: the stream goes back to the queue and resumes elsewhere")
-            self._requeue(job.id, None)
-            return Outcome.RELEASE
-        self._complete(job.id, stats, outputs)
-        self._forget_source(job.id)
-        return Outcome.DONE
 
-    def _fail(self, job_id: str, error: BaseException) -> None:
-        super()._fail(job_id, error)
+class StreamProcessor:
+    """Runs a stream job: the engine's StreamRun, fed and watched by a StreamSession."""
+
+    busy = metrics.STREAMS_ACTIVE
+    duration = None  # a stream runs for as long as it is asked to: no processing time to measure
+
+    def __init__(self, settings: Settings, backends: Backends, detectors: DetectorCache, scratch_dir: Path) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.detectors = detectors
+        self.scratch_dir = scratch_dir
+
+    def run(self, job: Job, reporter: JobReporter) -> Finished:
+        stats, outputs = self._process(job, reporter)
+        if reporter.stop_reason in (StopReason.SHUTDOWN, StopReason.LEASE_LOST):
+            raise JobCancelled()  # not the stream's end: handed back, or left to the lease's new holder
+        return Finished(lifecycle.Results(outputs, stats.get("counts"), lifecycle.StreamStopped()))
+
+    def ended(self, job_id: str) -> None:
         self._forget_source(job_id)
 
     def _forget_source(self, job_id: str) -> None:
@@ -206,12 +200,6 @@ def policed(config: StreamConfig, networks: list[str], proxy: EgressProxy) -> St
     source = dataclasses.replace(config.source, check=functools.partial(check_stream_url, allowed_networks=networks),
                                  http_proxy=proxy.url, egress_refusals=lambda: proxy.refusals)
     return dataclasses.replace(config, source=source)
-
-
-def _out_of_event_numbers(live: LiveInfo) -> bool:
-    """Event webhooks are numbered below the job's final webhook (FINAL_SEQUENCE), which must
-    stay its last: ~115 days of a busy gate at 6 a minute. Past that, events are counted only."""
-    return live.events_sent + 1 >= FINAL_SEQUENCE
 
 
 def stream_config(job: Job, settings: Settings) -> StreamConfig:
@@ -289,11 +277,7 @@ class StreamSession:
 
     def begin(self) -> None:
         """Mark the run started: the attempts rule counts from here."""
-        def apply(job: Job) -> bool:
-            job.live = (job.live or LiveInfo()).model_copy(update={"run_started_at": utcnow(), "connected": False})
-            return True
-
-        self._write(apply)
+        self._write(lifecycle.RunStarted())
 
     # --- the engine's sink ------------------------------------------------------------------
 
@@ -359,14 +343,7 @@ class StreamSession:
             return
         self.store_state(state)
         outputs = self._take_outputs()  # the window's files were just uploaded (on_files comes first)
-
-        def apply(job: Job) -> bool:
-            job.live = (job.live or LiveInfo()).model_copy(update={"last_window": window})
-            if outputs is not None:
-                job.outputs = {**job.outputs, **outputs}
-            return True
-
-        if not self._write(apply) and outputs is not None:
+        if not self._write(lifecycle.WindowClosed(window, outputs)) and outputs is not None:
             self._outputs_changed = True  # written with the next report
 
     def on_status(self, status: LiveStatus) -> None:
@@ -380,31 +357,8 @@ class StreamSession:
             new_gaps, self._new_gaps = self._new_gaps, []
         outputs = self._take_outputs()
         forgive = not self._forgiven and self.clock() - self.started >= self.settings.stream_stable_after_s
-
-        def apply(job: Job) -> bool:
-            if job.status is not JobStatus.PROCESSING:
-                return False
-            live = (job.live or LiveInfo()).model_copy()
-            live.connected = status.connected
-            live.frames_received, live.frames_processed = status.frames_received, status.frames_processed
-            live.frames_dropped, live.reconnects = status.frames_dropped, status.reconnects
-            live.latency_p50_s, live.latency_p95_s = status.latency_p50_s, status.latency_p95_s
-            live.latency_from = status.latency_from
-            live.streaming_s = round(status.streaming_s, 1)
-            live.gaps = (live.gaps + new_gaps)[-MAX_STREAM_GAPS_SHOWN:]
-            live.gaps_total += len(new_gaps)
-            if status.connected and live.stream_started_at is None:
-                live.stream_started_at = utcnow()
-            job.live = live
-            job.counts = status.counts
-            job.frames_done = status.frames_processed
-            if outputs is not None:
-                job.outputs = {**job.outputs, **outputs}
-            if forgive:  # up long enough: the deliveries so far are no failed attempts
-                job.handed_back = job.attempts
-            return True
-
-        written = self._write(apply)
+        # forgive: up long enough, the deliveries so far are no failed attempts
+        written = self._write(lifecycle.LiveProgress(status, new_gaps, outputs, forgive))
         if not written:  # best effort: what this report carried goes with the next one
             with self._lock:
                 self._new_gaps[:0] = new_gaps
@@ -426,21 +380,10 @@ class StreamSession:
         if not summaries:
             return
         url = self.send_events_to
-        unsent = {"events": 0}  # set by apply (which a conflicting write may run again)
-
-        def apply(job: Job) -> bool:
-            live = (job.live or LiveInfo()).model_copy()
-            unsent["events"] = 0
-            if _out_of_event_numbers(live):  # said in the record and in metrics, not only in a log
-                unsent["events"] = sum(int(summary.get("events", 0)) for summary in summaries)
-                live.events_unsent += unsent["events"]
-            else:
-                live.events_sent += 1
-            job.live = live
-            return True
+        sent = lifecycle.EventsSent(sum(int(summary.get("events", 0)) for summary in summaries))
 
         def webhook(job: Job) -> WebhookEvent | None:
-            if job.live is None or _out_of_event_numbers(job.live):
+            if job.live is None or lifecycle.out_of_event_numbers(job.live):
                 return None
             sequence = job.live.events_sent
             body = {"type": STREAM_EVENTS, "timestamp": utcnow().isoformat(),
@@ -448,13 +391,13 @@ class StreamSession:
             return WebhookEvent(id=event_id(job.id, sequence), job_id=job.id, sequence=sequence,
                                 type=STREAM_EVENTS, url=url, body=json.dumps(body), created_at=utcnow())
 
-        if self._write(apply, webhook):
+        if self._write(sent, webhook):
             with self._lock:
                 del self._unsent[:len(summaries)]
-            if unsent["events"]:
-                metrics.STREAM_EVENTS_UNSENT.inc(unsent["events"])
+            if sent.unsent:
+                metrics.STREAM_EVENTS_UNSENT.inc(sent.unsent)
                 log.warning("this stream has sent the most event webhooks one job can (%d); %d events were "
-                            "not sent (counted in live.events_unsent)", FINAL_SEQUENCE - 1, unsent["events"])
+                            "not sent (counted in live.events_unsent)", FINAL_SEQUENCE - 1, sent.unsent)
 
     # --- storing files: best effort, retried at every callback ------------------------------
 
@@ -526,10 +469,14 @@ class StreamSession:
             self._outputs_changed = False
             return dict(self.outputs)
 
-    def _write(self, apply: Callable[[Job], bool], event: Callable[[Job], WebhookEvent | None] | None = None) -> bool:
+    def _write(self, report: lifecycle.Report,
+               event: Callable[[Job], WebhookEvent | None] | None = None) -> bool:
         """Best effort, as progress is: a failed write is retried with the next report."""
         try:
-            job = self.backends.jobs.modify(self.job_id, apply, event=event)
+            job = self.backends.jobs.modify(self.job_id, functools.partial(lifecycle.progress, report=report),
+                                            event=event)
+        except lifecycle.TransitionRefused as refused:  # no longer processing: nothing of this run to record
+            job = refused.job
         except CattleCounterError as exc:
             log.warning("could not record the stream's state: %s", exc)
             return False

@@ -39,6 +39,7 @@ from api.submission import (
     probe_image_file,
 )
 from api.upload_stream import ReceivedForm, receive_multipart, receive_small_body
+from core import lifecycle
 from core.backends import Backends
 from core.config import Settings
 from core.errors import (
@@ -60,7 +61,6 @@ from core.jobs import (
     manifest_blob_path,
     output_blob_path,
     source_secret_path,
-    utcnow,
 )
 from core.outputs import (
     DOWNLOADS,
@@ -317,34 +317,13 @@ def delete_job(job_id: str, backends: BackendsDep, caller: CallerDep) -> Respons
         _delete_job_files(backends, job)
         backends.jobs.delete(job_id)
         return Response(status_code=204)
-    job = backends.jobs.modify(job_id, _request_cancel)
+    try:
+        job = backends.jobs.modify(job_id, lifecycle.request_cancel)
+    except lifecycle.TransitionRefused as refused:  # it ended meanwhile: nothing to cancel
+        job = refused.job
     if job.kind is JobKind.STREAM and job.status.is_final:  # cancelled before it ever ran: its URL is not needed
         backends.blobs.delete(source_secret_path(job.id))
     return _job_response(job, 202)
-
-
-def _request_cancel(job: Job) -> bool:
-    """Queued: cancelled now (the worker will skip its message). Processing: flagged, and
-    the worker stops at its next batch (a stream stops and ends ``completed``, its outputs
-    final). Already final: nothing to do.
-
-    A stream waiting for its next run (handed back, retried) has counted already: it stays
-    queued, flagged, and the next worker to take it finalises it at once (the last window,
-    stats.json, a playlist that ends) and completes it, as a DELETE of a running one does."""
-    if job.status is JobStatus.QUEUED and job.kind is JobKind.STREAM and job.started_at is not None:
-        if job.cancel_requested:
-            return False
-        job.cancel_requested = True
-        return True
-    if job.status is JobStatus.QUEUED:
-        job.status = JobStatus.CANCELLED
-        job.finished_at = utcnow()
-        job.cancel_requested = True
-        return True
-    if job.status is JobStatus.PROCESSING and not job.cancel_requested:
-        job.cancel_requested = True
-        return True
-    return False
 
 
 def _delete_job_files(backends: Backends, job: Job) -> None:
