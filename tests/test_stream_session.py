@@ -282,9 +282,9 @@ def test_a_state_of_another_version_is_refused_before_the_run_starts(stores, tmp
     job = processing_stream(backends)
     stored = {**StreamState(next_window=3).to_dict(), "version": 2}
     backends.blobs.upload_stream(stream_state_path(job.id), [json.dumps(stored).encode()])
-    runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
+    processor = StreamProcessor(settings, backends, DetectorCache(settings), tmp_path)
     with pytest.raises(InvalidInput, match="has version 2, this worker reads version 1"):
-        runner._resume(job, tmp_path)  # noqa: SLF001
+        processor._resume(job, tmp_path)  # noqa: SLF001
 
 
 def blobs_failing(backends, method: str, error: Exception) -> Backends:
