@@ -42,17 +42,18 @@ from typing import Any, Protocol
 import numpy as np
 import supervision as sv
 
-from core.errors import InvalidInput, ModelError, StreamUnavailable
-from core.jobs import CountingLine, CountingZone
+from core.errors import InvalidInput, StreamUnavailable
+from core.jobs import CountingLine, CountingZone, Tracker
 from core.outputs import GAPS, LIVE_PLAYLIST, LIVE_RECORDING, STATS, WINDOWS
 from ml_engine.annotate import FrameAnnotator
-from ml_engine.counting import DEFAULT_TRACKER, CountingConfig, ObjectCounter, TrackEvent, tracker_ids
+from ml_engine.counting import CountingConfig, ObjectCounter, TrackEvent, tracker_ids
+from ml_engine.detection import DetectionConfig, TiledDetector
 from ml_engine.live.counts import LatencyHistogram, RecentLatency, Totals, Window, iso
 from ml_engine.live.segments import HlsWriter
 from ml_engine.live.source import Gap, LiveFrame, LiveSource, SourceOptions, redact_url
 from ml_engine.live.video import LiveVideo
-from ml_engine.pipeline import DetectorLike, PipelineConfig, model_facts
-from ml_engine.tiling import TilePlan, TilingSetting, View, merge_views, plan_tiles
+from ml_engine.pipeline import DetectorLike, checked_lines_and_zones, model_facts
+from ml_engine.video import check_encoder_options
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,8 @@ _SPARE_SEGMENT_NUMBERS = 8  # a new state is stored this many numbers before the
 
 @dataclass
 class StreamConfig:
-    """How to count one stream. Detection and tracking fields mean what they mean in
-    ``PipelineConfig``; the rest:
+    """How to count one stream. ``detection`` (``DetectionConfig``) and the tracking fields
+    mean what they mean in ``PipelineConfig``; the rest:
 
     ``window_s``: length of a ``windows.jsonl`` window. ``segment_s``: the annotated HLS
     segments' length; ``segment_retention_s``: keep only this many seconds of segments (None:
@@ -80,17 +81,12 @@ class StreamConfig:
     ``source``: the source's ``SourceOptions`` (timeouts, reconnects).
     """
 
-    threshold: float = 0.5
-    classes: list[str] | None = None
-    low_threshold: float | None = None
-    tiling: str | TilingSetting = "auto"
-    tiling_full_frame: bool = True
-    tile_batch_size: int = 64
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
     min_hits: int = 3
     track_buffer_s: float = 1.0
     lines: list[CountingLine] = field(default_factory=list)
     zones: list[CountingZone] = field(default_factory=list)
-    tracker: str = DEFAULT_TRACKER
+    tracker: Tracker = Tracker.BOTSORT
     window_s: float = 60.0
     segment_s: float = 2.0
     segment_retention_s: float | None = None
@@ -101,15 +97,9 @@ class StreamConfig:
     source: SourceOptions = field(default_factory=SourceOptions)
 
     def __post_init__(self) -> None:
-        # the video pipeline's checks (lines, zones, threshold, tracker, encoder), in one place
-        checked = PipelineConfig(
-            threshold=self.threshold, classes=self.classes, low_threshold=self.low_threshold,
-            tiling=self.tiling, tiling_full_frame=self.tiling_full_frame, tile_batch_size=self.tile_batch_size,
-            min_hits=self.min_hits, track_buffer_s=self.track_buffer_s, lines=self.lines, zones=self.zones,
-            tracker=self.tracker, crf=self.crf, preset=self.preset, stitching=False,
-        )
-        self.lines, self.zones, self.tiling = checked.lines, checked.zones, checked.tiling
-        self.effective_low_threshold = checked.effective_low_threshold
+        self.lines, self.zones = checked_lines_and_zones(self.lines, self.zones)
+        _require(self.min_hits >= 1, f"min_hits must be at least 1, got {self.min_hits}")
+        check_encoder_options(self.crf, self.preset)
         for name in ("window_s", "segment_s", "status_interval_s"):
             _require(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
         if self.duration_s is not None:
@@ -132,7 +122,7 @@ class StreamConfig:
         """Live counting: no offline stitching, no timeline (memory must stay flat)."""
         return CountingConfig(
             fps=_NOMINAL_FPS, min_hits=self.min_hits, lines=self.lines, zones=self.zones,
-            track_buffer_s=self.track_buffer_s, track_threshold=self.threshold, tracker=self.tracker,
+            track_buffer_s=self.track_buffer_s, track_threshold=self.detection.threshold, tracker=self.tracker,
             stitching=False, timeline=False,
         )
 
@@ -281,8 +271,7 @@ class StreamRun:
         self.video: LiveVideo | None = None  # its thread starts with run()
         self.counter = ObjectCounter(config.counting_config())
         self._frame_index = 0
-        self._tiles: TilePlan | None = None
-        self._tiles_for: tuple[int, int] | None = None
+        self._detection = TiledDetector(detector, config.detection, config.detection.effective_low_threshold)
         self._unreported_gaps: list[dict[str, Any]] = []
         self._started = time.time()
         # when this run's streaming time starts: its first frame, or its start for a stream that
@@ -319,7 +308,7 @@ class StreamRun:
             InvalidInput: class names the model does not know (before anything runs).
             ModelError: the model failed.
         """
-        self.detector.detect([], self.config.effective_low_threshold, self.config.classes)  # bad classes fail now
+        self._detection.check_classes()  # bad classes fail now
         self._started = time.time()
         stop = self._stop_reason()
         if stop is not None and self._resumed:  # stopped between runs: end without connecting
@@ -433,36 +422,7 @@ class StreamRun:
         return frame.received_at
 
     def _detect(self, image: np.ndarray) -> sv.Detections:
-        tiles = self._plan_for(image)
-        threshold, classes = self.config.effective_low_threshold, self.config.classes
-        if not tiles.tiled:
-            results = self.detector.detect([image], threshold, classes)
-            if len(results) != 1:
-                raise ModelError(f"the detector returned {len(results)} results for 1 frame")
-            return results[0]
-        views = [View(0, self._frame_index, region) for region in tiles.regions]
-        per_view: list[sv.Detections] = []
-        cap = self.config.tile_batch_size
-        for start in range(0, len(views), cap):
-            part = views[start:start + cap]
-            found = self.detector.detect_views([image], part, threshold, classes)
-            if len(found) != len(part):
-                raise ModelError(f"the detector returned {len(found)} results for {len(part)} tiles")
-            per_view.extend(found)
-        return merge_views(per_view)
-
-    def _plan_for(self, image: np.ndarray) -> TilePlan:
-        """The tiling plan for this frame's size (a camera may change resolution)."""
-        size = (image.shape[1], image.shape[0])
-        if self._tiles is None or self._tiles_for != size:
-            setting = self.config.tiling
-            assert isinstance(setting, TilingSetting)
-            self._tiles = plan_tiles(
-                setting, size, self.detector.model_input_size(*size), self.detector.tile_size(),
-                self.config.tiling_full_frame,
-            )
-            self._tiles_for = size
-        return self._tiles
+        return self._detection.detect([image], [self._frame_index])[0]
 
     def _count_new_tracks(self, tracked: sv.Detections) -> None:
         """Ids rise as tracks are confirmed: one above the highest seen before is a new animal
@@ -761,16 +721,14 @@ class StreamRun:
                       "segment_s": self.config.segment_s, "retention_s": self.config.segment_retention_s},
             "model": self._model_facts(),
             "tracking": {"tracker": self.config.tracker, "stitching": False, "min_hits": self.config.min_hits,
-                         "threshold": self.config.threshold,
-                         "low_threshold": self.config.effective_low_threshold},
+                         "threshold": self.config.detection.threshold,
+                         "low_threshold": self.config.detection.effective_low_threshold},
             "tiling": self._tiling_facts(),
         }
 
     def _tiling_facts(self) -> dict[str, Any] | None:
         """The last frame size's tiling plan (None: no frame was processed in this run)."""
-        setting = self.config.tiling
-        assert isinstance(setting, TilingSetting)
-        return self._tiles.describe(setting, self.config.tiling_full_frame) if self._tiles else None
+        return self._detection.describe()
 
     def _model_facts(self) -> dict[str, Any]:
-        return model_facts(self.detector, self.config.classes)
+        return model_facts(self.detector, self.config.detection.classes)
