@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import supervision as sv
@@ -181,7 +181,7 @@ class TiledDetector:
         if tiled:
             indices = list(frames) if frames is not None else [0] * len(images)
             self._detect_tiled(images, tiled, plans, indices, results, progress or _Silent())
-        return [found for found in results if found is not None]
+        return cast("list[sv.Detections]", results)  # every place filled (a detector's answer, as it is)
 
     def _detect_whole(self, images: Sequence[np.ndarray], chosen: list[int],
                       results: list[sv.Detections | None], progress: TileProgress) -> None:
