@@ -87,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    from core.jobs import Tracker
+    from core.tiling import parse_tiling
+    from ml_engine.detection import DetectionConfig
     from ml_engine.detector import Detector
     from ml_engine.live import QuietSink, SourceOptions, StreamConfig, StreamRun, StreamState
     from ml_engine.tiny_model import build_tiny_checkpoint
@@ -131,8 +134,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(json.dumps(samples[-1]), flush=True)
 
     config = StreamConfig(
-        threshold=args.threshold, tracker=args.tracker, window_s=window_s, segment_s=2.0,
-        segment_retention_s=60.0, tiling="off",
+        detection=DetectionConfig(threshold=args.threshold, tiling=parse_tiling("off")), tracker=Tracker(args.tracker),
+        window_s=window_s, segment_s=2.0, segment_retention_s=60.0,
         source=SourceOptions(read_timeout_s=5.0, backoff_initial_s=0.5, backoff_max_s=2.0),
     )
     load_before = os.getloadavg()[0]
@@ -156,6 +159,9 @@ class SeesNothing:
 
     def detect_views(self, images: list[Any], views: list[Any], threshold: float, class_names: Any = None) -> list[Any]:
         return self.detect(list(views), threshold)
+
+    def class_ids(self, class_names: Any) -> set[int]:
+        return {0}
 
     def model_input_size(self, width: int, height: int) -> None:
         return None

@@ -183,15 +183,15 @@ def tiling_cost(args: argparse.Namespace, model: str) -> dict[str, Any]:
     import numpy as np
     import torch
 
+    from ml_engine.detection import DetectionConfig
     from ml_engine.detector import Detector
-    from ml_engine.pipeline import PipelineConfig
     from ml_engine.tiling import TilePlan, View, merge_views, parse_tiling, plan_tiles
 
     width, height = parse_size(args.size)
     detector = Detector.load(args.model or model, device=args.device, input_size=args.input_size)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(args.batch_size)]
-    cap = args.tile_batch_size or PipelineConfig().tile_batch_size
+    cap = args.tile_batch_size or DetectionConfig().tile_batch_size
     rows = []
     print(f"model {model}  input {detector.spec.describe_input_size()}  frames {width}x{height}  "
           f"device {detector.device}  BATCH_SIZE {args.batch_size}  TILE_BATCH_SIZE {cap}\n")
@@ -387,17 +387,21 @@ class _Clock:
 
 
 def _pipeline(args: argparse.Namespace) -> tuple[int, float, float, dict[str, Any]]:
+    from core.jobs import Tracker
+    from core.tiling import parse_tiling
+    from ml_engine.detection import DetectionConfig
     from ml_engine.detector import Detector
     from ml_engine.pipeline import PipelineConfig, process_video
 
     detector = Detector.load(args.model, device=args.device, input_size=args.input_size)
     tracking: dict[str, Any] = {}
     if args.tracker:
-        tracking["tracker"] = args.tracker
+        tracking["tracker"] = Tracker(args.tracker)
     if args.stitching:
         tracking["stitching"] = args.stitching == "on"
-    config = PipelineConfig(threshold=args.threshold, batch_size=args.batch_size, frame_stride=args.stride,
-                            preset=args.preset, tiling=args.tiling, **tracking)
+    detection = DetectionConfig(threshold=args.threshold, tiling=parse_tiling(args.tiling))
+    config = PipelineConfig(detection=detection, batch_size=args.batch_size, frame_stride=args.stride,
+                            preset=args.preset, **tracking)
     with tempfile.TemporaryDirectory() as out, _Clock() as clock:
         result = process_video(args.video, out, detector, config)
     frames = result.stats["video"]["frames"]

@@ -55,13 +55,14 @@ def write_sparse_raster(path: Path, size: int, block: int = 512) -> None:
 def measure(raster: Path, model: str, device: str, tile_batch_size: int) -> dict[str, Any]:
     """Run in a child process: count one raster; its peak RSS, seconds and tiles."""
     sys.path.insert(0, str(ROOT))
+    from ml_engine.detection import DetectionConfig
     from ml_engine.detector import Detector
     from ml_engine.stills import StillsConfig, StillsRun
 
     detector = Detector.load(model, device=device)
     loaded_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with tempfile.TemporaryDirectory() as out:
-        run = StillsRun(Path(out), detector, StillsConfig(threshold=0.5, tile_batch_size=tile_batch_size))
+        run = StillsRun(Path(out), detector, StillsConfig(detection=DetectionConfig(threshold=0.5, tile_batch_size=tile_batch_size)))
         started, cpu = time.monotonic(), time.process_time()
         result = run.add_file(raster.name, raster)
         run.finish()

@@ -33,10 +33,8 @@ class TilingSetting:
         return f"{self.size[0]}x{self.size[1]}" if self.size else self.mode
 
 
-def parse_tiling(value: str | TilingSetting) -> TilingSetting:
+def parse_tiling(value: str) -> TilingSetting:
     """Parse ``auto`` | ``off`` | ``WxH``. Raises InvalidInput saying what is accepted."""
-    if isinstance(value, TilingSetting):
-        return value
     text = str(value).strip().lower()
     if text in ("auto", "off"):
         return TilingSetting(text)

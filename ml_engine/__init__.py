@@ -2,11 +2,12 @@
 
 Standalone (no queue, no API): use it from a notebook or ``python -m ml_engine VIDEO -o OUT``.
 
-    from ml_engine import Detector, PipelineConfig, process_video
+    from ml_engine import DetectionConfig, Detector, PipelineConfig, process_video
     detector = Detector.load("PekingU/rtdetr_v2_r18vd")
-    result = process_video("field.mp4", "out/", detector, PipelineConfig(classes=["cow"]))
+    cows = DetectionConfig(classes=["cow"])  # and threshold, tiling=parse_tiling("640x640"), ...
+    result = process_video("field.mp4", "out/", detector, PipelineConfig(detection=cows))
 
-    run = StillsRun(Path("out/"), detector, StillsConfig(classes=["cow"]))  # stills, orthomosaics
+    run = StillsRun(Path("out/"), detector, StillsConfig(detection=cows))  # stills, orthomosaics
     run.add_file("ortho.tif", Path("ortho.tif")); stats, outputs = run.finish()
 
 Importing this package does not import torch or transformers (the API process imports
@@ -29,6 +30,7 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _LAZY_EXPORTS = {
+    "DetectionConfig": "ml_engine.detection",
     "Detector": "ml_engine.detector",
     "build_tiny_checkpoint": "ml_engine.tiny_model",
     "process_video": "ml_engine.pipeline",
@@ -38,6 +40,7 @@ _LAZY_EXPORTS = {
     "probe": "ml_engine.video",
     "StillsConfig": "ml_engine.stills",
     "StillsRun": "ml_engine.stills",
+    "TiledDetector": "ml_engine.detection",
     "VideoInfo": "ml_engine.video",
 }
 

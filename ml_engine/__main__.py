@@ -32,14 +32,17 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from urllib.parse import urlsplit
 
 from core.config import Settings
 from core.errors import CattleCounterError, InvalidInput, JobCancelled
 from core.jobs import CountingLine, CountingZone, Tracker
 from core.netpolicy import redact_url
-from core.tiling import parse_tiling
+from core.tiling import TilingSetting, parse_tiling
+
+if TYPE_CHECKING:  # imported where used: --help answers without loading the engine
+    from ml_engine.detection import DetectionConfig
 
 EXIT_ERROR = 1
 EXIT_CANCELLED = 130
@@ -140,9 +143,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _tiling(text: str) -> str:
+def _tiling(text: str) -> TilingSetting:
     try:
-        return parse_tiling(text).text
+        return parse_tiling(text)
     except InvalidInput as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -317,9 +320,7 @@ def _run_stills(args: argparse.Namespace, cancelled: Callable[[], bool]) -> dict
     from ml_engine.stills import StillsConfig, StillsRun
 
     files = still_files(args.video)
-    config = StillsConfig(threshold=args.threshold, classes=args.classes, tiling=args.tiling,
-                          tiling_full_frame=args.tiling_full_frame, tile_batch_size=args.tile_batch_size,
-                          max_raster_pixels=args.max_raster_pixels)
+    config = StillsConfig(detection=_detection_config(args), max_raster_pixels=args.max_raster_pixels)
     detector = Detector.load(args.model, device=args.device, input_size=args.input_size)
     if args.classes:
         detector.class_ids(args.classes)
@@ -379,8 +380,7 @@ def _run(args: argparse.Namespace, cancelled: Callable[[], bool]) -> dict[str, A
     from ml_engine.video import probe
 
     config = PipelineConfig(
-        threshold=args.threshold,
-        classes=args.classes,
+        detection=_detection_config(args),
         frame_stride=args.stride,
         frame_interval_seconds=args.interval,
         batch_size=args.batch_size,
@@ -388,10 +388,7 @@ def _run(args: argparse.Namespace, cancelled: Callable[[], bool]) -> dict[str, A
         lines=args.lines,
         zones=args.zones,
         max_frames=args.max_frames,
-        tiling=args.tiling,
-        tiling_full_frame=args.tiling_full_frame,
-        tile_batch_size=args.tile_batch_size,
-        tracker=args.tracker,
+        tracker=Tracker(args.tracker),
         stitching=args.stitching,
     )
     probe(args.video)  # a bad video fails before the model is loaded
@@ -404,6 +401,14 @@ def _run(args: argparse.Namespace, cancelled: Callable[[], bool]) -> dict[str, A
         result = process_video(args.video, args.output, detector, config, progress=on_progress,
                                should_cancel=cancelled)
     return result.stats
+
+
+def _detection_config(args: argparse.Namespace) -> DetectionConfig:
+    """What to detect, from arguments argparse has already checked (threshold, tiling, classes)."""
+    from ml_engine.detection import DetectionConfig
+
+    return DetectionConfig(threshold=args.threshold, classes=args.classes, tiling=args.tiling,
+                           full_frame=args.tiling_full_frame, tile_batch_size=args.tile_batch_size)
 
 
 def _warn_random_weights(model: str) -> None:
@@ -420,9 +425,8 @@ def _run_stream(args: argparse.Namespace, stop_requested: Callable[[], bool]) ->
             return stop_requested()
 
     config = StreamConfig(
-        threshold=args.threshold, classes=args.classes, tiling=args.tiling, tiling_full_frame=args.tiling_full_frame,
-        tile_batch_size=args.tile_batch_size, min_hits=args.min_hits, lines=args.lines, zones=args.zones,
-        tracker=args.tracker,
+        detection=_detection_config(args), min_hits=args.min_hits, lines=args.lines, zones=args.zones,
+        tracker=Tracker(args.tracker),
     )
     detector = Detector.load(args.model, device=args.device, input_size=args.input_size)
     if args.classes:

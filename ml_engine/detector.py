@@ -143,7 +143,7 @@ class Detector:
 
         Parameters:
             images: HxWx3 uint8 RGB frames (sizes may differ).
-            threshold: keep detections whose score is above this (0..1).
+            threshold: keep detections whose score is above this (0..1, checked by ``DetectionConfig``).
             class_names: keep only these classes (label names, case-insensitive); None or an
                 empty collection keeps all (as an empty CLASSES setting does).
 
@@ -152,10 +152,9 @@ class Detector:
             to the image), ``confidence``, ``class_id`` and ``data["class_name"]``.
 
         Raises:
-            InvalidInput: a bad threshold, an unknown class name, or an image that is not HxWx3 uint8.
+            InvalidInput: an unknown class name, or an image that is not HxWx3 uint8.
             ModelError: the model failed to run (e.g. out of GPU memory).
         """
-        _check_threshold(threshold)
         wanted = self.class_ids(class_names) if class_names else None
         if not images:
             return []
@@ -174,7 +173,6 @@ class Detector:
 
         Raises: as ``detect``; InvalidInput when a region is not inside its frame.
         """
-        _check_threshold(threshold)
         wanted = self.class_ids(class_names) if class_names else None
         if not views:
             return []
@@ -511,11 +509,6 @@ def quiet_transformers() -> Iterator[None]:
 
 
 # --- small checks ------------------------------------------------------------------------
-
-
-def _check_threshold(threshold: float) -> None:
-    if not isinstance(threshold, (int, float)) or not 0.0 <= float(threshold) <= 1.0:
-        raise InvalidInput(f"confidence threshold must be between 0 and 1, got {threshold!r}")
 
 
 def _ids_by_lower_name(labels: dict[int, str]) -> dict[str, set[int]]:

@@ -39,19 +39,19 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import supervision as sv
 from pydantic import BaseModel, ValidationError
 
-from core.errors import InvalidInput, JobCancelled, ModelError, describe_validation_error
-from core.jobs import CountingLine, CountingZone, check_unique_names, with_default_names
+from core.errors import InvalidInput, JobCancelled, describe_validation_error
+from core.jobs import CountingLine, CountingZone, Tracker, check_unique_names, with_default_names
 from core.outputs import ANNOTATED_VIDEO, DETECTIONS, GALLERY_CROPS_DIR, STATS
-from ml_engine.counting import DEFAULT_TRACKER, TRACKERS, CountingConfig, CountSummary, ObjectCounter
+from ml_engine.counting import CountingConfig, CountSummary, ObjectCounter
+from ml_engine.detection import DetectionConfig, DetectorLike, TiledDetector
 from ml_engine.gallery import GalleryCollector
 from ml_engine.outputs import OutputWriter, build_stats, move_outputs
 from ml_engine.render import RenderResult, RenderSettings, render_video
-from ml_engine.tiling import TilePlan, TilingSetting, View, merge_views, parse_tiling, plan_tiles
 from ml_engine.video import (
     Frame,
     VideoInfo,
@@ -73,56 +73,23 @@ _END = object()  # end-of-stream marker on the queues
 RENDER_SHARE = 0.5
 
 
-class DetectorLike(Protocol):
-    """What the pipeline needs of ``ml_engine.detector.Detector`` (every attribute it reads)."""
-
-    labels: dict[int, str]  # class id -> name
-    model_id: str
-    device: str
-    random_weights: bool
-
-    def detect(self, images: list[Any], threshold: float, class_names: Any = None) -> list[sv.Detections]: ...
-
-    def detect_views(
-        self, images: list[Any], views: list[View], threshold: float, class_names: Any = None
-    ) -> list[sv.Detections]:
-        """One result per view (a region of one of ``images``), boxes in frame pixels; one forward pass."""
-        ...
-
-    def model_input_size(self, width: int, height: int) -> tuple[int, int] | None:
-        """The (width, height) the model resizes such a frame to; None: it takes frames whole."""
-        ...
-
-    def tile_size(self) -> tuple[int, int] | None:
-        """The tile (width, height) the model sees at full resolution (``TILING=auto``)."""
-        ...
-
-    def describe(self) -> dict[str, Any]:
-        """Model facts for stats.json (at least ``id``; see ``Detector.describe``)."""
-        ...
-
-
 @dataclass
 class PipelineConfig:
     """How to process one video.
 
-    ``threshold``: minimum score for a detection to start a track (and the first matching
-    stage). ``low_threshold``: weaker detections, down to this, only extend existing tracks
-    (ByteTrack's second stage, which keeps ids through partial occlusion); default
-    ``threshold / 2``; set it equal to ``threshold`` to turn that off.
+    ``detection``: threshold, low threshold, classes and tiling (``DetectionConfig``); the
+    threshold also starts tracks (and the first matching stage), weaker detections down to
+    the low threshold only extend them.
     ``frame_stride``: detect every Nth frame (``frame_interval_seconds`` overrides it).
     ``max_frames``: stop after this many frames (previews, tests).
     ``max_buffered_bytes``: decoded frames held in memory at once, in bytes (see ``buffer_plan``).
     ``max_video_pixels``, ``max_video_seconds``: refuse bigger or longer videos (None: any).
-    ``tiling``: ``auto`` | ``off`` | ``WxH`` (see ``ml_engine.tiling``); ``tiling_full_frame``:
-    also look at the whole frame (large animals). ``batch_size`` counts frames;
-    ``tile_batch_size`` caps the model inputs (tiles and whole-frame views) of one forward
-    pass when tiling: a batch takes as many frames as fit, at least one, and a frame with
-    more tiles than the cap (8K) is split into forward passes of at most the cap.
+    ``batch_size`` counts frames; when tiling, a batch takes as many frames as fit the
+    detection's ``tile_batch_size`` model inputs, at least one, and a frame with more tiles
+    than the cap (8K) is split into forward passes of at most the cap.
     """
 
-    threshold: float = 0.5
-    classes: list[str] | None = None
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
     frame_stride: int = 1
     frame_interval_seconds: float | None = None
     batch_size: int = 4
@@ -130,7 +97,6 @@ class PipelineConfig:
     lines: list[CountingLine] = field(default_factory=list)
     zones: list[CountingZone] = field(default_factory=list)
     queue_size: int = 8
-    low_threshold: float | None = None
     track_buffer_s: float = 1.0
     max_frames: int | None = None
     max_chunk_frames: int = 16
@@ -140,49 +106,42 @@ class PipelineConfig:
     max_buffered_bytes: int = 1024**3
     max_video_pixels: int | None = None
     max_video_seconds: float | None = None
-    tiling: str | TilingSetting = "auto"
-    tiling_full_frame: bool = True
-    tile_batch_size: int = 64
-    # tracking (issue 13): the live tracker, and offline stitching of broken tracks
-    tracker: str = DEFAULT_TRACKER
+    # tracking: the live tracker, and offline stitching of broken tracks
+    tracker: Tracker = Tracker.BOTSORT
     stitching: bool = True
 
     def __post_init__(self) -> None:
-        self.tiling = parse_tiling(self.tiling)
-        self.lines = with_default_names([_validated(CountingLine, line) for line in self.lines], "line")
-        self.zones = with_default_names([_validated(CountingZone, zone) for zone in self.zones], "zone")
-        check_unique_names("line", [line.name for line in self.lines])  # now, not after the model loads
-        check_unique_names("zone", [zone.name for zone in self.zones])
-        _require(0.0 <= self.threshold <= 1.0, f"threshold must be within 0..1, got {self.threshold}")
-        if self.low_threshold is not None:
-            _require(
-                0.0 <= self.low_threshold <= self.threshold,
-                f"low_threshold must be within 0..threshold ({self.threshold}), got {self.low_threshold}",
-            )
+        self.lines, self.zones = checked_lines_and_zones(self.lines, self.zones)
         _require(self.frame_stride >= 1, f"frame_stride must be at least 1, got {self.frame_stride}")
         if self.frame_interval_seconds is not None:
             _require(self.frame_interval_seconds > 0, "frame_interval_seconds must be positive")
-        for name in ("batch_size", "min_hits", "queue_size", "max_chunk_frames", "max_buffered_bytes",
-                     "tile_batch_size"):
+        for name in ("batch_size", "min_hits", "queue_size", "max_chunk_frames", "max_buffered_bytes"):
             _require(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_frames is not None:
             _require(self.max_frames >= 1, f"max_frames must be at least 1, got {self.max_frames}")
         check_encoder_options(self.crf, self.preset)
-        _require(self.tracker in TRACKERS, f"tracker must be one of {', '.join(TRACKERS)}, got {self.tracker!r}")
 
     @property
     def video_limits(self) -> VideoLimits:
         return VideoLimits(self.max_video_pixels, self.max_video_seconds)
-
-    @property
-    def effective_low_threshold(self) -> float:
-        return self.threshold / 2 if self.low_threshold is None else self.low_threshold
 
     def stride_for(self, fps: float | Fraction) -> int:
         """Frames between detections: ``frame_interval_seconds`` converted at ``fps``, else the stride."""
         if self.frame_interval_seconds is not None:
             return max(1, round(self.frame_interval_seconds * float(fps)))
         return self.frame_stride
+
+
+def checked_lines_and_zones(
+    lines: list[CountingLine], zones: list[CountingZone]
+) -> tuple[list[CountingLine], list[CountingZone]]:
+    """Lines and zones as models (plain dicts accepted), each named and every name unique:
+    checked when the configuration is made, not after the model loads (video and live)."""
+    lines = with_default_names([_validated(CountingLine, line) for line in lines], "line")
+    zones = with_default_names([_validated(CountingZone, zone) for zone in zones], "zone")
+    check_unique_names("line", [line.name for line in lines])
+    check_unique_names("zone", [zone.name for zone in zones])
+    return lines, zones
 
 
 def _validated(model: type[BaseModel], value: Any) -> Any:
@@ -294,12 +253,13 @@ def process_video(
     """
     config = config or PipelineConfig()
     info = probe(input_path, config.video_limits)
-    detector.detect([], config.effective_low_threshold, config.classes)  # bad classes fail now
+    detection = TiledDetector(detector, config.detection, config.detection.effective_low_threshold)
+    detection.check_classes()  # now, not after the first batch
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=".partial-", dir=output_dir))
     try:
-        run = _Run(Path(input_path), info, work_dir, detector, config, progress, should_cancel)
+        run = _Run(Path(input_path), info, work_dir, detection, config, progress, should_cancel)
         stats, files = run.execute()
         moved = move_outputs(files, output_dir)
         crops = {name: path for name, path in moved.items() if name.startswith(f"{GALLERY_CROPS_DIR}/")}
@@ -327,18 +287,18 @@ class _Run:
         input_path: Path,
         info: VideoInfo,
         work_dir: Path,
-        detector: DetectorLike,
+        detection: TiledDetector,
         config: PipelineConfig,
         progress: Callable[[Progress], None] | None,
         should_cancel: Callable[[], bool] | None,
     ) -> None:
         self.input_path, self.info, self.work_dir = input_path, info, work_dir
-        self.detector, self.config = detector, config
+        self.detection, self.detector, self.config = detection, detection.detector, config
         self.progress, self.should_cancel = progress, should_cancel
         self.stride = config.stride_for(info.fps)
         width, height = info.display_size
         self.buffers = buffer_plan(config, width * height * 3)
-        self.tiles = self._plan_tiles(width, height)
+        self.tiles = detection.plan(width, height)
         self.frames_per_batch = self._frames_per_batch()
         self.chunk_limit = self.buffers.chunk_frames
         self.decoded: queue.Queue = queue.Queue(maxsize=self.buffers.queue_frames)
@@ -357,23 +317,12 @@ class _Run:
         self.counted = False  # the counting pass is over (frames_decoded is the total)
         self.render_seconds = 0.0
 
-    def _plan_tiles(self, width: int, height: int) -> TilePlan:
-        setting = self.config.tiling
-        assert isinstance(setting, TilingSetting)
-        return plan_tiles(
-            setting,
-            (width, height),
-            self.detector.model_input_size(width, height),
-            self.detector.tile_size(),
-            self.config.tiling_full_frame,
-        )
-
     def _frames_per_batch(self) -> int:
         """Frames per detection batch: ``batch_size``, fewer when tiling so that all their
         views fit one forward pass of at most ``tile_batch_size`` inputs (at least one frame)."""
         if not self.tiles.tiled:
             return self.config.batch_size
-        fitting = self.config.tile_batch_size // self.tiles.views_per_frame
+        fitting = self.config.detection.tile_batch_size // self.tiles.views_per_frame
         return max(1, min(self.config.batch_size, fitting))
 
     def _counting_config(self) -> CountingConfig:
@@ -383,7 +332,7 @@ class _Run:
             lines=self.config.lines,
             zones=self.config.zones,
             track_buffer_s=self.config.track_buffer_s,
-            track_threshold=self.config.threshold,
+            track_threshold=self.config.detection.threshold,
             tracker=self.config.tracker,
             stitching=self.config.stitching,
         )
@@ -507,29 +456,8 @@ class _Run:
         chosen = [frame for frame in frames if self._is_detected(frame)]
         if not chosen:
             return {}
-        images = [frame.image for frame in chosen]
-        if self.tiles.tiled:
-            results = self._detect_tiled(chosen, images)
-        else:
-            results = self.detector.detect(images, self.config.effective_low_threshold, self.config.classes)
-        if len(results) != len(chosen):
-            raise ModelError(f"the detector returned {len(results)} results for {len(chosen)} frames")
+        results = self.detection.detect([frame.image for frame in chosen], [frame.index for frame in chosen])
         return {frame.index: detections for frame, detections in zip(chosen, results, strict=True)}
-
-    def _detect_tiled(self, chosen: list[Frame], images: list[Any]) -> list[sv.Detections]:
-        """Every view of every chosen frame in one forward pass (several only when one frame
-        alone has more than ``tile_batch_size`` views), then each frame's views merged."""
-        views = [View(i, frame.index, region) for i, frame in enumerate(chosen) for region in self.tiles.regions]
-        cap = self.config.tile_batch_size
-        per_view: list[sv.Detections] = []
-        for start in range(0, len(views), cap):
-            part = views[start:start + cap]
-            found = self.detector.detect_views(images, part, self.config.effective_low_threshold, self.config.classes)
-            if len(found) != len(part):
-                raise ModelError(f"the detector returned {len(found)} results for {len(part)} tiles")
-            per_view.extend(found)
-        n = self.tiles.views_per_frame
-        return [merge_views(per_view[i * n:(i + 1) * n]) for i in range(len(chosen))]
 
     def _report_progress(self, final: bool = False) -> None:
         now = time.monotonic()
@@ -622,14 +550,13 @@ class _Run:
         self._report_progress()
 
     def _tiling_facts(self) -> dict[str, Any]:
-        assert isinstance(self.config.tiling, TilingSetting)
-        facts = self.tiles.describe(self.config.tiling, self.config.tiling_full_frame)
+        facts = self.tiles.describe(self.config.detection.tiling, self.config.detection.full_frame)
         if self.tiles.tiled:
             facts["frames_per_batch"] = self.frames_per_batch
         return facts
 
     def _model_facts(self) -> dict[str, Any]:
-        return model_facts(self.detector, self.config.classes, threshold=self.config.threshold)
+        return model_facts(self.detector, self.config.detection.classes, threshold=self.config.detection.threshold)
 
     def _processing_facts(self) -> dict[str, Any]:
         seconds = time.monotonic() - self.started
@@ -642,8 +569,8 @@ class _Run:
             "frames_decoded": self.frames_decoded,
             "frames_processed": self.frames_processed,
             "batch_size": self.config.batch_size,
-            "threshold": self.config.threshold,
-            "low_threshold": self.config.effective_low_threshold,
+            "threshold": self.config.detection.threshold,
+            "low_threshold": self.config.detection.effective_low_threshold,
             "min_hits": self.config.min_hits,
             "max_frames": self.config.max_frames,
             "tiling": self._tiling_facts(),

@@ -8,11 +8,11 @@ results to ``output_dir`` as it goes, so memory does not grow with the number of
    GDAL; too large, damaged, band-less or non-colour files become a typed per-file error
    (``FileResult.ok`` False) and the job goes on.
 2. **Detect.** A *still* (up to ``windowed_above_pixels``) is read whole and tiled in memory
-   as video frames are (``TILING``; ``plan_tiles``). A *large raster* (an orthomosaic) is
-   never loaded whole: its tiles are read as windows from the file, ``tile_batch_size`` at a
-   time, each batch one ``detect_views`` forward pass; there is no whole-frame view (an
-   animal is a few pixels of a 20,000 px mosaic). Progress is reported by tiles. Boxes from all
-   tiles are merged across the seams (``merge_views``).
+   as video frames are (``TILING``; ``TiledDetector.detect``). A *large raster* (an
+   orthomosaic) is never loaded whole: its tiles are read as windows from the file,
+   ``tile_batch_size`` at a time, each batch one forward pass (``TiledDetector.detect_windowed``);
+   there is no whole-frame view (an animal is a few pixels of a 20,000 px mosaic). Progress is
+   reported by tiles. Boxes from all tiles are merged across the seams (``merge_in_clusters``).
 3. **Georeference** (``ml_engine.geo``): when the file has a CRS and a geotransform, each
    detection gets its ground position (source CRS and WGS84) and an animal id from the
    cross-image deduplication; other files are counted and say that no coordinates could be
@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 import supervision as sv
 
-from core.errors import CattleCounterError, ImageError, JobCancelled, ModelError
+from core.errors import CattleCounterError, ImageError, JobCancelled
 from core.outputs import (
     COCO,
     DETECTIONS,
@@ -53,6 +53,7 @@ from core.outputs import (
     annotated_still,
 )
 from core.tables import write_results_csv
+from ml_engine.detection import DEFAULT_RASTER_TILE, DetectionConfig, DetectorLike, TiledDetector
 from ml_engine.gallery import crop_region, cut_crop, shrink_crop
 from ml_engine.geo import (
     DEDUP_TOLERANCE_PX,
@@ -64,10 +65,8 @@ from ml_engine.geo import (
     to_wgs84,
 )
 from ml_engine.outputs import _copy_json_lines, _json_line, _write_json
-from ml_engine.pipeline import DetectorLike
 from ml_engine.raster import RasterSource, open_raster, upright
 from ml_engine.stills_gallery import MAX_ITEMS, CropReader, StillsGallery
-from ml_engine.tiling import TilingSetting, View, merge_views, offset_boxes, parse_tiling, plan_tiles
 
 __all__ = ["DEFAULT_MAX_RASTER_PIXELS", "WINDOWED_ABOVE_PIXELS", "FileResult", "StillsConfig", "StillsRun",
            "validate_stills_stats"]
@@ -77,7 +76,6 @@ DEFAULT_MAX_RASTER_PIXELS = 50_000 * 50_000
 # whole. Drone stills (20 MP: 5472 x 3648) are read whole and tiled in memory as video frames are.
 WINDOWED_ABOVE_PIXELS = 6000 * 4000
 OVERVIEW_MAX_PX = 2048  # long side of a large raster's annotated overview
-DEFAULT_TILE = (640, 640)  # tiles of a large raster when the model takes any size (no resize)
 STILLS_SCHEMA_VERSION = 1
 NO_COORDINATES = "no georeferencing (no CRS and geotransform): counted, but no coordinates could be given"
 EXIF_GPS_ONLY = ("only EXIF GPS (the camera's position, not the ground footprint of its pixels, which "
@@ -92,29 +90,22 @@ _GEOJSON_PART = ".stills_geojson.part"
 class StillsConfig:
     """How to process a job's stills and rasters.
 
-    ``threshold``/``classes``: as for video. ``tiling``: ``auto`` | ``off`` | ``WxH`` for stills;
-    a large raster is always tiled (``WxH`` when given, else the model's input size).
-    ``tile_batch_size``: tiles per forward pass (and per windowed read). ``max_raster_pixels``:
+    ``detection``: as for video (its low threshold is not used: a still has no tracks);
+    ``detection.tiling`` applies to stills; a large raster is always tiled (``WxH`` when given,
+    else the model's input size), ``tile_batch_size`` tiles per forward pass (and per windowed
+    read). ``max_raster_pixels``:
     refuse larger files (MAX_RASTER_PIXELS). ``dedup``: count an animal seen in several
     georeferenced images once (``ml_engine.geo``). ``windowed_above_pixels``: read larger
     files in windows. ``dedup_tolerance_px``: the matching distance, in ground sample distances.
     """
 
-    threshold: float = 0.5
-    classes: list[str] | None = None
-    tiling: TilingSetting | str = "auto"
-    tiling_full_frame: bool = True
-    tile_batch_size: int = 64
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
     max_raster_pixels: int = DEFAULT_MAX_RASTER_PIXELS
     dedup: bool = True
     windowed_above_pixels: int = WINDOWED_ABOVE_PIXELS
     dedup_tolerance_px: float = DEDUP_TOLERANCE_PX
     overview_max_px: int = OVERVIEW_MAX_PX
     gallery_max_items: int = MAX_ITEMS
-
-    def __post_init__(self) -> None:
-        self.tiling = parse_tiling(self.tiling)
-        self.classes = list(self.classes) if self.classes else None
 
 
 @dataclass
@@ -146,6 +137,9 @@ class StillsRun:
     """One job's images: ``add_file`` each, then ``finish`` (see the module's description)."""
 
     def __init__(self, output_dir: Path, detector: DetectorLike, config: StillsConfig) -> None:
+        """Raises InvalidInput for class names the model does not know (before any file)."""
+        self.detection = TiledDetector(detector, config.detection, config.detection.threshold, clustered=True)
+        self.detection.check_classes()
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.detector, self.config = detector, config
@@ -223,7 +217,7 @@ class StillsRun:
         result.kind = "raster" if windowed else "still"
         progress = _TileProgress(on_tiles, should_cancel)
         if windowed:
-            if self.config.tiling.mode == "off":  # type: ignore[union-attr]
+            if self.config.detection.tiling.mode == "off":
                 result.notes.append("TILING=off does not apply to a raster read in windows: it was tiled "
                                     "with tiles of {}x{} px".format(*self._raster_tile()))
             if source.orientation != 1:
@@ -260,52 +254,18 @@ class StillsRun:
 
     def _detect_still(self, image: np.ndarray, progress: _TileProgress) -> tuple[sv.Detections, int]:
         height, width = image.shape[:2]
-        plan = plan_tiles(parse_tiling(self.config.tiling), (width, height),
-                          self.detector.model_input_size(width, height),
-                          self.detector.tile_size(), self.config.tiling_full_frame)
-        if not plan.tiled:
-            progress.check(0, 1)
-            found = self.detector.detect([image], self.config.threshold, self.config.classes)
-            _expect(found, 1, "images")
-            progress.report(1, 1)
-            return found[0], 1
-        views = [View(0, 0, region) for region in plan.regions]
-        per_view: list[sv.Detections] = []
-        for start in range(0, len(views), self.config.tile_batch_size):
-            progress.check(start, len(views))
-            part = views[start:start + self.config.tile_batch_size]
-            found = self.detector.detect_views([image], part, self.config.threshold, self.config.classes)
-            _expect(found, len(part), "tiles")
-            per_view.extend(found)
-            progress.report(start + len(part), len(views))
-        return merge_in_clusters(per_view, cell=max(plan.tile_size or DEFAULT_TILE)), len(views)
+        tiles = self.detection.plan(width, height).views_per_frame
+        return self.detection.detect([image], progress=progress)[0], tiles
 
     def _detect_windowed(self, source: RasterSource, progress: _TileProgress) -> tuple[sv.Detections, int]:
-        """Tile by tile from the file: each batch's windows are read, detected in one forward
-        pass and dropped; only the (few) boxes are kept, then merged across seams."""
-        plan = plan_tiles(TilingSetting("size", self._raster_tile()), (source.width, source.height),
-                          None, None, full_frame=False)
-        regions = plan.regions
-        per_view: list[sv.Detections] = []
-        batch = self.config.tile_batch_size
-        for start in range(0, len(regions), batch):
-            progress.check(start, len(regions))
-            part = regions[start:start + batch]
-            images = [source.read(region) for region in part]
-            views = [View(i, 0, (0, 0, region[2] - region[0], region[3] - region[1])) for i, region in enumerate(part)]
-            found = self.detector.detect_views(images, views, self.config.threshold, self.config.classes)
-            _expect(found, len(part), "tiles")
-            per_view.extend(offset_boxes(d, region) for d, region in zip(found, part, strict=True) if len(d))
-            del images
-            progress.report(start + len(part), len(regions))
-        return merge_in_clusters(per_view, cell=max(plan.tile_size or DEFAULT_TILE)), len(regions)
+        """Tile by tile from the file: only the (few) boxes are kept, never the pixels."""
+        return self.detection.detect_windowed(source.read, source.width, source.height, self._raster_tile(), progress)
 
     def _raster_tile(self) -> tuple[int, int]:
-        setting = self.config.tiling
-        assert isinstance(setting, TilingSetting)
+        setting = self.config.detection.tiling
         if setting.mode == "size" and setting.size:
             return setting.size
-        return self.detector.tile_size() or DEFAULT_TILE
+        return self.detector.tile_size() or DEFAULT_RASTER_TILE
 
     # --- georeferencing -----------------------------------------------------------------------
 
@@ -465,10 +425,10 @@ class StillsRun:
                 "seconds": round(seconds, 3),
                 "tiles": self.tiles,
                 "device": getattr(self.detector, "device", None),
-                "threshold": self.config.threshold,
-                "classes": self.config.classes or [],
-                "tiling": {"setting": self.config.tiling.text,  # type: ignore[union-attr]
-                           "full_frame_pass_stills": self.config.tiling_full_frame,
+                "threshold": self.config.detection.threshold,
+                "classes": self.config.detection.classes or [],
+                "tiling": {"setting": self.config.detection.tiling.text,
+                           "full_frame_pass_stills": self.config.detection.full_frame,
                            "large_rasters": "always tiled, read in windows; no whole-frame view",
                            "windowed_above_pixels": self.config.windowed_above_pixels},
                 "max_raster_pixels": self.config.max_raster_pixels,
@@ -534,71 +494,6 @@ class _TileProgress:
     def report(self, done: int, total: int) -> None:
         if self.on_tiles is not None:
             self.on_tiles(done, total)
-
-
-def merge_in_clusters(per_view: list[sv.Detections], cell: int) -> sv.Detections:
-    """``merge_views`` over a whole raster, one cluster of touching boxes at a time.
-
-    ``merge_views`` compares every box with every other (an N x N matrix): over a mosaic of
-    thousands of animals that would be gigabytes. Boxes only merge when they overlap, so the
-    boxes are grouped into clusters of overlapping boxes (found through a grid of ``cell``-pixel
-    cells) and each cluster is merged alone: memory follows the largest cluster (a herd whose
-    boxes touch), not the raster."""
-    non_empty = [d for d in per_view if len(d)]
-    if len(non_empty) <= 1:
-        return non_empty[0] if non_empty else sv.Detections.empty()
-    view_of = np.concatenate([np.full(len(d), i) for i, d in enumerate(non_empty)])
-    boxes = sv.Detections.merge(non_empty)
-    labels = _overlap_clusters(boxes.xyxy.astype(np.float64), cell)
-    merged = []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        if len(members) == 1:
-            merged.append(_subset(boxes, members))
-            continue
-        views = [_subset(boxes, members[view_of[members] == v]) for v in np.unique(view_of[members])]
-        merged.append(merge_views(views))
-    return sv.Detections.merge(merged)
-
-
-def _subset(detections: sv.Detections, rows: np.ndarray) -> sv.Detections:
-    """``detections[rows]``: supervision types indexing as a union, an index array gives Detections."""
-    subset = detections[rows]
-    assert isinstance(subset, sv.Detections)
-    return subset
-
-
-def _overlap_clusters(xyxy: np.ndarray, cell: int) -> np.ndarray:
-    """A cluster label per box: boxes that overlap (directly or through others) share one."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    grid: dict[tuple[int, int], list[int]] = {}
-    low = np.floor(xyxy[:, :2] / cell).astype(int)
-    high = np.floor(xyxy[:, 2:] / cell).astype(int)
-    for index, ((x0, y0), (x1, y1)) in enumerate(zip(low, high, strict=True)):
-        for gx in range(x0, x1 + 1):
-            for gy in range(y0, y1 + 1):
-                grid.setdefault((gx, gy), []).append(index)
-    rows: list[int] = []
-    cols: list[int] = []
-    for members in grid.values():
-        if len(members) < 2:
-            continue
-        group = np.array(members)
-        box = xyxy[group]
-        overlap = ((np.minimum(box[:, None, 2], box[None, :, 2]) > np.maximum(box[:, None, 0], box[None, :, 0]))
-                   & (np.minimum(box[:, None, 3], box[None, :, 3]) > np.maximum(box[:, None, 1], box[None, :, 1])))
-        a, b = np.nonzero(np.triu(overlap, 1))
-        rows.extend(group[a])
-        cols.extend(group[b])
-    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(xyxy), len(xyxy)))
-    return connected_components(graph, directed=False)[1]
-
-
-def _expect(found: list[Any], wanted: int, what: str) -> None:
-    if len(found) != wanted:
-        raise ModelError(f"the detector returned {len(found)} results for {wanted} {what}")
 
 
 def _rows(detections: sv.Detections) -> list[dict[str, Any]]:

@@ -18,7 +18,10 @@ box already in it, not only the best-scoring one (a partial box may out-score th
 and of a view's boxes that may join, the one with the highest IoU joins (a small neighbour
 inside a large animal's box overlaps it fully too).
 
-This module is torch-free; ``TILING`` values are parsed here and in ``core.jobs`` alike.
+Every merge of views lives here: ``merge_views`` for one frame, ``merge_in_clusters`` for an
+image of thousands of animals. ``ml_engine.detection.TiledDetector`` runs the model on the
+views. This module is torch-free; ``TILING`` values are parsed where they come in
+(``core.tiling.parse_tiling``: job parameters, settings, the CLI).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from core.errors import InvalidInput
 from core.tiling import TilingSetting, parse_tiling
 
 __all__ = ["AUTO_MIN_DOWNSCALE", "OVERLAP", "MERGE_IOS", "TilePlan", "View", "TilingSetting", "parse_tiling",
-           "plan_tiles", "tile_regions", "merge_views", "intersection_over_smaller"]
+           "plan_tiles", "tile_regions", "merge_views", "merge_in_clusters", "intersection_over_smaller"]
 
 # ``auto`` tiles when the model sees the frame shrunk by at least this factor (the worse axis):
 # a 4K frame into 640x640 is 6x, 1080p is 3x. At 4x a 20 px animal is 5 px at the model's input,
@@ -193,6 +196,59 @@ def merge_views(per_view: list[sv.Detections], match_ios: float = MERGE_IOS) -> 
     result = _rows_of(merged, keep_sorted)
     result.xyxy = union[keep_sorted].astype(merged.xyxy.dtype)
     return result
+
+
+def merge_in_clusters(per_view: list[sv.Detections], cell: int) -> sv.Detections:
+    """``merge_views`` over a whole raster, one cluster of touching boxes at a time.
+
+    ``merge_views`` compares every box with every other (an N x N matrix): over a mosaic of
+    thousands of animals that would be gigabytes. Boxes only merge when they overlap, so the
+    boxes are grouped into clusters of overlapping boxes (found through a grid of ``cell``-pixel
+    cells) and each cluster is merged alone: memory follows the largest cluster (a herd whose
+    boxes touch), not the raster."""
+    non_empty = [d for d in per_view if len(d)]
+    if len(non_empty) <= 1:
+        return non_empty[0] if non_empty else sv.Detections.empty()
+    view_of = np.concatenate([np.full(len(d), i) for i, d in enumerate(non_empty)])
+    boxes = sv.Detections.merge(non_empty)
+    labels = _overlap_clusters(boxes.xyxy.astype(np.float64), cell)
+    merged = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) == 1:
+            merged.append(_rows_of(boxes, members))
+            continue
+        views = [_rows_of(boxes, members[view_of[members] == v]) for v in np.unique(view_of[members])]
+        merged.append(merge_views(views))
+    return sv.Detections.merge(merged)
+
+
+def _overlap_clusters(xyxy: np.ndarray, cell: int) -> np.ndarray:
+    """A cluster label per box: boxes that overlap (directly or through others) share one."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    grid: dict[tuple[int, int], list[int]] = {}
+    low = np.floor(xyxy[:, :2] / cell).astype(int)
+    high = np.floor(xyxy[:, 2:] / cell).astype(int)
+    for index, ((x0, y0), (x1, y1)) in enumerate(zip(low, high, strict=True)):
+        for gx in range(x0, x1 + 1):
+            for gy in range(y0, y1 + 1):
+                grid.setdefault((gx, gy), []).append(index)
+    rows: list[int] = []
+    cols: list[int] = []
+    for members in grid.values():
+        if len(members) < 2:
+            continue
+        group = np.array(members)
+        box = xyxy[group]
+        overlap = ((np.minimum(box[:, None, 2], box[None, :, 2]) > np.maximum(box[:, None, 0], box[None, :, 0]))
+                   & (np.minimum(box[:, None, 3], box[None, :, 3]) > np.maximum(box[:, None, 1], box[None, :, 1])))
+        a, b = np.nonzero(np.triu(overlap, 1))
+        rows.extend(group[a])
+        cols.extend(group[b])
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(xyxy), len(xyxy)))
+    return connected_components(graph, directed=False)[1]
 
 
 class _Boxes:

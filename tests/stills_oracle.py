@@ -25,6 +25,8 @@ import supervision as sv
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 
+from core.errors import InvalidInput
+
 LABELS = {0: "cow", 1: "sheep"}
 COW = (255, 255, 255)
 SHEEP = (255, 0, 0)
@@ -62,6 +64,12 @@ class BlobDetector:
 
     def detect(self, images: list[np.ndarray], threshold: float, class_names: Any = None) -> list[sv.Detections]:
         return [self._find(image, (0, 0, image.shape[1], image.shape[0])) for image in images]
+
+    def class_ids(self, class_names: Any) -> set[int]:
+        unknown = set(class_names) - set(LABELS.values())
+        if unknown:
+            raise InvalidInput(f"unknown class name(s) {sorted(unknown)}; valid names: cow, sheep")
+        return {i for i, name in LABELS.items() if name in class_names}
 
     def detect_views(self, images: list[np.ndarray], views: list[Any], threshold: float,
                      class_names: Any = None) -> list[sv.Detections]:

@@ -27,8 +27,10 @@ import pytest
 import supervision as sv
 
 from core.errors import InvalidInput, StreamUnavailable
-from core.jobs import CountingLine, CountingZone
+from core.jobs import CountingLine, CountingZone, Tracker
 from core.outputs import GAPS, LIVE_PLAYLIST, LIVE_RECORDING, STATS, WINDOWS, live_segment
+from core.tiling import parse_tiling
+from ml_engine.detection import DetectionConfig
 from ml_engine.live import (
     CountEvent,
     Gap,
@@ -313,9 +315,12 @@ class ColourBoxDetector:
         self.delay_s = delay_s
         self.calls = 0
 
-    def detect(self, images, threshold, class_names=None) -> list[sv.Detections]:
-        if class_names and set(class_names) - {"cow"}:
+    def class_ids(self, class_names) -> set[int]:
+        if set(class_names) - {"cow"}:
             raise InvalidInput(f"unknown classes {class_names}")
+        return {0}
+
+    def detect(self, images, threshold, class_names=None) -> list[sv.Detections]:
         self.calls += len(images)
         if images and self.delay_s:
             time.sleep(self.delay_s)
@@ -402,7 +407,7 @@ def processed(seen: Recorder) -> int:
 
 
 def stream_config(**overrides) -> StreamConfig:
-    settings = {"window_s": 1.0, "segment_s": 1.0, "status_interval_s": 0.3, "tracker": "bytetrack",
+    settings = {"window_s": 1.0, "segment_s": 1.0, "status_interval_s": 0.3, "tracker": Tracker.BYTETRACK,
                 "lines": [GATE], "zones": [PEN], "preset": "ultrafast"}
     return StreamConfig(**{**settings, **overrides})
 
@@ -581,15 +586,15 @@ def test_duration_ends_the_stream_and_bad_settings_are_refused(walk_frames: list
         stream_config(window_s=0)
     with pytest.raises(InvalidInput, match="segment_retention_s"):
         stream_config(segment_s=2.0, segment_retention_s=1.0)
-    with pytest.raises(InvalidInput, match="tracker"):
-        stream_config(tracker="psychic")
+    with pytest.raises(InvalidInput, match="tracker must be one of botsort, bytetrack"):
+        stream_config(tracker="psychic").counting_config()
 
 
 def test_unknown_classes_fail_before_the_source_is_opened(tmp_path: Path) -> None:
     source = ClipSource([np.zeros((8, 8, 3), np.uint8)])
     with pytest.raises(InvalidInput, match="unknown classes"):
-        StreamRun("rtsp://camera.invalid/s", stream_config(classes=["unicorn"]), ColourBoxDetector(),
-                  tmp_path, source=source).run()
+        StreamRun("rtsp://camera.invalid/s", stream_config(detection=DetectionConfig(classes=["unicorn"])),
+                  ColourBoxDetector(), tmp_path, source=source).run()
     assert source.frames_received == 0
 
 
@@ -1037,7 +1042,8 @@ def test_rtsp_the_real_tiny_model_runs_live_with_tiling(
     plumbing (views, merging, classes, model facts) works on live frames of any size."""
     server = rtsp_server_factory(width=320, height=240, fps=10)
     seen = Recorder()
-    config = stream_config(source=FAST_SOURCE, tiling="160x120", threshold=0.0, tracker="botsort")
+    config = stream_config(source=FAST_SOURCE, detection=DetectionConfig(threshold=0.0, tiling=parse_tiling("160x120")),
+                           tracker=Tracker.BOTSORT)
     stats, _ = StreamRun(server.url, config, tiny_rtdetr_detector, tmp_path,
                          seen.stopping(until(lambda: len(seen.windows) >= 3, 60))).run()
     assert stats["frames"]["processed"] >= 3

@@ -36,6 +36,7 @@ from core.errors import (
 from core.jobs import CountingLine
 from core.outputs import GALLERY, GALLERY_CROPS_DIR, GALLERY_ZIP, LINES_CSV, TIMELINE_CSV, TRACKS_CSV
 from ml_engine import pipeline
+from ml_engine.detection import DetectionConfig
 from ml_engine.outputs import ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS, validate_stats
 from ml_engine.pipeline import PipelineConfig, Progress, buffer_plan, process_video
 from ml_engine.tiling import offset_boxes
@@ -85,6 +86,12 @@ class ColourBoxDetector:
         if images:
             self.batch_sizes.append(len(images))
         return [self._find(image) for image in images]
+
+    def class_ids(self, class_names) -> set[int]:
+        unknown = set(class_names) - set(self.labels.values())
+        if unknown:
+            raise InvalidInput(f"unknown classes {sorted(unknown)}")
+        return {i for i, name in self.labels.items() if name in class_names}
 
     def detect_views(self, images, views, threshold, class_names=None) -> list[sv.Detections]:
         """Each view's region cut out and searched, boxes moved back to frame pixels."""
@@ -311,7 +318,8 @@ def test_unknown_class_names_fail_before_any_work(
     small_clip: Path, tmp_path: Path, tiny_rtdetr_detector
 ) -> None:
     with pytest.raises(InvalidInput, match="unicorn"):
-        process_video(small_clip, tmp_path / "out", tiny_rtdetr_detector, PipelineConfig(classes=["unicorn"]))
+        process_video(small_clip, tmp_path / "out", tiny_rtdetr_detector,
+                      PipelineConfig(detection=DetectionConfig(classes=["unicorn"])))
     assert_nothing_left(tmp_path / "out")
 
 
@@ -402,8 +410,6 @@ def test_a_rerun_replaces_earlier_outputs(small_clip: Path, tmp_path: Path) -> N
 @pytest.mark.parametrize(
     "overrides, words",
     [
-        ({"threshold": 1.5}, "threshold"),
-        ({"low_threshold": 0.9}, "low_threshold"),
         ({"frame_stride": 0}, "frame_stride"),
         ({"batch_size": 0}, "batch_size"),
         ({"frame_interval_seconds": 0}, "frame_interval_seconds"),
@@ -413,6 +419,20 @@ def test_a_rerun_replaces_earlier_outputs(small_clip: Path, tmp_path: Path) -> N
 def test_bad_config_is_rejected(overrides: dict, words: str) -> None:
     with pytest.raises(InvalidInput, match=words):
         PipelineConfig(**overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        ({"threshold": 1.5}, "threshold must be within 0..1"),
+        ({"threshold": -0.1}, "threshold must be within 0..1"),
+        ({"low_threshold": 0.9}, "low_threshold"),
+        ({"tile_batch_size": 0}, "tile_batch_size"),
+    ],
+)
+def test_bad_detection_config_is_rejected_once_for_video_live_and_stills(overrides: dict, words: str) -> None:
+    with pytest.raises(InvalidInput, match=words):
+        DetectionConfig(**overrides)
 
 
 # --- memory: the frames in flight are bounded in bytes ---------------------------------------------

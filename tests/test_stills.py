@@ -27,6 +27,8 @@ from rasterio.warp import transform as warp_transform
 
 from core.errors import CattleCounterError, JobCancelled
 from core.outputs import COCO, DETECTIONS, GEOJSON, RESULTS, STATS, media_type
+from core.tiling import parse_tiling
+from ml_engine.detection import DetectionConfig
 from ml_engine.geo import GroundDeduplicator
 from ml_engine.stills import EXIF_GPS_ONLY, NO_COORDINATES, StillsConfig, StillsRun, validate_stills_stats
 from tests.stills_oracle import (
@@ -74,8 +76,10 @@ def write_stills(folder: Path) -> list[tuple[str, Path]]:
     return files
 
 
-def run_files(output: Path, files: list[tuple[str, Path]], detector=None, **config) -> tuple[StillsRun, list, dict]:
-    run = StillsRun(output, detector or BlobDetector(), StillsConfig(threshold=0.5, **config))
+def run_files(output: Path, files: list[tuple[str, Path]], detector=None, tiling: str = "auto",
+              **config) -> tuple[StillsRun, list, dict]:
+    run = StillsRun(output, detector or BlobDetector(),
+                    StillsConfig(detection=DetectionConfig(threshold=0.5, tiling=parse_tiling(tiling)), **config))
     results = [run.add_file(name, path) for name, path in files]
     stats, outputs = run.finish()
     validate_stills_stats(stats)
@@ -284,7 +288,8 @@ def test_large_cog_is_read_in_windows_tile_by_tile(tmp_path: Path) -> None:
     rasterio.shutil.copy(field_tif, cog, driver="COG", compress="deflate")
     detector = BlobDetector(tile=(256, 256))
     progress: list[tuple[int, int]] = []
-    run = StillsRun(tmp_path / "out", detector, StillsConfig(windowed_above_pixels=1_000_000, tile_batch_size=7))
+    run = StillsRun(tmp_path / "out", detector,
+                    StillsConfig(detection=DetectionConfig(tile_batch_size=7), windowed_above_pixels=1_000_000))
     result = run.add_file("ortho_cog.tif", cog, on_tiles=lambda done, total: progress.append((done, total)))
     stats, outputs = run.finish()
     assert result.ok and result.kind == "raster" and result.georeferenced
@@ -299,7 +304,8 @@ def test_large_cog_is_read_in_windows_tile_by_tile(tmp_path: Path) -> None:
 def test_cancel_is_checked_between_tile_batches(tmp_path: Path) -> None:
     field_tif = write_geotiff(tmp_path / "field.tif", field_image())
     batches = []
-    run = StillsRun(tmp_path / "out", BlobDetector(), StillsConfig(windowed_above_pixels=1_000_000, tile_batch_size=4))
+    run = StillsRun(tmp_path / "out", BlobDetector(),
+                    StillsConfig(detection=DetectionConfig(tile_batch_size=4), windowed_above_pixels=1_000_000))
     with pytest.raises(JobCancelled):
         run.add_file("field.tif", field_tif, on_tiles=lambda done, total: batches.append(done),
                      should_cancel=lambda: len(batches) >= 2)
@@ -310,10 +316,11 @@ def test_cancel_is_checked_between_tile_batches(tmp_path: Path) -> None:
 _PEAK_RSS_SCRIPT = textwrap.dedent("""
     import json, resource, sys
     from pathlib import Path
+    from ml_engine.detection import DetectionConfig
     from ml_engine.stills import StillsConfig, StillsRun
     from tests.stills_oracle import BlobDetector
     detector = BlobDetector(tile=(640, 640))
-    run = StillsRun(Path(sys.argv[2]), detector, StillsConfig(tile_batch_size=16))
+    run = StillsRun(Path(sys.argv[2]), detector, StillsConfig(detection=DetectionConfig(tile_batch_size=16)))
     result = run.add_file("ortho.tif", Path(sys.argv[1]))
     run.finish()
     print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -443,7 +450,8 @@ def test_a_geographic_crs_geotiff_is_georeferenced_in_degrees(tmp_path: Path) ->
 def test_tiny_model_runs_the_real_detector_over_a_windowed_raster(tmp_path: Path, tiny_rtdetr_detector) -> None:
     field_tif = write_geotiff(tmp_path / "field.tif", field_image())
     run = StillsRun(tmp_path / "out", tiny_rtdetr_detector,
-                    StillsConfig(threshold=0.3, windowed_above_pixels=1_000_000, tile_batch_size=8))
+                    StillsConfig(detection=DetectionConfig(threshold=0.3, tile_batch_size=8),
+                                 windowed_above_pixels=1_000_000))
     result = run.add_file("field.tif", field_tif)
     stats, _ = run.finish()
     assert result.ok and result.kind == "raster" and result.tiles == len(
@@ -466,28 +474,6 @@ def test_cli_counts_a_folder_of_images(tmp_path: Path, tiny_rtdetr_dir: Path) ->
     assert counts["failed"][0]["error"]["code"] == "corrupt_image"
     assert "skipped broken.jpg: corrupt_image" in done.stderr
     assert (tmp_path / "out" / GEOJSON).exists()
-
-
-def test_merging_cluster_by_cluster_equals_merging_everything_at_once() -> None:
-    """merge_in_clusters (bounded memory over a mosaic) gives exactly merge_views' result."""
-    import supervision as sv
-
-    from ml_engine.stills import merge_in_clusters
-    from ml_engine.tiling import merge_views
-
-    rng = np.random.default_rng(7)
-    per_view = []
-    for _view in range(12):  # overlapping views of many animals, some cut, some crowded
-        centres = rng.uniform(0, 2000, size=(40, 2))
-        sizes = rng.uniform(8, 40, size=(40, 2))
-        xyxy = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1).astype(np.float32)
-        per_view.append(sv.Detections(xyxy=xyxy, confidence=rng.uniform(0.3, 1, 40).astype(np.float32),
-                                      class_id=rng.integers(0, 2, 40)))
-    whole = merge_views(per_view)
-    clustered = merge_in_clusters(per_view, cell=256)
-    assert len(clustered) == len(whole) < 12 * 40
-    key = lambda d: sorted(map(tuple, np.round(d.xyxy, 3).tolist()))  # noqa: E731
-    assert key(clustered) == key(whole)
 
 
 def test_tiling_off_still_tiles_a_windowed_raster_and_says_so(tmp_path: Path) -> None:

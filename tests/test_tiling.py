@@ -13,9 +13,10 @@ import supervision as sv
 
 from core.errors import InvalidInput
 from core.jobs import JobParams
+from ml_engine.detection import DetectionConfig, TiledDetector
 from ml_engine.outputs import validate_stats
 from ml_engine.pipeline import PipelineConfig, process_video
-from ml_engine.tiling import View, merge_views, parse_tiling, plan_tiles, tile_regions
+from ml_engine.tiling import View, merge_in_clusters, merge_views, parse_tiling, plan_tiles, tile_regions
 from tests.fixtures_video import write_clip
 
 pytest_plugins = ["tests.fixtures_models"]
@@ -68,7 +69,16 @@ def test_a_bad_tiling_value_is_refused_at_submit_with_a_clear_message(text):
     with pytest.raises(ValueError, match="tiling must be auto, off"):
         JobParams(tiling=text)
     assert JobParams(tiling=" 800X600 ").tiling == "800x600"
-    assert PipelineConfig(tiling="AUTO").tiling == parse_tiling("auto")
+    assert parse_tiling("AUTO") == DetectionConfig().tiling
+
+
+def test_the_engine_takes_tiling_parsed_not_as_text():
+    with pytest.raises(InvalidInput, match="tiling must be a TilingSetting"):
+        DetectionConfig(tiling="640x640")  # type: ignore[arg-type]
+
+
+def _detecting(tiling: str = "auto", **detection) -> DetectionConfig:
+    return DetectionConfig(tiling=parse_tiling(tiling), **detection)
 
 
 # --- merging across seams ------------------------------------------------------------------------
@@ -126,6 +136,79 @@ def test_overlapping_animals_of_one_tile_and_other_classes_are_not_merged():
     assert sorted(merged.class_id.tolist()) == [0, 0, 1]
     # and the whole-frame view's copy of the first cow went into one of them, not a fourth
     np.testing.assert_allclose(merged.confidence[merged.class_id == 0], [0.9, 0.8])
+
+
+def test_merging_cluster_by_cluster_equals_merging_everything_at_once() -> None:
+    """merge_in_clusters (bounded memory over a mosaic) gives exactly merge_views' result."""
+    rng = np.random.default_rng(7)
+    per_view = []
+    for _view in range(12):  # overlapping views of many animals, some cut, some crowded
+        centres = rng.uniform(0, 2000, size=(40, 2))
+        sizes = rng.uniform(8, 40, size=(40, 2))
+        xyxy = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1).astype(np.float32)
+        per_view.append(sv.Detections(xyxy=xyxy, confidence=rng.uniform(0.3, 1, 40).astype(np.float32),
+                                      class_id=rng.integers(0, 2, 40)))
+    whole = merge_views(per_view)
+    clustered = merge_in_clusters(per_view, cell=256)
+    assert len(clustered) == len(whole) < 12 * 40
+    key = lambda d: sorted(map(tuple, np.round(d.xyxy, 3).tolist()))  # noqa: E731
+    assert key(clustered) == key(whole)
+
+
+
+# --- the one tiled detector (video, live and stills) ---------------------------------------------
+
+
+class _Views:
+    """BlobDetector, recording each forward pass's views (the model's inputs)."""
+
+    def __init__(self, detector):
+        self.detector, self.passes = detector, []
+
+    def __getattr__(self, name):
+        return getattr(self.detector, name)
+
+    def detect(self, images, threshold, class_names=None):
+        self.passes.append([("whole", image.shape[:2]) for image in images])
+        return self.detector.detect(images, threshold, class_names)
+
+    def detect_views(self, images, views, threshold, class_names=None):
+        self.passes.append(list(views))
+        return self.detector.detect_views(images, views, threshold, class_names)
+
+
+def test_one_tiled_detector_batches_the_views_of_a_batch_of_frames_and_merges_each_frame():
+    from tests.stills_oracle import Animal, BlobDetector, paint
+
+    # two 600x400 frames cut into 256x256 tiles (3 x 2 each, no whole-frame view), one 200x150
+    # frame that fits a tile (seen whole); animals on the seams of the tiled ones
+    big = [paint(np.zeros((400, 600, 3), np.uint8), [Animal(205, 200), Animal(400, 150, "sheep")]),
+           paint(np.zeros((400, 600, 3), np.uint8), [Animal(300, 144)])]
+    small = paint(np.zeros((150, 200, 3), np.uint8), [Animal(50, 50), Animal(150, 100)])
+    model = _Views(BlobDetector())
+    config = DetectionConfig(tiling=parse_tiling("256x256"), full_frame=False, tile_batch_size=4)
+    detector = TiledDetector(model, config, threshold=0.5)
+    found = detector.detect([big[0], small, big[1]], frames=[10, 11, 12])
+    assert [len(d) for d in found] == [2, 2, 1]  # each seam-cut animal once, in its own frame
+    assert sorted(found[0].data["class_name"].tolist()) == ["cow", "sheep"]
+    assert model.passes[0] == [("whole", (150, 200))]  # the small frame: one whole view
+    tiled = [view for views in model.passes[1:] for view in views]
+    assert [len(views) for views in model.passes[1:]] == [4, 4, 4]  # 12 tiles, at most 4 a pass
+    assert [view.frame for view in tiled] == [10] * 6 + [12] * 6  # the views say which frame
+    assert detector.describe() == {"setting": "256x256", "tiled": True, "tile": "256x256",
+                                   "tiles_per_frame": 6, "overlap": 0.2, "full_frame_pass": False}
+
+
+def test_class_names_are_checked_explicitly_before_anything_is_detected(tmp_path):
+    from ml_engine.stills import StillsConfig, StillsRun
+    from tests.stills_oracle import BlobDetector
+
+    model = _Views(BlobDetector())
+    with pytest.raises(InvalidInput, match="unicorn"):
+        TiledDetector(model, DetectionConfig(classes=["cow", "unicorn"]), threshold=0.5).check_classes()
+    with pytest.raises(InvalidInput, match="unicorn"):  # stills: when the run is made, before any file
+        StillsRun(tmp_path / "out", model, StillsConfig(detection=DetectionConfig(classes=["unicorn"])))
+    assert model.passes == []
 
 
 # --- the real tiny model ---------------------------------------------------------------------------
@@ -189,7 +272,7 @@ def _clip(tmp_path: Path, frames: int, width: int, height: int) -> Path:
 def test_all_tiles_of_a_batch_of_frames_go_through_one_forward_pass(tmp_path, tiny_rtdetr_detector, forwards):
     # 1280x720 into the 320x320 tiny model is 4x: auto tiles it, 15 tiles + the whole frame
     clip = _clip(tmp_path, frames=10, width=1280, height=720)
-    config = PipelineConfig(batch_size=4, tile_batch_size=64, threshold=0.9, preset="ultrafast")
+    config = PipelineConfig(detection=_detecting(tile_batch_size=64, threshold=0.9), batch_size=4, preset="ultrafast")
     result = process_video(clip, tmp_path / "out", tiny_rtdetr_detector, config)
     tiling = result.stats["processing"]["tiling"]
     assert tiling == {"setting": "auto", "tiled": True, "tile": "320x320", "tiles_per_frame": 15,
@@ -204,7 +287,8 @@ def test_the_tile_batch_bounds_every_forward_pass_even_for_a_frame_with_many_til
 ):
     # 128 px tiles of a 1280x720 frame: 13 x 7 = 91 tiles + the whole frame, more than the cap
     clip = _clip(tmp_path, frames=3, width=1280, height=720)
-    config = PipelineConfig(tiling="128x128", batch_size=4, tile_batch_size=40, threshold=0.9, preset="ultrafast")
+    config = PipelineConfig(detection=_detecting("128x128", tile_batch_size=40, threshold=0.9), batch_size=4,
+                            preset="ultrafast")
     result = process_video(clip, tmp_path / "out", tiny_rtdetr_detector, config)
     assert result.stats["processing"]["tiling"]["frames_per_batch"] == 1
     assert max(forwards.batches) <= 40
@@ -216,7 +300,8 @@ def test_tiling_off_and_a_frame_near_the_input_size_keep_one_view_per_frame(tmp_
     for tiling in ("auto", "off"):
         forwards.batches.clear()
         result = process_video(clip, tmp_path / tiling, tiny_rtdetr_detector,
-                               PipelineConfig(tiling=tiling, batch_size=4, threshold=0.9, preset="ultrafast"))
+                               PipelineConfig(detection=_detecting(tiling, threshold=0.9), batch_size=4,
+                                              preset="ultrafast"))
         assert result.stats["processing"]["tiling"] == {"setting": tiling, "tiled": False}
         assert forwards.batches == [4, 2]
 
@@ -244,7 +329,7 @@ def test_a_short_clip_with_tiling_counts_the_small_animals_the_whole_frame_misse
     for tiling in ("off", "auto"):
         detector = OracleDetector(Oracle(scene, oracle_config), stride=1)
         result = process_video(video, tmp_path / tiling, detector,
-                               PipelineConfig(tiling=tiling, batch_size=4, preset="ultrafast"))
+                               PipelineConfig(detection=_detecting(tiling), batch_size=4, preset="ultrafast"))
         counts[tiling] = result.stats["counts"]["total_unique"]
         if tiling == "auto":
             assert detector.calls == 23  # 16 views a frame: 4 frames (BATCH_SIZE) a forward within the default 64

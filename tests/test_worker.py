@@ -13,9 +13,10 @@ import pytest
 
 from core.backends import Backends, build_backends
 from core.errors import ConfigError, LeaseLost, ModelError, NotAVideo, StorageUnavailable
-from core.jobs import Job, JobKind, JobMessage, JobParams, JobStatus, input_blob_path, new_job_id
+from core.jobs import Job, JobKind, JobMessage, JobParams, JobStatus, Tracker, input_blob_path, new_job_id
 from core.metrics import start_metrics_server
 from core.model_card import read_card
+from core.tiling import TilingSetting
 from ml_engine.pipeline import Progress
 from tests.faults import FailingMethod
 from tests.waiting import wait_until
@@ -162,12 +163,13 @@ def test_pipeline_config_takes_the_jobs_params_and_the_settings_for_the_rest(mak
     settings = make_settings("local", confidence_threshold=0.6, frame_stride=2, batch_size=2,
                              video_preset="ultrafast", video_crf=30)
     inherited = pipeline_config(JobParams(), settings)
-    assert (inherited.threshold, inherited.frame_stride, inherited.batch_size) == (0.6, 2, 2)
+    assert (inherited.detection.threshold, inherited.frame_stride, inherited.batch_size) == (0.6, 2, 2)
     assert (inherited.preset, inherited.crf) == ("ultrafast", 30)
-    assert (inherited.tiling.text, inherited.tiling_full_frame, inherited.tile_batch_size) == ("auto", True, 64)
+    detection = inherited.detection
+    assert (detection.tiling, detection.full_frame, detection.tile_batch_size) == (TilingSetting("auto"), True, 64)
     own = pipeline_config(JobParams(threshold=0.3, frame_stride=5, tiling="960x540"), settings)
-    assert (own.threshold, own.frame_stride, own.tiling.text) == (0.3, 5, "960x540")
-    assert (inherited.tracker, inherited.stitching) == ("botsort", True)
+    assert (own.detection.threshold, own.frame_stride, own.detection.tiling.size) == (0.3, 5, (960, 540))
+    assert (inherited.tracker, inherited.stitching) == (Tracker.BOTSORT, True)
     fixed_camera = make_settings("local", tracker="bytetrack", stitching=False)
     assert (pipeline_config(JobParams(), fixed_camera).tracker, pipeline_config(JobParams(), fixed_camera).stitching) \
         == ("bytetrack", False)

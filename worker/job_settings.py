@@ -1,34 +1,36 @@
 """A job's parameters resolved against the service's settings: what the engine is asked to do.
 
-Videos and images share the detection part (threshold, classes, tiling), so both configs are
-built from one ``detection_options``.
+Videos, images and streams share the detection part (threshold, classes, tiling): one
+``detection_config``. Both sides were validated where they came in (``JobParams`` at
+submission, ``Settings`` at start), so nothing here can fail.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from core.config import Settings
 from core.jobs import JobParams
+from core.tiling import parse_tiling
+from ml_engine.detection import DetectionConfig
 from ml_engine.pipeline import PipelineConfig
 from ml_engine.stills import StillsConfig
 
 
-def detection_options(params: JobParams, settings: Settings) -> dict[str, Any]:
+def detection_config(params: JobParams, settings: Settings) -> DetectionConfig:
     """The job's detection parameters, with the service's settings for anything it left unset."""
-    return {
-        "threshold": settings.confidence_threshold if params.threshold is None else params.threshold,
-        "classes": params.classes or settings.classes or None,
-        "tiling": params.tiling or settings.tiling,
-        "tiling_full_frame": settings.tiling_full_frame,
-        "tile_batch_size": settings.tile_batch_size,
-    }
+    return DetectionConfig(
+        threshold=settings.confidence_threshold if params.threshold is None else params.threshold,
+        classes=params.classes or settings.classes or None,
+        # stored as its canonical text (the job record is JSON); checked at submission or startup
+        tiling=parse_tiling(params.tiling or settings.tiling),
+        full_frame=settings.tiling_full_frame,
+        tile_batch_size=settings.tile_batch_size,
+    )
 
 
 def pipeline_config(params: JobParams, settings: Settings) -> PipelineConfig:
     """A video job's pipeline: detection as above, then frames, tracking, counting and encoding."""
     return PipelineConfig(
-        **detection_options(params, settings),
+        detection=detection_config(params, settings),
         frame_stride=params.frame_stride or settings.frame_stride,
         frame_interval_seconds=params.frame_interval_seconds,
         batch_size=settings.batch_size,
@@ -40,11 +42,11 @@ def pipeline_config(params: JobParams, settings: Settings) -> PipelineConfig:
         max_buffered_bytes=settings.frame_buffer_bytes,
         max_video_pixels=settings.max_video_pixels,
         max_video_seconds=settings.max_video_seconds,
-        tracker=(params.tracker or settings.tracker).value,
+        tracker=params.tracker or settings.tracker,
         stitching=settings.stitching if params.stitching is None else params.stitching,
     )
 
 
 def stills_config(params: JobParams, settings: Settings) -> StillsConfig:
     """An images job's run: detection as above, and the raster size cap."""
-    return StillsConfig(**detection_options(params, settings), max_raster_pixels=settings.max_raster_pixels)
+    return StillsConfig(detection=detection_config(params, settings), max_raster_pixels=settings.max_raster_pixels)

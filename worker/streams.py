@@ -70,7 +70,7 @@ from core.jobs import (
 )
 from core.netpolicy import check_stream_url, stream_addresses
 from core.outputs import GAPS, LIVE_PLAYLIST, STATS, WINDOWS, media_type
-from worker.job_settings import detection_options
+from worker.job_settings import detection_config
 from worker.models import DetectorCache
 from worker.processors import Finished
 from worker.progress import JobReporter, StopReason
@@ -210,11 +210,11 @@ def stream_config(job: Job, settings: Settings) -> StreamConfig:
     assert options is not None, "a stream job always has its options"
     limits = [d for d in (options.duration_s, settings.max_stream_seconds) if d is not None]
     return StreamConfig(
-        **detection_options(params, settings),
+        detection=detection_config(params, settings),
         min_hits=settings.min_track_hits,
         lines=list(params.lines),
         zones=list(params.zones),
-        tracker=(params.tracker or settings.tracker).value,
+        tracker=params.tracker or settings.tracker,
         window_s=options.window_s,
         segment_retention_s=settings.stream_segment_retention_s,
         duration_s=min(limits) if limits else None,

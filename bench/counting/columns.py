@@ -43,8 +43,8 @@ CMC_WIDTH = PRODUCT_CMC_WIDTH  # the cached CMC frames are rendered at the produ
 
 # the pipeline's defaults, so the baseline column counts as the product does
 _PIPELINE = PipelineConfig()
-TRACK_THRESHOLD = _PIPELINE.threshold
-LOW_THRESHOLD = _PIPELINE.effective_low_threshold
+TRACK_THRESHOLD = _PIPELINE.detection.threshold
+LOW_THRESHOLD = _PIPELINE.detection.effective_low_threshold
 MIN_HITS = _PIPELINE.min_hits
 TRACK_BUFFER_S = _PIPELINE.track_buffer_s
 MATCH_IOU = CountingConfig(fps=30.0).match_iou

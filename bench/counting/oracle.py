@@ -28,6 +28,7 @@ import supervision as sv
 from scipy.special import ndtr
 
 from bench.counting.scene import SEEN_VISIBILITY, Scene
+from core.errors import InvalidInput
 
 CLASS_NAME = "cow"
 
@@ -249,6 +250,13 @@ class OracleDetector:
             results.append(self.oracle.detect(self._next_frame, threshold=threshold).to_supervision())
             self._next_frame += self.stride
         return results
+
+    def class_ids(self, class_names: Any) -> set[int]:
+        """The oracle knows one class; any other name is refused as the real model would."""
+        unknown = set(class_names) - {CLASS_NAME}
+        if unknown:
+            raise InvalidInput(f"unknown class name(s) {sorted(unknown)}; valid names: {CLASS_NAME}")
+        return {0}
 
     def detect_views(self, images: list[Any], views: list[Any], threshold: float,
                      class_names: Any = None) -> list[sv.Detections]:

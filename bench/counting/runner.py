@@ -163,6 +163,8 @@ def write_video(scene: Scene, path: Path, crf: int = 18) -> float:
 
 def pipeline_check(name: str, seed: int, stride: int, frames: int | None, cache_dir: str) -> dict[str, Any]:
     """The real pipeline on one sequence vs the counting stage alone (the product column) on the same frames."""
+    from core.tiling import parse_tiling
+    from ml_engine.detection import DetectionConfig
     from ml_engine.pipeline import PipelineConfig, process_video
 
     scenario = SCENARIOS[name] if frames is None else SCENARIOS[name].short(frames)
@@ -174,7 +176,7 @@ def pipeline_check(name: str, seed: int, stride: int, frames: int | None, cache_
         encode_s = write_video(prep.scene, video)
     detector = OracleDetector(Oracle(prep.scene), stride)
     # the whole frame, as the counting stage is fed (TILING=auto would tile 4K: bench/counting/tiling.py checks that)
-    config = PipelineConfig(frame_stride=stride, tiling="off")
+    config = PipelineConfig(detection=DetectionConfig(tiling=parse_tiling("off")), frame_stride=stride)
     with tempfile.TemporaryDirectory(prefix="counting-bench-") as out:
         started = time.perf_counter()
         result = process_video(video, out, detector, config)

@@ -209,6 +209,7 @@ def pipeline_check(name: str, seed: int, frames: int | None, setting: str, cache
     """The real pipeline with ``TILING=setting`` (x264 file -> PyAV decode -> the oracle per
     tile through ``detect_views`` -> merge -> tracking -> counting -> x264 outputs) against
     this module's tiled detections counted by the counting stage alone: the same tracks."""
+    from ml_engine.detection import DetectionConfig
     from ml_engine.pipeline import PipelineConfig, process_video
 
     scenario = SCENARIOS[name] if frames is None else SCENARIOS[name].short(frames)
@@ -220,7 +221,8 @@ def pipeline_check(name: str, seed: int, frames: int | None, setting: str, cache
     detector = OracleDetector(Oracle(prep.scene), stride=1)
     with tempfile.TemporaryDirectory(prefix="counting-bench-tiling-") as out:
         started = time.perf_counter()
-        result = process_video(video, out, detector, PipelineConfig(tiling=setting))
+        result = process_video(video, out, detector,
+                               PipelineConfig(detection=DetectionConfig(tiling=parse_tiling(setting))))
         seconds = time.perf_counter() - started
     chosen = list(range(scenario.frames))
     dets, _, _, _ = tiled_detections(prep.scene, setting, chosen, cols.LOW_THRESHOLD)

@@ -6,7 +6,7 @@ stitching.py (offline re-linking of broken tracks), counter.py (``ObjectCounter`
 validates requests with), re-exported so that a notebook needs only this package.
 """
 
-from core.jobs import CountingLine, CountingZone
+from core.jobs import CountingLine, CountingZone, Tracker
 from ml_engine.counting.counter import (
     DEFAULT_CLASS,
     CountingConfig,
@@ -33,6 +33,7 @@ from ml_engine.counting.zones import ZoneCounter, points_in_polygon
 __all__ = [
     "CMC_WIDTH", "DEFAULT_CLASS", "DEFAULT_TRACKER", "TRACKERS", "CameraFrame", "CameraMotion",
     "CountSummary", "CountingConfig", "CountingLine", "CountingZone", "LineCounter", "ObjectCounter", "StitchConfig", "Timeline",
+    "Tracker",
     "TrackEnds", "TrackEvent", "TrackRecord", "ZoneCounter", "anchors", "camera_frame", "empty_tracked",
     "points_in_polygon", "stitch", "tracker_ids",
 ]

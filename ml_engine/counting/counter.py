@@ -32,12 +32,11 @@ import numpy as np
 import supervision as sv
 
 from core.errors import InvalidInput
-from core.jobs import CountingLine, CountingZone, check_unique_names, with_default_names
+from core.jobs import CountingLine, CountingZone, Tracker, check_unique_names, with_default_names
 from ml_engine.counting.lines import LineCounter, anchors
 from ml_engine.counting.stitching import StitchConfig, TrackEnds, stitch
 from ml_engine.counting.timeline import Timeline, peak_of
 from ml_engine.counting.tracker import (
-    DEFAULT_TRACKER,
     TRACKERS,
     CameraFrame,
     CameraMotion,
@@ -77,7 +76,7 @@ class CountingConfig:
     track_threshold: float = 0.5
     match_iou: float = 0.1
     line_hysteresis_px: float = 4.0
-    tracker: str = DEFAULT_TRACKER
+    tracker: Tracker = Tracker.BOTSORT
     stitching: bool = True
     stitch: StitchConfig = field(default_factory=StitchConfig)
     min_track_s: float = 0.3
@@ -90,14 +89,20 @@ class CountingConfig:
             raise InvalidInput(f"min_hits must be at least 1, got {self.min_hits}")
         if self.track_buffer_s < 0:
             raise InvalidInput(f"track_buffer_s cannot be negative, got {self.track_buffer_s}")
-        if not 0.0 <= self.track_threshold <= 1.0:
-            raise InvalidInput(f"track_threshold must be within 0..1, got {self.track_threshold}")
-        if self.tracker not in TRACKERS:
-            raise InvalidInput(f"tracker must be one of {', '.join(TRACKERS)}, got {self.tracker!r}")
+        self.tracker = _known_tracker(self.tracker)
         self.lines = with_default_names(self.lines, "line")
         self.zones = with_default_names(self.zones, "zone")
         check_unique_names("line", [line.name for line in self.lines])
         check_unique_names("zone", [zone.name for zone in self.zones])
+
+
+def _known_tracker(tracker: Tracker | str) -> Tracker:
+    """The engine's one check of a tracker (jobs, settings and the CLI hand it a ``Tracker``;
+    a notebook may give its name)."""
+    try:
+        return Tracker(tracker)
+    except ValueError:
+        raise InvalidInput(f"tracker must be one of {', '.join(TRACKERS)}, got {tracker!r}") from None
 
 
 class TrackEvent(NamedTuple):
@@ -458,7 +463,7 @@ class ObjectCounter:
         """The tracking settings and the camera-motion cost, for stats.json's ``processing``."""
         per_frame = 1000 * self.camera.seconds / max(self.frames_with_motion, 1)
         return {
-            "tracker": self.config.tracker,
+            "tracker": self.config.tracker.value,
             "stitching": self.config.stitching,
             "camera_motion_frames": self.frames_with_motion,
             "camera_motion_ms_per_frame": round(per_frame, 3),

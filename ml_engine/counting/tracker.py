@@ -29,7 +29,7 @@ from trackers import BoTSORTTracker, ByteTrackTracker
 from core.jobs import Tracker
 
 TRACKERS = tuple(t.value for t in Tracker)  # botsort, bytetrack: the names jobs and settings accept
-DEFAULT_TRACKER = Tracker.BOTSORT.value
+DEFAULT_TRACKER = Tracker.BOTSORT
 CMC_WIDTH = 480
 CMC_MAX_CORNERS = 300
 # fewer agreeing points than this (plain ground, a frame filled by the herd): assume no motion
@@ -45,9 +45,9 @@ _REFERENCE_FPS = 30.0
 _MIN_HITS = 2
 
 
-def uses_frames(tracker: str) -> bool:
+def uses_frames(tracker: Tracker) -> bool:
     """Whether ``tracker`` needs the frames (for camera-motion compensation)."""
-    return tracker == "botsort"
+    return tracker == Tracker.BOTSORT
 
 
 class CameraFrame(NamedTuple):
@@ -232,14 +232,12 @@ class LiveTracker:
     """One video's tracker: ``update(detections, motion)`` with ``motion`` the camera's 2x3
     transform from the previous processed frame (None: unknown, taken as no motion)."""
 
-    def __init__(self, name: str, fps: float, track_threshold: float, min_hits: int,
+    def __init__(self, name: Tracker, fps: float, track_threshold: float, min_hits: int,
                  track_buffer_s: float, match_iou: float) -> None:
-        if name not in TRACKERS:
-            raise ValueError(f"unknown tracker {name!r}; known: {', '.join(TRACKERS)}")
         self.name = name
         buffer_frames = round(track_buffer_s * _REFERENCE_FPS)
         self._motion: _GivenMotion | None = None
-        if name == "bytetrack":
+        if name == Tracker.BYTETRACK:
             self._tracker: Any = ByteTrackTracker(
                 lost_track_buffer=buffer_frames, frame_rate=float(fps),
                 track_activation_threshold=track_threshold, high_conf_det_threshold=track_threshold,

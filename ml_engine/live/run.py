@@ -38,13 +38,13 @@ import numpy as np
 import supervision as sv
 
 from core.errors import InvalidInput, StreamUnavailable
-from core.jobs import CountingLine, CountingZone
+from core.jobs import CountingLine, CountingZone, Tracker
 from core.outputs import GAPS, LIVE_PLAYLIST, LIVE_RECORDING, STATS, WINDOWS
 from ml_engine.annotate import FrameAnnotator
-from ml_engine.counting import DEFAULT_TRACKER, CountingConfig, TrackEvent
+from ml_engine.counting import CountingConfig, TrackEvent
+from ml_engine.detection import DetectionConfig, TiledDetector
 from ml_engine.live.clock import WindowClock
 from ml_engine.live.counts import Totals, Window, iso
-from ml_engine.live.detect import FrameDetector
 from ml_engine.live.meters import FrameCounts, FrameSource, GapLog, Latencies, StreamingTime, UnopenedSource
 from ml_engine.live.segments import HlsWriter
 from ml_engine.live.sink import CountEvent, LiveStatus, QuietSink, StreamSink
@@ -53,8 +53,8 @@ from ml_engine.live.state import SegmentReservation, StreamState
 from ml_engine.live.stats import stream_stats
 from ml_engine.live.tracks import LiveTracks
 from ml_engine.live.video import LiveVideo
-from ml_engine.pipeline import DetectorLike, PipelineConfig
-from ml_engine.tiling import TilingSetting
+from ml_engine.pipeline import DetectorLike, checked_lines_and_zones
+from ml_engine.video import check_encoder_options
 
 __all__ = ["FrameSource", "StreamConfig", "StreamRun"]
 
@@ -66,8 +66,8 @@ _NOMINAL_FPS = 10.0
 
 @dataclass
 class StreamConfig:
-    """How to count one stream. Detection and tracking fields mean what they mean in
-    ``PipelineConfig``; the rest:
+    """How to count one stream. ``detection`` (``DetectionConfig``) and the tracking fields
+    mean what they mean in ``PipelineConfig``; the rest:
 
     ``window_s``: length of a ``windows.jsonl`` window. ``segment_s``: the annotated HLS
     segments' length; ``segment_retention_s``: keep only this many seconds of segments (None:
@@ -77,17 +77,12 @@ class StreamConfig:
     ``source``: the source's ``SourceOptions`` (timeouts, reconnects).
     """
 
-    threshold: float = 0.5
-    classes: list[str] | None = None
-    low_threshold: float | None = None
-    tiling: str | TilingSetting = "auto"
-    tiling_full_frame: bool = True
-    tile_batch_size: int = 64
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
     min_hits: int = 3
     track_buffer_s: float = 1.0
     lines: list[CountingLine] = field(default_factory=list)
     zones: list[CountingZone] = field(default_factory=list)
-    tracker: str = DEFAULT_TRACKER
+    tracker: Tracker = Tracker.BOTSORT
     window_s: float = 60.0
     segment_s: float = 2.0
     segment_retention_s: float | None = None
@@ -98,15 +93,9 @@ class StreamConfig:
     source: SourceOptions = field(default_factory=SourceOptions)
 
     def __post_init__(self) -> None:
-        # the video pipeline's checks (lines, zones, threshold, tracker, encoder), in one place
-        checked = PipelineConfig(
-            threshold=self.threshold, classes=self.classes, low_threshold=self.low_threshold,
-            tiling=self.tiling, tiling_full_frame=self.tiling_full_frame, tile_batch_size=self.tile_batch_size,
-            min_hits=self.min_hits, track_buffer_s=self.track_buffer_s, lines=self.lines, zones=self.zones,
-            tracker=self.tracker, crf=self.crf, preset=self.preset, stitching=False,
-        )
-        self.lines, self.zones, self.tiling = checked.lines, checked.zones, checked.tiling
-        self.effective_low_threshold = checked.effective_low_threshold
+        self.lines, self.zones = checked_lines_and_zones(self.lines, self.zones)
+        _require(self.min_hits >= 1, f"min_hits must be at least 1, got {self.min_hits}")
+        check_encoder_options(self.crf, self.preset)
         for name in ("window_s", "segment_s", "status_interval_s"):
             _require(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
         if self.duration_s is not None:
@@ -129,7 +118,7 @@ class StreamConfig:
         """Live counting: no offline stitching, no timeline (memory must stay flat)."""
         return CountingConfig(
             fps=_NOMINAL_FPS, min_hits=self.min_hits, lines=self.lines, zones=self.zones,
-            track_buffer_s=self.track_buffer_s, track_threshold=self.threshold, tracker=self.tracker,
+            track_buffer_s=self.track_buffer_s, track_threshold=self.detection.threshold, tracker=self.tracker,
             stitching=False, timeline=False,
         )
 
@@ -202,7 +191,7 @@ class StreamRun:
         self.latency = Latencies(config.window_s, state)
         self.gaps = GapLog(self.output_dir / GAPS, state)
         self.tracks = LiveTracks(config.counting_config(), state.track_id_base)
-        self.frame_detector = FrameDetector(config, detector)
+        self.frame_detector = TiledDetector(detector, config.detection, config.detection.effective_low_threshold)
         self.annotator = FrameAnnotator(config.lines, config.zones)
         self.windows_path = self.output_dir / WINDOWS
 
@@ -223,7 +212,7 @@ class StreamRun:
             InvalidInput: class names the model does not know (before anything runs).
             ModelError: the model failed.
         """
-        self.detector.detect([], self.config.effective_low_threshold, self.config.classes)  # bad classes fail now
+        self.frame_detector.check_classes()  # bad classes fail now
         started = time.time()
         stop = self.stop_reason()
         if stop is not None and self.resume is not None:  # stopped between runs: end without connecting
@@ -422,7 +411,7 @@ class _Run:
 
     def _on_frame(self, frame: LiveFrame) -> None:
         stream, image = self.stream, frame.image
-        detections = stream.frame_detector.detect(image, stream.tracks.frame_index)
+        detections = stream.frame_detector.detect([image], [stream.tracks.frame_index])[0]
         tracked = stream.tracks.update(image, frame.received_at - self.started, detections)
         counted_at = time.time()
         window = self._current_window(counted_at)  # first: what was counted now belongs to it

@@ -40,9 +40,9 @@ def stream_stats(run: StreamRun, source: FrameSource, windows: int, now: float) 
         "reconnects": frames.reconnects(source),
         "video": {"playlist": LIVE_PLAYLIST, "segments": len(run.hls.listed()),
                   "segment_s": config.segment_s, "retention_s": config.segment_retention_s},
-        "model": model_facts(run.detector, config.classes),
+        "model": model_facts(run.detector, config.detection.classes),
         "tracking": {"tracker": config.tracker, "stitching": False, "min_hits": config.min_hits,
-                     "threshold": config.threshold,
-                     "low_threshold": config.effective_low_threshold},
-        "tiling": run.frame_detector.tiling_facts(),
+                     "threshold": config.detection.threshold,
+                     "low_threshold": config.detection.effective_low_threshold},
+        "tiling": run.frame_detector.describe(),
     }
