@@ -208,3 +208,42 @@ def test_a_false_detection_confirmed_for_an_instant_is_dropped_everywhere() -> N
     assert [t["count"] for t in summary.timeline] == [0, 0] + [1] * 28
     assert summary.peak["count"] == 1
     assert list(summary.id_map.values()).count(None) == 1
+
+
+def _ghost_and_glimpses(frames: int, glimpses: dict[str, range]) -> list:
+    """A cow walking the whole video, plus, for each named glimpse, a still animal seen only on
+    those frames (4 frames: 0.13 s at 30 fps, under ``min_track_s``)."""
+    spots = {"start": (300, 300), "end": (500, 300), "middle": (400, 100)}
+    out = []
+    for i in range(frames):
+        boxes = [box_at(50 + 2 * i, 100)]
+        boxes += [box_at(*spots[name]) for name, seen in glimpses.items() if i in seen]
+        out.append(detections(boxes))
+    return out
+
+
+def test_an_animal_cut_by_the_start_or_the_end_of_the_video_is_counted_however_short() -> None:
+    # Two animals seen for 4 frames, one on the video's first 4 frames and one on its last 4: the
+    # video cut them, they are not flickers. A third, seen 4 frames mid-video, is a flicker.
+    from ml_engine.counting import CountingConfig, ObjectCounter
+
+    frames = _ghost_and_glimpses(30, {"start": range(0, 4), "end": range(26, 30), "middle": range(13, 17)})
+    c = ObjectCounter(CountingConfig(fps=30.0))
+    for i, d in enumerate(frames):
+        c.update(i, i / 30, d)
+    summary = c.summary()
+    assert (summary.total_unique, summary.raw_total_unique, summary.short_tracks) == (3, 4, 1)
+    kept = {(t["first_frame"], t["last_frame"]) for t in summary.tracks}
+    assert {(2, 3), (28, 29)} <= kept  # confirmed on their 3rd frame
+    assert (15, 16) not in kept
+
+
+def test_an_animal_that_ends_just_before_the_last_frames_is_still_a_flicker() -> None:
+    # gone 2 frames before the end, longer than the frames a track needs to be confirmed: not cut
+    from ml_engine.counting import CountingConfig, ObjectCounter
+
+    frames = _ghost_and_glimpses(30, {"end": range(22, 26)})
+    c = ObjectCounter(CountingConfig(fps=30.0))
+    for i, d in enumerate(frames):
+        c.update(i, i / 30, d)
+    assert (c.summary().total_unique, c.summary().short_tracks) == (1, 1)
