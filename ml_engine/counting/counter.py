@@ -9,7 +9,8 @@
   than ``min_track_s`` in all is dropped as flicker (a false detection that lasted just
   long enough to be confirmed, 3 frames at 30 fps), unless the video's start or end cut it.
   The summary's counts, tracks, line and zone counts use the stitched identities, while
-  ``update`` and ``live_counts`` are live, hence provisional (so are the summary's timeline and peak: the video pipeline replaces them
+  ``update`` and ``live_counts`` are live, hence provisional (so are the summary's timeline
+  and peak: the video pipeline replaces them
   with those of the final ids and classes, counted by ``ml_engine.render`` as it draws the video);
 * a track's class is the majority vote over its detections, so one frame labelled "horse" in a
   herd of cows does not create a horse;
