@@ -34,6 +34,7 @@ import supervision as sv
 
 from core.errors import InvalidInput
 from core.jobs import CountingLine, CountingZone, check_unique_names, with_default_names
+from ml_engine.counting.herd_motion import HerdMotion
 from ml_engine.counting.lines import LineCounter, anchors
 from ml_engine.counting.stitching import StitchConfig, TrackEnds, stitch
 from ml_engine.counting.timeline import Timeline, peak_of
@@ -221,6 +222,7 @@ class ObjectCounter:
             min_hits=config.min_hits, track_buffer_s=config.track_buffer_s, match_iou=config.match_iou,
         )
         self.camera = CameraMotion()
+        self.herd_motion = HerdMotion()  # the camera's motion read from the detections, when no frames come
         self._to_ground = np.eye(3)  # this frame's pixels -> the first frame's (camera-compensated)
         self._tracks: dict[int, TrackRecord] = {}
         self._ends: dict[int, TrackEnds] = {}
@@ -275,11 +277,14 @@ class ObjectCounter:
         return confirmed
 
     def _camera_motion(self, frame: np.ndarray | CameraFrame | None, boxes: np.ndarray) -> np.ndarray | None:
-        if frame is None or not self.uses_frames:
+        if frame is None and self.config.stitching:
+            motion = self.herd_motion.estimate(boxes)  # no pixels: the herd's common motion
+        elif frame is None or not self.uses_frames:
             return None
-        prepared = frame if isinstance(frame, CameraFrame) else camera_frame(frame)
-        motion = self.camera.estimate(prepared, boxes)
-        self.frames_with_motion += 1
+        else:
+            prepared = frame if isinstance(frame, CameraFrame) else camera_frame(frame)
+            motion = self.camera.estimate(prepared, boxes)
+            self.frames_with_motion += 1
         step = np.vstack([motion, [0.0, 0.0, 1.0]])  # previous frame -> this one
         with suppress(np.linalg.LinAlgError):  # a degenerate estimate: keep the previous mapping
             self._to_ground = self._to_ground @ np.linalg.inv(step)
