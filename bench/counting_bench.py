@@ -1,13 +1,13 @@
 """Counting benchmark: synthetic drone flyovers with exact ground truth.
 
 Renders every scenario (static, pan, pan + roll, altitude change, camera jumps, dense herd,
-small animals in 4K, low-texture ground, and a gentle survey calibrated to the issue's real
-clips) for several seeds, detects with a noisy oracle
+small animals in 4K, low-texture ground, a gentle survey calibrated to the issue's real
+clips, and a steady flyover of about 120 animals, ``flyover_120``) for several seeds, detects with a noisy oracle
 (misses, jitter, false positives, a resolution limit), and runs each tracker "column" on the
 detections at frame strides 1, 3 and 5. For each scenario it reports the true count, our
 count, |error| %, ID switches, IDF1 and HOTA (TrackEval), and tracker frames per second.
 
-    python bench/counting_bench.py                 # default: 9 scenarios x 5 seeds x strides 1,3,5
+    python bench/counting_bench.py                 # default: 10 scenarios x 5 seeds x strides 1,3,5
     python bench/counting_bench.py --quick         # smoke run: 2 scenarios, 1 short seed
     python bench/counting_bench.py --scenarios pan,jumps --seeds 3 --columns baseline,product
     python bench/counting_bench.py --cmc-cost      # also time CMC per frame at 1080p and 4K

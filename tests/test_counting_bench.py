@@ -210,3 +210,14 @@ def test_the_tiling_columns_pipeline_check_compares_the_pipeline_with_its_own_de
     assert check["views"] == 20 * 33 and check["forward_passes"] == 20
     assert check["pipeline_count"] == check["counting_stage_count"] >= 5
     assert check["tracks_identical"]
+
+
+
+def test_without_frames_at_stride_5_a_pan_is_read_from_the_detections():
+    """Fed the noisy oracle's detections but no frames, at stride 5 (a 45 px pan between
+    processed frames), the counter reads the pan from the detections and counts the benchmark's
+    pan flight exactly; taking image positions for ground ones it counted 31 of 42."""
+    scene = Scene(SCENARIOS["pan"], seed=0)
+    prep = Prepared(scene, Oracle(scene).sequence(cols.LOW_THRESHOLD), np.zeros((0,)), 0.0)
+    tracked = cols.run_column("frameless", sequence_at(prep, 5, with_frames=False))
+    assert (tracked.count, scene.ground_truth.true_count) == (42, 42)

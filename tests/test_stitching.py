@@ -208,3 +208,106 @@ def test_a_false_detection_confirmed_for_an_instant_is_dropped_everywhere() -> N
     assert [t["count"] for t in summary.timeline] == [0, 0] + [1] * 28
     assert summary.peak["count"] == 1
     assert list(summary.id_map.values()).count(None) == 1
+
+
+def _ghost_and_glimpses(frames: int, glimpses: dict[str, range]) -> list:
+    """A cow walking the whole video, plus, for each named glimpse, a still animal seen only on
+    those frames (4 frames: 0.13 s at 30 fps, under ``min_track_s``)."""
+    spots = {"start": (300, 300), "end": (500, 300), "middle": (400, 100)}
+    out = []
+    for i in range(frames):
+        boxes = [box_at(50 + 2 * i, 100)]
+        boxes += [box_at(*spots[name]) for name, seen in glimpses.items() if i in seen]
+        out.append(detections(boxes))
+    return out
+
+
+def test_an_animal_cut_by_the_start_or_the_end_of_the_video_is_counted_however_short() -> None:
+    # Two animals seen for 4 frames, one on the video's first 4 frames and one on its last 4: the
+    # video cut them, they are not flickers. A third, seen 4 frames mid-video, is a flicker.
+    from ml_engine.counting import CountingConfig, ObjectCounter
+
+    frames = _ghost_and_glimpses(30, {"start": range(0, 4), "end": range(26, 30), "middle": range(13, 17)})
+    c = ObjectCounter(CountingConfig(fps=30.0))
+    for i, d in enumerate(frames):
+        c.update(i, i / 30, d)
+    summary = c.summary()
+    assert (summary.total_unique, summary.raw_total_unique, summary.short_tracks) == (3, 4, 1)
+    kept = {(t["first_frame"], t["last_frame"]) for t in summary.tracks}
+    assert {(2, 3), (28, 29)} <= kept  # confirmed on their 3rd frame
+    assert (15, 16) not in kept
+
+
+def test_an_animal_that_ends_just_before_the_last_frames_is_still_a_flicker() -> None:
+    # gone 2 frames before the end, longer than the frames a track needs to be confirmed: not cut
+    from ml_engine.counting import CountingConfig, ObjectCounter
+
+    frames = _ghost_and_glimpses(30, {"end": range(22, 26)})
+    c = ObjectCounter(CountingConfig(fps=30.0))
+    for i, d in enumerate(frames):
+        c.update(i, i / 30, d)
+    assert (c.summary().total_unique, c.summary().short_tracks) == (1, 1)
+
+
+# --- without frames: the camera's motion read from the herd ----------------------------------
+
+
+def _panning_herd(frame: int) -> float:
+    """How far the ground has moved left in the picture by ``frame``: the camera pans right at
+    6 px a frame (60 px/s) until frame 19, then hovers."""
+    return 6.0 * min(frame, 19)
+
+
+def test_without_frames_an_animal_that_appears_where_the_pan_would_carry_a_hidden_one_is_another() -> None:
+    # Six cows stand still on the ground, and so does a seventh, A, which walks under a tree at
+    # frame 20 and stays there. The camera pans until frame 19 and then hovers. At frame 45 a new
+    # cow, D, steps out 156 px left of where A was last seen: exactly where A's motion *in the
+    # picture* (the pan) would have carried it, but 156 px from A on the ground. Read from the
+    # herd, the camera stopped: D is another animal.
+    from ml_engine.counting import CountingConfig, ObjectCounter
+
+    herd = [(300 + 120 * k, y) for k in range(3) for y in (100, 300)]
+    frames = []
+    for i in range(60):
+        shift = _panning_herd(i)
+        boxes = [box_at(x - shift, y) for x, y in herd]
+        if i < 20:
+            boxes.append(box_at(600 - shift, 200))  # A, until it hides
+        if i >= 45:
+            boxes.append(box_at(600 - _panning_herd(19) - 60 * 2.6, 200))  # D
+        frames.append(detections(boxes))
+    c = ObjectCounter(CountingConfig(fps=FPS))
+    for i, d in enumerate(frames):
+        c.update(i, i / FPS, d)
+    summary = c.summary()
+    assert (summary.total_unique, summary.merged) == (8, 0)
+    assert c.herd_motion.frames_estimated == 59
+
+
+def test_herd_motion_is_the_common_motion_and_walkers_do_not_move_it() -> None:
+    from ml_engine.counting.herd_motion import HerdMotion
+
+    still = np.array([(100.0 + 90 * i, 100.0 + 70 * j) for i in range(4) for j in range(3)])
+    walkers = np.array([(500.0, 500.0), (620.0, 520.0), (700.0, 420.0)])
+    motion = HerdMotion()
+    for f in range(4):
+        ground = still - [9.0 * f, -2.0 * f]  # the camera moves right and up: the ground left, down
+        walking = walkers + [15.0 * f, 11.0 * f]
+        centres = np.vstack([ground, walking])
+        step = motion.estimate(np.hstack([centres - 20, centres + 20]))
+    np.testing.assert_allclose(step, [[1, 0, -9], [0, 1, 2]], atol=1e-6)
+    assert (motion.frames_estimated, motion.frames_guessed) == (3, 0)
+
+
+def test_herd_motion_too_few_animals_to_tell_keeps_the_last_step() -> None:
+    from ml_engine.counting.herd_motion import HerdMotion
+
+    herd = np.array([(100.0 + 90 * i, 100.0) for i in range(6)])
+    motion = HerdMotion()
+    for f in range(3):
+        centres = herd - [5.0 * f, 0]
+        motion.estimate(np.hstack([centres - 20, centres + 20]))
+    two = herd[:2] - [5.0 * 3 + 40, 0]  # two animals left, that moved 45 px: no majority of a herd
+    step = motion.estimate(np.hstack([two - 20, two + 20]))
+    np.testing.assert_allclose(step, [[1, 0, -5], [0, 1, 0]], atol=1e-6)
+    assert motion.frames_guessed == 1

@@ -9,6 +9,8 @@ detections and, where it uses them, the frames (grey, ``CMC_WIDTH`` wide, as the
     cmc           TRACKER=botsort (camera-motion compensated), STITCHING=off
     stitch        TRACKER=bytetrack, STITCHING=on
     product       the product's defaults (TRACKER=botsort, STITCHING=on)
+    frameless     the product's defaults fed detections but no frames (the standalone counter of a
+                  researcher with their own detections: camera motion read from the detections)
 
 Their IDF1/HOTA/ID switches are measured on the final (stitched) ids. The others are
 exploratory: trackers from the ``trackers`` package used directly, with the product's
@@ -108,6 +110,7 @@ PRODUCT_COLUMNS: dict[str, tuple[str, bool] | None] = {
     "cmc": ("botsort", False),
     "stitch": ("bytetrack", True),
     "product": None,
+    "frameless": None,
 }
 
 
@@ -124,7 +127,7 @@ def product_counter(seq: Sequence, column: str = "product") -> ObjectCounter:
 def run_product(seq: Sequence, column: str = "product") -> Tracked:
     """``small_grey`` may hold grey arrays ``CMC_WIDTH`` wide, or ``CameraFrame``s."""
     counter = product_counter(seq, column)
-    feed_frames = counter.uses_frames and seq.small_grey is not None
+    feed_frames = counter.uses_frames and seq.small_grey is not None and column != "frameless"
     out = Tracked()
     started = time.perf_counter()
     for i, (f, det) in enumerate(zip(seq.frames, seq.detections, strict=True)):
@@ -213,6 +216,7 @@ COLUMNS = {
     "cmc": "product ObjectCounter, TRACKER=botsort (CMC) STITCHING=off",
     "stitch": "product ObjectCounter, TRACKER=bytetrack STITCHING=on",
     "product": "product ObjectCounter, defaults (TRACKER=botsort STITCHING=on)",
+    "frameless": "product ObjectCounter, defaults, fed detections but no frames",
     "ocsort": "trackers.OCSORTTracker",
     "botsort": "trackers.BoTSORTTracker, no CMC",
     "botsort_sof": "BoT-SORT + CMC sparse optical flow on a 480 px grey frame",
@@ -224,7 +228,7 @@ _CMC_OF = {"botsort_sof": "sparseOptFlow", "botsort_orb": "orb", "botsort_ecc": 
 
 
 def needs_frames(column: str) -> bool:
-    return column in _CMC_OF or column in PRODUCT_COLUMNS
+    return column in _CMC_OF or (column in PRODUCT_COLUMNS and column != "frameless")
 
 
 def run_column(column: str, seq: Sequence) -> Tracked:

@@ -7,9 +7,10 @@
 * after the last frame, tracks broken by longer gaps (an animal under a tree) are stitched
   back together (``stitching``; see ``stitching.py``), and a stitched track seen for less
   than ``min_track_s`` in all is dropped as flicker (a false detection that lasted just
-  long enough to be confirmed, 3 frames at 30 fps). The summary's counts, tracks, line and
-  zone counts use the stitched identities, while ``update`` and ``live_counts`` are live,
-  hence provisional (so are the summary's timeline and peak: the video pipeline replaces them
+  long enough to be confirmed, 3 frames at 30 fps), unless the video's start or end cut it.
+  The summary's counts, tracks, line and zone counts use the stitched identities, while
+  ``update`` and ``live_counts`` are live, hence provisional (so are the summary's timeline
+  and peak: the video pipeline replaces them
   with those of the final ids and classes, counted by ``ml_engine.render`` as it draws the video);
 * a track's class is the majority vote over its detections, so one frame labelled "horse" in a
   herd of cows does not create a horse;
@@ -22,7 +23,7 @@ frames when the tracker uses them).
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from contextlib import suppress
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -33,6 +34,7 @@ import supervision as sv
 
 from core.errors import InvalidInput
 from core.jobs import CountingLine, CountingZone, Tracker, check_unique_names, with_default_names
+from ml_engine.counting.herd_motion import HerdMotion
 from ml_engine.counting.lines import LineCounter, anchors
 from ml_engine.counting.stitching import StitchConfig, TrackEnds, stitch
 from ml_engine.counting.timeline import Timeline, peak_of
@@ -225,6 +227,7 @@ class ObjectCounter:
             min_hits=config.min_hits, track_buffer_s=config.track_buffer_s, match_iou=config.match_iou,
         )
         self.camera = CameraMotion()
+        self.herd_motion = HerdMotion()  # the camera's motion read from the detections, when no frames come
         self._to_ground = np.eye(3)  # this frame's pixels -> the first frame's (camera-compensated)
         self._tracks: dict[int, TrackRecord] = {}
         self._ends: dict[int, TrackEnds] = {}
@@ -236,6 +239,11 @@ class ObjectCounter:
         self._peak: dict[str, Any] = {"count": 0, "frame": None, "time_s": None, "by_class": {}}
         self._in_frame: Counter[str] = Counter()
         self._last_frame = -1
+        # the first and the last few processed frames: a track that begins or ends within them may
+        # have been cut by the video's start or end, not be a flicker (see _too_short)
+        self._confirming = max(config.min_hits, 2)
+        self._opening_frames: list[int] = []
+        self._closing_frames: deque[int] = deque(maxlen=self._confirming)
         self._early_rows = int(np.ceil(config.min_track_s * config.fps)) + 1
         self.frames_with_motion = 0
         self.events: list[TrackEvent] = []  # the last update's crossings, entries and exits
@@ -263,6 +271,7 @@ class ObjectCounter:
         if frame_index <= self._last_frame:
             raise InvalidInput(f"frames must be fed in order: {frame_index} after {self._last_frame}")
         self._last_frame = frame_index
+        self._note_frame(frame_index)
         motion = self._camera_motion(frame, detections.xyxy)
         tracked = self._tracker.update(_with_class_names(detections), motion)
         confirmed = tracked[tracked.tracker_id != -1] if len(tracked) else empty_tracked()
@@ -273,15 +282,23 @@ class ObjectCounter:
         return confirmed
 
     def _camera_motion(self, frame: np.ndarray | CameraFrame | None, boxes: np.ndarray) -> np.ndarray | None:
-        if frame is None or not self.uses_frames:
+        if frame is None and self.config.stitching:
+            motion = self.herd_motion.estimate(boxes)  # no pixels: the herd's common motion
+        elif frame is None or not self.uses_frames:
             return None
-        prepared = frame if isinstance(frame, CameraFrame) else camera_frame(frame)
-        motion = self.camera.estimate(prepared, boxes)
-        self.frames_with_motion += 1
+        else:
+            prepared = frame if isinstance(frame, CameraFrame) else camera_frame(frame)
+            motion = self.camera.estimate(prepared, boxes)
+            self.frames_with_motion += 1
         step = np.vstack([motion, [0.0, 0.0, 1.0]])  # previous frame -> this one
         with suppress(np.linalg.LinAlgError):  # a degenerate estimate: keep the previous mapping
             self._to_ground = self._to_ground @ np.linalg.inv(step)
         return motion
+
+    def _note_frame(self, frame_index: int) -> None:
+        if len(self._opening_frames) < self._confirming:
+            self._opening_frames.append(frame_index)
+        self._closing_frames.append(frame_index)
 
     def _record(self, frame_index: int, time_s: float, confirmed: sv.Detections) -> list[str]:
         detected = confirmed.data.get("class_name", np.array([], dtype=str))
@@ -448,16 +465,26 @@ class ObjectCounter:
         return rows
 
     def _too_short(self, tracks: dict[int, TrackRecord]) -> set[int]:
-        """Stitched ids seen for less than ``min_track_s`` in all (the offline pass only)."""
+        """Stitched ids seen for less than ``min_track_s`` in all (the offline pass only).
+
+        A track cut by the video's start or end is never too short: it was confirmed within the
+        first frames (so seen from the first one), or still seen in the last few. The video
+        cut it, so its length says nothing about it being a flicker.
+        """
         if not self.config.stitching:
             return set()
         shortest = self.config.min_track_s - 1e-9
         # a track is seen before it is confirmed too: the min_hits - 1 frames that confirmed it
-        unconfirmed = max(self.config.min_hits, 2) - 1
+        unconfirmed = self._confirming - 1
         return {
             final for final, track in tracks.items()
-            if (track.frames_seen + unconfirmed) / self.config.fps < shortest
+            if (track.frames_seen + unconfirmed) / self.config.fps < shortest and not self._cut_by_the_video(track)
         }
+
+    def _cut_by_the_video(self, track: TrackRecord) -> bool:
+        opening, closing = self._opening_frames, self._closing_frames
+        began_with_it = len(opening) == self._confirming and track.first_frame <= opening[-1]
+        return began_with_it or (bool(closing) and track.last_frame >= closing[0])
 
     def describe(self) -> dict[str, Any]:
         """The tracking settings and the camera-motion cost, for stats.json's ``processing``."""
