@@ -1044,8 +1044,9 @@ def test_rtsp_the_real_tiny_model_runs_live_with_tiling(
     seen = Recorder()
     config = stream_config(source=FAST_SOURCE, detection=DetectionConfig(threshold=0.0, tiling=parse_tiling("160x120")),
                            tracker=Tracker.BOTSORT)
+    # stopped on frames counted, not on time: a loaded CPU may take seconds per tiled frame
     stats, _ = StreamRun(server.url, config, tiny_rtdetr_detector, tmp_path,
-                         seen.stopping(until(lambda: len(seen.windows) >= 3, 60))).run()
+                         seen.stopping(until(lambda: processed(seen) >= 3 and len(seen.windows) >= 1, 120))).run()
     assert stats["frames"]["processed"] >= 3
     assert stats["model"]["random_weights"] is True and stats["model"]["id"]
     assert stats["tiling"]["tiled"] and stats["tiling"]["tile"] == "160x120"
