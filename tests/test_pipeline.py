@@ -426,6 +426,7 @@ def test_bad_config_is_rejected(overrides: dict, words: str) -> None:
     [
         ({"threshold": 1.5}, "threshold must be within 0..1"),
         ({"threshold": -0.1}, "threshold must be within 0..1"),
+        ({"threshold": float("nan")}, "threshold must be within 0..1"),
         ({"low_threshold": 0.9}, "low_threshold"),
         ({"tile_batch_size": 0}, "tile_batch_size"),
     ],
