@@ -8,7 +8,8 @@ from typing import Annotated, Any, get_args, get_origin
 from fastapi import Header
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from api.submission import MAX_IDEMPOTENCY_KEY, MAX_SOURCE_URL, MAX_UPLOAD_ID, NOT_FOR_STREAMS
+from api.params import MAX_IDEMPOTENCY_KEY, MAX_SOURCE_URL, NOT_FOR_STREAMS
+from api.uploads import MAX_UPLOAD_ID
 from core.backends.outbox import DeliveryStatus, WebhookEvent
 from core.jobs import Job, JobError, JobKind, JobParams, JobStatus, LiveInfo, StreamOptions
 from core.outputs import DOWNLOADS, GALLERY, GALLERY_CROPS_DIR, LIVE_PLAYLIST, STATS
@@ -195,7 +196,7 @@ IdempotencyKey = Annotated[str | None, Header(
     description="repeat a request with the same key to get the same job back (200) instead of a second one",
     json_schema_extra={"minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": r"^[ -~]*[!-~][ -~]*$"},
 )]
-UPLOAD_ID_PATTERN = r"^[A-Za-z0-9_-]+$"  # as api.submission checks it
+UPLOAD_ID_PATTERN = r"^[A-Za-z0-9_-]+$"  # as api.uploads checks it
 UploadId = Annotated[str, Field(min_length=1, max_length=MAX_UPLOAD_ID, pattern=UPLOAD_ID_PATTERN,
                                 description="from POST /uploads")]
 STREAM_URL_PATTERN = r"^(rtsps?|https?)://[^\s]+$"
