@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from api.media import probe_file
+from api.media import LocalMedia, MediaKind, StoredMedia, probe_file, sniff_media
 from api.params import check_idempotency_key, check_stream_request, parse_params
 from api.submission import Submitter
 from api.uploads import upload_data_path, upload_meta_path, upload_prefix
 from core.backends import Backends
 from core.config import Settings
 from core.errors import (
+    CorruptImage,
     InvalidInput,
     JobTooLarge,
     NotAVideo,
@@ -31,7 +32,7 @@ from core.errors import (
 from core.jobs import DEFAULT_OWNER, JobMessage, JobStatus, ManifestEntry, manifest_blob_path, utcnow
 from core.model_card import ModelCard, public_model_id, publish_card
 from tests.faults import FailingMethod
-from tests.fixtures_stills import image_bytes
+from tests.fixtures_stills import image_bytes, truncated_tiff, zip_of
 from tests.fixtures_video import write_clip, write_text_file
 
 LEASE = timedelta(seconds=30)
@@ -313,6 +314,48 @@ def test_an_upload_with_nothing_put_asks_for_the_video(submitter: Submitter) -> 
 def test_an_upload_that_is_not_a_video_is_refused_and_removed(submitter: Submitter, tmp_path: Path) -> None:
     upload_id = finished_upload(submitter, write_text_file(tmp_path / "notes.mp4"))
     with pytest.raises(NotAVideo):
+        submitter.submit_upload(upload_id, parse_params({}, submitter.settings), None)
+    assert blob_paths(submitter.backends, upload_prefix(upload_id)) == []
+    assert queued_job_ids(submitter.backends) == []
+
+
+@pytest.mark.parametrize("kind", [MediaKind.VIDEO, MediaKind.IMAGE, MediaKind.ZIP])
+def test_one_sniffer_tells_a_form_file_and_a_direct_upload_alike(
+    submitter: Submitter, small_clip: Path, tmp_path: Path, kind: MediaKind
+) -> None:
+    """The form path (a scratch file) and the direct-upload path (a blob, its video probed by
+    ranged reads) ask the same function, so a file is the same thing whichever way it came."""
+    path = {MediaKind.VIDEO: small_clip,
+            MediaKind.IMAGE: tmp_path / "still.png",
+            MediaKind.ZIP: tmp_path / "stills.zip"}[kind]
+    if kind is MediaKind.IMAGE:
+        path.write_bytes(image_bytes("PNG"))
+    if kind is MediaKind.ZIP:
+        path.write_bytes(zip_of({"a.png": image_bytes("PNG")}))
+    upload_id = finished_upload(submitter, path)
+    local = sniff_media(LocalMedia(path), submitter.settings)
+    stored = sniff_media(StoredMedia(submitter.backends.blobs, upload_data_path(upload_id)), submitter.settings)
+    assert local == stored and local.kind is kind
+    assert (local.video is not None) == (kind is MediaKind.VIDEO)
+
+
+def test_an_upload_of_a_corrupt_image_is_told_so_and_removed(submitter: Submitter, tmp_path: Path) -> None:
+    """As the form tells a corrupt TIFF (415 corrupt_image), not that it is no video."""
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(truncated_tiff())
+    upload_id = finished_upload(submitter, cut)
+    with pytest.raises(CorruptImage) as caught:
+        submitter.submit_upload(upload_id, parse_params({}, submitter.settings), None)
+    assert caught.value.code == "corrupt_image" and caught.value.http_status == 415
+    assert blob_paths(submitter.backends, upload_prefix(upload_id)) == []
+    assert queued_job_ids(submitter.backends) == []
+
+
+def test_an_upload_of_a_zip_is_sent_to_the_form_and_removed(submitter: Submitter, tmp_path: Path) -> None:
+    archive = tmp_path / "stills.zip"
+    archive.write_bytes(zip_of({"a.png": image_bytes("PNG")}))
+    upload_id = finished_upload(submitter, archive)
+    with pytest.raises(NotAVideo, match="send a ZIP of images in the multipart field 'file'"):
         submitter.submit_upload(upload_id, parse_params({}, submitter.settings), None)
     assert blob_paths(submitter.backends, upload_prefix(upload_id)) == []
     assert queued_job_ids(submitter.backends) == []
