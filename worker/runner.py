@@ -28,7 +28,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from api.schemas import public_job
 from core import metrics
 from core.backends import Backends, QueueMessage
 from core.backends.outbox import WebhookEvent
@@ -47,6 +46,7 @@ from core.errors import (
 from core.jobs import Job, JobError, JobKind, JobMessage, JobStatus, LiveInfo, output_blob_path, utcnow
 from core.logging import job_context
 from core.outputs import media_type
+from core.public_job import public_job
 from core.quotas import QuotaKeeper
 from core.scratch import check_writable
 from core.webhooks import final_event

@@ -21,12 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import BackendsDep, Caller, CallerDep, MediaAccessDep, SettingsDep
 from api.job_access import downloadable_job, visible_job
-from api.schemas import ErrorBody, public_job
+from api.schemas import ErrorBody
 from core.backends import Backends
 from core.backends.outbox import WebhookEvent, event_id
 from core.errors import CattleCounterError, JobNotReady, NotFound, PreconditionFailed
 from core.jobs import Job, JobKind, output_blob_path, utcnow
 from core.outputs import COCO, CSV_MEDIA_TYPE, DETECTIONS, STATS, TRACKS_CSV
+from core.public_job import public_job
 from core.review import (
     REVIEW_FILE,
     Correction,
