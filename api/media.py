@@ -36,8 +36,7 @@ def probe_file(path: Path, settings: Settings) -> VideoInfo:
 
 def probe_blob(backends: Backends, blob_path: str, settings: Settings) -> VideoInfo:
     """Probe a video already in blob storage through ranged reads (no full download)."""
-    with open_blob(backends.blobs, blob_path) as reader:
-        return probe(reader, video_limits(settings))
+    return StoredMedia(backends.blobs, blob_path).probe_video(settings)
 
 
 def placed_in_frame(params: JobParams, info: VideoInfo) -> JobParams:

@@ -18,12 +18,12 @@ from api.bulk import FileNames, error_of
 from api.idempotency import check_same_params, check_same_request, request_fingerprint
 from api.media import (
     ImageInfo,
-    LocalMedia,
     MediaKind,
     StoredMedia,
     VideoInfo,
     placed_in_frame,
     probe_blob,
+    probe_file,
     probe_image_file,
     sniff_media,
 )
@@ -111,7 +111,7 @@ class Submitter:
         """Store a probed local file (``info``: its probe, if the caller has it) as a new job's
         input and enqueue it. Returns (job, created); created is False when the idempotency key matched."""
         self.check_classes(params)
-        params = placed_in_frame(params, info or LocalMedia(video).probe_video(self.settings))
+        params = placed_in_frame(params, info or probe_file(video, self.settings))
         job_id = new_job_id()
         blob = input_blob_path(job_id)
         self.backends.blobs.upload_file(blob, video)
