@@ -2,8 +2,8 @@
 
 ``sniff_media`` is the one answer for both ways a file arrives: in the multipart form (a
 scratch file: ``LocalMedia``) and as a direct upload (a blob: ``StoredMedia``, whose video is
-probed through ranged reads and downloaded only when it is no video). The order: a ZIP by its
-first bytes, then a video (the probe refuses still images), then an image.
+probed through ranged reads, and downloaded only when it starts like an image). The order: a
+ZIP by its first bytes, then an image (only a file that starts like one), then a video.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from pathlib import Path
 from core.backends import Backends, BlobStore
 from core.blob_io import open_blob
 from core.config import Settings
-from core.errors import EmptyImage, UnsupportedImage, VideoError
+from core.errors import EmptyImage, UnsupportedImage
 from core.jobs import JobParams, in_frame_pixels
 from ml_engine.image_probe import ZIP_HEAD, ImageInfo, probe_image, starts_like_zip
+from ml_engine.raster import IMAGE_HEAD, starts_like_image
 from ml_engine.video import VideoInfo, VideoLimits, probe
 
 
@@ -108,18 +109,20 @@ class StoredMedia:
 
 
 def sniff_media(media: LocalMedia | StoredMedia, settings: Settings) -> Sniffed:
-    """A ZIP, a video (with its probe) or an image. Raises the video's own error for a file that
-    is neither (NotAVideo, CorruptVideo, VideoTooLong ...), and the image's own error for an
-    image this service refuses (a corrupt TIFF is told it is a corrupt image, not no video)."""
-    if starts_like_zip(media.head(ZIP_HEAD)):
+    """A ZIP, an image or a video (with its probe). Raises the video's own error for a file that
+    is none of them (NotAVideo, CorruptVideo, VideoTooLong ...), and the image's own error for
+    an image this service refuses (a corrupt TIFF is told it is a corrupt image, not no video).
+
+    Only a file that starts like an image is probed as one (a direct upload is downloaded for
+    it); any other is probed as a video, a direct upload through ranged reads."""
+    head = media.head(max(ZIP_HEAD, IMAGE_HEAD))
+    if starts_like_zip(head):
         return Sniffed(MediaKind.ZIP)
-    try:
-        return Sniffed(MediaKind.VIDEO, media.probe_video(settings))
-    except VideoError:
+    if starts_like_image(head):
         with media.local_file(settings) as path:
-            if not _is_image(path, settings):
-                raise
-    return Sniffed(MediaKind.IMAGE)
+            if _is_image(path, settings):
+                return Sniffed(MediaKind.IMAGE)
+    return Sniffed(MediaKind.VIDEO, media.probe_video(settings))
 
 
 def _is_image(path: Path, settings: Settings) -> bool:
