@@ -339,6 +339,15 @@ def test_one_sniffer_tells_a_form_file_and_a_direct_upload_alike(
     assert (local.video is not None) == (kind is MediaKind.VIDEO)
 
 
+def test_a_direct_upload_of_a_video_is_sniffed_without_downloading_it(submitter: Submitter, small_clip: Path) -> None:
+    """Only a file that starts like an image is copied to scratch; a video of gigabytes is probed
+    where it lies."""
+    upload_id = finished_upload(submitter, small_clip)
+    no_downloads = FailingMethod(submitter.backends.blobs, "download_to_file", AssertionError("downloaded"))
+    sniffed = sniff_media(StoredMedia(no_downloads, upload_data_path(upload_id)), submitter.settings)
+    assert sniffed.kind is MediaKind.VIDEO and sniffed.video == probe_file(small_clip, submitter.settings)
+
+
 def test_an_upload_of_a_corrupt_image_is_told_so_and_removed(submitter: Submitter, tmp_path: Path) -> None:
     """As the form tells a corrupt TIFF (415 corrupt_image), not that it is no video."""
     cut = tmp_path / "cut.tif"
