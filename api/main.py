@@ -261,7 +261,7 @@ async def _sweep_uploads_forever(submitter: Submitter) -> None:
     """Hourly, delete direct uploads nobody made a job of (they would fill the disk)."""
     while True:
         try:
-            await run_in_threadpool(submitter.sweep_abandoned_uploads)
+            await run_in_threadpool(submitter.uploads.sweep_abandoned)
         except CattleCounterError as exc:  # storage away for now: try again next hour
             log.warning("could not sweep abandoned uploads: %s", exc)
         except Exception:  # a bug: log it, and keep sweeping

@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.errors import ConfigError, InvalidInput, describe_validation_error
-from core.jobs import Tracker
+from core.jobs import DEFAULT_OWNER, Tracker
 from core.tiling import parse_tiling
-from ml_engine.video import X264_PRESETS  # the encoder owns them; torch-free (tests/test_import_rules.py)
+from core.video_encoding import X264_PRESETS
 
 
 class StorageBackend(str, Enum):
@@ -41,7 +41,6 @@ class LogFormat(str, Enum):
 
 # Tenant names: they become storage keys and metrics labels, so a short plain alphabet.
 OWNER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
-DEFAULT_OWNER = "default"  # the same as core.jobs.DEFAULT_OWNER (config must not import jobs)
 
 
 @dataclass(frozen=True)

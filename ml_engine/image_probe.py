@@ -17,6 +17,7 @@ from core.errors import CorruptImage, EmptyImage, RasterNoBands
 from ml_engine.raster import gdal_env, open_raster
 
 EDGE_ROWS = 16  # rows read at the top and the bottom: enough to reach the last strip or tile
+ZIP_HEAD = 4  # the bytes that tell a ZIP
 
 
 @dataclass(frozen=True)
@@ -58,5 +59,9 @@ def probe_image(path: Path, max_pixels: int, name: str | None = None) -> ImageIn
 def looks_like_zip(path: Path) -> bool:
     """A ZIP by its first bytes (a local file header, or the end record of an empty ZIP)."""
     with path.open("rb") as stream:
-        head = stream.read(4)
-    return head in (b"PK\x03\x04", b"PK\x05\x06")
+        return starts_like_zip(stream.read(ZIP_HEAD))
+
+
+def starts_like_zip(head: bytes) -> bool:
+    """A file's first ZIP_HEAD bytes are a ZIP's."""
+    return head[:ZIP_HEAD] in (b"PK\x03\x04", b"PK\x05\x06")

@@ -86,15 +86,15 @@ class OutputWriter:
             {"track_id": tid, "class": cls, "score": score, "box": box} for tid, cls, _, score, box in rows
         ]
         self._detections.write(
-            _json_line({"frame": frame_index, "time_s": round(time_s, 4), "detections": listed})
+            json_line({"frame": frame_index, "time_s": round(time_s, 4), "detections": listed})
         )
         image_id = frame_index + 1  # also MOT's 1-based frame number
-        self._coco_images.write(_json_line(self._coco_image(image_id, frame_index, time_s)))
+        self._coco_images.write(json_line(self._coco_image(image_id, frame_index, time_s)))
         for track_id, class_name, class_id, score, box in rows:
             self._classes_written.setdefault(track_id, set()).add(class_name)
             self._annotation_id += 1
             annotation = _coco_annotation(self._annotation_id, image_id, class_id, score, box, track_id)
-            self._coco_annotations.write(_json_line(annotation))
+            self._coco_annotations.write(json_line(annotation))
             self._mot.write(_mot_line(image_id, track_id, score, box))
         self.frames_written += 1
 
@@ -138,7 +138,7 @@ class OutputWriter:
     def write_summary_files(self, stats: Mapping[str, Any]) -> dict[str, Path]:
         """stats.json and the CSV tables made from it; returns name -> path."""
         files = write_video_tables(self.output_dir, stats)
-        _write_json(self.output_dir / STATS, stats)
+        write_json(self.output_dir / STATS, stats)
         files[STATS] = self.output_dir / STATS
         return files
 
@@ -173,9 +173,9 @@ class OutputWriter:
             out.write(', "categories": ')
             out.write(json.dumps(categories))
             out.write(', "images": [')
-            _copy_json_lines(self.output_dir / _COCO_IMAGES_PART, out)
+            copy_json_lines(self.output_dir / _COCO_IMAGES_PART, out)
             out.write('], "annotations": [')
-            _copy_json_lines(self.output_dir / _COCO_ANNOTATIONS_PART, out)
+            copy_json_lines(self.output_dir / _COCO_ANNOTATIONS_PART, out)
             out.write("]}\n")
 
     def close(self) -> None:
@@ -247,7 +247,7 @@ def _remap_detections_line(line: str, id_map: Mapping[int, int | None], final_cl
             detection["class"] = final_classes.get(detection["track_id"], detection["class"])
             kept.append(detection)
     row["detections"] = kept  # the frame's line stays, even if it is left empty
-    return _json_line(row)
+    return json_line(row)
 
 
 def _remap_coco_line(
@@ -259,7 +259,7 @@ def _remap_coco_line(
         return ""
     final_class = final_classes.get(annotation["track_id"])
     annotation["category_id"] = category_of.get(final_class or "", annotation["category_id"])
-    return _json_line(annotation)
+    return json_line(annotation)
 
 
 def _remap_mot_line(line: str, id_map: Mapping[int, int | None]) -> str:
@@ -268,11 +268,11 @@ def _remap_mot_line(line: str, id_map: Mapping[int, int | None]) -> str:
     return "" if final is None else f"{frame},{final},{rest}"
 
 
-def _json_line(value: Any) -> str:
+def json_line(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False) + "\n"
 
 
-def _copy_json_lines(source: Path, out: IO[str]) -> None:
+def copy_json_lines(source: Path, out: IO[str]) -> None:
     """Copy one-object-a-line JSON into an array body, comma-separated, a line at a time."""
     with source.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines):
@@ -281,7 +281,7 @@ def _copy_json_lines(source: Path, out: IO[str]) -> None:
             out.write(line.rstrip("\n"))
 
 
-def _write_json(path: Path, value: Any) -> None:
+def write_json(path: Path, value: Any) -> None:
     temp = path.with_name(f".{path.name}.part")
     with temp.open("w", encoding="utf-8") as out:
         json.dump(value, out, ensure_ascii=False, indent=1)

@@ -33,6 +33,7 @@ from core.errors import CorruptImage, RasterNoBands, RasterTooLarge, Unsupported
 
 __all__ = ["GDAL_CACHE_BYTES", "SUPPORTED_DRIVERS", "RasterSource", "open_raster", "upright"]
 
+IMAGE_HEAD = 4  # the bytes that tell a TIFF, a JPEG or a PNG
 SUPPORTED_DRIVERS = {"JPEG": "JPEG", "PNG": "PNG", "GTiff": "TIFF", "COG": "TIFF"}
 # what GDAL raises for a file it cannot read (RasterioIOError is also an OSError: never let it
 # pass for a disk problem of the worker's, which would fail the whole job)
@@ -230,14 +231,20 @@ def _stretch(data: np.ndarray, limits: list[tuple[float, float]]) -> np.ndarray:
     return out
 
 
+def starts_like_image(head: bytes) -> bool:
+    """A file's first IMAGE_HEAD bytes are those of a TIFF, a JPEG or a PNG: the only files
+    GDAL reads here, so a file without them is no image this service reads."""
+    return head[:2] in (b"II", b"MM") or head[:3] == b"\xff\xd8\xff" or head[:4] == b"\x89PNG"
+
+
 def _not_readable(path: Path, name: str, exc: Exception) -> Exception:
     if path.stat().st_size == 0:
         return CorruptImage(f"{name}: the file is empty")
     if 'Bad value 0 for "SamplesPerPixel"' in str(exc):  # libtiff refuses a 0-band TIFF before GDAL sees it
         return RasterNoBands(f"{name}: the TIFF file has no image bands (SamplesPerPixel is 0)")
     with path.open("rb") as file:
-        head = file.read(4)
-    if head[:2] in (b"II", b"MM") or head[:3] == b"\xff\xd8\xff" or head == b"\x89PNG":
+        head = file.read(IMAGE_HEAD)
+    if starts_like_image(head):
         return CorruptImage(f"{name}: the file looks like an image but cannot be read: it is damaged or truncated "
                             f"({_short(exc)})")
     return UnsupportedImage(f"{name}: not an image this service reads (JPEG, PNG, TIFF or GeoTIFF)")

@@ -64,7 +64,7 @@ from ml_engine.geo import (
     pixels_to_crs,
     to_wgs84,
 )
-from ml_engine.outputs import _copy_json_lines, _json_line, _write_json
+from ml_engine.outputs import copy_json_lines, json_line, write_json
 from ml_engine.raster import RasterSource, open_raster, upright
 from ml_engine.stills_gallery import MAX_ITEMS, CropReader, StillsGallery
 
@@ -205,9 +205,21 @@ class StillsRun:
             result.ok = False
             result.error = {"code": exc.code, "message": exc.message}
             self.failed += 1
-        self._results.write(_json_line(result.to_json()))
-        self._results.flush()
+        self._record(result)
         return result
+
+    def add_refused(self, name: str, code: str, message: str) -> FileResult:
+        """A file of the job that never reached the engine (refused at submit, gone, replaced):
+        reported as a failed file with its typed error, as one the engine could not read."""
+        self.images += 1
+        self.failed += 1
+        result = FileResult(name=name, ok=False, error={"code": code, "message": message})
+        self._record(result)
+        return result
+
+    def _record(self, result: FileResult) -> None:
+        self._results.write(json_line(result.to_json()))
+        self._results.flush()
 
     def _process(self, source: RasterSource, result: FileResult,
                  on_tiles: Callable[[int, int], None] | None, should_cancel: Callable[[], bool] | None) -> None:
@@ -311,21 +323,21 @@ class StillsRun:
                   "properties": {**common, "kind": "centre", "source_x": ground["crs_x"],
                                  "source_y": ground["crs_y"]}}
         for feature in (box, centre):
-            self._geojson.write(_json_line(feature))
+            self._geojson.write(json_line(feature))
             self._geojson_features += 1
 
     # --- writing ------------------------------------------------------------------------------
 
     def _write_detections(self, result: FileResult, image_id: int, rows: list[dict[str, Any]]) -> None:
-        self._detections.write(_json_line({"image": result.name, "width": result.width, "height": result.height,
+        self._detections.write(json_line({"image": result.name, "width": result.width, "height": result.height,
                                            "detections": rows}))
-        self._coco_images.write(_json_line({"id": image_id, "file_name": result.name, "width": result.width,
+        self._coco_images.write(json_line({"id": image_id, "file_name": result.name, "width": result.width,
                                             "height": result.height}))
         for row in rows:
             self._annotation_id += 1
             x1, y1, x2, y2 = row["box"]
             width, height = round(x2 - x1, 2), round(y2 - y1, 2)
-            self._coco_annotations.write(_json_line({
+            self._coco_annotations.write(json_line({
                 "id": self._annotation_id, "image_id": image_id, "category_id": row["class_id"],
                 "bbox": [x1, y1, width, height], "area": round(width * height, 2), "iscrowd": 0,
                 "score": row["score"],
@@ -362,7 +374,7 @@ class StillsRun:
         self.crops = {name: path for name, path in gallery.items() if name not in (GALLERY, GALLERY_ZIP)}
         outputs.update({name: gallery[name] for name in (GALLERY, GALLERY_ZIP)})
         stats = self._stats()
-        _write_json(self.output_dir / STATS, stats)
+        write_json(self.output_dir / STATS, stats)
         for path in sorted((self.output_dir / "annotated").glob("*.jpg")):
             outputs[path.relative_to(self.output_dir).as_posix()] = path
         return stats, outputs
@@ -377,9 +389,9 @@ class StillsRun:
             out.write('{"info": ' + json.dumps({"description": "CattleCounter detections in stills",
                                                 "version": STILLS_SCHEMA_VERSION}))
             out.write(', "categories": ' + json.dumps(categories) + ', "images": [')
-            _copy_json_lines(self.output_dir / _COCO_IMAGES_PART, out)
+            copy_json_lines(self.output_dir / _COCO_IMAGES_PART, out)
             out.write('], "annotations": [')
-            _copy_json_lines(self.output_dir / _COCO_ANNOTATIONS_PART, out)
+            copy_json_lines(self.output_dir / _COCO_ANNOTATIONS_PART, out)
             out.write("]}\n")
         for part in (_COCO_IMAGES_PART, _COCO_ANNOTATIONS_PART):
             (self.output_dir / part).unlink(missing_ok=True)
@@ -388,7 +400,7 @@ class StillsRun:
         temp = self.output_dir / f".{GEOJSON}.part"
         with temp.open("w", encoding="utf-8") as out:
             out.write('{"type": "FeatureCollection", "features": [')
-            _copy_json_lines(self.output_dir / _GEOJSON_PART, out)
+            copy_json_lines(self.output_dir / _GEOJSON_PART, out)
             out.write("]}\n")
         os.replace(temp, self.output_dir / GEOJSON)
 

@@ -33,6 +33,7 @@ from core.errors import (
     VideoTooLarge,
     VideoTooLong,
 )
+from core.video_encoding import X264_PRESETS
 
 # Below one frame every 100 s or above 1000 fps a declared rate is a broken header, not a video
 # (an MP4 whose time scale is 0 decodes as 1/1001 fps, for instance).
@@ -42,10 +43,6 @@ MAX_FPS = Fraction(1000)
 # Demuxers that read still images: an image is not a video, even though FFmpeg opens it.
 _IMAGE_FORMATS = {"image2", "image2pipe", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe"}
 _IMAGE_FORMAT_SUFFIX = "_pipe"
-
-# libx264's speed presets, fastest first. Faster presets cost bigger files at the same CRF.
-# The service's VIDEO_PRESET setting is checked against these.
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 # Leading bytes of video containers: a file that starts like one but will not open is a broken
 # video (CorruptVideo), not some other kind of file (NotAVideo).

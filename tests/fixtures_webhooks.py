@@ -10,10 +10,10 @@ from datetime import timedelta
 
 import pytest
 
-from api.schemas import public_job
 from core.backends import Backends
 from core.backends.outbox import FINAL_SEQUENCE, WebhookEvent, event_id
 from core.jobs import Job, JobParams, JobStatus, new_job_id, utcnow
+from core.public_job import public_job
 from core.webhooks import WebhookSender, final_event
 
 BACKENDS = ["local", pytest.param("azure", marks=pytest.mark.azurite)]

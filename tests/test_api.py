@@ -420,9 +420,9 @@ def test_abandoned_uploads_are_swept_and_a_jobs_upload_is_kept(api, small_clip):
     api.backends.blobs.upload_stream(f"uploads/{orphan_data}/data", [b"partial"])
     submitter = api.app.state.submitter
 
-    assert submitter.sweep_abandoned_uploads() == 0  # nothing is old yet
+    assert submitter.uploads.sweep_abandoned() == 0  # nothing is old yet
     two_days_on = datetime.now(UTC) + timedelta(days=2, seconds=api.app.state.settings.upload_url_ttl_s)
-    assert submitter.sweep_abandoned_uploads(now=two_days_on) == 3
+    assert submitter.uploads.sweep_abandoned(now=two_days_on) == 3
     left = {path.split("/")[1] for path in stored_paths(api) if path.startswith("uploads/")}
     assert left == {used}
     assert never_posted not in left and never_sent not in left and orphan_data not in left

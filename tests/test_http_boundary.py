@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from api.submission import check_params
+from api.params import check_params
 from core.backends import Backends, build_backends
 from core.config import Settings
 from core.jobs import MAX_LINES, MAX_POLYGON_POINTS, MAX_ZONES, Job, JobParams, new_job_id

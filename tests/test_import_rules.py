@@ -9,8 +9,9 @@ The rules:
   (videos, PyAV) and ``ml_engine.image_probe`` with the reader it checks through,
   ``ml_engine.raster`` (images and rasters, rasterio: which is why
   rasterio is in requirements-api.txt). The API image has no ML stack.
-- ``core/`` is shared by both images, so the same holds for it (``core.config`` checks
-  VIDEO_PRESET against ``ml_engine.video.X264_PRESETS``, which the encoder owns).
+- ``core/`` is shared by both images and sits below the engine: it imports nothing of
+  ``ml_engine`` (what both need, like the encoder's presets or the TILING grammar, lives in
+  core), nor the ML stack, the worker or the all-in-one.
 - the torch-free probe modules themselves never import torch, transformers or the rest
   of the engine's ML side.
 - the engine's library modules (``ml_engine/`` but its CLI, ``__main__.py``) never import the
@@ -20,7 +21,10 @@ The rules:
   ``core.tables`` (the CSV exports' formats) and ``core.tiling`` (the TILING grammar
   the API also validates with). So a notebook can use the engine
   with no service configured. The CLI may read settings for its defaults.
-- the worker never imports the all-in-one (the all-in-one imports it).
+- the worker never imports the API (its image ships no ``api/``: what both publish, like the
+  public job shape, lives in core) nor the all-in-one (the all-in-one imports it).
+- a private name (a leading underscore) stays in its module: no module imports another's. What
+  two modules share gets a public name, in a home both may import.
 - one storage backend never imports the other: what both need lives beside
   ``core/backends/base.py``.
 """
@@ -43,8 +47,11 @@ API_ENGINE_DOORS = ("ml_engine.video", "ml_engine.image_probe", "ml_engine.raste
 # core.netpolicy: the one redact_url the API, the worker and the engine all show URLs with (two
 # copies drifted apart); it is pure (no settings: the policy's allowlist comes as an argument)
 # core.tables: the CSV formats, written by the engine and converted by the API (windows.csv), stdlib only
-ENGINE_CORE_MODULES = ("core.errors", "core.jobs", "core.netpolicy", "core.outputs", "core.tables", "core.tiling")
+# core.video_encoding: the encoder's presets, which the VIDEO_PRESET setting is checked against
+ENGINE_CORE_MODULES = ("core.errors", "core.jobs", "core.netpolicy", "core.outputs", "core.tables", "core.tiling",
+                       "core.video_encoding")
 ENGINE_CLI = "ml_engine.__main__"
+PROJECT = ("api", "core", "ml_engine", "worker", "allinone")  # a library's private names are its own business
 
 
 @dataclass(frozen=True)
@@ -52,9 +59,14 @@ class Import:
     path: Path
     line: int
     module: str  # the module imported, dotted (``from a import b`` is ``a.b`` when b is a module)
+    name: str = ""  # ``from a import b``'s b when b is no module: a name defined in ``module``
 
     def where(self) -> str:
         return f"{self.path.relative_to(ROOT)}:{self.line}"
+
+    @property
+    def imported(self) -> str:
+        return f"{self.module}.{self.name}" if self.name else self.module
 
 
 def _is_module(dotted: str) -> bool:
@@ -82,7 +94,10 @@ def imports_of(path: Path) -> Iterator[Import]:
                 base = ".".join([*anchor, *([base] if base else [])])
             for alias in node.names:
                 candidate = f"{base}.{alias.name}"
-                yield Import(path, node.lineno, candidate if _is_module(candidate) else base)
+                if _is_module(candidate):
+                    yield Import(path, node.lineno, candidate)
+                else:
+                    yield Import(path, node.lineno, base, alias.name)
 
 
 def _within(module: str, prefixes: tuple[str, ...]) -> bool:
@@ -94,6 +109,10 @@ def violations(path: Path) -> Iterator[str]:
     name = _module_name(path)
     seen = set()
     for found in imports_of(path):
+        private = _private_part(found.imported) if _within(found.module, PROJECT) else None
+        if private:
+            yield (f"{found.where()}: a private name ({private}) is its own module's; give it a public name in a "
+                   f"home both modules may import (imports {found.imported})")
         module = found.module
         if (found.line, module) in seen:  # ``from m import a, b``: one report
             continue
@@ -104,6 +123,11 @@ def violations(path: Path) -> Iterator[str]:
                 yield f"{found.where()}: {problem} (imports {module})"
 
 
+def _private_part(dotted: str) -> str | None:
+    """The first part of a dotted name with a leading underscore (dunders are public)."""
+    return next((part for part in dotted.split(".") if part.startswith("_") and not part.startswith("__")), None)
+
+
 def _api_rule(module: str) -> str | None:
     if _within(module, ML_STACK):
         return "the API and core never import the ML stack (their image has none)"
@@ -112,6 +136,12 @@ def _api_rule(module: str) -> str | None:
     if _within(module, ("ml_engine",)) and not _within(module, API_ENGINE_DOORS):
         return f"the API and core import the engine only through {', '.join(API_ENGINE_DOORS)} (torch-free)"
     return None
+
+
+def _core_rule(module: str) -> str | None:
+    if _within(module, ("ml_engine",)):
+        return "core never imports the engine (it sits below it: what both need lives in core)"
+    return _api_rule(module)
 
 
 def _probe_rule(module: str) -> str | None:
@@ -140,6 +170,8 @@ def _engine_cli_rule(module: str) -> str | None:
 def _worker_rule(module: str) -> str | None:
     if _within(module, ("allinone",)):
         return "the worker never imports the all-in-one (it is the other way round)"
+    if _within(module, ("api",)):
+        return "the worker never imports the API (its image ships none: what both need lives in core)"
     return None
 
 
@@ -153,8 +185,10 @@ def _backend_rule(own: str, other: str):
 
 def _rules_for(name: str) -> list:
     rules = []
-    if _within(name, ("api", "core")):
+    if _within(name, ("api",)):
         rules.append(_api_rule)
+    if _within(name, ("core",)):
+        rules.append(_core_rule)
     if _within(name, API_ENGINE_DOORS):
         rules.append(_probe_rule)
     if _within(name, ("ml_engine",)):
@@ -169,8 +203,7 @@ def _rules_for(name: str) -> list:
 
 
 def project_files() -> list[Path]:
-    return sorted(path for package in ("api", "core", "ml_engine", "worker", "allinone")
-                  for path in (ROOT / package).rglob("*.py"))
+    return sorted(path for package in PROJECT for path in (ROOT / package).rglob("*.py"))
 
 
 def test_the_project_keeps_its_import_rules() -> None:
@@ -218,6 +251,15 @@ def _fake_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relative: str,
          "core/backends/azure/thing.py:1: the azure backend never imports the local one"),
         ("worker/thing.py", "import allinone.__main__\n", "worker/thing.py:1: the worker never imports the "
          "all-in-one"),
+        ("worker/thing.py", "from api.schemas import JobOut\n", "worker/thing.py:1: the worker never imports the API"),
+        ("core/thing.py", "from ml_engine.video import X264_PRESETS\n", "core/thing.py:1: core never imports the "
+         "engine"),
+        ("api/routes/thing.py", "from api.routes.jobs import _visible_job\n", "api/routes/thing.py:1: a private "
+         "name (_visible_job)"),
+        ("ml_engine/thing.py", "def f():\n    from ml_engine.outputs import _write_json\n", "ml_engine/thing.py:2: "
+         "a private name (_write_json)"),
+        ("worker/thing.py", "from ml_engine import _private_module\n", "worker/thing.py:1: a private name "
+         "(_private_module)"),
     ],
 )
 def test_a_broken_rule_is_named_with_its_file_and_line(tmp_path, monkeypatch, relative, source, expected) -> None:
@@ -234,6 +276,8 @@ def test_a_broken_rule_is_named_with_its_file_and_line(tmp_path, monkeypatch, re
         ("ml_engine/__main__.py", "from core.config import Settings\n"),
         ("worker/thing.py", "from ml_engine.pipeline import process_video\nimport torch\n"),
         ("allinone/__main__.py", "from api.main import create_app\nfrom worker.service import Worker\n"),
+        ("worker/thing.py", "from __future__ import annotations\nfrom core.public_job import public_job\n"),
+        ("core/thing.py", "from core.video_encoding import X264_PRESETS\n"),
     ],
 )
 def test_an_allowed_import_passes(tmp_path, monkeypatch, relative, source) -> None:

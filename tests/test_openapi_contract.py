@@ -33,7 +33,8 @@ from jsonschema import Draft202012Validator
 from schemathesis import GenerationMode
 
 from api.main import create_app
-from api.submission import Submitter, upload_data_path
+from api.submission import Submitter
+from api.uploads import upload_data_path
 from core.backends import Backends, build_backends
 from core.config import Settings
 from core.errors import InvalidInput
@@ -144,7 +145,7 @@ def ground(case, service: Service) -> None:
     if isinstance(case.query, dict):
         case.query.pop("cursor", None)  # opaque: only a next_cursor this server handed out is one
     if route == "PUT /uploads/{upload_id}":  # an upload this server reserved
-        case.path_parameters["upload_id"], _, _ = service.submitter.new_upload("clip.mp4")
+        case.path_parameters["upload_id"], _, _ = service.submitter.uploads.reserve("clip.mp4")
     for name in list(case.headers or {}):
         if name.lower() == "idempotency-key":  # a key names one request: generated requests reusing
             # one would rightly get 422 idempotency_key_reused, so each gets its own
@@ -200,7 +201,7 @@ def _ground_params(params: dict[str, Any]) -> None:
 
 
 def _finished_upload(service: Service) -> str:
-    upload_id, _, _ = service.submitter.new_upload("still.png")
+    upload_id, _, _ = service.submitter.uploads.reserve("still.png")
     source = service.tmp / "still.png"
     source.write_bytes(PNG)
     service.backends.blobs.upload_file(upload_data_path(upload_id), source)

@@ -10,11 +10,11 @@ from datetime import timedelta
 
 import pytest
 
-from api.schemas import public_job
 from core.backends import Backends
 from core.backends.outbox import FINAL_SEQUENCE, DeliveryStatus, event_id
 from core.errors import LeaseLost, PreconditionFailed
 from core.jobs import Job, JobKind, JobParams, JobStatus, manifest_blob_path, new_job_id, utcnow
+from core.public_job import public_job
 from core.webhooks import final_event
 from tests.fixtures_webhooks import LEASE, event_for, settle, stored_job
 

@@ -26,7 +26,7 @@ from PIL import Image
 from rasterio.warp import transform as warp_transform
 
 from core.errors import CattleCounterError, JobCancelled
-from core.outputs import COCO, DETECTIONS, GEOJSON, RESULTS, STATS, media_type
+from core.outputs import COCO, DETECTIONS, GEOJSON, RESULTS, RESULTS_CSV, STATS, media_type
 from core.tiling import parse_tiling
 from ml_engine.detection import DetectionConfig
 from ml_engine.geo import GroundDeduplicator
@@ -387,6 +387,26 @@ def test_bad_files_fail_alone_with_typed_errors(tmp_path: Path) -> None:
     stats = done["stats"]
     assert stats["images"] == {"total": 6, "ok": 1, "failed": 5, "georeferenced": 1}
     assert {f["name"] for f in stats["failed"]} == set(codes)
+
+
+def test_a_file_refused_before_the_engine_is_reported_as_a_failed_file(tmp_path: Path) -> None:
+    """The worker hands over the files that never reached the engine (refused at submit, gone,
+    replaced): they are in results.jsonl, results.csv and stats.json as the engine writes a
+    failed file, so one layer owns the format."""
+    good = write_geotiff(tmp_path / "good.tif", field_image()[:, :STILL_WIDTH])
+    run = StillsRun(tmp_path / "out", BlobDetector(), StillsConfig(threshold=0.5))
+    run.add_file("good.tif", good)
+    refused = run.add_refused("gone.png", "input_missing", "gone.png: its upload is gone")
+    stats, outputs = run.finish()
+    validate_stills_stats(stats)
+    lines = [json.loads(line) for line in outputs[RESULTS].read_text().splitlines()]
+    assert [line["name"] for line in lines] == ["good.tif", "gone.png"]
+    assert lines[1] == refused.to_json() and not refused.ok
+    assert lines[1]["error"] == {"code": "input_missing", "message": "gone.png: its upload is gone"}
+    assert stats["images"] == {"total": 2, "ok": 1, "failed": 1, "georeferenced": 1}
+    assert stats["failed"] == [{"name": "gone.png", "error": lines[1]["error"]}]
+    assert json.loads(outputs[STATS].read_text()) == stats
+    assert "gone.png,,,false,input_missing," in outputs[RESULTS_CSV].read_text()
 
 
 def test_a_raster_above_the_pixel_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:

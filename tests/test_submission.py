@@ -1,4 +1,4 @@
-"""Turning an upload into a queued job (api/submission.py), on both backends (local and
+"""Turning an upload into a queued job (api/submission.py, api/params.py, api/uploads.py, api/media.py), on both backends (local and
 Azurite): form fields become checked parameters, the video is stored before the record and
 the record before the message, a failure undoes what was stored, an idempotency key or a
 direct upload posted twice makes one job, and abandoned direct uploads are swept."""
@@ -12,32 +12,27 @@ from pathlib import Path
 
 import pytest
 
-from api.submission import (
-    Submitter,
-    UploadAlreadyUsed,
-    check_idempotency_key,
-    check_stream_request,
-    parse_params,
-    probe_file,
-    upload_data_path,
-    upload_meta_path,
-    upload_prefix,
-)
+from api.media import LocalMedia, MediaKind, StoredMedia, probe_file, sniff_media
+from api.params import check_idempotency_key, check_stream_request, parse_params
+from api.submission import Submitter
+from api.uploads import upload_data_path, upload_meta_path, upload_prefix
 from core.backends import Backends
 from core.config import Settings
 from core.errors import (
+    CorruptImage,
     InvalidInput,
     JobTooLarge,
     NotAVideo,
     NotFound,
     StorageUnavailable,
+    UploadAlreadyUsed,
     UploadTooLarge,
     VideoTooLarge,
 )
 from core.jobs import DEFAULT_OWNER, JobMessage, JobStatus, ManifestEntry, manifest_blob_path, utcnow
 from core.model_card import ModelCard, public_model_id, publish_card
 from tests.faults import FailingMethod
-from tests.fixtures_stills import image_bytes
+from tests.fixtures_stills import image_bytes, truncated_tiff, zip_of
 from tests.fixtures_video import write_clip, write_text_file
 
 LEASE = timedelta(seconds=30)
@@ -61,7 +56,7 @@ def queued_job_ids(backends: Backends) -> list[str]:
 
 def finished_upload(submitter: Submitter, video: Path, owner: str = DEFAULT_OWNER) -> str:
     """A direct upload as a client makes one: reserve it, then PUT the bytes."""
-    upload_id, _, _ = submitter.new_upload(video.name, owner)
+    upload_id, _, _ = submitter.uploads.reserve(video.name, owner)
     submitter.backends.blobs.upload_file(upload_data_path(upload_id), video)
     return upload_id
 
@@ -296,7 +291,7 @@ def test_a_direct_upload_becomes_exactly_one_job(submitter: Submitter, small_cli
     assert not created_again and again.id == job.id
     assert queued_job_ids(submitter.backends) == [job.id]
     with pytest.raises(UploadAlreadyUsed, match=f"already job {job.id}") as caught:
-        submitter.check_upload_open(upload_id)  # its input must not change under the job
+        submitter.uploads.check_open(upload_id)  # its input must not change under the job
     assert caught.value.http_status == 409
 
 
@@ -305,20 +300,71 @@ def test_an_upload_is_unknown_to_another_tenant(submitter: Submitter, small_clip
     with pytest.raises(InvalidInput, match=f"unknown upload '{upload_id}'"):
         submitter.submit_upload(upload_id, parse_params({}, submitter.settings), None, owner="farm-b")
     with pytest.raises(NotFound, match="unknown upload"):  # PUT /uploads/{id}: 404, as a missing one
-        submitter.check_upload_open(upload_id, owner="farm-b")
+        submitter.uploads.check_open(upload_id, owner="farm-b")
     assert queued_job_ids(submitter.backends) == []
 
 
 def test_an_upload_with_nothing_put_asks_for_the_video(submitter: Submitter) -> None:
-    upload_id, _, _ = submitter.new_upload("a.mp4")
+    upload_id, _, _ = submitter.uploads.reserve("a.mp4")
     with pytest.raises(InvalidInput, match=r"nothing was uploaded .* \(PUT the video first\)"):
         submitter.submit_upload(upload_id, parse_params({}, submitter.settings), None)
-    submitter.check_upload_open(upload_id)  # still open: the client can PUT and post again
+    submitter.uploads.check_open(upload_id)  # still open: the client can PUT and post again
 
 
 def test_an_upload_that_is_not_a_video_is_refused_and_removed(submitter: Submitter, tmp_path: Path) -> None:
     upload_id = finished_upload(submitter, write_text_file(tmp_path / "notes.mp4"))
     with pytest.raises(NotAVideo):
+        submitter.submit_upload(upload_id, parse_params({}, submitter.settings), None)
+    assert blob_paths(submitter.backends, upload_prefix(upload_id)) == []
+    assert queued_job_ids(submitter.backends) == []
+
+
+@pytest.mark.parametrize("kind", [MediaKind.VIDEO, MediaKind.IMAGE, MediaKind.ZIP])
+def test_one_sniffer_tells_a_form_file_and_a_direct_upload_alike(
+    submitter: Submitter, small_clip: Path, tmp_path: Path, kind: MediaKind
+) -> None:
+    """The form path (a scratch file) and the direct-upload path (a blob, its video probed by
+    ranged reads) ask the same function, so a file is the same thing whichever way it came."""
+    path = {MediaKind.VIDEO: small_clip,
+            MediaKind.IMAGE: tmp_path / "still.png",
+            MediaKind.ZIP: tmp_path / "stills.zip"}[kind]
+    if kind is MediaKind.IMAGE:
+        path.write_bytes(image_bytes("PNG"))
+    if kind is MediaKind.ZIP:
+        path.write_bytes(zip_of({"a.png": image_bytes("PNG")}))
+    upload_id = finished_upload(submitter, path)
+    local = sniff_media(LocalMedia(path), submitter.settings)
+    stored = sniff_media(StoredMedia(submitter.backends.blobs, upload_data_path(upload_id)), submitter.settings)
+    assert local == stored and local.kind is kind
+    assert (local.video is not None) == (kind is MediaKind.VIDEO)
+
+
+def test_a_direct_upload_of_a_video_is_sniffed_without_downloading_it(submitter: Submitter, small_clip: Path) -> None:
+    """Only a file that starts like an image is copied to scratch; a video of gigabytes is probed
+    where it lies."""
+    upload_id = finished_upload(submitter, small_clip)
+    no_downloads = FailingMethod(submitter.backends.blobs, "download_to_file", AssertionError("downloaded"))
+    sniffed = sniff_media(StoredMedia(no_downloads, upload_data_path(upload_id)), submitter.settings)
+    assert sniffed.kind is MediaKind.VIDEO and sniffed.video == probe_file(small_clip, submitter.settings)
+
+
+def test_an_upload_of_a_corrupt_image_is_told_so_and_removed(submitter: Submitter, tmp_path: Path) -> None:
+    """As the form tells a corrupt TIFF (415 corrupt_image), not that it is no video."""
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(truncated_tiff())
+    upload_id = finished_upload(submitter, cut)
+    with pytest.raises(CorruptImage) as caught:
+        submitter.submit_upload(upload_id, parse_params({}, submitter.settings), None)
+    assert caught.value.code == "corrupt_image" and caught.value.http_status == 415
+    assert blob_paths(submitter.backends, upload_prefix(upload_id)) == []
+    assert queued_job_ids(submitter.backends) == []
+
+
+def test_an_upload_of_a_zip_is_sent_to_the_form_and_removed(submitter: Submitter, tmp_path: Path) -> None:
+    archive = tmp_path / "stills.zip"
+    archive.write_bytes(zip_of({"a.png": image_bytes("PNG")}))
+    upload_id = finished_upload(submitter, archive)
+    with pytest.raises(NotAVideo, match="send a ZIP of images in the multipart field 'file'"):
         submitter.submit_upload(upload_id, parse_params({}, submitter.settings), None)
     assert blob_paths(submitter.backends, upload_prefix(upload_id)) == []
     assert queued_job_ids(submitter.backends) == []
@@ -336,13 +382,13 @@ def test_an_upload_past_the_size_limit_is_refused_and_removed(
 
 
 def test_an_expired_upload_is_closed(submitter: Submitter) -> None:
-    upload_id, _, _ = submitter.new_upload("a.mp4")
+    upload_id, _, _ = submitter.uploads.reserve("a.mp4")
     meta_path = upload_meta_path(upload_id)
     meta = json.loads(b"".join(submitter.backends.blobs.open_range(meta_path)))
     meta["expires_at"] = (utcnow() - timedelta(seconds=1)).isoformat()
     submitter.backends.blobs.upload_stream(meta_path, [json.dumps(meta).encode()], "application/json")
     with pytest.raises(InvalidInput, match="has expired; ask for a new one"):
-        submitter.check_upload_open(upload_id)
+        submitter.uploads.check_open(upload_id)
 
 
 def test_the_sweep_removes_only_abandoned_uploads(submitter: Submitter, small_clip: Path) -> None:
@@ -352,9 +398,9 @@ def test_the_sweep_removes_only_abandoned_uploads(submitter: Submitter, small_cl
     blobs = submitter.backends.blobs
     blobs.upload_stream("uploads/not..ours/x", [b"x"])  # not an upload id: not ours to judge
 
-    assert submitter.sweep_abandoned_uploads() == 0  # nothing is old yet
+    assert submitter.uploads.sweep_abandoned() == 0  # nothing is old yet
     later = utcnow() + timedelta(seconds=submitter.settings.upload_url_ttl_s) + timedelta(days=1, minutes=1)
-    assert submitter.sweep_abandoned_uploads(now=later) == 1
+    assert submitter.uploads.sweep_abandoned(now=later) == 1
     assert blob_paths(submitter.backends, upload_prefix(abandoned)) == []
     assert blobs.exists(job.input_blob)  # a job's input is kept
     assert blobs.exists("uploads/not..ours/x")

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from api.schemas import JobOut, public_job
 from core.backends import Backends
 from core.backends.outbox import DeliveryStatus
 from core.config import load_settings
 from core.errors import ConfigError, InvalidInput
 from core.jobs import Job, JobParams, JobStatus, new_job_id, utcnow
+from core.public_job import JobOut, public_job
 from core.webhooks import check_callback_url, final_event, pinned_request, signed_headers
 from tests.fixtures_webhooks import (
     BACKENDS,

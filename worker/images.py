@@ -9,7 +9,6 @@ next, and each annotated image is stored as soon as it is drawn (and removed loc
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +18,7 @@ from core.backends import Backends
 from core.config import Settings
 from core.errors import JobCancelled, NotFound
 from core.jobs import Job, JobError, ManifestEntry, output_blob_path
-from core.outputs import RESULTS, STATS, media_type
-from core.tables import write_results_csv
-from ml_engine.outputs import _write_json
+from core.outputs import media_type
 from ml_engine.stills import StillsRun
 from worker.job_settings import stills_config
 from worker.progress import JobReporter
@@ -83,11 +80,12 @@ def process_images(job: Job, backends: Backends, detector: Any, settings: Settin
             path.unlink(missing_ok=True)
         done, failed = (done + 1, failed) if result.ok else (done, failed + 1)
         reporter.on_files(done, failed, job.files_total)
+    for entry in refused:  # after the files counted, as results.jsonl has always listed them
+        if entry.error is not None:
+            run.add_refused(entry.name, entry.error.code, entry.error.message)
     stats, files = run.finish()
     for name, path in run.crops.items():  # stored by name, not listed: one per counted animal
         backends.blobs.upload_file(output_blob_path(job.id, name), path, media_type(name))
-    if refused:
-        _add_refused(stats, refused, outputs_dir)
     outputs = {}
     for name, path in files.items():
         if not path.exists():  # an annotated image already stored (and removed) above
@@ -96,21 +94,3 @@ def process_images(job: Job, backends: Backends, detector: Any, settings: Settin
         backends.blobs.upload_file(blob, path, media_type(name))
         outputs[name] = blob
     return stats, outputs
-
-
-def _add_refused(stats: dict[str, Any], refused: list[ManifestEntry], outputs_dir: Path) -> None:
-    """Files that never reached the engine (refused at submit, gone, replaced) join its
-    results.jsonl and stats.json as failed files: every file of the job is reported."""
-    with (outputs_dir / RESULTS).open("a", encoding="utf-8") as results:
-        for entry in refused:
-            error = entry.error.model_dump() if entry.error else None
-            results.write(json.dumps({"name": entry.name, "ok": False, "counts": {"total": 0, "by_class": {}},
-                                      "error": error, "width": None, "height": None,
-                                      "georeferenced": False}) + "\n")
-    images = stats.setdefault("images", {})
-    images["total"] = images.get("total", 0) + len(refused)
-    images["failed"] = images.get("failed", 0) + len(refused)
-    stats.setdefault("failed", []).extend(
-        {"name": entry.name, "error": entry.error.model_dump() if entry.error else None} for entry in refused)
-    _write_json(outputs_dir / STATS, stats)
-    write_results_csv(outputs_dir)  # written by the engine without them

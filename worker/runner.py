@@ -33,7 +33,6 @@ from datetime import timedelta
 from enum import Enum
 from pathlib import Path
 
-from api.schemas import public_job
 from core import lifecycle, metrics
 from core.backends import Backends, QueueMessage
 from core.backends.outbox import WebhookEvent
@@ -51,6 +50,7 @@ from core.errors import (
 from core.jobs import Job, JobError, JobKind, JobMessage, JobStatus
 from core.lifecycle import TransitionRefused
 from core.logging import job_context
+from core.public_job import public_job
 from core.quotas import QuotaKeeper
 from core.scratch import check_writable
 from core.webhooks import final_event

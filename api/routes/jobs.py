@@ -20,37 +20,28 @@ from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from api.bulk import unpacked_files
 from api.deps import (
     BackendsDep,
-    Caller,
     CallerDep,
     MediaAccessDep,
     ScratchDirDep,
     SettingsDep,
     SubmitterDep,
 )
+from api.job_access import downloadable_job, job_response, submitted, visible_job
+from api.media import LocalMedia, MediaKind, Sniffed, sniff_media
+from api.params import check_idempotency_key, check_params, parse_json, parse_params
 from api.ranges import parse_range
 from api.schemas import IdempotencyKey, JobList, JobOut, SignedLinks, error_responses, job_request_body
-from api.signed_urls import Signature, expiry, has_expired, is_valid, signed_path
-from api.submission import (
-    check_idempotency_key,
-    check_params,
-    parse_json,
-    parse_params,
-    probe_file,
-    probe_image_file,
-)
+from api.signed_urls import expiry, signed_path
 from api.upload_stream import ReceivedForm, receive_multipart, receive_small_body
 from core import lifecycle
 from core.backends import Backends
 from core.config import Settings
 from core.errors import (
-    EmptyImage,
     EmptyVideo,
     InvalidInput,
     JobNotReady,
     NotAVideo,
     NotFound,
-    Unauthorized,
-    UnsupportedImage,
 )
 from core.jobs import (
     Job,
@@ -84,18 +75,6 @@ _READ_ERRORS = error_responses(401, 404, 422, 503)  # a job's record: GET, links
 _DOWNLOAD_ERRORS = error_responses(401, 404, 409, 422, 503)  # 409: not ready yet
 
 
-def _job_response(job: Job, status_code: int, replayed: bool = False) -> JSONResponse:
-    headers = {"Location": f"/jobs/{job.id}"}
-    if replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(JobOut.from_job(job).model_dump(mode="json"), status_code=status_code, headers=headers)
-
-
-def _submitted(job: Job, created: bool) -> JSONResponse:
-    """202 for a new job; 200 for the one an earlier request with the same Idempotency-Key made."""
-    return _job_response(job, 202 if created else 200, replayed=not created)
-
-
 async def _submit(request: Request, settings, submitter, scratch, idempotency_key: str | None,
                   owner: str) -> JSONResponse:
     key = check_idempotency_key(idempotency_key)
@@ -107,9 +86,9 @@ async def _submit(request: Request, settings, submitter, scratch, idempotency_ke
         params = await run_in_threadpool(check_params, body["params"], settings)
         if body.get("upload_ids") is not None:
             job, created = await run_in_threadpool(submitter.submit_uploads, body["upload_ids"], params, key, owner)
-            return _submitted(job, created)
+            return submitted(job, created)
         job, created = await run_in_threadpool(submitter.submit_upload, body["upload_id"], params, key, owner)
-        return _submitted(job, created)
+        return submitted(job, created)
 
     form = await receive_multipart(request, scratch, settings.max_upload_bytes,
                                    settings.upload_stall_timeout_s, max_files=settings.max_files_per_job)
@@ -120,14 +99,14 @@ async def _submit(request: Request, settings, submitter, scratch, idempotency_ke
                 job, created = await run_in_threadpool(
                     submitter.submit_upload, form.fields["upload_id"], params, key, owner
                 )
-                return _submitted(job, created)
+                return submitted(job, created)
             raise InvalidInput("send the video or images in the multipart field 'file' (or an upload_id)")
         if len(form.files) == 1 and form.file.size == 0:
             raise EmptyVideo("the uploaded file is empty")
         job, created = await run_in_threadpool(_submit_form_files, form, params, key, owner, settings, submitter)
     finally:
         form.discard()
-    return _submitted(job, created)
+    return submitted(job, created)
 
 
 def _submit_form_files(form: ReceivedForm, params, key: str | None, owner: str, settings: Settings,
@@ -135,24 +114,19 @@ def _submit_form_files(form: ReceivedForm, params, key: str | None, owner: str, 
     """One video: a video job, as ever. One image, several files, or a ZIP: an images job."""
     first = form.file
     assert first is not None, "the caller checked that a file was sent"
-    if len(form.files) == 1 and not looks_like_zip(first.path) and not _is_image(first.path, settings):
-        try:
-            info = probe_file(first.path, settings)  # raises the video's own error for anything else
-        except NotAVideo as exc:
-            raise NotAVideo(f"{exc}, or an image (JPEG, PNG, TIFF/GeoTIFF) or a ZIP of images") from None
-        return submitter.submit_file(first.path, first.filename, params, key, owner, info=info)
+    if len(form.files) == 1:
+        sniffed = _sniffed(first.path, settings)
+        if sniffed.kind is MediaKind.VIDEO:
+            return submitter.submit_file(first.path, first.filename, params, key, owner, info=sniffed.video)
     label = first.filename if len(form.files) == 1 else f"{len(form.files)} files"
     return submitter.submit_images(_form_images(form, settings), label, params, key, owner)
 
 
-def _is_image(path: Path, settings: Settings) -> bool:
-    """An image (True), not one at all (False: it may be a video), or an image this service
-    refuses: that error, raised (a corrupt TIFF is told it is a corrupt image, not that it is no video)."""
+def _sniffed(path: Path, settings: Settings) -> Sniffed:
     try:
-        probe_image_file(path, settings)
-    except (UnsupportedImage, EmptyImage):
-        return False
-    return True
+        return sniff_media(LocalMedia(path), settings)
+    except NotAVideo as exc:
+        raise NotAVideo(f"{exc}, or an image (JPEG, PNG, TIFF/GeoTIFF) or a ZIP of images") from None
 
 
 def _form_images(form: ReceivedForm, settings: Settings) -> Iterator[tuple[str, Path]]:
@@ -234,43 +208,9 @@ def list_jobs(
     return JobList(jobs=[JobOut.from_job(job) for job in page.jobs], next_cursor=page.next_cursor)
 
 
-def _visible_job(backends: Backends, caller: Caller, job_id: str) -> Job:
-    """The job, if the caller may see it. Another tenant's job is NotFound with the very
-    message a missing one gets: its existence is not the caller's business."""
-    job = backends.jobs.get(job_id)
-    if not caller.can_see(job.owner):
-        raise NotFound(f"job {job_id} does not exist")
-    return job
-
-
-def _downloadable_job(backends: Backends, settings: Settings, access: Caller | Signature, request: Request,
-                      job_id: str, signed_path: str | None = None) -> Job:
-    """The job behind a download: visible to the caller's key, or the URL is signed for it."""
-    if isinstance(access, Caller):
-        return _visible_job(backends, access, job_id)
-    # a link that has expired is refused before the job is looked up, and an unknown id is
-    # answered as a bad signature: without a key, no answer tells whether a job exists
-    if has_expired(access):
-        raise _bad_link()
-    try:
-        job = backends.jobs.get(job_id)
-    except NotFound:
-        raise _bad_link() from None
-    # the route's own path, as JobOut.links names it: without the prefix a proxy may add (root_path)
-    path = signed_path or request.scope["route"].path.format(job_id=job_id)
-    if not is_valid(settings, path, job.owner, access):
-        raise _bad_link()
-    return job
-
-
-def _bad_link() -> Unauthorized:
-    return Unauthorized("this link is not valid or has expired; open the job again for a fresh one "
-                        "(POST /jobs/{id}/links), or send an API key")
-
-
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=_READ_ERRORS, summary="A job's status and progress")
 def get_job(job_id: str, backends: BackendsDep, caller: CallerDep) -> JobOut:
-    job = _visible_job(backends, caller, job_id)
+    job = visible_job(backends, caller, job_id)
     return JobOut.from_job(job, webhook=backends.outbox.latest(job.id) if job.params.callback_url else None)
 
 
@@ -283,7 +223,7 @@ def get_job(job_id: str, backends: BackendsDep, caller: CallerDep) -> JobOut:
     "opens its one download until `expires_at` (READ_URL_TTL_S); add `&download=true` for an attachment.",
 )
 def create_links(job_id: str, backends: BackendsDep, settings: SettingsDep, caller: CallerDep) -> SignedLinks:
-    job = _visible_job(backends, caller, job_id)
+    job = visible_job(backends, caller, job_id)
     expires = expiry(settings.read_url_ttl_s)
     downloads = {name: path for name, path in JobOut.from_job(job).links.items() if name != "self"}
     return SignedLinks(
@@ -312,7 +252,7 @@ def _signed_link(settings: Settings, path: str, owner: str, expires: int) -> str
     summary="Cancel a queued or running job; delete a finished one",
 )
 def delete_job(job_id: str, backends: BackendsDep, caller: CallerDep) -> Response:
-    job = _visible_job(backends, caller, job_id)
+    job = visible_job(backends, caller, job_id)
     if job.status.is_final:
         _delete_job_files(backends, job)
         backends.jobs.delete(job_id)
@@ -323,7 +263,7 @@ def delete_job(job_id: str, backends: BackendsDep, caller: CallerDep) -> Respons
         job = refused.job
     if job.kind is JobKind.STREAM and job.status.is_final:  # cancelled before it ever ran: its URL is not needed
         backends.blobs.delete(source_secret_path(job.id))
-    return _job_response(job, 202)
+    return job_response(job, 202)
 
 
 def _delete_job_files(backends: Backends, job: Job) -> None:
@@ -387,7 +327,7 @@ def _add_file_download(name: str) -> None:
     """``GET /jobs/{job_id}<route>``: one of the job's files, streamed whole (see core.outputs)."""
     def download_file(job_id: str, request: Request, backends: BackendsDep, settings: SettingsDep,
                       access: MediaAccessDep, download: bool = False) -> StreamingResponse:
-        return _download(_downloadable_job(backends, settings, access, request, job_id), name, backends, download)
+        return _download(downloadable_job(backends, settings, access, request, job_id), name, backends, download)
 
     output = DOWNLOADS[name]
     router.add_api_route("/jobs/{job_id}" + output.route, download_file, methods=["GET"], name=f"get_{name}",
@@ -407,7 +347,7 @@ def get_windows_csv(job_id: str, request: Request, backends: BackendsDep, settin
                     access: MediaAccessDep, download: bool = False) -> StreamingResponse:
     """Converted from windows.jsonl as it is read: that file grows while the stream runs. Both
     readings stop at the size it had when the download began, so header and rows agree."""
-    blob = _completed_output(_downloadable_job(backends, settings, access, request, job_id), "windows_csv")
+    blob = _completed_output(downloadable_job(backends, settings, access, request, job_id), "windows_csv")
     size = backends.blobs.info(blob).size
 
     def records() -> Iterator[dict[str, Any]]:
@@ -429,7 +369,7 @@ def get_windows_csv(job_id: str, request: Request, backends: BackendsDep, settin
 )
 def get_file_image(job_id: str, name: str, request: Request, backends: BackendsDep, settings: SettingsDep,
                    access: MediaAccessDep, download: bool = False) -> StreamingResponse:
-    job = _downloadable_job(backends, settings, access, request, job_id, signed_path=f"/jobs/{job_id}/files/")
+    job = downloadable_job(backends, settings, access, request, job_id, signed_path=f"/jobs/{job_id}/files/")
     if not job.results_ready:
         raise JobNotReady(f"job {job_id} is {job.status.value}; images are available once it has completed")
     for candidate in (annotated_still(name), annotated_overview(name)):  # stored by name, not listed
@@ -450,7 +390,7 @@ def get_file_image(job_id: str, name: str, request: Request, backends: BackendsD
 )
 def get_gallery_crop(job_id: str, name: str, request: Request, backends: BackendsDep, settings: SettingsDep,
                      access: MediaAccessDep, download: bool = False) -> StreamingResponse:
-    job = _downloadable_job(backends, settings, access, request, job_id,
+    job = downloadable_job(backends, settings, access, request, job_id,
                             signed_path=f"/jobs/{job_id}/{GALLERY_CROPS_DIR}/")
     if not job.results_ready:
         raise JobNotReady(f"job {job_id} is {job.status.value}; pictures are available once it has completed")
@@ -481,7 +421,7 @@ def get_video(
     download: bool = False,
 ) -> Response:
     output = DOWNLOADS["video"]
-    blob = _completed_output(_downloadable_job(backends, settings, access, request, job_id), "video")
+    blob = _completed_output(downloadable_job(backends, settings, access, request, job_id), "video")
     disposition = f'{"attachment" if download else "inline"}; filename="{job_id}-{output.filename}"'
     url = backends.blobs.read_url(blob, timedelta(seconds=settings.read_url_ttl_s), disposition)
     if url is not None:

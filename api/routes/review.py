@@ -20,13 +20,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import BackendsDep, Caller, CallerDep, MediaAccessDep, SettingsDep
-from api.routes.jobs import _downloadable_job, _visible_job
-from api.schemas import ErrorBody, public_job
+from api.job_access import downloadable_job, visible_job
+from api.schemas import ErrorBody
 from core.backends import Backends
 from core.backends.outbox import WebhookEvent, event_id
 from core.errors import CattleCounterError, JobNotReady, NotFound, PreconditionFailed
 from core.jobs import Job, JobKind, output_blob_path, utcnow
 from core.outputs import COCO, CSV_MEDIA_TYPE, DETECTIONS, STATS, TRACKS_CSV
+from core.public_job import public_job
 from core.review import (
     REVIEW_FILE,
     Correction,
@@ -125,7 +126,7 @@ def _review_blob(job_id: str) -> str:
 
 
 def _reviewable(backends: Backends, caller: Caller, job_id: str) -> Reviewing:
-    job = _visible_job(backends, caller, job_id)
+    job = visible_job(backends, caller, job_id)
     return _read(backends, job)
 
 
@@ -330,7 +331,7 @@ def undo_correction(
             summary="tracks.csv as reviewed: one row per animal after the corrections")
 def get_reviewed_tracks_csv(job_id: str, request: Request, backends: BackendsDep, settings: SettingsDep,
                             access: MediaAccessDep, download: bool = False) -> Response:
-    reviewing = _read(backends, _downloadable_job(backends, settings, access, request, job_id))
+    reviewing = _read(backends, downloadable_job(backends, settings, access, request, job_id))
     text = (part.encode("utf-8") for part in reviewed_tracks_csv(reviewing.tracks, reviewing.count()))
     return _file(text, CSV_MEDIA_TYPE, f"{job_id}-reviewed-{TRACKS_CSV}", download, reviewing.etag)
 
@@ -339,7 +340,7 @@ def get_reviewed_tracks_csv(job_id: str, request: Request, backends: BackendsDep
             summary="COCO export as reviewed: the counted animals' boxes with their corrected ids and classes")
 def get_reviewed_coco(job_id: str, request: Request, backends: BackendsDep, settings: SettingsDep,
                       access: MediaAccessDep, download: bool = False) -> Response:
-    reviewing = _read(backends, _downloadable_job(backends, settings, access, request, job_id))
+    reviewing = _read(backends, downloadable_job(backends, settings, access, request, job_id))
     if DETECTIONS not in reviewing.job.outputs:
         raise JobNotReady(f"job {job_id} has no {DETECTIONS}")
     detections = reviewing.job.outputs[DETECTIONS]

@@ -19,7 +19,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api.deps import BackendsDep, CallerDep, MediaAccessDep, SettingsDep, SubmitterDep
-from api.routes.jobs import _downloadable_job, _submitted
+from api.job_access import downloadable_job, submitted
+from api.params import MAX_SOURCE_URL, check_idempotency_key, check_stream_request, parse_json
 from api.schemas import (
     STREAM_URL_PATTERN,
     ErrorBody,
@@ -29,7 +30,6 @@ from api.schemas import (
     stream_request_body,
 )
 from api.snapshot import DEADLINE_S, MAX_SNAPSHOTS_AT_ONCE, OPEN_TIMEOUT_S, take_snapshot
-from api.submission import MAX_SOURCE_URL, check_idempotency_key, check_stream_request, parse_json
 from api.upload_stream import receive_small_body
 from core.errors import InvalidInput, JobNotReady, NotFound
 from core.jobs import JobKind, output_blob_path
@@ -73,7 +73,7 @@ async def create_stream(
     # in a thread: checking the source (and a callback_url) resolves host names
     url, params, stream = await run_in_threadpool(check_stream_request, body, settings)
     job, created = await run_in_threadpool(submitter.submit_stream, url, params, stream, key, caller.owner)
-    return _submitted(job, created)
+    return submitted(job, created)
 
 
 @router.post(
@@ -125,7 +125,7 @@ async def stream_snapshot(request: Request, settings: SettingsDep, caller: Calle
 )
 def get_live_file(job_id: str, name: str, request: Request, backends: BackendsDep, settings: SettingsDep,
                   access: MediaAccessDep) -> Response:
-    job = _downloadable_job(backends, settings, access, request, job_id, signed_path=f"/jobs/{job_id}/{LIVE_DIR}/")
+    job = downloadable_job(backends, settings, access, request, job_id, signed_path=f"/jobs/{job_id}/{LIVE_DIR}/")
     if job.kind is not JobKind.STREAM:
         raise NotFound(f"job {job_id} is a {job.kind.value} job; only streams have live files")
     if not is_live_file(name):

@@ -12,9 +12,10 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import BackendsDep, CallerDep, ScratchDirDep, SettingsDep, SubmitterDep
+from api.params import describe_params_error, parse_json
 from api.schemas import UPLOAD_ID_PATTERN, UploadReceived, UploadTicket, error_responses
-from api.submission import MAX_UPLOAD_ID, describe_params_error, parse_json, upload_data_path
 from api.upload_stream import receive_raw_body, receive_small_body, safe_filename
+from api.uploads import MAX_UPLOAD_ID, upload_data_path
 from core.errors import InvalidInput
 
 router = APIRouter(tags=["uploads"])
@@ -44,7 +45,7 @@ async def create_upload(request: Request, settings: SettingsDep, submitter: Subm
                                     f"the JSON body is larger than {MAX_UPLOAD_REQUEST_BYTES} bytes")
     body = _upload_request(data)
     filename = safe_filename(body.filename)
-    upload_id, url, expires_at = await run_in_threadpool(submitter.new_upload, filename, caller.owner)
+    upload_id, url, expires_at = await run_in_threadpool(submitter.uploads.reserve, filename, caller.owner)
     if url is not None:
         return UploadTicket(upload_id=upload_id, upload_url=url, headers={"x-ms-blob-type": "BlockBlob"},
                             expires_at=expires_at)
@@ -69,7 +70,7 @@ async def put_upload(
     settings: SettingsDep, backends: BackendsDep,
     submitter: SubmitterDep, scratch: ScratchDirDep, caller: CallerDep,
 ) -> dict[str, int | str]:
-    await run_in_threadpool(submitter.check_upload_open, upload_id, caller.owner)
+    await run_in_threadpool(submitter.uploads.check_open, upload_id, caller.owner)
     with tempfile.TemporaryDirectory(dir=scratch) as work:
         destination = pathlib.Path(work) / "data"
         size = await receive_raw_body(request, destination, settings.max_upload_bytes,
