@@ -59,6 +59,7 @@ def build_tiny_checkpoint(
     labels: Sequence[str] = DEFAULT_LABELS,
     size: str = "tiny",
     seed: int = 0,
+    separated: bool | None = None,
 ) -> Path:
     """Save a randomly initialised object-detection checkpoint into ``directory``.
 
@@ -72,6 +73,8 @@ def build_tiny_checkpoint(
         size: ``"tiny"`` (small widths, 30 queries, 320 px input) or ``"real"`` (the published
             architecture's size: RT-DETR(v2)-R18 at 640x640, DETR-R50 at 800/1333).
         seed: the random init is seeded, so the same arguments give the same weights.
+        separated: give the RT-DETR model separated scores (``separate_scores``); None: for
+            real-size ones only (tiny ones keep the init that many tests' expectations rest on).
 
     Returns the directory.
     """
@@ -90,8 +93,8 @@ def build_tiny_checkpoint(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForObjectDetection.from_config(config)
-        if size == "real" and arch in ("rt_detr_v2", "rt_detr"):
-            separate_scores(model, calibration_images(640))
+        if (size == "real" if separated is None else separated) and arch in ("rt_detr_v2", "rt_detr"):
+            separate_scores(model, calibration_images(640 if size == "real" else TINY_INPUT))
     with quiet_transformers():
         model.eval().save_pretrained(directory)
         _processor(arch, size).save_pretrained(directory)
