@@ -159,3 +159,21 @@ def test_settings_accept_only_known_runtimes() -> None:
     assert load_settings(env={"RUNTIME": "auto"}, env_file=None).runtime == "auto"
     with pytest.raises(ConfigError, match="(?i)runtime"):
         load_settings(env={"RUNTIME": "tensorrt"}, env_file=None)
+
+
+def test_the_worker_publishes_the_runtime_it_runs_for_get_model(make_settings, separated_rtdetr_dir: Path,
+                                                                monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from core.backends import build_backends
+    from core.model_card import read_card
+    from worker.models import DetectorCache
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # the export's cache: here, not the user's
+    settings = make_settings("local", model_id=str(separated_rtdetr_dir), runtime="openvino")
+    backends = build_backends(settings)
+    try:
+        DetectorCache(settings, backends.blobs).get()
+        card = read_card(backends.blobs, settings.model_id)
+        assert card is not None and (card.runtime, card.precision) == ("openvino", "fp32")
+        assert list((tmp_path / "hf" / "cattlecounter" / "onnx").glob("*/model.onnx"))
+    finally:
+        backends.close()

@@ -30,10 +30,11 @@ OUTPUT_NAMES = ("logits", "pred_boxes")
 
 
 def default_cache_dir() -> Path:
-    """Exports live beside the downloaded checkpoints, in the model cache (HF_HOME)."""
+    """Exports live beside the downloaded checkpoints, in the model cache (HF_HOME, read now:
+    huggingface_hub reads it once, at import)."""
     from huggingface_hub import constants
 
-    return Path(constants.HF_HOME) / "cattlecounter" / "onnx"
+    return Path(os.environ.get("HF_HOME") or constants.HF_HOME).expanduser() / "cattlecounter" / "onnx"
 
 
 def exportable_size(spec: PreprocessSpec, runtime: str) -> tuple[int, int]:
