@@ -92,7 +92,7 @@ def deviation(expected: list[sv.Detections], got: list[sv.Detections], box_tol: 
     max_box = max_score = 0.0
     for want, have in zip(expected, got, strict=True):
         threshold = _compare_above(want)
-        for label in np.unique(want.class_id):
+        for label in np.unique(np.asarray(want.class_id)):
             pairs = _match(want, have, int(label), threshold, box_tol, score_tol)
             compared += pairs.compared
             unmatched += pairs.unmatched
@@ -112,10 +112,12 @@ def _match(want: sv.Detections, have: sv.Detections, label: int, threshold: floa
            box_tol: float, score_tol: float) -> Deviation:
     """Greedy nearest-box matching of one label's detections. A reference detection within the
     score tolerance of the threshold may lack a counterpart: the other side may fall just below."""
-    mine = (want.class_id == label) & (want.confidence >= threshold)
-    theirs = (have.class_id == label) & (have.confidence >= threshold - score_tol)
-    boxes_a, scores_a = want.xyxy[mine], want.confidence[mine]
-    boxes_b, scores_b = have.xyxy[theirs], have.confidence[theirs]
+    want_labels, want_scores = np.asarray(want.class_id), np.asarray(want.confidence)
+    have_labels, have_scores = np.asarray(have.class_id), np.asarray(have.confidence)
+    mine = (want_labels == label) & (want_scores >= threshold)
+    theirs = (have_labels == label) & (have_scores >= threshold - score_tol)
+    boxes_a, scores_a = want.xyxy[mine], want_scores[mine]
+    boxes_b, scores_b = have.xyxy[theirs], have_scores[theirs]
     distance = np.abs(boxes_a[:, None, :] - boxes_b[None, :, :]).max(-1) if len(boxes_b) else np.zeros((len(boxes_a), 0))
     score_gap = np.abs(scores_a[:, None] - scores_b[None, :])
     distance = np.where(score_gap <= score_tol, distance, np.inf)
