@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from core.errors import ModelError
-from ml_engine.detector import Detector, _ids_by_lower_name
+from ml_engine.detector import Detector
 from ml_engine.preprocess import Preprocessor, PreprocessSpec
 from ml_engine.runtimes.base import Backend
 
@@ -131,7 +131,9 @@ class OnnxDetector(Detector):
         self.format = fmt
         self._preprocess = Preprocessor(spec, torch.device("cpu"))
         self._passes_pixel_mask = False
-        self._ids_by_name = _ids_by_lower_name(labels)
+        self._ids_by_name: dict[str, set[int]] = {}
+        for class_id, name in labels.items():  # class_ids() looks names up case-insensitively
+            self._ids_by_name.setdefault(name.lower(), set()).add(class_id)
         self._backend = session
         self._runtime_choice = None
 

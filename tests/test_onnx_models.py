@@ -63,6 +63,7 @@ def test_yolov8_head_with_names_in_metadata(tmp_path: Path) -> None:
     path = export(yolov8_output(), tmp_path / "yolov8n.onnx", names="{0: 'cow', 1: 'sheep'}")
     detector = Detector.load(str(path))
     assert detector.labels == {0: "cow", 1: "sheep"}
+    assert detector.class_ids(["Sheep"]) == {1}
     [found] = detector.detect([FRAME], threshold=0.5)
     assert found.data["class_name"].tolist() == ["cow", "sheep"]
     np.testing.assert_allclose(found.confidence, [0.9, 0.7], atol=1e-6)
