@@ -84,6 +84,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--input-size", type=int, default=None, help="model input size override")
+    parser.add_argument("--runtime", default="torch", help="RUNTIME for the pipeline and model-only modes: "
+                                                           "torch, onnxruntime, openvino or auto")
+    parser.add_argument("--precision", default="fp32", help="RUNTIME_PRECISION (fp32, bf16, int8)")
+    parser.add_argument("--dtype", default="auto", help="torch autocast dtype (auto, float32, float16, bfloat16)")
     parser.add_argument("--preset", default="veryfast", help="x264 preset of the pipeline's output (VIDEO_PRESET)")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ", ".join(MODES))
     parser.add_argument("--memory", action="store_true",
@@ -335,6 +339,8 @@ def run_in_subprocess(mode: str, args: argparse.Namespace, model: str, video: Pa
         sys.executable, str(Path(__file__).resolve()), "--worker", mode, "--model", model, "--video", str(video),
         "--batch-size", str(args.batch_size), "--threshold", str(args.threshold), "--device", args.device,
         "--stride", str(getattr(args, "stride", 1)), "--preset", args.preset,
+        "--runtime", getattr(args, "runtime", "torch"), "--precision", getattr(args, "precision", "fp32"),
+        "--dtype", getattr(args, "dtype", "auto"),
     ]
     for option in ("tracker", "stitching"):
         if getattr(args, option, None):
@@ -393,7 +399,8 @@ def _pipeline(args: argparse.Namespace) -> tuple[int, float, float, dict[str, An
     from ml_engine.detector import Detector
     from ml_engine.pipeline import PipelineConfig, process_video
 
-    detector = Detector.load(args.model, device=args.device, input_size=args.input_size)
+    detector = Detector.load(args.model, device=args.device, input_size=args.input_size,
+                             dtype=args.dtype, runtime=args.runtime, precision=args.precision)
     tracking: dict[str, Any] = {}
     if args.tracker:
         tracking["tracker"] = Tracker(args.tracker)
@@ -409,7 +416,8 @@ def _pipeline(args: argparse.Namespace) -> tuple[int, float, float, dict[str, An
               "frames_processed": result.stats["processing"]["frames_processed"], "stride": args.stride,
               "unique_tracks": result.stats["counts"]["total_unique"],
               **{key: result.stats["processing"].get(key) for key in
-                 ("tracker", "stitching", "camera_motion_frames", "camera_motion_ms_per_frame", "render_seconds")}}
+                 ("tracker", "stitching", "camera_motion_frames", "camera_motion_ms_per_frame", "render_seconds")},
+              "runtime": _runtime_facts(detector)}
     return frames, clock.wall, clock.cpu, detail
 
 
@@ -473,7 +481,8 @@ def _model_only(args: argparse.Namespace) -> tuple[int, float, float, dict[str, 
     from ml_engine.detector import Detector
     from ml_engine.video import iter_frames, probe
 
-    detector = Detector.load(args.model, device=args.device, input_size=args.input_size)
+    detector = Detector.load(args.model, device=args.device, input_size=args.input_size,
+                             dtype=args.dtype, runtime=args.runtime, precision=args.precision)
     info = probe(args.video)
     sample = []
     for frame in iter_frames(args.video, info):  # a few batches' worth, reused cyclically
@@ -490,7 +499,15 @@ def _model_only(args: argparse.Namespace) -> tuple[int, float, float, dict[str, 
             detector.forward(batch)
             _synchronize(detector.device)
             done += len(batch["pixel_values"])
-    return done, clock.wall, clock.cpu, {"device": detector.device, "dtype": detector.dtype}
+    return done, clock.wall, clock.cpu, {"device": detector.device, "dtype": detector.dtype,
+                                         "runtime": _runtime_facts(detector)}
+
+
+def _runtime_facts(detector: Any) -> dict[str, Any]:
+    """The runtime the detector ended up on, and its measured deviation from torch."""
+    facts = detector.describe()
+    keys = ("runtime", "precision", "runtime_requested", "runtime_refused", "faithfulness")
+    return {key: facts[key] for key in keys if key in facts}
 
 
 def _synchronize(device: str) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -174,6 +174,8 @@ class Settings(BaseSettings):
     confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     classes: Annotated[list[str], NoDecode] = Field(default_factory=list)  # empty: all classes
     input_size: int | None = Field(default=None, ge=32, le=4096)  # None: the checkpoint's own
+    runtime: Literal["torch", "onnxruntime", "openvino", "auto"] = "torch"  # ml_engine/runtimes
+    runtime_precision: Literal["fp32", "bf16", "int8"] = "fp32"  # bf16/int8: openvino only, never by default
     max_loaded_models: int = Field(default=2, ge=1, le=16)  # per worker process, least recently used unloaded
     frame_stride: int = Field(default=1, ge=1)
     min_track_hits: int = Field(default=3, ge=1)

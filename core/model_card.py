@@ -31,6 +31,10 @@ class ModelCard(BaseModel):
     classes: list[str] = Field(description="Distinct class names, in the model's class-id order.")
     random_weights: bool = Field(description="True: a randomly initialised test model; its detections are not real.")
     device: str = Field(description="Where the worker that last published this card runs the model.")
+    runtime: str = Field(default="torch", description="What runs the model there: torch, onnxruntime or openvino "
+                                                      "(RUNTIME; a runtime refused by its faithfulness check is not).")
+    precision: str = Field(default="fp32", description="The runtime's arithmetic: fp32, or bf16/int8 when "
+                                                       "RUNTIME_PRECISION asked for it (detections deviate).")
     loaded_at: datetime = Field(default_factory=utcnow)
 
     def unknown_classes(self, names: Iterable[str]) -> list[str]:

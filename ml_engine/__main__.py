@@ -112,6 +112,12 @@ def build_parser(prog: str = "python -m ml_engine") -> argparse.ArgumentParser:
                         help="auto, cpu, cuda or cuda:N (default: $DEVICE or auto)")
     parser.add_argument("--input-size", type=_positive_int, default=None,
                         help="model input size override (default: the checkpoint's own)")
+    parser.add_argument("--runtime", choices=("torch", "onnxruntime", "openvino", "auto"), default=os.environ.get("RUNTIME") or "torch",
+                        help="what runs the model: torch, onnxruntime, openvino, or auto (the fastest that "
+                             "matches torch; about 1.5x faster on a CPU) (default: $RUNTIME or torch)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=os.environ.get("RUNTIME_PRECISION") or "fp32",
+                        help="the runtime's arithmetic: fp32, or bf16/int8 with openvino (faster, less exact) "
+                             "(default: $RUNTIME_PRECISION or fp32)")
     parser.add_argument("--min-hits", type=_positive_int, default=defaults["min_track_hits"].default,
                         help="detections before a track counts (default %(default)s)")
     parser.add_argument("--tracker", choices=[t.value for t in Tracker],
@@ -321,7 +327,8 @@ def _run_stills(args: argparse.Namespace, cancelled: Callable[[], bool]) -> dict
 
     files = still_files(args.video)
     config = StillsConfig(detection=_detection_config(args), max_raster_pixels=args.max_raster_pixels)
-    detector = Detector.load(args.model, device=args.device, input_size=args.input_size)
+    detector = Detector.load(args.model, device=args.device, input_size=args.input_size,
+                             runtime=args.runtime, precision=args.precision)
     if args.classes:
         detector.class_ids(args.classes)
     if detector.random_weights:
@@ -392,7 +399,8 @@ def _run(args: argparse.Namespace, cancelled: Callable[[], bool]) -> dict[str, A
         stitching=args.stitching,
     )
     probe(args.video)  # a bad video fails before the model is loaded
-    detector = Detector.load(args.model, device=args.device, input_size=args.input_size)
+    detector = Detector.load(args.model, device=args.device, input_size=args.input_size,
+                             runtime=args.runtime, precision=args.precision)
     if args.classes:
         detector.class_ids(args.classes)  # unknown class names fail before the progress bar appears
     if detector.random_weights:
@@ -428,7 +436,8 @@ def _run_stream(args: argparse.Namespace, stop_requested: Callable[[], bool]) ->
         detection=_detection_config(args), min_hits=args.min_hits, lines=args.lines, zones=args.zones,
         tracker=Tracker(args.tracker),
     )
-    detector = Detector.load(args.model, device=args.device, input_size=args.input_size)
+    detector = Detector.load(args.model, device=args.device, input_size=args.input_size,
+                             runtime=args.runtime, precision=args.precision)
     if args.classes:
         detector.class_ids(args.classes)
     if detector.random_weights:

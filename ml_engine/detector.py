@@ -28,6 +28,9 @@ from transformers.utils import logging as hf_logging
 
 from core.errors import CattleCounterError, ConfigError, InvalidInput, ModelError
 from ml_engine.preprocess import Preprocessor, PreprocessSpec, resized_size, spec_from_processor
+from ml_engine.runtimes import Backend
+from ml_engine.runtimes import select as runtime_select
+from ml_engine.runtimes.torch_eager import TorchBackend
 from ml_engine.tiling import View, offset_boxes
 
 log = logging.getLogger(__name__)
@@ -85,12 +88,23 @@ class Detector:
         self._preprocess = Preprocessor(spec, device)
         self._passes_pixel_mask = spec.do_pad and "pixel_mask" in inspect.signature(model.forward).parameters
         self._ids_by_name = _ids_by_lower_name(self.labels)
+        # what runs the model: torch eager unless RUNTIME chose another (ml_engine/runtimes)
+        precision = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[self.dtype]
+        self._backend: Backend = TorchBackend(model, self._autocast, precision)
+        self._runtime_choice: runtime_select.Choice | None = None
 
     # --- loading ---------------------------------------------------------------------
 
     @classmethod
     def load(
-        cls, model_id: str, device: str = "auto", input_size: int | None = None, dtype: str = "auto"
+        cls,
+        model_id: str,
+        device: str = "auto",
+        input_size: int | None = None,
+        dtype: str = "auto",
+        runtime: str = "torch",
+        precision: str = "fp32",
+        runtime_cache: Path | None = None,
     ) -> Detector:
         """Load a DETR-family object-detection checkpoint.
 
@@ -102,11 +116,21 @@ class Detector:
                 shortest edge for DETR/YOLOS); None keeps the checkpoint's own.
             dtype: ``"auto"`` (bf16/fp16 autocast on CUDA, float32 on CPU), ``"float32"``,
                 ``"float16"`` or ``"bfloat16"``.
+            runtime: ``"torch"``, ``"onnxruntime"``, ``"openvino"`` or ``"auto"`` (see
+                ``ml_engine.runtimes``); a runtime unfaithful to torch is refused and torch kept.
+            precision: ``"fp32"``, ``"bf16"`` or ``"int8"`` (RUNTIME_PRECISION).
+            runtime_cache: where ONNX exports are cached (default: under HF_HOME).
 
         Raises:
             ModelError: the checkpoint cannot be found, read or run (the message says what to set).
             ConfigError: ``device``, ``dtype`` or ``input_size`` is invalid or unavailable.
         """
+        runtime, precision = runtime_select.validate(runtime, precision)
+        from ml_engine import onnx_models  # it builds on this module
+
+        onnx_model = onnx_models.locate(model_id)
+        if onnx_model is not None:  # an exported YOLO / RT-DETR: ONNX Runtime, whatever RUNTIME says
+            return onnx_models.OnnxDetector.open(model_id, onnx_model, input_size)
         torch_device = resolve_device(device)
         autocast_dtype = resolve_dtype(dtype, torch_device)
         if input_size is not None and not 32 <= input_size <= 4096:
@@ -124,11 +148,14 @@ class Detector:
         except (RuntimeError, torch.OutOfMemoryError) as exc:
             raise ModelError(f"could not move model {model_id} to {torch_device}: {exc}") from exc
         detector = cls(model_id, model, processor, spec, torch_device, autocast_dtype)
+        if runtime != "torch":
+            detector.use_runtime(runtime_select.choose(detector, runtime, precision, runtime_cache))
         log.info(
-            "loaded model %s on %s (%s, input %s%s)",
+            "loaded model %s on %s (%s, %s, input %s%s)",
             model_id,
             detector.device,
             detector.dtype,
+            detector.backend.name,
             spec.describe_input_size(),
             ", RANDOM WEIGHTS" if detector.random_weights else "",
         )
@@ -226,8 +253,7 @@ class Detector:
         Raises ModelError when the device runs out of memory or the model fails to run.
         """
         try:
-            with self._autocast():
-                return self._model(**inputs)
+            return self._backend(inputs)
         except torch.OutOfMemoryError as exc:
             batch = len(inputs["pixel_values"])
             raise ModelError(
@@ -253,6 +279,31 @@ class Detector:
             )
         except Exception as exc:
             raise self._failed("ran, but its output could not be post-processed", exc) from exc
+
+    # --- runtime (ml_engine/runtimes) --------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend:
+        """What runs the model's forward pass (torch eager unless RUNTIME chose another)."""
+        return self._backend
+
+    def backend_model(self) -> torch.nn.Module:
+        """The transformers model, for runtimes that export it."""
+        return self._model
+
+    def use_runtime(self, choice: runtime_select.Choice) -> None:
+        """Run on the backend ``choice`` holds from now on (``runtimes.select.choose``)."""
+        self._runtime_choice = choice
+        self._backend = choice.backend
+
+    @contextlib.contextmanager
+    def running_on(self, backend: Backend) -> Iterator[None]:
+        """Run on ``backend`` for a while (the faithfulness check); not for use while jobs run."""
+        previous, self._backend = self._backend, backend
+        try:
+            yield
+        finally:
+            self._backend = previous
 
     def _failed(self, what_happened: str, exc: Exception) -> ModelError:
         """A typed error for a model that loaded but does not run: almost always a checkpoint
@@ -329,6 +380,7 @@ class Detector:
             "input_size": self.spec.describe_input_size(),
             "random_weights": self.random_weights,
         }
+        info.update(self._runtime_choice.describe() if self._runtime_choice else self._backend.describe())
         if self.random_weights:
             info["note"] = "model: random weights — not real detections"
         return info
@@ -414,7 +466,8 @@ def _resolve_source(model_id: str) -> tuple[str, str | None]:
     if path.is_dir():
         return str(path), None
     if path.exists():
-        raise ModelError(f"model path {text!r} is a file, not a checkpoint directory. " + _HOW_TO_FIX)
+        raise ModelError(f"model path {text!r} is a file, neither a checkpoint directory nor an .onnx file "
+                         "(a .pt file must be exported to ONNX first: docs/models.md). " + _HOW_TO_FIX)
     if text.startswith(("/", "./", "../", "~", "\\")) or text.count("/") > 1:
         raise ModelError(f"model directory {text!r} does not exist. " + _HOW_TO_FIX)
     repo, _, revision = text.partition("@")

@@ -21,6 +21,15 @@ def tiny_rtdetr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def separated_rtdetr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny RT-DETRv2 with separated scores (``tiny_model.separate_scores``), like a trained
+    model's: which queries it keeps does not hang on ties, so runtimes can be compared on it."""
+    from ml_engine.tiny_model import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("separated_rtdetr_v2"), arch="rt_detr_v2", separated=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_detr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny DETR checkpoint with a transformers-native ResNet backbone (shortest edge 320)."""
     from ml_engine.tiny_model import build_tiny_checkpoint

@@ -45,7 +45,8 @@ class DetectorCache:
                 self._detectors.move_to_end(model_id)
                 return self._detectors[model_id]
             log.info("loading model %s on %s", model_id, self._settings.device)
-            detector = self._loader(model_id, device=self._settings.device, input_size=self._settings.input_size)
+            detector = self._loader(model_id, device=self._settings.device, input_size=self._settings.input_size,
+                                    runtime=self._settings.runtime, precision=self._settings.runtime_precision)
             self._publish(model_id, detector)
             self._detectors[model_id] = detector
             while len(self._detectors) > self._settings.max_loaded_models:
@@ -75,7 +76,8 @@ class DetectorCache:
             return
         facts = detector.describe()
         card = ModelCard(model_id=public_model_id(model_id), architecture=facts["architecture"],
-                         classes=detector.label_names(), random_weights=detector.random_weights, device=facts["device"])
+                         classes=detector.label_names(), random_weights=detector.random_weights, device=facts["device"],
+                         runtime=facts.get("runtime", "torch"), precision=facts.get("precision", "fp32"))
         try:
             publish_card(self._blobs, card, model_id)
         except StorageError as exc:  # the API then just cannot list classes; jobs still run
