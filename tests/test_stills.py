@@ -394,7 +394,7 @@ def test_a_file_refused_before_the_engine_is_reported_as_a_failed_file(tmp_path:
     replaced): they are in results.jsonl, results.csv and stats.json as the engine writes a
     failed file, so one layer owns the format."""
     good = write_geotiff(tmp_path / "good.tif", field_image()[:, :STILL_WIDTH])
-    run = StillsRun(tmp_path / "out", BlobDetector(), StillsConfig(threshold=0.5))
+    run = StillsRun(tmp_path / "out", BlobDetector(), StillsConfig(detection=DetectionConfig(threshold=0.5)))
     run.add_file("good.tif", good)
     refused = run.add_refused("gone.png", "input_missing", "gone.png: its upload is gone")
     stats, outputs = run.finish()
