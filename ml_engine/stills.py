@@ -500,7 +500,7 @@ class StillsRun:
             "kind": "stills",
             "model": model,
             "images": {"total": self.images, "ok": self.images - self.failed, "failed": self.failed,
-                       "georeferenced": self.georeferenced_images, "placed_by_footprint": len(self.survey.shots)},
+                       "georeferenced": self.georeferenced_images},
             "counts": {
                 "total": sum(by_class.values()),  # the per-image sum
                 "by_class": by_class,
