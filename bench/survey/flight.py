@@ -115,7 +115,8 @@ def plan_grid(rows: int, columns: int, overlap_forward: float, overlap_side: flo
             gps = rng.normal(0, gps_sigma_m, 2)
             shots.append(ShotPlan(index, east, north, altitude, yaw, pitch, east + gps[0], north + gps[1],
                                   yaw + float(rng.normal(0, 0.5)), altitude + float(rng.normal(0, 0.3))))
-    animals = _spread(rng, herd, (margin, margin, size[0] - margin, size[1] - margin))
+    inset = (margin - 0.4 * across, margin - 0.4 * along)  # inside the shots' footprints: seen at least once
+    animals = _spread(rng, herd, (inset[0], inset[1], size[0] - inset[0], size[1] - inset[1]))
     moves, position = [], np.zeros((len(animals), 2))
     for _ in shots:
         moves.append(position.copy())
@@ -127,12 +128,16 @@ def plan_grid(rows: int, columns: int, overlap_forward: float, overlap_side: flo
 def _spread(rng: np.random.Generator, count: int, area: tuple[float, float, float, float]) -> list[Animal]:
     x0, y0, x1, y1 = area
     placed: list[Animal] = []
-    while len(placed) < count:
+    for _ in range(count * 1000):
+        if len(placed) == count:
+            break
         east, north = rng.uniform(x0, x1), rng.uniform(y0, y1)
         if all(math.hypot(east - a.east, north - a.north) >= 2.5 for a in placed):
             cls = "sheep" if rng.random() < 0.15 else "cow"
             size = (1.0, 0.6) if cls == "sheep" else (float(rng.uniform(1.4, 1.9)), float(rng.uniform(0.7, 0.9)))
             placed.append(Animal(float(east), float(north), float(rng.uniform(0, 180)), cls, *size))
+    if len(placed) < count:
+        raise ValueError(f"{count} animals 2.5 m apart do not fit in {area}")
     return placed
 
 
@@ -215,7 +220,7 @@ def write_dji_jpeg(path: Path, image: np.ndarray, flight: GridFlight, shot: Shot
         if value is None:
             fields.pop(name, None)
         else:
-            fields[name] = f"{value:+.2f}"
+            fields[name] = f"{value:+.10f}"
     ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     assert ok
     data = _with_xmp(encoded.tobytes(), fields)

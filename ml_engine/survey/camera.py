@@ -201,7 +201,8 @@ def sensor_width_mm(meta: CameraMetadata, width_px: int, height_px: int) -> tupl
         return KNOWN_SENSOR_WIDTH_MM[model], f"the {meta.model} camera's known sensor width"
     missing = [name for name, value in (("focal length", meta.focal_mm),
                                         ("35 mm-equivalent focal length", meta.focal_35mm)) if not value]
-    return None, f"no {' or '.join(missing)} in EXIF and camera model {meta.model or 'unknown'} is not known"
+    model_text = f"camera model {meta.model} is not one this service knows" if meta.model else "no camera model"
+    return None, f"no {' or '.join(missing)} in EXIF, and {model_text}"
 
 
 def _short(exc: Exception) -> str:

@@ -9,7 +9,8 @@ whether it is oblique). A placed shot's detections are deduplicated as a GeoTIFF
    pitch, the focal length and the sensor's width give a footprint (``footprint``). What is
    missing decides: no position, no yaw, no focal length or sensor size: not placed; no
    relative altitude: the GPS altitude less the take-off point's height learnt from earlier
-   shots that had both, else not placed; no pitch: taken as straight down (survey missions
+   shots that had both, else not placed; no focal length or sensor size (a damaged EXIF): an
+   earlier shot's of the same image size, else not placed; no pitch: taken as straight down (survey missions
    shoot nadir), and said so. A shot tilted more than ``NADIR_TILT_DEG`` is oblique.
 2. **Registration** (``registration``): against the (up to ``MAX_NEIGHBOURS``) earlier placed
    shots whose footprints overlap it most. A fit moves the footprint onto theirs; without one
@@ -125,6 +126,7 @@ class SurveyGrid:
         self._features: list[Features | None] = []
         self._polygons: list[np.ndarray] = []
         self._takeoff_heights: list[float] = []  # GPS altitude less relative altitude, per shot with both
+        self._lenses: dict[tuple[int, int], tuple[float, float]] = {}  # image size -> focal, sensor width (mm)
         self.unplaced: list[dict[str, Any]] = []
         self.oblique: list[dict[str, Any]] = []
         self.overlapping_pairs = 0
@@ -197,14 +199,21 @@ class SurveyGrid:
             return missing("no height above the ground (XMP RelativeAltitude, or GPS altitude with a known "
                            "take-off height)")
         sensor, source = sensor_width_mm(meta, width, height)
-        if sensor is None or not meta.focal_mm:
-            return missing(f"no camera geometry: {source}")
+        focal = meta.focal_mm
+        if sensor is None or not focal:
+            known = self._lenses.get((width, height))
+            if known is None:
+                return missing(f"no camera geometry: {source}")
+            (focal, sensor), source = known, "an earlier shot of the same size (this one's EXIF lacks it)"
+        else:
+            self._lenses.setdefault((width, height), (focal, sensor))
         if meta.gimbal_yaw_deg is None:
             notes.append("no gimbal yaw in XMP: the aircraft's yaw (FlightYawDegree) used")
         east, north = self._frame_of(meta).to_metres(np.array([meta.longitude]), np.array([meta.latitude]))
         footprint = metadata_footprint(float(east[0]), float(north[0]), altitude, meta.yaw_deg, pitch, sensor,
-                                       meta.focal_mm, width, height)
+                                       focal, width, height)
         notes.append(f"sensor width {sensor:.2f} mm from {source}")
+        notes.extend(f"metadata not used: {problem}" for problem in meta.problems)
         return footprint, notes
 
     def _altitude(self, meta: CameraMetadata, notes: list[str]) -> float | None:
