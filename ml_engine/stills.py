@@ -526,7 +526,7 @@ class StillsRun:
         }
 
     def _dedup_summary(self) -> dict[str, Any]:
-        overlap = self.survey.overlapping_pairs > 0
+        overlap = self.survey.footprints_overlap
         if not self.config.dedup:
             return {"applied": False, "reason": "deduplication is off for this job", "footprints_overlap": overlap}
         if not self.georeferenced_images and not self.survey.shots:

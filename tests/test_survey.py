@@ -345,3 +345,12 @@ def test_deduplication_off_still_says_that_the_footprints_overlap(tmp_path: Path
     dedup = stats["counts"]["deduplicated"]
     assert dedup["applied"] is False and dedup["footprints_overlap"] is True
 
+
+
+def test_shots_without_footprints_taken_close_together_are_said_to_overlap(tmp_path: Path) -> None:
+    flight = plan_grid(1, 2, 0.7, 0.7, seed=12, herd=6, camera=SMALL)  # 12 m apart: 70 % of a 40 m footprint
+    no_yaw = {"xmp": {"GimbalYawDegree": None, "FlightYawDegree": None}}
+    _, stats = run_jpegs(tmp_path / "out", write_flight(tmp_path / "flight", flight, {0: no_yaw, 1: no_yaw}))
+    dedup = stats["counts"]["deduplicated"]
+    assert dedup["applied"] is False and dedup["footprints_overlap"] is True
+    assert stats["survey"]["close_gps_pairs"] == 1 and stats["survey"]["placed"] == 0

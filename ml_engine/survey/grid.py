@@ -41,6 +41,9 @@ __all__ = ["MAX_NEIGHBOURS", "Shot", "SurveyGrid", "Unplaced", "shot_features"]
 
 MAX_NEIGHBOURS = 3
 MIN_OVERLAP = 0.1  # of the new shot's area: less is not worth matching
+# Two shots whose GPS positions are this close overlap at any survey altitude (a footprint is
+# 60 m or more across from 40 m up): said when their footprints themselves are unknown.
+CLOSE_SHOTS_M = 30.0
 GATE_FLOOR_M = 8.0  # guided matching accepts pairs up to max(this, 4 x the accuracy estimate) apart
 
 
@@ -130,8 +133,15 @@ class SurveyGrid:
         self.unplaced: list[dict[str, Any]] = []
         self.oblique: list[dict[str, Any]] = []
         self.overlapping_pairs = 0
+        self.close_gps_pairs = 0  # pairs of shots, one without a footprint, whose GPS positions are close
+        self._positions: list[tuple[float, float, bool]] = []  # lon, lat, placed
         self.registration_seconds = 0.0
         self.revisits = 0  # neighbour shots matched against
+
+    @property
+    def footprints_overlap(self) -> bool:
+        """Placed footprints overlap, or shots without one were taken close together."""
+        return self.overlapping_pairs > 0 or self.close_gps_pairs > 0
 
     @property
     def attempted(self) -> bool:
@@ -145,6 +155,7 @@ class SurveyGrid:
         """Place one shot (``image``: its pixels for registration, or None to place by metadata)."""
         meta = read_camera_metadata(path)
         outcome = self._footprint(meta, width, height, orientation)
+        self._note_position(meta, placed=not isinstance(outcome, Unplaced))
         if isinstance(outcome, Unplaced):
             record = {"name": name, "reason": outcome.reason}
             (self.oblique if outcome.oblique else self.unplaced).append(record)
@@ -164,6 +175,17 @@ class SurveyGrid:
         self._features.append(features)
         self._polygons.append(shot.footprint.corners().astype(np.float32))
         return shot
+
+    def _note_position(self, meta: CameraMetadata, placed: bool) -> None:
+        if meta.longitude is None or meta.latitude is None:
+            return
+        if self._positions:
+            known = np.array(self._positions)
+            frame = LocalFrame(meta.longitude, meta.latitude)
+            east, north = frame.to_metres(known[:, 0], known[:, 1])
+            close = np.hypot(east, north) <= CLOSE_SHOTS_M
+            self.close_gps_pairs += int(np.sum(close & ~(known[:, 2].astype(bool) & placed)))
+        self._positions.append((meta.longitude, meta.latitude, placed))
 
     def _frame_of(self, meta: CameraMetadata) -> LocalFrame:
         if self.frame is None:
@@ -273,8 +295,9 @@ class SurveyGrid:
             "metadata_only": len(self.shots) - len(registered),
             "oblique": self.oblique,
             "unplaced": self.unplaced,
-            "footprints_overlap": self.overlapping_pairs > 0,
+            "footprints_overlap": self.footprints_overlap,
             "overlapping_pairs": self.overlapping_pairs,
+            "close_gps_pairs": self.close_gps_pairs,
             "median_residual_m": round(statistics.median(s.residual_m for s in registered), 4)
             if registered else None,
             "registration": {"enabled": self.registration, "seconds": round(self.registration_seconds, 3),
