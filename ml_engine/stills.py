@@ -15,8 +15,10 @@ results to ``output_dir`` as it goes, so memory does not grow with the number of
    tiles are merged across the seams (``merge_views``).
 3. **Georeference** (``ml_engine.geo``): when the file has a CRS and a geotransform, each
    detection gets its ground position (source CRS and WGS84) and an animal id from the
-   cross-image deduplication; other files are counted and say that no coordinates could be
-   given (a JPEG's EXIF GPS gives the camera's position, not the ground footprint of a pixel).
+   cross-image deduplication (``ml_engine.survey.dedup``). A drone JPEG is placed by its
+   footprint from EXIF GPS and DJI XMP, refined by registration to the overlapping shots
+   before it (``ml_engine.survey.grid``), and deduplicated alike; other files (and oblique or
+   unplaceable JPEGs) are counted and say why no coordinates could be given.
 4. **Write**: a line in ``results.jsonl`` and ``detections.jsonl``, the COCO image and its
    annotations, GeoJSON features, and the annotated image (the still, or a downscaled
    overview of a large raster, read decimated).
