@@ -29,7 +29,7 @@ from ml_engine.survey.footprint import Footprint
 __all__ = ["FEATURE_SIDE_PX", "Features", "Registration", "features_of", "register"]
 
 FEATURE_SIDE_PX = 1200  # long side of the shrunk copy features are found on
-FEATURES_PER_SHOT = 2500
+FEATURES_PER_SHOT = 1500
 RATIO_TEST = 0.8  # Lowe's ratio: the best match clearly better than the second
 RANSAC_PX = 3.0
 MIN_INLIERS = 20
