@@ -68,7 +68,7 @@ from ml_engine.outputs import _copy_json_lines, _json_line, _write_json
 from ml_engine.pipeline import DetectorLike
 from ml_engine.raster import RasterSource, open_raster, upright
 from ml_engine.stills_gallery import MAX_ITEMS, CropReader, StillsGallery
-from ml_engine.survey.dedup import GroundDeduplicator, sightings_from_boxes
+from ml_engine.survey.dedup import DEDUP_WALK_M, GroundDeduplicator, sightings_from_boxes
 from ml_engine.survey.grid import Shot, SurveyGrid, Unplaced, shot_features
 from ml_engine.tiling import TilingSetting, View, merge_views, offset_boxes, parse_tiling, plan_tiles
 
@@ -113,6 +113,7 @@ class StillsConfig:
     windowed_above_pixels: int = WINDOWED_ABOVE_PIXELS
     dedup_tolerance_px: float = DEDUP_TOLERANCE_PX
     registration: bool = True  # refine drone JPEGs' footprints by registering overlapping shots
+    dedup_walk_m: float = DEDUP_WALK_M  # how far an animal unmatched inside an image may have walked
     overview_max_px: int = OVERVIEW_MAX_PX
     gallery_max_items: int = MAX_ITEMS
 
@@ -161,7 +162,7 @@ class StillsRun:
         self.unmatched: Counter[str] = Counter()  # counts of images that cannot be deduplicated
         self.georeferenced_images = 0
         self.source_crs: set[str] = set()
-        self.dedup = GroundDeduplicator(config.dedup_tolerance_px)
+        self.dedup = GroundDeduplicator(config.dedup_tolerance_px, config.dedup_walk_m)
         self.survey = SurveyGrid(registration=config.registration)  # drone JPEGs placed by EXIF/XMP
         self.gallery = StillsGallery(self.output_dir, config.gallery_max_items)
         self.crops: dict[str, Path] = {}  # the gallery's pictures (crops/<id>.jpg), once finished
@@ -544,11 +545,15 @@ class StillsRun:
             "not_georeferenced_detections": sum(self.unmatched.values()),
             "sightings": self.dedup.sightings,
             "edge_cut_sightings": self.dedup.cut_sightings,
+            "walked_matches": self.dedup.walked,
+            "walk_m": self.config.dedup_walk_m,
             "method": ("box centres on the ground (WGS84); an animal is a cluster of sightings, placed by its whole "
                        "sightings (weighted towards their images' centres); a detection of another image, of the "
                        f"same class, within {self.config.dedup_tolerance_px:g} ground sample distances (plus a "
                        "JPEG's placement error) of it is the same animal, nearest pairs first; a box cut by its "
-                       "image's edge is matched along the segment where its hidden centre may lie; detections "
+                       "image's edge is matched along the segment where its hidden centre may lie; an animal "
+                       f"well inside an image that none of its sightings matched takes one up to {self.config.dedup_walk_m:g} m "
+                       "further (it walked); detections "
                        "of one image are never merged; images not placed on the ground add their counts "
                        "unmatched"),
             "tolerance_px": self.config.dedup_tolerance_px,

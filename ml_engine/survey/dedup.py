@@ -24,7 +24,16 @@ largest an animal of that class has shown itself). A box cut at a corner has two
 segments (a rectangle). The distance to such a sighting is the distance to that segment or
 rectangle. An animal seen only cut so far is placed by its least-cut sighting.
 
-Limits: an animal that moved more than the tolerance between two shots counts twice; two
+**An animal that walked.** Shots of a grid's neighbouring lines are a minute or more apart, and a
+grazing animal moves more than the tolerance in that time. After the first pass, an animal
+that lies well inside the new image (at least its class's body length ``L`` from the frame's
+edge, so it cannot have walked out) and that none of the image's sightings matched must have
+walked (or been missed): an unmatched sighting of its class within ``walk_m`` beyond the
+tolerance is taken for it, nearest pairs first.
+
+Limits: an animal that moved more than the tolerance plus ``walk_m`` between two shots, or
+more than the tolerance near an image's edge, counts twice; an animal the detector missed in
+an image can be taken for a new one that stands within ``walk_m`` of it; two
 animals of one class closer than the tolerance in different shots can be taken for one; an
 animal seen only cut, in shots whose cuts point different ways, is compared through the
 segments' ends (close to exact, not exact); ``L`` is learnt from the job's whole boxes, so a
@@ -39,14 +48,18 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
-__all__ = ["EDGE_MARGIN_PX", "GroundDeduplicator", "Sightings", "sightings_from_boxes"]
+__all__ = ["DEDUP_WALK_M", "EDGE_MARGIN_PX", "GroundDeduplicator", "Sightings", "sightings_from_boxes"]
 
 EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
 # A box edge this close to the image border is taken as cut by it (detectors' boxes of an
 # animal that touches the border end within a pixel or two of it).
 EDGE_MARGIN_PX = 2.0
+# How far beyond the tolerance an animal may have walked between two shots of it (a grazing cow
+# covers about a metre a minute; a grid's neighbouring lines are about a minute apart).
+DEDUP_WALK_M = 1.0
 CENTRAL_WEIGHT_FLOOR = 0.25  # a whole sighting at the very edge still counts a quarter of a central one
 
 LonLatOf = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -70,6 +83,7 @@ class Sightings:
     central: np.ndarray
     cut_towards: list[list[tuple[float, float, float]]] = field(default_factory=list)
     extra_tolerance_m: float = 0.0  # the image's placement error, added to the tolerance
+    frame_corners: list[tuple[float, float]] = field(default_factory=list)  # the image's corners (lon, lat)
 
     def __len__(self) -> int:
         return len(self.lons)
@@ -92,6 +106,8 @@ def sightings_from_boxes(xyxy: np.ndarray, width: int, height: int, lonlat_of: L
     for _, step_x, step_y, _ in sides:
         xs.append(cx + step_x)
         ys.append(cy + step_y)
+    xs.append(np.array([0.0, width, width, 0.0]))
+    ys.append(np.array([0.0, 0.0, height, height]))
     lons, lats = lonlat_of(np.concatenate(xs), np.concatenate(ys))
     count = len(xyxy)
     cut_towards: list[list[tuple[float, float, float]]] = [[] for _ in range(count)]
@@ -102,7 +118,8 @@ def sightings_from_boxes(xyxy: np.ndarray, width: int, height: int, lonlat_of: L
     off_centre = np.maximum(np.abs(cx - width / 2) / (width / 2), np.abs(cy - height / 2) / (height / 2))
     return Sightings(lons=lons[:count], lats=lats[:count], classes=list(classes), scores=np.asarray(scores),
                      gsd_m=gsd_m, size_px=np.maximum(box_w, box_h), central=np.clip(1 - off_centre, 0, 1),
-                     cut_towards=cut_towards, extra_tolerance_m=extra_tolerance_m)
+                     cut_towards=cut_towards, extra_tolerance_m=extra_tolerance_m,
+                     frame_corners=[(float(x), float(y)) for x, y in zip(lons[-4:], lats[-4:], strict=True)])
 
 
 @dataclass
@@ -134,8 +151,10 @@ class GroundDeduplicator:
     """Assigns each detection of placed images an animal id, the same id for detections of one
     animal seen in several images (see the module's description)."""
 
-    def __init__(self, tolerance_px: float) -> None:
+    def __init__(self, tolerance_px: float, walk_m: float = 0.0) -> None:
         self.tolerance_px = tolerance_px
+        self.walk_m = walk_m
+        self.walked = 0  # sightings matched by the second pass
         self._origin: tuple[float, float] | None = None
         self._cell_m: float | None = None
         self._grid: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -178,6 +197,8 @@ class GroundDeduplicator:
             if ids[i] == -1 and animal not in taken:
                 ids[i] = animal
                 taken.add(animal)
+        if self.walk_m > 0 and sightings.frame_corners and -1 in ids:
+            self._match_walkers(local, sightings, image, tolerance, ids, taken)
         for i, sighting in enumerate(local):
             if ids[i] == -1:
                 ids[i] = self._new_animal(sightings.classes[i], sighting)
@@ -186,6 +207,40 @@ class GroundDeduplicator:
         self.sightings += len(local)
         self.cut_sightings += sum(1 for s in local if not s.whole)
         return ids
+
+    def _match_walkers(self, local: list[_Sighting], sightings: Sightings, image: int, tolerance: float,
+                       ids: list[int], taken: set[int]) -> None:
+        """Second pass: an animal well inside this image that none of its sightings matched must have
+        walked (or been missed): an unmatched sighting within ``walk_m`` more is taken for it."""
+        east, north = self._metres(np.array([c[0] for c in sightings.frame_corners]),
+                                   np.array([c[1] for c in sightings.frame_corners]))
+        frame = np.column_stack([east, north]).astype(np.float32)
+        pairs = []
+        for i, sighting in enumerate(local):
+            if ids[i] != -1:
+                continue
+            cls = sightings.classes[i]
+            margin = self._longest(cls)  # an animal within a body length of the edge may have left the frame
+            for index in self._near(sighting.east, sighting.north, tolerance + self.walk_m + margin):
+                animal = self._animals[index]
+                if animal.cls != cls or image in animal.images or index in taken or animal.best_cut is not None:
+                    continue
+                distance = math.hypot(animal.east - sighting.east, animal.north - sighting.north)
+                inside = cv2.pointPolygonTest(frame, (animal.east, animal.north), True) >= margin
+                if distance <= tolerance + self.walk_m and inside:
+                    pairs.append((distance, i, index))
+        for _, i, index in sorted(pairs):
+            if ids[i] == -1 and index not in taken:
+                ids[i] = index
+                taken.add(index)
+                self.walked += 1
+
+    def _near(self, east: float, north: float, radius: float) -> list[int]:
+        assert self._cell_m is not None
+        reach = math.ceil(radius / self._cell_m)
+        cx, cy = self._cell(east, north)
+        return [index for gx in range(cx - reach, cx + reach + 1) for gy in range(cy - reach, cy + reach + 1)
+                for index in self._grid.get((gx, gy), ())]
 
     # --- sightings on the local frame ---------------------------------------------------------
 

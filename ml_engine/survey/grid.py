@@ -289,6 +289,7 @@ class SurveyGrid:
 
     def summary(self) -> dict[str, Any]:
         registered = [s for s in self.shots if s.method == "registered"]
+        residuals = [s.residual_m for s in registered if s.residual_m is not None]
         return {
             "placed": len(self.shots),
             "registered": len(registered),
@@ -298,8 +299,7 @@ class SurveyGrid:
             "footprints_overlap": self.footprints_overlap,
             "overlapping_pairs": self.overlapping_pairs,
             "close_gps_pairs": self.close_gps_pairs,
-            "median_residual_m": round(statistics.median(s.residual_m for s in registered), 4)
-            if registered else None,
+            "median_residual_m": round(statistics.median(residuals), 4) if residuals else None,
             "registration": {"enabled": self.registration, "seconds": round(self.registration_seconds, 3),
                              "revisits": self.revisits},
             "method": ("each near-nadir JPEG's footprint from its EXIF GPS, DJI XMP relative altitude, gimbal "

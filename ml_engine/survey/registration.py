@@ -64,7 +64,7 @@ def features_of(image: np.ndarray) -> Features:
     scale = min(1.0, FEATURE_SIDE_PX / max(width, height))
     small = cv2.resize(grey, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA) \
         if scale < 1 else grey
-    orb = cv2.ORB_create(nfeatures=FEATURES_PER_SHOT, fastThreshold=10)
+    orb = cv2.ORB.create(nfeatures=FEATURES_PER_SHOT, fastThreshold=10)
     keypoints, descriptors = orb.detectAndCompute(small, None)
     points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2) / scale
     return Features(points, descriptors)
