@@ -214,6 +214,21 @@ def test_a_whole_sighting_places_the_animal_not_the_cut_one() -> None:
     assert add_boxes(dedup, 2, (500, 0), [[509.5, 500, 545.5, 536]])[0] == cut[1]
 
 
+def test_an_animal_unmatched_inside_an_image_is_taken_to_have_walked() -> None:
+    """A cow 30 px (1.5 m) from where an earlier shot saw it: beyond the 0.8 m tolerance, within
+    it plus 1 m of walking, and well inside the new image: the same cow. Near the new image's edge
+    it may have walked out, and one 37 px away is beyond both."""
+    def second_sighting(walk_m: float, first_box: list[float], second_box: list[float]) -> bool:
+        dedup = GroundDeduplicator(tolerance_px=16, walk_m=walk_m)
+        first = add_boxes(dedup, 0, (0, 0), [[100, 100, 136, 136], first_box])
+        return add_boxes(dedup, 1, (0, 0), [second_box])[0] == first[1]
+
+    assert second_sighting(1.0, [482, 482, 518, 518], [512, 482, 548, 518])
+    assert not second_sighting(0.0, [482, 482, 518, 518], [512, 482, 548, 518])  # the first pass alone
+    assert not second_sighting(1.0, [482, 482, 518, 518], [519, 482, 555, 518])  # 37 px: 1.85 m
+    assert not second_sighting(1.0, [950, 482, 986, 518], [920, 482, 956, 518])  # 32 px from the edge
+
+
 GEOTIFF_FIELD = (3000, 1000)
 GEOTIFF_OFFSETS = (0, 500, 1000, 1500, 2000)  # stills 1000 px wide, 50 % overlap
 
