@@ -15,7 +15,8 @@ count, |error| %, ID switches, IDF1 and HOTA (TrackEval), and tracker frames per
                                                    # the tiling column: TILING=off against auto (and any WxH)
 
 Rendered frames and detections are cached in bench/results/counting-cache (git-ignored),
-so a second run skips rendering. The full pipeline (x264 video -> PyAV decode -> the oracle
+so a second run skips rendering. Survey stills (JPEG grids, GeoTIFFs with edge-cut animals) have
+their own benchmark, bench/survey_bench.py. The full pipeline (x264 video -> PyAV decode -> the oracle
 through the detector interface -> tracking -> counting -> x264 outputs) runs on seed 0 of a
 few sequences and must give exactly the product column's tracks (same detections, same decoded frames). Writes JSON to
 bench/results/counting.json (or --json) and, with --markdown PATH, the tables.

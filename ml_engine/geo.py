@@ -4,38 +4,19 @@ across overlapping stills.
 A GeoTIFF's geotransform maps pixels to its CRS; GDAL (``rasterio.warp.transform``) maps
 those to WGS84 longitude/latitude, as RFC 7946 GeoJSON wants them.
 
-**Deduplication** (``GroundDeduplicator``). A grid flight overlaps 60-80 %, so the same cow is
-in several stills. Each detection's box centre is put on the ground (WGS84, then metres in a
-local east/north frame around the first point: equirectangular, exact to well under a
-centimetre over a few kilometres). A detection is the same animal as an earlier one when
-
-* it comes from a *different* image (two boxes of one image are two animals: the detector
-  already answered once per object),
-* it has the same class, and
-* its ground centre lies within ``tolerance_px`` ground-sample distances (GSD, the ground size
-  of one of its image's pixels) of the earlier one's; the nearest such one is taken, and each
-  earlier animal is matched at most once per image.
-
-Limits: an animal that moved between two shots by more than the tolerance is counted twice,
-and two animals of one class that swap places or stand closer than the tolerance in
-different shots can be taken for one. Georeferencing errors (a stills' geotransform from GNSS
-without ground control is often off by a metre or more) break the matching when they exceed
-the tolerance. Images without georeferencing cannot be matched and add their counts as they
-are. Memory: one ground point (x, y, class, image) per distinct animal, in a grid hash whose
-cell is the tolerance: it grows with the animals found, not with the pixels or the files.
+**Deduplication** across overlapping stills (an animal seen in several counts once) is in
+``ml_engine.survey.dedup``; ``DEDUP_TOLERANCE_PX`` is its matching distance.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from rasterio.warp import transform as warp_transform
 
-__all__ = ["DEDUP_TOLERANCE_PX", "GroundDeduplicator", "GroundPoints", "ground_sample_distance_m",
+__all__ = ["DEDUP_TOLERANCE_PX", "GroundPoints", "ground_sample_distance_m",
            "pixels_to_crs", "to_wgs84", "crs_name"]
 
 EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
@@ -92,72 +73,3 @@ class GroundPoints:
         centre_y = (xyxy[:, 1] + xyxy[:, 3]) / 2
         self.crs_x, self.crs_y = pixels_to_crs(transform, centre_x, centre_y)
         self.lon, self.lat = to_wgs84(crs, self.crs_x, self.crs_y)
-
-
-class GroundDeduplicator:
-    """Assigns each detection of georeferenced images an animal id, the same id for detections
-    of one animal seen in several images (see the module's description)."""
-
-    def __init__(self, tolerance_px: float = DEDUP_TOLERANCE_PX) -> None:
-        self.tolerance_px = tolerance_px
-        self._origin: tuple[float, float] | None = None
-        self._cell_m: float | None = None
-        self._grid: dict[tuple[int, int], list[int]] = defaultdict(list)
-        self._points: list[tuple[float, float, str, int]] = []  # east, north, class, image
-        self.by_class: dict[str, int] = defaultdict(int)
-        self.largest_tolerance_m = 0.0
-
-    @property
-    def total(self) -> int:
-        return len(self._points)
-
-    def add_image(self, image: int, lons: np.ndarray, lats: np.ndarray, classes: Sequence[str],
-                  scores: np.ndarray, gsd_m: float) -> list[int]:
-        """The animal id of each detection of image number ``image`` (new ids for new animals).
-        Detections are matched best score first."""
-        if len(lons) == 0:
-            return []
-        if self._origin is None:
-            self._origin = (float(lons[0]), float(lats[0]))
-        tolerance = self.tolerance_px * gsd_m
-        self.largest_tolerance_m = max(self.largest_tolerance_m, tolerance)
-        if self._cell_m is None:
-            self._cell_m = max(tolerance, 1e-3)
-        east, north = _local_metres(lons, lats, *self._origin)
-        ids = [-1] * len(lons)
-        claimed: set[int] = set()
-        for i in np.argsort(-np.asarray(scores), kind="stable"):
-            match = self._nearest(east[i], north[i], classes[i], image, tolerance, claimed)
-            if match is None:
-                match = self._add(east[i], north[i], classes[i], image)
-            claimed.add(match)
-            ids[i] = match
-        return ids
-
-    def _nearest(self, east: float, north: float, cls: str, image: int, tolerance: float,
-                 claimed: set[int]) -> int | None:
-        assert self._cell_m is not None
-        reach = math.ceil(tolerance / self._cell_m)
-        cx, cy = self._cell(east, north)
-        best, best_distance = None, tolerance
-        for gx in range(cx - reach, cx + reach + 1):
-            for gy in range(cy - reach, cy + reach + 1):
-                for index in self._grid.get((gx, gy), ()):
-                    px, py, pcls, pimage = self._points[index]
-                    if pimage == image or pcls != cls or index in claimed:
-                        continue
-                    distance = math.hypot(px - east, py - north)
-                    if distance <= best_distance:
-                        best, best_distance = index, distance
-        return best
-
-    def _add(self, east: float, north: float, cls: str, image: int) -> int:
-        index = len(self._points)
-        self._points.append((float(east), float(north), cls, image))
-        self._grid[self._cell(east, north)].append(index)
-        self.by_class[cls] += 1
-        return index
-
-    def _cell(self, east: float, north: float) -> tuple[int, int]:
-        assert self._cell_m is not None
-        return math.floor(east / self._cell_m), math.floor(north / self._cell_m)

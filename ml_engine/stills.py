@@ -15,8 +15,10 @@ results to ``output_dir`` as it goes, so memory does not grow with the number of
    reported by tiles. Boxes from all tiles are merged across the seams (``merge_in_clusters``).
 3. **Georeference** (``ml_engine.geo``): when the file has a CRS and a geotransform, each
    detection gets its ground position (source CRS and WGS84) and an animal id from the
-   cross-image deduplication; other files are counted and say that no coordinates could be
-   given (a JPEG's EXIF GPS gives the camera's position, not the ground footprint of a pixel).
+   cross-image deduplication (``ml_engine.survey.dedup``). A drone JPEG is placed by its
+   footprint from EXIF GPS and DJI XMP, refined by registration to the overlapping shots
+   before it (``ml_engine.survey.grid``), and deduplicated alike; other files (and oblique or
+   unplaceable JPEGs) are counted and say why no coordinates could be given.
 4. **Write**: a line in ``results.jsonl`` and ``detections.jsonl``, the COCO image and its
    annotations, GeoJSON features, and the annotated image (the still, or a downscaled
    overview of a large raster, read decimated).
@@ -57,7 +59,6 @@ from ml_engine.detection import DEFAULT_RASTER_TILE, DetectionConfig, DetectorLi
 from ml_engine.gallery import crop_region, cut_crop, shrink_crop
 from ml_engine.geo import (
     DEDUP_TOLERANCE_PX,
-    GroundDeduplicator,
     GroundPoints,
     crs_name,
     ground_sample_distance_m,
@@ -67,6 +68,8 @@ from ml_engine.geo import (
 from ml_engine.outputs import copy_json_lines, json_line, write_json
 from ml_engine.raster import RasterSource, open_raster, upright
 from ml_engine.stills_gallery import MAX_ITEMS, CropReader, StillsGallery
+from ml_engine.survey.dedup import DEDUP_WALK_M, GroundDeduplicator, sightings_from_boxes
+from ml_engine.survey.grid import Shot, SurveyGrid, Unplaced, shot_features
 
 __all__ = ["DEFAULT_MAX_RASTER_PIXELS", "WINDOWED_ABOVE_PIXELS", "FileResult", "StillsConfig", "StillsRun",
            "validate_stills_stats"]
@@ -78,8 +81,8 @@ WINDOWED_ABOVE_PIXELS = 6000 * 4000
 OVERVIEW_MAX_PX = 2048  # long side of a large raster's annotated overview
 STILLS_SCHEMA_VERSION = 1
 NO_COORDINATES = "no georeferencing (no CRS and geotransform): counted, but no coordinates could be given"
-EXIF_GPS_ONLY = ("only EXIF GPS (the camera's position, not the ground footprint of its pixels, which "
-                 "needs a camera model): counted, but no coordinates could be given")
+EXIF_GPS_ONLY = ("EXIF GPS, but no ground footprint (the camera's position alone does not place its pixels): "
+                 "counted, but no coordinates could be given")
 
 _COCO_IMAGES_PART = ".stills_coco_images.part"
 _COCO_ANNOTATIONS_PART = ".stills_coco_annotations.part"
@@ -104,6 +107,8 @@ class StillsConfig:
     dedup: bool = True
     windowed_above_pixels: int = WINDOWED_ABOVE_PIXELS
     dedup_tolerance_px: float = DEDUP_TOLERANCE_PX
+    registration: bool = True  # refine drone JPEGs' footprints by registering overlapping shots
+    dedup_walk_m: float = DEDUP_WALK_M  # how far an animal unmatched inside an image may have walked
     overview_max_px: int = OVERVIEW_MAX_PX
     gallery_max_items: int = MAX_ITEMS
 
@@ -151,7 +156,8 @@ class StillsRun:
         self.unmatched: Counter[str] = Counter()  # counts of images that cannot be deduplicated
         self.georeferenced_images = 0
         self.source_crs: set[str] = set()
-        self.dedup = GroundDeduplicator(config.dedup_tolerance_px)
+        self.dedup = GroundDeduplicator(config.dedup_tolerance_px, config.dedup_walk_m)
+        self.survey = SurveyGrid(registration=config.registration)  # drone JPEGs placed by EXIF/XMP
         self.gallery = StillsGallery(self.output_dir, config.gallery_max_items)
         self.crops: dict[str, Path] = {}  # the gallery's pictures (crops/<id>.jpg), once finished
         self._annotation_id = 0
@@ -251,7 +257,7 @@ class StillsRun:
         by_class = Counter(row["class"] for row in rows)
         result.counts = {"total": len(rows), "by_class": dict(sorted(by_class.items()))}
         self.per_image_sum.update(by_class)
-        self._georeference(source, result, detections, rows)
+        self._georeference(source, result, detections, rows, None if windowed else image)
         # before the image is drawn on; a large raster's crops come from the file, in small windows
         reader = _window_reader(source) if windowed else _image_reader(image)
         self.gallery.add_image(result.name, (source.width, source.height) if windowed
@@ -282,10 +288,13 @@ class StillsRun:
     # --- georeferencing -----------------------------------------------------------------------
 
     def _georeference(self, source: RasterSource, result: FileResult, detections: sv.Detections,
-                      rows: list[dict[str, Any]]) -> None:
+                      rows: list[dict[str, Any]], image: np.ndarray | None) -> None:
         if not source.georeferenced:
-            result.notes.append(EXIF_GPS_ONLY if _has_exif_gps(source) else NO_COORDINATES)
-            self.unmatched.update(row["class"] for row in rows)
+            shot = self._place_shot(source, result, image)
+            if shot is None:
+                self.unmatched.update(row["class"] for row in rows)
+            else:
+                self._locate_on_shot(shot, result, detections, rows)
             return
         result.georeferenced = True
         result.crs = crs_name(source.crs)
@@ -296,8 +305,13 @@ class StillsRun:
         points = GroundPoints(source.crs, source.transform, detections.xyxy.astype(np.float64))
         if self.config.dedup:
             gsd = ground_sample_distance_m(source.crs, source.transform, source.width, source.height)
-            ids = self.dedup.add_image(self.images, points.lon, points.lat, [row["class"] for row in rows],
-                                       np.array([row["score"] for row in rows]), gsd)
+
+            def lonlat_of(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                return to_wgs84(source.crs, *pixels_to_crs(source.transform, xs, ys))
+
+            ids = self.dedup.add(self.images, sightings_from_boxes(
+                detections.xyxy, source.width, source.height, lonlat_of, gsd, [row["class"] for row in rows],
+                np.array([row["score"] for row in rows])))
         else:
             ids = [None] * len(rows)  # type: ignore[list-item]  # no animal ids without deduplication
         boxes = _box_rings(source, detections.xyxy.astype(np.float64))
@@ -308,6 +322,44 @@ class StillsRun:
             if animal is not None:
                 row["animal"] = animal
             self._write_features(result, row, ring)
+
+    def _place_shot(self, source: RasterSource, result: FileResult, image: np.ndarray | None) -> Shot | None:
+        """A drone JPEG's footprint from its EXIF/XMP (``ml_engine.survey``), or None (and the note why)."""
+        if source.format != "JPEG":
+            result.notes.append(NO_COORDINATES)
+            return None
+        placed = self.survey.place(self.images, result.name, Path(source.dataset.name), image,
+                                   source.width, source.height, source.orientation)
+        if isinstance(placed, Unplaced):
+            result.notes.append(EXIF_GPS_ONLY if _has_exif_gps(source) else NO_COORDINATES)
+            result.notes.append(placed.reason)
+            return None
+        result.notes.extend(placed.notes)
+        result.notes.append(f"placed by its {'registered ' if placed.method == 'registered' else ''}EXIF/XMP "
+                            f"footprint: positions approximate, about {placed.accuracy_m:.1f} m")
+        self._geojson.write(json_line(placed.footprint_feature()))
+        return placed
+
+    def _locate_on_shot(self, shot: Shot, result: FileResult, detections: sv.Detections,
+                        rows: list[dict[str, Any]]) -> None:
+        """A placed JPEG's detections on the ground and deduplicated, as a GeoTIFF's."""
+        if not rows:
+            return
+        xyxy = detections.xyxy.astype(np.float64)
+        ids: list[int | None] = [None] * len(rows)
+        if self.config.dedup:
+            ids = list(self.dedup.add(self.images, sightings_from_boxes(
+                xyxy, shot.footprint.width, shot.footprint.height, shot.lonlat_of, shot.footprint.gsd_m,
+                [row["class"] for row in rows], np.array([row["score"] for row in rows]),
+                extra_tolerance_m=shot.extra_tolerance_m)))
+        for row, animal, features in zip(rows, ids, shot_features(shot, result.name, rows, xyxy), strict=True):
+            row["ground"] = {"lon": features[1]["geometry"]["coordinates"][0],
+                             "lat": features[1]["geometry"]["coordinates"][1], "accuracy_m": round(shot.accuracy_m, 2)}
+            for feature in features:
+                if animal is not None:
+                    row["animal"] = feature["properties"]["animal"] = animal
+                self._geojson.write(json_line(feature))
+                self._geojson_features += 1
 
     def _write_features(self, result: FileResult, row: dict[str, Any], ring: dict[str, list]) -> None:
         """Two features per detection: its box (Polygon) and its centre (Point), both WGS84,
@@ -366,7 +418,7 @@ class StillsRun:
         outputs = {name: self.output_dir / name for name in (RESULTS, RESULTS_CSV, DETECTIONS, COCO, STATS)}
         write_results_csv(self.output_dir)
         self._write_coco()
-        if self.georeferenced_images:
+        if self.georeferenced_images or self.survey.shots:
             self._write_geojson()
             outputs[GEOJSON] = self.output_dir / GEOJSON
         (self.output_dir / _GEOJSON_PART).unlink(missing_ok=True)
@@ -433,6 +485,7 @@ class StillsRun:
             "per_image": per_image,
             "failed": failed,
             "georeference": self._georeference_summary(),
+            **({"survey": self.survey.summary()} if self.survey.attempted else {}),
             "processing": {
                 "seconds": round(seconds, 3),
                 "tiles": self.tiles,
@@ -448,10 +501,13 @@ class StillsRun:
         }
 
     def _dedup_summary(self) -> dict[str, Any]:
+        overlap = self.survey.footprints_overlap
         if not self.config.dedup:
-            return {"applied": False, "reason": "deduplication is off for this job"}
-        if not self.georeferenced_images:
-            return {"applied": False, "reason": "no input is georeferenced: images cannot be matched on the ground"}
+            return {"applied": False, "reason": "deduplication is off for this job", "footprints_overlap": overlap}
+        if not self.georeferenced_images and not self.survey.shots:
+            return {"applied": False, "footprints_overlap": overlap,
+                    "reason": "no input is georeferenced or placed by its EXIF/XMP footprint: images cannot be "
+                              "matched on the ground"}
         by_class = Counter(self.dedup.by_class) + self.unmatched
         return {
             "applied": True,
@@ -459,22 +515,33 @@ class StillsRun:
             "by_class": dict(sorted(by_class.items())),
             "georeferenced_animals": self.dedup.total,
             "not_georeferenced_detections": sum(self.unmatched.values()),
-            "method": ("box centres on the ground (WGS84); a detection of another image, of the same class, within "
-                       f"{self.config.dedup_tolerance_px:g} ground sample distances of an earlier one is the same "
-                       "animal; detections of one image are never merged; images without georeferencing add "
-                       "their counts unmatched"),
+            "sightings": self.dedup.sightings,
+            "edge_cut_sightings": self.dedup.cut_sightings,
+            "walked_matches": self.dedup.walked,
+            "walk_m": self.config.dedup_walk_m,
+            "method": ("box centres on the ground (WGS84); an animal is a cluster of sightings, placed by its whole "
+                       "sightings (weighted towards their images' centres); a detection of another image, of the "
+                       f"same class, within {self.config.dedup_tolerance_px:g} ground sample distances (plus a "
+                       "JPEG's placement error) of it is the same animal, nearest pairs first; a box cut by its "
+                       "image's edge is matched along the segment where its hidden centre may lie; an animal "
+                       f"well inside an image that none of its sightings matched takes one up to {self.config.dedup_walk_m:g} m "
+                       "further (it walked); detections "
+                       "of one image are never merged; images not placed on the ground add their counts "
+                       "unmatched"),
             "tolerance_px": self.config.dedup_tolerance_px,
             "largest_tolerance_m": round(self.dedup.largest_tolerance_m, 4),
-            "limits": "an animal that moved more than the tolerance between shots counts twice; georeferencing "
-                      "errors larger than the tolerance break the matching",
+            "limits": "an animal that moved more than the tolerance between shots counts twice; two animals of "
+                      "one class closer than the tolerance in different shots count once; placement errors "
+                      "larger than the tolerance break the matching",
         }
 
     def _georeference_summary(self) -> dict[str, Any]:
         return {
             "georeferenced_images": self.georeferenced_images,
             "source_crs": sorted(self.source_crs),
-            "output": GEOJSON if self.georeferenced_images else None,
-            "without_coordinates": self.images - self.failed - self.georeferenced_images,
+            "output": GEOJSON if self.georeferenced_images or self.survey.shots else None,
+            "placed_by_footprint": len(self.survey.shots),
+            "without_coordinates": self.images - self.failed - self.georeferenced_images - len(self.survey.shots),
         }
 
 

@@ -543,7 +543,7 @@ def test_images_upload_shows_files_overview_and_both_totals(page, allinone_serve
     counts = stats["counts"]
     assert text_of(page, "images-sum") == f"{counts['per_image_sum']:,}"
     assert counts["deduplicated"]["applied"] is True  # the orthomosaic is georeferenced
-    assert text_of(page, "images-dedup") == f"{counts['deduplicated']['total']:,}"
+    assert text_of(page, "images-total") == f"{counts['deduplicated']['total']:,}"  # the headline
     assert text_of(page, "images-files") == "7 / 8"
 
     rows = page.get_by_test_id("file-row")

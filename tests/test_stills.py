@@ -29,8 +29,8 @@ from core.errors import CattleCounterError, JobCancelled
 from core.outputs import COCO, DETECTIONS, GEOJSON, RESULTS, RESULTS_CSV, STATS, media_type
 from core.tiling import parse_tiling
 from ml_engine.detection import DetectionConfig
-from ml_engine.geo import GroundDeduplicator
 from ml_engine.stills import EXIF_GPS_ONLY, NO_COORDINATES, StillsConfig, StillsRun, validate_stills_stats
+from ml_engine.survey.dedup import GroundDeduplicator
 from tests.stills_oracle import (
     CRS,
     GSD,
@@ -133,8 +133,10 @@ def test_deduplicator_matches_exact_ground_positions() -> None:
     assert second[1] == first[1]  # nearest unclaimed match
     assert second[2] == first[2]  # 0.79 m: just within 0.8 m
     assert second[3] not in first and second[4] not in first  # far away; another class
-    third = add(3, [(10, 10.81, "cow")])  # 0.81 m from (10, 10): beyond the tolerance
+    # an animal is placed by the mean of its whole sightings: (10, 10) and (10, 10.79) give (10, 10.395)
+    third = add(3, [(10, 11.206, "cow"), (10, 9.6, "cow")])  # 0.811 m beyond it; 0.795 m before it
     assert third[0] not in first + second
+    assert third[1] == first[2]
     assert dedup.total == 6 and dedup.by_class == {"cow": 5, "sheep": 1}
 
 
@@ -227,7 +229,10 @@ def test_exif_gps_only_jpeg_is_counted_and_says_why_it_has_no_coordinates(tmp_pa
     _, (result,), done = run_files(tmp_path / "out", [("dji.jpg", tmp_path / "dji.jpg")])
     assert result.ok and result.counts["total"] == 6 and not result.georeferenced
     assert EXIF_GPS_ONLY in result.notes
-    assert done["stats"]["per_image"][0]["notes"] == [EXIF_GPS_ONLY]
+    why = "no camera yaw (XMP GimbalYawDegree or FlightYawDegree) (no XMP packet (no DJI attitude or relative " \
+          "altitude)): counted image by image"
+    assert done["stats"]["per_image"][0]["notes"] == [EXIF_GPS_ONLY, why]
+    assert done["stats"]["survey"]["unplaced"] == [{"name": "dji.jpg", "reason": why}]
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

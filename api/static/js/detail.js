@@ -229,10 +229,16 @@ export class JobDetail {
     this.showResultKind(true);
     const counts = stats.counts || {};
     const dedup = counts.deduplicated || {};
-    this.byId("images-sum").textContent = formatCount(counts.per_image_sum ?? counts.total ?? 0);
-    this.byId("images-dedup").textContent = dedup.applied ? formatCount(dedup.total) : "–";
+    const perImageSum = counts.per_image_sum ?? counts.total ?? 0;
+    // the headline is the herd: the deduplicated total whenever there is one, else the sum, labelled as such
+    this.byId("images-total").textContent = formatCount(dedup.applied ? dedup.total : perImageSum);
+    this.byId("images-total-label").textContent = dedup.applied
+      ? "animals, each counted once (deduplicated on the ground)" : "sum over images, overlap not removed";
+    this.byId("images-sum-stat").hidden = !dedup.applied;
+    this.byId("images-sum").textContent = formatCount(perImageSum);
+    this.byId("images-overlap-warning").hidden = Boolean(dedup.applied) || !dedup.footprints_overlap;
     this.byId("images-dedup-note").textContent = dedup.applied
-      ? `Deduplicated: an animal seen in several overlapping georeferenced images counts once (${dedup.method || ""}).`
+      ? `Deduplicated: an animal seen in several overlapping placed images counts once (${dedup.method || ""}).`
       : `Not deduplicated: ${dedup.reason || "no georeferenced images"}. The per-image sum counts an animal once per image it is in.`;
     const images = stats.images || {};
     this.byId("images-files").textContent = `${formatCount(images.ok ?? 0)} / ${formatCount(images.total ?? 0)}`;

@@ -79,10 +79,11 @@ export function peakCount(peak) {
 export function countsSummary(counts) {
   if (!counts) return "";
   if (counts.total_unique === undefined && counts.per_image_sum !== undefined) {  // an images job
-    const parts = [`${formatCount(counts.per_image_sum)} counted over the images`];
     const dedup = counts.deduplicated || {};
-    if (dedup.applied) parts.push(`${formatCount(dedup.total)} deduplicated`);
-    return parts.join(" · ");
+    if (dedup.applied) {
+      return `${formatCount(dedup.total)} animals, deduplicated · ${formatCount(counts.per_image_sum)} summed over the images`;
+    }
+    return `${formatCount(counts.per_image_sum)} summed over the images, overlap not removed`;
   }
   const parts = [`${formatCount(counts.total_unique)} unique`];
   const peak = peakCount(counts.peak);
