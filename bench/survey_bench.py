@@ -1,5 +1,5 @@
 """Survey stills benchmark: JPEG grid flights and GeoTIFFs with edge-cut animals, counted once per
-animal (issue 24, items 2, 3 and 6). A sibling of bench/counting_bench.py (video flights).
+animal. A sibling of bench/counting_bench.py (video flights).
 
 * **JPEG grids** (bench/survey/flight.py): a textured field with a herd, shot in a boustrophedon
   grid with 60 to 80 % forward and side overlap, yaw jittered by 3 degrees, GPS noise of
