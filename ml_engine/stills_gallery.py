@@ -1,7 +1,7 @@
 """A picture of every counted animal of an images job: one crop per animal as the job counts it.
 
 What one animal is follows the count (``stats.json``'s ``counts``): in georeferenced images
-deduplicated on the ground (``ml_engine.geo``), the detections that share an animal id are one
+deduplicated on the ground (``ml_engine.survey.dedup``), the detections that share an animal id are one
 animal, seen in one or more images; every other detection (an image without georeferencing,
 or deduplication off) is an animal of its own. Each animal keeps the best crop of its
 sightings, scored as a video's (``ml_engine.gallery.score_crop``: whole first, then size x
