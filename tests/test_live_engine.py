@@ -270,10 +270,13 @@ def walk_frames(tmp_path_factory: pytest.TempPathFactory) -> list[np.ndarray]:
 class ClipSource:
     """LiveSource's interface over decoded frames, looped at ``fps`` in real time. Only the
     newest due frame is handed out: those that came due while the caller was busy are dropped
-    and counted. ``gap_after``: after that many frames, one Gap (the camera reset)."""
+    and counted. ``gap_after``: after that many frames, one Gap (the camera reset).
+    ``every_frame``: never drop; hand out each frame in turn once due (for tests about what is
+    tracked, which a loaded CPU dropping frames would change)."""
 
-    def __init__(self, frames: list[np.ndarray], fps: float = 10.0, gap_after: int | None = None) -> None:
-        self.frames, self.fps, self.gap_after = frames, fps, gap_after
+    def __init__(self, frames: list[np.ndarray], fps: float = 10.0, gap_after: int | None = None,
+                 every_frame: bool = False) -> None:
+        self.frames, self.fps, self.gap_after, self.every_frame = frames, fps, gap_after, every_frame
         self.frames_received = self.frames_dropped = self.reconnects = 0
         self.started = time.time()
         self.delivered = -1  # index of the last frame handed out
@@ -288,6 +291,8 @@ class ClipSource:
         deadline = time.time() + timeout
         while True:
             due = int((time.time() - self.started) * self.fps)
+            if self.every_frame:
+                due = min(due, self.delivered + 1)
             if due > self.delivered:
                 break
             if time.time() >= deadline:
@@ -480,10 +485,12 @@ def test_a_gap_ends_every_track_so_an_animal_in_view_counts_again(
     walk_frames: list[np.ndarray], tmp_path: Path
 ) -> None:
     seen = Recorder()
-    # the gap comes at frame 15, while the first animal is mid-frame (x = 120)
-    source = ClipSource(walk_frames, gap_after=15)
+    # the gap comes at frame 15, while the first animal is mid-frame (x = 120); every frame is
+    # counted and the run stops at frame 35, before the second animal (a loaded CPU dropping
+    # frames broke the track once: 3 tracks)
+    source = ClipSource(walk_frames, gap_after=15, every_frame=True)
     run = StreamRun("rtsp://camera.invalid/s", stream_config(), ColourBoxDetector(), tmp_path,
-                    seen.stopping(stop_after(3.5)), source=source)
+                    seen.stopping(until(lambda: source.delivered >= 35, 60)), source=source)
     stats, _ = run.run()
     assert stats["counts"]["total_unique"] == 2  # one animal, two tracks: before and after the gap
     assert stats["gaps_total"] == 1 and stats["gaps"][0]["reason"] == "stall"
