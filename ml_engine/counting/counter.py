@@ -246,6 +246,7 @@ class ObjectCounter:
         self._closing_frames: deque[int] = deque(maxlen=self._confirming)
         self._early_rows = int(np.ceil(config.min_track_s * config.fps)) + 1
         self.frames_with_motion = 0
+        self._given_frames = False  # any frame at all: then a short track at the video's ends is a flicker
         self.events: list[TrackEvent] = []  # the last update's crossings, entries and exits
         self._forgotten = 0  # confirmed tracks whose records forget_ended_tracks dropped
 
@@ -287,6 +288,7 @@ class ObjectCounter:
         elif frame is None or not self.uses_frames:
             return None
         else:
+            self._given_frames = True
             prepared = frame if isinstance(frame, CameraFrame) else camera_frame(frame)
             motion = self.camera.estimate(prepared, boxes)
             self.frames_with_motion += 1
@@ -467,9 +469,11 @@ class ObjectCounter:
     def _too_short(self, tracks: dict[int, TrackRecord]) -> set[int]:
         """Stitched ids seen for less than ``min_track_s`` in all (the offline pass only).
 
-        A track cut by the video's start or end is never too short: it was confirmed within the
-        first frames (so seen from the first one), or still seen in the last few. The video
-        cut it, so its length says nothing about it being a flicker.
+        Without frames, a track cut by the video's start or end is never too short: it was
+        confirmed within the first frames (so seen from the first one), or still seen in the last
+        few, and the video cut it. With frames this is not done: on the counting benchmark it
+        counted flickers at the ends (static +1.3, survey +0.8 points at stride 1) and helped
+        no scenario, while without frames it fixed under-counts of up to 7 %.
         """
         if not self.config.stitching:
             return set()
@@ -478,7 +482,8 @@ class ObjectCounter:
         unconfirmed = self._confirming - 1
         return {
             final for final, track in tracks.items()
-            if (track.frames_seen + unconfirmed) / self.config.fps < shortest and not self._cut_by_the_video(track)
+            if (track.frames_seen + unconfirmed) / self.config.fps < shortest
+            and (self._given_frames or not self._cut_by_the_video(track))
         }
 
     def _cut_by_the_video(self, track: TrackRecord) -> bool:
