@@ -75,3 +75,17 @@ def dashboard_page(browser, server: AllInOneServer, api_key: str | None) -> Iter
     yield page
     context.close()
     assert not errors.errors, f"uncaught errors in the dashboard: {errors.errors}"
+
+
+def submit_images_as_one_job(page, files: list[Path]) -> str:
+    """Choose ``files`` in the dashboard's form, submit them as one images job at threshold
+    0.01, and return its id once the upload is done."""
+    from playwright.sync_api import expect
+
+    page.get_by_test_id("file-input").set_input_files(files)
+    expect(page.get_by_test_id("submit-button")).to_contain_text(f"{len(files)} images as one job")
+    page.get_by_label("Confidence threshold").fill("0.01")
+    page.get_by_test_id("submit-button").click()
+    done = page.locator("[data-testid=upload-item][data-state=done]")
+    expect(done).to_have_count(1, timeout=60_000)
+    return done.get_attribute("data-job-id")

@@ -29,6 +29,7 @@ from tests.fixtures_browser import (
     dashboard_page,
     open_context,
     screenshot,
+    submit_images_as_one_job,
 )
 from tests.fixtures_server import AllInOneServer, launch_allinone
 from tests.fixtures_video import write_clip, write_truncated_midstream
@@ -521,13 +522,7 @@ def test_images_upload_shows_files_overview_and_both_totals(page, allinone_serve
     with its typed error), the orthomosaic's overview with its detections, and the
     deduplicated total beside the per-image sum, as stats.json has them."""
     files = _write_images_set(tmp_path / "flight")
-    page.get_by_test_id("file-input").set_input_files(files)
-    expect(page.get_by_test_id("submit-button")).to_contain_text("8 images as one job")
-    page.get_by_label("Confidence threshold").fill("0.01")
-    page.get_by_test_id("submit-button").click()
-    done = page.locator("[data-testid=upload-item][data-state=done]")
-    expect(done).to_have_count(1, timeout=60_000)
-    job_id = done.get_attribute("data-job-id")
+    job_id = submit_images_as_one_job(page, files)
     submitted = allinone_server.job(job_id)
     assert (submitted["kind"], submitted["files_total"], submitted["files_failed"]) == ("images", 8, 1)
 
@@ -574,13 +569,7 @@ def test_an_images_jobs_gallery_card_opens_its_files_image(page, allinone_server
     image of the file its picture was taken from."""
     from tests.fixtures_stills import write_stills
 
-    page.get_by_test_id("file-input").set_input_files(write_stills(tmp_path / "flight", 3))
-    expect(page.get_by_test_id("submit-button")).to_contain_text("3 images as one job")
-    page.get_by_label("Confidence threshold").fill("0.01")
-    page.get_by_test_id("submit-button").click()
-    done = page.locator("[data-testid=upload-item][data-state=done]")
-    expect(done).to_have_count(1, timeout=60_000)
-    job_id = done.get_attribute("data-job-id")
+    job_id = submit_images_as_one_job(page, write_stills(tmp_path / "flight", 3))
     row = job_row(page, job_id)
     expect(row.get_by_test_id("job-status")).to_have_text("completed", timeout=JOB_TIMEOUT_MS * 2)
     row.get_by_test_id("job-open").click()

@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import expect
 
 from bench.survey.flight import Camera, plan_grid, render_shot, write_dji_jpeg
-from tests.fixtures_browser import dashboard_page, screenshot
+from tests.fixtures_browser import dashboard_page, screenshot, submit_images_as_one_job
 from tests.fixtures_server import AllInOneServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -44,13 +44,7 @@ def hovering_pair(folder: Path, **options) -> list[Path]:
 
 
 def submit(page, allinone_server: AllInOneServer, files: list[Path]) -> dict:
-    page.get_by_test_id("file-input").set_input_files(files)
-    expect(page.get_by_test_id("submit-button")).to_contain_text("2 images as one job")
-    page.get_by_label("Confidence threshold").fill("0.01")
-    page.get_by_test_id("submit-button").click()
-    done = page.locator("[data-testid=upload-item][data-state=done]")
-    expect(done).to_have_count(1, timeout=60_000)
-    job_id = done.get_attribute("data-job-id")
+    job_id = submit_images_as_one_job(page, files)
     assert allinone_server.wait_for_status(job_id, {"completed", "failed"}, JOB_TIMEOUT_MS / 1000)["status"] == "completed"
     page.goto(f"/#/jobs/{job_id}")
     expect(page.get_by_test_id("images-result")).to_be_visible(timeout=UI_TIMEOUT_MS)
