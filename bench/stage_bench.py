@@ -86,11 +86,11 @@ def stage_costs(frames: list[Any], decode_ms: float) -> dict[str, float]:
     from ml_engine.counting.counter import CountingConfig, ObjectCounter
     from ml_engine.counting.tracker import CameraMotion, camera_frame
     from ml_engine.preprocess import Preprocessor, spec_from_processor
-    from ml_engine.tiny_model import _processor
+    from ml_engine.tiny_model import image_processor
 
     height, width = frames[0].shape[:2]
     detections = [animals(i, width, height) for i in range(len(frames))]
-    preprocess = Preprocessor(spec_from_processor(_processor("rt_detr_v2", "real")), torch.device("cpu"))
+    preprocess = Preprocessor(spec_from_processor(image_processor("rt_detr_v2", "real")), torch.device("cpu"))
     costs = {"decode": decode_ms}
     costs["preprocess"] = cpu_ms(lambda: [preprocess([frame]) for frame in frames])[0] / len(frames)
     motion = CameraMotion()

@@ -97,7 +97,7 @@ def build_tiny_checkpoint(
             separate_scores(model, calibration_images(640 if size == "real" else TINY_INPUT))
     with quiet_transformers():
         model.eval().save_pretrained(directory)
-        _processor(arch, size).save_pretrained(directory)
+        image_processor(arch, size).save_pretrained(directory)
     return directory
 
 
@@ -270,7 +270,9 @@ _ASPECT_PROCESSORS = {
 }
 
 
-def _processor(arch: str, size: str) -> Any:
+def image_processor(arch: str, size: str) -> Any:
+    """The image processor a checkpoint of ``arch`` at ``size`` (``tiny`` or ``real``) is saved with: the
+    resizing and normalisation the published model of that architecture uses."""
     if arch in _ASPECT_PROCESSORS:
         shortest, longest = (800, 1333) if size == "real" else (TINY_INPUT, 533)
         return _ASPECT_PROCESSORS[arch](size={"shortest_edge": shortest, "longest_edge": longest})

@@ -30,6 +30,7 @@ from core.errors import InvalidInput, StreamUnavailable
 from core.jobs import CountingLine, CountingZone, Tracker
 from core.outputs import GAPS, LIVE_PLAYLIST, LIVE_RECORDING, STATS, WINDOWS, live_segment
 from core.tiling import parse_tiling
+from ml_engine.counting import CountingConfig, ObjectCounter
 from ml_engine.detection import DetectionConfig
 from ml_engine.live import (
     CountEvent,
@@ -498,6 +499,39 @@ def test_a_gap_ends_every_track_so_an_animal_in_view_counts_again(
     assert sum(w["gaps"] for w in jsonl(tmp_path / WINDOWS)) == 1
     assert "#EXT-X-DISCONTINUITY\n" in (tmp_path / LIVE_PLAYLIST).read_text()
     assert stats["reconnects"] == 1
+
+
+def frames_with_red_box_at(xs: list[int | None]) -> list[np.ndarray]:
+    """320x240 frames on grass, the red box at x (None: no box)."""
+    frames = []
+    for x in xs:
+        image = np.full((240, 320, 3), (60, 140, 60), dtype=np.uint8)
+        if x is not None:
+            image[100:140, x:x + 40] = RED.color
+        frames.append(image)
+    return frames
+
+
+def test_a_stream_counts_a_track_by_the_rule_a_video_counts_it_by(tmp_path: Path) -> None:
+    """A false detection in 2 frames in a row is confirmed at min_hits 2, but seen for 0.2 s in
+    all at 10 fps, under ``min_track_s``: a video drops it as flicker, and a stream does not
+    count it either. The animal walking through after it (8 frames) counts in both."""
+    xs: list[int | None] = [None] * 8 + [260, 260] + [None] * 8 + [20 + 10 * i for i in range(8)] + [None] * 8
+    frames = frames_with_red_box_at(xs)
+    detector = ColourBoxDetector()
+    video = ObjectCounter(CountingConfig(fps=10.0, min_hits=2, tracker=Tracker.BYTETRACK))
+    for index, frame in enumerate(frames):
+        video.update(index, index / 10, detector.detect([frame], 0.5)[0])
+    summary = video.summary()
+    assert (summary.total_unique, summary.short_tracks) == (1, 1)  # the flicker was confirmed, then dropped
+
+    seen = Recorder()
+    source = ClipSource(frames, every_frame=True)
+    stats, _ = StreamRun("rtsp://camera.invalid/s", stream_config(min_hits=2), detector, tmp_path,
+                         seen.stopping(until(lambda: source.delivered >= len(frames) - 1, 60)), source=source).run()
+    assert stats["frames"]["processed"] >= len(frames)
+    assert stats["counts"]["total_unique"] == summary.total_unique == 1
+    assert sum(window["unique"] for window in jsonl(tmp_path / WINDOWS)) == 1
 
 
 def test_a_resumed_run_continues_totals_windows_segments_and_track_ids(

@@ -18,9 +18,9 @@ import pytest
 
 from core.errors import StreamUnavailable
 from ml_engine.live import Gap, LiveFrame, LiveSource, SourceOptions, redact_url
+from ml_engine.live.connection import MediaClock
 from ml_engine.live.hls_clock import LiveEdge, parse_live_edge
 from ml_engine.live.pacing import CATCH_UP, PacedMailbox, Pacer
-from ml_engine.live.source import _MediaClock
 from tests.fixtures_hls import HlsCamera
 from tests.fixtures_rtsp import HlsStream, RtspServer, SilentServer
 from tests.fixtures_service import free_port
@@ -123,7 +123,7 @@ def test_a_killed_server_gives_a_gap_then_frames_from_the_second_connection(rtsp
 
 def test_a_stalled_server_is_detected_by_the_read_timeout_and_reconnected(
         rtsp_server: RtspServer, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="ml_engine.live.source")
+    caplog.set_level(logging.INFO, logger="ml_engine.live")
     with LiveSource(rtsp_server.url, FAST) as source:
         next_frame(source)
         rtsp_server.pause()  # the TCP connection stays open, nothing comes
@@ -242,7 +242,7 @@ def test_close_and_should_stop_end_the_decode_thread_promptly(rtsp_server: RtspS
 
 
 def test_media_time_follows_the_timestamps_and_survives_their_wrapping_or_missing() -> None:
-    clock = _MediaClock()
+    clock = MediaClock()
     assert clock.tick(1000.0) == 0.0  # a connection's media time starts at 0, whatever the pts
     assert clock.tick(1000.1) == pytest.approx(0.1)
     assert clock.tick(1000.2) == pytest.approx(0.2)

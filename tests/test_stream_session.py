@@ -308,14 +308,15 @@ def test_a_storage_blip_leaves_the_files_and_state_pending_and_the_run_goes_on(s
     job = processing_stream(backends)
     clock = Clock()
     session = session_for(settings, backends, job, clock)
-    up = session.backends
-    session.backends = blobs_failing(backends, "upload_file", StorageUnavailable("blob service unreachable"))
+    up = session.storage.backends
+    session.storage.backends = blobs_failing(
+        backends, "upload_file", StorageUnavailable("blob service unreachable"))
     session.on_files(stream_files(tmp_path), [])  # no error: the run goes on
     session.on_window({"window": 1}, StreamState(window=1, next_window=2))
     session.on_status(Status())
     assert list(backends.blobs.list(f"jobs/{job.id}/")) == []  # the state waits for the files it names
     clock.now = 120
-    session.backends = up  # storage is back: the next callback stores everything
+    session.storage.backends = up  # storage is back: the next callback stores everything
     session.on_status(Status())
     for name in (WINDOWS, LIVE_PLAYLIST, "live/seg-000001.ts"):
         assert backends.blobs.exists(output_blob_path(job.id, name)), name
@@ -329,7 +330,8 @@ def test_storage_down_for_the_outage_limit_or_refusing_ends_the_run(stores, tmp_
     job = processing_stream(backends)
     clock = Clock()
     session = session_for(settings, backends, job, clock, outage_limit_s=300)
-    session.backends = blobs_failing(backends, "upload_file", StorageUnavailable("blob service unreachable"))
+    session.storage.backends = blobs_failing(
+        backends, "upload_file", StorageUnavailable("blob service unreachable"))
     session.on_files(stream_files(tmp_path), [])
     clock.now = 299
     session.on_status(Status())
@@ -337,7 +339,8 @@ def test_storage_down_for_the_outage_limit_or_refusing_ends_the_run(stores, tmp_
     with pytest.raises(StorageUnavailable):  # the run ends: retried, it resumes from the last state
         session.on_status(Status())
     refused = session_for(settings, backends, job, Clock())
-    refused.backends = blobs_failing(backends, "upload_file", StorageError("the account refused the write (403)"))
+    refused.storage.backends = blobs_failing(
+        backends, "upload_file", StorageError("the account refused the write (403)"))
     with pytest.raises(StorageError):  # not transient: no use waiting
         refused.on_files(stream_files(tmp_path), [])
 
@@ -346,7 +349,8 @@ def test_a_run_completes_only_with_its_final_files_stored(stores, tmp_path: Path
     settings, backends = stores
     job = processing_stream(backends)
     session = session_for(settings, backends, job)
-    session.backends = blobs_failing(backends, "upload_file", StorageUnavailable("blob service unreachable"))
+    session.storage.backends = blobs_failing(
+        backends, "upload_file", StorageUnavailable("blob service unreachable"))
     with pytest.raises(StorageUnavailable, match="final files"):
         session.store_final(stream_files(tmp_path))
 

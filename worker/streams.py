@@ -12,9 +12,10 @@ is renewed all along (LeaseKeeper), and the run:
 - reports to the record every PROGRESS_INTERVAL_S (``job.counts`` and ``job.live``), uploads
   the files the engine reports (and deletes the ones it retired), stores the resume state at
   every window, feeds Prometheus, and sends line/zone events as aggregated webhooks;
-- stores its files best effort, as it writes the record: a storage blip leaves them pending,
-  and they (and the newest resume state) are stored at the next callback. Only storage that
-  keeps failing for STORAGE_OUTAGE_LIMIT_S, or a non-transient error, ends the run (retried).
+- stores its files best effort (``worker/stream_storage.py``), as it writes the record: a storage
+  blip leaves them pending, and they (and the newest resume state) are stored at the next
+  callback. Only storage that keeps failing for STORAGE_OUTAGE_LIMIT_S, or a non-transient
+  error, ends the run (retried).
 
 How it ends:
 - DELETE (cancel_requested), ``duration_s``/MAX_STREAM_SECONDS or ``end_at``: the engine
@@ -69,13 +70,14 @@ from core.jobs import (
     utcnow,
 )
 from core.netpolicy import check_stream_url, stream_addresses
-from core.outputs import GAPS, LIVE_PLAYLIST, STATS, WINDOWS, media_type
+from core.outputs import GAPS, WINDOWS
 from worker.job_settings import detection_config
 from worker.models import DetectorCache
 from worker.processors import Finished
 from worker.progress import JobReporter, StopReason
 from worker.runner import JobRunner
 from worker.stream_events import EventAggregator
+from worker.stream_storage import StreamStorage
 
 if TYPE_CHECKING:  # the engine is imported when a stream runs: a file-only worker never loads it
     from ml_engine.live import CountEvent, LiveStatus, StreamConfig, StreamState
@@ -83,8 +85,6 @@ if TYPE_CHECKING:  # the engine is imported when a stream runs: a file-only work
 log = logging.getLogger(__name__)
 
 STREAM_EVENTS = "stream.events"
-# the outputs the record lists (the segments are many: the live route finds them by name)
-LISTED_OUTPUTS = (WINDOWS, GAPS, LIVE_PLAYLIST, STATS)
 # Uploads failing (storage down) for this long end the run: it is retried, and resumes from the
 # last stored state. Shorter outages only delay the uploads (the files wait on the local disk).
 STORAGE_OUTAGE_LIMIT_S = 10 * 60
@@ -239,7 +239,9 @@ class _Counters:
 
 
 class StreamSession:
-    """The engine's sink (``ml_engine.live.StreamSink``) for one run of one stream."""
+    """The engine's sink (``ml_engine.live.StreamSink``) for one run of one stream: it asks the
+    record when to stop, writes the run's progress to it, and stores the run's files and resume
+    states (``StreamStorage``)."""
 
     def __init__(self, settings: Settings, backends: Backends, job: Job, reporter: JobReporter,
                  clock: Callable[[], float] = time.monotonic, resume: StreamState | None = None,
@@ -249,31 +251,29 @@ class StreamSession:
         self.job_id = job.id
         self.reporter = reporter
         self.clock = clock
-        self.outputs: dict[str, str] = {k: v for k, v in job.outputs.items() if k in LISTED_OUTPUTS}
+        self.storage = StreamStorage(backends, job.id, job.outputs, clock, outage_limit_s)
         self.events = EventAggregator(settings.stream_event_cooldown_s, settings.stream_events_per_minute, clock)
         self.send_events_to = str(job.params.callback_url) if job.stream and job.stream.events and \
             job.params.callback_url else None
         self.end_at = job.stream.end_at if job.stream else None
         self.reached_end_at = False  # the run stops because end_at came (not DELETE, not a shutdown)
         self.started = clock()
-        self.outage_limit_s = outage_limit_s
         # the counters as the resume state left them: Prometheus gets only what this run adds
         self._seen = _Counters(resume.frames_dropped, resume.reconnects) if resume is not None else _Counters()
         self._unsent: list[dict[str, Any]] = []
         self._new_gaps: list[dict[str, Any]] = []
-        self._outputs_changed = False
         # set once the run is to stop; set from the start for a stream DELETEd between two runs
         self.stop = threading.Event()
         if job.cancel_requested:
             self.stop.set()
         self._run_thread = threading.get_ident()  # the run's thread: the only one that reads the record
-        self._pending_files: dict[str, Path] = {}  # not stored yet (storage failed): tried again
-        self._pending_removals: set[str] = set()
-        self._pending_state: StreamState | None = None  # the newest resume state not stored yet
-        self._failing_since: float | None = None  # when storing files started failing
-        self._last_segment = ""  # the newest segment uploaded (names sort in order)
         self._forgiven = False  # this run has been up STREAM_STABLE_AFTER_S: earlier deliveries forgiven
         self._lock = threading.Lock()  # callbacks may come from the engine's threads
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        """{output name: blob path} of the outputs the record lists."""
+        return self.storage.outputs
 
     def begin(self) -> None:
         """Mark the run started: the attempts rule counts from here."""
@@ -305,13 +305,8 @@ class StreamSession:
                 self.events.add(event)
 
     def on_files(self, changed: dict[str, Path], removed: list[str]) -> None:
-        if self.lease_lost():
-            return
-        self._pending_files.update(changed)
-        for name in removed:  # segments past STREAM_SEGMENT_RETENTION_S
-            self._pending_files.pop(name, None)  # retired before it could be stored: never mind
-            self._pending_removals.add(name)
-        self._store_pending()
+        if not self.lease_lost():
+            self.storage.add_files(changed, removed)
 
     def store_final(self, files: dict[str, Path]) -> None:
         """Store the run's final files; the job completes only with all of them stored.
@@ -320,49 +315,46 @@ class StreamSession:
             StorageUnavailable: some could not be stored (the run is retried, and finalises again).
         """
         self.on_files(self.not_uploaded(files), [])
-        if self._pending_files and not self.lease_lost():
-            raise StorageUnavailable(f"{len(self._pending_files)} of the stream's final files could not be stored")
+        if self.storage.files_pending and not self.lease_lost():
+            pending = self.storage.files_pending
+            raise StorageUnavailable(f"{pending} of the stream's final files could not be stored")
 
     def not_uploaded(self, files: dict[str, Path]) -> dict[str, Path]:
-        """Of the engine's final files, those to upload now: every small one (stats.json, the
-        playlist, windows.jsonl: final versions) and the segments not uploaded yet (their
-        zero-padded names sort in order), not the hours of segments already stored."""
-        return {name: path for name, path in files.items()
-                if not name.endswith(".ts") or name > self._last_segment}
+        """Of the engine's final files, those not stored yet (``StreamStorage.not_uploaded``)."""
+        return self.storage.not_uploaded(files)
 
     def store_state(self, state: StreamState) -> None:
         """Store the engine's resume state (best effort: the newest wins; an older one that
         failed is not needed)."""
-        if self.lease_lost():
-            return
-        self._pending_state = state
-        self._store_pending()
+        if not self.lease_lost():
+            self.storage.add_state(state)
 
     def on_window(self, window: dict[str, Any], state: StreamState) -> None:
         if self.lease_lost():
             return
         self.store_state(state)
-        outputs = self._take_outputs()  # the window's files were just uploaded (on_files comes first)
+        outputs = self.storage.take_outputs()  # the window's files were just uploaded (on_files comes first)
         if not self._write(lifecycle.WindowClosed(window, outputs)) and outputs is not None:
-            self._outputs_changed = True  # written with the next report
+            self.storage.outputs_not_written()  # written with the next report
 
     def on_status(self, status: LiveStatus) -> None:
         self._observe(status)
         if self.lease_lost():
             return
-        if self._pending_files or self._pending_removals or self._pending_state is not None:
-            self._store_pending()  # what a storage blip left
+        if self.storage.pending:
+            self.storage.store_pending()  # what a storage blip left
         with self._lock:
             self._new_gaps.extend(status.gaps)
             new_gaps, self._new_gaps = self._new_gaps, []
-        outputs = self._take_outputs()
+        outputs = self.storage.take_outputs()
         forgive = not self._forgiven and self.clock() - self.started >= self.settings.stream_stable_after_s
         # forgive: up long enough, the deliveries so far are no failed attempts
         written = self._write(lifecycle.LiveProgress(status, new_gaps, outputs, forgive))
         if not written:  # best effort: what this report carried goes with the next one
             with self._lock:
                 self._new_gaps[:0] = new_gaps
-                self._outputs_changed = self._outputs_changed or outputs is not None
+            if outputs is not None:
+                self.storage.outputs_not_written()
         if written and forgive:
             self._forgiven = True
             log.info("the stream has been up %.0f s: its earlier deliveries no longer count as failed attempts",
@@ -399,75 +391,12 @@ class StreamSession:
                 log.warning("this stream has sent the most event webhooks one job can (%d); %d events were "
                             "not sent (counted in live.events_unsent)", FINAL_SEQUENCE - 1, sent.unsent)
 
-    # --- storing files: best effort, retried at every callback ------------------------------
-
-    def _store_pending(self) -> None:
-        """Store what is pending: the files in order (segments before the playlist that names
-        them), the retired segments' deletions, then the resume state (it names only stored
-        files). A transient failure leaves the rest pending for the next callback.
-
-        Raises:
-            CattleCounterError: a non-transient storage error, or storage failing for
-                ``outage_limit_s``: the run ends (and is retried).
-        """
-        try:
-            self._upload_pending_files()
-            for name in sorted(self._pending_removals):
-                self.backends.blobs.delete(output_blob_path(self.job_id, name))
-                self._pending_removals.discard(name)
-            if self._pending_state is not None:
-                self.backends.blobs.write_small(stream_state_path(self.job_id),
-                                                self._pending_state.to_json().encode(), "application/json")
-                self._pending_state = None
-        except CattleCounterError as exc:
-            if not exc.transient:
-                raise
-            self._storage_failed(exc)
-            return
-        self._failing_since = None
-
-    def _upload_pending_files(self) -> None:
-        for name in sorted(self._pending_files, key=lambda n: (n == LIVE_PLAYLIST, n)):
-            path = self._pending_files[name]
-            if not path.is_file():  # the engine retired it meanwhile
-                del self._pending_files[name]
-                continue
-            blob = output_blob_path(self.job_id, name)
-            self.backends.blobs.upload_file(blob, path, media_type(name))
-            del self._pending_files[name]
-            if name.endswith(".ts"):
-                self._last_segment = max(self._last_segment, name)
-            if name in LISTED_OUTPUTS and self.outputs.get(name) != blob:
-                with self._lock:
-                    self.outputs[name] = blob
-                    self._outputs_changed = True
-
-    def _storage_failed(self, error: CattleCounterError) -> None:
-        now = self.clock()
-        if self._failing_since is None:
-            self._failing_since = now
-        failing_for = now - self._failing_since
-        if failing_for >= self.outage_limit_s:
-            log.error("storing the stream's files has failed for %.0f s; ending this run (it is retried)",
-                      failing_for)
-            raise error
-        log.warning("could not store the stream's files (%d waiting); trying again at the next report: %s",
-                    len(self._pending_files), error)
-
     # --- helpers ----------------------------------------------------------------------------
 
     def lease_lost(self) -> bool:
         """Another worker may be running the stream now: its files and record are not ours to
         write (the engine still finalises its local files as it stops)."""
         return self.reporter.stop_reason is StopReason.LEASE_LOST
-
-    def _take_outputs(self) -> dict[str, str] | None:
-        """The listed outputs, if one was added since they were last written to the record."""
-        with self._lock:
-            if not self._outputs_changed:
-                return None
-            self._outputs_changed = False
-            return dict(self.outputs)
 
     def _write(self, report: lifecycle.Report,
                event: Callable[[Job], WebhookEvent | None] | None = None) -> bool:

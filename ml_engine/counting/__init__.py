@@ -1,7 +1,8 @@
 """Tracking and counting, usable on its own (no model, no video): ``ObjectCounter``.
 
 tracker.py (the live tracker and camera motion), lines.py, zones.py, timeline.py,
-stitching.py (offline re-linking of broken tracks), counter.py (``ObjectCounter``).
+stitching.py (offline re-linking of broken tracks), rule.py (when a track counts, for videos and
+streams alike: ``CountRule``), counter.py (``ObjectCounter``).
 ``CountingLine`` and ``CountingZone`` are the job model's (``core.jobs``, which the API
 validates requests with), re-exported so that a notebook needs only this package.
 """

@@ -36,6 +36,7 @@ from core.errors import InvalidInput
 from core.jobs import CountingLine, CountingZone, Tracker, check_unique_names, with_default_names
 from ml_engine.counting.herd_motion import HerdMotion
 from ml_engine.counting.lines import LineCounter, anchors
+from ml_engine.counting.rule import CountRule
 from ml_engine.counting.stitching import StitchConfig, TrackEnds, stitch
 from ml_engine.counting.timeline import Timeline, peak_of
 from ml_engine.counting.tracker import (
@@ -241,7 +242,8 @@ class ObjectCounter:
         self._last_frame = -1
         # the first and the last few processed frames: a track that begins or ends within them may
         # have been cut by the video's start or end, not be a flicker (see _too_short)
-        self._confirming = max(config.min_hits, 2)
+        self.rule = CountRule(config.fps, config.min_hits, config.min_track_s)  # when a track counts
+        self._confirming = self.rule.confirming
         self._opening_frames: list[int] = []
         self._closing_frames: deque[int] = deque(maxlen=self._confirming)
         self._early_rows = int(np.ceil(config.min_track_s * config.fps)) + 1
@@ -420,6 +422,10 @@ class ObjectCounter:
             },
         }
 
+    def track(self, track_id: int) -> TrackRecord | None:
+        """A confirmed track's record; None once ``forget_ended_tracks`` dropped it."""
+        return self._tracks.get(track_id)
+
     def zone_occupancy(self) -> dict[str, int]:
         """Confirmed tracks inside each zone in the last frame, by zone name."""
         return {zone.zone.name or "": zone.occupancy for zone in self._zones}
@@ -477,12 +483,9 @@ class ObjectCounter:
         """
         if not self.config.stitching:
             return set()
-        shortest = self.config.min_track_s - 1e-9
-        # a track is seen before it is confirmed too: the min_hits - 1 frames that confirmed it
-        unconfirmed = self._confirming - 1
         return {
             final for final, track in tracks.items()
-            if (track.frames_seen + unconfirmed) / self.config.fps < shortest
+            if not self.rule.long_enough(track.frames_seen)
             and (self._given_frames or not self._cut_by_the_video(track))
         }
 

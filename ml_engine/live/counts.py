@@ -42,8 +42,9 @@ def _new_zone() -> dict[str, int]:
 class Totals:
     """The running totals since the stream started, resumes included (``LiveStatus.counts``).
 
-    ``total_unique`` counts tracks when they are first confirmed, by their class then; a gap
-    ends every track, so an animal in view across a gap counts again (see docs/architecture.md).
+    ``total_unique`` counts tracks when they first meet the counting rule (``CountRule``), by their
+    class then; a gap ends every track, so an animal in view across a gap counts again (see
+    docs/architecture.md).
     """
 
     line_names: list[str]

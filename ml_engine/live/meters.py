@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ml_engine.live.counts import LatencyHistogram, RecentLatency, iso
-from ml_engine.live.source import Gap, LiveFrame
+from ml_engine.live.frames import Gap, LiveFrame
 from ml_engine.live.state import StreamState
 
 log = logging.getLogger(__name__)

@@ -191,7 +191,7 @@ class StreamRun:
         self.latency = Latencies(config.window_s, state)
         self.gaps = GapLog(self.output_dir / GAPS, state)
         self.tracks = LiveTracks(config.counting_config(), state.track_id_base)
-        self.frame_detector = TiledDetector(detector, config.detection, config.detection.effective_low_threshold)
+        self.detection = TiledDetector(detector, config.detection, config.detection.effective_low_threshold)
         self.annotator = FrameAnnotator(config.lines, config.zones)
         self.windows_path = self.output_dir / WINDOWS
 
@@ -212,7 +212,7 @@ class StreamRun:
             InvalidInput: class names the model does not know (before anything runs).
             ModelError: the model failed.
         """
-        self.frame_detector.check_classes()  # bad classes fail now
+        self.detection.check_classes()  # bad classes fail now
         started = time.time()
         stop = self.stop_reason()
         if stop is not None and self.resume is not None:  # stopped between runs: end without connecting
@@ -411,7 +411,7 @@ class _Run:
 
     def _on_frame(self, frame: LiveFrame) -> None:
         stream, image = self.stream, frame.image
-        detections = stream.frame_detector.detect([image], [stream.tracks.frame_index])[0]
+        detections = stream.detection.detect([image], [stream.tracks.frame_index])[0]
         tracked = stream.tracks.update(image, frame.received_at - self.started, detections)
         counted_at = time.time()
         window = self._current_window(counted_at)  # first: what was counted now belongs to it

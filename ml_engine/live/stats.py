@@ -44,5 +44,5 @@ def stream_stats(run: StreamRun, source: FrameSource, windows: int, now: float) 
         "tracking": {"tracker": config.tracker, "stitching": False, "min_hits": config.min_hits,
                      "threshold": config.detection.threshold,
                      "low_threshold": config.detection.effective_low_threshold},
-        "tiling": run.frame_detector.describe(),
+        "tiling": run.detection.describe(),
     }

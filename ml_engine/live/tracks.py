@@ -1,4 +1,5 @@
-"""A live stream's tracks: the counter, and track ids that keep rising across gaps and resumes."""
+"""A live stream's tracks: the counter, the tracks that count, and track ids that keep rising
+across gaps and resumes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from ml_engine.counting import CountingConfig, ObjectCounter, TrackEvent, tracke
 class LiveTracks:
     """The tracks in view. A gap ends every one (``end_all``): tracking across it would join
     different animals. The counter's own ids restart then, so ids here are shifted by
-    ``base`` (the highest id before), and rise over the whole stream."""
+    ``base`` (the highest id before), and rise over the whole stream.
+
+    A track counts by the counter's own rule (``ObjectCounter.rule``, a ``CountRule``), as a
+    video's tracks do: on the first frame on which it meets it.
+    """
 
     def __init__(self, config: CountingConfig, base: int) -> None:
         self.config = config
@@ -19,6 +24,7 @@ class LiveTracks:
         self.base = base
         self.highest = base
         self.frame_index = 0  # frames given to this counter
+        self._counted: set[int] = set()  # the counter's ids of the tracks alive that counted already
 
     def update(self, image: np.ndarray, time_s: float, detections: sv.Detections) -> sv.Detections:
         """The frame's tracks, with the stream's ids."""
@@ -29,20 +35,25 @@ class LiveTracks:
         return tracked
 
     def new_tracks(self, tracked: sv.Detections) -> list[str]:
-        """The class names of the tracks confirmed in this frame. Ids rise as tracks are
-        confirmed: one above the highest seen before is a new animal (several may be confirmed
-        in one frame, in any order)."""
-        if not len(tracked):
-            return []
-        classes = tracked.data.get("class_name", np.array([], dtype=str))
-        ids = tracker_ids(tracked).tolist()
-        new = [str(class_name) for track_id, class_name in zip(ids, classes, strict=True) if track_id > self.highest]
-        self.highest = max(self.highest, *ids)
+        """The class names of the tracks that count from this frame on (the class each has now)."""
+        ids = (tracker_ids(tracked) - self.base).tolist()
+        if ids:
+            self.highest = max(self.highest, self.base + max(ids))
+        new = []
+        for track_id in ids:
+            if track_id in self._counted:
+                continue
+            record = self.counter.track(track_id)
+            if record is not None and self.counter.rule.long_enough(record.frames_seen):
+                self._counted.add(track_id)
+                new.append(record.class_name)
         return new
 
     def events(self) -> list[TrackEvent]:
         """The frame's line and zone events, and those of the tracks that ended."""
-        return self._shifted(self.counter.events + self.counter.forget_ended_tracks())
+        events = self._shifted(self.counter.events + self.counter.forget_ended_tracks())
+        self._counted = {track_id for track_id in self._counted if self.counter.track(track_id) is not None}
+        return events
 
     def end_all(self) -> list[TrackEvent]:
         """End every track (a gap): their last events; the next tracks get new ids."""
@@ -50,6 +61,7 @@ class LiveTracks:
         self.base = self.highest
         self.counter = ObjectCounter(self.config)
         self.frame_index = 0
+        self._counted = set()
         return events
 
     def _shifted(self, events: list[TrackEvent]) -> list[TrackEvent]:
