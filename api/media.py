@@ -20,9 +20,9 @@ from core.blob_io import open_blob
 from core.config import Settings
 from core.errors import EmptyImage, UnsupportedImage
 from core.jobs import JobParams, in_frame_pixels
-from ml_engine.image_probe import ZIP_HEAD, ImageInfo, probe_image, starts_like_zip
-from ml_engine.raster import IMAGE_HEAD, starts_like_image
-from ml_engine.video import VideoInfo, VideoLimits, probe
+from ml_engine.media.image_probe import ZIP_HEAD, ImageInfo, probe_image, starts_like_zip
+from ml_engine.media.raster import IMAGE_HEAD, starts_like_image
+from ml_engine.media.video import VideoInfo, VideoLimits, probe
 
 
 def video_limits(settings: Settings) -> VideoLimits:

@@ -479,7 +479,7 @@ def _size_override(processor: Any, input_size: int) -> dict[str, int]:
 def _model_only(args: argparse.Namespace) -> tuple[int, float, float, dict[str, Any]]:
     """Forward passes alone, in batches, over as many frames as the video has."""
     from ml_engine.detector import Detector
-    from ml_engine.video import iter_frames, probe
+    from ml_engine.media.video import iter_frames, probe
 
     detector = Detector.load(args.model, device=args.device, input_size=args.input_size,
                              dtype=args.dtype, runtime=args.runtime, precision=args.precision)

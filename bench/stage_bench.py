@@ -58,7 +58,7 @@ def cpu_ms(step: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def decode(video: Path) -> tuple[float, list[Any]]:
-    from ml_engine.video import iter_frames, probe
+    from ml_engine.media.video import iter_frames, probe
 
     info = probe(video)
     ms, frames = cpu_ms(lambda: [frame.image for frame in iter_frames(video, info)])

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 # OSError numbers that mean the disk (full, read-only, failing), not the job's input: a job
-# that meets one is handed back rather than failed (see worker.runner and ml_engine.video).
+# that meets one is handed back rather than failed (see worker.runner and ml_engine.media.video).
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 
 
@@ -376,7 +376,7 @@ class EncoderError(CattleCounterError):
     code = "encoder_error"
 
 
-# --- stills and orthomosaics (ml_engine.raster): one file of a job, never the whole job ---------
+# --- stills and orthomosaics (ml_engine.media.raster): one file of a job, never the whole job ---------
 
 
 class ImageError(CattleCounterError):

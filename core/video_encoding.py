@@ -1,5 +1,5 @@
 """The H.264 encoder's speed presets: in core, because the service's VIDEO_PRESET setting is
-checked against them (``core.config``) and the engine's encoder (``ml_engine.video``) uses them."""
+checked against them (``core.config``) and the engine's encoder (``ml_engine.media.video``) uses them."""
 
 from __future__ import annotations
 

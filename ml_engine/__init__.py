@@ -11,7 +11,7 @@ Standalone (no queue, no API): use it from a notebook or ``python -m ml_engine V
     run.add_file("ortho.tif", Path("ortho.tif")); stats, outputs = run.finish()
 
 Importing this package does not import torch or transformers (the API process imports
-``ml_engine.video`` to validate uploads and has neither): the names below are imported
+``ml_engine.media.video`` to validate uploads and has neither): the names below are imported
 from their modules on first use.
 """
 
@@ -37,11 +37,11 @@ _LAZY_EXPORTS = {
     "PipelineConfig": "ml_engine.pipeline",
     "PipelineResult": "ml_engine.pipeline",
     "Progress": "ml_engine.pipeline",
-    "probe": "ml_engine.video",
+    "probe": "ml_engine.media.video",
     "StillsConfig": "ml_engine.stills",
     "StillsRun": "ml_engine.stills",
     "TiledDetector": "ml_engine.detection",
-    "VideoInfo": "ml_engine.video",
+    "VideoInfo": "ml_engine.media.video",
 }
 
 __all__ = sorted(_LAZY_EXPORTS)

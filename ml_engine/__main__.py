@@ -383,8 +383,8 @@ def print_stills(stats: dict[str, Any], output_dir: Path, out: TextIO) -> None:
 def _run(args: argparse.Namespace, cancelled: Callable[[], bool]) -> dict[str, Any]:
     # imported here so `--help` and argument errors answer without loading torch
     from ml_engine.detector import Detector
+    from ml_engine.media.video import probe
     from ml_engine.pipeline import PipelineConfig, process_video
-    from ml_engine.video import probe
 
     config = PipelineConfig(
         detection=_detection_config(args),

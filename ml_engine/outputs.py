@@ -28,7 +28,7 @@ from core.errors import CattleCounterError
 from core.outputs import ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS  # the names live there
 from core.tables import write_video_tables
 from ml_engine.counting import CountSummary, tracker_ids
-from ml_engine.video import VideoInfo
+from ml_engine.media.video import VideoInfo
 
 __all__ = ["ANNOTATED_VIDEO", "COCO", "DETECTIONS", "MOT", "STATS", "OutputWriter", "build_stats",
            "move_outputs", "validate_stats"]

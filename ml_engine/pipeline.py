@@ -50,9 +50,7 @@ from core.outputs import ANNOTATED_VIDEO, DETECTIONS, GALLERY_CROPS_DIR, STATS
 from ml_engine.counting import CountingConfig, CountSummary, ObjectCounter
 from ml_engine.detection import DetectionConfig, DetectorLike, TiledDetector
 from ml_engine.gallery import GalleryCollector
-from ml_engine.outputs import OutputWriter, build_stats, move_outputs
-from ml_engine.render import RenderResult, RenderSettings, render_video
-from ml_engine.video import (
+from ml_engine.media.video import (
     Frame,
     VideoInfo,
     VideoLimits,
@@ -60,6 +58,8 @@ from ml_engine.video import (
     iter_frames,
     probe,
 )
+from ml_engine.outputs import OutputWriter, build_stats, move_outputs
+from ml_engine.render import RenderResult, RenderSettings, render_video
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def process_video(
     once at the end); ``should_cancel`` is checked before each detection batch.
 
     Raises:
-        VideoError subclasses: the input is not a usable video (see ``ml_engine.video.probe``).
+        VideoError subclasses: the input is not a usable video (see ``ml_engine.media.video.probe``).
         InvalidInput: a bad config, or class names the model does not know.
         ModelError: the model failed.
         VideoTooLarge, VideoTooLong: the video is over ``max_video_pixels`` or ``max_video_seconds``.

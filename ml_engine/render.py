@@ -38,7 +38,7 @@ from ml_engine.counting import anchors, empty_tracked
 from ml_engine.counting.lines import LineCounter
 from ml_engine.counting.timeline import Timeline
 from ml_engine.counting.zones import ZoneCounter
-from ml_engine.video import Frame, VideoInfo, VideoWriter
+from ml_engine.media.video import Frame, VideoInfo, VideoWriter
 
 _POLL_S = 0.1  # how often a blocked queue put/get looks at the stop event
 _CANCEL_CHECK_FRAMES = 16  # frames between looks at should_cancel

@@ -4,7 +4,7 @@
 results to ``output_dir`` as it goes, so memory does not grow with the number of files;
 ``finish`` writes the job's summaries. Per file:
 
-1. **Open and check** (``ml_engine.raster``): JPEG, PNG, TIFF, GeoTIFF, BigTIFF, COG through
+1. **Open and check** (``ml_engine.media.raster``): JPEG, PNG, TIFF, GeoTIFF, BigTIFF, COG through
    GDAL; too large, damaged, band-less or non-colour files become a typed per-file error
    (``FileResult.ok`` False) and the job goes on.
 2. **Detect.** A *still* (up to ``windowed_above_pixels``) is read whole and tiled in memory
@@ -65,8 +65,8 @@ from ml_engine.geo import (
     pixels_to_crs,
     to_wgs84,
 )
+from ml_engine.media.raster import RasterSource, open_raster, upright
 from ml_engine.outputs import copy_json_lines, json_line, write_json
-from ml_engine.raster import RasterSource, open_raster, upright
 from ml_engine.stills_gallery import MAX_ITEMS, CropReader, StillsGallery
 from ml_engine.survey.dedup import DEDUP_WALK_M, GroundDeduplicator, sightings_from_boxes
 from ml_engine.survey.grid import Shot, SurveyGrid, Unplaced, shot_features

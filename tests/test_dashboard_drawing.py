@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from ml_engine.video import iter_frames
+from ml_engine.media.video import iter_frames
 from tests.fixtures_browser import SCREENSHOTS, dashboard_page
 from tests.fixtures_server import AllInOneServer
 from tests.fixtures_video import write_clip

@@ -186,13 +186,17 @@ WORKER_ONLY_MODULES = ("torch", "transformers", "safetensors", "supervision", "t
 
 
 def _image_code(name: str, destination: Path) -> None:
-    """Copy the code folders a Dockerfile's final stage COPYs from the build context."""
+    """Copy the code a Dockerfile's final stage COPYs from the build context (folders, and the
+    single .py files of a package it ships only part of), each to the same path."""
     for keyword, args in final_stage(dockerfile_instructions(name)):
         if keyword == "COPY" and not args.startswith("--"):
             for source in args.split()[:-1]:
                 if (ROOT / source).is_dir():
                     shutil.copytree(ROOT / source, destination / source.rstrip("/"),
                                     ignore=shutil.ignore_patterns("__pycache__"))
+                elif source.endswith(".py"):
+                    (destination / source).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(ROOT / source, destination / source)
 
 
 def _import_in_isolation(
@@ -220,6 +224,15 @@ def test_api_image_code_imports_without_the_worker_stack(tmp_path: Path) -> None
     _image_code("Dockerfile.api", tmp_path)
     result = _import_in_isolation(tmp_path, ["api.main"], WORKER_ONLY_MODULES + ("worker",))
     assert result.returncode == 0, f"the API image could not import api.main:\n{result.stderr[-3000:]}"
+
+
+def test_api_image_ships_only_the_engines_media_package(tmp_path: Path) -> None:
+    """The API's one door into the engine is ml_engine/media/: the image holds nothing else of it."""
+    _image_code("Dockerfile.api", tmp_path)
+    shipped = sorted(path.relative_to(tmp_path / "ml_engine").as_posix()
+                     for path in (tmp_path / "ml_engine").rglob("*.py"))
+    assert "media/video.py" in shipped, shipped  # the copy found the package
+    assert [path for path in shipped if path != "__init__.py" and not path.startswith("media/")] == []
 
 
 @pytest.mark.heavy

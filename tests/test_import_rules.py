@@ -5,15 +5,15 @@ import that breaks a rule fails here with the file, the line and the rule.
 
 The rules:
 - the API (``api/``) never imports torch, transformers, the engine, the worker or the
-  all-in-one. Its doors into the engine are the torch-free media probes: ``ml_engine.video``
-  (videos, PyAV) and ``ml_engine.image_probe`` with the reader it checks through,
-  ``ml_engine.raster`` (images and rasters, rasterio: which is why
-  rasterio is in requirements-api.txt). The API image has no ML stack.
+  all-in-one. Its one door into the engine is a folder, the torch-free media package
+  ``ml_engine.media`` (videos through PyAV; images and rasters through rasterio, which is why
+  rasterio is in requirements-api.txt). The API image ships no other engine module and no ML stack.
 - ``core/`` is shared by both images and sits below the engine: it imports nothing of
   ``ml_engine`` (what both need, like the encoder's presets or the TILING grammar, lives in
   core), nor the ML stack, the worker or the all-in-one.
-- the torch-free probe modules themselves never import torch, transformers or the rest
-  of the engine's ML side.
+- the media package itself never imports the ML stack nor another engine module, and a fresh
+  interpreter that imports every module of it has loaded none of the ML stack (through a
+  library either).
 - the engine's library modules (``ml_engine/`` but its CLI, ``__main__.py``) never import the
   API, the worker, the all-in-one or service settings. Of ``core`` they use only what is
   pure and settings-free: ``core.errors`` (the error tree), ``core.jobs`` (the job model:
@@ -32,6 +32,10 @@ The rules:
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +45,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 ML_STACK = ("torch", "torchvision", "transformers", "supervision", "trackers")
-# the engine modules the API (and core) may import: torch-free media probes
-API_ENGINE_DOORS = ("ml_engine.video", "ml_engine.image_probe", "ml_engine.raster")
+# the one engine package the API may import (a folder, not a list of modules): torch-free media
+API_ENGINE_DOOR = "ml_engine.media"
 # the core modules the engine's library may import: pure, no settings
 # core.netpolicy: the one redact_url the API, the worker and the engine all show URLs with (two
 # copies drifted apart); it is pure (no settings: the policy's allowlist comes as an argument)
@@ -133,8 +137,8 @@ def _api_rule(module: str) -> str | None:
         return "the API and core never import the ML stack (their image has none)"
     if _within(module, ("worker", "allinone")):
         return "the API and core never import the worker or the all-in-one"
-    if _within(module, ("ml_engine",)) and not _within(module, API_ENGINE_DOORS):
-        return f"the API and core import the engine only through {', '.join(API_ENGINE_DOORS)} (torch-free)"
+    if _within(module, ("ml_engine",)) and not _within(module, (API_ENGINE_DOOR,)):
+        return f"the API and core import the engine only through {API_ENGINE_DOOR} (torch-free)"
     return None
 
 
@@ -144,11 +148,11 @@ def _core_rule(module: str) -> str | None:
     return _api_rule(module)
 
 
-def _probe_rule(module: str) -> str | None:
+def _media_rule(module: str) -> str | None:
     if _within(module, ML_STACK):
-        return "a torch-free probe module never imports the ML stack"
-    if _within(module, ("ml_engine",)) and not _within(module, API_ENGINE_DOORS):
-        return "a torch-free probe module imports no other engine module"
+        return "the media package never imports the ML stack (the API image has none)"
+    if _within(module, ("ml_engine",)) and not _within(module, (API_ENGINE_DOOR,)):
+        return "the media package imports no other engine module (the API image ships only it)"
     return None
 
 
@@ -189,8 +193,8 @@ def _rules_for(name: str) -> list:
         rules.append(_api_rule)
     if _within(name, ("core",)):
         rules.append(_core_rule)
-    if _within(name, API_ENGINE_DOORS):
-        rules.append(_probe_rule)
+    if _within(name, (API_ENGINE_DOOR,)):
+        rules.append(_media_rule)
     if _within(name, ("ml_engine",)):
         rules.append(_engine_cli_rule if name == ENGINE_CLI else _engine_rule)
     if _within(name, ("worker",)):
@@ -213,11 +217,41 @@ def test_the_project_keeps_its_import_rules() -> None:
     assert not broken, "import rules broken:\n" + "\n".join(broken)
 
 
-def test_the_probe_the_api_imports_is_torch_free() -> None:
+def ml_stack_loaded_by(package: str, path_entry: Path) -> tuple[list[str], list[str]]:
+    """Every module of ``package`` (found on ``path_entry``) imported in a fresh interpreter:
+    (those modules, the ML stack's packages then in ``sys.modules``). Transitive, unlike the
+    source walk: a library that pulls in torch is caught too."""
+    script = textwrap.dedent(f"""
+        import importlib, json, pkgutil, sys
+        package = importlib.import_module({package!r})
+        found = pkgutil.walk_packages(package.__path__, package.__name__ + ".")
+        modules = sorted(info.name for info in found)
+        for module in modules:
+            importlib.import_module(module)
+        print(json.dumps([modules, sorted(name for name in {ML_STACK!r} if name in sys.modules)]))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=path_entry, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, f"importing {package} failed:\n{result.stderr[-3000:]}"
+    modules, stack = json.loads(result.stdout.splitlines()[-1])
+    return modules, stack
+
+
+def test_the_media_package_the_api_imports_loads_no_ml_stack() -> None:
     """The exception the API rule makes must itself hold: no ML stack behind the door."""
-    for door in API_ENGINE_DOORS:
-        modules = {found.module for found in imports_of(ROOT / Path(*door.split(".")).with_suffix(".py"))}
-        assert not [m for m in modules if _within(m, ML_STACK)], f"{door} imports the ML stack: {sorted(modules)}"
+    modules, stack = ml_stack_loaded_by(API_ENGINE_DOOR, ROOT)
+    assert f"{API_ENGINE_DOOR}.video" in modules and f"{API_ENGINE_DOOR}.raster" in modules, modules  # found it
+    assert stack == [], f"importing {API_ENGINE_DOOR}'s modules ({', '.join(modules)}) loads {stack}"
+
+
+def test_the_import_check_sees_the_ml_stack_behind_a_media_module(tmp_path: Path) -> None:
+    (tmp_path / "engine" / "media").mkdir(parents=True)
+    (tmp_path / "engine" / "__init__.py").write_text("", encoding="utf-8")
+    (tmp_path / "engine" / "media" / "__init__.py").write_text("", encoding="utf-8")
+    (tmp_path / "engine" / "media" / "probe.py").write_text("import helper\n", encoding="utf-8")
+    (tmp_path / "helper.py").write_text("import torch\n", encoding="utf-8")  # the ML stack one step away
+    (tmp_path / "torch.py").write_text("", encoding="utf-8")  # a stand-in: the check goes by name
+    assert ml_stack_loaded_by("engine.media", tmp_path) == (["engine.media.probe"], ["torch"])
 
 
 # --- the checker itself finds what it should ---------------------------------------------------
@@ -238,21 +272,25 @@ def _fake_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relative: str,
         ("api/routes/thing.py", "def f():\n    import torch\n", "api/routes/thing.py:2: the API and core never "
          "import the ML stack"),
         ("api/thing.py", "from ml_engine.pipeline import process_video\n", "api/thing.py:1: the API and core "
-         "import the engine only through ml_engine.video"),
+         "import the engine only through ml_engine.media"),
+        ("api/thing.py", "import ml_engine.live\n", "api/thing.py:1: the API and core import the engine only "
+         "through ml_engine.media"),
         ("api/thing.py", "from worker.service import Worker\n", "api/thing.py:1: the API and core never import "
          "the worker"),
         ("ml_engine/thing.py", "def f():\n    from core.config import Settings\n", "ml_engine/thing.py:2: "
          "the engine's library imports of core only"),
         ("ml_engine/thing.py", "from api import schemas\n", "ml_engine/thing.py:1: the engine's library never "
          "imports the API"),
-        ("ml_engine/video.py", "import transformers\n", "ml_engine/video.py:1: a torch-free probe module never "
-         "imports the ML stack"),
+        ("ml_engine/media/video.py", "import transformers\n", "ml_engine/media/video.py:1: the media package "
+         "never imports the ML stack"),
+        ("ml_engine/media/thing.py", "from ml_engine.detection import DetectionConfig\n",
+         "ml_engine/media/thing.py:1: the media package imports no other engine module"),
         ("core/backends/azure/thing.py", "from core.backends.local.jobs import decode_cursor\n",
          "core/backends/azure/thing.py:1: the azure backend never imports the local one"),
         ("worker/thing.py", "import allinone.__main__\n", "worker/thing.py:1: the worker never imports the "
          "all-in-one"),
         ("worker/thing.py", "from api.schemas import JobOut\n", "worker/thing.py:1: the worker never imports the API"),
-        ("core/thing.py", "from ml_engine.video import X264_PRESETS\n", "core/thing.py:1: core never imports the "
+        ("core/thing.py", "from ml_engine.media.video import X264_PRESETS\n", "core/thing.py:1: core never imports the "
          "engine"),
         ("api/routes/thing.py", "from api.routes.jobs import _visible_job\n", "api/routes/thing.py:1: a private "
          "name (_visible_job)"),
@@ -271,7 +309,9 @@ def test_a_broken_rule_is_named_with_its_file_and_line(tmp_path, monkeypatch, re
 @pytest.mark.parametrize(
     ("relative", "source"),
     [
-        ("api/thing.py", "from ml_engine.video import probe\n"),
+        ("api/thing.py", "from ml_engine.media.video import probe\nfrom ml_engine.media import raster\n"),
+        ("ml_engine/media/thing.py", "from ml_engine.media.raster import open_raster\nfrom core.errors import "
+         "CorruptImage\n"),
         ("ml_engine/thing.py", "from core.errors import InvalidInput\nfrom core.jobs import CountingLine\n"),
         ("ml_engine/__main__.py", "from core.config import Settings\n"),
         ("worker/thing.py", "from ml_engine.pipeline import process_video\nimport torch\n"),

@@ -45,7 +45,7 @@ from ml_engine.live import (
     StreamState,
 )
 from ml_engine.live.counts import iso
-from ml_engine.video import iter_frames, probe
+from ml_engine.media.video import iter_frames, probe
 from tests.fixtures_hls import HlsCamera
 from tests.fixtures_rtsp import DeadSegmentsPlaylist, RtspServer, SilentServer
 from tests.fixtures_service import free_port

@@ -15,6 +15,7 @@ from core.jobs import CountingLine, CountingZone
 from core.outputs import LINES_CSV, TIMELINE_CSV, TRACKS_CSV
 from ml_engine.annotate import LINE_COLOUR, FrameAnnotator
 from ml_engine.counting import CountingConfig, ObjectCounter, empty_tracked
+from ml_engine.media.video import VideoInfo
 from ml_engine.outputs import (
     COCO,
     DETECTIONS,
@@ -25,7 +26,6 @@ from ml_engine.outputs import (
     build_stats,
     validate_stats,
 )
-from ml_engine.video import VideoInfo
 
 LABELS = {0: "cow", 1: "sheep"}
 VIDEO = VideoInfo(

@@ -37,10 +37,10 @@ from core.jobs import CountingLine
 from core.outputs import GALLERY, GALLERY_CROPS_DIR, GALLERY_ZIP, LINES_CSV, TIMELINE_CSV, TRACKS_CSV
 from ml_engine import pipeline
 from ml_engine.detection import DetectionConfig
+from ml_engine.media.video import iter_frames
 from ml_engine.outputs import ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS, validate_stats
 from ml_engine.pipeline import PipelineConfig, Progress, buffer_plan, process_video
 from ml_engine.tiling import offset_boxes
-from ml_engine.video import iter_frames
 from tests.fixtures_video import DEFAULT_BOXES, MovingBox, render_frame, write_clip
 
 ALL_OUTPUTS = sorted([ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS, LINES_CSV, TIMELINE_CSV, TRACKS_CSV,

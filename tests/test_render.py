@@ -23,10 +23,10 @@ import supervision as sv
 from core.errors import JobCancelled
 from core.jobs import CountingLine, CountingZone
 from ml_engine.annotate import FrameAnnotator
+from ml_engine.media.video import iter_frames
 from ml_engine.outputs import ANNOTATED_VIDEO, DETECTIONS, MOT
 from ml_engine.pipeline import PipelineConfig, Progress, process_video
 from ml_engine.render import read_tracked_frames
-from ml_engine.video import iter_frames
 from tests.fixtures_video import DEFAULT_BOXES, render_frame, write_clip
 from tests.test_pipeline import ColourBoxDetector
 

@@ -239,7 +239,7 @@ def test_exif_gps_only_jpeg_is_counted_and_says_why_it_has_no_coordinates(tmp_pa
 def test_exif_orientation_is_applied_as_pil_applies_it(orientation: int) -> None:
     from PIL import ImageOps
 
-    from ml_engine.raster import upright
+    from ml_engine.media.raster import upright
 
     image = np.random.default_rng(orientation).integers(0, 255, (3, 5, 3), dtype=np.uint8)
     exif = Image.Exif()

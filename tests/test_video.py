@@ -1,4 +1,4 @@
-"""ml_engine.video: probing, decoding and the browser-playable MP4 writer, on real files."""
+"""ml_engine.media.video: probing, decoding and the browser-playable MP4 writer, on real files."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from core.errors import (
     VideoTooLarge,
     VideoTooLong,
 )
-from ml_engine.video import VideoInfo, VideoLimits, VideoWriter, iter_frames, probe
+from ml_engine.media.video import VideoInfo, VideoLimits, VideoWriter, iter_frames, probe
 from tests.fixtures_video import DEFAULT_BOXES, top_level_atoms, write_clip
 
 
@@ -131,7 +131,7 @@ def test_truncated_video_fails_while_decoding_with_corrupt_video(bad_videos: dic
 
 
 def test_video_module_does_not_import_torch() -> None:
-    code = "import sys, ml_engine.video; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    code = "import sys, ml_engine.media.video; print('torch' in sys.modules, 'transformers' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]
 
@@ -276,7 +276,7 @@ import resource, signal, sys
 from fractions import Fraction
 import numpy as np
 from core.errors import CattleCounterError
-from ml_engine.video import VideoWriter
+from ml_engine.media.video import VideoWriter
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
 resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
 noise = np.random.default_rng(0)

@@ -64,7 +64,7 @@ from core.outputs import (
     media_type,
 )
 from core.tables import json_lines, windows_csv
-from ml_engine.image_probe import looks_like_zip
+from ml_engine.media.image_probe import looks_like_zip
 
 router = APIRouter(tags=["jobs"])
 

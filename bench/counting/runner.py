@@ -148,7 +148,7 @@ def run_sequence(name: str, seed: int, strides: list[int], columns: list[str], c
 
 def write_video(scene: Scene, path: Path, crf: int = 18) -> float:
     """Encode the scene's full-size frames as H.264 (ml_engine's own writer); returns seconds."""
-    from ml_engine.video import VideoWriter
+    from ml_engine.media.video import VideoWriter
 
     started = time.perf_counter()
     texture = ground_texture(scene)
@@ -205,7 +205,7 @@ def pipeline_check(name: str, seed: int, stride: int, frames: int | None, cache_
 def counting_stage_on_video(video: Path, seq: cols.Sequence) -> cols.Tracked:
     """The product's counting stage alone (defaults), fed ``seq``'s detections and the frames
     decoded from ``video`` (which CMC looks at), as the pipeline feeds it."""
-    from ml_engine.video import iter_frames
+    from ml_engine.media.video import iter_frames
 
     wanted = set(seq.frames)
     grey = [camera_frame(frame.image) for frame in iter_frames(video) if frame.index in wanted]

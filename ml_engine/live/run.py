@@ -53,8 +53,8 @@ from ml_engine.live.state import SegmentReservation, StreamState
 from ml_engine.live.stats import stream_stats
 from ml_engine.live.tracks import LiveTracks
 from ml_engine.live.video import LiveVideo
+from ml_engine.media.video import check_encoder_options
 from ml_engine.pipeline import DetectorLike, checked_lines_and_zones
-from ml_engine.video import check_encoder_options
 
 __all__ = ["FrameSource", "StreamConfig", "StreamRun"]
 

@@ -38,7 +38,7 @@ import numpy as np
 from core.errors import EncoderError, InvalidInput
 from core.outputs import LIVE_PLAYLIST, LIVE_RECORDING, live_segment
 from ml_engine.live.playlist import LIVE_SEGMENTS, Playlist, Segment
-from ml_engine.video import check_encoder_options
+from ml_engine.media.video import check_encoder_options
 
 TIME_BASE = Fraction(1, 90_000)  # MPEG-TS timestamps count 90 kHz ticks
 _NOMINAL_RATE = 25  # only for x264's rate control: real frame times come with each frame

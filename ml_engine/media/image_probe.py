@@ -1,6 +1,6 @@
 """Torch-free checks of an image or raster file, for the API at submit.
 
-The same rules as the worker's (``ml_engine.raster.open_raster``: format, bands, pixel type,
+The same rules as the worker's (``ml_engine.media.raster.open_raster``: format, bands, pixel type,
 MAX_RASTER_PIXELS), so a file refused here would have been refused there with the same typed
 error. The header alone is not trusted: the first and the last rows are read too, so a
 truncated TIFF or JPEG is refused at submit rather than deep inside a job.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import CorruptImage, EmptyImage, RasterNoBands
-from ml_engine.raster import gdal_env, open_raster
+from ml_engine.media.raster import gdal_env, open_raster
 
 EDGE_ROWS = 16  # rows read at the top and the bottom: enough to reach the last strip or tile
 ZIP_HEAD = 4  # the bytes that tell a ZIP
