@@ -6,10 +6,10 @@ first came with; a later request with that key but another fingerprint is refuse
 
 The fingerprint is taken from the job the request would make, not from its bytes: the kind
 of job, the file name and size (for an images job: the first file's name, or how many files,
-and their total size), the direct upload it names, the stream's source without credentials,
-and every parameter and stream option after validation (so ``threshold=0.5`` and
-``params={"threshold": 0.5}`` are one request). A video's content is not hashed: that would
-read the whole upload again on every submission with a key.
+and their total size), the direct upload it names, the telemetry file's name and size (when
+sent), the stream's source without credentials, and every parameter and stream option after
+validation (so ``threshold=0.5`` and ``params={"threshold": 0.5}`` are one request). A video's
+content is not hashed: that would read the whole upload again on every submission with a key.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ def request_fingerprint(job: Job) -> str:
         "stream": job.stream.model_dump(mode="json") if job.stream is not None else None,
         "params": job.params.model_dump(mode="json"),
     }
+    if job.telemetry is not None:  # only then: the fingerprints of jobs without telemetry stay as they were
+        described["telemetry"] = [job.telemetry.filename, job.telemetry.size_bytes]
     text = json.dumps(described, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 

@@ -8,7 +8,9 @@ The rules:
   all-in-one. Its doors into the engine are the torch-free media probes: ``ml_engine.video``
   (videos, PyAV) and ``ml_engine.image_probe`` with the reader it checks through,
   ``ml_engine.raster`` (images and rasters, rasterio: which is why
-  rasterio is in requirements-api.txt). The API image has no ML stack.
+  rasterio is in requirements-api.txt), and ``ml_engine.telemetry`` (a drone's .SRT, stdlib
+  only: the API checks a telemetry file's shape with the reader's own rules). The API image has
+  no ML stack.
 - ``core/`` is shared by both images and sits below the engine: it imports nothing of
   ``ml_engine`` (what both need, like the encoder's presets or the TILING grammar, lives in
   core), nor the ML stack, the worker or the all-in-one.
@@ -42,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 ML_STACK = ("torch", "torchvision", "transformers", "supervision", "trackers")
 # the engine modules the API (and core) may import: torch-free media probes
-API_ENGINE_DOORS = ("ml_engine.video", "ml_engine.image_probe", "ml_engine.raster")
+API_ENGINE_DOORS = ("ml_engine.video", "ml_engine.image_probe", "ml_engine.raster", "ml_engine.telemetry")
 # the core modules the engine's library may import: pure, no settings
 # core.netpolicy: the one redact_url the API, the worker and the engine all show URLs with (two
 # copies drifted apart); it is pure (no settings: the policy's allowlist comes as an argument)
