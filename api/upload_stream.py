@@ -87,7 +87,8 @@ def safe_filename(raw: str) -> str:
 class _FormCollector:
     """python-multipart callbacks that route each part to a field or the scratch file."""
 
-    def __init__(self, scratch_dir: Path, max_file_bytes: int, max_files: int = 1, max_telemetry_bytes: int = 0) -> None:
+    def __init__(self, scratch_dir: Path, max_file_bytes: int, max_files: int = 1,
+                 max_telemetry_bytes: int = 0) -> None:
         self.scratch_dir = scratch_dir
         self.max_file_bytes = max_file_bytes  # all file parts together, the telemetry's aside
         self.max_files = max_files
