@@ -209,8 +209,7 @@ def job_request_body() -> dict[str, Any]:
     """POST /jobs's body: a multipart form with the files, or JSON naming direct uploads."""
     return {"requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": job_form_schema(),
-                                "encoding": {"files": {"contentType": "application/octet-stream"},
-                                             "telemetry": {"contentType": "application/x-subrip, text/plain"}}},
+                                "encoding": {"files": {"contentType": "application/octet-stream"}}},
         "application/json": {"schema": {"oneOf": [request_schema(JobFromUpload), request_schema(JobFromUploads)]}},
     }}}
 
