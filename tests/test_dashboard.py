@@ -289,6 +289,8 @@ def test_keyboard_use_and_form_checks(page, allinone_server, clips):
     page.keyboard.press("Tab")  # "Choose a folder of images…"
     expect(page.get_by_test_id("folder-button")).to_be_focused()
     page.keyboard.press("Tab")  # the file's Remove button
+    page.keyboard.press("Tab")  # the flight telemetry's file field
+    expect(page.get_by_test_id("telemetry-input")).to_be_focused()
     page.keyboard.press("Tab")
     page.keyboard.type("cow")
     expect(page.get_by_label("Classes")).to_have_value("cow")
