@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 from core.errors import IdempotencyKeyReused
 from core.jobs import Job, JobParams, job_blob_prefix
@@ -24,7 +25,7 @@ from core.jobs import Job, JobParams, job_blob_prefix
 def request_fingerprint(job: Job) -> str:
     """The fingerprint of the request that makes ``job`` (not yet stored: its own id)."""
     own_input = job.input_blob.startswith(job_blob_prefix(job.id))  # stored for this request alone
-    described = {
+    described: dict[str, Any] = {
         "kind": job.kind.value,
         "filename": job.filename,
         "size": job.size_bytes,
