@@ -6,16 +6,17 @@ first came with; a later request with that key but another fingerprint is refuse
 
 The fingerprint is taken from the job the request would make, not from its bytes: the kind
 of job, the file name and size (for an images job: the first file's name, or how many files,
-and their total size), the direct upload it names, the stream's source without credentials,
-and every parameter and stream option after validation (so ``threshold=0.5`` and
-``params={"threshold": 0.5}`` are one request). A video's content is not hashed: that would
-read the whole upload again on every submission with a key.
+and their total size), the direct upload it names, the telemetry file's name and size (when
+sent), the stream's source without credentials, and every parameter and stream option after
+validation (so ``threshold=0.5`` and ``params={"threshold": 0.5}`` are one request). A video's
+content is not hashed: that would read the whole upload again on every submission with a key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 from core.errors import IdempotencyKeyReused
 from core.jobs import Job, JobParams, job_blob_prefix
@@ -24,7 +25,7 @@ from core.jobs import Job, JobParams, job_blob_prefix
 def request_fingerprint(job: Job) -> str:
     """The fingerprint of the request that makes ``job`` (not yet stored: its own id)."""
     own_input = job.input_blob.startswith(job_blob_prefix(job.id))  # stored for this request alone
-    described = {
+    described: dict[str, Any] = {
         "kind": job.kind.value,
         "filename": job.filename,
         "size": job.size_bytes,
@@ -34,6 +35,8 @@ def request_fingerprint(job: Job) -> str:
         "stream": job.stream.model_dump(mode="json") if job.stream is not None else None,
         "params": job.params.model_dump(mode="json"),
     }
+    if job.telemetry is not None:  # only then: the fingerprints of jobs without telemetry stay as they were
+        described["telemetry"] = [job.telemetry.filename, job.telemetry.size_bytes]
     text = json.dumps(described, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 

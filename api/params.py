@@ -23,7 +23,7 @@ from core.webhooks import check_callback_url
 
 MAX_IDEMPOTENCY_KEY = 200
 # form fields of POST /jobs that are not job parameters: they name the job's input
-INPUT_FIELDS = ("params", "upload_id")
+INPUT_FIELDS = ("params", "upload_id", "telemetry", "telemetry_upload_id")
 
 
 def parse_params(fields: Mapping[str, str], settings: Settings) -> JobParams:

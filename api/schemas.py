@@ -91,6 +91,9 @@ IdempotencyKey = Annotated[str | None, Header(
 UPLOAD_ID_PATTERN = r"^[A-Za-z0-9_-]+$"  # as api.uploads checks it
 UploadId = Annotated[str, Field(min_length=1, max_length=MAX_UPLOAD_ID, pattern=UPLOAD_ID_PATTERN,
                                 description="from POST /uploads")]
+TELEMETRY_DESCRIPTION = ("the video's flight telemetry: a drone's .SRT subtitle file (DJI), at most "
+                         "MAX_TELEMETRY_BYTES; video jobs only")
+TELEMETRY_UPLOAD_DESCRIPTION = "the direct upload (POST /uploads) holding the video's .SRT telemetry; video jobs only"
 STREAM_URL_PATTERN = r"^(rtsps?|https?)://[^\s]+$"
 
 
@@ -99,6 +102,7 @@ class JobFromUpload(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     upload_id: UploadId
+    telemetry_upload_id: UploadId | None = Field(default=None, description=TELEMETRY_UPLOAD_DESCRIPTION)
     params: JobParams | None = None
 
 
@@ -146,10 +150,13 @@ def _job_form_model() -> type[BaseModel]:
     """The multipart form of POST /jobs: the files, or a direct upload, and every job parameter as
     a field of its own (a list as JSON text) or all of them in ``params``."""
     fields: dict[str, Any] = {
-        "file": (bytes | None, Field(default=None, description="the video, one image or a ZIP of images")),
+        "file": (bytes | None, Field(default=None, description="the video, one image, a ZIP of images, or a ZIP of "
+                                     "one video and its .SRT telemetry")),
         "files": (list[bytes] | None, Field(default=None, min_length=1,
                                             description="images or ZIPs of images (at most MAX_FILES_PER_JOB)")),
         "upload_id": (UploadId | None, None),
+        "telemetry": (bytes | None, Field(default=None, description=TELEMETRY_DESCRIPTION)),
+        "telemetry_upload_id": (UploadId | None, Field(default=None, description=TELEMETRY_UPLOAD_DESCRIPTION)),
         "params": (str | None, Field(default=None, description="every parameter as one JSON object "
                                      "(see JobParams); the fields below override it",
                                      json_schema_extra={"contentMediaType": "application/json"})),

@@ -27,6 +27,7 @@ from api.media import (
     probe_image_file,
     sniff_media,
 )
+from api.telemetry_input import TelemetryInput
 from api.uploads import Upload, UploadBook, upload_data_path
 from core import metrics
 from core.backends import Backends
@@ -60,6 +61,7 @@ from core.jobs import (
     manifest_blob_path,
     new_job_id,
     source_secret_path,
+    telemetry_blob_path,
 )
 from core.model_card import public_model_id, read_card
 from core.netpolicy import redact_url
@@ -106,20 +108,22 @@ class Submitter:
 
     def submit_file(
         self, video: Path, filename: str, params: JobParams, idempotency_key: str | None,
-        owner: str = DEFAULT_OWNER, info: VideoInfo | None = None,
+        owner: str = DEFAULT_OWNER, info: VideoInfo | None = None, telemetry: TelemetryInput | None = None,
     ) -> tuple[Job, bool]:
         """Store a probed local file (``info``: its probe, if the caller has it) as a new job's
-        input and enqueue it. Returns (job, created); created is False when the idempotency key matched."""
+        input, with the flight's ``telemetry`` if any, and enqueue it. Returns (job, created);
+        created is False when the idempotency key matched."""
         self.check_classes(params)
         params = placed_in_frame(params, info or probe_file(video, self.settings))
         job_id = new_job_id()
         blob = input_blob_path(job_id)
         self.backends.blobs.upload_file(blob, video)
         return self._record_and_enqueue(job_id, blob, filename, video.stat().st_size, params, idempotency_key,
-                                        owns_input=True, owner=owner)
+                                        owns_input=True, owner=owner, telemetry=telemetry)
 
     def submit_upload(
-        self, upload_id: str, params: JobParams, idempotency_key: str | None, owner: str = DEFAULT_OWNER
+        self, upload_id: str, params: JobParams, idempotency_key: str | None, owner: str = DEFAULT_OWNER,
+        telemetry: TelemetryInput | None = None,
     ) -> tuple[Job, bool]:
         """Create the job of a finished direct upload (``POST /uploads``, then PUT).
 
@@ -145,11 +149,14 @@ class Submitter:
                                  f"{self.settings.max_upload_bytes} (MAX_UPLOAD_BYTES)")
         info = self._sniffed_video(upload)
         if info is None:  # an image (one big orthomosaic, say): an images job of one file
+            if telemetry is not None:
+                raise telemetry.refuse_for_images()
             return self.submit_uploads([upload_id], params, idempotency_key, owner)
         params = placed_in_frame(params, info)
         # a SAS write URL stays valid until it expires: the etag pins the version checked here
         return self._record_and_enqueue(upload.job_id or new_job_id(), blob, upload.filename or "video", stored.size,
-                                        params, idempotency_key, owns_input=False, input_etag=stored.etag, owner=owner)
+                                        params, idempotency_key, owns_input=False, input_etag=stored.etag, owner=owner,
+                                        telemetry=telemetry)
 
     def _sniffed_video(self, upload: Upload) -> VideoInfo | None:
         """The upload's video probe, or None for an image; anything else is refused, and the
@@ -198,21 +205,29 @@ class Submitter:
         self, job_id: str, blob: str, filename: str, size: int, params: JobParams, key: str | None,
         owns_input: bool, input_etag: str | None = None, owner: str = DEFAULT_OWNER,
         kind: JobKind = JobKind.VIDEO, files_total: int = 0, files_failed: int = 0,
-        source: str | None = None, stream: StreamOptions | None = None,
+        source: str | None = None, stream: StreamOptions | None = None, telemetry: TelemetryInput | None = None,
     ) -> tuple[Job, bool]:
         """``owns_input``: the input blob was stored for this request alone (``submit_file``),
         so it goes when no job is made of it. A direct upload's blob belongs to the client's
-        upload: it stays, so that a retry after a 503 finds it."""
+        upload: it stays, so that a retry after a 503 finds it. ``telemetry`` is stored beside
+        the input, for this request alone whichever way it came."""
 
         def discard_input() -> None:
+            if telemetry is not None:
+                self.backends.blobs.delete(telemetry_blob_path(job_id))
             if owns_input and kind is JobKind.IMAGES:
                 self.backends.blobs.delete_prefix(job_blob_prefix(job_id))  # the manifest and the files
             elif owns_input:
                 self.backends.blobs.delete(blob)
 
+        try:
+            stored_telemetry = telemetry.store(self.backends.blobs, telemetry_blob_path(job_id)) if telemetry else None
+        except CattleCounterError:
+            discard_input()
+            raise
         job = Job(id=job_id, kind=kind, input_blob=blob, input_etag=input_etag, filename=filename, size_bytes=size,
                   params=params, idempotency_key=key, owner=owner, files_total=files_total, files_failed=files_failed,
-                  source=source, stream=stream)
+                  source=source, stream=stream, telemetry=stored_telemetry)
         job.idempotency_fingerprint = request_fingerprint(job) if key else None
         try:
             stored = self.backends.jobs.create(job)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, BinaryIO
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 FILE_FIELD = "file"
 FILES_FIELD = "files"  # the same: several file parts may use either name (a bulk images job)
+TELEMETRY_FIELD = "telemetry"  # a flight's .SRT beside its video: a file of its own, with its own limit
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 32
 MAX_NAME_BYTES = 255
@@ -54,6 +55,7 @@ class ReceivedFile:
 class ReceivedForm:
     fields: dict[str, str] = field(default_factory=dict)
     files: list[ReceivedFile] = field(default_factory=list)
+    telemetry: ReceivedFile | None = None  # the part named TELEMETRY_FIELD, never among ``files``
 
     @property
     def file(self) -> ReceivedFile | None:
@@ -65,7 +67,7 @@ class ReceivedForm:
         return sum(received.size for received in self.files)
 
     def discard(self) -> None:
-        for received in self.files:
+        for received in self.files + ([self.telemetry] if self.telemetry else []):
             shutil.rmtree(received.path.parent, ignore_errors=True)
 
 
@@ -85,10 +87,12 @@ def safe_filename(raw: str) -> str:
 class _FormCollector:
     """python-multipart callbacks that route each part to a field or the scratch file."""
 
-    def __init__(self, scratch_dir: Path, max_file_bytes: int, max_files: int = 1) -> None:
+    def __init__(self, scratch_dir: Path, max_file_bytes: int, max_files: int = 1,
+                 max_telemetry_bytes: int = 0) -> None:
         self.scratch_dir = scratch_dir
-        self.max_file_bytes = max_file_bytes  # all file parts together
+        self.max_file_bytes = max_file_bytes  # all file parts together, the telemetry's aside
         self.max_files = max_files
+        self.max_telemetry_bytes = max_telemetry_bytes
         self.form = ReceivedForm()
         self._header_name = b""
         self._header_value = b""
@@ -96,6 +100,7 @@ class _FormCollector:
         self._part_name = ""
         self._field_value = bytearray()
         self._sink: BinaryIO | None = None
+        self._receiving: ReceivedFile | None = None  # the file part being written to _sink
 
     def callbacks(self) -> MultipartCallbacks:
         return {
@@ -123,6 +128,9 @@ class _FormCollector:
     def _headers_finished(self) -> None:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
         self._part_name = options.get(b"name", b"").decode("utf-8", "replace")
+        if self._part_name == TELEMETRY_FIELD:  # a file, even when sent without a file name
+            self._receive_telemetry(options.get(b"filename", b"").decode("utf-8", "replace"))
+            return
         if b"filename" not in options:
             if len(self.form.fields) >= MAX_FIELDS:
                 raise InvalidInput(f"too many form fields (at most {MAX_FIELDS})")
@@ -133,21 +141,38 @@ class _FormCollector:
             raise TooManyFiles("send one video per job" if self.max_files == 1 else
                                f"one job takes at most {self.max_files} files (MAX_FILES_PER_JOB); "
                                "split the set into several jobs")
-        filename = safe_filename(options[b"filename"].decode("utf-8", "replace"))
+        self._scratch_file(safe_filename(options[b"filename"].decode("utf-8", "replace")), self.form.files.append)
+
+    def _receive_telemetry(self, raw_name: str) -> None:
+        if self.form.telemetry is not None:
+            raise InvalidInput(f"{TELEMETRY_FIELD}: send one telemetry file (the video's .SRT)")
+        self._scratch_file(safe_filename(raw_name) if raw_name else "telemetry.srt", self._keep_telemetry)
+
+    def _keep_telemetry(self, received: ReceivedFile) -> None:
+        self.form.telemetry = received
+
+    def _scratch_file(self, filename: str, keep: Callable[[ReceivedFile], None]) -> None:
+        """Open a file part's scratch file as the sink of its bytes; ``keep`` puts it in the form
+        first, so that discard() removes it whatever happens next."""
         # a private directory per upload, so the file can keep the user's (sanitised) name:
         # error messages from probing then name the file the user knows
         path = Path(tempfile.mkdtemp(prefix="upload-", dir=self.scratch_dir)) / filename
-        self.form.files.append(ReceivedFile(path=path, filename=filename, size=0))  # first: discard() removes it
+        self._receiving = ReceivedFile(path=path, filename=filename, size=0)
+        keep(self._receiving)
         self._sink = path.open("wb")
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._sink is None:
+        if self._sink is None or self._receiving is None:
             self._field_value += data[start:end]
             if len(self._field_value) > MAX_FIELD_BYTES:
                 raise InvalidInput(f"form field '{self._part_name}' is longer than {MAX_FIELD_BYTES} bytes")
             return
-        self.form.files[-1].size += end - start
-        if self.form.size > self.max_file_bytes:
+        self._receiving.size += end - start
+        if self._receiving is self.form.telemetry:
+            if self._receiving.size > self.max_telemetry_bytes:
+                raise UploadTooLarge(f"{TELEMETRY_FIELD}: the file is larger than the limit of "
+                                     f"{self.max_telemetry_bytes} bytes (MAX_TELEMETRY_BYTES)")
+        elif self.form.size > self.max_file_bytes:
             raise UploadTooLarge(f"the upload is larger than the limit of {self.max_file_bytes} bytes")
         self._sink.write(data[start:end])
 
@@ -155,6 +180,7 @@ class _FormCollector:
         if self._sink is not None:
             self._sink.close()
             self._sink = None
+            self._receiving = None
         else:
             self.form.fields[self._part_name] = self._field_value.decode("utf-8", "replace")
 
@@ -221,17 +247,18 @@ def reject_declared_oversize(request: Request, max_bytes: int, slack: int = MAX_
 
 
 async def receive_multipart(
-    request: Request, scratch_dir: Path, max_file_bytes: int, stall_timeout_s: float, max_files: int = 1
+    request: Request, scratch_dir: Path, max_file_bytes: int, stall_timeout_s: float, max_files: int = 1,
+    max_telemetry_bytes: int = 0,
 ) -> ReceivedForm:
-    """Parse the request body, streaming the file part into ``scratch_dir``.
+    """Parse the request body, streaming the file parts into ``scratch_dir``.
 
-    Raises InvalidInput for a malformed form, UploadTooLarge as soon as the file passes
-    ``max_file_bytes`` and UploadStalled when the client stops sending; in each case the
-    partial scratch file is removed.
+    Raises InvalidInput for a malformed form, UploadTooLarge as soon as the files pass
+    ``max_file_bytes`` (the telemetry part: ``max_telemetry_bytes``) and UploadStalled when the
+    client stops sending; in each case the partial scratch files are removed.
     """
-    reject_declared_oversize(request, max_file_bytes)
+    reject_declared_oversize(request, max_file_bytes + max_telemetry_bytes)
     boundary = multipart_boundary(request)
-    collector = _FormCollector(scratch_dir, max_file_bytes, max_files)
+    collector = _FormCollector(scratch_dir, max_file_bytes, max_files, max_telemetry_bytes)
     try:
         # inside the try: python-multipart refuses some boundaries (over 256 bytes) right here
         parser = MultipartParser(boundary, collector.callbacks())

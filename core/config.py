@@ -118,6 +118,7 @@ class Settings(BaseSettings):
 
     # --- API -------------------------------------------------------------------------
     max_upload_bytes: int = Field(default=10 * 1024**3, gt=0)
+    max_telemetry_bytes: int = Field(default=32 * 1024**2, gt=0)  # a flight's .SRT telemetry beside its video
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     upload_url_ttl_s: int = Field(default=3600, gt=0)
     read_url_ttl_s: int = Field(default=3600, gt=0)

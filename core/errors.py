@@ -197,6 +197,13 @@ class UploadStalled(InvalidInput):
     headers = {"Connection": "close"}  # the rest of the body may still come: never read it as a request
 
 
+class InvalidTelemetry(InvalidInput):
+    """Flight telemetry that cannot go with the job: a file that is not a drone's .SRT (not text,
+    no subtitle timing line), or telemetry sent with images or with a video that has some already."""
+
+    code = "invalid_telemetry"
+
+
 class ShuttingDown(CattleCounterError):
     """The API stopped (SIGTERM) while the request was still open after SHUTDOWN_GRACE_S;
     nothing was made of it, send it again."""

@@ -317,6 +317,15 @@ class JobError(BaseModel):
     message: str
 
 
+class TelemetryFile(BaseModel):
+    """A video job's flight telemetry (a drone's ``.SRT``), stored beside its input by the API;
+    the worker reads it from ``blob`` (``telemetry_blob_path``)."""
+
+    blob: str
+    filename: str
+    size_bytes: int = 0
+
+
 class Job(BaseModel):
     """A job record as stored by a JobStore.
 
@@ -330,6 +339,7 @@ class Job(BaseModel):
     params: JobParams = Field(default_factory=JobParams)
     input_blob: str
     input_etag: str | None = None  # the version the API checked; the worker refuses any other
+    telemetry: TelemetryFile | None = None  # video jobs: the flight's .SRT, when one came with the video
     filename: str = "video"
     size_bytes: int = 0
     idempotency_key: str | None = None  # unique per owner, not globally
@@ -442,6 +452,11 @@ def input_blob_path(job_id: str) -> str:
 
 def output_blob_path(job_id: str, name: str) -> str:
     return f"{job_blob_prefix(job_id)}outputs/{name}"
+
+
+def telemetry_blob_path(job_id: str) -> str:
+    """Where the API stores a video job's telemetry file (deleted with the job's folder)."""
+    return f"{job_blob_prefix(job_id)}telemetry.srt"
 
 
 # --- stream jobs: the source URL (with its credentials) and the resume state, never outputs ---

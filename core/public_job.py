@@ -69,6 +69,8 @@ class JobOut(BaseModel):
     source: str | None = Field(default=None, description="streams: the source URL without credentials or query")
     stream: StreamOptions | None = Field(default=None, description="streams: duration, end, window, events")
     live: LiveInfo | None = Field(default=None, description="streams: frames, drops, latency, gaps, the last window")
+    telemetry: str | None = Field(default=None, description="video jobs: the name of the flight telemetry file "
+                                  "(.SRT) that came with the video; stats.json says what was read from it")
     links: dict[str, str]
     webhook: WebhookStatus | None = Field(
         default=None, description="the latest webhook's delivery (GET /jobs/{id} only; null in lists and in webhooks)"
@@ -88,7 +90,8 @@ class JobOut(BaseModel):
         # shown as stored: rules added since (unique line names) must not hide an older job
         status = WebhookStatus.from_event(webhook) if webhook is not None else None
         return cls.model_validate(
-            {"job_id": job.id, "links": _links(job), "webhook": status, **fields}, context={"stored": True}
+            {"job_id": job.id, "links": _links(job), "webhook": status, **fields,
+             "telemetry": job.telemetry.filename if job.telemetry is not None else None}, context={"stored": True}
         )
 
 

@@ -50,6 +50,7 @@ from core.outputs import ANNOTATED_VIDEO, DETECTIONS, GALLERY_CROPS_DIR, STATS
 from ml_engine.counting import CountingConfig, CountSummary, ObjectCounter
 from ml_engine.detection import DetectionConfig, DetectorLike, TiledDetector
 from ml_engine.gallery import GalleryCollector
+from ml_engine.media.telemetry import Telemetry, telemetry_facts
 from ml_engine.media.video import (
     Frame,
     VideoInfo,
@@ -109,6 +110,8 @@ class PipelineConfig:
     # tracking: the live tracker, and offline stitching of broken tracks
     tracker: Tracker = Tracker.BOTSORT
     stitching: bool = True
+    # the flight's telemetry (a drone's .SRT, read by the caller): stats.json's ``telemetry`` reports it
+    telemetry: Telemetry | None = None
 
     def __post_init__(self) -> None:
         self.lines, self.zones = checked_lines_and_zones(self.lines, self.zones)
@@ -517,6 +520,7 @@ class _Run:
         stats = build_stats(
             self.info, self.frames_decoded, self._model_facts(), summary, self._processing_facts()
         )
+        stats["telemetry"] = telemetry_facts(self.config.telemetry)
         exports.update(self.outputs.write_summary_files(stats))
         # stats.json moves last: once it is in output_dir, everything else is too
         files = {ANNOTATED_VIDEO: self.work_dir / ANNOTATED_VIDEO}

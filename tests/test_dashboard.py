@@ -32,6 +32,7 @@ from tests.fixtures_browser import (
     submit_images_as_one_job,
 )
 from tests.fixtures_server import AllInOneServer, launch_allinone
+from tests.fixtures_telemetry import dji_srt
 from tests.fixtures_video import write_clip, write_truncated_midstream
 from tests.waiting import wait_until
 
@@ -288,6 +289,8 @@ def test_keyboard_use_and_form_checks(page, allinone_server, clips):
     page.keyboard.press("Tab")  # "Choose a folder of images…"
     expect(page.get_by_test_id("folder-button")).to_be_focused()
     page.keyboard.press("Tab")  # the file's Remove button
+    page.keyboard.press("Tab")  # the flight telemetry's file field
+    expect(page.get_by_test_id("telemetry-input")).to_be_focused()
     page.keyboard.press("Tab")
     page.keyboard.type("cow")
     expect(page.get_by_label("Classes")).to_have_value("cow")
@@ -612,6 +615,25 @@ def test_a_big_set_of_images_goes_through_direct_uploads(page, allinone_server, 
     job = allinone_server.job(job_id)
     assert (job["kind"], job["files_total"]) == ("images", 2)
     expect(job_row(page, job_id).get_by_test_id("job-status")).to_have_text("completed", timeout=JOB_TIMEOUT_MS * 2)
+
+
+def test_a_videos_srt_goes_with_it_as_its_telemetry(page, allinone_server, clips, tmp_path):
+    """A drone's .SRT chosen beside a video goes with the video of its name, sent as the
+    multipart field ``telemetry``; one that goes with no video is caught before any upload."""
+    own, stray = tmp_path / "pasture.SRT", tmp_path / "elsewhere.SRT"
+    for srt in (own, stray):
+        srt.write_text(dji_srt(frames=20, fps=10.0))
+    page.get_by_test_id("file-input").set_input_files(clips["small"])  # pasture.mp4
+    page.get_by_test_id("telemetry-input").set_input_files([own, stray])
+    page.get_by_test_id("submit-button").click()
+    expect(page.get_by_test_id("form-error")).to_contain_text("elsewhere.SRT goes with none of the chosen videos")
+    expect(page.get_by_test_id("upload-item")).to_have_count(0)
+
+    page.get_by_test_id("telemetry-input").set_input_files(own)
+    page.get_by_test_id("submit-button").click()
+    job_id = uploaded_job_ids(page, 1)["pasture.mp4"]
+    assert allinone_server.job(job_id)["telemetry"] == "pasture.SRT"
+    allinone_server.client.delete(f"/jobs/{job_id}")  # the telemetry arrived: the count itself is not needed
 
 
 # --- a service whose model cannot load ---------------------------------------------------------

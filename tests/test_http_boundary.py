@@ -31,6 +31,7 @@ from core.netpolicy import is_public_address
 from core.scratch import OWNER_SUFFIX
 from tests.fixtures_service import Process, free_port, settings_env
 from tests.fixtures_stills import image_bytes, truncated_tiff, zip_of
+from tests.fixtures_telemetry import dji_srt
 from tests.waiting import answers, wait_until
 
 STALL_TIMEOUT_S = 1.5  # UPLOAD_STALL_TIMEOUT_S of the server under test
@@ -42,6 +43,7 @@ MAX_FILES = 12  # MAX_FILES_PER_JOB of the server under test
 MAX_ZIP_ENTRIES = 20
 MAX_RASTER_PIXELS = 200 * 200
 MAX_JOB_PIXELS = 60_000
+MAX_TELEMETRY_BYTES = 100_000
 
 
 @dataclass
@@ -62,7 +64,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, small_clip: Path) -> Iterat
     settings = Settings(_env_file=None, storage_backend="local", data_dir=tmp / "data",  # type: ignore[call-arg]
                         max_upload_bytes=MAX_UPLOAD_BYTES, upload_stall_timeout_s=STALL_TIMEOUT_S,
                         log_format="text", max_files_per_job=MAX_FILES, max_zip_entries=MAX_ZIP_ENTRIES,
-                        max_raster_pixels=MAX_RASTER_PIXELS, max_job_pixels=MAX_JOB_PIXELS)
+                        max_raster_pixels=MAX_RASTER_PIXELS, max_job_pixels=MAX_JOB_PIXELS,
+                        max_telemetry_bytes=MAX_TELEMETRY_BYTES)
     port = free_port()
     api = Process("api", [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
                           "--port", str(port)], settings_env(settings), tmp / "api.log")
@@ -455,6 +458,100 @@ ROWS += [
     Row("upload_ids naming an unknown upload", post_json('{"upload_ids": ["nope"]}'), 422, "invalid_input"),
     Row("upload_ids naming one upload twice",
         post_json(json.dumps({"upload_ids": [FINISHED_UPLOAD, FINISHED_UPLOAD]})), 422, "invalid_input"),
+]
+
+# --- flight telemetry (a drone's .SRT) beside a video: checked at submit, video jobs only ------------
+SRT = dji_srt(frames=20, fps=10.0).encode()
+CLIP = b"<the test video>"  # a part's or a ZIP entry's bytes: replaced by the small clip's when sent
+
+
+def post_parts(*parts: tuple[str, str, bytes], **fields: str) -> Callable[[Server], Answer]:
+    """POST /jobs with these multipart file parts: (field, file name, bytes), CLIP for the test video."""
+
+    def send(server: Server) -> Answer:
+        started = time.monotonic()
+        files = [(field, (name, server.clip.read_bytes() if data is CLIP else data)) for field, name, data in parts]
+        return _answer(server.client.post("/jobs", files=files, data=fields), started)
+
+    return send
+
+
+def post_with_telemetry(name: str, data: bytes, **fields: str) -> Callable[[Server], Answer]:
+    """POST /jobs with the small test video and this file in the multipart field 'telemetry'."""
+    return post_parts(("file", "clip.mp4", CLIP), ("telemetry", name, data), **fields)
+
+
+def post_zip(entries: dict[str, bytes], *more: tuple[str, str, bytes]) -> Callable[[Server], Answer]:
+    """POST /jobs with one ZIP of these entries (CLIP: the test video), and ``more`` parts."""
+
+    def send(server: Server) -> Answer:
+        packed = zip_of({name: server.clip.read_bytes() if data is CLIP else data for name, data in entries.items()})
+        return post_parts(("file", "flight.zip", packed), *more)(server)
+
+    return send
+
+
+def _a_video_job_with_telemetry(filename: str, telemetry: str | None) -> Callable[[Answer], None]:
+    def check(answer: Answer) -> None:
+        assert (answer.body["kind"], answer.body["filename"], answer.body["telemetry"]) == (
+            "video", filename, telemetry)
+
+    return check
+
+
+ROWS += [
+    Row("telemetry beside a video", post_with_telemetry("DJI_0001.SRT", SRT), 202, None,
+        _a_video_job_with_telemetry("clip.mp4", "DJI_0001.SRT")),
+    Row("telemetry that is not text", post_with_telemetry("DJI_0001.SRT", PNG), 422, "invalid_telemetry",
+        _says("telemetry: DJI_0001.SRT: not a text file")),
+    Row("telemetry that is text but no subtitle file", post_with_telemetry("notes.srt", b"lat 52.1 lon 5.6\n" * 9),
+        422, "invalid_telemetry", _says("telemetry: notes.srt", "no timing line")),
+    Row("empty telemetry", post_with_telemetry("DJI_0001.SRT", b""), 422, "invalid_telemetry",
+        _says("telemetry: DJI_0001.SRT: the file is empty")),
+    Row("telemetry over MAX_TELEMETRY_BYTES",
+        post_with_telemetry("big.srt", SRT * (MAX_TELEMETRY_BYTES // len(SRT) + 1)), 413, "upload_too_large",
+        _says("telemetry:", "MAX_TELEMETRY_BYTES")),
+    Row("two telemetry files",
+        post_parts(("file", "clip.mp4", CLIP), ("telemetry", "a.srt", SRT), ("telemetry", "b.srt", SRT)),
+        422, "invalid_input", _says("send one telemetry file")),
+    Row("telemetry with an image (a plain field)", post_files(("one.png", PNG), telemetry=SRT.decode()), 422,
+        "invalid_telemetry", _says("telemetry:", "images job")),
+    Row("telemetry file and telemetry_upload_id both",
+        post_with_telemetry("DJI_0001.SRT", SRT, telemetry_upload_id="someupload"), 422, "invalid_telemetry",
+        _says("one way, not both")),
+    # a ZIP of one video and its .SRT is a video job with telemetry; any other mix with a video is refused
+    Row("a ZIP of a video and its .SRT", post_zip({"DJI_0001.MP4": CLIP, "DJI_0001.SRT": SRT}), 202, None,
+        _a_video_job_with_telemetry("DJI_0001.MP4", "DJI_0001.SRT")),
+    Row("a ZIP of a video alone", post_zip({"flight/DJI_0001.MP4": CLIP}), 202, None,
+        _a_video_job_with_telemetry("DJI_0001.MP4", None)),
+    Row("a ZIP of a video and images", post_zip({"DJI_0001.MP4": CLIP, "a.png": PNG, "b.png": PNG}),
+        422, "invalid_input", _says("the video DJI_0001.MP4 and 2 other files (a.png, b.png)")),
+    Row("a ZIP of two videos", post_zip({"DJI_0001.MP4": CLIP, "DJI_0002.MP4": CLIP, "DJI_0001.SRT": SRT}),
+        422, "invalid_input", _says("2 videos (DJI_0001.MP4, DJI_0002.MP4)")),
+    Row("a ZIP of a .SRT and images", post_zip({"DJI_0001.SRT": SRT, "a.png": PNG}), 422, "invalid_input",
+        _says("DJI_0001.SRT but no video")),
+    Row("a ZIP of a video and two .SRT", post_zip({"DJI_0001.MP4": CLIP, "a.SRT": SRT, "b.srt": SRT}),
+        422, "invalid_input", _says("2 .SRT files")),
+    Row("a ZIP whose video is an image", post_zip({"DJI_0001.MP4": PNG, "DJI_0001.SRT": SRT}), 415,
+        "not_a_video", _says("DJI_0001.MP4 in the ZIP is not a video")),
+    Row("a ZIP whose .SRT is not text", post_zip({"DJI_0001.MP4": CLIP, "DJI_0001.SRT": PNG}), 422,
+        "invalid_telemetry", _says("file: DJI_0001.SRT: not a text file")),
+    Row("a ZIP holding a .SRT, and telemetry beside it",
+        post_zip({"DJI_0001.MP4": CLIP, "DJI_0001.SRT": SRT}, ("telemetry", "DJI_0001.SRT", SRT)), 422,
+        "invalid_telemetry", _says("telemetry: the ZIP holds the video's telemetry already")),
+    # the direct-upload path: telemetry_upload_id beside upload_id
+    Row("telemetry_upload_id naming an unknown upload",
+        post_json(json.dumps({"upload_id": FINISHED_UPLOAD, "telemetry_upload_id": "nope"})), 422,
+        "invalid_input", _says("telemetry_upload_id: unknown upload 'nope'")),
+    Row("telemetry_upload_id not a string",
+        post_json(json.dumps({"upload_id": FINISHED_UPLOAD, "telemetry_upload_id": 7})), 422, "invalid_input",
+        _says("telemetry_upload_id")),
+    Row("telemetry_upload_id naming the video's own upload (not text)",
+        post_json(json.dumps({"upload_id": FINISHED_UPLOAD, "telemetry_upload_id": FINISHED_UPLOAD})), 422,
+        "invalid_telemetry", _says("telemetry_upload_id:", "not a text file")),
+    Row("telemetry_upload_id with upload_ids (images)",
+        post_json(json.dumps({"upload_ids": [FINISHED_UPLOAD], "telemetry_upload_id": FINISHED_UPLOAD})), 422,
+        "invalid_telemetry", _says("images job")),
 ]
 
 # SSRF: each way of writing a non-public address in a callback_url (literal IPs: no DNS needed)

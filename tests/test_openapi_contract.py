@@ -41,6 +41,7 @@ from core.errors import InvalidInput
 from core.jobs import JobParams
 from core.tiling import TILING_PATTERN, parse_tiling
 from tests.fixtures_stills import image_bytes
+from tests.fixtures_telemetry import dji_srt
 from tests.fixtures_video import write_clip
 
 SEED = 20261207
@@ -48,6 +49,7 @@ EXAMPLES_PER_OPERATION = 10
 API_KEY = "contract-test-key"
 CAMERA = "rtsp://127.0.0.1:8554/cam"  # inside the STREAM_ALLOWED_NETWORKS below
 PNG = image_bytes("PNG", 32, 24)
+SRT = dji_srt(frames=3, fps=10.0).encode()  # the camera clip's 3 frames
 # operations whose grounded valid requests must succeed (the others name jobs that do not exist)
 ACCEPTING = ("POST /jobs", "POST /submit-job", "POST /streams", "POST /streams/snapshot", "POST /uploads", "PUT /uploads/{upload_id}",
              "GET /jobs", "GET /health", "GET /ready")
@@ -179,6 +181,34 @@ def _ground_job_request(body: dict[str, Any], service: Service) -> None:
     if isinstance(body.get("params"), dict):
         _ground_params(body["params"])
     _ground_params(body)
+    _ground_telemetry(body, service)
+
+
+def _ground_telemetry(body: dict[str, Any], service: Service) -> None:
+    """Flight telemetry goes with one video, sent one way, and holds an .SRT: a schema can say
+    none of it. A request with telemetry becomes one for a video (the camera's clip) and its
+    .SRT; its lines and zones go, as they would have to fit that video's frame."""
+    if "telemetry" in body:
+        body.pop("telemetry_upload_id", None)
+    if "telemetry" not in body and "telemetry_upload_id" not in body:
+        return
+    if "files" in body or ("file" not in body and "upload_id" not in body):  # images, or no input at all
+        body.pop("telemetry", None)
+        body.pop("telemetry_upload_id", None)
+        return
+    video = (service.tmp / "camera.mp4").read_bytes()
+    if "file" in body:
+        body["file"] = video
+    if "upload_id" in body:
+        body["upload_id"] = _finished_upload(service, video, "clip.mp4")
+    if "telemetry" in body:
+        body["telemetry"] = SRT
+    if "telemetry_upload_id" in body:
+        body["telemetry_upload_id"] = _finished_upload(service, SRT, "DJI_0001.SRT")
+    for params in (body, body.get("params")):
+        if isinstance(params, dict):
+            params.pop("lines", None)
+            params.pop("zones", None)
 
 
 def _ground_params(params: dict[str, Any]) -> None:
@@ -200,10 +230,10 @@ def _ground_params(params: dict[str, Any]) -> None:
                     item.pop("units", None)
 
 
-def _finished_upload(service: Service) -> str:
-    upload_id, _, _ = service.submitter.uploads.reserve("still.png")
-    source = service.tmp / "still.png"
-    source.write_bytes(PNG)
+def _finished_upload(service: Service, data: bytes = PNG, filename: str = "still.png") -> str:
+    upload_id, _, _ = service.submitter.uploads.reserve(filename)
+    source = service.tmp / filename
+    source.write_bytes(data)
     service.backends.blobs.upload_file(upload_data_path(upload_id), source)
     return upload_id
 
@@ -237,7 +267,9 @@ def test_each_route_documents_its_own_errors(published: dict[str, Any]) -> None:
 
 def test_the_job_form_documents_every_parameter_the_api_takes(published: dict[str, Any]) -> None:
     form = published["paths"]["/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert set(JobParams.model_fields) | {"file", "files", "upload_id", "params"} == set(form["properties"])
+    inputs = {"file", "files", "upload_id", "params", "telemetry", "telemetry_upload_id"}
+    assert set(JobParams.model_fields) | inputs == set(form["properties"])
+    assert form["properties"]["telemetry"]["format"] == "binary"
     assert form["properties"]["frame_stride"] == {**form["properties"]["frame_stride"], "minimum": 1,
                                                   "maximum": 1000, "type": "integer"}
     assert form["properties"]["tracker"]["enum"] == ["botsort", "bytetrack"]

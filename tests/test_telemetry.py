@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ml_engine.telemetry import parse_srt
+from ml_engine.media.telemetry import parse_srt, read_srt, srt_problem, telemetry_facts
+from tests.fixtures_telemetry import EVERY_FIELD, dji_srt, other_makers_srt
 
 MAVIC3E = """1
 00:00:00,000 --> 00:00:00,033
@@ -84,3 +85,57 @@ def test_a_record_count_that_does_not_match_the_video_is_matched_by_time_and_rep
     assert telemetry.at(0.4).lon == 5.6789
     assert telemetry.at(0.6).lon == 5.67895
     assert telemetry.at(4.9).lon == 5.67895
+
+
+# --- a file's bytes: the API's check of its shape, the worker's reading, stats.json's report ----
+
+
+@pytest.mark.parametrize(("head", "words"), [
+    (b"", "the file is empty"),
+    (b"\x00\x01\x02PK\x03\x04 binary", "not a text file"),
+    (b"\xff\xd8\xff\xe0 a JPEG", "not a text file"),
+    (b"latitude: 52.1, longitude: 5.6\n", "no timing line"),
+    ("1\n00:00:01,000 --> 00:00:02,000\n".encode("utf-16-le"), "not a text file"),  # UTF-16 without its mark
+])
+def test_a_file_that_is_not_shaped_like_a_subtitle_file_is_named_so(head, words):
+    assert words in srt_problem(head)
+
+
+@pytest.mark.parametrize("head", [
+    MAVIC3E.encode(),
+    b"\xef\xbb\xbf" + MINI2.encode(),  # UTF-8 with a byte-order mark
+    b"\xff\xfe" + PHANTOM4.encode("utf-16-le"),  # UTF-16 with its mark
+    ("1\n00:00:00,000 --> 00:00:00,033\n[location: Zü").encode()[:-1],  # a head cut inside a character
+])
+def test_subtitle_files_in_each_encoding_pass_the_check(head):
+    assert srt_problem(head) is None
+
+
+def test_a_whole_file_is_read_from_its_bytes_and_keeps_its_name():
+    telemetry = read_srt(b"\xef\xbb\xbf" + MAVIC3E.encode(), source="DJI_0001.SRT")
+    assert [s.frame for s in telemetry.samples] == [1, 2] and telemetry.source == "DJI_0001.SRT"
+    binary = read_srt(bytes(range(256)) * 4, source="x.srt")
+    assert binary.samples == [] and binary.problems == ["the telemetry file is not text: nothing in it could be read"]
+
+
+def test_stats_say_what_was_given_read_and_left_out():
+    assert telemetry_facts(None) == {"given": False}
+    full = read_srt(dji_srt(frames=20, fps=10.0).encode(), source="DJI_0001.SRT")
+    assert telemetry_facts(full) == {
+        "given": True, "file": "DJI_0001.SRT", "samples": 20, "usable": True, "span_s": [0.0, 1.9],
+        "fields": EVERY_FIELD, "problems": [],
+    }
+    mini = telemetry_facts(parse_srt(MINI2))
+    assert mini["fields"] == ["gps", "relative_altitude"]
+    assert mini["problems"] == ["the telemetry never gives abs_alt, focal_mm, yaw, pitch, roll"]
+    other = telemetry_facts(read_srt(other_makers_srt(5).encode()))
+    assert (other["samples"], other["usable"], other["span_s"], other["fields"]) == (0, False, None, [])
+    assert "the format is not one this reader knows" in other["problems"][0]
+
+
+def test_the_synthesised_dji_file_is_one_record_per_frame():
+    telemetry = parse_srt(dji_srt(frames=20, fps=10.0))
+    telemetry.check_against_video(frames=20, fps=10.0)
+    assert telemetry.problems == []
+    assert [s.frame for s in telemetry.samples] == list(range(1, 21))
+    assert telemetry.at(1.0).lat == pytest.approx(-33.861234 + 11e-5)

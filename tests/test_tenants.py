@@ -16,6 +16,7 @@ from core.errors import ConfigError
 from core.jobs import Job, JobStatus, new_job_id
 from tests.fixtures_service import in_process_api
 from tests.fixtures_stills import image_bytes
+from tests.fixtures_telemetry import dji_srt
 from tests.test_api import complete_with_outputs, upload
 from tests.waiting import wait_until
 
@@ -90,6 +91,24 @@ def test_an_idempotency_key_replays_only_the_request_it_came_with(api, small_cli
         assert first.json()["job_id"] in reused.json()["error"]["message"]
     assert {blob.path for blob in api.backends.blobs.list("")} == stored_before  # the refused inputs are gone
     assert [job["job_id"] for job in api.get("/jobs", headers=as_(ALICE)).json()["jobs"]] == [first.json()["job_id"]]
+
+
+def test_an_idempotency_key_tells_a_video_with_telemetry_from_the_same_video_without(api, small_clip):
+    idem = {**as_(ALICE), "Idempotency-Key": "flight-12"}
+
+    def post(telemetry: bytes | None):
+        files = {"file": ("flight.mp4", small_clip.read_bytes())}
+        if telemetry is not None:
+            files["telemetry"] = ("DJI_0012.SRT", telemetry)
+        return api.post("/jobs", files=files, headers=idem)
+
+    first = post(dji_srt().encode())
+    assert first.status_code == 202 and first.json()["telemetry"] == "DJI_0012.SRT", first.text
+    assert post(dji_srt().encode()).json()["job_id"] == first.json()["job_id"]  # the same request, replayed
+    stored_before = {blob.path for blob in api.backends.blobs.list("")}
+    for other in (post(None), post(dji_srt(frames=5).encode())):
+        assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused", other.text
+    assert {blob.path for blob in api.backends.blobs.list("")} == stored_before  # their video and .SRT are gone
 
 
 def test_a_direct_upload_replayed_with_its_key_must_ask_the_same(api, small_clip):

@@ -137,6 +137,32 @@ def test_a_slow_client_that_keeps_sending_is_never_cut_off(tmp_path: Path) -> No
     assert form.file is not None and form.file.path.read_bytes() == content
 
 
+def test_the_telemetry_part_is_a_file_of_its_own_with_its_own_limit(tmp_path: Path) -> None:
+    video, srt = video_bytes(2000), b"1\n00:00:00,000 --> 00:00:00,033\n[latitude: 52.1] [longitude: 5.6]\n" * 40
+    body = multipart({"classes": "cow"}, [("file", "herd.mp4", video), ("telemetry", "../DJI_0001.SRT", srt)])
+    request = make_request(BodyChannel(body), FORM, None)
+    form = anyio.run(receive_multipart, request, tmp_path, len(video), STALL_S, 1, len(srt))
+    assert [received.filename for received in form.files] == ["herd.mp4"] and form.size == len(video)
+    assert form.telemetry is not None and form.telemetry.filename == "DJI_0001.SRT"
+    assert form.telemetry.path.read_bytes() == srt and "telemetry" not in form.fields
+    form.discard()
+    assert list(tmp_path.iterdir()) == []
+
+    too_big = make_request(BodyChannel(body), FORM, None)
+    with pytest.raises(UploadTooLarge, match="telemetry: .* limit of 100 bytes .MAX_TELEMETRY_BYTES"):
+        anyio.run(receive_multipart, too_big, tmp_path, len(video), STALL_S, 1, 100)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_telemetry_sent_as_a_plain_field_is_still_a_file(tmp_path: Path) -> None:
+    text = "1\n00:00:00,000 --> 00:00:00,033\n[latitude: 52.1] [longitude: 5.6]\n"
+    request = make_request(BodyChannel(multipart({"telemetry": text}, [])), FORM, None)
+    form = anyio.run(receive_multipart, request, tmp_path, 10, STALL_S, 1, 1000)
+    assert form.telemetry is not None and form.telemetry.filename == "telemetry.srt"
+    assert form.telemetry.path.read_text() == text and form.fields == {}
+    form.discard()
+
+
 def test_a_client_that_disconnects_leaves_nothing(tmp_path: Path) -> None:
     channel = BodyChannel(multipart({}, [("file", "a.mp4", video_bytes(4 * CHUNK))]), disconnect_after=2)
     with pytest.raises(InvalidInput, match="malformed multipart body"):

@@ -13,12 +13,24 @@ import pytest
 
 from core.backends import Backends, build_backends
 from core.errors import ConfigError, LeaseLost, ModelError, NotAVideo, StorageUnavailable
-from core.jobs import Job, JobKind, JobMessage, JobParams, JobStatus, Tracker, input_blob_path, new_job_id
+from core.jobs import (
+    Job,
+    JobKind,
+    JobMessage,
+    JobParams,
+    JobStatus,
+    TelemetryFile,
+    Tracker,
+    input_blob_path,
+    new_job_id,
+    telemetry_blob_path,
+)
 from core.metrics import start_metrics_server
 from core.model_card import read_card
 from core.tiling import TilingSetting
 from ml_engine.pipeline import Progress
 from tests.faults import FailingMethod
+from tests.fixtures_telemetry import dji_srt
 from tests.waiting import wait_until
 from worker.job_settings import pipeline_config
 from worker.lease import LeaseKeeper
@@ -26,6 +38,7 @@ from worker.models import DetectorCache
 from worker.progress import JobReporter, StopReason
 from worker.runner import JobRunner, Outcome
 from worker.service import Worker
+from worker.telemetry import flight_telemetry
 
 LEASE = timedelta(seconds=30)
 
@@ -436,3 +449,28 @@ def test_a_stream_jobs_message_on_the_file_queue_fails_the_job_with_a_clear_erro
     failed = backends.jobs.get(job.id)
     assert (failed.status, failed.error.code) == (JobStatus.FAILED, "invalid_message")
     assert "a stream job's message came on a queue for video, images jobs" in failed.error.message
+
+
+def test_a_jobs_telemetry_is_read_for_the_engine_and_never_fails_it(stores, small_clip, tmp_path):
+    """The .SRT the API stored beside the video, read and checked against the video; one that is
+    gone from storage or cut short still gives a Telemetry that says what went wrong."""
+    _, backends = stores
+    job_id = new_job_id()
+    stored = TelemetryFile(blob=telemetry_blob_path(job_id), filename="DJI_0001.SRT")
+    job = Job(id=job_id, input_blob=input_blob_path(job_id), telemetry=stored)
+    assert flight_telemetry(job.model_copy(update={"telemetry": None}), backends.blobs, tmp_path, small_clip) is None
+
+    gone = flight_telemetry(job, backends.blobs, tmp_path, small_clip)
+    assert gone is not None and gone.samples == [] and gone.source == "DJI_0001.SRT"
+    assert gone.problems == ["the telemetry file is no longer in storage"]
+
+    backends.blobs.upload_stream(stored.blob, [dji_srt(frames=20, fps=10.0).encode()])  # the clip: 20 frames
+    whole = flight_telemetry(job, backends.blobs, tmp_path, small_clip)
+    assert whole is not None and len(whole.samples) == 20 and whole.problems == []
+    config = pipeline_config(JobParams(), stores[0], whole)
+    assert config.telemetry is whole  # what process_video is handed
+
+    backends.blobs.upload_stream(stored.blob, [dji_srt(frames=15, fps=10.0).encode()])
+    short = flight_telemetry(job, backends.blobs, tmp_path, small_clip)
+    assert short is not None and short.problems == [
+        "the telemetry has 15 records for 20 video frames: records are matched to frames by time"]

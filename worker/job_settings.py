@@ -11,6 +11,7 @@ from core.config import Settings
 from core.jobs import JobParams
 from core.tiling import parse_tiling
 from ml_engine.detection import DetectionConfig
+from ml_engine.media.telemetry import Telemetry
 from ml_engine.pipeline import PipelineConfig
 from ml_engine.stills import StillsConfig
 
@@ -27,8 +28,9 @@ def detection_config(params: JobParams, settings: Settings) -> DetectionConfig:
     )
 
 
-def pipeline_config(params: JobParams, settings: Settings) -> PipelineConfig:
-    """A video job's pipeline: detection as above, then frames, tracking, counting and encoding."""
+def pipeline_config(params: JobParams, settings: Settings, telemetry: Telemetry | None = None) -> PipelineConfig:
+    """A video job's pipeline: detection as above, then frames, tracking, counting and encoding;
+    ``telemetry``: the flight's, read by the worker (``worker.telemetry``), if the job has some."""
     return PipelineConfig(
         detection=detection_config(params, settings),
         frame_stride=params.frame_stride or settings.frame_stride,
@@ -44,6 +46,7 @@ def pipeline_config(params: JobParams, settings: Settings) -> PipelineConfig:
         max_video_seconds=settings.max_video_seconds,
         tracker=params.tracker or settings.tracker,
         stitching=settings.stitching if params.stitching is None else params.stitching,
+        telemetry=telemetry,
     )
 
 

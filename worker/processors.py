@@ -24,6 +24,7 @@ from worker.images import process_images
 from worker.job_settings import pipeline_config
 from worker.models import DetectorCache
 from worker.progress import JobReporter
+from worker.telemetry import flight_telemetry
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,9 @@ class VideoProcessor(_FileProcessor):
             if reporter.should_cancel():
                 raise JobCancelled()
             detector = self.detectors.get(job.params.model_id)
+            telemetry = flight_telemetry(job, self.backends.blobs, Path(work), video)
             result = process_video(
-                video, Path(work) / "outputs", detector, pipeline_config(job.params, self.settings),
+                video, Path(work) / "outputs", detector, pipeline_config(job.params, self.settings, telemetry),
                 progress=reporter.on_progress, should_cancel=reporter.should_cancel,
             )
             for name, path in result.crops.items():  # stored by name, not listed: one per counted animal

@@ -32,13 +32,16 @@ from api.params import check_idempotency_key, check_params, parse_json, parse_pa
 from api.ranges import parse_range
 from api.schemas import IdempotencyKey, JobList, JobOut, SignedLinks, error_responses, job_request_body
 from api.signed_urls import expiry, signed_path
+from api.telemetry_input import TELEMETRY_UPLOAD_FIELD, requested_telemetry
 from api.upload_stream import ReceivedForm, receive_multipart, receive_small_body
+from api.video_zip import checked_video_zip, video_in_zip
 from core import lifecycle
 from core.backends import Backends
 from core.config import Settings
 from core.errors import (
     EmptyVideo,
     InvalidInput,
+    InvalidTelemetry,
     JobNotReady,
     NotAVideo,
     NotFound,
@@ -87,17 +90,24 @@ async def _submit(request: Request, settings, submitter, scratch, idempotency_ke
         if body.get("upload_ids") is not None:
             job, created = await run_in_threadpool(submitter.submit_uploads, body["upload_ids"], params, key, owner)
             return submitted(job, created)
-        job, created = await run_in_threadpool(submitter.submit_upload, body["upload_id"], params, key, owner)
+        telemetry = await run_in_threadpool(requested_telemetry, None, body[TELEMETRY_UPLOAD_FIELD], submitter.uploads,
+                                            owner, settings)
+        job, created = await run_in_threadpool(submitter.submit_upload, body["upload_id"], params, key, owner,
+                                               telemetry)
         return submitted(job, created)
 
     form = await receive_multipart(request, scratch, settings.max_upload_bytes,
-                                   settings.upload_stall_timeout_s, max_files=settings.max_files_per_job)
+                                   settings.upload_stall_timeout_s, max_files=settings.max_files_per_job,
+                                   max_telemetry_bytes=settings.max_telemetry_bytes)
     try:
         params = await run_in_threadpool(parse_params, form.fields, settings)
         if form.file is None:
             if form.fields.get("upload_id"):
+                telemetry = await run_in_threadpool(requested_telemetry, form.telemetry,
+                                                    form.fields.get(TELEMETRY_UPLOAD_FIELD), submitter.uploads,
+                                                    owner, settings)
                 job, created = await run_in_threadpool(
-                    submitter.submit_upload, form.fields["upload_id"], params, key, owner
+                    submitter.submit_upload, form.fields["upload_id"], params, key, owner, telemetry
                 )
                 return submitted(job, created)
             raise InvalidInput("send the video or images in the multipart field 'file' (or an upload_id)")
@@ -111,13 +121,23 @@ async def _submit(request: Request, settings, submitter, scratch, idempotency_ke
 
 def _submit_form_files(form: ReceivedForm, params, key: str | None, owner: str, settings: Settings,
                        submitter) -> tuple[Job, bool]:
-    """One video: a video job, as ever. One image, several files, or a ZIP: an images job."""
+    """One video (or a ZIP of one video and its .SRT): a video job, with its telemetry if any.
+    One image, several files, or a ZIP of images: an images job."""
     first = form.file
     assert first is not None, "the caller checked that a file was sent"
+    telemetry = requested_telemetry(form.telemetry, form.fields.get(TELEMETRY_UPLOAD_FIELD), submitter.uploads,
+                                    owner, settings)
     if len(form.files) == 1:
         sniffed = _sniffed(first.path, settings)
         if sniffed.kind is MediaKind.VIDEO:
-            return submitter.submit_file(first.path, first.filename, params, key, owner, info=sniffed.video)
+            return submitter.submit_file(first.path, first.filename, params, key, owner, info=sniffed.video,
+                                         telemetry=telemetry)
+        zipped = video_in_zip(first.path, first.path.parent, settings) if sniffed.kind is MediaKind.ZIP else None
+        if zipped is not None:
+            video, info, telemetry = checked_video_zip(zipped, telemetry, settings)
+            return submitter.submit_file(video.path, video.name, params, key, owner, info=info, telemetry=telemetry)
+    if telemetry is not None:
+        raise telemetry.refuse_for_images()
     label = first.filename if len(form.files) == 1 else f"{len(form.files)} files"
     return submitter.submit_images(_form_images(form, settings), label, params, key, owner)
 
@@ -152,13 +172,19 @@ async def _json_body(request: Request, stall_timeout_s: float) -> dict:
         ids = body["upload_ids"]
         if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
             raise InvalidInput("upload_ids: expected a non-empty JSON list of upload ids")
+        if TELEMETRY_UPLOAD_FIELD in body:
+            raise InvalidTelemetry(f"{TELEMETRY_UPLOAD_FIELD}: flight telemetry goes with one video (upload_id); "
+                                   "upload_ids make an images job")
         return {"upload_ids": ids, "params": params}
     if not isinstance(body.get("upload_id"), str) or not body["upload_id"]:
         raise InvalidInput("upload_id: required when posting JSON (upload the video with POST /uploads first)")
     params = body.get("params") or {}
     if not isinstance(params, dict):
         raise InvalidInput("params: expected a JSON object")
-    return {"upload_id": body["upload_id"], "params": params}
+    telemetry = body.get(TELEMETRY_UPLOAD_FIELD)
+    if telemetry is not None and (not isinstance(telemetry, str) or not telemetry):
+        raise InvalidInput(f"{TELEMETRY_UPLOAD_FIELD}: expected the id of the .SRT's direct upload (a string)")
+    return {"upload_id": body["upload_id"], "params": params, TELEMETRY_UPLOAD_FIELD: telemetry}
 
 
 _SUBMIT_ROUTE: dict[str, Any] = {
@@ -177,7 +203,8 @@ _SUBMIT_ROUTE: dict[str, Any] = {
         "parameters. The body is streamed to storage; the answer comes at once with the job id (202). With "
         "an `Idempotency-Key` header, repeating the request returns the same job (200, "
         "`Idempotent-Replayed: true`). For big files, upload with `POST /uploads` first and post "
-        "`{\"upload_id\": ...}` (or `{\"upload_ids\": [...]}`) as JSON."
+        "`{\"upload_id\": ...}` (or `{\"upload_ids\": [...]}`) as JSON. A video's flight telemetry (a drone's "
+        ".SRT) goes in `telemetry`, as `telemetry_upload_id`, or in a ZIP holding the video and its .SRT."
     ),
 )
 async def create_job(

@@ -151,14 +151,16 @@ export function getSignedLinks(jobId) {
 /**
  * Upload one video and create its job. ``onProgress(fraction)`` follows the upload.
  * Small files go in one multipart POST /jobs; big ones through POST /uploads, a PUT of the
- * bytes to the URL it hands out, then POST /jobs with the upload id.
+ * bytes to the URL it hands out, then POST /jobs with the upload id. ``telemetry``: the
+ * video's flight telemetry (a drone's .SRT File), sent beside it, or null.
  * Returns the new job (JobOut).
  */
-export async function submitVideo(file, params, onProgress) {
-  if (file.size >= DIRECT_UPLOAD_BYTES) return submitViaDirectUpload(file, params, onProgress);
+export async function submitVideo(file, params, onProgress, telemetry = null) {
+  if (file.size >= DIRECT_UPLOAD_BYTES) return submitViaDirectUpload(file, params, onProgress, telemetry);
   const form = new FormData();
   form.append("params", JSON.stringify(params));
   form.append("file", file, file.name);
+  if (telemetry) form.append("telemetry", telemetry, telemetry.name);
   const answer = await sendWithKeyRetry({ method: "POST", url: "/jobs", body: form, onProgress });
   return JSON.parse(answer);
 }
@@ -200,10 +202,17 @@ export async function getResults(jobId) {
   return text.split("\n").filter((line) => line.trim()).map((line) => JSON.parse(line));
 }
 
-async function submitViaDirectUpload(file, params, onProgress) {
+async function submitViaDirectUpload(file, params, onProgress, telemetry) {
+  const body = { params };
+  if (telemetry) {
+    const srtTicket = await request("/uploads", { method: "POST", json: { filename: telemetry.name } });
+    await putUpload(srtTicket, telemetry, null);
+    body.telemetry_upload_id = srtTicket.upload_id;
+  }
   const ticket = await request("/uploads", { method: "POST", json: { filename: file.name } });
   await putUpload(ticket, file, onProgress);
-  return request("/jobs", { method: "POST", json: { upload_id: ticket.upload_id, params } });
+  body.upload_id = ticket.upload_id;
+  return request("/jobs", { method: "POST", json: body });
 }
 
 /** PUT a file's bytes to the write URL of its upload ticket (POST /uploads). */

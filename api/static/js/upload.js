@@ -12,6 +12,7 @@ export class UploadForm {
     this.onJobCreated = onJobCreated;
     this.form = document.getElementById("upload-form");
     this.input = document.getElementById("file-input");
+    this.telemetryInput = document.getElementById("telemetry-input");
     this.dropZone = document.getElementById("drop-zone");
     this.selectedList = document.getElementById("selected-files");
     this.uploadList = document.getElementById("upload-list");
@@ -119,7 +120,7 @@ export class UploadForm {
       return;
     }
     const videos = this.selected.filter(isVideo).length;
-    const images = this.selected.length - videos;
+    const images = this.selected.filter((file) => !isVideo(file) && !isTelemetry(file)).length;
     const parts = [];
     if (videos > 1) parts.push(`${videos} videos`);
     if (images > 0 && this.selected.length > 1) parts.push(`${images} image${images === 1 ? "" : "s"} as one job`);
@@ -163,13 +164,22 @@ export class UploadForm {
     if (drawn.lines.length) params.lines = [...(params.lines || []), ...drawn.lines];
     if (drawn.zones.length) params.zones = drawn.zones;
     this.showError("");
+    const videos = this.selected.filter(isVideo);
+    const telemetry = pairTelemetry(videos, [...this.selected.filter(isTelemetry), ...this.telemetryInput.files]);
+    if (telemetry.problem) {
+      this.showError(telemetry.problem);
+      this.telemetryInput.setAttribute("aria-invalid", "true");
+      this.telemetryInput.focus();
+      return;
+    }
     const files = this.selected.splice(0);
+    this.telemetryInput.value = "";
     this.renderSelection();
     // videos one at a time: uploads share the same connection, and the server probes each as it
     // lands; every image, folder and ZIP together: one images job
-    const images = files.filter((file) => !isVideo(file));
+    const images = files.filter((file) => !isVideo(file) && !isTelemetry(file));
     if (images.length) await this.uploadImages(images, params);
-    for (const file of files.filter(isVideo)) await this.upload(file, params);
+    for (const file of videos) await this.upload(file, params, telemetry.byVideo.get(file) || null);
   }
 
   /**
@@ -269,12 +279,13 @@ export class UploadForm {
     }
   }
 
-  async upload(file, params) {
+  /** Upload one video as a job, with its flight telemetry (a .SRT File) when there is one. */
+  async upload(file, params, telemetry = null) {
     const item = new UploadItem(file);
     this.uploadList.prepend(item.node);
     this.uploading += 1;
     try {
-      const job = await submitVideo(file, params, (fraction) => item.progress(fraction));
+      const job = await submitVideo(file, params, (fraction) => item.progress(fraction), telemetry);
       item.done(job);
       announce(`${file.name} uploaded; counting has been queued.`);
       this.onJobCreated(job);
@@ -438,4 +449,31 @@ function parseLine(text) {
   const [x1, y1, x2, y2] = numbers;
   if (x1 === x2 && y1 === y2) return null;
   return { name: "line", start: [x1, y1], end: [x2, y2] };
+}
+
+/** A drone's flight telemetry file (DJI's .SRT), chosen in its own field or among the files. */
+export function isTelemetry(file) {
+  return /\.srt$/i.test(file.name);
+}
+
+/**
+ * Which video each .SRT goes with: the video of the same name (DJI_0001.SRT with DJI_0001.MP4),
+ * or a lone .SRT with a lone video. Returns {byVideo: Map(video -> .SRT)} or {problem} naming a
+ * .SRT that goes with no video, or with one that has another already.
+ */
+export function pairTelemetry(videos, srts) {
+  const byVideo = new Map();
+  const stem = (name) => name.replace(/\.[^.]*$/, "").toLowerCase();
+  for (const srt of srts) {
+    const video = videos.find((candidate) => stem(candidate.name) === stem(srt.name))
+      || (videos.length === 1 && srts.length === 1 ? videos[0] : null);
+    if (!video) {
+      return { problem: videos.length
+        ? `${srt.name} goes with none of the chosen videos: give it its video's name (${videos[0].name.replace(/\.[^.]*$/, "")}.SRT).`
+        : `${srt.name} is flight telemetry: choose its video too (telemetry goes with a video, not with images).` };
+    }
+    if (byVideo.has(video)) return { problem: `${video.name} has two telemetry files: keep one.` };
+    byVideo.set(video, srt);
+  }
+  return { byVideo };
 }

@@ -17,9 +17,11 @@ field never seen is reported, and ``problems`` says in words what could not be u
 
 from __future__ import annotations
 
+import codecs
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 # every spelling seen for a field -> its name here
 _ALIASES = {
@@ -62,6 +64,7 @@ class Telemetry:
 
     samples: list[TelemetrySample] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    source: str | None = None  # the file's name, for stats.json
 
     def at(self, time_s: float) -> TelemetrySample | None:
         """The sample nearest ``time_s`` (None without samples)."""
@@ -142,3 +145,82 @@ def _parse_block(block: str) -> TelemetrySample | None:
 def _plausible(lat: float, lon: float) -> bool:
     """A real fix: within the globe, and not the 0, 0 a drone writes before it has one."""
     return math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180 and (lat, lon) != (0, 0)
+
+
+# --- a file's bytes: checked at the API, read by the worker ------------------------------------
+
+SRT_SUFFIX = ".srt"
+SRT_HEAD_BYTES = 64 * 1024  # where a subtitle file's first timing line must be
+_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+
+
+def srt_problem(head: bytes) -> str | None:
+    """Why a file whose first bytes are ``head`` (up to SRT_HEAD_BYTES) is not a subtitle file
+    this reader can try, or None. Only the shape is checked, text with a ``00:00:01,000 -->``
+    timing line: what the blocks hold is judged by ``read_srt``, which refuses nothing."""
+    if not head:
+        return "the file is empty"
+    text = _decoded(head, final=False)
+    if text is None:
+        return "not a text file (an .SRT subtitle file is text)"
+    if _TIME.search(text) is None:
+        return (f"not an .SRT subtitle file: no timing line such as '00:00:01,000 --> 00:00:01,033' "
+                f"in its first {SRT_HEAD_BYTES // 1024} KB")
+    return None
+
+
+def read_srt(data: bytes, source: str | None = None) -> Telemetry:
+    """A whole SRT file's bytes read into ``Telemetry``; never raises: bytes that are not text
+    leave no samples and say so. ``source``: the file's name, for stats.json."""
+    text = _decoded(data, final=True)
+    if text is None:
+        telemetry = Telemetry(problems=["the telemetry file is not text: nothing in it could be read"])
+    else:
+        telemetry = parse_srt(text)
+    telemetry.source = source
+    return telemetry
+
+
+def _decoded(data: bytes, final: bool) -> str | None:
+    """UTF-8 (or UTF-16 with its byte-order mark) text, or None. ``final`` False: ``data`` is a
+    file's head, which may end inside a character."""
+    encoding = "utf-8"
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            encoding, data = name, data[len(bom):]
+            break
+    decoder = codecs.getincrementaldecoder(encoding)()
+    try:
+        text = decoder.decode(data, final=final)
+    except UnicodeDecodeError:
+        return None
+    return None if "\x00" in text else text
+
+
+# --- what stats.json says of it ------------------------------------------------------------------
+
+# a sample's attribute -> its name in stats.json's ``fields``
+_FIELD_NAMES = {
+    "rel_alt": "relative_altitude", "abs_alt": "absolute_altitude", "focal_mm": "focal_length",
+    "yaw": "gimbal_yaw", "pitch": "gimbal_pitch", "roll": "gimbal_roll",
+}
+
+
+def telemetry_facts(telemetry: Telemetry | None) -> dict[str, Any]:
+    """stats.json's ``telemetry``: whether a file was given, what was read from it and what
+    could not be used, and why (``problems``)."""
+    if telemetry is None:
+        return {"given": False}
+    samples = telemetry.samples
+    fields = ["gps"] if samples else []
+    fields += [name for attribute, name in _FIELD_NAMES.items()
+               if any(getattr(sample, attribute) is not None for sample in samples)]
+    return {
+        "given": True,
+        "file": telemetry.source,
+        "samples": len(samples),
+        "usable": bool(samples),
+        "span_s": [samples[0].time_s, samples[-1].time_s] if samples else None,
+        "fields": fields,
+        "problems": list(telemetry.problems),
+    }
