@@ -224,12 +224,12 @@ def shared_service(module_settings, tiny_rtdetr_dir, tmp_path_factory) -> Iterat
     """``shared_service(backend)``: the module's default service on that backend (module doc)."""
     services: list[Service] = []
     by_backend: dict[str, Service] = {}
-    tmp = tmp_path_factory.mktemp("shared-service")
 
     def get(backend: str = "local") -> Service:
         if backend not in by_backend:
             settings = module_settings(backend, **{"model_id": str(tiny_rtdetr_dir), **FAST_WORKER})
-            by_backend[backend] = launch_service(settings, tmp, 1, services)
+            logs = tmp_path_factory.mktemp(f"shared-service-{backend}")  # each its own worker-0.log
+            by_backend[backend] = launch_service(settings, logs, 1, services)
         return by_backend[backend]
 
     yield get
