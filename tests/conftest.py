@@ -23,7 +23,7 @@ pytest_plugins: list[str] = [
 
 # What makes a test heavy wherever it is (marked so here, not test by test): real API and worker
 # processes, each importing torch, or a live source's processes. `make test-fast` leaves them out.
-HEAVY_FIXTURES = frozenset({"start_service", "allinone_server", "rtsp_server", "rtsp_server_factory",
+HEAVY_FIXTURES = frozenset({"start_service", "shared_service", "allinone_server", "rtsp_server", "rtsp_server_factory",
                             "hls_stream", "hls_camera", "silent_server", "dead_segments_playlist",
                             "walk_server"})
 

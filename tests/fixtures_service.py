@@ -4,6 +4,13 @@ started as subprocesses with their settings in the environment, exactly as deplo
 ``start_service(backend, workers=1, **setting_overrides)`` returns a ``Service`` with the
 API's base URL, an httpx client, the worker processes and their logs. Everything is
 stopped at the end of the test.
+
+``shared_service(backend)`` returns the same default service (one worker, ``FAST_WORKER``
+settings) to every test of a module that asks for it, started once per backend and stopped at
+the module's end: each start imports torch in a new worker process, seconds of CPU on the 2-core
+machine. For tests that only submit jobs and read them back; a test that kills, stops or
+reconfigures a process, or counts what is queued, starts its own. A module using it is kept on
+one xdist worker (tests/xdist_scopes.py), so the service starts once.
 """
 
 from __future__ import annotations
@@ -170,37 +177,61 @@ def _exited(process: Process) -> bool:
     return process.popen.poll() is not None
 
 
+def launch_service(settings: Settings, tmp: Path, workers: int, started: list[Service]) -> Service:
+    """The API on a free port, then ``workers`` workers, each waited for; appended to ``started``
+    (before waiting, so that whoever closes them also closes one that failed to start)."""
+    env = settings_env(settings)
+    port = free_port()
+    api = Process(
+        "api",
+        [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        tmp / f"api-{port}.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    service = Service(
+        settings,
+        env,
+        url,
+        httpx.Client(base_url=url, timeout=30),
+        build_backends(settings),
+        tmp,
+        [api],
+    )
+    started.append(service)
+    wait_until(lambda: answers(f"{url}/health") or _exited(api), 60, "the API to answer /health")
+    assert api.popen.poll() is None, f"API exited at start:\n{api.log()}"
+    for _ in range(workers):
+        service.start_worker()
+    return service
+
+
 @pytest.fixture
 def start_service(make_settings, tiny_rtdetr_dir, tmp_path) -> Iterator:
     services: list[Service] = []
 
     def start(backend: str = "local", workers: int = 1, **overrides: Any) -> Service:
         settings = make_settings(backend, **{"model_id": str(tiny_rtdetr_dir), **FAST_WORKER, **overrides})
-        env = settings_env(settings)
-        port = free_port()
-        api = Process(
-            "api",
-            [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)],
-            env,
-            tmp_path / f"api-{port}.log",
-        )
-        url = f"http://127.0.0.1:{port}"
-        service = Service(
-            settings,
-            env,
-            url,
-            httpx.Client(base_url=url, timeout=30),
-            build_backends(settings),
-            tmp_path,
-            [api],
-        )
-        services.append(service)
-        wait_until(lambda: answers(f"{url}/health") or _exited(api), 60, "the API to answer /health")
-        assert api.popen.poll() is None, f"API exited at start:\n{api.log()}"
-        for _ in range(workers):
-            service.start_worker()
-        return service
+        return launch_service(settings, tmp_path, workers, services)
 
     yield start
+    for service in services:
+        service.close()
+
+
+@pytest.fixture(scope="module")
+def shared_service(module_settings, tiny_rtdetr_dir, tmp_path_factory) -> Iterator:
+    """``shared_service(backend)``: the module's default service on that backend (module doc)."""
+    services: list[Service] = []
+    by_backend: dict[str, Service] = {}
+
+    def get(backend: str = "local") -> Service:
+        if backend not in by_backend:
+            settings = module_settings(backend, **{"model_id": str(tiny_rtdetr_dir), **FAST_WORKER})
+            logs = tmp_path_factory.mktemp(f"shared-service-{backend}")  # each its own worker-0.log
+            by_backend[backend] = launch_service(settings, logs, 1, services)
+        return by_backend[backend]
+
+    yield get
     for service in services:
         service.close()

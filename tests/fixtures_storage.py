@@ -15,6 +15,9 @@ Reuse these from any test module (they are registered in tests/conftest.py):
     queue, poison queue and table names, so tests never see each other's data (they are
     deleted after the test). ``overrides`` are any Settings fields. ``.env`` is ignored.
 
+``module_settings`` (module)
+    The same factory for module-scoped fixtures; Azure resources are deleted at the module's end.
+
 ``proxied_azurite`` (function)
     A ``tests.tcp_proxy.ProxiedAzurite`` in front of that Azurite: its ``connection_string``
     goes through proxies a test can ``hold()`` (a peer that stops answering), ``cut()`` and
@@ -210,9 +213,9 @@ def _drop_azure_resources(settings: Settings) -> None:
         client.close()
 
 
-@pytest.fixture
-def make_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeSettings]:
-    """A factory ``make_settings(backend, **overrides)`` of isolated Settings (see module doc)."""
+@contextlib.contextmanager
+def _settings_factory(request: pytest.FixtureRequest, data_root: Path) -> Iterator[MakeSettings]:
+    """``make(backend, **overrides)``: isolated Settings; the Azure resources made are dropped at exit."""
 
     def make(backend: str | StorageBackend = "local", **overrides) -> Settings:
         backend = StorageBackend(backend)
@@ -223,7 +226,7 @@ def make_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ma
             fields["azure_storage_connection_string"] = azurite
             fields.update(_azure_resource_names())
         else:
-            fields["data_dir"] = tmp_path / unique_name("data-")
+            fields["data_dir"] = data_root / unique_name("data-")
         fields.update(overrides)
         settings = Settings(_env_file=None, **fields)  # type: ignore[call-arg]
         if azurite and settings.azure_storage_connection_string == azurite:
@@ -234,6 +237,21 @@ def make_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ma
     yield make
     for settings in to_drop:
         _drop_azure_resources(settings)
+
+
+@pytest.fixture
+def make_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeSettings]:
+    """A factory ``make_settings(backend, **overrides)`` of isolated Settings (see module doc)."""
+    with _settings_factory(request, tmp_path) as make:
+        yield make
+
+
+@pytest.fixture(scope="module")
+def module_settings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeSettings]:
+    """``make_settings`` for a module-scoped fixture (``shared_service``): the same isolated
+    Settings, their Azure resources dropped at the module's end."""
+    with _settings_factory(request, tmp_path_factory.mktemp("module-settings")) as make:
+        yield make
 
 
 @pytest.fixture(params=["local", pytest.param("azure", marks=pytest.mark.azurite)])

@@ -47,8 +47,8 @@ def fetch_video(service, job_id: str) -> bytes:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_upload_to_every_output(start_service, backend, small_clip, tmp_path):
-    service = start_service(backend)
+def test_upload_to_every_output(shared_service, backend, small_clip, tmp_path):
+    service = shared_service(backend)
     model = service.client.get("/model").json()  # published by the worker once its model loaded
     assert model["classes"] == ["cow", "sheep", "horse", "person"] and model["random_weights"] is True
     with small_clip.open("rb") as handle:
@@ -89,8 +89,8 @@ def test_upload_to_every_output(start_service, backend, small_clip, tmp_path):
     wait_until(lambda: queue_length(service) == 0, 10, "the message to be deleted")
 
 
-def test_local_video_supports_range_requests(start_service, small_clip):
-    service = start_service("local")
+def test_local_video_supports_range_requests(shared_service, small_clip):
+    service = shared_service("local")
     job_id = service.submit(small_clip)["job_id"]
     service.wait_for_status(job_id, {"completed"})
     whole = service.client.get(f"/jobs/{job_id}/video").content
@@ -115,8 +115,8 @@ def test_killed_worker_job_is_redelivered_after_the_lease_and_completes(start_se
     wait_until(lambda: queue_length(service) == 0, 10, "the queue to drain")
 
 
-def test_cancel_mid_run_stops_the_worker_which_serves_the_next_job(start_service, long_clip, small_clip):
-    service = start_service("local")
+def test_cancel_mid_run_stops_the_worker_which_serves_the_next_job(shared_service, long_clip, small_clip):
+    service = shared_service("local")
     job_id = service.submit(long_clip)["job_id"]
     wait_until(lambda: service.job(job_id)["frames_done"] > 0, 60, "the worker to start")
     response = service.client.delete(f"/jobs/{job_id}")
@@ -131,8 +131,8 @@ def test_cancel_mid_run_stops_the_worker_which_serves_the_next_job(start_service
     assert service.client.delete(f"/jobs/{job_id}").status_code == 204  # now it can be deleted
 
 
-def test_poison_video_fails_with_a_clear_error_and_the_worker_goes_on(start_service, bad_videos, small_clip):
-    service = start_service("local")
+def test_poison_video_fails_with_a_clear_error_and_the_worker_goes_on(shared_service, bad_videos, small_clip):
+    service = shared_service("local")
     bad_id = service.submit(bad_videos["truncated_midstream"])["job_id"]  # passes the API's probe
     good_id = service.submit(small_clip)["job_id"]
     failed = service.wait_for_status(bad_id, {"failed", "completed"})
@@ -252,8 +252,8 @@ def read_csv(response: httpx.Response) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(response.content.decode("utf-8"), newline="")))
 
 
-def test_a_video_jobs_csv_exports_read_back_as_its_stats(start_service, small_clip):
-    service = start_service("local")
+def test_a_video_jobs_csv_exports_read_back_as_its_stats(shared_service, small_clip):
+    service = shared_service("local")
     job_id = service.submit(small_clip, lines="0,120,320,120", threshold="0.05")["job_id"]
     done = service.wait_for_status(job_id, {"completed", "failed"})
     assert done["status"] == "completed", done
@@ -278,8 +278,8 @@ def test_a_video_jobs_csv_exports_read_back_as_its_stats(start_service, small_cl
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_the_gallery_downloads_as_one_zip_with_a_picture_per_counted_animal(start_service, backend, small_clip):
-    service = start_service(backend)
+def test_the_gallery_downloads_as_one_zip_with_a_picture_per_counted_animal(shared_service, backend, small_clip):
+    service = shared_service(backend)
     job_id = service.submit(small_clip, threshold="0.05")["job_id"]
     done = service.wait_for_status(job_id, {"completed", "failed"})
     assert done["status"] == "completed", done

@@ -43,8 +43,8 @@ def _results(service, job_id: str) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_zip_of_stills_with_bad_files_completes_with_errors(start_service, backend, tmp_path: Path) -> None:
-    service = start_service(backend)
+def test_a_zip_of_stills_with_bad_files_completes_with_errors(shared_service, backend, tmp_path: Path) -> None:
+    service = shared_service(backend)
     entries = {f"flight/{path.name}": path.read_bytes() for path in write_stills(tmp_path / "stills", GOOD)}
     entries["flight/notes.txt"] = b"not an image"  # refused at submit, kept in the manifest
     entries["flight/cut.tif"] = truncated_tiff()  # a corrupt TIFF
@@ -124,10 +124,10 @@ def _check_gallery(service, job_id: str, done: dict, stats: dict) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_direct_upload_ids_make_one_images_job(start_service, backend, tmp_path: Path) -> None:
+def test_direct_upload_ids_make_one_images_job(shared_service, backend, tmp_path: Path) -> None:
     """The path for big sets: each file PUT to its own upload URL (a SAS URL on Azure), then one
     job of all the ids. Every file good: plain ``completed``."""
-    service = start_service(backend)
+    service = shared_service(backend)
     upload_ids = []
     for path in write_stills(tmp_path / "up", 4):
         ticket = service.client.post("/uploads", json={"filename": path.name}).json()
@@ -160,11 +160,11 @@ def _fresh_upload(service, tmp_path: Path) -> str:
     return ticket["upload_id"]
 
 
-def test_one_image_alone_is_an_images_job_and_a_geotiff_gets_geojson(start_service, tmp_path: Path) -> None:
+def test_one_image_alone_is_an_images_job_and_a_geotiff_gets_geojson(shared_service, tmp_path: Path) -> None:
     """A single still is no longer refused with 415: it is an images job of one file."""
     from affine import Affine
 
-    service = start_service("local")
+    service = shared_service("local")
     geotiff = image_bytes("GTiff", 128, 96, crs="EPSG:32633", transform=Affine(0.05, 0, 500000, 0, -0.05, 5000000))
     response = service.client.post("/jobs", files={"file": ("field.tif", geotiff)}, data={"threshold": "0.01"})
     assert response.status_code == 202, response.text
@@ -175,11 +175,11 @@ def test_one_image_alone_is_an_images_job_and_a_geotiff_gets_geojson(start_servi
     assert geojson.status_code == 200 and geojson.json()["type"] == "FeatureCollection"
 
 
-def test_damage_found_while_running_is_a_per_file_error_and_all_bad_fails_honestly(start_service) -> None:
+def test_damage_found_while_running_is_a_per_file_error_and_all_bad_fails_honestly(shared_service) -> None:
     """Damage the API's probe cannot see (the middle of a TIFF) is found by the worker: with one
     good file the job is completed_with_errors; with none, it is failed (no_usable_files) and
     its results.jsonl still says why for each file."""
-    service = start_service("local")
+    service = shared_service("local")
     mixed = service.client.post("/jobs", files=[("files", ("good.png", image_bytes("PNG"))),
                                                  ("files", ("mid.tif", tiff_damaged_in_the_middle()))])
     all_bad = service.client.post("/jobs", files=[("files", (f"mid-{i}.tif", tiff_damaged_in_the_middle(i)))

@@ -36,3 +36,12 @@ def test_make_test_fast_leaves_out_the_heavy_tests_the_fixtures_mark() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     collected = [line for line in done.stdout.splitlines() if "::" in line]
     assert collected and not [line for line in collected if "::test_rtsp_" in line]
+
+
+def test_every_module_using_a_module_scoped_server_is_kept_on_one_worker() -> None:
+    """Spread over two workers, such a module would start its server on each of them, and again
+    each time a worker came back to it from another module."""
+    users = {f"tests/{path.name}" for path in (ROOT / "tests").glob("test_*.py")
+             if path.name != "test_test_tiers.py"
+             and re.search(r"\b(shared_service|allinone_server)\b", path.read_text(encoding="utf-8"))}
+    assert users and users <= MODULE_SERVERS, sorted(users - MODULE_SERVERS)

@@ -9,7 +9,8 @@ here from the node id alone, which the scheduler (in the controller, which colle
   two streams (each an encoder, a decoder and a detector) never compete for the CPU their
   assertions time;
 - a module whose module-scoped fixture starts a server (the all-in-one with Chromium, the API
-  of the HTTP boundary table) stays on one worker, so the server starts once;
+  of the HTTP boundary table, the API and worker of ``shared_service``) stays on one worker, so
+  the server starts once;
 - every other test goes to whichever worker is free, one by one, as ``--dist load`` does.
 
 Any test is still safe on any worker: each worker is its own session with its own temp directory
@@ -25,7 +26,9 @@ LIVE_MODULES = frozenset({"tests/test_live_engine.py", "tests/test_live_source.p
 MODULE_SERVERS = frozenset({"tests/test_dashboard.py", "tests/test_dashboard_streams.py",
                             "tests/test_http_boundary.py", "tests/test_api_docs.py",
                             "tests/test_openapi_contract.py", "tests/test_dashboard_gallery.py",
-                            "tests/test_dashboard_review.py", "tests/test_dashboard_drawing.py"})
+                            "tests/test_dashboard_review.py", "tests/test_dashboard_drawing.py",
+                            "tests/test_dashboard_survey.py",
+                            "tests/test_service_e2e.py", "tests/test_stills_service.py"})
 
 
 def scope_of(nodeid: str) -> str:
