@@ -64,6 +64,13 @@ def fly(ground: np.ndarray, drift: np.ndarray = DRIFT, telemetry: Telemetry | No
     return log
 
 
+@pytest.fixture(scope="module")
+def drifted(ground: np.ndarray) -> FlightLog:
+    """The flight with the second pass's accumulated motion off by ``DRIFT`` (``merge_passes``
+    leaves the log as it was, so the tests share it)."""
+    return fly(ground)
+
+
 def sighting(track_id: int, world: tuple[float, float], frames: range, drift: np.ndarray = DRIFT,
              since: int = 101) -> TrackEnds:
     """An animal standing at ``world``, seen in ``frames`` where it is inside the frame, as the
@@ -97,8 +104,8 @@ def test_the_turn_splits_the_flight_into_its_two_strips() -> None:
     assert find_passes(hovering, min_travel=WIDTH) == [(0, 199)]
 
 
-def test_animals_seen_on_both_passes_are_counted_once_and_registration_finds_the_drift(ground) -> None:
-    log = fly(ground)
+def test_animals_seen_on_both_passes_are_counted_once_and_registration_finds_the_drift(drifted) -> None:
+    log = drifted
     a1, b1, c1 = sighting(1, (1000, 200), FIRST), sighting(2, (1500, 230), FIRST), sighting(3, (600, 50), FIRST)
     a2, b2, d2 = sighting(4, (1000, 200), SECOND), sighting(5, (1500, 230), SECOND), sighting(6, (800, 400), SECOND)
     result = merge(log, [a1, b1, c1, a2, b2, d2])
@@ -114,8 +121,8 @@ def test_animals_seen_on_both_passes_are_counted_once_and_registration_finds_the
     assert report["placement"] == "registration"
 
 
-def test_two_animals_seen_together_are_never_folded_into_one(ground) -> None:
-    log = fly(ground)
+def test_two_animals_seen_together_are_never_folded_into_one(drifted) -> None:
+    log = drifted
     # two animals side by side on the second pass, where the first pass saw one of them
     first = sighting(1, (1200, 220), FIRST)
     near_a, near_b = sighting(2, (1200, 220), SECOND), sighting(3, (1208, 222), SECOND)
@@ -129,9 +136,9 @@ def test_two_animals_seen_together_are_never_folded_into_one(ground) -> None:
     assert result is not None and result.ids == {4: 4, 5: 5}
 
 
-def test_an_animal_that_walked_between_passes_beyond_the_tolerance_is_counted_twice(ground) -> None:
+def test_an_animal_that_walked_between_passes_beyond_the_tolerance_is_counted_twice(drifted) -> None:
     # the documented limit: 60 px (three body lengths) from where the first pass saw it
-    log = fly(ground)
+    log = drifted
     result = merge(log, [sighting(1, (1000, 200), FIRST), sighting(2, (1060, 200), SECOND)])
     assert result is not None and result.ids == {1: 1, 2: 2}
     # a few pixels of grazing are within it
