@@ -167,10 +167,10 @@ class FlightLog:
     def merge_passes(self, stitched: dict[int, int], ends: dict[int, TrackEnds]) -> PassMerge | None:
         """Map the stitched tracks of later passes that are animals seen on an earlier pass to
         that one's id; None for a flight of one pass (nothing to do)."""
-        spans = self.passes()
-        if len(spans) < 2:
+        found = self.passes()
+        if len(found) < 2:
             return None
-        placements = [PassPlacement(i + 1, self.frames[a], self.frames[b]) for i, (a, b) in enumerate(spans)]
+        placements = [PassPlacement(i + 1, self.frames[a], self.frames[b]) for i, (a, b) in enumerate(found)]
         corrections = self._place(placements)
         tracks = _chains(stitched, ends)
         merged_into = self._merge(tracks, placements, corrections)
