@@ -214,3 +214,27 @@ def test_a_one_way_flight_is_left_as_it_was(ground) -> None:
         counter.update(frame, frame / FPS, detections(boxes), CameraFrame(window, 1.0))
     summary = counter.summary()
     assert summary.passes is None and summary.total_unique == 1
+
+
+def test_the_bench_writes_a_lawnmower_flight_and_its_srt_as_a_drone_would() -> None:
+    from bench.counting.lawnmower import LAWNMOWER_SCENARIOS, METRES_PER_WORLD_PX, srt_text
+    from bench.counting.scene import Scene
+    from ml_engine.telemetry import parse_srt
+
+    scenario = LAWNMOWER_SCENARIOS["lawnmower_3"]
+    scene = Scene(scenario, seed=1)
+    centres = scene.camera.centre
+    assert len(find_passes(centres, scenario.width)) == 3
+    strip_starts = np.arange(scenario.passes) * (scenario.strip_frames + scenario.turn_frames)
+    overlap = 1 - (centres[strip_starts[1], 1] - centres[strip_starts[0], 1]) / scenario.height
+    assert 0.19 <= overlap <= 0.41
+    telemetry = parse_srt(srt_text(scene))
+    assert len(telemetry.samples) == scene.frames and not telemetry.problems
+    local = LocalFrame(telemetry.samples[0].lon, telemetry.samples[0].lat)
+    east, north = local.to_metres(np.array([s.lon for s in telemetry.samples]),
+                                  np.array([s.lat for s in telemetry.samples]))
+    flown = np.column_stack([east, -north]) / METRES_PER_WORLD_PX
+    truth = centres - centres[0]
+    error_m = np.linalg.norm((flown - flown[0]) - truth, axis=1) * METRES_PER_WORLD_PX
+    assert np.percentile(error_m, 50) < 3.0 and error_m.max() < 12.0  # two 1.5 m errors, correlated
+    assert all(s.yaw is not None and abs(s.yaw) < 3 and s.rel_alt and s.focal_mm == 24.0 for s in telemetry.samples)
