@@ -328,6 +328,7 @@ def build_stats(
             "short_tracks": summary.short_tracks,
             "by_class": summary.by_class,
             "peak": summary.peak,
+            **({} if summary.passes is None else {"passes": summary.passes}),
         },
         "tracks": summary.tracks,
         "timeline": summary.timeline,

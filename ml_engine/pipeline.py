@@ -313,7 +313,7 @@ class _Run:
         self.frames_processed = 0
         self.frames_tracked = 0  # decoded frames through the tracking stage (detected or not)
         self.frames_rendered = 0
-        self.counter = ObjectCounter(self._counting_config())
+        self.counter = ObjectCounter(self._counting_config(), telemetry=self.config.telemetry)
         self.outputs: OutputWriter | None = None
         self.started = time.monotonic()
         self._last_progress = 0.0

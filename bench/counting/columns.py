@@ -11,6 +11,8 @@ detections and, where it uses them, the frames (grey, ``CMC_WIDTH`` wide, as the
     product       the product's defaults (TRACKER=botsort, STITCHING=on)
     frameless     the product's defaults fed detections but no frames (the standalone counter of a
                   researcher with their own detections: camera motion read from the detections)
+    telemetry     the product's defaults given the flight's DJI SRT telemetry, which the bench
+                  writes (``lawnmower.srt_text``: GPS with a 1.5 m error, altitude, gimbal yaw)
 
 Their IDF1/HOTA/ID switches are measured on the final (stitched) ids. The others are
 exploratory: trackers from the ``trackers`` package used directly, with the product's
@@ -39,6 +41,7 @@ from trackers import CMC, BoTSORTTracker, CMCConfig, OCSORTTracker
 
 from ml_engine.counting import CMC_WIDTH as PRODUCT_CMC_WIDTH
 from ml_engine.counting import CameraFrame, CountingConfig, ObjectCounter
+from ml_engine.media.telemetry import parse_srt
 from ml_engine.pipeline import PipelineConfig
 
 CMC_WIDTH = PRODUCT_CMC_WIDTH  # the cached CMC frames are rendered at the product's CMC width
@@ -63,6 +66,7 @@ class Sequence:
     detections: list[sv.Detections]  # per processed frame
     small_grey: list | None  # per processed frame, CMC_WIDTH wide grey (or CameraFrame), for CMC columns
     frame_width: int
+    srt: str | None = None  # the flight's telemetry as a DJI SRT file, for the telemetry column
 
 
 @dataclass
@@ -76,6 +80,7 @@ class Tracked:
     seconds: float = 0.0  # time in the tracker (and CMC), for fps
     cmc_seconds: float = 0.0
     tracks: list[dict] = field(default_factory=list)  # baseline only: the stats.json "tracks"
+    passes: dict | None = None  # product columns: the lawnmower passes' report (counts.passes)
 
 
 class ScaledCMC(CMC):
@@ -111,16 +116,22 @@ PRODUCT_COLUMNS: dict[str, tuple[str, bool] | None] = {
     "stitch": ("bytetrack", True),
     "product": None,
     "frameless": None,
+    "telemetry": None,
 }
 
 
 def product_counter(seq: Sequence, column: str = "product") -> ObjectCounter:
-    """The counting stage as ``ml_engine.pipeline`` builds it, with ``column``'s tracker/stitching."""
+    """The counting stage as ``ml_engine.pipeline`` builds it, with ``column``'s tracker/stitching
+    (and, for the telemetry column, the flight's SRT read by the product's reader)."""
     settings = PRODUCT_COLUMNS[column]
     chosen = {} if settings is None else {"tracker": settings[0], "stitching": settings[1]}
+    if column == "telemetry" and seq.srt is None:
+        raise ValueError("the telemetry column needs the sequence's SRT (Sequence.srt)")
+    telemetry = parse_srt(seq.srt) if column == "telemetry" and seq.srt is not None else None
     return ObjectCounter(
         CountingConfig(fps=seq.fps, min_hits=MIN_HITS, track_buffer_s=TRACK_BUFFER_S,
-                       track_threshold=TRACK_THRESHOLD, **chosen)
+                       track_threshold=TRACK_THRESHOLD, **chosen),
+        telemetry=telemetry,
     )
 
 
@@ -142,6 +153,7 @@ def run_product(seq: Sequence, column: str = "product") -> Tracked:
     _use_final_ids(out, summary.id_map)
     out.count = summary.total_unique
     out.tracks = summary.tracks
+    out.passes = summary.passes
     return out
 
 
@@ -217,6 +229,7 @@ COLUMNS = {
     "stitch": "product ObjectCounter, TRACKER=bytetrack STITCHING=on",
     "product": "product ObjectCounter, defaults (TRACKER=botsort STITCHING=on)",
     "frameless": "product ObjectCounter, defaults, fed detections but no frames",
+    "telemetry": "product ObjectCounter, defaults, given the flight's DJI SRT (GPS sigma 1.5 m)",
     "ocsort": "trackers.OCSORTTracker",
     "botsort": "trackers.BoTSORTTracker, no CMC",
     "botsort_sof": "BoT-SORT + CMC sparse optical flow on a 480 px grey frame",

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from bench.counting import columns as cols
+from bench.counting.lawnmower import srt_text  # also registers the lawnmower scenarios
 from bench.counting.metrics import count_breakdown, count_error_pct, tracking_scores
 from bench.counting.oracle import Detections, Oracle, OracleConfig, OracleDetector
 from bench.counting.render import ground_texture, render_frame, shrink_texture
@@ -93,7 +94,8 @@ def _load_detections(path: Path) -> list[Detections]:
     return [Detections(xyxy[a:b], scores[a:b], truth[a:b]) for a, b in pairwise(offsets)]
 
 
-def sequence_at(prep: Prepared, stride: int, frames: int | None = None, with_frames: bool = True) -> cols.Sequence:
+def sequence_at(prep: Prepared, stride: int, frames: int | None = None, with_frames: bool = True,
+                srt: str | None = None) -> cols.Sequence:
     n = prep.scene.frames if frames is None else min(frames, prep.scene.frames)
     chosen = list(range(0, n, stride))
     sc = prep.scene.scenario
@@ -104,6 +106,7 @@ def sequence_at(prep: Prepared, stride: int, frames: int | None = None, with_fra
         detections=[prep.detections[f].to_supervision() for f in chosen],
         small_grey=[np.asarray(prep.grey[f]) for f in chosen] if with_frames else None,
         frame_width=sc.width,
+        srt=srt,
     )
 
 
@@ -134,13 +137,23 @@ def run_sequence(name: str, seed: int, strides: list[int], columns: list[str], c
     scenario = SCENARIOS[name] if frames is None else SCENARIOS[name].short(frames)
     prep = prepare(scenario, seed, Path(cache_dir))
     rows = []
+    srt = srt_text(prep.scene) if "telemetry" in columns else None
     for stride in strides:
-        seq = sequence_at(prep, stride, with_frames=any(cols.needs_frames(c) for c in columns))
+        seq = sequence_at(prep, stride, with_frames=any(cols.needs_frames(c) for c in columns), srt=srt)
         for column in columns:
             tracked = cols.run_column(column, seq)
             rows.append({"scenario": name, "seed": seed, "stride": stride, "column": column,
-                         "render_s": round(prep.render_s, 2), **evaluate(prep, seq, tracked)})
+                         "render_s": round(prep.render_s, 2), **evaluate(prep, seq, tracked),
+                         **_passes_facts(tracked.passes)})
     return rows
+
+
+def _passes_facts(passes: dict[str, Any] | None) -> dict[str, Any]:
+    """A lawnmower flight's passes as the product saw them (nothing for one pass)."""
+    if passes is None:
+        return {}
+    return {"passes": len(passes["passes"]), "passes_placement": passes["placement"],
+            "passes_error_px": passes["error_px"], "merged_across_passes": passes["merged_across_passes"]}
 
 
 # --- the full pipeline on one seed -------------------------------------------------------------

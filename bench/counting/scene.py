@@ -72,6 +72,14 @@ class Scenario:
     def short(self, frames: int) -> Scenario:
         return replace(self, frames=frames)
 
+    # A kind of flight with another camera path or herd layout (bench/counting/lawnmower.py)
+    # overrides these two.
+    def camera_path(self, rng: np.random.Generator) -> Camera:
+        return _camera_path(self, rng)
+
+    def place_herds(self, camera: Camera, rng: np.random.Generator) -> Herd:
+        return _herds(self, camera, rng)
+
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -186,8 +194,8 @@ class Scene:
 
     def __post_init__(self) -> None:
         rng = np.random.default_rng([self.seed, _stable_hash(self.scenario.name)])
-        self.camera = _camera_path(self.scenario, rng)
-        self.herd = _herds(self.scenario, self.camera, rng)
+        self.camera = self.scenario.camera_path(rng)
+        self.herd = self.scenario.place_herds(self.camera, rng)
         self.trees = _trees(self.scenario, self.camera, self.herd, rng)
         self.world_size = _shift_world_to_origin(self.scenario, self.camera, self.herd, self.trees)
         self.texture_seed = int(rng.integers(2**31))

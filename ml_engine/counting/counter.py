@@ -36,6 +36,7 @@ from core.errors import InvalidInput
 from core.jobs import CountingLine, CountingZone, Tracker, check_unique_names, with_default_names
 from ml_engine.counting.herd_motion import HerdMotion
 from ml_engine.counting.lines import LineCounter, anchors
+from ml_engine.counting.passes import FlightLog
 from ml_engine.counting.rule import CountRule
 from ml_engine.counting.stitching import StitchConfig, TrackEnds, stitch
 from ml_engine.counting.timeline import Timeline, peak_of
@@ -48,6 +49,7 @@ from ml_engine.counting.tracker import (
     uses_frames,
 )
 from ml_engine.counting.zones import ZoneCounter
+from ml_engine.media.telemetry import Telemetry
 
 DEFAULT_CLASS = "object"
 
@@ -190,6 +192,7 @@ class CountSummary:
     short_tracks: int = 0
     id_map: dict[int, int | None] = field(default_factory=dict)
     tracking: dict[str, Any] = field(default_factory=dict)
+    passes: dict[str, Any] | None = None  # a lawnmower flight's passes (``passes.py``); None: one pass
 
     @property
     def merged(self) -> int:
@@ -219,9 +222,12 @@ class ObjectCounter:
     lost tracks age), with the frame itself when ``config.tracker`` uses frames (``botsort``):
     an RGB (H, W, 3) image, or a ``CameraFrame`` prepared by ``camera_frame``. Without frames,
     ``botsort`` assumes a still camera. One instance per video.
+
+    ``telemetry``: the flight's GPS track (a DJI SRT), which helps place the passes of a
+    lawnmower flight on the ground (``passes.py``).
     """
 
-    def __init__(self, config: CountingConfig) -> None:
+    def __init__(self, config: CountingConfig, telemetry: Telemetry | None = None) -> None:
         self.config = config
         self._tracker = LiveTracker(
             config.tracker, fps=config.fps, track_threshold=config.track_threshold,
@@ -230,6 +236,9 @@ class ObjectCounter:
         self.camera = CameraMotion()
         self.herd_motion = HerdMotion()  # the camera's motion read from the detections, when no frames come
         self._to_ground = np.eye(3)  # this frame's pixels -> the first frame's (camera-compensated)
+        # the camera's path and keyframes, to count a lawnmower flight's passes once (with stitching)
+        self.flight = FlightLog(telemetry) if config.stitching else None
+        self._camera_frame: CameraFrame | None = None  # the frame camera motion was last estimated on
         self._tracks: dict[int, TrackRecord] = {}
         self._ends: dict[int, TrackEnds] = {}
         self._class_ids: dict[str, int] = {}
@@ -276,6 +285,8 @@ class ObjectCounter:
         self._last_frame = frame_index
         self._note_frame(frame_index)
         motion = self._camera_motion(frame, detections.xyxy)
+        if self.flight is not None:
+            self.flight.observe(frame_index, time_s, self._to_ground, self._camera_frame)
         tracked = self._tracker.update(_with_class_names(detections), motion)
         confirmed = tracked[tracked.tracker_id != -1] if len(tracked) else empty_tracked()
         confirmed.tracker_id = tracker_ids(confirmed) + 1  # users count from 1
@@ -292,6 +303,7 @@ class ObjectCounter:
         else:
             self._given_frames = True
             prepared = frame if isinstance(frame, CameraFrame) else camera_frame(frame)
+            self._camera_frame = prepared
             motion = self.camera.estimate(prepared, boxes)
             self.frames_with_motion += 1
         step = np.vstack([motion, [0.0, 0.0, 1.0]])  # previous frame -> this one
@@ -442,8 +454,13 @@ class ObjectCounter:
         """Final counts, with stitching applied: per-class totals use each stitched track's
         final majority class."""
         stitched = self.stitched_ids()
-        tracks = _merged_tracks(self._tracks, stitched)
         links = _links(stitched, self._tracks)
+        # a lawnmower flight: an animal seen again on a later pass keeps its first pass's id (not a
+        # link for line crossings: the later pass sees the line's pixels on other ground)
+        across = self.flight.merge_passes(stitched, self._ends) if self.flight is not None else None
+        if across is not None:
+            stitched = across.ids
+        tracks = _merged_tracks(self._tracks, stitched)
         short = self._too_short(tracks)
         id_map = {raw: (None if final in short else final) for raw, final in stitched.items()}
         tracks = {final: track for final, track in tracks.items() if final not in short}
@@ -463,6 +480,7 @@ class ObjectCounter:
             short_tracks=sum(1 for final in stitched.values() if final in short),
             id_map=id_map,
             tracking=self.describe(),
+            passes=None if across is None else across.report(id_map),
         )
 
     def _rows_of(self, raw_ids: list[int]) -> dict[int, Counter[str]]:
