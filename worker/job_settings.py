@@ -37,6 +37,7 @@ def pipeline_config(params: JobParams, settings: Settings) -> PipelineConfig:
         min_hits=settings.min_track_hits,
         crf=settings.video_crf,
         preset=settings.video_preset,
+        encoder=settings.video_encoder,
         lines=list(params.lines),
         zones=list(params.zones),
         max_buffered_bytes=settings.frame_buffer_bytes,
