@@ -143,7 +143,7 @@ def test_int8_runs_a_quantised_graph_and_reports_its_deviation(runtime: str, sep
     facts = detector.describe()
     assert (facts["runtime"], facts["precision"]) == (runtime, "int8"), facts.get("runtime_refused")
     assert facts["faithfulness"]["deviation"]["compared"] > 0
-    quantised = list(onnx_cache.glob("*/model.int8-v*.onnx"))
+    quantised = list(onnx_cache.glob(f"*/model.int8-v*-{runtime}.onnx"))
     assert len(quantised) == 1
     operators = {node.op_type for node in onnx.load(str(quantised[0])).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= operators  # int8 tensors in the graph, not fp32 renamed

@@ -4,7 +4,8 @@ The export is quantised once and cached beside it: weights per output channel (i
 activations (uint8) with ranges calibrated on a few synthetic frames passed through the
 detector's own preprocessing. The result is a QDQ graph (QuantizeLinear / DequantizeLinear
 pairs around each quantised operator), which ONNX Runtime runs with int8 kernels and which
-OpenVINO reads as its own int8 (FakeQuantize), so both runtimes get int8 from one file.
+OpenVINO reads as its own int8 (FakeQuantize). Each runtime gets its own file: they want
+different activation types.
 
 Only convolutions and matrix products are quantised: they carry nearly all of the arithmetic,
 and what follows them in RT-DETR (softmax, sigmoid, the sampling of deformable attention, the
@@ -36,8 +37,8 @@ QUANTISED_OPERATORS = ["Conv", "MatMul", "Gemm"]
 Prepare = Callable[[np.ndarray], np.ndarray]  # one RGB frame -> the model's 1 x 3 x H x W input
 
 
-def int8_path(fp32_path: Path) -> Path:
-    return fp32_path.with_name(f"model.int8-v{QUANTISATION_VERSION}.onnx")
+def int8_path(fp32_path: Path, runtime: str) -> Path:
+    return fp32_path.with_name(f"model.int8-v{QUANTISATION_VERSION}-{runtime}.onnx")
 
 
 def quantised_onnx(fp32_path: Path, prepare: Prepare, runtime: str) -> Path:
@@ -46,7 +47,7 @@ def quantised_onnx(fp32_path: Path, prepare: Prepare, runtime: str) -> Path:
     ``prepare`` turns a calibration frame into the model's input, as the detector does.
     Raises RuntimeRefused when quantisation fails (the reason says why).
     """
-    path = int8_path(fp32_path)
+    path = int8_path(fp32_path, runtime)
     if path.exists():
         log.info("using the cached int8 model %s", path)
         return path
@@ -54,7 +55,7 @@ def quantised_onnx(fp32_path: Path, prepare: Prepare, runtime: str) -> Path:
     handle, partial = tempfile.mkstemp(dir=path.parent, suffix=".onnx.partial")
     os.close(handle)
     try:
-        _quantise(fp32_path, Path(partial), prepare)
+        _quantise(fp32_path, Path(partial), prepare, runtime)
         os.replace(partial, path)
     except RuntimeRefused:
         raise
@@ -67,7 +68,7 @@ def quantised_onnx(fp32_path: Path, prepare: Prepare, runtime: str) -> Path:
     return path
 
 
-def _quantise(source: Path, target: Path, prepare: Prepare) -> None:
+def _quantise(source: Path, target: Path, prepare: Prepare, runtime: str) -> None:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -87,7 +88,9 @@ def _quantise(source: Path, target: Path, prepare: Prepare) -> None:
     quantize_static(
         str(source), str(target), Frames(),
         quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
+        # ONNX Runtime's x86 kernels want unsigned activations; OpenVINO's int8 transformations
+        # refuse the decoder's matrix products with them, and take signed ones
+        activation_type=QuantType.QInt8 if runtime == "openvino" else QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         per_channel=True,
         # 7-bit weights: x86 CPUs without VNNI (this one) saturate 8-bit products in int16; the
