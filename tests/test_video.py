@@ -277,8 +277,11 @@ def test_writer_rejects_frames_of_the_wrong_size(tmp_path: Path) -> None:
 # --- which encoder -------------------------------------------------------------------------------
 
 NVENC_HERE = NvencProbe.machine().problem() is None
-# a machine whose FFmpeg has NVENC and an NVIDIA device, where opening it does what ``opens`` does
+
+
 def a_machine(codecs: set[str], nvidia: bool = True, opens=lambda: None) -> NvencProbe:
+    """A machine whose FFmpeg has ``codecs``, with or without an NVIDIA device, where opening
+    NVENC does what ``opens`` does (returns: it opened; raises: it did not)."""
     return NvencProbe(frozenset(codecs), nvidia, opens)
 
 
