@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import av
 import av.error
@@ -453,7 +453,7 @@ def _nvidia_device_present() -> bool:
 
 def _open_nvenc() -> None:
     """Open NVENC on a small frame size and let it go: raises when it cannot run here."""
-    context = av.CodecContext.create(NVENC, "w")
+    context = cast(av.video.codeccontext.VideoCodecContext, av.CodecContext.create(NVENC, "w"))
     context.width, context.height, context.pix_fmt = 256, 256, "yuv420p"
     context.time_base = Fraction(1, 30)
     context.open()
@@ -529,7 +529,8 @@ class VideoWriter:
         self._container = av.open(
             str(self._temp_path), mode="w", format="mp4", options={"movflags": "+faststart"}
         )
-        stream = self._container.add_stream(codec, rate=self.fps)
+        # a video codec's name gives a video stream; the stubs know that only of literal names
+        stream = cast(av.video.stream.VideoStream, self._container.add_stream(codec, rate=self.fps))
         stream.width, stream.height = self.encoded_size
         stream.pix_fmt = "yuv420p"
         stream.codec_context.options = _encoder_options(codec, self._crf, self._preset)
@@ -608,7 +609,8 @@ def yuv420p_frame(image_rgb: np.ndarray) -> av.VideoFrame:
     """
     import cv2  # here, not at the top: the API imports this module to probe uploads, and has no OpenCV
 
-    return av.VideoFrame.from_ndarray(cv2.cvtColor(image_rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+    planes = np.asarray(cv2.cvtColor(image_rgb, cv2.COLOR_RGB2YUV_I420), dtype=np.uint8)  # already uint8: no copy
+    return av.VideoFrame.from_ndarray(planes, format="yuv420p")
 
 
 def _raise_disk_error(exc: av.error.FFmpegError) -> None:

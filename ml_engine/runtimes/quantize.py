@@ -77,7 +77,7 @@ def _quantise(source: Path, target: Path, prepare: Prepare, runtime: str) -> Non
         quantize_static,
     )
 
-    class Frames(CalibrationDataReader):  # type: ignore[misc]  # untyped base class
+    class Frames(CalibrationDataReader):
         def __init__(self) -> None:
             self._inputs: Iterator[np.ndarray] = (prepare(image) for image in calibration_frames())
 
