@@ -9,6 +9,7 @@ architecture with random weights (``ml_engine.tiny_model --size real``, separate
 
     python bench/runtime_bench.py                          # real-size R18, 4 s 1080p clip, CPU
     python bench/runtime_bench.py --seconds 2 --runtimes torch,openvino --precisions fp32,bf16
+    python bench/runtime_bench.py --seconds 1 --modes model-only --precisions int8   # int8's deviation and speed
     python bench/runtime_bench.py --model PekingU/rtdetr_v2_r18vd --video field.mp4
 
 The load average is printed beside every figure: on a shared machine compare rows of one run.
@@ -42,7 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--runtimes", default="torch,onnxruntime,openvino")
-    parser.add_argument("--precisions", default="fp32", help="comma-separated; bf16/int8 apply to openvino only")
+    parser.add_argument("--precisions", default="fp32", help="comma-separated; bf16 applies to openvino only, int8 "
+                                                                   "to onnxruntime and openvino")
     parser.add_argument("--modes", default="pipeline,model-only")
     parser.add_argument("--preset", default="veryfast")
     return parser.parse_args(argv)
@@ -62,7 +64,7 @@ def runs(args: argparse.Namespace) -> list[tuple[str, str]]:
     pairs = []
     for runtime in [name.strip() for name in args.runtimes.split(",") if name.strip()]:
         for precision in [name.strip() for name in args.precisions.split(",") if name.strip()]:
-            if precision == "fp32" or runtime == "openvino":
+            if precision == "fp32" or runtime == "openvino" or (precision, runtime) == ("int8", "onnxruntime"):
                 pairs.append((runtime, precision))
     return pairs
 
@@ -96,10 +98,12 @@ def print_row(row: dict[str, Any], flush: bool = False) -> None:
     deviation = check.get("deviation", {})
     box = f"{deviation['max_box_px']:.2g} px" if deviation else "-"
     score = f"{deviation['max_score']:.2g}" if deviation else "-"
+    matched = f"{deviation['compared'] - deviation['unmatched']}/{deviation['compared']}" if deviation else "-"
     refused = f"  REFUSED: {facts['runtime_refused']}" if facts.get("runtime_refused") else ""
     cpu_ms = 1000 * row["cpu_seconds"] / max(row["frames"], 1)
     print(f"{row['runtime']:>12} {row['precision']:>5} {row['mode']:>10}  ran on {used:<11} {row['fps']:6.2f} fps  "
           f"{cpu_ms:6.0f} CPU ms/frame  {row['peak_rss_mb']:6.0f} MB  box {box:>9}  score {score:>8}  "
+          f"matched {matched:>7}  "
           f"load {row['load_before']:.1f}->{row['load_after']:.1f}{refused}", flush=flush)
 
 

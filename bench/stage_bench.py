@@ -9,7 +9,8 @@ Stages, each timed alone on frames of a synthetic drone-like clip (moving textur
   tracking     ObjectCounter.update (BoT-SORT, counting), camera motion excluded
   stitching    the offline re-linking after the video: per video, for the tracks the clip made
   drawing      ml_engine.annotate.FrameAnnotator (boxes, ids, traces, counts)
-  encode       libx264 veryfast through PyAV, as annotated.mp4 is written
+  encode       ml_engine.media.video.VideoWriter as annotated.mp4 is written: RGB -> yuv420p, then H.264
+               (libx264 veryfast, or NVENC where VIDEO_ENCODER=auto finds it)
 
 Inference is in runtime_bench.py's table. Ceilings: a stage that runs frame by frame in
 order (camera motion, tracking) gets one core whatever the machine has: 1000 / ms; a stage
@@ -24,12 +25,10 @@ cores x 1000 / (sum of ms). These are upper bounds from CPU time, not measured o
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import time
 from collections.abc import Callable
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=20, help="frames per size (default 20)")
     parser.add_argument("--sizes", default="1920x1080,3840x2160")
+    parser.add_argument("--preset", default="veryfast", help="x264 preset (VIDEO_PRESET)")
+    parser.add_argument("--encoder", default="auto", help="VIDEO_ENCODER: auto, libx264 or h264_nvenc")
     return parser.parse_args(argv)
 
 
@@ -79,7 +80,7 @@ def animals(frame_index: int, width: int, height: int) -> Any:
                          data={"class_name": np.array(["cow"] * 20)})
 
 
-def stage_costs(frames: list[Any], decode_ms: float) -> dict[str, float]:
+def stage_costs(frames: list[Any], decode_ms: float, preset: str = "veryfast", encoder: str = "auto") -> dict[str, float]:
     import torch
 
     from ml_engine.annotate import FrameAnnotator
@@ -104,26 +105,28 @@ def stage_costs(frames: list[Any], decode_ms: float) -> dict[str, float]:
     annotator = FrameAnnotator()
     costs["drawing"] = cpu_ms(lambda: [annotator.annotate(frame.copy(), t, {"total_unique": 0})
                                        for frame, t in zip(frames, tracked, strict=True)])[0] / len(frames)
-    costs["encode"] = encode_ms(frames)
+    costs["encode"] = encode_ms(frames, preset, encoder)
     return costs
 
 
-def encode_ms(frames: list[Any]) -> float:
-    import av
+def encode_ms(frames: list[Any], preset: str, encoder: str) -> float:
+    """annotated.mp4's writer itself (colour conversion + H.264), into a scratch file."""
+    import tempfile
+
+    from ml_engine.media.video import VideoWriter
 
     height, width = frames[0].shape[:2]
+    with tempfile.TemporaryDirectory() as scratch:
+        writer = VideoWriter(Path(scratch) / "out.mp4", width, height, 30, preset=preset, encoder=encoder)
 
-    def run() -> None:
-        with av.open(io.BytesIO(), "w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=Fraction(30), options={"preset": "veryfast", "crf": "23"})
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            for frame in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
+        def run() -> None:
+            with writer:
+                for frame in frames:
+                    writer.write(frame)
 
-    return cpu_ms(run)[0] / len(frames)
+        ms = cpu_ms(run)[0] / len(frames)
+    print(f"  encoder: {writer.encoder_used} ({writer.encoder.reason})")
+    return ms
 
 
 def ceilings(costs: dict[str, float]) -> dict[str, dict[int, float]]:
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         width, height = pipeline_bench.parse_size(size)
         video = pipeline_bench.synthetic_video(width, height, 30, args.frames / 30)
         decode_ms, frames = decode(video)
-        costs = stage_costs(frames, decode_ms)
+        costs = stage_costs(frames, decode_ms, args.preset, args.encoder)
         report["sizes"][size] = {"cpu_ms_per_frame": costs, "fps_ceiling": ceilings(costs)}
         print(f"\n{size}  (load {os.getloadavg()[0]:.1f})")
         print(f"{'stage':<16}{'CPU ms/frame':>14}" + "".join(f"{f'{c} cores fps':>14}" for c in CORES))

@@ -176,12 +176,13 @@ class Settings(BaseSettings):
     classes: Annotated[list[str], NoDecode] = Field(default_factory=list)  # empty: all classes
     input_size: int | None = Field(default=None, ge=32, le=4096)  # None: the checkpoint's own
     runtime: Literal["torch", "onnxruntime", "openvino", "auto"] = "torch"  # ml_engine/runtimes
-    runtime_precision: Literal["fp32", "bf16", "int8"] = "fp32"  # bf16/int8: openvino only, never by default
+    runtime_precision: Literal["fp32", "bf16", "int8"] = "fp32"  # bf16: openvino; int8: onnxruntime/openvino; never by default
     max_loaded_models: int = Field(default=2, ge=1, le=16)  # per worker process, least recently used unloaded
     frame_stride: int = Field(default=1, ge=1)
     min_track_hits: int = Field(default=3, ge=1)
     video_preset: str = "veryfast"  # x264 preset of annotated.mp4
     video_crf: int = Field(default=23, ge=0, le=51)  # x264 quality: lower is better and bigger
+    video_encoder: Literal["auto", "libx264", "h264_nvenc"] = "auto"  # auto: NVENC where it opens, else libx264
 
     # --- tiled inference (ml_engine/tiling.py) --------------------------------------------
     tiling: str = "auto"  # auto | off | WxH; a job may set its own

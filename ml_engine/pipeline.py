@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ from ml_engine.detection import DetectionConfig, DetectorLike, TiledDetector
 from ml_engine.gallery import GalleryCollector
 from ml_engine.media.telemetry import Telemetry, telemetry_facts
 from ml_engine.media.video import (
+    EncoderChoice,
     Frame,
     VideoInfo,
     VideoLimits,
@@ -104,6 +105,7 @@ class PipelineConfig:
     progress_interval_s: float = 0.5
     crf: int = 23
     preset: str = "veryfast"
+    encoder: str = "auto"  # the H.264 encoder of annotated.mp4: auto (NVENC where it opens), libx264, h264_nvenc
     max_buffered_bytes: int = 1024**3
     max_video_pixels: int | None = None
     max_video_seconds: float | None = None
@@ -122,7 +124,7 @@ class PipelineConfig:
             _require(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_frames is not None:
             _require(self.max_frames >= 1, f"max_frames must be at least 1, got {self.max_frames}")
-        check_encoder_options(self.crf, self.preset)
+        check_encoder_options(self.crf, self.preset, self.encoder)
 
     @property
     def video_limits(self) -> VideoLimits:
@@ -319,6 +321,7 @@ class _Run:
         self._last_progress = 0.0
         self.counted = False  # the counting pass is over (frames_decoded is the total)
         self.render_seconds = 0.0
+        self.encoder: EncoderChoice | None = None  # which H.264 encoder wrote annotated.mp4, once it has
 
     def _frames_per_batch(self) -> int:
         """Frames per detection batch: ``batch_size``, fewer when tiling so that all their
@@ -536,6 +539,7 @@ class _Run:
             zones=self.config.zones,
             crf=self.config.crf,
             preset=self.config.preset,
+            encoder=self.config.encoder,
             queue_frames=self.buffers.queue_frames,
             line_hysteresis_px=self.counter.config.line_hysteresis_px,
         )
@@ -546,6 +550,7 @@ class _Run:
             on_processed=lambda frame, tracked: gallery.offer(frame.index, frame.time_s, frame.image, tracked),
         )
         self.render_seconds = time.monotonic() - started
+        self.encoder = result.encoder
         self._report_progress(final=True)
         return result
 
@@ -567,6 +572,7 @@ class _Run:
         return {
             "seconds": round(seconds, 3),
             "render_seconds": round(self.render_seconds, 3),
+            "video_encoder": asdict(self.encoder) if self.encoder is not None else None,
             "fps": round(self.frames_decoded / seconds, 3) if seconds > 0 else 0.0,
             "device": str(self.detector.device),
             "frame_stride": self.stride,

@@ -38,7 +38,7 @@ from ml_engine.counting import anchors, empty_tracked
 from ml_engine.counting.lines import LineCounter
 from ml_engine.counting.timeline import Timeline
 from ml_engine.counting.zones import ZoneCounter
-from ml_engine.media.video import Frame, VideoInfo, VideoWriter
+from ml_engine.media.video import EncoderChoice, Frame, VideoInfo, VideoWriter
 
 _POLL_S = 0.1  # how often a blocked queue put/get looks at the stop event
 _CANCEL_CHECK_FRAMES = 16  # frames between looks at should_cancel
@@ -63,6 +63,7 @@ class RenderSettings:
     zones: Sequence[CountingZone] = ()
     crf: int = 23
     preset: str = "veryfast"
+    encoder: str = "auto"  # VIDEO_ENCODER: auto, libx264 or h264_nvenc (ml_engine.media.video.choose_encoder)
     queue_frames: int = 8
     line_hysteresis_px: float = 4.0
 
@@ -76,6 +77,7 @@ class RenderResult:
     timeline: list[dict[str, Any]]
     peak: dict[str, Any]
     final_counts: dict[str, Any]
+    encoder: EncoderChoice
 
 
 def read_tracked_frames(path: Path) -> Generator[TrackedFrame]:
@@ -167,7 +169,8 @@ def render_video(
     running = RunningCounts(settings.lines, settings.zones, settings.line_hysteresis_px)
     latest = empty_tracked()
     written = 0
-    writer = VideoWriter(output_path, width, height, info.fps, crf=settings.crf, preset=settings.preset)
+    writer = VideoWriter(output_path, width, height, info.fps, crf=settings.crf, preset=settings.preset,
+                         encoder=settings.encoder)
     with _Encoding(writer, settings.queue_frames) as encode, closing(read_tracked_frames(detections_path)) as rows, \
             _Prefetched(frames, settings.queue_frames) as decoded:
         upcoming = next(rows, None)
@@ -189,7 +192,7 @@ def render_video(
         while upcoming is not None:  # rows past the last decoded frame: none in practice, counted anyway
             running.add(upcoming)
             upcoming = next(rows, None)
-    return RenderResult(written, list(running.timeline.entries()), running.peak, running.counts())
+    return RenderResult(written, list(running.timeline.entries()), running.peak, running.counts(), writer.encoder)
 
 
 class _Prefetched:

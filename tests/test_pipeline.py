@@ -13,6 +13,7 @@ import json
 import threading
 import time
 import weakref
+from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from core.jobs import CountingLine
 from core.outputs import GALLERY, GALLERY_CROPS_DIR, GALLERY_ZIP, LINES_CSV, TIMELINE_CSV, TRACKS_CSV
 from ml_engine import pipeline
 from ml_engine.detection import DetectionConfig
-from ml_engine.media.video import iter_frames
+from ml_engine.media.video import choose_encoder, iter_frames
 from ml_engine.outputs import ANNOTATED_VIDEO, COCO, DETECTIONS, MOT, STATS, validate_stats
 from ml_engine.pipeline import PipelineConfig, Progress, buffer_plan, process_video
 from ml_engine.tiling import offset_boxes
@@ -184,6 +185,7 @@ def test_stats_match_the_schema_and_flag_random_weights(tiny_run) -> None:
     assert "not real detections" in stats["model"]["note"]
     assert stats["video"]["frames"] == 10 and stats["processing"]["frames_processed"] == 10
     assert stats["processing"]["device"] == "cpu"
+    assert stats["processing"]["video_encoder"] == asdict(choose_encoder("auto"))  # libx264 without NVENC
     assert stats["lines"][0]["name"] == "gate"
 
 

@@ -56,6 +56,7 @@ def test_unknown_backend_names_the_variable() -> None:
         ("WORKER_METRICS_PORT", "70000"),
         ("VIDEO_PRESET", "turbo"),
         ("VIDEO_CRF", "52"),
+        ("VIDEO_ENCODER", "vaapi"),
         ("TILING", "huge"),
         ("TILE_BATCH_SIZE", "0"),
     ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 from fractions import Fraction
@@ -25,7 +26,16 @@ from core.errors import (
     VideoTooLarge,
     VideoTooLong,
 )
-from ml_engine.media.video import VideoInfo, VideoLimits, VideoWriter, iter_frames, probe
+from ml_engine.media.video import (
+    NvencProbe,
+    VideoInfo,
+    VideoLimits,
+    VideoWriter,
+    choose_encoder,
+    iter_frames,
+    probe,
+    yuv420p_frame,
+)
 from tests.fixtures_video import DEFAULT_BOXES, top_level_atoms, write_clip
 
 
@@ -262,6 +272,69 @@ def test_writer_rejects_frames_of_the_wrong_size(tmp_path: Path) -> None:
             VideoWriter(tmp_path / "x.mp4", 64, 48, Fraction(10)) as writer:
             writer.write(np.zeros((64, 48, 3), np.uint8))
     assert list(tmp_path.iterdir()) == []
+
+
+# --- which encoder -------------------------------------------------------------------------------
+
+NVENC_HERE = NvencProbe.machine().problem() is None
+
+
+def a_machine(codecs: set[str], nvidia: bool = True, opens=lambda: None) -> NvencProbe:
+    """A machine whose FFmpeg has ``codecs``, with or without an NVIDIA device, where opening
+    NVENC does what ``opens`` does (returns: it opened; raises: it did not)."""
+    return NvencProbe(frozenset(codecs), nvidia, opens)
+
+
+def cannot_open() -> None:
+    raise av.error.FFmpegError(38, "No capable devices found")
+
+
+@pytest.mark.parametrize(("requested", "machine", "codec", "why"), [
+    ("auto", a_machine({"libx264", "h264_nvenc"}), "h264_nvenc", "NVENC opens"),
+    ("h264_nvenc", a_machine({"libx264", "h264_nvenc"}), "h264_nvenc", "NVENC opens"),
+    ("auto", a_machine({"libx264"}), "libx264", "no h264_nvenc"),
+    ("auto", a_machine({"libx264", "h264_nvenc"}, nvidia=False), "libx264", "no NVIDIA GPU"),
+    ("auto", a_machine({"libx264", "h264_nvenc"}, opens=cannot_open), "libx264", "did not open.*capable devices"),
+    ("h264_nvenc", a_machine({"libx264"}), "libx264", "no h264_nvenc"),
+    ("libx264", a_machine({"libx264", "h264_nvenc"}), "libx264", "VIDEO_ENCODER=libx264"),
+])
+def test_nvenc_is_chosen_only_where_it_opens(requested: str, machine: NvencProbe, codec: str, why: str) -> None:
+    choice = choose_encoder(requested, machine)
+    assert choice.codec == codec
+    assert re.search(why, choice.reason), choice.reason
+
+
+@pytest.mark.skipif(NVENC_HERE, reason="NVENC works on this machine")
+def test_auto_encodes_with_libx264_on_a_machine_without_nvenc(tmp_path: Path) -> None:
+    with VideoWriter(tmp_path / "auto.mp4", 64, 48, Fraction(10), encoder="auto") as writer:
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    assert writer.encoder_used == "libx264"
+    assert b"x264 - core" in (tmp_path / "auto.mp4").read_bytes()  # x264 signs its stream
+
+
+@pytest.mark.skipif(NVENC_HERE, reason="NVENC works on this machine")
+def test_nvenc_that_does_not_open_falls_back_to_libx264(tmp_path: Path) -> None:
+    """The probe says yes (a machine with NVENC); the real encoder here cannot open: the writer
+    switches to libx264 before the first frame and the video is whole."""
+    out = tmp_path / "annotated.mp4"
+    with VideoWriter(out, 64, 48, Fraction(10), encoder="h264_nvenc",
+                     nvenc_probe=a_machine({"h264_nvenc"})) as writer:
+        for _ in range(3):
+            writer.write(np.zeros((48, 64, 3), np.uint8))
+    assert (writer.encoder_used, read_back(out)["frames"]) == ("libx264", 3)
+    assert "did not open" in writer.encoder.reason
+    assert [p.name for p in tmp_path.iterdir()] == ["annotated.mp4"]
+
+
+def test_frames_are_converted_to_yuv_as_ffmpeg_converts_them(vtest_video: Path) -> None:
+    """BT.601, limited range, chroma at half size: what FFmpeg's own conversion gives, within rounding."""
+    image = next(iter_frames(vtest_video)).image
+    ours = yuv420p_frame(image).to_ndarray().astype(int)
+    ffmpegs = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p").to_ndarray().astype(int)
+    height = image.shape[0]
+    luma, chroma = np.abs(ours[:height] - ffmpegs[:height]), np.abs(ours[height:] - ffmpegs[height:])
+    assert luma.max() <= 1 and luma.mean() < 0.5
+    assert chroma.mean() < 1.0
 
 
 def test_writer_used_outside_with_block_is_an_error(tmp_path: Path) -> None:

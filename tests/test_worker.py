@@ -174,10 +174,10 @@ def test_stale_receipt_after_renewal_cannot_complete(stores):
 
 def test_pipeline_config_takes_the_jobs_params_and_the_settings_for_the_rest(make_settings):
     settings = make_settings("local", confidence_threshold=0.6, frame_stride=2, batch_size=2,
-                             video_preset="ultrafast", video_crf=30)
+                             video_preset="ultrafast", video_crf=30, video_encoder="libx264")
     inherited = pipeline_config(JobParams(), settings)
     assert (inherited.detection.threshold, inherited.frame_stride, inherited.batch_size) == (0.6, 2, 2)
-    assert (inherited.preset, inherited.crf) == ("ultrafast", 30)
+    assert (inherited.preset, inherited.crf, inherited.encoder) == ("ultrafast", 30, "libx264")
     detection = inherited.detection
     assert (detection.tiling, detection.full_frame, detection.tile_batch_size) == (TilingSetting("auto"), True, 64)
     own = pipeline_config(JobParams(threshold=0.3, frame_stride=5, tiling="960x540"), settings)

@@ -39,6 +39,7 @@ def pipeline_config(params: JobParams, settings: Settings, telemetry: Telemetry 
         min_hits=settings.min_track_hits,
         crf=settings.video_crf,
         preset=settings.video_preset,
+        encoder=settings.video_encoder,
         lines=list(params.lines),
         zones=list(params.zones),
         max_buffered_bytes=settings.frame_buffer_bytes,

@@ -7,15 +7,17 @@ validate uploads and its image has no ML stack. Every PyAV error is converted he
 
 from __future__ import annotations
 
+import functools
 import io
+import logging
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import av
 import av.error
@@ -33,7 +35,9 @@ from core.errors import (
     VideoTooLarge,
     VideoTooLong,
 )
-from core.video_encoding import X264_PRESETS
+from core.video_encoding import VIDEO_ENCODERS, X264_PRESETS
+
+log = logging.getLogger(__name__)
 
 # Below one frame every 100 s or above 1000 fps a declared rate is a broken header, not a video
 # (an MP4 whose time scale is 0 decodes as 1/1001 fps, for instance).
@@ -374,12 +378,93 @@ def _frame_time(frame: av.VideoFrame, start_pts: int, index: int, fps: Fraction)
 # --- encoding -----------------------------------------------------------------------------
 
 
-def check_encoder_options(crf: int, preset: str) -> None:
-    """Reject x264 options the encoder would fail on later, mid-video, with a vaguer message."""
+def check_encoder_options(crf: int, preset: str, encoder: str = "libx264") -> None:
+    """Reject encoder options the encoder would fail on later, mid-video, with a vaguer message."""
     if preset not in X264_PRESETS:
         raise InvalidInput(f"unknown x264 preset {preset!r}; use one of {', '.join(X264_PRESETS)}")
     if not 0 <= crf <= 51:
         raise InvalidInput(f"x264 crf must be within 0..51, got {crf}")
+    if encoder not in VIDEO_ENCODERS:
+        raise InvalidInput(f"unknown video encoder {encoder!r}; use one of {', '.join(VIDEO_ENCODERS)}")
+
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    """The H.264 encoder a writer uses, and why (stats.json says both)."""
+
+    codec: str  # "libx264" or "h264_nvenc"
+    reason: str
+
+
+@dataclass(frozen=True)
+class NvencProbe:
+    """What decides whether NVENC can be used here: the FFmpeg build's encoders, an NVIDIA
+    device, and whether the encoder opens (it needs the driver and an NVENC unit: an H100 or
+    A100 has none). ``machine()`` looks at this machine; tests build other machines."""
+
+    codecs: frozenset[str]
+    nvidia_device: bool
+    open_nvenc: Callable[[], None]
+
+    @classmethod
+    def machine(cls) -> NvencProbe:
+        return cls(frozenset(av.codecs_available), _nvidia_device_present(), _open_nvenc)
+
+    def problem(self) -> str | None:
+        """Why NVENC cannot be used here, or None when it can."""
+        if NVENC not in self.codecs:
+            return f"this FFmpeg build has no {NVENC}"
+        if not self.nvidia_device:
+            return "no NVIDIA GPU is visible (no /dev/nvidia0)"
+        try:
+            self.open_nvenc()
+        except (av.error.FFmpegError, ValueError, OSError) as exc:  # no driver, no NVENC unit, no free session
+            return f"{NVENC} did not open ({_reason(exc)})"
+        return None
+
+
+NVENC = "h264_nvenc"
+X264 = "libx264"
+
+
+def choose_encoder(requested: str = "auto", probe: NvencProbe | None = None) -> EncoderChoice:
+    """libx264 when asked for; otherwise NVENC where it can be used, else libx264 (logged when
+    NVENC was asked for by name). ``probe``: this machine's, looked at once per process."""
+    if requested not in VIDEO_ENCODERS:
+        raise InvalidInput(f"unknown video encoder {requested!r}; use one of {', '.join(VIDEO_ENCODERS)}")
+    if requested == X264:
+        return EncoderChoice(X264, "VIDEO_ENCODER=libx264")
+    problem = probe.problem() if probe is not None else _machine_nvenc_problem()
+    if problem is None:
+        return EncoderChoice(NVENC, f"VIDEO_ENCODER={requested}: NVENC opens on this machine")
+    if requested == NVENC:
+        log.warning("VIDEO_ENCODER=h264_nvenc, but %s: encoding with libx264", problem)
+    return EncoderChoice(X264, f"VIDEO_ENCODER={requested}, and {problem}")
+
+
+@functools.cache
+def _machine_nvenc_problem() -> str | None:
+    return NvencProbe.machine().problem()
+
+
+def _nvidia_device_present() -> bool:
+    return any(Path("/dev").glob("nvidia[0-9]*")) or Path("/proc/driver/nvidia/version").exists()
+
+
+def _open_nvenc() -> None:
+    """Open NVENC on a small frame size and let it go: raises when it cannot run here."""
+    context = cast(av.video.codeccontext.VideoCodecContext, av.CodecContext.create(NVENC, "w"))
+    context.width, context.height, context.pix_fmt = 256, 256, "yuv420p"
+    context.time_base = Fraction(1, 30)
+    context.open()
+
+
+def _encoder_options(codec: str, crf: int, preset: str) -> dict[str, str]:
+    """libx264: the preset and CRF asked for. NVENC: its middle preset (p4) at the constant
+    quality closest to that CRF; x264's presets mean nothing to it."""
+    if codec == NVENC:
+        return {"preset": "p4", "tune": "hq", "rc": "vbr", "cq": str(max(crf, 1)), "b": "0"}
+    return {"crf": str(crf), "preset": preset}
 
 
 class VideoWriter:
@@ -390,6 +475,10 @@ class VideoWriter:
     that looks complete. The frame rate is kept exactly (30000/1001 stays 30000/1001): frame
     ``n`` gets pts ``n`` in a time base of ``1/fps``. Odd sizes, which yuv420p cannot hold,
     are padded to even by repeating the last row/column.
+
+    ``encoder``: ``libx264`` (the default), ``h264_nvenc`` or ``auto`` (``choose_encoder``);
+    when NVENC was chosen but does not open, the file is written with libx264. ``encoder_used``
+    says which wrote it, from the block's start.
     """
 
     def __init__(
@@ -401,31 +490,52 @@ class VideoWriter:
         *,
         crf: int = 23,
         preset: str = "veryfast",
+        encoder: str = X264,
+        nvenc_probe: NvencProbe | None = None,
     ) -> None:
         if width <= 0 or height <= 0:
             raise InvalidInput(f"video size must be positive, got {width}x{height}")
-        check_encoder_options(crf, preset)
+        check_encoder_options(crf, preset, encoder)
         self.path = Path(path)
         self.width, self.height = width, height
         self.fps = _as_fraction(fps)
         self.encoded_size = (width + width % 2, height + height % 2)
         self.frames_written = 0
         self._crf, self._preset = crf, preset
+        self.encoder = choose_encoder(encoder, nvenc_probe)
         self._temp_path = self.path.with_name(f".{self.path.stem}.{secrets.token_hex(4)}.partial.mp4")
         self._container: av.container.OutputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
         self._frame_time_base = Fraction(1) / self.fps
 
+    @property
+    def encoder_used(self) -> str:
+        return self.encoder.codec
+
     def __enter__(self) -> VideoWriter:
+        try:
+            self._open(self.encoder.codec)
+        except (av.error.FFmpegError, ValueError) as exc:
+            if self.encoder.codec == X264:
+                self._abandon()
+                raise EncoderError(f"the H.264 encoder did not open: {_reason(exc)}") from exc
+            self._abandon()
+            log.warning("%s did not open (%s): encoding with libx264", self.encoder.codec, _reason(exc))
+            self.encoder = EncoderChoice(X264, f"{self.encoder.codec} did not open ({_reason(exc)})")
+            self._open(X264)
+        return self
+
+    def _open(self, codec: str) -> None:
         self._container = av.open(
             str(self._temp_path), mode="w", format="mp4", options={"movflags": "+faststart"}
         )
-        stream = self._container.add_stream("libx264", rate=self.fps)
+        # a video codec's name gives a video stream; the stubs know that only of literal names
+        stream = cast(av.video.stream.VideoStream, self._container.add_stream(codec, rate=self.fps))
         stream.width, stream.height = self.encoded_size
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.options = {"crf": str(self._crf), "preset": self._preset}
+        stream.codec_context.options = _encoder_options(codec, self._crf, self._preset)
         self._stream = stream
-        return self
+        stream.codec_context.open()  # now, not at the first frame: an encoder that cannot open is replaced here
 
     def write(self, image_rgb: np.ndarray) -> None:
         """Encode one HxWx3 uint8 RGB frame of the size given to the constructor."""
@@ -435,7 +545,7 @@ class VideoWriter:
             raise InvalidInput(
                 f"frame is {image_rgb.shape}, the video is {self.height}x{self.width}x3 (HxWxRGB)"
             )
-        frame = av.VideoFrame.from_ndarray(_pad_to_even(image_rgb), format="rgb24")
+        frame = yuv420p_frame(_pad_to_even(image_rgb))
         frame.pts = self.frames_written
         frame.time_base = self._frame_time_base
         self._mux(self._stream.encode(frame))
@@ -488,6 +598,19 @@ class VideoWriter:
             pass
         finally:
             self._temp_path.unlink(missing_ok=True)
+
+
+def yuv420p_frame(image_rgb: np.ndarray) -> av.VideoFrame:
+    """An even-sized RGB image as the yuv420p frame the encoder takes: BT.601, limited range, the
+    conversion FFmpeg makes by default, within a level of rounding.
+
+    OpenCV converts, not FFmpeg: handed RGB, the encoder's own conversion (swscale) took about
+    40 % of annotated.mp4's CPU at 1080p, five times OpenCV's (docs/performance.md).
+    """
+    import cv2  # here, not at the top: the API imports this module to probe uploads, and has no OpenCV
+
+    planes = np.asarray(cv2.cvtColor(image_rgb, cv2.COLOR_RGB2YUV_I420), dtype=np.uint8)  # already uint8: no copy
+    return av.VideoFrame.from_ndarray(planes, format="yuv420p")
 
 
 def _raise_disk_error(exc: av.error.FFmpegError) -> None:

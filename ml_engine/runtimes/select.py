@@ -20,10 +20,11 @@ import supervision as sv
 import torch
 
 from core.errors import ConfigError
-from ml_engine.runtimes import faithfulness
+from ml_engine.runtimes import faithfulness, quantize
 from ml_engine.runtimes.base import PRECISIONS, RUNTIMES, Backend, RuntimeRefused
-from ml_engine.runtimes.export import exported_onnx
+from ml_engine.runtimes.export import INPUT_NAME, exported_onnx
 from ml_engine.runtimes.onnx_backends import OnnxRuntimeBackend, OpenVinoBackend, available
+from ml_engine.runtimes.quantize import quantised_onnx
 
 if TYPE_CHECKING:
     from ml_engine.detector import Detector
@@ -64,8 +65,8 @@ def validate(runtime: str, precision: str) -> tuple[str, str]:
     if precision not in PRECISIONS:
         raise ConfigError(f"RUNTIME_PRECISION must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if runtime == "torch" and precision != "fp32":
-        raise ConfigError(f"RUNTIME_PRECISION={precision} needs RUNTIME=openvino (or auto); torch runs "
-                          "fp32 on the CPU (DTYPE sets its autocast on a GPU)")
+        raise ConfigError(f"RUNTIME_PRECISION={precision} needs RUNTIME=openvino, onnxruntime (int8) or auto; "
+                          "torch runs fp32 on the CPU (DTYPE sets its autocast on a GPU)")
     return runtime, precision
 
 
@@ -107,6 +108,8 @@ def _build(detector: Detector, name: str, precision: str, cache_dir: Path | None
     if detector.device.startswith("cuda") and name == "openvino":
         raise RuntimeRefused(name, "OpenVINO runs on the CPU here; the model is on a GPU")
     onnx_path = exported_onnx(detector.backend_model(), detector.spec, cache_dir, runtime=name)
+    if precision == "int8":
+        onnx_path = quantised_onnx(onnx_path, _model_input(detector), runtime=name)
     threads = torch.get_num_threads()
     try:
         if name == "onnxruntime":
@@ -117,6 +120,15 @@ def _build(detector: Detector, name: str, precision: str, cache_dir: Path | None
     except Exception as exc:  # the runtimes raise their own error types when a graph does not load
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise RuntimeRefused(name, f"could not load the ONNX export ({type(exc).__name__}: {reason})") from exc
+
+
+def _model_input(detector: Detector) -> quantize.Prepare:
+    """One frame as the exported graph takes it: the detector's preprocessing, as a numpy batch of one."""
+
+    def prepare(image: np.ndarray) -> np.ndarray:
+        return detector.prepare([image])[INPUT_NAME].detach().float().cpu().numpy()
+
+    return prepare
 
 
 def _judge(detector: Detector, backend: Backend) -> faithfulness.Verdict:
