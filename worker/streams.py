@@ -175,6 +175,7 @@ class StreamProcessor:
         Raises:
             InvalidInput: the stored state is of another version, or damaged.
         """
+        from ml_engine.live.gallery import gallery_to_continue
         from ml_engine.live.state import StreamState, drop_unknown_windows
 
         try:
@@ -190,6 +191,12 @@ class StreamProcessor:
             drop_unknown_windows(output_dir / WINDOWS, state)
         with contextlib.suppress(NotFound):  # no gap yet: the engine starts the file
             self.backends.blobs.download_to_file(output_blob_path(job.id, GAPS), output_dir / GAPS)
+        carried_gallery = gallery_to_continue(state)
+        if carried_gallery is not None:  # a hand-back's gallery of the window this run goes on with
+            with contextlib.suppress(NotFound):  # none after a crash: the window's gallery starts afresh
+                (output_dir / carried_gallery).parent.mkdir(parents=True, exist_ok=True)
+                self.backends.blobs.download_to_file(output_blob_path(job.id, carried_gallery),
+                                                     output_dir / carried_gallery)
         log.info("resuming the stream at window %s", state.next_window)
         return state
 
