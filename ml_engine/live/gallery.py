@@ -33,7 +33,14 @@ import numpy as np
 import supervision as sv
 
 from core.outputs import gallery_crop, window_gallery
-from ml_engine.gallery import GALLERY_SCHEMA_VERSION, MAX_CROP_PX, CropScore, better_crop, cut_crop, write_crop
+from ml_engine.gallery import (
+    GALLERY_SCHEMA_VERSION,
+    MAX_CROP_PX,
+    CropScore,
+    better_crop,
+    cut_crop,
+    write_crop,
+)
 from ml_engine.live.counts import iso
 
 if TYPE_CHECKING:
