@@ -74,7 +74,7 @@ from worker.job_settings import detection_config
 from worker.models import DetectorCache
 from worker.processors import Finished
 from worker.progress import JobReporter, StopReason
-from worker.runner import JobRunner
+from worker.runner import JobRunner, ModelSlots
 from worker.stream_events import EventAggregator
 
 if TYPE_CHECKING:  # the engine is imported when a stream runs: a file-only worker never loads it
@@ -98,6 +98,7 @@ class StreamRunner(JobRunner):
         super().__init__(settings, backends, detectors, shutting_down, scratch_dir)
         self.queue = backends.stream_queue
         self.queue_depth = metrics.STREAM_QUEUE_DEPTH
+        self.slots = ModelSlots(settings.stream_concurrency)
         self.processors = {JobKind.STREAM: StreamProcessor(settings, backends, detectors, self.scratch_dir)}
 
     def _retry_backoff_s(self, delivery: int) -> float:
