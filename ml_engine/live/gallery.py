@@ -109,9 +109,9 @@ class WindowGallery:
         if len(tracked) and tracked.tracker_id is not None:
             frame_size = (image.shape[1], image.shape[0])
             confidences = tracked.confidence if tracked.confidence is not None else np.ones(len(tracked))
-            classes = tracked.data.get("class_name", np.array([""] * len(tracked)))
+            classes = [str(name) for name in tracked.data.get("class_name", [""] * len(tracked))]
             for box, track_id, confidence, cls in zip(tracked.xyxy.tolist(), tracked.tracker_id.tolist(),
-                                                      confidences.tolist(), classes.tolist(), strict=True):
+                                                      confidences.tolist(), classes, strict=True):
                 in_view.add(int(track_id))
                 track = self._track(int(track_id), int(track_id) > counted_above, str(cls), at)
                 if track is not None:
