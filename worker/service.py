@@ -140,7 +140,10 @@ class Worker:
 
     def _take_one(self, burst: bool, runner: JobRunner) -> bool:
         """Receive one message and handle it (the thread holds a model slot); False when the
-        loop is to end (burst mode and the queue empty)."""
+        loop is to end (burst mode and the queue empty, or the worker draining: the slot may
+        have come from a job thread that just refused more work)."""
+        if self.draining.is_set():
+            return False
         try:
             runner.queue_depth.set(runner.queue.approximate_length())
             message = runner.queue.receive(timedelta(seconds=self.settings.lease_seconds))
