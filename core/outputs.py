@@ -57,6 +57,9 @@ LIVE_PLAYLIST = f"{LIVE_DIR}/index.m3u8"  # the annotated video's HLS playlist (
 # so the live route serves only index.m3u8)
 LIVE_RECORDING = f"{LIVE_DIR}/recording.m3u8"
 GAPS = "gaps.jsonl"  # one line per gap in the source (from, to, reason): every one, however many
+# the new animals of each closed window (ml_engine.live.gallery): gallery/<window>.json, their
+# pictures crops/<id>.jpg as a video's (ids rise over the whole stream); stored by name, not listed
+WINDOW_GALLERY_DIR = "gallery"
 LIVE_SEGMENT_PREFIX = f"{LIVE_DIR}/seg-"
 STREAM_MEDIA_TYPES = {
     WINDOWS: "application/x-ndjson",
@@ -69,6 +72,11 @@ STREAM_MEDIA_TYPES = {
 def live_segment(sequence: int) -> str:
     """``live/seg-000001.ts``: the annotated video's segment number ``sequence`` (from 1)."""
     return f"{LIVE_SEGMENT_PREFIX}{sequence:06d}.ts"
+
+
+def window_gallery(window: int) -> str:
+    """``gallery/<window>.json``: the animals first counted in a stream's window ``window``."""
+    return f"{WINDOW_GALLERY_DIR}/{window}.json"
 
 
 LIVE_SEGMENT = re.compile(r"seg-\d{1,12}\.ts")  # a segment's name below live/ (the live route serves these)
@@ -160,6 +168,8 @@ def media_type(filename: str) -> str | None:
     for suffix in (".m3u8", ".ts"):  # the playlist and segments, by their path or their name
         if filename.endswith(suffix):
             return STREAM_MEDIA_TYPES[suffix]
+    if filename.startswith(f"{WINDOW_GALLERY_DIR}/") and filename.endswith(".json"):  # a stream window's gallery
+        return "application/json"
     if filename.endswith(".jpg"):  # annotated images, by their path or (as the worker stores them) their name
         return STILL_MEDIA_TYPES[".jpg"]
     return None

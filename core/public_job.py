@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from core.backends.outbox import DeliveryStatus, WebhookEvent
 from core.jobs import Job, JobError, JobKind, JobParams, JobStatus, LiveInfo, StreamOptions
-from core.outputs import DOWNLOADS, GALLERY, GALLERY_CROPS_DIR, LIVE_PLAYLIST, STATS
+from core.outputs import DOWNLOADS, GALLERY, GALLERY_CROPS_DIR, LIVE_PLAYLIST, STATS, WINDOW_GALLERY_DIR
 
 
 class WebhookStatus(BaseModel):
@@ -116,6 +116,9 @@ def _links(job: Job) -> dict[str, str]:
                      if DOWNLOADS[name].filename in job.outputs or (name == "gaps" and job.status.is_final))
         if job.results_ready and STATS in job.outputs:
             links["result"] = base + DOWNLOADS["result"].route
+        if job.live is not None and job.live.last_window is not None:  # each closed window's new animals
+            links["gallery_windows"] = f"{base}/{WINDOW_GALLERY_DIR}/windows/"  # + the window's number
+            links["crops"] = f"{base}/{GALLERY_CROPS_DIR}/"
         return links
     if job.results_ready:
         links.update((name, base + output.route) for name, output in DOWNLOADS.items()

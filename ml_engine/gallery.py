@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,22 @@ def score_crop(box: Sequence[float], frame_size: tuple[int, int], confidence: fl
     variance = sharpness(crop)
     quality = size_score(box) * (variance / (variance + SHARPNESS_HALF)) * float(confidence)
     return CropScore(is_whole(box, frame_size), quality)
+
+
+def better_crop(box: Sequence[float], frame_size: tuple[int, int], confidence: float, best: CropScore | None,
+                read_crop: Callable[[], np.ndarray | None]) -> tuple[np.ndarray, CropScore] | None:
+    """The crop of ``box`` (``read_crop()`` cuts it) and its score, when it beats ``best`` (None:
+    nothing yet); else None. The pixels are not read when even a perfectly sharp crop would
+    lose (sharpness is at most 1), so an animal's frames after its best cost a comparison."""
+    if best is not None and (is_whole(box, frame_size), size_score(box) * confidence) <= best.key():
+        return None
+    crop = read_crop()
+    if crop is None:
+        return None
+    score = score_crop(box, frame_size, confidence, crop)
+    if best is not None and score.key() <= best.key():
+        return None
+    return crop, score
 
 
 def crop_region(box: Sequence[float], frame_size: tuple[int, int]) -> tuple[int, int, int, int] | None:
@@ -185,15 +201,10 @@ class GalleryCollector:
                    box: list[float], confidence: float) -> None:
         self._first_box.setdefault(track_id, [round(v, 2) for v in box])
         best = self._candidates.get(track_id)
-        whole = is_whole(box, self.frame_size)
-        # sharpness is at most 1: skip the crop's pixels when even a perfectly sharp one would lose
-        if best is not None and (whole, size_score(box) * confidence) <= best.score.key():
-            return
-        crop = cut_crop(image, box)
-        if crop is None:
-            return
-        score = score_crop(box, self.frame_size, confidence, crop)
-        if best is None or score.key() > best.score.key():
+        better = better_crop(box, self.frame_size, confidence, best.score if best is not None else None,
+                             lambda: cut_crop(image, box))
+        if better is not None:
+            crop, score = better
             self._candidates[track_id] = _Candidate(score, crop, frame_index, round(time_s, 4),
                                                     [round(v, 2) for v in box], round(confidence, 4))
 

@@ -243,11 +243,14 @@ def process_video(
     config: PipelineConfig | None = None,
     progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    on_counted: Callable[[], None] | None = None,
 ) -> PipelineResult:
     """Detect, track and count objects in a video; write annotated.mp4, stats.json and exports.
 
     ``progress`` is called from this thread at most every ``config.progress_interval_s`` (and
-    once at the end); ``should_cancel`` is checked before each detection batch.
+    once at the end); ``should_cancel`` is checked before each detection batch. ``on_counted``
+    is called (from this thread) once the counting pass is over: the model is not used after it,
+    while the video is drawn and encoded.
 
     Raises:
         VideoError subclasses: the input is not a usable video (see ``ml_engine.media.video.probe``).
@@ -265,6 +268,7 @@ def process_video(
     work_dir = Path(tempfile.mkdtemp(prefix=".partial-", dir=output_dir))
     try:
         run = _Run(Path(input_path), info, work_dir, detection, config, progress, should_cancel)
+        run.on_counted = on_counted
         stats, files = run.execute()
         moved = move_outputs(files, output_dir)
         crops = {name: path for name, path in moved.items() if name.startswith(f"{GALLERY_CROPS_DIR}/")}
@@ -322,6 +326,7 @@ class _Run:
         self.counted = False  # the counting pass is over (frames_decoded is the total)
         self.render_seconds = 0.0
         self.encoder: EncoderChoice | None = None  # which H.264 encoder wrote annotated.mp4, once it has
+        self.on_counted: Callable[[], None] | None = None
 
     def _frames_per_batch(self) -> int:
         """Frames per detection batch: ``batch_size``, fewer when tiling so that all their
@@ -511,6 +516,8 @@ class _Run:
         assert self.outputs is not None
         self.counted = True
         self._report_progress(final=True)
+        if self.on_counted is not None:  # the model is done with: the rest needs no detector
+            self.on_counted()
         summary = self.counter.summary()
         summary.timeline = []  # the live one: replaced below, and long for a long video
         exports = self.outputs.finish_exports(summary.id_map, _final_classes(summary))

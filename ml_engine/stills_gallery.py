@@ -28,9 +28,7 @@ from ml_engine.gallery import (
     GALLERY_SCHEMA_VERSION,
     MAX_CROP_PX,
     CropScore,
-    is_whole,
-    score_crop,
-    size_score,
+    better_crop,
     write_crop,
     write_gallery,
 )
@@ -97,16 +95,10 @@ class StillsGallery:
         box, confidence = [float(v) for v in row["box"]], float(row["score"])
         animal.images.append(name)
         animal.confidences.append(confidence)
-        whole = is_whole(box, frame_size)
-        # sharpness is at most 1: skip reading the pixels when even a perfectly sharp crop would lose
-        if animal.score is not None and (whole, size_score(box) * confidence) <= animal.score.key():
+        better = better_crop(box, frame_size, confidence, animal.score, lambda: read_crop(box))
+        if better is None:
             return
-        crop = read_crop(box)
-        if crop is None:
-            return
-        score = score_crop(box, frame_size, confidence, crop)
-        if animal.score is not None and score.key() <= animal.score.key():
-            return
+        crop, score = better
         write_crop(self.output_dir, animal.id, crop)
         animal.score = score
         animal.crop = {

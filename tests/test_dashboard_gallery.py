@@ -7,6 +7,7 @@ where they point, the animal's box outlined over the picture. Screenshots at a d
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -146,3 +147,38 @@ def test_gallery_screenshots(page, counted_job, name, viewport):
     wait_for_video_at(page, item["first_time_s"])
     page.screenshot(path=str(SCREENSHOTS / f"{name}-seek.png"))  # the viewport: the outlined animal
     screenshot(page, name)  # the whole page, the grid included
+
+
+CARD_BOXES_JS = """() => {
+  const place = (el) => { const r = el.getBoundingClientRect();
+    return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height].map((v) => Math.round(v * 10) / 10); };
+  const cards = [...document.querySelectorAll('[data-testid=animal-card]')].map(place);
+  const after = document.getElementById('gallery-card').nextElementSibling;
+  return {cards, after: after ? place(after) : null};
+}"""
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 800}, {"width": 390, "height": 844}],
+                         ids=["desktop", "phone"])
+def test_the_cards_do_not_move_when_their_pictures_load(page, counted_job, viewport):
+    """Each card keeps its picture's box before the JPEG arrives: with the pictures held back,
+    then let through, no card moves or changes size, nor does what follows the grid."""
+    page.set_viewport_size(viewport)
+    held: list = []
+    holding = [True]
+    # the pictures wait until let through
+    page.route("**/crops/*", lambda route: held.append(route) if holding[0] else route.continue_())
+    open_job(page, counted_job["id"])
+    expect(page.get_by_test_id("animal-card")).to_have_count(counted_job["stats"]["counts"]["total_unique"])
+    page.get_by_test_id("gallery-grid").scroll_into_view_if_needed()
+    deadline = time.monotonic() + UI_TIMEOUT_MS / 1000
+    while not held and time.monotonic() < deadline:  # the pictures in view have been asked for
+        page.wait_for_timeout(50)
+    assert held, "no picture was asked for"
+    assert page.eval_on_selector_all("[data-testid=animal-card] img", "imgs => imgs.every((i) => !i.naturalWidth)")
+    before = page.evaluate(CARD_BOXES_JS)
+    holding[0] = False
+    for route in held:
+        route.continue_()
+    wait_for_every_picture(page)
+    assert page.evaluate(CARD_BOXES_JS) == before

@@ -166,6 +166,7 @@ def test_start_a_stream_watch_it_live_then_stop_it(page, allinone_server, rtsp_s
         expect(page.get_by_test_id("live-random-weights-banner")).to_contain_text("not real detections")
         expect(page.get_by_test_id("live-total-label")).to_have_text("animals")
         check_window_chart(page, allinone_server, job_id)
+        check_the_last_window_s_new_animals(page, allinone_server, job_id)
         check_a_gap_is_shown(page, allinone_server, job_id, rtsp_server)
         # opened mid-stream (the page reloaded once the playlist is long), it joins near the
         # live edge, not at the recording's start nor far behind
@@ -270,6 +271,26 @@ def check_window_chart(page, server: AllInOneServer, job_id: str) -> None:
     assert f"Window {record['window']}, " in tooltip and f": {record['unique']} new" in tooltip, tooltip
     assert f"line {line['in']} in, {line['out']} out" in tooltip, tooltip
     assert "New objects per window" in page.get_by_test_id("window-chart").locator("svg title").first.text_content()
+
+
+def check_the_last_window_s_new_animals(page, server: AllInOneServer, job_id: str) -> None:
+    """The newest closed window's new animals, as GET /jobs/{id}/gallery/windows/{n} lists them,
+    each card's picture loaded through a signed link."""
+    card = page.get_by_test_id("live-gallery-card")
+    expect(card).to_be_visible(timeout=(WINDOW_S + 20) * 1000)
+    window = int(card.get_attribute("data-window"))
+    gallery = server.client.get(f"/jobs/{job_id}/gallery/windows/{window}").json()
+    cards = page.get_by_test_id("live-gallery-grid").get_by_test_id("animal-card")
+    expect(cards).to_have_count(min(len(gallery["items"]), 500))
+    expect(page.get_by_test_id("live-gallery-hint")).to_contain_text(f"window {window}")
+    if not gallery["items"]:
+        expect(page.get_by_test_id("live-gallery-note")).to_have_text("No new animal was counted in this window.")
+        return
+    cards.first.scroll_into_view_if_needed()  # the pictures load lazily, as they come into view
+    page.wait_for_function("[...document.querySelectorAll('[data-testid=live-gallery-grid] img')]"
+                           ".slice(0, 3).every((img) => img.complete && img.naturalWidth > 0)", timeout=UI_TIMEOUT_MS)
+    source = page.get_by_test_id("live-gallery-grid").locator("img").first.get_attribute("src")
+    assert "sig=" in source and API_KEY not in source, source
 
 
 def check_the_list_row(page, job_id: str, source: str) -> None:

@@ -721,6 +721,23 @@ def test_review_boundary(server: Server, review_jobs: dict[str, str], row: Row) 
     assert server.client.get(f"/jobs/{review_jobs['completed']}/review").headers["ETag"] == '"1"'
 
 
+# --- a stream window's gallery: only streams have one, by window number ----------------------------
+
+WINDOW_GALLERY_ROWS = [
+    Row("window gallery of a video job", review("GET", "{completed}/gallery/windows/1"), 404, "not_found",
+        _message_has("video job", "/gallery")),
+    Row("window gallery: the window is not a number", review("GET", "{completed}/gallery/windows/last"),
+        422, "invalid_input"),
+    Row("window gallery of a job that does not exist",
+        review("GET", "job_000000000000000000000000/gallery/windows/1"), 404, "not_found"),
+]
+
+
+@pytest.mark.parametrize("row", WINDOW_GALLERY_ROWS, ids=[row.id for row in WINDOW_GALLERY_ROWS])
+def test_window_gallery_boundary(server: Server, review_jobs: dict[str, str], row: Row) -> None:
+    test_http_boundary(server, row)
+
+
 # --- the SSRF guard's address table -----------------------------------------------------------------
 
 

@@ -63,6 +63,24 @@ def segment_numbers(service: Service, job_id: str) -> list[int]:
     return [int(line[len("seg-"):-len(".ts")]) for line in playlist.splitlines() if line.startswith("seg-")]
 
 
+def window_galleries_match(service: Service, job_id: str) -> list[dict]:
+    """Every window listed has its gallery (GET /jobs/{id}/gallery/windows/{n}) with as many
+    animals as the window counted, and their pictures open; returns the animals."""
+    items = []
+    for line in service.client.get(f"/jobs/{job_id}/windows").text.splitlines():
+        record = json.loads(line)
+        gallery = service.client.get(f"/jobs/{job_id}/gallery/windows/{record['window']}")
+        assert gallery.status_code == 200, gallery.text
+        document = gallery.json()
+        assert document["window"] == record["window"] and document["count"] == record["unique"], (record, document)
+        assert len(document["items"]) == min(record["unique"], 2000) and "partial" not in document
+        items.extend(document["items"])
+    for item in items[:5]:
+        crop = service.client.get(f"/jobs/{job_id}/{item['crop']}")
+        assert crop.status_code == 200 and crop.headers["content-type"] == "image/jpeg", crop.text
+    return items
+
+
 def metric(text: str, name: str) -> float:
     """A metric's value in Prometheus' text exposition (a metric without labels)."""
     for line in text.splitlines():
@@ -102,6 +120,8 @@ def test_a_stream_is_counted_live_and_delete_completes_it_with_its_outputs(start
     playlist = service.client.get(running["links"]["live"])
     assert playlist.status_code == 200 and "seg-" in playlist.text and "#EXT-X-ENDLIST" not in playlist.text
     assert window_numbers(service, job_id)[0] == 1  # readable while it runs
+    assert running["links"]["gallery_windows"] == f"/jobs/{job_id}/gallery/windows/"
+    assert service.client.get(f"/jobs/{job_id}/gallery/windows/1").json()["window"] == 1  # so are the galleries
 
     failed = service.wait_for_status(unreachable["job_id"], {"failed", "completed"}, timeout=45)
     assert failed["status"] == "failed" and failed["error"]["code"] == "stream_unavailable", failed
@@ -127,6 +147,8 @@ def test_a_stream_is_counted_live_and_delete_completes_it_with_its_outputs(start
     assert stats["counts"] == done["counts"]
     windows = window_numbers(service, job_id)
     assert windows == list(range(1, len(windows) + 1))
+    animals = window_galleries_match(service, job_id)
+    assert len(animals) == stats["counts"]["total_unique"] and len({a["id"] for a in animals}) == len(animals)
     final_playlist = service.client.get(done["links"]["live"]).text
     assert final_playlist.rstrip().endswith("#EXT-X-ENDLIST")
     segment_name = [line for line in final_playlist.splitlines() if line.startswith("seg-")][-1]
@@ -170,6 +192,7 @@ def test_a_worker_shutting_down_hands_its_stream_back_at_once(start_service, rts
     assert service.backends.jobs.get(job_id).handed_back == 1
     windows = window_numbers(service, job_id)
     assert windows == list(range(1, len(windows) + 1))  # the carried window written once, numbering goes on
+    window_galleries_match(service, job_id)  # the carried window's too: its animals of both runs
     segments_after = segment_numbers(service, job_id)  # segments are served immutable: no number twice
     assert segments_after == sorted(set(segments_after)) and max(segments_after) > max(segments_before)
     assert "resumed" in service.client.get(after["links"]["gaps"]).text  # gaps.jsonl carried over and appended

@@ -22,7 +22,7 @@ from __future__ import annotations
 import pytest
 
 LIVE = "live"
-LIVE_MODULES = frozenset({"tests/test_live_engine.py", "tests/test_live_source.py"})
+LIVE_MODULES = frozenset({"tests/test_live_engine.py", "tests/test_live_source.py", "tests/test_live_gallery.py"})
 MODULE_SERVERS = frozenset({"tests/test_dashboard.py", "tests/test_dashboard_streams.py",
                             "tests/test_http_boundary.py", "tests/test_api_docs.py",
                             "tests/test_openapi_contract.py", "tests/test_dashboard_gallery.py",

@@ -68,9 +68,10 @@ class Processor(Protocol):
 
 
 def file_processors(settings: Settings, backends: Backends, detectors: DetectorCache,
-                    scratch_dir: Path) -> Mapping[JobKind, Processor]:
-    """The processors of the file queue's jobs."""
-    return {JobKind.VIDEO: VideoProcessor(settings, backends, detectors, scratch_dir),
+                    scratch_dir: Path, on_counted: Callable[[], None] | None = None) -> Mapping[JobKind, Processor]:
+    """The processors of the file queue's jobs. ``on_counted``: a video job's counting pass is
+    over (called on the job's thread): the model is free for the next job while it renders."""
+    return {JobKind.VIDEO: VideoProcessor(settings, backends, detectors, scratch_dir, on_counted),
             JobKind.IMAGES: ImagesProcessor(settings, backends, detectors, scratch_dir)}
 
 
@@ -94,6 +95,11 @@ class _FileProcessor:
 
 
 class VideoProcessor(_FileProcessor):
+    def __init__(self, settings: Settings, backends: Backends, detectors: DetectorCache, scratch_dir: Path,
+                 on_counted: Callable[[], None] | None = None) -> None:
+        super().__init__(settings, backends, detectors, scratch_dir)
+        self.on_counted = on_counted
+
     def run(self, job: Job, reporter: JobReporter) -> Finished:
         with self._work_dir(job) as work:
             video = Path(work) / "input"
@@ -107,7 +113,7 @@ class VideoProcessor(_FileProcessor):
             telemetry = flight_telemetry(job, self.backends.blobs, Path(work), video)
             result = process_video(
                 video, Path(work) / "outputs", detector, pipeline_config(job.params, self.settings, telemetry),
-                progress=reporter.on_progress, should_cancel=reporter.should_cancel,
+                progress=reporter.on_progress, should_cancel=reporter.should_cancel, on_counted=self.on_counted,
             )
             for name, path in result.crops.items():  # stored by name, not listed: one per counted animal
                 self.backends.blobs.upload_file(output_blob_path(job.id, name), path, media_type(name))

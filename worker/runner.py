@@ -70,6 +70,51 @@ MAX_RETRY_BACKOFF_S = 15 * 60
 QUOTA_WAIT_S = 10.0
 
 
+class ModelSlots:
+    """Which job threads may use the model now: ``slots`` at once (WORKER_CONCURRENCY).
+
+    A video job needs the model only for its counting pass; its rendering pass (decode, draw,
+    encode: ``ml_engine.render``) needs none. So a job's thread hands its model slot on as its
+    counting pass ends (``counted``), taking a render slot instead (as many of those), and the
+    worker runs one job thread more than it has model slots: the next job's inference overlaps
+    this job's rendering, and at most one job more than before is in the worker. Each thread
+    still receives, runs and settles its own job, so its lease, progress, failure and shutdown
+    are handled as for any job. A thread holding a render slot never waits for a model slot
+    (``give_back`` returns both first), so no two threads wait on each other.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self._model = threading.Semaphore(slots)
+        self._render = threading.Semaphore(slots)
+        self._held = threading.local()  # this thread's: "model", "render"
+
+    def take(self, stop: threading.Event, poll_s: float) -> bool:
+        """Wait for a model slot for this thread; False once ``stop`` is set first."""
+        while not stop.is_set():
+            if self._model.acquire(timeout=poll_s):
+                self._held.model = True
+                return True
+        return False
+
+    def counted(self) -> None:
+        """This thread's job is done with the model: once a render slot is free, its model slot
+        goes to the next job."""
+        if not getattr(self._held, "model", False):
+            return
+        self._render.acquire()
+        self._held.render, self._held.model = True, False
+        self._model.release()
+
+    def give_back(self) -> None:
+        """This thread's job has ended: whatever slot it holds goes back."""
+        if getattr(self._held, "model", False):
+            self._held.model = False
+            self._model.release()
+        if getattr(self._held, "render", False):
+            self._held.render = False
+            self._render.release()
+
+
 class Outcome(str, Enum):
     DONE = "done"  # delete the message
     RETRY = "retry"  # hide it for a backoff, then it comes back
@@ -99,9 +144,10 @@ class JobRunner:
         self.queue = backends.queue  # the queue this runner's messages come from (streams: their own)
         self.queue_depth = metrics.QUEUE_DEPTH
         self.quotas = QuotaKeeper(settings, backends.jobs)
+        self.slots = ModelSlots(settings.worker_concurrency)
         # the kinds of job this runner's queue carries, each with what runs it (streams: their own)
         self.processors: Mapping[JobKind, Processor] = file_processors(settings, backends, detectors,
-                                                                        self.scratch_dir)
+                                                                        self.scratch_dir, self.slots.counted)
 
     # --- receive ---------------------------------------------------------------------
 

@@ -55,10 +55,11 @@ class Worker:
         self._problem: str | None = None
 
     def start(self, burst: bool = False) -> None:
-        """Start WORKER_CONCURRENCY job threads and the webhook sender. ``burst``: each job
-        thread exits once the queue is empty."""
+        """Start the job threads (WORKER_CONCURRENCY of them use the model at once, and one more
+        takes the next job while a video renders: ``ModelSlots``) and the webhook sender.
+        ``burst``: each job thread exits once the queue is empty."""
         self.webhooks.start()
-        for index in range(self.settings.worker_concurrency):
+        for index in range(self.settings.worker_concurrency + (1 if self.settings.worker_concurrency else 0)):
             self._threads.append(start_thread_in_context(self._guarded_loop, burst, self.runner,
                                                          name=f"job-loop-{index}"))
         for index in range(self.settings.stream_concurrency):
@@ -130,25 +131,37 @@ class Worker:
             self.refuse_work(f"job thread {threading.current_thread().name} died: {exc!r}")
 
     def _loop(self, burst: bool, runner: JobRunner) -> None:
-        lease = timedelta(seconds=self.settings.lease_seconds)
-        while not self.draining.is_set():
+        while runner.slots.take(self.draining, self.settings.poll_interval_s):
             try:
-                runner.queue_depth.set(runner.queue.approximate_length())
-                message = runner.queue.receive(lease)
-            except Exception as exc:  # storage down (or a bug): wait and try again, no restart needed
-                if not isinstance(exc, CattleCounterError):
-                    log.error("reading the queue failed unexpectedly", exc_info=exc)
-                log.warning("cannot read the queue (%s); retrying in %.0f s", exc, self.settings.retry_backoff_s)
-                self.draining.wait(self.settings.retry_backoff_s)
-                continue
-            if message is None:
-                if burst:
+                if not self._take_one(burst, runner):
                     return
-                self.draining.wait(self.settings.poll_interval_s)
-                continue
-            try:
-                runner.handle(message)
-            except Exception:  # handle() settles its own failures; this is the last resort
-                log.exception("handling message %s failed; it comes back when its lease expires", message.id)
-            if runner.scratch_problem is not None:
-                self.refuse_work(runner.scratch_problem)
+            finally:
+                runner.slots.give_back()
+
+    def _take_one(self, burst: bool, runner: JobRunner) -> bool:
+        """Receive one message and handle it (the thread holds a model slot); False when the
+        loop is to end (burst mode and the queue empty, or the worker draining: the slot may
+        have come from a job thread that just refused more work)."""
+        if self.draining.is_set():
+            return False
+        try:
+            runner.queue_depth.set(runner.queue.approximate_length())
+            message = runner.queue.receive(timedelta(seconds=self.settings.lease_seconds))
+        except Exception as exc:  # storage down (or a bug): wait and try again, no restart needed
+            if not isinstance(exc, CattleCounterError):
+                log.error("reading the queue failed unexpectedly", exc_info=exc)
+            log.warning("cannot read the queue (%s); retrying in %.0f s", exc, self.settings.retry_backoff_s)
+            self.draining.wait(self.settings.retry_backoff_s)
+            return True
+        if message is None:
+            if burst:
+                return False
+            self.draining.wait(self.settings.poll_interval_s)
+            return True
+        try:
+            runner.handle(message)
+        except Exception:  # handle() settles its own failures; this is the last resort
+            log.exception("handling message %s failed; it comes back when its lease expires", message.id)
+        if runner.scratch_problem is not None:
+            self.refuse_work(runner.scratch_problem)
+        return True

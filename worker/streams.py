@@ -75,7 +75,7 @@ from worker.job_settings import detection_config
 from worker.models import DetectorCache
 from worker.processors import Finished
 from worker.progress import JobReporter, StopReason
-from worker.runner import JobRunner
+from worker.runner import JobRunner, ModelSlots
 from worker.stream_events import EventAggregator
 from worker.stream_storage import StreamStorage
 
@@ -98,6 +98,7 @@ class StreamRunner(JobRunner):
         super().__init__(settings, backends, detectors, shutting_down, scratch_dir)
         self.queue = backends.stream_queue
         self.queue_depth = metrics.STREAM_QUEUE_DEPTH
+        self.slots = ModelSlots(settings.stream_concurrency)
         self.processors = {JobKind.STREAM: StreamProcessor(settings, backends, detectors, self.scratch_dir)}
 
     def _retry_backoff_s(self, delivery: int) -> float:
@@ -175,6 +176,7 @@ class StreamProcessor:
         Raises:
             InvalidInput: the stored state is of another version, or damaged.
         """
+        from ml_engine.live.gallery import gallery_to_continue
         from ml_engine.live.state import StreamState, drop_unknown_windows
 
         try:
@@ -190,6 +192,12 @@ class StreamProcessor:
             drop_unknown_windows(output_dir / WINDOWS, state)
         with contextlib.suppress(NotFound):  # no gap yet: the engine starts the file
             self.backends.blobs.download_to_file(output_blob_path(job.id, GAPS), output_dir / GAPS)
+        carried_gallery = gallery_to_continue(state)
+        if carried_gallery is not None:  # a hand-back's gallery of the window this run goes on with
+            with contextlib.suppress(NotFound):  # none after a crash: the window's gallery starts afresh
+                (output_dir / carried_gallery).parent.mkdir(parents=True, exist_ok=True)
+                self.backends.blobs.download_to_file(output_blob_path(job.id, carried_gallery),
+                                                     output_dir / carried_gallery)
         log.info("resuming the stream at window %s", state.next_window)
         return state
 

@@ -61,10 +61,12 @@ from core.outputs import (
     GALLERY_CROP,
     GALLERY_CROPS_DIR,
     LIVE_DIR,
+    WINDOW_GALLERY_DIR,
     WINDOWS_CSV,
     annotated_overview,
     annotated_still,
     media_type,
+    window_gallery,
 )
 from core.tables import json_lines, windows_csv
 from ml_engine.media.image_probe import looks_like_zip
@@ -419,7 +421,7 @@ def get_gallery_crop(job_id: str, name: str, request: Request, backends: Backend
                      access: MediaAccessDep, download: bool = False) -> StreamingResponse:
     job = downloadable_job(backends, settings, access, request, job_id,
                             signed_path=f"/jobs/{job_id}/{GALLERY_CROPS_DIR}/")
-    if not job.results_ready:
+    if not job.results_ready and job.kind is not JobKind.STREAM:  # a stream's come with each window
         raise JobNotReady(f"job {job_id} is {job.status.value}; pictures are available once it has completed")
     if GALLERY_CROP.fullmatch(name) is None:
         raise NotFound(f"no picture {name!r}: pictures are named <id>.jpg, as gallery.json's items list them")
@@ -427,6 +429,29 @@ def get_gallery_crop(job_id: str, name: str, request: Request, backends: Backend
     if not backends.blobs.exists(blob):
         raise NotFound(f"job {job_id} has no picture of animal #{name.removesuffix('.jpg')} (see gallery.json)")
     return _stream(backends, blob, "image/jpeg", f"{job_id}-{name}", download)
+
+
+@router.get(
+    "/jobs/{job_id}/" + WINDOW_GALLERY_DIR + "/windows/{window}",
+    response_class=StreamingResponse,
+    responses={**_DOWNLOAD_ERRORS, 200: {"content": {"application/json": {}}}},
+    summary="A stream's new animals of one closed window, each with its best picture",
+    description="The animals first counted in window `window` (its number in windows.jsonl; `live.last_window` "
+    "is the newest), written when the window closes and readable while the stream runs: `count` equals the "
+    "window's `unique`, each item has its id, class, times and `crop` (crops/<id>.jpg). A signed "
+    "`gallery_windows` link (POST /jobs/{id}/links) opens every window's: append the number to its path.",
+)
+def get_window_gallery(job_id: str, window: int, request: Request, backends: BackendsDep, settings: SettingsDep,
+                       access: MediaAccessDep, download: bool = False) -> StreamingResponse:
+    job = downloadable_job(backends, settings, access, request, job_id,
+                           signed_path=f"/jobs/{job_id}/{WINDOW_GALLERY_DIR}/windows/")
+    if job.kind is not JobKind.STREAM:
+        raise NotFound(f"job {job_id} is a {job.kind.value} job: its gallery is GET /jobs/{job_id}/gallery")
+    blob = output_blob_path(job.id, window_gallery(window))
+    if window < 1 or not backends.blobs.exists(blob):
+        raise NotFound(f"job {job_id} has no gallery of window {window} (yet): a window's gallery is written "
+                       "when the window closes (live.last_window is the newest)")
+    return _stream(backends, blob, "application/json", f"{job_id}-gallery-window-{window}.json", download)
 
 
 @router.get(

@@ -45,6 +45,7 @@ from ml_engine.counting import CountingConfig, TrackEvent
 from ml_engine.detection import DetectionConfig, TiledDetector
 from ml_engine.live.clock import WindowClock
 from ml_engine.live.counts import Totals, Window, iso
+from ml_engine.live.gallery import WindowGallery
 from ml_engine.live.meters import FrameCounts, FrameSource, GapLog, Latencies, StreamingTime, UnopenedSource
 from ml_engine.live.segments import HlsWriter
 from ml_engine.live.sink import CountEvent, LiveStatus, QuietSink, StreamSink
@@ -194,6 +195,7 @@ class StreamRun:
         self.detection = TiledDetector(detector, config.detection, config.detection.effective_low_threshold)
         self.annotator = FrameAnnotator(config.lines, config.zones)
         self.windows_path = self.output_dir / WINDOWS
+        self.gallery = WindowGallery(self.output_dir, resume)  # each window's new animals, with pictures
 
     def run(self) -> tuple[dict[str, Any], dict[str, Path]]:
         """Count until ``should_stop()``, ``duration_s`` or ``should_hand_back()``; returns
@@ -304,7 +306,7 @@ class StreamRun:
         record = window.record(ended_at, self.frames.dropped(source))
         with self.windows_path.open("a", encoding="utf-8") as out:
             out.write(json.dumps(record) + "\n")
-        self.report_files(video, {WINDOWS: self.windows_path})
+        self.report_files(video, {WINDOWS: self.windows_path, **self.gallery.close_window(record)})
         # after on_files: the state names only uploaded files
         self.sink.on_window(record, self.state(ended_at, source, video, window, still_open=False))
 
@@ -415,9 +417,11 @@ class _Run:
         tracked = stream.tracks.update(image, frame.received_at - self.started, detections)
         counted_at = time.time()
         window = self._current_window(counted_at)  # first: what was counted now belongs to it
-        for class_name in stream.tracks.new_tracks(tracked):
+        counted = stream.tracks.new_tracks(tracked)
+        for class_name in counted.values():
             stream.totals.add_track(class_name)
             window.add_track(class_name)
+        stream.gallery.offer(image, tracked, frame.received_at, counted.keys())  # before it is drawn on
         self._publish(stream.tracks.events(), counted_at)
         latency = stream.latency.add(frame, counted_at)
         occupancy = stream.tracks.counter.zone_occupancy()
@@ -491,7 +495,8 @@ class _Run:
         (``store_state``), and the playlist is not ended (players keep following it)."""
         now = time.time()
         self.video.finish(end=False)
-        self.stream.report_files(self.video)
+        window = self.clock.window
+        self.stream.report_files(self.video, self.stream.gallery.hand_back(window.number, window.started_at))
         self.sink.store_state(self._open_state(now))
         self.sink.on_status(self.stream.status(self.source, now))
         self.stream.handed_back = True

@@ -34,19 +34,19 @@ class LiveTracks:
         tracked.tracker_id = tracker_ids(tracked) + self.base
         return tracked
 
-    def new_tracks(self, tracked: sv.Detections) -> list[str]:
-        """The class names of the tracks that count from this frame on (the class each has now)."""
+    def new_tracks(self, tracked: sv.Detections) -> dict[int, str]:
+        """The tracks that count from this frame on: stream id → the class each has now."""
         ids = (tracker_ids(tracked) - self.base).tolist()
         if ids:
             self.highest = max(self.highest, self.base + max(ids))
-        new = []
+        new: dict[int, str] = {}
         for track_id in ids:
             if track_id in self._counted:
                 continue
             record = self.counter.track(track_id)
             if record is not None and self.counter.rule.long_enough(record.frames_seen):
                 self._counted.add(track_id)
-                new.append(record.class_name)
+                new[self.base + track_id] = record.class_name
         return new
 
     def events(self) -> list[TrackEvent]:

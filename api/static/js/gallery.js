@@ -4,7 +4,7 @@
 
 import { request } from "./api.js";
 import { element } from "./dom.js";
-import { formatCount, formatVideoTime } from "./format.js";
+import { formatCount, formatTimestamp, formatVideoTime } from "./format.js";
 
 const MAX_CARDS = 500; // a long video can count thousands; gallery.zip has every picture
 const SEEK_INTO_FRAME_S = 0.001; // just past the frame's own timestamp, so the frame shown is that one
@@ -12,6 +12,11 @@ const SEEK_INTO_FRAME_S = 0.001; // just past the frame's own timestamp, so the 
 /** gallery.json of a completed video job: {video: {width, height}, count, items: [...]}. */
 export function getGallery(jobId) {
   return request(`/jobs/${encodeURIComponent(jobId)}/gallery`);
+}
+
+/** A stream's gallery of window ``window``: the animals first counted in it (count, items). */
+export function getWindowGallery(jobId, window) {
+  return request(`/jobs/${encodeURIComponent(jobId)}/gallery/windows/${encodeURIComponent(window)}`);
 }
 
 /** Seeks a <video> and outlines a box (source pixels) over the picture while it stays paused there. */
@@ -93,6 +98,8 @@ export class GalleryGrid {
     this.firstBoxes = new Map(); // final id -> the box of its first sighting
     this.decorate = null; // (card, item) => void: more controls on each card (say, a review's)
     this.open = null; // (item) => void: what choosing a card does instead of seeking (an images job's file)
+    this.openLabel = "open its image"; // what ``open`` does, for the card's label
+    this.emptyNote = null; // what an empty gallery says instead of the default
   }
 
   reset() {
@@ -112,7 +119,9 @@ export class GalleryGrid {
   }
 
   noteOf(gallery, items) {
-    if (items.length === 0) return this.open ? "No animal was counted." : "No animal was tracked long enough to be counted.";
+    if (items.length === 0) {
+      return this.emptyNote || (this.open ? "No animal was counted." : "No animal was tracked long enough to be counted.");
+    }
     // an images job lists at most so many animals (gallery.json's truncated says so): the download has those
     const cut = gallery.truncated ? ` ${gallery.truncated.note}` : "";
     if (items.length <= MAX_CARDS) return cut.trim();
@@ -121,11 +130,11 @@ export class GalleryGrid {
   }
 
   cardOf(item, cropUrl) {
-    // an images job's animal is seen in files, a video's between two times
-    const seen = item.first_image !== undefined
-      ? item.crop_image || item.first_image
-      : `${formatVideoTime(item.first_time_s)} – ${formatVideoTime(item.last_time_s)}`;
-    const action = this.open ? "open its image" : "show its first sighting in the video";
+    // an images job's animal is seen in files, a stream's counted at a time of day, a video's between two times
+    let seen = `${formatVideoTime(item.first_time_s)} – ${formatVideoTime(item.last_time_s)}`;
+    if (item.first_image !== undefined) seen = item.crop_image || item.first_image;
+    else if (item.counted_at !== undefined) seen = formatTimestamp(item.counted_at);
+    const action = this.open ? this.openLabel : "show its first sighting in the video";
     const card = element("li", { className: "animal-card", attrs: { "data-testid": "animal-card", "data-track-id": String(item.id) } });
     const button = element("button", {
       className: "animal-button",

@@ -4,6 +4,7 @@
 import { ApiError, getModel, getSignedLinks, getWindows } from "./api.js";
 import { announce, element } from "./dom.js";
 import { capitalised, countedNoun, formatCount, formatDuration, formatTimestamp, secondsBetween } from "./format.js";
+import { GalleryGrid, getWindowGallery } from "./gallery.js";
 import { LivePlayer } from "./player.js";
 import { isActive } from "./status.js";
 import { renderWindowChart } from "./windowchart.js";
@@ -15,7 +16,8 @@ const DOWNLOAD_LABELS = { // link name -> label; other links go by their name
   windows: "Counts per window (JSON Lines)",
   windows_csv: "Counts per window (CSV)",
 };
-const NOT_DOWNLOADS = new Set(["self", "live", "files"]); // folders and the job itself
+const NOT_DOWNLOADS = new Set(["self", "live", "files", "crops", "gallery_windows"]); // folders and the job itself
+const LINK_RENEW_MARGIN_MS = 60_000; // fetch fresh signed links this long before they expire
 
 export class LiveView {
   constructor() {
@@ -23,6 +25,13 @@ export class LiveView {
     this.root = this.byId("live-view");
     this.player = new LivePlayer(this.byId("live-video"), this.byId("live-player-note"));
     new ResizeObserver(() => this.drawChart()).observe(this.byId("window-chart"));
+    this.gallery = new GalleryGrid({
+      card: this.byId("live-gallery-card"), grid: this.byId("live-gallery-grid"), note: this.byId("live-gallery-note"),
+      seeker: null,
+    });
+    this.gallery.open = (item) => window.open(this.cropUrl(item), "_blank", "noopener");
+    this.gallery.openLabel = "open its picture";
+    this.gallery.emptyNote = "No new animal was counted in this window.";
     this.reset();
   }
 
@@ -47,6 +56,9 @@ export class LiveView {
     this.byId("window-chart").replaceChildren();
     this.byId("live-random-weights-banner").hidden = true;
     this.modelKnown = false;
+    this.gallery.reset();
+    this.galleryWindow = null; // the window whose new animals are shown
+    this.signed = null; // signed links (the pictures open without the key), and when they expire
   }
 
   /** The labels say what the stream counts: the classes it chose, else "animals". */
@@ -106,7 +118,43 @@ export class LiveView {
       this.windowsLoaded = true;
     }
     this.drawChart();
+    if (last) await this.showNewAnimals(job, last);
     if (!isActive(job) && !this.downloadsShown) await this.showDownloads(job);
+  }
+
+  /** The newest closed window's new animals, each with its picture (once per window). */
+  async showNewAnimals(job, last) {
+    if (!job.links || !job.links.gallery_windows || last.window === this.galleryWindow) return;
+    const jobId = job.job_id;
+    let gallery;
+    try {
+      gallery = await getWindowGallery(jobId, last.window);
+    } catch (error) {
+      if (!(error instanceof ApiError) || error.status !== 404) throw error;
+      this.galleryWindow = last.window; // a window closed before galleries existed has none: asked once
+      return;
+    }
+    if (gallery.items.some((item) => item.crop)) await this.freshLinks(jobId);
+    if (jobId !== this.jobId) return;
+    this.galleryWindow = last.window;
+    this.byId("live-gallery-card").dataset.window = String(last.window);
+    this.byId("live-gallery-hint").textContent = `Each animal first counted in window ${last.window} `
+      + `(${formatTimestamp(gallery.from)} to ${formatTimestamp(gallery.to)}), at its best sighting then. `
+      + "Choose one to open its picture.";
+    this.gallery.render(gallery, (item) => this.cropUrl(item));
+  }
+
+  /** Signed links, fetched again shortly before they expire. */
+  async freshLinks(jobId) {
+    if (this.signed && Date.parse(this.signed.expires_at) - Date.now() > LINK_RENEW_MARGIN_MS) return;
+    const signed = await getSignedLinks(jobId);
+    if (jobId === this.jobId) this.signed = signed;
+  }
+
+  /** The URL of an animal's picture: the signed ``crops`` link with ``<id>.jpg`` appended. */
+  cropUrl(item) {
+    const signed = new URL(this.signed.links.crops, window.location.origin);
+    return `${signed.pathname}${encodeURIComponent(item.crop.split("/").pop())}${signed.search}`;
   }
 
   followPlayer(job) {
