@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from core import metrics
 from core.backends import Backends, build_backends
+from core.backends.azure.clients import AzureOptions
 from core.backends.deadline import DEFAULT_MAX_THREADS
 from core.backends.local import DATABASE_FILE
 from core.config import Settings, load_settings
@@ -305,6 +306,17 @@ def test_an_attempt_that_fails_after_its_lease_ran_out_leaves_the_job_to_whoever
 # --- the API ----------------------------------------------------------------------------------
 
 
+def api_bound_s(settings: Settings) -> float:
+    """How long GET /jobs/{id} may take while storage does not answer: the deadline, and 75 % of
+    it again because a loaded machine (load 8 and more on 2 cores) may leave the request's threads
+    unscheduled for seconds (4.0 s took 5.9 s beside load 20). The bound stays below what the
+    SDK's own timeouts and retries take to give up, so a missing deadline still fails."""
+    bound_s = 1.75 * settings.storage_deadline_s
+    sdk_gives_up_after_s = (AzureOptions().retry_total + 1) * settings.storage_read_timeout_s
+    assert bound_s < sdk_gives_up_after_s, (bound_s, sdk_gives_up_after_s)
+    return bound_s
+
+
 @pytest.mark.azurite
 def test_the_api_answers_503_in_time_while_azure_storage_stops_answering(make_settings, proxied_azurite):
     settings = proxied_settings(make_settings, proxied_azurite)  # default timeouts: the promise is theirs
@@ -316,8 +328,7 @@ def test_the_api_answers_503_in_time_while_azure_storage_stops_answering(make_se
             seconds, response = timed_get(client, f"/jobs/{job.id}")
             assert response.status_code == 503, response.text
             assert response.json()["error"]["code"] == "storage_unavailable", response.text
-            # the metadata deadline, plus thread hand-offs on a loaded machine
-            assert seconds < settings.storage_deadline_s + 2 * SLACK_S, f"GET /jobs/{{id}} took {seconds:.1f} s"
+            assert seconds < api_bound_s(settings), f"GET /jobs/{{id}} took {seconds:.1f} s"
             seconds, response = timed_get(client, "/ready")
             assert response.status_code == 503, response.text
             assert set(response.json()["checks"].values()) == {"no answer within 1.5 s"}

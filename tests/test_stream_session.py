@@ -507,20 +507,24 @@ def test_a_source_that_never_answers_fails_the_stream_instead_of_completing_it(
     settings = make_settings("local", model_id=str(tiny_rtdetr_dir), stream_allowed_networks=["127.0.0.1/32"],
                              stream_connect_attempts=1, stream_read_timeout_s=1.0)
     backends = build_backends(settings)
+    detectors = DetectorCache(settings)
+    detectors.get(str(tiny_rtdetr_dir))  # loaded first, as in a warm worker: the end time is the connect's
     job_id = "0000silent" + "0" * 16
-    end_in_2_s = {"duration_s": 2, "end_at": datetime.now(UTC) + timedelta(seconds=2)}
+    # end_at half-way through the connect attempt's 10 s: it comes after the worker has connected
+    # even when a loaded machine delays the connect by seconds, and well before the attempt times out
+    end_in_5_s = {"duration_s": 5, "end_at": datetime.now(UTC) + timedelta(seconds=5)}
     backends.jobs.create(Job(id=job_id, kind=JobKind.STREAM, input_blob=source_secret_path(job_id),
                              status=JobStatus.QUEUED, params=JobParams(model_id=str(tiny_rtdetr_dir)),
-                             stream=StreamOptions(window_s=60, **{ends: end_in_2_s[ends]})))
+                             stream=StreamOptions(window_s=60, **{ends: end_in_5_s[ends]})))
     backends.blobs.upload_stream(source_secret_path(job_id), [silent_server.url("rtsp").encode()])
     backends.stream_queue.send(JobMessage(job_id=job_id, input_blob=source_secret_path(job_id)).encode())
-    runner = StreamRunner(settings, backends, DetectorCache(settings), threading.Event(), tmp_path)
+    runner = StreamRunner(settings, backends, detectors, threading.Event(), tmp_path)
     try:
         assert runner.handle(backends.stream_queue.receive(timedelta(seconds=60))) is Outcome.DONE
         failed = backends.jobs.get(job_id)
         assert failed.status is JobStatus.FAILED, failed
         assert failed.error.code == "stream_unavailable", failed.error
-        # the connect attempt's timeout (10 s) comes after end_at (2 s), not after duration_s (never)
+        # the connect attempt's timeout (10 s) comes after end_at (5 s), not after duration_s (never)
         expected = "timed out" if ends == "duration_s" else "delivered no frame before its end_at"
         assert expected in failed.error.message, failed.error
         assert failed.live.streaming_s == 0 and failed.live.frames_received == 0

@@ -193,8 +193,11 @@ def test_a_worker_shutting_down_hands_its_stream_back_at_once(start_service, rts
     windows = window_numbers(service, job_id)
     assert windows == list(range(1, len(windows) + 1))  # the carried window written once, numbering goes on
     window_galleries_match(service, job_id)  # the carried window's too: its animals of both runs
-    segments_after = segment_numbers(service, job_id)  # segments are served immutable: no number twice
-    assert segments_after == sorted(set(segments_after)) and max(segments_after) > max(segments_before)
+    # the playlist lists a new segment once it is stored, which may come after the window above
+    segments_after = wait_until(lambda: (numbers := segment_numbers(service, job_id))
+                                and max(numbers) > max(segments_before) and numbers, 30,
+                                f"a segment after {max(segments_before)} in the live playlist")
+    assert segments_after == sorted(set(segments_after))  # segments are served immutable: no number twice
     assert "resumed" in service.client.get(after["links"]["gaps"]).text  # gaps.jsonl carried over and appended
     assert service.client.delete(f"/jobs/{job_id}").status_code == 202
     assert service.wait_for_status(job_id, {"completed", "failed"}, timeout=30)["status"] == "completed"
