@@ -100,6 +100,11 @@ class WindowGallery:
         """Crops held in memory: at most one per track in view."""
         return sum(1 for track in self._tracks.values() if track.crop is not None)
 
+    @property
+    def crop_bytes(self) -> int:
+        """The pixels of the crops held in memory (bounded like ``crops_held``)."""
+        return sum(track.crop.nbytes for track in self._tracks.values() if track.crop is not None)
+
     def offer(self, image: np.ndarray, tracked: sv.Detections, at: float, counted_now: Collection[int]) -> None:
         """One frame's tracks (with the stream's ids), before anything is drawn on ``image``
         (RGB); ``at``: when it was received (``time.time()``). ``counted_now``: the ids of the
