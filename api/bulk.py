@@ -139,15 +139,19 @@ def unpack_entry(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, destination: 
         raise ArchiveRefused(f"the ZIP holds another ZIP ({entry.filename!r}); ZIPs inside ZIPs are not unpacked")
 
 
+def opened_zip(zip_path: Path) -> zipfile.ZipFile:
+    """The ZIP at ``zip_path``, open (use it in a ``with``); ArchiveRefused when it cannot be read."""
+    try:
+        return zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ArchiveRefused(f"{zip_path.name}: not a readable ZIP ({exc})") from None
+
+
 def unpacked_files(zip_path: Path, work_dir: Path, settings: Settings) -> Iterator[tuple[str, Path]]:
     """(name in the job, unpacked file) for each file of the ZIP, one at a time: the caller
     stores each before the next is unpacked, and the file is removed when it asks for the next."""
     limits = ZipLimits.from_settings(settings)
-    try:
-        archive = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ArchiveRefused(f"{zip_path.name}: not a readable ZIP ({exc})") from None
-    with archive:
+    with opened_zip(zip_path) as archive:
         files = check_zip(archive, limits, settings.max_files_per_job, zip_path.stat().st_size)
         total = 0
         for number, (entry, name) in enumerate(files):

@@ -15,11 +15,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from api.bulk import ZipLimits, check_zip, unpack_entry
+from api.bulk import ZipLimits, check_zip, opened_zip, unpack_entry
 from api.media import LocalMedia, VideoInfo, sniff_media
 from api.telemetry_input import TelemetryInput, local_telemetry
 from core.config import Settings
-from core.errors import ArchiveRefused, InvalidInput, InvalidTelemetry, NotAVideo, UploadTooLarge
+from core.errors import InvalidInput, InvalidTelemetry, NotAVideo, UploadTooLarge
 from ml_engine.media.telemetry import SRT_SUFFIX
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts")
@@ -45,11 +45,7 @@ def video_in_zip(zip_path: Path, work_dir: Path, settings: Settings) -> VideoZip
     other files, holds two videos or two ``.SRT``, or a ``.SRT`` without a video; and the ZIP
     errors of ``api.bulk`` for a ZIP that breaks their rules."""
     limits = ZipLimits.from_settings(settings)
-    try:
-        archive = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ArchiveRefused(f"{zip_path.name}: not a readable ZIP ({exc})") from None
-    with archive:
+    with opened_zip(zip_path) as archive:
         entries = check_zip(archive, limits, settings.max_files_per_job, zip_path.stat().st_size)
         videos = [entry for entry in entries if _named_like(entry[1], VIDEO_SUFFIXES)]
         subtitles = [entry for entry in entries if _named_like(entry[1], (SRT_SUFFIX,))]

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from bench.counting.scene import _COATS, SCENARIOS, Camera, Herd, Scenario, Scene
+from bench.counting.scene import SCENARIOS, Camera, Herd, Scenario, Scene, walking_herd
 from ml_engine.survey.footprint import LocalFrame
 
 METRES_PER_WORLD_PX = 0.04
@@ -103,13 +103,7 @@ class LawnmowerScenario(Scenario):
         turn = rng.normal(0, 0.02, (frames, n))
         turn[0] = 0
         headings = heading0 + np.cumsum(turn, axis=0)
-        steps = speed[None, :, None] * np.stack([np.cos(headings), np.sin(headings)], axis=2)
-        steps[0] = 0
-        positions = start[None] + np.cumsum(steps, axis=0)
-        coat = rng.integers(0, len(_COATS), n)
-        colours = np.clip(_COATS[coat] + rng.normal(0, 10, (n, 3)), 0, 255)
-        spots = rng.random(n) < 0.25
-        return Herd(positions=positions, headings=headings, lengths=length, colours=colours, spots=spots)
+        return walking_herd(start, headings, speed, length, rng)
 
 
 def lawnmower(name: str, description: str, passes: int) -> LawnmowerScenario:

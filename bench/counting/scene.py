@@ -311,6 +311,14 @@ def _herds(sc: Scenario, cam: Camera, rng: np.random.Generator) -> Herd:
         heading = math.atan2(travel[1], travel[0])
         headings[:, crossers] = heading + np.cumsum(rng.normal(0, 0.004, (n_frames, crossers.sum())), axis=0)
         speed[crossers] = np.linalg.norm(travel) / max(meet, 60) * rng.uniform(0.9, 1.1, crossers.sum())
+    return walking_herd(start, headings, speed, length, rng)
+
+
+def walking_herd(start: np.ndarray, headings: np.ndarray, speed: np.ndarray, length: np.ndarray,
+                 rng: np.random.Generator) -> Herd:
+    """Animals from ``start`` walking at ``speed`` px a frame along ``headings`` (frames x animals),
+    with their coats drawn from ``rng``."""
+    n = len(length)
     steps = speed[None, :, None] * np.stack([np.cos(headings), np.sin(headings)], axis=2)
     steps[0] = 0
     positions = start[None] + np.cumsum(steps, axis=0)
