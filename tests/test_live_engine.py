@@ -604,7 +604,7 @@ def test_memory_stays_flat_as_animals_keep_coming(walk_frames: list[np.ndarray],
 
     run = StreamRun(
         "rtsp://camera.invalid/s", stream_config(window_s=2.0), ColourBoxDetector(), tmp_path, Measuring(),
-        source=ClipSource(walk_frames, fps=20.0),
+        source=ClipSource(walk_frames, fps=20.0, every_frame=True),
     )
     tracemalloc.start()
     try:
