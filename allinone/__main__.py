@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -28,8 +29,10 @@ from core.config import load_settings
 from core.errors import CattleCounterError
 from core.logging import configure_logging
 from core.scratch import open_scratch
-from worker.models import DetectorCache
-from worker.service import Worker
+
+if TYPE_CHECKING:
+    from worker.models import DetectorCache
+    from worker.service import Worker
 
 log = logging.getLogger("allinone")
 
@@ -52,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         scratch.close()
         print(f"cattlecounter: {exc}", file=sys.stderr)
         return 2
+    # the worker's imports (torch, transformers: seconds of CPU) wait until the settings and
+    # WORK_DIR have passed, so those are refused at once
+    from worker.models import DetectorCache
+    from worker.service import Worker
+
     detectors = DetectorCache(settings, backends.blobs)
     worker = Worker(settings, backends, detectors, scratch_dir=scratch.path)
     threading.Thread(target=_load_model_then_work, args=(detectors, worker), name="model-loader",

@@ -4,14 +4,16 @@ failing jobs, a failing scratch folder hands the job back, and killed workers' s
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures_server import launch_allinone
-from tests.fixtures_service import Process
+from tests.fixtures_service import REPO, Process
 from tests.waiting import answers, wait_until
 
 pytestmark = pytest.mark.slow
@@ -134,3 +136,18 @@ def test_a_restarted_worker_sweeps_the_scratch_of_the_one_that_was_killed(start_
     service.start_worker()
     assert not killed_dir.exists()
     assert len([p for p in root.iterdir() if p.is_dir()]) == 1  # the new worker's own
+
+
+
+@pytest.mark.parametrize(("module", "argv"), [("worker.main", []), ("allinone.__main__", ["--port", "0"])])
+def test_a_bad_work_dir_is_refused_before_torch_is_imported(module, argv, tmp_path):
+    """A misconfigured pod fails in a moment, not after the seconds of importing the model stack."""
+    a_file = tmp_path / "scratch-file"
+    a_file.write_text("not a folder")
+    env = {**os.environ, "STORAGE_BACKEND": "local", "DATA_DIR": str(tmp_path / "data"), "WORK_DIR": str(a_file),
+           "API_KEYS": "", "WORKER_METRICS_PORT": "0"}
+    probe = f"import sys; from {module} import main; code = main({argv!r}); print('torch' in sys.modules); sys.exit(code)"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    said = done.stdout + done.stderr  # the worker logs to stdout, the all-in-one prints to stderr
+    assert done.returncode == 2, said
+    assert "WORK_DIR" in said and done.stdout.splitlines()[-1] == "False", said

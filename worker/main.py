@@ -17,8 +17,6 @@ from core.errors import CattleCounterError
 from core.logging import configure_logging
 from core.metrics import start_metrics_server
 from core.scratch import open_scratch
-from worker.models import DetectorCache
-from worker.service import Worker
 
 log = logging.getLogger("worker")
 
@@ -44,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     except CattleCounterError as exc:
         log.error("cannot start: %s", exc)
         return 2
+    # torch and transformers are imported only now, seconds of CPU: a bad setting or WORK_DIR
+    # above is refused at once
+    from worker.models import DetectorCache
+    from worker.service import Worker
+
     try:
         backends = build_backends(settings)
         detectors = DetectorCache(settings, backends.blobs)
