@@ -251,17 +251,24 @@ def _overlap_clusters(xyxy: np.ndarray, cell: int) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
+PARTNER_ROWS = 256  # boxes compared with all the others at once: memory ~ 256 x boxes x 16 bytes x 3
+
+
 class _Boxes:
     """One frame's boxes of every view, and which may merge with which, for ``merge_views``."""
 
     def __init__(self, xyxy: np.ndarray, view_of: np.ndarray, classes: np.ndarray, match_ios: float) -> None:
         self.xyxy = xyxy
         self.view_of = view_of
-        may_merge = intersection_over_smaller(xyxy, xyxy) >= match_ios
-        may_merge &= (classes[:, None] == classes[None, :]) & (view_of[:, None] != view_of[None, :])
-        rows, columns = np.nonzero(may_merge)
-        # each box's partners, as one short array per box: a group only ever looks at these
-        self.partners = np.split(columns, np.searchsorted(rows, np.arange(1, len(xyxy))))
+        # each box's partners, as one short array per box: a group only ever looks at these.
+        # Compared PARTNER_ROWS boxes against all at a time: a cluster of 10,000 touching boxes
+        # (a packed pen, or random weights at a low threshold) would take gigabytes at once.
+        self.partners: list[np.ndarray] = []
+        for start in range(0, len(xyxy), PARTNER_ROWS):
+            rows = slice(start, start + PARTNER_ROWS)
+            may_merge = intersection_over_smaller(xyxy[rows], xyxy) >= match_ios
+            may_merge &= (classes[rows, None] == classes[None, :]) & (view_of[rows, None] != view_of[None, :])
+            self.partners.extend(np.flatnonzero(row) for row in may_merge)
 
     def gather(self, first: int, taken: np.ndarray) -> list[int]:
         """The group ``first`` starts: round by round, from each view not in it yet, the box

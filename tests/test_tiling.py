@@ -155,6 +155,31 @@ def test_merging_cluster_by_cluster_equals_merging_everything_at_once() -> None:
     assert key(clustered) == key(whole)
 
 
+def test_merging_a_packed_herd_whose_boxes_all_touch_takes_memory_in_proportion_to_it() -> None:
+    """One cluster of 4,000 touching boxes (a packed pen seen by two views; random weights at a
+    low threshold look the same) is compared a few rows at a time: its every-box-with-every-box
+    matrices would take over a gigabyte (a 24 MP raster's 10,000 boxes took 9 GB)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    ys, xs = np.mgrid[0:40, 0:50]
+    centres = np.stack([xs.ravel() * 10.0, ys.ravel() * 10.0], axis=1)  # 2,000 animals, 12 px, 10 px apart
+    per_view = []
+    for _view in range(2):
+        seen = centres + rng.normal(0, 0.3, centres.shape)
+        xyxy = np.concatenate([seen - 6, seen + 6], axis=1).astype(np.float32)
+        per_view.append(sv.Detections(xyxy=xyxy, confidence=rng.uniform(0.3, 1, len(xyxy)).astype(np.float32),
+                                      class_id=np.zeros(len(xyxy), dtype=int)))
+    tracemalloc.start()
+    try:
+        merged = merge_in_clusters(per_view, cell=256)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(merged) == 2000  # each animal once, no neighbour folded in
+    assert peak < 150e6, f"{peak / 1e6:.0f} MB"
+
+
 
 # --- the one tiled detector (video, live and stills) ---------------------------------------------
 
