@@ -100,12 +100,35 @@ def launch_allinone(directory: Path, model_dir: Path, started_path: str = "/heal
     return server
 
 
+# Dashboard modules that need only an API key of their own share one server, each key its own
+# tenant, so a module sees only its own jobs: one torch-importing start instead of one per module
+# (tests/xdist_scopes.py keeps them on one xdist worker). A module names its tenant with
+# ``ALLINONE_TENANT = "<name>"`` and takes its key from here.
+TENANT_KEYS = {"gallery": "gallery-key-5d20a1", "review": "review-key-2b77f0", "survey": "survey-key-41c9a2"}
+
+
+@pytest.fixture(scope="session")
+def tenants_server(tmp_path_factory: pytest.TempPathFactory, tiny_rtdetr_dir: Path) -> Iterator[AllInOneServer]:
+    keys = ",".join(f"{name}:{key}" for name, key in TENANT_KEYS.items())
+    server = launch_allinone(tmp_path_factory.mktemp("allinone-tenants"), tiny_rtdetr_dir, API_KEYS=keys)
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="module")
 def allinone_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_rtdetr_dir: Path
 ) -> Iterator[AllInOneServer]:
-    """One all-in-one server shared by a test module. A module may set ``ALLINONE_ENV = {...}``
-    (e.g. ``{"API_KEYS": "secret"}``) to start it with more settings."""
+    """One all-in-one server for a test module. A module may set ``ALLINONE_ENV = {...}`` (e.g.
+    ``{"API_KEYS": "secret"}``) to start its own with more settings, or ``ALLINONE_TENANT`` to
+    be one tenant of the shared ``tenants_server``."""
+    tenant = getattr(request.module, "ALLINONE_TENANT", None)
+    if tenant is not None:
+        shared = request.getfixturevalue("tenants_server")
+        view = AllInOneServer(shared.url, shared.data_dir, shared.process, TENANT_KEYS[tenant])
+        yield view
+        view.client.close()
+        return
     extra_env = getattr(request.module, "ALLINONE_ENV", {})
     server = launch_allinone(tmp_path_factory.mktemp("allinone"), tiny_rtdetr_dir, **extra_env)
     yield server

@@ -14,13 +14,13 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.fixtures_browser import SCREENSHOTS, dashboard_page, screenshot
-from tests.fixtures_server import AllInOneServer
+from tests.fixtures_server import TENANT_KEYS, AllInOneServer
 from tests.fixtures_video import write_clip
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-API_KEY = "gallery-key-5d20a1"
-ALLINONE_ENV = {"API_KEYS": f"farm:{API_KEY}"}  # read by the allinone_server fixture
+ALLINONE_TENANT = "gallery"  # read by the allinone_server fixture: one tenant of the shared server
+API_KEY = TENANT_KEYS[ALLINONE_TENANT]
 JOB_TIMEOUT_S = 90  # the tiny model on 2 busy CPU cores; the job takes a few seconds
 UI_TIMEOUT_MS = 10_000
 SEEK_TOLERANCE_S = 0.05  # a frame is 0.1 s: the video must land on the frame asked for

@@ -12,13 +12,13 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.fixtures_browser import SCREENSHOTS, dashboard_page
-from tests.fixtures_server import AllInOneServer
+from tests.fixtures_server import TENANT_KEYS, AllInOneServer
 from tests.fixtures_video import write_clip
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-API_KEY = "review-key-2b77f0"
-ALLINONE_ENV = {"API_KEYS": f"farm:{API_KEY}"}  # read by the allinone_server fixture
+ALLINONE_TENANT = "review"  # read by the allinone_server fixture: one tenant of the shared server
+API_KEY = TENANT_KEYS[ALLINONE_TENANT]
 JOB_TIMEOUT_S = 90.0
 UI_TIMEOUT_MS = 10_000
 
@@ -88,7 +88,7 @@ def test_correct_in_one_tab_refused_in_a_stale_one_then_undo(two_tabs, allinone_
     expect(tab_two.get_by_test_id("review-reviewed")).to_contain_text(str(total))
     review = allinone_server.client.get(f"/jobs/{completed_job}/review").json()
     assert review["reviewed"] == review["automatic"]
-    assert all(c["undone"] and c["by"] == "farm" for c in review["corrections"])
+    assert all(c["undone"] and c["by"] == ALLINONE_TENANT for c in review["corrections"])
 
 
 def card_of(page, track: int):

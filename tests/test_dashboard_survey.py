@@ -18,12 +18,12 @@ from playwright.sync_api import expect
 
 from bench.survey.flight import Camera, plan_grid, render_shot, write_dji_jpeg
 from tests.fixtures_browser import dashboard_page, screenshot, submit_images_as_one_job
-from tests.fixtures_server import AllInOneServer
+from tests.fixtures_server import TENANT_KEYS, AllInOneServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-API_KEY = "survey-key-41c9a2"
-ALLINONE_ENV = {"API_KEYS": f"farm:{API_KEY}"}  # read by the allinone_server fixture
+ALLINONE_TENANT = "survey"  # read by the allinone_server fixture: one tenant of the shared server
+API_KEY = TENANT_KEYS[ALLINONE_TENANT]
 JOB_TIMEOUT_MS = 90_000
 UI_TIMEOUT_MS = 10_000
 

@@ -8,14 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.xdist_scopes import LIVE, LIVE_MODULES, MODULE_SERVERS, scope_of
+from tests.xdist_scopes import LIVE, LIVE_MODULES, MODULE_SERVERS, TENANT_MODULES, TENANTS, scope_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_module_the_scopes_name_exists() -> None:
     """A renamed module would silently fall back to test-by-test scheduling."""
-    assert all((ROOT / path).is_file() for path in LIVE_MODULES | MODULE_SERVERS)
+    assert all((ROOT / path).is_file() for path in LIVE_MODULES | MODULE_SERVERS | TENANT_MODULES)
 
 
 def test_live_modules_share_one_scope_server_modules_keep_theirs_the_rest_go_one_by_one() -> None:
@@ -23,6 +23,8 @@ def test_live_modules_share_one_scope_server_modules_keep_theirs_the_rest_go_one
     assert scope_of("tests/test_dashboard.py::test_a[1]") == scope_of("tests/test_dashboard.py::test_b") \
         == "tests/test_dashboard.py"
     assert scope_of("tests/test_api.py::test_a[local]") == "tests/test_api.py::test_a[local]"
+    assert scope_of("tests/test_dashboard_review.py::test_a") == scope_of("tests/test_dashboard_survey.py::test_b") \
+        == TENANTS
 
 
 def test_make_test_fast_leaves_out_the_heavy_tests_the_fixtures_mark() -> None:
@@ -44,4 +46,12 @@ def test_every_module_using_a_module_scoped_server_is_kept_on_one_worker() -> No
     users = {f"tests/{path.name}" for path in (ROOT / "tests").glob("test_*.py")
              if path.name != "test_test_tiers.py"
              and re.search(r"\b(shared_service|allinone_server)\b", path.read_text(encoding="utf-8"))}
-    assert users and users <= MODULE_SERVERS, sorted(users - MODULE_SERVERS)
+    assert users and users <= MODULE_SERVERS | TENANT_MODULES, sorted(users - MODULE_SERVERS - TENANT_MODULES)
+
+
+def test_the_modules_sharing_the_tenants_server_are_the_ones_that_name_a_tenant() -> None:
+    """A module naming a tenant but scheduled on its own would start the shared server again on
+    the other worker; one in the group without a tenant would start a server of its own."""
+    tenants = {f"tests/{path.name}" for path in (ROOT / "tests").glob("test_*.py")
+               if re.search(r"^ALLINONE_TENANT = ", path.read_text(encoding="utf-8"), re.MULTILINE)}
+    assert tenants == TENANT_MODULES

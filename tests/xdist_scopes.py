@@ -10,7 +10,8 @@ here from the node id alone, which the scheduler (in the controller, which colle
   assertions time;
 - a module whose module-scoped fixture starts a server (the all-in-one with Chromium, the API
   of the HTTP boundary table, the API and worker of ``shared_service``) stays on one worker, so
-  the server starts once;
+  the server starts once; so do the dashboard modules that share the all-in-one of
+  ``tenants_server``, one tenant each;
 - every other test goes to whichever worker is free, one by one, as ``--dist load`` does.
 
 Any test is still safe on any worker: each worker is its own session with its own temp directory
@@ -25,10 +26,11 @@ LIVE = "live"
 LIVE_MODULES = frozenset({"tests/test_live_engine.py", "tests/test_live_source.py", "tests/test_live_gallery.py"})
 MODULE_SERVERS = frozenset({"tests/test_dashboard.py", "tests/test_dashboard_streams.py",
                             "tests/test_http_boundary.py", "tests/test_api_docs.py",
-                            "tests/test_openapi_contract.py", "tests/test_dashboard_gallery.py",
-                            "tests/test_dashboard_review.py", "tests/test_dashboard_drawing.py",
-                            "tests/test_dashboard_survey.py",
+                            "tests/test_openapi_contract.py", "tests/test_dashboard_drawing.py",
                             "tests/test_service_e2e.py", "tests/test_stills_service.py"})
+TENANTS = "tenants"  # the modules of tests/fixtures_server.py's tenants_server: one server for all
+TENANT_MODULES = frozenset({"tests/test_dashboard_gallery.py", "tests/test_dashboard_review.py",
+                            "tests/test_dashboard_survey.py"})
 
 
 def scope_of(nodeid: str) -> str:
@@ -36,6 +38,8 @@ def scope_of(nodeid: str) -> str:
     path = nodeid.split("::", 1)[0]
     if path in LIVE_MODULES:
         return LIVE
+    if path in TENANT_MODULES:
+        return TENANTS
     if path in MODULE_SERVERS:
         return path
     return nodeid
