@@ -9,6 +9,7 @@ zeros, and every tile still goes through the model) and counts each with
     python bench/stills_bench.py                        # 5k and 20k, tiny model, CPU
     python bench/stills_bench.py --sizes 5000 50000     # the default MAX_RASTER_PIXELS' edge
     python bench/stills_bench.py --model PekingU/rtdetr_v2_r18vd --device cuda
+    python bench/stills_bench.py --sizes 6000 --threshold 0.01   # many boxes: random weights everywhere
 
 Prints a table and writes JSON to bench/results/. A whole 20k raster as RGB is 1.2 GB; read
 in windows, peak RSS should not move with the raster's size, only time does (tiles).
@@ -52,7 +53,7 @@ def write_sparse_raster(path: Path, size: int, block: int = 512) -> None:
                 out.write(tile, window=Window(x, y, block, block))
 
 
-def measure(raster: Path, model: str, device: str, tile_batch_size: int) -> dict[str, Any]:
+def measure(raster: Path, model: str, device: str, tile_batch_size: int, threshold: float) -> dict[str, Any]:
     """Run in a child process: count one raster; its peak RSS, seconds and tiles."""
     sys.path.insert(0, str(ROOT))
     from ml_engine.detection import DetectionConfig
@@ -62,13 +63,14 @@ def measure(raster: Path, model: str, device: str, tile_batch_size: int) -> dict
     detector = Detector.load(model, device=device)
     loaded_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with tempfile.TemporaryDirectory() as out:
-        run = StillsRun(Path(out), detector, StillsConfig(detection=DetectionConfig(threshold=0.5, tile_batch_size=tile_batch_size)))
+        run = StillsRun(Path(out), detector, StillsConfig(detection=DetectionConfig(threshold=threshold, tile_batch_size=tile_batch_size)))
         started, cpu = time.monotonic(), time.process_time()
         result = run.add_file(raster.name, raster)
         run.finish()
         seconds, cpu = time.monotonic() - started, time.process_time() - cpu
     assert result.ok, result.error
     return {"raster_px": f"{result.width}x{result.height}", "kind": result.kind, "tiles": result.tiles,
+            "boxes": result.counts["total"],
             "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
             "tiles_per_s": round(result.tiles / seconds, 1), "rss_after_model_load_mb": round(loaded_rss),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
@@ -80,10 +82,13 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="checkpoint (default: a tiny random RT-DETRv2, built here)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tile-batch-size", type=int, default=16)
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="0.01 makes the random model's boxes cover the raster: memory with many boxes")
     parser.add_argument("--child", nargs=2, metavar=("RASTER", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(Path(args.child[0]), args.child[1], args.device, args.tile_batch_size)))
+        print(json.dumps(measure(Path(args.child[0]), args.child[1], args.device, args.tile_batch_size,
+                                 args.threshold)))
         return 0
     rows = []
     with tempfile.TemporaryDirectory() as work:
@@ -97,18 +102,18 @@ def main() -> int:
             raster = Path(work) / f"ortho_{size}.tif"
             write_sparse_raster(raster, size)
             child = subprocess.run([sys.executable, __file__, "--child", str(raster), model, "--device", args.device,
-                                    "--tile-batch-size", str(args.tile_batch_size)],
+                                    "--tile-batch-size", str(args.tile_batch_size), "--threshold", str(args.threshold)],
                                    capture_output=True, text=True, check=True, cwd=ROOT)
             row = json.loads(child.stdout.strip().splitlines()[-1])
             row["load_average"] = round(os.getloadavg()[0], 2)
             rows.append(row)
-            print(f"{row['raster_px']:>13}  tiles {row['tiles']:>6}  {row['seconds']:>7} s  "
+            print(f"{row['raster_px']:>13}  tiles {row['tiles']:>6}  boxes {row['boxes']:>7}  {row['seconds']:>7} s  "
                   f"{row['tiles_per_s']:>6} tiles/s  peak RSS {row['peak_rss_mb']} MB "
                   f"(model loaded: {row['rss_after_model_load_mb']} MB)  load {row['load_average']}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     document = {"benchmark": "stills", "model": args.model or "tiny rt_detr_v2 (random weights)",
-                "device": args.device, "tile_batch_size": args.tile_batch_size, "machine": platform.machine(),
+                "device": args.device, "tile_batch_size": args.tile_batch_size, "threshold": args.threshold, "machine": platform.machine(),
                 "cpus": os.cpu_count(), "rows": rows}
     (RESULTS / f"stills_{stamp}.json").write_text(json.dumps(document, indent=1))
     return 0
