@@ -9,7 +9,7 @@ zeros, and every tile still goes through the model) and counts each with
     python bench/stills_bench.py                        # 5k and 20k, tiny model, CPU
     python bench/stills_bench.py --sizes 5000 50000     # the default MAX_RASTER_PIXELS' edge
     python bench/stills_bench.py --model PekingU/rtdetr_v2_r18vd --device cuda
-    python bench/stills_bench.py --sizes 6000 --threshold 0.01   # many boxes: random weights everywhere
+    python bench/stills_bench.py --sizes 6000 --grey --threshold 0.01 --tile-batch-size 64   # 10,000 touching boxes
 
 Prints a table and writes JSON to bench/results/. A whole 20k raster as RGB is 1.2 GB; read
 in windows, peak RSS should not move with the raster's size, only time does (tiles).
@@ -34,8 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
 
-def write_sparse_raster(path: Path, size: int, block: int = 512) -> None:
-    """A size x size GeoTIFF (EPSG:32633, 5 cm) with a white 12 px square in every 8th block row and column."""
+def write_sparse_raster(path: Path, size: int, block: int = 512, grey: bool = False) -> None:
+    """A size x size GeoTIFF (EPSG:32633, 5 cm) with a white 12 px square in every 8th block row and column;
+    ``grey``: every block one grey level instead (the random model then finds boxes everywhere)."""
     import numpy as np
     import rasterio
     from affine import Affine
@@ -46,6 +47,9 @@ def write_sparse_raster(path: Path, size: int, block: int = 512) -> None:
                "tiled": True, "blockxsize": block, "blockysize": block, "compress": "deflate",
                "sparse_ok": True, "BIGTIFF": "YES"}
     with rasterio.open(path, "w", **profile) as out:
+        if grey:
+            out.write(np.full((3, size, size), 90, np.uint8))
+            return
         tile = np.zeros((3, block, block), np.uint8)
         tile[:, 250:262, 250:262] = 255
         for y in range(0, size - block + 1, 8 * block):
@@ -84,6 +88,7 @@ def main() -> int:
     parser.add_argument("--tile-batch-size", type=int, default=16)
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="0.01 makes the random model's boxes cover the raster: memory with many boxes")
+    parser.add_argument("--grey", action="store_true", help="a grey raster (written whole: keep it small)")
     parser.add_argument("--child", nargs=2, metavar=("RASTER", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -100,7 +105,7 @@ def main() -> int:
             model = str(build_tiny_checkpoint(Path(work) / "tiny", arch="rt_detr_v2"))
         for size in args.sizes:
             raster = Path(work) / f"ortho_{size}.tif"
-            write_sparse_raster(raster, size)
+            write_sparse_raster(raster, size, grey=args.grey)
             child = subprocess.run([sys.executable, __file__, "--child", str(raster), model, "--device", args.device,
                                     "--tile-batch-size", str(args.tile_batch_size), "--threshold", str(args.threshold)],
                                    capture_output=True, text=True, check=True, cwd=ROOT)
@@ -113,7 +118,8 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     document = {"benchmark": "stills", "model": args.model or "tiny rt_detr_v2 (random weights)",
-                "device": args.device, "tile_batch_size": args.tile_batch_size, "threshold": args.threshold, "machine": platform.machine(),
+                "device": args.device, "tile_batch_size": args.tile_batch_size, "threshold": args.threshold,
+                "grey": args.grey, "machine": platform.machine(),
                 "cpus": os.cpu_count(), "rows": rows}
     (RESULTS / f"stills_{stamp}.json").write_text(json.dumps(document, indent=1))
     return 0
