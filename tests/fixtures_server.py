@@ -104,13 +104,15 @@ def launch_allinone(directory: Path, model_dir: Path, started_path: str = "/heal
 # tenant, so a module sees only its own jobs: one torch-importing start instead of one per module
 # (tests/xdist_scopes.py keeps them on one xdist worker). A module names its tenant with
 # ``ALLINONE_TENANT = "<name>"`` and takes its key from here.
-TENANT_KEYS = {"gallery": "gallery-key-5d20a1", "review": "review-key-2b77f0", "survey": "survey-key-41c9a2"}
+TENANT_KEYS = {"gallery": "gallery-key-5d20a1", "review": "review-key-2b77f0", "survey": "survey-key-41c9a2",
+               "drawing": "drawing-key-93be4d"}
+TENANTS_ENV = {"STREAM_ALLOWED_NETWORKS": "127.0.0.0/8"}  # the test cameras are on loopback
 
 
 @pytest.fixture(scope="session")
 def tenants_server(tmp_path_factory: pytest.TempPathFactory, tiny_rtdetr_dir: Path) -> Iterator[AllInOneServer]:
     keys = ",".join(f"{name}:{key}" for name, key in TENANT_KEYS.items())
-    server = launch_allinone(tmp_path_factory.mktemp("allinone-tenants"), tiny_rtdetr_dir, API_KEYS=keys)
+    server = launch_allinone(tmp_path_factory.mktemp("allinone-tenants"), tiny_rtdetr_dir, API_KEYS=keys, **TENANTS_ENV)
     yield server
     server.stop()
 

@@ -17,12 +17,13 @@ from playwright.sync_api import expect
 
 from ml_engine.media.video import iter_frames
 from tests.fixtures_browser import SCREENSHOTS, dashboard_page
-from tests.fixtures_server import AllInOneServer
+from tests.fixtures_server import TENANT_KEYS, AllInOneServer
 from tests.fixtures_video import write_clip
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ALLINONE_ENV = {"STREAM_ALLOWED_NETWORKS": "127.0.0.0/8"}  # read by the allinone_server fixture: the camera is on loopback
+ALLINONE_TENANT = "drawing"  # read by the allinone_server fixture: one tenant of the shared server
+API_KEY = TENANT_KEYS[ALLINONE_TENANT]
 UI_TIMEOUT_MS = 15_000
 SNAPSHOT_TIMEOUT_MS = 30_000  # the API connects to the camera: its open timeout (10 s) and a loaded CPU
 CAMERA_BACKGROUND = (48, 80, 128)  # tests/rtsp_server.py's pattern: background-color=0xff305080
@@ -76,7 +77,7 @@ def choose_video(page, clip: Path):
 def test_a_line_and_a_zone_drawn_with_the_mouse_reach_the_job_in_source_pixels(
     browser, allinone_server: AllInOneServer, real_clip: Path
 ) -> None:
-    with dashboard_page(browser, allinone_server, None) as page:
+    with dashboard_page(browser, allinone_server, API_KEY) as page:
         choose_video(page, real_clip)
         expect(page.get_by_test_id("drawing-size")).to_contain_text("768 × 576")
         canvas = page.get_by_test_id("drawing-canvas")
@@ -122,7 +123,7 @@ def test_a_line_and_a_zone_drawn_with_the_mouse_reach_the_job_in_source_pixels(
 def test_removing_the_video_hides_the_frame_and_forgets_what_was_drawn(
     browser, allinone_server: AllInOneServer, real_clip: Path
 ) -> None:
-    with dashboard_page(browser, allinone_server, None) as page:
+    with dashboard_page(browser, allinone_server, API_KEY) as page:
         panel = choose_video(page, real_clip)
         page.get_by_test_id("drawing-canvas").scroll_into_view_if_needed()
         box = page.get_by_test_id("drawing-canvas").bounding_box()
@@ -148,7 +149,7 @@ def test_lines_drawn_on_a_camera_snapshot_reach_the_stream_in_the_camera_pixels(
     camera = rtsp_server_factory(width=320, height=240)
     job_id = None
     try:
-        with dashboard_page(browser, allinone_server, None) as page:
+        with dashboard_page(browser, allinone_server, API_KEY) as page:
             page.get_by_test_id("source-camera").check()
             page.get_by_test_id("stream-url-input").fill(camera.url)
             page.get_by_test_id("snapshot-button").click()
@@ -202,7 +203,7 @@ def test_lines_drawn_on_a_camera_snapshot_reach_the_stream_in_the_camera_pixels(
 def test_a_snapshot_of_a_camera_outside_the_allowed_networks_says_why(
     browser, allinone_server: AllInOneServer
 ) -> None:
-    with dashboard_page(browser, allinone_server, None) as page:
+    with dashboard_page(browser, allinone_server, API_KEY) as page:
         page.get_by_test_id("source-camera").check()
         page.get_by_test_id("snapshot-button").click()
         expect(page.get_by_test_id("form-error")).to_contain_text("Enter the camera's stream URL")
