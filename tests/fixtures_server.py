@@ -105,8 +105,14 @@ def launch_allinone(directory: Path, model_dir: Path, started_path: str = "/heal
 # (tests/xdist_scopes.py keeps them on one xdist worker). A module names its tenant with
 # ``ALLINONE_TENANT = "<name>"`` and takes its key from here.
 TENANT_KEYS = {"gallery": "gallery-key-5d20a1", "review": "review-key-2b77f0", "survey": "survey-key-41c9a2",
-               "drawing": "drawing-key-93be4d"}
-TENANTS_ENV = {"STREAM_ALLOWED_NETWORKS": "127.0.0.0/8"}  # the test cameras are on loopback
+               "drawing": "drawing-key-93be4d", "dashboard": "dashboard-key-7c41e9"}
+TENANTS_ENV = {
+    "STREAM_ALLOWED_NETWORKS": "127.0.0.0/8",  # the test cameras are on loopback
+    # tiles of 1600 px leave the clips whole and cut big stills and a 24 MP orthomosaic into a
+    # dozen views each, not the hundreds of the tiny model's 320 px tiles: the same pages, for a
+    # fraction of the CPU
+    "TILING": "1600x1600",
+}
 
 
 @pytest.fixture(scope="session")

@@ -31,18 +31,15 @@ from tests.fixtures_browser import (
     screenshot,
     submit_images_as_one_job,
 )
-from tests.fixtures_server import AllInOneServer, launch_allinone
+from tests.fixtures_server import TENANT_KEYS, AllInOneServer, launch_allinone
 from tests.fixtures_telemetry import dji_srt
 from tests.fixtures_video import write_clip, write_truncated_midstream
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-API_KEY = "dashboard-key-7c41e9"
-# read by the allinone_server fixture. Tiles of 1600 px leave the clips whole and cut the big stills and
-# the 24 MP orthomosaic into a dozen views each, not the hundreds of the tiny model's 320 px tiles: the
-# pages under test are the same, for a fraction of the CPU.
-ALLINONE_ENV = {"API_KEYS": f"farm:{API_KEY}", "TILING": "1600x1600"}
+ALLINONE_TENANT = "dashboard"  # read by the allinone_server fixture: one tenant of the shared server
+API_KEY = TENANT_KEYS[ALLINONE_TENANT]
 
 DIRECT_UPLOAD_BYTES = 32 * 1024 * 1024  # api/static/js/api.js: files this big go through POST /uploads
 JOB_TIMEOUT_MS = 90_000  # the tiny model on 2 busy CPU cores; jobs here take a few seconds

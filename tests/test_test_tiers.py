@@ -20,8 +20,8 @@ def test_every_module_the_scopes_name_exists() -> None:
 
 def test_live_modules_share_one_scope_server_modules_keep_theirs_the_rest_go_one_by_one() -> None:
     assert scope_of("tests/test_live_engine.py::test_rtsp_x") == scope_of("tests/test_live_source.py::test_y") == LIVE
-    assert scope_of("tests/test_dashboard.py::test_a[1]") == scope_of("tests/test_dashboard.py::test_b") \
-        == "tests/test_dashboard.py"
+    assert scope_of("tests/test_dashboard_streams.py::test_a[1]") == scope_of("tests/test_dashboard_streams.py::test_b") \
+        == "tests/test_dashboard_streams.py"
     assert scope_of("tests/test_api.py::test_a[local]") == "tests/test_api.py::test_a[local]"
     assert scope_of("tests/test_dashboard_review.py::test_a") == scope_of("tests/test_dashboard_survey.py::test_b") \
         == TENANTS

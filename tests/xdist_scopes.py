@@ -24,13 +24,14 @@ import pytest
 
 LIVE = "live"
 LIVE_MODULES = frozenset({"tests/test_live_engine.py", "tests/test_live_source.py", "tests/test_live_gallery.py"})
-MODULE_SERVERS = frozenset({"tests/test_dashboard.py", "tests/test_dashboard_streams.py",
+MODULE_SERVERS = frozenset({"tests/test_dashboard_streams.py",
                             "tests/test_http_boundary.py", "tests/test_api_docs.py",
                             "tests/test_openapi_contract.py",
                             "tests/test_service_e2e.py", "tests/test_stills_service.py"})
 TENANTS = "tenants"  # the modules of tests/fixtures_server.py's tenants_server: one server for all
 TENANT_MODULES = frozenset({"tests/test_dashboard_gallery.py", "tests/test_dashboard_review.py",
-                            "tests/test_dashboard_survey.py", "tests/test_dashboard_drawing.py"})
+                            "tests/test_dashboard_survey.py", "tests/test_dashboard_drawing.py",
+                            "tests/test_dashboard.py"})
 
 
 def scope_of(nodeid: str) -> str:
