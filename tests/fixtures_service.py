@@ -6,11 +6,12 @@ API's base URL, an httpx client, the worker processes and their logs. Everything
 stopped at the end of the test.
 
 ``shared_service(backend)`` returns the same default service (one worker, ``FAST_WORKER``
-settings) to every test of a module that asks for it, started once per backend and stopped at
-the module's end: each start imports torch in a new worker process, seconds of CPU on the 2-core
-machine. For tests that only submit jobs and read them back; a test that kills, stops or
-reconfigures a process, or counts what is queued, starts its own. A module using it is kept on
-one xdist worker (tests/xdist_scopes.py), so the service starts once.
+settings) to every test that asks for it, started once per backend and xdist worker and stopped
+at the session's end: each start imports torch in a new worker process, seconds of CPU on the
+2-core machine. For tests that only submit jobs and read them back (by their ids: other modules'
+jobs are there too); a test that kills, stops or reconfigures a process, or counts what is
+queued, starts its own. The modules using it are kept on one xdist worker
+(tests/xdist_scopes.py's ``SERVICE_MODULES``), so each service starts once.
 """
 
 from __future__ import annotations
@@ -219,15 +220,15 @@ def start_service(make_settings, tiny_rtdetr_dir, tmp_path) -> Iterator:
         service.close()
 
 
-@pytest.fixture(scope="module")
-def shared_service(module_settings, tiny_rtdetr_dir, tmp_path_factory) -> Iterator:
-    """``shared_service(backend)``: the module's default service on that backend (module doc)."""
+@pytest.fixture(scope="session")
+def shared_service(session_settings, tiny_rtdetr_dir, tmp_path_factory) -> Iterator:
+    """``shared_service(backend)``: the default service on that backend (module doc)."""
     services: list[Service] = []
     by_backend: dict[str, Service] = {}
 
     def get(backend: str = "local") -> Service:
         if backend not in by_backend:
-            settings = module_settings(backend, **{"model_id": str(tiny_rtdetr_dir), **FAST_WORKER})
+            settings = session_settings(backend, **{"model_id": str(tiny_rtdetr_dir), **FAST_WORKER})
             logs = tmp_path_factory.mktemp(f"shared-service-{backend}")  # each its own worker-0.log
             by_backend[backend] = launch_service(settings, logs, 1, services)
         return by_backend[backend]

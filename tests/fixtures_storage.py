@@ -15,7 +15,7 @@ Reuse these from any test module (they are registered in tests/conftest.py):
     queue, poison queue and table names, so tests never see each other's data (they are
     deleted after the test). ``overrides`` are any Settings fields. ``.env`` is ignored.
 
-``module_settings`` (module)
+``session_settings`` (session)
     The same factory for module-scoped fixtures; Azure resources are deleted at the module's end.
 
 ``proxied_azurite`` (function)
@@ -246,11 +246,11 @@ def make_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ma
         yield make
 
 
-@pytest.fixture(scope="module")
-def module_settings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeSettings]:
-    """``make_settings`` for a module-scoped fixture (``shared_service``): the same isolated
-    Settings, their Azure resources dropped at the module's end."""
-    with _settings_factory(request, tmp_path_factory.mktemp("module-settings")) as make:
+@pytest.fixture(scope="session")
+def session_settings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeSettings]:
+    """``make_settings`` for a session-scoped fixture (``shared_service``): the same isolated
+    Settings, their Azure resources dropped at the session's end."""
+    with _settings_factory(request, tmp_path_factory.mktemp("session-settings")) as make:
         yield make
 
 

@@ -51,8 +51,8 @@ def _telemetry_of_completed(service, job_id: str) -> dict[str, Any]:
     return stats["telemetry"]
 
 
-def test_telemetry_reaches_the_video_job_every_way_it_can_be_sent(start_service, small_clip: Path):
-    service = start_service("local")
+def test_telemetry_reaches_the_video_job_every_way_it_can_be_sent(shared_service, small_clip: Path):
+    service = shared_service("local")
     video = small_clip.read_bytes()
     jobs = {
         "multipart": _posted(service, files={"file": ("DJI_0001.MP4", video), "telemetry": ("DJI_0001.SRT", SRT)}),
@@ -71,8 +71,8 @@ def test_telemetry_reaches_the_video_job_every_way_it_can_be_sent(start_service,
     assert _telemetry_of_completed(service, jobs["none"]) == {"given": False}
 
 
-def test_telemetry_that_cannot_be_used_completes_the_job_and_says_why(start_service, small_clip: Path):
-    service = start_service("local")
+def test_telemetry_that_cannot_be_used_completes_the_job_and_says_why(shared_service, small_clip: Path):
+    service = shared_service("local")
     video = small_clip.read_bytes()
     other_maker = _posted(service, files={"file": ("clip.mp4", video),
                                           "telemetry": ("other.srt", other_makers_srt(5).encode())})

@@ -8,14 +8,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.xdist_scopes import LIVE, LIVE_MODULES, MODULE_SERVERS, TENANT_MODULES, TENANTS, scope_of
+from tests.xdist_scopes import (
+    LIVE,
+    LIVE_MODULES,
+    MODULE_SERVERS,
+    SERVICE_MODULES,
+    SERVICES,
+    TENANT_MODULES,
+    TENANTS,
+    scope_of,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_module_the_scopes_name_exists() -> None:
     """A renamed module would silently fall back to test-by-test scheduling."""
-    assert all((ROOT / path).is_file() for path in LIVE_MODULES | MODULE_SERVERS | TENANT_MODULES)
+    assert all((ROOT / path).is_file() for path in LIVE_MODULES | MODULE_SERVERS | TENANT_MODULES | SERVICE_MODULES)
 
 
 def test_live_modules_share_one_scope_server_modules_keep_theirs_the_rest_go_one_by_one() -> None:
@@ -46,7 +55,8 @@ def test_every_module_using_a_module_scoped_server_is_kept_on_one_worker() -> No
     users = {f"tests/{path.name}" for path in (ROOT / "tests").glob("test_*.py")
              if path.name != "test_test_tiers.py"
              and re.search(r"\b(shared_service|allinone_server)\b", path.read_text(encoding="utf-8"))}
-    assert users and users <= MODULE_SERVERS | TENANT_MODULES, sorted(users - MODULE_SERVERS - TENANT_MODULES)
+    grouped = MODULE_SERVERS | TENANT_MODULES | SERVICE_MODULES
+    assert users and users <= grouped, sorted(users - grouped)
 
 
 def test_the_modules_sharing_the_tenants_server_are_the_ones_that_name_a_tenant() -> None:
@@ -55,3 +65,10 @@ def test_the_modules_sharing_the_tenants_server_are_the_ones_that_name_a_tenant(
     tenants = {f"tests/{path.name}" for path in (ROOT / "tests").glob("test_*.py")
                if re.search(r"^ALLINONE_TENANT = ", path.read_text(encoding="utf-8"), re.MULTILINE)}
     assert tenants == TENANT_MODULES
+
+
+def test_the_modules_sharing_the_session_service_are_grouped_on_one_worker() -> None:
+    users = {f"tests/{path.name}" for path in (ROOT / "tests").glob("test_*.py")
+             if path.name != "test_test_tiers.py" and re.search(r"\bshared_service\b", path.read_text(encoding="utf-8"))}
+    assert users == SERVICE_MODULES
+    assert {scope_of(f"{path}::test_x") for path in SERVICE_MODULES} == {SERVICES}

@@ -10,8 +10,9 @@ here from the node id alone, which the scheduler (in the controller, which colle
   assertions time;
 - a module whose module-scoped fixture starts a server (the all-in-one with Chromium, the API
   of the HTTP boundary table, the API and worker of ``shared_service``) stays on one worker, so
-  the server starts once; so do the dashboard modules that share the all-in-one of
-  ``tenants_server``, one tenant each;
+  the server starts once; so does each group of modules sharing a session-scoped server (the
+  dashboard modules on ``tenants_server``'s all-in-one, one tenant each; the modules of
+  ``shared_service``);
 - every other test goes to whichever worker is free, one by one, as ``--dist load`` does.
 
 Any test is still safe on any worker: each worker is its own session with its own temp directory
@@ -26,12 +27,16 @@ LIVE = "live"
 LIVE_MODULES = frozenset({"tests/test_live_engine.py", "tests/test_live_source.py", "tests/test_live_gallery.py"})
 MODULE_SERVERS = frozenset({"tests/test_dashboard_streams.py",
                             "tests/test_http_boundary.py", "tests/test_api_docs.py",
-                            "tests/test_openapi_contract.py",
-                            "tests/test_service_e2e.py", "tests/test_stills_service.py"})
-TENANTS = "tenants"  # the modules of tests/fixtures_server.py's tenants_server: one server for all
+                            "tests/test_openapi_contract.py"})
+# modules sharing a session-scoped server, each group on one worker so that it starts once
+TENANTS = "tenants"  # tests/fixtures_server.py's tenants_server: one all-in-one, a tenant per module
 TENANT_MODULES = frozenset({"tests/test_dashboard_gallery.py", "tests/test_dashboard_review.py",
                             "tests/test_dashboard_survey.py", "tests/test_dashboard_drawing.py",
                             "tests/test_dashboard.py"})
+SERVICES = "services"  # tests/fixtures_service.py's shared_service: one API and worker per backend
+SERVICE_MODULES = frozenset({"tests/test_service_e2e.py", "tests/test_stills_service.py",
+                             "tests/test_telemetry_e2e.py"})
+SHARED_SERVER_GROUPS = {TENANTS: TENANT_MODULES, SERVICES: SERVICE_MODULES}
 
 
 def scope_of(nodeid: str) -> str:
@@ -39,8 +44,9 @@ def scope_of(nodeid: str) -> str:
     path = nodeid.split("::", 1)[0]
     if path in LIVE_MODULES:
         return LIVE
-    if path in TENANT_MODULES:
-        return TENANTS
+    for group, modules in SHARED_SERVER_GROUPS.items():
+        if path in modules:
+            return group
     if path in MODULE_SERVERS:
         return path
     return nodeid
