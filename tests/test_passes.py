@@ -136,6 +136,26 @@ def test_two_animals_seen_together_are_never_folded_into_one(drifted) -> None:
     assert result is not None and result.ids == {4: 4, 5: 5}
 
 
+def test_a_stitch_across_the_turn_to_another_animal_is_undone_and_each_animal_paired_with_itself(drifted) -> None:
+    # stitching (which lets an animal wander several body sizes over an 8 s gap) linked cow X's
+    # first-pass track to cow Y's second-pass track, 60 px (three body sizes) away; X and Y are
+    # each seen on both passes
+    x_first, y_second = sighting(1, (1000, 200), FIRST), sighting(2, (1060, 215), SECOND)
+    x_second, y_first = sighting(3, (1000, 200), SECOND), sighting(4, (1060, 215), FIRST)
+    tracks = {t.track_id: t for t in (x_first, y_second, x_second, y_first)}
+    result = drifted.merge_passes({1: 1, 2: 1, 3: 3, 4: 4}, tracks)
+    assert result is not None
+    assert result.ids == {1: 1, 2: 4, 3: 1, 4: 4}  # before: {1: 1, 2: 1, 3: 3, 4: 4}, three animals
+    report = result.report(result.ids)
+    assert report["total_unique"] == 2
+    assert report["stitches_across_turns"] == {"undone": 1, "joined_again": 1}
+    # a stitch within one pass is left alone
+    within = sighting(5, (1000, 100), range(0, 35)), sighting(6, (1004, 100), range(40, 101))
+    result = drifted.merge_passes({5: 5, 6: 5}, {t.track_id: t for t in within})
+    assert result is not None and result.ids == {5: 5, 6: 5}
+    assert result.unlinked == 0
+
+
 def test_an_animal_that_walked_between_passes_beyond_the_tolerance_is_counted_twice(drifted) -> None:
     # the documented limit: 60 px (three body lengths) from where the first pass saw it
     log = drifted

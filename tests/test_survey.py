@@ -160,6 +160,42 @@ def test_registration_takes_out_the_gps_error_between_two_shots(tmp_path: Path) 
     assert refined.residual_m is not None and refined.residual_m < 0.1
 
 
+def test_a_shot_between_two_neighbours_that_disagree_is_placed_between_them(tmp_path: Path) -> None:
+    """Shots 0 and 1 of a column, then shot 2 beside shot 1 (70 % side overlap, and half of shot
+    0). Shot 1's placement is moved 1 m east, as a long chain of registrations drifts: shot 2 is
+    registered to both. Each neighbour is heard (not only the one with the most matches), so
+    shot 2 lands between them, and its residual shows their disagreement."""
+    flight = plan_grid(2, 2, 0.7, 0.7, seed=5, camera=Camera(), herd=4, gps_sigma_m=1.5, yaw_jitter_deg=2.0)
+    paths = write_flight(tmp_path, flight)
+    grid = SurveyGrid()
+    for i in (0, 1):
+        assert isinstance(grid.place(i, paths[i].name, paths[i], render_shot(flight, flight.shots[i]), 1200, 800), Shot)
+    drift = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # 1 m east
+    grid.shots[1].footprint = grid.shots[1].footprint.refined(drift)
+    grid._polygons[1] = grid.shots[1].footprint.corners().astype(np.float32)
+    third = grid.place(2, paths[2].name, paths[2], render_shot(flight, flight.shots[2]), 1200, 800)
+    assert isinstance(third, Shot) and third.method == "registered"
+    assert sorted(third.neighbours) == sorted([paths[0].name, paths[1].name])
+
+    def true_ground(shot: ShotPlan, x: float, y: float) -> np.ndarray:
+        matrix = camera_homography(shot.east, shot.north, shot.altitude, shot.yaw, shot.pitch,
+                                   flight.camera.focal_px, 1200, 800)
+        return np.array(ground(matrix, x, y))
+
+    # where shot 0's placement (the anchor's error, a similarity) puts the ground of shot 2's pixels
+    anchor, corners = grid.shots[0], [(0, 0), (1200, 0), (1200, 800), (0, 800), (600, 400)]
+    anchor_error, _ = cv2.estimateAffinePartial2D(
+        np.array([true_ground(flight.shots[0], x, y) for x, y in corners]),
+        np.array([np.array(anchor.footprint.to_ground(np.array([x]), np.array([y]))).ravel() for x, y in corners]))
+    for x, y in ((600, 400), (100, 100), (1100, 700)):
+        expected = anchor_error[:, :2] @ true_ground(flight.shots[2], x, y) + anchor_error[:, 2]
+        east, north = np.array(third.footprint.to_ground(np.array([x]), np.array([y]))).ravel() - expected
+        # one neighbour alone would give 0 or 1 m east; the two overlaps' centres differ, so the
+        # compromise turns the shot a little (a quarter of a metre at the corners)
+        assert 0.2 < east < 0.8 and abs(north) < (0.1 if (x, y) == (600, 400) else 0.35), (x, y, east, north)
+    assert third.residual_m is not None and third.residual_m > 0.2
+
+
 # --- deduplication of edge-cut animals, exact positions ------------------------------------------------------
 
 

@@ -23,7 +23,13 @@ accumulated camera motion puts it. After the last frame ``merge_passes``:
      beyond the GPS error (the accumulated motion has failed); error: the GPS's;
    * *accumulated motion* as it is, its drift estimated at ``DRIFT_PER_TRAVEL`` of the path
      flown since the ground was last seen;
-3. **merges**: a track of a later pass and a track (or group) of an earlier one are one animal
+3. **checks stitching across the turns**: stitching re-links an animal lost for up to 8 s
+   and lets it wander several body sizes in that time (one walking under a tree), so near a
+   turn it can join an animal of one pass to a different animal of the next. A link whose gap
+   spans a turn is kept only when its two pieces lie within the next step's tolerance of each
+   other on the registered ground; otherwise it is undone, and the later piece is paired
+   again by the next step (an optimal pairing: the animal it belongs to can take it);
+4. **merges**: a track of a later pass and a track (or group) of an earlier one are one animal
    when their classes agree, they were never seen at the same time, and their ground positions
    lie within the tolerance: ``TOLERANCE_SIZES`` body sizes (how far a grazing animal moves
    between passes) plus ``TOLERANCE_ERRORS`` times the two placements' errors. Each animal of
@@ -39,6 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -172,11 +179,59 @@ class FlightLog:
             return None
         placements = [PassPlacement(i + 1, self.frames[a], self.frames[b]) for i, (a, b) in enumerate(found)]
         corrections = self._place(placements)
+        pieces, links = self._unlink_turns(stitched, ends, placements)
+        stitched, unlinked = self._keep_links_that_fit(pieces, links, ends, placements, corrections)
         tracks = _chains(stitched, ends)
-        merged_into = self._merge(tracks, placements, corrections)
+        self._locate(tracks, placements, corrections)
+        merged_into = self._merge(tracks, placements)
         ids = {raw: merged_into.get(root, root) for raw, root in stitched.items()}
         spans = {raw: (e.first_frame, e.last_frame) for raw, e in ends.items() if e.head}
-        return PassMerge(ids, placements, spans, len(merged_into), self.telemetry is not None)
+        relinked = sum(1 for root in unlinked if root in merged_into)
+        return PassMerge(ids, placements, spans, len(merged_into), self.telemetry is not None,
+                         len(unlinked), relinked)
+
+    def _keep_links_that_fit(self, pieces: dict[int, int], links: list[tuple[int, int]], ends: dict[int, TrackEnds],
+                             placements: list[PassPlacement],
+                             corrections: list[np.ndarray]) -> tuple[dict[int, int], list[int]]:
+        """Stitching's links across a turn whose two pieces lie within the passes' tolerance of
+        each other on the registered ground, kept; the others undone (their later pieces' roots
+        returned), to be paired again by ``_merge``."""
+        tracks = _chains(pieces, ends)
+        self._locate(tracks, placements, corrections)
+        by_root = {t.track_id: t for t in tracks}
+        size = float(np.median([t.size for t in tracks])) if tracks else 0.0
+        root_of = {t.track_id: t.track_id for t in tracks}
+        undone = []
+        for before, after in sorted(links, key=lambda link: by_root[link[1]].first_frame):
+            earlier, later = by_root[before], by_root[after]
+            tolerance = TOLERANCE_SIZES * size + TOLERANCE_ERRORS * (
+                placements[earlier.pass_index].error + placements[later.pass_index].error)
+            if float(np.linalg.norm(earlier.position - later.position)) <= tolerance:
+                root_of[after] = root_of[before]
+            else:
+                undone.append(after)
+        return {raw: root_of.get(piece, piece) for raw, piece in pieces.items()}, undone
+
+    def _unlink_turns(self, stitched: dict[int, int], ends: dict[int, TrackEnds],
+                      placements: list[PassPlacement]) -> tuple[dict[int, int], list[tuple[int, int]]]:
+        """Stitched chains cut where a link's gap spans a turn: raw id -> its piece's root (the
+        piece's first track), and each cut link as (the piece before, the piece after)."""
+        members: dict[int, list[int]] = {}
+        for raw, root in stitched.items():
+            if raw in ends and ends[raw].head:
+                members.setdefault(root, []).append(raw)
+        pieces = dict(stitched)
+        links: list[tuple[int, int]] = []
+        for root, raws in members.items():
+            raws.sort(key=lambda raw: (ends[raw].first_frame, raw))
+            piece = root
+            for before, after in pairwise(raws):
+                if (self._pass_of_frame(placements, ends[after].first_frame)
+                        > self._pass_of_frame(placements, ends[before].last_frame)):
+                    links.append((piece, after))
+                    piece = after
+                pieces[after] = piece
+        return pieces, links
 
     # --- placing the passes ---------------------------------------------------------------------
 
@@ -288,12 +343,14 @@ class FlightLog:
 
     # --- merging ----------------------------------------------------------------------------------
 
-    def _merge(self, tracks: list[_Chain], placements: list[PassPlacement],
-               corrections: list[np.ndarray]) -> dict[int, int]:
+    def _locate(self, tracks: list[_Chain], placements: list[PassPlacement], corrections: list[np.ndarray]) -> None:
+        """Each track's pass (where it begins) and its position on the first pass's ground."""
         key_times = np.array([k.time_s for k in self.keyframes]) if self.keyframes else None
         for track in tracks:
             track.pass_index = self._pass_of_frame(placements, track.first_frame)
             track.position = _placed(track, key_times, corrections)
+
+    def _merge(self, tracks: list[_Chain], placements: list[PassPlacement]) -> dict[int, int]:
         merged_into: dict[int, int] = {}
         groups: list[_Group] = []
         sizes = [t.size for t in tracks]
@@ -342,6 +399,8 @@ class PassMerge:
     spans: dict[int, tuple[int, int]]  # raw id -> (first, last) frame
     merged: int
     telemetry: bool
+    unlinked: int = 0  # stitching's links across a turn, undone to be judged by the passes' rule
+    relinked: int = 0  # ... of which the passes' rule joined the piece to an earlier animal again
 
     def report(self, final: dict[int, int | None]) -> dict[str, Any]:
         """stats.json's ``counts.passes``; ``final`` maps raw ids to the counted ids (None:
@@ -363,6 +422,7 @@ class PassMerge:
             "total_unique": len({c for c in final.values() if c is not None}),
             "summed_over_passes": sum(p.counted for p in self.placements),
             "merged_across_passes": self.merged,
+            "stitches_across_turns": {"undone": self.unlinked, "joined_again": self.relinked},
             "placement": weakest,
             "error_px": round(max(p.error for p in self.placements), 2),
             "telemetry": self.telemetry,

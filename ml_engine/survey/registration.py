@@ -6,13 +6,23 @@ is in both: matching features (ORB, on a copy of the shot shrunk to ``FEATURE_SI
 give pairs of pixels that must land on the same ground point. A pasture is close to a plane,
 and each footprint is already a homography from the camera model, so what is left between the
 new shot's metadata footprint and its neighbours' (already placed) footprints is a ground-to-
-ground similarity (shift, turn, scale): fitted with RANSAC (``cv2.estimateAffinePartial2D``)
-over the matches of every overlapping neighbour together.
+ground similarity (shift, turn, scale). Each overlapping neighbour's matches are fitted
+alone with RANSAC (``cv2.estimateAffinePartial2D``), which sorts out the matches that agree;
+the similarity is then the least-squares fit over all neighbours' agreeing matches together.
+Neighbours are placed through different chains of registrations (the previous shot of the
+same line, the shots of the line before), and over a long grid the chains drift apart by up
+to a metre or two; one RANSAC over all matches followed whichever neighbour had most matches,
+and left the seam between the chains where the next shot followed the other one. Heard
+together, each shot lands between its neighbours, the drift is spread out, and the
+residual (RMS over every agreeing match) shows what disagreement is left: the matching
+tolerance of the shot's detections widens with it (``ml_engine.survey.grid``).
 
 Matches are *guided*: a pair whose two ground points, by the metadata, are further apart than
 ``gate_m`` cannot be the same point (grass repeats itself; a descriptor alone is not enough).
-A fit is taken when at least ``MIN_INLIERS`` matches agree within ``RANSAC_PX`` pixels (in the
-new shot's ground sample distance), and its scale and turn are plausible for metadata errors.
+A fit is taken when at least ``MIN_INLIERS`` matches agree (each neighbour's within
+``RANSAC_PX`` pixels of its own fit, in the new shot's ground sample distance; a neighbour
+with fewer than half of ``MIN_INLIERS`` is not heard), and its scale and turn are plausible
+for metadata errors.
 Only the features are kept per shot (a few hundred kB), never the pixels.
 """
 
@@ -98,21 +108,44 @@ def register(new: Features, footprint: Footprint, neighbours: list[tuple[int, Fe
             used.append(index)
     if not sources:
         return None
-    source, target = np.concatenate(sources), np.concatenate(targets)
+    threshold = RANSAC_PX * footprint.gsd_m
+    agreeing = [_agreeing(s, t, threshold) for s, t in zip(sources, targets, strict=True)]
+    source = np.concatenate([s[keep] for s, keep in zip(sources, agreeing, strict=True)])
+    target = np.concatenate([t[keep] for t, keep in zip(targets, agreeing, strict=True)])
+    used = [index for index, keep in zip(used, agreeing, strict=True) if keep.any()]
     if len(source) < MIN_INLIERS:
         return None
-    threshold = RANSAC_PX * footprint.gsd_m
-    matrix, inliers = cv2.estimateAffinePartial2D(source, target, method=cv2.RANSAC,
-                                                  ransacReprojThreshold=threshold, maxIters=4000,
-                                                  confidence=0.999, refineIters=10)
-    if matrix is None or inliers is None or int(inliers.sum()) < MIN_INLIERS:
-        return None
+    matrix = _least_squares_similarity(source, target)
     scale = math.hypot(matrix[0, 0], matrix[1, 0])
     turn = math.degrees(math.atan2(matrix[1, 0], matrix[0, 0]))
     if abs(scale - 1) > MAX_SCALE_CHANGE or abs(turn) > MAX_TURN_DEG:
         return None
-    keep = inliers.ravel().astype(bool)
-    moved = source[keep] @ matrix[:, :2].T + matrix[:, 2]
-    residual = float(np.sqrt(np.mean(np.sum((moved - target[keep]) ** 2, axis=1))))
+    moved = source @ matrix[:, :2].T + matrix[:, 2]
+    residual = float(np.sqrt(np.mean(np.sum((moved - target) ** 2, axis=1))))
     similarity = np.vstack([matrix, [0.0, 0.0, 1.0]])
-    return Registration(similarity, int(keep.sum()), len(source), residual, used)
+    return Registration(similarity, len(source), sum(len(s) for s in sources), residual, used)
+
+
+def _agreeing(source: np.ndarray, target: np.ndarray, threshold: float) -> np.ndarray:
+    """Which of one neighbour's matches agree with its own RANSAC similarity (none when it has
+    too few): each neighbour is fitted alone, so that neighbours placed along different chains
+    of registrations are all heard, not only the one with most matches."""
+    keep = np.zeros(len(source), dtype=bool)
+    if len(source) < MIN_INLIERS // 2:
+        return keep
+    matrix, inliers = cv2.estimateAffinePartial2D(source, target, method=cv2.RANSAC,
+                                                  ransacReprojThreshold=threshold, maxIters=2000,
+                                                  confidence=0.999, refineIters=10)
+    if matrix is None or inliers is None or int(inliers.sum()) < MIN_INLIERS // 2:
+        return keep
+    return inliers.ravel().astype(bool)
+
+
+def _least_squares_similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The 2x3 similarity (shift, turn, scale) that fits source onto target in least squares."""
+    x, y = source[:, 0].astype(np.float64), source[:, 1].astype(np.float64)
+    ones, zeros = np.ones_like(x), np.zeros_like(x)
+    rows = np.vstack([np.column_stack([x, -y, ones, zeros]), np.column_stack([y, x, zeros, ones])])
+    values = np.concatenate([target[:, 0], target[:, 1]]).astype(np.float64)
+    (a, b, tx, ty), *_ = np.linalg.lstsq(rows, values, rcond=None)
+    return np.array([[a, -b, tx], [b, a, ty]])
