@@ -214,12 +214,12 @@ class _ReachingBoTSORT(BoTSORTTracker):
         confirmed = [t for t in self.tracks if t.tracker_id != -1]
         # a confirmed track that matched this frame holds its animal: beside it only a runner is reached
         holds = [self.runners_may_pass and t.time_since_update == 0 for t in confirmed]
-        guards = [tracklet_boxes_by_id[id(t)] for t, held in zip(confirmed, holds, strict=True) if not held]
-        held = [tracklet_boxes_by_id[id(t)] for t, held in zip(confirmed, holds, strict=True) if held]
+        guards = [tracklet_boxes_by_id[id(t)] for t, h in zip(confirmed, holds, strict=True) if not h]
+        held = [tracklet_boxes_by_id[id(t)] for t, h in zip(confirmed, holds, strict=True) if h]
         if guards:
             reach[:, within_reach(np.array(guards), detections).any(axis=0)] = 0
         if held:
-            beside = within_reach(np.array(held), detections).any(axis=0)
+            beside = np.asarray(within_reach(np.array(held), detections).any(axis=0))
             reach[~runner_like(boxes, detections, iou) & beside[None, :]] = 0
         return np.maximum(iou, reach)
 
