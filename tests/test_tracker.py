@@ -18,7 +18,7 @@ from bench.counting.oracle import Oracle, OracleConfig
 from bench.counting.render import ground_texture, render_frame
 from bench.counting.scene import SCENARIOS, Scene
 from ml_engine.counting import CameraFrame, CameraMotion, CountingConfig, ObjectCounter, camera_frame
-from ml_engine.counting.tracker import LiveTracker
+from ml_engine.counting.tracker import LiveTracker, reach_similarity, runner_like
 
 PERFECT = OracleConfig(miss=0, crowd_miss=0, occlusion_miss=0, edge_miss=0, small_miss=0, jitter=0,
                        jitter_input_px=0, score_sd=0, false_per_frame=0, min_px=0)
@@ -114,3 +114,51 @@ def test_an_animal_running_past_its_own_box_is_tracked_from_its_third_frame() ->
     assert _ids_of_a_runner("bytetrack", step=51) == []  # boxes alone: never confirmed
     slow = _ids_of_a_runner("botsort", step=5)
     assert len(slow) == 12 - 2 and len(set(slow)) == 1
+
+
+def _ids_of_a_runner_beside_a_herd(step: float, fps: float = 6.0, on_frames: bool = True) -> list[int]:
+    """Tracker ids given to an animal (30 px) that runs ``step`` px between processed
+    frames along a standing herd (30 px animals, 60 px apart, 20 px beside its path), from the
+    fifth frame on, when every animal of the herd has a confirmed track that matches each frame.
+    The camera stands still, measured on the frames (``on_frames``) or read from the detections."""
+    live = LiveTracker("botsort", fps=fps, track_threshold=0.5, min_hits=3, track_buffer_s=1.0, match_iou=0.1)
+    herd = [np.array([x, 300, x + 30, 330], dtype=float) for x in range(100, 460, 60)]
+    ids = []
+    for n in range(14):
+        boxes = list(herd)
+        if n >= 5:
+            x = 60 + step * (n - 5)
+            boxes.append(np.array([x, 350, x + 30, 380], dtype=float))
+        detections = sv.Detections(xyxy=np.array(boxes), confidence=np.full(len(boxes), 0.9))
+        tracked = live.update(detections, np.eye(2, 3), measured_on_frames=on_frames)
+        runner = tracked.xyxy[:, 1] == 350
+        ids += [int(i) for i in tracked.tracker_id[runner] if i >= 0]
+    return ids
+
+
+def test_an_animal_running_past_a_tracked_herd_at_stride_5_is_tracked_from_its_third_frame() -> None:
+    # flyover_120 at stride 5: a herd runs through a standing one, about a body length between
+    # processed frames. The herd's tracks all matched, so a leftover detection beside them is an
+    # animal none of them holds: the runner's new track reaches for it and is confirmed.
+    ids = _ids_of_a_runner_beside_a_herd(step=40)
+    assert len(ids) == 9 - 2 and len(set(ids)) == 1
+    # frames 1/10 s apart (stride 3): a runner would overlap itself, so the crowd guard holds
+    assert _ids_of_a_runner_beside_a_herd(step=40, fps=10.0) == []
+    # beyond 1.5 box lengths a step beside a herd: more likely a neighbour than a runner
+    assert _ids_of_a_runner_beside_a_herd(step=50) == []
+    # the camera's motion read from the detections: a match is less sure, the guard holds
+    assert _ids_of_a_runner_beside_a_herd(step=40, on_frames=False) == []
+
+
+def test_a_runner_beside_a_herd_leaves_its_box_behind_at_a_step_and_keeps_its_size() -> None:
+    track = np.array([[0, 0, 30, 30]], dtype=float)
+    detections = np.array([
+        [40, 0, 70, 30],  # 1.33 box lengths on, no overlap, same size: a runner
+        [50, 0, 80, 30],  # 1.67 lengths on: too far
+        [35, 0, 75, 30],  # 1.33 lengths on and 1.33 times the area: still alike
+        [32, 0, 82, 30],  # 1.4 lengths on but 1.67 times the area: another animal (the general reach allows 2x)
+        [20, 0, 50, 30],  # overlapping a third of it: a neighbour as likely as the animal itself
+    ], dtype=float)
+    iou = np.array([[0.0, 0.0, 0.0, 0.0, 0.2]])
+    assert runner_like(track, detections, iou).tolist() == [[True, False, True, False, False]]
+    assert (reach_similarity(track, detections) > 0).all()  # the general reach takes them all

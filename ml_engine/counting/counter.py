@@ -287,7 +287,8 @@ class ObjectCounter:
         motion = self._camera_motion(frame, detections.xyxy)
         if self.flight is not None:
             self.flight.observe(frame_index, time_s, self._to_ground, self._camera_frame)
-        tracked = self._tracker.update(_with_class_names(detections), motion)
+        on_frames = frame is not None and self.uses_frames  # measured on pixels, not read from the detections
+        tracked = self._tracker.update(_with_class_names(detections), motion, measured_on_frames=on_frames)
         confirmed = tracked[tracked.tracker_id != -1] if len(tracked) else empty_tracked()
         confirmed.tracker_id = tracker_ids(confirmed) + 1  # users count from 1
         classes = self._record(frame_index, time_s, confirmed)

@@ -151,6 +151,16 @@ class _GivenMotion:
 
 # How far a new track may reach for a detection its box does not overlap, in lengths of its box.
 UNCONFIRMED_REACH = 3.0
+# Beside confirmed tracks that all matched, a new track may still reach for a runner, but only when
+# processed frames are this far apart (an animal running about 8 body lengths a second leaves its
+# own box behind; closer in time a runner overlaps itself and needs no reach): at 30 fps, stride 4+.
+RUNNER_MIN_INTERVAL_S = 1 / 8
+# ... and only for a detection it does not overlap at all (a partial overlap is as likely a neighbour),
+RUNNER_MAX_IOU = 0.02
+# within this many lengths of its box (a runner a step; three was too far in a herd),
+RUNNER_REACH = 1.5
+# and within this ratio of its box's area (the general reach allows 2x: a neighbour half hidden).
+RUNNER_AREA_RATIO = 1.5
 
 
 class _ReachingBoTSORT(BoTSORTTracker):
@@ -164,13 +174,22 @@ class _ReachingBoTSORT(BoTSORTTracker):
     * In BoT-SORT's last stage (new tracks against the detections every confirmed track left
       over) a detection within ``UNCONFIRMED_REACH`` box lengths and of a similar size may
       match, scored below any overlap, unless it lies that close to a confirmed track: in a
-      crowd, a leftover detection is far more likely a neighbour than a runner.
+      crowd, a leftover detection is far more likely a neighbour than a runner. When processed
+      frames are at least ``RUNNER_MIN_INTERVAL_S`` apart and the camera's motion was measured
+      on the frames, a confirmed track that matched this frame has its animal, so beside it
+      (and no unmatched confirmed track) the reach stays open for a runner: a detection the new
+      track does not overlap at all, within ``RUNNER_REACH`` lengths and of about its size. At
+      stride 5 a herd running through a standing one (the benchmark's `flyover_120`) was
+      otherwise never confirmed. With the motion read from the detections (no frames) a match
+      is less sure, and opening the reach there added tracks (`jumps`, `altitude` at stride 5).
     * On its second match a new track takes the displacement between its two observations
       as its velocity, so its third prediction lands where the animal will be (the Kalman
       filter, starting from zero velocity, would need several frames to learn it).
     """
 
     _priors: dict[int, np.ndarray]  # new track -> its predicted centre this frame (after CMC)
+    # whether a runner may pass beside tracks that matched (LiveTracker sets it per frame)
+    runners_may_pass = False
 
     def update(self, detections: Any, frame: np.ndarray | None = None, timestamp: float | None = None) -> Any:
         self._priors = {}
@@ -192,9 +211,16 @@ class _ReachingBoTSORT(BoTSORTTracker):
         self._priors = {id(t): centre for t, centre in zip(tracklets, _centres(boxes), strict=True)
                         if t.number_of_successful_updates == 1}
         reach = reach_similarity(boxes, detections)
-        confirmed = [tracklet_boxes_by_id[id(t)] for t in self.tracks if t.tracker_id != -1]
-        if confirmed:
-            reach[:, within_reach(np.array(confirmed), detections).any(axis=0)] = 0
+        confirmed = [t for t in self.tracks if t.tracker_id != -1]
+        # a confirmed track that matched this frame holds its animal: beside it only a runner is reached
+        holds = [self.runners_may_pass and t.time_since_update == 0 for t in confirmed]
+        guards = [tracklet_boxes_by_id[id(t)] for t, h in zip(confirmed, holds, strict=True) if not h]
+        held = [tracklet_boxes_by_id[id(t)] for t, h in zip(confirmed, holds, strict=True) if h]
+        if guards:
+            reach[:, within_reach(np.array(guards), detections).any(axis=0)] = 0
+        if held:
+            beside = np.asarray(within_reach(np.array(held), detections).any(axis=0))
+            reach[~runner_like(boxes, detections, iou) & beside[None, :]] = 0
         return np.maximum(iou, reach)
 
 
@@ -219,6 +245,15 @@ def within_reach(boxes: np.ndarray, detections: np.ndarray) -> np.ndarray:
     return _distances(boxes, detections) < UNCONFIRMED_REACH * _lengths(boxes)[:, None]
 
 
+def runner_like(tracks: np.ndarray, detections: np.ndarray, iou: np.ndarray) -> np.ndarray:
+    """(tracks, detections): where the detection may be the track's animal running past a herd:
+    no overlap, within ``RUNNER_REACH`` box lengths, and an area within ``RUNNER_AREA_RATIO``."""
+    near = _distances(tracks, detections) < RUNNER_REACH * _lengths(tracks)[:, None]
+    area_t, area_d = _areas(tracks)[:, None], _areas(detections)[None, :]
+    alike = (area_d <= RUNNER_AREA_RATIO * area_t) & (area_t <= RUNNER_AREA_RATIO * area_d)
+    return near & alike & (iou < RUNNER_MAX_IOU)
+
+
 def reach_similarity(tracks: np.ndarray, detections: np.ndarray) -> np.ndarray:
     """(tracks, detections) in [0, 0.5]: 0.5 at the same centre, falling to 0 at
     ``UNCONFIRMED_REACH`` box lengths; 0 where the areas differ by more than 2x."""
@@ -230,7 +265,8 @@ def reach_similarity(tracks: np.ndarray, detections: np.ndarray) -> np.ndarray:
 
 class LiveTracker:
     """One video's tracker: ``update(detections, motion)`` with ``motion`` the camera's 2x3
-    transform from the previous processed frame (None: unknown, taken as no motion)."""
+    transform from the previous processed frame (None: unknown, taken as no motion);
+    ``measured_on_frames``: whether that motion was measured on the frames' pixels."""
 
     def __init__(self, name: Tracker, fps: float, track_threshold: float, min_hits: int,
                  track_buffer_s: float, match_iou: float) -> None:
@@ -254,6 +290,7 @@ class LiveTracker:
             instant_first_frame_activation=False,  # confirmed after min_hits, on the first frame too
             enable_cmc=False,
         )
+        self._far_apart = fps <= 1 / RUNNER_MIN_INTERVAL_S  # a runner leaves its box between frames
         self._motion = _GivenMotion()
         self._tracker.enable_cmc = True
         self._tracker.cmc = self._motion
@@ -263,9 +300,10 @@ class LiveTracker:
         any other id has ended for good."""
         return set(self._tracker.tracked_objects.tracker_id.tolist())
 
-    def update(self, detections: Any, motion: np.ndarray | None) -> Any:
+    def update(self, detections: Any, motion: np.ndarray | None, measured_on_frames: bool = False) -> Any:
         if self._motion is None:
             return self._tracker.update(detections)
+        self._tracker.runners_may_pass = self._far_apart and motion is not None and measured_on_frames
         self._motion.matrix = np.eye(2, 3) if motion is None else motion
         # BoT-SORT applies CMC only when given a frame; the frame itself is not looked at here
         return self._tracker.update(detections, frame=_NO_PIXELS)
