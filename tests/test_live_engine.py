@@ -587,8 +587,9 @@ def test_memory_stays_flat_as_animals_keep_coming(walk_frames: list[np.ndarray],
     statuses: list[LiveStatus] = []
     twelve_seconds = stop_after(12.5)
 
-    def enough() -> bool:  # 12.5 s of stream and 150 frames counted (a loaded CPU counts fewer a second)
-        return twelve_seconds() and bool(statuses) and statuses[-1].frames_processed >= 150 and len(samples) >= 6
+    def enough() -> bool:  # 12.5 s of stream, 150 frames and 5 animals counted (a loaded CPU counts fewer a second)
+        return (twelve_seconds() and bool(statuses) and statuses[-1].frames_processed >= 150
+                and statuses[-1].counts["total_unique"] >= 5 and len(samples) >= 6)
 
     class Measuring(QuietSink):
         def on_window(self, record: dict, state: StreamState) -> None:
