@@ -199,13 +199,12 @@ class FlightLog:
         tracks = _chains(pieces, ends)
         self._locate(tracks, placements, corrections)
         by_root = {t.track_id: t for t in tracks}
-        size = float(np.median([t.size for t in tracks])) if tracks else 0.0
+        size = _median_size(tracks)
         root_of = {t.track_id: t.track_id for t in tracks}
         undone = []
         for before, after in sorted(links, key=lambda link: by_root[link[1]].first_frame):
             earlier, later = by_root[before], by_root[after]
-            tolerance = TOLERANCE_SIZES * size + TOLERANCE_ERRORS * (
-                placements[earlier.pass_index].error + placements[later.pass_index].error)
+            tolerance = _tolerance(size, placements[earlier.pass_index].error, placements[later.pass_index].error)
             if float(np.linalg.norm(earlier.position - later.position)) <= tolerance:
                 root_of[after] = root_of[before]
             else:
@@ -353,8 +352,7 @@ class FlightLog:
     def _merge(self, tracks: list[_Chain], placements: list[PassPlacement]) -> dict[int, int]:
         merged_into: dict[int, int] = {}
         groups: list[_Group] = []
-        sizes = [t.size for t in tracks]
-        size = float(np.median(sizes)) if sizes else 0.0
+        size = _median_size(tracks)
         for number, placement in enumerate(placements):
             members = [t for t in tracks if t.pass_index == number]
             if groups and members:
@@ -372,7 +370,7 @@ class FlightLog:
             for m, track in enumerate(members):
                 if group.class_name != track.class_name or group.seen_during(track.span):
                     continue
-                tolerance = TOLERANCE_SIZES * size + TOLERANCE_ERRORS * (group.error + placement.error)
+                tolerance = _tolerance(size, group.error, placement.error)
                 distance = float(np.linalg.norm(group.position - track.position))
                 if distance <= tolerance:
                     cost[g, m] = distance
@@ -387,6 +385,16 @@ class FlightLog:
             group.position, group.error = track.position, placement.error  # where it was seen last
             group.spans.append(track.span)
 
+
+
+def _median_size(tracks: list[_Chain]) -> float:
+    return float(np.median([t.size for t in tracks])) if tracks else 0.0
+
+
+def _tolerance(size: float, error_a: float, error_b: float) -> float:
+    """How far apart two sightings of one animal may lie on the ground: ``TOLERANCE_SIZES`` body
+    sizes plus ``TOLERANCE_ERRORS`` times the two placements' errors."""
+    return TOLERANCE_SIZES * size + TOLERANCE_ERRORS * (error_a + error_b)
 
 
 @dataclass
